@@ -1,0 +1,225 @@
+"""Redaction of secrets, user names, home directories and host names before anything is shared.
+
+Every report format (Markdown, JSON, HTML, chart text), saved baselines and `env` output pass through a
+`Redactor`. It removes: Hugging Face / OpenAI / GitHub / AWS tokens, `Authorization` headers, values of
+settings and environment variables whose name says secret (TOKEN, KEY, SECRET, PASSWORD, AUTH, CREDENTIAL),
+passwords in URLs, home directories (`/home/<user>`, `/Users/<user>`, `C:\\Users\\<user>`, `/root` -> `~`),
+host names in `file://host/` URLs and UNC paths, and the current user's name and host name wherever they
+appear as a word. User names seen in home paths are learned and removed everywhere too.
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+import socket
+from dataclasses import dataclass, field
+
+SECRET = "[REDACTED]"
+USER = "[user]"
+HOST = "[host]"
+
+# Name segments (split on _ . - and camelCase) that mark a value as secret.
+SECRET_WORDS = frozenset(
+    {"token", "key", "secret", "secrets", "password", "passwords", "passwd", "auth", "authorization",
+     "credential", "credentials", "apikey", "passphrase", "cookie"}
+)
+SECRET_SUFFIXES = ("token", "key", "secret", "password", "passwd", "credential", "credentials")
+# Bare names that identify nobody: left alone as words (their home paths still become `~`).
+GENERIC_NAMES = frozenset(
+    {"root", "user", "users", "admin", "ubuntu", "runner", "nobody", "home", "localhost", "vm", "jovyan",
+     "vscode", "default", "local", "host"}
+)
+
+_TOKEN_PATTERNS = [
+    re.compile(r"\bhf_[A-Za-z0-9]{20,}"),  # Hugging Face (hf_ + 34 characters; not vLLM's hf_overrides)
+    re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"),  # OpenAI-style (sk-..., sk-proj-...)
+    re.compile(r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{10,}"),  # GitHub
+    re.compile(r"\bgithub_pat_[A-Za-z0-9_]{10,}"),
+    re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"),  # AWS access key id
+    re.compile(r"\beyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*"),  # JWT
+]
+_AUTH_HEADER = re.compile(
+    r"(?i)\b((?:proxy-)?authorization\b[\"']?\s*[:=]\s*[\"']?)(?:(bearer|basic|token|digest|negotiate)\s+)?"
+    r"([^\s\"',;}]+)"
+)
+_BEARER = re.compile(r"(?i)\b(bearer|basic)(\s+)([A-Za-z0-9._~+/=\-]{6,})")
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^/\s:@]+):([^/\s@]+)@")
+# NAME=VALUE, NAME: VALUE, "NAME": "VALUE", 'NAME': 'VALUE', --NAME VALUE, --NAME=VALUE
+_ASSIGNMENT = re.compile(
+    r"(?P<pre>(?<![A-Za-z0-9_.\-])(?P<dash>--)?[\"']?(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)[\"']?)"
+    r"(?P<sep>\s*[=:]\s*|(?(dash)\s+|(?!)))"
+    r"(?P<value>\"[^\"\n]*\"|'[^'\n]*'|(?![\[{])[^\s,;}\]\)]+)"
+)
+_HOME_PATTERNS = [
+    re.compile(r"(?P<home>/home/(?P<user>[^/\s\"'<>:]+))(?=/|\b|$)"),
+    re.compile(r"(?P<home>/Users/(?P<user>[^/\s\"'<>:]+))(?=/|\b|$)"),
+    re.compile(r"(?P<home>[A-Za-z]:(?:\\\\|\\|/)Users(?:\\\\|\\|/)(?P<user>[^\\/\s\"'<>:]+))", re.IGNORECASE),
+    re.compile(r"(?P<home>(?<![A-Za-z0-9_.\-])/root)(?=/|\s|$|[\"',;:)\]}])"),
+]
+_FILE_URL_HOST = re.compile(r"(?i)\bfile://(?P<host>[^/\s\"'<>]+)/")
+_UNC_HOST = re.compile(r"(?<![A-Za-z0-9:])\\\\(?P<host>[A-Za-z0-9][A-Za-z0-9.\-]*)\\")
+_USER_AT_HOST = re.compile(r"\b(?P<user>[a-z_][a-z0-9_.\-]{1,31})@(?P<host>[A-Za-z0-9][A-Za-z0-9.\-]*[A-Za-z0-9])\b")
+
+
+def _segments(name: str) -> list[str]:
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name)
+    return [s for s in re.split(r"[_.\-\s]+", spaced.lower()) if s]
+
+
+def is_secret_name(name: str) -> bool:
+    """`HF_TOKEN`, `api_key`, `dbPassword`, `--api-key` are secret; `max_num_batched_tokens`, `tokenizer`
+    and `author` are not (plural `tokens`, and words that merely contain `token`/`auth`)."""
+    for seg in _segments(name):
+        if seg in SECRET_WORDS or (seg.endswith(SECRET_SUFFIXES) and len(seg) > 3):
+            return True
+    return False
+
+
+def _word(name: str) -> re.Pattern[str]:
+    return re.compile(r"(?<![A-Za-z0-9])" + re.escape(name) + r"(?![A-Za-z0-9])", re.IGNORECASE)
+
+
+@dataclass
+class Redactor:
+    """Removes secrets and identities from text and from JSON-like objects (dicts, lists, strings)."""
+
+    users: set[str] = field(default_factory=set)
+    hosts: set[str] = field(default_factory=set)
+
+    @classmethod
+    def for_this_machine(cls) -> Redactor:
+        """A redactor that also knows the current user's name and this machine's host name."""
+        users, hosts = set(), set()
+        try:
+            users.add(getpass.getuser())
+        except Exception:  # noqa: BLE001 - no passwd entry in some containers; nothing to learn then
+            pass
+        try:
+            host = socket.gethostname()
+        except OSError:
+            host = ""
+        if host:
+            hosts.add(host)
+            hosts.add(host.split(".")[0])
+        red = cls()
+        for u in users:
+            red.add_user(u)
+        for h in hosts:
+            red.add_host(h)
+        return red
+
+    def add_user(self, name: str) -> None:
+        if name and len(name) >= 3 and name.lower() not in GENERIC_NAMES:
+            self.users.add(name)
+
+    def add_host(self, name: str) -> None:
+        if name and len(name) >= 3 and name.lower() not in GENERIC_NAMES:
+            self.hosts.add(name)
+
+    # -- learning ---------------------------------------------------------------------------------------
+    def learn(self, obj: object) -> None:
+        """Collect user names seen in home paths and `user@host` anywhere in obj, so they go everywhere."""
+        for text in _strings(obj):
+            for pattern in _HOME_PATTERNS[:3]:
+                for m in pattern.finditer(text):
+                    self.add_user(m.group("user"))
+            for m in _FILE_URL_HOST.finditer(text):
+                self.add_host(m.group("host"))
+            for m in _UNC_HOST.finditer(text):
+                self.add_host(m.group("host"))
+
+    # -- text -------------------------------------------------------------------------------------------
+    def text(self, text: str) -> str:
+        if not text:
+            return text
+        self.learn(text)
+        for pattern in _TOKEN_PATTERNS:
+            text = pattern.sub(SECRET, text)
+        text = _AUTH_HEADER.sub(lambda m: m.group(1) + (m.group(2) + " " if m.group(2) else "") + SECRET, text)
+        text = _BEARER.sub(lambda m: m.group(1) + m.group(2) + SECRET, text)
+        text = _URL_PASSWORD.sub(lambda m: m.group(1) + USER + ":" + SECRET + "@", text)
+        text = self._assignments(text)
+        for pattern in _HOME_PATTERNS:
+            text = pattern.sub("~", text)
+        text = _FILE_URL_HOST.sub("file://" + HOST + "/", text)
+        text = _UNC_HOST.sub(lambda m: "\\\\" + HOST + "\\", text)
+        text = _USER_AT_HOST.sub(self._user_at_host, text)
+        for name in sorted(self.users, key=len, reverse=True):
+            text = _word(name).sub(USER, text)
+        for name in sorted(self.hosts, key=len, reverse=True):
+            text = _word(name).sub(HOST, text)
+        return text
+
+    def _assignments(self, text: str) -> str:
+        """Replace the values of secret-named assignments; a non-secret name is skipped but its value is
+        scanned again (so `env: HF_TOKEN=...` still finds HF_TOKEN)."""
+        out, pos = [], 0
+        while True:
+            m = _ASSIGNMENT.search(text, pos)
+            if m is None:
+                out.append(text[pos:])
+                return "".join(out)
+            value = m.group("value")
+            keep = (
+                not is_secret_name(m.group("name"))
+                or value.strip("'\"") in (SECRET, "")
+                or value.startswith("--")
+                or value.lower() in ("bearer", "basic", "token", "digest", "negotiate")
+            )
+            if keep:
+                out.append(text[pos : m.start("value")])
+                pos = m.start("value")
+                if pos == m.start():  # cannot happen (a name precedes the value); guards the loop
+                    out.append(text[pos])
+                    pos += 1
+                continue
+            quote = value[0] if value[:1] in ("'", '"') else ""
+            out.append(text[pos : m.start("value")] + quote + SECRET + quote)
+            pos = m.end("value")
+
+    def _user_at_host(self, m: re.Match[str]) -> str:
+        return USER + "@" + HOST if "." not in m.group("host") or m.group("host") in self.hosts else m.group(0)
+
+    # -- objects ----------------------------------------------------------------------------------------
+    def obj(self, obj: object) -> object:
+        """Redact a JSON-like object: secret-named keys lose their values; every string is redacted."""
+        if isinstance(obj, str):
+            return self.text(obj)
+        if isinstance(obj, dict):
+            out = {}
+            for k, v in obj.items():
+                key = self.text(k) if isinstance(k, str) else k
+                if isinstance(k, str) and is_secret_name(k) and v is not None and not isinstance(v, (dict, list, bool)):
+                    out[key] = SECRET
+                else:
+                    out[key] = self.obj(v)
+            return out
+        if isinstance(obj, (list, tuple)):
+            return [self.obj(v) for v in obj]
+        return obj
+
+
+def _strings(obj: object):
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(k, str):
+                yield k
+            yield from _strings(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _strings(v)
+
+
+def redact_text(text: str, redactor: Redactor | None = None) -> str:
+    """Redact one text with a redactor that knows this machine's user and host."""
+    return (redactor or Redactor.for_this_machine()).text(text)
+
+
+def redact(obj: object, redactor: Redactor | None = None) -> object:
+    """Redact a JSON-like object with a redactor that knows this machine's user and host."""
+    red = redactor or Redactor.for_this_machine()
+    red.learn(obj)
+    return red.obj(obj)
