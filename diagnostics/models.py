@@ -1,0 +1,211 @@
+"""Model shapes (numbers, not weights): built-in MiniCPM-V-2_6 and any model described by a local config.json.
+
+Parameter counts are done layer by layer the way vLLM builds the model (vocab rows padded to a multiple of 64),
+so `weights_bytes()` equals vLLM's meta-device parameter bytes: 8,099,275,504 params = 16,198,551,008 B
+(15.09 GiB) in bf16 for MiniCPM-V-2_6 (docs/minicpmv26-kit.md §4.1). The same arithmetic serves the tiny
+kit shapes (945,088 params in checkpoint layout).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from diagnostics.errors import UsageError
+
+VOCAB_PADDING = 64  # vLLM's DEFAULT_VOCAB_PADDING_SIZE for VocabParallelEmbedding / ParallelLMHead
+
+
+@dataclass(frozen=True)
+class VisionSpec:
+    hidden: int  # SigLIP hidden (1152)
+    layers: int  # 27
+    heads: int  # 16
+    mlp: int  # 4304
+    patch: int  # 14
+    image_size: int  # slice edge (448)
+    tower_image_size: int  # position table edge (980 -> 70 x 70 positions)
+    query_num: int  # resampler queries = LLM embeddings per slice (64)
+    max_slice_nums: int  # slices per image besides the overview (9)
+
+    @property
+    def patches_per_slice(self) -> int:
+        return (self.image_size // self.patch) ** 2
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    architecture: str
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    max_position_embeddings: int
+    dtype_bytes: int = 2
+    params: int = 0  # as vLLM builds it (padded vocab)
+    vision: VisionSpec | None = None
+    tie_word_embeddings: bool = False
+    source: str = "built-in"
+
+    def kv_bytes_per_token(self, dtype_bytes: int | None = None) -> int:
+        """K and V for every layer: 57,344 B for MiniCPM-V-2_6 in bf16."""
+        return 2 * self.layers * self.kv_heads * self.head_dim * (dtype_bytes or self.dtype_bytes)
+
+    def weights_bytes(self, dtype_bytes: int | None = None) -> int:
+        return self.params * (dtype_bytes or self.dtype_bytes)
+
+    @property
+    def vocab_padded(self) -> int:
+        return padded_vocab(self.vocab)
+
+    @property
+    def is_multimodal(self) -> bool:
+        return self.vision is not None
+
+
+def padded_vocab(vocab: int, multiple: int = VOCAB_PADDING) -> int:
+    return -(-vocab // multiple) * multiple
+
+
+def llm_params(hidden, layers, heads, kv_heads, head_dim, intermediate, vocab_rows, *, qkv_bias=True,
+               tied=False) -> int:
+    """Qwen2/Llama-style decoder: embeddings, attention (q/k/v with optional bias, o), gated MLP, 2 norms/layer."""
+    q, kv = heads * head_dim, kv_heads * head_dim
+    attn = hidden * q + 2 * hidden * kv + q * hidden + ((q + 2 * kv) if qkv_bias else 0)
+    per_layer = attn + 3 * hidden * intermediate + 2 * hidden
+    return vocab_rows * hidden * (1 if tied else 2) + layers * per_layer + hidden
+
+
+def vision_tower_params(v: VisionSpec, layers: int | None = None) -> int:
+    """Idefics2/SigLIP NaViT: patch conv (+bias), position table, layers (4 projections, 2 LNs, MLP), post-LN."""
+    d = v.hidden
+    embed = d * 3 * v.patch * v.patch + d + (v.tower_image_size // v.patch) ** 2 * d
+    per_layer = 4 * (d * d + d) + 2 * 2 * d + (d * v.mlp + v.mlp) + (v.mlp * d + d)
+    return embed + (v.layers if layers is None else layers) * per_layer + 2 * d
+
+
+def resampler_params(v: VisionSpec, llm_hidden: int) -> int:
+    """Resampler2_5: query, kv_proj (only when widths differ, no bias), MHA in/out, ln_q/ln_kv/ln_post, proj."""
+    h = llm_hidden
+    kv_proj = h * v.hidden if v.hidden != h else 0
+    attn = 3 * h * h + 3 * h + h * h + h
+    return v.query_num * h + kv_proj + attn + 3 * 2 * h + h * h
+
+
+MINICPM_V_2_6_VISION = VisionSpec(hidden=1152, layers=27, heads=16, mlp=4304, patch=14, image_size=448,
+                                  tower_image_size=980, query_num=64, max_slice_nums=9)
+
+
+def _minicpmv_spec(name, llm: dict, vision: VisionSpec, dtype_bytes=2, source="built-in", drop_last=False):
+    params = (
+        llm_params(llm["hidden"], llm["layers"], llm["heads"], llm["kv_heads"], llm["head_dim"],
+                   llm["intermediate"], padded_vocab(llm["vocab"]), qkv_bias=True, tied=llm.get("tied", False))
+        + vision_tower_params(vision, vision.layers - (1 if drop_last else 0))
+        + resampler_params(vision, llm["hidden"])
+    )
+    return ModelSpec(name=name, architecture="MiniCPMV", hidden=llm["hidden"], layers=llm["layers"],
+                     heads=llm["heads"], kv_heads=llm["kv_heads"], head_dim=llm["head_dim"],
+                     intermediate=llm["intermediate"], vocab=llm["vocab"],
+                     max_position_embeddings=llm["max_position_embeddings"], dtype_bytes=dtype_bytes,
+                     params=params, vision=vision, tie_word_embeddings=llm.get("tied", False), source=source)
+
+
+MINICPM_V_2_6 = _minicpmv_spec(
+    "openbmb/MiniCPM-V-2_6",
+    dict(hidden=3584, layers=28, heads=28, kv_heads=4, head_dim=128, intermediate=18944, vocab=151666,
+         max_position_embeddings=32768),
+    MINICPM_V_2_6_VISION,
+)
+
+BUILT_IN = {"minicpm-v-2_6": MINICPM_V_2_6}
+ALIASES = {"minicpm-v-2_6": "minicpm-v-2_6", "openbmb/minicpm-v-2_6": "minicpm-v-2_6",
+           "kit:minicpm-v-2_6": "minicpm-v-2_6", "minicpm-v-2.6": "minicpm-v-2_6"}
+ACCEPTED = "minicpm-v-2_6, openbmb/MiniCPM-V-2_6, kit:minicpm-v-2_6, or a directory with config.json"
+
+
+def get_model(name) -> ModelSpec:
+    """A built-in model by name/alias, or the model described by DIR/config.json."""
+    if isinstance(name, ModelSpec):
+        return name
+    key = str(name).strip()
+    if key.lower() in ALIASES:
+        return BUILT_IN[ALIASES[key.lower()]]
+    path = Path(key).expanduser()
+    if path.is_dir():
+        return model_from_dir(path)
+    if path.name == "config.json" and path.is_file():
+        return model_from_dir(path.parent)
+    raise UsageError(f"unknown model {key!r}; accepted: {ACCEPTED}")
+
+
+_DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4}
+
+
+def model_from_dir(path) -> ModelSpec:
+    path = Path(path)
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise UsageError(f"model directory {path} has no config.json; accepted: {ACCEPTED}")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {cfg_path}: {exc}") from exc
+    if not isinstance(cfg, dict):
+        raise UsageError(f"{cfg_path} is not a JSON object")
+    return model_from_config(cfg, name=str(path), source=str(cfg_path))
+
+
+def _need(cfg: dict, key: str, where: str):
+    if key not in cfg:
+        raise UsageError(f"{where} lacks {key!r}; a text model needs hidden_size, num_hidden_layers, "
+                         "num_attention_heads, intermediate_size, vocab_size")
+    return cfg[key]
+
+
+def _llm_fields(cfg: dict, where: str) -> dict:
+    hidden = int(_need(cfg, "hidden_size", where))
+    heads = int(_need(cfg, "num_attention_heads", where))
+    return dict(
+        hidden=hidden, layers=int(_need(cfg, "num_hidden_layers", where)), heads=heads,
+        kv_heads=int(cfg.get("num_key_value_heads") or heads),
+        head_dim=int(cfg.get("head_dim") or hidden // heads),
+        intermediate=int(_need(cfg, "intermediate_size", where)), vocab=int(_need(cfg, "vocab_size", where)),
+        max_position_embeddings=int(cfg.get("max_position_embeddings") or 2048),
+        tied=bool(cfg.get("tie_word_embeddings", False)),
+    )
+
+
+def model_from_config(cfg: dict, name: str = "config.json", source: str = "config.json") -> ModelSpec:
+    archs = cfg.get("architectures") or []
+    arch = archs[0] if archs else str(cfg.get("model_type", "unknown"))
+    dtype_bytes = _DTYPE_BYTES.get(str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16"), 2)
+    dtype_bytes = min(dtype_bytes, 2)  # vLLM's dtype="auto" runs float32 checkpoints in 16-bit on GPUs
+    if arch == "MiniCPMV" or cfg.get("model_type") == "minicpmv":
+        vc = cfg.get("vision_config") or {}
+        slice_cfg = cfg.get("slice_config") or {}
+        vision = VisionSpec(
+            hidden=int(vc.get("hidden_size", 1152)), layers=int(vc.get("num_hidden_layers", 27)),
+            heads=int(vc.get("num_attention_heads", 16)), mlp=int(vc.get("intermediate_size", 4304)),
+            patch=int(vc.get("patch_size", cfg.get("patch_size", 14))), image_size=int(cfg.get("image_size", 448)),
+            tower_image_size=int(vc.get("image_size", 980)), query_num=int(cfg.get("query_num", 64)),
+            # vLLM reads the top-level max_slice_num (default 9); slice_config.max_slice_nums is the HF name
+            max_slice_nums=int(cfg.get("max_slice_num", slice_cfg.get("max_slice_nums", 9))),
+        )
+        return _minicpmv_spec(name, _llm_fields(cfg, source), vision, dtype_bytes, source,
+                              drop_last=bool(cfg.get("drop_vision_last_layer", False)))
+    text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
+    f = _llm_fields(text, source)
+    model_type = str(text.get("model_type") or cfg.get("model_type") or "")
+    qkv_bias = bool(text.get("attention_bias", model_type.startswith("qwen2")))
+    params = llm_params(f["hidden"], f["layers"], f["heads"], f["kv_heads"], f["head_dim"], f["intermediate"],
+                        padded_vocab(f["vocab"]), qkv_bias=qkv_bias, tied=f["tied"])
+    return ModelSpec(name=name, architecture=arch, hidden=f["hidden"], layers=f["layers"], heads=f["heads"],
+                     kv_heads=f["kv_heads"], head_dim=f["head_dim"], intermediate=f["intermediate"],
+                     vocab=f["vocab"], max_position_embeddings=f["max_position_embeddings"],
+                     dtype_bytes=dtype_bytes, params=params, vision=None, tie_word_embeddings=f["tied"],
+                     source=source)

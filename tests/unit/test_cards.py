@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import pytest
+
+from diagnostics.cards import CPU_CARD, card_for_gpu_name, get_card, list_cards, load_cards_toml
+from diagnostics.errors import UsageError
+
+REQUIRED = ["t4", "v100-16", "v100-32", "a10", "a10g", "l4", "3090", "4090", "5090", "a6000", "l20", "l40",
+            "l40s", "a100-40", "a100-80", "h100-80", "h20", "h200"]
+
+
+def test_every_required_card_exists_with_plausible_usable_memory():
+    names = {c.name for c in list_cards()}
+    assert set(REQUIRED) | {CPU_CARD} == names
+    for name in REQUIRED:
+        card = get_card(name)
+        nominal = {"t4": 16, "v100-16": 16, "v100-32": 32, "a10": 24, "a10g": 24, "l4": 24, "3090": 24,
+                   "4090": 24, "5090": 32, "a6000": 48, "l20": 48, "l40": 48, "l40s": 48, "a100-40": 40,
+                   "a100-80": 80, "h100-80": 80, "h20": 96, "h200": 141}[name]
+        # usable memory is what torch reports: a little below the box label, never above
+        assert 0.85 * nominal < card.total_gib < nominal
+        assert card.profile_threshold_gib < card.total_gib and card.headroom_gib > 0
+
+
+@pytest.mark.parametrize("name, total", [("3090", 23.69), ("a10", 22.18), ("a100-40", 39.38), ("v100-32", 31.74),
+                                         ("l40s", 44.42), ("4090", 23.54)])
+def test_field_case_totals(name, total):
+    assert get_card(name).total_gib == total
+
+
+def test_lookup_is_case_insensitive_and_unknown_lists_names():
+    assert get_card("A100-80").name == "a100-80"
+    with pytest.raises(UsageError) as exc:
+        get_card("rtx3090")
+    msg = str(exc.value)
+    assert "rtx3090" in msg and "3090" in msg and "h200" in msg and "\n" not in msg
+
+
+def test_cpu_pseudo_card():
+    cpu = get_card("cpu")
+    assert cpu.is_cpu and cpu.total_gib == 0
+    assert not get_card("3090").is_cpu
+
+
+def test_a100_flag_only_on_a100():
+    assert get_card("a100-80").is_a100 and get_card("a100-40").is_a100
+    assert not get_card("h100-80").is_a100 and not get_card("a10").is_a100
+
+
+@pytest.mark.parametrize("gpu, card", [("NVIDIA GeForce RTX 3090", "3090"), ("NVIDIA A100-SXM4-80GB", "a100-80"),
+                                       ("NVIDIA A10", "a10"), ("NVIDIA L40S", "l40s"), ("NVIDIA L4", "l4"),
+                                       ("NVIDIA A10G", "a10g"), ("NVIDIA H100 80GB HBM3", "h100-80")])
+def test_card_for_gpu_name_prefers_the_longest_match(gpu, card):
+    assert card_for_gpu_name(gpu).name == card
+
+
+def test_toml_overrides_and_adds(tmp_path):
+    f = tmp_path / "cards.toml"
+    f.write_text('[cards.3090]\ntotal_gib = 23.5\n\n[cards.mi300x]\nlabel = "AMD MI300X"\ntotal_gib = 191.5\n'
+                 'arch = "cdna3"\nnvml_names = ["MI300X"]\n')
+    cards = load_cards_toml(f)
+    assert cards["3090"].total_gib == 23.5 and cards["3090"].profile_threshold_gib == 23.0
+    assert cards["3090"].label == "NVIDIA GeForce RTX 3090"
+    assert cards["mi300x"].total_gib == 191.5 and cards["mi300x"].nvml_names == ("MI300X",)
+    assert get_card("mi300x", extra_cards_file=f).arch == "cdna3"
+    assert get_card("3090").total_gib == 23.69  # built-ins untouched
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("[cards.3090]\ntotal_gb = 23\n", "total_gb"),
+        ("[cards.new]\nlabel = 'x'\n", "total_gib"),
+        ("[cards.3090]\ntotal_gib = 'big'\n", "total_gib"),
+        ("[cards.3090\n", "not valid TOML"),
+        ("[other]\nx = 1\n", "[cards.NAME]"),
+    ],
+)
+def test_malformed_toml_names_file_and_key(tmp_path, text, fragment):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(UsageError) as exc:
+        load_cards_toml(f)
+    assert str(f) in str(exc.value) and fragment in str(exc.value)
+
+
+def test_missing_toml_file(tmp_path):
+    with pytest.raises(UsageError) as exc:
+        load_cards_toml(tmp_path / "nope.toml")
+    assert "nope.toml" in str(exc.value)

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from diagnostics.errors import UsageError
+from diagnostics.models import MINICPM_V_2_6, get_model, padded_vocab
+
+
+def test_minicpmv26_weights_equal_vllm_meta_model():
+    m = get_model("minicpm-v-2_6")
+    # vLLM 0.32 meta-device build of the real-size directory (docs/minicpmv26-kit.md §4.1)
+    assert m.params == 8_099_275_504
+    assert m.weights_bytes() == 16_198_551_008
+    assert round(m.weights_bytes() / 2**30, 2) == 15.09
+    assert m.weights_bytes(4) == 2 * 16_198_551_008
+
+
+def test_minicpmv26_kv_and_vision():
+    m = MINICPM_V_2_6
+    assert m.kv_bytes_per_token() == 57_344 and m.kv_bytes_per_token(1) == 28_672
+    assert m.vocab == 151_666 and m.vocab_padded == 151_680
+    assert m.vision.query_num == 64 and m.vision.max_slice_nums == 9 and m.vision.patches_per_slice == 1024
+
+
+@pytest.mark.parametrize("alias", ["minicpm-v-2_6", "openbmb/MiniCPM-V-2_6", "kit:minicpm-v-2_6", "MiniCPM-V-2_6"])
+def test_aliases(alias):
+    assert get_model(alias) is MINICPM_V_2_6
+
+
+def _kit_config(**over):
+    cfg = {
+        "architectures": ["MiniCPMV"], "model_type": "minicpmv", "version": 2.6,
+        "hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+        "head_dim": 64, "intermediate_size": 256, "vocab_size": 512, "max_position_embeddings": 4096,
+        "tie_word_embeddings": False, "torch_dtype": "bfloat16", "query_num": 64, "image_size": 448,
+        "max_slice_num": 9, "drop_vision_last_layer": False,
+        "vision_config": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                          "num_attention_heads": 2, "image_size": 980, "patch_size": 14},
+    }
+    cfg.update(over)
+    return cfg
+
+
+def test_tiny_kit_dir(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(_kit_config()))
+    m = get_model(str(tmp_path))
+    assert m.params == 945_088  # the kit's checkpoint count (vocab 512 needs no padding)
+    assert m.vision.hidden == 64 and m.vision.query_num == 64 and m.kv_bytes_per_token() == 2 * 2 * 1 * 64 * 2
+
+
+def test_real_size_kit_dir_matches_built_in(tmp_path):
+    cfg = _kit_config(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+                      head_dim=128, intermediate_size=18944, vocab_size=151666, max_position_embeddings=32768,
+                      vision_config={"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
+                                     "num_attention_heads": 16, "image_size": 980, "patch_size": 14})
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    m = get_model(tmp_path)
+    assert m.params == MINICPM_V_2_6.params and m.vision == MINICPM_V_2_6.vision
+
+
+def test_text_model_with_nesting_and_tying(tmp_path):
+    # Qwen2-0.5B-like: tied embeddings, qkv bias (model_type qwen2), GQA
+    qwen = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 896,
+            "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
+            "intermediate_size": 4864, "vocab_size": 151936, "max_position_embeddings": 32768,
+            "tie_word_embeddings": True, "torch_dtype": "bfloat16"}
+    (tmp_path / "config.json").write_text(json.dumps(qwen))
+    m = get_model(tmp_path)
+    assert m.params == 494_032_768  # Qwen2-0.5B's published parameter count
+    assert m.vision is None and m.head_dim == 64 and m.kv_bytes_per_token() == 2 * 24 * 2 * 64 * 2
+    nested = tmp_path / "nested"
+    nested.mkdir()
+    (nested / "config.json").write_text(json.dumps({"architectures": ["LlavaForConditionalGeneration"],
+                                                     "text_config": {**qwen, "architectures": None}}))
+    assert get_model(nested).params == m.params
+
+
+def test_llama_without_bias(tmp_path):
+    llama = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+             "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+             "intermediate_size": 14336, "vocab_size": 128256, "max_position_embeddings": 131072}
+    (tmp_path / "config.json").write_text(json.dumps(llama))
+    assert get_model(tmp_path).params == 8_030_261_248  # Llama-3.1-8B
+
+
+def test_padding():
+    assert padded_vocab(151666) == 151680 and padded_vocab(512) == 512
+
+
+@pytest.mark.parametrize("bad", ["bogus-model", "/nonexistent/dir"])
+def test_unknown_model(bad):
+    with pytest.raises(UsageError) as exc:
+        get_model(bad)
+    assert bad in str(exc.value) and "minicpm-v-2_6" in str(exc.value)
+
+
+def test_dir_without_config(tmp_path):
+    with pytest.raises(UsageError) as exc:
+        get_model(str(tmp_path))
+    assert "config.json" in str(exc.value)
+
+
+def test_config_missing_fields(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["X"], "hidden_size": 8}))
+    with pytest.raises(UsageError) as exc:
+        get_model(tmp_path)
+    assert "num_hidden_layers" in str(exc.value)
