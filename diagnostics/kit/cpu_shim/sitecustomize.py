@@ -1,0 +1,53 @@
+"""CPU-only torch shim for vLLM's CPU backend (put this folder on PYTHONPATH of the engine process only).
+
+vLLM 0.32's Resampler2_5.forward (MiniCPM-V 2.5/2.6) calls torch.cuda.is_current_stream_capturing(), which on a
+CPU-only torch raises "Tried to instantiate dummy base class _cuda_isCurrentStreamCapturing". Once torch is
+imported, make it return False when CUDA is unavailable. Nothing is imported until the process imports torch.
+"""
+
+import importlib.abc
+import sys
+
+
+def _patch(torch_module) -> None:
+    cuda = getattr(torch_module, "cuda", None)
+    if cuda is None or cuda.is_available():
+        return
+    original = cuda.is_current_stream_capturing
+
+    def is_current_stream_capturing() -> bool:
+        return False
+
+    is_current_stream_capturing.__wrapped__ = original
+    cuda.is_current_stream_capturing = is_current_stream_capturing
+    graphs = sys.modules.get("torch.cuda.graphs")
+    if graphs is not None:
+        graphs.is_current_stream_capturing = is_current_stream_capturing
+
+
+class _PatchTorchOnImport(importlib.abc.MetaPathFinder):
+    """Wraps the loader of the top-level `torch` module so _patch runs right after `import torch` finishes."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "torch":
+            return None
+        sys.meta_path.remove(self)
+        from importlib.util import find_spec
+
+        spec = find_spec("torch")
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_and_patch(module):
+            exec_module(module)
+            _patch(module)
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
+if "torch" in sys.modules:
+    _patch(sys.modules["torch"])
+else:
+    sys.meta_path.insert(0, _PatchTorchOnImport())
