@@ -1,0 +1,22 @@
+"""The start-up matrix: one real vLLM engine start per combination of the matrix (`pytest -m gpu --card=3090`).
+
+The combinations come from --matrix (default: diagnostics/data/minicpm-v-2_6.toml) through the plugin's
+pytest_generate_tests; ids read like `mml4096-seqs32-util1.0`. Without a usable GPU every test skips with one
+line saying why and what to run instead. `--card=cpu` runs them on vLLM's CPU backend, which needs a
+CPU-capable matrix (eager, float32, kv_cache_memory_bytes, a tiny model), e.g.:
+
+    pytest tests/test_startup_matrix.py --card=cpu --matrix tests/data/matrices/cpu-tiny.toml
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.gpu
+
+
+def test_startup(memcheck, memcheck_combination, benchmark):
+    """Start-up is OOM-free (or fails the way it is expected to, as xfail) and both peaks stay within the card's
+    thresholds; on failure the message is the diagnosis."""
+    measurement = memcheck.start(memcheck_combination, benchmark)
+    memcheck.verify(measurement)
