@@ -1,0 +1,189 @@
+"""PNG charts (matplotlib, Agg, no pyplot state): memory over time per combination, and peaks per combination.
+
+Sized for GitHub's ~900 px column: 9 x 4 inches at 100 dpi. Every text a chart shows comes from the
+redacted report dict (ids, outcomes, phase names), so `figure_texts(fig)` is what a reader can see.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from diagnostics.outcomes import MEMORY_FAILURES  # noqa: E402
+from diagnostics.report.model import CHARTS_DIR, chart_name, peak_of, read_timeline  # noqa: E402
+
+WIDTH_IN, HEIGHT_IN, DPI = 9, 4, 100
+Y_LABEL = "memory (GiB)"
+X_LABEL = "time since start (s)"
+PHASE_COLORS = {
+    "start": "#eeeeee", "weights": "#cfe2f3", "profile": "#fce5cd", "vision_encoder": "#fce5cd",
+    "kv_cache": "#d9ead3", "cuda_graph": "#ead1dc", "warmup": "#fff2cc", "ready": "#d0e0e3",
+    "request": "#d9d2e9", "unknown": "#f3f3f3",
+}
+EXTRA_COLORS = ["#e6b8af", "#c9daf8", "#b6d7a8", "#ffe599", "#b4a7d6"]
+
+
+def _phase_spans(rows: list[dict]) -> list[tuple[str, float, float]]:
+    spans: list[tuple[str, float, float]] = []
+    for i, row in enumerate(rows):
+        end = rows[i + 1]["t_s"] if i + 1 < len(rows) else row["t_s"]
+        if spans and spans[-1][0] == row["phase"]:
+            spans[-1] = (row["phase"], spans[-1][1], end)
+        else:
+            spans.append((row["phase"], row["t_s"], end))
+    return spans
+
+
+def _card_lines(ax, card: dict, settings: dict) -> list[float]:
+    levels = []
+    total = card.get("total_gib")
+    if total:
+        ax.axhline(total, color="#cc0000", lw=1.6, label=f"card total {total:.2f} GiB")
+        levels.append(total)
+    threshold = card.get("profile_threshold_gib")
+    if threshold:
+        ax.axhline(threshold, color="#e69138", lw=1.4, ls="--", label=f"profile threshold {threshold:.2f} GiB")
+        levels.append(threshold)
+    util = settings.get("gpu_memory_utilization") if isinstance(settings, dict) else None
+    if total and isinstance(util, (int, float)) and card.get("headroom_gib") is not None:
+        granted = util * total + card["headroom_gib"]
+        if granted < total:
+            ax.axhline(granted, color="#674ea7", lw=1.2, ls=":",
+                       label=f"util × total + headroom {granted:.2f} GiB")
+            levels.append(granted)
+    return levels
+
+
+def memory_figure(combination: dict, timeline: list[dict], card: dict) -> Figure:
+    """Memory over time for one combination, phases shaded, the card's total and threshold drawn."""
+    fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    phase_colors = dict(PHASE_COLORS)
+    phase_handles = []
+    for phase, start, end in _phase_spans(timeline):
+        if phase not in phase_colors:
+            phase_colors[phase] = EXTRA_COLORS[len(phase_colors) % len(EXTRA_COLORS)]
+        ax.axvspan(start, end, color=phase_colors[phase], alpha=0.9, lw=0)
+        if phase not in [h.get_label() for h in phase_handles]:
+            phase_handles.append(Patch(color=phase_colors[phase], label=phase))
+    t = [r["t_s"] for r in timeline]
+    device = [r["device_used_gib"] for r in timeline]
+    process = [r["process_gib"] for r in timeline]
+    tops = []
+    if any(v is not None for v in device):
+        ax.plot(t, [v if v is not None else float("nan") for v in device], color="#1c4587", lw=1.8,
+                label="device used (all processes)")
+        tops += [v for v in device if v is not None]
+    if any(v is not None for v in process):
+        ax.plot(t, [v if v is not None else float("nan") for v in process], color="#38761d", lw=1.3, ls="-.",
+                label="engine processes")
+        tops += [v for v in process if v is not None]
+    if tops:
+        series = device if any(v is not None for v in device) else process
+        i_peak = max((i for i, v in enumerate(series) if v is not None), key=lambda i: series[i])
+        ax.plot([t[i_peak]], [series[i_peak]], marker="o", color="#1c4587", ms=5)
+    levels = _card_lines(ax, card, combination.get("settings") or {})
+    top = max(tops + levels + [peak_of(combination) or 0, 1.0])
+    ax.set_ylim(0, top * 1.08)
+    if t:
+        ax.set_xlim(min(t), max(t) if max(t) > min(t) else min(t) + 1)
+    else:
+        ax.text(0.5, 0.5, "no timeline recorded", transform=ax.transAxes, ha="center", va="center", color="#666666")
+    ax.set_xlabel(X_LABEL)
+    ax.set_ylabel(Y_LABEL)
+    peak = peak_of(combination)
+    title = f"{combination['id']}: {combination['outcome']}"
+    if peak is not None:
+        title += f", peak {peak:.2f} GiB"
+    ax.set_title(title, fontsize=11, loc="left")
+    ax.grid(axis="y", color="#dddddd", lw=0.6)
+    line_handles, _ = ax.get_legend_handles_labels()
+    fig.legend(handles=line_handles + phase_handles, loc="outside lower center", ncol=4, fontsize=8, frameon=False)
+    return fig
+
+
+def _bar_color(outcome: str) -> str:
+    if outcome == "ok":
+        return "#6aa84f"
+    if outcome in MEMORY_FAILURES:
+        return "#cc4125"
+    return "#999999"
+
+
+def overview_figure(report: dict) -> Figure:
+    """Peak memory per combination (horizontal bars, one per combination) against the card's lines."""
+    combos = report["combinations"]
+    height = max(2.8, 0.28 * len(combos) + 1.6)
+    fig = Figure(figsize=(WIDTH_IN, height), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    ids = [c["id"] for c in combos][::-1]
+    peaks = [peak_of(c) or 0.0 for c in combos][::-1]
+    colors = [_bar_color(c["outcome"]) for c in combos][::-1]
+    bars = ax.barh(ids, peaks, color=colors, height=0.65)
+    card = report.get("card") or {}
+    top = max(peaks + [card.get("total_gib") or 0, 1.0])
+    for bar, c in zip(bars, combos[::-1]):
+        value = peak_of(c)
+        label = f"{c['outcome']}  " + ("no figure" if value is None else f"{value:.2f} GiB")
+        inside = bar.get_width() > 0.45 * top
+        ax.text(bar.get_width() if not inside else bar.get_width() - 0.01 * top,
+                bar.get_y() + bar.get_height() / 2, label if inside else " " + label, va="center",
+                ha="right" if inside else "left", fontsize=8, color="white" if inside else "#333333")
+    handles = []
+    if card.get("total_gib"):
+        handles.append(ax.axvline(card["total_gib"], color="#cc0000", lw=1.6, label=f"card total {card['total_gib']:.2f} GiB"))
+    if card.get("profile_threshold_gib"):
+        handles.append(ax.axvline(card["profile_threshold_gib"], color="#e69138", lw=1.4, ls="--",
+                                  label=f"profile threshold {card['profile_threshold_gib']:.2f} GiB"))
+    ax.set_xlim(0, top * 1.12)
+    ax.set_xlabel("peak " + Y_LABEL)
+    ax.tick_params(axis="y", labelsize=8 if len(combos) > 12 else 9)
+    env = report.get("environment") or {}
+    ax.set_title(f"Peak memory per combination: {env.get('gpu') or card.get('name') or ''}, vLLM {env.get('vllm') or '?'}",
+                 fontsize=11, loc="left")
+    handles += [Patch(color="#6aa84f", label="came up"), Patch(color="#cc4125", label="out of memory"),
+                Patch(color="#999999", label="other failure")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=5, fontsize=8, frameon=False)
+    ax.grid(axis="x", color="#dddddd", lw=0.6)
+    return fig
+
+
+def figure_texts(fig: Figure) -> list[str]:
+    """Every text drawn on a figure (titles, labels, tick labels, legends, annotations)."""
+    from matplotlib.text import Text
+
+    return [t.get_text() for t in fig.findobj(Text) if t.get_text()]
+
+
+def chart_figures(report: dict, run_dir: Path, redactor=None) -> list[tuple[str, Figure]]:
+    """(relative path, figure) for the overview and each combination."""
+    from diagnostics.redact import Redactor
+
+    red = redactor or Redactor.for_this_machine()
+    card = report.get("card") or {}
+    figures = [(report["charts"]["overview"], overview_figure(report))]
+    records_by_id = {c["id"]: c for c in report["combinations"]}
+    for c in report["combinations"]:
+        rows = read_timeline(Path(run_dir), {"timeline_file": c.get("timeline_file")})
+        for row in rows:
+            row["phase"] = red.text(row["phase"])
+        figures.append((c["chart"], memory_figure(records_by_id[c["id"]], rows, card)))
+    return figures
+
+
+def write_charts(report: dict, run_dir: Path, out_dir: Path, redactor=None) -> list[Path]:
+    (Path(out_dir) / CHARTS_DIR).mkdir(parents=True, exist_ok=True)
+    written = []
+    for rel, fig in chart_figures(report, run_dir, redactor):
+        path = Path(out_dir) / rel
+        fig.savefig(path, dpi=DPI, metadata={"Software": "vllm-memcheck"})
+        written.append(path)
+    return written
+
+
+__all__ = ["memory_figure", "overview_figure", "figure_texts", "chart_figures", "write_charts", "chart_name"]

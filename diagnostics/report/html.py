@@ -1,0 +1,80 @@
+"""Standalone HTML page with the Markdown report's content and the PNG charts embedded (relative paths)."""
+
+from __future__ import annotations
+
+from html import escape
+
+from diagnostics.report.markdown import (
+    TABLE_HEADERS,
+    environment_rows,
+    failures,
+    suggested_settings,
+    table_rows,
+)
+
+STYLE = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 960px; margin: 2em auto;
+       padding: 0 1em; color: #1f2328; line-height: 1.5; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 14px; }
+th, td { border: 1px solid #d0d7de; padding: 4px 10px; text-align: left; }
+th { background: #f6f8fa; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+pre { background: #f6f8fa; padding: 1em; overflow-x: auto; font-size: 12px; }
+code { background: #f6f8fa; padding: 0 3px; }
+img { max-width: 100%; border: 1px solid #d0d7de; margin: 0.5em 0; }
+.fail { color: #cf222e; } .ok { color: #1a7f37; } footer { color: #57606a; font-size: 12px; margin-top: 3em; }
+"""
+
+
+def _table(headers: list[str], rows: list[list[str]], numeric_from: int = 99) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = []
+    for row in rows:
+        cells = "".join(
+            f'<td class="num">{escape(v)}</td>' if i >= numeric_from else f"<td>{escape(v)}</td>"
+            for i, v in enumerate(row)
+        )
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _code_to_html(text: str) -> str:
+    """Escape text and turn `code` spans (as the Markdown suggestions use them) into <code>."""
+    parts = text.split("`")
+    return "".join(escape(p) if i % 2 == 0 else f"<code>{escape(p)}</code>" for i, p in enumerate(parts))
+
+
+def render_html(report: dict, with_charts: bool = True) -> str:
+    title = f"vLLM start-up memory report: run {report['run']}"
+    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+           f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>",
+           f"<h1>{escape(title)}</h1>", f"<p><strong>Verdict.</strong> {escape(report['verdict'])}</p>",
+           "<h2>Environment</h2>", _table(["", "value"], environment_rows(report)),
+           "<h2>Combinations</h2>", _table(TABLE_HEADERS, table_rows(report), numeric_from=2)]
+    if with_charts:
+        overview = report["charts"]["overview"]
+        out.append(f'<img src="{escape(overview)}" alt="peak memory per combination" width="900">')
+    fails = failures(report)
+    if fails:
+        out.append("<h2>Failures</h2>")
+        for c in fails:
+            phase = f" in {c['phase']}" if c.get("phase") and c["phase"] != "unknown" else ""
+            out.append(f'<h3><code>{escape(c["id"])}</code>: <span class="fail">{escape(c["outcome"])}</span>'
+                       f"{escape(phase)}</h3>")
+            out.append(f"<p>{escape(c['diagnosis']['summary'] or 'No diagnosis: the log did not match a known failure.')}</p>")
+            if c.get("reasons"):
+                out.append("<ul>" + "".join(f"<li>check failed: {escape(r)}</li>" for r in c["reasons"]) + "</ul>")
+            suggestions = suggested_settings(c)
+            if suggestions:
+                out.append("<p>Suggested settings: " + "; ".join(_code_to_html(s) for s in suggestions) + ".</p>")
+            if c.get("log_tail"):
+                out.append(f"<details><summary>Last {len(c['log_tail'])} lines of {escape(str(c.get('log_file')))}"
+                           f"</summary><pre>{escape(chr(10).join(c['log_tail']))}</pre></details>")
+    if with_charts:
+        out.append("<h2>Memory over time</h2>")
+        for c in report["combinations"]:
+            out.append(f'<h3><code>{escape(c["id"])}</code></h3>'
+                       f'<img src="{escape(c["chart"])}" alt="memory over time for {escape(c["id"])}" width="900">')
+    out.append("<footer>Written by vllm-memcheck <code>report</code>. Tokens, keys, user names, home directories "
+               "and host names are redacted.</footer></body></html>")
+    return "\n".join(out) + "\n"
