@@ -30,6 +30,8 @@ WARMUP_FRAMES = {"compile_or_warm_up_model", "_warmup_and_capture"}
 REQUEST_FRAMES = {"generate", "add_request", "_run_engine", "chat", "create_chat_completion", "create_completion"}
 PROFILE_FRAMES = {"profile_run", "determine_num_available_blocks", "determine_available_memory", "warming_up_model"}
 LM_PASS_FRAMES = {"_dummy_run", "execute_model"}
+KNOWN_FRAMES = set().union(WEIGHT_FRAMES, VISION_FRAMES, SAMPLER_FRAMES, KV_FRAMES, GRAPH_FRAMES, WARMUP_FRAMES,
+                           PROFILE_FRAMES, LM_PASS_FRAMES, {"_initialize_kv_caches", "_init_engine"})
 
 STRONG = [(WEIGHT_FRAMES, "weights"), (VISION_FRAMES, "vision_encoder"), (LANGUAGE_FRAMES, "language_model"),
           (SAMPLER_FRAMES, "sampler"), (KV_FRAMES, "kv_cache"), (GRAPH_FRAMES, "cuda_graph"),
@@ -382,6 +384,8 @@ class _Reader:
     def _error_numbers(self, line: Line) -> None:
         """Figures inside error texts; read wherever they appear (a wrapper may repeat them)."""
         b = line.body
+        if P.NODE_LESS.search(b):
+            self.rec.platform = "cpu"
         if m := (P.FREE_LESS.search(b) or P.NODE_LESS.search(b)):
             self._num("free_gib", float(number(m.group("free"))))
             self._num("gpu_total_gib", float(number(m.group("total"))))
@@ -605,8 +609,7 @@ class _Reader:
         """Any vLLM line, error, traceback, or an indented call of a vLLM start-up method."""
         return bool(self.hits) or any(
             self._decisive(ln) or P.FRAME_FILE.search(ln.body) or P.START_FAILED.search(ln.body)
-            or P.TRACEBACK.search(ln.body) or self._phase_from_frames(self._frame_names([ln]))
-            or "_initialize_kv_caches" in ln.body for ln in self.lines)
+            or P.TRACEBACK.search(ln.body) or set(self._frame_names([ln])) & KNOWN_FRAMES for ln in self.lines)
 
     def record(self) -> LogRecord:
         rec = self.rec
