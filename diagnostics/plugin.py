@@ -84,7 +84,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vllm-memcheck", "vLLM start-up memory (vllm-memcheck)")
     for name, kwargs, ini_type, help_text in OPTIONS:
         extra = {} if kwargs.get("action") else {"default": None}
-        group.addoption(f"--{name.replace('_', '-')}", dest=f"memcheck_{name}", help=help_text, **kwargs, **extra)
+        group.addoption(f"--{name.replace('_', '-')}", dest=f"memcheck_{name}", help=help_text.replace("%", "%%"), **kwargs, **extra)
         parser.addini(name, f"{help_text} (ini twin of --{name.replace('_', '-')})", type=ini_type,
                       default=False if ini_type == "bool" else "")
 

@@ -1,0 +1,237 @@
+"""The pytest plugin end to end through pytester (no engine starts here: the test bodies are stand-ins)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from types import SimpleNamespace
+
+import pytest
+
+from diagnostics.plugin import classify, detect_gpu, matches, plan_bounds, summary_table
+
+pytest_plugins = ["pytester"]
+
+NO_GPU_HERE = detect_gpu()[0] is None
+needs_no_gpu = pytest.mark.skipif(not NO_GPU_HERE, reason="this machine has a GPU; the no-GPU path is not reachable")
+
+MATRIX = """
+    [defaults]
+    enforce_eager = true
+    dtype = "float32"
+    kv_cache_memory_bytes = 67108864
+    [scenarios.a]
+    max_model_len = 256
+    [scenarios.b]
+    max_model_len = 512
+    [scenarios.c]
+    max_model_len = 1024
+"""
+
+# A stand-in for tests/test_startup_matrix.py that records which combination ran, without starting an engine.
+STAND_IN = """
+    import pytest
+    pytestmark = pytest.mark.gpu
+
+    def test_startup(memcheck, memcheck_combination):
+        print("RAN", memcheck_combination.id)
+"""
+
+
+@pytest.fixture
+def project(pytester):
+    pytester.makepyfile(test_startup=textwrap.dedent(STAND_IN))
+    (pytester.path / "tiny.toml").write_text(textwrap.dedent(MATRIX))
+    return pytester
+
+
+def run(pytester, *args):
+    return pytester.runpytest_subprocess("-p", "diagnostics.plugin", "-ra", "-p", "no:cacheprovider", *args)
+
+
+@needs_no_gpu
+def test_gpu_tests_skip_with_exactly_one_line_without_a_gpu(pytester):
+    pytester.makepyfile(test_startup=textwrap.dedent(STAND_IN))
+    result = run(pytester, "-m", "gpu", "--card=3090")
+    result.assert_outcomes(skipped=48)  # the shipped matrix: 45 + 3
+    lines = [line for line in result.outlines if line.startswith("SKIPPED")]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("SKIPPED [48] test_startup.py: no usable GPU (")
+    assert "run `python -m diagnostics plan --card 3090` for a prediction, or --card=cpu" in lines[0]
+    assert "RAN" not in result.stdout.str()
+
+
+def test_unknown_card_is_a_usage_error_listing_the_names(project):
+    result = run(project, "--card=bogus")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR == 4
+    err = result.stderr.str()
+    assert "ERROR: unknown card 'bogus'; accepted: 3090, 4090, 5090, a10, a100-40" in err
+    assert "l4, " in err and "cpu" in err
+
+
+def test_malformed_matrix_is_a_usage_error_naming_file_and_line(project):
+    bad = project.path / "bad.toml"
+    bad.write_text("[axes]\nmax_model_len = [2048]\nmax_num_seqs = []\n")
+    result = run(project, "--card=cpu", f"--matrix={bad}")
+    assert result.ret == 4
+    assert f"ERROR: {bad}:3: axis 'max_num_seqs' is empty" in result.stderr.str()
+
+
+def test_unknown_kit_and_bad_tolerance_are_usage_errors(project):
+    result = run(project, "--card=cpu", "--model=kit:nope")
+    assert result.ret == 4 and "unknown model kit 'kit:nope'; accepted: kit:minicpm-v-2_6" in result.stderr.str()
+    result = run(project, "--card=cpu", "--compare-baseline=x", "--fail-on-regression=peak:lots")
+    assert result.ret == 4 and "bad tolerance 'peak:lots'" in result.stderr.str()
+
+
+def test_ini_twins_set_card_matrix_and_model(project):
+    project.makeini(f"""
+        [pytest]
+        card = cpu
+        matrix = {project.path / 'tiny.toml'}
+        model = kit:tiny-text
+        engine_timeout = 120
+    """)
+    result = run(project, "--collect-only")
+    assert result.ret == 0
+    out = result.stdout.str()
+    assert "vllm-memcheck: card cpu, model kit:tiny-text (load_format dummy)" in out
+    assert "(3 combinations)" in out
+    assert [line.strip() for line in result.outlines if "<Function" in line] == [
+        "<Function test_startup[a]>", "<Function test_startup[b]>", "<Function test_startup[c]>"]
+    # the CLI wins over the ini
+    result = run(project, "--collect-only", "--card=3090")
+    assert "vllm-memcheck: card 3090" in result.stdout.str()
+
+
+def test_help_lists_every_option_with_its_ini_twin(pytester):
+    result = run(pytester, "--help")
+    out = result.stdout.str()
+    for flag in ("--card=NAME|auto|cpu", "--cards=FILE", "--model=ID|PATH", "--matrix=FILE", "--load-format",
+                 "--engine-timeout=SECONDS", "--report-dir=DIR", "--resume", "--allow-card-mismatch",
+                 "--save-baseline=NAME", "--compare-baseline=NAME|FILE", "--fail-on-regression=SPEC",
+                 "--baseline-dir=DIR"):
+        assert flag in out, flag
+    for ini in ("card ", "cards ", "model ", "matrix ", "load_format ", "engine_timeout ", "report_dir ",
+                "resume ", "allow_card_mismatch ", "save_baseline ", "compare_baseline ", "fail_on_regression ",
+                "baseline_dir "):
+        assert any(line.strip().startswith(ini) for line in result.outlines), ini
+
+
+def result_line(rid, peak=1.5, outcome="ok", startup=20.0):
+    """A complete results.jsonl record as a CPU-backend sweep writes it."""
+    return {
+        "schema_version": 1, "run": "20260101-000000", "id": rid, "scenario": rid, "model": "kit:tiny-text",
+        "load_format": "dummy", "settings": {"max_model_len": 256},
+        "card": {"name": "cpu", "total_gib": 20.0, "profile_threshold_gib": 0.0, "headroom_gib": 0.0},
+        "machine_info": {"card": "cpu", "gpu_name": "vLLM CPU backend", "gpu_total_gib": 20.0, "driver": None,
+                         "cuda": None, "torch": "2.13.0+cpu", "vllm": "0.32.0", "python": "3.11.7",
+                         "platform": "Linux"},
+        "expected": "ok", "outcome": outcome, "phase": "unknown", "passed": True, "status": "passed",
+        "reasons": [], "startup_s": startup, "wall_s": startup + 1, "returncode": 0, "signal": None,
+        "timed_out": False, "peak_device_gib": None, "peak_process_gib": peak, "phase_peaks_gib": {},
+        "torch_peak_gib": None, "vllm_numbers": {"kv_cache_tokens": 2048}, "kv_cache_gib": 0.06,
+        "kv_cache_tokens": 2048, "weights_gib": None, "activation_peak_gib": None,
+        "diagnosis": {"summary": "started", "culprits": []}, "request": None,
+        "log_file": f"logs/{rid}.log", "timeline_file": f"timelines/{rid}.csv",
+        "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:21Z",
+    }
+
+
+def write_run(pytester, records, name="20260101-000000"):
+    run_dir = pytester.path / "reports" / name
+    run_dir.mkdir(parents=True)
+    (run_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (pytester.path / "reports" / "latest").write_text(name + "\n")
+    return run_dir
+
+
+def test_resume_skips_the_finished_ids_and_runs_the_rest(project):
+    run_dir = write_run(project, [result_line("a"), result_line("c")])
+    result = run(project, "--card=cpu", "--matrix=tiny.toml", "--resume", "-s")
+    result.assert_outcomes(passed=1, skipped=2)
+    out = result.stdout.str()
+    assert "RAN b" in out and "RAN a" not in out and "RAN c" not in out
+    assert f"SKIPPED [2] test_startup.py: already recorded in reports/20260101-000000/results.jsonl (--resume)" in out
+    assert "vllm-memcheck: resuming reports/20260101-000000 (2 finished)" in out
+    # the summary table shows every combination of the run
+    assert "vllm-memcheck: 2 combinations in" in out
+    # without --resume nothing is skipped
+    result = run(project, "--card=cpu", "--matrix=tiny.toml", "-s")
+    result.assert_outcomes(passed=3)
+
+
+def test_save_then_compare_baseline_fails_the_session_on_a_regression(project):
+    write_run(project, [result_line("a"), result_line("b"), result_line("c")])
+    result = run(project, "--card=cpu", "--matrix=tiny.toml", "--resume", "--save-baseline=pinned",
+                 "--baseline-dir=bl")
+    assert result.ret == 0
+    saved = list((project.path / "bl").glob("*/pinned.json"))
+    assert len(saved) == 1 and "saved baseline 'pinned'" in result.stdout.str()
+
+    # a candidate run whose peak grew by 50 % on one combination
+    write_run(project, [result_line("a"), result_line("b", peak=2.25), result_line("c")], name="20260102-000000")
+    result = run(project, "--card=cpu", "--matrix=tiny.toml", "--resume", "--compare-baseline=pinned",
+                 "--baseline-dir=bl", "--fail-on-regression=peak:5%")
+    out = result.stdout.str()
+    assert result.ret == 1, out
+    assert "regressed" in out and "peak memory 1.50 -> 2.25" in out
+    assert "regression beyond tolerance: the session fails" in out
+    # a 50 % tolerance lets it pass
+    result = run(project, "--card=cpu", "--matrix=tiny.toml", "--resume", "--compare-baseline=pinned",
+                 "--baseline-dir=bl", "--fail-on-regression=peak:60%")
+    assert result.ret == 0
+
+
+def test_compare_without_a_baseline_records_one_and_passes(project):
+    write_run(project, [result_line("a"), result_line("b"), result_line("c")])
+    result = run(project, "--card=cpu", "--matrix=tiny.toml", "--resume", "--compare-baseline=first",
+                 "--baseline-dir=bl")
+    assert result.ret == 0
+    assert "no baseline 'first' yet under bl/; recorded this run as it" in result.stdout.str()
+    assert len(list((project.path / "bl").glob("*/first.json"))) == 1
+
+
+def test_pedantic_runs_the_start_once_even_with_benchmark_disabled(pytester):
+    pytester.makepyfile(test_b="""
+        calls = []
+        def test_b(benchmark):
+            assert benchmark.pedantic(lambda: calls.append(1) or 7, rounds=1, iterations=1) == 7
+            assert calls == [1]
+    """)
+    pytester.runpytest_subprocess("--benchmark-disable").assert_outcomes(passed=1)
+    pytester.runpytest_subprocess("--benchmark-enable").assert_outcomes(passed=1)
+
+
+# -- the pure parts -------------------------------------------------------------------------------------------
+def start(**kw):
+    base = dict(timed_out=False, returncode=0, signal=None, request=None)
+    return SimpleNamespace(**{**base, **kw})
+
+
+def test_classify_corrects_the_log_verdict_with_how_the_process_ended():
+    log_ok, log_unknown = SimpleNamespace(outcome="ok"), SimpleNamespace(outcome="unknown")
+    assert classify(start(), log_unknown) == "ok"
+    assert classify(start(timed_out=True, returncode=None), log_ok) == "timeout"
+    assert classify(start(returncode=-9, signal="SIGKILL"), log_unknown) == "crash"
+    assert classify(start(returncode=1), log_unknown) == "error"
+    assert classify(start(returncode=1), SimpleNamespace(outcome="kv_too_small")) == "kv_too_small"
+    assert classify(start(request={"ok": False, "error": "boom"}), log_ok) == "error"
+
+
+def test_matches_and_plan_bounds():
+    assert matches("kv_too_small", "kv_too_small", "matrix")
+    assert not matches("kv_too_small", "no_kv_cache", "matrix")
+    assert matches("oom", "oom_profile", "matrix") and not matches("oom", "crash", "matrix")
+    assert matches("oom_profile", "oom_kv_alloc", "estimator")
+    term = SimpleNamespace
+    plan = SimpleNamespace(peak_gib=20.0, components={"w": term(value_gib=15.0, low_gib=14.5, high_gib=15.2),
+                                                      "a": term(value_gib=5.0, low_gib=4.0, high_gib=6.0)})
+    assert plan_bounds(plan) == pytest.approx((18.5, 21.2))
+
+
+def test_summary_table_has_one_row_per_combination():
+    table = summary_table([result_line("a"), result_line("b", outcome="kv_too_small")])
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["id", "outcome", "expected"]
+    assert len(lines) == 4 and lines[3].split()[:2] == ["b", "kv_too_small"]
