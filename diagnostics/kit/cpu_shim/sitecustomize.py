@@ -26,22 +26,32 @@ def _patch(torch_module) -> None:
 
 
 class _PatchTorchOnImport(importlib.abc.MetaPathFinder):
-    """Wraps the loader of the top-level `torch` module so _patch runs right after `import torch` finishes."""
+    """Wraps the loader of the top-level `torch` module so _patch runs right after `import torch` finishes.
+
+    Stays on sys.meta_path until the patch is applied: libraries probe with importlib.util.find_spec("torch")
+    before the real import, and each probe gets a fresh spec.
+    """
 
     def find_spec(self, fullname, path, target=None):
         if fullname != "torch":
             return None
-        sys.meta_path.remove(self)
-        from importlib.util import find_spec
-
-        spec = find_spec("torch")
-        if spec is None or spec.loader is None:
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
         exec_module = spec.loader.exec_module
 
         def exec_and_patch(module):
             exec_module(module)
             _patch(module)
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
 
         spec.loader.exec_module = exec_and_patch
         return spec

@@ -1,0 +1,32 @@
+"""`model-kit minicpm-v-2_6 OUT_DIR [--size real|tiny] [--weights none|random] [--force]`: write the checkpoint
+directory (config, image processor, processor, tokenizer, optional random weights) vLLM needs for MiniCPM-V-2_6.
+"""
+
+from __future__ import annotations
+
+from diagnostics.errors import UsageError, one_of
+
+MODELS = ("minicpm-v-2_6", "openbmb/MiniCPM-V-2_6")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model", help="minicpm-v-2_6 (the only kit so far)")
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="directory to write (created; must be empty unless --force)")
+    parser.add_argument("--size", default="real", help="real (Qwen2-7B + SigLIP-400M shapes) or tiny (CPU-sized)")
+    parser.add_argument("--weights", default="none",
+                        help="none (start with load_format=dummy) or random (tiny only: model.safetensors)")
+    parser.add_argument("--force", action="store_true", help="overwrite kit files in a non-empty OUT_DIR")
+
+
+def run(args) -> int:
+    if args.model.lower() not in {m.lower() for m in MODELS}:
+        raise one_of("model", args.model, MODELS)
+    if not args.out_dir or not args.out_dir.strip():
+        raise UsageError("OUT_DIR is empty; give the directory to write the kit into")
+    from diagnostics.kit import build_minicpmv26
+
+    out = build_minicpmv26(args.out_dir, size=args.size, weights=args.weights, force=args.force)
+    load = "load_format='dummy'" if args.weights == "none" else "its random weights"
+    print(f"wrote MiniCPM-V-2_6 kit ({args.size}, weights {args.weights}) to {out}")
+    print(f"start it with: LLM(model={str(out)!r}, trust_remote_code=True, ...) using {load}")
+    return 0
