@@ -1,0 +1,149 @@
+"""One engine start in its own process: `python -m diagnostics.engine.child SPEC.json`.
+
+Builds the real `vllm.LLM(model=..., **settings)`, optionally serves one request (with a PIL image when the
+spec asks for one), and writes a JSON result file (spec["result_path"]): timestamps, the request's outcome and
+torch's own peak statistics. The launcher runs this in a new process group and sends stdout+stderr to the log.
+
+torch's statistics are those of *this* process. On vLLM V1 the model lives in the EngineCore / Worker
+processes unless VLLM_ENABLE_V1_MULTIPROCESSING=0, so the figures here are small; the result labels their
+scope instead of pretending they are the engine's.
+
+Exit codes: 0 started (and the request, if any, succeeded); 1 the engine did not start; 3 the engine started
+but the request failed. On errors the traceback goes to stderr, i.e. into the log the log reader reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+
+EXIT_START_FAILED = 1
+EXIT_REQUEST_FAILED = 3
+TEXT_PROMPT = "The quick brown fox jumps over the lazy dog."
+NOT_ENGINE_KWARGS = ("use_v1",)  # settings that are environment variables, not LLM(...) arguments
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def engine_kwargs(spec: dict) -> dict:
+    """LLM(...) keyword arguments from the spec's settings (None means: leave vLLM's default)."""
+    kwargs = {k: v for k, v in spec.get("settings", {}).items() if v is not None and k not in NOT_ENGINE_KWARGS}
+    if spec.get("load_format"):
+        kwargs["load_format"] = spec["load_format"]
+    return kwargs
+
+
+def apply_env_settings(settings: dict) -> None:
+    if settings.get("use_v1") is not None:
+        os.environ["VLLM_USE_V1"] = "1" if settings["use_v1"] else "0"
+
+
+def make_image(size):
+    """A deterministic RGB test picture of size (width, height): a gradient, so it is not one flat colour."""
+    from PIL import Image
+
+    size = (int(size[0]), int(size[1]))
+    ramp = Image.linear_gradient("L")
+    return Image.merge("RGB", (ramp.resize(size), ramp.rotate(90).resize(size), Image.new("L", size, 128)))
+
+
+def torch_stats() -> dict:
+    """This process's torch CUDA peaks, labelled with their scope; {"cuda_available": False} on CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"cuda_available": False}
+    stats = torch.cuda.memory_stats()
+    in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
+    return {
+        "cuda_available": True,
+        "scope": "engine in this process" if in_process else
+                 "child main process only (the V1 EngineCore/Worker processes are not included)",
+        "max_memory_allocated": torch.cuda.max_memory_allocated(),
+        "max_memory_reserved": torch.cuda.max_memory_reserved(),
+        "allocated_bytes.all.peak": stats.get("allocated_bytes.all.peak"),
+        "reserved_bytes.all.peak": stats.get("reserved_bytes.all.peak"),
+        "num_ooms": stats.get("num_ooms"),
+        "num_alloc_retries": stats.get("num_alloc_retries"),
+    }
+
+
+def serve_one(llm, spec: dict) -> dict:
+    from vllm import SamplingParams
+
+    prompt = spec.get("prompt") or TEXT_PROMPT
+    request = {"prompt": prompt}
+    if spec.get("image"):
+        request["multi_modal_data"] = {"image": make_image(spec.get("image_size") or (448, 448))}
+    params = SamplingParams(max_tokens=int(spec.get("max_tokens", 8)), temperature=0.0, seed=spec.get("seed", 0))
+    out = llm.generate([request], params, use_tqdm=False)[0]
+    return {
+        "ok": True,
+        "image": bool(spec.get("image")),
+        "prompt_tokens": len(out.prompt_token_ids or []),
+        "output_ids": list(out.outputs[0].token_ids),
+        "output_text": out.outputs[0].text,
+        "error": None,
+    }
+
+
+def run(spec: dict) -> int:
+    result = {"started_at": utc_now(), "pid": os.getpid(), "engine_ready": False, "request": None}
+    t_start = time.time()
+
+    def write() -> None:
+        result["finished_at"] = utc_now()
+        tmp = spec["result_path"] + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+        os.replace(tmp, spec["result_path"])
+
+    apply_env_settings(spec.get("settings", {}))
+    try:
+        from vllm import LLM
+
+        result["import_s"] = round(time.time() - t_start, 3)
+        llm = LLM(model=spec["model"], **engine_kwargs(spec))
+    except BaseException as exc:
+        traceback.print_exc()
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        write()
+        return EXIT_START_FAILED
+    result["engine_ready"] = True
+    result["engine_ready_wall"] = time.time()
+    result["startup_s"] = round(result["engine_ready_wall"] - t_start, 3)
+    code = 0
+    if spec.get("request"):
+        try:
+            result["request"] = serve_one(llm, spec)
+        except BaseException as exc:
+            traceback.print_exc()
+            result["request"] = {"ok": False, "image": bool(spec.get("image")), "prompt_tokens": None,
+                                 "output_ids": [], "error": f"{type(exc).__name__}: {exc}"}
+            code = EXIT_REQUEST_FAILED
+    try:
+        result["torch"] = torch_stats()
+    except Exception as exc:  # the stats are a bonus; never turn a good start into a failure
+        result["torch"] = {"error": f"{type(exc).__name__}: {exc}"}
+    write()
+    sys.stdout.flush()
+    return code
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m diagnostics.engine.child SPEC.json", file=sys.stderr)
+        return 2
+    with open(argv[0], encoding="utf-8") as f:
+        spec = json.load(f)
+    return run(spec)
+
+
+if __name__ == "__main__":  # vLLM's CPU backend spawns EngineCore/Worker processes that re-import __main__
+    sys.exit(main(sys.argv[1:]))
