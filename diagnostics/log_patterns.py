@@ -115,10 +115,10 @@ NODE_KV_ALLOC = re.compile(
 )
 NO_KV = re.compile(r"No available memory for the cache blocks")
 KV_TOO_SMALL_V1 = re.compile(
-    rf"To serve at least one request with the model'?s'? max seq len \((?P<mml>\d+)\),? ?\((?P<need>{NUM}) ?Gi?B "
+    rf"To serve at least one request with the models?'?s? max seq len \((?P<mml>\d+)\),? ?\((?P<need>{NUM}) ?Gi?B "
     rf"KV cache is needed, which is larger than the available KV cache memory \((?P<avail>{NUM}) ?Gi?B\)"
 )
-KV_TOO_SMALL_ANY = re.compile(r"To serve at least one request with the model'?s'? max seq len")
+KV_TOO_SMALL_ANY = re.compile(r"To serve at least one request with the models?'?s? max seq len")
 ESTIMATED_MML = re.compile(r"estimated maximum model length is (?P<n>\d+)")
 KV_TOO_SMALL_V0 = re.compile(
     r"The model's max seq len \((?P<mml>\d+)\) is larger than the maximum number of tokens that can be stored in "

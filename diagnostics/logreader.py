@@ -119,8 +119,8 @@ def split_lines(text: str) -> list[Line]:
     last_ts: str | None = None
     for physical in P.ANSI.sub("", text).split("\n"):
         for piece in physical.split("\r"):
-            if not piece.strip():
-                continue
+            if not piece.strip() or (piece.startswith("#") and not P.GPU_BLOCKS.match(piece)):
+                continue  # blank, or a comment (fixtures, annotated pastes); vLLM's only `#` line is `# GPU blocks`
             rest, process = piece, None
             tag = P.PROCESS_TAG.search(rest)
             if tag and tag.start() < 60:
@@ -444,7 +444,7 @@ class _Reader:
         if P.KV_TOO_SMALL_ANY.search(b) or P.KV_TOO_SMALL_V0.search(b):
             return "kv_too_small", "kv_cache"
         if P.OOM.search(b):
-            return "oom", "?"
+            return "oom", "request" if P.REQUEST_ERROR.search(b) else "?"
         if P.VALIDATION.search(b):
             return "error", "request"
         if P.REQUEST_ERROR.search(b):
