@@ -42,7 +42,7 @@ OOM_OUTCOME = {"weights": "oom_weights", "vision_encoder": "oom_profile", "langu
                "cuda_graph": "oom_cuda_graph", "warmup": "oom_warmup", "request": "oom_request"}
 
 # Config-line keys (`max_seq_len=32768, enforce_eager=False, ...`) -> setting names.
-CONFIG_KEYS = {"max_seq_len": "max_model_len", "enforce_eager": "enforce_eager", "dtype": "dtype",
+CONFIG_KEYS = {"model": "model", "max_seq_len": "max_model_len", "enforce_eager": "enforce_eager", "dtype": "dtype",
                "tensor_parallel_size": "tensor_parallel_size", "pipeline_parallel_size": "pipeline_parallel_size",
                "load_format": "load_format", "kv_cache_dtype": "kv_cache_dtype", "quantization": "quantization",
                "trust_remote_code": "trust_remote_code", "enable_chunked_prefill": "enable_chunked_prefill",
@@ -316,6 +316,10 @@ class _Reader:
             name = CONFIG_KEYS.get(m.group("key"))
             if name and name not in self.rec.settings:
                 self.rec.settings[name] = _literal(m.group("value"))
+        for key, prefix in (("dtype", "torch."), ("load_format", "LoadFormat.")):
+            value = self.rec.settings.get(key)
+            if isinstance(value, str) and value.startswith(prefix):  # `torch.bfloat16` -> `bfloat16`
+                self.rec.settings[key] = value[len(prefix):].lower()
         if isinstance(self.rec.settings.get("max_model_len"), int):
             self._num("max_model_len", self.rec.settings["max_model_len"])
 
@@ -326,7 +330,7 @@ class _Reader:
             return
         if isinstance(args, dict):
             for key, value in args.items():
-                if key != "model" and isinstance(key, str):
+                if isinstance(key, str):
                     self._setting(key, value)
 
     def _concurrency(self, body: str) -> None:

@@ -1,0 +1,145 @@
+"""`explain LOGFILE|-`: what a vLLM start-up log says failed, in which phase, with vLLM's own numbers and the fix.
+
+Exit 0 whenever the input was read (an unrecognisable text is outcome `unknown`); exit 2 for a file that cannot
+be read or an unknown --model/--card.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from diagnostics.errors import UsageError
+
+HELP = "read a vLLM start-up log (file or -) and say what failed, why, and the smallest fix"
+
+JSON_KEYS = ("outcome", "phase", "vllm_version", "engine", "numbers", "settings", "culprits", "summary")
+# The figures issue #2 §4 names, in the order a human reads them; other numeric keys follow.
+MAIN_NUMBERS = ("weights_gib", "activation_peak_gib", "non_torch_gib", "kv_cache_gib", "kv_cache_tokens",
+                "gpu_blocks", "gpu_total_gib", "gpu_memory_utilization", "cuda_graph_gib", "encoder_budget_tokens",
+                "encoder_items", "max_model_len", "estimated_max_model_len", "oom_tried_gib", "oom_free_gib")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("logfile", metavar="LOGFILE|-", help="a vLLM log file, or - to read standard input")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument("--model", default=None, help="model the log is from (minicpm-v-2_6 or a directory "
+                                                      "with config.json); sharpens the culprits")
+    parser.add_argument("--card", default=None, help="card short name (3090, a100-80, cpu, ...) when the log "
+                                                     "does not show it")
+
+
+def read_input(path: str) -> str:
+    """The log text from a path or `-`; UsageError (exit 2) when it cannot be read."""
+    if path == "-":
+        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    else:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise UsageError(f"cannot read log file {path!r}: {exc.strerror or exc}; "
+                             "accepted: a readable vLLM log file, or - for standard input") from None
+    return data.decode("utf-8", errors="replace")
+
+
+def json_numbers(numbers: dict) -> dict:
+    """Only printed scalars: GiB as floats, counts as ints (per-worker lists and words stay in the record)."""
+    out = {}
+    for key in list(MAIN_NUMBERS) + sorted(set(numbers) - set(MAIN_NUMBERS)):
+        value = numbers.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        out[key] = float(value) if key.endswith("_gib") or key == "gpu_memory_utilization" else value
+    return out
+
+
+def _resolve(model, card):
+    """Fail early, with the accepted names, on an unknown --model/--card."""
+    if model is not None:
+        from diagnostics.models import get_model
+
+        get_model(model)
+    if card is not None:
+        from diagnostics.cards import get_card
+
+        get_card(card)
+
+
+def _fallback_summary(record) -> str:
+    if record.outcome == "ok":
+        return "The engine started; the log shows no start-up failure."
+    if record.outcome == "unknown":
+        return ("The log does not show what happened: no root-cause line (exception text) was found"
+                + (f"; {record.evidence[-1]}" if record.evidence else "") + ".")
+    where = "" if record.phase == "unknown" else f" in the {record.phase.replace('_', ' ')} phase"
+    return f"vLLM stopped with {record.outcome}{where}: {record.error_line}"
+
+
+def explain(record, model=None, card=None):
+    """(culprits as dicts, summary). Uses diagnostics.explainer when present; its failure is reported, not hidden."""
+    try:
+        from diagnostics.explainer import explain_record
+    except ImportError as exc:
+        print(f"vllm-memcheck explain: note: explainer not available ({exc}); outcome only", file=sys.stderr)
+        return [], _fallback_summary(record)
+    try:
+        exp = explain_record(record, model=model, card=card)
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the reading is still worth printing; say why culprits are missing
+        print(f"vllm-memcheck explain: warning: explainer failed ({type(exc).__name__}: {exc}); outcome only",
+              file=sys.stderr)
+        return [], _fallback_summary(record)
+    culprits = [{"setting": c.setting, "value": c.value, "suggested": c.suggested,
+                 "term": getattr(c, "term", None), "why": c.why} for c in exp.culprits]
+    return culprits, exp.summary or _fallback_summary(record)
+
+
+def as_json(record, culprits, summary) -> dict:
+    return {"outcome": record.outcome, "phase": record.phase, "vllm_version": record.vllm_version,
+            "engine": record.engine, "numbers": json_numbers(record.numbers), "settings": dict(record.settings),
+            "culprits": culprits, "summary": summary}
+
+
+def _fmt(key: str, value) -> str:
+    if key.endswith("_gib"):
+        return f"{value:g} GiB"
+    if isinstance(value, int) and abs(value) >= 10000:
+        return f"{value:,}"
+    return str(value)
+
+
+def as_text(record, culprits, summary) -> str:
+    lines = [f"outcome: {record.outcome}   phase: {record.phase}"]
+    engine = ", ".join(x for x in (record.engine, record.platform) if x)
+    lines.append(f"vLLM: {record.vllm_version or 'version not in log'}" + (f" ({engine})" if engine else ""))
+    if record.error_line:
+        cause = record.error_line if len(record.error_line) <= 400 else record.error_line[:397] + "..."
+        lines.append(f"root cause: {cause}")
+    numbers = json_numbers(record.numbers)
+    if numbers:
+        lines.append("numbers printed by vLLM:")
+        lines += [f"  {key}: {_fmt(key, value)}" for key, value in numbers.items()]
+    if record.settings:
+        lines.append("settings in the log: " + ", ".join(f"{k}={v}" for k, v in record.settings.items()))
+    if culprits:
+        lines.append("culprits:")
+        for i, c in enumerate(culprits, 1):
+            lines.append(f"  {i}. {c['setting']}={c['value']} -> {c['suggested']}: {c['why']}")
+    lines.append(f"summary: {summary}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    from diagnostics.logreader import read_log
+
+    text = read_input(args.logfile)
+    _resolve(args.model, args.card)
+    record = read_log(text)
+    culprits, summary = explain(record, model=args.model, card=args.card)
+    if args.json:
+        print(json.dumps(as_json(record, culprits, summary), default=str))
+    else:
+        print(as_text(record, culprits, summary))
+    return 0
