@@ -126,6 +126,8 @@ def test_v063_vision_encoder_oom_with_config_settings():
     assert (rec.outcome, rec.phase, rec.vllm_version, rec.engine) == ("oom_profile", "vision_encoder", "0.6.3", "V0")
     assert rec.settings["max_model_len"] == 32768 and rec.settings["enforce_eager"] is False
     assert rec.settings["trust_remote_code"] is True and rec.settings["tensor_parallel_size"] == 1
+    assert (rec.settings["dtype"], rec.settings["load_format"]) == ("bfloat16", "auto")
+    assert rec.settings["model"] == "openbmb/MiniCPM-V-2_6"
     n = rec.numbers
     assert (n["weights_gib"], n["oom_tried_gib"], n["oom_free_gib"], n["oom_total_gib"]) == (15.1, 2.5, 1.2, 23.69)
     assert n["oom_process_in_use_gib"] == 22.48 and n["oom_allocated_by_pytorch_gib"] == 21.9
@@ -270,7 +272,7 @@ def test_banners_version_engine_platform():
                    "model='m', max_seq_len=4096, enforce_eager=True\n"
                    "INFO 04-16 11:00:00 [__init__.py:239] Automatically detected platform cuda.")
     assert (rec.vllm_version, rec.engine, rec.platform) == ("0.8.4", "V1", "cuda")
-    assert rec.settings == {"max_model_len": 4096, "enforce_eager": True}
+    assert rec.settings == {"model": "m", "max_model_len": 4096, "enforce_eager": True}
     rec = read_log("INFO 10-23 19:55:00 llm_engine.py:237] Initializing an LLM engine (v0.6.3.post1) with config: "
                    "model='m', max_seq_len=8192")
     assert (rec.vllm_version, rec.engine, rec.settings["max_model_len"]) == ("0.6.3.post1", "V0", 8192)
