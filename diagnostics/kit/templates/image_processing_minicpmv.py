@@ -44,6 +44,34 @@ def _width_height(image_size) -> tuple[int, int]:
     return int(width), int(height)
 
 
+def _to_pil(image):
+    """PIL images pass through; HWC/CHW numpy arrays or tensors (uint8, or float in [0, 1]) become RGB PIL images."""
+    if isinstance(image, PIL.Image.Image):
+        return image
+    array = np.asarray(image.cpu().numpy() if hasattr(image, "cpu") else image)
+    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3, 4):
+        array = array.transpose(1, 2, 0)
+    if array.dtype != np.uint8:
+        array = np.clip(array * (255.0 if array.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    return PIL.Image.fromarray(array)
+
+
+def _is_single_image(x) -> bool:
+    return isinstance(x, PIL.Image.Image) or (hasattr(x, "ndim") and x.ndim <= 3)
+
+
+def _as_prompt_batches(images):
+    """One list of images per prompt: accepts an image, a list of images, or a list of lists / frame arrays."""
+    if _is_single_image(images):
+        return [[images]]
+    images = list(images)
+    if images and _is_single_image(images[0]):
+        return [images]
+    return [list(prompt_images) for prompt_images in images]
+
+
 class MiniCPMVImageProcessor(BaseImageProcessor):
     """Slices an image into a 448-px overview plus a grid of slices; each slice becomes `image_feature_size`
     (= query_num) embeddings. Outputs vLLM's layout: pixel_values list[list[(3, patch, n*patch)]],
@@ -154,15 +182,11 @@ class MiniCPMVImageProcessor(BaseImageProcessor):
         return np.ascontiguousarray(strip.reshape(3, p, rows * cols * p)), (rows, cols)
 
     def preprocess(self, images, do_pad=True, max_slice_nums=None, return_tensors=None, **kwargs):
-        if isinstance(images, PIL.Image.Image):
-            images = [[images]]
-        elif images and isinstance(images[0], PIL.Image.Image):
-            images = [list(images)]
         pixel_values, image_sizes, tgt_sizes = [], [], []
-        for prompt_images in images:
+        for prompt_images in _as_prompt_batches(images):
             values, sizes, targets = [], [], []
             for image in prompt_images:
-                image = image.convert("RGB")
+                image = _to_pil(image).convert("RGB")
                 sizes.append(np.array(image.size, dtype=np.int64))
                 for piece in self.slice_pil_image(image, max_slice_nums):
                     strip, target = self.to_patch_strip(piece)
