@@ -81,6 +81,11 @@ def num(x: float) -> str:
     return f"{whole}.{dec.ljust(2, '0')}"
 
 
+def est(x: float) -> str:
+    """An estimator figure: 2 decimals (its own precision is far lower than vLLM's printed 4)."""
+    return f"{x:.2f}"
+
+
 def _tok(n) -> str:
     return f"{int(n):,}"
 
@@ -172,7 +177,18 @@ def _margin(plan, outcome: str) -> float:
     if outcome == "insufficient_free_memory":
         b = _budget_gib(plan)
         return -(b if b is not None else 0.0)
+    if outcome in AFTER_PROFILE:
+        return -_resident_gib(plan)
     return -float(plan.peak_gib or 0.0)
+
+
+AFTER_PROFILE = frozenset({"oom_cuda_graph", "oom_kv_alloc", "oom_warmup", "oom_request"})
+
+
+def _resident_gib(plan) -> float:
+    """What the device holds once the KV cache and the graphs exist (the profile's activations are freed)."""
+    ctx = float(getattr(plan, "cuda_context_gib", 0.0) or 0.0)
+    return ctx + sum(_term(plan, t) for t in ("weights", "non_torch", "kv_cache", "cuda_graph"))
 
 
 def _failing_term(outcome: str, phase: str | None) -> str:
@@ -335,6 +351,8 @@ def _card_phrase(card) -> str:
 def _profile_phrase(plan) -> str:
     pr = plan.profile or {}
     items, vit = pr.get("encoder_items"), pr.get("vit_tokens")
+    if pr.get("encoder_skipped") or plan.settings.get("skip_mm_profiling"):
+        return "no dummy items (the encoder is not profiled; a large real image can then run out of memory)"
     if not items:
         return ""
     modality = pr.get("modality") or "image"
@@ -342,7 +360,7 @@ def _profile_phrase(plan) -> str:
     parts = [f"{_tok(items)} {noun}"]
     extra = []
     if pr.get("encoder_slices"):
-        extra.append(f"{_tok(pr['encoder_slices'])} slices")
+        extra.append(f"{_tok(pr['encoder_slices'])} slice" + ("s" if int(pr["encoder_slices"]) != 1 else ""))
     if vit:
         extra.append(f"{_tok(vit)} ViT tokens")
     if extra:
@@ -365,46 +383,47 @@ def why_sentence(setting: str, base, trial: _Trial, outcome: str, fix: dict | No
     new = _assign(setting, trial.value)
     if term == "encoder_profile" and (base.profile or {}).get("encoder_items"):
         lead = f"{_assign(setting, cur)} makes the profile run push {_profile_phrase(base)} through the vision " \
-               f"encoder, about {num(_term(base, 'encoder_profile'))} GiB"
+               f"encoder, about {est(_term(base, 'encoder_profile'))} GiB"
         if setting == "max_model_len" and base.engine == "V0":
             lead += f" (it sets max_num_batched_tokens={_tok(base.settings.get('max_num_batched_tokens') or 0)})"
         res = _profile_phrase(after) or "no encoder profile"
-        return f"{lead}; {new} brings it to {res} and the start-up peak to {num(after.peak_gib)} GiB, {tail}."
+        return f"{lead}; {new} brings it to {res} and the start-up peak to {est(after.peak_gib)} GiB, {tail}."
     if term == "activation_peak":
         return (f"{_assign(setting, cur)} sizes the profile run's language-model/sampler pass at about "
-                f"{num(_term(base, 'activation_peak'))} GiB; {new} brings it to {num(_term(after, 'activation_peak'))} "
-                f"GiB and the start-up peak to {num(after.peak_gib)} GiB, {tail}.")
+                f"{est(_term(base, 'activation_peak'))} GiB; {new} brings it to {est(_term(after, 'activation_peak'))} "
+                f"GiB and the start-up peak to {est(after.peak_gib)} GiB, {tail}.")
     if term == "cuda_graph":
-        return (f"with {_assign(setting, cur)} CUDA graphs take about {num(_term(base, 'cuda_graph'))} GiB outside "
-                f"the profiled budget; {new} makes that {num(_term(after, 'cuda_graph'))} GiB and the peak "
-                f"{num(after.peak_gib)} GiB, {tail}.")
+        return (f"with {_assign(setting, cur)} CUDA graphs take about {est(_term(base, 'cuda_graph'))} GiB outside "
+                f"the profiled budget; {new} makes that {est(_term(after, 'cuda_graph'))} GiB, so the device holds "
+                f"{est(_resident_gib(after))} GiB once KV cache and graphs exist, {tail}.")
     if term == "budget":
         b0, b1 = _budget_gib(base), _budget_gib(after)
         if setting == "gpu_memory_utilization" and b0 is not None and b1 is not None:
             if trial.value > (cur or 0):
-                return (f"{_assign(setting, cur)} gives vLLM {num(b0)} GiB of {num(base.card.total_gib)} GiB and "
-                        f"weights + profile peak + non-torch leave {num(_term(base, 'kv_cache'))} GiB for the KV "
-                        f"cache; {new} gives {num(b1)} GiB, leaving {num(_term(after, 'kv_cache'))} GiB "
+                return (f"{_assign(setting, cur)} gives vLLM {est(b0)} GiB of {est(base.card.total_gib)} GiB and "
+                        f"weights + profile peak + non-torch leave {est(_term(base, 'kv_cache'))} GiB for the KV "
+                        f"cache; {new} gives {est(b1)} GiB, leaving {est(_term(after, 'kv_cache'))} GiB "
                         f"({_tok(after.kv_cache_tokens or 0)} tokens), {tail}.")
-            return (f"{_assign(setting, cur)} claims {num(b0)} GiB and leaves only {num(base.card.total_gib - b0)} GiB "
-                    f"for what is allocated after the profile run (CUDA graphs, KV allocation); {new} claims "
-                    f"{num(b1)} GiB, so the peak is {num(after.peak_gib)} GiB, {tail}.")
+            return (f"{_assign(setting, cur)} lets the KV cache grow to {est(_term(base, 'kv_cache'))} GiB, so "
+                    f"weights + KV + CUDA graphs (~{est(_term(base, 'cuda_graph'))} GiB, not in the budget) need "
+                    f"{est(_resident_gib(base))} GiB; {new} caps the KV cache at {est(_term(after, 'kv_cache'))} GiB "
+                    f"and the total at {est(_resident_gib(after))} GiB, {tail}.")
     if term == "kv_cache":
         mml = int(after.settings.get("max_model_len") or 0)
         kv_tokens = after.kv_cache_tokens
         if setting == "max_model_len":
-            return (f"{_assign(setting, cur)} needs {num(_need_gib(base))} GiB of KV cache for one request but the "
-                    f"pool holds {_tok(base.kv_cache_tokens or 0)} tokens ({num(_term(base, 'kv_cache'))} GiB); "
-                    f"{new} needs {num(_need_gib(after))} GiB, {tail}.")
+            return (f"{_assign(setting, cur)} needs {est(_need_gib(base))} GiB of KV cache for one request but the "
+                    f"pool holds {_tok(base.kv_cache_tokens or 0)} tokens ({est(_term(base, 'kv_cache'))} GiB); "
+                    f"{new} needs {est(_need_gib(after))} GiB, {tail}.")
         if setting == "kv_cache_memory_bytes":
             return (f"kv_cache_memory_bytes (unset) leaves the KV pool to gpu_memory_utilization "
-                    f"({num(_term(base, 'kv_cache'))} GiB); {_assign(setting, trial.value)} "
-                    f"({num(trial.value / GiB)} GiB) fixes it at {_tok(kv_tokens or 0)} tokens, enough for "
+                    f"({est(_term(base, 'kv_cache'))} GiB); {_assign(setting, trial.value)} "
+                    f"({est(trial.value / GiB)} GiB) fixes it at {_tok(kv_tokens or 0)} tokens, enough for "
                     f"max_model_len={_tok(mml)}, {tail}.")
-        return (f"{_assign(setting, cur)} leaves {num(_term(base, 'kv_cache'))} GiB for the KV cache; {new} leaves "
-                f"{num(_term(after, 'kv_cache'))} GiB, {tail}.")
-    return (f"{_assign(setting, cur)} -> {new} moves {term} from {num(_term(base, term))} to "
-            f"{num(_term(after, term))} GiB and the start-up peak to {num(after.peak_gib)} GiB, {tail}.")
+        return (f"{_assign(setting, cur)} leaves {est(_term(base, 'kv_cache'))} GiB for the KV cache; {new} leaves "
+                f"{est(_term(after, 'kv_cache'))} GiB, {tail}.")
+    return (f"{_assign(setting, cur)} -> {new} moves {term} from {est(_term(base, term))} to "
+            f"{est(_term(after, term))} GiB and the start-up peak to {est(after.peak_gib)} GiB, {tail}.")
 
 
 def _combo_cost(combo: list[tuple[str, object, int]], base) -> tuple:
@@ -473,8 +492,8 @@ def _counterfactuals(base, outcome: str, phase: str | None, accept):
         ok, best = _search_one(planner, setting, outcome, accept)
         if ok is not None:
             trials.append(ok)
-        elif best is not None and best.effect > 0.01:
-            trials.append(best)
+        elif best is not None and best.effect > 0.01 and outcome != "oom_weights":
+            trials.append(best)  # helps, not enough alone (for weights, only a real fix is worth naming)
     singles = [t for t in trials if t.ok]
     if singles:
         cheapest = min(singles, key=lambda t: (t.steps, _relative_change(t.setting, base.settings.get(t.setting),
@@ -512,27 +531,31 @@ def explain_plan(plan) -> "Explanation":
 
 def _ok_summary(plan) -> str:
     kv = plan.kv_cache_tokens
-    return (f"Predicted to start: start-up peak {num(plan.peak_gib)} GiB on {_card_phrase(plan.card)}"
+    return (f"Predicted to start: start-up peak {est(plan.peak_gib)} GiB on {_card_phrase(plan.card)}"
             + (f", KV cache {_tok(kv)} tokens." if kv else "."))
 
 
 def _plan_summary(plan, outcome, phase, culprits, fix, planner) -> str:
     head = {
         "oom_profile": f"The profile run would run out of memory ({phase.replace('_', ' ')}): predicted peak "
-                       f"{num(plan.peak_gib)} GiB on {_card_phrase(plan.card)}.",
-        "no_kv_cache": f"Nothing would be left for the KV cache ({num(_term(plan, 'kv_cache'))} GiB) after weights "
+                       f"{est(plan.peak_gib)} GiB on {_card_phrase(plan.card)}.",
+        "no_kv_cache": f"Nothing would be left for the KV cache ({est(_term(plan, 'kv_cache'))} GiB) after weights "
                        f"and the profile run.",
         "kv_too_small": f"The KV cache would hold {_tok(plan.kv_cache_tokens or 0)} tokens, fewer than "
                         f"max_model_len={_tok(plan.settings.get('max_model_len') or 0)}.",
-        "oom_cuda_graph": f"CUDA graph capture would run out of memory (about {num(_term(plan, 'cuda_graph'))} GiB "
+        "oom_cuda_graph": f"CUDA graph capture would run out of memory (about {est(_term(plan, 'cuda_graph'))} GiB "
                           f"outside the budget).",
         "insufficient_free_memory": "The requested share of memory would exceed what is free at start-up.",
+        "oom_weights": f"The weights ({est(_term(plan, 'weights'))} GiB) would not fit on {_card_phrase(plan.card)}; "
+                       f"none of the searched settings changes weight memory (cpu_offload_gb, a quantized "
+                       f"checkpoint or tensor parallelism do).",
+        "oom_kv_alloc": f"Allocating the KV cache ({est(_term(plan, 'kv_cache'))} GiB) would run out of memory.",
     }.get(outcome, f"Predicted outcome {outcome} in phase {phase}.")
     if fix:
         p = planner(fix)
         tail = f" Smallest fix: {', '.join(_assign(k, v) for k, v in fix.items())}"
         if p is not None:
-            tail += f" (peak {num(p.peak_gib)} GiB" + (f", KV {_tok(p.kv_cache_tokens)} tokens)." if p.kv_cache_tokens
+            tail += f" (peak {est(p.peak_gib)} GiB" + (f", KV {_tok(p.kv_cache_tokens)} tokens)." if p.kv_cache_tokens
                                                       else ").")
         return head + tail
     return head + " No change of the searched settings fits this card."
@@ -938,8 +961,9 @@ def _rec_oom_profile(ctx: _Ctx) -> Explanation:
     head = "The profile run ran out of memory" + where
     if tried is not None and free is not None:
         head += f": it tried to allocate {num(tried)} GiB with {num(free)} GiB free"
-        if n.get("gpu_total_gib") is not None:
-            head += f" of {num(n['gpu_total_gib'])} GiB"
+        total = n.get("gpu_total_gib", n.get("oom_total_gib"))
+        if total is not None:
+            head += f" of {num(total)} GiB"
     head += ". gpu_memory_utilization does not help here: the profile run is not limited by it."
     return _explanation(ctx, culprits, head, fix)
 

@@ -213,3 +213,168 @@ def test_every_field_case_explains_without_error():
         assert json.dumps(e.to_json())  # serialisable for `explain --json`
         for c in e.culprits:
             assert c.setting in explainer.SEARCHED and c.why.endswith(".")
+
+
+# ------------------------------------------------------------------------------------ from a plan (the estimator)
+
+estimator = pytest.importorskip("diagnostics.estimator")
+MINICPM = "minicpm-v-2_6"
+
+
+def _plan(card, version, **overrides):
+    return estimator.plan(MINICPM, card, version, "llm", overrides=overrides)
+
+
+def test_ladders_walk_powers_of_two_down():
+    p = _plan("3090", "0.6.3")
+    assert explainer.ladder("max_num_seqs", p, p.verdict) == [128, 64, 32, 16, 8, 4, 2, 1]
+    assert explainer.ladder("max_model_len", p, p.verdict) == [16384, 8192, 4096, 2048, 1024, 512, 256]
+    q = _plan("3090", "0.6.3", max_model_len=2096)
+    assert explainer.ladder("max_model_len", q, q.verdict) == [2048, 1024, 512, 256]
+
+
+def test_version_specific_knobs_only_where_vllm_has_them():
+    old = _plan("3090", "0.6.3")
+    for knob in ("skip_mm_profiling", "kv_cache_memory_bytes", "mm_processor_kwargs"):
+        assert explainer.ladder(knob, old, "no_kv_cache") == [], knob
+    assert explainer.ladder("limit_mm_per_prompt", old, "oom_profile") == []  # image-only registry, limit 1
+    assert explainer.ladder("skip_mm_profiling", _plan("3090", "0.10.0"), "oom_profile") == []
+    assert explainer.ladder("skip_mm_profiling", _plan("3090", "0.10.1"), "oom_profile") == [True]
+    assert explainer.ladder("kv_cache_memory_bytes", _plan("3090", "0.10.1"), "no_kv_cache") == []
+    assert explainer.ladder("kv_cache_memory_bytes", _plan("3090", "0.10.2"), "no_kv_cache") != []
+    v1 = _plan("3090", "0.33.0")
+    assert {"image": 999, "video": 0} in explainer.ladder("limit_mm_per_prompt", v1, "oom_profile")
+
+
+def test_utilization_direction_follows_the_failure_and_engine():
+    assert explainer.util_direction("no_kv_cache", "V1") == 1
+    assert explainer.util_direction("kv_too_small", "V0") == 1
+    assert explainer.util_direction("oom_profile", "V0") == 0
+    assert explainer.util_direction("oom_cuda_graph", "V0") == -1
+    assert explainer.util_direction("oom_warmup", "V0") == -1
+    assert explainer.util_direction("oom_warmup", "V1") == 0  # V1's sampler warm-up is in the profile
+    assert explainer.util_direction("insufficient_free_memory", "V1") == -1
+
+
+@pytest.mark.parametrize("version", ["0.6.1", "0.6.3"])
+def test_seed_3090_defaults_blame_seqs_and_len_and_the_fix_fits(version):
+    p = _plan("3090", version)
+    assert p.verdict != "ok"
+    e = explain_plan_checked(p)
+    names = [c.setting for c in e.culprits]
+    assert "max_num_seqs" in names and "max_model_len" in names
+    assert e.fix and _plan("3090", version, **e.fix).verdict == "ok"
+    # the seed's own fix fits too
+    assert _plan("3090", version, max_model_len=4096, max_num_seqs=32, gpu_memory_utilization=1.0).verdict == "ok"
+    seqs = next(c for c in e.culprits if c.setting == "max_num_seqs")
+    assert seqs.value == 256 and seqs.suggested < 256
+    assert "256" in seqs.why and _fmt_int(p.profile["vit_tokens"]) in seqs.why
+    assert f"{p.card.total_gib:.2f}" in seqs.why
+
+
+def explain_plan_checked(p):
+    e = explainer.explain_plan(p)
+    assert e.outcome == p.verdict and e.basis == "estimate"
+    if e.fix and len(e.fix) > 1:  # minimal: no strict subset of a combined fix is enough
+        for k in e.fix:
+            rest = {kk: v for kk, v in e.fix.items() if kk != k}
+            assert estimator.plan(p.model, p.card, p.vllm_version, p.entrypoint,
+                                  overrides={**explainer._user_overrides(p), **rest}).verdict != "ok", (k, e.fix)
+    for c in e.culprits:  # every "fixes alone" culprit really does
+        if c.fixes_alone:
+            q = estimator.plan(p.model, p.card, p.vllm_version, p.entrypoint,
+                               overrides={**explainer._user_overrides(p), c.setting: c.suggested})
+            assert q.verdict == "ok", c
+    effects = [c.effect_gib for c in e.culprits]
+    assert effects == sorted(effects, reverse=True)
+    return e
+
+
+def _fmt_int(n) -> str:
+    return f"{int(n):,}"
+
+
+def test_l20_defaults_fail_in_the_profile_run_vllm_7721():
+    p = _plan("l20", "0.5.5")
+    assert p.verdict == "oom_profile"
+    e = explain_plan_checked(p)
+    assert e.culprits and all(c.setting != "gpu_memory_utilization" for c in e.culprits)
+
+
+PROFILE_OOM_GRID = [("3090", "0.5.5", {}), ("3090", "0.6.3", {}), ("a10", "0.6.1", {"max_model_len": 2048}),
+                    ("t4", "0.6.3", {}), ("l20", "0.6.3", {}), ("3090", "0.8.5", {}), ("4090", "0.33.0", {}),
+                    ("l4", "0.33.0", {"max_num_batched_tokens": 32768}), ("3090", "0.10.2", {})]
+
+
+def test_utilization_is_never_offered_for_a_profile_run_oom():
+    seen = 0
+    for card, version, ov in PROFILE_OOM_GRID:
+        p = _plan(card, version, **ov)
+        if p.verdict != "oom_profile":
+            continue
+        seen += 1
+        e = explainer.explain_plan(p)
+        assert all(c.setting != "gpu_memory_utilization" for c in e.culprits), (card, version, ov)
+        if "gpu_memory_utilization" in e.fix:  # only as a follow-up KV cure in a combination
+            rest = {k: v for k, v in e.fix.items() if k != "gpu_memory_utilization"}
+            q = _plan(card, version, **ov, **rest)
+            assert q.verdict in explainer.UTIL_RAISE_CURES, (card, version, q.verdict)
+    assert seen >= 3
+
+
+def test_no_kv_cache_plan_offers_raising_utilization():
+    found = None
+    for card, version in (("3090", "0.6.3"), ("3090", "0.33.0"), ("a100-80", "0.33.0"), ("l40s", "0.8.5")):
+        for util in (0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.75):
+            p = _plan(card, version, gpu_memory_utilization=util, max_num_seqs=16, max_model_len=4096)
+            if p.verdict == "no_kv_cache":
+                found = p
+                break
+        if found:
+            break
+    assert found is not None, "the estimator predicts no_kv_cache for none of the low-utilization plans"
+    e = explain_plan_checked(found)
+    u = next(c for c in e.culprits if c.setting == "gpu_memory_utilization")
+    assert u.suggested > u.value and u.term == "budget"
+
+
+def test_cuda_graph_oom_v0_plan_offers_lowering_utilization():
+    found = None
+    # a small profile (chunked prefill: MBT 512) leaves little freed activation memory for the graphs
+    for card in ("3090", "4090", "a10", "l4", "a100-40"):
+        for util in (1.0, 0.99, 0.98, 0.97, 0.96, 0.95):
+            p = _plan(card, "0.6.3", gpu_memory_utilization=util, max_model_len=4096, enable_chunked_prefill=True)
+            if p.verdict == "oom_cuda_graph":
+                found = p
+                break
+        if found:
+            break
+    assert found is not None, "the estimator predicts oom_cuda_graph for no V0 plan with utilization near 1"
+    e = explain_plan_checked(found)
+    u = next((c for c in e.culprits if c.setting == "gpu_memory_utilization"), None)
+    eager = next((c for c in e.culprits if c.setting == "enforce_eager"), None)
+    assert u is not None and u.suggested < u.value
+    assert eager is not None and eager.suggested is True
+
+
+def test_ok_plan_has_no_culprits():
+    p = _plan("a100-80", "0.6.3", max_model_len=4096, max_num_seqs=32)
+    assert p.verdict == "ok"
+    e = explainer.explain_plan(p)
+    assert e.culprits == [] and e.fix == {} and "start" in e.summary
+
+
+def test_record_with_known_model_calibrates_on_vllms_oom_figures():
+    # MiniCPM-V#640: the real OOM line; the thread's settings; phase/outcome as the case records them (inferred)
+    case = _case("OpenBMB/MiniCPM-V#640")
+    rec = read_log(case["log_excerpt"])
+    rec.outcome, rec.phase, rec.vllm_version, rec.engine = "oom_profile", "vision_encoder", "0.6.1", "V0"
+    rec.settings.update({"max_model_len": 2048, "gpu_memory_utilization": 1.0})
+    e = explain_record(rec, model=MINICPM)
+    assert e.basis == "log+estimate"
+    assert "4.00" in e.summary and "3.47" in e.summary and "22.18" in e.summary
+    assert all(c.setting != "gpu_memory_utilization" for c in e.culprits)
+    seqs = next(c for c in e.culprits if c.setting == "max_num_seqs")
+    assert seqs.suggested < 256 and "4.00" in seqs.why
+    if seqs.fixes_alone:  # the estimator's saving covers what the log says was missing (tried - free)
+        assert seqs.effect_gib >= 4.00 - 3.47
