@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import pytest
+
+from diagnostics.cards import get_card
+from diagnostics.errors import UsageError
+from diagnostics.models import MINICPM_V_2_6 as M
+from diagnostics.settings import KNOWN_SETTINGS, parse_set, resolve, setting_available
+
+
+def test_parse_set_json_then_text():
+    got = parse_set(['limit_mm_per_prompt={"image":1,"video":0}', "enforce_eager=true", "max_num_seqs=32",
+                     "gpu_memory_utilization=0.85", "dtype=float16", "mm_processor_kwargs={\"max_slice_nums\": 4}",
+                     "enforce-eager=True"])
+    assert got == {"limit_mm_per_prompt": {"image": 1, "video": 0}, "enforce_eager": True, "max_num_seqs": 32,
+                   "gpu_memory_utilization": 0.85, "dtype": "float16", "mm_processor_kwargs": {"max_slice_nums": 4}}
+
+
+@pytest.mark.parametrize(
+    "item, fragment",
+    [
+        ("max_num_seq=32", "max_num_seqs"),  # unknown key lists the accepted ones
+        ("max_num_seqs", "KEY=VALUE"),
+        ("max_num_seqs=lots", "max_num_seqs"),
+        ("gpu_memory_utilization=1.5", "0 < value <= 1"),
+        ("enforce_eager=3", "true/false"),
+        ('limit_mm_per_prompt={"audio":1}', "limit_mm_per_prompt"),
+        ("dtype=int3", "float16"),
+        ("max_model_len=0", "positive"),
+    ],
+)
+def test_parse_set_rejects(item, fragment):
+    with pytest.raises(UsageError) as exc:
+        parse_set([item])
+    assert fragment in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_known_settings_cover_the_architecture_list():
+    for key in ("max_num_seqs", "max_model_len", "max_num_batched_tokens", "gpu_memory_utilization",
+                "limit_mm_per_prompt", "enforce_eager", "skip_mm_profiling", "mm_processor_kwargs",
+                "kv_cache_memory_bytes", "dtype", "enable_chunked_prefill", "block_size", "cpu_offload_gb",
+                "tensor_parallel_size", "max_seq_len_to_capture", "use_v1", "load_format", "trust_remote_code",
+                "num_gpu_blocks_override", "swap_space", "mm_encoder_tp_mode", "performance_mode"):
+        assert key in KNOWN_SETTINGS
+
+
+@pytest.mark.parametrize(
+    "version, overrides, mbt",
+    [
+        ("0.5.5", {}, 32768),  # max(max_model_len, 2048), no multimodal floor yet
+        ("0.5.5", {"max_model_len": 1024}, 2048),
+        ("0.6.1", {"max_model_len": 2048}, 4096),  # multimodal floor 4096 (0.6.0-0.6.2)
+        ("0.6.3", {"max_model_len": 4096}, 5120),  # 5120 from 0.6.3
+        ("0.6.3", {"enable_chunked_prefill": True}, 512),
+        ("0.6.3", {"max_num_batched_tokens": 9000}, 9000),
+    ],
+)
+def test_v0_batched_tokens(version, overrides, mbt):
+    s = resolve(M, get_card("3090"), version, "llm", overrides)
+    assert s["max_num_batched_tokens"] == mbt
+    assert s["max_num_seqs"] == 256 and s["gpu_memory_utilization"] == 0.90
+    assert s["limit_mm_per_prompt"] == {"image": 1}
+
+
+def test_v0_same_for_llm_and_serve():
+    assert resolve(M, get_card("h100-80"), "0.6.3", "llm") == resolve(M, get_card("h100-80"), "0.6.3", "serve")
+
+
+@pytest.mark.parametrize(
+    "version, card, entry, mbt, seqs",
+    [
+        ("0.33.0", "3090", "llm", 8192, 256),
+        ("0.33.0", "3090", "serve", 2048, 256),
+        ("0.33.0", "h100-80", "llm", 16384, 1024),
+        ("0.33.0", "h100-80", "serve", 8192, 1024),
+        ("0.33.0", "a100-80", "llm", 8192, 256),  # >= 70 GiB but A100: small defaults from 0.9.0
+        ("0.8.5", "a100-80", "llm", 16384, 1024),  # 0.8.5: memory alone decides
+        ("0.8.4", "a100-80", "llm", 8192, 256),  # 0.7-0.8.4: H100/H200 by name
+        ("0.8.4", "h100-80", "serve", 8192, 1024),
+        ("0.8.2", "3090", "llm", 8192, 1024),  # 0.8.0-0.8.3: 1024 seqs everywhere
+        ("0.7.3", "l4", "serve", 2048, 1024),
+        ("0.32.0", "h200", "serve", 8192, 1024),
+        ("0.32.0", "cpu", "llm", 4096, 256),  # CPU backend defaults (observed in the kit runs)
+        ("0.32.0", "cpu", "serve", 2048, 128),
+    ],
+)
+def test_v1_batch_defaults(version, card, entry, mbt, seqs):
+    overrides = {"use_v1": True} if version.startswith("0.7") else {}
+    s = resolve(M, get_card(card), version, entry, overrides)
+    assert (s["max_num_batched_tokens"], s["max_num_seqs"]) == (mbt, seqs)
+
+
+@pytest.mark.parametrize("version, util, limit", [("0.19.0", 0.90, 999), ("0.20.0", 0.92, 999),
+                                                 ("0.8.3", 0.90, 1), ("0.8.4", 0.90, 999)])
+def test_v1_util_and_limit_defaults(version, util, limit):
+    s = resolve(M, get_card("3090"), version, "llm")
+    assert s["gpu_memory_utilization"] == util
+    assert s["limit_mm_per_prompt"] == {"image": limit, "video": limit}
+
+
+def test_user_limit_keeps_default_for_the_unnamed_modality():
+    s = resolve(M, get_card("l4"), "0.32.0", "llm", {"limit_mm_per_prompt": {"image": 1}})
+    assert s["limit_mm_per_prompt"] == {"image": 1, "video": 999}
+
+
+def test_v1_default_mbt_clamped_and_throughput_mode():
+    s = resolve(M, get_card("3090"), "0.32.0", "llm", {"max_num_seqs": 1, "max_model_len": 4096})
+    assert s["max_num_batched_tokens"] == 4096
+    s = resolve(M, get_card("3090"), "0.32.0", "llm", {"performance_mode": "throughput"})
+    assert (s["max_num_batched_tokens"], s["max_num_seqs"]) == (16384, 512)
+    s = resolve(M, get_card("3090"), "0.32.0", "llm", {"enable_chunked_prefill": False})
+    assert s["max_num_batched_tokens"] == 32768  # max(max_model_len, default) without chunked prefill
+
+
+def test_settings_tied_to_versions():
+    assert setting_available("kv_cache_memory_bytes", "0.10.2") and not setting_available("kv_cache_memory_bytes", "0.10.1")
+    with pytest.raises(UsageError) as exc:
+        resolve(M, get_card("3090"), "0.6.3", "llm", {"skip_mm_profiling": True})
+    assert "0.10.1" in str(exc.value)
+    with pytest.raises(UsageError):
+        resolve(M, get_card("3090"), "0.20.0", "llm", {"swap_space": 8})
+    with pytest.raises(UsageError):
+        resolve(M, get_card("3090"), "0.32.0", "cli")
+
+
+def test_use_v1_switches_engine_defaults():
+    v0 = resolve(M, get_card("3090"), "0.9.2", "llm", {"use_v1": False})
+    assert v0["use_v1"] is False and v0["max_num_batched_tokens"] == 32768 and v0["limit_mm_per_prompt"] == {"image": 1, "video": 1}
+    v1 = resolve(M, get_card("3090"), "0.9.2", "llm")
+    assert v1["use_v1"] is True and v1["max_num_batched_tokens"] == 8192
