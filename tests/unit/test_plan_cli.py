@@ -1,0 +1,92 @@
+"""`python -m diagnostics plan`: table, --json shape, defaults, and one-line errors with exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from diagnostics.cli import main
+from diagnostics.versions import default_version
+
+
+def _json(capsys, *argv):
+    assert main(["plan", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_seed_defaults_fail_and_name_the_causes(capsys):
+    doc = _json(capsys, "--card", "3090", "--vllm", "0.6.3")
+    assert doc["verdict"] == "oom_profile" and doc["engine"] == "V0" and doc["vllm_version"] == "0.6.3"
+    assert doc["profile"] == {"encoder_items": 256, "encoder_slices": 256, "vit_tokens": 262_144,
+                              "max_num_batched_tokens": 32768}
+    assert doc["settings"]["max_num_seqs"] == 256 and doc["settings"]["max_model_len"] == 32768
+    named = {c["setting"] for c in doc["culprits"]}
+    assert named & {"max_num_seqs", "max_model_len"}  # from diagnostics.explainer
+    assert doc["fix"]
+
+
+def test_seed_fix_fits(capsys):
+    doc = _json(capsys, "--card", "3090", "--vllm", "0.6.3", "--set", "max_model_len=4096", "--set", "max_num_seqs=32",
+                "--set", "gpu_memory_utilization=1")
+    assert doc["verdict"] == "ok" and doc["kv_cache_tokens"] > 4096 and doc["culprits"] == []
+    assert doc["components"]["weights_gib"] == 15.09
+
+
+def test_json_values_from_set(capsys):
+    doc = _json(capsys, "--card", "l4", "--vllm", "0.32.0", "--set", 'limit_mm_per_prompt={"image":1,"video":0}',
+                "--set", "enforce_eager=true", "--set", "max_model_len=4096", "--set", "max_num_seqs=2")
+    assert doc["settings"]["limit_mm_per_prompt"] == {"image": 1, "video": 0}
+    assert doc["settings"]["enforce_eager"] is True and doc["components"]["cuda_graph_gib"] == 0
+    assert doc["verdict"] == "ok"
+
+
+def test_bare_plan_uses_defaults(capsys):
+    doc = _json(capsys)
+    assert doc["card"]["name"] == "3090" and doc["vllm_version"] == default_version()
+
+
+def test_text_table(capsys):
+    assert main(["plan", "--card", "3090", "--vllm", "0.6.3"]) == 0
+    out = capsys.readouterr().out
+    for word in ("weights", "non_torch", "encoder_profile", "activation_peak", "kv_cache", "cuda_graph",
+                 "verdict: oom_profile", "256 dummy image items", "262,144 ViT tokens", "15.09"):
+        assert word in out
+
+
+def test_entrypoint_changes_v1_defaults(capsys):
+    llm = _json(capsys, "--card", "3090", "--vllm", "0.33.0", "--entrypoint", "llm")
+    serve = _json(capsys, "--card", "3090", "--vllm", "0.33.0", "--entrypoint", "serve")
+    assert llm["profile"]["max_num_batched_tokens"] == 8192 and serve["profile"]["max_num_batched_tokens"] == 2048
+    assert llm["profile"]["encoder_items"] == 8 and serve["profile"]["encoder_items"] == 2
+
+
+def test_cards_file(tmp_path, capsys):
+    f = tmp_path / "cards.toml"
+    f.write_text("[cards.mi-big]\ntotal_gib = 120.0\n")
+    doc = _json(capsys, "--card", "mi-big", "--cards", str(f), "--vllm", "0.6.3")
+    assert doc["card"] == {"name": "mi-big", "total_gib": 120.0} and doc["verdict"] == "ok"
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--card", "rtx9999"], "unknown card 'rtx9999'; accepted:"),
+        (["--model", "bogus-model"], "unknown model 'bogus-model'; accepted:"),
+        (["--set", "max_num_seq=4"], "unknown setting 'max_num_seq'; accepted:"),
+        (["--vllm", "0.4.2"], "unsupported vLLM version '0.4.2'; accepted:"),
+        (["--entrypoint", "grpc"], "unknown entrypoint 'grpc'; accepted:"),
+    ],
+)
+def test_bad_input_one_line_exit_2(argv, fragment, capsys):
+    assert main(["plan", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vllm-memcheck plan: error: ") and fragment in err and "\n" not in err
+
+
+def test_module_entry_point():
+    out = subprocess.run([sys.executable, "-m", "diagnostics", "plan", "--card", "l20", "--vllm", "0.5.4", "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    assert json.loads(out)["verdict"] == "oom_profile"
