@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass, field
 
 from diagnostics.errors import UsageError
+from diagnostics.outcomes import MEMORY_FAILURES
 from diagnostics.units import GiB, MiB
 
 SEARCHED = (
@@ -607,8 +608,17 @@ def _record_plan(record, model_spec, card, version):
     from diagnostics import estimator
     from diagnostics.settings import KNOWN_SETTINGS
 
-    known = set(KNOWN_SETTINGS)
-    overrides = {k: v for k, v in (record.settings or {}).items() if k in known}
+    from diagnostics.settings import check_setting, setting_available
+
+    overrides = {}
+    for k, v in (record.settings or {}).items():
+        if k not in KNOWN_SETTINGS or v is None:
+            continue
+        try:
+            if setting_available(k, version):
+                overrides[k] = check_setting(k, v)
+        except UsageError:
+            continue  # a value the log printed in a form we do not plan with (e.g. an odd dtype): leave default
     if record.engine == "V0" and _version_tuple(version) >= (0, 7, 0) and "use_v1" not in overrides:
         overrides["use_v1"] = False
     for attempt in (overrides, {k: v for k, v in overrides.items() if k != "use_v1"}):
@@ -715,7 +725,35 @@ def explain_record(record, model=None, card=None) -> "Explanation":
     ctx = _Ctx(record, n, version, engine, model_spec, card_obj, plan)
     if handler is None:
         return _rec_other(ctx)
-    return handler(ctx)
+    exp = handler(ctx)
+    if plan is not None and plan.verdict != "ok" and not any(c.suggested is not None for c in exp.culprits):
+        _add_plan_culprits(exp, plan, outcome, engine)
+    elif plan is not None and plan.verdict == "ok" and outcome in MEMORY_FAILURES:
+        exp.summary += (f" The estimator predicts these settings fit (start-up peak {est(plan.peak_gib)} GiB on "
+                        f"{_card_phrase(plan.card)}): look for other processes on the device, or a term it "
+                        f"underrates.")
+    return exp
+
+
+def _add_plan_culprits(exp: Explanation, plan, outcome: str, engine: str) -> None:
+    """The log printed nothing to size a change: fall back on the estimator's counterfactual for these settings."""
+    sub = explain_plan(plan)
+    d = util_direction(outcome, engine)
+    agree = plan.verdict == outcome
+    kept = []
+    for c in sub.culprits:
+        if c.setting == "gpu_memory_utilization" and (d == 0 or (c.suggested - (c.value or 0)) * d <= 0):
+            continue  # the observed failure decides the direction, never the estimate
+        if not agree:
+            c.fixes_alone = False
+        kept.append(c)
+    exp.culprits = kept + [c for c in exp.culprits if c.setting not in {k.setting for k in kept}]
+    if agree:
+        exp.fix = {k: v for k, v in sub.fix.items() if k != "gpu_memory_utilization" or d > 0}
+    exp.summary += (" Estimate for these settings: " + sub.summary if agree else
+                    f" The estimator predicts {plan.verdict} for these settings (the log shows {outcome}); its "
+                    f"counterfactuals are hints only.")
+    exp.basis = "log+estimate" if exp.basis in ("log", "log+estimate") else "estimate"
 
 
 @dataclass
@@ -830,6 +868,8 @@ def _rec_no_kv(ctx: _Ctx) -> Explanation:
     n = ctx.n
     total, util = n.get("gpu_total_gib"), ctx.setting("gpu_memory_utilization", "gpu_memory_utilization")
     parts = {k: n.get(k) for k in ("weights_gib", "activation_peak_gib", "non_torch_gib")}
+    if parts["weights_gib"] is None and n.get("consumed_gib") is not None:  # 0.27+: weights + non-torch in one
+        parts = {"consumed_gib": n["consumed_gib"], "activation_peak_gib": n.get("activation_peak_gib")}
     used = sum(v for v in parts.values() if v is not None) if all(v is not None for v in parts.values()) else None
     if used is not None and n.get("cuda_graph_gib") is not None and ctx.engine == "V1":
         used += n["cuda_graph_gib"]
@@ -849,8 +889,16 @@ def _rec_no_kv(ctx: _Ctx) -> Explanation:
         margin = need + KV_GIB_MARGIN
         new_u = _ceil2((used + margin) / float(total))
         ok = new_u <= 1.0
-        what = (f"weights {num(parts['weights_gib'])} + activation {num(parts['activation_peak_gib'])} + non-torch "
-                f"{num(parts['non_torch_gib'])}" if parts else "non-KV memory")
+        if parts and "consumed_gib" in parts:
+            what = (f"consumed (weights + non-torch) {num(parts['consumed_gib'])} + activation "
+                    f"{num(parts['activation_peak_gib'])}")
+        elif parts:
+            what = (f"weights {num(parts['weights_gib'])} + activation {num(parts['activation_peak_gib'])} + "
+                    f"non-torch {num(parts['non_torch_gib'])}")
+        else:
+            what = "non-KV memory"
+        if n.get("cuda_graph_gib") is not None and ctx.engine == "V1" and parts:
+            what += f" + CUDA graphs {num(n['cuda_graph_gib'])}"
         why = (f"{what} = {num(used)} GiB exceed total x util = {num(total)} x {util:.2f} = "
                f"{num(_printed_budget(n, total, util))} GiB: raise gpu_memory_utilization to >= "
                f"({num(used)} + {num(margin)}) / {num(total)} = {new_u:g}"
@@ -949,11 +997,23 @@ def _rec_oom_profile(ctx: _Ctx) -> Explanation:
             if culprits and culprits[0].fixes_alone:
                 best = min((c for c in culprits if c.fixes_alone), key=lambda c: c.steps)
                 fix = {best.setting: best.suggested}
-        else:
-            sub = explain_plan(ctx.plan) if ctx.plan.verdict != "ok" else None
-            if sub is not None:
-                culprits = [c for c in sub.culprits if c.setting != "gpu_memory_utilization"]
-                fix = sub.fix
+        elif ctx.plan.verdict == "oom_profile":
+            sub = explain_plan(ctx.plan)
+            culprits = [c for c in sub.culprits if c.setting != "gpu_memory_utilization"]
+            fix = {k: v for k, v in sub.fix.items() if k != "gpu_memory_utilization"} if culprits else {}
+        else:  # the estimator thinks it fits; the log says it did not: name what shrinks the peak, size unknown
+            effects = _first_enough(_estimated_effects(ctx.plan, "oom_profile", lambda q: float(q.peak_gib or 0.0)),
+                                    float("inf"))
+            for setting, value, steps, saved, enough, p in effects:
+                cur = ctx.plan.settings.get(setting)
+                why = (f"{_assign(setting, cur)} sizes the profile run"
+                       + (f" ({_profile_phrase(ctx.plan)})" if term == "encoder_profile" and _profile_phrase(ctx.plan)
+                          else "")
+                       + f"; {_assign(setting, value)} cuts its peak by about {est(saved)} GiB (estimate); the log "
+                         f"does not say by how much the run overshot.")
+                culprits.append(Culprit(setting, cur, value, _shrunk_term(setting, ctx.plan, p), why, False, saved,
+                                        steps))
+            culprits.sort(key=lambda c: (-c.effect_gib, c.steps))
     if not culprits:
         culprits = _rule_culprits(ctx, term)
     where = {"vision_encoder": " in the vision encoder", "language_model": " in the language-model pass",

@@ -39,7 +39,7 @@ def test_every_asserted_row_is_within_its_bound(rows):
 
 
 def test_minicpm_v26_weights_match_the_only_like_for_like_figure(rows):
-    r = _row(rows, "MiniCPM-V#392 AlphaINF", "weights")
+    r = _row(rows, "MiniCPM-V#392 AlphaINF (2.6, A100)", "device memory after load")
     assert r.status == "asserted" and abs(r.error) <= 0.08
     assert 14.5 < r.predicted < 16.5
 
@@ -78,3 +78,8 @@ def test_table_prints_every_row(calibrate, rows, capsys):
     for r in rows:
         assert r.figure in out
     assert "asserted" in out and "skipped" in out
+
+
+def test_alphainf_3090_facts(rows):
+    assert _row(rows, "MiniCPM-V#392 AlphaINF (2.6, 3090)", "max_model_len 3072 alone fails").predicted == 1
+    assert _row(rows, "MiniCPM-V#392 AlphaINF (2.6, 3090)", "4096 + 32 + util 1.0 starts").predicted == 1

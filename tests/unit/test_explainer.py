@@ -378,3 +378,29 @@ def test_record_with_known_model_calibrates_on_vllms_oom_figures():
     assert seqs.suggested < 256 and "4.00" in seqs.why
     if seqs.fixes_alone:  # the estimator's saving covers what the log says was missing (tried - free)
         assert seqs.effect_gib >= 4.00 - 3.47
+
+
+def test_record_no_kv_with_known_model_quotes_vllms_activation_and_sizes_profile_changes():
+    # synthetic figures (as above), MiniCPM-V-2_6 on a 3090 with V0 0.6.6 defaults
+    n = {"gpu_total_gib": 23.69, "gpu_memory_utilization": 0.9, "budget_gib": 21.32, "weights_gib": 15.09,
+         "non_torch_gib": 0.25, "activation_peak_gib": 7.03, "kv_cache_gib": -1.05}
+    rec = LogRecord(outcome="no_kv_cache", phase="kv_cache", vllm_version="0.6.6", engine="V0", platform="cuda",
+                    settings={"gpu_memory_utilization": 0.9}, numbers=n)
+    e = explain_record(rec, model=MINICPM, card="3090")
+    assert e.basis == "log+estimate"
+    profile_culprits = [c for c in e.culprits if c.term in ("activation_peak", "encoder_profile")
+                        and c.setting != "gpu_memory_utilization"]
+    assert profile_culprits, [c.setting for c in e.culprits]
+    for c in profile_culprits:
+        assert "7.03" in c.why  # vLLM's activation figure, not the estimator's
+        if c.fixes_alone:  # enough = covers the missing KV space: -(-1.05) + one 32K request (1.75 GiB) + margin
+            assert c.effect_gib >= 1.05 + 1.75
+    assert {c.setting for c in e.culprits} >= {"gpu_memory_utilization", "max_num_seqs"}
+
+
+def test_record_profile_oom_without_figures_uses_estimated_savings_only_as_hints():
+    rec = LogRecord(outcome="oom_profile", phase="vision_encoder", vllm_version="0.6.3", engine="V0",
+                    platform="cuda", settings={"max_model_len": 32768}, numbers={"gpu_total_gib": 23.69})
+    e = explain_record(rec, model=MINICPM)
+    assert e.culprits and all(c.setting != "gpu_memory_utilization" for c in e.culprits)
+    assert "max_num_seqs" in {c.setting for c in e.culprits}
