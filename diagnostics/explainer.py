@@ -175,9 +175,8 @@ def _margin(plan, outcome: str) -> float:
             spare = int(plan.kv_cache_tokens) - int(plan.settings.get("max_model_len") or 0)
             return spare * plan.model.kv_bytes_per_token() / GiB
         return _term(plan, "kv_cache")
-    if outcome == "insufficient_free_memory":
-        b = _budget_gib(plan)
-        return -(b if b is not None else 0.0)
+    if outcome == "insufficient_free_memory":  # the start-up check reads util x total, whatever the KV knob says
+        return -float(plan.card.total_gib) * float(plan.settings.get("gpu_memory_utilization") or 0.0)
     if outcome in AFTER_PROFILE:
         return -_resident_gib(plan)
     return -float(plan.peak_gib or 0.0)
@@ -335,7 +334,10 @@ def _search_one(planner: _Planner, setting: str, outcome: str, accept) -> tuple[
             continue
         effect = _margin(p, outcome) - _margin(base, outcome)
         t = _Trial(setting, value, i, p, bool(accept(p)), effect)
-        if best is None or effect > best.effect + 1e-6:
+        if outcome == "insufficient_free_memory" and p.verdict != outcome:
+            if best is None or best.plan.verdict == outcome:
+                best = t  # the nearest value that passes the start-up check; what fails next is another story
+        elif best is None or (effect > best.effect + 1e-6 and best.plan.verdict == outcome):
             best = t
         if t.ok:
             first_ok = t
@@ -397,6 +399,13 @@ def why_sentence(setting: str, base, trial: _Trial, outcome: str, fix: dict | No
         return (f"with {_assign(setting, cur)} CUDA graphs take about {est(_term(base, 'cuda_graph'))} GiB outside "
                 f"the profiled budget; {new} makes that {est(_term(after, 'cuda_graph'))} GiB, so the device holds "
                 f"{est(_resident_gib(after))} GiB once KV cache and graphs exist, {tail}.")
+    if term == "budget" and outcome == "insufficient_free_memory":
+        ctx = float(getattr(base, "cuda_context_gib", 0.0) or 0.0)
+        b0, b1 = _budget_gib(base) or 0.0, _budget_gib(after) or 0.0
+        nxt = "" if after.verdict in ("ok", outcome) else f" (then it fails with {after.verdict})"
+        return (f"{_assign(setting, cur)} asks for {est(b0)} GiB up front but only about "
+                f"{est(base.card.total_gib - ctx)} GiB is free once the CUDA context exists; {new} asks for "
+                f"{est(b1)} GiB{nxt}, {tail}.")
     if term == "budget":
         b0, b1 = _budget_gib(base), _budget_gib(after)
         if setting == "gpu_memory_utilization" and b0 is not None and b1 is not None:
@@ -417,8 +426,10 @@ def why_sentence(setting: str, base, trial: _Trial, outcome: str, fix: dict | No
                     f"pool holds {_tok(base.kv_cache_tokens or 0)} tokens ({est(_term(base, 'kv_cache'))} GiB); "
                     f"{new} needs {est(_need_gib(after))} GiB, {tail}.")
         if setting == "kv_cache_memory_bytes":
-            return (f"kv_cache_memory_bytes (unset) leaves the KV pool to gpu_memory_utilization "
-                    f"({est(_term(base, 'kv_cache'))} GiB); {_assign(setting, trial.value)} "
+            lead = (f"kv_cache_memory_bytes={cur} ({est(cur / GiB)} GiB) holds {_tok(base.kv_cache_tokens or 0)} "
+                    f"tokens" if cur else f"kv_cache_memory_bytes (unset) leaves the KV pool to "
+                    f"gpu_memory_utilization ({est(_term(base, 'kv_cache'))} GiB)")
+            return (f"{lead}; {_assign(setting, trial.value)} "
                     f"({est(trial.value / GiB)} GiB) fixes it at {_tok(kv_tokens or 0)} tokens, enough for "
                     f"max_model_len={_tok(mml)}, {tail}.")
         return (f"{_assign(setting, cur)} leaves {est(_term(base, 'kv_cache'))} GiB for the KV cache; {new} leaves "
@@ -525,6 +536,10 @@ def explain_plan(plan) -> "Explanation":
     phase = plan.failing_phase or "unknown"
     if outcome == "ok":
         return Explanation("ok", "unknown", [], _ok_summary(plan), {}, "estimate")
+    if outcome not in MEMORY_FAILURES:  # e.g. "unknown" for the CPU pseudo-card without a known total
+        notes = list(getattr(plan, "notes", []) or [])
+        return Explanation(outcome, phase, [], f"No memory verdict for this plan ({outcome}). " + " ".join(notes),
+                           {}, "estimate")
     culprits, fix, planner = _counterfactuals(plan, outcome, phase, lambda p: p.verdict == "ok")
     summary = _plan_summary(plan, outcome, phase, culprits, fix, planner)
     return Explanation(outcome, phase, culprits, summary, fix, "estimate")
