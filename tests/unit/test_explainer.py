@@ -404,3 +404,41 @@ def test_record_profile_oom_without_figures_uses_estimated_savings_only_as_hints
     e = explain_record(rec, model=MINICPM)
     assert e.culprits and all(c.setting != "gpu_memory_utilization" for c in e.culprits)
     assert "max_num_seqs" in {c.setting for c in e.culprits}
+
+
+def test_sweep_every_fix_fits_and_advice_direction_holds():
+    from diagnostics.cards import list_cards
+    from diagnostics.versions import KNOWN_VERSIONS
+
+    failures = fixes = 0
+    for card in [c.name for c in list_cards() if not c.is_cpu]:
+        for version in KNOWN_VERSIONS[::6]:
+            for ov in ({}, {"max_model_len": 4096}, {"gpu_memory_utilization": 0.5},
+                       {"max_num_seqs": 32, "gpu_memory_utilization": 0.98}):
+                p = _plan(card, version, **ov)
+                e = explainer.explain_plan(p)
+                assert e.outcome == p.verdict
+                if p.verdict == "ok":
+                    continue
+                failures += 1
+                for c in e.culprits:
+                    if c.setting == "gpu_memory_utilization":
+                        d = explainer.util_direction(p.verdict, p.engine)
+                        assert d != 0 and (c.suggested - c.value) * d > 0, (card, version, ov, p.verdict, c)
+                if e.fix:
+                    fixes += 1
+                    q = estimator.plan(p.model, p.card, p.vllm_version, p.entrypoint,
+                                       overrides={**explainer._user_overrides(p), **e.fix})
+                    assert q.verdict == "ok", (card, version, ov, e.fix, q.verdict)
+    assert failures > 50 and fixes > failures / 2
+
+
+def test_explainer_imports_neither_torch_nor_vllm():
+    import subprocess
+    import sys
+
+    code = ("import sys, diagnostics.explainer as e, diagnostics.estimator as est; "
+            "e.explain_plan(est.plan('minicpm-v-2_6', '3090', '0.6.3')); "
+            "print(any(m == 'torch' or m.startswith(('torch.', 'vllm')) for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"
