@@ -170,5 +170,15 @@ def build_minicpmv26(out_dir, size: str = "tiny", weights: str = "none", force: 
     return out_dir
 
 
+def kit_marker(model_dir) -> dict | None:
+    """The `_memcheck_kit` entry of a directory's config.json ({"size", "weights"}), or None for a real checkpoint."""
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    marker = config.get("_memcheck_kit")
+    return dict(marker) if isinstance(marker, dict) else None
+
+
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")

@@ -19,7 +19,7 @@ import pytest
 from diagnostics import slicing
 from diagnostics.cli import main as cli_main
 from diagnostics.errors import UsageError
-from diagnostics.kit import CPU_SHIM_DIR, IMAGE_PROMPT, KIT_FILES, build_minicpmv26
+from diagnostics.kit import CPU_SHIM_DIR, IMAGE_PROMPT, KIT_FILES, build_minicpmv26, kit_marker
 from diagnostics.kit.minicpmv26 import SPECIAL_TOKENS
 from diagnostics.kit.weights import checkpoint_layout, parameter_count
 
@@ -72,6 +72,13 @@ def test_files_written(tiny, real):
         assert (tiny / name).is_file() and (real / name).is_file(), name
     assert (tiny / "model.safetensors").is_file()
     assert not (real / "model.safetensors").exists()
+
+
+def test_kit_marker(tiny, real, tmp_path):
+    assert kit_marker(tiny) == {"size": "tiny", "weights": "random"}
+    assert kit_marker(real) == {"size": "real", "weights": "none"}
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["MiniCPMV"]}))
+    assert kit_marker(tmp_path) is None and kit_marker(tmp_path / "missing") is None
 
 
 def test_image_processor_embeds_the_one_slicing_rule(real):

@@ -1,0 +1,1 @@
+"""Folder for PYTHONPATH (not imported as a package): its sitecustomize.py patches a CPU-only torch for vLLM."""
