@@ -131,7 +131,8 @@ def _v0_merged(model, settings, v, limits) -> MMProfile:
     mml, mbt = settings["max_model_len"], settings["max_num_batched_tokens"]
     n_img, n_vid = limits.get("image", 0), limits.get("video", 0)
     img = image_item(model, settings, v)
-    vid_max = video_item(model, settings, v, n_img, n_vid, mml) if n_vid else None
+    # per-item maximum as the registry computes it: one item of each active modality at max_model_len
+    vid_max = video_item(model, settings, v, 1 if n_img else 0, 1, mml) if n_vid else None
     max_mm = n_img * img.tokens + (n_vid * vid_max.tokens if vid_max else 0)
     seqs = max(1, min(settings["max_num_seqs"], mbt // max_mm))
     # the dummy video is generated for this sequence's length, not max_model_len

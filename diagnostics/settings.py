@@ -11,7 +11,8 @@ V1 (0.7 opt-in, default from 0.8.0)
   max_num_batched_tokens LLM class / API server: 8192 / 2048; 16384 / 8192 on H100/H200 by name (0.7-0.8.4),
   on >= 70 GiB (0.8.5), on >= 70 GiB non-A100 (0.9.0+); 16384 / 16384 on >= 160 GiB (0.30+); CPU backend
   4096 / 2048. max_num_seqs 1024 (0.7.x and 0.8.0-0.8.3 everywhere; 0.8.4 H100/H200; 0.8.5+ where the big MBT
-  applies) else 256 (CPU: 256 / 128). Defaulted MBT is clamped to max_num_seqs x max_model_len.
+  applies) else 256 (CPU: 256 / 128). From 0.12.0 a defaulted MBT is clamped to max_num_seqs x max_model_len
+  and, without chunked prefill, is max(max_model_len, default) (before: max_model_len).
   gpu_memory_utilization 0.90, 0.92 from 0.20.0. limit_mm_per_prompt 1 until 0.8.3, 999 from 0.8.4.
 """
 
@@ -231,8 +232,12 @@ def resolve(model: ModelSpec, card: Card, version, entrypoint: str = "llm", over
         seqs_given = given.get("max_num_seqs") is not None
         s.setdefault("max_num_seqs", d_seqs)
         if given.get("max_num_batched_tokens") is None:
-            mbt = d_mbt if s["enable_chunked_prefill"] else max(mml, d_mbt)
-            s["max_num_batched_tokens"] = min(s["max_num_seqs"] * mml, mbt)
+            if v >= (0, 12, 0):  # checked in the 0.11.0 / 0.12.0 wheels
+                mbt = d_mbt if s["enable_chunked_prefill"] else max(mml, d_mbt)
+                mbt = min(s["max_num_seqs"] * mml, mbt)
+            else:
+                mbt = d_mbt if s["enable_chunked_prefill"] else mml
+            s["max_num_batched_tokens"] = mbt
         if not seqs_given:
             s["max_num_seqs"] = min(s["max_num_seqs"], s["max_num_batched_tokens"])
 

@@ -110,6 +110,11 @@ def test_v1_default_mbt_clamped_and_throughput_mode():
     assert (s["max_num_batched_tokens"], s["max_num_seqs"]) == (16384, 512)
     s = resolve(M, get_card("3090"), "0.32.0", "llm", {"enable_chunked_prefill": False})
     assert s["max_num_batched_tokens"] == 32768  # max(max_model_len, default) without chunked prefill
+    # before 0.12.0: no clamp, and max_model_len itself without chunked prefill (checked in the 0.11.0 wheel)
+    s = resolve(M, get_card("3090"), "0.11.0", "llm", {"max_num_seqs": 1, "max_model_len": 4096})
+    assert s["max_num_batched_tokens"] == 8192
+    s = resolve(M, get_card("3090"), "0.11.0", "llm", {"enable_chunked_prefill": False, "max_model_len": 4096})
+    assert s["max_num_batched_tokens"] == 4096
 
 
 def test_settings_tied_to_versions():
