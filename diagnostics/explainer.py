@@ -788,7 +788,17 @@ class _Ctx:
                 or "on node 0" in err or "CPU backend" in err)
 
     def setting(self, key, numbers_key=None):
-        return _setting(self.record, key, numbers_key)
+        """What the log says (numbers first, then echoed settings), else this version's default from the plan."""
+        v = _setting(self.record, key, numbers_key)
+        if v is None and self.plan is not None:
+            v = self.plan.settings.get(key)
+        return v
+
+    def total_gib(self):
+        t = self.n.get("gpu_total_gib", self.n.get("oom_total_gib"))
+        if t is None and self.card is not None and not getattr(self.card, "is_cpu", False):
+            t = self.card.total_gib
+        return t
 
     def has_kv_bytes_knob(self) -> bool:
         return self.is_cpu or (self.engine == "V1" and _version_tuple(self.version) >= (0, 10, 2))
@@ -846,7 +856,7 @@ def _rec_kv_too_small(ctx: _Ctx) -> Explanation:
             int(math.ceil(mml * _kvpt(ctx) / MiB) * MiB) if ctx.model is not None else None)
         if s:
             why = (f"kv_cache_memory_bytes={_show(kv_bytes)} gives {pool}; kv_cache_memory_bytes={s} "
-                   f"({num(s / GiB)} GiB) holds max_model_len={_tok(mml)}"
+                   f"({est(s / GiB)} GiB) holds max_model_len={_tok(mml)}"
                    + (" (scaled from the printed estimate)" if kv_bytes else "") + ".")
             culprits.append(Culprit("kv_cache_memory_bytes", kv_bytes, s, "kv_cache", why, True,
                                     float((s - (kv_bytes or 0)) / GiB), 1))
@@ -856,13 +866,13 @@ def _rec_kv_too_small(ctx: _Ctx) -> Explanation:
                f"{mml / est:.2f}x ({_tok(mml)} / {_tok(est)} tokens) to hold one max_model_len={_tok(mml)} request.")
         culprits.append(Culprit("kv_cache_memory_bytes", kv_bytes, None, "kv_cache", why, False, 0.0, 1))
     util = ctx.setting("gpu_memory_utilization", "gpu_memory_utilization")
-    total = n.get("gpu_total_gib")
+    total = ctx.total_gib()
     if not kv_bytes and util is not None and ctx.model is not None and total and mml is not None and est is not None:
         extra = (mml - est) * _kvpt(ctx) / GiB
         new_u = _ceil2(float(util) + (extra + KV_GIB_MARGIN) / float(total))
         if new_u <= 1.0:
             why = (f"gpu_memory_utilization={util:g} leaves room for {_tok(est)} tokens; one "
-                   f"max_model_len={_tok(mml)} request needs {num(extra)} GiB more, which "
+                   f"max_model_len={_tok(mml)} request needs {est(extra)} GiB more, which "
                    f"gpu_memory_utilization={new_u:g} gives.")
             culprits.append(Culprit("gpu_memory_utilization", util, new_u, "budget", why, True, extra, 1))
     elif not kv_bytes and util is not None and not culprits[1:]:
@@ -916,8 +926,8 @@ def _rec_no_kv(ctx: _Ctx) -> Explanation:
             what += f" + CUDA graphs {num(n['cuda_graph_gib'])}"
         why = (f"{what} = {num(used)} GiB exceed total x util = {num(total)} x {util:.2f} = "
                f"{num(_printed_budget(n, total, util))} GiB: raise gpu_memory_utilization to >= "
-               f"({num(used)} + {num(margin)}) / {num(total)} = {new_u:g}"
-               + (f" ({num(need)} GiB is one max_model_len={_tok(mml)} request)" if need else "")
+               f"({num(used)} + {est(margin)}) / {num(total)} = {new_u:g}"
+               + (f" ({est(need)} GiB is one max_model_len={_tok(mml)} request)" if need else "")
                + ("" if ok else ", more than the card has: shrink the profile run instead") + ".")
         if not kv_bytes:
             culprits.append(Culprit("gpu_memory_utilization", util, min(new_u, 1.0), "budget", why, ok,
@@ -936,7 +946,7 @@ def _rec_no_kv(ctx: _Ctx) -> Explanation:
         want = max(need, float(kv_bytes) / GiB * 2)
         s = int(math.ceil(want * GiB / MiB) * MiB)
         why = (f"kv_cache_memory_bytes={kv_bytes} is smaller than one KV block; kv_cache_memory_bytes={s} "
-               f"({num(s / GiB)} GiB)" + (f" holds max_model_len={_tok(mml)}" if need else "") + ".")
+               f"({est(s / GiB)} GiB)" + (f" holds max_model_len={_tok(mml)}" if need else "") + ".")
         culprits.append(Culprit("kv_cache_memory_bytes", kv_bytes, s, "kv_cache", why, True, want, 1))
         fix = fix or {"kv_cache_memory_bytes": s}
     act = (parts or {}).get("activation_peak_gib")
@@ -947,9 +957,9 @@ def _rec_no_kv(ctx: _Ctx) -> Explanation:
                                    + _term(q, "encoder_profile")), short):
             cur = ctx.plan.settings.get(setting)
             why = (f"the profile run's activation peak is {num(act)} GiB (vLLM's figure) with {_assign(setting, cur)}; "
-                   f"{_assign(setting, value)} shrinks it by about {num(saved)} GiB (estimate), "
+                   f"{_assign(setting, value)} shrinks it by about {est(saved)} GiB (estimate), "
                    + ("enough to leave room for the KV cache." if enough else
-                      f"short of the {num(short)} GiB needed."))
+                      f"short of the {est(short)} GiB needed."))
             culprits.append(Culprit(setting, cur, value, "activation_peak", why, enough, saved, steps))
     culprits.sort(key=lambda c: (not c.fixes_alone, -c.effect_gib))
     head = "No memory was left for the KV cache" + (f" ({num(kv)} GiB)" if kv is not None else "") + "."
@@ -1004,8 +1014,8 @@ def _rec_oom_profile(ctx: _Ctx) -> Explanation:
                        f"{_assign(setting, value)} "
                        + (f"brings it to {_profile_phrase(p)}, " if term == "encoder_profile" and _profile_phrase(p)
                           else "")
-                       + f"saving about {num(saved)} GiB (estimate), "
-                       + ("enough." if enough else f"short of the {num(short)} GiB needed."))
+                       + f"saving about {est(saved)} GiB (estimate), "
+                       + ("enough." if enough else f"short of the {est(short)} GiB needed."))
                 culprits.append(Culprit(setting, cur, value, _shrunk_term(setting, ctx.plan, p), why, enough, saved,
                                         steps))
             culprits.sort(key=lambda c: (not c.fixes_alone, -c.effect_gib, c.steps))
@@ -1082,7 +1092,7 @@ def _rec_after_profile(ctx: _Ctx) -> Explanation:
             "kv_cache_memory_bytes"):
         if tried is not None and free is not None and total:
             new_u = _floor2(float(util) - (float(tried) - float(free) + KV_GIB_MARGIN) / float(total))
-            why = (f"gpu_memory_utilization={util:g} leaves {num(float(total) * (1 - float(util)))} GiB outside vLLM's "
+            why = (f"gpu_memory_utilization={util:g} leaves {est(float(total) * (1 - float(util)))} GiB outside vLLM's "
                    f"budget but {where} asked for {num(tried)} GiB with {num(free)} GiB free: "
                    f"gpu_memory_utilization={new_u:g} leaves enough.")
             ok = True
@@ -1108,7 +1118,7 @@ def _rec_after_profile(ctx: _Ctx) -> Explanation:
         if kv is not None and tried is not None and free is not None:
             s_bytes = int(max(float(kv) - (float(tried) - float(free)) - KV_GIB_MARGIN, 0.0) * GiB // MiB * MiB)
             if s_bytes > 0:
-                why = (f"the KV cache took {num(kv)} GiB; kv_cache_memory_bytes={s_bytes} ({num(s_bytes / GiB)} GiB) "
+                why = (f"the KV cache took {num(kv)} GiB; kv_cache_memory_bytes={s_bytes} ({est(s_bytes / GiB)} GiB) "
                        f"frees what {where} lacked.")
                 culprits.append(Culprit("kv_cache_memory_bytes", s.get("kv_cache_memory_bytes"), s_bytes, "kv_cache",
                                         why, True, float(kv) - s_bytes / GiB, 1))
