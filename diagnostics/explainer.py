@@ -829,30 +829,30 @@ def _kv_bytes_suggestion(current_bytes, have_tokens, want_tokens) -> int | None:
 def _rec_kv_too_small(ctx: _Ctx) -> Explanation:
     n = ctx.n
     mml = ctx.setting("max_model_len", "max_model_len")
-    est = n.get("estimated_max_model_len")
-    if est is None and n.get("kv_cache_tokens") is not None:
-        est = n["kv_cache_tokens"]
-    if est is None and n.get("gpu_blocks") is not None:
-        est = int(n["gpu_blocks"]) * int((ctx.record.settings or {}).get("block_size") or 16)
+    est_len = n.get("estimated_max_model_len")
+    if est_len is None and n.get("kv_cache_tokens") is not None:
+        est_len = n["kv_cache_tokens"]
+    if est_len is None and n.get("gpu_blocks") is not None:
+        est_len = int(n["gpu_blocks"]) * int((ctx.record.settings or {}).get("block_size") or 16)
     culprits = []
     fix = {}
     kv_bytes = (ctx.record.settings or {}).get("kv_cache_memory_bytes")
-    pool = f"the KV pool holds {_tok(est)} tokens" if est is not None else "the KV pool is too small"
+    pool = f"the KV pool holds {_tok(est_len)} tokens" if est_len is not None else "the KV pool is too small"
     if n.get("kv_cache_gib") is not None:
         pool += f" ({num(n['kv_cache_gib'])} GiB)"
     if mml is not None:
-        sugg = int(est) if est is not None else None
+        sugg = int(est_len) if est_len is not None else None
         why = (f"max_model_len={_tok(mml)} needs KV space for {_tok(mml)} tokens in one request but {pool}"
-               + (f" (vLLM's estimated maximum model length is {_tok(est)})" if n.get("estimated_max_model_len")
+               + (f" (vLLM's estimated maximum model length is {_tok(est_len)})" if n.get("estimated_max_model_len")
                   is not None else "")
                + (f": set max_model_len<={_tok(sugg)}" if sugg else ": lower max_model_len")
                + " or give the KV cache more memory.")
         culprits.append(Culprit("max_model_len", mml, sugg, "kv_cache", why, True,
-                                float((mml - (est or 0)) * _kvpt(ctx) / GiB), 1))
+                                float((mml - (est_len or 0)) * _kvpt(ctx) / GiB), 1))
         if sugg:
             fix = {"max_model_len": sugg}
     if ctx.has_kv_bytes_knob() and mml is not None:
-        s = _kv_bytes_suggestion(kv_bytes, est, mml) if kv_bytes else (
+        s = _kv_bytes_suggestion(kv_bytes, est_len, mml) if kv_bytes else (
             int(math.ceil(mml * _kvpt(ctx) / MiB) * MiB) if ctx.model is not None else None)
         if s:
             why = (f"kv_cache_memory_bytes={_show(kv_bytes)} gives {pool}; kv_cache_memory_bytes={s} "
@@ -860,18 +860,18 @@ def _rec_kv_too_small(ctx: _Ctx) -> Explanation:
                    + (" (scaled from the printed estimate)" if kv_bytes else "") + ".")
             culprits.append(Culprit("kv_cache_memory_bytes", kv_bytes, s, "kv_cache", why, True,
                                     float((s - (kv_bytes or 0)) / GiB), 1))
-    if ctx.has_kv_bytes_knob() and mml is not None and est and not any(
+    if ctx.has_kv_bytes_knob() and mml is not None and est_len and not any(
             c.setting == "kv_cache_memory_bytes" for c in culprits):
         why = (f"kv_cache_memory_bytes (or gpu_memory_utilization) sizes the KV pool: it must grow at least "
-               f"{mml / est:.2f}x ({_tok(mml)} / {_tok(est)} tokens) to hold one max_model_len={_tok(mml)} request.")
+               f"{mml / est_len:.2f}x ({_tok(mml)} / {_tok(est_len)} tokens) to hold one max_model_len={_tok(mml)} request.")
         culprits.append(Culprit("kv_cache_memory_bytes", kv_bytes, None, "kv_cache", why, False, 0.0, 1))
     util = ctx.setting("gpu_memory_utilization", "gpu_memory_utilization")
     total = ctx.total_gib()
-    if not kv_bytes and util is not None and ctx.model is not None and total and mml is not None and est is not None:
-        extra = (mml - est) * _kvpt(ctx) / GiB
+    if not kv_bytes and util is not None and ctx.model is not None and total and mml is not None and est_len is not None:
+        extra = (mml - est_len) * _kvpt(ctx) / GiB
         new_u = _ceil2(float(util) + (extra + KV_GIB_MARGIN) / float(total))
         if new_u <= 1.0:
-            why = (f"gpu_memory_utilization={util:g} leaves room for {_tok(est)} tokens; one "
+            why = (f"gpu_memory_utilization={util:g} leaves room for {_tok(est_len)} tokens; one "
                    f"max_model_len={_tok(mml)} request needs {est(extra)} GiB more, which "
                    f"gpu_memory_utilization={new_u:g} gives.")
             culprits.append(Culprit("gpu_memory_utilization", util, new_u, "budget", why, True, extra, 1))
