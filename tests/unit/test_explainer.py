@@ -442,3 +442,22 @@ def test_explainer_imports_neither_torch_nor_vllm():
             "print(any(m == 'torch' or m.startswith(('torch.', 'vllm')) for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_v0_kv_too_small_with_known_model_sizes_the_utilization_raise():
+    # synthetic V0 0.6.3 lines (format from vllm-memory.md §2.3/§2.6; figures made up for the arithmetic)
+    text = ("INFO 10-23 19:55:10 llm_engine.py:237] Initializing an LLM engine (v0.6.3) with config: "
+            "model='openbmb/MiniCPM-V-2_6', tokenizer='openbmb/MiniCPM-V-2_6', trust_remote_code=True, "
+            "dtype=torch.bfloat16, max_seq_len=32768, enforce_eager=False\n"
+            "INFO 10-23 19:56:10 gpu_executor.py:122] # GPU blocks: 834, # CPU blocks: 4681\n"
+            "ValueError: The model's max seq len (32768) is larger than the maximum number of tokens that can be "
+            "stored in KV cache (13344). Try increasing `gpu_memory_utilization` or decreasing `max_model_len` "
+            "when initializing the engine.")
+    e = explain_record(read_log(text), card="3090")  # the model comes from the log's config line
+    assert e.outcome == "kv_too_small" and e.basis == "log+estimate"
+    mml = next(c for c in e.culprits if c.setting == "max_model_len")
+    assert mml.suggested == 13344 and "13,344" in mml.why
+    u = _util_culprit(e)
+    missing_gib = (32768 - 13344) * 57344 / 2**30  # 56 KiB per token for MiniCPM-V-2_6 in bf16
+    assert u is not None and u.value == 0.9  # 0.6.3's default: the log does not echo it
+    assert (u.suggested - 0.9) * 23.69 >= missing_gib and u.suggested <= 0.9 + (missing_gib + 0.3) / 23.69
