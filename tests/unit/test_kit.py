@@ -243,6 +243,19 @@ def test_patch_strip_is_row_major_over_the_patch_grid(image_processor):
         assert np.allclose(strip[0, :, index * 14:(index + 1) * 14], expected, atol=1e-6)
 
 
+def test_remote_processor_expands_the_image_pattern(real, image_processor, tokenizer):
+    pytest.importorskip("torch")
+    from PIL import Image
+
+    module = _load_module(real / "processing_minicpmv.py")
+    processor = module.MiniCPMVProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    out = processor([IMAGE_PROMPT], images=[[Image.new("RGB", (1000, 700))]], return_tensors="pt")
+    ids = out["input_ids"][0].tolist()
+    assert ids[0] == tokenizer.bos_token_id
+    assert ids.count(tokenizer.convert_tokens_to_ids("<unk>")) == 5 * 64
+    assert len(out["pixel_values"][0]) == 5
+
+
 # -- weights -------------------------------------------------------------------------------------------------
 
 def test_checkpoint_layout_counts(tiny, real):
