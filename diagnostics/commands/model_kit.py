@@ -12,8 +12,8 @@ MODELS = ("minicpm-v-2_6", "openbmb/MiniCPM-V-2_6")
 def add_arguments(parser) -> None:
     parser.add_argument("model", help="minicpm-v-2_6 (the only kit so far)")
     parser.add_argument("out_dir", metavar="OUT_DIR", help="directory to write (created; must be empty unless --force)")
-    parser.add_argument("--size", default="real", help="real (Qwen2-7B + SigLIP-400M shapes) or tiny (CPU-sized)")
-    parser.add_argument("--weights", default="none",
+    parser.add_argument("--size", default="real", metavar="{real,tiny}", help="real (Qwen2-7B + SigLIP-400M shapes) or tiny (CPU-sized)")
+    parser.add_argument("--weights", default="none", metavar="{none,random}",
                         help="none (start with load_format=dummy) or random (tiny only: model.safetensors)")
     parser.add_argument("--force", action="store_true", help="overwrite kit files in a non-empty OUT_DIR")
 
