@@ -74,7 +74,7 @@ KV_SUGGEST = re.compile(
 )
 KV_IN_USE = re.compile(rf"Current kv cache memory in use is (?P<kv>{NUM}) (?P<unit>GiB|bytes)")
 GPU_BLOCKS = re.compile(rf"# (?:GPU|CUDA|cuda|\w+) blocks: (?P<gpu>\d+)(?:, # CPU blocks: (?P<cpu>\d+))?")
-KV_TOKENS = re.compile(rf"(?P<dev>GPU \+ host|GPU|CPU|\w+) KV cache size: (?P<tokens>{NUM}) tokens")
+KV_TOKENS = re.compile(rf"\b(?P<dev>GPU \+ host|GPU|CPU|\w+) KV cache size: (?P<tokens>{NUM}) tokens")
 CONCURRENCY = re.compile(rf"Maximum concurrency for (?P<mml>{NUM}) tokens per request: (?P<x>{NUM})x")
 GRAPHS_DONE = re.compile(rf"Graph capturing finished in (?P<s>{NUM}) secs?(?:, took (?P<g>{NUM}) GiB)?")
 GRAPH_POOL = re.compile(rf"CUDA graph pool memory: (?P<actual>{NUM}) GiB \(actual\), (?P<est>{NUM}) GiB \(estimated\)")
@@ -124,9 +124,15 @@ KV_TOO_SMALL_V0 = re.compile(
     r"The model's max seq len \((?P<mml>\d+)\) is larger than the maximum number of tokens that can be stored in "
     r"KV cache \((?P<cap>\d+)\)"
 )
-OOM = re.compile(r"(?:CUDA|XPU|HIP|NPU|MPS)? ?out of memory|OutOfMemoryError", re.IGNORECASE)
+# Case-sensitive on purpose: V0's "If you are running out of memory, consider ..." hint is not a failure.
+OOM = re.compile(r"(?:CUDA|XPU|HIP|NPU|MPS) out of memory|CUDA error: out of memory|OutOfMemoryError")
 OOM_TRIED = re.compile(rf"Tried to allocate (?P<size>{SIZE})")
 OOM_GPU = re.compile(rf"GPU (?P<i>\d+) has a total capac(?:i)?ty of (?P<total>{SIZE}) of which (?P<free>{SIZE}) is free")
+# torch < 2.1: `(GPU 0; 22.19 GiB total capacity; 20.87 GiB already allocated; 1.06 GiB free; 21.13 GiB reserved ...)`
+OOM_GPU_OLD = re.compile(
+    rf"\(GPU (?P<i>\d+); (?P<total>{SIZE}) total capacity; (?P<alloc>{SIZE}) already allocated; (?P<free>{SIZE}) free"
+    rf"(?:; (?:(?P<limit>{SIZE}) allowed; )?(?P<res>{SIZE}) reserved in total by PyTorch)?"
+)
 OOM_IN_USE = re.compile(rf"(?:Process \d+ has|this process has) (?P<size>{SIZE}) memory in use")
 OOM_ALLOCATED = re.compile(
     rf"Of the allocated memory (?P<alloc>{SIZE}) is allocated by PyTorch, and (?P<res>{SIZE}) is reserved"

@@ -130,6 +130,8 @@ def split_lines(text: str) -> list[Line]:
             if rank and rank.start() < 40:
                 process = process or f"rank{rank.group('rank')}"
                 rest = rest[rank.end():]
+            if process and rest.startswith(" ") and not rest.startswith("  "):
+                rest = rest[1:]  # the space after a `(Name pid=N)` / `[rank0]:` tag; frame indents stay
             header = P.HEADER.search(rest)
             level = None
             if header and header.start() < 120:
@@ -421,6 +423,13 @@ class _Reader:
                 self._num("oom_gpu_index", int(m.group("i")))
                 self._num("oom_total_gib", size_gib(m.group("total")))
                 self._num("oom_free_gib", size_gib(m.group("free")))
+            if m := P.OOM_GPU_OLD.search(b):
+                self._num("oom_gpu_index", int(m.group("i")))
+                self._num("oom_total_gib", size_gib(m.group("total")))
+                self._num("oom_free_gib", size_gib(m.group("free")))
+                self._num("oom_allocated_by_pytorch_gib", size_gib(m.group("alloc")))
+                if m.group("res"):
+                    self._num("oom_reserved_by_pytorch_gib", size_gib(m.group("res")))
             if m := P.OOM_IN_USE.search(b):
                 self._num("oom_process_in_use_gib", size_gib(m.group("size")))
             if m := P.OOM_ALLOCATED.search(b):
@@ -437,8 +446,8 @@ class _Reader:
     def _decisive(self, line: Line) -> tuple[str, str] | None:
         """(outcome, phase-or-"?") when this line is a root-cause error; "?" = read the phase from context."""
         b = line.body
-        if not self._can_fail(line):
-            return None
+        if not self._can_fail(line) or b.startswith(("  ", "\t")):
+            return None  # info lines and traceback code lines (`    raise VLLMValidationError(`) never decide
         if P.FREE_LESS.search(b) or P.FREE_LESS_EXTERNAL.search(b) or P.NODE_LESS.search(b):
             return "insufficient_free_memory", "startup_check"
         if P.NODE_KV_ALLOC.search(b):

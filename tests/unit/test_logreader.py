@@ -303,6 +303,22 @@ def test_old_torch_oom_with_capacty_typo():
     assert rec.numbers["oom_total_gib"] == 79.15 and rec.numbers["oom_gpu_index"] == 1
 
 
+def test_torch_before_2_1_oom_format():
+    rec = read_log("RuntimeError: CUDA out of memory. Tried to allocate 1.53 GiB (GPU 0; 22.19 GiB total capacity; "
+                   "20.87 GiB already allocated; 1.06 GiB free; 21.13 GiB reserved in total by PyTorch) If reserved "
+                   "memory is >> allocated memory try setting max_split_size_mb to avoid fragmentation.")
+    n = rec.numbers
+    assert (n["oom_tried_gib"], n["oom_total_gib"], n["oom_free_gib"]) == (1.53, 22.19, 1.06)
+    assert (n["oom_allocated_by_pytorch_gib"], n["oom_reserved_by_pytorch_gib"]) == (20.87, 21.13)
+
+
+def test_unprefixed_running_out_of_memory_hint_is_not_an_oom():
+    rec = read_log("CUDA graphs can take additional 1~3 GiB memory per GPU. If you are running out of memory, "
+                   "consider decreasing `gpu_memory_utilization` or enforcing eager mode.")
+    assert rec.outcome == "unknown"
+    assert read_log("RuntimeError: CUDA error: out of memory").outcome == "oom_unknown"
+
+
 @pytest.mark.parametrize(
     "stack, outcome, phase",
     [
@@ -440,3 +456,44 @@ def test_never_raises_on_spliced_fixtures(names, newline):
     text = newline.join((LOGS / n).read_text() for n in names)
     rec = read_log(text)
     assert rec.outcome in OUTCOMES and rec.phase in PHASES
+
+
+# -- real vLLM 0.32.0 CPU-backend logs recorded on this machine (tiny kit, load_format=dummy) ----------------------
+@pytest.mark.parametrize(
+    "name, outcome, phase, numbers",
+    [
+        ("real_cpu_ok.log", "ok", "unknown",
+         {"max_model_len": 4096, "kv_cache_gib": 0.06, "gpu_total_gib": 8.59, "kv_cache_tokens": 65536,
+          "max_concurrency": 16.0}),
+        ("real_cpu_kv_too_small.log", "kv_too_small", "kv_cache",
+         {"max_model_len": 4096, "kv_cache_gib": 0.0, "gpu_total_gib": 10.71, "kv_needed_gib": 0.0,
+          "estimated_max_model_len": 896}),
+        ("real_cpu_no_kv_cache.log", "no_kv_cache", "kv_cache",
+         {"max_model_len": 4096, "kv_cache_gib": 0.0, "gpu_total_gib": 10.71}),
+        ("real_cpu_util_too_high.log", "insufficient_free_memory", "startup_check",
+         {"max_model_len": 4096, "free_gib": 8.18, "gpu_total_gib": 10.71, "gpu_memory_utilization": 0.97,
+          "requested_gib": 10.39}),
+        ("real_cpu_request_too_long.log", "error", "request",
+         {"max_model_len": 16, "kv_cache_gib": 0.06, "gpu_total_gib": 10.71, "kv_cache_tokens": 8192,
+          "max_concurrency": 512.0}),
+    ],
+)
+def test_real_cpu_backend_logs(name, outcome, phase, numbers):
+    rec = log(name)
+    assert (rec.outcome, rec.phase, rec.vllm_version, rec.engine, rec.platform) == (
+        outcome, phase, "0.32.0", "V1", "cpu")
+    assert rec.numbers == numbers
+    assert rec.settings["max_num_seqs"] == 4 and rec.settings["enforce_eager"] is True
+    assert rec.settings["limit_mm_per_prompt"] == {"image": 1, "video": 0}
+    if outcome != "ok":
+        assert "ValueError" in rec.error_line or "VLLMValidationError" in rec.error_line
+        assert not rec.error_line.lstrip().startswith("raise")
+    if outcome == "insufficient_free_memory":
+        assert "weights_start" not in rec.timestamps  # the check runs in init_device, before loading
+    else:
+        assert rec.timestamps["weights_start"].startswith("11-24 ")
+
+
+def test_pathological_long_lines_are_read():
+    lines = ["a" * 20000, "x." * 5000 + "Foo", "1," * 8000, "(" * 8000, " " * 20000 + "x(", "a.b" * 6000 + ":"]
+    assert read_log("\n".join(lines)).outcome == "unknown"
