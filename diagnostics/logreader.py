@@ -137,8 +137,6 @@ def split_lines(text: str) -> list[Line]:
             if header and header.start() < 120:
                 level, last_ts = header.group("level"), header.group("ts") or last_ts
                 rest = rest[header.end():]
-            elif rest.startswith(" ") is False:
-                rest = rest.strip(" ")
             out.append(Line(len(out), piece, rest.rstrip(), level, last_ts, process))
     return out
 
@@ -554,6 +552,8 @@ class _Reader:
             if decided is None:
                 continue
             outcome, phase = decided
+            if outcome == "error" and phase == "?" and self.ready_at is not None and self.ready_at > line.index:
+                continue  # a logged exception the start-up survived: the engine came up after it
             frames = self._frames_before(line.index)
             after_ready = (self.ready_at is not None and self.ready_at < line.index) or (
                 self.request_at is not None and self.request_at < line.index)
@@ -577,7 +577,7 @@ class _Reader:
             P.TRACEBACK.search(ln.body) and not self._after_ready(ln.index))), None)
         frames = self._frame_names([ln for ln in self.lines if self._can_fail(ln)])
         frame_phase = self._phase_from_frames(frames)
-        if failed is None and frame_phase is None and self.ready_at is not None:
+        if self.ready_at is not None:  # the engine came up; tracebacks before it were survived
             rec.outcome = "ok"
             rec.evidence.append(self.lines[self.ready_at].raw.strip())
             return

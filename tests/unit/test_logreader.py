@@ -497,3 +497,12 @@ def test_real_cpu_backend_logs(name, outcome, phase, numbers):
 def test_pathological_long_lines_are_read():
     lines = ["a" * 20000, "x." * 5000 + "Foo", "1," * 8000, "(" * 8000, " " * 20000 + "x(", "a.b" * 6000 + ":"]
     assert read_log("\n".join(lines)).outcome == "unknown"
+
+
+def test_exception_logged_before_a_clean_start_was_survived():
+    rec = read_log("ERROR 01-01 00:00:01 [compiler.py:1] Traceback (most recent call last):\n"
+                   "ERROR 01-01 00:00:01 [compiler.py:1] AttributeError: 'function' object has no attribute 'x'\n"
+                   "INFO 01-01 00:00:09 [core.py:1] init engine (profile, create kv cache, warmup model) took 9.0 s")
+    assert rec.outcome == "ok" and rec.error_line is None
+    rec = read_log("ERROR 01-01 00:00:01 [core.py:1] ValueError: bad config\n")
+    assert (rec.outcome, rec.error_line) == ("error", "ERROR 01-01 00:00:01 [core.py:1] ValueError: bad config")
