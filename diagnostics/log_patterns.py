@@ -144,7 +144,7 @@ MM_ITEM_TOO_LARGE = re.compile(
 VALIDATION = re.compile(r"VLLMValidationError|maximum context length is \d+ tokens")
 REQUEST_ERROR = re.compile(r"Error in model execution")
 CRASH = re.compile(
-    r"died unexpectedly|Fatal Python error|Illegal instruction|SIGILL|SIGSEGV|SIGKILL|Segmentation fault"
+    r"\bdied\b|Fatal Python error|Illegal instruction|SIGILL|SIGSEGV|SIGKILL|Segmentation fault"
     r"|core dumped|^Killed$|exited with code -?\d+|terminated by signal"
 )
 TIMEOUT = re.compile(r"[Tt]imed out waiting for|TimeoutError")

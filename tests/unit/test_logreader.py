@@ -506,3 +506,13 @@ def test_exception_logged_before_a_clean_start_was_survived():
     assert rec.outcome == "ok" and rec.error_line is None
     rec = read_log("ERROR 01-01 00:00:01 [core.py:1] ValueError: bad config\n")
     assert (rec.outcome, rec.error_line) == ("error", "ERROR 01-01 00:00:01 [core.py:1] ValueError: bad config")
+
+
+@pytest.mark.parametrize("line", [
+    "ERROR 01-01 00:00:05 multiproc_worker_utils.py:1] Worker VllmWorkerProcess pid 123 died, exit code: -9",
+    "(EngineCore pid=1) ERROR 01-01 00:00:05 [multiproc_executor.py:1] Worker proc VllmWorker-0 died unexpectedly",
+    "Segmentation fault (core dumped)",
+])
+def test_worker_death_without_memory_text_is_a_crash(line):
+    rec = read_log("INFO 01-01 00:00:01 [gpu_model_runner.py:1] Starting to load model m...\n" + line)
+    assert (rec.outcome, rec.phase) == ("crash", "weights")
