@@ -127,7 +127,9 @@ KV_TOO_SMALL_V0 = re.compile(
 # Case-sensitive on purpose: V0's "If you are running out of memory, consider ..." hint is not a failure.
 OOM = re.compile(r"(?:CUDA|XPU|HIP|NPU|MPS) out of memory|CUDA error: out of memory|OutOfMemoryError")
 OOM_TRIED = re.compile(rf"Tried to allocate (?P<size>{SIZE})")
-OOM_GPU = re.compile(rf"GPU (?P<i>\d+) has a total capac(?:i)?ty of (?P<total>{SIZE}) of which (?P<free>{SIZE}) is free")
+OOM_GPU = re.compile(  # "capacty": the typo of older torch releases
+    rf"GPU (?P<i>\d+) has a total capac(?:i)?ty of (?P<total>{SIZE}) of which (?P<free>{SIZE}) is free"
+)
 # torch < 2.1: `(GPU 0; 22.19 GiB total capacity; 20.87 GiB already allocated; 1.06 GiB free; 21.13 GiB reserved ...)`
 OOM_GPU_OLD = re.compile(
     rf"\(GPU (?P<i>\d+); (?P<total>{SIZE}) total capacity; (?P<alloc>{SIZE}) already allocated; (?P<free>{SIZE}) free"
