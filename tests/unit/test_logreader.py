@@ -516,3 +516,14 @@ def test_exception_logged_before_a_clean_start_was_survived():
 def test_worker_death_without_memory_text_is_a_crash(line):
     rec = read_log("INFO 01-01 00:00:01 [gpu_model_runner.py:1] Starting to load model m...\n" + line)
     assert (rec.outcome, rec.phase) == ("crash", "weights")
+
+
+def test_real_cpu_compile_mode_auto_sizing_with_encoder_profile():
+    rec = log("real_cpu_compile_auto_ok.log")
+    assert (rec.outcome, rec.vllm_version, rec.platform) == ("ok", "0.32.0", "cpu")
+    assert rec.numbers == {"max_model_len": 4096, "encoder_budget_tokens": 2048, "encoder_items": 3,
+                           "encoder_modality": "image", "kv_cache_gib": 2.3, "gpu_total_gib": 10.71,
+                           "requested_gib": 3.21, "non_kv_gib": 0.91, "kv_cache_tokens": 2_411_008,
+                           "max_concurrency": 588.62}
+    assert rec.settings["max_num_batched_tokens"] == 2048 and rec.settings["gpu_memory_utilization"] == 0.3
+    assert list(rec.timestamps) == ["weights_start", "profile_start", "profile_done", "kv_done", "ready"]
