@@ -79,6 +79,15 @@ CONCURRENCY = re.compile(rf"Maximum concurrency for (?P<mml>{NUM}) tokens per re
 GRAPHS_DONE = re.compile(rf"Graph capturing finished in (?P<s>{NUM}) secs?(?:, took (?P<g>{NUM}) GiB)?")
 GRAPH_POOL = re.compile(rf"CUDA graph pool memory: (?P<actual>{NUM}) GiB \(actual\), (?P<est>{NUM}) GiB \(estimated\)")
 GRAPH_ESTIMATE = re.compile(rf"Estimated CUDA graph memory: (?P<g>{NUM}) GiB total")
+# 0.18+: "The current --gpu-memory-utilization=0.9000 is equivalent to --gpu-memory-utilization=0.8800 without CUDA
+# graph memory profiling. ... increase --gpu-memory-utilization to 0.9200" / "... from 0.9000 to 0.9200".
+GRAPH_PROFILING_UTIL = re.compile(
+    rf"current --gpu-memory-utilization=(?P<cur>{NUM}) is equivalent to --gpu-memory-utilization=(?P<eq>{NUM})"
+)
+GRAPH_PROFILING_RAISE = re.compile(
+    rf"CUDA graph memory profiling.*increas(?:e|ing) (?:the )?--gpu-memory-utilization (?:from (?P<cur>{NUM}) )?to "
+    rf"(?P<to>{NUM})"
+)
 ENCODER_BUDGET = re.compile(
     rf"Encoder cache will be initialized with a budget of (?P<n>{NUM}) tokens, "
     rf"and profiled with (?P<m>{NUM}) (?P<modality>\w+) items"

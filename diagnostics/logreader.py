@@ -51,6 +51,17 @@ CONFIG_KEYS = {"model": "model", "max_seq_len": "max_model_len", "enforce_eager"
                "gpu_memory_utilization": "gpu_memory_utilization", "block_size": "block_size"}
 
 
+# Phase markers in `LogRecord.timestamps`, in start-up order, and the timeline phase (StartResult.phase_peaks_gib
+# keys) that begins at each one; the engine harness marks its memory timeline with them.
+MARKER_PHASE = {"weights_start": "weights", "weights_done": "profile", "profile_start": "profile",
+                "profile_done": "kv_cache", "kv_done": "cuda_graph", "graphs_done": "ready", "ready": "ready"}
+
+
+def phase_starts(record: "LogRecord") -> list[tuple[str, str]]:
+    """[("MM-DD HH:MM:SS", phase), ...] in start-up order, one entry per marker the log printed."""
+    return [(record.timestamps[m], phase) for m, phase in MARKER_PHASE.items() if m in record.timestamps]
+
+
 @dataclass
 class LogRecord:
     outcome: str = "unknown"
@@ -276,6 +287,14 @@ class _Reader:
             self._num("cuda_graph_estimated_gib", float(number(m.group("est"))))
         elif m := P.GRAPH_ESTIMATE.search(b):
             self._num("cuda_graph_estimated_gib", float(number(m.group("g"))))
+        elif P.GRAPH_PROFILING_RAISE.search(b) or P.GRAPH_PROFILING_UTIL.search(b):
+            if m := P.GRAPH_PROFILING_UTIL.search(b):
+                self._setting("gpu_memory_utilization", float(number(m.group("cur"))))
+                self._num("gpu_memory_utilization_without_graph_profiling", float(number(m.group("eq"))))
+            if m := P.GRAPH_PROFILING_RAISE.search(b):
+                if m.group("cur"):
+                    self._setting("gpu_memory_utilization", float(number(m.group("cur"))))
+                self._num("gpu_memory_utilization_same_kv", float(number(m.group("to"))))
         elif m := P.ENCODER_BUDGET.search(b):
             self.v1_marks += 1
             self._mark("profile_start", line)

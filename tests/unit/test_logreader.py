@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diagnostics.logreader import LogRecord, looks_like_vllm_log, read_log
+from diagnostics.logreader import LogRecord, looks_like_vllm_log, phase_starts, read_log
 from diagnostics.outcomes import OUTCOMES, PHASES
 
 LOGS = Path(__file__).resolve().parents[1] / "data" / "logs"
@@ -527,3 +527,30 @@ def test_real_cpu_compile_mode_auto_sizing_with_encoder_profile():
                            "max_concurrency": 588.62}
     assert rec.settings["max_num_batched_tokens"] == 2048 and rec.settings["gpu_memory_utilization"] == 0.3
     assert list(rec.timestamps) == ["weights_start", "profile_start", "profile_done", "kv_done", "ready"]
+
+
+@pytest.mark.parametrize("line, cur, eq, same", [
+    ("INFO 01-01 00:00:00 [gpu_worker.py:1] CUDA graph memory profiling is enabled (default since v0.21.0). The "
+     "current --gpu-memory-utilization=0.9200 is equivalent to --gpu-memory-utilization=0.8975 without CUDA graph "
+     "memory profiling. To maintain the same effective KV cache size as before, increase --gpu-memory-utilization "
+     "to 0.9425. To disable, set VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0.", 0.92, 0.8975, 0.9425),
+    ("WARNING 01-01 00:00:00 [gpu_worker.py:1] CUDA graph memory profiling is disabled "
+     "(VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0). Without it, CUDA graph memory is not accounted for during KV "
+     "cache allocation, which may require lowering --gpu-memory-utilization to avoid OOM. Consider re-enabling it "
+     "(the default as of v0.21.0) and increasing --gpu-memory-utilization from 0.9000 to 0.9230.", 0.9, None, 0.923),
+])
+def test_cuda_graph_profiling_utilization_lines(line, cur, eq, same):
+    rec = read_log(line)
+    assert rec.settings["gpu_memory_utilization"] == cur
+    assert rec.numbers.get("gpu_memory_utilization_without_graph_profiling") == eq
+    assert rec.numbers["gpu_memory_utilization_same_kv"] == same
+    assert rec.outcome == "unknown"  # advice, not a failure
+
+
+def test_phase_starts_for_the_timeline():
+    rec = log("gpu_v1_new_breakdown_ok.log")
+    assert phase_starts(rec) == [("11-24 10:00:06", "weights"), ("11-24 10:00:16", "profile"),
+                                 ("11-24 10:00:17", "profile"), ("11-24 10:00:31", "kv_cache"),
+                                 ("11-24 10:00:31", "cuda_graph"), ("11-24 10:00:40", "ready"),
+                                 ("11-24 10:00:41", "ready")]
+    assert phase_starts(read_log("nothing")) == []
