@@ -51,17 +51,6 @@ CONFIG_KEYS = {"model": "model", "max_seq_len": "max_model_len", "enforce_eager"
                "gpu_memory_utilization": "gpu_memory_utilization", "block_size": "block_size"}
 
 
-# Phase markers in `LogRecord.timestamps`, in start-up order, and the timeline phase (StartResult.phase_peaks_gib
-# keys) that begins at each one; the engine harness marks its memory timeline with them.
-MARKER_PHASE = {"weights_start": "weights", "weights_done": "profile", "profile_start": "profile",
-                "profile_done": "kv_cache", "kv_done": "cuda_graph", "graphs_done": "ready", "ready": "ready"}
-
-
-def phase_starts(record: "LogRecord") -> list[tuple[str, str]]:
-    """[("MM-DD HH:MM:SS", phase), ...] in start-up order, one entry per marker the log printed."""
-    return [(record.timestamps[m], phase) for m, phase in MARKER_PHASE.items() if m in record.timestamps]
-
-
 @dataclass
 class LogRecord:
     outcome: str = "unknown"

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diagnostics.logreader import LogRecord, looks_like_vllm_log, phase_starts, read_log
+from diagnostics.logreader import LogRecord, looks_like_vllm_log, read_log
 from diagnostics.outcomes import OUTCOMES, PHASES
 
 LOGS = Path(__file__).resolve().parents[1] / "data" / "logs"
@@ -546,11 +546,3 @@ def test_cuda_graph_profiling_utilization_lines(line, cur, eq, same):
     assert rec.numbers["gpu_memory_utilization_same_kv"] == same
     assert rec.outcome == "unknown"  # advice, not a failure
 
-
-def test_phase_starts_for_the_timeline():
-    rec = log("gpu_v1_new_breakdown_ok.log")
-    assert phase_starts(rec) == [("11-24 10:00:06", "weights"), ("11-24 10:00:16", "profile"),
-                                 ("11-24 10:00:17", "profile"), ("11-24 10:00:31", "kv_cache"),
-                                 ("11-24 10:00:31", "cuda_graph"), ("11-24 10:00:40", "ready"),
-                                 ("11-24 10:00:41", "ready")]
-    assert phase_starts(read_log("nothing")) == []
