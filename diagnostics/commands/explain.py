@@ -19,6 +19,11 @@ MAIN_NUMBERS = ("weights_gib", "activation_peak_gib", "non_torch_gib", "kv_cache
                 "gpu_blocks", "gpu_total_gib", "gpu_memory_utilization", "cuda_graph_gib", "encoder_budget_tokens",
                 "encoder_items", "max_model_len", "estimated_max_model_len", "oom_tried_gib", "oom_free_gib")
 
+# Settings worth a line in the text answer (--json carries every echoed setting).
+TEXT_SETTINGS = ("model", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization",
+                 "limit_mm_per_prompt", "mm_processor_kwargs", "enforce_eager", "skip_mm_profiling",
+                 "kv_cache_memory_bytes", "dtype", "tensor_parallel_size", "block_size", "cpu_offload_gb")
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("logfile", metavar="LOGFILE|-", help="a vLLM log file, or - to read standard input")
@@ -118,11 +123,16 @@ def as_text(record, culprits, summary) -> str:
         cause = record.error_line if len(record.error_line) <= 400 else record.error_line[:397] + "..."
         lines.append(f"root cause: {cause}")
     numbers = json_numbers(record.numbers)
-    if numbers:
+    key_numbers = [k for k in MAIN_NUMBERS if k in numbers]
+    if key_numbers:
         lines.append("numbers printed by vLLM:")
-        lines += [f"  {key}: {_fmt(key, value)}" for key, value in numbers.items()]
-    if record.settings:
-        lines.append("settings in the log: " + ", ".join(f"{k}={v}" for k, v in record.settings.items()))
+        lines += [f"  {key}: {_fmt(key, numbers[key])}" for key in key_numbers]
+    others = [f"{k}={_fmt(k, v)}" for k, v in numbers.items() if k not in MAIN_NUMBERS]
+    if others:
+        lines.append("  also: " + ", ".join(others))
+    shown = {k: v for k, v in record.settings.items() if k in TEXT_SETTINGS}
+    if shown:
+        lines.append("settings in the log: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     if culprits:
         lines.append("culprits:")
         for i, c in enumerate(culprits, 1):
