@@ -231,21 +231,8 @@ class _Reader:
                     self._num(key, float(number(m.group(group))))
             if m.group("util"):
                 self._setting("gpu_memory_utilization", float(number(m.group("util"))))
-        elif m := P.PROFILE_TAKES.search(b):
-            self.v0_marks += 1
-            self._mark("profile_done", line)
-            self._num("profile_time_s", float(number(m.group("s"))))
-        elif m := P.PROFILE_BUDGET.search(b):
-            self._mark("profile_done", line)
-            self._num("gpu_total_gib", float(number(m.group("total"))))
-            self._num("gpu_memory_utilization", float(number(m.group("util"))))
-            self._num("budget_gib", float(number(m.group("budget"))))
-            self._setting("gpu_memory_utilization", float(number(m.group("util"))))
-        elif m := P.PROFILE_SPLIT.search(b):
-            self._mark("profile_done", line)
-            for key, group in (("weights_gib", "w"), ("non_torch_gib", "nt"), ("activation_peak_gib", "act"),
-                               ("kv_cache_gib", "kv")):
-                self._num(key, float(number(m.group(group))))
+        elif P.PROFILE_TAKES.search(b) or P.PROFILE_BUDGET.search(b) or P.PROFILE_SPLIT.search(b):
+            self._v0_profile_block(line)
         elif m := P.AVAILABLE_KV.search(b):
             self.v1_marks += 1
             self._mark("profile_done", line)
@@ -318,6 +305,23 @@ class _Reader:
         self._error_numbers(line)
         if found:
             self.hits += 1
+
+    def _v0_profile_block(self, line: Line) -> None:
+        """V0 0.6.5-0.10.2's three-line message; a paste may join its lines, so each part is looked for."""
+        b = line.body
+        self._mark("profile_done", line)
+        if m := P.PROFILE_TAKES.search(b):
+            self.v0_marks += 1
+            self._num("profile_time_s", float(number(m.group("s"))))
+        if m := P.PROFILE_BUDGET.search(b):
+            self._num("gpu_total_gib", float(number(m.group("total"))))
+            self._num("gpu_memory_utilization", float(number(m.group("util"))))
+            self._num("budget_gib", float(number(m.group("budget"))))
+            self._setting("gpu_memory_utilization", float(number(m.group("util"))))
+        if m := P.PROFILE_SPLIT.search(b):
+            for key, group in (("weights_gib", "w"), ("non_torch_gib", "nt"), ("activation_peak_gib", "act"),
+                               ("kv_cache_gib", "kv")):
+                self._num(key, float(number(m.group(group))))
 
     def _config(self, config: str) -> None:
         for m in P.CONFIG_ITEM.finditer(config):

@@ -546,3 +546,11 @@ def test_cuda_graph_profiling_utilization_lines(line, cur, eq, same):
     assert rec.numbers["gpu_memory_utilization_same_kv"] == same
     assert rec.outcome == "unknown"  # advice, not a failure
 
+
+
+def test_v0_block_joined_on_one_line_in_a_paste():
+    block = [ln for ln in (LOGS / "gpu_v0_block_ok.log").read_text().splitlines() if not ln.startswith("#")][3:6]
+    joined = read_log(" ".join(block)).numbers
+    separate = read_log("\n".join(block)).numbers
+    assert joined == separate
+    assert (joined["budget_gib"], joined["activation_peak_gib"], joined["profile_time_s"]) == (23.69, 3.1, 7.5)
