@@ -855,7 +855,7 @@ def _rec_kv_too_small(ctx: _Ctx) -> Explanation:
         s = _kv_bytes_suggestion(kv_bytes, est_len, mml) if kv_bytes else (
             int(math.ceil(mml * _kvpt(ctx) / MiB) * MiB) if ctx.model is not None else None)
         if s:
-            why = (f"kv_cache_memory_bytes={_show(kv_bytes)} gives {pool}; kv_cache_memory_bytes={s} "
+            why = (f"with kv_cache_memory_bytes={_show(kv_bytes)} {pool}; kv_cache_memory_bytes={s} "
                    f"({est(s / GiB)} GiB) holds max_model_len={_tok(mml)}"
                    + (" (scaled from the printed estimate)" if kv_bytes else "") + ".")
             culprits.append(Culprit("kv_cache_memory_bytes", kv_bytes, s, "kv_cache", why, True,
@@ -864,7 +864,9 @@ def _rec_kv_too_small(ctx: _Ctx) -> Explanation:
             c.setting == "kv_cache_memory_bytes" for c in culprits):
         why = (f"kv_cache_memory_bytes (or gpu_memory_utilization) sizes the KV pool: it must grow at least "
                f"{mml / est_len:.2f}x ({_tok(mml)} / {_tok(est_len)} tokens) to hold one max_model_len={_tok(mml)} request.")
-        culprits.append(Culprit("kv_cache_memory_bytes", kv_bytes, None, "kv_cache", why, False, 0.0, 1))
+        # The log did not echo the pool size, so the suggestion is the factor it must grow by.
+        culprits.append(Culprit("kv_cache_memory_bytes", kv_bytes, f">= {mml / est_len:.2f}x the current pool",
+                                "kv_cache", why, False, 0.0, 1))
     util = ctx.setting("gpu_memory_utilization", "gpu_memory_utilization")
     total = ctx.total_gib()
     if not kv_bytes and util is not None and ctx.model is not None and total and mml is not None and est_len is not None:

@@ -136,7 +136,8 @@ def as_text(record, culprits, summary) -> str:
     if culprits:
         lines.append("culprits:")
         for i, c in enumerate(culprits, 1):
-            lines.append(f"  {i}. {c['setting']}={c['value']} -> {c['suggested']}: {c['why']}")
+            current = "(not in the log)" if c["value"] is None else c["value"]
+            lines.append(f"  {i}. {c['setting']}={current} -> {c['suggested']}: {c['why']}")
     lines.append(f"summary: {summary}")
     return "\n".join(lines)
 
