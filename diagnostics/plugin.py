@@ -77,7 +77,6 @@ OPTIONS = (
 )
 
 MANAGER_KEY = pytest.StashKey["Manager"]()
-MEASUREMENT_KEY = pytest.StashKey["Measurement"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -165,18 +164,17 @@ class Measurement:
 
 
 def classify(result, record) -> str:
-    """The outcome of a start: the log reader's verdict, corrected by how the process ended."""
-    if result.timed_out:
-        return "timeout"
-    outcome = record.outcome
-    if outcome not in ("ok", "unknown"):
-        return outcome
+    """The outcome of a start: the launcher's rule (timeout / signal beat the log), then what the log could
+    not tell: an unrecognised log of a clean exit is "ok"; of a failed exit or a failed request, "error"."""
+    from diagnostics.engine.launch import outcome_of
+
+    outcome = outcome_of(result, record.outcome)
     request_failed = bool(result.request) and not result.request.get("ok", True)
-    if result.returncode == 0 and result.signal is None and not request_failed:
-        return "ok"
-    if result.signal:
-        return "crash"
-    return "error"
+    if outcome == "ok" and request_failed:
+        return "error"
+    if outcome != "unknown":
+        return outcome
+    return "ok" if result.returncode == 0 and not request_failed else "error"
 
 
 def matches(expected: str, outcome: str, basis: str) -> bool:
@@ -239,7 +237,8 @@ class Manager:
         load_format = option(config, "load_format") or "auto"
         if load_format not in LOAD_FORMATS:
             raise UsageError(f"bad load_format {load_format!r}; accepted: {', '.join(LOAD_FORMATS)}")
-        self.load_format = "dummy" if self.model.startswith("kit:") else load_format
+        # the MiniCPM-V kits are written without weights: only random (dummy) weights can load them
+        self.load_format = "dummy" if self.model.startswith("kit:minicpm") else load_format
         timeout = option(config, "engine_timeout")
         try:
             self.engine_timeout = float(timeout) if timeout is not None else DEFAULT_ENGINE_TIMEOUT_S
@@ -247,7 +246,8 @@ class Manager:
             raise UsageError(f"bad engine_timeout {timeout!r}; accepted: a number of seconds") from None
         if self.engine_timeout <= 0:
             raise UsageError(f"bad engine_timeout {timeout!r}; accepted: a positive number of seconds")
-        self.report_dir = Path(option(config, "report_dir") or "reports")
+        # absolute: the engine child runs in another working directory
+        self.report_dir = Path(option(config, "report_dir") or "reports").resolve()
         self.resume = bool(option(config, "resume"))
         self.baseline_dir = Path(option(config, "baseline_dir") or ".memcheck/baselines")
         self.save_baseline = option(config, "save_baseline")
@@ -265,7 +265,6 @@ class Manager:
         self._kit_tmp: Path | None = None
         self._machine_info: dict | None = None
         self._model_spec = None
-        self.ran_here = 0
         self.comparison_text: list[str] = []
         self.report_paths: list[Path] = []
 
@@ -325,7 +324,8 @@ class Manager:
     def model_dir(self) -> str:
         """The model path handed to vLLM; kit:* models are built once per process into a temp dir."""
         if not self.model.startswith("kit:"):
-            return self.model
+            local = Path(self.model).expanduser()
+            return str(local.resolve()) if local.exists() else self.model
         if self._model_dir is None:
             self._kit_tmp = Path(tempfile.mkdtemp(prefix="memcheck-kit-"))
             out = self._kit_tmp / self.model.removeprefix("kit:")
@@ -338,6 +338,7 @@ class Manager:
 
                 size = "tiny" if self.model.endswith("-tiny") else "real"
                 self._model_dir = Path(build_minicpmv26(out, size=size, weights="none"))
+            self.notices.append(f"built {self.model} into {self._model_dir}")
         return str(self._model_dir)
 
     def machine_info(self) -> dict:
@@ -355,11 +356,20 @@ class Manager:
             from diagnostics.models import get_model
 
             try:
-                self._model_spec = get_model(self.model if self.model.startswith("kit:minicpm-v-2_6")
-                                             and not self.model.endswith("-tiny") else self.model_dir())
+                # the real-size kit has the built-in shapes; any other kit or path: read its config.json
+                real_shapes = self.model == "kit:minicpm-v-2_6" or not self.model.startswith("kit:")
+                self._model_spec = get_model(self.model if real_shapes else self.model_dir())
             except UsageError:
                 self._model_spec = False
         return self._model_spec or None
+
+    def sends_image(self, settings: dict) -> bool | None:
+        """A vision-language model's request carries an image unless the settings allow none."""
+        model = self.model_spec()
+        if model is None:
+            return None
+        limit = (settings.get("limit_mm_per_prompt") or {}).get("image")
+        return model.vision is not None and (limit is None or limit > 0)
 
     def settings_for(self, combination) -> dict:
         return {**self.matrix.defaults, **combination.settings}
@@ -423,14 +433,16 @@ class Manager:
     # -- one start -------------------------------------------------------------------------------------------
     def start(self, combination, benchmark=None) -> Measurement:
         """Start the engine once for `combination`, record the result, and judge it (see verify)."""
-        from diagnostics.engine.launch import DeviceNotClean, NoGPU, StartSpec, run_start
+        from diagnostics.engine.launch import DeviceNotClean, StartSpec, run_start
+        from diagnostics.engine.sampler import NoGPU
 
         run_dir = self.ensure_run_dir()
         settings = self.settings_for(combination)
         spec = StartSpec(model=self.model_dir(), settings=settings, card=self.card, load_format=self.load_format,
                          timeout_s=self.engine_timeout, request=combination.request, image_size=DEFAULT_IMAGE_SIZE,
                          env={}, log_path=run_dir / "logs" / f"{combination.id}.log",
-                         timeline_path=run_dir / "timelines" / f"{combination.id}.csv")
+                         timeline_path=run_dir / "timelines" / f"{combination.id}.csv", id=combination.id,
+                         image=self.sends_image(settings) if combination.request else None)
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         spec.timeline_path.parent.mkdir(parents=True, exist_ok=True)
         started_at = utc_now()
@@ -452,7 +464,7 @@ class Manager:
         from diagnostics.results import ResultWriter
 
         ResultWriter(run_dir).append(measurement.record)
-        self.ran_here += 1
+        self._current_measurement = measurement  # picked up by pytest_runtest_makereport of this call
         return measurement
 
     def judge(self, combination, settings: dict, result, started_at: str) -> Measurement:
@@ -470,8 +482,10 @@ class Manager:
         expected, basis = self.expectation(combination, settings)
         is_cpu = getattr(self.card, "is_cpu", False)
         peak = result.peak_process_gib if is_cpu else result.peak_device_gib
-        before_kv = [result.phase_peaks_gib.get(p) for p in ("weights", "profile")]
-        profile_peak = max((v for v in before_kv if v is not None), default=None)
+        profile_peak = getattr(result, "before_kv_peak_gib", None)
+        if profile_peak is None:
+            before_kv = [result.phase_peaks_gib.get(p) for p in ("weights", "profile")]
+            profile_peak = max((v for v in before_kv if v is not None), default=None)
         profile_limit, peak_limit = self.limits(combination, settings, profile_peak)
 
         reasons: list[str] = []
@@ -520,6 +534,7 @@ class Manager:
             "profile_peak_gib": profile_peak,
             "startup_s": result.startup_s,
             "wall_s": result.wall_s,
+            "lock_wait_s": getattr(result, "lock_wait_s", None),  # waiting for another engine start to finish
             "returncode": result.returncode,
             "signal": result.signal,
             "timed_out": result.timed_out,
@@ -564,8 +579,9 @@ class Manager:
             parts.append("Failed: " + "; ".join(reasons) + ".")
         if explanation and explanation.summary:
             parts.append(explanation.summary.rstrip(".") + ".")
-        if explanation and explanation.culprits:
-            parts.append("Try " + ", ".join(f"{c.setting}={c.suggested}" for c in explanation.culprits) + ".")
+        culprits = explanation.culprits if explanation else []
+        if culprits:
+            parts.append("Culprits: " + ", ".join(f"{c.setting}={c.value} (-> {c.suggested})" for c in culprits) + ".")
         elif log.error_line and outcome != "ok":
             parts.append(f"vLLM said: {log.error_line.strip()[:300]}")
         parts.append(f"Log: {result.log_path}")
@@ -577,12 +593,6 @@ class Manager:
             pytest.fail(measurement.diagnosis, pytrace=False)
         if measurement.status == "xfail":
             pytest.xfail(measurement.diagnosis)
-
-    def check(self, combination, benchmark=None) -> Measurement:
-        measurement = self.start(combination, benchmark)
-        self._current_item_measurement = measurement
-        self.verify(measurement)
-        return measurement
 
     # -- hooks -----------------------------------------------------------------------------------------------
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
@@ -614,7 +624,7 @@ class Manager:
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
         report = yield
-        measurement = self.__dict__.pop("_current_item_measurement", None) if call.when == "call" else None
+        measurement = self.__dict__.pop("_current_measurement", None) if call.when == "call" else None
         if measurement is not None:
             report.sections.append(("vllm-memcheck", measurement.numbers))
             if report.failed:

@@ -95,13 +95,14 @@ def test_ini_twins_set_card_matrix_and_model(project):
     result = run(project, "--collect-only")
     assert result.ret == 0
     out = result.stdout.str()
-    assert "vllm-memcheck: card cpu, model kit:tiny-text (load_format dummy)" in out
+    assert "vllm-memcheck: card cpu, model kit:tiny-text (load_format auto)" in out
     assert "(3 combinations)" in out
     assert [line.strip() for line in result.outlines if "<Function" in line] == [
         "<Function test_startup[a]>", "<Function test_startup[b]>", "<Function test_startup[c]>"]
     # the CLI wins over the ini
-    result = run(project, "--collect-only", "--card=3090")
-    assert "vllm-memcheck: card 3090" in result.stdout.str()
+    result = run(project, "--collect-only", "--card=3090", "--model=kit:minicpm-v-2_6")
+    # the MiniCPM-V kit has no weights: dummy weights are forced
+    assert "vllm-memcheck: card 3090, model kit:minicpm-v-2_6 (load_format dummy)" in result.stdout.str()
 
 
 def test_help_lists_every_option_with_its_ini_twin(pytester):
@@ -152,8 +153,8 @@ def test_resume_skips_the_finished_ids_and_runs_the_rest(project):
     result.assert_outcomes(passed=1, skipped=2)
     out = result.stdout.str()
     assert "RAN b" in out and "RAN a" not in out and "RAN c" not in out
-    assert f"SKIPPED [2] test_startup.py: already recorded in reports/20260101-000000/results.jsonl (--resume)" in out
-    assert "vllm-memcheck: resuming reports/20260101-000000 (2 finished)" in out
+    assert f"SKIPPED [2] test_startup.py: already recorded in {run_dir / 'results.jsonl'} (--resume)" in out
+    assert f"vllm-memcheck: resuming {run_dir} (2 finished)" in out
     # the summary table shows every combination of the run
     assert "vllm-memcheck: 2 combinations in" in out
     # without --resume nothing is skipped
