@@ -1,0 +1,162 @@
+"""Reports: content of each format from the hand-made fixture run (tests/data/results/README.md)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from diagnostics.errors import UsageError
+from diagnostics.redact import Redactor
+from diagnostics.report import parse_formats, write_reports
+from diagnostics.report.markdown import fence_for
+from diagnostics.report.model import build_report, non_default_settings
+
+FIXTURE = Path(__file__).resolve().parents[1] / "data" / "results"
+RESULTS = FIXTURE / "sweep-a10.jsonl"
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    paths = write_reports(RESULTS, out_dir=out, redactor=Redactor())
+    return out, paths
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()[:24]
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_every_format_is_written(written):
+    out, paths = written
+    names = sorted(p.relative_to(out).as_posix() for p in paths)
+    assert names == sorted([
+        "report.md", "report.json", "report.html", "charts/overview.png",
+        "charts/mml2048-seqs16-util0.9.png", "charts/mml4096-seqs32-util0.9.png",
+        "charts/mml4096-seqs256-util0.9.png", "charts/mml8192-seqs32-util0.9.png",
+    ])
+
+
+def test_markdown_verdict_environment_table_and_failures(written):
+    md = (written[0] / "report.md").read_text()
+    assert "4 combinations of openbmb/MiniCPM-V-2_6 started with vLLM 0.6.3 on NVIDIA A10 (22.18 GiB): 2 came up, 2 did not." in md
+    assert "Highest peak: 22.10 GiB (mml4096-seqs256-util0.9), above the card's threshold of 21.68 GiB." in md
+    assert "48,320 tokens (mml2048-seqs16-util0.9)" in md
+    # environment: GPU, driver, CUDA, versions, and only settings that differ from vLLM 0.6.3's defaults
+    for row in ("| GPU ", "| NVIDIA A10 ", "| 550.54.15 ", "| 12.1 ", "| 2.4.0 ", "| 0.6.3 ", "| llm (vllm.LLM) "):
+        assert row in md
+    assert "trust_remote_code=True, dtype=bfloat16" in md
+    assert "gpu_memory_utilization=" not in md.split("## Combinations")[0]  # 0.9 is the default
+    assert "max_num_seqs ∈ {16, 32, 256}" in md
+    # one GitHub table row per combination with its numbers
+    assert "| mml8192-seqs32-util0.9  | kv_too_small ✗" in md
+    row = next(line for line in md.splitlines() if line.startswith("| mml2048-seqs16-util0.9"))
+    assert [c.strip() for c in row.strip("|").split("|")] == [
+        "mml2048-seqs16-util0.9", "ok", "20.40", "19.95", "15.13", "1.21", "2.58", "48,320", "48.3"]
+    assert "oom_profile (expected)" in md
+    # failures: diagnosis, suggestion, folded log tail with the verbatim root-cause line
+    assert md.count("<details><summary>") == 2
+    assert "Suggested settings: `max_num_seqs=32` (was 256)" in md
+    assert "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 4.00 GiB." in md
+    assert "/home/alice" not in md and "model='~/models/MiniCPM-V-2_6'" in md
+
+
+def test_log_tail_is_the_last_40_lines(tmp_path):
+    shutil.copytree(FIXTURE, tmp_path / "run")
+    run = tmp_path / "run"
+    (run / "logs" / "mml8192-seqs32-util0.9.log").write_text("".join(f"line {i}\n" for i in range(1, 101)))
+    report = build_report(run / "sweep-a10.jsonl", Redactor())
+    tail = next(c for c in report["combinations"] if c["id"] == "mml8192-seqs32-util0.9")["log_tail"]
+    assert tail[0] == "line 61" and tail[-1] == "line 100" and len(tail) == 40
+    assert next(c for c in report["combinations"] if c["outcome"] == "ok")["log_tail"] is None
+
+
+def test_fence_outgrows_backticks_in_the_log():
+    assert fence_for(["plain"]) == "```"
+    assert fence_for(["a ```` b", "`x`"]) == "`````"
+
+
+def test_json_report_schema_and_numbers(written):
+    doc = json.loads((written[0] / "report.json").read_text())
+    assert doc["schema_version"] == 1
+    assert doc["counts"] == {"combinations": 4, "ok": 2, "failed": 2, "passed": 3, "failed_checks": 1}
+    by_id = {c["id"]: c for c in doc["combinations"]}
+    assert by_id["mml4096-seqs32-util0.9"]["kv_cache_tokens"] == 41920
+    assert by_id["mml4096-seqs256-util0.9"]["chart"] == "charts/mml4096-seqs256-util0.9.png"
+    assert doc["settings"]["non_default"] == {"trust_remote_code": True, "dtype": "bfloat16"}
+
+
+def test_html_is_standalone_escaped_and_embeds_the_charts(written):
+    html = (written[0] / "report.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    assert '<img src="charts/overview.png"' in html
+    assert '<img src="charts/mml8192-seqs32-util0.9.png"' in html
+    assert "<details><summary>Last 10 lines of logs/mml4096-seqs256-util0.9.log</summary><pre>" in html
+    assert "model=&#x27;~/models/MiniCPM-V-2_6&#x27;" in html  # log text is escaped, not interpreted
+    assert "<code>max_num_seqs=32</code>" in html
+
+
+def test_pngs_fit_githubs_column(written):
+    out = written[0]
+    assert _png_size(out / "charts" / "mml4096-seqs32-util0.9.png") == (900, 400)
+    width, height = _png_size(out / "charts" / "overview.png")
+    assert width == 900 and 250 <= height <= 600
+
+
+def test_memory_chart_has_labelled_axes_phases_and_card_lines():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from diagnostics.report.charts import chart_figures, figure_texts
+
+    report = build_report(RESULTS, Redactor())
+    figures = dict(chart_figures(report, FIXTURE, Redactor()))
+    fig = figures["charts/mml4096-seqs32-util0.9.png"]
+    FigureCanvasAgg(fig).draw()
+    texts = figure_texts(fig)
+    for expected in ("memory (GiB)", "time since start (s)", "card total 22.18 GiB", "profile threshold 21.68 GiB",
+                     "weights", "profile", "kv_cache", "cuda_graph", "ready",
+                     "mml4096-seqs32-util0.9: ok, peak 20.50 GiB"):
+        assert expected in texts
+    overview = figures["charts/overview.png"]
+    FigureCanvasAgg(overview).draw()
+    texts = figure_texts(overview)
+    assert "peak memory (GiB)" in texts and "mml8192-seqs32-util0.9" in texts
+    assert "kv_too_small  19.80 GiB" in texts
+
+
+def test_non_default_settings_split_common_and_varied():
+    records = [{"settings": {"max_num_seqs": 32, "gpu_memory_utilization": 0.9, "enforce_eager": True}},
+               {"settings": {"max_num_seqs": 64, "gpu_memory_utilization": 0.9, "enforce_eager": True}}]
+    common, varied = non_default_settings(records, "0.6.3")
+    assert common == {"enforce_eager": True}
+    assert varied == {"max_num_seqs": [32, 64]}
+    common, _ = non_default_settings(records, "0.20.0")  # the default became 0.92
+    assert common == {"gpu_memory_utilization": 0.9, "enforce_eager": True}
+
+
+def test_formats_and_inputs_are_checked(tmp_path):
+    assert parse_formats("all") == ("md", "json", "html", "png")
+    assert parse_formats("md,json") == ("md", "json")
+    with pytest.raises(UsageError, match="unknown report format 'pdf'; accepted: all, html, json, md, png"):
+        parse_formats("md,pdf")
+    with pytest.raises(UsageError, match="no results file"):
+        write_reports(tmp_path / "missing")
+    (tmp_path / "results.jsonl").write_text("")
+    with pytest.raises(UsageError, match="no result records"):
+        write_reports(tmp_path)
+
+
+def test_report_command(tmp_path):
+    run = [sys.executable, "-m", "diagnostics", "report", str(RESULTS), "--format", "md,json", "--out", str(tmp_path)]
+    done = subprocess.run(run, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(tmp_path / "report.md"), str(tmp_path / "report.json")]
+    bad = subprocess.run(run[:5] + ["--format", "pdf"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown report format 'pdf'" in bad.stderr
