@@ -475,6 +475,8 @@ class Manager:
             if Path(result.log_path).is_file() else ""
         log = read_log(log_text)
         outcome = classify(result, log)
+        # the log echoes only some settings (the CPU backend hardly any); the explainer needs the ones we set
+        log.settings.update({k: v for k, v in settings.items() if k not in log.settings})
         try:
             explanation = explain_record(log, model=self.model_spec(), card=self.card)
         except UsageError:

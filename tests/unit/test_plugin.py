@@ -236,3 +236,101 @@ def test_summary_table_has_one_row_per_combination():
     lines = table.splitlines()
     assert lines[0].split()[:3] == ["id", "outcome", "expected"]
     assert len(lines) == 4 and lines[3].split()[:2] == ["b", "kv_too_small"]
+
+
+# -- the whole flow with a stand-in launcher (no engine): results, xfail, diagnosis, summary, xdist -------------
+# Log lines copied verbatim from shared/cpu-vllm/README.md (§3 explicit sizing, §4 case 1).
+OK_LOG = """\
+(Worker pid=N) INFO 11-24 14:05:44 [cpu_worker.py:260] Explicitly set (0.06/11.34) GiB for KV cache on node 0.
+(EngineCore pid=N) INFO 11-24 14:05:44 [kv_cache_utils.py:2327] CPU KV cache size: 131,072 tokens, Maximum concurrency for 512 tokens per request: 256.00x
+(EngineCore pid=N) INFO 11-24 14:05:44 [core.py:402] init engine (profile, create kv cache, warmup model) took 0.04 s
+"""
+KV_SMALL_LOG = """\
+ValueError: To serve at least one request with the model's max seq len (4096), (0.0 GiB KV cache is needed, which is larger than the available KV cache memory (0.0 GiB). Based on the available memory, the estimated maximum model length is 1920. Try increasing `gpu_memory_utilization` (which also controls CPU memory on the CPU backend) or decreasing `max_model_len` when initializing the engine. See https://docs.vllm.ai/en/latest/configuration/conserving_memory/ for more details.
+"""
+FAKE_LAUNCHER = f"""
+import os
+from pathlib import Path
+import diagnostics.engine.launch as launch
+
+OK_LOG = {OK_LOG!r}
+KV_SMALL_LOG = {KV_SMALL_LOG!r}
+
+def fake_run_start(spec):
+    small = spec.settings.get("kv_cache_memory_bytes") == 1048576
+    Path(spec.log_path).write_text(KV_SMALL_LOG if small else OK_LOG)
+    Path(spec.timeline_path).write_text("t_s,device_used_gib,process_gib,phase\\n0.0,,1.0,init\\n")
+    peak = 1.0 + spec.settings["max_model_len"] / 1024
+    return launch.StartResult(
+        returncode=1 if small else 0, signal=None, timed_out=False, wall_s=2.0, startup_s=None if small else 1.5,
+        peak_device_gib=None, peak_process_gib=peak, phase_peaks_gib={{"profile": 1.0}}, torch_peak_gib=None,
+        request=None if small else {{"ok": True}}, log_path=spec.log_path, timeline_path=spec.timeline_path,
+        before_kv_peak_gib=1.0)
+
+def pytest_configure(config):
+    launch.run_start = fake_run_start
+"""
+FLOW_MATRIX = """
+    [matrix]
+    model = "stand-in-model"
+    [defaults]
+    enforce_eager = true
+    kv_cache_memory_bytes = 67108864
+    [thresholds.cpu]
+    peak_gib = 2.0
+    [scenarios.ok-256]
+    max_model_len = 256
+    expect = "ok"
+    [scenarios.kv-too-small]
+    max_model_len = 4096
+    kv_cache_memory_bytes = 1048576
+    expect = "kv_too_small"
+    [scenarios.too-big]
+    max_model_len = 2048
+    expect = "ok"
+    [scenarios.unasserted]
+    max_model_len = 512
+"""
+
+
+@pytest.fixture
+def flow(pytester):
+    from pathlib import Path
+
+    real_module = Path(__file__).resolve().parents[1] / "test_startup_matrix.py"
+    pytester.makepyfile(test_startup_matrix=real_module.read_text())
+    pytester.makeconftest(FAKE_LAUNCHER)
+    (pytester.path / "flow.toml").write_text(textwrap.dedent(FLOW_MATRIX))
+    return pytester
+
+
+def flow_records(pytester) -> list[dict]:
+    (path,) = pytester.path.glob("reports/*/results.jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_flow_records_every_start_and_fails_with_the_diagnosis(flow, xdist):
+    result = run(flow, "--card=cpu", "--matrix=flow.toml", "--benchmark-disable", *xdist)
+    result.assert_outcomes(passed=2, xfailed=1, failed=1)
+    records = {r["id"]: r for r in flow_records(flow)}
+    assert sorted(records) == ["kv-too-small", "ok-256", "too-big", "unasserted"]  # one run dir, even with xdist
+    assert len(list(flow.path.glob("reports/2*"))) == 1
+    assert records["ok-256"]["status"] == "passed" and records["ok-256"]["kv_cache_tokens"] == 131072
+    assert records["unasserted"]["status"] == "recorded" and records["unasserted"]["expected"] is None
+    small = records["kv-too-small"]
+    assert (small["outcome"], small["status"]) == ("kv_too_small", "xfail")
+    big = records["too-big"]
+    assert big["reasons"] == ["overall peak 3.00 GiB > 2.00 GiB allowed on cpu"] and big["passed"] is False
+    out = result.stdout.str()
+    # the failure is one paragraph (the diagnosis) plus the numbers section, no traceback
+    failure = out[out.index("test_startup[too-big]"):out.index("short test summary")]
+    assert "too-big on cpu: ok. Failed: overall peak 3.00 GiB > 2.00 GiB allowed on cpu." in failure
+    assert "Traceback" not in failure and "memcheck.verify" not in failure
+    assert "vllm-memcheck" in failure and "overall limit    2.00 GiB" in failure
+    assert "FAILED test_startup_matrix.py::test_startup[too-big] - too-big on cpu" in out
+    # the summary table: one row per combination
+    table = out[out.index("vllm-memcheck: 4 combinations in"):]
+    for rid, status in (("ok-256", "passed"), ("kv-too-small", "xfail"), ("too-big", "failed"),
+                        ("unasserted", "recorded")):
+        assert any(line.split()[:1] == [rid] and status in line.split() for line in table.splitlines()), rid
