@@ -334,3 +334,34 @@ def test_flow_records_every_start_and_fails_with_the_diagnosis(flow, xdist):
     for rid, status in (("ok-256", "passed"), ("kv-too-small", "xfail"), ("too-big", "failed"),
                         ("unasserted", "recorded")):
         assert any(line.split()[:1] == [rid] and status in line.split() for line in table.splitlines()), rid
+
+
+FAKE_NVML = """
+import sys, types
+
+class NVMLError(Exception):
+    pass
+
+fake = types.ModuleType("pynvml")
+fake.NVMLError = NVMLError
+fake.nvmlInit = lambda: None
+fake.nvmlShutdown = lambda: None
+fake.nvmlDeviceGetCount = lambda: 1
+fake.nvmlDeviceGetHandleByIndex = lambda i: i
+fake.nvmlDeviceGetName = lambda h: "NVIDIA GeForce RTX 4090"
+sys.modules["pynvml"] = fake
+"""
+
+
+def test_card_against_what_nvml_reports(project):
+    project.makeconftest(FAKE_NVML)
+    result = run(project, "--card=3090", "--collect-only")
+    assert result.ret == 4
+    assert ("ERROR: --card=3090 (NVIDIA GeForce RTX 3090) but NVML reports 'NVIDIA GeForce RTX 4090' (card 4090); "
+            "pass the right --card, or --allow-card-mismatch") in result.stderr.str()
+    result = run(project, "--card=3090", "--allow-card-mismatch", "--collect-only")
+    assert result.ret == 0
+    assert "vllm-memcheck: warning: --card=3090 (NVIDIA GeForce RTX 3090) but NVML reports" in result.stdout.str()
+    result = run(project, "--collect-only")  # --card auto
+    assert result.ret == 0 and "vllm-memcheck: card 4090," in result.stdout.str()
+    assert "gpu tests skip" not in result.stdout.str()
