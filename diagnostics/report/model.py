@@ -138,9 +138,30 @@ def default_of(setting: str, vllm_version: str | None):
     return True, before
 
 
-def non_default_settings(records: list[dict], vllm_version: str | None) -> tuple[dict, dict]:
+def resolved_defaults(record: dict) -> dict | None:
+    """vLLM's defaults for this model, card, version and entry point via diagnostics.settings.resolve;
+    None when it cannot tell (unknown model path, card or version): the documented table is used then."""
+    try:
+        from diagnostics.cards import get_card
+        from diagnostics.models import get_model
+        from diagnostics.settings import resolve
+
+        card = record.get("card")
+        card_name = card.get("name") if isinstance(card, dict) else card
+        info = record.get("machine_info") or {}
+        entrypoint = "serve" if str(record.get("entrypoint") or "llm").startswith("serve") else "llm"
+        defaults = resolve(get_model(record["model"]), get_card(card_name), info.get("vllm"), entrypoint, {})
+    except Exception:  # noqa: BLE001 - any failure here only means "use the table"
+        return None
+    defaults = dict(defaults)
+    defaults["trust_remote_code"] = False  # vLLM's own default (resolve() assumes the suite's True)
+    return defaults
+
+
+def non_default_settings(records: list[dict], vllm_version: str | None, defaults: dict | None = None) -> tuple[dict, dict]:
     """(common, varied): settings equal in every combination that differ from vLLM's default, and the
-    settings whose value varies across combinations (with their values)."""
+    settings whose value varies across combinations (with their values). `defaults` (from
+    resolved_defaults) wins over the documented table."""
     keys: list[str] = []
     for r in records:
         for k in (r.get("settings") or {}):
@@ -156,7 +177,10 @@ def non_default_settings(records: list[dict], vllm_version: str | None) -> tuple
         if len(distinct) > 1:
             varied[k] = distinct
             continue
-        known, default = default_of(k, vllm_version)
+        if defaults is not None and k in defaults:
+            known, default = True, defaults[k]
+        else:
+            known, default = default_of(k, vllm_version)
         if not known or distinct[0] != default:
             common[k] = distinct[0]
     return common, varied
@@ -288,7 +312,8 @@ def build_report(source: str | Path, redactor: Redactor | None = None) -> dict:
     """The redacted report dict for a run directory or results.jsonl."""
     run_dir, records = load_records(source)
     environment, card = _environment(records)
-    common, varied = non_default_settings(records, environment.get("vllm"))
+    defaults = resolved_defaults(records[0])
+    common, varied = non_default_settings(records, environment.get("vllm"), defaults)
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -299,7 +324,8 @@ def build_report(source: str | Path, redactor: Redactor | None = None) -> dict:
         "settings": {
             "non_default": common,
             "varied": varied,
-            "defaults_from": "vLLM defaults as documented in docs (vllm-memory.md §4)",
+            "defaults_from": "diagnostics.settings.resolve" if defaults is not None
+            else "the documented table of common vLLM defaults (report/model.py)",
         },
         "counts": {
             "combinations": len(records),

