@@ -10,7 +10,7 @@ Layout of a matrix file (see diagnostics/data/minicpm-v-2_6.toml)::
                              # expect = "oom_profile" (or a table [scenarios.NAME.expect] outcome = ...),
                              # request = bool, description = "...", [scenarios.NAME.thresholds.CARD]
 
-Every setting name is checked against diagnostics.settings.KNOWN_SETTINGS; a malformed file raises
+Every setting is checked by diagnostics.settings.check_setting (name, type, range); a malformed file raises
 MatrixError("FILE:LINE: what is wrong"). Pure Python: no torch, no vllm.
 """
 
@@ -38,32 +38,6 @@ ID_PREFIX = {
     "enforce_eager": "eager",
     "limit_mm_per_prompt": "mm",
     "dtype": "",
-}
-
-# Expected Python types of the settings a matrix may set (bool is not an int here).
-SETTING_TYPES: dict[str, tuple[type, ...]] = {
-    "max_num_seqs": (int,),
-    "max_model_len": (int,),
-    "max_num_batched_tokens": (int,),
-    "gpu_memory_utilization": (float, int),
-    "limit_mm_per_prompt": (dict,),
-    "enforce_eager": (bool,),
-    "skip_mm_profiling": (bool,),
-    "mm_processor_kwargs": (dict,),
-    "kv_cache_memory_bytes": (int,),
-    "dtype": (str,),
-    "enable_chunked_prefill": (bool,),
-    "block_size": (int,),
-    "cpu_offload_gb": (float, int),
-    "tensor_parallel_size": (int,),
-    "max_seq_len_to_capture": (int,),
-    "use_v1": (bool,),
-    "load_format": (str,),
-    "trust_remote_code": (bool,),
-    "num_gpu_blocks_override": (int,),
-    "swap_space": (float, int),
-    "mm_encoder_tp_mode": (str,),
-    "performance_mode": (str,),
 }
 
 THRESHOLD_KEYS = ("profile_peak_gib", "peak_gib")
@@ -100,15 +74,6 @@ class Matrix:
 
     def ids(self) -> list[str]:
         return [c.id for c in self.combinations]
-
-
-def known_settings() -> set[str]:
-    """The engine setting names a matrix may use (diagnostics.settings when present, else our type table)."""
-    try:
-        from diagnostics.settings import KNOWN_SETTINGS
-    except ImportError:
-        return set(SETTING_TYPES)
-    return set(KNOWN_SETTINGS)
 
 
 def format_value(value: object) -> str:
@@ -160,7 +125,6 @@ class _Builder:
     def __init__(self, text: str, path: Path):
         self.lines = text.splitlines()
         self.path = path
-        self.known = known_settings()
 
     # -- line lookup -------------------------------------------------------------------------------------------
     def _table_line(self, table: str) -> int | None:
@@ -192,13 +156,13 @@ class _Builder:
 
     # -- checks ------------------------------------------------------------------------------------------------
     def check_setting(self, table: str, key: str, value: object) -> None:
-        if key not in self.known:
-            accepted = ", ".join(sorted(self.known))
-            raise self.fail(table, key, f"unknown setting {key!r} in [{table}]; accepted: {accepted}")
-        types = SETTING_TYPES.get(key)
-        if types and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
-            wanted = " or ".join(t.__name__ for t in types)
-            raise self.fail(table, key, f"{key} in [{table}] must be {wanted}, not {type(value).__name__} {value!r}")
+        """Name, type and range as diagnostics.settings accepts them (the one list of engine settings)."""
+        from diagnostics.settings import check_setting
+
+        try:
+            check_setting(key, value)
+        except UsageError as err:
+            raise self.fail(table, key, f"in [{table}]: {err}") from None
 
     def check_expect(self, table: str, value: object) -> str:
         where = (f"{table}.expect", "outcome") if isinstance(value, dict) else (table, "expect")

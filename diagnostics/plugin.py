@@ -186,14 +186,19 @@ def matches(expected: str, outcome: str, basis: str) -> bool:
     return False
 
 
+PEAK_TERMS = ("weights", "non_torch", "activation_peak")  # what the estimator's start-up peak is made of
+
+
 def plan_bounds(plan) -> tuple[float, float]:
-    """(low, high) of the predicted peak: the Plan's own bounds when it has them, else the terms' spread."""
+    """(low, high) of the predicted peak: the Plan's own bounds when it has them, else the peak moved by the
+    uncertainty of the terms it is made of (weights + non-torch + activation peak; the CUDA context is exact)."""
     low = getattr(plan, "peak_low_gib", None)
     high = getattr(plan, "peak_high_gib", None)
     if low is not None and high is not None:
         return float(low), float(high)
-    below = sum(max(t.value_gib - t.low_gib, 0.0) for t in plan.components.values())
-    above = sum(max(t.high_gib - t.value_gib, 0.0) for t in plan.components.values())
+    terms = [plan.components[name] for name in PEAK_TERMS if name in plan.components]
+    below = sum(max(t.value_gib - t.low_gib, 0.0) for t in terms)
+    above = sum(max(t.high_gib - t.value_gib, 0.0) for t in terms)
     return plan.peak_gib - below, plan.peak_gib + above
 
 

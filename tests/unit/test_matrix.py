@@ -107,7 +107,7 @@ def test_unknown_setting_names_its_line_and_the_accepted_names(tmp_path):
         max_model_len = [2048]
         max_num_seq = [16, 32]
     """)
-    assert message.startswith(f"{tmp_path / 'bad.toml'}:6: unknown setting 'max_num_seq' in [axes]; accepted:")
+    assert message.startswith(f"{tmp_path / 'bad.toml'}:6: in [axes]: unknown setting 'max_num_seq'; accepted:")
     assert "max_num_seqs" in message
 
 
@@ -119,12 +119,21 @@ def test_wrong_type_names_the_line_and_the_type(tmp_path):
         [scenarios.two]
         max_model_len = "4096"
     """)
-    assert message == f"{tmp_path / 'bad.toml'}:5: max_model_len in [scenarios.two] must be int, not str '4096'"
+    assert message == (f"{tmp_path / 'bad.toml'}:5: in [scenarios.two]: setting max_model_len='4096' has the wrong "
+                       "type; accepted: integer")
     message = error_of(tmp_path, """
         [axes]
         enforce_eager = [1]
     """)
-    assert message.startswith(f"{tmp_path / 'bad.toml'}:2: enforce_eager in [axes] must be bool")
+    assert message.startswith(f"{tmp_path / 'bad.toml'}:2: in [axes]: setting enforce_eager=1 has the wrong type")
+
+
+def test_out_of_range_value_names_the_line(tmp_path):
+    message = error_of(tmp_path, """
+        [axes]
+        gpu_memory_utilization = [0.9, 1.5]
+    """)
+    assert message.startswith(f"{tmp_path / 'bad.toml'}:2: in [axes]: setting gpu_memory_utilization=1.5 is out of range")
 
 
 def test_empty_axis_names_the_line(tmp_path):

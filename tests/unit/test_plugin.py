@@ -226,9 +226,11 @@ def test_matches_and_plan_bounds():
     assert matches("oom", "oom_profile", "matrix") and not matches("oom", "crash", "matrix")
     assert matches("oom_profile", "oom_kv_alloc", "estimator")
     term = SimpleNamespace
-    plan = SimpleNamespace(peak_gib=20.0, components={"w": term(value_gib=15.0, low_gib=14.5, high_gib=15.2),
-                                                      "a": term(value_gib=5.0, low_gib=4.0, high_gib=6.0)})
-    assert plan_bounds(plan) == pytest.approx((18.5, 21.2))
+    plan = SimpleNamespace(peak_gib=20.5, components={
+        "weights": term(value_gib=15.0, low_gib=14.5, high_gib=15.2),
+        "activation_peak": term(value_gib=5.0, low_gib=4.0, high_gib=6.0),
+        "kv_cache": term(value_gib=3.0, low_gib=0.0, high_gib=9.0)})  # KV comes after the peak: not counted
+    assert plan_bounds(plan) == pytest.approx((19.0, 21.7))
 
 
 def test_summary_table_has_one_row_per_combination():
