@@ -287,14 +287,15 @@ class Manager:
                 raise UsageError(f"--card=auto: NVML reports {gpu_name!r}, which matches no card profile; pass "
                                  "--card NAME or describe it in a --cards FILE ([cards.NAME] total_gib = ...)")
             return detected
-        if not any(sub.lower() in gpu_name.lower() for sub in named.nvml_names):
+        if not named.nvml_names:  # a card from --cards without nvml_names: nothing to check against
+            self.notices.append(f"card {named.name} has no nvml_names; not checked against NVML's {gpu_name!r}")
+        elif not any(sub.lower() in gpu_name.lower() for sub in named.nvml_names):
             message = (f"--card={named.name} ({named.label}) but NVML reports {gpu_name!r}"
                        f"{f' (card {detected.name})' if detected else ''}; pass the right --card, or "
                        "--allow-card-mismatch to measure against the named card anyway")
             if not option(self.config, "allow_card_mismatch"):
                 raise UsageError(message)
             self.notices.append("warning: " + message)
-            warnings.warn(message, stacklevel=2)
         return named
 
     def _prepare_run_dir(self) -> None:
@@ -682,12 +683,15 @@ class Manager:
             self.comparison_text.append(f"saved baseline {self.save_baseline!r}: {path}")
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
-        if self.is_worker or self.run_dir is None:
+        if self.is_worker:
             return
         from diagnostics.results import load_results
 
-        results = load_results(self.run_dir)
+        results = load_results(self.run_dir) if self.run_dir is not None else []
         if not results:
+            if self.save_baseline or self.compare_baseline:
+                terminalreporter.write_line("vllm-memcheck: no start-up results in this session; no baseline "
+                                            "saved or compared")
             return
         terminalreporter.write_sep("=", f"vllm-memcheck: {len(results)} combinations in {self.run_dir}")
         terminalreporter.write_line(summary_table(results))
