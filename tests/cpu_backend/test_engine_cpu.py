@@ -25,6 +25,19 @@ pytestmark = pytest.mark.cpu_engine
 PHASES_ON_TIMELINE = {"init", "weights", "profile", "kv_cache", "cuda_graph", "warmup", "ready"}
 
 
+@pytest.fixture
+def start(record_property):
+    """run_start, with the start's own wall time and its wait for the engine lock in the junit properties."""
+
+    def run(spec):
+        result = run_start(spec)
+        record_property("engine_wall_s", result.wall_s)
+        record_property("engine_lock_wait_s", result.lock_wait_s)
+        return result
+
+    return run
+
+
 def record_of(result):
     return read_log(Path(result.log_path).read_text(encoding="utf-8", errors="replace"))
 
@@ -34,11 +47,11 @@ def assert_group_gone(result, pid):
     assert result.leftover_pids_killed == []
 
 
-def test_start_killed_by_a_signal_is_recorded_as_a_crash(cpu_start, tiny_text_model):
+def test_start_killed_by_a_signal_is_recorded_as_a_crash(start, cpu_start, tiny_text_model):
     spawned = []
     spec = cpu_start(tiny_text_model, "killed", on_spawn=spawned.append)
     box = {}
-    runner = threading.Thread(target=lambda: box.update(result=run_start(spec)))
+    runner = threading.Thread(target=lambda: box.update(result=start(spec)))
     runner.start()
     deadline = time.monotonic() + 600  # includes waiting for the engine lock other starts may hold
     while time.monotonic() < deadline and runner.is_alive():
@@ -55,10 +68,10 @@ def test_start_killed_by_a_signal_is_recorded_as_a_crash(cpu_start, tiny_text_mo
     assert_group_gone(result, spawned[0])
 
 
-def test_start_hanging_past_its_timeout_is_killed_and_recorded(cpu_start, tiny_text_model):
+def test_start_hanging_past_its_timeout_is_killed_and_recorded(start, cpu_start, tiny_text_model):
     spawned = []
     spec = cpu_start(tiny_text_model, "hang", timeout_s=8, grace_s=5, on_spawn=spawned.append)
-    result = run_start(spec)
+    result = start(spec)
     assert result.timed_out is True
     assert result.signal in ("SIGTERM", "SIGKILL")
     assert 8 <= result.wall_s < 8 + 5 + 10
@@ -67,9 +80,9 @@ def test_start_hanging_past_its_timeout_is_killed_and_recorded(cpu_start, tiny_t
     assert_group_gone(result, spawned[0])
 
 
-def test_tiny_text_model_starts_and_answers(cpu_start, tiny_text_model):
+def test_tiny_text_model_starts_and_answers(start, cpu_start, tiny_text_model):
     spawned = []
-    result = run_start(cpu_start(tiny_text_model, "text-ok", on_spawn=spawned.append))
+    result = start(cpu_start(tiny_text_model, "text-ok", on_spawn=spawned.append))
     record = record_of(result)
     assert result.returncode == 0 and result.signal is None and not result.timed_out
     assert record.outcome == "ok" and outcome_of(result, record.outcome) == "ok"
@@ -93,8 +106,8 @@ def test_tiny_text_model_starts_and_answers(cpu_start, tiny_text_model):
     assert_group_gone(result, spawned[0])
 
 
-def test_tiny_minicpmv26_answers_one_request_with_an_image(cpu_start, tiny_minicpmv26):
-    result = run_start(cpu_start(tiny_minicpmv26, "minicpmv26-image", max_model_len=4096, trust_remote_code=True,
+def test_tiny_minicpmv26_answers_one_request_with_an_image(start, cpu_start, tiny_minicpmv26):
+    result = start(cpu_start(tiny_minicpmv26, "minicpmv26-image", max_model_len=4096, trust_remote_code=True,
                                  limit_mm_per_prompt={"image": 1, "video": 0}, image_size=(64, 64)))
     record = record_of(result)
     assert result.returncode == 0, record.error_line
@@ -105,9 +118,9 @@ def test_tiny_minicpmv26_answers_one_request_with_an_image(cpu_start, tiny_minic
     assert result.peak_process_gib > 0.3
 
 
-def test_kv_too_small_for_max_model_len(cpu_start, tiny_text_model):
+def test_kv_too_small_for_max_model_len(start, cpu_start, tiny_text_model):
     # tiny Qwen2 in float32: 2 layers x (K+V) x 2 kv heads x 32 x 4 B = 1 KiB per token -> 1 MiB holds 1024
-    result = run_start(cpu_start(tiny_text_model, "kv-too-small", request=False, max_model_len=4096,
+    result = start(cpu_start(tiny_text_model, "kv-too-small", request=False, max_model_len=4096,
                                  kv_cache_memory_bytes=1 << 20))
     record = record_of(result)
     assert result.returncode == 1 and result.signal is None
@@ -118,8 +131,8 @@ def test_kv_too_small_for_max_model_len(cpu_start, tiny_text_model):
     assert culprits & {"max_model_len", "kv_cache_memory_bytes"}
 
 
-def test_kv_below_one_block(cpu_start, tiny_text_model):
-    result = run_start(cpu_start(tiny_text_model, "kv-below-block", request=False, kv_cache_memory_bytes=65536))
+def test_kv_below_one_block(start, cpu_start, tiny_text_model):
+    result = start(cpu_start(tiny_text_model, "kv-below-block", request=False, kv_cache_memory_bytes=65536))
     record = record_of(result)
     assert result.returncode == 1
     assert record.outcome == "no_kv_cache"
@@ -128,8 +141,8 @@ def test_kv_below_one_block(cpu_start, tiny_text_model):
     assert explanation.outcome == "no_kv_cache" and explanation.summary
 
 
-def test_utilization_above_what_the_host_has_free(cpu_start, tiny_text_model):
-    result = run_start(cpu_start(tiny_text_model, "util-too-high", request=False, kv_cache_memory_bytes=None,
+def test_utilization_above_what_the_host_has_free(start, cpu_start, tiny_text_model):
+    result = start(cpu_start(tiny_text_model, "util-too-high", request=False, kv_cache_memory_bytes=None,
                                  gpu_memory_utilization=0.99))
     record = record_of(result)
     assert result.returncode == 1

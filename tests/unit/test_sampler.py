@@ -105,6 +105,7 @@ def test_rss_sums_the_whole_process_tree():
         print("ready", flush=True)
         sys.stdin.readline()
         kid.kill()
+        kid.wait()
         """
     )
     parent = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -273,3 +274,41 @@ def test_phase_peaks_and_timeline_csv(tmp_path):
     lines = path.read_text().splitlines()
     assert lines[0] == "t_s,device_used_gib,process_gib,phase"
     assert lines[2] == "1.000,3.0000,0.0000,weights" and lines[4].endswith(",kv_cache")
+
+
+# --- the device must be clean after a start (launch's checks, with fakes and a plain process group) ----------
+
+from pathlib import Path as _Path  # noqa: E402
+
+from diagnostics.engine.launch import DeviceNotClean, StartSpec, _reap_group, _settle_device, group_members  # noqa: E402
+from diagnostics.engine.sampler import ProcessTree  # noqa: E402
+
+
+def _spec(**kw):
+    return StartSpec(model="m", settings={}, card="3090", load_format="auto", timeout_s=1, request=False,
+                     image_size=(1, 1), env={}, log_path=_Path("/tmp/x/mml4096-seqs32-util1.0.log"),
+                     timeline_path=_Path("/tmp/x/t.csv"), **kw)
+
+
+def test_device_not_back_at_baseline_stops_the_sweep():
+    nvml = FakeNvml(used=int(3.5 * (1 << 30)), processes=[])
+    with pytest.raises(DeviceNotClean) as info:
+        _settle_device(nvml, "handle-0", baseline=1 << 30, spec=_spec(settle_timeout_s=0))
+    assert str(info.value) == ("device memory did not return to baseline (3.50 GiB vs 1.00 GiB) after "
+                               "mml4096-seqs32-util1.0; stopping the sweep instead of measuring garbage")
+    nvml.used = (1 << 30) + (100 << 20)  # within the 0.25 GiB tolerance
+    assert _settle_device(nvml, "handle-0", baseline=1 << 30, spec=_spec(settle_timeout_s=0)) == nvml.used
+
+
+def test_leftover_processes_of_the_group_are_killed_and_reported():
+    # the group leader exits at once and leaves a grandchild sleeping in its process group
+    code = "import subprocess, sys; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); print('x')"
+    leader = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE, text=True)
+    tree = ProcessTree(leader.pid)
+    leader.stdout.readline()
+    tree.processes()  # the sampler would have seen the grandchild while the leader lived
+    leader.wait(timeout=30)
+    left = group_members(leader.pid)
+    assert len(left) == 1
+    killed = _reap_group(leader.pid, SimpleNamespace(tree=tree), _spec(settle_timeout_s=0.5))
+    assert killed == left and group_members(leader.pid) == []
