@@ -178,10 +178,21 @@ def test_save_then_compare_baseline_fails_the_session_on_a_regression(project):
     assert result.ret == 1, out
     assert "regressed" in out and "peak memory 1.50 -> 2.25" in out
     assert "regression beyond tolerance: the session fails" in out
-    # a 50 % tolerance lets it pass
+    # a 60 % tolerance lets it pass
     result = run(project, "--card=cpu", "--matrix=tiny.toml", "--resume", "--compare-baseline=pinned",
                  "--baseline-dir=bl", "--fail-on-regression=peak:60%")
     assert result.ret == 0
+
+    # a baseline from another machine is a warning naming both, not a crash
+    other = [result_line(rid) for rid in "abc"]
+    for record in other:
+        record["machine_info"].update(gpu_name="NVIDIA GeForce RTX 3090", driver="550.54")
+    write_run(project, other, name="20260103-000000")
+    result = run(project, "--card=cpu", "--matrix=tiny.toml", "--resume", "--compare-baseline=pinned",
+                 "--baseline-dir=bl")
+    assert result.ret == 0
+    assert ("warning: baseline measured on vLLM CPU backend (driver none), this run on NVIDIA GeForce RTX 3090 "
+            "(driver 550.54)") in result.stdout.str()
 
 
 def test_compare_without_a_baseline_records_one_and_passes(project):
