@@ -1,0 +1,52 @@
+"""The encoder profile of a real vLLM engine (CPU backend) against the estimator, on the tiny MiniCPM-V-2_6.
+
+The tiny kit model keeps the real token arithmetic (64 queries per 448-px slice, 9 slices + overview), so the
+dummy-item counts vLLM prints are those of a real-size start with the same scheduler settings. The CPU worker runs
+`profile_run` only in compile mode (it returns early when eager), so these starts leave out `enforce_eager`
+(~40-50 s each on 2 cores). Each start goes through the suite's harness (run_start), its log through the log
+reader, and the same settings through `plan` for vLLM 0.32: N and M must be equal.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from diagnostics.engine.launch import outcome_of, run_start
+from diagnostics.estimator import plan
+from diagnostics.logreader import read_log
+
+pytestmark = [pytest.mark.cpu_engine, pytest.mark.slow]
+
+COMPILE = {"enforce_eager": None, "dtype": "float32", "kv_cache_memory_bytes": 64 << 20}
+
+# One axis changed per row (besides the baseline row), each a knob a user turns: what vLLM printed must follow.
+SETTINGS = {
+    "mbt2048": {"max_model_len": 4096, "max_num_batched_tokens": 2048,
+                "limit_mm_per_prompt": {"image": 1, "video": 0}},
+    "mbt4096-seqs1-img8": {"max_model_len": 2048, "max_num_batched_tokens": 4096, "max_num_seqs": 1,
+                           "limit_mm_per_prompt": {"image": 8, "video": 0}},
+    "mbt8192-seqs2": {"max_model_len": 4096, "max_num_batched_tokens": 8192, "max_num_seqs": 2,
+                      "limit_mm_per_prompt": {"image": 1, "video": 0}},
+    "video-on": {"max_model_len": 4096, "max_num_batched_tokens": 2048,
+                 "limit_mm_per_prompt": {"image": 1, "video": 1}},
+    "mml1024-video-on": {"max_model_len": 1024, "max_num_batched_tokens": 2048,
+                         "limit_mm_per_prompt": {"image": 1, "video": 1}},
+    "slices4": {"max_model_len": 4096, "max_num_batched_tokens": 2048, "max_num_seqs": 16,
+                "limit_mm_per_prompt": {"image": 1, "video": 0}, "mm_processor_kwargs": {"max_slice_nums": 4}},
+}
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_encoder_budget_and_items_match_the_estimator(name, tiny_minicpmv26, cpu_start):
+    settings = {**COMPILE, **SETTINGS[name]}
+    spec = cpu_start(tiny_minicpmv26, name, request=False, timeout_s=300.0, trust_remote_code=True, **settings)
+    result = run_start(spec)
+    record = read_log(spec.log_path.read_text(errors="replace"))
+    assert outcome_of(result, record.outcome) == "ok", (record.error_line, spec.log_path.read_text()[-3000:])
+
+    # Predict from exactly what the engine was given (the CPU fixture adds its own max_num_seqs/max_model_len).
+    predicted = plan(str(tiny_minicpmv26), "cpu", "0.32.0", "llm", spec.settings).profile
+    printed = record.numbers
+    assert (printed["encoder_budget_tokens"], printed["encoder_items"], printed["encoder_modality"]) == (
+        predicted["encoder_budget_tokens"], predicted["encoder_items"], predicted["modality"]
+    )
