@@ -21,7 +21,7 @@ WIDTH_IN, HEIGHT_IN, DPI = 9, 4, 100
 Y_LABEL = "memory (GiB)"
 X_LABEL = "time since start (s)"
 PHASE_COLORS = {
-    "start": "#eeeeee", "weights": "#cfe2f3", "profile": "#fce5cd", "vision_encoder": "#fce5cd",
+    "start": "#eeeeee", "init": "#eeeeee", "weights": "#cfe2f3", "profile": "#fce5cd", "vision_encoder": "#fce5cd",
     "kv_cache": "#d9ead3", "cuda_graph": "#ead1dc", "warmup": "#fff2cc", "ready": "#d0e0e3",
     "request": "#d9d2e9", "unknown": "#f3f3f3",
 }
@@ -39,23 +39,28 @@ def _phase_spans(rows: list[dict]) -> list[tuple[str, float, float]]:
     return spans
 
 
-def _card_lines(ax, card: dict, settings: dict) -> list[float]:
+def _card_lines(ax, card: dict, combination: dict) -> list[float]:
+    """Card total; the profile-phase threshold and the overall peak limit the test asserted (the record's
+    limits_gib when the sweep wrote them, else the card profile's threshold and util x total + headroom)."""
     levels = []
+    limits = combination.get("limits_gib") or {}
+    settings = combination.get("settings") or {}
     total = card.get("total_gib")
     if total:
         ax.axhline(total, color="#cc0000", lw=1.6, label=f"card total {total:.2f} GiB")
         levels.append(total)
-    threshold = card.get("profile_threshold_gib")
+    threshold = limits.get("profile_peak") or card.get("profile_threshold_gib")
+    peak_limit = limits.get("peak")
+    util = settings.get("gpu_memory_utilization")
+    if peak_limit is None and total and isinstance(util, (int, float)) and card.get("headroom_gib"):
+        peak_limit = util * total + card["headroom_gib"]
     if threshold:
-        ax.axhline(threshold, color="#e69138", lw=1.4, ls="--", label=f"profile threshold {threshold:.2f} GiB")
+        name = "profile threshold = peak limit" if peak_limit == threshold else "profile threshold"
+        ax.axhline(threshold, color="#e69138", lw=1.4, ls="--", label=f"{name} {threshold:.2f} GiB")
         levels.append(threshold)
-    util = settings.get("gpu_memory_utilization") if isinstance(settings, dict) else None
-    if total and isinstance(util, (int, float)) and card.get("headroom_gib") is not None:
-        granted = util * total + card["headroom_gib"]
-        if granted < total:
-            ax.axhline(granted, color="#674ea7", lw=1.2, ls=":",
-                       label=f"util × total + headroom {granted:.2f} GiB")
-            levels.append(granted)
+    if peak_limit and (not total or peak_limit < total) and peak_limit != threshold:
+        ax.axhline(peak_limit, color="#674ea7", lw=1.2, ls=":", label=f"peak limit {peak_limit:.2f} GiB")
+        levels.append(peak_limit)
     return levels
 
 
@@ -80,14 +85,16 @@ def memory_figure(combination: dict, timeline: list[dict], card: dict) -> Figure
                 label="device used (all processes)")
         tops += [v for v in device if v is not None]
     if any(v is not None for v in process):
-        ax.plot(t, [v if v is not None else float("nan") for v in process], color="#38761d", lw=1.3, ls="-.",
-                label="engine processes")
+        only = not tops  # on the CPU backend the process tree is the one series: draw it as the main line
+        ax.plot(t, [v if v is not None else float("nan") for v in process], color="#1c4587" if only else "#38761d",
+                lw=1.8 if only else 1.3, ls="-" if only else "-.",
+                label="engine processes (RSS)" if only else "engine processes")
         tops += [v for v in process if v is not None]
     if tops:
         series = device if any(v is not None for v in device) else process
         i_peak = max((i for i, v in enumerate(series) if v is not None), key=lambda i: series[i])
         ax.plot([t[i_peak]], [series[i_peak]], marker="o", color="#1c4587", ms=5)
-    levels = _card_lines(ax, card, combination.get("settings") or {})
+    levels = _card_lines(ax, card, combination)
     top = max(tops + levels + [peak_of(combination) or 0, 1.0])
     ax.set_ylim(0, top * 1.08)
     if t:
@@ -129,7 +136,11 @@ def overview_figure(report: dict) -> Figure:
     top = max(peaks + [card.get("total_gib") or 0, 1.0])
     for bar, c in zip(bars, combos[::-1]):
         value = peak_of(c)
-        label = f"{c['outcome']}  " + ("no figure" if value is None else f"{value:.2f} GiB")
+        if c.get("passed") is False:
+            bar.set_hatch("///")
+            bar.set_edgecolor("#222222")
+        label = f"{c['outcome']}{', check failed' if c.get('passed') is False else ''}  " + (
+            "no figure" if value is None else f"{value:.2f} GiB")
         inside = bar.get_width() > 0.45 * top
         ax.text(bar.get_width() if not inside else bar.get_width() - 0.01 * top,
                 bar.get_y() + bar.get_height() / 2, label if inside else " " + label, va="center",
@@ -146,9 +157,11 @@ def overview_figure(report: dict) -> Figure:
     env = report.get("environment") or {}
     ax.set_title(f"Peak memory per combination: {env.get('gpu') or card.get('name') or ''}, vLLM {env.get('vllm') or '?'}",
                  fontsize=11, loc="left")
-    handles += [Patch(color="#6aa84f", label="came up"), Patch(color="#cc4125", label="out of memory"),
+    handles += [Patch(color="#6aa84f", label="came up"), Patch(color="#cc4125", label="memory failure"),
                 Patch(color="#999999", label="other failure")]
-    fig.legend(handles=handles, loc="outside lower center", ncol=5, fontsize=8, frameon=False)
+    if any(c.get("passed") is False for c in combos):
+        handles.append(Patch(facecolor="white", edgecolor="#222222", hatch="///", label="failed a check"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=6, fontsize=8, frameon=False)
     ax.grid(axis="x", color="#dddddd", lw=0.6)
     return fig
 

@@ -59,9 +59,12 @@ def render_html(report: dict, with_charts: bool = True) -> str:
         out.append("<h2>Failures</h2>")
         for c in fails:
             phase = f" in {c['phase']}" if c.get("phase") and c["phase"] != "unknown" else ""
+            checks = ", failed the suite's checks" if c.get("passed") is False else ""
             out.append(f'<h3><code>{escape(c["id"])}</code>: <span class="fail">{escape(c["outcome"])}</span>'
-                       f"{escape(phase)}</h3>")
+                       f"{escape(phase + checks)}</h3>")
             out.append(f"<p>{escape(c['diagnosis']['summary'] or 'No diagnosis: the log did not match a known failure.')}</p>")
+            if c["diagnosis"].get("error_line"):
+                out.append(f"<p>Root-cause line:</p><pre>{escape(c['diagnosis']['error_line'])}</pre>")
             if c.get("reasons"):
                 out.append("<ul>" + "".join(f"<li>check failed: {escape(r)}</li>" for r in c["reasons"]) + "</ul>")
             suggestions = suggested_settings(c)

@@ -61,7 +61,8 @@ def environment_rows(report: dict) -> list[list[str]]:
 
 
 def failures(report: dict) -> list[dict]:
-    return [c for c in report["combinations"] if c["outcome"] != "ok"]
+    """Combinations that did not come up or failed one of the suite's checks."""
+    return [c for c in report["combinations"] if c["outcome"] != "ok" or c.get("passed") is False]
 
 
 def suggested_settings(c: dict) -> list[str]:
@@ -70,7 +71,7 @@ def suggested_settings(c: dict) -> list[str]:
         setting = culprit.get("setting")
         line = f"`{setting}={_value(culprit.get('suggested'))}` (was {_value(culprit.get('value'))})"
         if culprit.get("why"):
-            line += f": {culprit['why']}"
+            line += f": {str(culprit['why']).rstrip('. ')}"
         out.append(line)
     return out
 
@@ -93,19 +94,27 @@ def render_markdown(report: dict) -> str:
                         tablefmt="github", disable_numparse=True))
     out += ["", "## Combinations", ""]
     out.append(tabulate(table_rows(report), headers=TABLE_HEADERS, tablefmt="github", disable_numparse=True))
-    card = report.get("card") or {}
-    if card.get("total_gib"):
-        out += ["", f"Card profile `{card.get('name')}`: total {_n(card.get('total_gib'))} GiB, profile threshold "
-                f"{_n(card.get('profile_threshold_gib'))} GiB. Peak device memory is what NVML saw for the whole "
-                "card; peak process memory is the engine's own processes."]
+    if any(c["peak_device_gib"] is not None for c in report["combinations"]):
+        out += ["", "Peak device memory is what NVML saw for the whole card; peak process memory is the engine's "
+                "own processes."]
+    elif report["combinations"]:
+        out += ["", "No device figures (vLLM's CPU backend): peak process memory is the summed RSS of the engine's "
+                "process tree."]
     fails = failures(report)
     if fails:
         out += ["", "## Failures"]
         for c in fails:
             phase = f" in {c['phase']}" if c.get("phase") and c["phase"] != "unknown" else ""
-            out += ["", f"### `{c['id']}`: {c['outcome']}{phase}", ""]
+            checks = ", failed the suite's checks" if c.get("passed") is False else ""
+            out += ["", f"### `{c['id']}`: {c['outcome']}{phase}{checks}", ""]
             summary = c["diagnosis"]["summary"] or "No diagnosis: the log did not match a known failure."
             out.append(summary)
+            if c["diagnosis"].get("error_line"):
+                line = c["diagnosis"]["error_line"]
+                fence = fence_for([line])
+                out += ["", "Root-cause line:", "", fence + "text", line, fence]
+            if c.get("reasons"):
+                out.append("")
             for reason in c.get("reasons") or []:
                 out.append(f"- check failed: {reason}")
             suggestions = suggested_settings(c)

@@ -215,7 +215,7 @@ def verdict(records: list[dict], environment: dict, card: dict) -> str:
             by_outcome[r.get("outcome") or "unknown"] = by_outcome.get(r.get("outcome") or "unknown", 0) + 1
         memory = sum(v for k, v in by_outcome.items() if k in MEMORY_FAILURES)
         listing = ", ".join(f"{v} {k}" for k, v in sorted(by_outcome.items(), key=lambda kv: -kv[1]))
-        parts.append(f"Failures: {listing}" + (f" ({memory} ran out of memory)." if memory else "."))
+        parts.append(f"Failures: {listing}" + (f" ({memory} memory-related)." if memory else "."))
         culprits: dict[str, int] = {}
         for r in failed:
             for c in ((r.get("diagnosis") or {}).get("culprits") or [])[:1]:
@@ -261,13 +261,20 @@ def _environment(records: list[dict]) -> tuple[dict, dict]:
         "model": first.get("model"),
         "entrypoint": first.get("entrypoint") or "llm (vllm.LLM)",
         "load_format": first.get("load_format"),
-        "card_profile": (
-            f"{card.get('name')}: total {_fmt(card.get('total_gib'))} GiB, profile threshold "
-            f"{_fmt(card.get('profile_threshold_gib'))} GiB, headroom {_fmt(card.get('headroom_gib'))} GiB"
-            if card.get("name") else None
-        ),
+        "card_profile": _card_profile(card),
     }
     return env, card
+
+
+def _card_profile(card: dict) -> str | None:
+    if not card.get("name"):
+        return None
+    parts = [f"total {_fmt(card.get('total_gib'))} GiB"]
+    if card.get("profile_threshold_gib"):
+        parts.append(f"profile threshold {_fmt(card['profile_threshold_gib'])} GiB")
+    if card.get("headroom_gib"):
+        parts.append(f"headroom {_fmt(card['headroom_gib'])} GiB")
+    return f"{card['name']}: " + ", ".join(parts)
 
 
 def _combination(run_dir: Path, record: dict) -> dict:
@@ -285,7 +292,8 @@ def _combination(run_dir: Path, record: dict) -> dict:
         "settings": record.get("settings") or {},
         "peak_device_gib": record.get("peak_device_gib"),
         "peak_process_gib": record.get("peak_process_gib"),
-        "profile_peak_gib": phase_peaks.get("profile"),
+        "profile_peak_gib": record.get("profile_peak_gib", phase_peaks.get("profile")),
+        "limits_gib": dict(record.get("limits_gib") or {}),
         "weights_gib": record.get("weights_gib"),
         "activation_peak_gib": record.get("activation_peak_gib"),
         "kv_cache_gib": record.get("kv_cache_gib"),
@@ -294,10 +302,11 @@ def _combination(run_dir: Path, record: dict) -> dict:
         "wall_s": record.get("wall_s"),
         "timed_out": record.get("timed_out"),
         "signal": record.get("signal"),
-        "diagnosis": {"summary": diagnosis.get("summary") or "", "culprits": list(diagnosis.get("culprits") or [])},
+        "diagnosis": {"summary": diagnosis.get("summary") or "", "culprits": list(diagnosis.get("culprits") or []),
+                      "error_line": diagnosis.get("error_line")},
         "log_file": record.get("log_file"),
         "timeline_file": record.get("timeline_file"),
-        "log_tail": log_tail(run_dir, record) if failed else None,
+        "log_tail": log_tail(run_dir, record) if failed or record.get("passed") is False else None,
         "chart": f"{CHARTS_DIR}/{chart_name(record['id'])}",
     }
 

@@ -63,6 +63,7 @@ def test_markdown_verdict_environment_table_and_failures(written):
     assert "oom_profile (expected)" in md
     # failures: diagnosis, suggestion, folded log tail with the verbatim root-cause line
     assert md.count("<details><summary>") == 2
+    assert "### `mml8192-seqs32-util0.9`: kv_too_small in kv_cache, failed the suite's checks" in md
     assert "Suggested settings: `max_num_seqs=32` (was 256)" in md
     assert "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 4.00 GiB." in md
     assert "/home/alice" not in md and "model='~/models/MiniCPM-V-2_6'" in md
@@ -128,7 +129,29 @@ def test_memory_chart_has_labelled_axes_phases_and_card_lines():
     FigureCanvasAgg(overview).draw()
     texts = figure_texts(overview)
     assert "peak memory (GiB)" in texts and "mml8192-seqs32-util0.9" in texts
-    assert "kv_too_small  19.80 GiB" in texts
+    assert "kv_too_small, check failed  19.80 GiB" in texts and "ok  20.50 GiB" in texts
+    assert "failed a check" in texts
+
+
+def test_chart_lines_follow_the_limits_the_sweep_asserted():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from diagnostics.report.charts import figure_texts, memory_figure
+
+    card = {"name": "3090", "total_gib": 23.69, "profile_threshold_gib": 23.19, "headroom_gib": 1.0}
+    combo = {"id": "x", "outcome": "ok", "peak_device_gib": 21.0, "peak_process_gib": None, "settings":
+             {"gpu_memory_utilization": 0.9}, "limits_gib": {}}
+    rows = [{"t_s": 0.0, "device_used_gib": 1.0, "process_gib": None, "phase": "weights"},
+            {"t_s": 1.0, "device_used_gib": 21.0, "process_gib": None, "phase": "kv_cache"}]
+    fig = memory_figure(combo, rows, card)
+    FigureCanvasAgg(fig).draw()
+    texts = figure_texts(fig)
+    assert "profile threshold 23.19 GiB" in texts and "peak limit 22.32 GiB" in texts  # 0.9 x 23.69 + 1.0
+    combo["limits_gib"] = {"profile_peak": 6.0, "peak": 7.5}
+    fig = memory_figure(combo, rows, {"name": "cpu", "total_gib": 10.96, "profile_threshold_gib": 0.0, "headroom_gib": 0.0})
+    FigureCanvasAgg(fig).draw()
+    texts = figure_texts(fig)
+    assert {"card total 10.96 GiB", "profile threshold 6.00 GiB", "peak limit 7.50 GiB"} <= set(texts)
 
 
 def test_non_default_settings_split_common_and_varied():
