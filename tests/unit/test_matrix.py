@@ -171,3 +171,13 @@ def test_parse_matrix_without_a_file_uses_a_placeholder_name():
     with pytest.raises(MatrixError) as info:
         parse_matrix("[axes]\nmax_model_len = 5\n")
     assert str(info.value) == "<matrix>:2: axis 'max_model_len' must be a list of values, not 5"
+
+
+def test_matrix_is_core_it_imports_neither_torch_nor_vllm():
+    import subprocess
+    import sys
+
+    code = ("import sys, diagnostics.matrix as m; m.load_matrix(m.SHIPPED_MATRIX); "
+            "print(sorted(k for k in ('torch', 'vllm') if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
