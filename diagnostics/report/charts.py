@@ -136,9 +136,9 @@ def overview_figure(report: dict) -> Figure:
     top = max(peaks + [card.get("total_gib") or 0, 1.0])
     for bar, c in zip(bars, combos[::-1]):
         value = peak_of(c)
-        if c.get("passed") is False:
-            bar.set_hatch("///")
-            bar.set_edgecolor("#222222")
+        if c.get("passed") is False:  # a thick outline, not a hatch: the label inside must stay readable
+            bar.set_edgecolor("#000000")
+            bar.set_linewidth(2.5)
         label = f"{c['outcome']}{', check failed' if c.get('passed') is False else ''}  " + (
             "no figure" if value is None else f"{value:.2f} GiB")
         inside = bar.get_width() > 0.45 * top
@@ -160,7 +160,7 @@ def overview_figure(report: dict) -> Figure:
     handles += [Patch(color="#6aa84f", label="came up"), Patch(color="#cc4125", label="memory failure"),
                 Patch(color="#999999", label="other failure")]
     if any(c.get("passed") is False for c in combos):
-        handles.append(Patch(facecolor="white", edgecolor="#222222", hatch="///", label="failed a check"))
+        handles.append(Patch(facecolor="white", edgecolor="#000000", linewidth=2.5, label="failed a check"))
     fig.legend(handles=handles, loc="outside lower center", ncol=6, fontsize=8, frameon=False)
     ax.grid(axis="x", color="#dddddd", lw=0.6)
     return fig

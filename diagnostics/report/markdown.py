@@ -15,7 +15,11 @@ TABLE_HEADERS = [
 
 
 def _n(v, digits=2) -> str:
-    return "-" if v is None else f"{v:.{digits}f}"
+    if v is None:
+        return "-"
+    if 0 < abs(v) < 0.01:  # tiny figures (CPU-backend KV pools of a few MiB) keep two significant digits
+        return f"{v:.2g}"
+    return f"{v:.{digits}f}"
 
 
 def _tokens(v) -> str:
