@@ -60,7 +60,8 @@ def render_html(report: dict, with_charts: bool = True) -> str:
         for c in fails:
             phase = f" in {c['phase']}" if c.get("phase") and c["phase"] != "unknown" else ""
             checks = ", failed the suite's checks" if c.get("passed") is False else ""
-            out.append(f'<h3><code>{escape(c["id"])}</code>: <span class="fail">{escape(c["outcome"])}</span>'
+            css = "ok" if c["outcome"] == "ok" else "fail"
+            out.append(f'<h3><code>{escape(c["id"])}</code>: <span class="{css}">{escape(c["outcome"])}</span>'
                        f"{escape(phase + checks)}</h3>")
             out.append(f"<p>{escape(c['diagnosis']['summary'] or 'No diagnosis: the log did not match a known failure.')}</p>")
             if c["diagnosis"].get("error_line"):
