@@ -10,24 +10,14 @@ from __future__ import annotations
 import os
 import platform
 import re
-from importlib import metadata
 from pathlib import Path
 
+from diagnostics.engine.machine import NODE0_MEMINFO, cpu_model, package_version, torch_cuda_version
 from diagnostics.units import GiB
 
 ENV_PREFIXES = ("VLLM_",)
 ENV_NAMES = ("PYTORCH_CUDA_ALLOC_CONF", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "HF_HUB_OFFLINE",
              "TRANSFORMERS_OFFLINE", "OMP_NUM_THREADS")
-NODE0_MEMINFO = Path("/sys/devices/system/node/node0/meminfo")
-
-
-def package_version(*names: str) -> str | None:
-    for name in names:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
 
 
 def _installed_distribution(*names: str) -> str | None:
@@ -79,21 +69,10 @@ def _meminfo(path: Path) -> dict[str, float]:
     return {m.group(1): int(m.group(2)) * 1024 / GiB for m in re.finditer(r"(MemTotal|MemFree|MemAvailable):\s+(\d+)\s*kB", text)}
 
 
-def _cpu_model() -> str:
-    try:
-        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-    except OSError:
-        m = None
-    return m.group(1).strip() if m else (platform.processor() or platform.machine())
-
-
 def _torch_info(with_torch: bool) -> tuple[str | None, str | None]:
     """(torch version, CUDA torch was built for)."""
     version = package_version("torch")
-    cuda = None
-    m = re.search(r"\+cu(\d+)(\d)$", version or "")
-    if m:
-        cuda = f"{m.group(1)}.{m.group(2)}"
+    cuda = torch_cuda_version(version)
     if with_torch and version:
         try:
             import torch  # edge: only the env command asks for this
@@ -124,7 +103,7 @@ def collect_environment(with_torch: bool = False, nvml=None, environ=None) -> di
         "transformers": package_version("transformers"),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "node0_memory_gib": {k: round(v, 2) for k, v in (node0 or host).items()},
         "node0_memory_source": "NUMA node 0" if node0 else ("/proc/meminfo (no NUMA node file)" if host else None),
