@@ -65,3 +65,17 @@ def cpu_start(tmp_path):
                          on_spawn=on_spawn)
 
     return make
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line per real engine start: its own wall time and how long it waited for the engine lock."""
+    rows = []
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            props = dict(getattr(report, "user_properties", ()) or ())
+            if getattr(report, "when", None) == "call" and "engine_wall_s" in props:
+                rows.append((report.nodeid, props["engine_wall_s"], props.get("engine_lock_wait_s")))
+    if rows:
+        terminalreporter.write_sep("-", "engine starts: wall s (spawn to exit) / waited for the engine lock s")
+        for nodeid, wall, waited in sorted(rows):
+            terminalreporter.write_line(f"{wall:7.1f} / {waited:6.1f}  {nodeid}")
