@@ -51,7 +51,9 @@ MARKERS = {
     "gpu": "starts a real vLLM engine (GPU; vLLM's CPU backend with --card=cpu); skips without a usable GPU",
 }
 
-# (name, CLI kwargs, ini type, help). The ini twin has the same name with underscores: card, report_dir, ...
+# (name, CLI kwargs, ini type, help). The ini twin is memcheck_<name>: memcheck_card, memcheck_report_dir, ...
+# (prefixed, because bare names like `model` or `resume` would collide with other plugins' ini keys).
+INI_PREFIX = "memcheck_"
 OPTIONS = (
     ("card", {"metavar": "NAME|auto|cpu"}, "string",
      "card profile to measure against (3090, l4, a100-80, ...); auto: detect through NVML (default); "
@@ -84,7 +86,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     for name, kwargs, ini_type, help_text in OPTIONS:
         extra = {} if kwargs.get("action") else {"default": None}
         group.addoption(f"--{name.replace('_', '-')}", dest=f"memcheck_{name}", help=help_text.replace("%", "%%"), **kwargs, **extra)
-        parser.addini(name, f"{help_text} (ini twin of --{name.replace('_', '-')})", type=ini_type,
+        parser.addini(f"{INI_PREFIX}{name}", f"{help_text} (ini twin of --{name.replace('_', '-')})", type=ini_type,
                       default=False if ini_type == "bool" else "")
 
 
@@ -93,7 +95,7 @@ def option(config: pytest.Config, name: str):
     value = config.getoption(f"memcheck_{name}", None)
     if value not in (None, False):
         return value
-    value = config.getini(name)
+    value = config.getini(f"{INI_PREFIX}{name}")
     return value if value not in ("", None, []) else (False if isinstance(value, bool) else None)
 
 

@@ -87,10 +87,10 @@ def test_unknown_kit_and_bad_tolerance_are_usage_errors(project):
 def test_ini_twins_set_card_matrix_and_model(project):
     project.makeini(f"""
         [pytest]
-        card = cpu
-        matrix = {project.path / 'tiny.toml'}
-        model = kit:tiny-text
-        engine_timeout = 120
+        memcheck_card = cpu
+        memcheck_matrix = {project.path / 'tiny.toml'}
+        memcheck_model = kit:tiny-text
+        memcheck_engine_timeout = 120
     """)
     result = run(project, "--collect-only")
     assert result.ret == 0
@@ -116,7 +116,7 @@ def test_help_lists_every_option_with_its_ini_twin(pytester):
     for ini in ("card ", "cards ", "model ", "matrix ", "load_format ", "engine_timeout ", "report_dir ",
                 "resume ", "allow_card_mismatch ", "save_baseline ", "compare_baseline ", "fail_on_regression ",
                 "baseline_dir "):
-        assert any(line.strip().startswith(ini) for line in result.outlines), ini
+        assert any(line.strip().startswith("memcheck_" + ini) for line in result.outlines), ini
 
 
 def result_line(rid, peak=1.5, outcome="ok", startup=20.0):
