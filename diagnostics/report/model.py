@@ -209,6 +209,9 @@ def verdict(records: list[dict], environment: dict, card: dict) -> str:
         + (f" ({total:.2f} GiB)" if isinstance(total, (int, float)) and total else "")
         + f": {len(ok)} came up, {len(failed)} did not."
     ]
+    if any(r.get("load_format") == "dummy" for r in records):
+        parts.append("Weights were dummy (load_format=dummy): random values in the real shapes, so the memory "
+                     "figures are those of the real checkpoint.")
     if failed:
         by_outcome: dict[str, int] = {}
         for r in failed:

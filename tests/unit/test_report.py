@@ -269,3 +269,13 @@ def test_defaults_come_from_settings_resolve_when_it_knows_the_model():
     assert non_default_settings(records, "0.32.0", new)[0] == {}
     assert non_default_settings(records, "0.6.3", old)[0] == {"gpu_memory_utilization": 0.92}
     assert resolved_defaults({"model": "/nowhere/model", "card": {"name": "a10"}, "machine_info": {}}) is None
+
+
+def test_verdict_says_when_weights_were_dummy(tmp_path):
+    records = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+    md_real = (write_reports(RESULTS, formats=("md",), out_dir=tmp_path / "real", redactor=Redactor())[0]).read_text()
+    assert "Weights were dummy" not in md_real
+    dummy = tmp_path / "dummy.jsonl"
+    dummy.write_text("".join(json.dumps({**r, "load_format": "dummy"}) + "\n" for r in records))
+    md_dummy = (write_reports(dummy, formats=("md",), out_dir=tmp_path / "dummy", redactor=Redactor())[0]).read_text()
+    assert "Weights were dummy (load_format=dummy)" in md_dummy.split("## Environment")[0]
