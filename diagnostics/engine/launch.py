@@ -150,7 +150,8 @@ def child_spec(spec: StartSpec, result_path: Path) -> dict:
         from diagnostics.kit import IMAGE_PROMPT
 
         prompt = IMAGE_PROMPT
-    return {"model": spec.model, "settings": spec.settings, "load_format": spec.load_format,
+    model = str(Path(spec.model).resolve()) if Path(spec.model).exists() else spec.model  # local dir or hub id
+    return {"model": model, "settings": spec.settings, "load_format": spec.load_format,
             "request": spec.request, "image": image, "image_size": list(spec.image_size), "prompt": prompt,
             "max_tokens": spec.max_tokens, "result_path": str(result_path)}
 
@@ -213,7 +214,8 @@ def utc_now() -> str:
 
 def run_start(spec: StartSpec) -> StartResult:
     """Start the engine the spec describes, measure it, and leave the device as it was (see module doc)."""
-    log_path, timeline_path = Path(spec.log_path), Path(spec.timeline_path)
+    # Absolute paths: the child must find its spec, and the caller's relative paths keep their meaning.
+    log_path, timeline_path = Path(spec.log_path).resolve(), Path(spec.timeline_path).resolve()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     timeline_path.parent.mkdir(parents=True, exist_ok=True)
     result_path = log_path.with_suffix(".result.json")
@@ -233,7 +235,7 @@ def run_start(spec: StartSpec) -> StartResult:
             spawn_wall, spawn_mono = time.time(), time.monotonic()
             proc = subprocess.Popen([sys.executable, "-m", "diagnostics.engine.child", str(spec_path)],
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=child_env(spec), cwd=str(PROJECT_ROOT), start_new_session=True)
+                                    env=child_env(spec), start_new_session=True)
         pgid = proc.pid
         try:
             source = (smp.RssSource(proc.pid) if spec.is_cpu

@@ -80,9 +80,15 @@ def test_start_hanging_past_its_timeout_is_killed_and_recorded(start, cpu_start,
     assert_group_gone(result, spawned[0])
 
 
-def test_tiny_text_model_starts_and_answers(start, cpu_start, tiny_text_model):
+def test_tiny_text_model_starts_and_answers(start, cpu_start, tiny_text_model, tmp_path, monkeypatch):
     spawned = []
-    result = start(cpu_start(tiny_text_model, "text-ok", on_spawn=spawned.append))
+    spec = cpu_start(tiny_text_model, "text-ok", on_spawn=spawned.append)
+    # A caller's relative paths (model dir, log, timeline) keep their meaning from the caller's directory.
+    monkeypatch.chdir(tmp_path)
+    spec.model = os.path.relpath(tiny_text_model, tmp_path)
+    spec.log_path, spec.timeline_path = Path("logs/text-ok.log"), Path("timelines/text-ok.csv")
+    result = start(spec)
+    assert result.log_path == tmp_path / "logs" / "text-ok.log" and result.log_path.exists()
     record = record_of(result)
     assert result.returncode == 0 and result.signal is None and not result.timed_out
     assert record.outcome == "ok" and outcome_of(result, record.outcome) == "ok"
