@@ -81,6 +81,15 @@ OPTIONS = (
 MANAGER_KEY = pytest.StashKey["Manager"]()
 
 
+def vllm_missing() -> str | None:
+    """Why engine starts cannot run here (vLLM not installed), or None. A module function so that a conftest
+    standing in for the launcher can stand in for vLLM's presence too."""
+    if importlib.util.find_spec("vllm") is None:
+        return ("vLLM is not installed; install the version to test (scripts/install.sh gpu VERSION, or cpu) "
+                "or run `python -m diagnostics plan` for a prediction")
+    return None
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vllm-memcheck", "vLLM start-up memory (vllm-memcheck)")
     for name, kwargs, ini_type, help_text in OPTIONS:
@@ -233,9 +242,8 @@ class Manager:
                 self.card = named
             else:
                 self.card = self._check_card(named, self.gpu_name)
-        if self.skip_reason is None and importlib.util.find_spec("vllm") is None:
-            self.skip_reason = ("vLLM is not installed; install the version to test (scripts/install.sh gpu "
-                                "VERSION, or cpu) or run `python -m diagnostics plan` for a prediction")
+        if self.skip_reason is None:
+            self.skip_reason = vllm_missing()
 
         self.matrix = load_matrix(option(config, "matrix") or SHIPPED_MATRIX)
         self.model = option(config, "model") or self.matrix.model or DEFAULT_MODEL

@@ -28,6 +28,9 @@ MATRIX = """
     max_model_len = 1024
 """
 
+# Tests whose starts are stand-ins need no vLLM either: this conftest line says vLLM is there.
+VLLM_STAND_IN = "import diagnostics.plugin as _plugin\n_plugin.vllm_missing = lambda: None\n"
+
 # A stand-in for tests/test_startup_matrix.py that records which combination ran, without starting an engine.
 STAND_IN = """
     import pytest
@@ -41,6 +44,7 @@ STAND_IN = """
 @pytest.fixture
 def project(pytester):
     pytester.makepyfile(test_startup=textwrap.dedent(STAND_IN))
+    pytester.makeconftest(VLLM_STAND_IN)
     (pytester.path / "tiny.toml").write_text(textwrap.dedent(MATRIX))
     return pytester
 
@@ -261,7 +265,7 @@ OK_LOG = """\
 KV_SMALL_LOG = """\
 ValueError: To serve at least one request with the model's max seq len (4096), (0.0 GiB KV cache is needed, which is larger than the available KV cache memory (0.0 GiB). Based on the available memory, the estimated maximum model length is 1920. Try increasing `gpu_memory_utilization` (which also controls CPU memory on the CPU backend) or decreasing `max_model_len` when initializing the engine. See https://docs.vllm.ai/en/latest/configuration/conserving_memory/ for more details.
 """
-FAKE_LAUNCHER = f"""
+FAKE_LAUNCHER = VLLM_STAND_IN + f"""
 import os
 from pathlib import Path
 import diagnostics.engine.launch as launch
@@ -349,7 +353,7 @@ def test_flow_records_every_start_and_fails_with_the_diagnosis(flow, xdist):
         assert any(line.split()[:1] == [rid] and status in line.split() for line in table.splitlines()), rid
 
 
-FAKE_NVML = """
+FAKE_NVML = VLLM_STAND_IN + """
 import sys, types
 
 class NVMLError(Exception):
