@@ -103,7 +103,26 @@ def test_cpu_sweep_interrupted_then_resumed(pytester):
     for rid, status in (("ok-256", "passed"), ("kv-too-small", "xfail"), ("ok-512", "passed"),
                         ("tight-512", "failed")):
         assert any(line.split()[:1] == [rid] and status in line for line in table.splitlines()), rid
-    assert (results_file.parent / "report.md").is_file()
+    run_dir = results_file.parent
+    for name in ("report.md", "report.json", "report.html", "charts/overview.png", "charts/ok-256.png"):
+        assert (run_dir / name).is_file(), name
+    assert json.loads((run_dir / "report.json").read_text())["schema_version"] >= 1
+
+    # the upgrade gate on these real results: equal files pass, a planted regression fails (exit 1)
+    def compare(old: Path, new: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "diagnostics", "compare", str(old), str(new)],
+                              capture_output=True, text=True)
+
+    assert compare(results_file, results_file).returncode == 0
+    worse = [json.loads(line) for line in results_file.read_text().splitlines() if line.strip()]
+    for record in worse:
+        if record["id"] == "ok-512":
+            record["peak_process_gib"] *= 1.2
+    regressed = pytester.path / "regressed.jsonl"
+    regressed.write_text("".join(json.dumps(r) + "\n" for r in worse))
+    gate = compare(results_file, regressed)
+    assert gate.returncode == 1, gate.stdout + gate.stderr
+    assert any("ok-512" in line and "REGRESSED" in line for line in gate.stdout.splitlines()), gate.stdout
 
     # start-up time went through pytest-benchmark (one pedantic round per start)
     bench = json.loads((pytester.path / "bench.json").read_text())
