@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -382,3 +383,63 @@ def test_card_against_what_nvml_reports(project):
     result = run(project, "--collect-only")  # --card auto
     assert result.ret == 0 and "vllm-memcheck: card 4090," in result.stdout.str()
     assert "gpu tests skip" not in result.stdout.str()
+
+
+# Without an asserted expectation a memory failure is recorded, but a start that broke for another reason measured
+# nothing: it must fail. The error line is verbatim from shared/cpu-vllm/README.md §1b (GPU wheel, no GPU).
+BROKEN_LAUNCHER = VLLM_STAND_IN + f"""
+from pathlib import Path
+import diagnostics.engine.launch as launch
+
+KV_SMALL_LOG = {KV_SMALL_LOG!r}
+BROKEN_LOG = "RuntimeError: Device string must not be empty\\n"
+
+def fake_run_start(spec):
+    broken = spec.settings["max_model_len"] == 512
+    Path(spec.log_path).write_text(BROKEN_LOG if broken else KV_SMALL_LOG)
+    Path(spec.timeline_path).write_text("t_s,device_used_gib,process_gib,phase\\n0.0,,1.0,init\\n")
+    return launch.StartResult(
+        returncode=1, signal=None, timed_out=False, wall_s=2.0, startup_s=None, peak_device_gib=None,
+        peak_process_gib=1.0, phase_peaks_gib={{"init": 1.0}}, torch_peak_gib=None, request=None,
+        log_path=spec.log_path, timeline_path=spec.timeline_path, before_kv_peak_gib=1.0)
+
+def pytest_configure(config):
+    launch.run_start = fake_run_start
+"""
+UNASSERTED_MATRIX = """
+    [matrix]
+    model = "stand-in-model"
+    [defaults]
+    enforce_eager = true
+    kv_cache_memory_bytes = 67108864
+    [scenarios.broken]
+    max_model_len = 512
+    [scenarios.kv-small]
+    max_model_len = 4096
+    kv_cache_memory_bytes = 1048576
+"""
+
+
+def test_a_non_memory_failure_fails_even_where_nothing_is_asserted(pytester):
+    real_module = Path(__file__).resolve().parents[1] / "test_startup_matrix.py"
+    pytester.makepyfile(test_startup_matrix=real_module.read_text())
+    pytester.makeconftest(BROKEN_LAUNCHER)
+    (pytester.path / "m.toml").write_text(textwrap.dedent(UNASSERTED_MATRIX))
+    result = run(pytester, "--card=cpu", "--matrix=m.toml", "--benchmark-disable")
+    result.assert_outcomes(passed=1, failed=1)
+    records = {r["id"]: r for r in flow_records(pytester)}
+    assert (records["kv-small"]["status"], records["kv-small"]["outcome"]) == ("recorded", "kv_too_small")
+    broken = records["broken"]
+    assert broken["status"] == "failed" and broken["outcome"] not in ("ok", "kv_too_small")
+    assert broken["reasons"][0].startswith("the start did not come up and not for memory: ")
+    assert "Device string must not be empty" in broken["reasons"][0]
+
+
+def test_a_model_path_that_does_not_exist_is_a_usage_error(project, tmp_path):
+    result = run(project, "--card=cpu", "--matrix=tiny.toml", f"--model={tmp_path / 'nope'}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"ERROR: model path '{tmp_path / 'nope'}' does not exist; accepted: a local model directory" \
+        in result.stderr.str()
+    (tmp_path / "empty").mkdir()
+    result = run(project, "--card=cpu", "--matrix=tiny.toml", f"--model={tmp_path / 'empty'}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and "has no config.json" in result.stderr.str()
