@@ -137,7 +137,8 @@ def as_text(record, culprits, summary) -> str:
         lines.append("culprits:")
         for i, c in enumerate(culprits, 1):
             current = "(not in the log)" if c["value"] is None else c["value"]
-            lines.append(f"  {i}. {c['setting']}={current} -> {c['suggested']}: {c['why']}")
+            target = "" if c["suggested"] is None else f" -> {c['suggested']}"  # None: no figures to size it
+            lines.append(f"  {i}. {c['setting']}={current}{target}: {c['why']}")
     lines.append(f"summary: {summary}")
     return "\n".join(lines)
 
