@@ -13,6 +13,9 @@ import sys
 
 from diagnostics.errors import UsageError
 
+DESCRIPTION = ("Read, predict and measure the GPU memory vLLM takes when it starts a vision-language model "
+               "(MiniCPM-V-2_6 first). `COMMAND -h` for each command's options.")
+
 COMMANDS = {
     "explain": "diagnostics.commands.explain",
     "plan": "diagnostics.commands.plan",
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Load only the sub-command that runs (fast start, no optional imports for the others).
     name = next((a for a in argv if not a.startswith("-")), None)
-    parser = _Parser(prog="vllm-memcheck", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="vllm-memcheck", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for cmd, module_name in COMMANDS.items():
         p = sub.add_parser(cmd, help=HELP[cmd], description=HELP[cmd])
