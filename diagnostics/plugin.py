@@ -141,26 +141,22 @@ def memcheck(request: pytest.FixtureRequest) -> "Manager":
 
 # -- detection -------------------------------------------------------------------------------------------------
 def detect_gpu() -> tuple[str | None, str | None]:
-    """(name of GPU 0, None) through NVML, or (None, why not)."""
+    """(name of the GPU the starts will run on, None) through NVML, or (None, why not). The device is the one the
+    sampler measures: the first of CUDA_VISIBLE_DEVICES (index or UUID), GPU 0 by default."""
+    from diagnostics.engine.sampler import NoGPU, nvml_text, open_nvml
+
     try:
-        import pynvml
-    except ImportError:
-        return None, "nvidia-ml-py is not installed"
+        nvml, handle = open_nvml()
+    except NoGPU as err:
+        return None, err.reason
     try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as err:
-        return None, str(err)
-    try:
-        if pynvml.nvmlDeviceGetCount() == 0:
-            return None, "NVML sees no GPU"
-        name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
-        return (name.decode() if isinstance(name, bytes) else str(name)), None
-    except pynvml.NVMLError as err:
+        return nvml_text(nvml.nvmlDeviceGetName(handle)), None
+    except nvml.NVMLError as err:
         return None, str(err)
     finally:
         try:
-            pynvml.nvmlShutdown()
-        except pynvml.NVMLError:
+            nvml.nvmlShutdown()
+        except nvml.NVMLError:
             pass
 
 

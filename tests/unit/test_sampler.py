@@ -312,3 +312,23 @@ def test_leftover_processes_of_the_group_are_killed_and_reported():
     assert len(left) == 1
     killed = _reap_group(leader.pid, SimpleNamespace(tree=tree), _spec(settle_timeout_s=0.5))
     assert killed == left and group_members(leader.pid) == []
+
+
+def test_open_nvml_names_a_device_index_that_nvml_does_not_have():
+    from types import SimpleNamespace
+
+    class NVMLError(Exception):
+        pass
+
+    def no_handle(i):
+        raise AssertionError("must not ask NVML for a handle it does not have")
+
+    one_gpu = SimpleNamespace(NVMLError=NVMLError, nvmlInit=lambda: None, nvmlDeviceGetCount=lambda: 1,
+                              nvmlDeviceGetHandleByIndex=no_handle)
+    with pytest.raises(NoGPU) as info:
+        open_nvml(2, nvml=one_gpu)
+    assert info.value.reason == "NVML sees 1 GPU(s), no index 2"
+    one_gpu.nvmlDeviceGetCount = lambda: 0
+    with pytest.raises(NoGPU) as info:
+        open_nvml(0, nvml=one_gpu)
+    assert info.value.reason == "NVML sees no GPU"
