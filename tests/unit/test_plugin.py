@@ -266,6 +266,8 @@ OK_LOG = """\
 KV_SMALL_LOG = """\
 ValueError: To serve at least one request with the model's max seq len (4096), (0.0 GiB KV cache is needed, which is larger than the available KV cache memory (0.0 GiB). Based on the available memory, the estimated maximum model length is 1920. Try increasing `gpu_memory_utilization` (which also controls CPU memory on the CPU backend) or decreasing `max_model_len` when initializing the engine. See https://docs.vllm.ai/en/latest/configuration/conserving_memory/ for more details.
 """
+# Verbatim from shared/cpu-vllm/README.md §1b (the GPU wheel on a machine without a GPU): not a memory failure.
+BROKEN_LOG = "RuntimeError: Device string must not be empty\n"
 FAKE_LAUNCHER = VLLM_STAND_IN + f"""
 import os
 from pathlib import Path
@@ -273,10 +275,12 @@ import diagnostics.engine.launch as launch
 
 OK_LOG = {OK_LOG!r}
 KV_SMALL_LOG = {KV_SMALL_LOG!r}
+BROKEN_LOG = {BROKEN_LOG!r}
 
 def fake_run_start(spec):
-    small = spec.settings.get("kv_cache_memory_bytes") == 1048576
-    Path(spec.log_path).write_text(KV_SMALL_LOG if small else OK_LOG)
+    broken = spec.settings.get("max_num_seqs") == 3
+    small = broken or spec.settings.get("kv_cache_memory_bytes") == 1048576  # both: no engine came up
+    Path(spec.log_path).write_text(BROKEN_LOG if broken else KV_SMALL_LOG if small else OK_LOG)
     Path(spec.timeline_path).write_text("t_s,device_used_gib,process_gib,phase\\n0.0,,1.0,init\\n")
     peak = 1.0 + spec.settings["max_model_len"] / 1024
     return launch.StartResult(
@@ -386,26 +390,7 @@ def test_card_against_what_nvml_reports(project):
 
 
 # Without an asserted expectation a memory failure is recorded, but a start that broke for another reason measured
-# nothing: it must fail. The error line is verbatim from shared/cpu-vllm/README.md §1b (GPU wheel, no GPU).
-BROKEN_LAUNCHER = VLLM_STAND_IN + f"""
-from pathlib import Path
-import diagnostics.engine.launch as launch
-
-KV_SMALL_LOG = {KV_SMALL_LOG!r}
-BROKEN_LOG = "RuntimeError: Device string must not be empty\\n"
-
-def fake_run_start(spec):
-    broken = spec.settings["max_model_len"] == 512
-    Path(spec.log_path).write_text(BROKEN_LOG if broken else KV_SMALL_LOG)
-    Path(spec.timeline_path).write_text("t_s,device_used_gib,process_gib,phase\\n0.0,,1.0,init\\n")
-    return launch.StartResult(
-        returncode=1, signal=None, timed_out=False, wall_s=2.0, startup_s=None, peak_device_gib=None,
-        peak_process_gib=1.0, phase_peaks_gib={{"init": 1.0}}, torch_peak_gib=None, request=None,
-        log_path=spec.log_path, timeline_path=spec.timeline_path, before_kv_peak_gib=1.0)
-
-def pytest_configure(config):
-    launch.run_start = fake_run_start
-"""
+# nothing: it must fail (the stand-in launcher writes BROKEN_LOG for max_num_seqs = 3).
 UNASSERTED_MATRIX = """
     [matrix]
     model = "stand-in-model"
@@ -414,6 +399,7 @@ UNASSERTED_MATRIX = """
     kv_cache_memory_bytes = 67108864
     [scenarios.broken]
     max_model_len = 512
+    max_num_seqs = 3
     [scenarios.kv-small]
     max_model_len = 4096
     kv_cache_memory_bytes = 1048576
@@ -423,7 +409,7 @@ UNASSERTED_MATRIX = """
 def test_a_non_memory_failure_fails_even_where_nothing_is_asserted(pytester):
     real_module = Path(__file__).resolve().parents[1] / "test_startup_matrix.py"
     pytester.makepyfile(test_startup_matrix=real_module.read_text())
-    pytester.makeconftest(BROKEN_LAUNCHER)
+    pytester.makeconftest(FAKE_LAUNCHER)
     (pytester.path / "m.toml").write_text(textwrap.dedent(UNASSERTED_MATRIX))
     result = run(pytester, "--card=cpu", "--matrix=m.toml", "--benchmark-disable")
     result.assert_outcomes(passed=1, failed=1)
