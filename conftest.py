@@ -1,3 +1,3 @@
-"""Root conftest: loads the vllm-memcheck pytest plugin (options --card, --matrix, ...; see diagnostics/plugin.py)."""
+"""Root conftest: loads the vllm-memcheck pytest plugin (options --card, --matrix, ...; see diagnostics/suite/plugin.py)."""
 
-pytest_plugins = ["diagnostics.plugin"]
+pytest_plugins = ["diagnostics.suite.plugin"]

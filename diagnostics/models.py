@@ -72,10 +72,14 @@ def padded_vocab(vocab: int, multiple: int = VOCAB_PADDING) -> int:
     return -(-vocab // multiple) * multiple
 
 
-def llm_params(hidden, layers, heads, kv_heads, head_dim, intermediate, vocab_rows, *, qkv_bias=True,
-               tied=False) -> int:
-    """Qwen2/Llama-style decoder: embeddings, attention (q/k/v with optional bias, o), gated MLP, 2 norms/layer."""
-    q, kv = heads * head_dim, kv_heads * head_dim
+def llm_params(llm: dict, vocab_rows: int, *, qkv_bias: bool = True) -> int:
+    """Qwen2/Llama-style decoder: embeddings, attention (q/k/v with optional bias, o), gated MLP, 2 norms/layer.
+
+    `llm` holds hidden, layers, heads, kv_heads, head_dim, intermediate and optionally tied (tie_word_embeddings);
+    vocab_rows is the padded vocabulary. Returns a parameter count (multiply by dtype bytes for bytes)."""
+    hidden, layers, intermediate = llm["hidden"], llm["layers"], llm["intermediate"]
+    tied = llm.get("tied", False)
+    q, kv = llm["heads"] * llm["head_dim"], llm["kv_heads"] * llm["head_dim"]
     attn = hidden * q + 2 * hidden * kv + q * hidden + ((q + 2 * kv) if qkv_bias else 0)
     per_layer = attn + 3 * hidden * intermediate + 2 * hidden
     return vocab_rows * hidden * (1 if tied else 2) + layers * per_layer + hidden
@@ -103,8 +107,7 @@ MINICPM_V_2_6_VISION = VisionSpec(hidden=1152, layers=27, heads=16, mlp=4304, pa
 
 def _minicpmv_spec(name, llm: dict, vision: VisionSpec, dtype_bytes=2, source="built-in", drop_last=False):
     params = (
-        llm_params(llm["hidden"], llm["layers"], llm["heads"], llm["kv_heads"], llm["head_dim"],
-                   llm["intermediate"], padded_vocab(llm["vocab"]), qkv_bias=True, tied=llm.get("tied", False))
+        llm_params(llm, padded_vocab(llm["vocab"]), qkv_bias=True)
         + vision_tower_params(vision, vision.layers - (1 if drop_last else 0))
         + resampler_params(vision, llm["hidden"])
     )
@@ -202,8 +205,7 @@ def model_from_config(cfg: dict, name: str = "config.json", source: str = "confi
     f = _llm_fields(text, source)
     model_type = str(text.get("model_type") or cfg.get("model_type") or "")
     qkv_bias = bool(text.get("attention_bias", model_type.startswith("qwen2")))
-    params = llm_params(f["hidden"], f["layers"], f["heads"], f["kv_heads"], f["head_dim"], f["intermediate"],
-                        padded_vocab(f["vocab"]), qkv_bias=qkv_bias, tied=f["tied"])
+    params = llm_params(f, padded_vocab(f["vocab"]), qkv_bias=qkv_bias)
     return ModelSpec(name=name, architecture=arch, hidden=f["hidden"], layers=f["layers"], heads=f["heads"],
                      kv_heads=f["kv_heads"], head_dim=f["head_dim"], intermediate=f["intermediate"],
                      vocab=f["vocab"], max_position_embeddings=f["max_position_embeddings"],

@@ -39,3 +39,20 @@ MEMORY_FAILURES = frozenset(o for o in OUTCOMES if o.startswith("oom_")) | {
     "no_kv_cache",
     "kv_too_small",
 }
+
+# The memory terms of vLLM's start-up in its own categories (vLLM's mem_utils / "Memory profiling results"):
+# key -> label. `Plan.components` uses the keys; the log reader's numbers and the JSON use key + "_gib";
+# reports and sentences use the labels.
+MEMORY_TERMS = {
+    "weights": "weights",
+    "non_torch": "non-torch",
+    "encoder_profile": "encoder profile",
+    "activation_peak": "activation peak",
+    "kv_cache": "KV cache",
+    "cuda_graph": "CUDA graphs",
+}
+
+# Phases of a measured timeline, in start-up order (engine/timeline.py labels every reading with one; charts
+# colour them). The first three come before the KV cache is allocated: the profile threshold gates their peak.
+TIMELINE_PHASES = ("init", "weights", "profile", "kv_cache", "cuda_graph", "warmup", "ready")
+BEFORE_KV_PHASES = TIMELINE_PHASES[:3]

@@ -65,6 +65,23 @@ SETTING_UNTIL: dict[str, Version] = {  # first version without it
     "use_v1": Version(0, 11, 0),
 }
 
+# vLLM's own EngineArgs defaults for the settings whose default does not depend on version, card or entry point.
+# The version-, card- and entry-point-dependent ones are filled in by resolve() below; this is the one table.
+ENGINE_DEFAULTS: dict = {
+    "enforce_eager": False,
+    "skip_mm_profiling": False,
+    "mm_processor_kwargs": {},
+    "kv_cache_memory_bytes": None,
+    "dtype": "auto",
+    "block_size": 16,
+    "cpu_offload_gb": 0,
+    "tensor_parallel_size": 1,
+    "load_format": "auto",
+    "trust_remote_code": False,
+    "num_gpu_blocks_override": None,
+    "mm_encoder_tp_mode": "weights",
+}
+
 DTYPES = {"auto": None, "bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4}
 ENTRYPOINTS = ("llm", "serve")
 
@@ -185,22 +202,8 @@ def resolve(model: ModelSpec, card: Card, version, entrypoint: str = "llm", over
             need = f">= {since}" if since and v < since else f"< {until}"
             raise UsageError(f"setting {key} needs vLLM {need} (planning for {v})")
     eng = engine(v, given.get("use_v1"))
-    s: dict = {
-        "max_model_len": given.get("max_model_len") or model.max_position_embeddings,
-        "enforce_eager": False,
-        "skip_mm_profiling": False,
-        "mm_processor_kwargs": {},
-        "kv_cache_memory_bytes": None,
-        "dtype": "auto",
-        "block_size": 16,
-        "cpu_offload_gb": 0,
-        "tensor_parallel_size": 1,
-        "load_format": "auto",
-        "trust_remote_code": True,
-        "num_gpu_blocks_override": None,
-        "mm_encoder_tp_mode": "weights",
-        "use_v1": eng == "V1",
-    }
+    s: dict = {"max_model_len": given.get("max_model_len") or model.max_position_embeddings, **ENGINE_DEFAULTS,
+                "use_v1": eng == "V1"}
     if v < (0, 11, 0):
         s["max_seq_len_to_capture"] = 8192
     if v < (0, 18, 0):
@@ -246,3 +249,21 @@ def resolve(model: ModelSpec, card: Card, version, entrypoint: str = "llm", over
     user_limits = dict(given.get("limit_mm_per_prompt") or {})
     s["limit_mm_per_prompt"] = {m: int(user_limits.get(m, limit)) for m in mods}
     return s
+
+
+def version_default(setting: str, version) -> tuple[bool, object]:
+    """(known, default) of a setting whose default depends on the vLLM version only (not on the card, model or
+    entry point): the ENGINE_DEFAULTS, gpu_memory_utilization, the per-modality limit_mm_per_prompt default and the
+    version-bound settings. (False, None) for the others (max_num_seqs, max_num_batched_tokens, max_model_len).
+    UsageError for a version outside the planned range."""
+    v = parse_version(version)
+    if setting in ENGINE_DEFAULTS:
+        return True, ENGINE_DEFAULTS[setting]
+    eng = engine(v)
+    if setting == "gpu_memory_utilization":
+        return True, 0.92 if (eng == "V1" and v >= (0, 20, 0)) else 0.90
+    if setting == "limit_mm_per_prompt":
+        return True, default_limit(v, eng)
+    if setting == "enable_chunked_prefill":
+        return True, eng == "V1"
+    return False, None

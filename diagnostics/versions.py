@@ -48,15 +48,26 @@ ACCEPTED_RANGE = f"{OLDEST} .. 0.33.x (e.g. 0.6.3, v0.8.4, 0.10.1.post1)"
 _VERSION_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?")
 
 
-def parse_version(text) -> Version:
-    """`"0.6.3.post1"` -> Version(0, 6, 3). UsageError for text that is not a supported vLLM version."""
+def read_version(text) -> Version | None:
+    """Lenient: `"0.6.3.post1"`, `"v0.8.4"` -> Version; None when the text is not a version. No range check
+    (a log or a results file may come from a vLLM outside the range we plan for)."""
     if isinstance(text, Version):
         return text
     m = _VERSION_RE.match(str(text or ""))
-    if not m:
+    return Version(int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)) if m else None
+
+
+def supported(v: Version) -> bool:
+    """Is `v` inside the range we have rules for?"""
+    return Version(0, 5, 4) <= v < Version(0, 34, 0)
+
+
+def parse_version(text) -> Version:
+    """`"0.6.3.post1"` -> Version(0, 6, 3). UsageError for text that is not a supported vLLM version."""
+    v = read_version(text)
+    if v is None:
         raise UsageError(f"cannot read vLLM version {text!r}; accepted: {ACCEPTED_RANGE}")
-    v = Version(int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
-    if v < Version(0, 5, 4) or v >= Version(0, 34, 0):
+    if not supported(v):
         raise UsageError(f"unsupported vLLM version {text!r}; accepted: {ACCEPTED_RANGE}")
     return v
 
@@ -104,8 +115,5 @@ def installed_version() -> str | None:
 
 def default_version() -> str:
     """The installed vLLM when it is one we have rules for, else NEWEST."""
-    found = installed_version()
-    m = _VERSION_RE.match(found or "")
-    if m and Version(0, 5, 4) <= Version(int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)) < (0, 34, 0):
-        return str(parse_version(found))
-    return NEWEST
+    v = read_version(installed_version())
+    return str(v) if v is not None and supported(v) else NEWEST

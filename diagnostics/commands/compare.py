@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import json
 
-from diagnostics.baseline import DEFAULT_TOLERANCES, format_tolerances
+from diagnostics.suite.baseline import (
+    DEFAULT_TOLERANCES,
+    compare,
+    format_table,
+    format_tolerances,
+    load_results_source,
+    parse_tolerances,
+)
 
 HELP = "compare two results files; exit 1 on a memory/start-up regression"
 
@@ -22,8 +29,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from diagnostics.baseline import compare, format_table, load_results_source, parse_tolerances
-
     tolerances = parse_tolerances(args.fail_on_regression)
     old_meta, old = load_results_source(args.old)
     new_meta, new = load_results_source(args.new)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+from diagnostics.engine.machine import collect_environment, format_environment
+from diagnostics.redact import Redactor
+
 HELP = "print the environment block (GPU, driver, CUDA, torch, vLLM) for an issue thread"
 
 
@@ -14,9 +17,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from diagnostics.envinfo import collect_environment, format_environment
-    from diagnostics.redact import Redactor
-
     red = Redactor.for_this_machine()
     env = red.obj(collect_environment(with_torch=not args.no_torch))
     if args.json:

@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 import sys
 
+from diagnostics.cards import get_card
 from diagnostics.errors import UsageError
+from diagnostics.explain import explain_record
+from diagnostics.logs.reader import read_log
+from diagnostics.models import get_model
 
 HELP = "read a vLLM start-up log (file or -) and say what failed, why, and the smallest fix"
 
-JSON_KEYS = ("outcome", "phase", "vllm_version", "engine", "numbers", "settings", "culprits", "summary")
+JSON_KEYS = ("outcome", "phase", "vllm_version", "engine", "numbers", "settings", "culprits", "summary", "fix")
 # The figures issue #2 §4 names, in the order a human reads them; other numeric keys follow.
 MAIN_NUMBERS = ("weights_gib", "activation_peak_gib", "non_torch_gib", "kv_cache_gib", "kv_cache_tokens",
                 "gpu_blocks", "gpu_total_gib", "gpu_memory_utilization", "cuda_graph_gib", "encoder_budget_tokens",
@@ -62,12 +66,8 @@ def json_numbers(numbers: dict) -> dict:
 def _resolve(model, card):
     """Fail early, with the accepted names, on an unknown --model/--card."""
     if model is not None:
-        from diagnostics.models import get_model
-
         get_model(model)
     if card is not None:
-        from diagnostics.cards import get_card
-
         get_card(card)
 
 
@@ -81,30 +81,26 @@ def _fallback_summary(record) -> str:
     return f"vLLM stopped with {record.outcome}{where}: {record.error_line}"
 
 
-def explain(record, model=None, card=None):
-    """(culprits as dicts, summary). Uses diagnostics.explainer when present; its failure is reported, not hidden."""
+def explain(record, model=None, card=None) -> dict:
+    """{"culprits": [Culprit.to_json()...], "summary", "fix"} from Explanation.to_json (the `plan --json` shape).
+
+    An explainer failure other than a UsageError is reported on stderr and answered with the outcome alone."""
     try:
-        from diagnostics.explainer import explain_record
-    except ImportError as exc:
-        print(f"vllm-memcheck explain: note: explainer not available ({exc}); outcome only", file=sys.stderr)
-        return [], _fallback_summary(record)
-    try:
-        exp = explain_record(record, model=model, card=card)
+        doc = explain_record(record, model=model, card=card).to_json()
     except UsageError:
         raise
     except Exception as exc:  # noqa: BLE001 - the reading is still worth printing; say why culprits are missing
         print(f"vllm-memcheck explain: warning: explainer failed ({type(exc).__name__}: {exc}); outcome only",
               file=sys.stderr)
-        return [], _fallback_summary(record)
-    culprits = [{"setting": c.setting, "value": c.value, "suggested": c.suggested,
-                 "term": getattr(c, "term", None), "why": c.why} for c in exp.culprits]
-    return culprits, exp.summary or _fallback_summary(record)
+        return {"culprits": [], "summary": _fallback_summary(record), "fix": {}}
+    return {"culprits": doc["culprits"], "summary": doc["summary"] or _fallback_summary(record), "fix": doc["fix"]}
 
 
-def as_json(record, culprits, summary) -> dict:
+def as_json(record, answer: dict) -> dict:
+    """The `explain --json` object: JSON_KEYS, numbers as json_numbers prints them, `answer` from explain()."""
     return {"outcome": record.outcome, "phase": record.phase, "vllm_version": record.vllm_version,
             "engine": record.engine, "numbers": json_numbers(record.numbers), "settings": dict(record.settings),
-            "culprits": culprits, "summary": summary}
+            "culprits": answer["culprits"], "summary": answer["summary"], "fix": answer["fix"]}
 
 
 def _fmt(key: str, value) -> str:
@@ -115,7 +111,7 @@ def _fmt(key: str, value) -> str:
     return str(value)
 
 
-def as_text(record, culprits, summary) -> str:
+def as_text(record, answer: dict) -> str:
     lines = [f"outcome: {record.outcome}   phase: {record.phase}"]
     engine = ", ".join(x for x in (record.engine, record.platform) if x)
     lines.append(f"vLLM: {record.vllm_version or 'version not in log'}" + (f" ({engine})" if engine else ""))
@@ -133,25 +129,23 @@ def as_text(record, culprits, summary) -> str:
     shown = {k: v for k, v in record.settings.items() if k in TEXT_SETTINGS}
     if shown:
         lines.append("settings in the log: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
-    if culprits:
+    if answer["culprits"]:
         lines.append("culprits:")
-        for i, c in enumerate(culprits, 1):
+        for i, c in enumerate(answer["culprits"], 1):
             current = "(not in the log)" if c["value"] is None else c["value"]
             target = "" if c["suggested"] is None else f" -> {c['suggested']}"  # None: no figures to size it
             lines.append(f"  {i}. {c['setting']}={current}{target}: {c['why']}")
-    lines.append(f"summary: {summary}")
+    lines.append(f"summary: {answer['summary']}")
     return "\n".join(lines)
 
 
 def run(args) -> int:
-    from diagnostics.logreader import read_log
-
     text = read_input(args.logfile)
     _resolve(args.model, args.card)
     record = read_log(text)
-    culprits, summary = explain(record, model=args.model, card=args.card)
+    answer = explain(record, model=args.model, card=args.card)
     if args.json:
-        print(json.dumps(as_json(record, culprits, summary), default=str))
+        print(json.dumps(as_json(record, answer), default=str))
     else:
-        print(as_text(record, culprits, summary))
+        print(as_text(record, answer))
     return 0

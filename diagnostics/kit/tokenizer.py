@@ -35,26 +35,32 @@ class TokenizerFiles:
     special_ids: dict[str, int] = field(default_factory=dict)
 
 
-def build_tokenizer(
-    out_dir,
-    special_tokens,
-    bos: str | None = None,
-    eos: str | None = None,
-    unk: str | None = None,
-    pad: str | None = None,
-    vocab_size: int = 512,
-    chat_template: str | None = None,
-    model_max_length: int = 32768,
-    extra_config: dict | None = None,
-) -> TokenizerFiles:
-    """Train a byte-level BPE on CORPUS; write tokenizer.json and tokenizer_config.json into out_dir.
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """What to build: special tokens (they get the first ids, in order) and their roles, the embedding rows."""
 
-    special_tokens get the first ids in the given order and are registered as special added tokens; bos/eos/
-    unk/pad must be among them (or None). The trained vocab stays below vocab_size, the embedding rows.
+    special_tokens: tuple[str, ...]
+    bos: str | None = None
+    eos: str | None = None
+    unk: str | None = None
+    pad: str | None = None
+    vocab_size: int = 512
+    chat_template: str | None = None
+    model_max_length: int = 32768
+    extra_config: dict = field(default_factory=dict)
+
+
+def build_tokenizer(out_dir, spec: TokenizerSpec) -> TokenizerFiles:
+    """Train a byte-level BPE on CORPUS; write tokenizer.json, tokenizer_config.json and special_tokens_map.json.
+
+    spec.special_tokens are registered as special added tokens; bos/eos/unk/pad must be among them (or None),
+    else ValueError. The trained vocab stays below spec.vocab_size, the embedding rows (ValueError if not).
+    Needs the `tokenizers` library.
     """
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    special_tokens = list(dict.fromkeys(special_tokens))
+    special_tokens = list(dict.fromkeys(spec.special_tokens))
+    bos, eos, unk, pad, vocab_size = spec.bos, spec.eos, spec.unk, spec.pad, spec.vocab_size
     for role, token in (("bos", bos), ("eos", eos), ("unk", unk), ("pad", pad)):
         if token is not None and token not in special_tokens:
             raise ValueError(f"{role} token {token!r} is not among special_tokens")
@@ -80,7 +86,7 @@ def build_tokenizer(
 
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "model_max_length": model_max_length,
+        "model_max_length": spec.model_max_length,
         "clean_up_tokenization_spaces": False,
         "add_bos_token": False,
         "add_eos_token": False,
@@ -89,9 +95,9 @@ def build_tokenizer(
     for role, token in (("bos_token", bos), ("eos_token", eos), ("unk_token", unk), ("pad_token", pad)):
         if token is not None:
             config[role] = token
-    if chat_template is not None:
-        config["chat_template"] = chat_template
-    config.update(extra_config or {})
+    if spec.chat_template is not None:
+        config["chat_template"] = spec.chat_template
+    config.update(spec.extra_config)
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
     (out_dir / "special_tokens_map.json").write_text(
         json.dumps({k: config[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token") if k in config}

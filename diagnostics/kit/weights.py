@@ -12,17 +12,17 @@ from pathlib import Path
 
 def checkpoint_layout(config: dict) -> dict[str, tuple[int, ...]]:
     """Tensor name -> shape for a MiniCPM-V-2_6 config.json dict (LLM fields at top level + vision_config)."""
+    return {**_llm_layout(config), **_vision_layout(config), **_resampler_layout(config)}
+
+
+def _llm_layout(config: dict) -> dict[str, tuple[int, ...]]:
+    """`llm.`: the Qwen2 decoder (q/k/v with bias, o, gated MLP, two RMSNorms per layer), untied LM head."""
     h = config["hidden_size"]
     heads = config["num_attention_heads"]
     kv_heads = config.get("num_key_value_heads") or heads
     head_dim = config.get("head_dim") or h // heads
     inter = config["intermediate_size"]
     vocab = config["vocab_size"]
-    v = config["vision_config"]
-    vh, vmlp, patch = v["hidden_size"], v["intermediate_size"], v["patch_size"]
-    vision_layers = v["num_hidden_layers"] - (1 if config.get("drop_vision_last_layer") else 0)
-    q = config["query_num"]
-
     t: dict[str, tuple[int, ...]] = {
         "llm.model.embed_tokens.weight": (vocab, h),
         "llm.model.norm.weight": (h,),
@@ -41,10 +41,19 @@ def checkpoint_layout(config: dict) -> dict[str, tuple[int, ...]]:
         t[p + "mlp.down_proj.weight"] = (h, inter)
         t[p + "input_layernorm.weight"] = (h,)
         t[p + "post_attention_layernorm.weight"] = (h,)
+    return t
 
-    t["vpm.embeddings.patch_embedding.weight"] = (vh, v.get("num_channels", 3), patch, patch)
-    t["vpm.embeddings.patch_embedding.bias"] = (vh,)
-    t["vpm.embeddings.position_embedding.weight"] = ((v["image_size"] // patch) ** 2, vh)
+
+def _vision_layout(config: dict) -> dict[str, tuple[int, ...]]:
+    """`vpm.`: the SigLIP/Idefics2 tower (patch conv, position table, layers, post-LN)."""
+    v = config["vision_config"]
+    vh, vmlp, patch = v["hidden_size"], v["intermediate_size"], v["patch_size"]
+    vision_layers = v["num_hidden_layers"] - (1 if config.get("drop_vision_last_layer") else 0)
+    t: dict[str, tuple[int, ...]] = {
+        "vpm.embeddings.patch_embedding.weight": (vh, v.get("num_channels", 3), patch, patch),
+        "vpm.embeddings.patch_embedding.bias": (vh,),
+        "vpm.embeddings.position_embedding.weight": ((v["image_size"] // patch) ** 2, vh),
+    }
     for i in range(vision_layers):
         p = f"vpm.encoder.layers.{i}."
         for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
@@ -59,8 +68,13 @@ def checkpoint_layout(config: dict) -> dict[str, tuple[int, ...]]:
         t[p + "mlp.fc2.bias"] = (vh,)
     t["vpm.post_layernorm.weight"] = (vh,)
     t["vpm.post_layernorm.bias"] = (vh,)
+    return t
 
-    t["resampler.query"] = (q, h)
+
+def _resampler_layout(config: dict) -> dict[str, tuple[int, ...]]:
+    """`resampler.`: one cross-attention with `query_num` queries (kv_proj only when the widths differ)."""
+    h, vh, q = config["hidden_size"], config["vision_config"]["hidden_size"], config["query_num"]
+    t: dict[str, tuple[int, ...]] = {"resampler.query": (q, h)}
     if vh != h:
         t["resampler.kv_proj.weight"] = (h, vh)
     t["resampler.attn.in_proj_weight"] = (3 * h, h)

@@ -1,6 +1,6 @@
 """Reports of a sweep for issue threads: Markdown, JSON, HTML and PNG charts, all redacted.
 
-`write_reports(run_dir)` builds the report once (report/model.py: redacted dict) and lays it out:
+`write_reports(run_dir)` builds the report once (report/content.py: redacted dict) and lays it out:
 report.md, report.json, report.html and charts/*.png in the run directory (or out_dir).
 """
 
@@ -9,6 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from diagnostics.errors import UsageError, one_of
+from diagnostics.redact import Redactor
+from diagnostics.report.content import build_report, resolve_source
+from diagnostics.report.html import render_html
+from diagnostics.report.jsonreport import render_json
+from diagnostics.report.markdown import render_markdown
 
 FORMATS = ("md", "json", "html", "png")
 FILE_NAMES = {"md": "report.md", "json": "report.json", "html": "report.html"}
@@ -29,9 +34,6 @@ def parse_formats(text: str) -> tuple[str, ...]:
 
 def write_reports(run_dir, formats=FORMATS, out_dir=None, redactor=None) -> list[Path]:
     """Write the requested formats; returns the files written. HTML embeds the PNGs, so it writes them too."""
-    from diagnostics.redact import Redactor
-    from diagnostics.report.model import build_report, resolve_source
-
     for f in formats:
         if f not in FORMATS:
             raise one_of("report format", f, FORMATS)
@@ -42,20 +44,14 @@ def write_reports(run_dir, formats=FORMATS, out_dir=None, redactor=None) -> list
     report = build_report(run_dir, red)
     written: list[Path] = []
     if "md" in formats:
-        from diagnostics.report.markdown import render_markdown
-
         written.append(_write(out / FILE_NAMES["md"], red.text(render_markdown(report))))
     if "json" in formats:
-        from diagnostics.report.jsonreport import render_json
-
         written.append(_write(out / FILE_NAMES["json"], render_json(report)))
     if "png" in formats or "html" in formats:
-        from diagnostics.report.charts import write_charts
+        from diagnostics.report.charts import write_charts  # matplotlib: only when charts are asked for
 
         written.extend(write_charts(report, source_dir, out, red))
     if "html" in formats:
-        from diagnostics.report.html import render_html
-
         written.append(_write(out / FILE_NAMES["html"], render_html(report)))
     return written
 

@@ -14,16 +14,18 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from diagnostics.outcomes import MEMORY_FAILURES  # noqa: E402
-from diagnostics.report.model import CHARTS_DIR, chart_name, peak_of, read_timeline  # noqa: E402
+from diagnostics.outcomes import MEMORY_FAILURES, TIMELINE_PHASES  # noqa: E402
+from diagnostics.redact import Redactor  # noqa: E402
+from diagnostics.report.content import CHARTS_DIR, chart_name, peak_of, read_timeline  # noqa: E402
+from diagnostics.units import fmt_gib  # noqa: E402
 
 WIDTH_IN, HEIGHT_IN, DPI = 9, 4, 100
 Y_LABEL = "memory (GiB)"
 X_LABEL = "time since start (s)"
+# the timeline's phases (diagnostics.outcomes.TIMELINE_PHASES) in start-up order, then labels older runs used
 PHASE_COLORS = {
-    "start": "#eeeeee", "init": "#eeeeee", "weights": "#cfe2f3", "profile": "#fce5cd", "vision_encoder": "#fce5cd",
-    "kv_cache": "#d9ead3", "cuda_graph": "#ead1dc", "warmup": "#fff2cc", "ready": "#d0e0e3",
-    "request": "#d9d2e9", "unknown": "#f3f3f3",
+    **dict(zip(TIMELINE_PHASES, ("#eeeeee", "#cfe2f3", "#fce5cd", "#d9ead3", "#fff2cc", "#d0e0e3"))),
+    "cuda_graph": "#ead1dc", "start": "#eeeeee", "vision_encoder": "#fce5cd", "request": "#d9d2e9", "unknown": "#f3f3f3",
 }
 EXTRA_COLORS = ["#e6b8af", "#c9daf8", "#b6d7a8", "#ffe599", "#b4a7d6"]
 
@@ -47,7 +49,7 @@ def _card_lines(ax, card: dict, combination: dict) -> list[float]:
     settings = combination.get("settings") or {}
     total = card.get("total_gib")
     if total:
-        ax.axhline(total, color="#cc0000", lw=1.6, label=f"card total {total:.2f} GiB")
+        ax.axhline(total, color="#cc0000", lw=1.6, label=f"card total {fmt_gib(total)}")
         levels.append(total)
     threshold = limits.get("profile_peak") or card.get("profile_threshold_gib")
     peak_limit = limits.get("peak")
@@ -56,10 +58,10 @@ def _card_lines(ax, card: dict, combination: dict) -> list[float]:
         peak_limit = util * total + card["headroom_gib"]
     if threshold:
         name = "profile threshold = peak limit" if peak_limit == threshold else "profile threshold"
-        ax.axhline(threshold, color="#e69138", lw=1.4, ls="--", label=f"{name} {threshold:.2f} GiB")
+        ax.axhline(threshold, color="#e69138", lw=1.4, ls="--", label=f"{name} {fmt_gib(threshold)}")
         levels.append(threshold)
     if peak_limit and (not total or peak_limit < total) and peak_limit != threshold:
-        ax.axhline(peak_limit, color="#674ea7", lw=1.2, ls=":", label=f"peak limit {peak_limit:.2f} GiB")
+        ax.axhline(peak_limit, color="#674ea7", lw=1.2, ls=":", label=f"peak limit {fmt_gib(peak_limit)}")
         levels.append(peak_limit)
     return levels
 
@@ -106,7 +108,7 @@ def memory_figure(combination: dict, timeline: list[dict], card: dict) -> Figure
     peak = peak_of(combination)
     title = f"{combination['id']}: {combination['outcome']}"
     if peak is not None:
-        title += f", peak {peak:.2f} GiB"
+        title += f", peak {fmt_gib(peak)}"
     ax.set_title(title, fontsize=11, loc="left")
     ax.grid(axis="y", color="#dddddd", lw=0.6)
     line_handles, _ = ax.get_legend_handles_labels()
@@ -140,17 +142,17 @@ def overview_figure(report: dict) -> Figure:
             bar.set_edgecolor("#000000")
             bar.set_linewidth(2.5)
         label = f"{c['outcome']}{', check failed' if c.get('passed') is False else ''}  " + (
-            "no figure" if value is None else f"{value:.2f} GiB")
+            "no figure" if value is None else fmt_gib(value))
         inside = bar.get_width() > 0.45 * top
         ax.text(bar.get_width() if not inside else bar.get_width() - 0.01 * top,
                 bar.get_y() + bar.get_height() / 2, label if inside else " " + label, va="center",
                 ha="right" if inside else "left", fontsize=8, color="white" if inside else "#333333")
     handles = []
     if card.get("total_gib"):
-        handles.append(ax.axvline(card["total_gib"], color="#cc0000", lw=1.6, label=f"card total {card['total_gib']:.2f} GiB"))
+        handles.append(ax.axvline(card["total_gib"], color="#cc0000", lw=1.6, label=f"card total {fmt_gib(card['total_gib'])}"))
     if card.get("profile_threshold_gib"):
         handles.append(ax.axvline(card["profile_threshold_gib"], color="#e69138", lw=1.4, ls="--",
-                                  label=f"profile threshold {card['profile_threshold_gib']:.2f} GiB"))
+                                  label=f"profile threshold {fmt_gib(card['profile_threshold_gib'])}"))
     ax.set_xlim(0, top * 1.12)
     ax.set_xlabel("peak " + Y_LABEL)
     ax.tick_params(axis="y", labelsize=8 if len(combos) > 12 else 9)
@@ -175,8 +177,6 @@ def figure_texts(fig: Figure) -> list[str]:
 
 def chart_figures(report: dict, run_dir: Path, redactor=None) -> list[tuple[str, Figure]]:
     """(relative path, figure) for the overview and each combination."""
-    from diagnostics.redact import Redactor
-
     red = redactor or Redactor.for_this_machine()
     card = report.get("card") or {}
     figures = [(report["charts"]["overview"], overview_figure(report))]

@@ -1,4 +1,4 @@
-"""JSON report for machines: the redacted report dict, with `schema_version` (see report/model.py)."""
+"""JSON report for machines: the redacted report dict, with `schema_version` (see report/content.py)."""
 
 from __future__ import annotations
 

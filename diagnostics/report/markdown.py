@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 
-from tabulate import tabulate
-
-from diagnostics.report.model import ENV_LABELS, peak_of
+from diagnostics.report.content import ENV_LABELS, peak_of
+from diagnostics.units import fmt_gib, fmt_tokens
 
 TABLE_HEADERS = [
     "combination", "outcome", "peak device (GiB)", "peak process (GiB)", "weights (GiB)",
@@ -15,15 +14,9 @@ TABLE_HEADERS = [
 
 
 def _n(v, digits=2) -> str:
-    if v is None:
-        return "-"
-    if 0 < abs(v) < 0.01:  # tiny figures (CPU-backend KV pools of a few MiB) keep two significant digits
-        return f"{v:.2g}"
-    return f"{v:.{digits}f}"
-
-
-def _tokens(v) -> str:
-    return "-" if v is None else f"{int(v):,}"
+    """A table cell whose header names the unit; tiny figures (CPU-backend KV pools of a few MiB) keep two
+    significant digits (diagnostics.units.fmt_gib)."""
+    return fmt_gib(v, digits, unit=False)
 
 
 def _value(v) -> str:
@@ -46,7 +39,7 @@ def outcome_cell(c: dict) -> str:
 def table_rows(report: dict) -> list[list[str]]:
     return [
         [c["id"], outcome_cell(c), _n(c["peak_device_gib"]), _n(c["peak_process_gib"]), _n(c["weights_gib"]),
-         _n(c["activation_peak_gib"]), _n(c["kv_cache_gib"]), _tokens(c["kv_cache_tokens"]), _n(c["startup_s"], 1)]
+         _n(c["activation_peak_gib"]), _n(c["kv_cache_gib"]), fmt_tokens(c["kv_cache_tokens"]), _n(c["startup_s"], 1)]
         for c in report["combinations"]
     ]
 
@@ -91,6 +84,8 @@ def _cell(text: str) -> str:
 
 
 def render_markdown(report: dict) -> str:
+    from tabulate import tabulate  # lazily: the CLI imports the report package at start-up
+
     env = report["environment"]
     out = [f"# vLLM start-up memory report: run {report['run']}", "", f"**Verdict.** {report['verdict']}", ""]
     out += ["## Environment", ""]

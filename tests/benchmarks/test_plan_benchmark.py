@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import time
 
-from diagnostics.estimator import plan
+from diagnostics.predict.estimator import plan
 from diagnostics.outcomes import OUTCOMES
 
 MAX_MODEL_LENS = [1024, 2048, 3072, 4096, 6144, 8192, 12288, 16384, 24576, 32768]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from diagnostics.engine.machine import package_version
+from diagnostics.versions import package_version
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

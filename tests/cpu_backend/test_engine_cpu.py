@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from diagnostics.engine.launch import group_members, outcome_of, run_start
-from diagnostics.explainer import explain_record
-from diagnostics.logreader import read_log
+from diagnostics.engine.launch import group_members, run_start
+from diagnostics.suite.judge import outcome_of
+from diagnostics.explain import explain_record
+from diagnostics.logs.reader import read_log
 from diagnostics.outcomes import OUTCOMES
 
 pytestmark = pytest.mark.cpu_engine
@@ -39,7 +40,9 @@ def start(request):
 
 
 def record_of(result):
-    return read_log(Path(result.log_path).read_text(encoding="utf-8", errors="replace"))
+    """The LogRecord the launcher read (once) from the start's log; it is what reading the log again gives."""
+    assert result.log == read_log(Path(result.log_path).read_text(encoding="utf-8", errors="replace"))
+    return result.log
 
 
 def assert_group_gone(result, pid):

@@ -36,7 +36,7 @@ request = false
 [scenarios.tight-512.thresholds.cpu]
 peak_gib = 0.5
 """
-ARGS = ["-p", "diagnostics.plugin", "-p", "no:cacheprovider", "-ra", "--card=cpu", "--matrix=matrix.toml",
+ARGS = ["-p", "diagnostics.suite.plugin", "-p", "no:cacheprovider", "-ra", "--card=cpu", "--matrix=matrix.toml",
         "--report-dir=reports", "--engine-timeout=240"]
 KV_BYTES_PER_TOKEN = 2 * 2 * 2 * 32 * 4  # tiny-text: layers x (K, V) x kv_heads x head_dim x float32
 

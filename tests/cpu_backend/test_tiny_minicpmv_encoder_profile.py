@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-from diagnostics.engine.launch import outcome_of, run_start
-from diagnostics.estimator import plan
-from diagnostics.logreader import read_log
+from diagnostics.engine.launch import run_start
+from diagnostics.suite.judge import outcome_of
+from diagnostics.predict.estimator import plan
 
 pytestmark = [pytest.mark.cpu_engine, pytest.mark.slow]
 
@@ -41,7 +41,7 @@ def test_encoder_budget_and_items_match_the_estimator(name, tiny_minicpmv26, cpu
     settings = {**COMPILE, **SETTINGS[name]}
     spec = cpu_start(tiny_minicpmv26, name, request=False, timeout_s=300.0, trust_remote_code=True, **settings)
     result = run_start(spec)
-    record = read_log(spec.log_path.read_text(errors="replace"))
+    record = result.log  # the launcher read the log once
     assert outcome_of(result, record.outcome) == "ok", (record.error_line, spec.log_path.read_text()[-3000:])
 
     # Predict from exactly what the engine was given (the CPU fixture adds its own max_num_seqs/max_model_len).

@@ -19,7 +19,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from diagnostics.cards import get_card  # noqa: E402
-from diagnostics.logreader import read_log  # noqa: E402
+from diagnostics.logs.reader import read_log  # noqa: E402
 from diagnostics.models import get_model  # noqa: E402
 from diagnostics.units import GiB  # noqa: E402
 
@@ -73,7 +73,7 @@ def _case(cases, prefix: str) -> dict:
 
 
 def _plan(version, card, entrypoint="llm", **overrides):
-    from diagnostics import estimator
+    from diagnostics.predict import estimator
 
     return estimator.plan(get_model(MINICPM), get_card(card), version, entrypoint, overrides=overrides)
 

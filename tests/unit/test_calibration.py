@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("diagnostics.estimator")
+pytest.importorskip("diagnostics.predict.estimator")
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "calibrate.py"
 

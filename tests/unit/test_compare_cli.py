@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from diagnostics.baseline import save_baseline
+from diagnostics.suite.baseline import save_baseline
 
 RESULTS = Path(__file__).resolve().parents[1] / "data" / "results" / "sweep-a10.jsonl"
 

@@ -133,3 +133,19 @@ def test_use_v1_switches_engine_defaults():
     assert v0["use_v1"] is False and v0["max_num_batched_tokens"] == 32768 and v0["limit_mm_per_prompt"] == {"image": 1, "video": 1}
     v1 = resolve(M, get_card("3090"), "0.9.2", "llm")
     assert v1["use_v1"] is True and v1["max_num_batched_tokens"] == 8192
+
+
+def test_version_default_is_the_table_resolve_uses():
+    from diagnostics.settings import ENGINE_DEFAULTS, version_default
+
+    for name, value in ENGINE_DEFAULTS.items():
+        assert version_default(name, "0.6.3") == (True, value)
+    assert version_default("trust_remote_code", "0.32.0") == (True, False)  # vLLM's own, not the suite's
+    assert version_default("gpu_memory_utilization", "0.10.1") == (True, 0.90)
+    assert version_default("gpu_memory_utilization", "0.20.0") == (True, 0.92)
+    assert version_default("limit_mm_per_prompt", "0.8.3") == (True, 1)
+    assert version_default("limit_mm_per_prompt", "0.8.4") == (True, 999)
+    assert version_default("max_num_seqs", "0.32.0") == (False, None)  # depends on the card: resolve() says
+    resolved = resolve(M, get_card("3090"), "0.20.0")
+    assert resolved["gpu_memory_utilization"] == version_default("gpu_memory_utilization", "0.20.0")[1]
+    assert all(resolved[k] == v for k, v in ENGINE_DEFAULTS.items())

@@ -86,3 +86,16 @@ def test_core_module_does_not_import_vllm():
     code = "import sys, diagnostics.versions as v; v.default_version(); print('vllm' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False False"
+
+
+def test_read_version_is_lenient_and_parse_version_checks_the_range():
+    from diagnostics.errors import UsageError
+    from diagnostics.versions import Version, parse_version, read_version
+
+    assert read_version("0.6.3.post1") == Version(0, 6, 3)
+    assert read_version("v0.8.4") == (0, 8, 4)
+    assert read_version("0.4.2") == (0, 4, 2)  # outside the planned range, still read
+    assert read_version("not a version") is None and read_version(None) is None
+    assert parse_version("0.10.1.post1") == (0, 10, 1)
+    with pytest.raises(UsageError, match="unsupported vLLM version"):
+        parse_version("0.4.2")

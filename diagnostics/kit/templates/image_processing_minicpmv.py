@@ -1,6 +1,6 @@
 
 
-# ---- MiniCPM-V-2_6 image processor (vllm-memcheck model kit); the slicing rule above is diagnostics/slicing.py ----
+# ---- MiniCPM-V-2_6 image processor (vllm-memcheck model kit); the slicing rule above is diagnostics/predict/slicing.py ----
 
 from typing import TypedDict
 

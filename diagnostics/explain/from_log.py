@@ -1,0 +1,72 @@
+"""explain_record(record): the culprits of an observed start-up, from its log record. vLLM's own printed figures
+set the level (what failed by how much); the estimator only says how much each change moves a term, and every
+sentence quotes vLLM's numbers, not ours."""
+
+from __future__ import annotations
+
+from diagnostics.explain import kv_advice, oom_advice
+from diagnostics.explain.context import Ctx, record_card, record_model, record_plan, record_version
+from diagnostics.explain.model import Explanation
+from diagnostics.explain.search import explain_plan
+from diagnostics.explain.terms import util_direction
+from diagnostics.explain.words import card_phrase, est
+from diagnostics.outcomes import MEMORY_FAILURES
+from diagnostics.versions import parse_version
+
+ADVICE = {
+    "kv_too_small": kv_advice.kv_too_small,
+    "no_kv_cache": kv_advice.no_kv_cache,
+    "insufficient_free_memory": oom_advice.insufficient_free_memory,
+    "oom_profile": oom_advice.oom_profile,
+    "oom_cuda_graph": oom_advice.after_profile,
+    "oom_kv_alloc": oom_advice.after_profile,
+    "oom_warmup": oom_advice.after_profile,
+    "oom_request": oom_advice.after_profile,
+}
+
+
+def explain_record(record, model=None, card=None) -> Explanation:
+    """Explain an observed start-up from its log record; vLLM's printed figures win over the estimator.
+
+    record: a diagnostics.logs.record.LogRecord; model: a model name or directory (default: the one the log
+    names, if known); card: a card name or Card (default: the CPU backend or the card nearest the printed total).
+    UsageError for an unknown model or card."""
+    version = record_version(record)
+    model_spec = record_model(record, model)
+    card_obj = record_card(record, card)
+    plan = record_plan(record, model_spec, card_obj, version)
+    engine = record.engine or (plan.engine if plan is not None else ("V1" if parse_version(version) >= (0, 8, 0)
+                                                                      else "V0"))
+    ctx = Ctx(record, dict(record.numbers or {}), version, engine, model_spec, card_obj, plan)
+    advice = ADVICE.get(record.outcome)
+    if advice is None:
+        return oom_advice.other(ctx)
+    exp = advice(ctx)
+    if plan is not None and plan.verdict != "ok" and not any(c.suggested is not None for c in exp.culprits):
+        _add_plan_culprits(exp, plan, record.outcome, engine)
+    elif plan is not None and plan.verdict == "ok" and record.outcome in MEMORY_FAILURES:
+        exp.summary += (f" The estimator predicts these settings fit (start-up peak {est(plan.peak_gib)} GiB on "
+                        f"{card_phrase(plan.card)}): look for other processes on the device, or a term it "
+                        f"underrates.")
+    return exp
+
+
+def _add_plan_culprits(exp: Explanation, plan, outcome: str, engine: str) -> None:
+    """The log printed nothing to size a change: fall back on the estimator's counterfactual for these settings."""
+    sub = explain_plan(plan)
+    d = util_direction(outcome, engine)
+    agree = plan.verdict == outcome
+    kept = []
+    for c in sub.culprits:
+        if c.setting == "gpu_memory_utilization" and (d == 0 or (c.suggested - (c.value or 0)) * d <= 0):
+            continue  # the observed failure decides the direction, never the estimate
+        if not agree:
+            c.fixes_alone = False
+        kept.append(c)
+    exp.culprits = kept + [c for c in exp.culprits if c.setting not in {k.setting for k in kept}]
+    if agree:
+        exp.fix = {k: v for k, v in sub.fix.items() if k != "gpu_memory_utilization" or d > 0}
+    exp.summary += (" Estimate for these settings: " + sub.summary if agree else
+                    f" The estimator predicts {plan.verdict} for these settings (the log shows {outcome}); its "
+                    f"counterfactuals are hints only.")
+    exp.basis = "log+estimate" if exp.basis in ("log", "log+estimate") else "estimate"

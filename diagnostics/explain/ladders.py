@@ -1,0 +1,155 @@
+"""Candidate values per setting, nearest first: powers of two down for max_num_seqs / max_model_len /
+max_num_batched_tokens / max_slice_nums, utilization up or down as the failure calls for, video off, eager on,
+the encoder profile skipped (V1 0.10.1+), a fixed KV pool (V1 0.10.2+ and the CPU backend)."""
+
+from __future__ import annotations
+
+import math
+
+from diagnostics.errors import UsageError
+from diagnostics.explain.terms import UTIL_RAISE_CURES, need_gib, term, util_direction
+from diagnostics.units import GiB, MiB
+from diagnostics.versions import parse_version
+
+SEARCHED = (
+    "max_num_seqs",
+    "max_model_len",
+    "max_num_batched_tokens",
+    "gpu_memory_utilization",
+    "limit_mm_per_prompt",
+    "enforce_eager",
+    "skip_mm_profiling",
+    "mm_processor_kwargs",
+    "kv_cache_memory_bytes",
+)
+UTIL_STEPS_UP = (0.8, 0.85, 0.9, 0.92, 0.95, 0.98, 1.0)
+UTIL_STEPS_DOWN = (0.95, 0.92, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5)
+
+
+def powers_below(current, floor: int) -> list[int]:
+    """Powers of two below `current` down to `floor`, largest first ([] for an unset value)."""
+    if not current:
+        return []
+    current = int(current)
+    p = 1 << (max(current - 1, 1).bit_length() - 1)  # largest power of two below current
+    out = []
+    while p >= floor:
+        if p < current:
+            out.append(p)
+        p //= 2
+    return out
+
+
+def util_steps(current: float, direction: int) -> list[float]:
+    """The utilization steps beyond `current` in `direction` (+1 up, -1 down), nearest first."""
+    if direction > 0:
+        return [x for x in UTIL_STEPS_UP if x > current + 1e-9]
+    if direction < 0:
+        return [x for x in UTIL_STEPS_DOWN if x < current - 1e-9]
+    return []
+
+
+def has_video(plan) -> bool:
+    return plan.model.vision is not None and plan.family != "v0-legacy"
+
+
+def _max_num_seqs(plan, outcome: str) -> list:
+    return powers_below(plan.settings.get("max_num_seqs"), 1)
+
+
+def _max_model_len(plan, outcome: str) -> list:
+    return powers_below(plan.settings.get("max_model_len"), 256)
+
+
+def _max_num_batched_tokens(plan, outcome: str) -> list:
+    s = plan.settings
+    floor = 512
+    if plan.engine == "V0" and not s.get("enable_chunked_prefill"):
+        floor = max(floor, int(s.get("max_model_len") or 0))  # V0 rejects MBT < max_model_len
+    return powers_below(s.get("max_num_batched_tokens"), floor)
+
+
+def _gpu_memory_utilization(plan, outcome: str) -> list:
+    s = plan.settings
+    if s.get("kv_cache_memory_bytes"):
+        return []
+    return util_steps(float(s.get("gpu_memory_utilization") or 0.9), util_direction(outcome, plan.engine))
+
+
+def _limit_mm_per_prompt(plan, outcome: str) -> list:
+    if plan.model.vision is None:
+        return []
+    lim = dict(plan.settings.get("limit_mm_per_prompt") or {})
+    video_on = has_video(plan)
+    image, video = int(lim.get("image", 1)), int(lim.get("video", 1 if video_on else 0))
+    out = []
+    if video_on and video > 0:
+        out.append({**lim, "video": 0})
+    if image > 1:
+        out.append({**lim, "image": 1})
+        if video_on and video > 0:
+            out.append({**lim, "image": 1, "video": 0})
+    return out
+
+
+def _enforce_eager(plan, outcome: str) -> list:
+    return [] if (plan.settings.get("enforce_eager") or plan.card.is_cpu) else [True]
+
+
+def _skip_mm_profiling(plan, outcome: str) -> list:
+    s = plan.settings
+    ok = plan.model.vision is not None and plan.engine == "V1" and parse_version(plan.vllm_version) >= (0, 10, 1)
+    return [True] if (ok and not s.get("skip_mm_profiling")) else []
+
+
+def _mm_processor_kwargs(plan, outcome: str) -> list:
+    if plan.model.vision is None or plan.family == "v0-legacy":
+        return []  # the legacy dummy-data factory takes no processor kwargs
+    kw = dict(plan.settings.get("mm_processor_kwargs") or {})
+    cur = int(kw.get("max_slice_nums", plan.model.vision.max_slice_nums))
+    return [{**kw, "max_slice_nums": n} for n in powers_below(cur, 1)]
+
+
+def _kv_cache_memory_bytes(plan, outcome: str) -> list:
+    if not (plan.engine == "V1" and parse_version(plan.vllm_version) >= (0, 10, 2)) and not plan.card.is_cpu:
+        return []
+    need = need_gib(plan)
+    if outcome in UTIL_RAISE_CURES:
+        base = max(need, 0.25)
+        return [int(math.ceil(base * k * GiB / (256 * MiB)) * 256 * MiB) for k in (1, 1.5, 2, 4)]
+    kv = term(plan, "kv_cache")
+    if kv > need > 0:
+        return [int(math.ceil(max(need, kv * f) * GiB / (256 * MiB)) * 256 * MiB) for f in (0.75, 0.5, 0.25)]
+    return []
+
+
+LADDERS = {
+    "max_num_seqs": _max_num_seqs,
+    "max_model_len": _max_model_len,
+    "max_num_batched_tokens": _max_num_batched_tokens,
+    "gpu_memory_utilization": _gpu_memory_utilization,
+    "limit_mm_per_prompt": _limit_mm_per_prompt,
+    "enforce_eager": _enforce_eager,
+    "skip_mm_profiling": _skip_mm_profiling,
+    "mm_processor_kwargs": _mm_processor_kwargs,
+    "kv_cache_memory_bytes": _kv_cache_memory_bytes,
+}
+
+
+def ladder(setting: str, plan, outcome: str) -> list:
+    """Candidate values for one setting, nearest first; [] when the setting does not apply here.
+
+    UsageError for a setting outside SEARCHED."""
+    if setting not in LADDERS:
+        raise UsageError(f"unknown setting {setting!r}; accepted: {', '.join(SEARCHED)}")
+    return LADDERS[setting](plan, outcome)
+
+
+def relative_change(old, new) -> float:
+    """|new - old| / |old| for numbers; 1.0 for booleans, dicts and unset values."""
+    try:
+        if isinstance(old, bool) or isinstance(new, bool) or old is None:
+            return 1.0
+        return abs(float(new) - float(old)) / abs(float(old))
+    except (TypeError, ValueError, ZeroDivisionError):
+        return 1.0

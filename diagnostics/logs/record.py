@@ -1,0 +1,28 @@
+"""LogRecord: what read_log found in one start-up log (the shape `explain --json` and results.jsonl carry)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LogRecord:
+    """Outcome/phase (diagnostics.outcomes vocabularies), settings the log echoed, numbers it printed (GiB floats,
+    counts ints; a key printed with several values keeps the first and lists all under `<key>_all`)."""
+
+    outcome: str = "unknown"
+    phase: str = "unknown"
+    vllm_version: str | None = None
+    engine: str | None = None
+    platform: str | None = None
+    settings: dict = field(default_factory=dict)
+    numbers: dict = field(default_factory=dict)
+    error_line: str | None = None
+    evidence: list = field(default_factory=list)
+    timestamps: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"outcome": self.outcome, "phase": self.phase, "vllm_version": self.vllm_version,
+                "engine": self.engine, "platform": self.platform, "settings": dict(self.settings),
+                "numbers": dict(self.numbers), "error_line": self.error_line, "evidence": list(self.evidence),
+                "timestamps": dict(self.timestamps)}

@@ -1,0 +1,171 @@
+"""plan(): every term of vLLM's start-up memory arithmetic for a model, a card and a vLLM version.
+
+Pure arithmetic, fast and side-effect free (the explainer calls it for counterfactuals). The KV formulas follow
+vllm-memory.md §1; the dummy items follow §3 (`predict.mm_budget`); each term is one function of `predict.terms`
+with its coefficients from `predict.coefficients`; the verdict's order of checks is `predict.verdict`.
+Every Term keeps a low/high range; `basis` says whether it is exact, derived or an estimate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from diagnostics.cards import Card, get_card
+from diagnostics.models import ModelSpec, get_model
+from diagnostics.outcomes import MEMORY_TERMS
+from diagnostics.predict import mm_budget
+from diagnostics.predict.coefficients import DEFAULT, Coefficients
+from diagnostics.predict.terms import (Term, activation_term, cuda_graph_term, dtype_bytes, eager_vision_attention,
+                                       encoder_bytes, encoder_term, kv_cache_term, llm_pass_bytes, non_torch_term,
+                                       sampler_bytes, weights_term)
+from diagnostics.predict.verdict import StartupTerms, verdict as judge_verdict
+from diagnostics.settings import resolve
+from diagnostics.units import GiB
+from diagnostics.versions import Version, default_version, engine as engine_of, family as family_of, parse_version
+
+# The component names of `Plan.components`, in the order vLLM's start-up meets them.
+COMPONENTS = tuple(MEMORY_TERMS)
+
+
+@dataclass
+class Plan:
+    """The prediction for one (model, card, version, entry point, settings). GiB throughout.
+
+    `settings` is every setting resolved the way that version does (defaults included); `overrides` is exactly
+    what the user set (checked, before defaults), so counterfactuals change one thing and keep the rest.
+    """
+
+    verdict: str
+    vllm_version: str
+    engine: str
+    family: str
+    card: Card
+    model: ModelSpec
+    entrypoint: str
+    settings: dict
+    components: dict[str, Term]
+    profile: dict
+    peak_gib: float
+    kv_cache_tokens: int | None
+    failing_phase: str | None
+    notes: list[str] = field(default_factory=list)
+    cuda_context_gib: float = DEFAULT.cuda_context_gib[0]
+    overrides: dict = field(default_factory=dict)
+    coefficients: Coefficients = DEFAULT
+
+    def to_json(self, culprits=None, fix=None) -> dict:
+        """The `plan --json` shape (issue #2 §4)."""
+        c = self.components
+        return {
+            "verdict": self.verdict,
+            "vllm_version": self.vllm_version,
+            "engine": self.engine,
+            "card": {"name": self.card.name, "total_gib": self.card.total_gib},
+            "settings": dict(sorted(self.settings.items())),
+            "components": {f"{name}_gib": round(c[name].value_gib, 2) for name in COMPONENTS},
+            "profile": {k: self.profile[k] for k in
+                        ("encoder_items", "encoder_slices", "vit_tokens", "max_num_batched_tokens")},
+            "peak_gib": round(self.peak_gib, 2),
+            "kv_cache_tokens": self.kv_cache_tokens,
+            "culprits": list(culprits or []),
+            "fix": dict(fix or {}),
+        }
+
+
+@dataclass(frozen=True)
+class _Context:
+    model: ModelSpec
+    card: Card
+    v: Version
+    eng: str
+    fam: str
+    settings: dict
+    db: int
+    tp: int
+    coef: Coefficients
+
+
+def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", overrides=None,
+         coefficients: Coefficients | None = None) -> Plan:
+    """Predict every start-up term and the verdict.
+
+    model: a name `models.get_model` knows, a directory with config.json, or a ModelSpec; card: a name or Card;
+    version: a vLLM version text (default: the installed one, else the newest known); entrypoint: "llm" | "serve";
+    overrides: {setting: value} as the user gave them. Pure; raises UsageError for bad input.
+    """
+    model, card = get_model(model), get_card(card)
+    v = parse_version(version or default_version())
+    given = dict(overrides or {})
+    settings = resolve(model, card, v, entrypoint, given)
+    ctx = _Context(model, card, v, engine_of(v, settings.get("use_v1")), family_of(v, settings.get("use_v1")),
+                   settings, dtype_bytes(model, settings), int(settings.get("tensor_parallel_size", 1)),
+                   coefficients or DEFAULT)
+    notes: list[str] = []
+    weights = weights_term(model, settings, ctx.db)
+    non_torch = non_torch_term(settings, ctx.coef)
+    prof, eager, enc = _encoder_profile(ctx, notes)
+    encoder = encoder_term(enc["total"], eager, ctx.coef)
+    llm_b, samp_b, rows = _llm_phase_bytes(ctx, prof)
+    activation = activation_term(encoder, enc["total"], llm_b, ctx.coef)
+    graphs = cuda_graph_term(settings, ctx.eng, ctx.coef)
+    context_gib = ctx.coef.cuda_context_gib[0]
+    peak = context_gib + weights.value_gib + non_torch.value_gib + activation.value_gib
+
+    graphs_budgeted = ctx.eng == "V1" and v >= (0, 20, 0) and not settings.get("enforce_eager")
+    kv = kv_cache_term(model, settings, ctx.db, float(settings["gpu_memory_utilization"]) * card.total_gib,
+                       (weights, non_torch, activation), graphs if graphs_budgeted else None)
+    terms = StartupTerms(weights, non_torch, activation, kv, graphs, graphs_budgeted, enc["total"] / GiB,
+                         llm_b / GiB, samp_b / GiB, peak, context_gib)
+    outcome, phase = judge_verdict(card, v, ctx.eng, settings, terms, notes)
+    if graphs.value_gib and not graphs_budgeted:
+        notes.append("CUDA graphs are not in the KV budget in this version: they must fit in what is left")
+    if card.is_cpu:
+        notes.append("cpu pseudo-card: total memory is read at run time; memory verdicts need [cards.cpu] total_gib")
+    components = dict(zip(COMPONENTS, (weights, non_torch, encoder, activation, kv.term, graphs)))
+    profile = _profile_json(prof, settings, rows, eager, enc, llm_b)
+    known_kv = settings.get("kv_cache_memory_bytes") is not None or settings.get("num_gpu_blocks_override") \
+        or card.total_gib > 0
+    return Plan(outcome, str(v), ctx.eng, ctx.fam, card, model, entrypoint, settings, components, profile, peak,
+                kv.tokens if known_kv else None, phase, notes, context_gib, given, ctx.coef)
+
+
+def _encoder_profile(ctx: _Context, notes: list[str]) -> tuple[mm_budget.MMProfile, bool, dict]:
+    """The profile run's dummy items, whether the vision attention is eager, and the encoder pass's bytes."""
+    prof = mm_budget.profile(ctx.model, ctx.settings, ctx.v, ctx.fam)
+    if ctx.card.is_cpu and ctx.settings.get("enforce_eager"):
+        notes.append("CPU backend in eager mode skips profile_run: no encoder profile at start-up")
+        prof = dataclasses.replace(prof, skipped=True)
+    if prof.skipped and not ctx.card.is_cpu:
+        notes.append("skip_mm_profiling: the encoder is not profiled; real images may OOM later")
+    eager = eager_vision_attention(ctx.v, ctx.fam)
+    if ctx.model.vision is None:
+        return prof, eager, {"total": 0, "largest_alloc": 0}
+    return prof, eager, encoder_bytes(ctx.model, prof, ctx.db, eager, ctx.tp)
+
+
+def _llm_phase_bytes(ctx: _Context, prof: mm_budget.MMProfile) -> tuple[int, int, int]:
+    """(encoder outputs + max(LLM pass, hidden states + sampler), sampler bytes, sampler rows) of the profile run.
+
+    V0 builds max_num_seqs dummy sequences (fewer when dummy images fill max_num_batched_tokens); V1's
+    `_dummy_sampler_run` samples max_num_seqs rows.
+    """
+    s, model = ctx.settings, ctx.model
+    mbt = s["max_num_batched_tokens"]
+    rows = (prof.sequences or s["max_num_seqs"]) if ctx.eng == "V0" else min(s["max_num_seqs"], mbt)
+    llm_b = llm_pass_bytes(model, mbt, ctx.db, ctx.tp)
+    samp_b = sampler_bytes(model, rows, ctx.coef)
+    enc_out_b = prof.llm_mm_tokens * model.hidden * ctx.db if not prof.skipped else 0
+    return enc_out_b + max(llm_b, mbt * model.hidden * ctx.db + samp_b), samp_b, rows
+
+
+def _profile_json(prof: mm_budget.MMProfile, settings: dict, rows: int, eager: bool, enc: dict, llm_b: int) -> dict:
+    return {
+        "encoder_items": prof.items, "encoder_slices": prof.slices, "vit_tokens": prof.vit_tokens,
+        "max_num_batched_tokens": settings["max_num_batched_tokens"],
+        "encoder_budget_tokens": prof.encoder_budget_tokens,
+        "modality": prof.modality, "sampler_rows": rows, "tokens_per_item": prof.tokens_per_item,
+        "encoder_skipped": prof.skipped, "eager_vision_attention": eager,
+        "largest_alloc_gib": round(enc.get("largest_alloc", 0) / GiB, 3),
+        "encoder_phase_gib": round(enc["total"] / GiB, 3), "llm_phase_gib": round(llm_b / GiB, 3),
+    }

@@ -1,0 +1,174 @@
+"""How many dummy multimodal items vLLM's profile run pushes through the vision encoder (vllm-memory.md §3).
+
+v0-legacy (0.5.4 - 0.7.0 V0): every dummy image is a 448 x 448 black image = 1 slice = 1024 patches counted as
+  `query_num` (64) tokens; images = min(max_num_seqs, MBT // (64 L)) x L, at least one sequence.
+v0-merged (0.7.1 - 0.10.x V0): seqs = max(1, min(max_num_seqs, MBT // sum_m L_m T_m)); each dummy sequence carries
+  L_image max images and L_video max videos (frames uncapped before 0.8.3).
+V1: encoder budget N = max(MBT, T) with T the largest per-item token count of the active modalities;
+  0.10.1+: items = max(1, min(N // T, reqs x max(1, min(limit, max_model_len // T)))),
+  0.10.0: min(N // T, max_num_seqs x limit), 0.7 - 0.9.2: min(ceil(N / T), max_num_seqs x limit).
+  The item counts match vLLM 0.32's MultiModalBudget on 13 real engine starts (minicpmv26-kit.md §4).
+
+MiniCPM-V token counts (vLLM's MiniCPMVProcessingInfo): the max image is 448 x (448 * max_slice_num) sliced with
+the image processor's max_slice_nums (mm_processor_kwargs can change it) -> (cols*rows + 1) * query_num tokens
+(0.8.4+; 668 with separator tokens in 0.7.1-0.8.2, ~671 in 0.8.3); a video frame is one 448 x 448 slice of 64
+tokens, frames = max(1, min((max_model_len - T_image * n_images) // 64 // n_videos, 16)) (cap 16 from 0.8.3).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from diagnostics.models import ModelSpec
+from diagnostics.predict.slicing import slice_image
+from diagnostics.versions import Version, parse_version
+
+MAX_FRAMES_PER_VIDEO = 16  # vLLM _MAX_FRAMES_PER_VIDEO, from 0.8.3
+
+
+@dataclass(frozen=True)
+class ItemShape:
+    """One dummy item: its LLM tokens (what budgets count), slices and ViT patches (what the encoder does)."""
+
+    modality: str
+    tokens: int
+    slices: int
+    patches: int
+    max_slice_patches: int  # vLLM pads every slice of a batch to the longest one
+
+
+@dataclass(frozen=True)
+class MMProfile:
+    modality: str | None  # "image" / "video" / "image+video" (V0 merged) / None (no encoder work)
+    items: int  # dummy items in the one encoder batch
+    slices: int  # 448-px slices (video frames count one each)
+    vit_tokens: int  # patch tokens the ViT sees (unpadded)
+    vit_tokens_padded: int  # what the batched forward allocates for (padded to the longest slice)
+    encoder_budget_tokens: int | None  # V1 only
+    tokens_per_item: int  # LLM embedding tokens of one item (T)
+    llm_mm_tokens: int  # LLM embedding positions the encoder outputs (items x T)
+    skipped: bool = False  # skip_mm_profiling / encoder profile not run
+    sequences: int = 0  # V0: dummy sequences of the profile run (each carries its items); 0 for V1
+
+    @property
+    def empty(self) -> bool:
+        return self.items == 0
+
+
+NO_PROFILE = MMProfile(None, 0, 0, 0, 0, None, 0, 0)
+
+
+def _image_max_slice_nums(model: ModelSpec, settings: dict) -> int:
+    kwargs = settings.get("mm_processor_kwargs") or {}
+    return int(kwargs.get("max_slice_nums", model.vision.max_slice_nums))
+
+
+def image_item(model: ModelSpec, settings: dict, version) -> ItemShape:
+    """The largest dummy image of this version."""
+    vis, v = model.vision, parse_version(version)
+    if v <= (0, 7, 0):  # legacy registry: a square 448 image, counted as query_num tokens
+        sp = slice_image(vis.image_size, vis.image_size, 1, vis.image_size, vis.patch)
+        return ItemShape("image", vis.query_num, sp.n_slices, sp.patches, sp.patches)
+    sp = slice_image(vis.image_size, vis.image_size * vis.max_slice_nums, _image_max_slice_nums(model, settings),
+                     vis.image_size, vis.patch)
+    tokens = sp.embeddings(vis.query_num)
+    if v < (0, 8, 3):  # placeholder incl. <image>/<slice> separators and 8 id tokens
+        tokens = (vis.query_num + 2) * sp.n_slices + 8
+    elif v < (0, 8, 4):  # tokenized placeholder (estimate)
+        tokens = (vis.query_num + 2) * sp.n_slices + 11
+    p = vis.patch
+    largest = max((sp.overview_size[0] // p) * (sp.overview_size[1] // p),
+                  (sp.slice_size[0] // p) * (sp.slice_size[1] // p) if sp.slice_size else 0)
+    return ItemShape("image", tokens, sp.n_slices, sp.patches, largest)
+
+
+def video_frames(model: ModelSpec, settings: dict, version, n_images: int, n_videos: int, seq_len: int) -> int:
+    v = parse_version(version)
+    image_tokens = image_item(model, settings, v).tokens * n_images
+    per_frame = model.vision.query_num + (2 if v < (0, 8, 3) else 0)
+    frames = (seq_len - image_tokens) // per_frame // max(n_videos, 1)
+    if v >= (0, 8, 3):
+        frames = min(frames, MAX_FRAMES_PER_VIDEO)
+    return max(frames, 1)
+
+
+def video_item(model: ModelSpec, settings: dict, version, n_images: int, n_videos: int, seq_len: int) -> ItemShape:
+    vis, v = model.vision, parse_version(version)
+    frames = video_frames(model, settings, v, n_images, n_videos, seq_len)
+    per_frame = vis.query_num + (2 if v < (0, 8, 3) else 0)
+    frame_patches = (vis.image_size // vis.patch) ** 2
+    return ItemShape("video", frames * per_frame, frames, frames * frame_patches, frame_patches)
+
+
+def profile(model: ModelSpec, settings: dict, version, family: str) -> MMProfile:
+    """The dummy items of the profile run for a resolved settings dict."""
+    if model.vision is None:
+        return NO_PROFILE
+    limits = {m: n for m, n in (settings.get("limit_mm_per_prompt") or {}).items() if n > 0}
+    if not limits:
+        return NO_PROFILE
+    v = parse_version(version)
+    if family == "v0-legacy":
+        return _v0_legacy(model, settings, v, limits)
+    if family == "v0-merged":
+        return _v0_merged(model, settings, v, limits)
+    return _v1(model, settings, v, limits)
+
+
+def _v0_legacy(model, settings, v, limits) -> MMProfile:
+    item = image_item(model, settings, v)
+    L = limits.get("image", 0)
+    if not L:
+        return NO_PROFILE
+    seqs = max(1, min(settings["max_num_seqs"], settings["max_num_batched_tokens"] // (item.tokens * L)))
+    n = seqs * L
+    return MMProfile("image", n, n * item.slices, n * item.patches, n * item.slices * item.max_slice_patches,
+                     None, item.tokens, n * item.tokens, sequences=seqs)
+
+
+def _v0_merged(model, settings, v, limits) -> MMProfile:
+    mml, mbt = settings["max_model_len"], settings["max_num_batched_tokens"]
+    n_img, n_vid = limits.get("image", 0), limits.get("video", 0)
+    img = image_item(model, settings, v)
+    # per-item maximum as the registry computes it: one item of each active modality at max_model_len
+    vid_max = video_item(model, settings, v, 1 if n_img else 0, 1, mml) if n_vid else None
+    max_mm = n_img * img.tokens + (n_vid * vid_max.tokens if vid_max else 0)
+    seqs = max(1, min(settings["max_num_seqs"], mbt // max_mm))
+    # the dummy video is generated for this sequence's length, not max_model_len
+    vid = video_item(model, settings, v, n_img, n_vid, mbt // seqs) if n_vid else None
+    items = seqs * (n_img + n_vid)
+    slices = seqs * (n_img * img.slices + (n_vid * vid.slices if vid else 0))
+    patches = seqs * (n_img * img.patches + (n_vid * vid.patches if vid else 0))
+    largest = max(img.max_slice_patches if n_img else 0, vid.max_slice_patches if vid else 0)
+    modality = "+".join(m for m, n in (("image", n_img), ("video", n_vid)) if n)
+    tokens = n_img * img.tokens + (n_vid * vid.tokens if vid else 0)
+    return MMProfile(modality, items, slices, patches, slices * largest, None, max_mm, seqs * tokens,
+                     sequences=seqs)
+
+
+def _v1(model, settings, v, limits) -> MMProfile:
+    mml, mbt, seqs = settings["max_model_len"], settings["max_num_batched_tokens"], settings["max_num_seqs"]
+    shapes = {}
+    if "image" in limits:
+        shapes["image"] = image_item(model, settings, v)
+    if "video" in limits:
+        # MultiModalBudget asks for the per-item maximum with one item of every active modality
+        shapes["video"] = video_item(model, settings, v, 1 if "image" in limits else 0, 1, mml)
+    modality = max(shapes, key=lambda m: (shapes[m].tokens, m))
+    item = shapes[modality]
+    T = item.tokens
+    budget = max(mbt, T)
+    limit = limits[modality]
+    if v >= (0, 10, 1):
+        per_prompt = max(1, min(limit, mml // T))
+        reqs = seqs if settings.get("enable_chunked_prefill", True) else min(seqs, mbt // T)
+        items = max(1, min(budget // T, reqs * per_prompt))
+    elif v >= (0, 10, 0):
+        items = min(budget // T, seqs * limit)
+    else:
+        items = min(math.ceil(budget / T), seqs * limit)
+    items = max(items, 1)
+    skipped = bool(settings.get("skip_mm_profiling"))
+    return MMProfile(modality, items, items * item.slices, items * item.patches,
+                     items * item.slices * item.max_slice_patches, budget, T, items * T, skipped=skipped)

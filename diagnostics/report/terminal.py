@@ -1,0 +1,29 @@
+"""The terminal summary of a sweep (pytest's summary section): one row per combination of results.jsonl."""
+
+from __future__ import annotations
+
+from diagnostics.units import fmt_gib
+
+SUMMARY_HEADERS = ("id", "outcome", "expected", "peak dev GiB", "peak proc GiB", "profile GiB", "KV GiB",
+                   "KV tokens", "start-up s", "result", "culprit")
+
+
+def _num(x: float | None, digits: int = 2) -> str:
+    return fmt_gib(x, digits, unit=False)
+
+
+def summary_row(r: dict) -> tuple:
+    """One results.jsonl record as a table row (GiB columns without the unit, `-` for unknown)."""
+    culprits = (r.get("diagnosis") or {}).get("culprits") or []
+    culprit = ", ".join(f"{c['setting']}={c.get('value')}->{c.get('suggested')}" for c in culprits[:2]) or "-"
+    return (r.get("id"), r.get("outcome"), r.get("expected") or "-", _num(r.get("peak_device_gib")),
+            _num(r.get("peak_process_gib")), _num(r.get("profile_peak_gib")), _num(r.get("kv_cache_gib")),
+            r.get("kv_cache_tokens") or "-", _num(r.get("startup_s"), 1),
+            r.get("status") or ("passed" if r.get("passed") else "failed"), culprit)
+
+
+def summary_table(results: list[dict]) -> str:
+    """One row per combination (the terminal summary), laid out by tabulate."""
+    from tabulate import tabulate  # optional at import time: only the summary needs it
+
+    return tabulate([summary_row(r) for r in results], headers=SUMMARY_HEADERS, tablefmt="simple")

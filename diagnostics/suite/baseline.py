@@ -1,0 +1,332 @@
+"""The upgrade gate: baselines keyed by card + driver + vLLM version, and a regression comparison.
+
+Like pytest-benchmark keys saved runs by machine, a baseline lives in `<directory>/<key>/<name>.json` with
+`key = baseline_key(machine_info)` ("3090-drv550.54-vllm0.6.3") and `machine_info` inside the file.
+`compare(old, new, tolerances)` marks each combination improved / regressed / same / new / missing.
+
+A regression is: a start that used to come up (`outcome == "ok"`) now fails; peak memory grew by more
+than the `peak` tolerance; KV capacity (`kv_cache_tokens`) shrank by more than `kv_tokens`; start-up
+slowed by more than `startup`. Defaults: DEFAULT_TOLERANCES. A baseline from another card or driver is a
+warning naming both, never a crash (the numbers are still shown).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from diagnostics.errors import UsageError
+from diagnostics.redact import redact
+from diagnostics.suite.results import RESULTS_FILE, load_results
+from diagnostics.units import utc_now
+
+SCHEMA_VERSION = 1
+DEFAULT_TOLERANCES = {"peak": 0.05, "kv_tokens": 0.05, "startup": 0.20}
+STATUSES = ("improved", "regressed", "same", "new", "missing")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+# -- tolerances -----------------------------------------------------------------------------------------
+def parse_tolerances(spec: str | None) -> dict[str, float | None]:
+    """`"peak:5%,kv_tokens:5%,startup:20%"` -> {"peak": 0.05, ...}. Keys not named keep their default;
+    `KEY:off` turns a check off (value None). A value is `N%` or a fraction `0.05`."""
+    tolerances: dict[str, float | None] = dict(DEFAULT_TOLERANCES)
+    if spec is None or not spec.strip():
+        return tolerances
+    accepted = ", ".join(DEFAULT_TOLERANCES)
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition(":")
+        key, value = key.strip(), value.strip()
+        if not sep or key not in DEFAULT_TOLERANCES:
+            raise UsageError(
+                f"bad tolerance {item!r} in {spec!r}; accepted: KEY:N% with KEY one of {accepted} (e.g. peak:5%)"
+            )
+        if value.lower() in ("off", "none"):
+            tolerances[key] = None
+            continue
+        try:
+            number = float(value[:-1]) / 100 if value.endswith("%") else float(value)
+        except ValueError:
+            number = -1.0
+        if not (0 <= number < 10) or (not value.endswith("%") and number > 1):
+            raise UsageError(
+                f"bad tolerance {item!r} in {spec!r}; accepted: a percentage like {key}:5% or a fraction "
+                f"like {key}:0.05, or {key}:off"
+            )
+        tolerances[key] = number
+    return tolerances
+
+
+def format_tolerances(tolerances: dict) -> str:
+    return ",".join(f"{k}:{'off' if v is None else f'{v * 100:g}%'}" for k, v in tolerances.items())
+
+
+# -- storage --------------------------------------------------------------------------------------------
+def _slug(text: object) -> str:
+    return re.sub(r"[^A-Za-z0-9._]+", "_", str(text)).strip("_") or "unknown"
+
+
+def baseline_key(machine_info: dict | None) -> str:
+    """`3090-drv550.54-vllm0.6.3`: card short name (or GPU name), driver, vLLM version."""
+    info = machine_info or {}
+    card = info.get("card") or info.get("gpu_name") or "unknown"
+    driver = info.get("driver") or "none"
+    vllm = info.get("vllm") or "unknown"
+    return f"{_slug(card)}-drv{_slug(driver)}-vllm{_slug(vllm)}"
+
+
+def machine_info_of(results: list[dict]) -> dict:
+    """The machine_info the results were measured on (the first record that has one)."""
+    for record in results:
+        if isinstance(record.get("machine_info"), dict):
+            return record["machine_info"]
+    return {}
+
+
+def save_baseline(results: list[dict], name: str, directory: str | Path) -> Path:
+    """Write `<directory>/<key>/<name>.json` (redacted) and return its path."""
+    if not _NAME_RE.match(name or ""):
+        raise UsageError(f"bad baseline name {name!r}; accepted: letters, digits, '.', '_' and '-' (e.g. pinned)")
+    if not results:
+        raise UsageError(f"no results to save as baseline {name!r}; run the sweep first")
+    info = machine_info_of(results)
+    path = Path(directory) / baseline_key(info) / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        "saved_at": utc_now(),
+        "machine_info": info,
+        "results": list(results),
+    }
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(redact(document), indent=1, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _read_baseline_file(path: Path) -> tuple[dict, list[dict]]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: not a readable baseline ({exc}); expected a JSON file written by --save-baseline")
+    if not isinstance(document, dict) or not isinstance(document.get("results"), list):
+        raise UsageError(f"{path}: not a baseline; expected a JSON object with 'results' (written by --save-baseline)")
+    meta = {k: v for k, v in document.items() if k != "results"}
+    meta.setdefault("machine_info", machine_info_of(document["results"]))
+    meta["path"] = str(path)
+    meta.setdefault("warnings", [])
+    return meta, document["results"]
+
+
+def load_baseline(
+    name_or_file: str | Path, directory: str | Path, machine_info: dict | None = None
+) -> tuple[dict, list[dict]] | None:
+    """A baseline by FILE path, or by NAME under the key of `machine_info` (falling back to the newest
+    baseline of that name under any key, with a warning in meta["warnings"]). None when there is none yet.
+
+    meta = {"schema_version", "name", "saved_at", "machine_info", "path", "warnings": [...]}.
+    """
+    text = str(name_or_file)
+    as_path = Path(text)
+    if as_path.suffix == ".json" or "/" in text or "\\" in text or as_path.is_file():
+        if not as_path.is_file():
+            raise UsageError(f"baseline file {text!r} does not exist; accepted: a FILE written by --save-baseline or a NAME")
+        return _read_baseline_file(as_path)
+    if not _NAME_RE.match(text):
+        raise UsageError(f"bad baseline name {text!r}; accepted: letters, digits, '.', '_' and '-' or a FILE path")
+    directory = Path(directory)
+    if machine_info is not None:
+        exact = directory / baseline_key(machine_info) / f"{text}.json"
+        if exact.is_file():
+            return _read_baseline_file(exact)
+    candidates = sorted(directory.glob(f"*/{text}.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    if not candidates:
+        return None
+    meta, results = _read_baseline_file(candidates[0])
+    if machine_info is not None:
+        message = (
+            f"no baseline {text!r} for {baseline_key(machine_info)}; using the one saved for "
+            f"{candidates[0].parent.name} ({candidates[0]})"
+        )
+        meta["warnings"].append(message)
+        warnings.warn(message, stacklevel=2)
+    return meta, results
+
+
+# -- comparison -----------------------------------------------------------------------------------------
+@dataclass
+class Row:
+    id: str
+    status: str  # one of STATUSES
+    changes: list[str] = field(default_factory=list)
+    old: dict | None = None
+    new: dict | None = None
+
+
+@dataclass
+class Comparison:
+    rows: list[Row]
+    regressed: bool
+    warnings: list[str]
+    tolerances: dict
+
+    def counts(self) -> dict[str, int]:
+        return {s: sum(1 for r in self.rows if r.status == s) for s in STATUSES}
+
+
+def peak_gib(record: dict | None) -> float | None:
+    """The peak a comparison uses: device memory (GPU) when measured, else the process tree (CPU)."""
+    if not record:
+        return None
+    value = record.get("peak_device_gib")
+    return value if value is not None else record.get("peak_process_gib")
+
+
+def _relative(old: float, new: float) -> float:
+    return (new - old) / old if old else (0.0 if new == old else float("inf"))
+
+
+def _machine_warnings(old_info: dict, new_info: dict) -> list[str]:
+    def describe(info: dict) -> str:
+        card = info.get("gpu_name") or info.get("card") or "unknown card"
+        return f"{card} (driver {info.get('driver') or 'none'})"
+
+    old_card = (old_info.get("card"), old_info.get("gpu_name"))
+    new_card = (new_info.get("card"), new_info.get("gpu_name"))
+    if not old_info or not new_info:
+        return []
+    if old_card != new_card or old_info.get("driver") != new_info.get("driver"):
+        return [
+            f"baseline measured on {describe(old_info)}, this run on {describe(new_info)}: "
+            "differences may come from the machine, not from vLLM"
+        ]
+    return []
+
+
+def _compare_row(old: dict, new: dict, tolerances: dict) -> Row:
+    rid = new.get("id") or old.get("id")
+    row = Row(id=rid, status="same", old=old, new=new)
+    worse, better = [], []
+    o_out, n_out = old.get("outcome"), new.get("outcome")
+    if o_out != n_out:
+        if o_out == "ok":
+            worse.append(f"start failed: ok -> {n_out}")
+        elif n_out == "ok":
+            better.append(f"start now succeeds: {o_out} -> ok")
+        else:
+            row.changes.append(f"failure changed: {o_out} -> {n_out}")
+    metrics = (
+        ("peak", "peak memory", peak_gib(old), peak_gib(new), +1, "GiB"),
+        ("kv_tokens", "KV cache tokens", old.get("kv_cache_tokens"), new.get("kv_cache_tokens"), -1, ""),
+        ("startup", "start-up", old.get("startup_s"), new.get("startup_s"), +1, "s"),
+    )
+    for key, label, a, b, worse_sign, unit in metrics:
+        tol = tolerances.get(key)
+        if tol is None or a is None or b is None or o_out != n_out:
+            continue
+        change = _relative(float(a), float(b))
+        text = f"{label} {_num(a)} -> {_num(b)}{(' ' + unit) if unit else ''} ({change * 100:+.1f}%)"
+        if change * worse_sign > tol:
+            worse.append(text)
+        elif change * worse_sign < -tol:
+            better.append(text)
+    if worse:
+        row.status = "regressed"
+    elif better:
+        row.status = "improved"
+    row.changes = worse + better + row.changes
+    return row
+
+
+def compare(old: list[dict], new: list[dict], tolerances: dict | None = None) -> Comparison:
+    """Per-combination comparison of two result lists (matched by id)."""
+    tol = dict(DEFAULT_TOLERANCES) if tolerances is None else {**DEFAULT_TOLERANCES, **tolerances}
+    old_by_id = {r["id"]: r for r in old if r.get("id")}
+    new_by_id = {r["id"]: r for r in new if r.get("id")}
+    rows = []
+    for rid, record in new_by_id.items():
+        if rid in old_by_id:
+            rows.append(_compare_row(old_by_id[rid], record, tol))
+        else:
+            rows.append(Row(id=rid, status="new", changes=["not in the baseline"], new=record))
+    for rid, record in old_by_id.items():
+        if rid not in new_by_id:
+            rows.append(Row(id=rid, status="missing", changes=["not in this run"], old=record))
+    warns = _machine_warnings(machine_info_of(old), machine_info_of(new))
+    missing = [r.id for r in rows if r.status == "missing"]
+    if missing:
+        warns.append(f"{len(missing)} combination(s) of the baseline were not run: {', '.join(missing[:5])}"
+                     + (" ..." if len(missing) > 5 else ""))
+    return Comparison(rows=rows, regressed=any(r.status == "regressed" for r in rows), warnings=warns, tolerances=tol)
+
+
+def _num(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 100):
+        return f"{int(value):,}"
+    return f"{value:.2f}"
+
+
+def format_table(comparison: Comparison, tablefmt: str = "github") -> str:
+    """Side-by-side table (old | new per metric) followed by warnings and a one-line summary."""
+    from tabulate import tabulate
+
+    headers = ["combination", "status", "outcome old", "outcome new", "peak old (GiB)", "peak new (GiB)",
+               "KV tokens old", "KV tokens new", "start-up old (s)", "start-up new (s)", "changes"]
+    order = {s: i for i, s in enumerate(("regressed", "improved", "new", "missing", "same"))}
+    table = []
+    for row in sorted(comparison.rows, key=lambda r: (order[r.status], r.id)):
+        o, n = row.old or {}, row.new or {}
+        table.append([
+            row.id, row.status.upper() if row.status == "regressed" else row.status,
+            o.get("outcome", "-"), n.get("outcome", "-"),
+            _num(peak_gib(o)), _num(peak_gib(n)),
+            _num(o.get("kv_cache_tokens")), _num(n.get("kv_cache_tokens")),
+            _num(o.get("startup_s")), _num(n.get("startup_s")),
+            "; ".join(row.changes) if row.status != "same" or row.changes else "",
+        ])
+    lines = [tabulate(table, headers=headers, tablefmt=tablefmt, disable_numparse=True)]
+    for w in comparison.warnings:
+        lines.append(f"warning: {w}")
+    counts = comparison.counts()
+    summary = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s])
+    verdict = "REGRESSION" if comparison.regressed else "no regression"
+    lines.append(f"{verdict}: {summary or 'nothing to compare'} (tolerances {format_tolerances(comparison.tolerances)})")
+    return "\n".join(lines)
+
+
+# -- reading any results source -------------------------------------------------------------------------
+def load_results_source(path: str | Path) -> tuple[dict, list[dict]]:
+    """(meta, results) from a results.jsonl, a run directory or a saved baseline JSON; UsageError when the
+    input is missing, not JSON lines, or has no result records."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / RESULTS_FILE
+    if not p.is_file():
+        raise UsageError(f"{path}: no such results file; accepted: results.jsonl, a run directory or a baseline JSON")
+    text = p.read_text(encoding="utf-8", errors="replace")
+    stripped = text.lstrip()
+    if stripped.startswith("{") and '"results"' in text:
+        try:
+            document = json.loads(text)
+        except ValueError:
+            document = None
+        if isinstance(document, dict) and isinstance(document.get("results"), list):
+            return _read_baseline_file(p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        records = load_results(p)
+    records = [r for r in records if isinstance(r.get("id"), str) and "outcome" in r]
+    if not records:
+        raise UsageError(
+            f"{path}: no result records; expected JSON lines with 'id' and 'outcome' (a sweep's results.jsonl)"
+        )
+    return {"path": str(p), "machine_info": machine_info_of(records), "warnings": []}, records

@@ -1,0 +1,255 @@
+"""What one start-up test asserts, and the failure text it gives: pure (no pytest, torch, vLLM, NVML, matplotlib).
+
+pytest-memray style: `judge(...)` takes the facts of one start and returns a small `Verdict` that renders its
+own failure text (`failure_text`) and its numbers section (`numbers_text`); the plugin only turns it into
+pass / xfail / fail.
+
+  * outcome (`classify`): the launcher's facts (timeout, killed by a signal) beat the log; then what the log
+    could not tell: an unrecognised log of a clean exit is "ok", of a failed exit or failed request "error";
+  * expected outcome (`expect`): the matrix's word, else the estimator's when clear-cut;
+  * limits (`limits_for`): (a) profile-phase peak <= the card's profile_threshold_gib; (b) overall peak <=
+    gpu_memory_utilization x total + headroom_gib (with kv_cache_memory_bytes: profile-phase peak + KV bytes +
+    headroom). A matrix may override both per card; the cpu card asserts only what the matrix states.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from diagnostics.errors import UsageError
+from diagnostics.outcomes import BEFORE_KV_PHASES, MEMORY_FAILURES
+from diagnostics.predict.estimator import plan
+from diagnostics.settings import resolve
+from diagnostics.units import GiB, fmt_gib
+
+PEAK_TERMS = ("weights", "non_torch", "activation_peak")  # what the estimator's start-up peak is made of
+DEFAULT_UTILIZATION = 0.9
+
+
+def outcome_of(result, log_outcome: str) -> str:
+    """The start's outcome: the harness's own facts (timeout, killed by a signal) beat what the log shows."""
+    if result.timed_out:
+        return "timeout"
+    if result.signal is not None and log_outcome in ("ok", "unknown"):
+        return "crash"
+    if result.returncode not in (0, None) and log_outcome == "ok":
+        return "error"
+    return log_outcome
+
+
+def classify(result, record) -> str:
+    """The outcome of a start (`outcome_of`), then what the log could not tell: an unrecognised log of a clean
+    exit is "ok"; of a failed exit or a failed request, "error"."""
+    outcome = outcome_of(result, record.outcome)
+    request_failed = bool(result.request) and not result.request.get("ok", True)
+    if outcome == "ok" and request_failed:
+        return "error"
+    if outcome != "unknown":
+        return outcome
+    return "ok" if result.returncode == 0 and not request_failed else "error"
+
+
+def matches(expected: str, outcome: str, basis: str) -> bool:
+    """Did the expected thing happen? "oom" (and any estimator-predicted memory failure) = any memory failure."""
+    if expected == outcome:
+        return True
+    if expected == "oom" or (basis == "estimator" and expected in MEMORY_FAILURES):
+        return outcome in MEMORY_FAILURES
+    return False
+
+
+def plan_bounds(prediction) -> tuple[float, float]:
+    """(low, high) of a Plan's predicted peak in GiB: the peak moved by the uncertainty of the terms it is made
+    of (weights + non-torch + activation peak; the CUDA context is exact; the KV cache comes after the peak)."""
+    terms = [prediction.components[name] for name in PEAK_TERMS if name in prediction.components]
+    below = sum(max(t.value_gib - t.low_gib, 0.0) for t in terms)
+    above = sum(max(t.high_gib - t.value_gib, 0.0) for t in terms)
+    return prediction.peak_gib - below, prediction.peak_gib + above
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """The expected outcome (None: not asserted) and on what it rests ("matrix", "estimator", or why not)."""
+
+    outcome: str | None
+    basis: str
+
+
+def expect(combination, card, model, vllm_version: str | None, settings: dict) -> Expectation:
+    """The matrix's expected outcome, else the estimator's when its whole peak range is on one side of the card."""
+    if combination.expect:
+        return Expectation(combination.expect, "matrix")
+    if card is None or card.is_cpu:
+        return Expectation(None, "not asserted: the estimator has no CPU-backend model")
+    if model is None:
+        return Expectation(None, "not asserted: the estimator does not know this model")
+    try:
+        prediction = plan(model, card, vllm_version, "llm", settings)
+    except UsageError as err:
+        return Expectation(None, f"not asserted: the estimator cannot plan this ({err})")
+    low, high = plan_bounds(prediction)
+    total = card.total_gib
+    if prediction.verdict == "ok" and high < total:
+        return Expectation("ok", "estimator")
+    if prediction.verdict in MEMORY_FAILURES and low > total:
+        return Expectation(prediction.verdict, "estimator")
+    return Expectation(None, f"not asserted: estimator says {prediction.verdict} with peak {low:.2f}-{high:.2f} "
+                             f"GiB against {total:.2f} GiB (not clear-cut)")
+
+
+def default_utilization(model, card, vllm_version: str | None, settings: dict) -> float:
+    """vLLM's gpu_memory_utilization for these settings (diagnostics.settings.resolve), 0.9 when unresolvable."""
+    try:
+        value = resolve(model, card, vllm_version, "llm", settings)
+        return float(value.get("gpu_memory_utilization", DEFAULT_UTILIZATION))
+    except (UsageError, TypeError, ValueError):
+        return DEFAULT_UTILIZATION
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the peaks may reach on this card, in GiB; None = not asserted."""
+
+    profile_peak_gib: float | None
+    peak_gib: float | None
+
+
+def limits_for(thresholds: dict, card, settings: dict, profile_peak: float | None, model=None,
+               vllm_version: str | None = None) -> Limits:
+    """(profile-phase limit, overall limit) for one combination on `card`; `thresholds` is the matrix's per-card
+    table; without gpu_memory_utilization in the settings, vLLM's default for model/card/version applies."""
+    own = thresholds.get(card.name, {})
+    profile_limit = own.get("profile_peak_gib")
+    peak_limit = own.get("peak_gib")
+    if card.is_cpu:
+        return Limits(profile_limit, peak_limit)
+    if profile_limit is None and card.profile_threshold_gib > 0:
+        profile_limit = card.profile_threshold_gib
+    if peak_limit is None:
+        kv_bytes = settings.get("kv_cache_memory_bytes")
+        if kv_bytes:
+            base = profile_peak if profile_peak is not None else profile_limit
+            peak_limit = None if base is None else base + kv_bytes / GiB + card.headroom_gib
+        else:
+            util = settings.get("gpu_memory_utilization")
+            if util is None:
+                util = default_utilization(model, card, vllm_version, settings)
+            peak_limit = util * card.total_gib + card.headroom_gib
+    return Limits(profile_limit, peak_limit)
+
+
+def profile_peak_of(result) -> float | None:
+    """The profile-phase peak (GiB): max over init/weights/profile, from the launcher or the phase peaks."""
+    if result.before_kv_peak_gib is not None:
+        return result.before_kv_peak_gib
+    before_kv = [result.phase_peaks_gib.get(p) for p in BEFORE_KV_PHASES]
+    return max((v for v in before_kv if v is not None), default=None)
+
+
+@dataclass
+class Verdict:
+    """What the test makes of one start; renders its own failure text and numbers section."""
+
+    combination_id: str
+    card: object  # diagnostics.cards.Card
+    outcome: str
+    phase: str
+    expectation: Expectation
+    limits: Limits
+    profile_peak_gib: float | None
+    explanation: object | None  # diagnostics.explain.Explanation
+    error_line: str | None
+    log_path: str
+    reasons: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.reasons
+
+    @property
+    def status(self) -> str:
+        """"failed" | "xfail" (the expected failure happened) | "recorded" (nothing asserted) | "passed"."""
+        expected = self.expectation.outcome
+        if not self.passed:
+            return "failed"
+        if expected is not None and expected != "ok":
+            return "xfail"
+        return "recorded" if expected is None else "passed"
+
+    def failure_text(self) -> str:
+        """The diagnosis in one paragraph: what happened, what failed, why, the culprits, the log."""
+        phase = f" in the {self.phase} phase" if self.phase != "unknown" else ""
+        parts = [f"{self.combination_id} on {self.card.name}: {self.outcome}{phase}."]
+        if self.reasons:
+            parts.append("Failed: " + "; ".join(self.reasons) + ".")
+        explanation = self.explanation
+        if explanation and explanation.summary:
+            parts.append(explanation.summary.rstrip(".") + ".")
+        culprits = explanation.culprits if explanation else []
+        if culprits:
+            parts.append("Culprits: " + ", ".join(f"{c.setting}={c.value} (-> {c.suggested})" for c in culprits) + ".")
+        elif self.error_line and self.outcome != "ok":
+            parts.append(f"vLLM said: {self.error_line.strip()[:300]}")
+        parts.append(f"Log: {self.log_path}")
+        return " ".join(parts)
+
+    def numbers_text(self, record: dict) -> str:
+        """The test report's "vllm-memcheck" section: the figures of the results.jsonl record."""
+        expected = self.expectation
+        return "\n".join([
+            f"combination      {self.combination_id}  settings {json.dumps(record['settings'], sort_keys=True)}",
+            f"card             {self.card.name} ({self.card.label})  total {fmt_gib(record['card']['total_gib'])}",
+            f"outcome          {self.outcome} (phase {self.phase}); expected {expected.outcome or '-'} "
+            f"[{expected.basis}]",
+            f"peak device      {fmt_gib(record['peak_device_gib'])}   peak process "
+            f"{fmt_gib(record['peak_process_gib'])}",
+            f"profile peak     {fmt_gib(self.profile_peak_gib)}   limit {fmt_gib(self.limits.profile_peak_gib)}",
+            f"overall limit    {fmt_gib(self.limits.peak_gib)}",
+            f"KV cache         {fmt_gib(record['kv_cache_gib'])}   tokens {record['kv_cache_tokens'] or '-'}",
+            f"start-up         {_seconds(record['startup_s'])}   wall {_seconds(record['wall_s'])}",
+            f"log              {self.log_path}",
+        ])
+
+
+def _seconds(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f} s"
+
+
+def _check_outcome(verdict: Verdict) -> None:
+    """Reasons / notes from the outcome against the expectation."""
+    expected, basis, outcome = verdict.expectation.outcome, verdict.expectation.basis, verdict.outcome
+    if expected is not None and not matches(expected, outcome, basis):
+        verdict.reasons.append(f"expected {expected} ({basis}), got {outcome} in the {verdict.phase} phase")
+    elif expected is None and outcome in MEMORY_FAILURES:
+        verdict.notes.append(f"{outcome} recorded, {basis}")
+    elif expected is None and outcome != "ok":
+        # an error, crash, timeout or unreadable log measured nothing about memory: never a pass
+        verdict.reasons.append(f"the start did not come up and not for memory: {outcome}"
+                               + (f" ({verdict.error_line.strip()[:300]})" if verdict.error_line else ""))
+
+
+def _check_peaks(verdict: Verdict, peak: float | None) -> None:
+    """Reasons / notes from the peaks against the limits (only when the engine came up)."""
+    for label, value, limit in (("profile-phase peak", verdict.profile_peak_gib, verdict.limits.profile_peak_gib),
+                                ("overall peak", peak, verdict.limits.peak_gib)):
+        if limit is None:
+            continue
+        if value is None:
+            verdict.notes.append(f"{label} not measured (limit {limit:.2f} GiB)")
+        elif value > limit:
+            verdict.reasons.append(f"{label} {value:.2f} GiB > {limit:.2f} GiB allowed on {verdict.card.name}")
+
+
+def judge(combination_id: str, card, result, log, expectation: Expectation, limits: Limits,
+          explanation=None) -> Verdict:
+    """The verdict on one start: `result` is the launcher's StartResult, `log` its LogRecord (outcome, phase,
+    error_line), `card` a diagnostics.cards.Card. Peaks are the device's on a GPU, the process tree's on cpu."""
+    peak = result.peak_process_gib if card.is_cpu else result.peak_device_gib
+    verdict = Verdict(combination_id, card, classify(result, log), log.phase, expectation, limits,
+                      profile_peak_of(result), explanation, log.error_line, str(result.log_path))
+    _check_outcome(verdict)
+    if verdict.outcome == "ok":
+        _check_peaks(verdict, peak)
+    return verdict

@@ -1,0 +1,372 @@
+"""The pytest plugin: every matrix combination becomes one `gpu`-marked start-up test (root conftest.py loads it).
+
+Hook wiring only, in pytest-memray's shape: module-level `pytest_addoption` (suite/run.py's OPTIONS table, every
+CLI option with an ini twin `memcheck_<name>`), `pytest_configure` builds one `Manager` that holds the session's
+state and hooks and registers it with the plugin manager; markers come from the MARKERS table. What a test
+asserts and its failure text are suite/judge.py's; the results.jsonl record is suite/results.py's; the
+terminal table is report/terminal.py's.
+
+One test = one engine start (diagnostics.engine.launch.run_start, own process group, timed through
+pytest-benchmark's pedantic mode). Its result is appended to `<report-dir>/<run>/results.jsonl` at once.
+The cpu card (vLLM's CPU backend) measures the summed RSS of the process tree and asserts only the thresholds a
+matrix states for card "cpu"; CPU runs need a CPU-capable matrix (see tests/data/matrices/cpu-tiny.toml).
+A failing test's message is the diagnosis (one paragraph); the numbers are in its "vllm-memcheck" section.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from pathlib import Path
+
+import pytest
+
+from diagnostics.cards import CPU_CARD, card_for_gpu_name, get_card, list_cards, load_cards_toml
+from diagnostics.engine import launch
+from diagnostics.engine.machine import machine_info
+from diagnostics.engine.nvml import NoGPU, gpu_name
+from diagnostics.errors import UsageError
+from diagnostics.explain import explain_record
+from diagnostics.models import get_model
+from diagnostics.report import write_reports
+from diagnostics.report.terminal import summary_table
+from diagnostics.suite import judge as verdicts
+from diagnostics.suite import run
+from diagnostics.suite.baseline import compare, format_table, load_baseline, parse_tolerances, save_baseline
+from diagnostics.suite.matrix import SHIPPED_MATRIX, load_matrix
+from diagnostics.suite.results import ResultWriter, load_results, make_record
+from diagnostics.units import utc_now
+
+MANAGER_NAME = "vllm-memcheck-manager"
+DEFAULT_IMAGE_SIZE = (1344, 1344)  # MiniCPM-V-2_6 at its slicing maximum (9 slices + the overview)
+COMBINATION_FIXTURE = "memcheck_combination"
+MARKERS = {
+    "gpu": "starts a real vLLM engine (GPU; vLLM's CPU backend with --card=cpu); skips without a usable GPU",
+}
+MANAGER_KEY = pytest.StashKey["Manager"]()
+
+
+def vllm_missing() -> str | None:
+    """Why engine starts cannot run here (vLLM not installed), or None. A module function so that a conftest
+    standing in for the launcher can stand in for vLLM's presence too."""
+    if importlib.util.find_spec("vllm") is None:
+        return ("vLLM is not installed; install the version to test (scripts/install.sh gpu VERSION, or cpu) "
+                "or run `python -m diagnostics plan` for a prediction")
+    return None
+
+
+def detect_gpu() -> tuple[str | None, str | None]:
+    """(name of the GPU the starts will run on, None) through NVML, or (None, why not)."""
+    try:
+        return gpu_name(), None
+    except NoGPU as err:
+        return None, err.reason
+
+
+def no_gpu_line(why: str, card_name: str | None) -> str:
+    return (f"no usable GPU ({why}); run `python -m diagnostics plan --card {card_name or '3090'}` for a "
+            "prediction, or --card=cpu for vLLM's CPU backend")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    run.add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, description in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {description}")
+    if config.option.help:
+        return
+    try:
+        manager = Manager(config)
+    except UsageError as err:
+        raise pytest.UsageError(str(err)) from None
+    config.stash[MANAGER_KEY] = manager
+    config.pluginmanager.register(manager, MANAGER_NAME)
+
+
+@pytest.fixture
+def memcheck(request: pytest.FixtureRequest) -> "Manager":
+    """The session's Manager: `memcheck.start(combination, benchmark)`, then `memcheck.verify(measurement)`."""
+    return request.config.stash[MANAGER_KEY]
+
+
+class Measurement:
+    """What one start produced (the results.jsonl record) and what the test makes of it (the Verdict)."""
+
+    def __init__(self, combination, record: dict, verdict: verdicts.Verdict):
+        self.combination, self.record, self.verdict = combination, record, verdict
+        self.status = verdict.status  # "passed" | "failed" | "xfail" | "recorded"
+        self.diagnosis = verdict.failure_text()
+        self.numbers = verdict.numbers_text(record)
+        self.notes = verdict.notes
+
+
+class Manager:
+    """All plugin state and every hook but addoption/configure (registered as MANAGER_NAME)."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.is_worker = hasattr(config, "workerinput")  # set by xdist on its workers only
+        self.notices: list[str] = []
+        self.cards_file = run.option(config, "cards")
+        self.card, self.gpu_name, self.skip_reason = self._card(str(run.option(config, "card") or "auto"))
+        self.skip_reason = self.skip_reason or vllm_missing()
+        self.matrix = load_matrix(run.option(config, "matrix") or SHIPPED_MATRIX)
+        self.model = run.option(config, "model") or self.matrix.model or run.DEFAULT_MODEL
+        run.check_model(self.model)
+        self.load_format = run.load_format_for(self.model, run.option(config, "load_format"))
+        self.engine_timeout = run.engine_timeout(run.option(config, "engine_timeout"))
+        self._baseline_options(config)
+        self.resume = bool(run.option(config, "resume"))
+        # absolute: the engine child runs in another working directory
+        self.run = run.RunDir.prepare(Path(run.option(config, "report_dir") or "reports").resolve(), self.resume,
+                                      self.is_worker)
+        self.notices += [self.run.notice] if self.run.notice else []
+        if not self.is_worker and self.skip_reason is None and self._uses_xdist():
+            self.run.export()
+        self.model_dir = run.ModelDir(self.model)
+        self._machine_info: dict | None = None
+        self._model_spec = None
+        self.comparison_text: list[str] = []
+        self.report_paths: list[Path] = []
+        self._current_measurement: Measurement | None = None
+
+    # -- configure-time checks -------------------------------------------------------------------------------
+    def _card(self, card_name: str):
+        """(card, NVML's GPU name, why gpu tests skip): cpu needs no GPU; NAME and auto are checked against NVML."""
+        card_name = card_name.strip().lower()
+        if card_name == CPU_CARD:
+            return get_card(CPU_CARD), None, None
+        named = None if card_name == "auto" else get_card(card_name, self.cards_file)
+        found, why = detect_gpu()
+        if found is None:
+            return named, None, no_gpu_line(why, named.name if named else None)
+        return self._check_card(named, found), found, None
+
+    def _check_card(self, named, gpu_name: str):
+        cards = list_cards()
+        if self.cards_file:
+            extra = load_cards_toml(self.cards_file)
+            cards = [c for c in cards if c.name not in extra] + list(extra.values())
+        detected = card_for_gpu_name(gpu_name, cards)
+        if named is None:
+            if detected is None:
+                raise UsageError(f"--card=auto: NVML reports {gpu_name!r}, which matches no card profile; pass "
+                                 "--card NAME or describe it in a --cards FILE ([cards.NAME] total_gib = ...)")
+            return detected
+        if not named.nvml_names:  # a card from --cards without nvml_names: nothing to check against
+            self.notices.append(f"card {named.name} has no nvml_names; not checked against NVML's {gpu_name!r}")
+        elif not any(sub.lower() in gpu_name.lower() for sub in named.nvml_names):
+            message = (f"--card={named.name} ({named.label}) but NVML reports {gpu_name!r}"
+                       f"{f' (card {detected.name})' if detected else ''}; pass the right --card, or "
+                       "--allow-card-mismatch to measure against the named card anyway")
+            if not run.option(self.config, "allow_card_mismatch"):
+                raise UsageError(message)
+            self.notices.append("warning: " + message)
+        return named
+
+    def _baseline_options(self, config: pytest.Config) -> None:
+        self.baseline_dir = Path(run.option(config, "baseline_dir") or ".memcheck/baselines")
+        self.save_baseline = run.option(config, "save_baseline")
+        self.compare_baseline = run.option(config, "compare_baseline")
+        spec = run.option(config, "fail_on_regression")
+        self.tolerances = None
+        if self.compare_baseline or spec:
+            self.tolerances = parse_tolerances(spec or run.DEFAULT_REGRESSION_SPEC)
+
+    def _uses_xdist(self) -> bool:
+        return bool(self.config.getoption("numprocesses", None)) or self.config.getoption("dist", "no") != "no"
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.run.path
+
+    @property
+    def finished(self) -> frozenset:
+        return self.run.finished
+
+    # -- lazily built inputs ---------------------------------------------------------------------------------
+    def machine_info(self) -> dict:
+        if self._machine_info is None:
+            self._machine_info = machine_info(self.card)
+        return self._machine_info
+
+    def model_spec(self):
+        if self._model_spec is None:
+            try:
+                # the real-size kit has the built-in shapes; any other kit or path: read its config.json
+                real_shapes = self.model == "kit:minicpm-v-2_6" or not self.model.startswith("kit:")
+                self._model_spec = get_model(self.model if real_shapes else self.model_dir.path(self.notices))
+            except UsageError:
+                self._model_spec = False
+        return self._model_spec or None
+
+    def sends_image(self, settings: dict) -> bool | None:
+        """A vision-language model's request carries an image unless the settings allow none."""
+        model = self.model_spec()
+        if model is None:
+            return None
+        limit = (settings.get("limit_mm_per_prompt") or {}).get("image")
+        return model.vision is not None and (limit is None or limit > 0)
+
+    def settings_for(self, combination) -> dict:
+        return {**self.matrix.defaults, **combination.settings}
+
+    # -- one start -------------------------------------------------------------------------------------------
+    def start(self, combination, benchmark=None) -> Measurement:
+        """Start the engine once for `combination`, record the result, and judge it (see verify)."""
+        run_dir = self.run.ensure()
+        settings = self.settings_for(combination)
+        spec = launch.StartSpec(
+            model=self.model_dir.path(self.notices), settings=settings, card=self.card,
+            load_format=self.load_format, timeout_s=self.engine_timeout, request=combination.request,
+            image_size=DEFAULT_IMAGE_SIZE, env={}, log_path=run_dir / "logs" / f"{combination.id}.log",
+            timeline_path=run_dir / "timelines" / f"{combination.id}.csv", id=combination.id,
+            image=self.sends_image(settings) if combination.request else None)
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        spec.timeline_path.parent.mkdir(parents=True, exist_ok=True)
+        started_at = utc_now()
+        try:
+            if benchmark is not None:
+                result = benchmark.pedantic(launch.run_start, args=(spec,), rounds=1, iterations=1)
+            else:
+                result = launch.run_start(spec)
+        except NoGPU as err:
+            pytest.skip(no_gpu_line(str(err), self.card.name if self.card else None))
+        except launch.DeviceNotClean as err:
+            pytest.exit(f"vllm-memcheck: {err}", returncode=pytest.ExitCode.TESTS_FAILED)
+        measurement = self.judge(combination, settings, result, started_at)
+        if benchmark is not None:
+            record = measurement.record
+            benchmark.extra_info.update({"combination": combination.id, "outcome": record["outcome"],
+                                         "startup_s": result.startup_s,
+                                         "peak_gib": record["peak_device_gib"] or record["peak_process_gib"]})
+        ResultWriter(run_dir).append(measurement.record)
+        self._current_measurement = measurement  # picked up by pytest_runtest_makereport of this call
+        return measurement
+
+    def judge(self, combination, settings: dict, result, started_at: str) -> Measurement:
+        """The verdict (suite/judge.py) and the results.jsonl record (suite/results.py) of one start."""
+        log = result.log  # the launcher read the start's log once
+        # the log echoes only some settings (the CPU backend hardly any); the explainer needs the ones we set
+        log.settings.update({k: v for k, v in settings.items() if k not in log.settings})
+        try:
+            explanation = explain_record(log, model=self.model_spec(), card=self.card)
+        except UsageError:
+            explanation = None
+        vllm_version = self.machine_info().get("vllm")
+        expectation = verdicts.expect(combination, self.card, self.model_spec(), vllm_version, settings)
+        limits = verdicts.limits_for(combination.thresholds, self.card, settings, verdicts.profile_peak_of(result),
+                                     self.model_spec(), vllm_version)
+        verdict = verdicts.judge(combination.id, self.card, result, log, expectation, limits, explanation)
+        record = make_record(self._start_fields(combination, settings, started_at), verdict, result, log,
+                             self.run_dir)
+        return Measurement(combination, record, verdict)
+
+    def _start_fields(self, combination, settings: dict, started_at: str) -> dict:
+        """The record's fields that name the start: what ran, where, on which card."""
+        card = self.card
+        return {"id": combination.id, "scenario": combination.scenario, "model": self.model,
+                "model_path": self.model_dir.path(self.notices), "load_format": self.load_format,
+                "settings": settings,
+                "card": {"name": card.name, "total_gib": self.machine_info().get("gpu_total_gib", card.total_gib),
+                         "profile_threshold_gib": card.profile_threshold_gib, "headroom_gib": card.headroom_gib},
+                "machine_info": self.machine_info(), "started_at": started_at}
+
+    def verify(self, measurement: Measurement) -> None:
+        """Turn a measurement into the test's verdict: fail with the diagnosis, xfail, or pass."""
+        if measurement.status == "failed":
+            pytest.fail(measurement.diagnosis, pytrace=False)
+        if measurement.status == "xfail":
+            pytest.xfail(measurement.diagnosis)
+
+    # -- hooks -----------------------------------------------------------------------------------------------
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        card = self.card.name if self.card else "auto"
+        lines = [f"vllm-memcheck: card {card}, model {self.model} (load_format {self.load_format}), "
+                 f"matrix {self.matrix.path} ({len(self.matrix.combinations)} combinations)"]
+        if self.skip_reason:
+            lines.append(f"vllm-memcheck: gpu tests skip: {self.skip_reason}")
+        if self.resume and self.run_dir:
+            lines.append(f"vllm-memcheck: resuming {self.run_dir} ({len(self.finished)} finished)")
+        return lines + [f"vllm-memcheck: {n}" for n in self.notices]
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if COMBINATION_FIXTURE in metafunc.fixturenames:
+            metafunc.parametrize(COMBINATION_FIXTURE, self.matrix.combinations, ids=self.matrix.ids())
+
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        for item in items:
+            if item.get_closest_marker("gpu") is None:
+                continue
+            if self.skip_reason:
+                item.add_marker(pytest.mark.skip(reason=self.skip_reason))
+                continue
+            callspec = getattr(item, "callspec", None)  # only parametrized items have one
+            combination = callspec.params.get(COMBINATION_FIXTURE) if callspec else None
+            if combination is not None and combination.id in self.finished:
+                item.add_marker(pytest.mark.skip(
+                    reason=f"already recorded in {self.run_dir / 'results.jsonl'} (--resume)"))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        report = yield
+        if call.when == "call" and self._current_measurement is not None:
+            measurement, self._current_measurement = self._current_measurement, None
+            report.sections.append(("vllm-memcheck", measurement.numbers))
+            if report.failed:
+                report.longrepr = measurement.diagnosis
+        return report
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.is_worker or self.run_dir is None or not (self.run_dir / "results.jsonl").is_file():
+            return
+        results = load_results(self.run_dir)
+        if not results:
+            return
+        self.report_paths = list(write_reports(self.run_dir))
+        if self.compare_baseline:
+            self._compare(session, results)
+        if self.save_baseline:
+            path = save_baseline(results, self.save_baseline, self.baseline_dir)
+            self.comparison_text.append(f"saved baseline {self.save_baseline!r}: {path}")
+
+    def _compare(self, session: pytest.Session, results: list[dict]) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = load_baseline(self.compare_baseline, self.baseline_dir, self.machine_info())
+        if loaded is None:
+            path = save_baseline(results, self.compare_baseline, self.baseline_dir)
+            self.comparison_text.append(f"no baseline {self.compare_baseline!r} yet under {self.baseline_dir}/; "
+                                        f"recorded this run as it: {path}")
+            return
+        meta, old = loaded
+        comparison = compare(old, results, self.tolerances)
+        for message in [*meta.get("warnings", []), *comparison.warnings]:
+            self.comparison_text.append(f"warning: {message}")
+        self.comparison_text.append(f"compared with baseline {meta.get('path')}:")
+        self.comparison_text.append(format_table(comparison))
+        if comparison.regressed:
+            self.comparison_text.append("regression beyond tolerance: the session fails")
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if self.is_worker:
+            return
+        results = load_results(self.run_dir) if self.run_dir is not None else []
+        if not results:
+            if self.save_baseline or self.compare_baseline:
+                terminalreporter.write_line("vllm-memcheck: no start-up results in this session; no baseline "
+                                            "saved or compared")
+            return
+        terminalreporter.write_sep("=", f"vllm-memcheck: {len(results)} combinations in {self.run_dir}")
+        terminalreporter.write_line(summary_table(results))
+        for path in self.report_paths:
+            terminalreporter.write_line(f"report: {path}")
+        for line in self.comparison_text:
+            terminalreporter.write_line(line)
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self.run.restore_env()
+        self.model_dir.cleanup()

@@ -1,0 +1,190 @@
+"""results.jsonl: one JSON object per finished combination, appended and fsync'ed as soon as it is known.
+
+An interrupted sweep keeps every finished result (each line is written in one call, flushed and fsync'ed),
+`load_results` tolerates a truncated last line (the one being written when the sweep died), and
+`finished_ids` tells `--resume` what to skip. Runs live in `<report_dir>/<YYYYMMDD-HHMMSS>/`; the text file
+`<report_dir>/latest` names the newest run (a text file, not a symlink, so it works on every file system).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+from diagnostics.errors import UsageError
+from diagnostics.units import utc_now
+
+SCHEMA_VERSION = 1
+RESULTS_FILE = "results.jsonl"
+LATEST_FILE = "latest"
+RUN_NAME_FORMAT = "%Y%m%d-%H%M%S"
+
+
+def make_record(start: dict, verdict, result, log, run_dir: str | os.PathLike) -> dict:
+    """One results.jsonl record (docs/architecture.md): `start` names the start (id, scenario, model, model_path,
+    load_format, settings, card, machine_info, started_at), `verdict` is the diagnostics.suite.judge.Verdict,
+    `result` the launcher's StartResult, `log` its LogRecord. Sizes in GiB, times in seconds."""
+    start = dict(start)
+    started_at = start.pop("started_at")
+    expectation, limits, explanation = verdict.expectation, verdict.limits, verdict.explanation
+    vllm_numbers = dict(log.numbers)
+    return {
+        **start,
+        "expected": expectation.outcome,
+        "expected_basis": expectation.basis,
+        "outcome": verdict.outcome,
+        "phase": verdict.phase,
+        "passed": verdict.passed,
+        "status": verdict.status,
+        "reasons": verdict.reasons,
+        "notes": verdict.notes,
+        "limits_gib": {"profile_peak": limits.profile_peak_gib, "peak": limits.peak_gib},
+        "profile_peak_gib": verdict.profile_peak_gib,
+        **_measured(result),
+        "vllm_numbers": vllm_numbers,
+        **{key: vllm_numbers.get(key) for key in LOG_FIGURES},
+        "diagnosis": {
+            "summary": explanation.summary if explanation else verdict.failure_text(),
+            "culprits": [c.to_json() for c in (explanation.culprits if explanation else [])],  # Culprit's one shape
+            "error_line": log.error_line,
+        },
+        "request": result.request,
+        "log_file": os.path.relpath(result.log_path, run_dir),
+        "timeline_file": os.path.relpath(result.timeline_path, run_dir),
+        "started_at": started_at,
+        "finished_at": utc_now(),
+    }
+
+
+LOG_FIGURES = ("kv_cache_gib", "kv_cache_tokens", "weights_gib", "activation_peak_gib")  # copied to the top level
+
+
+def _measured(result) -> dict:
+    """The launcher's figures of one start, as the record carries them."""
+    return {
+        "startup_s": result.startup_s,
+        "wall_s": result.wall_s,
+        "lock_wait_s": result.lock_wait_s,  # waiting for another engine start to finish
+        "returncode": result.returncode,
+        "signal": result.signal,
+        "timed_out": result.timed_out,
+        "peak_device_gib": result.peak_device_gib,
+        "peak_process_gib": result.peak_process_gib,
+        "phase_peaks_gib": dict(result.phase_peaks_gib),
+        "torch_peak_gib": result.torch_peak_gib,
+    }
+
+
+class ResultWriter:
+    """Appends one result per line to `<run_dir>/results.jsonl`; each append is durable when it returns."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.run_dir / RESULTS_FILE
+
+    def append(self, record: dict) -> None:
+        if not record.get("id"):
+            raise ValueError("a result record needs a non-empty 'id'")
+        record = {"schema_version": SCHEMA_VERSION, "run": self.run_dir.name, **record}
+        line = json.dumps(record, default=_json_default, allow_nan=False) + "\n"
+        with open(self.path, "a", encoding="utf-8") as f:
+            _terminate_partial_line(f, self.path)
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _terminate_partial_line(f, path: Path) -> None:
+    """If an earlier writer died mid-line, start on a fresh line so the new record stays readable."""
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with open(path, "rb") as r:
+        r.seek(size - 1)
+        if r.read(1) != b"\n":
+            f.write("\n")
+
+
+def _json_default(value):
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"result field of type {type(value).__name__} is not JSON-serialisable: {value!r}")
+
+
+def load_results(path: str | os.PathLike) -> list[dict]:
+    """Every complete record of a results.jsonl (or of a run directory).
+
+    A line that does not parse is skipped with a warning when it is the last one (a write cut short);
+    anywhere else it means the file was damaged, and that is a UsageError naming file and line.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            if number == len(lines):
+                warnings.warn(f"{path}:{number}: skipping a truncated last line ({exc})", stacklevel=2)
+                continue
+            raise UsageError(f"{path}:{number}: not a result record ({exc}); expected one JSON object per line")
+        records.append(record)
+    return records
+
+
+def finished_ids(run_dir: str | os.PathLike) -> set[str]:
+    """Ids of the combinations that already have a result in this run (what `--resume` skips)."""
+    return {r["id"] for r in load_results(run_dir) if r.get("id")}
+
+
+def new_run_dir(report_dir: str | os.PathLike, now: datetime | None = None) -> Path:
+    """Create `<report_dir>/<YYYYMMDD-HHMMSS>` (UTC; `-2`, `-3`... when taken) and point `latest` at it."""
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    base = (now or datetime.now(timezone.utc)).strftime(RUN_NAME_FORMAT)
+    name, n = base, 1
+    while True:
+        run_dir = report_dir / name
+        try:
+            run_dir.mkdir()
+            break
+        except FileExistsError:
+            n += 1
+            name = f"{base}-{n}"
+    set_latest(report_dir, run_dir)
+    return run_dir
+
+
+def set_latest(report_dir: str | os.PathLike, run_dir: str | os.PathLike) -> None:
+    """Write the run's name into `<report_dir>/latest` atomically (write a temp file, then rename)."""
+    report_dir = Path(report_dir)
+    tmp = report_dir / f".{LATEST_FILE}.{os.getpid()}"
+    tmp.write_text(Path(run_dir).name + "\n", encoding="utf-8")
+    os.replace(tmp, report_dir / LATEST_FILE)
+
+
+def latest_run_dir(report_dir: str | os.PathLike) -> Path | None:
+    """The run `latest` names, or None when there is none (or it was deleted)."""
+    report_dir = Path(report_dir)
+    pointer = report_dir / LATEST_FILE
+    if not pointer.is_file():
+        return None
+    name = pointer.read_text(encoding="utf-8").strip()
+    run_dir = report_dir / name
+    return run_dir if name and run_dir.is_dir() else None

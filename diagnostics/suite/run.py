@@ -1,0 +1,185 @@
+"""The run a pytest session measures: its options (one table, each CLI option with an ini twin), the run
+directory (`<report-dir>/<run>/`, shared with xdist workers) and the model directory (kit:* built on the fly)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from diagnostics.errors import UsageError
+from diagnostics.kit import build_minicpmv26
+from diagnostics.kit.tiny_text import build_tiny_text
+from diagnostics.suite.results import finished_ids, latest_run_dir, new_run_dir
+
+RUN_DIR_ENV = "VLLM_MEMCHECK_RUN_DIR"  # the xdist controller hands its run directory to the workers
+DEFAULT_MODEL = "openbmb/MiniCPM-V-2_6"
+DEFAULT_REGRESSION_SPEC = "peak:5%,kv_tokens:5%,startup:20%"
+DEFAULT_ENGINE_TIMEOUT_S = 900.0
+KIT_MODELS = ("kit:minicpm-v-2_6", "kit:minicpm-v-2_6-tiny", "kit:tiny-text")
+LOAD_FORMATS = ("auto", "dummy")
+
+# (name, CLI kwargs, ini type, help). The ini twin is memcheck_<name>: memcheck_card, memcheck_report_dir, ...
+# (prefixed, because bare names like `model` or `resume` would collide with other plugins' ini keys).
+INI_PREFIX = "memcheck_"
+OPTIONS = (
+    ("card", {"metavar": "NAME|auto|cpu"}, "string",
+     "card profile to measure against (3090, l4, a100-80, ...); auto: detect through NVML (default); "
+     "cpu: vLLM's CPU backend"),
+    ("cards", {"metavar": "FILE"}, "string", "TOML file adding or overriding card profiles ([cards.NAME])"),
+    ("model", {"metavar": "ID|PATH"}, "string",
+     f"model to start (default: the matrix's, else {DEFAULT_MODEL}); {', '.join(KIT_MODELS)} build a "
+     "local checkpoint directory on the fly"),
+    ("matrix", {"metavar": "FILE"}, "string", "TOML matrix of settings (default: the shipped MiniCPM-V-2_6 matrix)"),
+    ("load_format", {"choices": LOAD_FORMATS}, "string", "auto (real weights) or dummy (random weights, no download)"),
+    ("engine_timeout", {"metavar": "SECONDS", "type": float}, "string",
+     f"kill a start-up (its whole process group) after this many seconds (default {DEFAULT_ENGINE_TIMEOUT_S:g})"),
+    ("report_dir", {"metavar": "DIR"}, "string", "where runs go: DIR/<run>/results.jsonl (default reports/)"),
+    ("resume", {"action": "store_true"}, "bool", "append to the latest run and skip combinations it finished"),
+    ("allow_card_mismatch", {"action": "store_true"}, "bool",
+     "warn instead of stopping when NVML reports another card than --card"),
+    ("save_baseline", {"metavar": "NAME"}, "string", "save this run as baseline NAME (keyed by card, driver, vLLM)"),
+    ("compare_baseline", {"metavar": "NAME|FILE"}, "string",
+     "compare this run with a baseline; fail on regressions beyond --fail-on-regression"),
+    ("fail_on_regression", {"metavar": "SPEC"}, "string",
+     f"tolerances for --compare-baseline (default {DEFAULT_REGRESSION_SPEC}; KEY:off disables one)"),
+    ("baseline_dir", {"metavar": "DIR"}, "string", "where baselines live (default .memcheck/baselines)"),
+)
+
+
+def add_options(parser) -> None:
+    """Every OPTIONS row as `--name-with-dashes` in one group, plus its ini twin `memcheck_<name>`."""
+    group = parser.getgroup("vllm-memcheck", "vLLM start-up memory (vllm-memcheck)")
+    for name, kwargs, ini_type, help_text in OPTIONS:
+        flag = f"--{name.replace('_', '-')}"
+        extra = {} if kwargs.get("action") else {"default": None}
+        group.addoption(flag, dest=f"memcheck_{name}", help=help_text.replace("%", "%%"), **kwargs, **extra)
+        parser.addini(f"{INI_PREFIX}{name}", f"{help_text} (ini twin of {flag})", type=ini_type,
+                      default=False if ini_type == "bool" else "")
+
+
+def option(config, name: str):
+    """The CLI value when given, else the ini value, else None (also for an empty ini string)."""
+    value = config.getoption(f"memcheck_{name}", None)
+    if value not in (None, False):
+        return value
+    value = config.getini(f"{INI_PREFIX}{name}")
+    return value if value not in ("", None, []) else (False if isinstance(value, bool) else None)
+
+
+def check_model_path(model: str) -> None:
+    """A --model that names a local path (absolute, ./, ../, ~) must be a directory with config.json; a hub id
+    (org/name) is left to vLLM. Caught here so a typo is one line, not 48 failed starts."""
+    if not model.startswith(("/", ".", "~")) and not os.path.isabs(model):
+        return
+    path = Path(model).expanduser()
+    if not (path / "config.json").is_file():
+        what = "has no config.json" if path.is_dir() else "does not exist"
+        raise UsageError(f"model path {model!r} {what}; accepted: a local model directory with config.json, a hub "
+                         f"id (org/name), or {', '.join(KIT_MODELS)}")
+
+
+def check_model(model: str) -> None:
+    """UsageError for an unknown kit:* name or a local path that is no model directory."""
+    if model.startswith("kit:") and model not in KIT_MODELS:
+        raise UsageError(f"unknown model kit {model!r}; accepted: {', '.join(KIT_MODELS)}")
+    check_model_path(model)
+
+
+def load_format_for(model: str, load_format: str | None) -> str:
+    """The load format to use; the MiniCPM-V kits are written without weights: only dummy weights load them."""
+    load_format = load_format or "auto"
+    if load_format not in LOAD_FORMATS:
+        raise UsageError(f"bad load_format {load_format!r}; accepted: {', '.join(LOAD_FORMATS)}")
+    return "dummy" if model.startswith("kit:minicpm") else load_format
+
+
+def engine_timeout(text) -> float:
+    """--engine-timeout in seconds (positive), DEFAULT_ENGINE_TIMEOUT_S when not given."""
+    if text is None:
+        return DEFAULT_ENGINE_TIMEOUT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise UsageError(f"bad engine_timeout {text!r}; accepted: a number of seconds") from None
+    if seconds <= 0:
+        raise UsageError(f"bad engine_timeout {text!r}; accepted: a positive number of seconds")
+    return seconds
+
+
+@dataclass
+class RunDir:
+    """Where this session's results go. `path` is None until the first start (or --resume / xdist) needs it."""
+
+    report_dir: Path
+    path: Path | None = None
+    finished: frozenset = frozenset()  # ids already recorded in the run (--resume skips them)
+    notice: str | None = None
+    _saved_env: str | None = None
+    _exported: bool = False
+
+    @classmethod
+    def prepare(cls, report_dir: Path, resume: bool, is_worker: bool) -> "RunDir":
+        """--resume: the latest run. An xdist worker: the run the controller exported (RUN_DIR_ENV)."""
+        run = cls(report_dir)
+        inherited = os.environ.get(RUN_DIR_ENV) if is_worker else None
+        if inherited:
+            run.path = Path(inherited)
+        elif resume:
+            run.path = latest_run_dir(report_dir)
+            if run.path is None:
+                run.notice = f"--resume: no earlier run under {report_dir}/; starting a new one"
+        if run.path is not None and resume:
+            run.finished = frozenset(finished_ids(run.path))
+        return run
+
+    def ensure(self) -> Path:
+        """The run directory, created on first use."""
+        if self.path is None:
+            self.path = new_run_dir(self.report_dir)
+        return self.path
+
+    def export(self) -> None:
+        """The xdist controller: create the run now and hand it to the workers through RUN_DIR_ENV."""
+        self.ensure()
+        self._saved_env, self._exported = os.environ.get(RUN_DIR_ENV), True
+        os.environ[RUN_DIR_ENV] = str(self.path)
+
+    def restore_env(self) -> None:
+        if not self._exported:
+            return
+        if self._saved_env is None:
+            os.environ.pop(RUN_DIR_ENV, None)
+        else:
+            os.environ[RUN_DIR_ENV] = self._saved_env
+
+
+class ModelDir:
+    """The model path handed to vLLM; kit:* models are built once per process into a temp dir (see cleanup)."""
+
+    def __init__(self, model: str):
+        self.model = model
+        self.built: Path | None = None
+        self._tmp: Path | None = None
+
+    def path(self, notices: list[str]) -> str:
+        if not self.model.startswith("kit:"):
+            local = Path(self.model).expanduser()
+            return str(local.resolve()) if local.exists() else self.model
+        if self.built is None:
+            self._tmp = Path(tempfile.mkdtemp(prefix="memcheck-kit-"))
+            self.built = self._build(self._tmp / self.model.removeprefix("kit:"))
+            notices.append(f"built {self.model} into {self.built}")
+        return str(self.built)
+
+    def _build(self, out: Path) -> Path:
+        if self.model == "kit:tiny-text":
+            return Path(build_tiny_text(out))
+        size = "tiny" if self.model.endswith("-tiny") else "real"
+        return Path(build_minicpmv26(out, size=size, weights="none"))
+
+    def cleanup(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)

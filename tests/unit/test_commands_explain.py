@@ -1,0 +1,143 @@
+"""`explain LOGFILE|-`: text and --json answers, exit codes, field cases through the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from diagnostics.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+LOGS = ROOT / "tests" / "data" / "logs"
+CASES = [json.loads(x) for x in (ROOT / "tests" / "data" / "field_cases" / "cases.jsonl").read_text().splitlines()
+         if x.strip()]
+JSON_KEYS = {"outcome", "phase", "vllm_version", "engine", "numbers", "settings", "culprits", "summary", "fix"}
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "diagnostics", "explain", *args], input=stdin, text=True,
+                          capture_output=True, cwd=ROOT, env=env, timeout=120)
+
+
+def test_json_via_subprocess_is_one_object_with_the_contract_keys():
+    proc = run_cli("--json", str(LOGS / "cpu_util_too_high.log"))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)  # exactly one object: json.loads rejects trailing text
+    assert set(data) == JSON_KEYS
+    assert (data["outcome"], data["phase"]) == ("insufficient_free_memory", "startup_check")
+    assert data["numbers"] == {"gpu_total_gib": 11.34, "gpu_memory_utilization": 0.95, "free_gib": 9.99,
+                               "requested_gib": 10.77}
+    assert isinstance(data["culprits"], list) and isinstance(data["summary"], str) and data["summary"]
+
+
+def test_json_numbers_types_gib_floats_counts_ints(capsys):
+    assert main(["explain", "--json", str(LOGS / "gpu_v1_new_breakdown_ok.log")]) == 0
+    data = json.loads(capsys.readouterr().out)
+    n = data["numbers"]
+    assert (data["outcome"], data["vllm_version"], data["engine"]) == ("ok", "0.33.0", "V1")
+    assert n["kv_cache_tokens"] == 72464 and isinstance(n["kv_cache_tokens"], int)
+    assert n["weights_gib"] == 15.1 and isinstance(n["weights_gib"], float)
+    assert isinstance(n["kv_cache_gib"], float) and isinstance(n["encoder_items"], int)
+    assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in n.values())
+    assert data["settings"]["max_num_seqs"] == 32
+
+
+def test_culprits_are_setting_value_suggested_why_dicts(capsys):
+    assert main(["explain", "--json", str(LOGS / "gpu_v063_profile_vision_oom.log")]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["outcome"], data["phase"]) == ("oom_profile", "vision_encoder")
+    for c in data["culprits"]:
+        assert {"setting", "value", "suggested", "why"} <= set(c)
+
+
+def test_text_answer_names_outcome_phase_root_cause_and_numbers(capsys):
+    assert main(["explain", str(LOGS / "cpu_kv_too_small.log")]) == 0
+    out = capsys.readouterr().out
+    assert "outcome: kv_too_small" in out and "phase: kv_cache" in out
+    assert "root cause: ValueError: To serve at least one request" in out
+    assert "estimated_max_model_len: 1920" in out
+    assert "summary: " in out
+
+
+def test_stdin_dash_via_subprocess():
+    text = (LOGS / "cpu_no_kv_cache.log").read_text()
+    proc = run_cli("-", "--json", stdin=text)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["outcome"] == "no_kv_cache"
+
+
+def test_unrecognisable_input_is_unknown_and_exit_0():
+    proc = run_cli("-", "--json", stdin="just some words\n")
+    assert proc.returncode == 0
+    data = json.loads(proc.stdout)
+    assert (data["outcome"], data["numbers"], data["settings"]) == ("unknown", {}, {})
+
+
+def test_missing_file_is_one_line_exit_2(tmp_path, capsys):
+    missing = tmp_path / "nope.log"
+    assert main(["explain", str(missing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nope.log" in err and err.startswith("vllm-memcheck explain: error:")
+
+
+def test_directory_is_unreadable_exit_2(tmp_path):
+    proc = run_cli(str(tmp_path))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_card_is_exit_2_listing_names(capsys):
+    assert main(["explain", str(LOGS / "cpu_no_kv_cache.log"), "--card", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "bogus" in err and "3090" in err
+
+
+def test_model_and_card_are_passed_through(capsys):
+    assert main(["explain", "--json", "--model", "minicpm-v-2_6", "--card", "3090",
+                 str(LOGS / "gpu_v063_profile_vision_oom.log")]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["outcome"] == "oom_profile" and isinstance(data["culprits"], list)
+
+
+def test_binary_garbage_is_read_not_crashed(tmp_path, capsys):
+    path = tmp_path / "bin.log"
+    path.write_bytes(bytes(range(256)) * 4)
+    assert main(["explain", "--json", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out)["outcome"] == "unknown"
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if (c.get("log_excerpt") or "").strip()],
+                         ids=lambda c: c["source"][:40])
+def test_every_field_case_through_the_command(case, tmp_path, capsys):
+    from diagnostics.logs.reader import read_log
+
+    path = tmp_path / "case.log"
+    path.write_text(case["log_excerpt"])
+    assert main(["explain", "--json", str(path)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) == JSON_KEYS
+    assert data["outcome"] == read_log(case["log_excerpt"]).outcome
+
+
+def test_json_carries_the_machine_readable_fix_in_plans_shape(capsys):
+    from diagnostics.explain import Culprit
+
+    assert main(["explain", "--json", str(LOGS / "cpu_util_too_high.log")]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["fix"] == {"gpu_memory_utilization": 0.87}  # floor((9.99 free - 0.05) / 11.34 total, 2 decimals)
+    assert "Smallest fix: gpu_memory_utilization=0.87." in data["summary"]
+    first = data["culprits"][0]
+    assert set(first) == set(Culprit("s", 1, 2, "t", "w").to_json())  # the one Culprit JSON shape
+    assert (first["setting"], first["suggested"], first["fixes_alone"]) == ("gpu_memory_utilization", 0.87, True)
+
+
+def test_json_fix_is_empty_when_nothing_is_to_fix(capsys):
+    assert main(["explain", "--json", str(LOGS / "gpu_v1_new_breakdown_ok.log")]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["outcome"], data["fix"], data["culprits"]) == ("ok", {}, [])

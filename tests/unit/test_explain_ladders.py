@@ -1,0 +1,43 @@
+"""diagnostics.explain.ladders: candidate values per setting, nearest first, only where the version has the knob."""
+
+from __future__ import annotations
+
+import pytest
+
+from diagnostics.errors import UsageError
+from diagnostics.explain.ladders import SEARCHED, ladder, powers_below, relative_change
+from diagnostics.predict import estimator
+
+MINICPM = "minicpm-v-2_6"
+
+
+def _plan(card, version, **overrides):
+    return estimator.plan(MINICPM, card, version, "llm", overrides=overrides)
+
+
+def test_powers_below_relative_change_and_unknown_setting():
+    assert powers_below(100, 16) == [64, 32, 16] and powers_below(64, 16) == [32, 16] and powers_below(None, 1) == []
+    assert relative_change(256, 64) == 0.75 and relative_change(False, True) == 1.0 and relative_change(None, 1) == 1.0
+    with pytest.raises(UsageError, match="accepted: " + SEARCHED[0]):
+        ladder("block_size", _plan("3090", "0.6.3"), "oom_profile")
+
+
+def test_ladders_walk_powers_of_two_down():
+    p = _plan("3090", "0.6.3")
+    assert ladder("max_num_seqs", p, p.verdict) == [128, 64, 32, 16, 8, 4, 2, 1]
+    assert ladder("max_model_len", p, p.verdict) == [16384, 8192, 4096, 2048, 1024, 512, 256]
+    q = _plan("3090", "0.6.3", max_model_len=2096)
+    assert ladder("max_model_len", q, q.verdict) == [2048, 1024, 512, 256]
+
+
+def test_version_specific_knobs_only_where_vllm_has_them():
+    old = _plan("3090", "0.6.3")
+    for knob in ("skip_mm_profiling", "kv_cache_memory_bytes", "mm_processor_kwargs"):
+        assert ladder(knob, old, "no_kv_cache") == [], knob
+    assert ladder("limit_mm_per_prompt", old, "oom_profile") == []  # image-only registry, limit 1
+    assert ladder("skip_mm_profiling", _plan("3090", "0.10.0"), "oom_profile") == []
+    assert ladder("skip_mm_profiling", _plan("3090", "0.10.1"), "oom_profile") == [True]
+    assert ladder("kv_cache_memory_bytes", _plan("3090", "0.10.1"), "no_kv_cache") == []
+    assert ladder("kv_cache_memory_bytes", _plan("3090", "0.10.2"), "no_kv_cache") != []
+    v1 = _plan("3090", "0.33.0")
+    assert {"image": 999, "video": 0} in ladder("limit_mm_per_prompt", v1, "oom_profile")

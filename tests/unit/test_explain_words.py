@@ -1,0 +1,23 @@
+"""diagnostics.explain.words: figures as vLLM prints them, settings as --set takes them, vLLM's own breakdown."""
+
+from __future__ import annotations
+
+from diagnostics.explain.words import assign, breakdown, est, fix_words, num, show
+
+
+def test_number_and_setting_words():
+    assert (num(15.7985), num(15.1), num(2.0), num(-0.23)) == ("15.7985", "15.10", "2.00", "-0.23")
+    assert (est(1.234), est(0.0)) == ("1.23", "0.00")
+    assert show({"image": 1, "video": 0}) == '{"image": 1, "video": 0}' and show(0.90) == "0.9" and show(True) == "True"
+    assert assign("max_num_seqs", 32) == "max_num_seqs=32"
+    assert fix_words({"max_model_len": 4096, "gpu_memory_utilization": 1.0}) == \
+        "max_model_len=4096, gpu_memory_utilization=1"
+
+
+def test_breakdown_quotes_vllms_figures_in_its_order():
+    text = breakdown({"gpu_total_gib": 23.69, "gpu_memory_utilization": 0.9, "weights_gib": 15.1,
+                      "kv_cache_tokens": 72464, "encoder_budget_tokens": 16384, "encoder_items": 15,
+                      "encoder_modality": "video"})
+    assert text == ("vLLM's own figures: budget 23.69 GiB x 0.90 = 21.32 GiB; weights 15.10 GiB; KV cache 72,464 "
+                    "tokens; encoder budget 16,384 tokens profiled with 15 video items.")
+    assert breakdown({}) == ""

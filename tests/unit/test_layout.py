@@ -1,0 +1,157 @@
+"""The house rules of docs/architecture.md, checked on the code itself (issue #8):
+
+* the pure rooms (`predict/`, `logs/`, `explain/`, `suite/judge`, `report/content` and the shared vocabulary)
+  import with torch, vllm, pynvml and matplotlib blocked, and pull none of them in;
+* no module over 500 lines (kit templates aside), no function over 60 lines, none with more than 8 parameters;
+* no import cycle between modules of the package.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PKG = ROOT / "diagnostics"
+BLOCKED = ("torch", "vllm", "pynvml", "matplotlib")
+VOCABULARY = ("errors", "units", "outcomes", "versions", "cards", "settings", "models", "redact")
+PURE_ROOMS = ("predict", "logs", "explain")
+PURE_MODULES = ("suite.judge", "report.content")
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PKG.rglob("*.py") if "templates" not in p.parts and "cpu_shim" not in p.parts)
+
+
+def _dotted(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def pure_module_names() -> list[str]:
+    names = [f"diagnostics.{m}" for m in VOCABULARY + PURE_MODULES]
+    for room in PURE_ROOMS:
+        names += [_dotted(p) for p in sorted((PKG / room).glob("*.py"))]
+    return names
+
+
+BLOCKER = """
+import importlib.abc, sys
+BLOCKED = {blocked!r}
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"blocked in a pure module: {{name}}")
+        return None
+sys.meta_path.insert(0, Block())
+import importlib
+for name in {names!r}:
+    importlib.import_module(name)
+leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+assert not leaked, leaked
+print("imported", len({names!r}))
+"""
+
+
+def test_pure_rooms_import_with_heavy_libraries_blocked():
+    names = pure_module_names()
+    assert len(names) >= 15, names  # the rooms exist and hold modules
+    code = BLOCKER.format(blocked=BLOCKED, names=names)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"imported {len(names)}" in done.stdout
+
+
+def test_the_blocker_would_catch_a_heavy_import(tmp_path):
+    """The check above can fail: a module importing matplotlib is refused by the same blocker."""
+    (tmp_path / "heavy_mod.py").write_text("import matplotlib\n")
+    code = "import sys; sys.path.insert(0, %r)\n" % str(tmp_path) + BLOCKER.format(blocked=BLOCKED, names=["heavy_mod"])
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "blocked in a pure module: matplotlib" in done.stderr
+
+
+def _functions(tree: ast.AST):
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node
+
+
+def _param_count(fn: ast.FunctionDef) -> int:
+    a = fn.args
+    names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+    return len([n for n in names if n not in ("self", "cls")])
+
+
+def test_size_limits():
+    too_long, too_big, too_many = [], [], []
+    for path in _modules():
+        src = path.read_text()
+        rel = path.relative_to(ROOT)
+        if len(src.splitlines()) > 500:
+            too_big.append(f"{rel}: {len(src.splitlines())} lines")
+        for fn in _functions(ast.parse(src)):
+            if fn.end_lineno - fn.lineno + 1 > 60:
+                too_long.append(f"{rel}:{fn.lineno} {fn.name}: {fn.end_lineno - fn.lineno + 1} lines")
+            if _param_count(fn) > 8:
+                too_many.append(f"{rel}:{fn.lineno} {fn.name}: {_param_count(fn)} parameters")
+    assert not too_big, too_big
+    assert not too_long, too_long
+    assert not too_many, too_many
+
+
+def _imports_of(path: Path, modules: set[str]) -> set[str]:
+    """The package modules `path` imports; `from pkg import mod` counts as `pkg.mod`, not as `pkg`."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("diagnostics"):
+            subs = {f"{node.module}.{a.name}" for a in node.names} & modules
+            found |= subs or {node.module}
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("diagnostics"))
+    return found & modules
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the package modules it imports (module level or inside functions)."""
+    mods = {_dotted(p): p for p in _modules()}
+    return {name: _imports_of(path, set(mods)) - {name} for name, path in mods.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a list of modules, or None."""
+    colour: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> list[str] | None:
+        colour[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if colour.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in colour and (found := visit(nxt, stack + [nxt])):
+                return found
+        colour[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in colour and (found := visit(node, [node])):
+            return found
+    return None
+
+
+def test_no_import_cycles():
+    # a package's __init__ re-exports its own modules; those edges are the package's face, not a cycle
+    graph = {k: {m for m in v if not m.startswith(k + ".")} for k, v in import_graph().items()}
+    assert find_cycle(graph) is None, find_cycle(graph)
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+@pytest.mark.parametrize("room", PURE_ROOMS + ("suite", "report", "engine"))
+def test_rooms_exist(room):
+    assert (PKG / room / "__init__.py").exists(), f"diagnostics/{room}/ is a package"

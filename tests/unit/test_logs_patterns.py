@@ -1,0 +1,35 @@
+"""diagnostics.logs.patterns: unanchored (a prefix never hides a message) and ordered as the reader's rules need."""
+
+from __future__ import annotations
+
+import re
+
+from diagnostics.logs import patterns as P
+from diagnostics.logs.reader import RULES
+
+PREFIXES = ("", "(EngineCore_DP0 pid=1) INFO 01-01 00:00:00 [x.py:1] ", "[rank0]: ", "[myapp] ")
+
+
+def test_every_pattern_is_compiled_and_finds_its_message_behind_any_prefix():
+    lines = {P.WEIGHTS_NEW: "Model loading took 15.1 GiB memory and 6.38 seconds",
+             P.KV_TOKENS: "GPU KV cache size: 65,536 tokens",
+             P.NO_KV: "ValueError: No available memory for the cache blocks.",
+             P.ENCODER_BUDGET: "Encoder cache will be initialized with a budget of 16384 tokens, and profiled with "
+                               "15 video items of the maximum feature size."}
+    assert all(isinstance(v, re.Pattern) for k, v in vars(P).items() if k.isupper() and k not in ("NUM", "SIZE"))
+    for pattern, text in lines.items():
+        for prefix in PREFIXES:
+            assert pattern.search(prefix + text), (pattern.pattern, prefix)
+
+
+def test_rules_try_the_specific_line_before_the_general_one():
+    patterns = [p for p, _ in RULES]
+    assert patterns.index(P.BANNER_V1) < patterns.index(P.BANNER_V0)
+    assert patterns.index(P.KV_TOKENS) < patterns.index(P.CONCURRENCY)  # a KV line may carry the concurrency too
+    line = "GPU KV cache size: 65,536 tokens; Maximum concurrency for 4,096 tokens per request: 16.00x"
+    assert next(handler for p, handler in RULES if p.search(line)).__name__ == "_kv_tokens"
+
+
+def test_oom_is_case_sensitive_so_the_hint_is_not_a_failure():
+    assert not P.OOM.search("If you are running out of memory, consider decreasing gpu_memory_utilization")
+    assert P.OOM.search("torch.OutOfMemoryError: CUDA out of memory.")

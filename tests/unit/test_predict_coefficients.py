@@ -1,0 +1,32 @@
+"""predict/coefficients.py: the one place estimate constants live, and plan() honours a replaced set."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from diagnostics.predict.coefficients import DEFAULT, Coefficients
+from diagnostics.predict.estimator import plan
+
+
+def test_plan_uses_the_coefficients_it_is_given():
+    base = plan("minicpm-v-2_6", "3090", "0.6.3", overrides={"max_model_len": 4096, "max_num_seqs": 32})
+    more = dataclasses.replace(DEFAULT, non_torch_gib=(1.3, 1.1, 1.6), cuda_context_gib=(0.8, 0.7, 1.0))
+    other = plan("minicpm-v-2_6", "3090", "0.6.3", overrides={"max_model_len": 4096, "max_num_seqs": 32},
+                 coefficients=more)
+    assert other.components["non_torch"].value_gib == pytest.approx(1.3)
+    assert other.peak_gib == pytest.approx(base.peak_gib + 1.0 + 0.5)
+    assert other.coefficients is more and base.coefficients is DEFAULT
+
+
+def test_no_estimate_constant_outside_the_coefficients_module():
+    """The term functions take every estimate from a Coefficients object (issue #8/#13)."""
+    fields = {f.name.upper() for f in dataclasses.fields(Coefficients)}
+    for path in (Path(__file__).resolve().parents[2] / "diagnostics" / "predict").glob("*.py"):
+        if path.name == "coefficients.py":
+            continue
+        text = path.read_text()
+        for name in fields | {"CUDA_CONTEXT_GIB", "NON_TORCH_GIB", "SAMPLER_BYTES_PER_LOGIT", "LLM_RANGE"}:
+            assert f"{name} =" not in text, f"{path.name} defines {name}"

@@ -1,0 +1,246 @@
+"""plan(): the seed's facts, field-case calibration points, KV arithmetic and the verdict rules."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings as hsettings, strategies as st
+
+from diagnostics.cards import get_card
+from diagnostics.errors import UsageError
+from diagnostics.predict.estimator import plan
+from diagnostics.models import MINICPM_V_2_6
+from diagnostics.outcomes import OUTCOMES, PHASES
+
+SEED_FIX = {"max_model_len": 4096, "max_num_seqs": 32, "gpu_memory_utilization": 1.0}
+L4_EXAMPLE = {"max_model_len": 4096, "max_num_seqs": 2, "limit_mm_per_prompt": {"image": 1, "video": 0}}
+V0_ERA = ["0.5.5", "0.6.0", "0.6.1", "0.6.2", "0.6.3", "0.6.4", "0.6.5", "0.6.6"]
+
+
+@pytest.mark.parametrize("version", V0_ERA)
+@pytest.mark.parametrize("entry", ["llm", "serve"])
+def test_seed_3090_defaults_fail_in_the_vision_encoder(version, entry):
+    p = plan("minicpm-v-2_6", "3090", version, entry)
+    assert (p.verdict, p.failing_phase) == ("oom_profile", "vision_encoder")
+    assert p.profile["encoder_items"] == 256 and p.profile["vit_tokens"] == 262_144
+    assert p.peak_gib > get_card("3090").total_gib
+
+
+@pytest.mark.parametrize("version", ["0.5.4"] + V0_ERA)
+def test_seed_3090_fix_fits(version):
+    p = plan("minicpm-v-2_6", "3090", version, "llm", SEED_FIX)
+    assert p.verdict == "ok", p.notes
+    assert p.profile["encoder_items"] == 32
+    assert p.kv_cache_tokens >= 4096 and p.peak_gib < 23.69
+
+
+@pytest.mark.parametrize("version", ["0.5.4", "0.5.5"])
+def test_vllm7721_l20_defaults_fail_in_profile(version):
+    p = plan("minicpm-v-2_6", "l20", version)
+    assert (p.verdict, p.failing_phase) == ("oom_profile", "vision_encoder")
+
+
+def test_vllm7721_a800_peak_near_70_gb():
+    # the maintainer saw the vpm forward of the profile run reach ~70 GB on an A800 at defaults
+    p = plan("minicpm-v-2_6", "a100-80", "0.5.4")
+    c = p.components
+    fixed = p.peak_gib - c["activation_peak"].value_gib
+    observed_gib = 70e9 / 2**30
+    assert fixed + c["activation_peak"].low_gib <= observed_gib <= fixed + c["activation_peak"].high_gib
+    assert p.verdict == "ok"  # an 80 GB card survives it (OpenBMB/MiniCPM-V#392: A100-80G starts)
+
+
+def test_minicpmv640_a10_tried_to_allocate_4_gib():
+    # A10 (22.18 GiB), vllm serve, max_model_len 2048, util 1.0: "Tried to allocate 4.00 GiB ... 18.29 GiB is
+    # allocated by PyTorch". 64 dummy slices (MBT floor 4096 // 64) -> fp32 softmax 64 x 16 x 1024^2 x 4 B.
+    p = plan("minicpm-v-2_6", "a10", "0.6.1", "serve", {"max_model_len": 2048, "gpu_memory_utilization": 1.0})
+    assert (p.verdict, p.failing_phase) == ("oom_profile", "vision_encoder")
+    assert p.profile["largest_alloc_gib"] == 4.0
+    before_failing_alloc = p.peak_gib - p.cuda_context_gib - p.components["non_torch"].value_gib \
+        - 1.5 * p.profile["largest_alloc_gib"]  # the fp32 softmax (4 GiB) and its bf16 cast (2 GiB) not yet there
+    assert abs(before_failing_alloc - 18.29) < 1.0
+
+
+@pytest.mark.parametrize("version", ["0.10.2", "0.20.0", "0.32.0", "0.33.0"])
+def test_vllm_example_settings_fit_on_l4(version):
+    p = plan("minicpm-v-2_6", "l4", version, "llm", L4_EXAMPLE)
+    assert p.verdict == "ok" and p.engine == "V1"
+    assert p.profile["encoder_items"] == 2 and p.profile["encoder_slices"] == 20
+
+
+def test_weights_and_offload_and_tp():
+    p = plan("minicpm-v-2_6", "a100-80", "0.33.0")
+    assert p.components["weights"].value_gib == pytest.approx(16_198_551_008 / 2**30)
+    assert p.components["weights"].basis.startswith("exact")
+    off = plan("minicpm-v-2_6", "a100-80", "0.33.0", overrides={"cpu_offload_gb": 4})
+    assert off.components["weights"].value_gib == pytest.approx(16_198_551_008 / 2**30 - 4)
+    tp = plan("minicpm-v-2_6", "a100-80", "0.33.0", overrides={"tensor_parallel_size": 2})
+    assert tp.components["weights"].value_gib == pytest.approx(16_198_551_008 / 2**31)
+    fp32 = plan("minicpm-v-2_6", "a100-80", "0.33.0", overrides={"dtype": "float32"})
+    assert fp32.components["weights"].value_gib == pytest.approx(2 * 16_198_551_008 / 2**30)
+
+
+def test_v0_kv_formula_and_block_flooring():
+    p = plan("minicpm-v-2_6", "3090", "0.6.3", "llm", SEED_FIX)
+    c = p.components
+    budget = 1.0 * 23.69 - (c["weights"].value_gib + c["non_torch"].value_gib + c["activation_peak"].value_gib)
+    assert c["kv_cache"].value_gib == pytest.approx(budget)
+    assert p.kv_cache_tokens == int(budget * 2**30 // (16 * 57_344)) * 16
+    assert c["kv_cache"].low_gib <= c["kv_cache"].value_gib <= c["kv_cache"].high_gib
+
+
+def test_v1_subtracts_cuda_graphs_from_020():
+    a = plan("minicpm-v-2_6", "l4", "0.19.0", "llm", {**L4_EXAMPLE, "gpu_memory_utilization": 0.9})
+    b = plan("minicpm-v-2_6", "l4", "0.20.0", "llm", {**L4_EXAMPLE, "gpu_memory_utilization": 0.9})
+    g = b.components["cuda_graph"].value_gib
+    assert g > 0
+    assert a.components["kv_cache"].value_gib - b.components["kv_cache"].value_gib == pytest.approx(g, abs=0.05)
+    eager = plan("minicpm-v-2_6", "l4", "0.20.0", "llm", {**L4_EXAMPLE, "enforce_eager": True})
+    assert eager.components["cuda_graph"].value_gib == 0
+
+
+def test_kv_cache_memory_bytes_fixes_the_pool():
+    p = plan("minicpm-v-2_6", "3090", "0.32.0", "serve", {"kv_cache_memory_bytes": 2 * 2**30, "max_model_len": 8192})
+    assert p.kv_cache_tokens == (2 * 2**30 // (16 * 57_344)) * 16 == 37_440
+    assert p.components["kv_cache"].basis.startswith("exact")
+    assert p.verdict == "ok"
+
+
+def test_no_kv_cache_when_budget_below_weights():
+    p = plan("minicpm-v-2_6", "a100-40", "0.33.0", "serve", {"gpu_memory_utilization": 0.4})
+    assert (p.verdict, p.failing_phase) == ("no_kv_cache", "kv_cache")
+    assert p.kv_cache_tokens == 0
+
+
+def test_kv_too_small_for_max_model_len():
+    p = plan("minicpm-v-2_6", "3090", "0.6.3", "llm", {"max_num_seqs": 8, "gpu_memory_utilization": 0.85})
+    assert p.verdict == "kv_too_small"
+    assert 0 < p.kv_cache_tokens < 32768
+
+
+@pytest.mark.parametrize("version, expected", [("0.9.1", "insufficient_free_memory"), ("0.33.0", "insufficient_free_memory"),
+                                               ("0.9.0", "ok"), ("0.6.3", "ok")])
+def test_util_1_on_v1_fails_the_free_memory_check(version, expected):
+    p = plan("minicpm-v-2_6", "3090", version, "llm", SEED_FIX)
+    assert p.verdict == expected
+    if expected != "ok":
+        assert p.failing_phase == "startup_check"
+
+
+def test_v0_graphs_must_fit_in_the_slack():
+    text_only = {"max_model_len": 4096, "gpu_memory_utilization": 1.0, "limit_mm_per_prompt": {"image": 0}}
+    p = plan("minicpm-v-2_6", "3090", "0.6.3", "llm", text_only)
+    assert p.profile["encoder_items"] == 0
+    assert (p.verdict, p.failing_phase) == ("oom_cuda_graph", "cuda_graph")
+    assert plan("minicpm-v-2_6", "3090", "0.6.3", "llm", {**text_only, "enforce_eager": True}).verdict == "ok"
+
+
+def test_skip_mm_profiling_removes_the_encoder_term():
+    p = plan("minicpm-v-2_6", "3090", "0.33.0", "llm", {"skip_mm_profiling": True})
+    assert p.components["encoder_profile"].value_gib == 0
+    assert any("skip_mm_profiling" in n for n in p.notes)
+    assert plan("minicpm-v-2_6", "3090", "0.33.0", "llm").components["encoder_profile"].value_gib > 1
+
+
+def test_v1_worked_defaults_through_plan():
+    rows = {("3090", "serve"): (2048, 2, 32), ("3090", "llm"): (8192, 8, 128), ("h100-80", "serve"): (8192, 8, 128),
+            ("h100-80", "llm"): (16384, 16, 256)}
+    for (card, entry), (budget, items, slices) in rows.items():
+        p = plan("minicpm-v-2_6", card, "0.33.0", entry)
+        assert (p.profile["encoder_budget_tokens"], p.profile["encoder_items"], p.profile["encoder_slices"]) == \
+            (budget, items, slices)
+
+
+def test_eager_attention_only_before_063():
+    assert plan("minicpm-v-2_6", "3090", "0.6.2").profile["eager_vision_attention"]
+    assert not plan("minicpm-v-2_6", "3090", "0.6.3").profile["eager_vision_attention"]
+    # the L^2 scores make the same 256 slices ~3x more expensive
+    assert plan("minicpm-v-2_6", "3090", "0.6.2").components["encoder_profile"].value_gib > \
+        3 * plan("minicpm-v-2_6", "3090", "0.6.3").components["encoder_profile"].value_gib
+
+
+def test_to_json_shape():
+    doc = plan("minicpm-v-2_6", "3090", "0.6.3").to_json()
+    assert set(doc) == {"verdict", "vllm_version", "engine", "card", "settings", "components", "profile", "peak_gib",
+                        "kv_cache_tokens", "culprits", "fix"}
+    assert doc["card"] == {"name": "3090", "total_gib": 23.69}
+    assert set(doc["components"]) == {"weights_gib", "non_torch_gib", "encoder_profile_gib", "activation_peak_gib",
+                                      "kv_cache_gib", "cuda_graph_gib"}
+    assert set(doc["profile"]) == {"encoder_items", "encoder_slices", "vit_tokens", "max_num_batched_tokens"}
+    assert doc["components"]["weights_gib"] == 15.09 and doc["verdict"] == "oom_profile"
+    json.dumps(doc)  # serialisable
+
+
+def test_every_term_has_a_range_and_basis():
+    p = plan("minicpm-v-2_6", "3090", "0.33.0", "serve")
+    for name, t in p.components.items():
+        assert t.low_gib <= t.value_gib <= t.high_gib, name
+        assert t.basis.split(":")[0] in ("exact", "derived", "estimate"), name
+    assert p.components["non_torch"].basis.startswith("estimate")
+    assert p.verdict in OUTCOMES and (p.failing_phase is None or p.failing_phase in PHASES)
+
+
+def test_text_model_from_config(tmp_path):
+    cfg = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 896, "num_hidden_layers": 24,
+           "num_attention_heads": 14, "num_key_value_heads": 2, "intermediate_size": 4864, "vocab_size": 151936,
+           "max_position_embeddings": 32768, "tie_word_embeddings": True}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    p = plan(str(tmp_path), "t4", "0.33.0", "serve", {"gpu_memory_utilization": 0.9})
+    assert p.profile["encoder_items"] == 0 and p.components["encoder_profile"].value_gib == 0
+    assert p.verdict == "ok" and p.kv_cache_tokens > 32768
+
+
+def test_cpu_card():
+    p = plan("minicpm-v-2_6", "cpu", "0.32.0", "llm", {"max_model_len": 4096})
+    assert p.verdict == "unknown" and p.kv_cache_tokens is None
+    eager = plan("minicpm-v-2_6", "cpu", "0.32.0", "llm",
+                 {"max_model_len": 4096, "enforce_eager": True, "kv_cache_memory_bytes": 2**30})
+    assert eager.components["encoder_profile"].value_gib == 0  # the CPU worker skips profile_run in eager mode
+    assert eager.kv_cache_tokens == 2**30 // (16 * 57_344) * 16 and eager.verdict == "ok"
+
+
+@pytest.mark.parametrize("kwargs", [dict(card="rtx9090"), dict(model="llama-99b"), dict(version="0.4.0"),
+                                    dict(overrides={"max_num_seq": 3}), dict(entrypoint="cli")])
+def test_bad_input_is_usage_error(kwargs):
+    args = dict(model="minicpm-v-2_6", card="3090", version="0.6.3", entrypoint="llm", overrides=None) | kwargs
+    with pytest.raises(UsageError):
+        plan(**args)
+
+
+def test_plan_does_not_touch_its_inputs():
+    o = {"max_num_seqs": 32, "limit_mm_per_prompt": {"image": 1}}
+    before = json.dumps(o, sort_keys=True)
+    a = plan("minicpm-v-2_6", "3090", "0.6.3", "llm", o).to_json()
+    b = plan("minicpm-v-2_6", "3090", "0.6.3", "llm", o).to_json()
+    assert json.dumps(o, sort_keys=True) == before and a == b
+    assert plan(MINICPM_V_2_6, get_card("3090"), "0.6.3").verdict == "oom_profile"
+
+
+def test_core_imports_neither_torch_nor_vllm():
+    code = ("import sys; from diagnostics.predict.estimator import plan; plan('minicpm-v-2_6', '3090', None); "
+            "print('torch' in sys.modules, 'vllm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False False"
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(version=st.sampled_from(["0.5.5", "0.6.3", "0.9.2", "0.20.0", "0.33.0"]),
+       card=st.sampled_from(["3090", "l4", "a100-80", "h100-80"]),
+       mml=st.sampled_from([2048, 4096, 8192, 32768]), seqs=st.sampled_from([1, 8, 32, 256]))
+def test_more_sequences_never_lower_the_peak(version, card, mml, seqs):
+    base = {"max_model_len": mml}
+    a = plan("minicpm-v-2_6", card, version, "llm", {**base, "max_num_seqs": seqs})
+    b = plan("minicpm-v-2_6", card, version, "llm", {**base, "max_num_seqs": seqs * 2})
+    assert b.peak_gib >= a.peak_gib - 1e-9
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(version=st.sampled_from(["0.6.3", "0.10.2", "0.33.0"]), util=st.floats(0.5, 0.95))
+def test_higher_utilization_never_shrinks_kv(version, util):
+    o = {"max_model_len": 4096, "max_num_seqs": 16}
+    a = plan("minicpm-v-2_6", "a100-80", version, "llm", {**o, "gpu_memory_utilization": util})
+    b = plan("minicpm-v-2_6", "a100-80", version, "llm", {**o, "gpu_memory_utilization": min(util + 0.04, 0.96)})
+    assert b.kv_cache_tokens >= a.kv_cache_tokens

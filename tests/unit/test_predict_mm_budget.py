@@ -1,0 +1,137 @@
+"""Dummy-item counts against what real vLLM engines printed (minicpmv26-kit.md §4, §4.1) and vllm-memory.md §3."""
+
+from __future__ import annotations
+
+import pytest
+
+from diagnostics.cards import get_card
+from diagnostics.predict.mm_budget import image_item, profile, video_item
+from diagnostics.models import MINICPM_V_2_6 as M
+from diagnostics.settings import resolve
+from diagnostics.versions import family
+
+NO_VIDEO = {"image": 1, "video": 0}
+
+# id, max_model_len, MBT, max_num_seqs, limit_mm_per_prompt, extra settings, observed N, observed M, modality
+# vLLM 0.32.0 on CPU, tiny MiniCPM-V-2_6 with the real token arithmetic; "Encoder cache will be initialized with a
+# budget of N tokens, and profiled with M <modality> items" (None = the CPU LLM-class default)
+KIT_RUNS = [
+    ("A", 4096, 8192, None, NO_VIDEO, {}, 8192, 12, "image"),
+    ("B", 4096, 2048, None, NO_VIDEO, {}, 2048, 3, "image"),
+    ("C", 4096, 8192, 4, NO_VIDEO, {}, 8192, 4, "image"),
+    ("D", 4096, 8192, 4, {"image": 2, "video": 0}, {}, 8192, 8, "image"),
+    ("E", 4096, 8192, None, {"image": 1, "video": 1}, {}, 8192, 8, "video"),
+    ("F", 4096, 512, None, NO_VIDEO, {}, 640, 1, "image"),
+    ("G", 1024, 8192, None, {"image": 1, "video": 1}, {}, 8192, 12, "image"),
+    ("H", 4096, None, None, NO_VIDEO, {}, 4096, 6, "image"),
+    ("I", 4096, 8192, None, NO_VIDEO, {"mm_processor_kwargs": {"max_slice_nums": 4}}, 8192, 25, "image"),
+    ("J", 4096, 8192, None, None, {"load_format": "dummy"}, 8192, 8, "video"),
+    ("K", 4096, 8192, 2, {"image": 8, "video": 0}, {}, 8192, 12, "image"),
+    ("L", 4096, 8192, 1, {"image": 8, "video": 0}, {}, 8192, 6, "image"),
+    ("M", 2048, 8192, 1, {"image": 8, "video": 0}, {}, 8192, 3, "image"),
+]
+
+
+def _profile(version, card, mml, mbt=None, seqs=None, limits=None, entry="llm", **extra):
+    o = {"max_model_len": mml, **extra}
+    if mbt is not None:
+        o["max_num_batched_tokens"] = mbt
+    if seqs is not None:
+        o["max_num_seqs"] = seqs
+    if limits is not None:
+        o["limit_mm_per_prompt"] = limits
+    s = resolve(M, get_card(card), version, entry, o)
+    return profile(M, s, version, family(version, s["use_v1"]))
+
+
+@pytest.mark.parametrize("run, mml, mbt, seqs, limits, extra, n, m, modality", KIT_RUNS, ids=[r[0] for r in KIT_RUNS])
+def test_v032_engine_runs(run, mml, mbt, seqs, limits, extra, n, m, modality):
+    p = _profile("0.32.0", "cpu", mml, mbt, seqs, limits, **extra)
+    assert (p.encoder_budget_tokens, p.items, p.modality) == (n, m, modality)
+
+
+# real-size directory through vLLM 0.32's own MultiModalBudget (kit doc §4.1)
+REAL_SIZE = [
+    (32768, 8192, 256, None, {}, 8192, 8, "video"),
+    (32768, 16384, 256, None, {}, 16384, 16, "video"),
+    (32768, 2048, 256, None, {}, 2048, 2, "video"),
+    (32768, 8192, 256, {"video": 0}, {}, 8192, 12, "image"),
+    (32768, 8192, 256, {"video": 0}, {"mm_processor_kwargs": {"max_slice_nums": 4}}, 8192, 25, "image"),
+    (32768, 8192, 4, NO_VIDEO, {}, 8192, 4, "image"),
+    (32768, None, 256, None, {}, 4096, 4, "video"),
+]
+
+
+@pytest.mark.parametrize("mml, mbt, seqs, limits, extra, n, m, modality", REAL_SIZE)
+def test_v032_real_size_budget(mml, mbt, seqs, limits, extra, n, m, modality):
+    p = _profile("0.32.0", "cpu", mml, mbt, seqs, limits, **extra)
+    assert (p.encoder_budget_tokens, p.items, p.modality) == (n, m, modality)
+
+
+def test_real_size_dummy_items():
+    img = image_item(M, {}, "0.32.0")
+    assert (img.tokens, img.slices, img.patches, img.max_slice_patches) == (640, 10, 10_272, 1056)
+    img4 = image_item(M, {"mm_processor_kwargs": {"max_slice_nums": 4}}, "0.32.0")
+    assert (img4.tokens, img4.slices, img4.patches) == (320, 5, 5_088)
+    vid = video_item(M, {}, "0.32.0", 1, 1, 32768)
+    assert (vid.tokens, vid.slices, vid.patches) == (1024, 16, 16_384)
+    # frames shrink with a short context: (1024 - 640) // 64 = 6 frames
+    assert video_item(M, {}, "0.32.0", 1, 1, 1024).tokens == 384
+
+
+# vllm-memory.md §3.3 worked defaults, v0.33.0, max_model_len 32768
+@pytest.mark.parametrize(
+    "card, entry, limits, items, slices, modality",
+    [
+        ("3090", "serve", None, 2, 32, "video"),
+        ("a100-80", "serve", None, 2, 32, "video"),
+        ("3090", "llm", None, 8, 128, "video"),
+        ("h100-80", "serve", None, 8, 128, "video"),
+        ("h100-80", "llm", None, 16, 256, "video"),
+        ("h200", "llm", None, 16, 256, "video"),
+        ("h100-80", "serve", {"video": 0}, 12, 120, "image"),
+    ],
+)
+def test_v1_worked_defaults(card, entry, limits, items, slices, modality):
+    p = _profile("0.33.0", card, 32768, limits=limits, entry=entry)
+    assert (p.items, p.slices, p.modality) == (items, slices, modality)
+    assert abs(p.vit_tokens - 1024 * slices) <= 32 * items  # ~16 ViT tokens per budget token
+
+
+@pytest.mark.parametrize(
+    "version, mml, seqs, limits, images",
+    [
+        ("0.6.3", 32768, None, None, 256),  # 262,144 ViT tokens in one forward
+        ("0.6.3", 4096, None, None, 80),  # MBT 5120 // 64
+        ("0.6.3", 32768, 32, None, 32),
+        ("0.6.3", 32768, None, {"image": 4}, 512),  # min(256, 32768 // 256) x 4: raising the limit makes it worse
+        ("0.5.5", 4096, None, None, 64),
+        ("0.6.1", 2048, None, None, 64),  # MBT floor 4096
+    ],
+)
+def test_v0_legacy_images(version, mml, seqs, limits, images):
+    p = _profile(version, "3090", mml, seqs=seqs, limits=limits)
+    assert p.items == images and p.slices == images and p.vit_tokens == 1024 * images
+    assert p.encoder_budget_tokens is None
+
+
+def test_v0_merged_counts():
+    # 0.8.3+: image 640 + video 16 x 64 per sequence -> min(256, 32768 // 1664) = 19 sequences, 494 slices
+    p = _profile("0.9.2", "3090", 32768, use_v1=False)
+    assert p.sequences == 19 and p.slices == 19 * (10 + 16) == 494
+    # 0.7.1-0.8.2: uncapped frames (66 tokens each) -> one sequence of 10 + 486 slices
+    p = _profile("0.8.2", "3090", 32768, use_v1=False)
+    assert p.sequences == 1 and p.slices == 496
+
+
+def test_v1_older_item_rules():
+    # 0.7-0.9.2: ceil(N / T) capped by max_num_seqs x limit (limit 1 until 0.8.3)
+    p = _profile("0.9.0", "3090", 32768, limits={"video": 0}, entry="llm")
+    assert (p.items, p.tokens_per_item) == (13, 640)  # ceil(8192 / 640)
+    p = _profile("0.10.0", "3090", 32768, limits={"video": 0})
+    assert p.items == 12
+
+
+def test_no_encoder_work_when_all_modalities_disabled():
+    p = _profile("0.32.0", "3090", 4096, limits={"image": 0, "video": 0})
+    assert p.items == 0 and p.slices == 0 and p.modality is None

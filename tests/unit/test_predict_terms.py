@@ -1,0 +1,69 @@
+"""predict/terms.py: one function per memory term, each checked on a value worked out by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from diagnostics.models import MINICPM_V_2_6 as M
+from diagnostics.predict.coefficients import DEFAULT
+from diagnostics.predict.terms import (Term, cuda_graph_term, encoder_term, kv_cache_term, llm_pass_bytes,
+                                       non_torch_term, sampler_bytes, weights_term)
+from diagnostics.units import GiB
+
+
+def test_weights_are_exact_parameter_bytes_sharded_and_offloaded():
+    w = weights_term(M, {"tensor_parallel_size": 1}, 2)
+    assert w.value_gib == w.low_gib == w.high_gib == pytest.approx(16_198_551_008 / GiB)
+    assert weights_term(M, {"tensor_parallel_size": 2}, 2).value_gib == pytest.approx(w.value_gib / 2)
+    assert weights_term(M, {"cpu_offload_gb": 4}, 2).value_gib == pytest.approx(w.value_gib - 4)
+    assert "TP shard" in weights_term(M, {"tensor_parallel_size": 2}, 2).basis
+
+
+def test_non_torch_adds_nccl_under_tensor_parallelism():
+    one, two = non_torch_term({}, DEFAULT), non_torch_term({"tensor_parallel_size": 2}, DEFAULT)
+    assert (one.value_gib, one.low_gib, one.high_gib) == DEFAULT.non_torch_gib
+    assert two.value_gib == pytest.approx(one.value_gib + DEFAULT.nccl_extra_gib)
+
+
+def test_encoder_term_range_depends_on_attention_kind():
+    eager, linear = encoder_term(GiB, True, DEFAULT), encoder_term(GiB, False, DEFAULT)
+    assert (eager.low_gib, eager.high_gib) == DEFAULT.encoder_range_eager
+    assert (linear.low_gib, linear.high_gib) == DEFAULT.encoder_range_linear
+    assert encoder_term(0, False, DEFAULT) == Term.exact(0.0, "exact: none")
+
+
+def test_llm_pass_and_sampler_bytes_by_hand():
+    # 8192 tokens x (2 x 3584 + 3 x 18944) x 2 B
+    assert llm_pass_bytes(M, 8192, 2) == 8192 * (2 * 3584 + 3 * 18944) * 2
+    assert sampler_bytes(M, 256, DEFAULT) == 256 * M.vocab_padded * 24
+
+
+def test_cuda_graphs_scale_with_the_largest_captured_batch():
+    assert cuda_graph_term({"enforce_eager": True, "max_num_seqs": 256}, "V1", DEFAULT).value_gib == 0.0
+    v0 = cuda_graph_term({"max_num_seqs": 256}, "V0", DEFAULT)
+    assert v0.value_gib == pytest.approx(0.2 + 0.8)  # batch 256 of cap 256
+    v1 = cuda_graph_term({"max_num_seqs": 64}, "V1", DEFAULT)
+    assert v1.value_gib == pytest.approx(0.2 + 0.6 * 128 / 512) and "batch 128" in v1.basis
+
+
+def test_kv_cache_is_budget_minus_terms_or_the_fixed_pool():
+    s = {"block_size": 16, "tensor_parallel_size": 1, "kv_cache_memory_bytes": None}
+    used = (Term.exact(15.0), Term(0.3, 0.1, 0.6, "e"), Term(2.0, 1.4, 2.8, "e"))
+    kv = kv_cache_term(M, s, 2, 20.0, used, None)
+    assert kv.value_gib == pytest.approx(20.0 - 17.3)
+    assert kv.term.low_gib == pytest.approx(20.0 - 15.0 - 0.6 - 2.8)
+    assert kv.term.high_gib == pytest.approx(20.0 - 15.0 - 0.1 - 1.4)
+    per_block = 16 * M.kv_bytes_per_token(2)
+    assert kv.blocks == int(2.7 * GiB // per_block) and kv.tokens == kv.blocks * 16
+    fixed = kv_cache_term(M, {**s, "kv_cache_memory_bytes": 2 * GiB}, 2, 20.0, used, None)
+    assert fixed.value_gib == 2.0 and fixed.term.basis.startswith("exact")
+    graphs = Term(0.5, 0.25, 1.0, "e")
+    assert kv_cache_term(M, s, 2, 20.0, used, graphs).value_gib == pytest.approx(20.0 - 17.3 - 0.5)
+
+
+def test_terms_read_their_coefficients_from_the_object_given():
+    bigger = dataclasses.replace(DEFAULT, non_torch_gib=(1.0, 0.5, 1.5), sampler_bytes_per_logit=48)
+    assert non_torch_term({}, bigger).value_gib == 1.0
+    assert sampler_bytes(M, 1, bigger) == 2 * sampler_bytes(M, 1, DEFAULT)

@@ -1,0 +1,54 @@
+"""report/charts.py: the memory-over-time chart's axes, phases and card lines (matplotlib, no files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from diagnostics.redact import Redactor
+from diagnostics.report.content import build_report
+
+FIXTURE = Path(__file__).resolve().parents[1] / "data" / "results"
+RESULTS = FIXTURE / "sweep-a10.jsonl"
+
+
+def test_memory_chart_has_labelled_axes_phases_and_card_lines():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from diagnostics.report.charts import chart_figures, figure_texts
+
+    report = build_report(RESULTS, Redactor())
+    figures = dict(chart_figures(report, FIXTURE, Redactor()))
+    fig = figures["charts/mml4096-seqs32-util0.9.png"]
+    FigureCanvasAgg(fig).draw()
+    texts = figure_texts(fig)
+    for expected in ("memory (GiB)", "time since start (s)", "card total 22.18 GiB", "profile threshold 21.68 GiB",
+                     "weights", "profile", "kv_cache", "cuda_graph", "ready",
+                     "mml4096-seqs32-util0.9: ok, peak 20.50 GiB"):
+        assert expected in texts
+    overview = figures["charts/overview.png"]
+    FigureCanvasAgg(overview).draw()
+    texts = figure_texts(overview)
+    assert "peak memory (GiB)" in texts and "mml8192-seqs32-util0.9" in texts
+    assert "kv_too_small, check failed  19.80 GiB" in texts and "ok  20.50 GiB" in texts
+    assert "failed a check" in texts
+
+
+def test_chart_lines_follow_the_limits_the_sweep_asserted():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from diagnostics.report.charts import figure_texts, memory_figure
+
+    card = {"name": "3090", "total_gib": 23.69, "profile_threshold_gib": 23.19, "headroom_gib": 1.0}
+    combo = {"id": "x", "outcome": "ok", "peak_device_gib": 21.0, "peak_process_gib": None, "settings":
+             {"gpu_memory_utilization": 0.9}, "limits_gib": {}}
+    rows = [{"t_s": 0.0, "device_used_gib": 1.0, "process_gib": None, "phase": "weights"},
+            {"t_s": 1.0, "device_used_gib": 21.0, "process_gib": None, "phase": "kv_cache"}]
+    fig = memory_figure(combo, rows, card)
+    FigureCanvasAgg(fig).draw()
+    texts = figure_texts(fig)
+    assert "profile threshold 23.19 GiB" in texts and "peak limit 22.32 GiB" in texts  # 0.9 x 23.69 + 1.0
+    combo["limits_gib"] = {"profile_peak": 6.0, "peak": 7.5}
+    fig = memory_figure(combo, rows, {"name": "cpu", "total_gib": 10.96, "profile_threshold_gib": 0.0, "headroom_gib": 0.0})
+    FigureCanvasAgg(fig).draw()
+    texts = figure_texts(fig)
+    assert {"card total 10.96 GiB", "profile threshold 6.00 GiB", "peak limit 7.50 GiB"} <= set(texts)

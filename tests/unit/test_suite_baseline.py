@@ -1,0 +1,192 @@
+"""The upgrade gate core: tolerances, keys, save/load, compare."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from diagnostics.suite.baseline import (
+    DEFAULT_TOLERANCES,
+    baseline_key,
+    compare,
+    format_table,
+    load_baseline,
+    load_results_source,
+    parse_tolerances,
+    save_baseline,
+)
+from diagnostics.errors import UsageError
+
+RESULTS = Path(__file__).resolve().parents[1] / "data" / "results" / "sweep-a10.jsonl"
+INFO_3090 = {"card": "3090", "gpu_name": "NVIDIA GeForce RTX 3090", "driver": "550.54", "vllm": "0.6.3"}
+
+
+def records() -> list[dict]:
+    return [json.loads(line) for line in RESULTS.read_text().splitlines()]
+
+
+def by_id(rows):
+    return {r.id: r for r in rows}
+
+
+def test_parse_tolerances():
+    assert DEFAULT_TOLERANCES == {"peak": 0.05, "kv_tokens": 0.05, "startup": 0.20}
+    assert parse_tolerances("peak:5%,kv_tokens:5%,startup:20%") == {"peak": 0.05, "kv_tokens": 0.05, "startup": 0.2}
+    assert parse_tolerances("peak:2.5%") == {"peak": 0.025, "kv_tokens": 0.05, "startup": 0.2}
+    assert parse_tolerances("startup:off, peak:0.1") == {"peak": 0.1, "kv_tokens": 0.05, "startup": None}
+    assert parse_tolerances(None) == DEFAULT_TOLERANCES
+    with pytest.raises(UsageError, match=r"bad tolerance 'memory:5%'.*peak, kv_tokens, startup"):
+        parse_tolerances("peak:5%,memory:5%")
+    with pytest.raises(UsageError, match=r"bad tolerance 'peak:5'.*peak:5%"):
+        parse_tolerances("peak:5")
+    with pytest.raises(UsageError, match="bad tolerance 'peak:lots'"):
+        parse_tolerances("peak:lots")
+
+
+def test_baseline_key():
+    assert baseline_key(INFO_3090) == "3090-drv550.54-vllm0.6.3"
+    assert baseline_key({"card": "cpu", "driver": None, "vllm": "0.32.0"}) == "cpu-drvnone-vllm0.32.0"
+    assert baseline_key({"gpu_name": "NVIDIA A10/x", "vllm": "0.6.3.post1"}) == "NVIDIA_A10_x-drvnone-vllm0.6.3.post1"
+
+
+def test_save_then_load_by_name_and_by_file(tmp_path):
+    rs = records()
+    path = save_baseline(rs, "pinned", tmp_path)
+    assert path == tmp_path / "a10-drv550.54.15-vllm0.6.3" / "pinned.json"
+    doc = json.loads(path.read_text())
+    assert doc["schema_version"] == 1 and doc["name"] == "pinned" and doc["saved_at"].endswith("Z")
+    assert doc["machine_info"]["gpu_name"] == "NVIDIA A10" and len(doc["results"]) == 4
+    meta, loaded = load_baseline("pinned", tmp_path, rs[0]["machine_info"])
+    assert [r["id"] for r in loaded] == [r["id"] for r in rs] and meta["warnings"] == []
+    meta, loaded = load_baseline(str(path), tmp_path)
+    assert meta["name"] == "pinned" and loaded[2]["outcome"] == "oom_profile"
+
+
+def test_save_redacts(tmp_path):
+    rs = records()
+    rs[0]["settings"]["hf_token"] = "hf_AbCdEfGhIjKlMnOpQrStUvWxYz01234567"
+    rs[0]["model"] = "/home/alice/models/m"
+    text = save_baseline(rs, "pinned", tmp_path).read_text()
+    assert "hf_AbCdEf" not in text and "/home/alice" not in text and "~/models/m" in text
+
+
+def test_load_falls_back_to_another_key_with_a_warning(tmp_path):
+    rs = records()
+    save_baseline(rs, "pinned", tmp_path)
+    with pytest.warns(UserWarning, match="no baseline 'pinned' for 3090-drv550.54-vllm0.6.3"):
+        meta, loaded = load_baseline("pinned", tmp_path, INFO_3090)
+    assert "a10-drv550.54.15-vllm0.6.3" in meta["warnings"][0] and len(loaded) == 4
+
+
+def test_load_picks_the_newest_fallback(tmp_path):
+    rs = records()
+    old = save_baseline(rs, "pinned", tmp_path)
+    newer = copy.deepcopy(rs)
+    for r in newer:
+        r["machine_info"]["vllm"] = "0.7.0"
+    new_path = save_baseline(newer, "pinned", tmp_path)
+    os.utime(old, (time.time() - 100, time.time() - 100))
+    with pytest.warns(UserWarning):
+        meta, _ = load_baseline("pinned", tmp_path, INFO_3090)
+    assert meta["path"] == str(new_path)
+
+
+def test_no_baseline_yet_is_none_but_a_missing_file_is_an_error(tmp_path):
+    assert load_baseline("pinned", tmp_path, INFO_3090) is None
+    with pytest.raises(UsageError, match="baseline file .*missing.json' does not exist"):
+        load_baseline(str(tmp_path / "missing.json"), tmp_path)
+    with pytest.raises(UsageError, match="bad baseline name"):
+        save_baseline(records(), "../escape", tmp_path)
+
+
+def test_equal_runs_are_the_same():
+    c = compare(records(), records())
+    assert not c.regressed and {r.status for r in c.rows} == {"same"} and c.warnings == []
+
+
+@pytest.mark.parametrize(
+    "field, factor, status, change",
+    [
+        ("peak_device_gib", 1.06, "regressed", "peak memory 20.50 -> 21.73 GiB (+6.0%)"),
+        ("peak_device_gib", 1.04, "same", None),
+        ("peak_device_gib", 0.90, "improved", "peak memory 20.50 -> 18.45 GiB (-10.0%)"),
+        ("kv_cache_tokens", 0.94, "regressed", "KV cache tokens 41,920 -> 39,405 (-6.0%)"),
+        ("kv_cache_tokens", 1.10, "improved", "KV cache tokens 41,920 -> 46,112 (+10.0%)"),
+        ("startup_s", 1.25, "regressed", "start-up 51.00 -> 63.75 s (+25.0%)"),
+        ("startup_s", 1.15, "same", None),
+    ],
+)
+def test_metric_tolerances(field, factor, status, change):
+    new = records()
+    value = new[1][field] * factor
+    new[1][field] = int(round(value)) if field == "kv_cache_tokens" else round(value, 4)
+    c = compare(records(), new, DEFAULT_TOLERANCES)
+    row = by_id(c.rows)["mml4096-seqs32-util0.9"]
+    assert row.status == status
+    assert c.regressed is (status == "regressed")
+    if change:
+        assert row.changes == [change]
+
+
+def test_a_start_that_now_fails_is_a_regression_and_the_reverse_an_improvement():
+    new = records()
+    new[0].update(outcome="oom_profile", startup_s=None, kv_cache_tokens=None)
+    new[3].update(outcome="ok")
+    rows = by_id(compare(records(), new).rows)
+    assert rows["mml2048-seqs16-util0.9"].status == "regressed"
+    assert rows["mml2048-seqs16-util0.9"].changes == ["start failed: ok -> oom_profile"]
+    assert rows["mml8192-seqs32-util0.9"].status == "improved"
+
+
+def test_turning_a_check_off_ignores_it():
+    new = records()
+    new[1]["startup_s"] = 500.0
+    assert compare(records(), new, parse_tolerances("startup:off")).regressed is False
+    assert compare(records(), new, parse_tolerances("")).regressed is True
+
+
+def test_new_missing_and_other_machine():
+    old, new = records(), records()[1:]
+    new.append({**records()[0], "id": "extra"})
+    for r in new:
+        r["machine_info"] = {**r["machine_info"], "card": "3090", "gpu_name": "NVIDIA GeForce RTX 3090", "driver": "560.1"}
+    c = compare(old, new)
+    rows = by_id(c.rows)
+    assert rows["extra"].status == "new" and rows["mml2048-seqs16-util0.9"].status == "missing"
+    assert not c.regressed
+    assert any("NVIDIA A10 (driver 550.54.15)" in w and "NVIDIA GeForce RTX 3090 (driver 560.1)" in w for w in c.warnings)
+
+
+def test_format_table_is_side_by_side():
+    new = records()
+    new[1]["peak_device_gib"] = 22.0
+    text = format_table(compare(records(), new))
+    lines = text.splitlines()
+    assert "peak old (GiB)" in lines[0] and "peak new (GiB)" in lines[0]
+    regressed = next(line for line in lines if line.startswith("| mml4096-seqs32-util0.9"))
+    cells = [c.strip() for c in regressed.strip("|").split("|")]
+    assert cells[:6] == ["mml4096-seqs32-util0.9", "REGRESSED", "ok", "ok", "20.50", "22.00"]
+    assert lines[-1] == "REGRESSION: 1 regressed, 3 same (tolerances peak:5%,kv_tokens:5%,startup:20%)"
+
+
+def test_load_results_source_reads_every_kind(tmp_path):
+    meta, rs = load_results_source(RESULTS)
+    assert len(rs) == 4 and meta["machine_info"]["card"] == "a10"
+    path = save_baseline(rs, "pinned", tmp_path)
+    meta, rs2 = load_results_source(path)
+    assert meta["name"] == "pinned" and len(rs2) == 4
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.jsonl").write_text(RESULTS.read_text())
+    assert len(load_results_source(run)[1]) == 4
+    (tmp_path / "junk.jsonl").write_text("not json\nstill not json\n")
+    with pytest.raises(UsageError, match="junk.jsonl:1: not a result record"):
+        load_results_source(tmp_path / "junk.jsonl")
+    (tmp_path / "other.jsonl").write_text('{"a": 1}\n')
+    with pytest.raises(UsageError, match="no result records"):
+        load_results_source(tmp_path / "other.jsonl")

@@ -1,0 +1,95 @@
+"""suite/judge.py: the outcome, the expectation, the limits and the verdict of one start (pure; no engine)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from diagnostics.suite.judge import classify, matches, plan_bounds
+
+
+def start(**kw):
+    base = dict(timed_out=False, returncode=0, signal=None, request=None)
+    return SimpleNamespace(**{**base, **kw})
+
+
+def test_classify_corrects_the_log_verdict_with_how_the_process_ended():
+    log_ok, log_unknown = SimpleNamespace(outcome="ok"), SimpleNamespace(outcome="unknown")
+    assert classify(start(), log_unknown) == "ok"
+    assert classify(start(timed_out=True, returncode=None), log_ok) == "timeout"
+    assert classify(start(returncode=-9, signal="SIGKILL"), log_unknown) == "crash"
+    assert classify(start(returncode=1), log_unknown) == "error"
+    assert classify(start(returncode=1), SimpleNamespace(outcome="kv_too_small")) == "kv_too_small"
+    assert classify(start(request={"ok": False, "error": "boom"}), log_ok) == "error"
+
+
+def test_matches_and_plan_bounds():
+    assert matches("kv_too_small", "kv_too_small", "matrix")
+    assert not matches("kv_too_small", "no_kv_cache", "matrix")
+    assert matches("oom", "oom_profile", "matrix") and not matches("oom", "crash", "matrix")
+    assert matches("oom_profile", "oom_kv_alloc", "estimator")
+    term = SimpleNamespace
+    plan = SimpleNamespace(peak_gib=20.5, components={
+        "weights": term(value_gib=15.0, low_gib=14.5, high_gib=15.2),
+        "activation_peak": term(value_gib=5.0, low_gib=4.0, high_gib=6.0),
+        "kv_cache": term(value_gib=3.0, low_gib=0.0, high_gib=9.0)})  # KV comes after the peak: not counted
+    assert plan_bounds(plan) == pytest.approx((19.0, 21.7))
+
+
+# -- limits, expectation and the verdict on one start ---------------------------------------------------------
+from diagnostics.cards import get_card  # noqa: E402
+from diagnostics.logs.record import LogRecord  # noqa: E402
+from diagnostics.suite.judge import Expectation, Limits, expect, judge, limits_for  # noqa: E402
+
+GiB3090 = get_card("3090")
+CPU = get_card("cpu")
+
+
+def measured(**kw):
+    base = dict(timed_out=False, returncode=0, signal=None, request=None, peak_device_gib=20.0,
+                peak_process_gib=3.0, before_kv_peak_gib=15.0, phase_peaks_gib={}, log_path="/r/logs/x.log")
+    return SimpleNamespace(**{**base, **kw})
+
+
+def test_limits_follow_utilization_kv_bytes_and_the_matrix():
+    limits = limits_for({}, GiB3090, {"gpu_memory_utilization": 0.8}, 15.0)
+    assert limits == Limits(23.19, pytest.approx(0.8 * 23.69 + 1.0))
+    kv = limits_for({}, GiB3090, {"kv_cache_memory_bytes": 2 << 30}, 15.0)
+    assert kv.peak_gib == pytest.approx(15.0 + 2.0 + 1.0)  # measured profile peak + KV bytes + headroom
+    own = limits_for({"3090": {"peak_gib": 21.0, "profile_peak_gib": 16.0}}, GiB3090, {}, 15.0)
+    assert own == Limits(16.0, 21.0)
+    # the cpu card asserts only what the matrix states for it
+    assert limits_for({}, CPU, {"gpu_memory_utilization": 0.5}, 1.0) == Limits(None, None)
+    assert limits_for({"cpu": {"peak_gib": 2.0}}, CPU, {}, 1.0) == Limits(None, 2.0)
+
+
+def test_expectation_comes_from_the_matrix_first_and_never_for_cpu():
+    combo = SimpleNamespace(expect="kv_too_small")
+    assert expect(combo, GiB3090, None, "0.6.3", {}) == Expectation("kv_too_small", "matrix")
+    unasserted = expect(SimpleNamespace(expect=None), CPU, None, "0.32.0", {})
+    assert unasserted.outcome is None and "no CPU-backend model" in unasserted.basis
+    unknown = expect(SimpleNamespace(expect=None), GiB3090, None, "0.6.3", {})
+    assert unknown.outcome is None and "does not know this model" in unknown.basis
+
+
+def test_verdict_statuses_reasons_and_failure_text():
+    ok_log = LogRecord(outcome="ok", phase="unknown")
+    passed = judge("a", GiB3090, measured(), ok_log, Expectation("ok", "matrix"), Limits(23.19, 22.32))
+    assert (passed.status, passed.passed, passed.reasons) == ("passed", True, [])
+    over = judge("a", GiB3090, measured(peak_device_gib=23.0), ok_log, Expectation("ok", "matrix"),
+                 Limits(23.19, 22.32))
+    assert over.status == "failed" and over.reasons == ["overall peak 23.00 GiB > 22.32 GiB allowed on 3090"]
+    assert over.failure_text() == ("a on 3090: ok. Failed: overall peak 23.00 GiB > 22.32 GiB allowed on 3090. "
+                                   "Log: /r/logs/x.log")
+    small = LogRecord(outcome="kv_too_small", phase="kv_cache", error_line="ValueError: too small")
+    xfail = judge("b", GiB3090, measured(returncode=1), small, Expectation("kv_too_small", "matrix"), Limits(None, None))
+    assert xfail.status == "xfail" and "vLLM said: ValueError: too small" in xfail.failure_text()
+    recorded = judge("c", GiB3090, measured(returncode=1), small, Expectation(None, "not asserted: x"),
+                     Limits(None, None))
+    assert recorded.status == "recorded" and recorded.notes == ["kv_too_small recorded, not asserted: x"]
+    # a cpu start is judged on the process tree's peak; an unmeasured profile peak is a note, not a pass or fail
+    cpu = judge("d", CPU, measured(before_kv_peak_gib=None, peak_process_gib=3.0), ok_log,
+                Expectation(None, "not asserted"), Limits(1.0, 2.0))
+    assert cpu.reasons == ["overall peak 3.00 GiB > 2.00 GiB allowed on cpu"]
+    assert cpu.notes == ["profile-phase peak not measured (limit 1.00 GiB)"]

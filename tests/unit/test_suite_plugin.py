@@ -1,0 +1,396 @@
+"""The pytest plugin end to end through pytester (no engine starts here: the test bodies are stand-ins)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from diagnostics.suite.plugin import detect_gpu
+
+pytest_plugins = ["pytester"]
+
+NO_GPU_HERE = detect_gpu()[0] is None
+needs_no_gpu = pytest.mark.skipif(not NO_GPU_HERE, reason="this machine has a GPU; the no-GPU path is not reachable")
+
+MATRIX = """
+    [defaults]
+    enforce_eager = true
+    dtype = "float32"
+    kv_cache_memory_bytes = 67108864
+    [scenarios.a]
+    max_model_len = 256
+    [scenarios.b]
+    max_model_len = 512
+    [scenarios.c]
+    max_model_len = 1024
+"""
+
+# Tests whose starts are stand-ins need no vLLM either: this conftest line says vLLM is there.
+VLLM_STAND_IN = "import diagnostics.suite.plugin as _plugin\n_plugin.vllm_missing = lambda: None\n"
+
+# A stand-in for tests/test_startup_matrix.py that records which combination ran, without starting an engine.
+STAND_IN = """
+    import pytest
+    pytestmark = pytest.mark.gpu
+
+    def test_startup(memcheck, memcheck_combination):
+        print("RAN", memcheck_combination.id)
+"""
+
+
+@pytest.fixture
+def project(pytester):
+    pytester.makepyfile(test_startup=textwrap.dedent(STAND_IN))
+    pytester.makeconftest(VLLM_STAND_IN)
+    (pytester.path / "tiny.toml").write_text(textwrap.dedent(MATRIX))
+    return pytester
+
+
+def run(pytester, *args):
+    return pytester.runpytest_subprocess("-p", "diagnostics.suite.plugin", "-ra", "-p", "no:cacheprovider", *args)
+
+
+@needs_no_gpu
+def test_gpu_tests_skip_with_exactly_one_line_without_a_gpu(pytester):
+    pytester.makepyfile(test_startup=textwrap.dedent(STAND_IN))
+    result = run(pytester, "-m", "gpu", "--card=3090")
+    result.assert_outcomes(skipped=48)  # the shipped matrix: 45 + 3
+    lines = [line for line in result.outlines if line.startswith("SKIPPED")]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("SKIPPED [48] test_startup.py: no usable GPU (")
+    assert "run `python -m diagnostics plan --card 3090` for a prediction, or --card=cpu" in lines[0]
+    assert "RAN" not in result.stdout.str()
+
+
+def test_unknown_card_is_a_usage_error_listing_the_names(project):
+    result = run(project, "--card=bogus")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR == 4
+    err = result.stderr.str()
+    assert "ERROR: unknown card 'bogus'; accepted: 3090, 4090, 5090, a10, a100-40" in err
+    assert "l4, " in err and "cpu" in err
+
+
+def test_malformed_matrix_is_a_usage_error_naming_file_and_line(project):
+    bad = project.path / "bad.toml"
+    bad.write_text("[axes]\nmax_model_len = [2048]\nmax_num_seqs = []\n")
+    result = run(project, "--card=cpu", f"--matrix={bad}")
+    assert result.ret == 4
+    assert f"ERROR: {bad}:3: axis 'max_num_seqs' is empty" in result.stderr.str()
+
+
+def test_unknown_kit_and_bad_tolerance_are_usage_errors(project):
+    result = run(project, "--card=cpu", "--model=kit:nope")
+    assert result.ret == 4 and "unknown model kit 'kit:nope'; accepted: kit:minicpm-v-2_6" in result.stderr.str()
+    result = run(project, "--card=cpu", "--compare-baseline=x", "--fail-on-regression=peak:lots")
+    assert result.ret == 4 and "bad tolerance 'peak:lots'" in result.stderr.str()
+
+
+def test_ini_twins_set_card_matrix_and_model(project):
+    project.makeini(f"""
+        [pytest]
+        memcheck_card = cpu
+        memcheck_matrix = {project.path / 'tiny.toml'}
+        memcheck_model = kit:tiny-text
+        memcheck_engine_timeout = 120
+    """)
+    result = run(project, "--collect-only")
+    assert result.ret == 0
+    out = result.stdout.str()
+    assert "vllm-memcheck: card cpu, model kit:tiny-text (load_format auto)" in out
+    assert "(3 combinations)" in out
+    assert [line.strip() for line in result.outlines if "<Function" in line] == [
+        "<Function test_startup[a]>", "<Function test_startup[b]>", "<Function test_startup[c]>"]
+    # the CLI wins over the ini
+    result = run(project, "--collect-only", "--card=3090", "--model=kit:minicpm-v-2_6")
+    # the MiniCPM-V kit has no weights: dummy weights are forced
+    assert "vllm-memcheck: card 3090, model kit:minicpm-v-2_6 (load_format dummy)" in result.stdout.str()
+
+
+def test_help_lists_every_option_with_its_ini_twin(pytester):
+    result = run(pytester, "--help")
+    out = result.stdout.str()
+    for flag in ("--card=NAME|auto|cpu", "--cards=FILE", "--model=ID|PATH", "--matrix=FILE", "--load-format",
+                 "--engine-timeout=SECONDS", "--report-dir=DIR", "--resume", "--allow-card-mismatch",
+                 "--save-baseline=NAME", "--compare-baseline=NAME|FILE", "--fail-on-regression=SPEC",
+                 "--baseline-dir=DIR"):
+        assert flag in out, flag
+    for ini in ("card ", "cards ", "model ", "matrix ", "load_format ", "engine_timeout ", "report_dir ",
+                "resume ", "allow_card_mismatch ", "save_baseline ", "compare_baseline ", "fail_on_regression ",
+                "baseline_dir "):
+        assert any(line.strip().startswith("memcheck_" + ini) for line in result.outlines), ini
+
+
+def result_line(rid, peak=1.5, outcome="ok", startup=20.0):
+    """A complete results.jsonl record as a CPU-backend sweep writes it."""
+    return {
+        "schema_version": 1, "run": "20260101-000000", "id": rid, "scenario": rid, "model": "kit:tiny-text",
+        "load_format": "dummy", "settings": {"max_model_len": 256},
+        "card": {"name": "cpu", "total_gib": 20.0, "profile_threshold_gib": 0.0, "headroom_gib": 0.0},
+        "machine_info": {"card": "cpu", "gpu_name": "vLLM CPU backend", "gpu_total_gib": 20.0, "driver": None,
+                         "cuda": None, "torch": "2.13.0+cpu", "vllm": "0.32.0", "python": "3.11.7",
+                         "platform": "Linux"},
+        "expected": "ok", "outcome": outcome, "phase": "unknown", "passed": True, "status": "passed",
+        "reasons": [], "startup_s": startup, "wall_s": startup + 1, "returncode": 0, "signal": None,
+        "timed_out": False, "peak_device_gib": None, "peak_process_gib": peak, "phase_peaks_gib": {},
+        "torch_peak_gib": None, "vllm_numbers": {"kv_cache_tokens": 2048}, "kv_cache_gib": 0.06,
+        "kv_cache_tokens": 2048, "weights_gib": None, "activation_peak_gib": None,
+        "diagnosis": {"summary": "started", "culprits": []}, "request": None,
+        "log_file": f"logs/{rid}.log", "timeline_file": f"timelines/{rid}.csv",
+        "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:21Z",
+    }
+
+
+def write_run(pytester, records, name="20260101-000000"):
+    run_dir = pytester.path / "reports" / name
+    run_dir.mkdir(parents=True)
+    (run_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (pytester.path / "reports" / "latest").write_text(name + "\n")
+    return run_dir
+
+
+def test_resume_skips_the_finished_ids_and_runs_the_rest(project):
+    run_dir = write_run(project, [result_line("a"), result_line("c")])
+    result = run(project, "--card=cpu", "--matrix=tiny.toml", "--resume", "-s")
+    result.assert_outcomes(passed=1, skipped=2)
+    out = result.stdout.str()
+    assert "RAN b" in out and "RAN a" not in out and "RAN c" not in out
+    assert f"SKIPPED [2] test_startup.py: already recorded in {run_dir / 'results.jsonl'} (--resume)" in out
+    assert f"vllm-memcheck: resuming {run_dir} (2 finished)" in out
+    # the summary table shows every combination of the run
+    assert "vllm-memcheck: 2 combinations in" in out
+    # without --resume nothing is skipped
+    result = run(project, "--card=cpu", "--matrix=tiny.toml", "-s")
+    result.assert_outcomes(passed=3)
+
+
+def test_save_then_compare_baseline_fails_the_session_on_a_regression(project):
+    write_run(project, [result_line("a"), result_line("b"), result_line("c")])
+    result = run(project, "--card=cpu", "--matrix=tiny.toml", "--resume", "--save-baseline=pinned",
+                 "--baseline-dir=bl")
+    assert result.ret == 0
+    saved = list((project.path / "bl").glob("*/pinned.json"))
+    assert len(saved) == 1 and "saved baseline 'pinned'" in result.stdout.str()
+
+    # a candidate run whose peak grew by 50 % on one combination
+    write_run(project, [result_line("a"), result_line("b", peak=2.25), result_line("c")], name="20260102-000000")
+    result = run(project, "--card=cpu", "--matrix=tiny.toml", "--resume", "--compare-baseline=pinned",
+                 "--baseline-dir=bl", "--fail-on-regression=peak:5%")
+    out = result.stdout.str()
+    assert result.ret == 1, out
+    assert "regressed" in out and "peak memory 1.50 -> 2.25" in out
+    assert "regression beyond tolerance: the session fails" in out
+    # a 60 % tolerance lets it pass
+    result = run(project, "--card=cpu", "--matrix=tiny.toml", "--resume", "--compare-baseline=pinned",
+                 "--baseline-dir=bl", "--fail-on-regression=peak:60%")
+    assert result.ret == 0
+
+    # a baseline from another machine is a warning naming both, not a crash
+    other = [result_line(rid) for rid in "abc"]
+    for record in other:
+        record["machine_info"].update(gpu_name="NVIDIA GeForce RTX 3090", driver="550.54")
+    write_run(project, other, name="20260103-000000")
+    result = run(project, "--card=cpu", "--matrix=tiny.toml", "--resume", "--compare-baseline=pinned",
+                 "--baseline-dir=bl")
+    assert result.ret == 0
+    assert ("warning: baseline measured on vLLM CPU backend (driver none), this run on NVIDIA GeForce RTX 3090 "
+            "(driver 550.54)") in result.stdout.str()
+
+
+def test_compare_without_a_baseline_records_one_and_passes(project):
+    write_run(project, [result_line("a"), result_line("b"), result_line("c")])
+    result = run(project, "--card=cpu", "--matrix=tiny.toml", "--resume", "--compare-baseline=first",
+                 "--baseline-dir=bl")
+    assert result.ret == 0
+    assert "no baseline 'first' yet under bl/; recorded this run as it" in result.stdout.str()
+    assert len(list((project.path / "bl").glob("*/first.json"))) == 1
+
+
+def test_pedantic_runs_the_start_once_even_with_benchmark_disabled(pytester):
+    pytester.makepyfile(test_b="""
+        calls = []
+        def test_b(benchmark):
+            assert benchmark.pedantic(lambda: calls.append(1) or 7, rounds=1, iterations=1) == 7
+            assert calls == [1]
+    """)
+    pytester.runpytest_subprocess("--benchmark-disable").assert_outcomes(passed=1)
+    pytester.runpytest_subprocess("--benchmark-enable").assert_outcomes(passed=1)
+
+
+# -- the whole flow with a stand-in launcher (no engine): results, xfail, diagnosis, summary, xdist -------------
+# Log lines copied verbatim from shared/cpu-vllm/README.md (§3 explicit sizing, §4 case 1).
+OK_LOG = """\
+(Worker pid=N) INFO 11-24 14:05:44 [cpu_worker.py:260] Explicitly set (0.06/11.34) GiB for KV cache on node 0.
+(EngineCore pid=N) INFO 11-24 14:05:44 [kv_cache_utils.py:2327] CPU KV cache size: 131,072 tokens, Maximum concurrency for 512 tokens per request: 256.00x
+(EngineCore pid=N) INFO 11-24 14:05:44 [core.py:402] init engine (profile, create kv cache, warmup model) took 0.04 s
+"""
+KV_SMALL_LOG = """\
+ValueError: To serve at least one request with the model's max seq len (4096), (0.0 GiB KV cache is needed, which is larger than the available KV cache memory (0.0 GiB). Based on the available memory, the estimated maximum model length is 1920. Try increasing `gpu_memory_utilization` (which also controls CPU memory on the CPU backend) or decreasing `max_model_len` when initializing the engine. See https://docs.vllm.ai/en/latest/configuration/conserving_memory/ for more details.
+"""
+# Verbatim from shared/cpu-vllm/README.md §1b (the GPU wheel on a machine without a GPU): not a memory failure.
+BROKEN_LOG = "RuntimeError: Device string must not be empty\n"
+FAKE_LAUNCHER = VLLM_STAND_IN + f"""
+import os
+from pathlib import Path
+import diagnostics.engine.launch as launch
+from diagnostics.logs.reader import read_log
+
+OK_LOG = {OK_LOG!r}
+KV_SMALL_LOG = {KV_SMALL_LOG!r}
+BROKEN_LOG = {BROKEN_LOG!r}
+
+def fake_run_start(spec):
+    broken = spec.settings.get("max_num_seqs") == 3
+    small = broken or spec.settings.get("kv_cache_memory_bytes") == 1048576  # both: no engine came up
+    text = BROKEN_LOG if broken else KV_SMALL_LOG if small else OK_LOG
+    Path(spec.log_path).write_text(text)
+    Path(spec.timeline_path).write_text("t_s,device_used_gib,process_gib,phase\\n0.0,,1.0,init\\n")
+    peak = 1.0 + spec.settings["max_model_len"] / 1024
+    return launch.StartResult(
+        returncode=1 if small else 0, signal=None, timed_out=False, wall_s=2.0, startup_s=None if small else 1.5,
+        peak_device_gib=None, peak_process_gib=peak, phase_peaks_gib={{"profile": 1.0}}, torch_peak_gib=None,
+        request=None if small else {{"ok": True}}, log_path=spec.log_path, timeline_path=spec.timeline_path,
+        before_kv_peak_gib=1.0, log=read_log(text))
+
+def pytest_configure(config):
+    launch.run_start = fake_run_start
+"""
+FLOW_MATRIX = """
+    [matrix]
+    model = "stand-in-model"
+    [defaults]
+    enforce_eager = true
+    kv_cache_memory_bytes = 67108864
+    [thresholds.cpu]
+    peak_gib = 2.0
+    [scenarios.ok-256]
+    max_model_len = 256
+    expect = "ok"
+    [scenarios.kv-too-small]
+    max_model_len = 4096
+    kv_cache_memory_bytes = 1048576
+    expect = "kv_too_small"
+    [scenarios.too-big]
+    max_model_len = 2048
+    expect = "ok"
+    [scenarios.unasserted]
+    max_model_len = 512
+"""
+
+
+@pytest.fixture
+def flow(pytester):
+    from pathlib import Path
+
+    real_module = Path(__file__).resolve().parents[1] / "test_startup_matrix.py"
+    pytester.makepyfile(test_startup_matrix=real_module.read_text())
+    pytester.makeconftest(FAKE_LAUNCHER)
+    (pytester.path / "flow.toml").write_text(textwrap.dedent(FLOW_MATRIX))
+    return pytester
+
+
+def flow_records(pytester) -> list[dict]:
+    (path,) = pytester.path.glob("reports/*/results.jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_flow_records_every_start_and_fails_with_the_diagnosis(flow, xdist):
+    result = run(flow, "--card=cpu", "--matrix=flow.toml", "--benchmark-disable", *xdist)
+    result.assert_outcomes(passed=2, xfailed=1, failed=1)
+    records = {r["id"]: r for r in flow_records(flow)}
+    assert sorted(records) == ["kv-too-small", "ok-256", "too-big", "unasserted"]  # one run dir, even with xdist
+    assert len(list(flow.path.glob("reports/2*"))) == 1
+    assert records["ok-256"]["status"] == "passed" and records["ok-256"]["kv_cache_tokens"] == 131072
+    assert records["unasserted"]["status"] == "recorded" and records["unasserted"]["expected"] is None
+    small = records["kv-too-small"]
+    assert (small["outcome"], small["status"]) == ("kv_too_small", "xfail")
+    big = records["too-big"]
+    assert big["reasons"] == ["overall peak 3.00 GiB > 2.00 GiB allowed on cpu"] and big["passed"] is False
+    out = result.stdout.str()
+    # the failure is one paragraph (the diagnosis) plus the numbers section, no traceback
+    failure = out[out.index("test_startup[too-big]"):out.index("short test summary")]
+    assert "too-big on cpu: ok. Failed: overall peak 3.00 GiB > 2.00 GiB allowed on cpu." in failure
+    assert "Traceback" not in failure and "memcheck.verify" not in failure
+    assert "vllm-memcheck" in failure and "overall limit    2.00 GiB" in failure
+    assert "FAILED test_startup_matrix.py::test_startup[too-big] - too-big on cpu" in out
+    # the summary table: one row per combination
+    table = out[out.index("vllm-memcheck: 4 combinations in"):]
+    for rid, status in (("ok-256", "passed"), ("kv-too-small", "xfail"), ("too-big", "failed"),
+                        ("unasserted", "recorded")):
+        assert any(line.split()[:1] == [rid] and status in line.split() for line in table.splitlines()), rid
+
+
+FAKE_NVML = VLLM_STAND_IN + """
+import sys, types
+
+class NVMLError(Exception):
+    pass
+
+fake = types.ModuleType("pynvml")
+fake.NVMLError = NVMLError
+fake.nvmlInit = lambda: None
+fake.nvmlShutdown = lambda: None
+fake.nvmlDeviceGetCount = lambda: 1
+fake.nvmlDeviceGetHandleByIndex = lambda i: i
+fake.nvmlDeviceGetName = lambda h: "NVIDIA GeForce RTX 4090"
+sys.modules["pynvml"] = fake
+"""
+
+
+def test_card_against_what_nvml_reports(project):
+    project.makeconftest(FAKE_NVML)
+    result = run(project, "--card=3090", "--collect-only")
+    assert result.ret == 4
+    assert ("ERROR: --card=3090 (NVIDIA GeForce RTX 3090) but NVML reports 'NVIDIA GeForce RTX 4090' (card 4090); "
+            "pass the right --card, or --allow-card-mismatch") in result.stderr.str()
+    result = run(project, "--card=3090", "--allow-card-mismatch", "--collect-only")
+    assert result.ret == 0
+    assert "vllm-memcheck: warning: --card=3090 (NVIDIA GeForce RTX 3090) but NVML reports" in result.stdout.str()
+    result = run(project, "--collect-only")  # --card auto
+    assert result.ret == 0 and "vllm-memcheck: card 4090," in result.stdout.str()
+    assert "gpu tests skip" not in result.stdout.str()
+
+
+# Without an asserted expectation a memory failure is recorded, but a start that broke for another reason measured
+# nothing: it must fail (the stand-in launcher writes BROKEN_LOG for max_num_seqs = 3).
+UNASSERTED_MATRIX = """
+    [matrix]
+    model = "stand-in-model"
+    [defaults]
+    enforce_eager = true
+    kv_cache_memory_bytes = 67108864
+    [scenarios.broken]
+    max_model_len = 512
+    max_num_seqs = 3
+    [scenarios.kv-small]
+    max_model_len = 4096
+    kv_cache_memory_bytes = 1048576
+"""
+
+
+def test_a_non_memory_failure_fails_even_where_nothing_is_asserted(pytester):
+    real_module = Path(__file__).resolve().parents[1] / "test_startup_matrix.py"
+    pytester.makepyfile(test_startup_matrix=real_module.read_text())
+    pytester.makeconftest(FAKE_LAUNCHER)
+    (pytester.path / "m.toml").write_text(textwrap.dedent(UNASSERTED_MATRIX))
+    result = run(pytester, "--card=cpu", "--matrix=m.toml", "--benchmark-disable")
+    result.assert_outcomes(passed=1, failed=1)
+    records = {r["id"]: r for r in flow_records(pytester)}
+    assert (records["kv-small"]["status"], records["kv-small"]["outcome"]) == ("recorded", "kv_too_small")
+    broken = records["broken"]
+    assert broken["status"] == "failed" and broken["outcome"] not in ("ok", "kv_too_small")
+    assert broken["reasons"][0].startswith("the start did not come up and not for memory: ")
+    assert "Device string must not be empty" in broken["reasons"][0]
+
+
+def test_a_model_path_that_does_not_exist_is_a_usage_error(project, tmp_path):
+    result = run(project, "--card=cpu", "--matrix=tiny.toml", f"--model={tmp_path / 'nope'}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"ERROR: model path '{tmp_path / 'nope'}' does not exist; accepted: a local model directory" \
+        in result.stderr.str()
+    (tmp_path / "empty").mkdir()
+    result = run(project, "--card=cpu", "--matrix=tiny.toml", f"--model={tmp_path / 'empty'}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR and "has no config.json" in result.stderr.str()
