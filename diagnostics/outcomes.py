@@ -56,3 +56,14 @@ MEMORY_TERMS = {
 # colour them). The first three come before the KV cache is allocated: the profile threshold gates their peak.
 TIMELINE_PHASES = ("init", "weights", "profile", "kv_cache", "cuda_graph", "warmup", "ready")
 BEFORE_KV_PHASES = TIMELINE_PHASES[:3]
+# Start-up markers a log prints (LogRecord.timestamps keys) -> the timeline phase that begins there; list order
+# breaks ties within one second.
+MARKER_PHASES = (
+    ("weights_start", "weights"),
+    ("weights_done", "profile"),
+    ("profile_start", "profile"),
+    ("profile_done", "kv_cache"),
+    ("kv_done", "kv_cache"),
+    ("graphs_done", "warmup"),
+    ("ready", "ready"),
+)

@@ -14,21 +14,11 @@ import csv
 import re
 import time
 
-from diagnostics.outcomes import TIMELINE_PHASES
+from diagnostics.outcomes import MARKER_PHASES, TIMELINE_PHASES
 from diagnostics.units import to_gib
 
 LOG_STAMP = re.compile(r"\b(\d\d-\d\d \d\d:\d\d:\d\d)\b")
 
-# marker (LogRecord.timestamps key) -> phase that begins there; list order breaks ties within one second
-MARKER_PHASES = (
-    ("weights_start", "weights"),
-    ("weights_done", "profile"),
-    ("profile_start", "profile"),
-    ("profile_done", "kv_cache"),
-    ("kv_done", "kv_cache"),
-    ("graphs_done", "warmup"),
-    ("ready", "ready"),
-)
 FIRST_PHASE = TIMELINE_PHASES[0]  # before vLLM stamps its first marker
 
 

@@ -55,6 +55,9 @@ def literal(text: str):
 def config_settings(config: str) -> dict:
     """The banner's `key=value, ...` config -> {setting name: value} for the keys CONFIG_KEYS knows (first wins)."""
     out: dict = {}
+    config = config.rstrip()
+    if config.endswith(")") and config.count(")") > config.count("("):
+        config = config[:-1]  # 0.5.x closes the config with `)`: `..., enable_prefix_caching=False)`
     for m in P.CONFIG_ITEM.finditer(config):
         name = CONFIG_KEYS.get(m.group("key"))
         if name and name not in out:
@@ -88,6 +91,7 @@ class ErrorFigures:
     numbers: list = field(default_factory=list)
     settings: list = field(default_factory=list)
     cpu: bool = False
+    processes: list = field(default_factory=list)
 
 
 def error_figures(body: str) -> ErrorFigures:
@@ -117,8 +121,9 @@ def error_figures(body: str) -> ErrorFigures:
         num(("max_model_len", int(m.group("mml"))))
         setting(("max_model_len", int(m.group("mml"))))
         num(("kv_cache_tokens", int(m.group("cap"))))
-    if P.OOM.search(body):
+    if P.OOM.search(body) or P.OOM_GPU.search(body) or P.OOM_GPU_OLD.search(body):
         out.numbers.extend(oom_figures(body))
+        out.processes = oom_processes(body)
     if m := P.MM_ITEM_TOO_LARGE.search(body):
         num(("max_tokens_per_mm_item", int(m.group("n"))))
         setting(("max_num_batched_tokens", int(m.group("m"))))
@@ -126,22 +131,42 @@ def error_figures(body: str) -> ErrorFigures:
 
 
 def oom_figures(body: str) -> list[tuple[str, float | int]]:
-    """A PyTorch OOM message's sizes (GiB): tried, total/free of the GPU, in use, allocated/reserved by PyTorch."""
+    """A PyTorch OOM message's sizes (GiB): tried, the GPU's total (also as gpu_total_gib) and free, PyTorch's
+    allocated/reserved, a per-process limit ("allowed")."""
     out = []
     if m := P.OOM_TRIED.search(body):
         out.append(("oom_tried_gib", size_gib(m.group("size"))))
-    if m := P.OOM_GPU.search(body):
-        out += [("oom_gpu_index", int(m.group("i"))), ("oom_total_gib", size_gib(m.group("total"))),
+    if m := (P.OOM_GPU.search(body) or P.OOM_GPU_OLD.search(body)):
+        total = size_gib(m.group("total"))
+        out += [("oom_gpu_index", int(m.group("i"))), ("oom_total_gib", total), ("gpu_total_gib", total),
                 ("oom_free_gib", size_gib(m.group("free")))]
-    if m := P.OOM_GPU_OLD.search(body):
-        out += [("oom_gpu_index", int(m.group("i"))), ("oom_total_gib", size_gib(m.group("total"))),
-                ("oom_free_gib", size_gib(m.group("free"))),
-                ("oom_allocated_by_pytorch_gib", size_gib(m.group("alloc")))]
-        if m.group("res"):
-            out.append(("oom_reserved_by_pytorch_gib", size_gib(m.group("res"))))
-    if m := P.OOM_IN_USE.search(body):
-        out.append(("oom_process_in_use_gib", size_gib(m.group("size"))))
+        if "alloc" in m.re.groupindex:
+            out.append(("oom_allocated_by_pytorch_gib", size_gib(m.group("alloc"))))
+            if m.group("res"):
+                out.append(("oom_reserved_by_pytorch_gib", size_gib(m.group("res"))))
+    if m := P.OOM_ALLOWED.search(body):
+        out.append(("oom_allowed_gib", size_gib(m.group("size"))))
     if m := P.OOM_ALLOCATED.search(body):
         out += [("oom_allocated_by_pytorch_gib", size_gib(m.group("alloc"))),
                 ("oom_reserved_unallocated_gib", size_gib(m.group("res")))]
-    return out
+    return out  # the processes' figures come from oom_processes (logs.scan sums them once the log is read)
+
+
+def oom_processes(body: str) -> list[dict]:
+    """Every process the OOM message lists: {"pid": int | None, "gib": float, "this_process": bool}.
+
+    PyTorch names its own process "this process" when NVML's pid is its own. In a container the pids differ and
+    every process is listed as "Process N": then this process is the smallest one holding at least what PyTorch
+    says it allocated and reserved (its own count is a floor on its use); without those figures, the largest (so
+    the other processes' sum is a lower bound, never an overstatement)."""
+    procs = [{"pid": int(m.group("pid")) if m.group("pid") else None, "gib": size_gib(m.group("size")),
+              "this_process": bool(m.group("this"))} for m in P.OOM_PROCESS.finditer(body)]
+    if not procs or any(p["this_process"] for p in procs):
+        return procs
+    floor = None
+    if m := P.OOM_ALLOCATED.search(body):
+        floor = size_gib(m.group("alloc")) + size_gib(m.group("res"))
+    fits = [p for p in procs if floor is not None and p["gib"] >= floor - 0.005]
+    chosen = min(fits, key=lambda p: p["gib"]) if fits else max(procs, key=lambda p: p["gib"])
+    chosen["this_process"] = True
+    return procs

@@ -1,8 +1,17 @@
-"""Line normalisation: ANSI colours, tqdm `\\r` pieces, `(EngineCore pid=N)` / `[rank0]:` tags and the
-`INFO mm-dd hh:mm:ss [file.py:N]` header are taken off, so every pattern sees the message body alone."""
+"""Line normalisation: whatever shape a log was pasted in, every pattern sees vLLM's message body alone.
+
+Taken off, in this order: ANSI colours (also with their escape byte lost), Markdown quote bars (`> `, `▎ `, `| `),
+container-runtime / docker / journald / docker-compose prefixes (CRI partial records `P` are joined to the record
+that completes them), quote bars again (inside a container log), then vLLM's own `(EngineCore pid=N)` (also without its `(`) / `[rank0]:` tags and the
+`INFO mm-dd hh:mm:ss [file.py:N]` header. Markdown fences, blank lines and `#` comments are dropped; tqdm `\\r`
+pieces become lines. A line with no header, no tag and no indent that follows a message is marked `cont`: it may
+be the rest of that message, wrapped by the paste (the reader then also reads the two as one).
+"""
 
 from __future__ import annotations
 
+import html
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from diagnostics.logs import patterns as P
@@ -10,7 +19,7 @@ from diagnostics.logs import patterns as P
 
 @dataclass
 class Line:
-    """One physical log line (tqdm `\\r` segments split apart) with its prefix removed."""
+    """One log line: `raw` as vLLM printed it (paste disguises taken off), `body` without vLLM's prefix."""
 
     index: int
     raw: str
@@ -18,13 +27,16 @@ class Line:
     level: str | None
     ts: str | None
     process: str | None
+    cont: bool = False  # may continue the previous line (a wrapped message)
 
 
 def _strip_tags(piece: str) -> tuple[str, str | None]:
     """(text after the process / rank tag, `Name pid=N` or `rankN` or None)."""
     rest, process = piece, None
     tag = P.PROCESS_TAG.search(rest)
-    if tag and tag.start() < 60:
+    if tag is None or tag.start() >= 60:
+        tag = P.PROCESS_TAG_BARE.match(rest)
+    if tag is not None and tag.start() < 60:
         process = f"{tag.group('name')} pid={tag.group('pid')}"
         rest = rest[tag.end():]
     rank = P.RANK_TAG.search(rest)
@@ -36,21 +48,84 @@ def _strip_tags(piece: str) -> tuple[str, str | None]:
     return rest, process
 
 
-def split_lines(text: str) -> list[Line]:
-    """Physical lines; tqdm `\\r` pieces become lines; prefixes and the level/time header are removed.
+# What a web page or a word processor makes of plain text: no-break spaces, typographic quotes, HTML entities.
+TYPOGRAPHY = str.maketrans({"\xa0": " ", "\u202f": " ", "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
 
-    A line without its own time stamp carries the last one seen (`Line.ts`, `mm-dd hh:mm:ss`)."""
-    out: list[Line] = []
-    last_ts: str | None = None
-    for physical in P.ANSI.sub("", text).split("\n"):
-        for piece in physical.split("\r"):
-            if not piece.strip() or (piece.startswith("#") and not P.GPU_BLOCKS.match(piece)):
-                continue  # blank, or a comment (fixtures, annotated pastes); vLLM's only `#` line is `# GPU blocks`
-            rest, process = _strip_tags(piece)
-            header = P.HEADER.search(rest)
-            level = None
-            if header and header.start() < 120:
-                level, last_ts = header.group("level"), header.group("ts") or last_ts
-                rest = rest[header.end():]
-            out.append(Line(len(out), piece, rest.rstrip(), level, last_ts, process))
-    return out
+
+def undisguise(physical: str) -> tuple[str, bool]:
+    """(the line without ANSI codes, container / journald / compose prefixes and quote bars, is a CRI partial)."""
+    text = P.ANSI.sub("", physical) if "[" in physical else physical
+    if not text.isascii():
+        text = text.translate(TYPOGRAPHY)
+    if "&" in text and ";" in text:
+        text = html.unescape(text)  # `model&#39;s`, `&gt;` from a page's source
+    partial = False
+    for pattern in (P.QUOTE, P.CONTAINER, P.QUOTE):  # a quoted paste of a container log, or quotes inside one
+        if m := pattern.match(text):
+            partial = partial or (pattern is P.CONTAINER and m.group("cri") == "P")
+            text = text[m.end():]
+    return text, partial
+
+
+def _starts_message(body: str) -> bool:
+    """A line that begins something of its own: a traceback, a frame, an indented code line, an exception."""
+    return (not body or body[0] in " \t^~" or body.startswith(("Traceback", "File \"", "During handling", "The above"))
+            or bool(P.EXCEPTION.match(body)))
+
+
+class LineSplitter:
+    """Turns physical lines into Lines one at a time (`feed`), keeping what a stream needs between them: the last
+    time stamp (a line without one carries it), a CRI partial record, whether the previous line was a message."""
+
+    def __init__(self):
+        self.index = 0
+        self.last_ts: str | None = None
+        self.partial = ""
+        self.after_message = False
+
+    def feed(self, physical: str) -> Iterator[Line]:
+        text, partial = undisguise(physical.rstrip("\n"))
+        if partial:
+            self.partial += text
+            return
+        text, self.partial = self.partial + text, ""
+        if P.FENCE.match(text):
+            self.after_message = False
+            return
+        pieces = [piece for piece in text.split("\r") if piece.strip()]  # tqdm redraws; CRLF's empty tail
+        if not pieces:
+            self.after_message = False  # a blank line ends a message
+        for piece in pieces:
+            if piece.startswith("#") and not P.GPU_BLOCKS.match(piece):
+                continue  # a comment (fixtures, annotated pastes); vLLM's only `#` line is `# GPU blocks`
+            yield self._line(piece)
+
+    def _line(self, piece: str) -> Line:
+        rest, process = _strip_tags(piece)
+        header = P.HEADER.search(rest)
+        level = None
+        if header and header.start() < 120:
+            level, self.last_ts = header.group("level"), header.group("ts") or self.last_ts
+            rest = rest[header.end():]
+        body = rest.rstrip()
+        cont = self.after_message and level is None and process is None and not _starts_message(body)
+        self.after_message = bool(body) and body[0] not in " \t"
+        raw = piece.rstrip()
+        if process and P.PROCESS_TAG_BARE.match(raw):
+            raw = "(" + raw  # the tag as vLLM printed it
+        line = Line(self.index, raw, body, level, self.last_ts, process, cont)
+        self.index += 1
+        return line
+
+
+def iter_lines(physical: Iterable[str]) -> Iterator[Line]:
+    """Lines from physical lines (each without or with its newline), one at a time."""
+    splitter = LineSplitter()
+    for line in physical:
+        yield from splitter.feed(line)
+
+
+def split_lines(text: str) -> list[Line]:
+    """All Lines of a text (see the module docstring). A line without its own time stamp carries the last one seen
+    (`Line.ts`, `mm-dd hh:mm:ss`)."""
+    return list(iter_lines(text.split("\n")))

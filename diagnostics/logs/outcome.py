@@ -9,15 +9,23 @@ import re
 from diagnostics.logs import patterns as P
 from diagnostics.logs.lines import Line
 from diagnostics.logs.record import LogRecord
+from diagnostics.outcomes import TIMELINE_PHASES
 from diagnostics.versions import read_version
 
 # Traceback frame names -> the phase they prove (vllm-memory.md §2.6). The deepest telling frame wins.
-WEIGHT_FRAMES = {"load_model", "load_weights", "_load_weights", "load_model_weights"}
+WEIGHT_FRAMES = {"load_model", "load_weights", "_load_weights", "load_model_weights", "initialize_model",
+                 "create_weights", "process_weights_after_loading", "weight_loader", "load_weights_and_postprocess"}
+# Weight creation and quantized-kernel repacking: `*_repack` ops, vLLM's `*Parameter` classes (ModelWeightParameter).
+WEIGHT_FRAME_NAME = re.compile(r"repack|Parameter$")
 VISION_FRAMES = {"get_multimodal_embeddings", "embed_multimodal", "get_vision_hidden_states", "vpm", "resampler",
                  "_execute_mm_encoder", "get_image_features", "vision_model", "visual", "vision_tower",
                  "get_vision_embedding", "_process_image_input", "_process_video_input", "encode_images"}
 LANGUAGE_FRAMES = {"llm", "language_model"}
 SAMPLER_FRAMES = {"_dummy_sampler_run", "sampler", "sample", "compute_logits"}
+# Frames / phases -> the timeline phase (outcomes.TIMELINE_PHASES) a traceback proves the start-up reached.
+PHASE_REACHED = {"weights": "weights", "vision_encoder": "profile", "language_model": "profile", "sampler": "profile",
+                 "profile": "profile", "kv_cache": "kv_cache", "cuda_graph": "warmup", "warmup": "warmup",
+                 "request": "ready"}
 KV_FRAMES = {"initialize_cache", "_init_cache_engine", "initialize_from_config", "initialize_kv_cache",
              "_allocate_kv_cache", "_allocate_kv_cache_tensors", "initialize_kv_cache_tensors", "CacheEngine"}
 GRAPH_FRAMES = {"capture_model", "profile_cudagraph_memory", "_capture_cudagraphs", "_warm_up_model"}
@@ -27,6 +35,7 @@ PROFILE_FRAMES = {"profile_run", "determine_num_available_blocks", "determine_av
 LM_PASS_FRAMES = {"_dummy_run", "execute_model"}
 KNOWN_FRAMES = set().union(WEIGHT_FRAMES, VISION_FRAMES, SAMPLER_FRAMES, KV_FRAMES, GRAPH_FRAMES, WARMUP_FRAMES,
                            PROFILE_FRAMES, LM_PASS_FRAMES, {"_initialize_kv_caches", "_init_engine"})
+PROFILE_ENTRY_FRAMES = {"_initialize_kv_caches"}  # begins with the profile run: reached, not where it failed
 
 STRONG = [(WEIGHT_FRAMES, "weights"), (VISION_FRAMES, "vision_encoder"), (LANGUAGE_FRAMES, "language_model"),
           (SAMPLER_FRAMES, "sampler"), (KV_FRAMES, "kv_cache"), (GRAPH_FRAMES, "cuda_graph"),
@@ -53,11 +62,12 @@ def can_fail(line: Line) -> bool:
     return line.level not in ("INFO", "DEBUG", "WARNING", "WARN")
 
 
-def decisive(line: Line) -> tuple[str, str] | None:
-    """(outcome, phase-or-"?") when this line is a root-cause error; "?" = read the phase from context."""
+def decisive(line: Line, any_level: bool = False) -> tuple[str, str] | None:
+    """(outcome, phase-or-"?") when this line is a root-cause error; "?" = read the phase from context.
+    `any_level`: judge the text alone, as if it were not logged at INFO/WARNING."""
     b = line.body
-    if not can_fail(line) or b.startswith(("  ", "\t")):
-        return None  # info lines and traceback code lines (`    raise VLLMValidationError(`) never decide
+    if not (any_level or can_fail(line)) or b.startswith(("  ", "\t")) or P.NEVER_FAILS.search(b):
+        return None  # info lines, traceback code lines (`    raise VLLMValidationError(`), request logs never decide
     for patterns, outcome, phase in DECISIVE:
         if any(p.search(b) for p in patterns):
             return outcome, phase
@@ -73,6 +83,8 @@ def decisive(line: Line) -> tuple[str, str] | None:
         return "error", "unknown"
     if P.CAPTURE_ERROR.search(b):
         return "error", "cuda_graph"
+    if P.LINKER.search(b):
+        return "error", "?"
     if P.NOISE.search(b):
         return None
     m = P.EXCEPTION.search(b)
@@ -91,7 +103,7 @@ def _frameish(line: Line) -> bool:
 
 
 def frames_before(lines: list[Line], index: int) -> list[str]:
-    """Function names of the traceback that ends at line `index` (outermost first)."""
+    """Function names of the traceback that ends at list position `index` (outermost first)."""
     start = index
     for j in range(index - 1, max(-1, index - 600), -1):
         if not _frameish(lines[j]):
@@ -111,18 +123,22 @@ def frame_names(lines: list[Line]) -> list[str]:
             names.append(m.group("method"))
         elif b.startswith((" ", "\t")):
             names.extend(c.group("func") for c in P.CALL.finditer(b))
+            names.extend(w for w in re.findall(r"\b([A-Z]\w*Parameter)\b", b))
     return names
 
 
 def phase_from_frames(names: list[str]) -> str | None:
     """Deepest telling frame -> phase; "profile" when only the profile run is named."""
-    strong = [phase for name in names for frames, phase in STRONG if name in frames]
+    strong = [phase for name in names for frames, phase in STRONG
+              if name in frames or (phase == "weights" and WEIGHT_FRAME_NAME.search(name))]
     has = set(names)
     warm = has & WARMUP_FRAMES
     if strong:
         phase = strong[-1]
         if warm and phase in ("sampler", "language_model"):
             return "warmup"
+        if phase == "sampler" and "_dummy_sampler_run" in has and not has & PROFILE_FRAMES:
+            return "warmup"  # the sampler warm-up (compile_or_warm_up_model) when no profile frame is shown
         return phase
     if has & PROFILE_FRAMES:
         return "language_model" if has & LM_PASS_FRAMES and "profile_run" in has else "profile"
@@ -136,27 +152,46 @@ def marker_lines(lines: list[Line]) -> dict[str, int]:
     markers: dict[str, int] = {}
     for line in lines:
         for name, pat in MARKERS:
-            if pat.search(line.body) and name not in markers:
+            if name not in markers and pat.search(line.body):
                 markers[name] = line.index
     return markers
 
 
+def joined(lines: list[Line], pos: int) -> Line:
+    """The line at `pos`, with the lines after it that continue it (a message the paste wrapped) joined on."""
+    line = lines[pos]
+    rest = []
+    for nxt in lines[pos + 1:pos + 4]:
+        if not nxt.cont:
+            break
+        rest.append(nxt.body)
+    if not rest:
+        return line
+    tail = " ".join(rest)
+    return Line(line.index, f"{line.raw} {tail}", f"{line.body} {tail}", line.level, line.ts, line.process)
+
+
 class Decider:
-    """Outcome and phase for a scanned log; `ready_at` / `request_at` are the first ready / request line indexes."""
+    """Outcome and phase for a scanned log. `at`: first line indexes of "ready", "request", "sampler_warmup";
+    `fails`: line index -> (outcome, phase) where the line's figures alone decide a failure."""
 
-    def __init__(self, lines: list[Line], rec: LogRecord, ready_at: int | None, request_at: int | None):
-        self.lines, self.rec, self.ready_at, self.request_at = lines, rec, ready_at, request_at
+    def __init__(self, lines: list[Line], rec: LogRecord, at: dict[str, int], fails: dict[int, tuple[str, str]]):
+        self.lines, self.rec, self.at, self.fails = lines, rec, at, fails
+        self.ready_at = at.get("ready")
+        self.reached = -1  # TIMELINE_PHASES index the frames prove
 
-    def _after_ready(self, index: int) -> bool:
-        return self.ready_at is not None and self.ready_at < index
+    def _after(self, key: str, index: int) -> bool:
+        return key in self.at and self.at[key] < index
 
     def _has(self, *patterns) -> bool:
         return any(p.search(ln.body) for ln in self.lines for p in patterns)
 
     def phase_from_order(self, index: int) -> str | None:
         """Phase implied by which markers the log printed before line `index`."""
-        if self._after_ready(index) or (self.request_at is not None and self.request_at < index):
+        if self._after("ready", index) or self._after("request", index):
             return "request"
+        if self._after("sampler_warmup", index):
+            return "warmup"
         ts = marker_lines(self.lines)
         if "graphs_done" in ts and ts["graphs_done"] < index:
             return "warmup"
@@ -165,29 +200,61 @@ class Decider:
             return "weights"
         return None
 
+    def _kv_sized_before(self, index: int) -> bool:
+        return any(P.AVAILABLE_KV.search(ln.body) or P.KV_TOKENS.search(ln.body)
+                   for ln in self.lines if ln.index < index)
+
     def classify(self) -> None:
         """Set rec.outcome/phase/error_line/evidence from the first root-cause line, else from what is there."""
-        for line in self.lines:
-            decided = decisive(line)
+        for pos, line in enumerate(self.lines):
+            if line.cont and self._continues_an_error(pos):
+                continue  # judged with the message it continues (which may have been logged as a warning)
+            whole = joined(self.lines, pos)
+            decided = decisive(whole) or self.fails.get(line.index)
             if decided is None:
                 continue
             if decided[0] == "error" and decided[1] == "?" and self.ready_at is not None and self.ready_at > line.index:
                 continue  # a logged exception the start-up survived: the engine came up after it
-            self._root_cause(line, *decided)
+            if decided == ("error", "?") and self._oom_in_message(pos):
+                decided = ("oom", "?")  # e.g. an NCCL error whose "Last error:" is CUDA's out of memory
+            self._root_cause(pos, whole, *decided)
             return
         self._no_root_cause()
 
-    def _root_cause(self, line: Line, outcome: str, phase: str) -> None:
+    def _oom_in_message(self, pos: int) -> bool:
+        """Whether the few unleveled lines that follow an error line (its message's tail) say out of memory."""
+        for nxt in self.lines[pos + 1:pos + 6]:
+            if nxt.level is not None or P.TRACEBACK.search(nxt.body):
+                return False
+            if P.OOM.search(nxt.body):
+                return True
+        return False
+
+    def _continues_an_error(self, pos: int) -> bool:
+        head = pos
+        while head > 0 and self.lines[head].cont:
+            head -= 1
+        return head < pos and decisive(self.lines[head], any_level=True) is not None
+
+    def _phase(self, pos: int, line: Line, frames: list[str]) -> str:
+        """The phase of a failure whose line does not name it: request after the engine came up, else the frames,
+        else the order of the start-up markers before it."""
+        if self._after("ready", line.index) or self._after("request", line.index):
+            return "request"  # the engine was up: whatever failed now failed serving a request
+        phase = phase_from_frames(frames)
+        if phase == "sampler" and (self._after("sampler_warmup", line.index) or self._kv_sized_before(line.index)):
+            phase = "warmup"  # the profile run ended before it: this is the sampler warm-up
+        return phase or self.phase_from_order(line.index) or "unknown"
+
+    def _root_cause(self, pos: int, line: Line, outcome: str, phase: str) -> None:
         rec = self.rec
-        frames = frames_before(self.lines, line.index)
-        after_ready = self._after_ready(line.index) or (self.request_at is not None and self.request_at < line.index)
+        frames = frames_before(self.lines, pos)
         if phase == "?":
-            if after_ready:  # the engine was up: whatever failed now failed serving a request
-                phase = "request"
-            else:
-                phase = phase_from_frames(frames) or self.phase_from_order(line.index) or "unknown"
+            phase = self._phase(pos, line, frames)
         if outcome == "oom":
             outcome = OOM_OUTCOME.get(phase, "oom_unknown")
+        self._reach(PHASE_REACHED.get(phase))
+        self._reach_frames(frames)
         if phase == "profile":
             phase = "unknown"  # the profile run, but which part of it the log does not say
         rec.outcome, rec.phase = outcome, phase
@@ -196,23 +263,30 @@ class Decider:
         if frames:
             rec.evidence.append("frames: " + " > ".join(dict.fromkeys(frames)))
 
+    def _reach(self, phase: str | None) -> None:
+        if phase is not None:
+            self.reached = max(self.reached, TIMELINE_PHASES.index(phase))
+
+    def _reach_frames(self, frames: list[str]) -> None:
+        self._reach(PHASE_REACHED.get(phase_from_frames(frames) or ""))
+        if set(frames) & PROFILE_ENTRY_FRAMES:
+            self._reach("profile")
+
     def _no_root_cause(self) -> None:
-        """A clean start, a start that failed without its cause, or a bare fragment."""
+        """A clean start (a ready marker), a start that failed without its cause, or a bare fragment: unknown."""
         rec = self.rec
         failed = next((ln for ln in self.lines if P.START_FAILED.search(ln.body) or (
-            P.TRACEBACK.search(ln.body) and not self._after_ready(ln.index))), None)
+            P.TRACEBACK.search(ln.body) and not self._after("ready", ln.index))), None)
         frames = frame_names([ln for ln in self.lines if can_fail(ln)])
         frame_phase = phase_from_frames(frames)
-        if self.ready_at is not None:  # the engine came up; tracebacks before it were survived
+        self._reach_frames(frames)
+        ready = self.ready_at
+        if ready is None and rec.engine == "V0" and failed is None and frame_phase is None:
+            ready = marker_lines(self.lines).get("graphs_done")  # V0's last start-up step
+        if ready is not None:  # the engine came up; tracebacks before it were survived
             rec.outcome = "ok"
-            rec.evidence.append(self.lines[self.ready_at].raw.strip())
-            return
-        if failed is None and frame_phase is None and ("kv_done" in rec.timestamps or "graphs_done" in rec.timestamps
-                                                        or self._has(P.KV_TOKENS, P.GPU_BLOCKS, P.GRAPHS_DONE)):
-            rec.outcome = "ok"
-            last = next(ln for ln in reversed(self.lines)
-                        if P.KV_TOKENS.search(ln.body) or P.GPU_BLOCKS.search(ln.body) or P.GRAPHS_DONE.search(ln.body))
-            rec.evidence.append(last.raw.strip())
+            rec.evidence.append(next(ln.raw.strip() for ln in self.lines if ln.index == ready))
+            self._reach("ready")
             return
         if frame_phase is not None:
             rec.phase = "unknown" if frame_phase == "profile" else frame_phase
@@ -242,7 +316,7 @@ def decide_engine(rec: LogRecord, lines: list[Line], v0_marks: int, v1_marks: in
             rec.engine = "V1"
         elif v0_marks > v1_marks:
             rec.engine = "V0"
-    if rec.platform is None and any(CUDA_HINT.search(ln.body) for ln in lines):
+    if rec.platform is None and any(CUDA_HINT.search(ln.body) and not P.NEVER_FAILS.search(ln.body) for ln in lines):
         rec.platform = "cuda"
     if rec.platform is None and isinstance(rec.settings.get("device"), str):
         rec.platform = rec.settings["device"] if rec.settings["device"] in ("cuda", "cpu") else None

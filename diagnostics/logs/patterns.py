@@ -14,8 +14,21 @@ NUM = r"-?\d[\d,]*(?:\.\d+)?"
 SIZE = rf"{NUM}\s*(?:bytes|B|KiB|MiB|GiB|TiB)"
 
 # -- line structure ----------------------------------------------------------------------------------------------
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-PROCESS_TAG = re.compile(r"\((?P<name>[A-Za-z_][\w.\-]*(?: rank=\d+)?) pid=(?P<pid>\d+)\)")
+# ANSI colour codes, also when a copy lost their escape byte (`[32mINFO[0m`).
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|\[(?:\d{1,3};)*\d{1,3}m")
+PROCESS_TAG = re.compile(r"\((?P<name>[A-Za-z_][\w.\-]*(?: rank=\d+)?) pid=(?P<pid>\d+)(?:, ip=[\w.:\-]+)?\)")  # Ray: ip=
+PROCESS_TAG_BARE = re.compile(r"^(?P<name>[A-Za-z_][\w.\-]*(?: rank=\d+)?) pid=(?P<pid>\d+)\)")  # lost its `(`
+
+# -- how a log reaches us: prefixes that are not vLLM's (taken off before anything else) -------------------------
+# Container runtimes (`2025-03-01T10:00:00.123456789Z stdout F ` CRI, `...Z ` docker --timestamps), journald
+# (`Mar 01 10:00:00 host vllm[2231]: `), docker compose (`vllm-1  | `).
+CONTAINER = re.compile(
+    r"^(?:\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\s(?:(?:stdout|stderr) (?P<cri>[FP]) ?)?"
+    r"|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ [\w.\-/@]+(?:\[\d+\])?: "
+    r"|[\w.\-]+ +\| )"
+)
+QUOTE = re.compile(r"^(?: {0,3}(?:>|\u258e|\||\u2502) ?)+")  # `> `, GitHub's rendered quote bar `▎ `, `| `
+FENCE = re.compile(r"^\s*(?:```|~~~)")
 RANK_TAG = re.compile(r"\[rank(?P<rank>\d+)\]:")
 # `INFO 08-21 07:23:34 llm_engine.py:174] msg` (0.5-0.7), `INFO 04-15 00:05:37 [model_runner.py:1146] msg`;
 # `INFO ... [file:N]` is how the shared docs quote a line with its time elided.
@@ -28,6 +41,12 @@ HEADER = re.compile(
 BANNER_V0 = re.compile(r"Initializing an LLM engine \(v?(?P<version>[\w.+\-]+)\) with config: (?P<config>.*)")
 BANNER_V1 = re.compile(r"Initializing a V1 LLM engine \(v?(?P<version>[\w.+\-]+)\) with config: (?P<config>.*)")
 API_VERSION = re.compile(r"vLLM (?:API )?server version (?P<version>v?\d+\.\d+[\w.+\-]*)")
+ASCII_VERSION = re.compile(r"\u2588\s+version\s+(?P<version>v?\d+\.\d+[\w.+\-]*)")  # 0.28+ banner art
+ENV_VERSION = re.compile(r"(?i:vllm[ _\-]?version)\s*[:=]?\s*(?P<version>v?\d+\.\d+[\w.+\-]*)")  # collect_env
+# pip freeze / collect_env (`vllm==0.6.3`), pip list / conda list (`vllm   0.6.3   pypi_0   pypi`)
+PIP_VERSION = re.compile(r"(?:^|[\s\]])vllm(?:-cpu)?==(?P<version>\d+\.\d+[\w.+\-]*)"
+                         r"|^vllm(?:-cpu)?\s+(?P<listed>\d+\.\d+[\w.+\-]*)(?:\s|$)")
+DOCKER_VERSION = re.compile(r"vllm/vllm-openai:(?P<version>v?\d+\.\d+[\w.+\-]*)")
 PLATFORM = re.compile(r"Automatically detected platform (?P<platform>\w+)\.")
 NON_DEFAULT_ARGS = re.compile(r"non-default args: (?P<args>\{.*\})")
 CONFIG_ITEM = re.compile(r"(?:^|, )(?P<key>\w+)=(?P<value>[^,]*)")
@@ -38,13 +57,12 @@ MAX_NUM_SEQS_WARNING = re.compile(
 # -- memory figures --------------------------------------------------------------------------------------------
 START_LOAD = re.compile(r"Starting to load model")
 WEIGHTS_OLD = re.compile(rf"Loading model weights took (?P<w>{NUM}) GB")
+WEIGHTS_MB = re.compile(rf"Loading model weights took (?P<w>{NUM}) MB")  # 0.5.3 and before: MiB
 WEIGHTS_NEW = re.compile(rf"Model loading took (?P<w>{NUM}) Gi?B(?: memory)? and (?P<s>{NUM}) s")
-PROFILE_064 = re.compile(
-    rf"Memory profiling results: total_gpu_memory=(?P<total>{NUM})GiB\s+initial_memory_usage=(?P<init>{NUM})GiB"
-    rf"\s+peak_torch_memory=(?P<peak>{NUM})GiB(?:\s+memory_usage_post_profile=(?P<post>{NUM})Gi[bB]"
-    rf"\s+non_torch_memory=(?P<nt>{NUM})GiB\s+kv_cache_size=(?P<kv>{NUM})GiB"
-    rf"\s+gpu_memory_utilization=(?P<util>{NUM}))?"
-)
+# 0.6.4-0.6.5: one line of `key=value` pairs (`total_gpu_memory=23.58GiB initial_memory_usage=...`, spaces or
+# commas between them, a `duration=N seconds` first in some builds); read pair by pair so a cut line still counts.
+PROFILE_064 = re.compile(r"Memory profiling results:\s*(?:duration=|total_gpu_memory=)")
+PROFILE_PAIR = re.compile(rf"\b(?P<key>[a-z_]+)=(?P<v>{NUM})")
 PROFILE_TAKES = re.compile(rf"Memory profiling takes (?P<s>{NUM}) seconds")
 PROFILE_BUDGET = re.compile(
     rf"total_gpu_memory \((?P<total>{NUM}) ?GiB\) x gpu_memory_utilization \((?P<util>{NUM})\) = (?P<budget>{NUM}) ?GiB"
@@ -76,6 +94,9 @@ KV_IN_USE = re.compile(rf"Current kv cache memory in use is (?P<kv>{NUM}) (?P<un
 GPU_BLOCKS = re.compile(rf"# (?:GPU|CUDA|cuda|\w+) blocks: (?P<gpu>\d+)(?:, # CPU blocks: (?P<cpu>\d+))?")
 KV_TOKENS = re.compile(rf"\b(?P<dev>GPU \+ host|GPU|CPU|\w+) KV cache size: (?P<tokens>{NUM}) tokens")
 CONCURRENCY = re.compile(rf"Maximum concurrency for (?P<mml>{NUM}) tokens per request: (?P<x>{NUM})x")
+# V0-only start-up lines around graph capture (0.5-0.6: "Capturing the model for CUDA graphs", "CUDA graphs can take
+# additional 1~3 GiB"; 0.8 V0: "Capturing cudagraphs for decoding").
+V0_GRAPH_LINES = re.compile(r"Capturing the model for CUDA graphs|CUDA graphs can take additional|Capturing cudagraphs for decoding")
 GRAPHS_DONE = re.compile(rf"Graph capturing finished in (?P<s>{NUM}) secs?(?:, took (?P<g>{NUM}) GiB)?")
 GRAPH_POOL = re.compile(rf"CUDA graph pool memory: (?P<actual>{NUM}) GiB \(actual\), (?P<est>{NUM}) GiB \(estimated\)")
 GRAPH_ESTIMATE = re.compile(rf"Estimated CUDA graph memory: (?P<g>{NUM}) GiB total")
@@ -106,7 +127,28 @@ CPU_KV_EXPLICIT = re.compile(rf"Explicitly set \((?P<kv>{NUM})/(?P<total>{NUM})\
 CONFIG_KV_BYTES = re.compile(r"kv_cache_memory_bytes=(?P<b>\d+)")
 INIT_ENGINE = re.compile(rf"init engine \(profile, create kv cache, warmup model\) took (?P<s>{NUM}) s")
 APP_STARTUP = re.compile(r"Application startup complete")
-GENERATE_DONE = re.compile(r"Processed prompts: 100%")
+# Ready markers (besides INIT_ENGINE and APP_STARTUP): the API server or uvicorn listening, the engine serving,
+# the LLM class adding/rendering/processing prompts.
+SERVING = re.compile(r"Starting vLLM API server|Uvicorn running on|Started server process|Avg prompt throughput:")
+REQUESTS = re.compile(r"Processed prompts:|Adding requests|Rendering prompts")
+SAMPLER_WARMUP = re.compile(r"[Ww]arming up sampler with (?P<n>\d+) dummy requests")
+# V0's "Memory profiling results:" block with one figure per line, and V1's DEBUG profiling summary.
+PROFILE_RESULTS = re.compile(r"Memory profiling results:\s*$")
+PROFILE_ITEM = re.compile(
+    r"^\s*(?P<key>total_gpu_memory|gpu_memory_utilization|model weights take|weights_memory|non_torch_memory"
+    r"|PyTorch activation peak memory|torch_peak_increase|available_kv_cache_memory|kv_cache_size"
+    r"|initial_memory_usage|peak_torch_memory|memory_usage_post_profile)\s*[:=]?\s+(?P<v>-?\d+(?:\.\d+)?)\s*"
+    r"(?:GiB|GB|Gib)?\.?\s*$"
+)
+PROFILE_DEBUG = re.compile(
+    rf"Memory profiling takes (?P<s>{NUM}) seconds\. Total non KV cache memory: (?P<nonkv>{NUM}) ?GiB; torch peak "
+    rf"memory increase: (?P<act>{NUM}) ?GiB; (?:non-torch forward increase memory: (?P<nt>{NUM}) ?GiB|total consumed "
+    rf"\(from mem_get_info\): (?P<consumed>{NUM}) ?GiB); weights memory: (?P<w>{NUM}) ?GiB"
+)
+KV_RESERVED = re.compile(
+    rf"(?:Initial free memory (?P<free>{NUM}) ?GiB, )?reserved (?P<kv>{NUM}) ?GiB memory for KV Cache as specified "
+    rf"by kv_cache_memory_bytes"
+)
 
 # -- errors -------------------------------------------------------------------------------------------------------
 FREE_LESS = re.compile(
@@ -124,7 +166,7 @@ NODE_KV_ALLOC = re.compile(
 )
 NO_KV = re.compile(r"No available memory for the cache blocks")
 KV_TOO_SMALL_V1 = re.compile(
-    rf"To serve at least one request with the models?'?s? max seq len \((?P<mml>\d+)\),? ?\((?P<need>{NUM}) ?Gi?B "
+    rf"To serve at least one request with the models?'?s? max seq len \((?P<mml>\d+)\),?\s*\(?(?P<need>{NUM}) ?Gi?B "
     rf"KV cache is needed, which is larger than the available KV cache memory \((?P<avail>{NUM}) ?Gi?B\)"
 )
 KV_TOO_SMALL_ANY = re.compile(r"To serve at least one request with the models?'?s? max seq len")
@@ -134,7 +176,11 @@ KV_TOO_SMALL_V0 = re.compile(
     r"KV cache \((?P<cap>\d+)\)"
 )
 # Case-sensitive on purpose: V0's "If you are running out of memory, consider ..." hint is not a failure.
-OOM = re.compile(r"(?:CUDA|XPU|HIP|NPU|MPS) out of memory|CUDA error: out of memory|OutOfMemoryError")
+OOM = re.compile(
+    r"(?:CUDA|XPU|HIP|NPU|MPS) out of memory|CUDA (?:driver )?error: out of memory|OutOfMemoryError"
+    r"|CUBLAS_STATUS_ALLOC_FAILED|cudaErrorMemoryAllocation|CUDA_ERROR_OUT_OF_MEMORY|Cuda failure 'out of memory'"
+    r"|(?:CUDA|HIP) out of(?: m\w*)?\s*$"  # a message cut in the paste: `RuntimeError: CUDA out of`
+)
 OOM_TRIED = re.compile(rf"Tried to allocate (?P<size>{SIZE})")
 OOM_GPU = re.compile(  # "capacty": the typo of older torch releases
     rf"GPU (?P<i>\d+) has a total capac(?:i)?ty of (?P<total>{SIZE}) of which (?P<free>{SIZE}) is free"
@@ -144,7 +190,9 @@ OOM_GPU_OLD = re.compile(
     rf"\(GPU (?P<i>\d+); (?P<total>{SIZE}) total capacity; (?P<alloc>{SIZE}) already allocated; (?P<free>{SIZE}) free"
     rf"(?:; (?:(?P<limit>{SIZE}) allowed; )?(?P<res>{SIZE}) reserved in total by PyTorch)?"
 )
-OOM_IN_USE = re.compile(rf"(?:Process \d+ has|this process has) (?P<size>{SIZE}) memory in use")
+# Every process NVML lists on the device: `Process 1111 has 730.00 MiB memory in use.` (pid None = "this process")
+OOM_PROCESS = re.compile(rf"(?:Process (?P<pid>\d+)|(?P<this>this process)) has (?P<size>{SIZE}) memory in use")
+OOM_ALLOWED = re.compile(rf"memory in use\. (?P<size>{SIZE}) allowed;")
 OOM_ALLOCATED = re.compile(
     rf"Of the allocated memory (?P<alloc>{SIZE}) is allocated by PyTorch, and (?P<res>{SIZE}) is reserved"
 )
@@ -176,4 +224,8 @@ START_FAILED = re.compile(
 WORKER_METHOD = re.compile(r"while processing method (?P<method>\w+)")
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)")
 FRAME_FILE = re.compile(r'File "[^"]*", line \d+, in (?P<func>\w+)')
+# A linker failure (Triton/Inductor building a helper): the `ld:` line names the cause, collect2 repeats it.
+LINKER = re.compile(r"\bld(?:\.\w+)?: (?:cannot find|error:|undefined reference)|collect2: error: ld returned \d+ exit")
+# Request-logger and access lines repeat user text (a prompt may quote an error); they never carry a failure.
+NEVER_FAILS = re.compile(r"Received request \S+: |\] Added request |HTTP/\d(?:\.\d)?\" \d{3} ")
 CALL = re.compile(r"(?:\.|\b)(?P<func>[A-Za-z_]\w*)\(")

@@ -5,112 +5,38 @@ error in line order (diagnostics.logs.outcome); shutdown noise after it, or afte
 Where the deciding line is missing (a traceback without its exception line) the outcome stays "unknown".
 
 Each line is matched against RULES, an ordered table of (pattern, handler): the first pattern that matches wins
-and its handler reads the line's figures; every line is then also searched for figures inside error texts.
+and its handler reads the line's figures; every line is then also searched for figures inside error texts. A line
+that may continue a wrapped message (lines.Line.cont) is also read joined to the line before it.
+
+`ok` needs a ready marker (the engine or the server says it is up, or the LLM class starts on prompts; V0's last
+start-up step, graph capture, counts for a V0 engine); without one the outcome stays `unknown` and `reached` says
+how far the start-up got. Figures that can only end in a failure decide it even when the exception line was not
+pasted: a KV budget below 0 GiB (no_kv_cache; a printed 0.0 may be a few MiB rounded down, so it decides
+nothing), `# GPU blocks: 0` (no_kv_cache), V0's concurrency below 1x (kv_too_small).
+
+read_log takes a text; read_log_stream a binary file: every line while the engine starts, then only the lines
+stream.ChunkReader's pre-filter picks, up to the first failure after the engine came up.
 """
 
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Callable
+from typing import BinaryIO
 
 from diagnostics.logs import patterns as P
-from diagnostics.logs.figures import config_settings, error_figures, gib, non_default_args, number, reserved_tokens
-from diagnostics.logs.lines import Line, split_lines
-from diagnostics.logs.outcome import Decider, decide_engine, recognised
+from diagnostics.logs.figures import gib, non_default_args, number, reserved_tokens
+from diagnostics.logs.lines import Line, LineSplitter
+from diagnostics.logs.outcome import decisive, recognised
 from diagnostics.logs.record import LogRecord
+from diagnostics.logs.scan import Scan
+from diagnostics.logs.stream import ChunkReader
 
-
-class Scan:
-    """The state one pass over the lines builds: the record, every value seen per number key, engine marks."""
-
-    def __init__(self, lines: list[Line]):
-        self.lines = lines
-        self.rec = LogRecord()
-        self.seen: dict[str, list] = {}
-        self.hits = 0
-        self.v0_marks = 0
-        self.v1_marks = 0
-        self.ready_at: int | None = None
-        self.request_at: int | None = None
-
-    def num(self, key: str, value) -> None:
-        if value is None:
-            return
-        values = self.seen.setdefault(key, [])
-        if value not in values:
-            values.append(value)
-
-    def setting(self, key: str, value) -> None:
-        if value is not None:
-            self.rec.settings.setdefault(key, value)
-
-    def mark(self, name: str, line: Line) -> None:
-        if line.ts and name not in self.rec.timestamps:
-            self.rec.timestamps[name] = line.ts
-
-    def version(self, text: str) -> None:
-        if self.rec.vllm_version is None:
-            self.rec.vllm_version = text.lstrip("v")
-
-    def ready(self, line: Line) -> None:
-        self.mark("ready", line)
-        self.ready_at = self.ready_at if self.ready_at is not None else line.index
-
-    def config(self, config: str) -> None:
-        for name, value in config_settings(config).items():
-            self.rec.settings.setdefault(name, value)
-        for key, prefix in (("dtype", "torch."), ("load_format", "LoadFormat.")):
-            value = self.rec.settings.get(key)
-            if isinstance(value, str) and value.startswith(prefix):  # `torch.bfloat16` -> `bfloat16`
-                self.rec.settings[key] = value[len(prefix):].lower()
-        if isinstance(self.rec.settings.get("max_model_len"), int):
-            self.num("max_model_len", self.rec.settings["max_model_len"])
-
-    def concurrency(self, body: str) -> None:
-        if m := P.CONCURRENCY.search(body):
-            mml = int(number(m.group("mml")))
-            self.num("max_model_len", mml)
-            self.setting("max_model_len", mml)
-            self.num("max_concurrency", gib(m.group("x")))
-
-    def cpu_kv(self, line: Line, m: re.Match) -> None:
-        self.rec.platform = "cpu"
-        self.v1_marks += 1
-        self.mark("profile_done", line)
-        self.num("kv_cache_gib", gib(m.group("kv")))
-        self.num("gpu_total_gib", gib(m.group("total")))
-
-    def error_numbers(self, line: Line) -> None:
-        found = error_figures(line.body)
-        if found.cpu:
-            self.rec.platform = "cpu"
-        for key, value in found.numbers:
-            self.num(key, value)
-        for key, value in found.settings:
-            self.setting(key, value)
-
-    def scan(self, line: Line) -> None:
-        if line.process and "EngineCore" in line.process:
-            self.v1_marks += 1
-        if line.process and "VllmWorkerProcess" in line.process:
-            self.v0_marks += 1
-        rule = next(((pat, handler) for pat, handler in RULES if pat.search(line.body)), None)
-        if rule is not None:
-            rule[1](self, line, rule[0].search(line.body))
-        self.error_numbers(line)
-        if rule is not None:
-            self.hits += 1
-
-    def record(self) -> LogRecord:
-        rec = self.rec
-        for key, values in self.seen.items():
-            rec.numbers[key] = values[0]
-            if len(values) > 1:
-                rec.numbers[f"{key}_all"] = list(values)
-        if recognised(self.lines, self.hits):
-            Decider(self.lines, rec, self.ready_at, self.request_at).classify()
-        decide_engine(rec, self.lines, self.v0_marks, self.v1_marks)
-        return rec
+# Where the version comes from, most trusted first: the engine's banner, the server/art banner, collect_env, a pip
+# line, a docker image tag.
+FULL_LINES = 200_000  # lines read whole before a log that never came up is read through the pre-filter only
+FRAMES_ABOVE = 600  # lines above a failure read with it (outcome.frames_before looks as far)
 
 
 # -- handlers: (scan, line, match) -> None ------------------------------------------------------------------------
@@ -127,7 +53,19 @@ def _banner_v0(s: Scan, line: Line, m: re.Match) -> None:
 
 
 def _api_version(s: Scan, line: Line, m: re.Match) -> None:
-    s.version(m.group("version"))
+    s.version(m.group("version"), "server")
+
+
+def _env_version(s: Scan, line: Line, m: re.Match) -> None:
+    s.version(m.group("version"), "collect_env")
+
+
+def _pip_version(s: Scan, line: Line, m: re.Match) -> None:
+    s.version(m.group("version") or m.group("listed"), "pip")
+
+
+def _docker_version(s: Scan, line: Line, m: re.Match) -> None:
+    s.version(m.group("version"), "docker")
 
 
 def _platform(s: Scan, line: Line, m: re.Match) -> None:
@@ -135,6 +73,7 @@ def _platform(s: Scan, line: Line, m: re.Match) -> None:
 
 
 def _non_default(s: Scan, line: Line, m: re.Match) -> None:
+    s.reach("init")
     for key, value in non_default_args(m.group("args")).items():
         s.setting(key, value)
 
@@ -153,23 +92,34 @@ def _start_load(s: Scan, line: Line, m: re.Match) -> None:
 def _weights(s: Scan, line: Line, m: re.Match) -> None:
     s.num("weights_gib", number(m.group("w")))
     s.mark("weights_done", line)
+    if "s" in m.re.groupindex:
+        s.num("weights_load_s", gib(m.group("s")))
     if "gpu_model_runner" in line.raw:
         s.v1_marks += 1
 
 
-PROFILE_064_KEYS = (("gpu_total_gib", "total"), ("initial_memory_gib", "init"), ("peak_torch_gib", "peak"),
-                    ("memory_usage_post_profile_gib", "post"), ("non_torch_gib", "nt"), ("kv_cache_gib", "kv"),
-                    ("gpu_memory_utilization", "util"))
+def _weights_mb(s: Scan, line: Line, m: re.Match) -> None:
+    s.num("weights_gib", gib(m.group("w")) / 1024)  # 0.5.3 and before print MiB as "MB"
+    s.mark("weights_done", line)
+
+
+PROFILE_064_KEYS = {"total_gpu_memory": "gpu_total_gib", "initial_memory_usage": "initial_memory_gib",
+                    "peak_torch_memory": "peak_torch_gib", "memory_usage_post_profile": "memory_usage_post_profile_gib",
+                    "non_torch_memory": "non_torch_gib", "gpu_memory_utilization": "gpu_memory_utilization",
+                    "duration": "profile_time_s"}
 
 
 def _profile_064(s: Scan, line: Line, m: re.Match) -> None:
     s.v0_marks += 1
     s.mark("profile_done", line)
-    for key, group in PROFILE_064_KEYS:
-        if m.group(group) is not None:
-            s.num(key, gib(m.group(group)))
-    if m.group("util"):
-        s.setting("gpu_memory_utilization", gib(m.group("util")))
+    for pair in P.PROFILE_PAIR.finditer(line.body):
+        key, value = pair.group("key"), gib(pair.group("v"))
+        if key == "kv_cache_size":
+            s.kv_budget(line, value)
+        elif key in PROFILE_064_KEYS:
+            s.num(PROFILE_064_KEYS[key], value)
+        if key == "gpu_memory_utilization":
+            s.setting(key, value)
 
 
 def _v0_profile_block(s: Scan, line: Line, m: re.Match) -> None:
@@ -185,15 +135,54 @@ def _v0_profile_block(s: Scan, line: Line, m: re.Match) -> None:
         s.num("budget_gib", gib(m.group("budget")))
         s.setting("gpu_memory_utilization", gib(m.group("util")))
     if m := P.PROFILE_SPLIT.search(b):
-        for key, group in (("weights_gib", "w"), ("non_torch_gib", "nt"), ("activation_peak_gib", "act"),
-                           ("kv_cache_gib", "kv")):
+        for key, group in (("weights_gib", "w"), ("non_torch_gib", "nt"), ("activation_peak_gib", "act")):
             s.num(key, gib(m.group(group)))
+        s.kv_budget(line, gib(m.group("kv")))
+
+
+PROFILE_ITEM_KEYS = {"total_gpu_memory": "gpu_total_gib", "gpu_memory_utilization": "gpu_memory_utilization",
+                     "model weights take": "weights_gib", "weights_memory": "weights_gib",
+                     "non_torch_memory": "non_torch_gib", "PyTorch activation peak memory": "activation_peak_gib",
+                     "torch_peak_increase": "activation_peak_gib", "initial_memory_usage": "initial_memory_gib",
+                     "peak_torch_memory": "peak_torch_gib", "memory_usage_post_profile": "memory_usage_post_profile_gib"}
+
+
+def _profile_results(s: Scan, line: Line, m: re.Match) -> None:
+    s.v0_marks += 1
+    s.mark("profile_done", line)
+
+
+def _profile_item(s: Scan, line: Line, m: re.Match) -> None:
+    """One figure per line under "Memory profiling results:" (`total_gpu_memory     79.22GiB`)."""
+    value = gib(m.group("v"))
+    if m.group("key") in ("available_kv_cache_memory", "kv_cache_size"):
+        s.kv_budget(line, value)
+        return
+    key = PROFILE_ITEM_KEYS[m.group("key")]
+    s.num(key, value)
+    if key == "gpu_memory_utilization":
+        s.setting(key, value)
+
+
+def _profile_debug(s: Scan, line: Line, m: re.Match) -> None:
+    """V1's DEBUG summary: profile time, non-KV total, torch peak increase, non-torch increase or consumed, weights."""
+    s.mark("profile_done", line)
+    for key, group in (("profile_time_s", "s"), ("non_kv_cache_gib", "nonkv"), ("activation_peak_gib", "act"),
+                       ("non_torch_increase_gib", "nt"), ("consumed_gib", "consumed"), ("weights_gib", "w")):
+        if m.group(group) is not None:
+            s.num(key, gib(m.group(group)))
+
+
+def _kv_reserved(s: Scan, line: Line, m: re.Match) -> None:
+    """kv_cache_memory_bytes set: vLLM skips the profile run and reserves exactly that (GiB)."""
+    if m.group("free") is not None:
+        s.num("initial_free_gib", gib(m.group("free")))
+    s.kv_budget(line, gib(m.group("kv")))
 
 
 def _available_kv(s: Scan, line: Line, m: re.Match) -> None:
     s.v1_marks += 1
-    s.mark("profile_done", line)
-    s.num("kv_cache_gib", gib(m.group("kv")))
+    s.kv_budget(line, gib(m.group("kv")))
 
 
 def _breakdown(s: Scan, line: Line, m: re.Match) -> None:
@@ -210,6 +199,8 @@ def _breakdown(s: Scan, line: Line, m: re.Match) -> None:
     if u:
         s.num("activation_peak_gib", gib(u.group("act")))
         s.num("cuda_graph_gib", gib(u.group("cg")))
+    if u and u.re is P.BREAKDOWN_NEW_USAGE:  # 0.27+: the printed peak activation holds the CUDA-graph estimate
+        s.num("activation_peak_without_cuda_graph_gib", round(gib(u.group("act")) - gib(u.group("cg")), 4))
     if k := P.KV_SUGGEST.search(body):
         s.num("kv_cache_memory_suggest_bytes", int(k.group("a")))
         s.num("kv_cache_memory_full_bytes", int(k.group("b")))
@@ -230,13 +221,18 @@ def _kv_tokens(s: Scan, line: Line, m: re.Match) -> None:
 def _gpu_blocks(s: Scan, line: Line, m: re.Match) -> None:
     s.mark("kv_done", line)
     s.num("gpu_blocks", int(m.group("gpu")))
+    if int(m.group("gpu")) == 0:
+        s.fail(line, "no_kv_cache")
     if m.group("cpu") is not None:
         s.v0_marks += 1
         s.num("cpu_blocks", int(m.group("cpu")))
 
 
 def _concurrency(s: Scan, line: Line, m: re.Match) -> None:
+    """V0 prints the block count, then this; below 1x the blocks cannot hold one max_model_len request."""
     s.concurrency(line.body)
+    if "gpu_blocks" in s.seen and gib(m.group("x")) < 1:
+        s.fail(line, "kv_too_small")
 
 
 def _graphs_done(s: Scan, line: Line, m: re.Match) -> None:
@@ -307,16 +303,20 @@ def _ready(s: Scan, line: Line, m: re.Match) -> None:
 
 
 def _requests(s: Scan, line: Line, m: re.Match) -> None:
+    """The LLM class adding, rendering or processing prompts: the engine is up."""
     s.request_at = s.request_at if s.request_at is not None else line.index
-    if P.GENERATE_DONE.search(line.body):
-        s.ready_at = s.ready_at if s.ready_at is not None else line.index
+    s.ready(line)
+
+
+def _sampler_warmup(s: Scan, line: Line, m: re.Match) -> None:
+    s.reach("warmup")
+    s.at.setdefault("sampler_warmup", line.index)
 
 
 def _profile_start(s: Scan, line: Line, m: re.Match) -> None:
     s.mark("profile_start", line)
 
 
-REQUESTS = re.compile(r"Processed prompts:|Adding requests")
 PROFILE_START = re.compile(r"Starting profile run")
 
 # The line kinds in the order they are tried: the first pattern that matches a line's body decides its handler.
@@ -324,13 +324,22 @@ RULES: tuple[tuple[re.Pattern, Callable[[Scan, Line, re.Match], None]], ...] = (
     (P.BANNER_V1, _banner_v1),
     (P.BANNER_V0, _banner_v0),
     (P.API_VERSION, _api_version),
+    (P.ASCII_VERSION, _api_version),
+    (P.ENV_VERSION, _env_version),
+    (P.PIP_VERSION, _pip_version),
+    (P.DOCKER_VERSION, _docker_version),
     (P.PLATFORM, _platform),
     (P.NON_DEFAULT_ARGS, _non_default),
     (P.MAX_NUM_SEQS_WARNING, _max_num_seqs_warning),
     (P.START_LOAD, _start_load),
     (P.WEIGHTS_OLD, _weights),
+    (P.WEIGHTS_MB, _weights_mb),
     (P.WEIGHTS_NEW, _weights),
     (P.PROFILE_064, _profile_064),
+    (P.PROFILE_RESULTS, _profile_results),
+    (P.PROFILE_ITEM, _profile_item),
+    (P.PROFILE_DEBUG, _profile_debug),
+    (P.KV_RESERVED, _kv_reserved),
     (P.PROFILE_TAKES, _v0_profile_block),
     (P.PROFILE_BUDGET, _v0_profile_block),
     (P.PROFILE_SPLIT, _v0_profile_block),
@@ -351,18 +360,41 @@ RULES: tuple[tuple[re.Pattern, Callable[[Scan, Line, re.Match], None]], ...] = (
     (P.CPU_KV_EXPLICIT, _cpu_kv_explicit),
     (P.INIT_ENGINE, _ready),
     (P.APP_STARTUP, _ready),
-    (REQUESTS, _requests),
+    (P.SERVING, _ready),
+    (P.REQUESTS, _requests),
+    (P.SAMPLER_WARMUP, _sampler_warmup),
     (PROFILE_START, _profile_start),
 )
 
 
+def _text(text) -> str:
+    if isinstance(text, str):
+        return text
+    return text.decode("utf-8", "replace") if isinstance(text, (bytes, bytearray)) else str(text)
+
+
 def _scan(text) -> Scan:
-    if not isinstance(text, str):
-        text = text.decode("utf-8", "replace") if isinstance(text, (bytes, bytearray)) else str(text)
-    s = Scan(split_lines(text))
-    for line in s.lines:
-        s.scan(line)
+    s, splitter = Scan(RULES), LineSplitter()
+    for physical in _text(text).split("\n"):
+        for line in splitter.feed(physical):
+            s.add(line)
     return s
+
+
+def _serving_failure(s: Scan, splitter: LineSplitter, reader: ChunkReader) -> None:
+    """After the engine came up: only lines holding a failure key are read (with the lines above them, a
+    traceback's frames), up to the first that decides a failure; the rest of the log cannot change the outcome."""
+    recent: deque[bytes] = deque(maxlen=FRAMES_ABOVE + 1)  # what was read since, in order (frames across hits)
+    while (found := reader.candidate(above=FRAMES_ABOVE)) is not None:
+        above, hit = found
+        recent.extend(above)
+        recent.append(hit)
+        if not any(decisive(ln) for ln in LineSplitter().feed(hit.decode("utf-8", "replace"))):
+            continue
+        for raw in recent:
+            for line in splitter.feed(raw.decode("utf-8", "replace")):
+                s.add(line)
+        return
 
 
 def looks_like_vllm_log(text: str) -> bool:
@@ -377,3 +409,18 @@ def read_log(text: str) -> LogRecord:
     Never raises on odd text: unrecognisable text is outcome "unknown". Patterns follow vLLM's own log lines
     (vllm-memory.md §2: worker/gpu_worker.py, v1/core/kv_cache_utils.py, the CPU worker; cpu-vllm README §3-§4)."""
     return _scan(text).record()
+
+
+def read_log_stream(fh: BinaryIO) -> LogRecord:
+    """Read a log from a binary stream (a file, stdin) in bounded memory: every line until the engine is up (at
+    most FULL_LINES), then the pre-filtered failure lines (stream.ChunkReader). Same record as read_log on a
+    start-up log; on a day of serving it answers in seconds (tests/tools/bench_explain.py)."""
+    s, splitter, reader = Scan(RULES), LineSplitter(), ChunkReader(fh)
+    count = 0
+    while s.ready_at is None and count < FULL_LINES and (raw := reader.line()) is not None:
+        count += 1
+        for line in splitter.feed(raw.decode("utf-8", "replace")):
+            s.add(line)
+    if s.ready_at is None or not any(decisive(ln) for ln in s.lines if ln.index > s.ready_at):
+        _serving_failure(s, splitter, reader)
+    return s.record()

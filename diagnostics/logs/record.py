@@ -8,7 +8,11 @@ from dataclasses import dataclass, field
 @dataclass
 class LogRecord:
     """Outcome/phase (diagnostics.outcomes vocabularies), settings the log echoed, numbers it printed (GiB floats,
-    counts ints; a key printed with several values keeps the first and lists all under `<key>_all`)."""
+    counts ints; a key printed with several values keeps the first and lists all under `<key>_all`).
+
+    `reached`: the last start-up phase the text shows begun (outcomes.TIMELINE_PHASES; None when it shows none).
+    `gpu_processes`: every process a PyTorch OOM message lists, `{"pid": int | None, "gib": float,
+    "this_process": bool}` (pid None: PyTorch's own "this process" entry)."""
 
     outcome: str = "unknown"
     phase: str = "unknown"
@@ -20,9 +24,12 @@ class LogRecord:
     error_line: str | None = None
     evidence: list = field(default_factory=list)
     timestamps: dict = field(default_factory=dict)
+    reached: str | None = None
+    gpu_processes: list = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"outcome": self.outcome, "phase": self.phase, "vllm_version": self.vllm_version,
                 "engine": self.engine, "platform": self.platform, "settings": dict(self.settings),
                 "numbers": dict(self.numbers), "error_line": self.error_line, "evidence": list(self.evidence),
-                "timestamps": dict(self.timestamps)}
+                "timestamps": dict(self.timestamps), "reached": self.reached,
+                "gpu_processes": [dict(p) for p in self.gpu_processes]}

@@ -33,7 +33,8 @@ def wrap(lines: list[str], picks: list[int]) -> list[str]:
         body_at = m.end() if m else 0
         body = line[body_at:]
         spaces = [j for j, ch in enumerate(body) if ch == " " and j > 0]
-        if len(line) < 100 or not spaces or body[:1].isspace() or body.startswith(("File ", "Traceback")):
+        if (len(line) < 100 or not spaces or body[:1].isspace() or body.startswith(("File ", "Traceback"))
+                or line.startswith("#")):  # fixture comments are not log lines
             out.append(line)
             continue
         cut = body_at + spaces[picks[i % len(picks)] % len(spaces)]

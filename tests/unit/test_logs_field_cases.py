@@ -50,7 +50,8 @@ EVIDENCE = {
     "vllm-project/vllm#11587": ({"error"}, "cuda_graph", "CUDA capture error, not an OOM"),
     "chatdoc-com/OCRFlux#64": ({"unknown"}, "unknown", "profiling lines only; the OOM is in the title"),
     "vllm-project/vllm#10517 (35k run)": ({"unknown"}, "unknown", "truncated profiling line; no start-complete line"),
-    "vllm-project/vllm#15815": ({"ok"}, "unknown", "KV blocks line printed, no error"),
+    "vllm-project/vllm#15815": ({"unknown"}, "unknown", "KV blocks line printed, no error, but no ready marker: "
+                                "ok needs one (issue #10); the paste stops at the KV cache"),
     "vllm-project/vllm#17431": ({"unknown"}, "unknown", "EngineCore failed to start; the error is only in the title"),
 }
 
@@ -158,4 +159,4 @@ def test_classification_accuracy(capsys):
               f"as the excerpt allows {evidence}/{len(WITH_LOG)}")
     assert evidence == len(WITH_LOG)
     assert consistent == definite
-    assert exact >= 4
+    assert exact >= 3  # 15815 (ok by the thread) is unknown by the excerpt: it has no ready marker

@@ -350,3 +350,51 @@ def test_v0_block_joined_on_one_line_in_a_paste():
     separate = read_log("\n".join(block)).numbers
     assert joined == separate
     assert (joined["budget_gib"], joined["activation_peak_gib"], joined["profile_time_s"]) == (23.69, 3.1, 7.5)
+
+
+# -- streaming (issue #10: a day of server log in bounded memory) -------------------------------------------------
+def _all_texts() -> list[tuple[str, str]]:
+    import json
+    import tomllib
+
+    data = LOGS.parent
+    texts = [(p.name, p.read_text()) for p in sorted(LOGS.glob("*.log"))]
+    for line in (data / "field_cases" / "cases.jsonl").read_text().splitlines():
+        case = json.loads(line)
+        if (case.get("log_excerpt") or "").strip():
+            texts.append((case["source"], case["log_excerpt"]))
+    texts += [(c["id"], c["log"]) for c in map(json.loads, (data / "field_cases" / "cases-2.jsonl").read_text()
+                                                .splitlines())]
+    for path in sorted((data / "log_formats").glob("k*.toml")):
+        texts += [(c["name"], c["text"]) for c in tomllib.loads(path.read_text())["case"]]
+    return texts
+
+
+def test_the_stream_reader_gives_the_same_record_on_every_test_log():
+    import io
+
+    from diagnostics.logs.reader import read_log_stream
+
+    texts = _all_texts()
+    assert len(texts) > 100
+    for name, text in texts:
+        assert read_log_stream(io.BytesIO(text.encode())).to_json() == read_log(text).to_json(), name
+
+
+def test_the_stream_reader_skips_serving_lines_and_stops_at_the_first_failure():
+    import io
+
+    from diagnostics.logs.reader import read_log_stream
+
+    start = (LOGS / "gpu_v1_new_breakdown_ok.log").read_text()
+    prompt = ("(APIServer pid=1) INFO 11-24 10:05:00 [logger.py:39] Received request chatcmpl-1: prompt: 'RuntimeError: "
+              "CUDA out of memory, why?', params: SamplingParams(n=1)\n")
+    serving = '(APIServer pid=1) INFO:     10.0.0.1:5000 - "POST /v1/chat/completions HTTP/1.1" 200 OK\n' * 5000
+    oom = ("(EngineCore pid=200) ERROR 11-24 11:00:00 [core.py:700] torch.OutOfMemoryError: CUDA out of memory. "
+           "Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 23.56 GiB of which 1.10 GiB is free.\n")
+    later = "(EngineCore pid=200) ERROR 11-24 12:00:00 [core.py:700] ValueError: something else\n"
+    rec = read_log_stream(io.BytesIO((start + prompt + serving + oom + serving + later).encode()))
+    assert (rec.outcome, rec.phase) == ("oom_request", "request")
+    assert rec.numbers["oom_tried_gib"] == 2.0 and "ValueError" not in (rec.error_line or "")
+    ok = read_log_stream(io.BytesIO((start + prompt + serving).encode()))
+    assert (ok.outcome, ok.reached) == ("ok", "ready") and ok.error_line is None

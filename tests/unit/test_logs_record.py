@@ -17,4 +17,5 @@ def log(name: str) -> LogRecord:
 def test_to_json_shape():
     data = log("cpu_auto_ok.log").to_json()
     assert set(data) == {"outcome", "phase", "vllm_version", "engine", "platform", "settings", "numbers",
-                         "error_line", "evidence", "timestamps"}
+                         "error_line", "evidence", "timestamps", "reached", "gpu_processes"}
+    assert data["reached"] == "ready" and data["gpu_processes"] == []
