@@ -12,16 +12,19 @@ import sys
 from diagnostics.cards import get_card
 from diagnostics.errors import UsageError
 from diagnostics.explain import explain_record
-from diagnostics.logs.reader import read_log
+from diagnostics.logs.reader import read_log_stream
+from diagnostics.logs.record import LogRecord
 from diagnostics.models import get_model
 
 HELP = "read a vLLM start-up log (file or -) and say what failed, why, and the smallest fix"
 
-JSON_KEYS = ("outcome", "phase", "vllm_version", "engine", "numbers", "settings", "culprits", "summary", "fix")
+JSON_KEYS = ("outcome", "phase", "reached", "vllm_version", "engine", "numbers", "gpu_processes", "settings",
+             "culprits", "summary", "fix")
 # The figures issue #2 §4 names, in the order a human reads them; other numeric keys follow.
 MAIN_NUMBERS = ("weights_gib", "activation_peak_gib", "non_torch_gib", "kv_cache_gib", "kv_cache_tokens",
                 "gpu_blocks", "gpu_total_gib", "gpu_memory_utilization", "cuda_graph_gib", "encoder_budget_tokens",
-                "encoder_items", "max_model_len", "estimated_max_model_len", "oom_tried_gib", "oom_free_gib")
+                "encoder_items", "max_model_len", "estimated_max_model_len", "oom_tried_gib", "oom_free_gib",
+                "other_processes_gib")
 
 # Settings worth a line in the text answer (--json carries every echoed setting).
 TEXT_SETTINGS = ("model", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization",
@@ -38,18 +41,17 @@ def add_arguments(parser) -> None:
                                                      "does not show it")
 
 
-def read_input(path: str) -> str:
-    """The log text from a path or `-`; UsageError (exit 2) when it cannot be read."""
+def read_input(path: str) -> LogRecord:
+    """The record of the log at `path` or on standard input (`-`), read as a stream (a day of server log stays out
+    of memory: logs.reader.read_log_stream); UsageError (exit 2) when it cannot be read."""
     if path == "-":
-        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
-    else:
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-        except OSError as exc:
-            raise UsageError(f"cannot read log file {path!r}: {exc.strerror or exc}; "
-                             "accepted: a readable vLLM log file, or - for standard input") from None
-    return data.decode("utf-8", errors="replace")
+        return read_log_stream(sys.stdin.buffer)
+    try:
+        with open(path, "rb") as fh:
+            return read_log_stream(fh)
+    except OSError as exc:
+        raise UsageError(f"cannot read log file {path!r}: {exc.strerror or exc}; "
+                         "accepted: a readable vLLM log file, or - for standard input") from None
 
 
 def json_numbers(numbers: dict) -> dict:
@@ -98,8 +100,9 @@ def explain(record, model=None, card=None) -> dict:
 
 def as_json(record, answer: dict) -> dict:
     """The `explain --json` object: JSON_KEYS, numbers as json_numbers prints them, `answer` from explain()."""
-    return {"outcome": record.outcome, "phase": record.phase, "vllm_version": record.vllm_version,
-            "engine": record.engine, "numbers": json_numbers(record.numbers), "settings": dict(record.settings),
+    return {"outcome": record.outcome, "phase": record.phase, "reached": record.reached,
+            "vllm_version": record.vllm_version, "engine": record.engine, "numbers": json_numbers(record.numbers),
+            "gpu_processes": [dict(p) for p in record.gpu_processes], "settings": dict(record.settings),
             "culprits": answer["culprits"], "summary": answer["summary"], "fix": answer["fix"]}
 
 
@@ -112,7 +115,8 @@ def _fmt(key: str, value) -> str:
 
 
 def as_text(record, answer: dict) -> str:
-    lines = [f"outcome: {record.outcome}   phase: {record.phase}"]
+    lines = [f"outcome: {record.outcome}   phase: {record.phase}"
+             + (f"   reached: {record.reached}" if record.reached and record.outcome == "unknown" else "")]
     engine = ", ".join(x for x in (record.engine, record.platform) if x)
     lines.append(f"vLLM: {record.vllm_version or 'version not in log'}" + (f" ({engine})" if engine else ""))
     if record.error_line:
@@ -140,9 +144,8 @@ def as_text(record, answer: dict) -> str:
 
 
 def run(args) -> int:
-    text = read_input(args.logfile)
+    record = read_input(args.logfile)
     _resolve(args.model, args.card)
-    record = read_log(text)
     answer = explain(record, model=args.model, card=args.card)
     if args.json:
         print(json.dumps(as_json(record, answer), default=str))

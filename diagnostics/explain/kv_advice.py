@@ -30,23 +30,48 @@ def _pool_tokens(ctx: Ctx):
     return est_len
 
 
+def printed_need(ctx: Ctx) -> tuple[float, float] | None:
+    """(needed, available) GiB from vLLM's "N GiB KV cache is needed ... available KV cache memory (M GiB)"; their
+    ratio is the growth the pool needs (a token ratio is not: hybrid and sliding-window layers differ)."""
+    need, avail = ctx.n.get("kv_needed_gib"), ctx.n.get("kv_cache_gib")
+    if need is None or avail is None or float(avail) <= 0:
+        return None
+    return float(need), float(avail)
+
+
+def _growth_words(ctx: Ctx, mml, est_len) -> tuple[float, str] | None:
+    """(factor, "N.NNx (a / b ...)") the KV pool must grow by: vLLM's GiB figures first, else tokens."""
+    if (printed := printed_need(ctx)) is not None:
+        need, avail = printed
+        return need / avail, f"{need / avail:.2f}x ({num(need)} / {num(avail)} GiB, vLLM's figures)"
+    if mml and est_len:
+        return mml / est_len, f"{mml / est_len:.2f}x ({fmt_tokens(mml)} / {fmt_tokens(est_len)} tokens)"
+    return None
+
+
 def _kv_bytes_culprits(ctx: Ctx, mml, est_len, pool: str) -> list[Culprit]:
     kv_bytes = ctx.settings.get("kv_cache_memory_bytes")
-    s = _kv_bytes_suggestion(kv_bytes, est_len, mml) if kv_bytes else (
-        int(math.ceil(mml * ctx.kv_bytes_per_token() / MiB) * MiB) if ctx.model is not None else None)
+    printed = printed_need(ctx)
+    if printed is not None:  # vLLM said what one request needs: the pool that holds it
+        s = int(math.ceil((printed[0] + KV_GIB_MARGIN) * GiB / MiB) * MiB)
+    else:
+        s = _kv_bytes_suggestion(kv_bytes, est_len, mml) if kv_bytes else (
+            int(math.ceil(mml * ctx.kv_bytes_per_token() / MiB) * MiB) if ctx.model is not None else None)
     if s:
+        growth = _growth_words(ctx, mml, est_len)
         why = (f"with kv_cache_memory_bytes={show(kv_bytes)} {pool}; kv_cache_memory_bytes={s} "
                f"({est(s / GiB)} GiB) holds max_model_len={fmt_tokens(mml)}"
-               + (" (scaled from the printed estimate)" if kv_bytes else "") + ".")
+               + (f" (the pool must grow {growth[1]})" if printed is not None and growth else
+                  " (scaled from the printed estimate)" if kv_bytes else "") + ".")
         return [Culprit("kv_cache_memory_bytes", kv_bytes, s, "kv_cache", why, True,
                         float((s - (kv_bytes or 0)) / GiB), 1)]
-    if not est_len:
+    growth = _growth_words(ctx, mml, est_len)
+    if growth is None:
         return []
     why = (f"kv_cache_memory_bytes (or gpu_memory_utilization) sizes the KV pool: it must grow at least "
-           f"{mml / est_len:.2f}x ({fmt_tokens(mml)} / {fmt_tokens(est_len)} tokens) to hold one "
-           f"max_model_len={fmt_tokens(mml)} request.")
+           f"{growth[1]} to hold one max_model_len={fmt_tokens(mml)} request.")
     # The log did not echo the pool size, so the suggestion is the factor it must grow by.
-    return [Culprit("kv_cache_memory_bytes", kv_bytes, f">= {mml / est_len:.2f}x the current pool", "kv_cache", why,
+    return [Culprit("kv_cache_memory_bytes", kv_bytes, f">= {growth[0]:.2f}x the current pool", "kv_cache", why,
                     False, 0.0, 1)]
 
 
@@ -55,8 +80,9 @@ def _util_for_kv(ctx: Ctx, mml, est_len, others: list[Culprit]) -> list[Culprit]
     total = ctx.total_gib()
     if ctx.settings.get("kv_cache_memory_bytes") or util is None:
         return []
-    if ctx.model is not None and total and mml is not None and est_len is not None:
-        extra = (mml - est_len) * ctx.kv_bytes_per_token() / GiB
+    printed = printed_need(ctx)
+    if total and mml is not None and (printed is not None or (ctx.model is not None and est_len is not None)):
+        extra = (printed[0] - printed[1]) if printed is not None else (mml - est_len) * ctx.kv_bytes_per_token() / GiB
         new_u = ceil2(float(util) + (extra + KV_GIB_MARGIN) / float(total))
         if new_u > 1.0:
             return []
@@ -98,6 +124,8 @@ def kv_too_small(ctx: Ctx) -> Explanation:
     culprits += _util_for_kv(ctx, mml, est_len, culprits)
     head = (f"The KV cache is smaller than one max_model_len request: {pool} but max_model_len="
             f"{fmt_tokens(mml) if mml is not None else '?'}.")
+    if (growth := _growth_words(ctx, mml, est_len)) is not None:
+        head += f" The KV pool must grow {growth[1]}."
     return ctx.explanation(culprits, head, fix)
 
 
@@ -109,7 +137,7 @@ def _non_kv_use(ctx: Ctx):
     if parts["weights_gib"] is None and n.get("consumed_gib") is not None:  # 0.27+: weights + non-torch in one
         parts = {"consumed_gib": n["consumed_gib"], "activation_peak_gib": n.get("activation_peak_gib")}
     used = sum(v for v in parts.values() if v is not None) if all(v is not None for v in parts.values()) else None
-    if used is not None and n.get("cuda_graph_gib") is not None and ctx.engine == "V1":
+    if used is not None and _graphs_apart(ctx):
         used += n["cuda_graph_gib"]
     kv = n.get("kv_cache_gib")
     if kv is None and used is not None and total and util is not None:
@@ -131,9 +159,18 @@ def _what_is_used(ctx: Ctx, parts) -> str:
                 f"non-torch {num(parts['non_torch_gib'])}")
     else:
         what = "non-KV memory"
-    if ctx.n.get("cuda_graph_gib") is not None and ctx.engine == "V1" and parts:
+    if _graphs_apart(ctx) and parts:
         what += f" + CUDA graphs {num(ctx.n['cuda_graph_gib'])}"
+    elif parts and "activation_peak_without_cuda_graph_gib" in ctx.n:
+        what += " (the activation figure holds the CUDA-graph estimate, 0.27+)"
     return what
+
+
+def _graphs_apart(ctx: Ctx) -> bool:
+    """V1's CUDA-graph memory comes on top of the printed activation peak, except from 0.27, whose printed peak
+    activation already holds the graph estimate (logs.reader stores activation_peak_without_cuda_graph_gib then)."""
+    return (ctx.n.get("cuda_graph_gib") is not None and ctx.engine == "V1"
+            and "activation_peak_without_cuda_graph_gib" not in ctx.n)
 
 
 def _raise_util(ctx: Ctx, parts, used, util, need: float, mml) -> tuple[list[Culprit], dict]:

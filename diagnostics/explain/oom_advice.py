@@ -7,6 +7,7 @@ from __future__ import annotations
 from diagnostics.explain.context import Ctx, estimated_effects, first_enough, floor2, printed_budget
 from diagnostics.explain.kv_advice import no_kv_cache
 from diagnostics.explain.model import Culprit, Explanation
+from diagnostics.explain.processes import blame_head, other_processes
 from diagnostics.explain.search import explain_plan
 from diagnostics.explain.terms import KV_GIB_MARGIN, failing_term, shrunk_term, util_direction
 from diagnostics.explain.words import assign, est, num, profile_phrase, show
@@ -114,7 +115,18 @@ def oom_profile(ctx: Ctx) -> Explanation:
         if total is not None:
             head += f" of {num(total)} GiB"
     head += ". gpu_memory_utilization does not help here: the profile run is not limited by it."
-    return ctx.explanation(culprits, head, fix)
+    return _with_other_processes(ctx, culprits, head, fix)
+
+
+def _with_other_processes(ctx: Ctx, culprits: list[Culprit], head: str, fix: dict) -> Explanation:
+    """The explanation, led by the other processes when they hold the missing memory (their culprit replaces a
+    gpu_memory_utilization one sized from vLLM's own use, and sets the fix)."""
+    blamed = other_processes(ctx)
+    if blamed is None:
+        return ctx.explanation(culprits, head, fix)
+    culprits = [blamed] + [c for c in culprits if c.setting != "gpu_memory_utilization"]
+    fix = {"gpu_memory_utilization": blamed.suggested} if blamed.suggested is not None else {}
+    return ctx.explanation(culprits, blame_head(blamed) + " " + head, fix)
 
 
 def rule_culprits(ctx: Ctx, term: str) -> list[Culprit]:
@@ -203,7 +215,7 @@ def after_profile(ctx: Ctx) -> Explanation:
         head += f" (tried {num(tried)} GiB, {num(free)} GiB free)"
     head += "; lowering gpu_memory_utilization leaves more room for it." if any(
         c.setting == "gpu_memory_utilization" for c in culprits) else "."
-    return ctx.explanation(culprits, head, fix)
+    return _with_other_processes(ctx, culprits, head, fix)
 
 
 def other(ctx: Ctx) -> Explanation:
@@ -219,4 +231,5 @@ def other(ctx: Ctx) -> Explanation:
         head += f": {err.strip()}" if err else "."
         if outcome == "oom_unknown":
             head += " The log does not show which phase ran out of memory, so no setting can be blamed from it."
+            return _with_other_processes(ctx, [], head, {})
     return ctx.explanation([], head, {})
