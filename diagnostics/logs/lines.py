@@ -37,7 +37,7 @@ def _strip_tags(piece: str) -> tuple[str, str | None]:
     if tag is None or tag.start() >= 60:
         tag = P.PROCESS_TAG_BARE.match(rest)
     if tag is not None and tag.start() < 60:
-        process = f"{tag.group('name')} pid={tag.group('pid')}"
+        process = f"{tag.group('name') or 'process'} pid={tag.group('pid')}"
         rest = rest[tag.end():]
     rank = P.RANK_TAG.search(rest)
     if rank and rank.start() < 40:
@@ -67,6 +67,18 @@ def undisguise(physical: str) -> tuple[str, bool]:
     return text, partial
 
 
+def _split_joined(text: str) -> list[str]:
+    """A line that holds several vLLM lines (a paste lost its line ends), cut before every header after the first."""
+    first = P.HEADER.search(text)
+    if first is None:
+        return [text]
+    pieces, start = [], 0
+    for m in P.EMBEDDED_HEADER.finditer(text, first.end()):
+        pieces.append(text[start:m.start()])
+        start = m.end()
+    return pieces + [text[start:]]
+
+
 def _starts_message(body: str) -> bool:
     """A line that begins something of its own: a traceback, a frame, an indented code line, an exception."""
     return (not body or body[0] in " \t^~" or body.startswith(("Traceback", "File \"", "During handling", "The above"))
@@ -92,7 +104,8 @@ class LineSplitter:
         if P.FENCE.match(text):
             self.after_message = False
             return
-        pieces = [piece for piece in text.split("\r") if piece.strip()]  # tqdm redraws; CRLF's empty tail
+        pieces = [piece for part in text.split("\r") if part.strip()  # tqdm redraws; CRLF's empty tail
+                  for piece in _split_joined(part)]
         if not pieces:
             self.after_message = False  # a blank line ends a message
         for piece in pieces:

@@ -16,8 +16,11 @@ SIZE = rf"{NUM}\s*(?:bytes|B|KiB|MiB|GiB|TiB)"
 # -- line structure ----------------------------------------------------------------------------------------------
 # ANSI colour codes, also when a copy lost their escape byte (`[32mINFO[0m`).
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|\[(?:\d{1,3};)*\d{1,3}m")
-PROCESS_TAG = re.compile(r"\((?P<name>[A-Za-z_][\w.\-]*(?: rank=\d+)?) pid=(?P<pid>\d+)(?:, ip=[\w.:\-]+)?\)")  # Ray: ip=
-PROCESS_TAG_BARE = re.compile(r"^(?P<name>[A-Za-z_][\w.\-]*(?: rank=\d+)?) pid=(?P<pid>\d+)\)")  # lost its `(`
+# `(EngineCore_DP0 pid=N)`, `(VllmWorker rank=1 pid=N)`, `(VllmWorker TP0 pid=N)`, Ray's `(pid=N)` and
+# `(RayWorkerWrapper pid=N, ip=10.0.0.2)`.
+_tag = r"(?:(?P<name>[A-Za-z_][\w.\-]*(?: (?:rank=\d+|[A-Z]{2}\d+))?) )?pid=(?P<pid>\d+)(?:, ip=[\w.:\-]+)?\)"
+PROCESS_TAG = re.compile(r"\(" + _tag)
+PROCESS_TAG_BARE = re.compile(r"^(?=[A-Za-z_])" + _tag)  # lost its `(`
 
 # -- how a log reaches us: prefixes that are not vLLM's (taken off before anything else) -------------------------
 # Container runtimes (`2025-03-01T10:00:00.123456789Z stdout F ` CRI, `...Z ` docker --timestamps), journald
@@ -30,6 +33,9 @@ CONTAINER = re.compile(
 QUOTE = re.compile(r"^(?: {0,3}(?:>|\u258e|\||\u2502) ?)+")  # `> `, GitHub's rendered quote bar `▎ `, `| `
 FENCE = re.compile(r"^\s*(?:```|~~~)")
 RANK_TAG = re.compile(r"\[rank(?P<rank>\d+)\]:")
+# A paste that lost its line ends: another vLLM header further along the same line starts a new line there.
+EMBEDDED_HEADER = re.compile(r" +(?=(?:\([\w .=\-]*pid=\d+[^)]*\) )?(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) "
+                             r"\d\d-\d\d \d\d:\d\d:\d\d)")
 # `INFO 08-21 07:23:34 llm_engine.py:174] msg` (0.5-0.7), `INFO 04-15 00:05:37 [model_runner.py:1146] msg`;
 # `INFO ... [file:N]` is how the shared docs quote a line with its time elided.
 HEADER = re.compile(

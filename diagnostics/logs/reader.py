@@ -21,6 +21,7 @@ stream.ChunkReader's pre-filter picks, up to the first failure after the engine 
 from __future__ import annotations
 
 import re
+import textwrap
 from collections import deque
 from collections.abc import Callable
 from typing import BinaryIO
@@ -368,9 +369,17 @@ RULES: tuple[tuple[re.Pattern, Callable[[Scan, Line, re.Match], None]], ...] = (
 
 
 def _text(text) -> str:
-    if isinstance(text, str):
+    """The text as str; a paste indented as a code block loses the indentation common to all its lines when that
+    leaves a traceback, an exception or a vLLM header at the margin (bare indented code lines stay as they are)."""
+    if not isinstance(text, str):
+        text = text.decode("utf-8", "replace") if isinstance(text, (bytes, bytearray)) else str(text)
+    if text[:1] not in (" ", "\t"):
         return text
-    return text.decode("utf-8", "replace") if isinstance(text, (bytes, bytearray)) else str(text)
+    dedented = textwrap.dedent(text)
+    starts = (ln for ln in dedented.splitlines()[:500] if ln[:1] not in ("", " ", "\t"))
+    if any(ln.startswith("Traceback") or P.HEADER.match(ln) or P.EXCEPTION.match(ln) for ln in starts):
+        return dedented
+    return text
 
 
 def _scan(text) -> Scan:

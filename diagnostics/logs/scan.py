@@ -106,6 +106,8 @@ class Scan:
 
     def error_numbers(self, line: Line) -> None:
         found = error_figures(line.body)
+        if self.rec.platform is None and "CUDA out of memory" in line.body and not P.NEVER_FAILS.search(line.body):
+            self.rec.platform = "cuda"
         if found.cpu:
             self.rec.platform = "cpu"
         for key, value in found.numbers:

@@ -20,21 +20,22 @@ FIXTURES = sorted(p.name for p in LOGS.glob("*.log"))
 # The record fields a disguise must not change (evidence keeps raw lines for the reader's own explanation).
 COMPARED = ("outcome", "phase", "reached", "vllm_version", "engine", "platform", "settings", "numbers",
             "error_line", "timestamps", "gpu_processes")
-HEADER = re.compile(r"(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) (?:\d\d-\d\d \d\d:\d\d:\d\d|\.\.\.) \[?[\w./\-]+:\d+\] ")
+HEADER = re.compile(r"^(?:\[rank\d+\]: |\([^)]*pid=[^)]*\) )?"  # the message starts after vLLM's tag and header
+                    r"(?:(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) (?:\d\d-\d\d \d\d:\d\d:\d\d|\.\.\.) \[?[\w./\-]+:\d+\] )?")
 LEVEL = re.compile(r"\b(DEBUG|INFO|WARNING|ERROR|CRITICAL)\b")
 PROCESS = re.compile(r"^\((?=[A-Za-z_][\w.\-]*(?: rank=\d+)? pid=\d+\))")
+CODE = re.compile(r"^(?:\[rank\d+\]:|\([^)]*pid=[^)]*\))?(?:\s{2}|\s*File |\s*Traceback)")  # a traceback's lines
 
 
 def wrap(lines: list[str], picks: list[int]) -> list[str]:
     """Break long log messages in two at a space inside the message, as a narrow terminal or a mail client does."""
     out = []
     for i, line in enumerate(lines):
-        m = HEADER.search(line)
-        body_at = m.end() if m else 0
+        body_at = HEADER.match(line).end()
         body = line[body_at:]
         spaces = [j for j, ch in enumerate(body) if ch == " " and j > 0]
-        if (len(line) < 100 or not spaces or body[:1].isspace() or body.startswith(("File ", "Traceback"))
-                or line.startswith("#")):  # fixture comments are not log lines
+        if (len(line) < 100 or not spaces or body[:1].isspace() or CODE.match(body)
+                or line.startswith("#")):  # fixture comments are not log lines; frames are not messages
             out.append(line)
             continue
         cut = body_at + spaces[picks[i % len(picks)] % len(spaces)]
