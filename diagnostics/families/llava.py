@@ -53,7 +53,8 @@ def _vision_params(cfg: dict, v: dict, text_hidden: int, variant: str) -> int:
     layers = feature_layers(total, int(cfg.get("vision_feature_layer", -1)))
     grid = (size // patch) ** 2
     per_layer = vit_layer_params(d, int(v["intermediate_size"]))
-    post_norm = 2 * d if layers == total else 0
+    # init_vision_tower_for_llava: OneVision asks for no post-norm; LLaVA keeps it only with every layer built
+    post_norm = 2 * d if layers == total and variant == "llava" else 0
     if str(v.get("model_type", "")).startswith("clip"):  # class token, bias-free conv, pre-LN
         tower = d + d * 3 * patch * patch + (grid + 1) * d + 2 * d
     else:  # SigLIP: conv with bias, no class token

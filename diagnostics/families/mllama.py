@@ -19,6 +19,7 @@ from diagnostics.families.common import Item, need, padded_vocab
 ARCHITECTURES = {"MllamaForConditionalGeneration": "mllama"}
 SINCE = {"mllama": "0.6.2"}
 UNTIL = {"mllama": "0.11.0"}  # first release without it
+LAST = {"mllama": "0.10.2"}  # vLLM 0.32 registry: removed architectures -> last version
 
 
 @dataclass(frozen=True)

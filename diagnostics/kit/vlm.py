@@ -16,7 +16,7 @@ from pathlib import Path
 from diagnostics.errors import UsageError
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
-CONFIG_FILES = ("config.json", "preprocessor_config.json", "video_preprocessor_config.json")
+CONFIG_FILES = ("config.json", "preprocessor_config.json", "video_preprocessor_config.json", "processor_config.json")
 
 _QWEN = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
          "<|image_pad|>", "<|video_pad|>"]
@@ -30,7 +30,8 @@ FAMILY_TOKENS: dict[str, tuple[list[str], str, dict]] = {
                  "<|im_end|>", {"extra_special_tokens": {"start_image_token": "<img>", "end_image_token": "</img>",
                                                          "context_image_token": "<IMG_CONTEXT>",
                                                          "video_token": "<video>"}}),
-    "gemma3": (["<pad>", "<eos>", "<bos>", "<start_of_image>", "<end_of_image>", "<image_soft_token>"], "<eos>",
+    "gemma3": (["<pad>", "<eos>", "<bos>", "<start_of_image>", "<end_of_image>", "<image_soft_token>",
+                "\n", "\n\n", "\n\n\n", "\n\n\n\n"], "<eos>",
                {"extra_special_tokens": {"image_token": "<image_soft_token>", "boi_token": "<start_of_image>",
                                          "eoi_token": "<end_of_image>"}}),
     "llava": (["<unk>", "<s>", "</s>", "<image>", "<pad>"], "</s>", {}),
@@ -98,6 +99,21 @@ def _write_video_processor(out_dir: Path, model_type: str) -> None:
     path.write_text(json.dumps(video, indent=2) + "\n")
 
 
+# config.json keys that vLLM matches against the prompt's token ids (LLaVA and Gemma 3 take them from the config,
+# not from the tokenizer): the kit points them at its own tokenizer's ids. Ids, not shapes: memory is unchanged.
+TOKEN_ID_KEYS = {
+    "image_token_index": "<image>", "video_token_index": "<video>",
+    "boi_token_index": "<start_of_image>", "eoi_token_index": "<end_of_image>",
+}
+GEMMA3_IMAGE_TOKEN = "<image_soft_token>"
+
+
+def _point_token_ids(config: dict, model_type: str, ids: dict[str, int]) -> None:
+    for key, token in TOKEN_ID_KEYS.items():
+        if key in config:
+            config[key] = ids[GEMMA3_IMAGE_TOKEN if model_type == "gemma3" and key == "image_token_index" else token]
+
+
 def stored_models() -> list[str]:
     """Names of the stored real-shape configs (directories under diagnostics/data/models)."""
     return sorted(p.name for p in MODELS_DIR.iterdir() if (p / "config.json").is_file())
@@ -120,14 +136,61 @@ def build_vlm_kit(name: str, out_dir, force: bool = False) -> Path:
     for fname in CONFIG_FILES[1:]:
         if (src / fname).is_file():
             shutil.copyfile(src / fname, out_dir / fname)
-    config["_memcheck_kit"] = {"size": "real", "weights": "none", "source": name}
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-
     _write_video_processor(out_dir, model_type)
     _write_image_processor(out_dir, model_type)
 
     from diagnostics.kit.tokenizer import build_tokenizer
 
     tokens, eos, extra = FAMILY_TOKENS[model_type]
-    build_tokenizer(out_dir, tokens, eos=eos, pad=tokens[0], extra_config=extra)
+    tok = build_tokenizer(out_dir, tokens, eos=eos, pad=tokens[0], extra_config=extra)
+    _point_token_ids(config, model_type, tok.special_ids)
+    config["_memcheck_kit"] = {"size": "real", "weights": "none", "source": name}
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return out_dir
+
+
+# The tiny Qwen2.5-VL for CPU-backend engine starts: the smallest widths vLLM's CPU backend accepts (LLM head_dim
+# 32, M-RoPE sections summing to 16), the real token arithmetic (14 px patches, 2 x 2 merge, temporal patch 2)
+# but max_pixels 64 x 28 x 28, so the largest dummy image is 64 tokens (256 ViT patches) instead of 16,384.
+TINY_QWEN25VL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                     num_key_value_heads=1, vocab_size=512, max_position_embeddings=4096)
+TINY_QWEN25VL_VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                            fullatt_block_indexes=[1], hidden_act="silu", in_chans=3, tokens_per_second=2)
+TINY_MAX_PIXELS = 64 * 28 * 28
+QWEN_IMAGE_PROMPT = ("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What is in the image?<|im_end|>\n"
+                     "<|im_start|>assistant\n")
+
+
+def build_tiny_qwen25vl(out_dir, seed: int = 0) -> Path:
+    """A random-weight Qwen2.5-VL directory (~0.3 MB) that vLLM's CPU backend starts; marked as a tiny kit."""
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from diagnostics.kit.tokenizer import build_tokenizer
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokens, eos, extra = FAMILY_TOKENS["qwen2_5_vl"]
+    tok = build_tokenizer(out_dir, tokens, eos=eos, pad=tokens[0], extra_config=extra,
+                          vocab_size=TINY_QWEN25VL["vocab_size"])
+    ids = tok.special_ids
+    text = dict(TINY_QWEN25VL, rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]}, rope_theta=1000000.0,
+                tie_word_embeddings=False, bos_token_id=ids["<|endoftext|>"], eos_token_id=ids[eos])
+    config = Qwen2_5_VLConfig(text_config=text, vision_config=TINY_QWEN25VL_VISION,
+                              image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+                              vision_start_token_id=ids["<|vision_start|>"],
+                              vision_end_token_id=ids["<|vision_end|>"], bos_token_id=ids["<|endoftext|>"],
+                              eos_token_id=ids[eos], tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    Qwen2_5_VLForConditionalGeneration(config).to(torch.float32).save_pretrained(out_dir, safe_serialization=True)
+    saved = json.loads((out_dir / "config.json").read_text())
+    saved["_memcheck_kit"] = {"size": "tiny", "weights": "random", "source": "qwen2.5-vl"}
+    (out_dir / "config.json").write_text(json.dumps(saved, indent=2) + "\n")
+    pre = json.loads((MODELS_DIR / "qwen2.5-vl-7b" / "preprocessor_config.json").read_text())
+    pre["max_pixels"] = TINY_MAX_PIXELS
+    (out_dir / "preprocessor_config.json").write_text(json.dumps(pre, indent=2) + "\n")
+    _write_video_processor(out_dir, "qwen2_5_vl")
+    _write_image_processor(out_dir, "qwen2_5_vl")
+    (out_dir / "generation_config.json").write_text(json.dumps({"eos_token_id": ids[eos]}) + "\n")
     return out_dir
