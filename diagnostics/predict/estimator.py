@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from diagnostics.cards import Card, get_card
+from diagnostics.families import check_version
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.outcomes import MEMORY_TERMS
 from diagnostics.predict import mm_budget
@@ -96,6 +97,8 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     """
     model, card = get_model(model), get_card(card)
     v = parse_version(version or default_version())
+    if model.family is not None:
+        check_version(model.family, v, model.name)
     given = dict(overrides or {})
     settings = resolve(model, card, v, entrypoint, given)
     ctx = _Context(model, card, v, engine_of(v, settings.get("use_v1")), family_of(v, settings.get("use_v1")),
@@ -138,7 +141,7 @@ def _encoder_profile(ctx: _Context, notes: list[str]) -> tuple[mm_budget.MMProfi
         prof = dataclasses.replace(prof, skipped=True)
     if prof.skipped and not ctx.card.is_cpu:
         notes.append("skip_mm_profiling: the encoder is not profiled; real images may OOM later")
-    eager = eager_vision_attention(ctx.v, ctx.fam)
+    eager = eager_vision_attention(ctx.v, ctx.fam) and ctx.model.family is None  # MiniCPM-V's na_vit only
     if ctx.model.vision is None:
         return prof, eager, {"total": 0, "largest_alloc": 0}
     return prof, eager, encoder_bytes(ctx.model, prof, ctx.db, eager, ctx.tp)

@@ -74,6 +74,8 @@ def encoder_bytes(model: ModelSpec, prof: MMProfile, db: int, eager: bool, tp: i
     vis, H = model.vision, model.hidden
     if prof.empty or prof.skipped:
         return {"total": 0, "vpm": 0, "resampler": 0, "scores": 0, "largest_alloc": 0}
+    if model.family is not None:
+        return family_encoder_bytes(model, prof, db, tp)
     n = prof.vit_tokens_padded
     b = prof.slices
     p = n // b if b else 0
@@ -92,6 +94,20 @@ def encoder_bytes(model: ModelSpec, prof: MMProfile, db: int, eager: bool, tp: i
     resampler = pixels + n * vis.hidden * db + 5 * n * H * db // tp + 2 * b * (heads_r // tp or 1) * vis.query_num * p * db
     return {"total": max(vpm, resampler), "vpm": vpm, "resampler": resampler, "scores": scores,
             "largest_alloc": max(largest, n * H * db // tp)}
+
+
+def family_encoder_bytes(model: ModelSpec, prof: MMProfile, db: int, tp: int = 1) -> dict:
+    """Peak bytes of a family VLM's tower on every dummy item at once (vLLM 0.32: flash / SDPA varlen
+    attention, no L^2 scores): pixels, one layer's residual + LN + q/k/v + MLP activations over all patches,
+    and the projector's output (LLM embeddings of every item). TP shards the linear activations.
+    Returns {"total", "vpm", "resampler" (projector here), "scores" (0), "largest_alloc"} in bytes."""
+    vis, n = model.vision, prof.vit_tokens_padded
+    pixels = n * 3 * 2 * vis.patch * vis.patch * db  # Qwen's patches carry 2 frames; others 1 (upper bound)
+    linear = n * (4 * vis.hidden + 2 * vis.mlp) * db // tp
+    projector = prof.llm_mm_tokens * model.hidden * db // tp
+    vpm = pixels + linear
+    return {"total": vpm + projector, "vpm": vpm, "resampler": projector, "scores": 0,
+            "largest_alloc": max(n * vis.mlp * db // tp, projector)}
 
 
 def encoder_term(enc_total_bytes: int, eager: bool, coef: Coefficients) -> Term:

@@ -72,9 +72,14 @@ def test_text_model_with_nesting_and_tying(tmp_path):
     assert m.vision is None and m.head_dim == 64 and m.kv_bytes_per_token() == 2 * 24 * 2 * 64 * 2
     nested = tmp_path / "nested"
     nested.mkdir()
-    (nested / "config.json").write_text(json.dumps({"architectures": ["LlavaForConditionalGeneration"],
+    (nested / "config.json").write_text(json.dumps({"architectures": ["Qwen2WrapperForCausalLM"],
                                                      "text_config": {**qwen, "architectures": None}}))
     assert get_model(nested).params == m.params
+    # a VLM family's architecture needs its vision config: one line naming the field
+    (nested / "config.json").write_text(json.dumps({"architectures": ["LlavaForConditionalGeneration"],
+                                                     "text_config": {**qwen, "architectures": None}}))
+    with pytest.raises(UsageError, match="lacks 'vision_config'"):
+        get_model(nested)
 
 
 def test_llama_without_bias(tmp_path):
