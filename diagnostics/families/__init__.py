@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from diagnostics.errors import UsageError
 from diagnostics.families import gemma3, internvl, llava, mllama, qwen_vl
 from diagnostics.families.common import Item
-from diagnostics.versions import Version, parse_version
+from diagnostics.versions import Version, parse_version, read_version
 
 MODULES = (qwen_vl, internvl, gemma3, llava, mllama)
 BY_ARCHITECTURE = {arch: (mod, variant) for mod in MODULES for arch, variant in mod.ARCHITECTURES.items()}
@@ -75,7 +75,7 @@ def parse(cfg: dict, pre: dict, video_pre: dict, where: str):
         raise UsageError(f"{where}: cannot read a {variant} config ({type(exc).__name__}: {exc})") from None
     until = getattr(mod, "UNTIL", {}).get(variant)
     family = Family(variant, mod.__name__.rsplit(".", 1)[-1], shape, MODALITIES[variant],
-                    parse_version(mod.SINCE[variant]), parse_version(until) if until else None,
+                    read_version(mod.SINCE[variant]), read_version(until) if until else None,
                     getattr(mod, "LAST", {}).get(variant))
     return text, vision, family, params
 

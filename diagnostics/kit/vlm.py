@@ -139,10 +139,10 @@ def build_vlm_kit(name: str, out_dir, force: bool = False) -> Path:
     _write_video_processor(out_dir, model_type)
     _write_image_processor(out_dir, model_type)
 
-    from diagnostics.kit.tokenizer import build_tokenizer
+    from diagnostics.kit.tokenizer import TokenizerSpec, build_tokenizer
 
     tokens, eos, extra = FAMILY_TOKENS[model_type]
-    tok = build_tokenizer(out_dir, tokens, eos=eos, pad=tokens[0], extra_config=extra)
+    tok = build_tokenizer(out_dir, TokenizerSpec(tuple(tokens), eos=eos, pad=tokens[0], extra_config=extra))
     _point_token_ids(config, model_type, tok.special_ids)
     config["_memcheck_kit"] = {"size": "real", "weights": "none", "source": name}
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -167,13 +167,13 @@ def build_tiny_qwen25vl(out_dir, seed: int = 0) -> Path:
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    from diagnostics.kit.tokenizer import build_tokenizer
+    from diagnostics.kit.tokenizer import TokenizerSpec, build_tokenizer
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tokens, eos, extra = FAMILY_TOKENS["qwen2_5_vl"]
-    tok = build_tokenizer(out_dir, tokens, eos=eos, pad=tokens[0], extra_config=extra,
-                          vocab_size=TINY_QWEN25VL["vocab_size"])
+    tok = build_tokenizer(out_dir, TokenizerSpec(tuple(tokens), eos=eos, pad=tokens[0], extra_config=extra,
+                                                 vocab_size=TINY_QWEN25VL["vocab_size"]))
     ids = tok.special_ids
     text = dict(TINY_QWEN25VL, rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]}, rope_theta=1000000.0,
                 tie_word_embeddings=False, bos_token_id=ids["<|endoftext|>"], eos_token_id=ids[eos])

@@ -168,6 +168,7 @@ def _profile_json(prof: mm_budget.MMProfile, settings: dict, rows: int, eager: b
         "max_num_batched_tokens": settings["max_num_batched_tokens"],
         "encoder_budget_tokens": prof.encoder_budget_tokens,
         "modality": prof.modality, "sampler_rows": rows, "tokens_per_item": prof.tokens_per_item,
+        "tokens_per_modality": dict(prof.tokens_per_modality),
         "encoder_skipped": prof.skipped, "eager_vision_attention": eager,
         "largest_alloc_gib": round(enc.get("largest_alloc", 0) / GiB, 3),
         "encoder_phase_gib": round(enc["total"] / GiB, 3), "llm_phase_gib": round(llm_b / GiB, 3),

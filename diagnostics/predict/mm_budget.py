@@ -51,6 +51,7 @@ class MMProfile:
     llm_mm_tokens: int  # LLM embedding positions the encoder outputs (items x T)
     skipped: bool = False  # skip_mm_profiling / encoder profile not run
     sequences: int = 0  # V0: dummy sequences of the profile run (each carries its items); 0 for V1
+    tokens_per_modality: tuple[tuple[str, int], ...] = ()  # V1: vLLM's max tokens per item of each active modality
 
     @property
     def empty(self) -> bool:
@@ -202,4 +203,5 @@ def _v1(model, settings, v, limits) -> MMProfile:
     items = max(items, 1)
     skipped = bool(settings.get("skip_mm_profiling"))
     return MMProfile(modality, items, items * item.slices, items * item.patches,
-                     items * item.slices * item.max_slice_patches, budget, T, items * T, skipped=skipped)
+                     items * item.slices * item.max_slice_patches, budget, T, items * T, skipped=skipped,
+                     tokens_per_modality=tuple(sorted((m, s.tokens) for m, s in shapes.items())))

@@ -3,7 +3,8 @@
 The tiny model (diagnostics.kit.vlm.build_tiny_qwen25vl) keeps Qwen2.5-VL's token arithmetic (14 px patches,
 2 x 2 merge) with max_pixels 64 x 28 x 28, so its largest dummy image is 64 tokens. The CPU worker profiles the
 encoder only in compile mode, so this start leaves out enforce_eager (~40-60 s on 2 cores). The engine gets the
-kit's CPU shim (torchvision import stub); the kit names transformers' PIL image processor through auto_map, hence
+kit's CPU shim with the torchvision stub made visible (transformers builds video processors only then); the kit
+names transformers' PIL image processor through auto_map, hence
 trust_remote_code. Video stays off: a dummy video would run torchvision code the CPU install does not have.
 What vLLM printed (encoder budget N, items M, modality) must equal plan's figures for the same settings.
 """
@@ -36,7 +37,8 @@ def tiny_qwen25vl(cpu_vllm, tmp_path_factory):
 
 def test_tiny_qwen25vl_answers_an_image_and_its_encoder_profile_equals_plan(tiny_qwen25vl, cpu_start):
     spec = cpu_start(tiny_qwen25vl, "tiny-qwen25vl", timeout_s=360.0, **SETTINGS)
-    spec = dataclasses.replace(spec, prompt=QWEN_IMAGE_PROMPT, image=True, max_tokens=4)
+    spec = dataclasses.replace(spec, prompt=QWEN_IMAGE_PROMPT, image=True, max_tokens=4,
+                               env={"VLLM_MEMCHECK_TORCHVISION_STUB": "visible"})
     result = run_start(spec)
     log = spec.log_path.read_text(errors="replace")
     record = read_log(log)
