@@ -138,6 +138,18 @@ ALIASES = {"minicpm-v-2_6": "minicpm-v-2_6", "openbmb/minicpm-v-2_6": "minicpm-v
 STORED_DIR = Path(__file__).resolve().parent / "data" / "models"
 
 
+# Hugging Face repository of each stored config (what the suite hands vLLM for `--model NAME`).
+HUB_IDS = {
+    "qwen2-vl-2b": "Qwen/Qwen2-VL-2B-Instruct", "qwen2-vl-7b": "Qwen/Qwen2-VL-7B-Instruct",
+    "qwen2.5-vl-3b": "Qwen/Qwen2.5-VL-3B-Instruct", "qwen2.5-vl-7b": "Qwen/Qwen2.5-VL-7B-Instruct",
+    "qwen2.5-vl-72b": "Qwen/Qwen2.5-VL-72B-Instruct", "qwen3-vl-8b": "Qwen/Qwen3-VL-8B-Instruct",
+    "qwen3-vl-30b-a3b": "Qwen/Qwen3-VL-30B-A3B-Instruct", "internvl3-8b": "OpenGVLab/InternVL3-8B-hf",
+    "gemma-3-4b": "google/gemma-3-4b-it", "gemma-3-12b": "google/gemma-3-12b-it", "gemma-3-27b": "google/gemma-3-27b-it",
+    "llava-1.5-7b": "llava-hf/llava-1.5-7b-hf", "llava-onevision-7b": "llava-hf/llava-onevision-qwen2-7b-ov-hf",
+    "llama-3.2-11b-vision": "meta-llama/Llama-3.2-11B-Vision-Instruct",
+}
+
+
 def stored_models() -> list[str]:
     """Short names of the stored real configs (diagnostics/data/models/NAME/config.json)."""
     return sorted(p.name for p in STORED_DIR.iterdir() if (p / "config.json").is_file())

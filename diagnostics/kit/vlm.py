@@ -119,6 +119,28 @@ def stored_models() -> list[str]:
     return sorted(p.name for p in MODELS_DIR.iterdir() if (p / "config.json").is_file())
 
 
+def kit_families() -> list[str]:
+    """Stored configs build_vlm_kit can write (a kit tokenizer exists for their model_type)."""
+    return [n for n in stored_models()
+            if json.loads((MODELS_DIR / n / "config.json").read_text()).get("model_type") in FAMILY_TOKENS]
+
+
+# One image request per family, in the chat format of vLLM's examples/offline_inference/vision_language.py.
+IMAGE_PROMPTS = {
+    "qwen": None,  # QWEN_IMAGE_PROMPT, below
+    "internvl": "<|im_start|>user\n<image>\nWhat is in the image?<|im_end|>\n<|im_start|>assistant\n",
+    "gemma3": "<bos><start_of_turn>user\n<start_of_image>What is in the image?<end_of_turn>\n<start_of_turn>model\n",
+    "llava": "USER: <image>\nWhat is in the image? ASSISTANT:",
+    "llava-onevision": "<|im_start|>user <image>\nWhat is in the image?<|im_end|><|im_start|>assistant\n",
+    "mllama": "<|image|><|begin_of_text|>What is in the image?",
+}
+
+
+def image_prompt(variant: str) -> str:
+    """The one-image prompt for a diagnostics.families variant (Qwen-VL's vision tokens, LLaVA's <image>, ...)."""
+    return QWEN_IMAGE_PROMPT if variant.startswith("qwen") else IMAGE_PROMPTS[variant]
+
+
 def build_vlm_kit(name: str, out_dir, force: bool = False) -> Path:
     """Write the kit directory for stored model `name`; raises UsageError for an unknown name or a busy out_dir."""
     src = MODELS_DIR / name
