@@ -87,7 +87,7 @@ def check_version(family: Family, version, name: str) -> None:
         raise UsageError(f"{name} ({family.variant}) needs vLLM >= {family.since}; planning for {v}")
     if family.until is not None and v >= family.until:
         raise UsageError(f"{name} ({family.variant}) is not in vLLM {v}: removed in {family.until}; plan for "
-                         f"--vllm-version {family.last} or earlier")
+                         f"--vllm {family.last} or earlier")
 
 
 def items(family: Family, settings: dict, seq_len: int, counts: dict[str, int]) -> dict[str, Item]:
