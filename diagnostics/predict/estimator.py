@@ -144,7 +144,7 @@ def _encoder_profile(ctx: _Context, notes: list[str]) -> tuple[mm_budget.MMProfi
     eager = eager_vision_attention(ctx.v, ctx.fam) and ctx.model.family is None  # MiniCPM-V's na_vit only
     if ctx.model.vision is None:
         return prof, eager, {"total": 0, "largest_alloc": 0}
-    return prof, eager, encoder_bytes(ctx.model, prof, ctx.db, eager, ctx.tp)
+    return prof, eager, encoder_bytes(ctx.model, prof, ctx.db, eager, ctx.tp, ctx.coef)
 
 
 def _llm_phase_bytes(ctx: _Context, prof: mm_budget.MMProfile) -> tuple[int, int, int]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from diagnostics.models import ModelSpec
-from diagnostics.predict.coefficients import Coefficients
+from diagnostics.predict.coefficients import DEFAULT, Coefficients
 from diagnostics.predict.mm_budget import MMProfile
 from diagnostics.settings import DTYPES
 from diagnostics.units import GiB
@@ -66,7 +66,8 @@ def eager_vision_attention(version, family: str) -> bool:
     return family == "v0-legacy" and parse_version(version) < (0, 6, 3)
 
 
-def encoder_bytes(model: ModelSpec, prof: MMProfile, db: int, eager: bool, tp: int = 1) -> dict:
+def encoder_bytes(model: ModelSpec, prof: MMProfile, db: int, eager: bool, tp: int = 1,
+                  coef: Coefficients = DEFAULT) -> dict:
     """Peak bytes of the vision pass on all dummy slices at once: max(SigLIP tower, resampler).
 
     Returns {"total", "vpm", "resampler", "scores", "largest_alloc"} in bytes.
@@ -75,7 +76,7 @@ def encoder_bytes(model: ModelSpec, prof: MMProfile, db: int, eager: bool, tp: i
     if prof.empty or prof.skipped:
         return {"total": 0, "vpm": 0, "resampler": 0, "scores": 0, "largest_alloc": 0}
     if model.family is not None:
-        return family_encoder_bytes(model, prof, db, tp)
+        return family_encoder_bytes(model, prof, db, coef)
     n = prof.vit_tokens_padded
     b = prof.slices
     p = n // b if b else 0
@@ -96,18 +97,17 @@ def encoder_bytes(model: ModelSpec, prof: MMProfile, db: int, eager: bool, tp: i
             "largest_alloc": max(largest, n * H * db // tp)}
 
 
-def family_encoder_bytes(model: ModelSpec, prof: MMProfile, db: int, tp: int = 1) -> dict:
-    """Peak bytes of a family VLM's tower on every dummy item at once (vLLM 0.32: flash / SDPA varlen
-    attention, no L^2 scores): pixels, one layer's residual + LN + q/k/v + MLP activations over all patches,
-    and the projector's output (LLM embeddings of every item). TP shards the linear activations.
-    Returns {"total", "vpm", "resampler" (projector here), "scores" (0), "largest_alloc"} in bytes."""
+def family_encoder_bytes(model: ModelSpec, prof: MMProfile, db: int, coef: Coefficients = DEFAULT) -> dict:
+    """Peak bytes of a family VLM's tower on every dummy item at once (flash / SDPA varlen attention, no L^2
+    scores): coef.vlm_tower_per_patch bytes per ViT patch (pixels, residual, norms, q/k/v, MLP, rotary tables;
+    fitted on two Qwen2.5-VL field logs, not sharded by TP) plus the projector's output (LLM embeddings of every
+    item). Returns {"total", "vpm", "resampler" (the projector here), "scores" (0), "largest_alloc"} in bytes."""
     vis, n = model.vision, prof.vit_tokens_padded
-    pixels = n * 3 * 2 * vis.patch * vis.patch * db  # Qwen's patches carry 2 frames; others 1 (upper bound)
-    linear = n * (4 * vis.hidden + 2 * vis.mlp) * db // tp
-    projector = prof.llm_mm_tokens * model.hidden * db // tp
-    vpm = pixels + linear
+    a, b = coef.vlm_tower_per_patch
+    vpm = n * (a * vis.hidden + b * vis.mlp) * db
+    projector = prof.llm_mm_tokens * model.hidden * db
     return {"total": vpm + projector, "vpm": vpm, "resampler": projector, "scores": 0,
-            "largest_alloc": max(n * vis.mlp * db // tp, projector)}
+            "largest_alloc": max(n * vis.mlp * db, projector)}
 
 
 def encoder_term(enc_total_bytes: int, eager: bool, coef: Coefficients) -> Term:
