@@ -217,6 +217,11 @@ class Manager:
         model = self.model_spec()
         return image_prompt(model.family.variant) if model is not None and model.family is not None else None
 
+    def engine_env(self) -> dict:
+        """A VLM family on the CPU backend needs the torchvision stub visible to transformers (kit/cpu_shim)."""
+        model = self.model_spec()
+        return {"VLLM_MEMCHECK_TORCHVISION_STUB": "visible"} if model is not None and model.family is not None else {}
+
     def settings_for(self, combination) -> dict:
         return {**self.matrix.defaults, **combination.settings}
 
@@ -228,7 +233,7 @@ class Manager:
         spec = launch.StartSpec(
             model=self.model_dir.path(self.notices), settings=settings, card=self.card,
             load_format=self.load_format, timeout_s=self.engine_timeout, request=combination.request,
-            image_size=DEFAULT_IMAGE_SIZE, env={}, log_path=run_dir / "logs" / f"{combination.id}.log",
+            image_size=DEFAULT_IMAGE_SIZE, env=self.engine_env(), log_path=run_dir / "logs" / f"{combination.id}.log",
             timeline_path=run_dir / "timelines" / f"{combination.id}.csv", id=combination.id,
             image=self.sends_image(settings) if combination.request else None, prompt=self.image_prompt())
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
