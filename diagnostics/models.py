@@ -1,4 +1,8 @@
-"""Model shapes (numbers, not weights): built-in MiniCPM-V-2_6 and any model described by a local config.json.
+"""Model shapes (numbers, not weights): built-in MiniCPM-V-2_6, the stored VLM configs and any local config.json.
+
+VLM families besides MiniCPM-V (Qwen2/2.5/3-VL, InternVL3, Gemma 3, LLaVA-1.5/OneVision, Llama-3.2-Vision) are
+read by diagnostics.families from config.json (+ preprocessor_config.json / video_preprocessor_config.json); the
+short names (qwen2.5-vl-7b, ...) are the stored configs in diagnostics/data/models (numbers, source noted).
 
 Parameter counts are done layer by layer the way vLLM builds the model (vocab rows padded to a multiple of 64),
 so `weights_bytes()` equals vLLM's meta-device parameter bytes: 8,099,275,504 params = 16,198,551,008 B
@@ -12,7 +16,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from diagnostics import families
 from diagnostics.errors import UsageError
+from diagnostics.families import Family
 
 VOCAB_PADDING = 64  # vLLM's DEFAULT_VOCAB_PADDING_SIZE for VocabParallelEmbedding / ParallelLMHead
 
@@ -24,10 +30,10 @@ class VisionSpec:
     heads: int  # 16
     mlp: int  # 4304
     patch: int  # 14
-    image_size: int  # slice edge (448)
-    tower_image_size: int  # position table edge (980 -> 70 x 70 positions)
-    query_num: int  # resampler queries = LLM embeddings per slice (64)
-    max_slice_nums: int  # slices per image besides the overview (9)
+    image_size: int = 0  # MiniCPM-V: slice edge (448)
+    tower_image_size: int = 0  # MiniCPM-V: position table edge (980 -> 70 x 70 positions)
+    query_num: int = 0  # MiniCPM-V: resampler queries = LLM embeddings per slice (64)
+    max_slice_nums: int = 0  # MiniCPM-V: slices per image besides the overview (9)
 
     @property
     def patches_per_slice(self) -> int:
@@ -51,6 +57,7 @@ class ModelSpec:
     vision: VisionSpec | None = None
     tie_word_embeddings: bool = False
     source: str = "built-in"
+    family: Family | None = None  # VLM families besides MiniCPM-V (diagnostics.families)
 
     def kv_bytes_per_token(self, dtype_bytes: int | None = None) -> int:
         """K and V for every layer: 57,344 B for MiniCPM-V-2_6 in bf16."""
@@ -128,39 +135,73 @@ MINICPM_V_2_6 = _minicpmv_spec(
 BUILT_IN = {"minicpm-v-2_6": MINICPM_V_2_6}
 ALIASES = {"minicpm-v-2_6": "minicpm-v-2_6", "openbmb/minicpm-v-2_6": "minicpm-v-2_6",
            "kit:minicpm-v-2_6": "minicpm-v-2_6", "minicpm-v-2.6": "minicpm-v-2_6"}
-ACCEPTED = "minicpm-v-2_6, openbmb/MiniCPM-V-2_6, kit:minicpm-v-2_6, or a directory with config.json"
+STORED_DIR = Path(__file__).resolve().parent / "data" / "models"
+
+
+# Hugging Face repository of each stored config (what the suite hands vLLM for `--model NAME`).
+HUB_IDS = {
+    "qwen2-vl-2b": "Qwen/Qwen2-VL-2B-Instruct", "qwen2-vl-7b": "Qwen/Qwen2-VL-7B-Instruct",
+    "qwen2.5-vl-3b": "Qwen/Qwen2.5-VL-3B-Instruct", "qwen2.5-vl-7b": "Qwen/Qwen2.5-VL-7B-Instruct",
+    "qwen2.5-vl-72b": "Qwen/Qwen2.5-VL-72B-Instruct", "qwen3-vl-8b": "Qwen/Qwen3-VL-8B-Instruct",
+    "qwen3-vl-30b-a3b": "Qwen/Qwen3-VL-30B-A3B-Instruct", "internvl3-8b": "OpenGVLab/InternVL3-8B-hf",
+    "gemma-3-4b": "google/gemma-3-4b-it", "gemma-3-12b": "google/gemma-3-12b-it", "gemma-3-27b": "google/gemma-3-27b-it",
+    "llava-1.5-7b": "llava-hf/llava-1.5-7b-hf", "llava-onevision-7b": "llava-hf/llava-onevision-qwen2-7b-ov-hf",
+    "llama-3.2-11b-vision": "meta-llama/Llama-3.2-11B-Vision-Instruct",
+}
+
+
+def stored_models() -> list[str]:
+    """Short names of the stored real configs (diagnostics/data/models/NAME/config.json)."""
+    return sorted(p.name for p in STORED_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def accepted() -> str:
+    return ("minicpm-v-2_6, openbmb/MiniCPM-V-2_6, kit:minicpm-v-2_6, a stored name (" + ", ".join(stored_models())
+            + ", also as kit:NAME), or a directory with config.json")
 
 
 def get_model(name) -> ModelSpec:
-    """A built-in model by name/alias, or the model described by DIR/config.json."""
+    """A built-in model by name/alias, a stored config by short name (or kit:NAME), or DIR/config.json's model."""
     if isinstance(name, ModelSpec):
         return name
     key = str(name).strip()
     if key.lower() in ALIASES:
         return BUILT_IN[ALIASES[key.lower()]]
+    short = key.lower().removeprefix("kit:")
+    if short in stored_models():
+        return model_from_dir(STORED_DIR / short, name=short)
     path = Path(key).expanduser()
     if path.is_dir():
         return model_from_dir(path)
     if path.name == "config.json" and path.is_file():
         return model_from_dir(path.parent)
-    raise UsageError(f"unknown model {key!r}; accepted: {ACCEPTED}")
+    raise UsageError(f"unknown model {key!r}; accepted: {accepted()}")
 
 
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4}
 
 
-def model_from_dir(path) -> ModelSpec:
-    path = Path(path)
-    cfg_path = path / "config.json"
-    if not cfg_path.is_file():
-        raise UsageError(f"model directory {path} has no config.json; accepted: {ACCEPTED}")
+def _read_json(path: Path, required: bool) -> dict:
+    if not path.is_file():
+        if required:
+            raise UsageError(f"model directory {path.parent} has no {path.name}; accepted: {accepted()}")
+        return {}
     try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read {cfg_path}: {exc}") from exc
-    if not isinstance(cfg, dict):
-        raise UsageError(f"{cfg_path} is not a JSON object")
-    return model_from_config(cfg, name=str(path), source=str(cfg_path))
+        raise UsageError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path} is not a JSON object")
+    return data
+
+
+def model_from_dir(path, name: str | None = None) -> ModelSpec:
+    """The model of a checkpoint directory: config.json, plus the processor configs a VLM family reads."""
+    path = Path(path)
+    cfg = _read_json(path / "config.json", required=True)
+    processors = {f: _read_json(path / f, required=False)
+                  for f in ("preprocessor_config.json", "video_preprocessor_config.json")}
+    return model_from_config(cfg, name=name or str(path), source=str(path / "config.json"), processors=processors)
 
 
 def _need(cfg: dict, key: str, where: str):
@@ -183,7 +224,32 @@ def _llm_fields(cfg: dict, where: str) -> dict:
     )
 
 
-def model_from_config(cfg: dict, name: str = "config.json", source: str = "config.json") -> ModelSpec:
+def _family_spec(cfg: dict, processors: dict, name: str, source: str, dtype_bytes: int) -> ModelSpec:
+    """A VLM of diagnostics.families: its text config for the LLM terms, its vision config for the tower."""
+    text, v, family, params = families.parse(cfg, processors.get("preprocessor_config.json"),
+                                             processors.get("video_preprocessor_config.json"), source)
+    f = _llm_fields(text, source)
+    rope = text.get("rope_scaling") or {}
+    mml = f["max_position_embeddings"]
+    if rope.get("rope_type", rope.get("type")) == "dynamic":  # vLLM's derived max_model_len scales by factor
+        mml = int(mml * float(rope.get("factor", 1)))
+    patch = v.get("patch_size", 14)
+    vision = VisionSpec(
+        hidden=int(v.get("embed_dim") or v["hidden_size"]), layers=int(v.get("depth") or v["num_hidden_layers"]),
+        heads=int(v.get("num_heads") or v.get("num_attention_heads") or v.get("attention_heads")),
+        mlp=int(v.get("intermediate_size") or int(v["embed_dim"]) * int(v.get("mlp_ratio", 4))),
+        patch=int(patch[0] if isinstance(patch, list) else patch))
+    return ModelSpec(name=name, architecture=cfg["architectures"][0], hidden=f["hidden"], layers=f["layers"],
+                     heads=f["heads"], kv_heads=f["kv_heads"], head_dim=f["head_dim"], intermediate=f["intermediate"],
+                     vocab=f["vocab"], max_position_embeddings=mml, dtype_bytes=dtype_bytes, params=params,
+                     vision=vision, tie_word_embeddings=f["tied"], source=source, family=family)
+
+
+def model_from_config(cfg: dict, name: str = "config.json", source: str = "config.json",
+                      processors: dict | None = None) -> ModelSpec:
+    """ModelSpec for a config.json dict; processors: {"preprocessor_config.json": {...}, ...} where present.
+
+    UsageError (one line, naming the architecture) for a vision-language architecture no family here knows."""
     archs = cfg.get("architectures") or []
     arch = archs[0] if archs else str(cfg.get("model_type", "unknown"))
     dtype_bytes = _DTYPE_BYTES.get(str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16"), 2)
@@ -201,6 +267,11 @@ def model_from_config(cfg: dict, name: str = "config.json", source: str = "confi
         )
         return _minicpmv_spec(name, _llm_fields(cfg, source), vision, dtype_bytes, source,
                               drop_last=bool(cfg.get("drop_vision_last_layer", False)))
+    if families.lookup(cfg) is not None:
+        return _family_spec(cfg, processors or {}, name, source, dtype_bytes)
+    if isinstance(cfg.get("vision_config"), dict) or isinstance(cfg.get("audio_config"), dict):
+        raise UsageError(f"{source}: architecture {arch} is not a model family vllm-memcheck knows; supported: "
+                         f"MiniCPMV, {', '.join(families.supported_architectures())}, or a text-only model")
     text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
     f = _llm_fields(text, source)
     model_type = str(text.get("model_type") or cfg.get("model_type") or "")

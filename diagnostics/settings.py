@@ -184,9 +184,12 @@ def default_limit(v: Version, eng: str) -> int:
 
 
 def supported_modalities(model: ModelSpec, v: Version, eng: str) -> tuple[str, ...]:
-    """MiniCPM-V-2_6 takes video from the merged processor (0.7.1+); the legacy registry knew images only."""
+    """MiniCPM-V-2_6 takes video from the merged processor (0.7.1+); the legacy registry knew images only.
+    Other VLM families: what their vLLM processor supports (diagnostics.families.MODALITIES)."""
     if model.vision is None:
         return ()
+    if model.family is not None:
+        return model.family.modalities
     return ("image",) if v <= (0, 7, 0) else ("image", "video")
 
 

@@ -35,8 +35,9 @@ TEXT_SETTINGS = ("model", "max_model_len", "max_num_seqs", "max_num_batched_toke
 def add_arguments(parser) -> None:
     parser.add_argument("logfile", metavar="LOGFILE|-", help="a vLLM log file, or - to read standard input")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    parser.add_argument("--model", default=None, help="model the log is from (minicpm-v-2_6 or a directory "
-                                                      "with config.json); sharpens the culprits")
+    parser.add_argument("--model", default=None, help="model the log is from (minicpm-v-2_6, a stored VLM "
+                                                      "such as qwen2.5-vl-7b, or a directory with config.json); "
+                                                      "sharpens the culprits")
     parser.add_argument("--card", default=None, help="card short name (3090, a100-80, cpu, ...) when the log "
                                                      "does not show it")
 

@@ -20,7 +20,9 @@ HELP = "predict every term of vLLM's start-up memory for a model, card and vLLM 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", default="minicpm-v-2_6",
-                        help="minicpm-v-2_6 (default), openbmb/MiniCPM-V-2_6, or a directory with config.json")
+                        help="minicpm-v-2_6 (default), a stored VLM (qwen2.5-vl-7b, qwen3-vl-8b, internvl3-8b, "
+                             "gemma-3-4b, llava-onevision-7b, llama-3.2-11b-vision, ...; docs/models.md), or a "
+                             "checkpoint directory with config.json (+ preprocessor_config.json)")
     parser.add_argument("--card", default="3090", help="card short name (default 3090): t4, a10, l4, 3090, 4090, "
                                                        "a100-80, h100-80, ... or one from --cards")
     parser.add_argument("--vllm", default=None, metavar="VERSION",

@@ -144,13 +144,39 @@ def rule_culprits(ctx: Ctx, term: str) -> list[Culprit]:
     else:
         names = ("max_num_batched_tokens", "max_num_seqs")
         why = "the language-model pass covers max_num_batched_tokens tokens and the sampler max_num_seqs rows"
-    out = []
+    out = family_culprits(ctx, term)
     for name in names:
         cur = s.get(name)
         sugg = {"limit_mm_per_prompt": {"image": 1, "video": 0}, "skip_mm_profiling": True}.get(name)
         if sugg is None and isinstance(cur, int) and cur > 1:
             sugg = cur // 2
         out.append(Culprit(name, cur, sugg, term, f"{name}: {why} (no figures to size the change).", False, 0.0, 1))
+    return out
+
+
+# Each VLM family's own knob for an encoder profile that does not fit (diagnostics.families.KNOBS says why).
+FAMILY_KNOB_SETTINGS = {"qwen": ("mm_processor_kwargs", {"max_pixels": 1003520}),
+                        "internvl": ("mm_processor_kwargs", {"max_patches": 6}),
+                        "gemma3": ("limit_mm_per_prompt", {"image": 1}),
+                        "llava": ("limit_mm_per_prompt", {"image": 1}),
+                        "llava-onevision": ("limit_mm_per_prompt", {"image": 1, "video": 0}),
+                        "mllama": ("max_num_seqs", 16)}
+
+
+def family_culprits(ctx: Ctx, term: str) -> list[Culprit]:
+    """The family's own knob first (Qwen: max_pixels; InternVL: max_patches; Llama-3.2-Vision: max_num_seqs and
+    enforce_eager), when the log's model is one of diagnostics.families."""
+    family = getattr(ctx.model, "family", None)
+    if family is None or term != "encoder_profile":
+        return []
+    key = "qwen" if family.variant.startswith("qwen") else family.variant
+    name, sugg = FAMILY_KNOB_SETTINGS[key]
+    why = f"{name}: the {family.variant} knob for the profile run's dummy items: {family.knob}."
+    out = [Culprit(name, ctx.settings.get(name), sugg, term, why, False, 0.0, 1)]
+    if key == "mllama":
+        out.append(Culprit("enforce_eager", ctx.settings.get("enforce_eager"), True, term,
+                           "enforce_eager: mllama's cross-attention layers fail CUDA graph capture in vLLM "
+                           "0.6-0.10 (vllm#8879).", False, 0.0, 1))
     return out
 
 

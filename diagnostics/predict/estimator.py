@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from diagnostics.cards import Card, get_card
+from diagnostics.families import check_version
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.outcomes import MEMORY_TERMS
 from diagnostics.predict import mm_budget
@@ -96,6 +97,8 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     """
     model, card = get_model(model), get_card(card)
     v = parse_version(version or default_version())
+    if model.family is not None:
+        check_version(model.family, v, model.name)
     given = dict(overrides or {})
     settings = resolve(model, card, v, entrypoint, given)
     ctx = _Context(model, card, v, engine_of(v, settings.get("use_v1")), family_of(v, settings.get("use_v1")),
@@ -138,10 +141,10 @@ def _encoder_profile(ctx: _Context, notes: list[str]) -> tuple[mm_budget.MMProfi
         prof = dataclasses.replace(prof, skipped=True)
     if prof.skipped and not ctx.card.is_cpu:
         notes.append("skip_mm_profiling: the encoder is not profiled; real images may OOM later")
-    eager = eager_vision_attention(ctx.v, ctx.fam)
+    eager = eager_vision_attention(ctx.v, ctx.fam) and ctx.model.family is None  # MiniCPM-V's na_vit only
     if ctx.model.vision is None:
         return prof, eager, {"total": 0, "largest_alloc": 0}
-    return prof, eager, encoder_bytes(ctx.model, prof, ctx.db, eager, ctx.tp)
+    return prof, eager, encoder_bytes(ctx.model, prof, ctx.db, eager, ctx.tp, ctx.coef)
 
 
 def _llm_phase_bytes(ctx: _Context, prof: mm_budget.MMProfile) -> tuple[int, int, int]:
@@ -165,6 +168,7 @@ def _profile_json(prof: mm_budget.MMProfile, settings: dict, rows: int, eager: b
         "max_num_batched_tokens": settings["max_num_batched_tokens"],
         "encoder_budget_tokens": prof.encoder_budget_tokens,
         "modality": prof.modality, "sampler_rows": rows, "tokens_per_item": prof.tokens_per_item,
+        "tokens_per_modality": dict(prof.tokens_per_modality),
         "encoder_skipped": prof.skipped, "eager_vision_attention": eager,
         "largest_alloc_gib": round(enc.get("largest_alloc", 0) / GiB, 3),
         "encoder_phase_gib": round(enc["total"] / GiB, 3), "llm_phase_gib": round(llm_b / GiB, 3),

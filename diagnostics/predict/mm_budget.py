@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from diagnostics import families
 from diagnostics.models import ModelSpec
 from diagnostics.predict.slicing import slice_image
 from diagnostics.versions import Version, parse_version
@@ -50,6 +51,7 @@ class MMProfile:
     llm_mm_tokens: int  # LLM embedding positions the encoder outputs (items x T)
     skipped: bool = False  # skip_mm_profiling / encoder profile not run
     sequences: int = 0  # V0: dummy sequences of the profile run (each carries its items); 0 for V1
+    tokens_per_modality: tuple[tuple[str, int], ...] = ()  # V1: vLLM's max tokens per item of each active modality
 
     @property
     def empty(self) -> bool:
@@ -109,6 +111,10 @@ def profile(model: ModelSpec, settings: dict, version, family: str) -> MMProfile
     if not limits:
         return NO_PROFILE
     v = parse_version(version)
+    if model.family is not None:
+        if family in ("v0-legacy", "v0-merged"):
+            return _v0_family(model, settings, limits)
+        return _v1(model, settings, v, limits)
     if family == "v0-legacy":
         return _v0_legacy(model, settings, v, limits)
     if family == "v0-merged":
@@ -147,12 +153,38 @@ def _v0_merged(model, settings, v, limits) -> MMProfile:
                      sequences=seqs)
 
 
+def family_shapes(model: ModelSpec, settings: dict, limits: dict, seq_len: int) -> dict[str, ItemShape]:
+    """Largest dummy item per active modality of a diagnostics.families VLM, as MultiModalBudget asks for it
+    (one item of every active modality, seq_len = max_model_len)."""
+    got = families.items(model.family, settings, seq_len, dict.fromkeys(limits, 1))
+    return {m: ItemShape(m, it.tokens, it.slices, it.patches, it.patches // max(it.slices, 1))
+            for m, it in got.items()}
+
+
+def _v0_family(model, settings, limits) -> MMProfile:
+    """V0 profile run of a family VLM: max_num_seqs dummy sequences, fewer when their items fill MBT; an
+    encoder-decoder model (Llama-3.2-Vision) gives every one of max_num_seqs sequences its image."""
+    shapes = family_shapes(model, settings, limits, settings["max_model_len"])
+    per_seq = sum(limits[m] * shapes[m].tokens for m in shapes)
+    seqs = settings["max_num_seqs"]
+    if model.family.variant != "mllama":
+        seqs = max(1, min(seqs, settings["max_num_batched_tokens"] // max(per_seq, 1)))
+    items = seqs * sum(limits[m] for m in shapes)
+    slices = seqs * sum(limits[m] * shapes[m].slices for m in shapes)
+    patches = seqs * sum(limits[m] * shapes[m].patches for m in shapes)
+    largest = max(s.max_slice_patches for s in shapes.values())
+    return MMProfile("+".join(shapes), items, slices, patches, slices * largest, None, per_seq, seqs * per_seq,
+                     sequences=seqs)
+
+
 def _v1(model, settings, v, limits) -> MMProfile:
     mml, mbt, seqs = settings["max_model_len"], settings["max_num_batched_tokens"], settings["max_num_seqs"]
     shapes = {}
-    if "image" in limits:
+    if model.family is not None:
+        shapes = family_shapes(model, settings, limits, mml)
+    elif "image" in limits:
         shapes["image"] = image_item(model, settings, v)
-    if "video" in limits:
+    if "video" in limits and model.family is None:
         # MultiModalBudget asks for the per-item maximum with one item of every active modality
         shapes["video"] = video_item(model, settings, v, 1 if "image" in limits else 0, 1, mml)
     modality = max(shapes, key=lambda m: (shapes[m].tokens, m))
@@ -171,4 +203,5 @@ def _v1(model, settings, v, limits) -> MMProfile:
     items = max(items, 1)
     skipped = bool(settings.get("skip_mm_profiling"))
     return MMProfile(modality, items, items * item.slices, items * item.patches,
-                     items * item.slices * item.max_slice_patches, budget, T, items * T, skipped=skipped)
+                     items * item.slices * item.max_slice_patches, budget, T, items * T, skipped=skipped,
+                     tokens_per_modality=tuple(sorted((m, s.tokens) for m, s in shapes.items())))

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from diagnostics.models import ModelSpec
-from diagnostics.predict.coefficients import Coefficients
+from diagnostics.predict.coefficients import DEFAULT, Coefficients
 from diagnostics.predict.mm_budget import MMProfile
 from diagnostics.settings import DTYPES
 from diagnostics.units import GiB
@@ -66,7 +66,8 @@ def eager_vision_attention(version, family: str) -> bool:
     return family == "v0-legacy" and parse_version(version) < (0, 6, 3)
 
 
-def encoder_bytes(model: ModelSpec, prof: MMProfile, db: int, eager: bool, tp: int = 1) -> dict:
+def encoder_bytes(model: ModelSpec, prof: MMProfile, db: int, eager: bool, tp: int = 1,
+                  coef: Coefficients = DEFAULT) -> dict:
     """Peak bytes of the vision pass on all dummy slices at once: max(SigLIP tower, resampler).
 
     Returns {"total", "vpm", "resampler", "scores", "largest_alloc"} in bytes.
@@ -74,6 +75,8 @@ def encoder_bytes(model: ModelSpec, prof: MMProfile, db: int, eager: bool, tp: i
     vis, H = model.vision, model.hidden
     if prof.empty or prof.skipped:
         return {"total": 0, "vpm": 0, "resampler": 0, "scores": 0, "largest_alloc": 0}
+    if model.family is not None:
+        return family_encoder_bytes(model, prof, db, coef)
     n = prof.vit_tokens_padded
     b = prof.slices
     p = n // b if b else 0
@@ -92,6 +95,19 @@ def encoder_bytes(model: ModelSpec, prof: MMProfile, db: int, eager: bool, tp: i
     resampler = pixels + n * vis.hidden * db + 5 * n * H * db // tp + 2 * b * (heads_r // tp or 1) * vis.query_num * p * db
     return {"total": max(vpm, resampler), "vpm": vpm, "resampler": resampler, "scores": scores,
             "largest_alloc": max(largest, n * H * db // tp)}
+
+
+def family_encoder_bytes(model: ModelSpec, prof: MMProfile, db: int, coef: Coefficients = DEFAULT) -> dict:
+    """Peak bytes of a family VLM's tower on every dummy item at once (flash / SDPA varlen attention, no L^2
+    scores): coef.vlm_tower_per_patch bytes per ViT patch (pixels, residual, norms, q/k/v, MLP, rotary tables;
+    fitted on two Qwen2.5-VL field logs, not sharded by TP) plus the projector's output (LLM embeddings of every
+    item). Returns {"total", "vpm", "resampler" (the projector here), "scores" (0), "largest_alloc"} in bytes."""
+    vis, n = model.vision, prof.vit_tokens_padded
+    a, b = coef.vlm_tower_per_patch
+    vpm = n * (a * vis.hidden + b * vis.mlp) * db
+    projector = prof.llm_mm_tokens * model.hidden * db
+    return {"total": vpm + projector, "vpm": vpm, "resampler": projector, "scores": 0,
+            "largest_alloc": max(n * vis.mlp * db, projector)}
 
 
 def encoder_term(enc_total_bytes: int, eager: bool, coef: Coefficients) -> Term:

@@ -33,7 +33,8 @@ from diagnostics.report.terminal import summary_table
 from diagnostics.suite import judge as verdicts
 from diagnostics.suite import run
 from diagnostics.suite.baseline import compare, format_table, load_baseline, parse_tolerances, save_baseline
-from diagnostics.suite.matrix import SHIPPED_MATRIX, load_matrix
+from diagnostics.kit.vlm import image_prompt
+from diagnostics.suite.matrix import load_matrix
 from diagnostics.suite.results import ResultWriter, load_results, make_record
 from diagnostics.units import utc_now
 
@@ -112,7 +113,7 @@ class Manager:
         self.cards_file = run.option(config, "cards")
         self.card, self.gpu_name, self.skip_reason = self._card(str(run.option(config, "card") or "auto"))
         self.skip_reason = self.skip_reason or vllm_missing()
-        self.matrix = load_matrix(run.option(config, "matrix") or SHIPPED_MATRIX)
+        self.matrix = load_matrix(run.matrix_path(run.option(config, "matrix"), run.option(config, "model")))
         self.model = run.option(config, "model") or self.matrix.model or run.DEFAULT_MODEL
         run.check_model(self.model)
         self.load_format = run.load_format_for(self.model, run.option(config, "load_format"))
@@ -196,7 +197,8 @@ class Manager:
         if self._model_spec is None:
             try:
                 # the real-size kit has the built-in shapes; any other kit or path: read its config.json
-                real_shapes = self.model == "kit:minicpm-v-2_6" or not self.model.startswith("kit:")
+                real_shapes = (self.model == "kit:minicpm-v-2_6" or not self.model.startswith("kit:")
+                               or run.stored_vlm(self.model) is not None)
                 self._model_spec = get_model(self.model if real_shapes else self.model_dir.path(self.notices))
             except UsageError:
                 self._model_spec = False
@@ -210,6 +212,16 @@ class Manager:
         limit = (settings.get("limit_mm_per_prompt") or {}).get("image")
         return model.vision is not None and (limit is None or limit > 0)
 
+    def image_prompt(self) -> str | None:
+        """The family's one-image prompt for a diagnostics.families VLM; None: the launcher's default."""
+        model = self.model_spec()
+        return image_prompt(model.family.variant) if model is not None and model.family is not None else None
+
+    def engine_env(self) -> dict:
+        """A VLM family on the CPU backend needs the torchvision stub visible to transformers (kit/cpu_shim)."""
+        model = self.model_spec()
+        return {"VLLM_MEMCHECK_TORCHVISION_STUB": "visible"} if model is not None and model.family is not None else {}
+
     def settings_for(self, combination) -> dict:
         return {**self.matrix.defaults, **combination.settings}
 
@@ -221,9 +233,9 @@ class Manager:
         spec = launch.StartSpec(
             model=self.model_dir.path(self.notices), settings=settings, card=self.card,
             load_format=self.load_format, timeout_s=self.engine_timeout, request=combination.request,
-            image_size=DEFAULT_IMAGE_SIZE, env={}, log_path=run_dir / "logs" / f"{combination.id}.log",
+            image_size=DEFAULT_IMAGE_SIZE, env=self.engine_env(), log_path=run_dir / "logs" / f"{combination.id}.log",
             timeline_path=run_dir / "timelines" / f"{combination.id}.csv", id=combination.id,
-            image=self.sends_image(settings) if combination.request else None)
+            image=self.sends_image(settings) if combination.request else None, prompt=self.image_prompt())
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         spec.timeline_path.parent.mkdir(parents=True, exist_ok=True)
         started_at = utc_now()

@@ -12,13 +12,17 @@ from pathlib import Path
 from diagnostics.errors import UsageError
 from diagnostics.kit import build_minicpmv26
 from diagnostics.kit.tiny_text import build_tiny_text
+from diagnostics.kit.vlm import build_vlm_kit, kit_families
+from diagnostics.models import HUB_IDS, stored_models
+from diagnostics.suite.matrix import SHIPPED_MATRIX
 from diagnostics.suite.results import finished_ids, latest_run_dir, new_run_dir
 
 RUN_DIR_ENV = "VLLM_MEMCHECK_RUN_DIR"  # the xdist controller hands its run directory to the workers
 DEFAULT_MODEL = "openbmb/MiniCPM-V-2_6"
 DEFAULT_REGRESSION_SPEC = "peak:5%,kv_tokens:5%,startup:20%"
 DEFAULT_ENGINE_TIMEOUT_S = 900.0
-KIT_MODELS = ("kit:minicpm-v-2_6", "kit:minicpm-v-2_6-tiny", "kit:tiny-text")
+KIT_MODELS = ("kit:minicpm-v-2_6", "kit:minicpm-v-2_6-tiny", "kit:tiny-text", "kit:NAME (a stored VLM config)")
+SHIPPED_VLM_MATRIX = Path(__file__).parents[1] / "data" / "vlm.toml"
 LOAD_FORMATS = ("auto", "dummy")
 
 # (name, CLI kwargs, ini type, help). The ini twin is memcheck_<name>: memcheck_card, memcheck_report_dir, ...
@@ -32,7 +36,8 @@ OPTIONS = (
     ("model", {"metavar": "ID|PATH"}, "string",
      f"model to start (default: the matrix's, else {DEFAULT_MODEL}); {', '.join(KIT_MODELS)} build a "
      "local checkpoint directory on the fly"),
-    ("matrix", {"metavar": "FILE"}, "string", "TOML matrix of settings (default: the shipped MiniCPM-V-2_6 matrix)"),
+    ("matrix", {"metavar": "FILE"}, "string", "TOML matrix of settings (default: the shipped MiniCPM-V-2_6 matrix; "
+     "data/vlm.toml for a stored VLM name such as qwen2.5-vl-7b)"),
     ("load_format", {"choices": LOAD_FORMATS}, "string", "auto (real weights) or dummy (random weights, no download)"),
     ("engine_timeout", {"metavar": "SECONDS", "type": float}, "string",
      f"kill a start-up (its whole process group) after this many seconds (default {DEFAULT_ENGINE_TIMEOUT_S:g})"),
@@ -81,11 +86,25 @@ def check_model_path(model: str) -> None:
                          f"id (org/name), or {', '.join(KIT_MODELS)}")
 
 
+def stored_vlm(model: str) -> str | None:
+    """The stored config name behind `qwen2.5-vl-7b` or `kit:qwen2.5-vl-7b`, else None."""
+    name = (model or "").lower().removeprefix("kit:")
+    return name if name in stored_models() else None
+
+
 def check_model(model: str) -> None:
     """UsageError for an unknown kit:* name or a local path that is no model directory."""
-    if model.startswith("kit:") and model not in KIT_MODELS:
-        raise UsageError(f"unknown model kit {model!r}; accepted: {', '.join(KIT_MODELS)}")
+    kits = [k for k in KIT_MODELS if not k.startswith("kit:NAME")] + [f"kit:{n}" for n in kit_families()]
+    if model.startswith("kit:") and model not in kits:
+        raise UsageError(f"unknown model kit {model!r}; accepted: {', '.join(kits)}")
     check_model_path(model)
+
+
+def matrix_path(matrix: str | None, model: str | None) -> Path | str:
+    """--matrix when given; the shipped VLM matrix for a stored VLM name; else the MiniCPM-V-2_6 matrix."""
+    if matrix:
+        return matrix
+    return SHIPPED_VLM_MATRIX if model and stored_vlm(model) else SHIPPED_MATRIX
 
 
 def load_format_for(model: str, load_format: str | None) -> str:
@@ -93,7 +112,8 @@ def load_format_for(model: str, load_format: str | None) -> str:
     load_format = load_format or "auto"
     if load_format not in LOAD_FORMATS:
         raise UsageError(f"bad load_format {load_format!r}; accepted: {', '.join(LOAD_FORMATS)}")
-    return "dummy" if model.startswith("kit:minicpm") else load_format
+    return "dummy" if model.startswith("kit:minicpm") or (model.startswith("kit:") and stored_vlm(model)) \
+        else load_format
 
 
 def engine_timeout(text) -> float:
@@ -167,6 +187,8 @@ class ModelDir:
     def path(self, notices: list[str]) -> str:
         if not self.model.startswith("kit:"):
             local = Path(self.model).expanduser()
+            if not local.exists() and stored_vlm(self.model):
+                return HUB_IDS[stored_vlm(self.model)]  # the short name's Hugging Face repository
             return str(local.resolve()) if local.exists() else self.model
         if self.built is None:
             self._tmp = Path(tempfile.mkdtemp(prefix="memcheck-kit-"))
@@ -177,6 +199,8 @@ class ModelDir:
     def _build(self, out: Path) -> Path:
         if self.model == "kit:tiny-text":
             return Path(build_tiny_text(out))
+        if stored_vlm(self.model):
+            return build_vlm_kit(stored_vlm(self.model), out)
         size = "tiny" if self.model.endswith("-tiny") else "real"
         return Path(build_minicpmv26(out, size=size, weights="none"))
 

@@ -41,3 +41,14 @@ def test_version_specific_knobs_only_where_vllm_has_them():
     assert ladder("kv_cache_memory_bytes", _plan("3090", "0.10.2"), "no_kv_cache") != []
     v1 = _plan("3090", "0.33.0")
     assert {"image": 999, "video": 0} in ladder("limit_mm_per_prompt", v1, "oom_profile")
+
+
+def test_each_vlm_family_searches_its_own_processor_knob():
+    from diagnostics.explain.ladders import LADDERS
+    from diagnostics.predict.estimator import plan
+
+    qwen = LADDERS["mm_processor_kwargs"](plan("qwen2.5-vl-7b", "4090", "0.32.0"), "oom_profile")
+    assert qwen[0] == {"max_pixels": 4096 * 784} and qwen[-1] == {"max_pixels": 256 * 784}
+    internvl = plan("internvl3-8b", "4090", "0.32.0", overrides={"mm_processor_kwargs": {"crop_to_patches": True}})
+    assert LADDERS["mm_processor_kwargs"](internvl, "oom_profile")[0] == {"crop_to_patches": True, "max_patches": 8}
+    assert LADDERS["mm_processor_kwargs"](plan("llava-1.5-7b", "4090", "0.32.0"), "oom_profile") == []

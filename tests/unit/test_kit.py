@@ -320,3 +320,21 @@ def test_cpu_shim_patches_stream_capturing_after_a_find_spec_probe():
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() in ("False", "True")  # True only where a GPU makes the shim a no-op
+
+
+def test_vlm_kit_writes_the_stored_configs_a_tokenizer_and_points_token_ids_at_it(tmp_path):
+    import json
+
+    from diagnostics.kit.vlm import build_vlm_kit, image_prompt, kit_families
+
+    out = build_vlm_kit("llava-1.5-7b", tmp_path / "llava")
+    config = json.loads((out / "config.json").read_text())
+    vocab = json.loads((out / "tokenizer.json").read_text())["added_tokens"]
+    assert config["image_token_index"] == next(t["id"] for t in vocab if t["content"] == "<image>")
+    assert config["_memcheck_kit"]["source"] == "llava-1.5-7b" and config["vision_config"]["image_size"] == 336
+    pre = json.loads((out / "preprocessor_config.json").read_text())
+    assert pre["auto_map"]["AutoImageProcessor"] == "image_processing_kit.KitImageProcessor"
+    assert "llama-3.2-11b-vision" not in kit_families() and "qwen2.5-vl-7b" in kit_families()
+    assert "<|image_pad|>" in image_prompt("qwen2.5-vl") and "<image>" in image_prompt("llava")
+    with pytest.raises(UsageError, match="not empty"):
+        build_vlm_kit("llava-1.5-7b", out)

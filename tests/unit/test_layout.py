@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "diagnostics"
 BLOCKED = ("torch", "vllm", "pynvml", "matplotlib")
 VOCABULARY = ("errors", "units", "outcomes", "versions", "cards", "settings", "models", "redact")
-PURE_ROOMS = ("predict", "logs", "explain")
+PURE_ROOMS = ("predict", "logs", "explain", "families")
 PURE_MODULES = ("suite.judge", "report.content")
 
 

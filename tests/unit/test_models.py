@@ -72,9 +72,14 @@ def test_text_model_with_nesting_and_tying(tmp_path):
     assert m.vision is None and m.head_dim == 64 and m.kv_bytes_per_token() == 2 * 24 * 2 * 64 * 2
     nested = tmp_path / "nested"
     nested.mkdir()
-    (nested / "config.json").write_text(json.dumps({"architectures": ["LlavaForConditionalGeneration"],
+    (nested / "config.json").write_text(json.dumps({"architectures": ["Qwen2WrapperForCausalLM"],
                                                      "text_config": {**qwen, "architectures": None}}))
     assert get_model(nested).params == m.params
+    # a VLM family's architecture needs its vision config: one line naming the field
+    (nested / "config.json").write_text(json.dumps({"architectures": ["LlavaForConditionalGeneration"],
+                                                     "text_config": {**qwen, "architectures": None}}))
+    with pytest.raises(UsageError, match="lacks 'vision_config'"):
+        get_model(nested)
 
 
 def test_llama_without_bias(tmp_path):
@@ -107,3 +112,37 @@ def test_config_missing_fields(tmp_path):
     with pytest.raises(UsageError) as exc:
         get_model(tmp_path)
     assert "num_hidden_layers" in str(exc.value)
+
+
+def test_stored_vlm_names_and_kit_names_read_the_stored_configs():
+    qwen = get_model("qwen2.5-vl-7b")
+    assert qwen.family.variant == "qwen2.5-vl" and qwen.params == 8_292_166_656  # vLLM 0.32 meta device
+    assert get_model("kit:qwen2.5-vl-7b").params == qwen.params
+    assert get_model("internvl3-8b").max_position_embeddings == 65536  # dynamic rope factor 2, as vLLM derives
+
+
+def test_a_directory_with_only_the_config_files_is_a_model(tmp_path):
+    from diagnostics.models import STORED_DIR
+
+    for name in ("config.json", "preprocessor_config.json"):
+        (tmp_path / name).write_text((STORED_DIR / "gemma-3-4b" / name).read_text())
+    m = get_model(str(tmp_path))
+    assert (m.family.variant, m.params, m.vision.patch) == ("gemma3", 4_300_079_472, 14)
+
+
+def test_an_unknown_vision_language_architecture_is_one_line(tmp_path):
+    cfg = {"architectures": ["KimiVLForConditionalGeneration"], "vision_config": {"hidden_size": 1},
+           "text_config": {"hidden_size": 8}}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UsageError, match="architecture KimiVLForConditionalGeneration is not a model family") as e:
+        get_model(tmp_path)
+    assert "\n" not in str(e.value) and "Qwen2_5_VLForConditionalGeneration" in str(e.value)
+
+
+def test_a_broken_preprocessor_config_is_one_line(tmp_path):
+    from diagnostics.models import STORED_DIR
+
+    (tmp_path / "config.json").write_text((STORED_DIR / "qwen2.5-vl-7b" / "config.json").read_text())
+    (tmp_path / "preprocessor_config.json").write_text("{not json")
+    with pytest.raises(UsageError, match="cannot read .*preprocessor_config.json"):
+        get_model(tmp_path)

@@ -244,3 +244,27 @@ def test_higher_utilization_never_shrinks_kv(version, util):
     a = plan("minicpm-v-2_6", "a100-80", version, "llm", {**o, "gpu_memory_utilization": util})
     b = plan("minicpm-v-2_6", "a100-80", version, "llm", {**o, "gpu_memory_utilization": min(util + 0.04, 0.96)})
     assert b.kv_cache_tokens >= a.kv_cache_tokens
+
+
+def test_llama32_vision_is_refused_for_vllm_0_11_and_later_and_planned_before():
+    with pytest.raises(UsageError, match=r"removed in 0\.11\.0"):
+        plan("llama-3.2-11b-vision", "a100-80", "0.32.0")
+    p = plan("llama-3.2-11b-vision", "a100-80", "0.6.3", overrides={"max_model_len": 1024})
+    assert p.verdict == "oom_profile" and p.profile["encoder_items"] == 256  # vllm#9445: OOM at the defaults
+    assert plan("llama-3.2-11b-vision", "a100-80", "0.6.3",
+                overrides={"max_model_len": 1024, "max_num_seqs": 32, "enforce_eager": True}).verdict == "ok"
+
+
+def test_qwen25vl_weights_are_vllms_parameter_bytes():
+    p = plan("qwen2.5-vl-7b", "h100-80", "0.32.0")
+    assert p.components["weights"].value_gib * 2**30 == pytest.approx(16_584_333_312)
+
+
+def test_qwen25vl_field_logs_the_tower_coefficient_was_fitted_on():
+    # vllm#16570 (V0, 0.8.3, 72B, TP 4, A100-40): printed activation peak 2.51 GiB, KV 0.04-0.13 GiB per GPU
+    p = plan("qwen2.5-vl-72b", "a100-40", "0.8.3", overrides={
+        "use_v1": False, "tensor_parallel_size": 4, "gpu_memory_utilization": 0.95, "max_num_seqs": 2,
+        "max_model_len": 4096, "limit_mm_per_prompt": {"image": 1, "video": 0}})
+    assert 2.0 < p.components["activation_peak"].value_gib < 3.2 and p.components["kv_cache"].value_gib < 0.2
+    # vllm#18124: Qwen2.5-VL-3B, `vllm serve` at gpu_memory_utilization 0.3 on an 80 GB card: no KV cache
+    assert plan("qwen2.5-vl-3b", "a100-80", "0.9.2", "serve", {"gpu_memory_utilization": 0.3}).verdict == "no_kv_cache"

@@ -135,3 +135,30 @@ def test_v1_older_item_rules():
 def test_no_encoder_work_when_all_modalities_disabled():
     p = _profile("0.32.0", "3090", 4096, limits={"image": 0, "video": 0})
     assert p.items == 0 and p.slices == 0 and p.modality is None
+
+
+def _family_profile(name, version, card="h100-80", **overrides):
+    from diagnostics.models import get_model
+
+    model = get_model(name)
+    s = resolve(model, get_card(card), version, "llm", overrides)
+    return profile(model, s, version, family(version, s.get("use_v1")))
+
+
+def test_qwen25vl_profiles_its_largest_video_by_default_and_the_image_without_video():
+    p = _family_profile("qwen2.5-vl-7b", "0.32.0")
+    assert (p.modality, p.items, p.tokens_per_item, p.encoder_budget_tokens) == ("video", 1, 114688, 114688)
+    assert p.vit_tokens == 4 * 114688 and dict(p.tokens_per_modality) == {"image": 16384, "video": 114688}
+    q = _family_profile("qwen2.5-vl-7b", "0.32.0", limit_mm_per_prompt={"video": 0})
+    assert (q.modality, q.tokens_per_item) == ("image", 16384)
+
+
+def test_gemma3_items_fill_the_encoder_budget():
+    p = _family_profile("gemma-3-4b", "0.32.0", max_num_batched_tokens=8192, max_model_len=32768)
+    assert (p.items, p.encoder_budget_tokens) == (32, 8192)  # vLLM 0.32 printed 32 items, budget 8192
+
+
+def test_mllama_v0_gives_every_dummy_sequence_its_four_tile_image():
+    p = _family_profile("llama-3.2-11b-vision", "0.6.3", max_model_len=4096)
+    assert (p.sequences, p.items, p.slices) == (256, 256, 1024)  # vllm#10569: pixel_values [256, 1, 1, 4, ...]
+    assert _family_profile("llama-3.2-11b-vision", "0.6.3", max_model_len=4096, max_num_seqs=2).items == 2

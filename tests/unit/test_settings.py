@@ -149,3 +149,12 @@ def test_version_default_is_the_table_resolve_uses():
     resolved = resolve(M, get_card("3090"), "0.20.0")
     assert resolved["gpu_memory_utilization"] == version_default("gpu_memory_utilization", "0.20.0")[1]
     assert all(resolved[k] == v for k, v in ENGINE_DEFAULTS.items())
+
+
+def test_vlm_families_get_their_own_modalities():
+    from diagnostics.models import get_model
+
+    s = resolve(get_model("gemma-3-4b"), get_card("h100-80"), "0.32.0")
+    assert s["limit_mm_per_prompt"] == {"image": 999}
+    s = resolve(get_model("qwen3-vl-8b"), get_card("h100-80"), "0.32.0", overrides={"limit_mm_per_prompt": {"video": 0}})
+    assert s["limit_mm_per_prompt"] == {"image": 999, "video": 0}

@@ -54,3 +54,30 @@ def test_model_dir_of_a_hub_id_and_a_local_path(tmp_path):
     assert run.ModelDir("openbmb/MiniCPM-V-2_6").path(notices) == "openbmb/MiniCPM-V-2_6"
     assert run.ModelDir(str(tmp_path)).path(notices) == str(tmp_path.resolve())
     assert notices == []
+
+
+def test_a_stored_vlm_name_picks_the_vlm_matrix_and_its_hub_repository():
+    from diagnostics.suite.matrix import load_matrix
+
+    assert run.stored_vlm("kit:Qwen2.5-VL-7B") == "qwen2.5-vl-7b" and run.stored_vlm("openbmb/x") is None
+    assert run.matrix_path(None, "qwen2.5-vl-7b") == run.SHIPPED_VLM_MATRIX
+    assert run.matrix_path("m.toml", "qwen2.5-vl-7b") == "m.toml"
+    assert run.matrix_path(None, "openbmb/MiniCPM-V-2_6") != run.SHIPPED_VLM_MATRIX
+    assert len(load_matrix(run.SHIPPED_VLM_MATRIX).combinations) == 18 + 2
+    assert run.ModelDir("qwen2.5-vl-7b").path([]) == "Qwen/Qwen2.5-VL-7B-Instruct"
+
+
+def test_vlm_kits_are_accepted_built_and_load_dummy_weights(tmp_path):
+    run.check_model("kit:gemma-3-4b")
+    with pytest.raises(UsageError, match="kit:qwen2.5-vl-7b"):
+        run.check_model("kit:qwen9-vl")
+    assert run.load_format_for("kit:gemma-3-4b", None) == "dummy"
+    assert run.load_format_for("qwen2.5-vl-7b", None) == "auto"
+    model_dir = run.ModelDir("kit:gemma-3-4b")
+    notices: list[str] = []
+    built = model_dir.path(notices)
+    try:
+        assert os.path.isfile(os.path.join(built, "tokenizer.json"))
+        assert notices and "kit:gemma-3-4b" in notices[0]
+    finally:
+        model_dir.cleanup()

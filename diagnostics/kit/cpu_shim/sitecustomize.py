@@ -3,6 +3,7 @@
 vLLM 0.32's Resampler2_5.forward (MiniCPM-V 2.5/2.6) calls torch.cuda.is_current_stream_capturing(), which on a
 CPU-only torch raises "Tried to instantiate dummy base class _cuda_isCurrentStreamCapturing". Once torch is
 imported, make it return False when CUDA is unavailable. Nothing is imported until the process imports torch.
+Without torchvision, its imports are answered by torchvision_stub (see the end of this file).
 """
 
 import importlib.abc
@@ -61,3 +62,21 @@ if "torch" in sys.modules:
     _patch(sys.modules["torch"])
 else:
     sys.meta_path.insert(0, _PatchTorchOnImport())
+
+
+# torchvision cannot be installed beside the CPU torch: answer its imports with the import-only stub, so vLLM's
+# Qwen-VL / InternVL / Gemma 3 / LLaVA modules import. VLLM_MEMCHECK_TORCHVISION_STUB=visible also lets
+# transformers see it (its video processors exist only then; the VLM kits name PIL image processors).
+def _install_torchvision_stub() -> None:
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("torchvision") is not None:
+        return
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import torchvision_stub
+
+    torchvision_stub.install(visible=os.environ.get("VLLM_MEMCHECK_TORCHVISION_STUB") == "visible")
+
+
+_install_torchvision_stub()

@@ -1,0 +1,71 @@
+"""InternVL3 / InternVL2.5 in Hugging Face format (InternVLForConditionalGeneration): shapes, params, items.
+
+vLLM 0.32 serves this architecture with `interns1.py` (InternS1ForConditionalGeneration): InternViT with class
+token, layer scale and mean pooling, a LayerNorm + 2-layer projector over pixel-shuffled (1/downsample_ratio)^2
+features, `image_seq_length` (256) tokens per 448 px tile. InternS1ProcessingInfo has no
+get_mm_max_tokens_per_item, so vLLM processes a dummy image: with the checkpoint's `crop_to_patches` false that
+is one tile; with it true, max_patches tiles + a thumbnail. Video: frames = (max_model_len - images' tokens) //
+256 per video, 256 tokens per frame (vLLM's get_num_frames_with_most_features; the processor cannot run on the
+CPU install, so video is derived, not checked). Knobs: mm_processor_kwargs max_patches / crop_to_patches
+(max_dynamic_patch in the original InternVLChatModel format) and limit_mm_per_prompt {"video": 0}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from diagnostics.families.common import Item, decoder_params, need, vit_layer_params
+
+ARCHITECTURES = {"InternVLForConditionalGeneration": "internvl"}
+SINCE = {"internvl": "0.10.0"}
+
+
+@dataclass(frozen=True)
+class InternVLShape:
+    image_size: int
+    patch: int
+    tokens_per_tile: int
+    crop_to_patches: bool
+    max_patches: int
+
+
+def _edge(x) -> int:
+    return int(x[0] if isinstance(x, (list, tuple)) else x)
+
+
+def parse(cfg: dict, pre: dict, video_pre: dict, where: str):
+    text = {**need(cfg, "text_config", where)}
+    text["tie_word_embeddings"] = cfg.get("tie_word_embeddings", text.get("tie_word_embeddings", False))
+    v = need(cfg, "vision_config", where)
+    d, size, patch = int(v["hidden_size"]), _edge(v["image_size"]), _edge(v["patch_size"])
+    shape = InternVLShape(size, patch, int(cfg.get("image_seq_length", 256)), bool(pre.get("crop_to_patches")),
+                          int(pre.get("max_patches", 12)))
+    grid = (size // patch) ** 2
+    layer = vit_layer_params(d, int(v["intermediate_size"]), qkv_bias=bool(v.get("attention_bias", True)),
+                             layer_scale=True)
+    tower = d + d * 3 * patch * patch + d + (grid + 1) * d + int(v["num_hidden_layers"]) * layer
+    if not v.get("use_mean_pooling", True):
+        tower += 2 * d
+    shuffled = d * int(round(1 / float(cfg.get("downsample_ratio", 0.5)))) ** 2
+    h = int(text["hidden_size"])
+    projector = 2 * shuffled + shuffled * h + h + h * h + h
+    qwen = str(text.get("model_type", "qwen2")).startswith("qwen2")
+    return text, v, shape, decoder_params(text, qkv_bias=qwen) + tower + projector
+
+
+def items(s: InternVLShape, settings: dict, seq_len: int, counts: dict[str, int]) -> dict[str, Item]:
+    kwargs = {**(settings.get("mm_processor_kwargs") or {})}
+    kwargs.update(kwargs.get("images_kwargs") or {})
+    crop = bool(kwargs.get("crop_to_patches", s.crop_to_patches))
+    max_patches = int(kwargs.get("max_patches", kwargs.get("max_dynamic_patch", s.max_patches)))
+    tiles = max_patches + 1 if crop and max_patches > 1 else 1
+    per_tile = (s.image_size // s.patch) ** 2 + 1
+    out: dict[str, Item] = {}
+    image_tokens = tiles * s.tokens_per_tile
+    if counts.get("image"):
+        out["image"] = Item("image", image_tokens, tiles * per_tile, slices=tiles)
+    if counts.get("video"):
+        left = seq_len - image_tokens * counts.get("image", 0)
+        frames = max(left // s.tokens_per_tile // max(counts["video"], 1), 1)
+        out["video"] = Item("video", frames * s.tokens_per_tile, frames * per_tile, slices=frames)
+    return out

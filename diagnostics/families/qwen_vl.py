@@ -1,0 +1,160 @@
+"""Qwen2-VL, Qwen2.5-VL and Qwen3-VL (dense and MoE): shapes, parameters and vLLM's largest dummy items.
+
+Follows vLLM 0.32 `model_executor/models/qwen2_vl.py` (Qwen2VLProcessingInfo: get_image_size_with_most_features,
+get_max_image_tokens, _get_max_video_frames, get_num_frames_with_most_features with _MAX_FRAMES_PER_VIDEO = 14)
+and `qwen3_vl.py` (get_max_video_tokens: a 2-frame video at the video processor's longest_edge / temporal patch),
+with transformers' smart_resize. Knobs: mm_processor_kwargs max_pixels / min_pixels / size (flat, or inside
+images_kwargs / videos_kwargs), and limit_mm_per_prompt {"video": 0}.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from diagnostics.families.common import Item, decoder_params, need
+
+ARCHITECTURES = {
+    "Qwen2VLForConditionalGeneration": "qwen2-vl",
+    "Qwen2_5_VLForConditionalGeneration": "qwen2.5-vl",
+    "Qwen3VLForConditionalGeneration": "qwen3-vl",
+    "Qwen3VLMoeForConditionalGeneration": "qwen3-vl-moe",
+}
+SINCE = {"qwen2-vl": "0.6.1", "qwen2.5-vl": "0.7.2", "qwen3-vl": "0.11.0", "qwen3-vl-moe": "0.11.0"}
+MAX_FRAMES_PER_VIDEO = 14  # qwen2_vl.py _MAX_FRAMES_PER_VIDEO
+MAX_ASPECT = 200
+
+
+@dataclass(frozen=True)
+class QwenVLShape:
+    variant: str
+    patch: int
+    merge: int
+    temporal: int
+    image_size: tuple[int, int]  # processor defaults (shortest_edge, longest_edge) in pixels
+    video_size: tuple[int, int]
+
+
+def _size_of(pre: dict, default=(56 * 56, 28 * 28 * 1280)) -> tuple[int, int]:
+    size = pre.get("size") or {}
+    lo = pre.get("min_pixels") or size.get("shortest_edge") or default[0]
+    hi = pre.get("max_pixels") or size.get("longest_edge") or default[1]
+    return int(lo), int(hi)
+
+
+def parse(cfg: dict, pre: dict, video_pre: dict, where: str):
+    """-> (text config, vision config, QwenVLShape, params) for a Qwen-VL config.json (+ processor configs)."""
+    variant = ARCHITECTURES[cfg["architectures"][0]]
+    text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
+    text = {**text, "tie_word_embeddings": cfg.get("tie_word_embeddings", text.get("tie_word_embeddings", False))}
+    vision = need(cfg, "vision_config", where)
+    image_size = _size_of(pre)
+    video_size = _size_of(video_pre, image_size) if video_pre else image_size
+    shape = QwenVLShape(variant, int(vision.get("patch_size", 14)), int(vision.get("spatial_merge_size", 2)),
+                        int(vision.get("temporal_patch_size", 2)), image_size, video_size)
+    return text, vision, shape, _llm_params(variant, text) + vision_params(variant, vision)
+
+
+def _llm_params(variant: str, text: dict) -> int:
+    if variant == "qwen3-vl-moe":
+        moe = {"experts": int(text["num_experts"]), "inter": int(text["moe_intermediate_size"])}
+        return decoder_params(text, qkv_bias=False, qk_norm=True, moe=moe)
+    if variant == "qwen3-vl":
+        return decoder_params(text, qkv_bias=False, qk_norm=True)
+    return decoder_params(text, qkv_bias=True)
+
+
+def vision_params(variant: str, v: dict) -> int:
+    """The vision tower and merger(s) as vLLM builds them (patch conv, blocks, patch merger, deepstack mergers)."""
+    t, p = int(v.get("temporal_patch_size", 2)), int(v.get("patch_size", 14))
+    if variant == "qwen2-vl":
+        d, out = int(v["embed_dim"]), int(v["hidden_size"])
+        block = 4 * d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d * d * int(v["mlp_ratio"]) + d * int(v["mlp_ratio"]) + d
+        merger = 2 * d + _merger_mlp(4 * d, out)
+        return d * 3 * t * p * p + int(v["depth"]) * block + merger
+    d, mlp, out = int(v["hidden_size"]), int(v["intermediate_size"]), int(v["out_hidden_size"])
+    attn = (3 * d * d + 3 * d) + (d * d + d)
+    if variant == "qwen2.5-vl":  # RMSNorms, gated MLP with biases, bias-free patch conv
+        block = 2 * d + attn + (2 * d * mlp + 2 * mlp) + (mlp * d + d)
+        return d * 3 * t * p * p + int(v["depth"]) * block + d + _merger_mlp(4 * d, out)
+    block = 4 * d + attn + (d * mlp + mlp) + (mlp * d + d)  # Qwen3-VL: LayerNorms, plain MLP
+    embed = d * 3 * t * p * p + d + int(v["num_position_embeddings"]) * d
+    deepstack = len(v.get("deepstack_visual_indexes") or ())
+    merger = 2 * d + _merger_mlp(4 * d, out)
+    return embed + int(v["depth"]) * block + merger + deepstack * (2 * 4 * d + _merger_mlp(4 * d, out))
+
+
+def _merger_mlp(d_in: int, out: int) -> int:
+    return d_in * d_in + d_in + d_in * out + out
+
+
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int, frames: int = 0,
+                 temporal: int = 1) -> tuple[int, int]:
+    """transformers' Qwen2-VL smart_resize (frames=0) or Qwen3-VL's video smart_resize (frames, temporal)."""
+    t = frames or 1
+    t_bar = round(frames / temporal) * temporal if frames else 1
+    h_bar, w_bar = round(height / factor) * factor, round(width / factor) * factor
+    if t_bar * h_bar * w_bar > max_pixels:
+        beta = math.sqrt(t * height * width / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif t_bar * h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (t * height * width))
+        h_bar, w_bar = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def _scoped_size(kwargs: dict, scope: str, default: tuple[int, int]) -> tuple[int, int]:
+    """vLLM's _get_vision_size over flat and per-modality mm_processor_kwargs (size aliases completed)."""
+    lo, hi = default
+    for layer in (kwargs, kwargs.get(scope) or {}):
+        size = layer.get("size") or {}
+        lo = layer.get("min_pixels") or size.get("shortest_edge") or lo
+        hi = layer.get("max_pixels") or size.get("longest_edge") or hi
+    return int(lo), int(hi)
+
+
+def _most_features(unit: int, max_pixels: int) -> tuple[int, int]:
+    """(height, width) of the image with the most merged patches (factor pairs up to aspect 200)."""
+    hf, wf = 1, max_pixels // (unit * unit)
+    for n in range(max_pixels // (unit * unit), 0, -1):
+        hf = next(d for d in range(math.isqrt(n), 0, -1) if n % d == 0)
+        wf = n // hf
+        if wf / hf <= MAX_ASPECT:
+            break
+    return unit * hf, unit * wf
+
+
+def _tokens(s: QwenVLShape, hw: tuple[int, int], size: tuple[int, int], frames: int) -> int:
+    unit = s.patch * s.merge
+    if s.variant.startswith("qwen3") and frames > 1:
+        h, w = smart_resize(*hw, unit, size[0], size[1], frames=frames, temporal=s.temporal)
+    else:
+        h, w = smart_resize(*hw, unit, size[0], size[1])
+    grid_t = max((frames + (-frames % s.temporal)) // s.temporal, 1)
+    return grid_t * (h // s.patch) * (w // s.patch) // (s.merge ** 2)
+
+
+def items(s: QwenVLShape, settings: dict, seq_len: int, counts: dict[str, int]) -> dict[str, Item]:
+    """Largest dummy image / video (vLLM's get_mm_max_tokens_per_item) for the active modalities in `counts`."""
+    kwargs = settings.get("mm_processor_kwargs") or {}
+    unit, per_token = s.patch * s.merge, s.merge ** 2
+    img_size = _scoped_size(kwargs, "images_kwargs", s.image_size)
+    vid_size = _scoped_size(kwargs, "videos_kwargs", s.video_size)
+    target = _most_features(unit, img_size[1])
+    out: dict[str, Item] = {}
+    if counts.get("image"):
+        t = _tokens(s, target, img_size, 1)
+        out["image"] = Item("image", t, t * per_token)
+    if counts.get("video"):
+        if s.variant.startswith("qwen3"):
+            frames = 2
+            t = _tokens(s, _most_features(unit, vid_size[1] // s.temporal), vid_size, frames)
+        else:
+            total = 1
+            while _tokens(s, target, vid_size, total + 1) <= seq_len:
+                total += 1
+            frames = max(min(total // max(counts["video"], 1), MAX_FRAMES_PER_VIDEO), 1)
+            t = _tokens(s, target, vid_size, frames)
+        out["video"] = Item("video", t, t * per_token, slices=frames)
+    return out

@@ -1,0 +1,218 @@
+"""Real-shape checkpoint directories for the stored VLM configs (diagnostics/data/models/NAME), no weights.
+
+build_vlm_kit(name, out_dir, force=False) -> Path copies the stored config.json / preprocessor_config.json (and
+video_preprocessor_config.json where stored), marks config.json as a kit (`_memcheck_kit`), and writes a small local
+tokenizer holding the family's special tokens, so that vLLM's config, processor and multimodal-budget code and
+`load_format="dummy"` work without the model hub. Token ids differ from the real tokenizer's; memory does not
+depend on them (embedding rows come from config.json's vocab_size).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from diagnostics.errors import UsageError
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
+CONFIG_FILES = ("config.json", "preprocessor_config.json", "video_preprocessor_config.json", "processor_config.json")
+
+_QWEN = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
+         "<|image_pad|>", "<|video_pad|>"]
+# model_type -> (special tokens, eos, tokenizer_config extras: the named tokens transformers' processors read)
+FAMILY_TOKENS: dict[str, tuple[list[str], str, dict]] = {
+    "qwen2_vl": (_QWEN, "<|im_end|>", {}),
+    "qwen2_5_vl": (_QWEN, "<|im_end|>", {}),
+    "qwen3_vl": (_QWEN, "<|im_end|>", {}),
+    "qwen3_vl_moe": (_QWEN, "<|im_end|>", {}),
+    "internvl": (["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"],
+                 "<|im_end|>", {"extra_special_tokens": {"start_image_token": "<img>", "end_image_token": "</img>",
+                                                         "context_image_token": "<IMG_CONTEXT>",
+                                                         "video_token": "<video>"}}),
+    "gemma3": (["<pad>", "<eos>", "<bos>", "<start_of_image>", "<end_of_image>", "<image_soft_token>",
+                "\n", "\n\n", "\n\n\n", "\n\n\n\n"], "<eos>",
+               {"extra_special_tokens": {"image_token": "<image_soft_token>", "boi_token": "<start_of_image>",
+                                         "eoi_token": "<end_of_image>"}}),
+    "llava": (["<unk>", "<s>", "</s>", "<image>", "<pad>"], "</s>", {}),
+    "llava_onevision": (["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"], "<|im_end|>", {}),
+}
+
+
+# transformers builds video processors only with torchvision (no PIL fallback), which the CPU install cannot have;
+# the kit names the same transformers class through a one-line remote-code file (auto_map), so it loads; it runs
+# nothing from torchvision unless a real video is processed (the CPU-backend test sends images only).
+VIDEO_PROCESSORS = {
+    "qwen2_vl": "transformers.models.qwen2_vl.video_processing_qwen2_vl.Qwen2VLVideoProcessor",
+    "qwen2_5_vl": "transformers.models.qwen2_vl.video_processing_qwen2_vl.Qwen2VLVideoProcessor",
+    "qwen3_vl": "transformers.models.qwen3_vl.video_processing_qwen3_vl.Qwen3VLVideoProcessor",
+    "qwen3_vl_moe": "transformers.models.qwen3_vl.video_processing_qwen3_vl.Qwen3VLVideoProcessor",
+    "internvl": "transformers.models.internvl.video_processing_internvl.InternVLVideoProcessor",
+    "llava_onevision": "transformers.models.llava_onevision.video_processing_llava_onevision."
+                       "LlavaOnevisionVideoProcessor",
+}
+VIDEO_MODULE = "video_processing_kit"
+IMAGE_MODULE = "image_processing_kit"
+# ... and with torchvision "visible" to transformers, the image processor is named explicitly: its PIL variant
+IMAGE_PROCESSORS = {
+    "qwen2_vl": "transformers.models.qwen2_vl.image_processing_pil_qwen2_vl.Qwen2VLImageProcessorPil",
+    "qwen2_5_vl": "transformers.models.qwen2_vl.image_processing_pil_qwen2_vl.Qwen2VLImageProcessorPil",
+    "qwen3_vl": "transformers.models.qwen2_vl.image_processing_pil_qwen2_vl.Qwen2VLImageProcessorPil",
+    "qwen3_vl_moe": "transformers.models.qwen2_vl.image_processing_pil_qwen2_vl.Qwen2VLImageProcessorPil",
+    "internvl": "transformers.models.got_ocr2.image_processing_pil_got_ocr2.GotOcr2ImageProcessorPil",
+    "gemma3": "transformers.models.gemma3.image_processing_pil_gemma3.Gemma3ImageProcessorPil",
+    "llava": "transformers.models.clip.image_processing_pil_clip.CLIPImageProcessorPil",
+    "llava_onevision": "transformers.models.llava_onevision.image_processing_pil_llava_onevision."
+                       "LlavaOnevisionImageProcessorPil",
+}
+
+
+def _reexport(out_dir: Path, module_name: str, dotted: str, alias: str) -> str:
+    module, cls = dotted.rsplit(".", 1)
+    (out_dir / f"{module_name}.py").write_text(
+        f'"""The transformers class itself, reached through auto_map (see diagnostics/kit/vlm.py)."""\n\n'
+        f"from {module} import {cls} as {alias}\n\n__all__ = [\"{alias}\"]\n")
+    return f"{module_name}.{alias}"
+
+
+def _write_image_processor(out_dir: Path, model_type: str) -> None:
+    path = out_dir / "preprocessor_config.json"
+    config = json.loads(path.read_text())
+    ref = _reexport(out_dir, IMAGE_MODULE, IMAGE_PROCESSORS[model_type], "KitImageProcessor")
+    config["auto_map"] = {"AutoImageProcessor": ref}
+    path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def _write_video_processor(out_dir: Path, model_type: str) -> None:
+    """video_processing_kit.py re-exporting the family's transformers class, named in the video config's auto_map."""
+    dotted = VIDEO_PROCESSORS.get(model_type)
+    if dotted is None:
+        return
+    ref = _reexport(out_dir, VIDEO_MODULE, dotted, "KitVideoProcessor")
+    path = out_dir / "video_preprocessor_config.json"
+    video = json.loads(path.read_text()) if path.is_file() else {}
+    if not video:  # the image processor config carries the video fields in these checkpoints
+        video = {k: v for k, v in json.loads((out_dir / "preprocessor_config.json").read_text()).items()
+                 if k not in ("image_processor_type", "auto_map")}
+    video["auto_map"] = {"AutoVideoProcessor": ref}
+    video.pop("video_processor_type", None)
+    path.write_text(json.dumps(video, indent=2) + "\n")
+
+
+# config.json keys that vLLM matches against the prompt's token ids (LLaVA and Gemma 3 take them from the config,
+# not from the tokenizer): the kit points them at its own tokenizer's ids. Ids, not shapes: memory is unchanged.
+TOKEN_ID_KEYS = {
+    "image_token_index": "<image>", "video_token_index": "<video>",
+    "boi_token_index": "<start_of_image>", "eoi_token_index": "<end_of_image>",
+}
+GEMMA3_IMAGE_TOKEN = "<image_soft_token>"
+
+
+def _point_token_ids(config: dict, model_type: str, ids: dict[str, int]) -> None:
+    for key, token in TOKEN_ID_KEYS.items():
+        if key in config:
+            config[key] = ids[GEMMA3_IMAGE_TOKEN if model_type == "gemma3" and key == "image_token_index" else token]
+
+
+def stored_models() -> list[str]:
+    """Names of the stored real-shape configs (directories under diagnostics/data/models)."""
+    return sorted(p.name for p in MODELS_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def kit_families() -> list[str]:
+    """Stored configs build_vlm_kit can write (a kit tokenizer exists for their model_type)."""
+    return [n for n in stored_models()
+            if json.loads((MODELS_DIR / n / "config.json").read_text()).get("model_type") in FAMILY_TOKENS]
+
+
+# One image request per family, in the chat format of vLLM's examples/offline_inference/vision_language.py.
+IMAGE_PROMPTS = {
+    "qwen": None,  # QWEN_IMAGE_PROMPT, below
+    "internvl": "<|im_start|>user\n<image>\nWhat is in the image?<|im_end|>\n<|im_start|>assistant\n",
+    "gemma3": "<bos><start_of_turn>user\n<start_of_image>What is in the image?<end_of_turn>\n<start_of_turn>model\n",
+    "llava": "USER: <image>\nWhat is in the image? ASSISTANT:",
+    "llava-onevision": "<|im_start|>user <image>\nWhat is in the image?<|im_end|><|im_start|>assistant\n",
+    "mllama": "<|image|><|begin_of_text|>What is in the image?",
+}
+
+
+def image_prompt(variant: str) -> str:
+    """The one-image prompt for a diagnostics.families variant (Qwen-VL's vision tokens, LLaVA's <image>, ...)."""
+    return QWEN_IMAGE_PROMPT if variant.startswith("qwen") else IMAGE_PROMPTS[variant]
+
+
+def build_vlm_kit(name: str, out_dir, force: bool = False) -> Path:
+    """Write the kit directory for stored model `name`; raises UsageError for an unknown name or a busy out_dir."""
+    src = MODELS_DIR / name
+    if not (src / "config.json").is_file():
+        raise UsageError(f"no stored model config {name!r}; stored: {', '.join(stored_models())}")
+    config = json.loads((src / "config.json").read_text())
+    model_type = config.get("model_type")
+    if model_type not in FAMILY_TOKENS:
+        raise UsageError(f"stored model {name!r} ({model_type}) has no kit tokenizer; kit families: "
+                         f"{', '.join(sorted(FAMILY_TOKENS))}")
+    out_dir = Path(out_dir)
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise UsageError(f"OUT_DIR {str(out_dir)!r} is not empty; pass --force to overwrite the kit files in it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for fname in CONFIG_FILES[1:]:
+        if (src / fname).is_file():
+            shutil.copyfile(src / fname, out_dir / fname)
+    _write_video_processor(out_dir, model_type)
+    _write_image_processor(out_dir, model_type)
+
+    from diagnostics.kit.tokenizer import TokenizerSpec, build_tokenizer
+
+    tokens, eos, extra = FAMILY_TOKENS[model_type]
+    tok = build_tokenizer(out_dir, TokenizerSpec(tuple(tokens), eos=eos, pad=tokens[0], extra_config=extra))
+    _point_token_ids(config, model_type, tok.special_ids)
+    config["_memcheck_kit"] = {"size": "real", "weights": "none", "source": name}
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return out_dir
+
+
+# The tiny Qwen2.5-VL for CPU-backend engine starts: the smallest widths vLLM's CPU backend accepts (LLM head_dim
+# 32, M-RoPE sections summing to 16), the real token arithmetic (14 px patches, 2 x 2 merge, temporal patch 2)
+# but max_pixels 64 x 28 x 28, so the largest dummy image is 64 tokens (256 ViT patches) instead of 16,384.
+TINY_QWEN25VL = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                     num_key_value_heads=1, vocab_size=512, max_position_embeddings=4096)
+TINY_QWEN25VL_VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                            fullatt_block_indexes=[1], hidden_act="silu", in_chans=3, tokens_per_second=2)
+TINY_MAX_PIXELS = 64 * 28 * 28
+QWEN_IMAGE_PROMPT = ("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What is in the image?<|im_end|>\n"
+                     "<|im_start|>assistant\n")
+
+
+def build_tiny_qwen25vl(out_dir, seed: int = 0) -> Path:
+    """A random-weight Qwen2.5-VL directory (~0.3 MB) that vLLM's CPU backend starts; marked as a tiny kit."""
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from diagnostics.kit.tokenizer import TokenizerSpec, build_tokenizer
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokens, eos, extra = FAMILY_TOKENS["qwen2_5_vl"]
+    tok = build_tokenizer(out_dir, TokenizerSpec(tuple(tokens), eos=eos, pad=tokens[0], extra_config=extra,
+                                                 vocab_size=TINY_QWEN25VL["vocab_size"]))
+    ids = tok.special_ids
+    text = dict(TINY_QWEN25VL, rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]}, rope_theta=1000000.0,
+                tie_word_embeddings=False, bos_token_id=ids["<|endoftext|>"], eos_token_id=ids[eos])
+    config = Qwen2_5_VLConfig(text_config=text, vision_config=TINY_QWEN25VL_VISION,
+                              image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+                              vision_start_token_id=ids["<|vision_start|>"],
+                              vision_end_token_id=ids["<|vision_end|>"], bos_token_id=ids["<|endoftext|>"],
+                              eos_token_id=ids[eos], tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    Qwen2_5_VLForConditionalGeneration(config).to(torch.float32).save_pretrained(out_dir, safe_serialization=True)
+    saved = json.loads((out_dir / "config.json").read_text())
+    saved["_memcheck_kit"] = {"size": "tiny", "weights": "random", "source": "qwen2.5-vl"}
+    (out_dir / "config.json").write_text(json.dumps(saved, indent=2) + "\n")
+    pre = json.loads((MODELS_DIR / "qwen2.5-vl-7b" / "preprocessor_config.json").read_text())
+    pre["max_pixels"] = TINY_MAX_PIXELS
+    (out_dir / "preprocessor_config.json").write_text(json.dumps(pre, indent=2) + "\n")
+    _write_video_processor(out_dir, "qwen2_5_vl")
+    _write_image_processor(out_dir, "qwen2_5_vl")
+    (out_dir / "generation_config.json").write_text(json.dumps({"eos_token_id": ids[eos]}) + "\n")
+    return out_dir

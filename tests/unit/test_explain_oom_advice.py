@@ -1,0 +1,32 @@
+"""The family's own knob in the profile-run advice (explain/oom_advice.family_culprits)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from diagnostics.explain.context import Ctx
+from diagnostics.explain.oom_advice import family_culprits, rule_culprits
+from diagnostics.models import get_model
+
+
+def _ctx(model, settings=None, engine="V1"):
+    record = SimpleNamespace(settings=settings or {}, error_line=None, platform=None, phase="vision_encoder")
+    return Ctx(record, {}, "0.32.0", engine, model, None, None)
+
+
+def test_qwen_advice_names_max_pixels_and_video_off():
+    culprits = family_culprits(_ctx(get_model("qwen2.5-vl-7b")), "encoder_profile")
+    assert culprits[0].setting == "mm_processor_kwargs" and culprits[0].suggested == {"max_pixels": 1003520}
+    assert '{"video": 0}' in culprits[0].why
+
+
+def test_llama32_vision_advice_is_max_num_seqs_and_enforce_eager():
+    culprits = family_culprits(_ctx(get_model("llama-3.2-11b-vision"), engine="V0"), "encoder_profile")
+    assert [c.setting for c in culprits] == ["max_num_seqs", "enforce_eager"]
+
+
+def test_rules_of_thumb_put_the_family_knob_first_and_minicpm_has_none():
+    internvl = rule_culprits(_ctx(get_model("internvl3-8b")), "encoder_profile")
+    assert internvl[0].suggested == {"max_patches": 6}
+    assert family_culprits(_ctx(get_model("minicpm-v-2_6")), "encoder_profile") == []
+    assert family_culprits(_ctx(get_model("qwen2.5-vl-7b")), "activation_peak") == []
