@@ -1,4 +1,5 @@
-"""`explain LOGFILE|-`: what a vLLM start-up log says failed, in which phase, with vLLM's own numbers and the fix.
+"""`explain LOGFILE|- [--format text|json|md] [--out FILE]`: what a vLLM start-up log says failed, in which phase,
+with vLLM's own numbers and the fix; `--format md` is a redacted Markdown report to paste into an issue.
 
 Exit 0 whenever the input was read (an unrecognisable text is outcome `unknown`); exit 2 for a file that cannot
 be read or an unknown --model/--card.
@@ -15,6 +16,7 @@ from diagnostics.explain import explain_record
 from diagnostics.logs.reader import read_log_stream
 from diagnostics.logs.record import LogRecord
 from diagnostics.models import get_model
+from diagnostics.report import SINGLE_FORMATS, emit, log_markdown, output_format
 
 HELP = "read a vLLM start-up log (file or -) and say what failed, why, and the smallest fix"
 
@@ -34,7 +36,10 @@ TEXT_SETTINGS = ("model", "max_model_len", "max_num_seqs", "max_num_batched_toke
 
 def add_arguments(parser) -> None:
     parser.add_argument("logfile", metavar="LOGFILE|-", help="a vLLM log file, or - to read standard input")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text (= --format json)")
+    parser.add_argument("--format", choices=SINGLE_FORMATS, default=None,
+                        help="text (default), json, or md: a redacted Markdown report to paste into an issue")
+    parser.add_argument("--out", default=None, metavar="FILE", help="write the answer to FILE instead of stdout")
     parser.add_argument("--model", default=None, help="model the log is from (minicpm-v-2_6, a stored VLM "
                                                       "such as qwen2.5-vl-7b, or a directory with config.json); "
                                                       "sharpens the culprits")
@@ -148,8 +153,13 @@ def run(args) -> int:
     record = read_input(args.logfile)
     _resolve(args.model, args.card)
     answer = explain(record, model=args.model, card=args.card)
-    if args.json:
-        print(json.dumps(as_json(record, answer), default=str))
+    fmt = output_format(args.json, args.format)
+    if fmt == "md":
+        text = log_markdown(record, answer, model=args.model, card=args.card)
+    elif fmt == "json":
+        text = json.dumps(as_json(record, answer), default=str)
     else:
-        print(as_text(record, answer))
+        text = as_text(record, answer)
+    emit(text, args.out)
     return 0
+

@@ -1,5 +1,5 @@
 """`plan [--model minicpm-v-2_6|PATH] [--card NAME] [--vllm VERSION] [--entrypoint llm|serve] [--set KEY=VALUE ...]
-[--cards FILE] [--json]`: predict every term of vLLM's start-up memory and the verdict, without a GPU.
+[--cards FILE] [--json | --format text|json|md] [--out FILE]`: predict every term of vLLM's start-up memory and the verdict, without a GPU.
 
 Defaults: --model minicpm-v-2_6, --card 3090 (the seed's card, so a bare `plan` answers the classic question),
 --vllm the installed vLLM (read from package metadata, vllm is not imported) else the newest known.
@@ -12,6 +12,7 @@ import json
 from diagnostics.cards import get_card
 from diagnostics.explain import explain_plan
 from diagnostics.predict.estimator import Plan, plan
+from diagnostics.report import SINGLE_FORMATS, emit, output_format, plan_markdown
 from diagnostics.settings import parse_set
 from diagnostics.units import fmt_gib, fmt_tokens
 
@@ -31,7 +32,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                         help="engine setting; VALUE is JSON when it parses (repeatable)")
     parser.add_argument("--cards", default=None, metavar="FILE", help="TOML file with [cards.NAME] overrides")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--json", action="store_true", help="print one JSON object (= --format json)")
+    parser.add_argument("--format", choices=SINGLE_FORMATS, default=None,
+                        help="text (default), json, or md: a redacted Markdown report to paste into an issue")
+    parser.add_argument("--out", default=None, metavar="FILE", help="write the answer to FILE instead of stdout")
 
 
 def build(args) -> Plan:
@@ -44,10 +48,14 @@ def run(args) -> int:
     explanation = explain_plan(p) if p.verdict != "unknown" else None
     culprits = [c.to_json() for c in explanation.culprits] if explanation else []
     fix = dict(explanation.fix) if explanation else {}
-    if args.json:
-        print(json.dumps(p.to_json(culprits, fix), indent=2, default=str))
-        return 0
-    print(format_plan(p, explanation))
+    fmt = output_format(args.json, args.format)
+    if fmt == "md":
+        text = plan_markdown(p, explanation, fits=None)  # fits: the plans of a --fit search (issue #14)
+    elif fmt == "json":
+        text = json.dumps(p.to_json(culprits, fix), indent=2, default=str)
+    else:
+        text = format_plan(p, explanation)
+    emit(text, args.out)
     return 0
 
 

@@ -1,7 +1,9 @@
-"""Reports of a sweep for issue threads: Markdown, JSON, HTML and PNG charts, all redacted.
+"""Reports for issue threads, all redacted and under GitHub's 65,536-character limit.
 
-`write_reports(run_dir)` builds the report once (report/content.py: redacted dict) and lays it out:
+`write_reports(run_dir)` builds a sweep's report once (report/content.py: redacted dict) and lays it out:
 report.md, report.json, report.html and charts/*.png in the run directory (or out_dir).
+`log_markdown(record, answer)` (explain --format md) and `plan_markdown(plan, explanation)` (plan --format md)
+build one start's report (report/single.py) and lay it out with the same renderer (report/markdown.py).
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from diagnostics.redact import Redactor
 from diagnostics.report.content import build_report, resolve_source
 from diagnostics.report.html import render_html
 from diagnostics.report.jsonreport import render_json
-from diagnostics.report.markdown import render_markdown
+from diagnostics.report.markdown import fit_to_limit, render_log_markdown, render_markdown, render_plan_markdown
+from diagnostics.report.single import log_report, plan_report
 
 FORMATS = ("md", "json", "html", "png")
+SINGLE_FORMATS = ("text", "json", "md")  # explain and plan: one start's answer
 FILE_NAMES = {"md": "report.md", "json": "report.json", "html": "report.html"}
 
 
@@ -44,7 +48,8 @@ def write_reports(run_dir, formats=FORMATS, out_dir=None, redactor=None) -> list
     report = build_report(run_dir, red)
     written: list[Path] = []
     if "md" in formats:
-        written.append(_write(out / FILE_NAMES["md"], red.text(render_markdown(report))))
+        md = fit_to_limit(lambda keep: red.text(render_markdown(report, keep)))
+        written.append(_write(out / FILE_NAMES["md"], md))
     if "json" in formats:
         written.append(_write(out / FILE_NAMES["json"], render_json(report)))
     if "png" in formats or "html" in formats:
@@ -59,3 +64,37 @@ def write_reports(run_dir, formats=FORMATS, out_dir=None, redactor=None) -> list
 def _write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def log_markdown(record, answer: dict, model=None, card=None, redactor: Redactor | None = None) -> str:
+    """`explain --format md`: the redacted Markdown report of one log (record: LogRecord, answer: the culprits,
+    summary and fix of commands.explain.explain). UsageError for an unknown model or card."""
+    red = redactor or Redactor.for_this_machine()
+    content = log_report(record, answer, model=model, card=card, redactor=red)
+    return fit_to_limit(lambda keep: red.text(render_log_markdown(content, keep)))
+
+
+def plan_markdown(plan, explanation=None, fits=None, redactor: Redactor | None = None) -> str:
+    """`plan --format md`: the redacted Markdown report of one prediction (and of a --fit search's plans)."""
+    red = redactor or Redactor.for_this_machine()
+    content = plan_report(plan, explanation, fits=fits, redactor=red)
+    return fit_to_limit(lambda keep: red.text(render_plan_markdown(content, keep)))
+
+
+def emit(text: str, out=None) -> None:
+    """Print `text`, or write it to the file `out` (UsageError naming the file when it cannot be written)."""
+    if out is None:
+        print(text, end="" if text.endswith("\n") else "\n")
+        return
+    try:
+        Path(out).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {str(out)!r}: {exc.strerror or exc}; accepted: a writable file path") from None
+
+
+def output_format(json_flag: bool, fmt: str | None) -> str:
+    """explain/plan: `--json` is `--format json`; `--json` with another --format is a UsageError."""
+    if json_flag and fmt not in (None, "json"):
+        raise UsageError(f"--json and --format {fmt} disagree; accepted: --json or --format "
+                         + "|".join(SINGLE_FORMATS))
+    return "json" if json_flag else (fmt or "text")

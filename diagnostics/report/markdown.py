@@ -1,4 +1,10 @@
-"""Markdown report that pastes cleanly into a GitHub issue (tables in GitHub format, logs folded)."""
+"""Markdown that pastes cleanly into a GitHub issue, one look for the three reports: a sweep (`report`), one log
+(`explain --format md`) and one prediction (`plan --format md`).
+
+They share the figure labels (units in the label: `weights (GiB)`, `KV tokens`), the cell formatting
+(diagnostics.units), the tables (GitHub format), the culprit lines, the folded log blocks and the footer, and
+every one is cut to GitHub's 65,536-character limit by `fit_to_limit` (folded log lines go first).
+"""
 
 from __future__ import annotations
 
@@ -7,26 +13,139 @@ import re
 from diagnostics.report.content import ENV_LABELS, peak_of
 from diagnostics.units import fmt_gib, fmt_tokens
 
-TABLE_HEADERS = [
-    "combination", "outcome", "peak device (GiB)", "peak process (GiB)", "weights (GiB)",
-    "activation peak (GiB)", "KV cache (GiB)", "KV tokens", "start-up (s)",
-]
+GITHUB_LIMIT = 65_536  # characters GitHub accepts in an issue or comment body
+LINE_CHARS = 2_000  # a longer log line is cut: a pasted blob says nothing about memory
+KEEP_STEPS = (None, 40, 20, 10, 5, 0)  # folded log lines kept per block while the text is over the limit
+
+# One label per figure, the unit in the label: the sweep's column headers and the single reports' row names.
+LABELS = {
+    "peak_device_gib": "peak device (GiB)",
+    "peak_process_gib": "peak process (GiB)",
+    "weights_gib": "weights (GiB)",
+    "activation_peak_gib": "activation peak (GiB)",
+    "non_torch_gib": "non-torch (GiB)",
+    "cuda_graph_gib": "CUDA graphs (GiB)",
+    "kv_cache_gib": "KV cache (GiB)",
+    "kv_cache_tokens": "KV tokens",
+    "encoder_budget_tokens": "encoder budget (tokens)",
+    "encoder_items": "encoder items",
+    "peak_gib": "start-up peak (GiB)",
+    "startup_s": "start-up (s)",
+}
+SWEEP_FIGURES = ("peak_device_gib", "peak_process_gib", "weights_gib", "activation_peak_gib", "kv_cache_gib",
+                 "kv_cache_tokens", "startup_s")
+TABLE_HEADERS = ["combination", "outcome"] + [LABELS[k] for k in SWEEP_FIGURES]
+LOG_FIGURE_HEADERS = ["figure", "vLLM printed", "plan predicts", "plan range", "plan − vLLM"]
+PLAN_FIGURE_HEADERS = ["figure", "plan predicts", "plan range", "basis"]
+FIT_HEADERS = ["settings", "verdict", LABELS["peak_gib"], LABELS["kv_cache_tokens"]]
 
 
-def _n(v, digits=2) -> str:
-    """A table cell whose header names the unit; tiny figures (CPU-backend KV pools of a few MiB) keep two
-    significant digits (diagnostics.units.fmt_gib)."""
-    return fmt_gib(v, digits, unit=False)
+# -- cells ------------------------------------------------------------------------------------------------
+def cell(key: str, value) -> str:
+    """A figure in a table whose label names the unit: GiB with two decimals (tiny ones keep two significant
+    digits), seconds with one, counts with thousands separators; `-` when unknown."""
+    if value is None:
+        return "-"
+    if key.endswith("_gib"):
+        return fmt_gib(value, unit=False)
+    if key.endswith("_s"):
+        return fmt_gib(value, 1, unit=False)
+    return fmt_tokens(value)
+
+
+def difference_cell(key: str, difference, ratio) -> str:
+    """`+0.41 (+3%)`: plan's figure minus vLLM's, in the row's unit, and relative to vLLM's figure."""
+    if difference is None:
+        return "-"
+    sign = "+" if difference > 0 else ("-" if difference < 0 else "±")
+    text = sign + cell(key, abs(difference))
+    if ratio is None:
+        return text
+    return text + (f" ({ratio:+.0%})" if abs(ratio) >= 0.01 else f" ({ratio:+.1%})")
+
+
+def range_cell(key: str, low, high) -> str:
+    return "-" if low is None or high is None or low == high else f"{cell(key, low)} – {cell(key, high)}"
 
 
 def _value(v) -> str:
     if isinstance(v, dict):
         return "{" + ", ".join(f"{k}: {_value(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, bool):
-        return str(v)
     return str(v)
 
 
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    """A GitHub table; `|` inside a cell is escaped, numbers are left as the cells spell them."""
+    from tabulate import tabulate  # lazily: the CLI imports the report package at start-up
+
+    return tabulate([[_cell(x) for x in row] for row in rows], headers=headers, tablefmt="github",
+                    disable_numparse=True)
+
+
+# -- shared blocks ----------------------------------------------------------------------------------------
+def fence_for(lines: list[str]) -> str:
+    """A backtick fence longer than any backtick run inside the text, so a log cannot close it early."""
+    longest = max((len(m) for line in lines for m in re.findall(r"`+", line)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def _clip(line: str) -> str:
+    return line if len(line) <= LINE_CHARS else line[:LINE_CHARS] + f" … ({len(line) - LINE_CHARS:,} characters cut)"
+
+
+def code_block(lines: list[str]) -> list[str]:
+    lines = [_clip(x) for x in lines]
+    fence = fence_for(lines)
+    return [fence + "text", *lines, fence]
+
+
+def details(summary: str, lines: list[str], keep: int | None = None) -> list[str]:
+    """A folded block of log lines (`<details>`); `keep` = how many of the last lines to keep (None: all)."""
+    if keep is not None and len(lines) > keep:
+        if keep == 0:
+            return [f"<sub>{summary}: {len(lines)} lines left out to fit GitHub's {GITHUB_LIMIT:,}-character "
+                    "limit.</sub>"]
+        summary += f" (last {keep} of {len(lines)}; the rest left out to fit GitHub's limit)"
+        lines = lines[-keep:]
+    return ["<details><summary>" + summary + "</summary>", "", *code_block(lines), "", "</details>"]
+
+
+def culprit_lines(culprits: list[dict]) -> list[str]:
+    """`max_num_seqs=128` (was 256): why. One per culprit, best first."""
+    out = []
+    for culprit in culprits:
+        now = "unset" if culprit.get("value") is None else _value(culprit.get("value"))
+        line = f"`{culprit.get('setting')}={_value(culprit.get('suggested'))}` (was {now})"
+        if culprit.get("suggested") is None:  # the figures cannot size the change
+            line = f"`{culprit.get('setting')}` (now {now})"
+        if culprit.get("why"):
+            line += f": {str(culprit['why']).rstrip('. ')}"
+        out.append(line)
+    return out
+
+
+def footer(command: str) -> str:
+    return (f"<sub>Written by vllm-memcheck `{command}`. Tokens, keys, user names, home directories and host names "
+            "are redacted.</sub>")
+
+
+def fit_to_limit(render, limit: int = GITHUB_LIMIT) -> str:
+    """render(keep) -> text; the first text under `limit` while folded log blocks shrink (KEEP_STEPS), else the
+    last one cut at the limit with a closing note."""
+    text = ""
+    for keep in KEEP_STEPS:
+        text = render(keep)
+        if len(text) <= limit:
+            return text
+    note = f"\n\n<sub>Cut at GitHub's {limit:,}-character limit.</sub>\n"
+    return text[: limit - len(note)] + note
+
+
+# -- the sweep --------------------------------------------------------------------------------------------
 def outcome_cell(c: dict) -> str:
     text = c["outcome"]
     if c.get("outcome") != "ok" and c.get("expected") == c.get("outcome"):
@@ -37,11 +156,7 @@ def outcome_cell(c: dict) -> str:
 
 
 def table_rows(report: dict) -> list[list[str]]:
-    return [
-        [c["id"], outcome_cell(c), _n(c["peak_device_gib"]), _n(c["peak_process_gib"]), _n(c["weights_gib"]),
-         _n(c["activation_peak_gib"]), _n(c["kv_cache_gib"]), fmt_tokens(c["kv_cache_tokens"]), _n(c["startup_s"], 1)]
-        for c in report["combinations"]
-    ]
+    return [[c["id"], outcome_cell(c)] + [cell(k, c[k]) for k in SWEEP_FIGURES] for c in report["combinations"]]
 
 
 def environment_rows(report: dict) -> list[list[str]]:
@@ -63,36 +178,32 @@ def failures(report: dict) -> list[dict]:
 
 
 def suggested_settings(c: dict) -> list[str]:
-    out = []
-    for culprit in c["diagnosis"]["culprits"]:
-        setting = culprit.get("setting")
-        line = f"`{setting}={_value(culprit.get('suggested'))}` (was {_value(culprit.get('value'))})"
-        if culprit.get("why"):
-            line += f": {str(culprit['why']).rstrip('. ')}"
-        out.append(line)
+    return culprit_lines(c["diagnosis"]["culprits"])
+
+
+def _failure(c: dict, keep: int | None) -> list[str]:
+    phase = f" in {c['phase']}" if c.get("phase") and c["phase"] != "unknown" else ""
+    checks = ", failed the suite's checks" if c.get("passed") is False else ""
+    out = ["", f"### `{c['id']}`: {c['outcome']}{phase}{checks}", ""]
+    out.append(c["diagnosis"]["summary"] or "No diagnosis: the log did not match a known failure.")
+    if c["diagnosis"].get("error_line"):
+        out += ["", "Root-cause line:", "", *code_block([c["diagnosis"]["error_line"]])]
+    if c.get("reasons"):
+        out.append("")
+    out += [f"- check failed: {reason}" for reason in c.get("reasons") or []]
+    suggestions = suggested_settings(c)
+    if suggestions:
+        out += ["", "Suggested settings: " + "; ".join(suggestions) + "."]
+    if c.get("log_tail"):
+        out += ["", *details(f"Last {len(c['log_tail'])} lines of {c.get('log_file')}", c["log_tail"], keep)]
     return out
 
 
-def fence_for(lines: list[str]) -> str:
-    """A backtick fence longer than any backtick run inside the text, so a log cannot close it early."""
-    longest = max((len(m) for line in lines for m in re.findall(r"`+", line)), default=0)
-    return "`" * max(3, longest + 1)
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def render_markdown(report: dict) -> str:
-    from tabulate import tabulate  # lazily: the CLI imports the report package at start-up
-
-    env = report["environment"]
+def render_markdown(report: dict, keep: int | None = None) -> str:
+    """The sweep report; `keep` caps the log lines of each failure (fit_to_limit)."""
     out = [f"# vLLM start-up memory report: run {report['run']}", "", f"**Verdict.** {report['verdict']}", ""]
-    out += ["## Environment", ""]
-    out.append(tabulate([[_cell(a), _cell(b)] for a, b in environment_rows(report)], headers=["", "value"],
-                        tablefmt="github", disable_numparse=True))
-    out += ["", "## Combinations", ""]
-    out.append(tabulate(table_rows(report), headers=TABLE_HEADERS, tablefmt="github", disable_numparse=True))
+    out += ["## Environment", "", table(["", "value"], environment_rows(report))]
+    out += ["", "## Combinations", "", table(TABLE_HEADERS, table_rows(report))]
     if any(c["peak_device_gib"] is not None for c in report["combinations"]):
         out += ["", "Peak device memory is what NVML saw for the whole card; peak process memory is the engine's "
                 "own processes."]
@@ -103,34 +214,77 @@ def render_markdown(report: dict) -> str:
     if fails:
         out += ["", "## Failures"]
         for c in fails:
-            phase = f" in {c['phase']}" if c.get("phase") and c["phase"] != "unknown" else ""
-            checks = ", failed the suite's checks" if c.get("passed") is False else ""
-            out += ["", f"### `{c['id']}`: {c['outcome']}{phase}{checks}", ""]
-            summary = c["diagnosis"]["summary"] or "No diagnosis: the log did not match a known failure."
-            out.append(summary)
-            if c["diagnosis"].get("error_line"):
-                line = c["diagnosis"]["error_line"]
-                fence = fence_for([line])
-                out += ["", "Root-cause line:", "", fence + "text", line, fence]
-            if c.get("reasons"):
-                out.append("")
-            for reason in c.get("reasons") or []:
-                out.append(f"- check failed: {reason}")
-            suggestions = suggested_settings(c)
-            if suggestions:
-                out += ["", "Suggested settings: " + "; ".join(suggestions) + "."]
-            tail = c.get("log_tail")
-            if tail:
-                fence = fence_for(tail)
-                out += ["", "<details><summary>Last " + str(len(tail)) + " lines of " + str(c.get("log_file"))
-                        + "</summary>", "", fence + "text", *tail, fence, "", "</details>"]
+            out += _failure(c, keep)
     out += ["", "## Charts", "",
             f"Peak per combination: `{report['charts']['overview']}`; memory over time per combination: "
             "`charts/<combination>.png` (in the run directory; drag them into the issue to attach them).", ""]
-    out.append("<sub>Written by vllm-memcheck `report`. Tokens, keys, user names, home directories and host names "
-               "are redacted.</sub>")
+    out.append(footer("report"))
     peak_ids = [c["id"] for c in report["combinations"] if peak_of(c) is None]
     if peak_ids:
-        out.append("")
-        out.append(f"<sub>No memory figures for: {', '.join(peak_ids)}.</sub>")
+        out += ["", f"<sub>No memory figures for: {', '.join(peak_ids)}.</sub>"]
+    return "\n".join(out) + "\n"
+
+
+# -- one log, one prediction ------------------------------------------------------------------------------
+def log_figure_rows(rows: list[dict]) -> list[list[str]]:
+    return [[LABELS[r["figure"]], cell(r["figure"], r["printed"]), cell(r["figure"], r["predicted"]),
+             range_cell(r["figure"], r["low"], r["high"]), difference_cell(r["figure"], r["difference"], r["ratio"])]
+            for r in rows]
+
+
+def plan_figure_rows(rows: list[dict]) -> list[list[str]]:
+    return [[LABELS[r["figure"]], cell(r["figure"], r["predicted"]), range_cell(r["figure"], r["low"], r["high"]),
+             r["basis"] or "-"] for r in rows]
+
+
+def _what_to_change(content: dict) -> list[str]:
+    out = ["", "## What to change", "", content["summary"] or "No diagnosis beyond the verdict."]
+    lines = culprit_lines(content["culprits"])
+    if lines:
+        out += [""] + [f"{i}. {line}." for i, line in enumerate(lines, 1)]
+    if content.get("replan_command"):
+        out += ["", f"Re-plan with the fix: `{content['replan_command']}`"]
+    return out
+
+
+def _notes(notes: list[str]) -> list[str]:
+    return [""] + [f"- {note}" for note in notes] if notes else []
+
+
+def render_log_markdown(content: dict, keep: int | None = None) -> str:
+    """`explain --format md`: verdict, figures beside plan's, environment, what to change, decisive log lines."""
+    out = [f"# {content['title']}", "", f"**Verdict.** {content['verdict']}", ""]
+    out += ["## Memory: vLLM's figures and plan's prediction", ""]
+    if content["figures"]:
+        out.append(table(LOG_FIGURE_HEADERS, log_figure_rows(content["figures"])))
+    else:
+        out.append("The log prints none of the memory figures.")
+    if content["prediction_gap"]:
+        out += ["", f"No prediction beside them: {content['prediction_gap']}."]
+    out += _notes(content["notes"])
+    out += ["", "## Environment (as the log shows it)", "", table(["", "value"], content["environment"])]
+    out += _what_to_change(content)
+    if content["error_line"]:
+        out += ["", "Root-cause line:", "", *code_block([content["error_line"]])]
+    if content["evidence"]:
+        out += ["", *details(f"Decisive log lines ({len(content['evidence'])})", content["evidence"], keep)]
+    out += ["", footer("explain --format md")]
+    return "\n".join(out) + "\n"
+
+
+def render_plan_markdown(content: dict, keep: int | None = None) -> str:
+    """`plan --format md`: verdict, predicted figures with ranges and basis, the settings, what to change, and the
+    `--fit` results when there are any. `keep` is unused (nothing folded); it keeps fit_to_limit's signature."""
+    out = [f"# {content['title']}", "", f"**Verdict.** {content['verdict']}", ""]
+    out += ["## Memory: plan's prediction", "", table(PLAN_FIGURE_HEADERS, plan_figure_rows(content["figures"]))]
+    out += _notes(content["notes"])
+    out += ["", "## Settings", "", table(["", "value"], content["environment"])]
+    if content["outcome"] != "ok" or content["culprits"]:
+        out += _what_to_change(content)
+    if content.get("fits") is not None:
+        rows = [[", ".join(f"{k}={_value(v)}" for k, v in r["settings"].items()) or "(as given)", r["verdict"],
+                 cell("peak_gib", r["peak_gib"]), cell("kv_cache_tokens", r["kv_cache_tokens"])]
+                for r in content["fits"]]
+        out += ["", "## What fits", "", table(FIT_HEADERS, rows) if rows else "Nothing fits on this card."]
+    out += ["", footer("plan --format md")]
     return "\n".join(out) + "\n"
