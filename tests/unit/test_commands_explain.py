@@ -142,3 +142,88 @@ def test_json_fix_is_empty_when_nothing_is_to_fix(capsys):
     assert main(["explain", "--json", str(LOGS / "gpu_v1_new_breakdown_ok.log")]) == 0
     data = json.loads(capsys.readouterr().out)
     assert (data["outcome"], data["fix"], data["culprits"]) == ("ok", {}, [])
+
+
+# -- --format md: the paste-ready report (issue #15) ------------------------------------------------------
+def _field_logs() -> list[tuple[str, str]]:
+    """(id, log) of every field case with a log, from both files."""
+    cases2 = [json.loads(x) for x in (ROOT / "tests" / "data" / "field_cases" / "cases-2.jsonl").read_text()
+              .splitlines() if x.strip()]
+    out = [(c["source"], c["log_excerpt"]) for c in CASES if (c.get("log_excerpt") or "").strip()]
+    return out + [(c["id"], c["log"]) for c in cases2 if (c.get("log") or "").strip()]
+
+
+FIELD_LOGS = _field_logs()
+PLANTED = {"hf": "hf_Q3vT9xLm2PzR8wKc5NbY7dHj4GsA6eFuXo", "bearer": "Zk29fjQpL0xVw8eR", "user": "zqmallory",
+           "host": "zhgpunode17", "other": "zoeve42", "key": "s3cr3tValue99zz"}
+
+
+def _planted(log: str) -> str:
+    p = PLANTED
+    return "\n".join([
+        f"INFO 11-30 10:00:00 loading /home/{p['other']}/models/MiniCPM-V-2_6 on {p['host']} as {p['user']}",
+        f"export HF_TOKEN={p['hf']}",
+        f"DEBUG headers: Authorization: Bearer {p['bearer']}",
+        log,
+        f"vllm serve m --api-key {p['key']} --max-model-len 4096",
+    ])
+
+
+def markdown_tokens(text: str):
+    """The Markdown as a CommonMark + GitHub-tables renderer parses it (markdown-it-py)."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable("table").parse(text)
+
+
+def test_field_cases_are_counted():
+    assert len(FIELD_LOGS) == 31  # 23 excerpts in cases.jsonl + 8 logs in cases-2.jsonl
+
+
+@pytest.mark.parametrize("case_id, log", FIELD_LOGS, ids=[c[:40] for c, _ in FIELD_LOGS])
+def test_every_field_case_writes_a_redacted_report_that_renders_and_fits(case_id, log, tmp_path):
+    from unittest import mock
+
+    from diagnostics.logs.reader import read_log
+
+    path, out = tmp_path / "case.log", tmp_path / "report.md"
+    path.write_text(_planted(log))
+    with mock.patch("getpass.getuser", return_value=PLANTED["user"]), \
+            mock.patch("socket.gethostname", return_value=PLANTED["host"]):
+        assert main(["explain", str(path), "--format", "md", "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert len(text) <= 65_536
+    for secret in PLANTED.values():
+        assert secret not in text, f"{secret} leaked"
+    record = read_log(_planted(log))
+    assert f"stopped with {record.outcome}" in text or record.outcome in ("ok", "unknown")
+    tokens = markdown_tokens(text)
+    kinds = [t.type for t in tokens]
+    assert kinds.count("heading_open") >= 3 and "paragraph_open" in kinds
+    figures = "The log prints none of the memory figures." not in text
+    assert kinds.count("table_open") == 1 + figures  # the figures (when any) and the environment
+    assert "| vLLM printed" in text or not figures
+    if set(record.evidence) - {record.error_line}:  # the decisive lines, folded: HTML blocks around a fence
+        html = [t.content for t in tokens if t.type == "html_block"]
+        assert any(h.startswith("<details>") for h in html) and any("</details>" in h for h in html)
+    assert all(t.markup.startswith("```") for t in tokens if t.type == "fence")
+
+
+def test_md_to_stdout_and_a_huge_log_still_fits(tmp_path, capsys):
+    huge = tmp_path / "huge.log"
+    line = "ERROR 11-30 10:00:00 worker.py:1] torch.OutOfMemoryError: CUDA out of memory. " + "x" * 200
+    huge.write_text((LOGS / "gpu_v063_profile_vision_oom.log").read_text() + (line + "\n") * 3000)
+    assert main(["explain", str(huge), "--format", "md"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("# vLLM start-up memory report: one log") and len(text) <= 65_536
+
+
+def test_json_and_format_md_disagree_exit_2(capsys):
+    assert main(["explain", str(LOGS / "cpu_no_kv_cache.log"), "--json", "--format", "md"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--json and --format md" in err
+
+
+def test_out_to_an_unwritable_path_is_exit_2(tmp_path, capsys):
+    assert main(["explain", str(LOGS / "cpu_no_kv_cache.log"), "--format", "md", "--out", str(tmp_path)]) == 2
+    assert "cannot write" in capsys.readouterr().err
