@@ -90,3 +90,29 @@ def test_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "diagnostics", "plan", "--card", "l20", "--vllm", "0.5.4", "--json"],
                          capture_output=True, text=True, check=True).stdout
     assert json.loads(out)["verdict"] == "oom_profile"
+
+
+def test_format_md_is_the_report_with_the_same_verdict_as_json(capsys, tmp_path):
+    doc = _json(capsys, "--card", "3090", "--vllm", "0.6.3")
+    out = tmp_path / "plan.md"
+    assert main(["plan", "--card", "3090", "--vllm", "0.6.3", "--format", "md", "--out", str(out)]) == 0
+    assert capsys.readouterr().out == ""
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith("# vLLM start-up memory prediction: openbmb/MiniCPM-V-2_6 on 3090\n")
+    assert f"fails with {doc['verdict']}" in text and "| weights (GiB)" in text and "| plan predicts" in text
+    fix = ", ".join(f"{k}={v}" for k, v in doc["fix"].items())
+    assert f"Fix: set {fix}; plan predicts it" in text
+    assert f"{doc['components']['weights_gib']:.2f}" in text
+    assert len(text) <= 65_536
+
+
+def test_format_md_of_a_start_that_fits_has_no_fix(capsys):
+    assert main(["plan", "--card", "a100-80", "--vllm", "0.6.3", "--set", "max_model_len=4096", "--format",
+                 "md"]) == 0
+    text = capsys.readouterr().out
+    assert "starts: peak" in text and "## What to change" not in text and "Fix:" not in text
+
+
+def test_json_and_format_text_disagree_exit_2(capsys):
+    assert main(["plan", "--json", "--format", "text"]) == 2
+    assert "--json and --format text disagree" in capsys.readouterr().err

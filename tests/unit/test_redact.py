@@ -174,3 +174,64 @@ def test_planted_secrets_never_reach_any_report_format(other, name, value, value
         assert "<details>" in outputs["report.md"] and SECRET in outputs["report.md"]
         json.loads(outputs["report.json"])
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- the same property for one start's reports: explain --format md and plan --format md (issue #15) -------
+LOGS = Path(__file__).resolve().parents[1] / "data" / "logs"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(other=users.map(lambda u: u.replace("zq", "zo", 1)), name=secret_names, value=values, value2=values,
+       value3=values, bearer=values, hf=hf_tokens, sk=sk_tokens, aws=aws_keys, user=users, host=hosts)
+def test_planted_secrets_never_reach_the_single_log_report(other, name, value, value2, value3, bearer, hf, sk, aws,
+                                                           user, host):
+    from diagnostics.cli import main
+
+    log = (LOGS / "gpu_v063_profile_vision_oom.log").read_text()
+    log = log.replace("model='openbmb/MiniCPM-V-2_6'", f"model='/home/{user}/models/MiniCPM-V-2_6'")
+    planted = [
+        f"export {name}={value}",
+        f"INFO loading /home/{user}/models/MiniCPM-V-2_6 on {host} as {user}",
+        f"INFO cache /home/{other}/.cache and /Users/{other}/x, C:\\Users\\{other}\\y",
+        f"DEBUG request headers: Authorization: Bearer {bearer}",
+        f"non-default args: {{'api_key': '{sk}', 'download_dir': '/home/{other}/hf'}}",
+        f"HF hub token {hf} and AWS {aws}",
+        f"cache at file://{host}/share/{user} and https://{user}:{value2}@example.com/x",
+        f"vllm serve m --api-key {value3} --max-model-len 4096",
+    ]
+    secrets = [other, value, value2, value3, bearer, hf, sk, aws, user, host, host.split(".")[0]]
+    with tempfile.TemporaryDirectory() as tmp:
+        path, out = Path(tmp) / "vllm.log", Path(tmp) / "report.md"
+        path.write_text("\n".join(planted[:4]) + "\n" + log + "\n".join(planted[4:]) + "\n")
+        with mock.patch("getpass.getuser", return_value=user), mock.patch("socket.gethostname", return_value=host):
+            assert main(["explain", str(path), "--format", "md", "--out", str(out)]) == 0
+        text = out.read_text(encoding="utf-8")
+    for s in secrets:
+        assert s.lower() not in text.lower(), f"{s!r} leaked into the log report"
+    assert "stopped with oom_profile" in text and "| weights (GiB)" in text  # still the report, with a prediction
+    assert "~/models/MiniCPM-V-2_6" in text
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(user=users, host=hosts)
+def test_planted_names_never_reach_the_plan_report(user, host):
+    """plan's inputs that can carry a name: the model directory's path and a --cards label."""
+    from collections import defaultdict
+
+    from diagnostics.cli import main
+    from diagnostics.kit.minicpmv26 import make_config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp) / "home" / user / "models" / "MiniCPM-V-2_6"
+        model_dir.mkdir(parents=True)
+        (model_dir / "config.json").write_text(json.dumps(make_config("real", "none", defaultdict(int))))
+        cards = Path(tmp) / "cards.toml"
+        cards.write_text(f'[cards.mybox]\nlabel = "NVIDIA A10 on {host}"\ntotal_gib = 22.18\n')
+        out = Path(tmp) / "plan.md"
+        with mock.patch("getpass.getuser", return_value=user), mock.patch("socket.gethostname", return_value=host):
+            assert main(["plan", "--model", str(model_dir), "--cards", str(cards), "--card", "mybox", "--vllm",
+                         "0.6.3", "--format", "md", "--out", str(out)]) == 0
+        text = out.read_text(encoding="utf-8")
+    for s in (user, host, host.split(".")[0]):
+        assert s.lower() not in text.lower(), f"{s!r} leaked into the plan report"
+    assert "NVIDIA A10 on [host]" in text and "| weights (GiB)" in text
