@@ -19,6 +19,7 @@ KEEP_STEPS = (None, 40, 20, 10, 5, 0)  # folded log lines kept per block while t
 
 # One label per figure, the unit in the label: the sweep's column headers and the single reports' row names.
 LABELS = {
+    "gpu_total_gib": "GPU memory (GiB)",  # as the sweep's environment block names it (content.ENV_LABELS)
     "peak_device_gib": "peak device (GiB)",
     "peak_process_gib": "peak process (GiB)",
     "weights_gib": "weights (GiB)",
@@ -31,6 +32,8 @@ LABELS = {
     "encoder_items": "encoder items",
     "peak_gib": "start-up peak (GiB)",
     "startup_s": "start-up (s)",
+    "oom_tried_gib": "OOM: tried to allocate (GiB)",
+    "oom_free_gib": "OOM: free then (GiB)",
 }
 SWEEP_FIGURES = ("peak_device_gib", "peak_process_gib", "weights_gib", "activation_peak_gib", "kv_cache_gib",
                  "kv_cache_tokens", "startup_s")

@@ -21,6 +21,7 @@ from diagnostics.units import fmt_gib, fmt_tokens
 
 # The figures both reports compare, in the order vLLM's start-up meets them: (numbers key, plan component or None).
 FIGURES = (
+    ("gpu_total_gib", None),
     ("weights_gib", "weights"),
     ("activation_peak_gib", "activation_peak"),
     ("non_torch_gib", "non_torch"),
@@ -30,7 +31,11 @@ FIGURES = (
     ("encoder_budget_tokens", None),
     ("encoder_items", None),
     ("peak_gib", None),
+    ("oom_tried_gib", None),
+    ("oom_free_gib", None),
 )
+# Where a figure has another name in LogRecord.numbers (the total the CUDA OOM message prints).
+PRINTED_AS = {"gpu_total_gib": ("gpu_total_gib", "oom_total_gib")}
 # Plan's profile-run key for the figures that are not components.
 PROFILE_KEYS = {"encoder_budget_tokens": "encoder_budget_tokens", "encoder_items": "encoder_items"}
 # Settings the log echoes that say nothing about memory, left out of the environment block.
@@ -60,6 +65,8 @@ def plan_figures(plan) -> dict:
             out[key] = (plan.kv_cache_tokens, None, None, plan.components["kv_cache"].basis)
         elif key == "peak_gib":
             out[key] = (plan.peak_gib, None, None, "sum: CUDA context + weights + non-torch + activation peak")
+        elif key == "gpu_total_gib" and not plan.card.is_cpu:
+            out[key] = (plan.card.total_gib, None, None, f"the card profile ({plan.card.name})")
         elif key in PROFILE_KEYS and plan.profile.get(PROFILE_KEYS[key]) is not None:
             out[key] = (plan.profile[PROFILE_KEYS[key]], None, None, "derived: the profile run's dummy items")
     return out
@@ -72,7 +79,7 @@ def figure_rows(printed: dict | None, plan) -> list[dict]:
     predicted = plan_figures(plan) if plan is not None else {}
     rows = []
     for key, _ in FIGURES:
-        p = printed.get(key)
+        p = next((printed[k] for k in PRINTED_AS.get(key, (key,)) if printed.get(k) is not None), None)
         p = p if isinstance(p, (int, float)) and not isinstance(p, bool) else None
         value, low, high, basis = predicted.get(key, (None, None, None, None))
         if p is None and value is None:
@@ -152,9 +159,10 @@ def _prediction_gap(record, model_spec, card, plan) -> str | None:
 def log_verdict(record, answer: dict, plan, check: dict | None) -> str:
     """The one-paragraph verdict: outcome and phase, the setting that caused it, the fix, and whether the fix is
     predicted to start."""
-    who = f"vLLM {record.vllm_version}" if record.vllm_version else "vLLM (version not in the log)"
-    if record.engine:
-        who += f" ({record.engine})"
+    if record.vllm_version:
+        who = f"vLLM {record.vllm_version}" + (f" ({record.engine})" if record.engine else "")
+    else:
+        who = f"vLLM ({record.engine + ', ' if record.engine else ''}version not in the log)"
     phase = "" if record.phase in (None, "unknown") else f" in the {record.phase.replace('_', ' ')} phase"
     if record.outcome == "ok":
         head = f"{who} started: the log shows no start-up failure."
@@ -166,19 +174,21 @@ def log_verdict(record, answer: dict, plan, check: dict | None) -> str:
     if record.outcome != "ok" or answer["fix"]:
         parts.append(fix_sentence(answer["fix"], check, plan.card.label if plan is not None else None))
     if plan is not None:
-        parts.append(f"For the settings the log echoes plan predicts {plan.verdict}"
+        assumed = "" if record.vllm_version else f", assuming vLLM {plan.vllm_version} (the newest known)"
+        parts.append(f"For the settings the log echoes{assumed}, plan predicts {plan.verdict}"
                      + (f" ({plan.failing_phase})" if plan.failing_phase else "") + ".")
     return " ".join(parts)
 
 
 def _log_environment(record, model_spec, card, card_given: bool) -> list[list[str]]:
-    rows = [["vLLM", record.vllm_version or "not in the log"],
-            ["engine", ", ".join(x for x in (record.engine, record.platform) if x) or "not in the log"]]
+    rows = [["vLLM", record.vllm_version or "not in the log"], ["engine", record.engine or "not in the log"],
+            ["platform", record.platform or "not in the log"]]
     total = record.numbers.get("gpu_total_gib", record.numbers.get("oom_total_gib"))
     rows.append(["GPU memory (GiB)", fmt_gib(total, unit=False) if total is not None else "not in the log"])
     if card is not None:
         how = "--card" if card_given else ("the CPU backend" if card.is_cpu else "nearest built-in card to that total")
-        rows.append(["card for the prediction", f"{card.name}: {card.label}, {fmt_gib(card.total_gib)} ({how})"])
+        size = "total read at run time" if card.is_cpu else fmt_gib(card.total_gib)
+        rows.append(["card for the prediction", f"{card.name}: {card.label}, {size} ({how})"])
     model = record.settings.get("model")
     rows.append(["model", str(model) if model else (model_spec.name if model_spec else "not named in the log")])
     echoed = {k: v for k, v in record.settings.items() if k != "model" and k not in QUIET_SETTINGS}

@@ -109,7 +109,7 @@ def test_plan_report_verdict_fix_check_and_the_fit_hook():
                                          f"vLLM 0.6.3 (V0) fails with {p.verdict}")
     assert "plan predicts it starts" in content["verdict"]  # check_fix above: this fix re-plans to ok
     assert content["fits"] is None
-    assert [r["figure"] for r in content["figures"]][:2] == ["weights_gib", "activation_peak_gib"]
+    assert [r["figure"] for r in content["figures"]][:3] == ["gpu_total_gib", "weights_gib", "activation_peak_gib"]
     ok = plan("minicpm-v-2_6", "3090", "0.6.3", overrides={"max_model_len": 4096})
     rows = fit_rows(p, [ok])
     assert rows == [{"settings": {k: v for k, v in ok.settings.items() if p.settings.get(k) != v},
