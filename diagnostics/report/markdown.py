@@ -258,8 +258,9 @@ def render_log_markdown(content: dict, keep: int | None = None) -> str:
     """`explain --format md`: verdict, figures beside plan's, environment, what to change, decisive log lines."""
     out = [f"# {content['title']}", "", f"**Verdict.** {content['verdict']}", ""]
     out += ["## Memory: vLLM's figures and plan's prediction", ""]
-    if content["figures"]:
-        out.append(table(LOG_FIGURE_HEADERS, log_figure_rows(content["figures"])))
+    if content["figures"]:  # without a prediction only vLLM's column: empty plan columns say nothing
+        width = 2 if content["prediction_gap"] else len(LOG_FIGURE_HEADERS)
+        out.append(table(LOG_FIGURE_HEADERS[:width], [r[:width] for r in log_figure_rows(content["figures"])]))
     else:
         out.append("The log prints none of the memory figures.")
     if content["prediction_gap"]:

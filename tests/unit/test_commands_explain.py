@@ -227,3 +227,16 @@ def test_json_and_format_md_disagree_exit_2(capsys):
 def test_out_to_an_unwritable_path_is_exit_2(tmp_path, capsys):
     assert main(["explain", str(LOGS / "cpu_no_kv_cache.log"), "--format", "md", "--out", str(tmp_path)]) == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_readme_example_is_the_commands_output(tmp_path, monkeypatch, capsys):
+    """README's "Why did my start fail?" example is what `explain vllm.log --format md` prints for vllm#6124."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- example: explain vllm.log --format md -->\n", 1)[1].split("<!-- end of example -->")[0]
+    shown = "\n".join(line[2:] if line.startswith("> ") else line.lstrip(">") for line in block.splitlines())
+    log = next(json.loads(x)["log"] for x in (ROOT / "tests" / "data" / "field_cases" / "cases-2.jsonl")
+               .read_text().splitlines() if x.strip() and json.loads(x)["id"] == "vllm-6124-kv-too-small-phi3v")
+    (tmp_path / "vllm.log").write_text(log)
+    monkeypatch.chdir(tmp_path)
+    assert main(["explain", "vllm.log", "--format", "md"]) == 0
+    assert capsys.readouterr().out.rstrip("\n") == shown.rstrip("\n")
