@@ -246,7 +246,7 @@ def _what_to_change(content: dict) -> list[str]:
     if lines:
         out += [""] + [f"{i}. {line}." for i, line in enumerate(lines, 1)]
     if content.get("replan_command"):
-        out += ["", f"Re-plan with the fix: `{content['replan_command']}`"]
+        out += ["", "Re-plan with the fix:", "", "```bash", content["replan_command"], "```"]
     return out
 
 

@@ -49,11 +49,22 @@ def screenshot(html: Path, png: Path) -> bool:
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
         return False
-    height = 400 + 24 * html.read_text(encoding="utf-8").count("\n")
     subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--window-size=1000,{min(height, 6000)}", f"--screenshot={png}", html.as_uri()],
+                    "--window-size=1000,6000", f"--screenshot={png}", html.as_uri()],
                    capture_output=True, timeout=120, check=False)
+    if png.is_file():
+        _crop(png)
     return png.is_file()
+
+
+def _crop(png: Path) -> None:
+    """Cut the blank page below the report (Pillow comes with matplotlib)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(png) as img:
+        box = ImageOps.invert(img.convert("RGB")).getbbox()
+        if box:
+            img.crop((0, 0, img.width, min(img.height, box[3] + 24))).save(png)
 
 
 def main(argv: list[str]) -> int:
