@@ -1,5 +1,6 @@
 """`plan [--model minicpm-v-2_6|PATH] [--card NAME] [--vllm VERSION] [--entrypoint llm|serve] [--set KEY=VALUE ...]
-[--cards FILE] [--json | --format text|json|md] [--out FILE]`: predict every term of vLLM's start-up memory and the verdict, without a GPU.
+[--cards FILE] [--json | --format text|json|md] [--out FILE]`: predict every term of vLLM's start-up memory and the
+verdict, without a GPU; `--format md` is a redacted Markdown report to paste into an issue.
 
 Defaults: --model minicpm-v-2_6, --card 3090 (the seed's card, so a bare `plan` answers the classic question),
 --vllm the installed vLLM (read from package metadata, vllm is not imported) else the newest known.

@@ -73,8 +73,9 @@ def plan_figures(plan) -> dict:
 
 
 def figure_rows(printed: dict | None, plan) -> list[dict]:
-    """One row per FIGURES key that vLLM printed or plan predicts: {figure (the key), printed, predicted, low, high, basis,
-    difference (predicted - printed, same unit), ratio (difference / printed, None when printed is 0 or absent)}."""
+    """One row per FIGURES key that vLLM printed or plan predicts: {figure (the key), printed, predicted, low, high,
+    basis, difference (predicted - printed, same unit), ratio (difference / printed; None when printed is 0 or
+    absent)}. GiB figures in GiB, counts as counts."""
     printed = printed or {}
     predicted = plan_figures(plan) if plan is not None else {}
     rows = []

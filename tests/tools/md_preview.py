@@ -1,7 +1,7 @@
 """Render the Markdown reports as GitHub would show them, and screenshot them with a headless Chromium.
 
-    python tests/tools/md_preview.py OUT_DIR                  # every field case (both files) through explain --format md
-    python tests/tools/md_preview.py OUT_DIR report.md ...    # given Markdown files
+    python tests/tools/md_preview.py OUT_DIR                # every field case (both files), explain --format md
+    python tests/tools/md_preview.py OUT_DIR report.md ...  # given Markdown files
 
 Per report: OUT_DIR/<name>.md, <name>.html (markdown-it-py: CommonMark + GitHub tables, raw HTML kept as GitHub
 keeps <details>/<sub>, GitHub-like CSS) and <name>.png (`chromium --headless --screenshot`, 1000 px wide) when
