@@ -115,3 +115,21 @@ def test_report_command(tmp_path):
 
 
 # -- the environment block of `python -m diagnostics env` ------------------------------------------------
+
+
+def test_a_sweep_with_many_long_failing_logs_still_fits_githubs_limit(tmp_path):
+    """report.md goes through the same fit_to_limit as explain/plan --format md: log tails shrink first."""
+    failing = json.loads(RESULTS.read_text().splitlines()[2])
+    (tmp_path / "logs").mkdir()
+    records = []
+    for i in range(30):
+        r = dict(failing, id=f"combo{i:03d}", log_file=f"logs/combo{i:03d}.log", timeline_file=None)
+        (tmp_path / r["log_file"]).write_text("".join(f"ERROR {i} line {j} " + "y" * 200 + "\n" for j in range(40)))
+        records.append(r)
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    [md] = write_reports(tmp_path, formats=("md",), out_dir=tmp_path / "out", redactor=Redactor())
+    text = md.read_text(encoding="utf-8")
+    assert len(text) <= 65_536
+    assert "### `combo029`" in text  # every failure keeps its heading and diagnosis; only the folded logs shrink
+    assert "(last 5 of 40; the rest left out to fit GitHub's limit)" in text  # 40, 20, 10 lines were too many
+    assert "ERROR 29 line 39 " in text and "ERROR 29 line 34 " not in text
