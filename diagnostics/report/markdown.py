@@ -271,7 +271,7 @@ def render_log_markdown(content: dict, keep: int | None = None) -> str:
     if content["error_line"]:
         out += ["", "Root-cause line:", "", *code_block([content["error_line"]])]
     if content["evidence"]:
-        out += ["", *details(f"Decisive log lines ({len(content['evidence'])})", content["evidence"], keep)]
+        out += ["", *details(f"Decisive log lines, as the log reader quotes them ({len(content['evidence'])})", content["evidence"], keep)]
     out += ["", footer("explain --format md")]
     return "\n".join(out) + "\n"
 

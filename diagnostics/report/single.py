@@ -135,12 +135,17 @@ def fix_sentence(fix: dict, check: dict | None, card_label: str | None) -> str:
 
 
 def _cause(culprits: list[dict], fix: dict, verb: str = "caused") -> str:
-    """The culprit the fix changes (else the first one), as a sentence; "" without culprits."""
+    """The culprit the fix changes (else the first one that has a suggestion) as a sentence; without one, the
+    settings named with no figures to size a change; "" without culprits."""
+    sized = [c for c in culprits if c.get("suggested") is not None]
+    if sized:
+        c = next((c for c in sized if c.get("setting") in fix), sized[0])
+        now = "unset" if c.get("value") is None else _value(c.get("value"))
+        return f" The setting that {verb} it: {c['setting']}={now}."
     if not culprits:
         return ""
-    c = next((c for c in culprits if c.get("setting") in fix), culprits[0])
-    now = "unset" if c.get("value") is None else _value(c.get("value"))
-    return f" The setting that {verb} it: {c['setting']}={now}."
+    names = ", ".join(c["setting"] for c in culprits)
+    return f" Settings that drive it: {names} (the log prints no figures to size a change)."
 
 
 # -- one log ----------------------------------------------------------------------------------------------

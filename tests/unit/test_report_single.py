@@ -118,3 +118,16 @@ def test_plan_report_verdict_fix_check_and_the_fit_hook():
     assert plan_report(p, e, fits=[], redactor=Redactor())["fits"] == []
     ok_content = plan_report(ok, explain_plan(ok), redactor=Redactor())
     assert "starts: peak" in ok_content["verdict"] and "Fix" not in ok_content["verdict"]
+
+
+def test_culprits_without_a_suggestion_are_named_as_drivers_not_as_the_cause():
+    record = read_log("INFO Loading weights took 15.10 GB\n")
+    answer = {"culprits": [{"setting": "max_num_seqs", "value": None, "suggested": None, "why": "w"},
+                           {"setting": "max_num_batched_tokens", "value": 8192, "suggested": None, "why": "w"}],
+              "summary": "s", "fix": {}}
+    v = log_report(record, answer, redactor=Redactor())["verdict"]
+    assert "caused it" not in v
+    assert "Settings that drive it: max_num_seqs, max_num_batched_tokens (the log prints no figures" in v
+    answer["culprits"].append({"setting": "max_model_len", "value": 32768, "suggested": 4096, "why": "w"})
+    assert "The setting that caused it: max_model_len=32768." in log_report(record, answer,
+                                                                             redactor=Redactor())["verdict"]
