@@ -53,6 +53,12 @@ def settings_text(settings: dict) -> str:
     return ", ".join(f"{k}={_value(v)}" for k, v in settings.items())
 
 
+def card_text(card) -> str:
+    """`NVIDIA GeForce RTX 3090 (23.69 GiB)`; the CPU pseudo-card's total is read at run time."""
+    size = "total read at run time" if card.is_cpu and not card.total_gib else fmt_gib(card.total_gib)
+    return f"{card.label} ({size})"
+
+
 # -- the figures table ------------------------------------------------------------------------------------
 def plan_figures(plan) -> dict:
     """{key: (value, low, high, basis)} of a Plan for every FIGURES key it has (GiB floats, counts ints)."""
@@ -120,10 +126,10 @@ def replan_command(plan, fix: dict, model=None) -> str | None:
     return " ".join(shlex.quote(w) for w in words)
 
 
-def fix_sentence(fix: dict, check: dict | None, card_label: str | None) -> str:
+def fix_sentence(fix: dict, check: dict | None, card_label: str | None, source: str = "the log shows") -> str:
     """`Fix: set max_num_seqs=128; plan predicts it starts (peak 18.52 GiB, KV cache 51,888 tokens on ...).`"""
     if not fix:
-        return "No setting change is suggested from what the log shows."
+        return f"No setting change is suggested from what {source}."
     text = f"Fix: set {settings_text(fix)}"
     if check is None:
         return text + "; not re-planned (no plan for these settings)."
@@ -193,8 +199,7 @@ def _log_environment(record, model_spec, card, card_given: bool) -> list[list[st
     rows.append(["GPU memory (GiB)", fmt_gib(total, unit=False) if total is not None else "not in the log"])
     if card is not None:
         how = "--card" if card_given else ("the CPU backend" if card.is_cpu else "nearest built-in card to that total")
-        size = "total read at run time" if card.is_cpu else fmt_gib(card.total_gib)
-        rows.append(["card for the prediction", f"{card.name}: {card.label}, {size} ({how})"])
+        rows.append(["card for the prediction", f"{card.name}: {card_text(card)}; {how}"])
     model = record.settings.get("model")
     rows.append(["model", str(model) if model else (model_spec.name if model_spec else "not named in the log")])
     echoed = {k: v for k, v in record.settings.items() if k != "model" and k not in QUIET_SETTINGS}
@@ -241,9 +246,10 @@ def log_report(record, answer: dict, model=None, card=None, redactor: Redactor |
 # -- one prediction ---------------------------------------------------------------------------------------
 def plan_verdict(plan, explanation, check: dict | None) -> str:
     """The one-paragraph verdict of a prediction, worded like log_verdict."""
-    where = f"{plan.model.name} on {plan.card.label} ({fmt_gib(plan.card.total_gib)}), vLLM {plan.vllm_version} " \
-            f"({plan.engine})"
-    if plan.verdict == "ok":
+    where = f"{plan.model.name} on {card_text(plan.card)}, vLLM {plan.vllm_version} ({plan.engine})"
+    if plan.verdict == "unknown":
+        head = f"plan cannot tell whether {where} starts" + (f": {plan.notes[-1]}." if plan.notes else ".")
+    elif plan.verdict == "ok":
         head = (f"plan predicts {where} starts: peak {fmt_gib(plan.peak_gib)}, KV cache "
                 f"{fmt_tokens(plan.kv_cache_tokens)} tokens.")
     else:
@@ -251,8 +257,8 @@ def plan_verdict(plan, explanation, check: dict | None) -> str:
         head = f"plan predicts {where} fails with {plan.verdict}{phase}."
     culprits = [c.to_json() for c in explanation.culprits] if explanation is not None else []
     parts = [head + _cause(culprits, explanation.fix if explanation else {}, "causes")]
-    if plan.verdict != "ok":
-        parts.append(fix_sentence(explanation.fix if explanation else {}, check, plan.card.label))
+    if plan.verdict not in ("ok", "unknown"):
+        parts.append(fix_sentence(explanation.fix if explanation else {}, check, plan.card.label, "the plan shows"))
     return " ".join(parts)
 
 
@@ -274,7 +280,7 @@ def plan_report(plan, explanation=None, fits=None, redactor: Redactor | None = N
     check = check_fix(plan, fix)
     pr = plan.profile
     env = [["model", plan.model.name],
-           ["card", f"{plan.card.name}: {plan.card.label}, {fmt_gib(plan.card.total_gib)}"],
+           ["card", f"{plan.card.name}: {card_text(plan.card)}"],
            ["vLLM", f"{plan.vllm_version} ({plan.engine}, {plan.family})"],
            ["entry point", plan.entrypoint],
            ["settings given", settings_text(plan.overrides) or "none (vLLM's defaults)"],

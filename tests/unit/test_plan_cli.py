@@ -116,3 +116,10 @@ def test_format_md_of_a_start_that_fits_has_no_fix(capsys):
 def test_json_and_format_text_disagree_exit_2(capsys):
     assert main(["plan", "--json", "--format", "text"]) == 2
     assert "--json and --format text disagree" in capsys.readouterr().err
+
+
+def test_format_md_on_the_cpu_pseudo_card_says_plan_cannot_tell(capsys):
+    assert main(["plan", "--card", "cpu", "--format", "md"]) == 0
+    text = capsys.readouterr().out
+    assert "plan cannot tell whether" in text and "total read at run time" in text
+    assert "0.00 GiB)" not in text and "the log" not in text

@@ -75,8 +75,8 @@ def test_log_report_of_a_profile_oom_says_outcome_phase_culprit_and_whether_the_
     weights = next(r for r in content["figures"] if r["figure"] == "weights_gib")
     assert weights["printed"] == 15.1 and weights["predicted"] == pytest.approx(15.09, abs=0.01)
     assert content["prediction_gap"] is None
-    assert ["card for the prediction", "3090: NVIDIA GeForce RTX 3090, 23.69 GiB (nearest built-in card to that "
-            "total)"] in content["environment"]
+    assert ["card for the prediction", "3090: NVIDIA GeForce RTX 3090 (23.69 GiB); nearest built-in card to that "
+            "total"] in content["environment"]
     assert content["error_line"].startswith("[rank0]: torch.OutOfMemoryError")
     assert content["evidence"] and content["error_line"] not in content["evidence"]
 
@@ -98,7 +98,7 @@ def test_log_report_without_a_known_model_says_how_to_get_the_prediction():
     content = log_report(record, _answer(record, model="minicpm-v-2_6", card="a10"), model="minicpm-v-2_6",
                          card="a10", redactor=Redactor())
     assert content["prediction_gap"] is None
-    assert ["card for the prediction", "a10: NVIDIA A10, 22.18 GiB (--card)"] in content["environment"]
+    assert ["card for the prediction", "a10: NVIDIA A10 (22.18 GiB); --card"] in content["environment"]
 
 
 def test_plan_report_verdict_fix_check_and_the_fit_hook():
