@@ -34,6 +34,7 @@ LABELS = {
     "startup_s": "start-up (s)",
     "oom_tried_gib": "OOM: tried to allocate (GiB)",
     "oom_free_gib": "OOM: free then (GiB)",
+    "other_processes_gib": "OOM: other processes (GiB)",
 }
 SWEEP_FIGURES = ("peak_device_gib", "peak_process_gib", "weights_gib", "activation_peak_gib", "kv_cache_gib",
                  "kv_cache_tokens", "startup_s")

@@ -33,6 +33,7 @@ FIGURES = (
     ("peak_gib", None),
     ("oom_tried_gib", None),
     ("oom_free_gib", None),
+    ("other_processes_gib", None),
 )
 # Where a figure has another name in LogRecord.numbers (the total the CUDA OOM message prints).
 PRINTED_AS = {"gpu_total_gib": ("gpu_total_gib", "oom_total_gib")}
@@ -179,7 +180,8 @@ def log_verdict(record, answer: dict, plan, check: dict | None) -> str:
     if record.outcome == "ok":
         head = f"{who} started: the log shows no start-up failure."
     elif record.outcome == "unknown":
-        head = f"{who}: the log does not show how the start ended{phase} (no root-cause line)."
+        reached = f"; the last phase it shows begun is {record.reached.replace('_', ' ')}" if record.reached else ""
+        head = f"{who}: the log does not show how the start ended{phase} (no root-cause line){reached}."
     else:
         head = f"{who} stopped with {record.outcome}{phase}."
     parts = [head + _cause(answer["culprits"], answer["fix"])]
@@ -202,6 +204,11 @@ def _log_environment(record, model_spec, card, card_given: bool) -> list[list[st
         rows.append(["card for the prediction", f"{card.name}: {card_text(card)}; {how}"])
     model = record.settings.get("model")
     rows.append(["model", str(model) if model else (model_spec.name if model_spec else "not named in the log")])
+    rows.append(["last phase begun", record.reached.replace("_", " ") if record.reached else "not in the log"])
+    if record.gpu_processes:
+        rows.append(["processes on the GPU (OOM message)", ", ".join(
+            f"{'this process' if p['this_process'] else 'pid ' + str(p['pid'])}: {fmt_gib(p['gib'])}"
+            for p in record.gpu_processes)])
     echoed = {k: v for k, v in record.settings.items() if k != "model" and k not in QUIET_SETTINGS}
     if echoed:
         rows.append(["settings the log echoes", settings_text(echoed)])

@@ -131,3 +131,20 @@ def test_culprits_without_a_suggestion_are_named_as_drivers_not_as_the_cause():
     answer["culprits"].append({"setting": "max_model_len", "value": 32768, "suggested": 4096, "why": "w"})
     assert "The setting that caused it: max_model_len=32768." in log_report(record, answer,
                                                                              redactor=Redactor())["verdict"]
+
+
+def test_log_report_shows_how_far_the_start_got_and_the_processes_the_oom_message_lists():
+    import json
+
+    cases = Path(__file__).resolve().parents[1] / "data" / "field_cases" / "cases-2.jsonl"
+    log = next(json.loads(x)["log"] for x in cases.read_text().splitlines()
+               if x.strip() and json.loads(x)["id"] == "qwen3vl-1224-oom-kv-alloc-other-processes")
+    record = read_log(log)
+    content = log_report(record, _answer(record), redactor=Redactor())
+    env = dict(map(tuple, content["environment"]))
+    assert env["last phase begun"] == record.reached.replace("_", " ")
+    listed = env["processes on the GPU (OOM message)"]
+    assert listed.count("pid ") == sum(1 for p in record.gpu_processes if not p["this_process"])
+    assert "this process: 14.90 GiB" in listed
+    others = next(r for r in content["figures"] if r["figure"] == "other_processes_gib")
+    assert others["printed"] == pytest.approx(record.numbers["other_processes_gib"])
