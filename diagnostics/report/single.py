@@ -189,7 +189,8 @@ def log_verdict(record, answer: dict, plan, check: dict | None) -> str:
         parts.append(fix_sentence(answer["fix"], check, plan.card.label if plan is not None else None))
     if plan is not None:
         assumed = "" if record.vllm_version else f", assuming vLLM {plan.vllm_version} (the newest known)"
-        parts.append(f"For the settings the log echoes{assumed}, plan predicts {plan.verdict}"
+        parts.append(f"For the settings the log echoes (vLLM's defaults for the rest){assumed}, plan predicts "
+                     f"{plan.verdict}"
                      + (f" ({plan.failing_phase})" if plan.failing_phase else "") + ".")
     return " ".join(parts)
 
