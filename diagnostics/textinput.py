@@ -1,0 +1,140 @@
+"""Read a log a user hands us (a path or `-`) into text: any encoding vLLM logs arrive in, compressed or not, and
+a one-line UsageError for what is not a log at all (empty, binary, endless).
+
+Accepted: UTF-8 (with or without BOM), UTF-16 / UTF-32 with a BOM, UTF-16 LE or BE without a BOM (what Windows
+PowerShell's `>` writes), gzip / bz2 / xz compressed logs (`vllm.log.gz`). Bytes that are not valid UTF-8 are
+replaced, not fatal (a Latin-1 host name must not hide the OOM line). Input is read in chunks up to MAX_BYTES;
+past that (e.g. `/dev/urandom` or `yes | ...`) it is refused instead of filling memory. On a terminal, input
+longer than PROGRESS_BYTES shows a progress line on stderr.
+"""
+
+from __future__ import annotations
+
+import bz2
+import codecs
+import gzip
+import io
+import lzma
+import sys
+from typing import BinaryIO
+
+from diagnostics.errors import UsageError
+
+MiB = 1 << 20
+MAX_BYTES = 256 * MiB  # the largest vLLM start-up log in the field cases is under 2 MiB
+CHUNK = 1 * MiB
+PROGRESS_BYTES = 16 * MiB
+SNIFF = 8192
+ACCEPTED = "a vLLM log as text (UTF-8 or UTF-16), optionally gzip/bz2/xz compressed, or - for standard input"
+
+COMPRESSED = {b"\x1f\x8b": ("gzip", gzip.decompress), b"BZh": ("bz2", bz2.decompress),
+              b"\xfd7zXZ\x00": ("xz", lzma.decompress)}
+# Formats worth naming when someone passes them instead of a log.
+KNOWN_BINARY = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"\x7fELF": "an executable (ELF)",
+                b"PK\x03\x04": "a zip archive (unpack it and pass the log inside)", b"%PDF": "a PDF document",
+                b"\x28\xb5\x2f\xfd": "a zstd archive (unpack it and pass the log inside)",
+                b"SQLite format 3": "an SQLite database"}
+BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def read_text_input(path: str, *, stdin: BinaryIO | None = None, progress: bool | None = None) -> str:
+    """The text of the log at `path` (`-`: standard input), decoded and decompressed.
+
+    Raises UsageError (one line naming the input and what is accepted) when it cannot be read, is empty, is
+    binary data, or exceeds MAX_BYTES (also after decompression).
+    """
+    name = "standard input" if path == "-" else repr(path)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if path == "-":
+        stream = stdin if stdin is not None else sys.stdin.buffer
+        data = _read_capped(stream, name, progress)
+    else:
+        try:
+            with open(path, "rb") as stream:
+                data = _read_capped(stream, name, progress)
+        except OSError as exc:
+            raise UsageError(f"cannot read log file {path!r}: {exc.strerror or exc}; accepted: {ACCEPTED}") from None
+    return decode_log(data, name)
+
+
+def _read_capped(stream: BinaryIO, name: str, progress: bool) -> bytes:
+    """Chunks until EOF or MAX_BYTES; stops after the first chunk when it already shows binary data."""
+    buf = io.BytesIO()
+    shown = False
+    while True:
+        chunk = stream.read(CHUNK)
+        if not chunk:
+            break
+        buf.write(chunk)
+        size = buf.tell()
+        if size == len(chunk) and describe_binary(chunk[:SNIFF]) is not None and _compression(chunk) is None:
+            break  # binary from the first bytes on (/dev/zero): the rest will not change the answer
+        if size > MAX_BYTES:
+            raise UsageError(f"{name} is longer than {MAX_BYTES // MiB} MiB (an endless stream?); accepted: {ACCEPTED} "
+                             f"(cut a long log to its start-up part)")
+        if progress and size >= PROGRESS_BYTES:
+            sys.stderr.write(f"\rreading {name}: {size // MiB} MiB")
+            shown = True
+    if shown:
+        sys.stderr.write("\n")
+    return buf.getvalue()
+
+
+def _compression(data: bytes) -> tuple[str, object] | None:
+    for magic, entry in COMPRESSED.items():
+        if data.startswith(magic):
+            return entry
+    return None
+
+
+def utf16_without_bom(sample: bytes) -> str | None:
+    """"utf-16-le" / "utf-16-be" when every other byte of the sample is NUL and the rest is text, else None."""
+    if len(sample) < 4:
+        return None
+    even, odd = sample[0::2], sample[1::2]
+    for zeros, text, codec in ((odd, even, "utf-16-le"), (even, odd, "utf-16-be")):
+        if zeros.count(0) >= 0.9 * len(zeros) and text.count(0) <= 0.05 * len(text):
+            return codec
+    return None
+
+
+def describe_binary(sample: bytes) -> str | None:
+    """What a non-text sample is ("a PNG image", "all zero bytes", "binary data"), or None for text."""
+    if not sample:
+        return None
+    for magic, what in KNOWN_BINARY.items():
+        if sample.startswith(magic):
+            return what
+    if any(sample.startswith(bom) for bom, _ in BOMS) or utf16_without_bom(sample):
+        return None
+    if sample.count(0) == len(sample):
+        return "all zero bytes"
+    controls = sum(1 for b in sample if b < 32 and b not in (9, 10, 12, 13, 27))  # tab, LF, FF, CR, ESC (colours)
+    if sample.count(0) or controls > 0.1 * len(sample):
+        return "binary data"
+    return None
+
+
+def decode_log(data: bytes, name: str = "the input", depth: int = 0) -> str:
+    """Bytes -> text (see the module doc); UsageError for empty or binary input."""
+    packed = _compression(data)
+    if packed is not None and depth < 2:
+        kind, unpack = packed
+        try:
+            inner = unpack(data)
+        except (OSError, EOFError, ValueError, lzma.LZMAError) as exc:
+            raise UsageError(f"{name} is {kind} data that does not unpack ({exc}); accepted: {ACCEPTED}") from None
+        if len(inner) > MAX_BYTES:
+            raise UsageError(f"{name} unpacks to more than {MAX_BYTES // MiB} MiB; accepted: {ACCEPTED}")
+        return decode_log(inner, f"{name} ({kind})", depth + 1)
+    what = describe_binary(data[:SNIFF])
+    if what is not None:
+        raise UsageError(f"{name} is {what} ({len(data):,} bytes read), not a text log; accepted: {ACCEPTED}")
+    codec = next((c for bom, c in BOMS if data.startswith(bom)), None) or utf16_without_bom(data[:SNIFF]) or "utf-8"
+    text = data.decode(codec, errors="replace")
+    if not text.strip():
+        raise UsageError(f"{name} is empty" + (f" ({len(data):,} bytes of white space)" if data else "")
+                         + f"; accepted: {ACCEPTED}")
+    return text
