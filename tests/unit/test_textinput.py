@@ -1,0 +1,91 @@
+"""diagnostics.textinput: every form a log arrives in is read; what is not a log is named in one line."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+
+import pytest
+
+from diagnostics import textinput
+from diagnostics.errors import UsageError
+from diagnostics.textinput import decode_log, describe_binary, read_text_input, utf16_without_bom
+
+TEXT = "INFO 11-24 14:05:44 [core.py:402] init engine took 0.04 s\nERROR torch.OutOfMemoryError: CUDA out of memory\n"
+
+
+@pytest.mark.parametrize("data", [
+    TEXT.encode(), b"\xef\xbb\xbf" + TEXT.encode(), TEXT.encode("utf-16"), TEXT.encode("utf-16-le"),
+    TEXT.encode("utf-16-be"), TEXT.encode("utf-32"), gzip.compress(TEXT.encode()), bz2.compress(TEXT.encode()),
+    lzma.compress(TEXT.encode()), gzip.compress(TEXT.encode("utf-16")),
+], ids=["utf8", "utf8-bom", "utf16-bom", "utf16le", "utf16be", "utf32-bom", "gzip", "bz2", "xz", "gzip-utf16"])
+def test_every_form_decodes_to_the_same_text(data):
+    assert decode_log(data).lstrip("\ufeff") == TEXT
+
+
+def test_invalid_utf8_is_replaced_not_fatal():
+    assert decode_log(b"host caf\xe9\n" + TEXT.encode()).endswith(TEXT)
+
+
+@pytest.mark.parametrize("data, says", [
+    (b"", "the input is empty; accepted:"),
+    (b" \n\t\n", "the input is empty (4 bytes of white space); accepted:"),
+    (b"\0" * 100, "the input is all zero bytes (100 bytes read), not a text log"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(300), "the input is a PNG image"),
+    (b"\x7fELF" + bytes(300), "an executable (ELF)"),
+    (b"PK\x03\x04" + bytes(300), "a zip archive (unpack it and pass the log inside)"),
+    (bytes(range(256)) * 4, "the input is binary data (1,024 bytes read)"),
+    (b"\x1f\x8b" + b"not really gzip", "the input is gzip data that does not unpack"),
+])
+def test_what_is_not_a_log_is_named(data, says):
+    with pytest.raises(UsageError) as err:
+        decode_log(data)
+    assert says in str(err.value) and "\n" not in str(err.value)
+
+
+def test_utf16_detection_needs_nuls_on_one_side_only():
+    assert utf16_without_bom("abcd".encode("utf-16-le")) == "utf-16-le"
+    assert utf16_without_bom("abcd".encode("utf-16-be")) == "utf-16-be"
+    assert utf16_without_bom(b"abcd") is None and utf16_without_bom(bytes(8)) is None
+    assert describe_binary(b"\x1b[32mINFO\x1b[0m colours are text\n") is None
+
+
+def test_a_stream_of_zeros_stops_after_the_first_chunk():
+    class Endless(io.RawIOBase):
+        reads = 0
+
+        def read(self, n=-1):
+            Endless.reads += 1
+            return bytes(n)
+
+    with pytest.raises(UsageError, match="standard input is all zero bytes"):
+        read_text_input("-", stdin=Endless(), progress=False)
+    assert Endless.reads == 1
+
+
+def test_an_endless_text_stream_is_refused_at_the_cap(monkeypatch):
+    monkeypatch.setattr(textinput, "MAX_BYTES", 3 * textinput.CHUNK)
+
+    class Yes(io.RawIOBase):
+        def read(self, n=-1):
+            return (b"y\n" * (n // 2))
+
+    with pytest.raises(UsageError, match=r"standard input is longer than 3 MiB \(an endless stream\?\)"):
+        read_text_input("-", stdin=Yes(), progress=False)
+
+
+def test_long_input_shows_progress_on_a_terminal(monkeypatch, capsys):
+    monkeypatch.setattr(textinput, "PROGRESS_BYTES", textinput.CHUNK)
+    data = (TEXT * (3 * textinput.CHUNK // len(TEXT) + 1)).encode()
+    assert read_text_input("-", stdin=io.BytesIO(data), progress=True).startswith(TEXT)
+    err = capsys.readouterr().err
+    assert "\rreading standard input: 1 MiB" in err and err.endswith("\n")
+    read_text_input("-", stdin=io.BytesIO(data), progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_missing_file_is_one_line(tmp_path):
+    with pytest.raises(UsageError, match=r"cannot read log file '.*nope.log': No such file or directory; accepted"):
+        read_text_input(str(tmp_path / "nope.log"))
