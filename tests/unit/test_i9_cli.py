@@ -40,8 +40,9 @@ def plan_json(card: str, vllm: str, settings: dict) -> dict:
 
 # -- every fix that explain or plan offers must start ---------------------------------------------------------------
 def assert_fixes_start(card: str, vllm: str, base: dict, offered: dict) -> None:
+    # a culprit that fixes it alone (its why says "enough" / "which fits") and the combined fix must both start
     offers = [({c["setting"]: c["suggested"]}, f"culprit {c['setting']}") for c in offered["culprits"]
-              if c.get("suggested") is not None]
+              if c.get("suggested") is not None and c.get("fixes_alone")]
     if offered.get("fix"):
         offers.append((dict(offered["fix"]), "fix"))
     assert offers, offered

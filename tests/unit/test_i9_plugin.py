@@ -210,8 +210,8 @@ def test_a_hub_model_is_not_forced_offline_and_a_kit_is(project, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     project.makeconftest(STAND_IN + textwrap.dedent("""
-        import diagnostics.plugin as plugin_module
-        plugin_module.download_model = lambda model, load_format: print("DOWNLOADED", model, load_format) or model
+        import diagnostics.suite.hub as hub
+        hub.download_model = lambda model, load_format, say: print("DOWNLOADED", model, load_format) or model
     """))
     result = run(project, *ARGS, "-k", "a")
     out = result.stdout.str()
