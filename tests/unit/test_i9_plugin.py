@@ -219,3 +219,28 @@ def test_a_hub_model_is_not_forced_offline_and_a_kit_is(project, monkeypatch):
     assert "RAN a timeout 900.0 env []" in out and "DOWNLOADED stand-in-model" in out
     result = run(project, *ARGS, "-k", "a", "--model=kit:tiny-text")
     assert "env ['HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE']" in result.stdout.str()
+
+
+def test_a_hub_model_is_fetched_once_before_the_first_start(project, monkeypatch):
+    project.makeconftest(STAND_IN + textwrap.dedent("""
+        import diagnostics.suite.hub as hub
+        hub.download_model = lambda model, load_format, say: print("DOWNLOADED", model) or model
+    """))
+    result = run(project, *ARGS)
+    out = result.stdout.str()
+    assert result.ret == 0, out
+    assert out.count("DOWNLOADED stand-in-model") == 1 and out.index("DOWNLOADED") < out.index("RAN a")
+
+
+def test_an_unreachable_hub_is_one_line_before_any_start(project, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: connection refused at once
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    result = run(project, *ARGS, "--model=org/some-model")
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == 1, out
+    assert "RAN" not in out and "Traceback" not in out
+    assert "vllm-memcheck: cannot reach the Hugging Face hub to fetch org/some-model (" in out
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = run(project, *ARGS, "--model=org/some-model")
+    assert "org/some-model is not in the local Hugging Face cache and HF_HUB_OFFLINE" in result.stdout.str()
