@@ -213,10 +213,10 @@ def test_a_hub_model_is_not_forced_offline_and_a_kit_is(project, monkeypatch):
         import diagnostics.suite.hub as hub
         hub.download_model = lambda model, load_format, say: print("DOWNLOADED", model, load_format) or model
     """))
-    result = run(project, *ARGS, "-k", "a")
+    result = run(project, *ARGS, "-k", "a", "--model=org/stand-in")
     out = result.stdout.str()
     assert result.ret == 0, out
-    assert "RAN a timeout 900.0 env []" in out and "DOWNLOADED stand-in-model" in out
+    assert "RAN a timeout 900.0 env []" in out and "DOWNLOADED org/stand-in" in out
     result = run(project, *ARGS, "-k", "a", "--model=kit:tiny-text")
     assert "env ['HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE']" in result.stdout.str()
 
@@ -226,10 +226,10 @@ def test_a_hub_model_is_fetched_once_before_the_first_start(project, monkeypatch
         import diagnostics.suite.hub as hub
         hub.download_model = lambda model, load_format, say: print("DOWNLOADED", model) or model
     """))
-    result = run(project, *ARGS)
+    result = run(project, *ARGS, "--model=org/stand-in")
     out = result.stdout.str()
     assert result.ret == 0, out
-    assert out.count("DOWNLOADED stand-in-model") == 1 and out.index("DOWNLOADED") < out.index("RAN a")
+    assert out.count("DOWNLOADED org/stand-in") == 1 and out.index("DOWNLOADED") < out.index("RAN a")
 
 
 def test_an_unreachable_hub_is_one_line_before_any_start(project, monkeypatch, tmp_path):
