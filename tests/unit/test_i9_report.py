@@ -38,3 +38,37 @@ def test_report_md_stays_under_githubs_comment_limit_and_links_the_whole_report(
     full = (tmp_path / DETAILS_FILE).read_text(encoding="utf-8")
     assert len(full) > COMMENT_LIMIT and "mml199-seqs256" in full
     assert tmp_path / DETAILS_FILE in written
+
+
+def cpu_record(rid: str, outcome: str = "ok", status: str = "passed") -> dict:
+    return {"schema_version": 1, "run": "r", "id": rid, "model": "kit:tiny-text", "settings": {"max_model_len": 256},
+            "outcome": outcome, "phase": "unknown", "status": status, "passed": True,
+            "expected": "ok" if outcome == "ok" else outcome, "reasons": [], "peak_device_gib": None,
+            "peak_process_gib": 1.9, "startup_s": 20.0,
+            "card": {"name": "cpu", "total_gib": 20.0, "profile_threshold_gib": 0.0, "headroom_gib": 0.0},
+            "machine_info": {"card": "cpu", "gpu_name": "vLLM CPU backend", "vllm": "0.32.0"},
+            "diagnosis": {"summary": "", "culprits": [], "error_line": None}}
+
+
+def test_charts_mark_expected_failures_and_label_cpu_runs_as_host_memory():
+    from diagnostics.report.charts import figure_texts, overview_figure
+    from diagnostics.report.content import build_report
+
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "results.jsonl").write_text(json.dumps(cpu_record("ok-256")) + "\n"
+                                             + json.dumps(cpu_record("kv-too-small", "kv_too_small", "xfail")) + "\n")
+        texts = figure_texts(overview_figure(build_report(tmp)))
+    assert any(t.startswith("kv_too_small (expected)") for t in texts), texts
+    assert "peak host memory (GiB, RSS of the engine processes)" in texts
+    assert "(expected): the matrix expects this failure" in texts
+
+
+def test_report_html_is_one_file_with_the_charts_embedded(tmp_path):
+    (tmp_path / "results.jsonl").write_text(json.dumps(cpu_record("ok-256")) + "\n")
+    write_reports(tmp_path, formats=("html",))
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert html.count('src="data:image/png;base64,') == 2  # the overview and the one combination
+    assert 'src="charts/' not in html
