@@ -58,6 +58,7 @@ class ModelSpec:
     tie_word_embeddings: bool = False
     source: str = "built-in"
     family: Family | None = None  # VLM families besides MiniCPM-V (diagnostics.families)
+    rope_factor: float = 1.0  # rope scaling that lengthens the context vLLM derives (see derived_max_model_len)
 
     def kv_bytes_per_token(self, dtype_bytes: int | None = None) -> int:
         """K and V for every layer: 57,344 B for MiniCPM-V-2_6 in bf16."""
@@ -65,6 +66,12 @@ class ModelSpec:
 
     def weights_bytes(self, dtype_bytes: int | None = None) -> int:
         return self.params * (dtype_bytes or self.dtype_bytes)
+
+    @property
+    def derived_max_model_len(self) -> int:
+        """The longest max_model_len vLLM accepts without VLLM_ALLOW_LONG_MAX_MODEL_LEN: max_position_embeddings
+        times the rope scaling factor (vllm/config/model.py `_get_and_verify_max_len`)."""
+        return int(self.max_position_embeddings * self.rope_factor)
 
     @property
     def vocab_padded(self) -> int:
@@ -281,4 +288,20 @@ def model_from_config(cfg: dict, name: str = "config.json", source: str = "confi
                      kv_heads=f["kv_heads"], head_dim=f["head_dim"], intermediate=f["intermediate"],
                      vocab=f["vocab"], max_position_embeddings=f["max_position_embeddings"],
                      dtype_bytes=dtype_bytes, params=params, vision=None, tie_word_embeddings=f["tied"],
-                     source=source)
+                     source=source, rope_factor=rope_factor(text))
+
+
+# rope types whose `factor` vLLM does not apply to max_position_embeddings (already scaled, or per-frequency)
+ROPE_UNSCALED = ("su", "longrope", "llama3", "yarn", "deepseek_yarn", "deepseek_llama_scaling", "default", "mrope")
+
+
+def rope_factor(cfg: dict) -> float:
+    """The factor vLLM multiplies max_position_embeddings by (rope_scaling / rope_parameters `factor`), else 1."""
+    rope = cfg.get("rope_scaling") or cfg.get("rope_parameters")
+    if not isinstance(rope, dict):
+        return 1.0
+    kind = rope.get("rope_type") or rope.get("type") or "default"
+    factor = rope.get("factor")
+    if kind in ROPE_UNSCALED or not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 0:
+        return 1.0
+    return float(factor)

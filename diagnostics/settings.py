@@ -254,6 +254,28 @@ def resolve(model: ModelSpec, card: Card, version, entrypoint: str = "llm", over
     return s
 
 
+def vllm_refusal(s: dict, model: ModelSpec) -> str | None:
+    """What vLLM raises at start-up for resolved settings `s` (ValueError text, vLLM's words), or None.
+
+    Follows SchedulerConfig.verify_max_model_len (vllm/config/scheduler.py; vllm/config.py `_verify_args` before
+    0.10) and ModelConfig's `_get_and_verify_max_len` (vllm/config/model.py); the same rules in every planned
+    version. The rope-scaled limit is model.derived_max_model_len.
+    """
+    mbt, mml, seqs = s["max_num_batched_tokens"], s["max_model_len"], s["max_num_seqs"]
+    derived = model.derived_max_model_len
+    if mml > derived:
+        return (f"User-specified max_model_len ({mml}) is greater than the derived max_model_len "
+                f"(max_position_embeddings={derived} or model_max_length=None in model's config.json). To allow "
+                "overriding this maximum, set the env var VLLM_ALLOW_LONG_MAX_MODEL_LEN=1.")
+    if mbt < mml and not s.get("enable_chunked_prefill"):
+        return (f"max_num_batched_tokens ({mbt}) is smaller than max_model_len ({mml}). This effectively limits "
+                "the maximum sequence length to max_num_batched_tokens and makes vLLM reject longer sequences. "
+                "Please increase max_num_batched_tokens or decrease max_model_len.")
+    if mbt < seqs:
+        return f"max_num_batched_tokens ({mbt}) must be greater than or equal to max_num_seqs ({seqs})."
+    return None
+
+
 def version_default(setting: str, version) -> tuple[bool, object]:
     """(known, default) of a setting whose default depends on the vLLM version only (not on the card, model or
     entry point): the ENGINE_DEFAULTS, gpu_memory_utilization, the per-modality limit_mm_per_prompt default and the

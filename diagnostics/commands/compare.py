@@ -6,6 +6,7 @@ OLD and NEW are each a results.jsonl, a run directory or a baseline JSON saved b
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from diagnostics.suite.baseline import (
     DEFAULT_TOLERANCES,
@@ -34,12 +35,15 @@ def run(args) -> int:
     new_meta, new = load_results_source(args.new)
     comparison = compare(old, new, tolerances)
     comparison.warnings = old_meta.get("warnings", []) + new_meta.get("warnings", []) + comparison.warnings
+    if Path(old_meta["path"]).resolve() == Path(new_meta["path"]).resolve():
+        comparison.warnings.insert(0, f"both inputs are the same file ({new_meta['path']}): nothing can differ")
     if args.json:
         print(json.dumps({
             "schema_version": 1,
             "regressed": comparison.regressed,
             "tolerances": comparison.tolerances,
             "warnings": comparison.warnings,
+            "vllm": {"baseline": comparison.versions[0], "candidate": comparison.versions[1]},
             "rows": [{"id": r.id, "status": r.status, "changes": r.changes} for r in comparison.rows],
         }, indent=2))
     else:

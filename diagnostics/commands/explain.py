@@ -15,8 +15,10 @@ from diagnostics.errors import UsageError
 from diagnostics.explain import explain_record
 from diagnostics.logs.reader import read_log_stream
 from diagnostics.logs.record import LogRecord
+from diagnostics.logs.source import read_log_input
 from diagnostics.models import get_model
 from diagnostics.report import SINGLE_FORMATS, emit, log_markdown, output_format
+from diagnostics.units import fmt_gib
 
 HELP = "read a vLLM start-up log (file or -) and say what failed, why, and the smallest fix"
 
@@ -49,15 +51,9 @@ def add_arguments(parser) -> None:
 
 def read_input(path: str) -> LogRecord:
     """The record of the log at `path` or on standard input (`-`), read as a stream (a day of server log stays out
-    of memory: logs.reader.read_log_stream); UsageError (exit 2) when it cannot be read."""
-    if path == "-":
-        return read_log_stream(sys.stdin.buffer)
-    try:
-        with open(path, "rb") as fh:
-            return read_log_stream(fh)
-    except OSError as exc:
-        raise UsageError(f"cannot read log file {path!r}: {exc.strerror or exc}; "
-                         "accepted: a readable vLLM log file, or - for standard input") from None
+    of memory: logs.reader.read_log_stream) after logs.source has opened it (UTF-8/UTF-16, gzip/bz2/xz); UsageError
+    (exit 2) when it cannot be read or is no log (empty, binary, endless)."""
+    return read_log_input(path, read_log_stream)
 
 
 def json_numbers(numbers: dict) -> dict:
@@ -114,7 +110,7 @@ def as_json(record, answer: dict) -> dict:
 
 def _fmt(key: str, value) -> str:
     if key.endswith("_gib"):
-        return f"{value:g} GiB"
+        return fmt_gib(value)
     if isinstance(value, int) and abs(value) >= 10000:
         return f"{value:,}"
     return str(value)
@@ -142,8 +138,9 @@ def as_text(record, answer: dict) -> str:
     if answer["culprits"]:
         lines.append("culprits:")
         for i, c in enumerate(answer["culprits"], 1):
-            current = "(not in the log)" if c["value"] is None else c["value"]
-            target = "" if c["suggested"] is None else f" -> {c['suggested']}"  # None: no figures to size it
+            # values in the form --set accepts (JSON), not Python reprs
+            current = "(not in the log)" if c["value"] is None else json.dumps(c["value"])
+            target = "" if c["suggested"] is None else f" -> {json.dumps(c['suggested'])}"  # None: nothing to size
             lines.append(f"  {i}. {c['setting']}={current}{target}: {c['why']}")
     lines.append(f"summary: {answer['summary']}")
     return "\n".join(lines)

@@ -27,7 +27,13 @@ def run(args) -> int:
         raise UsageError("OUT_DIR is empty; give the directory to write the kit into")
     from diagnostics.kit import build_minicpmv26
 
-    out = build_minicpmv26(args.out_dir, size=args.size, weights=args.weights, force=args.force)
+    try:
+        out = build_minicpmv26(args.out_dir, size=args.size, weights=args.weights, force=args.force)
+    except ModuleNotFoundError as err:  # an optional library the kit writer needs (tokenizers, safetensors, numpy)
+        missing = (err.name or str(err)).split(".")[0]
+        raise UsageError(f"model-kit needs the Python package {missing!r}, which is not installed here; "
+                         f"`pip install {missing}`, or reinstall with scripts/install.sh "
+                         "(every flavour brings it)") from None
     load = "load_format='dummy'" if args.weights == "none" else "its random weights"
     print(f"wrote MiniCPM-V-2_6 kit ({args.size}, weights {args.weights}) to {out}")
     print(f"start it with: LLM(model={str(out)!r}, trust_remote_code=True, ...) using {load}")

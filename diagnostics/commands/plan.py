@@ -13,8 +13,9 @@ import json
 from diagnostics.cards import get_card
 from diagnostics.explain import explain_plan
 from diagnostics.predict.estimator import Plan, plan
+from diagnostics.errors import UsageError
 from diagnostics.report import SINGLE_FORMATS, emit, output_format, plan_markdown
-from diagnostics.settings import parse_set
+from diagnostics.settings import parse_set, vllm_refusal
 from diagnostics.units import fmt_gib, fmt_tokens
 
 HELP = "predict every term of vLLM's start-up memory for a model, card and vLLM version"
@@ -40,8 +41,17 @@ def add_arguments(parser) -> None:
 
 
 def build(args) -> Plan:
+    """The plan, or UsageError: a cpu card (nothing to predict) or settings vLLM itself would refuse."""
     card = get_card(args.card, extra_cards_file=args.cards)
-    return plan(args.model, card, args.vllm, args.entrypoint, parse_set(args.sets))
+    if card.is_cpu:
+        raise UsageError("plan --card cpu: the estimator predicts GPU start-ups (device memory, CUDA context and "
+                         "graphs); vLLM's CPU backend sizes its KV cache from host memory: measure it with "
+                         "`pytest -m gpu --card=cpu` (the CPU matrix and a kit model) instead")
+    p = plan(args.model, card, args.vllm, args.entrypoint, parse_set(args.sets))
+    refusal = vllm_refusal(p.settings, p.model)
+    if refusal:
+        raise UsageError(f"vLLM {p.vllm_version} refuses these settings at start-up: {refusal}")
+    return p
 
 
 def run(args) -> int:

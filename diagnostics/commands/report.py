@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 from diagnostics.report import FILE_NAMES, parse_formats, write_reports
+from diagnostics.report.content import resolve_source
+from diagnostics.suite.results import load_results_noting
 
 HELP = "write Markdown/JSON/HTML/PNG memory reports from a sweep's results.jsonl"
 
@@ -20,6 +24,9 @@ def run(args) -> int:
     formats = parse_formats(args.format)
     if args.print_md and "md" not in formats:
         formats = formats + ("md",)
+    _, notes = load_results_noting(resolve_source(args.results)[1])
+    for note in notes:  # a truncated last line: the report is built without it, and says so
+        print(f"vllm-memcheck report: warning: {note}", file=sys.stderr)
     written = write_reports(args.results, formats=formats, out_dir=args.out)
     for path in written:
         print(path)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import signal
 import subprocess
@@ -36,9 +37,9 @@ from diagnostics.units import GiB, to_gib, utc_now
 
 DEFAULT_LOCK = "/tmp/vllm-engine.lock"
 LOCK_ENV = "VLLM_MEMCHECK_ENGINE_LOCK"
+# Added to the user's environment for every start. The Hugging Face variables are the user's: offline mode comes in
+# StartSpec.env only for local models (diagnostics.suite.hub.start_env), never as a default.
 BASE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
     "VLLM_NO_USAGE_STATS": "1",
     "VLLM_DO_NOT_TRACK": "1",
     "PYTHONUNBUFFERED": "1",
@@ -57,7 +58,7 @@ class StartSpec:
     settings: dict
     card: object  # diagnostics.cards.Card (or its short name); "cpu" means vLLM's CPU backend
     load_format: str
-    timeout_s: float
+    timeout_s: float | None  # None: no limit (--engine-timeout=0)
     request: bool
     image_size: tuple[int, int]
     env: dict
@@ -277,7 +278,7 @@ def run_start(spec: StartSpec) -> StartResult:
 def _wait(proc, spec: StartSpec, log_path: Path, spawn_mono: float):
     """Wait for the child; on timeout kill the group. Also note when the log's first stamp shows up."""
     seen_stamp = seen_t = None
-    deadline = spawn_mono + spec.timeout_s
+    deadline = spawn_mono + spec.timeout_s if spec.timeout_s else math.inf
     while proc.poll() is None:
         now = time.monotonic()
         if seen_stamp is None:

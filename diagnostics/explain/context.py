@@ -172,13 +172,15 @@ def estimated_effects(plan, outcome: str, metric) -> list[tuple]:
     return out
 
 
-def first_enough(effects, need_gib: float) -> list[tuple]:
+def first_enough(effects, need_gib: float, outcome: str | None = None) -> list[tuple]:
     """Per setting, the nearest value whose estimated saving covers `need_gib` (else the biggest saving):
-    (setting, value, steps, saved GiB, enough, plan)."""
+    (setting, value, steps, saved GiB, enough, plan). With `outcome` (the failure being fixed), a value is enough
+    only when its re-plan also starts through every later phase: verdict "ok", or still `outcome` (the log, not
+    the estimator, sized that phase) -- never a later failure such as kv_too_small."""
     by_setting: dict[str, tuple] = {}
     for setting, value, steps, saved, p in effects:
         cur = by_setting.get(setting)
-        enough = saved >= need_gib
+        enough = saved >= need_gib and (outcome is None or p.verdict in ("ok", outcome))
         if cur is None or (enough and not cur[4]) or (not cur[4] and saved > cur[3] + 1e-6):
             by_setting[setting] = (setting, value, steps, saved, enough, p)
     return [v for v in by_setting.values() if v[3] > 0.01]

@@ -180,7 +180,7 @@ def _raise_util(ctx: Ctx, parts, used, util, need: float, mml) -> tuple[list[Cul
         margin = need + KV_GIB_MARGIN
         new_u = ceil2((used + margin) / float(total))
         ok = new_u <= 1.0
-        why = (f"{_what_is_used(ctx, parts)} = {num(used)} GiB exceed total x util = {num(total)} x {util:.2f} = "
+        why = (f"{_what_is_used(ctx, parts)} = {num(used)} GiB exceeds total x util = {num(total)} x {util:.2f} = "
                f"{num(printed_budget(ctx.n, total, util))} GiB: raise gpu_memory_utilization to >= "
                f"({num(used)} + {est(margin)}) / {num(total)} = {new_u:g}"
                + (f" ({est(need)} GiB is one max_model_len={fmt_tokens(mml)} request)" if need else "")

@@ -51,7 +51,7 @@ def _sized_profile_culprits(ctx: Ctx, term: str, tried, free, short: float) -> l
     """Changes whose estimated saving covers what the run lacked (vLLM's tried - free), nearest first."""
     out = []
     for setting, value, steps, saved, enough, p in first_enough(estimated_effects(ctx.plan, "oom_profile", _peak),
-                                                                 short):
+                                                                 short, "oom_profile"):
         cur = ctx.plan.settings.get(setting)
         encoder = term == "encoder_profile"
         lead = (f"{assign(setting, cur)} makes the profile run push {profile_phrase(ctx.plan)} through the "

@@ -60,7 +60,7 @@ def profile_phrase(plan) -> str:
     parts = [f"{fmt_tokens(items)} {noun}"]
     extra = []
     if pr.get("encoder_slices"):
-        extra.append(f"{fmt_tokens(pr['encoder_slices'])} slice" + ("s" if int(pr["encoder_slices"]) != 1 else ""))
+        extra.append(f"{fmt_tokens(pr['encoder_slices'])} {'slice' if int(pr['encoder_slices']) == 1 else 'slices'}")
     if vit:
         extra.append(f"{fmt_tokens(vit)} ViT tokens")
     if extra:

@@ -21,8 +21,6 @@ from diagnostics.report.single import log_report, plan_report
 FORMATS = ("md", "json", "html", "png")
 SINGLE_FORMATS = ("text", "json", "md")  # explain and plan: one start's answer
 FILE_NAMES = {"md": "report.md", "json": "report.json", "html": "report.html"}
-
-
 def parse_formats(text: str) -> tuple[str, ...]:
     """`md`, `json,html`, `all` -> formats; UsageError names the bad one."""
     if text.strip() == "all":
@@ -44,7 +42,11 @@ def write_reports(run_dir, formats=FORMATS, out_dir=None, redactor=None) -> list
     red = redactor or Redactor.for_this_machine()
     source_dir, _ = resolve_source(run_dir)
     out = Path(out_dir) if out_dir is not None else source_dir
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name, a read-only place: one line, before anything is built
+        raise UsageError(f"cannot write reports to {str(out)!r}: {exc.strerror or exc}; accepted: a directory this "
+                         "user can write (created when missing)") from None
     report = build_report(run_dir, red)
     written: list[Path] = []
     if "md" in formats:
@@ -57,7 +59,7 @@ def write_reports(run_dir, formats=FORMATS, out_dir=None, redactor=None) -> list
 
         written.extend(write_charts(report, source_dir, out, red))
     if "html" in formats:
-        written.append(_write(out / FILE_NAMES["html"], render_html(report)))
+        written.append(_write(out / FILE_NAMES["html"], render_html(report, base=out)))
     return written
 
 

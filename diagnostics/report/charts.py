@@ -21,6 +21,17 @@ from diagnostics.units import fmt_gib  # noqa: E402
 
 WIDTH_IN, HEIGHT_IN, DPI = 9, 4, 100
 Y_LABEL = "memory (GiB)"
+HOST_LABEL = "host memory (GiB, RSS of the engine processes)"  # the cpu card: vLLM's CPU backend
+
+
+def expected_failure(c: dict) -> bool:
+    """A failure the matrix expected (the test was xfail): marked, so it does not read as a regression."""
+    return c.get("status") == "xfail" or (c.get("outcome") != "ok" and c.get("expected") == c.get("outcome"))
+
+
+def y_label(card: dict) -> str:
+    """What the memory axis shows: device memory on a GPU, the engine's host memory on the CPU backend."""
+    return HOST_LABEL if card.get("name") == "cpu" else "device " + Y_LABEL
 X_LABEL = "time since start (s)"
 # the timeline's phases (diagnostics.outcomes.TIMELINE_PHASES) in start-up order, then labels older runs used
 PHASE_COLORS = {
@@ -61,7 +72,8 @@ def _card_lines(ax, card: dict, combination: dict) -> list[float]:
         ax.axhline(threshold, color="#e69138", lw=1.4, ls="--", label=f"{name} {fmt_gib(threshold)}")
         levels.append(threshold)
     if peak_limit and (not total or peak_limit < total) and peak_limit != threshold:
-        ax.axhline(peak_limit, color="#674ea7", lw=1.2, ls=":", label=f"peak limit {fmt_gib(peak_limit)}")
+        ax.axhline(peak_limit, color="#674ea7", lw=1.2, ls=":",
+                   label=f"peak limit {fmt_gib(peak_limit)} (the overall peak the test allows)")
         levels.append(peak_limit)
     return levels
 
@@ -104,7 +116,7 @@ def memory_figure(combination: dict, timeline: list[dict], card: dict) -> Figure
     else:
         ax.text(0.5, 0.5, "no timeline recorded", transform=ax.transAxes, ha="center", va="center", color="#666666")
     ax.set_xlabel(X_LABEL)
-    ax.set_ylabel(Y_LABEL)
+    ax.set_ylabel(y_label(card))
     peak = peak_of(combination)
     title = f"{combination['id']}: {combination['outcome']}"
     if peak is not None:
@@ -141,7 +153,8 @@ def overview_figure(report: dict) -> Figure:
         if c.get("passed") is False:  # a thick outline, not a hatch: the label inside must stay readable
             bar.set_edgecolor("#000000")
             bar.set_linewidth(2.5)
-        label = f"{c['outcome']}{', check failed' if c.get('passed') is False else ''}  " + (
+        note = ", check failed" if c.get("passed") is False else " (expected)" if expected_failure(c) else ""
+        label = f"{c['outcome']}{note}  " + (
             "no figure" if value is None else fmt_gib(value))
         inside = bar.get_width() > 0.45 * top
         ax.text(bar.get_width() if not inside else bar.get_width() - 0.01 * top,
@@ -154,13 +167,15 @@ def overview_figure(report: dict) -> Figure:
         handles.append(ax.axvline(card["profile_threshold_gib"], color="#e69138", lw=1.4, ls="--",
                                   label=f"profile threshold {fmt_gib(card['profile_threshold_gib'])}"))
     ax.set_xlim(0, top * 1.12)
-    ax.set_xlabel("peak " + Y_LABEL)
+    ax.set_xlabel("peak " + y_label(card))
     ax.tick_params(axis="y", labelsize=8 if len(combos) > 12 else 9)
     env = report.get("environment") or {}
     ax.set_title(f"Peak memory per combination: {env.get('gpu') or card.get('name') or ''}, vLLM {env.get('vllm') or '?'}",
                  fontsize=11, loc="left")
     handles += [Patch(color="#6aa84f", label="came up"), Patch(color="#cc4125", label="memory failure"),
                 Patch(color="#999999", label="other failure")]
+    if any(expected_failure(c) for c in combos):  # the label says "(expected)"; the legend says what it means
+        handles.append(Patch(facecolor="#cc4125", alpha=0.5, label="(expected): the matrix expects this failure"))
     if any(c.get("passed") is False for c in combos):
         handles.append(Patch(facecolor="white", edgecolor="#000000", linewidth=2.5, label="failed a check"))
     fig.legend(handles=handles, loc="outside lower center", ncol=6, fontsize=8, frameon=False)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 from html import escape
+from pathlib import Path
 
 from diagnostics.report.markdown import (
     TABLE_HEADERS,
@@ -44,7 +46,17 @@ def _code_to_html(text: str) -> str:
     return "".join(escape(p) if i % 2 == 0 else f"<code>{escape(p)}</code>" for i, p in enumerate(parts))
 
 
-def render_html(report: dict, with_charts: bool = True) -> str:
+def _image(src: str, base: Path | None) -> str:
+    """A chart as a data: URI (base64 PNG) when it can be read under `base`, so report.html is one file;
+    else its relative path."""
+    path = base / src if base is not None else None
+    if path is not None and path.is_file():
+        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    return escape(src)
+
+
+def render_html(report: dict, with_charts: bool = True, base: Path | None = None) -> str:
+    """The report as one HTML page; with `base` (where the charts were written) the PNGs are embedded."""
     title = f"vLLM start-up memory report: run {report['run']}"
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>",
@@ -53,7 +65,7 @@ def render_html(report: dict, with_charts: bool = True) -> str:
            "<h2>Combinations</h2>", _table(TABLE_HEADERS, table_rows(report), numeric_from=2)]
     if with_charts:
         overview = report["charts"]["overview"]
-        out.append(f'<img src="{escape(overview)}" alt="peak memory per combination" width="900">')
+        out.append(f'<img src="{_image(overview, base)}" alt="peak memory per combination" width="900">')
     fails = failures(report)
     if fails:
         out.append("<h2>Failures</h2>")
@@ -78,7 +90,8 @@ def render_html(report: dict, with_charts: bool = True) -> str:
         out.append("<h2>Memory over time</h2>")
         for c in report["combinations"]:
             out.append(f'<h3><code>{escape(c["id"])}</code></h3>'
-                       f'<img src="{escape(c["chart"])}" alt="memory over time for {escape(c["id"])}" width="900">')
+                       f'<img src="{_image(c["chart"], base)}" alt="memory over time for {escape(c["id"])}" '
+                       'width="900">')
     out.append("<footer>Written by vllm-memcheck <code>report</code>. Tokens, keys, user names, home directories "
                "and host names are redacted.</footer></body></html>")
     return "\n".join(out) + "\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from diagnostics.units import fmt_gib
 
 SUMMARY_HEADERS = ("id", "outcome", "expected", "peak dev GiB", "peak proc GiB", "profile GiB", "KV GiB",
@@ -15,7 +17,8 @@ def _num(x: float | None, digits: int = 2) -> str:
 def summary_row(r: dict) -> tuple:
     """One results.jsonl record as a table row (GiB columns without the unit, `-` for unknown)."""
     culprits = (r.get("diagnosis") or {}).get("culprits") or []
-    culprit = ", ".join(f"{c['setting']}={c.get('value')}->{c.get('suggested')}" for c in culprits[:2]) or "-"
+    culprit = ", ".join(f"{c['setting']}={json.dumps(c.get('value'))}->{json.dumps(c.get('suggested'))}"
+                        for c in culprits[:2]) or "-"
     return (r.get("id"), r.get("outcome"), r.get("expected") or "-", _num(r.get("peak_device_gib")),
             _num(r.get("peak_process_gib")), _num(r.get("profile_peak_gib")), _num(r.get("kv_cache_gib")),
             r.get("kv_cache_tokens") or "-", _num(r.get("startup_s"), 1),

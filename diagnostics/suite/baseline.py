@@ -20,12 +20,13 @@ from pathlib import Path
 
 from diagnostics.errors import UsageError
 from diagnostics.redact import redact
-from diagnostics.suite.results import RESULTS_FILE, load_results
-from diagnostics.units import utc_now
+from diagnostics.suite.results import RESULTS_FILE, load_results_noting
+from diagnostics.units import plural, utc_now
 
 SCHEMA_VERSION = 1
 DEFAULT_TOLERANCES = {"peak": 0.05, "kv_tokens": 0.05, "startup": 0.20}
 STATUSES = ("improved", "regressed", "same", "new", "missing")
+FAILING = ("regressed", "missing")  # statuses that fail the gate
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -89,6 +90,13 @@ def machine_info_of(results: list[dict]) -> dict:
     return {}
 
 
+def check_name(name: str, flag: str = "baseline name") -> None:
+    """UsageError unless `name` can name a baseline file (letters, digits, '.', '_', '-')."""
+    if not _NAME_RE.match(name or ""):
+        raise UsageError(f"bad baseline name {name!r} ({flag}); accepted: letters, digits, '.', '_' and '-' "
+                         "(e.g. pinned)")
+
+
 def save_baseline(results: list[dict], name: str, directory: str | Path) -> Path:
     """Write `<directory>/<key>/<name>.json` (redacted) and return its path."""
     if not _NAME_RE.match(name or ""):
@@ -116,7 +124,8 @@ def _read_baseline_file(path: Path) -> tuple[dict, list[dict]]:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UsageError(f"{path}: not a readable baseline ({exc}); expected a JSON file written by --save-baseline")
-    if not isinstance(document, dict) or not isinstance(document.get("results"), list):
+    if (not isinstance(document, dict) or not isinstance(document.get("results"), list)
+            or not all(isinstance(r, dict) for r in document["results"])):
         raise UsageError(f"{path}: not a baseline; expected a JSON object with 'results' (written by --save-baseline)")
     meta = {k: v for k, v in document.items() if k != "results"}
     meta.setdefault("machine_info", machine_info_of(document["results"]))
@@ -176,6 +185,7 @@ class Comparison:
     regressed: bool
     warnings: list[str]
     tolerances: dict
+    versions: tuple = (None, None)  # vLLM of the baseline, vLLM of the candidate (machine_info)
 
     def counts(self) -> dict[str, int]:
         return {s: sum(1 for r in self.rows if r.status == s) for s in STATUSES}
@@ -187,6 +197,10 @@ def peak_gib(record: dict | None) -> float | None:
         return None
     value = record.get("peak_device_gib")
     return value if value is not None else record.get("peak_process_gib")
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def _relative(old: float, new: float) -> float:
@@ -229,7 +243,7 @@ def _compare_row(old: dict, new: dict, tolerances: dict) -> Row:
     )
     for key, label, a, b, worse_sign, unit in metrics:
         tol = tolerances.get(key)
-        if tol is None or a is None or b is None or o_out != n_out:
+        if tol is None or not (_is_number(a) and _is_number(b)) or o_out != n_out:
             continue
         change = _relative(float(a), float(b))
         text = f"{label} {_num(a)} -> {_num(b)}{(' ' + unit) if unit else ''} ({change * 100:+.1f}%)"
@@ -261,15 +275,20 @@ def compare(old: list[dict], new: list[dict], tolerances: dict | None = None) ->
             rows.append(Row(id=rid, status="missing", changes=["not in this run"], old=record))
     warns = _machine_warnings(machine_info_of(old), machine_info_of(new))
     missing = [r.id for r in rows if r.status == "missing"]
-    if missing:
-        warns.append(f"{len(missing)} combination(s) of the baseline were not run: {', '.join(missing[:5])}"
+    if missing:  # a truncated or partial candidate run: what it did not measure cannot pass the gate
+        warns.append(f"{plural(len(missing), 'combination')} of the baseline "
+                     f"{'is' if len(missing) == 1 else 'are'} missing from the candidate: {', '.join(missing[:5])}"
                      + (" ..." if len(missing) > 5 else ""))
-    return Comparison(rows=rows, regressed=any(r.status == "regressed" for r in rows), warnings=warns, tolerances=tol)
+    regressed = any(r.status in FAILING for r in rows)
+    return Comparison(rows=rows, regressed=regressed, warnings=warns, tolerances=tol,
+                      versions=(machine_info_of(old).get("vllm"), machine_info_of(new).get("vllm")))
 
 
 def _num(value) -> str:
     if value is None:
         return "-"
+    if not _is_number(value):
+        return str(value)
     if isinstance(value, int) or (isinstance(value, float) and value.is_integer() and abs(value) >= 100):
         return f"{int(value):,}"
     return f"{value:.2f}"
@@ -293,12 +312,16 @@ def format_table(comparison: Comparison, tablefmt: str = "github") -> str:
             _num(o.get("startup_s")), _num(n.get("startup_s")),
             "; ".join(row.changes) if row.status != "same" or row.changes else "",
         ])
-    lines = [tabulate(table, headers=headers, tablefmt=tablefmt, disable_numparse=True)]
+    old_v, new_v = (v or "version unknown" for v in comparison.versions)
+    lines = [f"baseline: vLLM {old_v} | candidate: vLLM {new_v}",
+             tabulate(table, headers=headers, tablefmt=tablefmt, disable_numparse=True)]
     for w in comparison.warnings:
         lines.append(f"warning: {w}")
     counts = comparison.counts()
     summary = ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s])
     verdict = "REGRESSION" if comparison.regressed else "no regression"
+    if comparison.regressed and not any(r.status == "regressed" for r in comparison.rows):
+        verdict = "INCOMPLETE"
     lines.append(f"{verdict}: {summary or 'nothing to compare'} (tolerances {format_tolerances(comparison.tolerances)})")
     return "\n".join(lines)
 
@@ -321,12 +344,11 @@ def load_results_source(path: str | Path) -> tuple[dict, list[dict]]:
             document = None
         if isinstance(document, dict) and isinstance(document.get("results"), list):
             return _read_baseline_file(p)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        records = load_results(p)
+    records, notes = load_results_noting(p)
     records = [r for r in records if isinstance(r.get("id"), str) and "outcome" in r]
     if not records:
         raise UsageError(
             f"{path}: no result records; expected JSON lines with 'id' and 'outcome' (a sweep's results.jsonl)"
         )
-    return {"path": str(p), "machine_info": machine_info_of(records), "warnings": []}, records
+    return {"path": str(p), "machine_info": machine_info_of(records), "warnings": notes}, records
+

@@ -189,7 +189,8 @@ class Verdict:
             parts.append(explanation.summary.rstrip(".") + ".")
         culprits = explanation.culprits if explanation else []
         if culprits:
-            parts.append("Culprits: " + ", ".join(f"{c.setting}={c.value} (-> {c.suggested})" for c in culprits) + ".")
+            parts.append("Culprits: " + ", ".join(f"{c.setting}={json.dumps(c.value)} (-> {json.dumps(c.suggested)})"
+                                                  for c in culprits) + ".")
         elif self.error_line and self.outcome != "ok":
             parts.append(f"vLLM said: {self.error_line.strip()[:300]}")
         parts.append(f"Log: {self.log_path}")
@@ -243,12 +244,21 @@ def _check_peaks(verdict: Verdict, peak: float | None) -> None:
 
 
 def judge(combination_id: str, card, result, log, expectation: Expectation, limits: Limits,
-          explanation=None) -> Verdict:
+          explanation=None, timeout_s: float | None = None) -> Verdict:
     """The verdict on one start: `result` is the launcher's StartResult, `log` its LogRecord (outcome, phase,
-    error_line), `card` a diagnostics.cards.Card. Peaks are the device's on a GPU, the process tree's on cpu."""
+    error_line), `card` a diagnostics.cards.Card, `timeout_s` the --engine-timeout it ran under. Peaks are the
+    device's on a GPU, the process tree's on cpu."""
     peak = result.peak_process_gib if card.is_cpu else result.peak_device_gib
+    if result.timed_out:
+        explanation = None  # the log was cut off by the kill: what it shows so far is no diagnosis
     verdict = Verdict(combination_id, card, classify(result, log), log.phase, expectation, limits,
                       profile_peak_of(result), explanation, log.error_line, str(result.log_path))
+    if result.timed_out:
+        where = f"its log stops in the {log.phase} phase" if log.phase != "unknown" else "its log shows no phase"
+        limit = f"--engine-timeout={timeout_s:g} s" if timeout_s else "--engine-timeout"
+        verdict.reasons.append(f"the start did not come up within {limit} and was killed ({where}); raise "
+                               "--engine-timeout if it is only slow (0: no limit)")
+        return verdict
     _check_outcome(verdict)
     if verdict.outcome == "ok":
         _check_peaks(verdict, peak)

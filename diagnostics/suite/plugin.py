@@ -9,14 +9,14 @@ terminal table is report/terminal.py's.
 One test = one engine start (diagnostics.engine.launch.run_start, own process group, timed through
 pytest-benchmark's pedantic mode). Its result is appended to `<report-dir>/<run>/results.jsonl` at once.
 The cpu card (vLLM's CPU backend) measures the summed RSS of the process tree and asserts only the thresholds a
-matrix states for card "cpu"; CPU runs need a CPU-capable matrix (see tests/data/matrices/cpu-tiny.toml).
+matrix states for card "cpu"; --card=cpu defaults to the CPU matrix diagnostics/data/cpu-tiny.toml (the 16 GB model is refused there).
 A failing test's message is the diagnosis (one paragraph); the numbers are in its "vllm-memcheck" section.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import warnings
+import signal
 from pathlib import Path
 
 import pytest
@@ -32,11 +32,12 @@ from diagnostics.report import write_reports
 from diagnostics.report.terminal import summary_table
 from diagnostics.suite import judge as verdicts
 from diagnostics.suite import run
-from diagnostics.suite.baseline import compare, format_table, load_baseline, parse_tolerances, save_baseline
 from diagnostics.kit.vlm import image_prompt
+from diagnostics.suite import hub
+from diagnostics.suite.gate import Gate
 from diagnostics.suite.matrix import load_matrix
-from diagnostics.suite.results import ResultWriter, load_results, make_record
-from diagnostics.units import utc_now
+from diagnostics.suite.results import ResultWriter, load_results, load_results_noting, make_record
+from diagnostics.units import plural, utc_now
 
 MANAGER_NAME = "vllm-memcheck-manager"
 DEFAULT_IMAGE_SIZE = (1344, 1344)  # MiniCPM-V-2_6 at its slicing maximum (9 slices + the overview)
@@ -84,6 +85,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(err)) from None
     config.stash[MANAGER_KEY] = manager
     config.pluginmanager.register(manager, MANAGER_NAME)
+    manager.trap_sigterm()
 
 
 @pytest.fixture
@@ -113,12 +115,17 @@ class Manager:
         self.cards_file = run.option(config, "cards")
         self.card, self.gpu_name, self.skip_reason = self._card(str(run.option(config, "card") or "auto"))
         self.skip_reason = self.skip_reason or vllm_missing()
-        self.matrix = load_matrix(run.matrix_path(run.option(config, "matrix"), run.option(config, "model")))
-        self.model = run.option(config, "model") or self.matrix.model or run.DEFAULT_MODEL
+        is_cpu = bool(self.card and self.card.is_cpu)
+        matrix = run.option(config, "matrix") or (run.CPU_MATRIX if is_cpu else None)
+        self.matrix = load_matrix(run.matrix_path(matrix, run.option(config, "model")))
+        self.model = (run.option(config, "model") or self.matrix.model
+                      or (run.CPU_DEFAULT_MODEL if is_cpu else run.DEFAULT_MODEL))
         run.check_model(self.model)
+        if is_cpu:
+            run.check_cpu_model(self.model)
         self.load_format = run.load_format_for(self.model, run.option(config, "load_format"))
         self.engine_timeout = run.engine_timeout(run.option(config, "engine_timeout"))
-        self._baseline_options(config)
+        self.gate = Gate.from_config(config)
         self.resume = bool(run.option(config, "resume"))
         # absolute: the engine child runs in another working directory
         self.run = run.RunDir.prepare(Path(run.option(config, "report_dir") or "reports").resolve(), self.resume,
@@ -128,15 +135,22 @@ class Manager:
             self.run.export()
         self.model_dir = run.ModelDir(self.model)
         self._machine_info: dict | None = None
+        if not self.is_worker and self.skip_reason is None:  # a bad directory or baseline: now, not after the sweep
+            run.check_writable_dir(self.run.report_dir, "--report-dir")
+            self.gate.check(self.machine_info)
         self._model_spec = None
         self.comparison_text: list[str] = []
         self.report_paths: list[Path] = []
         self._current_measurement: Measurement | None = None
+        self._snapshot: str | None = None
+        self._trapped = False
 
     # -- configure-time checks -------------------------------------------------------------------------------
     def _card(self, card_name: str):
         """(card, NVML's GPU name, why gpu tests skip): cpu needs no GPU; NAME and auto are checked against NVML."""
         card_name = card_name.strip().lower()
+        if self.cards_file:
+            load_cards_toml(self.cards_file)  # a missing or broken --cards file is a usage error for every card
         if card_name == CPU_CARD:
             return get_card(CPU_CARD), None, None
         named = None if card_name == "auto" else get_card(card_name, self.cards_file)
@@ -167,15 +181,6 @@ class Manager:
             self.notices.append("warning: " + message)
         return named
 
-    def _baseline_options(self, config: pytest.Config) -> None:
-        self.baseline_dir = Path(run.option(config, "baseline_dir") or ".memcheck/baselines")
-        self.save_baseline = run.option(config, "save_baseline")
-        self.compare_baseline = run.option(config, "compare_baseline")
-        spec = run.option(config, "fail_on_regression")
-        self.tolerances = None
-        if self.compare_baseline or spec:
-            self.tolerances = parse_tolerances(spec or run.DEFAULT_REGRESSION_SPEC)
-
     def _uses_xdist(self) -> bool:
         return bool(self.config.getoption("numprocesses", None)) or self.config.getoption("dist", "no") != "no"
 
@@ -204,6 +209,37 @@ class Manager:
                 self._model_spec = False
         return self._model_spec or None
 
+    def model_path(self) -> str:
+        """What vLLM gets: a kit built now, a local directory, or a hub id fetched once (then its snapshot)."""
+        if self._snapshot is None:
+            if not hub.is_hub_id(self.model):
+                self._snapshot = self.model_dir.path(self.notices)
+            else:
+                try:
+                    self._snapshot = hub.download_model(self.model, self.load_format, say=self._say)
+                except hub.HubUnreachable as err:
+                    pytest.exit(f"vllm-memcheck: {err}", returncode=pytest.ExitCode.TESTS_FAILED)
+        return self._snapshot
+
+    def _say(self, line: str) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(line)
+        else:
+            print(line, flush=True)
+
+    def trap_sigterm(self) -> None:
+        """SIGTERM (a CI job cancelled, `timeout`, `kill`) ends the session like Ctrl-C: the engine's process group
+        is killed, the report of what finished is written, the kit's temporary directory removed."""
+        if self.is_worker or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+
+        def interrupt(signum, frame):
+            raise KeyboardInterrupt(f"vllm-memcheck: {signal.Signals(signum).name}")
+
+        signal.signal(signal.SIGTERM, interrupt)
+        self._trapped = True
+
     def sends_image(self, settings: dict) -> bool | None:
         """A vision-language model's request carries an image unless the settings allow none."""
         model = self.model_spec()
@@ -228,12 +264,18 @@ class Manager:
     # -- one start -------------------------------------------------------------------------------------------
     def start(self, combination, benchmark=None) -> Measurement:
         """Start the engine once for `combination`, record the result, and judge it (see verify)."""
+        if combination.id in self.run.failed:  # --resume skips nothing that failed: it fails again, unstarted
+            record = self.run.failed[combination.id]
+            pytest.fail(f"{combination.id}: recorded as failed in {self.run_dir / 'results.jsonl'} (--resume): "
+                        + "; ".join(record.get("reasons") or [str(record.get("outcome"))]), pytrace=False)
         run_dir = self.run.ensure()
         settings = self.settings_for(combination)
+        model_path = self.model_path()
         spec = launch.StartSpec(
-            model=self.model_dir.path(self.notices), settings=settings, card=self.card,
+            model=model_path, settings=settings, card=self.card,
             load_format=self.load_format, timeout_s=self.engine_timeout, request=combination.request,
-            image_size=DEFAULT_IMAGE_SIZE, env=self.engine_env(), log_path=run_dir / "logs" / f"{combination.id}.log",
+            image_size=DEFAULT_IMAGE_SIZE, env={**self.engine_env(), **hub.start_env(model_path)},
+            log_path=run_dir / "logs" / f"{combination.id}.log",
             timeline_path=run_dir / "timelines" / f"{combination.id}.csv", id=combination.id,
             image=self.sends_image(settings) if combination.request else None, prompt=self.image_prompt())
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -271,7 +313,8 @@ class Manager:
         expectation = verdicts.expect(combination, self.card, self.model_spec(), vllm_version, settings)
         limits = verdicts.limits_for(combination.thresholds, self.card, settings, verdicts.profile_peak_of(result),
                                      self.model_spec(), vllm_version)
-        verdict = verdicts.judge(combination.id, self.card, result, log, expectation, limits, explanation)
+        verdict = verdicts.judge(combination.id, self.card, result, log, expectation, limits, explanation,
+                                 self.engine_timeout)
         record = make_record(self._start_fields(combination, settings, started_at), verdict, result, log,
                              self.run_dir)
         return Measurement(combination, record, verdict)
@@ -280,7 +323,7 @@ class Manager:
         """The record's fields that name the start: what ran, where, on which card."""
         card = self.card
         return {"id": combination.id, "scenario": combination.scenario, "model": self.model,
-                "model_path": self.model_dir.path(self.notices), "load_format": self.load_format,
+                "model_path": self.model_path(), "load_format": self.load_format,
                 "settings": settings,
                 "card": {"name": card.name, "total_gib": self.machine_info().get("gpu_total_gib", card.total_gib),
                          "profile_threshold_gib": card.profile_threshold_gib, "headroom_gib": card.headroom_gib},
@@ -300,6 +343,8 @@ class Manager:
                  f"matrix {self.matrix.path} ({len(self.matrix.combinations)} combinations)"]
         if self.skip_reason:
             lines.append(f"vllm-memcheck: gpu tests skip: {self.skip_reason}")
+        if self.engine_timeout is None:
+            lines.append("vllm-memcheck: no engine timeout (--engine-timeout=0): a start that hangs waits forever")
         if self.resume and self.run_dir:
             lines.append(f"vllm-memcheck: resuming {self.run_dir} ({len(self.finished)} finished)")
         return lines + [f"vllm-memcheck: {n}" for n in self.notices]
@@ -317,7 +362,7 @@ class Manager:
                 continue
             callspec = getattr(item, "callspec", None)  # only parametrized items have one
             combination = callspec.params.get(COMBINATION_FIXTURE) if callspec else None
-            if combination is not None and combination.id in self.finished:
+            if combination is not None and combination.id in self.finished and combination.id not in self.run.failed:
                 item.add_marker(pytest.mark.skip(
                     reason=f"already recorded in {self.run_dir / 'results.jsonl'} (--resume)"))
 
@@ -334,45 +379,26 @@ class Manager:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.is_worker or self.run_dir is None or not (self.run_dir / "results.jsonl").is_file():
             return
-        results = load_results(self.run_dir)
+        results, notes = load_results_noting(self.run_dir)
         if not results:
             return
         self.report_paths = list(write_reports(self.run_dir))
-        if self.compare_baseline:
-            self._compare(session, results)
-        if self.save_baseline:
-            path = save_baseline(results, self.save_baseline, self.baseline_dir)
-            self.comparison_text.append(f"saved baseline {self.save_baseline!r}: {path}")
-
-    def _compare(self, session: pytest.Session, results: list[dict]) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            loaded = load_baseline(self.compare_baseline, self.baseline_dir, self.machine_info())
-        if loaded is None:
-            path = save_baseline(results, self.compare_baseline, self.baseline_dir)
-            self.comparison_text.append(f"no baseline {self.compare_baseline!r} yet under {self.baseline_dir}/; "
-                                        f"recorded this run as it: {path}")
-            return
-        meta, old = loaded
-        comparison = compare(old, results, self.tolerances)
-        for message in [*meta.get("warnings", []), *comparison.warnings]:
-            self.comparison_text.append(f"warning: {message}")
-        self.comparison_text.append(f"compared with baseline {meta.get('path')}:")
-        self.comparison_text.append(format_table(comparison))
-        if comparison.regressed:
-            self.comparison_text.append("regression beyond tolerance: the session fails")
+        if not self.gate.compare_name:  # with a comparison they are among its warnings
+            self.comparison_text += [f"warning: {note}" for note in notes]
+        if (self.gate.save_name or self.gate.compare_name) and self.gate.finish(results, notes):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        self.comparison_text += self.gate.lines
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if self.is_worker:
             return
         results = load_results(self.run_dir) if self.run_dir is not None else []
         if not results:
-            if self.save_baseline or self.compare_baseline:
+            if self.gate.save_name or self.gate.compare_name:
                 terminalreporter.write_line("vllm-memcheck: no start-up results in this session; no baseline "
                                             "saved or compared")
             return
-        terminalreporter.write_sep("=", f"vllm-memcheck: {len(results)} combinations in {self.run_dir}")
+        terminalreporter.write_sep("=", f"vllm-memcheck: {plural(len(results), 'combination')} in {self.run_dir}")
         terminalreporter.write_line(summary_table(results))
         for path in self.report_paths:
             terminalreporter.write_line(f"report: {path}")
@@ -382,3 +408,5 @@ class Manager:
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self.run.restore_env()
         self.model_dir.cleanup()
+        if self._trapped:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -141,11 +141,33 @@ def load_results(path: str | os.PathLike) -> list[dict]:
                 raise ValueError("not a JSON object")
         except ValueError as exc:
             if number == len(lines):
-                warnings.warn(f"{path}:{number}: skipping a truncated last line ({exc})", stacklevel=2)
+                warnings.warn(f"{path}:{number}: truncated last line skipped ({exc}); the run was cut short while "
+                              "writing it", stacklevel=2)
                 continue
             raise UsageError(f"{path}:{number}: not a result record ({exc}); expected one JSON object per line")
+        _check_figures(record, f"{path}:{number}")
         records.append(record)
     return records
+
+
+def load_results_noting(path: str | os.PathLike) -> tuple[list[dict], list[str]]:
+    """load_results, with what it warned about (a truncated last line) returned as text instead of dropped."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records = load_results(path)
+    return records, [str(w.message) for w in caught]
+
+
+NUMERIC_FIELDS = ("peak_device_gib", "peak_process_gib", "profile_peak_gib", "startup_s", "wall_s",
+                  "kv_cache_gib", "kv_cache_tokens", "weights_gib", "activation_peak_gib")
+
+
+def _check_figures(record: dict, where: str) -> None:
+    """A figure that is neither a number nor null means the file was edited or damaged: say where, not crash later."""
+    for key in NUMERIC_FIELDS:
+        value = record.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise UsageError(f"{where}: {key} is {value!r}; expected a number or null (a sweep's results.jsonl)")
 
 
 def finished_ids(run_dir: str | os.PathLike) -> set[str]:

@@ -3,10 +3,11 @@ directory (`<report-dir>/<run>/`, shared with xdist workers) and the model direc
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from diagnostics.errors import UsageError
@@ -15,14 +16,17 @@ from diagnostics.kit.tiny_text import build_tiny_text
 from diagnostics.kit.vlm import build_vlm_kit, kit_families
 from diagnostics.models import HUB_IDS, stored_models
 from diagnostics.suite.matrix import SHIPPED_MATRIX
-from diagnostics.suite.results import finished_ids, latest_run_dir, new_run_dir
+from diagnostics.suite.results import latest_run_dir, load_results, new_run_dir
 
 RUN_DIR_ENV = "VLLM_MEMCHECK_RUN_DIR"  # the xdist controller hands its run directory to the workers
 DEFAULT_MODEL = "openbmb/MiniCPM-V-2_6"
+CPU_DEFAULT_MODEL = "kit:tiny-text"  # --card=cpu without a model: what the CPU backend starts in seconds
 DEFAULT_REGRESSION_SPEC = "peak:5%,kv_tokens:5%,startup:20%"
 DEFAULT_ENGINE_TIMEOUT_S = 900.0
 KIT_MODELS = ("kit:minicpm-v-2_6", "kit:minicpm-v-2_6-tiny", "kit:tiny-text", "kit:NAME (a stored VLM config)")
 SHIPPED_VLM_MATRIX = Path(__file__).parents[1] / "data" / "vlm.toml"
+CPU_MATRIX = Path(__file__).resolve().parents[1] / "data" / "cpu-tiny.toml"  # what --card=cpu runs by default
+CPU_REFUSED = ("openbmb/MiniCPM-V-2_6", "kit:minicpm-v-2_6")  # real shapes: ~16 GB of weights
 LOAD_FORMATS = ("auto", "dummy")
 
 # (name, CLI kwargs, ini type, help). The ini twin is memcheck_<name>: memcheck_card, memcheck_report_dir, ...
@@ -39,8 +43,9 @@ OPTIONS = (
     ("matrix", {"metavar": "FILE"}, "string", "TOML matrix of settings (default: the shipped MiniCPM-V-2_6 matrix; "
      "data/vlm.toml for a stored VLM name such as qwen2.5-vl-7b)"),
     ("load_format", {"choices": LOAD_FORMATS}, "string", "auto (real weights) or dummy (random weights, no download)"),
-    ("engine_timeout", {"metavar": "SECONDS", "type": float}, "string",
-     f"kill a start-up (its whole process group) after this many seconds (default {DEFAULT_ENGINE_TIMEOUT_S:g})"),
+    ("engine_timeout", {"metavar": "SECONDS"}, "string",
+     f"kill a start-up (its whole process group) after this many seconds (default {DEFAULT_ENGINE_TIMEOUT_S:g}; "
+     "0: no limit)"),
     ("report_dir", {"metavar": "DIR"}, "string", "where runs go: DIR/<run>/results.jsonl (default reports/)"),
     ("resume", {"action": "store_true"}, "bool", "append to the latest run and skip combinations it finished"),
     ("allow_card_mismatch", {"action": "store_true"}, "bool",
@@ -51,6 +56,9 @@ OPTIONS = (
     ("fail_on_regression", {"metavar": "SPEC"}, "string",
      f"tolerances for --compare-baseline (default {DEFAULT_REGRESSION_SPEC}; KEY:off disables one)"),
     ("baseline_dir", {"metavar": "DIR"}, "string", "where baselines live (default .memcheck/baselines)"),
+    ("save_baseline_if_missing", {"action": "store_true"}, "bool",
+     "with --compare-baseline NAME: when that baseline does not exist yet, record this run as it (on purpose) "
+     "instead of failing"),
 )
 
 
@@ -68,7 +76,7 @@ def add_options(parser) -> None:
 def option(config, name: str):
     """The CLI value when given, else the ini value, else None (also for an empty ini string)."""
     value = config.getoption(f"memcheck_{name}", None)
-    if value not in (None, False):
+    if value is not None and value is not False:  # not `in (None, False)`: 0 == False, and 0 is a value
         return value
     value = config.getini(f"{INI_PREFIX}{name}")
     return value if value not in ("", None, []) else (False if isinstance(value, bool) else None)
@@ -116,17 +124,39 @@ def load_format_for(model: str, load_format: str | None) -> str:
         else load_format
 
 
-def engine_timeout(text) -> float:
-    """--engine-timeout in seconds (positive), DEFAULT_ENGINE_TIMEOUT_S when not given."""
+def engine_timeout(text) -> float | None:
+    """--engine-timeout in seconds: DEFAULT_ENGINE_TIMEOUT_S when not given, None (no limit) for 0."""
     if text is None:
         return DEFAULT_ENGINE_TIMEOUT_S
     try:
         seconds = float(text)
     except ValueError:
-        raise UsageError(f"bad engine_timeout {text!r}; accepted: a number of seconds") from None
-    if seconds <= 0:
-        raise UsageError(f"bad engine_timeout {text!r}; accepted: a positive number of seconds")
-    return seconds
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise UsageError(f"bad engine_timeout {text!r}; accepted: a number of seconds > 0, or 0 for no limit")
+    return seconds or None
+
+
+def check_cpu_model(model: str) -> None:
+    """--card=cpu cannot start the 16 GB MiniCPM-V-2_6 (real shapes): refuse in one line, naming what works."""
+    if model in CPU_REFUSED:
+        raise UsageError(f"--card=cpu cannot start {model} (the 16 GB model) on vLLM's CPU backend; use the CPU "
+                         f"matrix {CPU_MATRIX.name} (the default with --card=cpu) with --model=kit:tiny-text or "
+                         "--model=kit:minicpm-v-2_6-tiny")
+
+
+def check_writable_dir(path: Path, flag: str) -> None:
+    """Create `path` (and parents) and write a probe file there now, so a bad directory is a usage error before
+    the first start and not a traceback after a long sweep."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag}={path} is a file; accepted: a directory (created when missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise UsageError(f"{flag}={path} is not writable ({err.strerror or err}); accepted: a directory this user "
+                         "can write (created when missing)") from None
 
 
 @dataclass
@@ -136,6 +166,7 @@ class RunDir:
     report_dir: Path
     path: Path | None = None
     finished: frozenset = frozenset()  # ids already recorded in the run (--resume skips them)
+    failed: dict = field(default_factory=dict)  # id -> recorded record whose test failed (--resume fails it again)
     notice: str | None = None
     _saved_env: str | None = None
     _exported: bool = False
@@ -152,7 +183,9 @@ class RunDir:
             if run.path is None:
                 run.notice = f"--resume: no earlier run under {report_dir}/; starting a new one"
         if run.path is not None and resume:
-            run.finished = frozenset(finished_ids(run.path))
+            records = load_results(run.path)
+            run.finished = frozenset(r["id"] for r in records if r.get("id"))
+            run.failed = {r["id"]: r for r in records if r.get("id") and r.get("status") == "failed"}
         return run
 
     def ensure(self) -> Path:

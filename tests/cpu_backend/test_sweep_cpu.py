@@ -25,7 +25,7 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
-CPU_TINY = ROOT / "tests" / "data" / "matrices" / "cpu-tiny.toml"
+CPU_TINY = ROOT / "diagnostics" / "data" / "cpu-tiny.toml"
 # The shipped CPU matrix (ok-256, kv-too-small, ok-512) plus one start that comes up fine but breaks a threshold
 # stated for the cpu card: 0.5 GiB is below what three Python processes with torch take.
 TIGHT = """
@@ -67,7 +67,7 @@ def test_cpu_sweep_interrupted_then_resumed(pytester):
     assert "KeyboardInterrupt" in out
     (results_file,) = results
     assert result_ids(results_file) == ["ok-256"]
-    assert f"vllm-memcheck: 1 combinations in {results_file.parent}" in out  # the summary still shows what finished
+    assert f"vllm-memcheck: 1 combination in {results_file.parent}" in out  # the summary still shows what finished
 
     # 2. --resume runs only what is missing and appends to the same run
     done = pytester.run(sys.executable, "-m", "pytest", *ARGS, "--resume", "--benchmark-json=bench.json",

@@ -25,7 +25,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,8 +55,9 @@ class Case:
 STAND_IN_CONFTEST = '''
 import os
 from pathlib import Path
-import diagnostics.plugin as _plugin
+import diagnostics.suite.plugin as _plugin
 import diagnostics.engine.launch as launch
+from diagnostics.logs.reader import read_log
 
 _plugin.vllm_missing = lambda: None
 OK_LOG = ("(EngineCore pid=N) INFO 11-24 14:05:44 [kv_cache_utils.py:2327] CPU KV cache size: 131,072 tokens, "
@@ -70,7 +70,7 @@ def fake_run_start(spec):
         returncode=0, signal=None, timed_out=False, wall_s=2.0, startup_s=1.5, peak_device_gib=None,
         peak_process_gib=1.0 + spec.settings["max_model_len"] / 1024, phase_peaks_gib={"profile": 1.0},
         torch_peak_gib=None, request={"ok": True}, log_path=spec.log_path, timeline_path=spec.timeline_path,
-        before_kv_peak_gib=1.0)
+        before_kv_peak_gib=1.0, log=read_log(OK_LOG))
 
 def pytest_configure(config):
     launch.run_start = fake_run_start
@@ -365,7 +365,7 @@ def run_case(case: Case, sandbox: Path, python: str) -> tuple[int | None, str, s
     if case.kind == CLI:
         cmd, cwd = [python, "-m", "diagnostics", *case.argv], sandbox
     else:
-        cmd = [python, "-m", "pytest", "-p", "diagnostics.plugin", "-p", "no:cacheprovider", "-q", *case.argv]
+        cmd = [python, "-m", "pytest", "-p", "diagnostics.suite.plugin", "-p", "no:cacheprovider", "-q", *case.argv]
         cwd = sandbox / CWD_OF.get(case.id, "proj")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "COLUMNS": "200"}

@@ -106,11 +106,12 @@ def test_model_and_card_are_passed_through(capsys):
     assert data["outcome"] == "oom_profile" and isinstance(data["culprits"], list)
 
 
-def test_binary_garbage_is_read_not_crashed(tmp_path, capsys):
+def test_binary_garbage_is_named_in_one_line_not_crashed(tmp_path, capsys):
     path = tmp_path / "bin.log"
     path.write_bytes(bytes(range(256)) * 4)
-    assert main(["explain", "--json", str(path)]) == 0
-    assert json.loads(capsys.readouterr().out)["outcome"] == "unknown"
+    assert main(["explain", "--json", str(path)]) == 2  # issue #9: binary input is a usage error that says what it is
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"'{path}' is binary data (1,024 bytes read), not a text log" in captured.err
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if (c.get("log_excerpt") or "").strip()],

@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 STAND_IN = """
 import os, time
 from pathlib import Path
-import diagnostics.plugin as _plugin
+import diagnostics.suite.plugin as _plugin
 import diagnostics.engine.launch as launch
+from diagnostics.logs.reader import read_log
 
 _plugin.vllm_missing = lambda: None
 OK_LOG = ("(EngineCore pid=N) INFO 11-24 14:05:44 [kv_cache_utils.py:2327] CPU KV cache size: 131,072 tokens, "
@@ -34,14 +35,15 @@ def fake_run_start(spec):
     print("RAN", spec.id, "timeout", spec.timeout_s, "env", sorted(k for k in spec.env if k.endswith("OFFLINE")))
     time.sleep(float(os.environ.get("MEMCHECK_FAKE_SLEEP", "0")))
     timed_out = bool(os.environ.get("MEMCHECK_FAKE_TIMEOUT"))
-    Path(spec.log_path).write_text("" if timed_out else OK_LOG)
+    text = "" if timed_out else OK_LOG
+    Path(spec.log_path).write_text(text)
     Path(spec.timeline_path).write_text("t_s,device_used_gib,process_gib,phase\\n0.0,,1.0,init\\n")
     return launch.StartResult(
         returncode=None if timed_out else 0, signal="SIGKILL" if timed_out else None, timed_out=timed_out,
         wall_s=2.0, startup_s=None if timed_out else 1.5, peak_device_gib=None,
         peak_process_gib=1.0 + spec.settings["max_model_len"] / 1024, phase_peaks_gib={"profile": 1.0},
         torch_peak_gib=None, request=None if timed_out else {"ok": True}, log_path=spec.log_path,
-        timeline_path=spec.timeline_path, before_kv_peak_gib=1.0)
+        timeline_path=spec.timeline_path, before_kv_peak_gib=1.0, log=read_log(text))
 
 def pytest_configure(config):
     launch.run_start = fake_run_start
@@ -78,7 +80,7 @@ def project(pytester):
 
 
 def run(pytester, *args):
-    return pytester.runpytest_subprocess("-p", "diagnostics.plugin", "-p", "no:cacheprovider", "-ra", *args)
+    return pytester.runpytest_subprocess("-p", "diagnostics.suite.plugin", "-p", "no:cacheprovider", "-ra", *args)
 
 
 def usage_error(result) -> str:
@@ -115,7 +117,8 @@ def test_save_baseline_if_missing_records_it_on_purpose(project):
 
 def test_a_partial_candidate_fails_the_gate(project):
     (project.path / "full.json").write_text(json.dumps({"name": "full", "results": [result_line(r) for r in "abc"]}))
-    result = run(project, *ARGS, "--compare-baseline=./full.json", "-k", "a", "--fail-on-regression=peak:off")
+    result = run(project, *ARGS, "--compare-baseline=./full.json", "--deselect=test_startup_matrix.py::test_startup[b]",
+                 "--fail-on-regression=peak:off")
     out = result.stdout.str()
     assert result.ret == 1, out
     assert "2 combinations of the baseline are missing from the candidate: b, c" in out
@@ -154,7 +157,7 @@ def test_bad_options_are_usage_errors_before_the_first_start(project, args, says
 
 
 def test_engine_timeout_zero_means_no_limit(project):
-    result = run(project, *ARGS, "--engine-timeout=0", "-k", "a")
+    result = run(project, *ARGS, "--engine-timeout=0", "--deselect=test_startup_matrix.py::test_startup[b]")
     out = result.stdout.str()
     assert result.ret == 0, out
     assert "no engine timeout (--engine-timeout=0)" in out and "RAN a timeout None" in out
@@ -162,7 +165,7 @@ def test_engine_timeout_zero_means_no_limit(project):
 
 def test_a_timed_out_start_names_engine_timeout(project, monkeypatch):
     monkeypatch.setenv("MEMCHECK_FAKE_TIMEOUT", "1")
-    result = run(project, *ARGS, "--engine-timeout=7", "-k", "a")
+    result = run(project, *ARGS, "--engine-timeout=7", "--deselect=test_startup_matrix.py::test_startup[b]")
     out = result.stdout.str()
     assert result.ret == 1
     line = next(line for line in out.splitlines() if line.startswith("a on cpu: timeout"))
@@ -190,7 +193,7 @@ def test_sigterm_writes_the_report_and_removes_the_kit_directory(project, tmp_pa
     tmp = tmp_path / "tmpdir"
     tmp.mkdir()
     env = {**os.environ, "MEMCHECK_FAKE_SLEEP": "4", "TMPDIR": str(tmp), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "diagnostics.plugin", "-p", "no:cacheprovider",
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "diagnostics.suite.plugin", "-p", "no:cacheprovider",
                              *ARGS, "--model=kit:tiny-text"], cwd=project.path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
@@ -213,11 +216,11 @@ def test_a_hub_model_is_not_forced_offline_and_a_kit_is(project, monkeypatch):
         import diagnostics.suite.hub as hub
         hub.download_model = lambda model, load_format, say: print("DOWNLOADED", model, load_format) or model
     """))
-    result = run(project, *ARGS, "-k", "a", "--model=org/stand-in")
+    result = run(project, *ARGS, "--deselect=test_startup_matrix.py::test_startup[b]", "--model=org/stand-in")
     out = result.stdout.str()
     assert result.ret == 0, out
     assert "RAN a timeout 900.0 env []" in out and "DOWNLOADED org/stand-in" in out
-    result = run(project, *ARGS, "-k", "a", "--model=kit:tiny-text")
+    result = run(project, *ARGS, "--deselect=test_startup_matrix.py::test_startup[b]", "--model=kit:tiny-text")
     assert "env ['HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE']" in result.stdout.str()
 
 

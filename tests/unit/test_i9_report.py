@@ -61,7 +61,7 @@ def test_charts_mark_expected_failures_and_label_cpu_runs_as_host_memory():
         Path(tmp, "results.jsonl").write_text(json.dumps(cpu_record("ok-256")) + "\n"
                                              + json.dumps(cpu_record("kv-too-small", "kv_too_small", "xfail")) + "\n")
         texts = figure_texts(overview_figure(build_report(tmp)))
-    assert any(t.startswith("kv_too_small (expected)") for t in texts), texts
+    assert any(t.strip().startswith("kv_too_small (expected)") for t in texts), texts
     assert "peak host memory (GiB, RSS of the engine processes)" in texts
     assert "(expected): the matrix expects this failure" in texts
 

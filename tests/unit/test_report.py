@@ -79,8 +79,8 @@ def test_json_report_schema_and_numbers(written):
 def test_html_is_standalone_escaped_and_embeds_the_charts(written):
     html = (written[0] / "report.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
-    assert '<img src="charts/overview.png"' in html
-    assert '<img src="charts/mml8192-seqs32-util0.9.png"' in html
+    # issue #9: one file, the charts embedded as data URIs (the PNGs are still written next to it)
+    assert html.count('<img src="data:image/png;base64,') == 5 and 'src="charts/' not in html  # overview + 4
     assert "<details><summary>Last 10 lines of logs/mml4096-seqs256-util0.9.log</summary><pre>" in html
     assert "model=&#x27;~/models/MiniCPM-V-2_6&#x27;" in html  # log text is escaped, not interpreted
     assert "<code>max_num_seqs=32</code>" in html

@@ -181,7 +181,7 @@ def test_save_then_compare_baseline_fails_the_session_on_a_regression(project):
     out = result.stdout.str()
     assert result.ret == 1, out
     assert "regressed" in out and "peak memory 1.50 -> 2.25" in out
-    assert "regression beyond tolerance: the session fails" in out
+    assert "regression beyond tolerance, or combinations missing: the session fails" in out
     # a 60 % tolerance lets it pass
     result = run(project, "--card=cpu", "--matrix=tiny.toml", "--resume", "--compare-baseline=pinned",
                  "--baseline-dir=bl", "--fail-on-regression=peak:60%")
@@ -199,10 +199,14 @@ def test_save_then_compare_baseline_fails_the_session_on_a_regression(project):
             "(driver 550.54)") in result.stdout.str()
 
 
-def test_compare_without_a_baseline_records_one_and_passes(project):
+def test_compare_without_a_baseline_fails_unless_told_to_record_one(project):
     write_run(project, [result_line("a"), result_line("b"), result_line("c")])
     result = run(project, "--card=cpu", "--matrix=tiny.toml", "--resume", "--compare-baseline=first",
                  "--baseline-dir=bl")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR  # issue #9: never the candidate as its own baseline, passing
+    assert "no baseline 'first' under bl/" in result.stderr.str() and not (project.path / "bl").exists()
+    result = run(project, "--card=cpu", "--matrix=tiny.toml", "--resume", "--compare-baseline=first",
+                 "--baseline-dir=bl", "--save-baseline-if-missing")
     assert result.ret == 0
     assert "no baseline 'first' yet under bl/; recorded this run as it" in result.stdout.str()
     assert len(list((project.path / "bl").glob("*/first.json"))) == 1

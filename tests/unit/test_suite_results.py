@@ -54,7 +54,7 @@ def test_truncated_last_line_is_skipped_with_a_warning(tmp_path):
     w.append({"id": "b", "outcome": "kv_too_small"})
     with open(tmp_path / RESULTS_FILE, "a") as f:
         f.write('{"schema_version": 1, "id": "c", "outco')  # the sweep died mid-write
-    with pytest.warns(UserWarning, match=r"results.jsonl:3: skipping a truncated last line"):
+    with pytest.warns(UserWarning, match=r"results.jsonl:3: truncated last line skipped"):
         records = load_results(tmp_path)
     assert [r["id"] for r in records] == ["a", "b"]
     with pytest.warns(UserWarning):

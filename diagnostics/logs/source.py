@@ -16,6 +16,7 @@ import gzip
 import io
 import lzma
 import sys
+import zlib
 from typing import BinaryIO
 
 from diagnostics.errors import UsageError
@@ -138,3 +139,101 @@ def decode_log(data: bytes, name: str = "the input", depth: int = 0) -> str:
         raise UsageError(f"{name} is empty" + (f" ({len(data):,} bytes of white space)" if data else "")
                          + f"; accepted: {ACCEPTED}")
     return text
+
+
+# -- streaming: the same rules over a stream, for logs.reader.read_log_stream (bounded memory) -----------------------
+MAX_STREAM_BYTES = 4 << 30  # read_log_stream keeps memory bounded; past this, the input is taken for endless
+OPENERS = {"gzip": gzip.GzipFile, "bz2": bz2.BZ2File, "xz": lzma.LZMAFile}
+
+
+class _Stream:
+    """`read(n)` over the sniffed head and the rest of a binary stream, counting what it hands out: past `cap`
+    bytes a UsageError, on a terminal a progress line every PROGRESS_BYTES."""
+
+    def __init__(self, head: bytes, rest, name: str, cap: int | None = None, progress: bool = False):
+        self.head, self.rest, self.name, self.cap, self.progress = head, rest, name, cap, progress
+        self.count, self.shown = 0, 0
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            out, self.head = (self.head, b"") if n < 0 else (self.head[:n], self.head[n:])
+        else:
+            out = self.rest.read(n)
+        self.count += len(out)
+        if self.cap is not None and self.count > self.cap:
+            raise UsageError(f"{self.name} is longer than {self.cap >> 30} GiB (an endless stream?); accepted: "
+                             f"{ACCEPTED} (cut a long log to its start-up part)")
+        if self.progress and self.count // PROGRESS_BYTES > self.shown:
+            self.shown = self.count // PROGRESS_BYTES
+            sys.stderr.write(f"\rreading {self.name}: {self.count // MiB} MiB")
+        if self.progress and not out and self.shown:
+            sys.stderr.write("\n")
+            self.progress = False
+        return out
+
+
+class _Transcode:
+    """`read(n)` giving UTF-8 bytes of a UTF-16/32 stream (what read_log_stream reads)."""
+
+    def __init__(self, raw, codec: str):
+        self.text = codecs.getreader(codec)(raw, errors="replace")
+        self.pending = b""
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self.pending) < n:
+            chunk = self.text.read(CHUNK)
+            if not chunk:
+                break
+            self.pending += chunk.encode("utf-8")
+        out, self.pending = (self.pending, b"") if n < 0 else (self.pending[:n], self.pending[n:])
+        return out
+
+
+def _head(stream, size: int = SNIFF) -> bytes:
+    parts, got = [], 0
+    while got < size:
+        data = stream.read(size - got)
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
+
+
+def open_log(stream, name: str, progress: bool = False, depth: int = 0):
+    """A `.read(n)` stream of UTF-8 log bytes from `stream` (decompressed, transcoded, capped); UsageError for
+    empty or binary input, found from its first SNIFF bytes (so /dev/zero answers at once)."""
+    head = _head(stream)
+    packed = _compression(head)
+    if packed is not None and depth < 2:
+        kind = packed[0]
+        inner = OPENERS[kind](_Stream(head, stream, name))
+        return open_log(inner, f"{name} ({kind})", progress, depth + 1)
+    what = describe_binary(head)
+    if what is not None:
+        raise UsageError(f"{name} is {what} ({len(head):,} bytes read), not a text log; accepted: {ACCEPTED}")
+    if not head.strip() and len(head) < SNIFF:
+        raise UsageError(f"{name} is empty" + (f" ({len(head):,} bytes of white space)" if head else "")
+                         + f"; accepted: {ACCEPTED}")
+    codec = next((c for bom, c in BOMS if head.startswith(bom)), None) or utf16_without_bom(head)
+    if codec is not None and codec != "utf-8-sig":
+        return _Stream(b"", _Transcode(_Stream(head, stream, name), codec), name, MAX_STREAM_BYTES, progress)
+    skip = len(codecs.BOM_UTF8) if codec == "utf-8-sig" else 0
+    return _Stream(head[skip:], stream, name, MAX_STREAM_BYTES, progress)
+
+
+def read_log_input(path: str, reader, *, stdin: BinaryIO | None = None, progress: bool | None = None):
+    """`reader(stream)` (e.g. logs.reader.read_log_stream) over the log at `path` or `-`, opened by open_log.
+
+    UsageError (one line) when the file cannot be read, is no log, or its compressed data does not unpack."""
+    name = "standard input" if path == "-" else repr(path)
+    progress = sys.stderr.isatty() if progress is None else progress
+    try:
+        if path == "-":
+            return reader(open_log(stdin if stdin is not None else sys.stdin.buffer, name, progress))
+        with open(path, "rb") as fh:
+            return reader(open_log(fh, name, progress))
+    except (EOFError, lzma.LZMAError, zlib.error) as exc:
+        raise UsageError(f"{name} is compressed data that does not unpack ({exc}); accepted: {ACCEPTED}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read log file {path!r}: {exc.strerror or exc}; accepted: {ACCEPTED}") from None

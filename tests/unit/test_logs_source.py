@@ -1,4 +1,4 @@
-"""diagnostics.textinput: every form a log arrives in is read; what is not a log is named in one line."""
+"""diagnostics.logs.source: every form a log arrives in is read; what is not a log is named in one line."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import lzma
 
 import pytest
 
-from diagnostics import textinput
+from diagnostics.logs import source as textinput
 from diagnostics.errors import UsageError
-from diagnostics.textinput import decode_log, describe_binary, read_text_input, utf16_without_bom
+from diagnostics.logs.source import decode_log, describe_binary, read_text_input, utf16_without_bom
 
 TEXT = "INFO 11-24 14:05:44 [core.py:402] init engine took 0.04 s\nERROR torch.OutOfMemoryError: CUDA out of memory\n"
 
