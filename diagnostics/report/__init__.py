@@ -21,6 +21,8 @@ from diagnostics.report.single import log_report, plan_report
 FORMATS = ("md", "json", "html", "png")
 SINGLE_FORMATS = ("text", "json", "md")  # explain and plan: one start's answer
 FILE_NAMES = {"md": "report.md", "json": "report.json", "html": "report.html"}
+
+
 def parse_formats(text: str) -> tuple[str, ...]:
     """`md`, `json,html`, `all` -> formats; UsageError names the bad one."""
     if text.strip() == "all":

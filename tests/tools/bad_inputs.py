@@ -284,7 +284,7 @@ def report_compare_cases() -> list[Case]:
         Case("compare-array", ["compare", "array.json", "results/new.jsonl"], (2,)),
         Case("compare-baseline-bad-results", ["compare", "baseline-bad-results.json", "results/new.jsonl"], (2,)),
         Case("compare-no-id", ["compare", "results/no-id.jsonl", "results/new.jsonl"], (2,)),
-        Case("compare-ids-only", ["compare", "results/ids-only.jsonl", "results/new.jsonl"], (0, 1)),
+        Case("compare-ids-only", ["compare", "results/ids-only.jsonl", "results/new.jsonl"], (2,)),
         Case("compare-partial-candidate", ["compare", "results/old.jsonl", "results/partial.jsonl"], (1,),
              says=("missing",)),
         Case("compare-truncated", ["compare", "results/old.jsonl", "results/truncated.jsonl"], (1,),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -241,3 +242,52 @@ def test_readme_example_is_the_commands_output(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["explain", "vllm.log", "--format", "md"]) == 0
     assert capsys.readouterr().out.rstrip("\n") == shown.rstrip("\n")
+# -- issue #9 (through the command line, in a subprocess: exit codes and one-line errors) -------------------------
+I9_ROOT = Path(__file__).resolve().parents[2]
+
+
+def i9_cli(*args, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "diagnostics", *map(str, args)], capture_output=True, cwd=I9_ROOT,
+                          input=stdin, timeout=120)
+
+
+def usage_line(proc) -> str:
+    """The one stderr line of a usage error (exit 2), and nothing else."""
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, (proc.returncode, err, proc.stdout.decode())
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err.strip()
+
+
+OOM_LOG = I9_ROOT / "tests" / "data" / "logs" / "gpu_v063_profile_vision_oom.log"
+
+
+# -- explain reads every form a log arrives in, and names what is not a log -------------------------------------------
+@pytest.mark.parametrize("encode", [
+    lambda t: t.encode("utf-16"), lambda t: t.encode("utf-16-le"), lambda t: t.encode("utf-16-be"),
+    lambda t: gzip.compress(t.encode()), lambda t: b"\xef\xbb\xbf" + t.encode(),
+], ids=["utf16-bom", "utf16le", "utf16be", "gzip", "utf8-bom"])
+def test_explain_reads_utf16_and_gzip_logs(tmp_path, encode):
+    path = tmp_path / "vllm.log"
+    path.write_bytes(encode(OOM_LOG.read_text(encoding="utf-8")))
+    proc = i9_cli("explain", path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout.decode().startswith("outcome: oom_profile   phase: vision_encoder")
+    piped = i9_cli("explain", "-", stdin=path.read_bytes())
+    assert piped.stdout == proc.stdout
+
+
+@pytest.mark.parametrize("data, says", [
+    (b"", "is empty"), (b"\n  \n", "is empty"), (b"\0" * 5000, "all zero bytes"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8, "a PNG image"), (bytes(range(256)) * 32, "binary data"),
+])
+def test_explain_names_what_is_not_a_log(tmp_path, data, says):
+    path = tmp_path / "input"
+    path.write_bytes(data)
+    line = usage_line(i9_cli("explain", path))
+    assert says in line and "accepted:" in line
+
+
+def test_explain_dev_zero_is_one_line_not_a_memory_error():
+    line = usage_line(i9_cli("explain", "/dev/zero"))
+    assert "'/dev/zero' is all zero bytes" in line

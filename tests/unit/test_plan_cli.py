@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -123,3 +124,94 @@ def test_format_md_on_the_cpu_pseudo_card_says_plan_cannot_tell(capsys):
     text = capsys.readouterr().out
     assert "plan cannot tell whether" in text and "total read at run time" in text
     assert "0.00 GiB)" not in text and "the log" not in text
+# -- issue #9 (through the command line, in a subprocess: exit codes and one-line errors) -------------------------
+I9_ROOT = Path(__file__).resolve().parents[2]
+
+
+def i9_cli(*args, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "diagnostics", *map(str, args)], capture_output=True, cwd=I9_ROOT,
+                          input=stdin, timeout=120)
+
+
+def usage_line(proc) -> str:
+    """The one stderr line of a usage error (exit 2), and nothing else."""
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, (proc.returncode, err, proc.stdout.decode())
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err.strip()
+
+
+PLANNED = ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "gpu_memory_utilization",
+           "limit_mm_per_prompt", "enforce_eager", "kv_cache_memory_bytes")
+OOM_LOG = I9_ROOT / "tests" / "data" / "logs" / "gpu_v063_profile_vision_oom.log"
+
+
+def plan_json(card: str, vllm: str, settings: dict) -> dict:
+    sets = [x for k, v in settings.items() for x in ("--set", f"{k}={json.dumps(v)}")]
+    proc = i9_cli("plan", "--card", card, "--vllm", vllm, "--json", *sets)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return json.loads(proc.stdout)
+
+
+# -- every fix that explain or plan offers must start ---------------------------------------------------------------
+def assert_fixes_start(card: str, vllm: str, base: dict, offered: dict) -> None:
+    # a culprit that fixes it alone (its why says "enough" / "which fits") and the combined fix must both start
+    offers = [({c["setting"]: c["suggested"]}, f"culprit {c['setting']}") for c in offered["culprits"]
+              if c.get("suggested") is not None and c.get("fixes_alone")]
+    if offered.get("fix"):
+        offers.append((dict(offered["fix"]), "fix"))
+    assert offers, offered
+    for change, what in offers:
+        replanned = plan_json(card, vllm, {**base, **change})
+        assert replanned["verdict"] == "ok", (what, change, replanned["verdict"], replanned.get("culprits"))
+
+
+def test_every_fix_explain_offers_for_the_v063_vision_oom_log_starts():
+    proc = i9_cli("explain", OOM_LOG, "--json", "--card", "3090")
+    assert proc.returncode == 0, proc.stderr.decode()
+    answer = json.loads(proc.stdout)
+    base = {k: v for k, v in answer["settings"].items() if k in PLANNED}
+    assert base["max_model_len"] == 32768
+    assert_fixes_start("3090", "0.6.3", base, answer)
+
+
+@pytest.mark.parametrize("card, vllm, settings", [
+    ("3090", "0.6.3", {}),
+    ("3090", "0.6.3", {"max_model_len": 32768, "max_num_seqs": 128}),
+    ("3090", "0.6.3", {"max_model_len": 8192}),
+    ("l4", "0.10.1", {}),
+    ("4090", "0.7.3", {"max_num_seqs": 128}),
+])
+def test_every_fix_plan_offers_starts(card, vllm, settings):
+    planned = plan_json(card, vllm, settings)
+    if planned["verdict"] == "ok":
+        assert not planned["fix"]
+        return
+    assert_fixes_start(card, vllm, settings, planned)
+
+
+# -- plan refuses what vLLM refuses, in vLLM's words ------------------------------------------------------------------
+def test_plan_refuses_fewer_batched_tokens_than_sequences():
+    line = usage_line(i9_cli("plan", "--vllm", "0.6.3", "--set", "max_num_batched_tokens=16", "--set",
+                          "max_num_seqs=32", "--set", "max_model_len=16"))
+    assert "max_num_batched_tokens (16) must be greater than or equal to max_num_seqs (32)" in line
+
+
+def test_plan_refuses_fewer_batched_tokens_than_max_model_len_without_chunked_prefill():
+    line = usage_line(i9_cli("plan", "--vllm", "0.6.3", "--set", "max_num_batched_tokens=2048", "--set",
+                          "max_model_len=4096", "--set", "max_num_seqs=8"))
+    assert "max_num_batched_tokens (2048) is smaller than max_model_len (4096)" in line
+    # with chunked prefill vLLM accepts it
+    proc = i9_cli("plan", "--vllm", "0.6.3", "--set", "max_num_batched_tokens=2048", "--set", "max_model_len=4096",
+               "--set", "max_num_seqs=8", "--set", "enable_chunked_prefill=true")
+    assert proc.returncode == 0, proc.stderr.decode()
+
+
+def test_plan_refuses_a_max_model_len_above_what_the_model_allows():
+    line = usage_line(i9_cli("plan", "--set", "max_model_len=1000000"))
+    assert "max_model_len (1000000) is greater than the derived max_model_len" in line
+
+
+def test_plan_card_cpu_refuses_in_one_line():
+    line = usage_line(i9_cli("plan", "--card", "cpu"))
+    assert "cpu" in line and "--card=cpu" in line

@@ -133,3 +133,20 @@ def test_a_sweep_with_many_long_failing_logs_still_fits_githubs_limit(tmp_path):
     assert "### `combo029`" in text  # every failure keeps its heading and diagnosis; only the folded logs shrink
     assert "(last 5 of 40; the rest left out to fit GitHub's limit)" in text  # 40, 20, 10 lines were too many
     assert "ERROR 29 line 39 " in text and "ERROR 29 line 34 " not in text
+# -- issue #9: report.md fits one GitHub comment; report.html is one file ------------------------------------------
+def cpu_record(rid: str, outcome: str = "ok", status: str = "passed") -> dict:
+    return {"schema_version": 1, "run": "r", "id": rid, "model": "kit:tiny-text", "settings": {"max_model_len": 256},
+            "outcome": outcome, "phase": "unknown", "status": status, "passed": True,
+            "expected": "ok" if outcome == "ok" else outcome, "reasons": [], "peak_device_gib": None,
+            "peak_process_gib": 1.9, "startup_s": 20.0,
+            "card": {"name": "cpu", "total_gib": 20.0, "profile_threshold_gib": 0.0, "headroom_gib": 0.0},
+            "machine_info": {"card": "cpu", "gpu_name": "vLLM CPU backend", "vllm": "0.32.0"},
+            "diagnosis": {"summary": "", "culprits": [], "error_line": None}}
+
+
+def test_report_html_is_one_file_with_the_charts_embedded(tmp_path):
+    (tmp_path / "results.jsonl").write_text(json.dumps(cpu_record("ok-256")) + "\n")
+    write_reports(tmp_path, formats=("html",))
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert html.count('src="data:image/png;base64,') == 2  # the overview and the one combination
+    assert 'src="charts/' not in html

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from diagnostics.redact import Redactor
@@ -46,9 +47,36 @@ def test_chart_lines_follow_the_limits_the_sweep_asserted():
     fig = memory_figure(combo, rows, card)
     FigureCanvasAgg(fig).draw()
     texts = figure_texts(fig)
-    assert "profile threshold 23.19 GiB" in texts and "peak limit 22.32 GiB (the overall peak the test allows)" in texts  # 0.9 x 23.69 + 1.0
+    assert "profile threshold 23.19 GiB" in texts  # 0.9 x 23.69 + 1.0 below:
+    assert "peak limit 22.32 GiB (the overall peak the test allows)" in texts
     combo["limits_gib"] = {"profile_peak": 6.0, "peak": 7.5}
     fig = memory_figure(combo, rows, {"name": "cpu", "total_gib": 10.96, "profile_threshold_gib": 0.0, "headroom_gib": 0.0})
     FigureCanvasAgg(fig).draw()
     texts = figure_texts(fig)
-    assert {"card total 10.96 GiB", "profile threshold 6.00 GiB", "peak limit 7.50 GiB (the overall peak the test allows)"} <= set(texts)
+    assert {"card total 10.96 GiB", "profile threshold 6.00 GiB",
+            "peak limit 7.50 GiB (the overall peak the test allows)"} <= set(texts)
+
+
+# -- issue #9: expected failures marked, CPU runs labelled host memory -------------------------------------------
+def cpu_record(rid: str, outcome: str = "ok", status: str = "passed") -> dict:
+    return {"schema_version": 1, "run": "r", "id": rid, "model": "kit:tiny-text", "settings": {"max_model_len": 256},
+            "outcome": outcome, "phase": "unknown", "status": status, "passed": True,
+            "expected": "ok" if outcome == "ok" else outcome, "reasons": [], "peak_device_gib": None,
+            "peak_process_gib": 1.9, "startup_s": 20.0,
+            "card": {"name": "cpu", "total_gib": 20.0, "profile_threshold_gib": 0.0, "headroom_gib": 0.0},
+            "machine_info": {"card": "cpu", "gpu_name": "vLLM CPU backend", "vllm": "0.32.0"},
+            "diagnosis": {"summary": "", "culprits": [], "error_line": None}}
+
+
+def test_charts_mark_expected_failures_and_label_cpu_runs_as_host_memory():
+    import tempfile
+
+    from diagnostics.report.charts import figure_texts, overview_figure
+
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "results.jsonl").write_text(json.dumps(cpu_record("ok-256")) + "\n"
+                                             + json.dumps(cpu_record("kv-too-small", "kv_too_small", "xfail")) + "\n")
+        texts = figure_texts(overview_figure(build_report(tmp)))
+    assert any(t.strip().startswith("kv_too_small (expected)") for t in texts), texts
+    assert "peak host memory (GiB, RSS of the engine processes)" in texts
+    assert "(expected): the matrix expects this failure" in texts

@@ -1,0 +1,33 @@
+"""`model-kit` (diagnostics/commands/model_kit.py): a missing optional library is one line naming the install."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+I9_ROOT = Path(__file__).resolve().parents[2]
+
+
+def i9_cli(*args, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "diagnostics", *map(str, args)], capture_output=True, cwd=I9_ROOT,
+                          input=stdin, timeout=120)
+
+
+def usage_line(proc) -> str:
+    """The one stderr line of a usage error (exit 2), and nothing else."""
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, (proc.returncode, err, proc.stdout.decode())
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err.strip()
+
+
+def test_model_kit_without_tokenizers_is_one_line_naming_the_install(tmp_path):
+    fake = tmp_path / "mods"
+    fake.mkdir()
+    (fake / "tokenizers.py").write_text("raise ModuleNotFoundError(\"No module named 'tokenizers'\", "
+                                        "name='tokenizers')\n")
+    proc = subprocess.run([sys.executable, "-m", "diagnostics", "model-kit", "minicpm-v-2_6", str(tmp_path / "kit")],
+                          capture_output=True, cwd=I9_ROOT, env={"PYTHONPATH": f"{fake}:{I9_ROOT}", "PATH": "/usr/bin"})
+    line = usage_line(proc)
+    assert "tokenizers" in line and "pip install" in line
