@@ -1,0 +1,56 @@
+"""diagnostics.suite.gate: the baseline options checked before the first start, and the verdict at the end."""
+
+from __future__ import annotations
+
+import pytest
+
+from diagnostics.errors import UsageError
+from diagnostics.suite.baseline import save_baseline
+from diagnostics.suite.gate import Gate
+
+
+def line(rid: str, vllm: str = "0.31.0", peak: float = 1.25) -> dict:
+    return {"id": rid, "outcome": "ok", "peak_process_gib": peak, "kv_cache_tokens": 1024, "startup_s": 1.0,
+            "machine_info": {"card": "cpu", "gpu_name": "vLLM CPU backend", "driver": None, "vllm": vllm}}
+
+
+def info() -> dict:
+    return {"card": "cpu", "driver": None, "vllm": "0.32.0"}
+
+
+def test_a_missing_baseline_is_a_usage_error_unless_asked_to_record_it(tmp_path):
+    gate = Gate(tmp_path / "bl", compare_name="pinned")
+    with pytest.raises(UsageError, match=r"--compare-baseline=pinned: no baseline 'pinned' under .*bl/ .*"
+                                         r"--save-baseline-if-missing"):
+        gate.check(info)
+    asked = Gate(tmp_path / "bl", compare_name="pinned", save_if_missing=True)
+    asked.check(info)
+    assert asked.baseline is None and (tmp_path / "bl").is_dir()  # checked writable now, for the end
+    assert asked.finish([line("a")], []) is False
+    assert "recorded this run as it (--save-baseline-if-missing)" in asked.lines[0]
+
+
+def test_names_and_directories_are_checked_before_any_start(tmp_path):
+    with pytest.raises(UsageError, match="bad baseline name 'a b' .--save-baseline."):
+        Gate(tmp_path, save_name="a b").check(info)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="--baseline-dir=.*file is a file"):
+        Gate(tmp_path / "file", save_name="p").check(info)
+    Gate(tmp_path / "file", compare_name=None).check(info)  # nothing saved or compared: nothing to check
+
+
+def test_finish_fails_on_a_regression_and_on_missing_combinations(tmp_path):
+    save_baseline([line("a"), line("b")], "pinned", tmp_path)
+    asked = []
+    gate = Gate(tmp_path, compare_name="pinned", tolerances={"peak": 0.05, "kv_tokens": 0.05, "startup": None})
+    gate.check(lambda: asked.append(1) or info())
+    assert asked == [1] and gate.baseline is not None
+    assert gate.finish([line("a", "0.32.0")], ["r.jsonl:2: truncated last line skipped"]) is True
+    text = "\n".join(gate.lines)
+    assert "baseline: vLLM 0.31.0 | candidate: vLLM 0.32.0" in text and "INCOMPLETE: 1 same, 1 missing" in text
+    assert "warning: r.jsonl:2: truncated last line skipped" in text
+    gate.lines.clear()
+    assert gate.finish([line("a", "0.32.0", peak=2.0), line("b", "0.32.0")], []) is True
+    assert "REGRESSION: 1 regressed, 1 same" in "\n".join(gate.lines)
+    gate.lines.clear()
+    assert gate.finish([line("a", "0.32.0"), line("b", "0.32.0")], []) is False
