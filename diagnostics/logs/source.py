@@ -143,7 +143,7 @@ def decode_log(data: bytes, name: str = "the input", depth: int = 0) -> str:
 
 # -- streaming: the same rules over a stream, for logs.reader.read_log_stream (bounded memory) -----------------------
 MAX_STREAM_BYTES = 4 << 30  # read_log_stream keeps memory bounded; past this, the input is taken for endless
-OPENERS = {"gzip": gzip.GzipFile, "bz2": bz2.BZ2File, "xz": lzma.LZMAFile}
+OPENERS = {"gzip": lambda f: gzip.GzipFile(fileobj=f), "bz2": bz2.BZ2File, "xz": lzma.LZMAFile}
 
 
 class _Stream:
@@ -155,13 +155,15 @@ class _Stream:
         self.count, self.shown = 0, 0
 
     def read(self, n: int = -1) -> bytes:
-        if self.head:
-            out, self.head = (self.head, b"") if n < 0 else (self.head[:n], self.head[n:])
+        if n < 0:
+            out, self.head = self.head + self.rest.read(), b""
+        elif self.head:
+            out, self.head = self.head[:n], self.head[n:]
         else:
             out = self.rest.read(n)
         self.count += len(out)
         if self.cap is not None and self.count > self.cap:
-            raise UsageError(f"{self.name} is longer than {self.cap >> 30} GiB (an endless stream?); accepted: "
+            raise UsageError(f"{self.name} is longer than {self.cap // MiB:,} MiB (an endless stream?); accepted: "
                              f"{ACCEPTED} (cut a long log to its start-up part)")
         if self.progress and self.count // PROGRESS_BYTES > self.shown:
             self.shown = self.count // PROGRESS_BYTES

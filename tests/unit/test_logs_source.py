@@ -6,12 +6,13 @@ import bz2
 import gzip
 import io
 import lzma
+import re
 
 import pytest
 
 from diagnostics.logs import source as textinput
 from diagnostics.errors import UsageError
-from diagnostics.logs.source import decode_log, describe_binary, read_text_input, utf16_without_bom
+from diagnostics.logs.source import decode_log, describe_binary, read_log_input, read_text_input, utf16_without_bom
 
 TEXT = "INFO 11-24 14:05:44 [core.py:402] init engine took 0.04 s\nERROR torch.OutOfMemoryError: CUDA out of memory\n"
 
@@ -89,3 +90,52 @@ def test_long_input_shows_progress_on_a_terminal(monkeypatch, capsys):
 def test_a_missing_file_is_one_line(tmp_path):
     with pytest.raises(UsageError, match=r"cannot read log file '.*nope.log': No such file or directory; accepted"):
         read_text_input(str(tmp_path / "nope.log"))
+
+
+# -- the streaming path (what `explain` uses: logs.reader.read_log_stream reads the stream in bounded memory) ----------
+def read_all(stream) -> bytes:
+    parts = []
+    while chunk := stream.read(7):  # small reads: the head, the transcoder and the rest must join up
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize("data", [
+    TEXT.encode(), b"\xef\xbb\xbf" + TEXT.encode(), TEXT.encode("utf-16"), TEXT.encode("utf-16-le"),
+    TEXT.encode("utf-16-be"), gzip.compress(TEXT.encode()), bz2.compress(TEXT.encode()),
+    lzma.compress(TEXT.encode()), gzip.compress(TEXT.encode("utf-16")),
+], ids=["utf8", "utf8-bom", "utf16-bom", "utf16le", "utf16be", "gzip", "bz2", "xz", "gzip-utf16"])
+def test_every_form_streams_as_utf8(tmp_path, data):
+    path = tmp_path / "vllm.log"
+    path.write_bytes(data)
+    assert read_log_input(str(path), read_all, progress=False).decode("utf-8") == TEXT
+    assert read_log_input("-", lambda s: s.read(-1), stdin=io.BytesIO(data), progress=False).decode() == TEXT
+
+
+@pytest.mark.parametrize("data, says", [
+    (b"", "is empty"), (b"\0" * 100, "is all zero bytes"), (bytes(range(256)) * 4, "is binary data"),
+    (gzip.compress(b""), "(gzip) is empty"),
+])
+def test_the_stream_refuses_what_is_not_a_log_before_reading_it(data, says):
+    with pytest.raises(UsageError, match=rf"standard input.*{re.escape(says)}"):
+        read_log_input("-", read_all, stdin=io.BytesIO(data), progress=False)
+
+
+def test_the_stream_is_capped_and_shows_progress(monkeypatch, capsys):
+    monkeypatch.setattr(textinput, "MAX_STREAM_BYTES", 5 * textinput.CHUNK)
+    monkeypatch.setattr(textinput, "PROGRESS_BYTES", textinput.CHUNK)
+
+    class Yes(io.RawIOBase):
+        def read(self, n=-1):
+            return b"y\n" * (max(n, 2) // 2)
+
+    with pytest.raises(UsageError, match=r"standard input is longer than 5 MiB \(an endless stream\?\)"):
+        read_log_input("-", read_all_big, stdin=Yes(), progress=True)
+    assert "\rreading standard input: 1 MiB" in capsys.readouterr().err
+
+
+def read_all_big(stream) -> int:
+    total = 0
+    while chunk := stream.read(1 << 20):
+        total += len(chunk)
+    return total
