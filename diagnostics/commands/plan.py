@@ -43,7 +43,7 @@ def add_arguments(parser) -> None:
 def build(args) -> Plan:
     """The plan, or UsageError: a cpu card (nothing to predict) or settings vLLM itself would refuse."""
     card = get_card(args.card, extra_cards_file=args.cards)
-    if card.is_cpu:
+    if card.is_cpu and output_format(args.json, args.format) != "md":  # the md report says it cannot tell, and why
         raise UsageError("plan --card cpu: the estimator predicts GPU start-ups (device memory, CUDA context and "
                          "graphs); vLLM's CPU backend sizes its KV cache from host memory: measure it with "
                          "`pytest -m gpu --card=cpu` (the CPU matrix and a kit model) instead")
