@@ -29,7 +29,7 @@ from diagnostics.errors import UsageError
 from diagnostics.explain import explain_record
 from diagnostics.models import get_model
 from diagnostics.report import write_reports
-from diagnostics.report.terminal import summary_table
+from diagnostics.report.terminal import accuracy_table, summary_table
 from diagnostics.suite import judge as verdicts
 from diagnostics.suite import run
 from diagnostics.suite.baseline import compare, format_table, load_baseline, parse_tolerances, save_baseline
@@ -118,6 +118,7 @@ class Manager:
         run.check_model(self.model)
         self.load_format = run.load_format_for(self.model, run.option(config, "load_format"))
         self.engine_timeout = run.engine_timeout(run.option(config, "engine_timeout"))
+        self.calibration = run.calibration(run.option(config, "calibration"))
         self._baseline_options(config)
         self.resume = bool(run.option(config, "resume"))
         # absolute: the engine child runs in another working directory
@@ -268,12 +269,14 @@ class Manager:
         except UsageError:
             explanation = None
         vllm_version = self.machine_info().get("vllm")
-        expectation = verdicts.expect(combination, self.card, self.model_spec(), vllm_version, settings)
+        expectation = verdicts.expect(combination, self.card, self.model_spec(), vllm_version, settings,
+                                      self.calibration)
+        prediction = verdicts.predict_start(self.model_spec(), self.card, vllm_version, settings, self.calibration)
         limits = verdicts.limits_for(combination.thresholds, self.card, settings, verdicts.profile_peak_of(result),
                                      self.model_spec(), vllm_version)
         verdict = verdicts.judge(combination.id, self.card, result, log, expectation, limits, explanation)
         record = make_record(self._start_fields(combination, settings, started_at), verdict, result, log,
-                             self.run_dir)
+                             self.run_dir, prediction)
         return Measurement(combination, record, verdict)
 
     def _start_fields(self, combination, settings: dict, started_at: str) -> dict:
@@ -374,6 +377,7 @@ class Manager:
             return
         terminalreporter.write_sep("=", f"vllm-memcheck: {len(results)} combinations in {self.run_dir}")
         terminalreporter.write_line(summary_table(results))
+        terminalreporter.write_line(accuracy_table(results))
         for path in self.report_paths:
             terminalreporter.write_line(f"report: {path}")
         for line in self.comparison_text:

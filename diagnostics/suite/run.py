@@ -11,6 +11,7 @@ from pathlib import Path
 
 from diagnostics.errors import UsageError
 from diagnostics.kit import build_minicpmv26
+from diagnostics.predict.coefficients import Calibration, load_calibration_arg
 from diagnostics.kit.tiny_text import build_tiny_text
 from diagnostics.kit.vlm import build_vlm_kit, kit_families
 from diagnostics.models import HUB_IDS, stored_models
@@ -51,6 +52,9 @@ OPTIONS = (
     ("fail_on_regression", {"metavar": "SPEC"}, "string",
      f"tolerances for --compare-baseline (default {DEFAULT_REGRESSION_SPEC}; KEY:off disables one)"),
     ("baseline_dir", {"metavar": "DIR"}, "string", "where baselines live (default .memcheck/baselines)"),
+    ("calibration", {"metavar": "FILE"}, "string",
+     "calibration TOML (`python -m diagnostics calibrate`) for plan's predictions and expectations; 'shipped': "
+     "the one fitted on the field cases (diagnostics/data/calibration.toml); default: the built-in coefficients"),
 )
 
 
@@ -114,6 +118,12 @@ def load_format_for(model: str, load_format: str | None) -> str:
         raise UsageError(f"bad load_format {load_format!r}; accepted: {', '.join(LOAD_FORMATS)}")
     return "dummy" if model.startswith("kit:minicpm") or (model.startswith("kit:") and stored_vlm(model)) \
         else load_format
+
+
+def calibration(text: str | None) -> Calibration | None:
+    """--calibration: FILE, 'shipped' (diagnostics/data/calibration.toml), or unset (None: the built-in
+    coefficients). UsageError (one line naming the file) for a missing or malformed file."""
+    return None if not text else load_calibration_arg(str(text))
 
 
 def engine_timeout(text) -> float:

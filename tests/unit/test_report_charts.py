@@ -52,3 +52,24 @@ def test_chart_lines_follow_the_limits_the_sweep_asserted():
     FigureCanvasAgg(fig).draw()
     texts = figure_texts(fig)
     assert {"card total 10.96 GiB", "profile threshold 6.00 GiB", "peak limit 7.50 GiB"} <= set(texts)
+
+
+def test_overview_marks_plans_predicted_peak_only_beside_device_measurements():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from diagnostics.report.charts import figure_texts, overview_figure
+
+    combos = [{"id": "gpu", "outcome": "ok", "peak_device_gib": 20.5, "peak_process_gib": None,
+               "prediction": {"peak_gib": 21.3}},
+              {"id": "cpu", "outcome": "ok", "peak_device_gib": None, "peak_process_gib": 2.0,
+               "prediction": {"peak_gib": 0.6}}]
+    report = {"combinations": combos, "card": {"name": "a10", "total_gib": 22.18}, "environment": {}}
+    fig = overview_figure(report)
+    FigureCanvasAgg(fig).draw()
+    assert "plan's predicted peak" in figure_texts(fig)
+    (marks,) = fig.axes[0].collections
+    assert [round(x, 2) for x, _ in marks.get_offsets()] == [21.3]  # the CPU bar (RSS) gets no mark
+    combos[0]["prediction"] = None
+    fig = overview_figure(report)
+    FigureCanvasAgg(fig).draw()
+    assert "plan's predicted peak" not in figure_texts(fig)
