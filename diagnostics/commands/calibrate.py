@@ -24,7 +24,7 @@ from diagnostics.predict.coefficients import DEFAULT, calibration_toml
 from diagnostics.report.accuracy import markdown, text
 from diagnostics.settings import KNOWN_SETTINGS
 from diagnostics.suite.results import RESULTS_FILE, load_results
-from diagnostics.suite.run import KIT_MODELS, ModelDir
+from diagnostics.suite.run import ModelDir
 
 HELP = "fit plan's estimate coefficients to printed figures (run directories, logs, field-case inputs)"
 ACCEPTED = "a run directory or results.jsonl, a vLLM log file, or a fit-inputs TOML ([[sample]] tables)"
@@ -98,7 +98,7 @@ def _run_model(record: dict, kits: dict):
         except UsageError:
             continue
     model = str(record.get("model") or "")
-    if model in KIT_MODELS:
+    if model.startswith("kit:"):
         if model not in kits:
             kits[model] = ModelDir(model)
         return get_model(kits[model].path([]))
@@ -161,7 +161,7 @@ def samples_from_inputs(path: Path) -> tuple[list, list[str]]:
         where = f"{path} [[sample]] #{i}"
         try:
             case = _case(cases_dir / entry["cases"], entry["source"])
-            model = get_model(path.parent / entry["model"]) if entry.get("model") else None
+            model = _inputs_model(path.parent, entry.get("model"))
             numbers = dict(read_log(case.get("log_excerpt") or case.get("log") or "").numbers)
             rep = case.get("reported_numbers") or {}
             numbers.update({k: rep[v] for k, v in (entry.get("reported") or {}).items()})
@@ -175,6 +175,13 @@ def samples_from_inputs(path: Path) -> tuple[list, list[str]]:
     if not samples:
         raise UsageError(f"calibrate: {path} has no [[sample]] table; accepted: {ACCEPTED}")
     return samples, [f"{e.get('what')}: {e.get('why')}" for e in data.get("excluded") or []]
+
+
+def _inputs_model(base: Path, name: str | None):
+    """A sample's model: a directory relative to the inputs file, else a name models.get_model knows."""
+    if not name:
+        return None
+    return get_model(base / name if (base / name).is_dir() else name)
 
 
 def _case(path: Path, source: str) -> dict:
