@@ -47,3 +47,8 @@ def plural(n: int, word: str, plural_form: str | None = None) -> str:
 def utc_now(timespec: str = "seconds") -> str:
     """The current UTC time as ISO 8601 with a `Z`: `2026-11-30T15:54:18Z` (timespec as datetime.isoformat)."""
     return datetime.now(timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def fmt_error(err: float | None) -> str:
+    """A relative error (0.123) as a signed percentage ("+12.3%"); "-" when unknown."""
+    return "-" if err is None else f"{err * 100:+.1f}%"

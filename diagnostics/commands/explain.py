@@ -17,13 +17,16 @@ from diagnostics.logs.reader import read_log_stream
 from diagnostics.logs.record import LogRecord
 from diagnostics.logs.source import read_log_input
 from diagnostics.models import get_model
+from diagnostics.explain.context import record_card, record_model, record_plan, record_version
+from diagnostics.predict.accuracy import compare, predicted_figures
+from diagnostics.predict.coefficients import load_calibration_arg
 from diagnostics.report import SINGLE_FORMATS, emit, log_markdown, output_format
-from diagnostics.units import fmt_gib
+from diagnostics.units import fmt_error, fmt_gib, fmt_tokens
 
 HELP = "read a vLLM start-up log (file or -) and say what failed, why, and the smallest fix"
 
 JSON_KEYS = ("outcome", "phase", "reached", "vllm_version", "engine", "numbers", "gpu_processes", "settings",
-             "culprits", "summary", "fix")
+             "culprits", "summary", "fix", "prediction")
 # The figures issue #2 §4 names, in the order a human reads them; other numeric keys follow.
 MAIN_NUMBERS = ("weights_gib", "activation_peak_gib", "non_torch_gib", "kv_cache_gib", "kv_cache_tokens",
                 "gpu_blocks", "gpu_total_gib", "gpu_memory_utilization", "cuda_graph_gib", "encoder_budget_tokens",
@@ -37,6 +40,9 @@ TEXT_SETTINGS = ("model", "max_model_len", "max_num_seqs", "max_num_batched_toke
 
 
 def add_arguments(parser) -> None:
+    parser.add_argument("--calibration", default=None, metavar="FILE|shipped",
+                        help="calibration TOML for plan's figures beside vLLM's (`calibrate --out`; shipped: the "
+                             "field-case fit)")
     parser.add_argument("logfile", metavar="LOGFILE|-", help="a vLLM log file, or - to read standard input")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text (= --format json)")
     parser.add_argument("--format", choices=SINGLE_FORMATS, default=None,
@@ -100,12 +106,24 @@ def explain(record, model=None, card=None) -> dict:
     return {"culprits": doc["culprits"], "summary": doc["summary"] or _fallback_summary(record), "fix": doc["fix"]}
 
 
+def beside(record, model, card, calibration) -> list[dict]:
+    """plan's figure beside each figure vLLM printed, with the error, planned for the log's version and echoed
+    settings (explain.context: the model from --model or the log, the card from --card or the printed total).
+    [] when the log printed no figure, or names no model or GPU card plan knows."""
+    if not record.numbers:
+        return []
+    p = record_plan(record, record_model(record, model), record_card(record, card), record_version(record),
+                    calibration)
+    return [] if p is None else [c.to_json() for c in compare(predicted_figures(p), record.numbers)]
+
+
 def as_json(record, answer: dict) -> dict:
     """The `explain --json` object: JSON_KEYS, numbers as json_numbers prints them, `answer` from explain()."""
     return {"outcome": record.outcome, "phase": record.phase, "reached": record.reached,
             "vllm_version": record.vllm_version, "engine": record.engine, "numbers": json_numbers(record.numbers),
             "gpu_processes": [dict(p) for p in record.gpu_processes], "settings": dict(record.settings),
-            "culprits": answer["culprits"], "summary": answer["summary"], "fix": answer["fix"]}
+            "culprits": answer["culprits"], "summary": answer["summary"], "fix": answer["fix"],
+            "prediction": answer.get("prediction", [])}
 
 
 def _fmt(key: str, value) -> str:
@@ -114,6 +132,10 @@ def _fmt(key: str, value) -> str:
     if isinstance(value, int) and abs(value) >= 10000:
         return f"{value:,}"
     return str(value)
+
+
+def _figure(key: str, value) -> str:
+    return fmt_gib(value) if key.endswith("_gib") else fmt_tokens(int(value))
 
 
 def as_text(record, answer: dict) -> str:
@@ -142,6 +164,10 @@ def as_text(record, answer: dict) -> str:
             current = "(not in the log)" if c["value"] is None else json.dumps(c["value"])
             target = "" if c["suggested"] is None else f" -> {json.dumps(c['suggested'])}"  # None: nothing to size
             lines.append(f"  {i}. {c['setting']}={current}{target}: {c['why']}")
+    if answer.get("prediction"):
+        lines.append("vLLM's figure vs plan's:")
+        lines += [f"  {c['figure']}: vLLM {_figure(c['figure'], c['actual'])}, plan "
+                  f"{_figure(c['figure'], c['predicted'])} ({fmt_error(c['error'])})" for c in answer["prediction"]]
     lines.append(f"summary: {answer['summary']}")
     return "\n".join(lines)
 
@@ -150,6 +176,8 @@ def run(args) -> int:
     record = read_input(args.logfile)
     _resolve(args.model, args.card)
     answer = explain(record, model=args.model, card=args.card)
+    calibration = load_calibration_arg(args.calibration) if args.calibration else None
+    answer["prediction"] = beside(record, args.model, args.card, calibration)
     fmt = output_format(args.json, args.format)
     if fmt == "md":
         text = log_markdown(record, answer, model=args.model, card=args.card)

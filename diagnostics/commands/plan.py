@@ -12,6 +12,7 @@ import json
 
 from diagnostics.cards import get_card
 from diagnostics.explain import explain_plan
+from diagnostics.predict.coefficients import load_calibration_arg
 from diagnostics.predict.estimator import Plan, plan
 from diagnostics.errors import UsageError
 from diagnostics.report import SINGLE_FORMATS, emit, output_format, plan_markdown
@@ -34,6 +35,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                         help="engine setting; VALUE is JSON when it parses (repeatable)")
     parser.add_argument("--cards", default=None, metavar="FILE", help="TOML file with [cards.NAME] overrides")
+    parser.add_argument("--calibration", default=None, metavar="FILE|shipped",
+                        help="calibration TOML written by `calibrate --out` (shipped: the fit on the field cases); "
+                             "default: the built-in coefficients")
     parser.add_argument("--json", action="store_true", help="print one JSON object (= --format json)")
     parser.add_argument("--format", choices=SINGLE_FORMATS, default=None,
                         help="text (default), json, or md: a redacted Markdown report to paste into an issue")
@@ -47,7 +51,8 @@ def build(args) -> Plan:
         raise UsageError("plan --card cpu: the estimator predicts GPU start-ups (device memory, CUDA context and "
                          "graphs); vLLM's CPU backend sizes its KV cache from host memory: measure it with "
                          "`pytest -m gpu --card=cpu` (the CPU matrix and a kit model) instead")
-    p = plan(args.model, card, args.vllm, args.entrypoint, parse_set(args.sets))
+    calibration = load_calibration_arg(args.calibration) if args.calibration else None
+    p = plan(args.model, card, args.vllm, args.entrypoint, parse_set(args.sets), calibration)
     refusal = vllm_refusal(p.settings, p.model)
     if refusal:
         raise UsageError(f"vLLM {p.vllm_version} refuses these settings at start-up: {refusal}")
@@ -97,7 +102,7 @@ def format_plan(p: Plan, explanation=None) -> str:
              tabulate(rows, headers=["term", "GiB", "range", "basis"], tablefmt="simple"), "",
              prof,
              f"predicted start-up peak: {fmt_gib(p.peak_gib)} (incl. ~{fmt_gib(p.cuda_context_gib)} CUDA context); "
-             f"KV cache: {kv} tokens",
+             f"KV cache: {kv} tokens; coefficients: {p.coefficients.name}",
              f"verdict: {p.verdict}" + (f" (phase: {p.failing_phase})" if p.failing_phase else "")]
     for note in p.notes:
         lines.append(f"note: {note}")

@@ -70,14 +70,15 @@ def _log_overrides(record, version: str) -> dict:
     return overrides
 
 
-def record_plan(record, model_spec, card, version: str):
-    """A plan for the settings the log echoed (None without a model, a GPU card, or a plan the estimator makes)."""
+def record_plan(record, model_spec, card, version: str, coefficients=None):
+    """A plan for the settings the log echoed (None without a model, a GPU card, or a plan the estimator makes);
+    `coefficients`: Coefficients or a Calibration (default: the built-in coefficients)."""
     if model_spec is None or card is None or card.is_cpu:
         return None
     overrides = _log_overrides(record, version)
     for attempt in (overrides, {k: v for k, v in overrides.items() if k != "use_v1"}):
         try:
-            return estimator.plan(model_spec, card, version, "llm", overrides=attempt)
+            return estimator.plan(model_spec, card, version, "llm", overrides=attempt, coefficients=coefficients)
         except (UsageError, ValueError, TypeError, KeyError):
             continue
     return None

@@ -16,10 +16,10 @@ from diagnostics.families import check_version
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.outcomes import MEMORY_TERMS
 from diagnostics.predict import mm_budget
-from diagnostics.predict.coefficients import DEFAULT, Coefficients
+from diagnostics.predict.coefficients import DEFAULT, Calibration, Coefficients
 from diagnostics.predict.terms import (Term, activation_term, cuda_graph_term, dtype_bytes, eager_vision_attention,
                                        encoder_bytes, encoder_term, kv_cache_term, llm_pass_bytes, non_torch_term,
-                                       sampler_bytes, weights_term)
+                                       sampler_bytes, scaled_encoder_bytes, weights_term)
 from diagnostics.predict.verdict import StartupTerms, verdict as judge_verdict
 from diagnostics.settings import resolve
 from diagnostics.units import GiB
@@ -88,12 +88,13 @@ class _Context:
 
 
 def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", overrides=None,
-         coefficients: Coefficients | None = None) -> Plan:
+         coefficients: Coefficients | Calibration | None = None) -> Plan:
     """Predict every start-up term and the verdict.
 
     model: a name `models.get_model` knows, a directory with config.json, or a ModelSpec; card: a name or Card;
     version: a vLLM version text (default: the installed one, else the newest known); entrypoint: "llm" | "serve";
-    overrides: {setting: value} as the user gave them. Pure; raises UsageError for bad input.
+    overrides: {setting: value} as the user gave them; coefficients: the estimate coefficients, or a Calibration
+    (its group for the card's architecture and the version's family is used). Pure; raises UsageError for bad input.
     """
     model, card = get_model(model), get_card(card)
     v = parse_version(version or default_version())
@@ -101,16 +102,18 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
         check_version(model.family, v, model.name)
     given = dict(overrides or {})
     settings = resolve(model, card, v, entrypoint, given)
-    ctx = _Context(model, card, v, engine_of(v, settings.get("use_v1")), family_of(v, settings.get("use_v1")),
-                   settings, dtype_bytes(model, settings), int(settings.get("tensor_parallel_size", 1)),
-                   coefficients or DEFAULT)
+    fam = family_of(v, settings.get("use_v1"))
+    coef = coefficients.for_group(card.arch, fam) if isinstance(coefficients, Calibration) else coefficients
+    ctx = _Context(model, card, v, engine_of(v, settings.get("use_v1")), fam, settings, dtype_bytes(model, settings),
+                   int(settings.get("tensor_parallel_size", 1)), coef or DEFAULT)
     notes: list[str] = []
     weights = weights_term(model, settings, ctx.db)
     non_torch = non_torch_term(settings, ctx.coef)
     prof, eager, enc = _encoder_profile(ctx, notes)
-    encoder = encoder_term(enc["total"], eager, ctx.coef)
+    enc_b = scaled_encoder_bytes(enc["total"], eager, ctx.coef)
+    encoder = encoder_term(enc_b, eager, ctx.coef)
     llm_b, samp_b, rows = _llm_phase_bytes(ctx, prof)
-    activation = activation_term(encoder, enc["total"], llm_b, ctx.coef)
+    activation = activation_term(encoder, enc_b, llm_b, ctx.coef)
     graphs = cuda_graph_term(settings, ctx.eng, ctx.coef)
     context_gib = ctx.coef.cuda_context_gib[0]
     peak = context_gib + weights.value_gib + non_torch.value_gib + activation.value_gib
@@ -118,7 +121,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     graphs_budgeted = ctx.eng == "V1" and v >= (0, 20, 0) and not settings.get("enforce_eager")
     kv = kv_cache_term(model, settings, ctx.db, float(settings["gpu_memory_utilization"]) * card.total_gib,
                        (weights, non_torch, activation), graphs if graphs_budgeted else None)
-    terms = StartupTerms(weights, non_torch, activation, kv, graphs, graphs_budgeted, enc["total"] / GiB,
+    terms = StartupTerms(weights, non_torch, activation, kv, graphs, graphs_budgeted, enc_b / GiB,
                          llm_b / GiB, samp_b / GiB, peak, context_gib)
     outcome, phase = judge_verdict(card, v, ctx.eng, settings, terms, notes)
     if graphs.value_gib and not graphs_budgeted:
@@ -127,6 +130,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
         notes.append("cpu pseudo-card: total memory is read at run time; memory verdicts need [cards.cpu] total_gib")
     components = dict(zip(COMPONENTS, (weights, non_torch, encoder, activation, kv.term, graphs)))
     profile = _profile_json(prof, settings, rows, eager, enc, llm_b)
+    profile["parts"] = _parts(ctx, prof, enc, rows)
     known_kv = settings.get("kv_cache_memory_bytes") is not None or settings.get("num_gpu_blocks_override") \
         or card.total_gib > 0
     return Plan(outcome, str(v), ctx.eng, ctx.fam, card, model, entrypoint, settings, components, profile, peak,
@@ -156,10 +160,27 @@ def _llm_phase_bytes(ctx: _Context, prof: mm_budget.MMProfile) -> tuple[int, int
     s, model = ctx.settings, ctx.model
     mbt = s["max_num_batched_tokens"]
     rows = (prof.sequences or s["max_num_seqs"]) if ctx.eng == "V0" else min(s["max_num_seqs"], mbt)
-    llm_b = llm_pass_bytes(model, mbt, ctx.db, ctx.tp)
+    llm_b = int(llm_pass_bytes(model, mbt, ctx.db, ctx.tp) * ctx.coef.llm_activation_scale)
     samp_b = sampler_bytes(model, rows, ctx.coef)
     enc_out_b = prof.llm_mm_tokens * model.hidden * ctx.db if not prof.skipped else 0
     return enc_out_b + max(llm_b, mbt * model.hidden * ctx.db + samp_b), samp_b, rows
+
+
+def _parts(ctx: _Context, prof: mm_budget.MMProfile, enc: dict, rows: int) -> dict:
+    """The shape-derived quantities before any coefficient, in bytes (what `predict.calibrate` fits against):
+    the encoder pass, the LLM pass over max_num_batched_tokens, the encoder outputs and hidden states alive beside
+    it, the sampler's logit count (rows x padded vocabulary), and the largest batch CUDA graphs capture."""
+    s, model = ctx.settings, ctx.model
+    mbt = s["max_num_batched_tokens"]
+    largest = 0 if s.get("enforce_eager") else min(s["max_num_seqs"] * (1 if ctx.eng == "V0" else 2),
+                                                   (ctx.coef.cuda_graph_v0 if ctx.eng == "V0" else
+                                                    ctx.coef.cuda_graph_v1)[2])
+    return {"encoder_raw_bytes": int(enc["total"]), "llm_pass_raw_bytes": llm_pass_bytes(model, mbt, ctx.db, ctx.tp),
+            "encoder_outputs_bytes": prof.llm_mm_tokens * model.hidden * ctx.db if not prof.skipped else 0,
+            "hidden_bytes": mbt * model.hidden * ctx.db, "sampler_logits": rows * model.vocab_padded,
+            "eager": eager_vision_attention(ctx.v, ctx.fam) and bool(enc["total"]),
+            "tensor_parallel_size": ctx.tp, "graph_batch": largest, "graph_cap":
+                (ctx.coef.cuda_graph_v0 if ctx.eng == "V0" else ctx.coef.cuda_graph_v1)[2]}
 
 
 def _profile_json(prof: mm_budget.MMProfile, settings: dict, rows: int, eager: bool, enc: dict, llm_b: int) -> dict:

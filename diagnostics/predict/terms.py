@@ -109,6 +109,11 @@ def family_encoder_bytes(model: ModelSpec, prof: MMProfile, db: int, coef: Coeff
     return {"total": vpm + projector, "vpm": vpm, "resampler": projector, "scores": 0,
             "largest_alloc": max(n * vis.mlp * db, projector)}
 
+def scaled_encoder_bytes(raw_bytes: int, eager: bool, coef: Coefficients) -> int:
+    """The encoder pass's bytes: the shape-derived `encoder_bytes(...)["total"]` times the calibrated factor for
+    its attention kind (`encoder_scale_eager` / `encoder_scale_linear`)."""
+    return int(raw_bytes * (coef.encoder_scale_eager if eager else coef.encoder_scale_linear))
+
 
 def encoder_term(enc_total_bytes: int, eager: bool, coef: Coefficients) -> Term:
     """The encoder profile's peak (GiB) with its range: eager attention's scores are exact, the rest estimated."""
@@ -128,7 +133,7 @@ def llm_pass_bytes(model: ModelSpec, tokens: int, db: int, tp: int = 1) -> int:
 
 def sampler_bytes(model: ModelSpec, rows: int, coef: Coefficients) -> int:
     """The dummy sampler pass: rows x padded vocabulary x bytes per logit."""
-    return rows * model.vocab_padded * coef.sampler_bytes_per_logit
+    return int(rows * model.vocab_padded * coef.sampler_bytes_per_logit)
 
 
 def activation_term(encoder: Term, enc_total_bytes: int, llm_phase_bytes: int, coef: Coefficients) -> Term:

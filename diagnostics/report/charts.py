@@ -136,6 +136,18 @@ def _bar_color(outcome: str) -> str:
     return "#999999"
 
 
+def _predicted_marks(ax, combos: list[dict], ids: list[str]) -> list:
+    """plan's predicted device peak (issue #13) as a diamond on each bar measured on a device (NVML); on the CPU
+    backend the bar is the process tree's RSS, which plan does not predict, so no mark is drawn."""
+    marks = [(i, (c.get("prediction") or {}).get("peak_gib")) for i, c in enumerate(combos)
+             if c.get("peak_device_gib") is not None]
+    marks = [(i, p) for i, p in marks if p is not None]
+    if not marks:
+        return []
+    return [ax.scatter([p for _, p in marks], [ids[i] for i, _ in marks], marker="D", s=28, color="#000000",
+                       zorder=3, label="plan's predicted peak")]
+
+
 def overview_figure(report: dict) -> Figure:
     """Peak memory per combination (horizontal bars, one per combination) against the card's lines."""
     combos = report["combinations"]
@@ -160,7 +172,8 @@ def overview_figure(report: dict) -> Figure:
         ax.text(bar.get_width() if not inside else bar.get_width() - 0.01 * top,
                 bar.get_y() + bar.get_height() / 2, label if inside else " " + label, va="center",
                 ha="right" if inside else "left", fontsize=8, color="white" if inside else "#333333")
-    handles = []
+    handles = _predicted_marks(ax, combos[::-1], ids)
+    top = max([top] + [x for x in ax.get_xlim()[1:]])
     if card.get("total_gib"):
         handles.append(ax.axvline(card["total_gib"], color="#cc0000", lw=1.6, label=f"card total {fmt_gib(card['total_gib'])}"))
     if card.get("profile_threshold_gib"):

@@ -276,6 +276,8 @@ def _combination(run_dir: Path, record: dict) -> dict:
         "signal": record.get("signal"),
         "diagnosis": {"summary": diagnosis.get("summary") or "", "culprits": list(diagnosis.get("culprits") or []),
                       "error_line": diagnosis.get("error_line")},
+        "prediction": record.get("prediction"),
+        "accuracy": list(record.get("accuracy") or []),
         "log_file": record.get("log_file"),
         "timeline_file": record.get("timeline_file"),
         "log_tail": log_tail(run_dir, record) if failed or record.get("passed") is False else None,
@@ -287,6 +289,16 @@ def chart_name(combination_id: str) -> str:
     import re
 
     return re.sub(r"[^A-Za-z0-9._-]+", "_", combination_id) + ".png"
+
+
+def plan_accuracy(records: list[dict]) -> dict:
+    """How well `plan` called the run: {"right", "known", "line": "plan's verdict right for N of M starts",
+    "rows": [{"id", "figure", "predicted", "actual", "source", "error"}]} (records without a prediction: none)."""
+    known = [r for r in records if r.get("plan_verdict_right") is not None]
+    right = sum(1 for r in known if r["plan_verdict_right"])
+    rows = [{"id": r.get("id"), **c} for r in records for c in (r.get("accuracy") or [])]
+    line = f"plan's verdict right for {right} of {len(known)} starts" if known else "no start was predicted by plan"
+    return {"right": right, "known": len(known), "line": line, "rows": rows}
 
 
 def build_report(source: str | Path, redactor: Redactor | None = None) -> dict:
@@ -316,6 +328,7 @@ def build_report(source: str | Path, redactor: Redactor | None = None) -> dict:
             "failed_checks": sum(1 for r in records if r.get("passed") is False),
         },
         "combinations": [_combination(run_dir, r) for r in records],
+        "plan_accuracy": plan_accuracy(records),
         "charts": {"overview": f"{CHARTS_DIR}/overview.png"},
     }
     red = redactor or Redactor.for_this_machine()

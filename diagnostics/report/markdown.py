@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from diagnostics.report.content import ENV_LABELS, peak_of
-from diagnostics.units import fmt_gib, fmt_tokens
+from diagnostics.units import fmt_error, fmt_gib, fmt_tokens
 
 GITHUB_LIMIT = 65_536  # characters GitHub accepts in an issue or comment body
 LINE_CHARS = 2_000  # a longer log line is cut: a pasted blob says nothing about memory
@@ -163,6 +163,15 @@ def table_rows(report: dict) -> list[list[str]]:
     return [[c["id"], outcome_cell(c)] + [cell(k, c[k]) for k in SWEEP_FIGURES] for c in report["combinations"]]
 
 
+ACCURACY_HEADERS = ["combination", "figure", "plan", "actual", "source", "error"]
+
+
+def accuracy_rows(rows: list[dict]) -> list[list[str]]:
+    """Predicted vs actual, one row per figure (report["plan_accuracy"]["rows"])."""
+    return [[r["id"], r["figure"], cell(r["figure"], r["predicted"]), cell(r["figure"], r["actual"]), r["source"],
+             fmt_error(r["error"])] for r in rows]
+
+
 def environment_rows(report: dict) -> list[list[str]]:
     env = report["environment"]
     rows = [[label, _value(env[key])] for key, label in ENV_LABELS.items() if env.get(key) not in (None, "")]
@@ -206,6 +215,9 @@ def _failure(c: dict, keep: int | None) -> list[str]:
 def render_markdown(report: dict, keep: int | None = None) -> str:
     """The sweep report; `keep` caps the log lines of each failure (fit_to_limit)."""
     out = [f"# vLLM start-up memory report: run {report['run']}", "", f"**Verdict.** {report['verdict']}", ""]
+    accuracy = report.get("plan_accuracy") or {}
+    if accuracy:
+        out += [f"**Prediction.** {accuracy['line']}.", ""]
     out += ["## Environment", "", table(["", "value"], environment_rows(report))]
     out += ["", "## Combinations", "", table(TABLE_HEADERS, table_rows(report))]
     if any(c["peak_device_gib"] is not None for c in report["combinations"]):
@@ -214,6 +226,10 @@ def render_markdown(report: dict, keep: int | None = None) -> str:
     elif report["combinations"]:
         out += ["", "No device figures (vLLM's CPU backend): peak process memory is the summed RSS of the engine's "
                 "process tree."]
+    if accuracy.get("rows"):
+        out += ["", "## Predicted vs measured", "", "plan's figure for the settings each start used, beside what "
+                "vLLM printed (source vllm) or the launcher measured; error = (plan - actual) / actual.", ""]
+        out.append(table(ACCURACY_HEADERS, accuracy_rows(accuracy["rows"])))
     fails = failures(report)
     if fails:
         out += ["", "## Failures"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from diagnostics.units import fmt_gib
+from diagnostics.report.content import plan_accuracy
+from diagnostics.units import fmt_error, fmt_gib
 
 SUMMARY_HEADERS = ("id", "outcome", "expected", "peak dev GiB", "peak proc GiB", "profile GiB", "KV GiB",
                    "KV tokens", "start-up s", "result", "culprit")
@@ -30,3 +31,21 @@ def summary_table(results: list[dict]) -> str:
     from tabulate import tabulate  # optional at import time: only the summary needs it
 
     return tabulate([summary_row(r) for r in results], headers=SUMMARY_HEADERS, tablefmt="simple")
+
+
+ACCURACY_HEADERS = ("id", "plan verdict", "outcome", "figure", "plan", "actual", "source", "error")
+
+
+def accuracy_table(results: list[dict]) -> str:
+    """plan's prediction beside what vLLM printed / the launcher measured, one row per figure, and the line
+    "plan's verdict right for N of M starts" on top."""
+    from tabulate import tabulate  # optional at import time, as in summary_table
+
+    rows = []
+    for r in results:
+        verdict = (r.get("prediction") or {}).get("verdict") or "-"
+        for c in r.get("accuracy") or []:
+            rows.append((r.get("id"), verdict, r.get("outcome"), c["figure"], c["predicted"], c["actual"],
+                         c["source"], fmt_error(c["error"])))
+    head = plan_accuracy(results)["line"]
+    return head if not rows else head + "\n" + tabulate(rows, headers=ACCURACY_HEADERS, tablefmt="simple")

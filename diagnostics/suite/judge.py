@@ -76,7 +76,18 @@ class Expectation:
     basis: str
 
 
-def expect(combination, card, model, vllm_version: str | None, settings: dict) -> Expectation:
+def predict_start(model, card, vllm_version: str | None, settings: dict, coefficients=None):
+    """plan's Plan for exactly the settings a start used (entry point "llm", as the launcher starts vLLM), or None
+    when the model is unknown or plan cannot plan these settings. `coefficients`: Coefficients | Calibration."""
+    if model is None or card is None:
+        return None
+    try:
+        return plan(model, card, vllm_version, "llm", settings, coefficients)
+    except UsageError:
+        return None
+
+
+def expect(combination, card, model, vllm_version: str | None, settings: dict, coefficients=None) -> Expectation:
     """The matrix's expected outcome, else the estimator's when its whole peak range is on one side of the card."""
     if combination.expect:
         return Expectation(combination.expect, "matrix")
@@ -85,7 +96,7 @@ def expect(combination, card, model, vllm_version: str | None, settings: dict) -
     if model is None:
         return Expectation(None, "not asserted: the estimator does not know this model")
     try:
-        prediction = plan(model, card, vllm_version, "llm", settings)
+        prediction = plan(model, card, vllm_version, "llm", settings, coefficients)
     except UsageError as err:
         return Expectation(None, f"not asserted: the estimator cannot plan this ({err})")
     low, high = plan_bounds(prediction)

@@ -29,7 +29,7 @@ from diagnostics.errors import UsageError
 from diagnostics.explain import explain_record
 from diagnostics.models import get_model
 from diagnostics.report import write_reports
-from diagnostics.report.terminal import summary_table
+from diagnostics.report.terminal import accuracy_table, summary_table
 from diagnostics.suite import judge as verdicts
 from diagnostics.suite import run
 from diagnostics.kit.vlm import image_prompt
@@ -126,6 +126,7 @@ class Manager:
         self.load_format = run.load_format_for(self.model, run.option(config, "load_format"))
         self.engine_timeout = run.engine_timeout(run.option(config, "engine_timeout"))
         self.gate = Gate.from_config(config)
+        self.calibration = run.calibration(run.option(config, "calibration"))
         self.resume = bool(run.option(config, "resume"))
         # absolute: the engine child runs in another working directory
         self.run = run.RunDir.prepare(Path(run.option(config, "report_dir") or "reports").resolve(), self.resume,
@@ -310,13 +311,15 @@ class Manager:
         except UsageError:
             explanation = None
         vllm_version = self.machine_info().get("vllm")
-        expectation = verdicts.expect(combination, self.card, self.model_spec(), vllm_version, settings)
+        expectation = verdicts.expect(combination, self.card, self.model_spec(), vllm_version, settings,
+                                      self.calibration)
+        prediction = verdicts.predict_start(self.model_spec(), self.card, vllm_version, settings, self.calibration)
         limits = verdicts.limits_for(combination.thresholds, self.card, settings, verdicts.profile_peak_of(result),
                                      self.model_spec(), vllm_version)
         verdict = verdicts.judge(combination.id, self.card, result, log, expectation, limits, explanation,
                                  self.engine_timeout)
         record = make_record(self._start_fields(combination, settings, started_at), verdict, result, log,
-                             self.run_dir)
+                             self.run_dir, prediction)
         return Measurement(combination, record, verdict)
 
     def _start_fields(self, combination, settings: dict, started_at: str) -> dict:
@@ -400,6 +403,7 @@ class Manager:
             return
         terminalreporter.write_sep("=", f"vllm-memcheck: {plural(len(results), 'combination')} in {self.run_dir}")
         terminalreporter.write_line(summary_table(results))
+        terminalreporter.write_line(accuracy_table(results))
         for path in self.report_paths:
             terminalreporter.write_line(f"report: {path}")
         for line in self.comparison_text:

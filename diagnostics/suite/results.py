@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from diagnostics.errors import UsageError
+from diagnostics.predict.accuracy import compare, prediction_record, verdict_right
 from diagnostics.units import utc_now
 
 SCHEMA_VERSION = 1
@@ -23,10 +24,11 @@ LATEST_FILE = "latest"
 RUN_NAME_FORMAT = "%Y%m%d-%H%M%S"
 
 
-def make_record(start: dict, verdict, result, log, run_dir: str | os.PathLike) -> dict:
+def make_record(start: dict, verdict, result, log, run_dir: str | os.PathLike, plan=None) -> dict:
     """One results.jsonl record (docs/architecture.md): `start` names the start (id, scenario, model, model_path,
     load_format, settings, card, machine_info, started_at), `verdict` is the diagnostics.suite.judge.Verdict,
-    `result` the launcher's StartResult, `log` its LogRecord. Sizes in GiB, times in seconds."""
+    `result` the launcher's StartResult, `log` its LogRecord, `plan` the estimator's Plan for the same settings
+    (None: not predicted). Sizes in GiB, times in seconds."""
     start = dict(start)
     started_at = start.pop("started_at")
     expectation, limits, explanation = verdict.expectation, verdict.limits, verdict.explanation
@@ -46,6 +48,7 @@ def make_record(start: dict, verdict, result, log, run_dir: str | os.PathLike) -
         **_measured(result),
         "vllm_numbers": vllm_numbers,
         **{key: vllm_numbers.get(key) for key in LOG_FIGURES},
+        **_prediction(plan, vllm_numbers, result, verdict.outcome),
         "diagnosis": {
             "summary": explanation.summary if explanation else verdict.failure_text(),
             "culprits": [c.to_json() for c in (explanation.culprits if explanation else [])],  # Culprit's one shape
@@ -60,6 +63,18 @@ def make_record(start: dict, verdict, result, log, run_dir: str | os.PathLike) -
 
 
 LOG_FIGURES = ("kv_cache_gib", "kv_cache_tokens", "weights_gib", "activation_peak_gib")  # copied to the top level
+
+
+def _prediction(plan, vllm_numbers: dict, result, outcome: str) -> dict:
+    """plan's prediction beside what vLLM printed and the launcher measured (NVML device peak on a GPU), with
+    the relative error of each figure both have, and whether plan's verdict was the start's outcome."""
+    if plan is None:
+        return {"prediction": None, "accuracy": [], "plan_verdict_right": None}
+    predicted = prediction_record(plan)
+    measured = {"peak_gib": result.peak_device_gib} if result.peak_device_gib is not None else {}
+    return {"prediction": predicted,
+            "accuracy": [c.to_json() for c in compare(predicted, vllm_numbers, measured)],
+            "plan_verdict_right": verdict_right(plan.verdict, outcome)}
 
 
 def _measured(result) -> dict:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from diagnostics.errors import UsageError
 from diagnostics.kit import build_minicpmv26
+from diagnostics.predict.coefficients import Calibration, load_calibration_arg
 from diagnostics.kit.tiny_text import build_tiny_text
 from diagnostics.kit.vlm import build_vlm_kit, kit_families
 from diagnostics.models import HUB_IDS, stored_models
@@ -59,6 +60,9 @@ OPTIONS = (
     ("save_baseline_if_missing", {"action": "store_true"}, "bool",
      "with --compare-baseline NAME: when that baseline does not exist yet, record this run as it (on purpose) "
      "instead of failing"),
+    ("calibration", {"metavar": "FILE"}, "string",
+     "calibration TOML (`python -m diagnostics calibrate`) for plan's predictions and expectations; 'shipped': "
+     "the one fitted on the field cases (diagnostics/data/calibration.toml); default: the built-in coefficients"),
 )
 
 
@@ -122,6 +126,12 @@ def load_format_for(model: str, load_format: str | None) -> str:
         raise UsageError(f"bad load_format {load_format!r}; accepted: {', '.join(LOAD_FORMATS)}")
     return "dummy" if model.startswith("kit:minicpm") or (model.startswith("kit:") and stored_vlm(model)) \
         else load_format
+
+
+def calibration(text: str | None) -> Calibration | None:
+    """--calibration: FILE, 'shipped' (diagnostics/data/calibration.toml), or unset (None: the built-in
+    coefficients). UsageError (one line naming the file) for a missing or malformed file."""
+    return None if not text else load_calibration_arg(str(text))
 
 
 def engine_timeout(text) -> float | None:

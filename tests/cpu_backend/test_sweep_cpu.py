@@ -91,6 +91,14 @@ def test_cpu_sweep_interrupted_then_resumed(pytester):
     assert (tight["outcome"], tight["passed"]) == ("ok", False)
     assert tight["reasons"] == [f"overall peak {tight['peak_process_gib']:.2f} GiB > 0.50 GiB allowed on cpu"]
 
+    # plan's prediction for exactly these settings sits beside what vLLM printed (issue #13): the fixed KV pool is
+    # exact arithmetic, so plan's token count must equal the one the CPU backend printed
+    assert (ok["prediction"]["verdict"], ok["plan_verdict_right"]) == ("ok", True)
+    kv = next(c for c in ok["accuracy"] if c["figure"] == "kv_cache_tokens")
+    assert kv["predicted"] == kv["actual"] == ok["kv_cache_tokens"] and kv["error"] == 0 and kv["source"] == "vllm"
+    assert (small["prediction"]["verdict"], small["plan_verdict_right"]) == ("kv_too_small", True)
+    assert "plan's verdict right for 4 of 4 starts" in out
+
     # the failing test's message is the diagnosis, not a traceback, plus the numbers section
     failure = out[out.index("_ test_startup[tight-512] _"):out.index("short test summary")]
     assert failure.splitlines()[1].startswith("tight-512 on cpu: ok. Failed: overall peak ")
@@ -107,6 +115,15 @@ def test_cpu_sweep_interrupted_then_resumed(pytester):
     for name in ("report.md", "report.json", "report.html", "charts/overview.png", "charts/ok-256.png"):
         assert (run_dir / name).is_file(), name
     assert json.loads((run_dir / "report.json").read_text())["schema_version"] >= 1
+    report_md = (run_dir / "report.md").read_text()
+    assert "**Prediction.** plan's verdict right for 4 of 4 starts." in report_md
+    assert "## Predicted vs measured" in report_md and "kv_cache_tokens" in report_md
+
+    # calibrate reads the run (the kit model is rebuilt to re-plan it) and scores plan on what vLLM printed
+    fitted = subprocess.run([sys.executable, "-m", "diagnostics", "calibrate", str(run_dir), "--out", "cal.toml"],
+                            capture_output=True, text=True, cwd=pytester.path)
+    assert fitted.returncode == 0, fitted.stdout + fitted.stderr
+    assert "KV tokens" in fitted.stdout and (pytester.path / "cal.toml").is_file()
 
     # the upgrade gate on these real results: equal files pass, a planted regression fails (exit 1)
     def compare(old: Path, new: Path) -> subprocess.CompletedProcess:

@@ -18,7 +18,7 @@ LOGS = ROOT / "tests" / "data" / "logs"
 CASES = [json.loads(x) for x in (ROOT / "tests" / "data" / "field_cases" / "cases.jsonl").read_text().splitlines()
          if x.strip()]
 JSON_KEYS = {"outcome", "phase", "reached", "vllm_version", "engine", "numbers", "gpu_processes", "settings",
-             "culprits", "summary", "fix"}
+             "culprits", "summary", "fix", "prediction"}
 
 
 def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:

@@ -80,3 +80,24 @@ def test_charts_mark_expected_failures_and_label_cpu_runs_as_host_memory():
     assert any(t.strip().startswith("kv_too_small (expected)") for t in texts), texts
     assert "peak host memory (GiB, RSS of the engine processes)" in texts
     assert "(expected): the matrix expects this failure" in texts
+
+
+def test_overview_marks_plans_predicted_peak_only_beside_device_measurements():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from diagnostics.report.charts import figure_texts, overview_figure
+
+    combos = [{"id": "gpu", "outcome": "ok", "peak_device_gib": 20.5, "peak_process_gib": None,
+               "prediction": {"peak_gib": 21.3}},
+              {"id": "cpu", "outcome": "ok", "peak_device_gib": None, "peak_process_gib": 2.0,
+               "prediction": {"peak_gib": 0.6}}]
+    report = {"combinations": combos, "card": {"name": "a10", "total_gib": 22.18}, "environment": {}}
+    fig = overview_figure(report)
+    FigureCanvasAgg(fig).draw()
+    assert "plan's predicted peak" in figure_texts(fig)
+    (marks,) = fig.axes[0].collections
+    assert [round(x, 2) for x, _ in marks.get_offsets()] == [21.3]  # the CPU bar (RSS) gets no mark
+    combos[0]["prediction"] = None
+    fig = overview_figure(report)
+    FigureCanvasAgg(fig).draw()
+    assert "plan's predicted peak" not in figure_texts(fig)

@@ -76,3 +76,28 @@ def test_plan_layout_shows_fit_rows_when_a_search_gave_them():
     text = render_plan_markdown(content)
     assert "## What fits" in text and "| max_model_len=4096 | ok" in text and "51,888" in text
     assert "## What fits" not in render_plan_markdown({**content, "fits": None})
+
+
+def test_report_md_says_how_often_plan_was_right_and_lists_predicted_vs_actual(tmp_path):
+    import json
+
+    from diagnostics.redact import Redactor
+    from diagnostics.report.content import build_report
+    from diagnostics.report.markdown import render_markdown
+
+    base = {"schema_version": 1, "run": "r", "model": "kit:tiny-text", "settings": {}, "card": {"name": "cpu"},
+            "machine_info": {"vllm": "0.32.0"}, "peak_process_gib": 2.0}
+    records = [
+        {**base, "id": "a", "outcome": "ok", "plan_verdict_right": True, "prediction": {"verdict": "ok"},
+         "accuracy": [{"figure": "kv_cache_tokens", "predicted": 65536, "actual": 65536, "source": "vllm",
+                       "error": 0.0}]},
+        {**base, "id": "b", "outcome": "kv_too_small", "plan_verdict_right": False, "prediction": {"verdict": "ok"},
+         "accuracy": [{"figure": "weights_gib", "predicted": 0.5, "actual": 0.4, "source": "vllm", "error": 0.25}]},
+    ]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    report = build_report(tmp_path, Redactor())
+    assert report["plan_accuracy"]["line"] == "plan's verdict right for 1 of 2 starts"
+    text = render_markdown(report)
+    assert "**Prediction.** plan's verdict right for 1 of 2 starts." in text
+    table = text[text.index("## Predicted vs measured"):]
+    assert "| a " in table and "65,536" in table and "+25.0%" in table

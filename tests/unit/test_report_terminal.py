@@ -30,3 +30,18 @@ def test_summary_table_has_one_row_per_combination():
     lines = table.splitlines()
     assert lines[0].split()[:3] == ["id", "outcome", "expected"]
     assert len(lines) == 4 and lines[3].split()[:2] == ["b", "kv_too_small"]
+
+
+def test_accuracy_table_counts_plans_right_verdicts_and_shows_each_error():
+    from diagnostics.report.terminal import accuracy_table
+
+    a, b, c = result_line("a"), result_line("b", outcome="kv_too_small"), result_line("c")
+    a.update(prediction={"verdict": "ok"}, plan_verdict_right=True,
+             accuracy=[{"figure": "kv_cache_tokens", "predicted": 2048, "actual": 2048, "source": "vllm", "error": 0.0}])
+    b.update(prediction={"verdict": "ok"}, plan_verdict_right=False,
+             accuracy=[{"figure": "weights_gib", "predicted": 1.1, "actual": 1.0, "source": "vllm", "error": 0.1}])
+    c.update(prediction=None, plan_verdict_right=None, accuracy=[])
+    text = accuracy_table([a, b, c])
+    assert text.splitlines()[0] == "plan's verdict right for 1 of 2 starts"
+    assert any(line.split()[:1] == ["b"] and "+10.0%" in line and "kv_too_small" in line for line in text.splitlines())
+    assert accuracy_table([c]) == "no start was predicted by plan"

@@ -129,3 +129,32 @@ def test_make_record_joins_the_start_the_verdict_and_the_measurement(tmp_path):
     assert (record["kv_cache_tokens"], record["kv_cache_gib"], record["weights_gib"]) == (131072, 0.06, None)
     assert record["log_file"] == "logs/a.log" and record["timeline_file"] == "timelines/a.csv"
     assert record["diagnosis"]["summary"] == verdict.failure_text() and record["diagnosis"]["culprits"] == []
+
+
+def test_make_record_puts_plans_prediction_beside_what_vllm_printed(tmp_path):
+    from types import SimpleNamespace
+
+    from diagnostics.cards import get_card
+    from diagnostics.logs.record import LogRecord
+    from diagnostics.suite.judge import Expectation, Limits, judge, predict_start
+    from diagnostics.suite.results import make_record
+
+    settings = {"max_model_len": 4096, "max_num_seqs": 32, "gpu_memory_utilization": 1.0}
+    plan = predict_start("minicpm-v-2_6", get_card("3090"), "0.6.3", settings)
+    result = SimpleNamespace(timed_out=False, returncode=0, signal=None, request=None, startup_s=40.0, wall_s=45.0,
+                             lock_wait_s=0.0, peak_device_gib=22.0, peak_process_gib=21.5, phase_peaks_gib={},
+                             torch_peak_gib=None, before_kv_peak_gib=None,
+                             log_path=tmp_path / "a.log", timeline_path=tmp_path / "a.csv")
+    log = LogRecord(outcome="ok", numbers={"weights_gib": 15.5, "kv_cache_tokens": 50000})
+    verdict = judge("a", get_card("3090"), result, log, Expectation("ok", "matrix"), Limits(None, None))
+    start = {"id": "a", "settings": settings, "started_at": "2026-01-01T00:00:00Z"}
+    record = make_record(start, verdict, result, log, tmp_path, plan)
+    assert record["prediction"]["verdict"] == plan.verdict and record["plan_verdict_right"] is (plan.verdict == "ok")
+    assert record["prediction"]["kv_cache_tokens"] == plan.kv_cache_tokens
+    by = {c["figure"]: c for c in record["accuracy"]}
+    assert by["weights_gib"]["actual"] == 15.5 and by["weights_gib"]["source"] == "vllm"
+    expected = (plan.components["weights"].value_gib - 15.5) / 15.5
+    assert abs(by["weights_gib"]["error"] - expected) < 1e-3
+    assert by["peak_gib"]["source"] == "measured" and by["peak_gib"]["actual"] == 22.0
+    none = make_record(start, verdict, result, log, tmp_path, None)
+    assert (none["prediction"], none["accuracy"], none["plan_verdict_right"]) == (None, [], None)

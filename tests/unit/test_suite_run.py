@@ -28,7 +28,7 @@ def test_model_load_format_and_timeout_checks():
 
 def test_every_option_has_an_ini_twin_and_help():
     names = [name for name, _, _, _ in run.OPTIONS]
-    assert len(names) == len(set(names)) == 14
+    assert len(names) == len(set(names)) == 15
     assert all(ini in ("string", "bool") and text for _, _, ini, text in run.OPTIONS)
 
 
@@ -81,3 +81,14 @@ def test_vlm_kits_are_accepted_built_and_load_dummy_weights(tmp_path):
         assert notices and "kit:gemma-3-4b" in notices[0]
     finally:
         model_dir.cleanup()
+
+
+def test_calibration_option_none_shipped_file_and_bad_file(tmp_path):
+    assert run.calibration(None) is None  # the built-in coefficients
+    shipped = run.calibration("shipped")
+    assert shipped.coefficients.name == "field-cases" and shipped.inputs
+    own = tmp_path / "c.toml"
+    own.write_text('[calibration]\nname = "mine"\n[coefficients]\nllm_activation_scale = 1.5\n')
+    assert run.calibration(str(own)).coefficients.llm_activation_scale == 1.5
+    with pytest.raises(UsageError, match="cannot read it"):
+        run.calibration(str(tmp_path / "missing.toml"))
