@@ -170,31 +170,56 @@ def _apply_defaults(args, ctx, model_config) -> str:
     return "_set_default_args_v1"
 
 
-def _oracle(args, model_config):
+def _oracle(args, model_config, card: dict):
+    """The V1 oracle's verdict (0.8-0.10.x) with every module seeing the card (0.8.x imports current_platform
+    inside the oracle)."""
     if not hasattr(args, "_is_v1_supported_oracle"):
         return None
+    with as_card(card), everywhere(card):
+        try:
+            return bool(args._is_v1_supported_oracle(model_config))
+        except Exception as exc:  # 0.8.x raises NotImplementedError when VLLM_USE_V1=1 is forced; recorded
+            return _err(exc)
+
+
+def _local_platform_import(args) -> bool:
+    """0.8.x imports current_platform inside _set_default_args_v1: arg_utils' module binding is not consulted."""
+    method = getattr(type(args), "_set_default_args_v1", None)
+    return method is not None and "from vllm.platforms import current_platform" in inspect.getsource(method)
+
+
+@contextlib.contextmanager
+def everywhere(card: dict):
+    """vllm.platforms' own current_platform swapped too (only around the default-setting methods)."""
+    import vllm.platforms as platforms
+
+    real = platforms.current_platform
+    platforms._current_platform = CardPlatform(real, card["label"], card["total_gib"], card["capability"])
     try:
-        return bool(args._is_v1_supported_oracle(model_config))
-    except Exception as exc:  # 0.8.x raises NotImplementedError when VLLM_USE_V1=1 is forced; recorded
-        return _err(exc)
+        yield
+    finally:
+        platforms._current_platform = real
 
 
 def _card_row(kit: str, card: dict, kwargs: dict, ctx: str) -> dict:
-    """First the whole create_engine_config with arg_utils seeing the card; where that trips over CPU-only
-    config code, the version's default-setting methods alone on a fresh EngineArgs."""
+    """The whole create_engine_config with arg_utils seeing the card; where the version reads the platform
+    elsewhere (0.8.x) or that trips over CPU-only config code, the version's default-setting methods alone."""
     from vllm.engine.arg_utils import EngineArgs
 
     args = EngineArgs(model=kit, trust_remote_code=True, load_format="dummy", **kwargs)
     model_config = args.create_model_config()
-    with as_card(card):
-        v1 = _oracle(args, model_config)
-        try:
-            row = _scheduler_row(args.create_engine_config(usage(ctx)))
-            row.update(v1_oracle=v1, method="create_engine_config")
-            return row
-        except Exception as exc:
-            first = _err(exc)
-        args = EngineArgs(model=kit, trust_remote_code=True, load_format="dummy", **kwargs)
+    v1 = _oracle(args, model_config, card)
+    first = "skipped: the defaults read vllm.platforms directly"
+    if not _local_platform_import(args):
+        with as_card(card):
+            try:
+                row = _scheduler_row(args.create_engine_config(usage(ctx)))
+                row.update(v1_oracle=v1, method="create_engine_config")
+                return row
+            except Exception as exc:
+                first = _err(exc)
+    args = EngineArgs(model=kit, trust_remote_code=True, load_format="dummy", **kwargs)
+    with as_card(card), everywhere(card):
         how = _apply_defaults(args, usage(ctx), model_config)
     return {"max_num_batched_tokens": args.max_num_batched_tokens, "max_num_seqs": args.max_num_seqs,
             "enable_chunked_prefill": args.enable_chunked_prefill, "v1_oracle": v1, "method": how,
@@ -296,20 +321,31 @@ def meta_params(kit: str) -> dict:
                                      distributed_init_method=f"file://{init_file}", backend="gloo")
         ensure_model_parallel_initialized(1, 1)
         dtype = cfg.model_config.dtype
-        previous = torch.get_default_dtype()
+        previous, module_to = torch.get_default_dtype(), torch.nn.Module.to
+        moved_back = []
+
+        def to_or_stay(module, *args, **kwargs):  # some releases move a submodule to a device in __init__
+            try:
+                return module_to(module, *args, **kwargs)
+            except NotImplementedError:  # "Cannot copy out of meta tensor": it stays on meta (sizes unchanged)
+                moved_back.append(type(module).__name__)
+                return module
+
         torch.set_default_dtype(dtype)
+        torch.nn.Module.to = to_or_stay
         try:
             with torch.device("meta"):
                 model = initialize_model(vllm_config=cfg)
         finally:
             torch.set_default_dtype(previous)
+            torch.nn.Module.to = module_to
     params = list(model.named_parameters())
     by_prefix: dict[str, int] = {}
     for name, p in params:
         by_prefix[name.split(".")[0]] = by_prefix.get(name.split(".")[0], 0) + p.numel()
     return {"model_class": type(model).__name__, "params": sum(p.numel() for _, p in params),
             "bytes": sum(p.numel() * p.element_size() for _, p in params), "dtype": str(dtype),
-            "by_prefix": by_prefix}
+            "by_prefix": by_prefix, "kept_on_meta": sorted(set(moved_back))}
 
 
 def _guarded(fn, *args) -> dict:

@@ -28,7 +28,6 @@ import shutil
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +38,10 @@ from tests.tools import conformance_render  # noqa: E402
 PROBE = Path(__file__).with_name("conformance_probe.py")
 DEFAULT_VERSIONS = ("0.8.5", "0.9.2", "0.10.1", "0.10.2", "0.11.0", "0.12.0", "0.13.0", "0.20.0", "0.27.0",
                     "0.32.0")
+# Releases older than transformers 5 that do not cap it: the transformers of their own month (recorded in the
+# table). The newer releases cap it themselves.
+PINS = {"0.8.5": ["transformers==4.51.3"], "0.9.2": ["transformers==4.53.2"], "0.10.1": ["transformers==4.55.4"],
+        "0.10.2": ["transformers==4.56.2"], "0.11.0": ["transformers==4.57.1"]}
 DROP = {"torchvision", "torchaudio", "torchcodec", "intel-extension-for-pytorch", "intel_extension_for_pytorch"}
 
 # settings rows (EngineArgs kwargs) for MultiModalBudget; same ids as tests/cpu_backend/test_kit_vllm.py
@@ -142,6 +145,9 @@ def install(version: str, work: Path, python: str) -> dict:
     t0 = time.time()
     wheel = download(version, work / "wheels", py)
     reqs, torch_req = requirements(wheel, py)
+    pins = PINS.get(version, [])
+    reqs = [r for r in reqs if not any(r.split("<")[0].split(">")[0].split("=")[0].split("!")[0] ==
+                                       p.split("=")[0] for p in pins)] + pins
     (work / f"req-{version}.txt").write_text("\n".join(reqs) + "\n")
     for cmd in ([py, "-m", "pip", "install", "-q", "--no-deps", str(wheel)],
                 [py, "-m", "pip", "install", "-q", "-r", str(work / f"req-{version}.txt")]):
@@ -149,7 +155,8 @@ def install(version: str, work: Path, python: str) -> dict:
         if done.returncode:
             raise RuntimeError(f"{' '.join(cmd[3:5])} failed: {_tail(done)}")
     return {"venv": str(venv), "wheel": wheel.name, "torch_requirement": torch_req,
-            "torch_installed_as": _torch_source(torch_req) if torch_req else "", "install_s": round(time.time() - t0)}
+            "torch_installed_as": _torch_source(torch_req) if torch_req else "", "pins": pins,
+            "install_s": round(time.time() - t0)}
 
 
 def probe(py: str, request: dict, work: Path) -> dict:
