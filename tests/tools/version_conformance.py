@@ -130,7 +130,7 @@ def _torch_source(req: str) -> str:
     if not m:
         return req
     links = [Path(p) for p in os.environ.get("PIP_FIND_LINKS", "/opt/wheels").split() if Path(p).is_dir()]
-    if any(links_dir.glob(f"torch-{m.group(1)}+cpu-*.whl") for links_dir in links):
+    if any(any(links_dir.glob(f"torch-{m.group(1)}+cpu-*.whl")) for links_dir in links):
         return req
     return f"torch=={m.group(1)}"
 
