@@ -15,12 +15,12 @@ unit test (tests/unit/test_version_conformance.py) and docs/version-conformance.
 
 from __future__ import annotations
 
-from diagnostics import mm_budget
+from diagnostics.predict import mm_budget
 from diagnostics.cards import _card, card_for_gpu_name, get_card
 from diagnostics.errors import UsageError
 from diagnostics.models import get_model
-from diagnostics.settings import resolve
-from diagnostics.versions import engine, family, parse_version
+from diagnostics.settings import engine_choice, resolve
+from diagnostics.versions import family, parse_version
 
 MODEL = "minicpm-v-2_6"
 CTX = {"LLM_CLASS": "llm", "OPENAI_API_SERVER": "serve"}
@@ -66,8 +66,8 @@ def _defaults_rows(version: str, probe: dict, rows: dict, cards: dict) -> list[d
     return out
 
 
-def _engine(version: str, card: str) -> str:
-    return engine(version, None)
+def _engine(version: str, card) -> str:
+    return engine_choice(get_model(MODEL), card, version)[0]
 
 
 def _cpu_rows(version: str, probe: dict, rows: dict) -> list[dict]:
