@@ -12,7 +12,7 @@ V1 (0.7 opt-in, default from 0.8.0)
   max_num_batched_tokens LLM class / API server: 8192 / 2048; 16384 / 8192 on H100/H200 by name (0.7-0.8.4),
   on >= 70 GiB (0.8.5), on >= 70 GiB non-A100 (0.9.0+); 16384 / 16384 on >= 160 GiB (0.28+); CPU backend
   4096 / 2048. max_num_seqs 1024 (0.7.x and 0.8.0-0.8.3 everywhere; 0.8.4 H100/H200; 0.8.5+ where the big MBT
-  applies) else 256 (CPU: 256 / 128). From 0.12.0 a defaulted MBT is clamped to max_num_seqs x max_model_len
+  applies) else 256 (CPU: 256 / 128, 128 / 32 before 0.10.1). From 0.12.0 a defaulted MBT is clamped to max_num_seqs x max_model_len
   and, without chunked prefill, is max(max_model_len, default) (before: max_model_len).
   enable_chunked_prefill is forced on before 0.12.0 (a user's false is overwritten, audit a9).
   gpu_memory_utilization 0.90, 0.92 from 0.20.0. limit_mm_per_prompt 1 until 0.8.3, 999 from 0.8.4; from 0.12.0
@@ -209,7 +209,9 @@ def _big_batch_defaults(card: Card, v: Version) -> bool:
 def _v1_batch_defaults(card: Card, v: Version, entrypoint: str) -> tuple[int, int]:
     """(max_num_batched_tokens, max_num_seqs) defaults for the V1 engine."""
     serve = entrypoint == "serve"
-    if card.is_cpu:
+    if card.is_cpu:  # 128 / 32 seqs in 0.9.2 (arg_utils.py:1666-1673), 256 / 128 from 0.10.1 (:1678-1683); audit a8
+        if v < (0, 10, 1):
+            return (2048, 32) if serve else (4096, 128)
         return (2048, 128) if serve else (4096, 256)
     if v >= (0, 28, 0) and card.total_gib >= 160:  # 0.28.0 arg_utils.py:2582 (audit a13)
         return 16384, 1024

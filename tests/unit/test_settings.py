@@ -262,3 +262,10 @@ def test_limit_mm_per_prompt_dummy_options_from_0_12():
 def test_audit_a3_v0_multimodal_floor_after_user_chunked_prefill_0_7():
     s = resolve(M, get_card("3090"), "0.7.3", "llm", {"enable_chunked_prefill": True})
     assert s["max_num_batched_tokens"] == 5120  # max(2048, 5120) (0.7.3 config.py:1532-1548)
+
+
+@pytest.mark.parametrize("version, entry, seqs", [("0.9.2", "llm", 128), ("0.9.2", "serve", 32),
+                                                  ("0.10.1", "llm", 256), ("0.10.1", "serve", 128)])
+def test_audit_a8_cpu_backend_max_num_seqs_in_0_9(version, entry, seqs):
+    s = resolve(M, get_card("cpu"), version, entry)
+    assert s["max_num_seqs"] == seqs
