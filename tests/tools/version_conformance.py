@@ -121,6 +121,8 @@ def requirements(wheel: Path, py: str) -> tuple[list[str], str]:
             torch_req = req
             req = _torch_source(req)
         lines.append(req)
+    if torch_req and _torch_source(torch_req) != torch_req:  # PyPI's torch pins the triton it was built with
+        lines = [r for r in lines if not r.startswith("triton")]
     return lines, torch_req
 
 
