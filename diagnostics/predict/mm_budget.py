@@ -89,10 +89,14 @@ def image_item(model: ModelSpec, settings: dict, version) -> ItemShape:
     sp = slice_image(vis.image_size, vis.image_size * vis.max_slice_nums, _image_max_slice_nums(model, settings, v),
                      vis.image_size, vis.patch)
     tokens = sp.embeddings(vis.query_num)
-    if v < (0, 8, 3):  # placeholder incl. <image>/<slice> separators and 8 id tokens
-        tokens = (vis.query_num + 2) * sp.n_slices + 8
-    elif separator_tokens(v):  # the tokenized placeholder: 671 for 10 slices
-        tokens = (vis.query_num + 2) * sp.n_slices + 11
+    # the placeholder with separators: <image>/<slice> pairs around each slice's query_num tokens and a newline
+    # between slice rows (668 for the 1 x 9 grid, 0.7.3 minicpmv.py:408-418); from 0.8.3 also the 3-token
+    # <image_id>0</image_id> (671; measured 671 / 336 for 10 / 5 slices with 0.10.2 and 0.11.0)
+    rows = sp.grid[1] if sp.grid else 1
+    if v < (0, 8, 3):
+        tokens = (vis.query_num + 2) * sp.n_slices + rows - 1
+    elif separator_tokens(v):
+        tokens = (vis.query_num + 2) * sp.n_slices + rows - 1 + 3
     p = vis.patch
     largest = max((sp.overview_size[0] // p) * (sp.overview_size[1] // p),
                   (sp.slice_size[0] // p) * (sp.slice_size[1] // p) if sp.slice_size else 0)
