@@ -132,7 +132,9 @@ def video_item(model: ModelSpec, settings: dict, version, n_images: int, n_video
     frames = video_frames(model, settings, v, n_images, n_videos, seq_len)
     if frames_cap:
         frames = min(frames, frames_cap)
-    per_frame = vis.query_num + (2 if v < (0, 8, 3) or separator_tokens(v) else 0)
+    # frames counted with <image>/</image> in 0.7.1-0.8.2 and 0.10.1-0.12.x (1056 = 16 x 66); 0.8.3 only changed
+    # the image's count (audit b3/b6)
+    per_frame = vis.query_num + (2 if v < (0, 8, 3) or (0, 10, 1) <= v < (0, 13, 0) else 0)
     frame_patches = (vis.image_size // vis.patch) ** 2
     return ItemShape("video", frames * per_frame, frames, frames * frame_patches, frame_patches)
 
