@@ -21,6 +21,9 @@ from pathlib import Path
 from diagnostics.errors import UsageError, one_of
 
 CPU_CARD = "cpu"
+# lowest compute capability per architecture (a card's own may be higher, e.g. 8.6 for a 3090; only < 8.0 matters)
+ARCH_CAPABILITY = {"volta": (7, 0), "turing": (7, 5), "ampere": (8, 0), "ada": (8, 9), "hopper": (9, 0),
+                   "blackwell": (10, 0)}
 PROFILE_MARGIN_GIB = 0.5
 HEADROOM_GIB = 1.0
 
@@ -38,8 +41,15 @@ class Card:
 
     @property
     def is_a100(self) -> bool:
-        """V1 (0.9.0+) keeps the small MBT / max_num_seqs defaults on A100s even with >= 70 GiB."""
-        return self.name.startswith("a100") or any("A100" in n or "A800" in n for n in self.nvml_names)
+        """V1 (0.9.0+) keeps the small MBT / max_num_seqs defaults on A100s even with >= 70 GiB. vLLM tests the
+        device name for "a100" (0.9.2 arg_utils.py:1629), so an A800 gets the large defaults (audit a15)."""
+        return self.name.startswith("a100") or any("A100" in n for n in self.nvml_names)
+
+    @property
+    def capability(self) -> tuple[int, int] | None:
+        """The lowest CUDA compute capability of the architecture (None for the CPU pseudo-card / unknown):
+        vLLM 0.8.0-0.10.1 falls back to V0 below 8.0."""
+        return ARCH_CAPABILITY.get(self.arch)
 
 
 def _card(name, label, total, nvml, arch) -> Card:
@@ -61,7 +71,8 @@ _BUILT_IN = (
     _card("l40", "NVIDIA L40", 44.35, ["NVIDIA L40"], "ada"),  # same 48 GB class as L20, uncertain
     _card("l40s", "NVIDIA L40S", 44.42, ["NVIDIA L40S"], "ada"),  # field: vllm#15815 profiling log
     _card("a100-40", "NVIDIA A100 40GB", 39.38, ["A100-SXM4-40GB", "A100-PCIE-40GB", "A100 40"], "ampere"),  # field: vllm#16570 profiling log
-    _card("a100-80", "NVIDIA A100 80GB", 79.15, ["A100-SXM4-80GB", "A100 80GB PCIe", "A100-PCIE-80GB", "A800"], "ampere"),  # typical
+    _card("a100-80", "NVIDIA A100 80GB", 79.15, ["A100-SXM4-80GB", "A100 80GB PCIe", "A100-PCIE-80GB"], "ampere"),  # typical
+    _card("a800-80", "NVIDIA A800 80GB", 79.15, ["A800"], "ampere"),  # typical (same memory as the A100 80GB)
     _card("h100-80", "NVIDIA H100 80GB", 79.1, ["H100 80GB", "H100 PCIe", "H100-SXM", "H800"], "hopper"),  # field: 79.10 in vllm#12604 (80 GB-class card, not named)
     _card("h20", "NVIDIA H20", 95.0, ["NVIDIA H20"], "hopper"),  # typical, uncertain (96 GB HBM3)
     _card("h200", "NVIDIA H200", 139.8, ["H200"], "hopper"),  # typical, uncertain (141 GB HBM3e)

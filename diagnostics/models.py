@@ -19,6 +19,7 @@ from pathlib import Path
 from diagnostics import families
 from diagnostics.errors import UsageError
 from diagnostics.families import Family
+from diagnostics.quantization import Quantization, decoder_linear_params, read_quantization
 
 VOCAB_PADDING = 64  # vLLM's DEFAULT_VOCAB_PADDING_SIZE for VocabParallelEmbedding / ParallelLMHead
 
@@ -59,13 +60,20 @@ class ModelSpec:
     source: str = "built-in"
     family: Family | None = None  # VLM families besides MiniCPM-V (diagnostics.families)
     rope_factor: float = 1.0  # rope scaling that lengthens the context vLLM derives (see derived_max_model_len)
+    quantization: Quantization | None = None  # from config.json's quantization_config
 
     def kv_bytes_per_token(self, dtype_bytes: int | None = None) -> int:
         """K and V for every layer: 57,344 B for MiniCPM-V-2_6 in bf16."""
         return 2 * self.layers * self.kv_heads * self.head_dim * (dtype_bytes or self.dtype_bytes)
 
     def weights_bytes(self, dtype_bytes: int | None = None) -> int:
-        return self.params * (dtype_bytes or self.dtype_bytes)
+        """Parameter bytes as vLLM stores them: quantized decoder linear weights at their packed size (scales and
+        zero points included), everything else at dtype_bytes (default: the checkpoint's dtype)."""
+        db = dtype_bytes or self.dtype_bytes
+        if self.quantization is None:
+            return self.params * db
+        q = decoder_linear_params(self.hidden, self.layers, self.heads, self.kv_heads, self.head_dim, self.intermediate)
+        return int((self.params - q) * db + q * self.quantization.bytes_per_weight())
 
     @property
     def derived_max_model_len(self) -> int:
@@ -119,7 +127,8 @@ MINICPM_V_2_6_VISION = VisionSpec(hidden=1152, layers=27, heads=16, mlp=4304, pa
                                   tower_image_size=980, query_num=64, max_slice_nums=9)
 
 
-def _minicpmv_spec(name, llm: dict, vision: VisionSpec, dtype_bytes=2, source="built-in", drop_last=False):
+def _minicpmv_spec(name, llm: dict, vision: VisionSpec, dtype_bytes=2, source="built-in", drop_last=False,
+                   quantization=None):
     params = (
         llm_params(llm, padded_vocab(llm["vocab"]), qkv_bias=True)
         + vision_tower_params(vision, vision.layers - (1 if drop_last else 0))
@@ -129,7 +138,8 @@ def _minicpmv_spec(name, llm: dict, vision: VisionSpec, dtype_bytes=2, source="b
                      heads=llm["heads"], kv_heads=llm["kv_heads"], head_dim=llm["head_dim"],
                      intermediate=llm["intermediate"], vocab=llm["vocab"],
                      max_position_embeddings=llm["max_position_embeddings"], dtype_bytes=dtype_bytes,
-                     params=params, vision=vision, tie_word_embeddings=llm.get("tied", False), source=source)
+                     params=params, vision=vision, tie_word_embeddings=llm.get("tied", False), source=source,
+                     quantization=quantization)
 
 
 MINICPM_V_2_6 = _minicpmv_spec(
@@ -249,7 +259,8 @@ def _family_spec(cfg: dict, processors: dict, name: str, source: str, dtype_byte
     return ModelSpec(name=name, architecture=cfg["architectures"][0], hidden=f["hidden"], layers=f["layers"],
                      heads=f["heads"], kv_heads=f["kv_heads"], head_dim=f["head_dim"], intermediate=f["intermediate"],
                      vocab=f["vocab"], max_position_embeddings=mml, dtype_bytes=dtype_bytes, params=params,
-                     vision=vision, tie_word_embeddings=f["tied"], source=source, family=family)
+                     vision=vision, tie_word_embeddings=f["tied"], source=source, family=family,
+                     quantization=read_quantization(cfg))
 
 
 def model_from_config(cfg: dict, name: str = "config.json", source: str = "config.json",
@@ -273,7 +284,8 @@ def model_from_config(cfg: dict, name: str = "config.json", source: str = "confi
             max_slice_nums=int(cfg.get("max_slice_num", slice_cfg.get("max_slice_nums", 9))),
         )
         return _minicpmv_spec(name, _llm_fields(cfg, source), vision, dtype_bytes, source,
-                              drop_last=bool(cfg.get("drop_vision_last_layer", False)))
+                              drop_last=bool(cfg.get("drop_vision_last_layer", False)),
+                              quantization=read_quantization(cfg))
     if families.lookup(cfg) is not None:
         return _family_spec(cfg, processors or {}, name, source, dtype_bytes)
     if isinstance(cfg.get("vision_config"), dict) or isinstance(cfg.get("audio_config"), dict):
@@ -283,12 +295,18 @@ def model_from_config(cfg: dict, name: str = "config.json", source: str = "confi
     f = _llm_fields(text, source)
     model_type = str(text.get("model_type") or cfg.get("model_type") or "")
     qkv_bias = bool(text.get("attention_bias", model_type.startswith("qwen2")))
+    if arch == "QWenLMHeadModel" or model_type == "qwen":
+        # Qwen (v1) stores the fused gate+up width: vLLM builds QWenMLP(hidden, intermediate_size // 2) and c_attn
+        # with a bias (model_executor/models/qwen.py); its length may be only in seq_length
+        f.update(intermediate=f["intermediate"] // 2,
+                 max_position_embeddings=int(text.get("max_position_embeddings") or text.get("seq_length") or 2048))
+        qkv_bias = True
     params = llm_params(f, padded_vocab(f["vocab"]), qkv_bias=qkv_bias)
     return ModelSpec(name=name, architecture=arch, hidden=f["hidden"], layers=f["layers"], heads=f["heads"],
                      kv_heads=f["kv_heads"], head_dim=f["head_dim"], intermediate=f["intermediate"],
                      vocab=f["vocab"], max_position_embeddings=f["max_position_embeddings"],
                      dtype_bytes=dtype_bytes, params=params, vision=None, tie_word_embeddings=f["tied"],
-                     source=source, rope_factor=rope_factor(text))
+                     source=source, rope_factor=rope_factor(text), quantization=read_quantization(cfg))
 
 
 # rope types whose `factor` vLLM does not apply to max_position_embeddings (already scaled, or per-frequency)

@@ -3,17 +3,21 @@
 `resolve()` returns every setting the start-up arithmetic needs, defaults included, the way that version picks
 them (docs: vllm-memory.md §4; V1 batch defaults checked in vLLM 0.32's `EngineArgs.get_batch_defaults`):
 
-V0 (0.5.4 - 0.10.x with use_v1=false)
+V0 (0.4.0 - 0.10.x with use_v1=false, or where vLLM's V1 oracle falls back: versions.v1_fallback)
   max_num_seqs 256, gpu_memory_utilization 0.90, limit_mm_per_prompt 1 per modality,
-  max_num_batched_tokens = max(max_model_len, 2048), multimodal floor 4096 (0.6.0-0.6.2) / 5120 (0.6.3+),
-  512 when chunked prefill is switched on.
+  max_num_batched_tokens = max(max_model_len, 2048); 512 (before 0.7.0) / 2048 when chunked prefill is on, which
+  vLLM switches on by itself for text models with max_model_len > 32768 (audit a2); the multimodal floor 4096
+  (0.6.0-0.6.2) / 5120 (0.6.3+) is applied after that (audit a3).
 V1 (0.7 opt-in, default from 0.8.0)
   max_num_batched_tokens LLM class / API server: 8192 / 2048; 16384 / 8192 on H100/H200 by name (0.7-0.8.4),
-  on >= 70 GiB (0.8.5), on >= 70 GiB non-A100 (0.9.0+); 16384 / 16384 on >= 160 GiB (0.30+); CPU backend
+  on >= 70 GiB (0.8.5), on >= 70 GiB non-A100 (0.9.0+); 16384 / 16384 on >= 160 GiB (0.28+); CPU backend
   4096 / 2048. max_num_seqs 1024 (0.7.x and 0.8.0-0.8.3 everywhere; 0.8.4 H100/H200; 0.8.5+ where the big MBT
-  applies) else 256 (CPU: 256 / 128). From 0.12.0 a defaulted MBT is clamped to max_num_seqs x max_model_len
+  applies) else 256 (CPU: 256 / 128, 128 / 32 before 0.10.1). From 0.12.0 a defaulted MBT is clamped to max_num_seqs x max_model_len
   and, without chunked prefill, is max(max_model_len, default) (before: max_model_len).
-  gpu_memory_utilization 0.90, 0.92 from 0.20.0. limit_mm_per_prompt 1 until 0.8.3, 999 from 0.8.4.
+  enable_chunked_prefill is forced on before 0.12.0 (a user's false is overwritten, audit a9).
+  gpu_memory_utilization 0.90, 0.92 from 0.20.0. limit_mm_per_prompt 1 until 0.8.3, 999 from 0.8.4; from 0.12.0
+  a modality's limit may be a dummy-options object {"count", "num_frames", "width", "height"} (count 999 unset).
+  max_model_len "auto" / -1 (0.14+) fits the length to the KV cache after profiling (`plan` reports it).
 """
 
 from __future__ import annotations
@@ -23,12 +27,12 @@ import json
 from diagnostics.cards import Card
 from diagnostics.errors import UsageError, one_of
 from diagnostics.models import ModelSpec
-from diagnostics.versions import Version, engine, parse_version
+from diagnostics.versions import Version, engine, parse_version, v1_fallback
 
 # name -> accepted type(s) (checked after JSON parsing)
 KNOWN_SETTINGS: dict[str, tuple] = {
     "max_num_seqs": (int,),
-    "max_model_len": (int,),
+    "max_model_len": (int, str),
     "max_num_batched_tokens": (int,),
     "gpu_memory_utilization": (int, float),
     "limit_mm_per_prompt": (dict,),
@@ -49,6 +53,8 @@ KNOWN_SETTINGS: dict[str, tuple] = {
     "swap_space": (int, float),
     "mm_encoder_tp_mode": (str,),
     "performance_mode": (str,),
+    "kv_cache_dtype": (str,),
+    "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": (bool, int),
 }
 
 # first vLLM version that has the setting (older ones reject it)
@@ -58,6 +64,7 @@ SETTING_SINCE: dict[str, Version] = {
     "mm_encoder_tp_mode": Version(0, 10, 2),
     "performance_mode": Version(0, 17, 0),
     "limit_mm_per_prompt": Version(0, 5, 4),
+    "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": Version(0, 18, 0),
 }
 SETTING_UNTIL: dict[str, Version] = {  # first version without it
     "swap_space": Version(0, 18, 0),
@@ -80,7 +87,19 @@ ENGINE_DEFAULTS: dict = {
     "trust_remote_code": False,
     "num_gpu_blocks_override": None,
     "mm_encoder_tp_mode": "weights",
+    "kv_cache_dtype": "auto",
 }
+
+# bytes per KV element: "auto" follows the model dtype; fp8 variants store one byte (vLLM CacheDType)
+KV_CACHE_DTYPES = {"auto": None, "bfloat16": 2, "float16": 2, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "fp8_inc": 1}
+MAX_MODEL_LEN_AUTO = ("auto", -1)  # vLLM 0.14+: fit max_model_len to the KV cache
+AUTO_LEN_SINCE = Version(0, 14, 0)
+DUMMY_OPTIONS_SINCE = Version(0, 12, 0)  # limit_mm_per_prompt values may be {"count", "num_frames", ...}
+DUMMY_OPTION_KEYS = ("count", "num_frames", "width", "height")
+# model classes marked SupportsV0Only in vLLM: architecture -> first version where V1 runs them (audit a7/b5)
+V0_ONLY_UNTIL = {"MiniCPMV": Version(0, 8, 3)}
+# model classes vLLM does not have before a version: architecture -> first version with it
+MODEL_SINCE = {"MiniCPMV": Version(0, 5, 4)}
 
 DTYPES = {"auto": None, "bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4}
 ENTRYPOINTS = ("llm", "serve")
@@ -115,19 +134,49 @@ def check_setting(key: str, value) -> object:
         raise UsageError(f"setting {key}={value!r} has the wrong type; accepted: {_type_names(accepted)}")
     if key == "gpu_memory_utilization" and not 0 < value <= 1:
         raise UsageError(f"setting gpu_memory_utilization={value!r} is out of range; accepted: 0 < value <= 1")
-    if key in ("max_num_seqs", "max_model_len", "max_num_batched_tokens", "block_size", "tensor_parallel_size",
+    if key == "max_model_len":
+        return _check_max_model_len(value)
+    if key in ("max_num_seqs", "max_num_batched_tokens", "block_size", "tensor_parallel_size",
                "num_gpu_blocks_override") and value < 1:
         raise UsageError(f"setting {key}={value!r} must be a positive integer")
     if key == "limit_mm_per_prompt":
-        for m, n in value.items():
-            if m not in ("image", "video") or isinstance(n, bool) or not isinstance(n, int) or n < 0:
-                raise UsageError(f"setting limit_mm_per_prompt={json.dumps(value)} is invalid; accepted: "
-                                 "a JSON object like {\"image\": 1, \"video\": 0} (non-negative ints)")
-    if key == "dtype" and value not in DTYPES:
-        raise one_of("dtype", value, DTYPES)
-    if key == "mm_encoder_tp_mode" and value not in ("weights", "data"):
-        raise one_of("mm_encoder_tp_mode", value, ("weights", "data"))
+        _check_limits(value)
+    choices = {"dtype": DTYPES, "kv_cache_dtype": KV_CACHE_DTYPES, "mm_encoder_tp_mode": ("weights", "data")}
+    if key in choices and value not in choices[key]:
+        raise one_of(key, value, choices[key])
+    if key == "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS":
+        if value not in (0, 1):
+            raise UsageError(f"setting {key}={value!r} is invalid; accepted: 0, 1, true or false")
+        return bool(value)
     return value
+
+
+def _check_max_model_len(value) -> int | str:
+    if isinstance(value, str):
+        if value.strip().lower() != "auto":
+            raise UsageError(f"setting max_model_len={value!r} has the wrong type; accepted: integer, -1 or auto")
+        return "auto"
+    if value == -1:
+        return "auto"
+    if value < 1:
+        raise UsageError(f"setting max_model_len={value!r} must be a positive integer (or -1 / auto)")
+    return value
+
+
+def _check_limits(value: dict) -> None:
+    """limit_mm_per_prompt: modality -> non-negative int, or (0.12+) a dummy-options object."""
+    bad = UsageError(f"setting limit_mm_per_prompt={json.dumps(value)} is invalid; accepted: a JSON object like "
+                     "{\"image\": 1, \"video\": 0} (non-negative ints) or, for vLLM >= 0.12, "
+                     "{\"video\": {\"count\": 1, \"num_frames\": 8}}")
+    for m, n in value.items():
+        if m not in ("image", "video"):
+            raise bad
+        if isinstance(n, dict):
+            if not n or any(k not in DUMMY_OPTION_KEYS or isinstance(x, bool) or not isinstance(x, int) or x < 0
+                            for k, x in n.items()):
+                raise bad
+        elif isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise bad
 
 
 def _type_names(types) -> str:
@@ -160,9 +209,11 @@ def _big_batch_defaults(card: Card, v: Version) -> bool:
 def _v1_batch_defaults(card: Card, v: Version, entrypoint: str) -> tuple[int, int]:
     """(max_num_batched_tokens, max_num_seqs) defaults for the V1 engine."""
     serve = entrypoint == "serve"
-    if card.is_cpu:
+    if card.is_cpu:  # 128 / 32 seqs in 0.9.2 (arg_utils.py:1666-1673), 256 / 128 from 0.10.1 (:1678-1683); audit a8
+        if v < (0, 10, 1):
+            return (2048, 32) if serve else (4096, 128)
         return (2048, 128) if serve else (4096, 256)
-    if v >= (0, 30, 0) and card.total_gib >= 160:
+    if v >= (0, 28, 0) and card.total_gib >= 160:  # 0.28.0 arg_utils.py:2582 (audit a13)
         return 16384, 1024
     big = _big_batch_defaults(card, v)
     mbt = (8192 if serve else 16384) if big else (2048 if serve else 8192)
@@ -193,64 +244,58 @@ def supported_modalities(model: ModelSpec, v: Version, eng: str) -> tuple[str, .
     return ("image",) if v <= (0, 7, 0) else ("image", "video")
 
 
-def resolve(model: ModelSpec, card: Card, version, entrypoint: str = "llm", overrides: dict | None = None) -> dict:
-    """Every setting the arithmetic reads, defaults filled in as `version` does for this card and entry point."""
-    v = parse_version(version)
-    if entrypoint not in ENTRYPOINTS:
-        raise one_of("entrypoint", entrypoint, ENTRYPOINTS)
+def engine_choice(model: ModelSpec, card: Card, version, given: dict | None = None) -> tuple[str, str | None]:
+    """(engine, why vLLM's V1 oracle picks V0 or None) for this model, card and the user's settings."""
+    v, given = parse_version(version), given or {}
+    db = DTYPES.get(given.get("dtype") or "auto") or model.dtype_bytes
+    reason = v1_fallback(v, capability=card.capability, dtype_bytes=db,
+                         kv_cache_dtype=given.get("kv_cache_dtype") or "auto",
+                         v0_only_until=V0_ONLY_UNTIL.get(model.architecture))
+    return engine(v, given.get("use_v1"), reason), reason
+
+
+def _checked(overrides: dict | None, v: Version) -> dict:
     given = {k: check_setting(k, val) for k, val in (overrides or {}).items()}
     for key, val in given.items():
         if val is not None and not setting_available(key, v):
             since, until = SETTING_SINCE.get(key), SETTING_UNTIL.get(key)
             need = f">= {since}" if since and v < since else f"< {until}"
             raise UsageError(f"setting {key} needs vLLM {need} (planning for {v})")
-    eng = engine(v, given.get("use_v1"))
-    s: dict = {"max_model_len": given.get("max_model_len") or model.max_position_embeddings, **ENGINE_DEFAULTS,
-                "use_v1": eng == "V1"}
+    if given.get("max_model_len") == "auto" and v < AUTO_LEN_SINCE:
+        raise UsageError(f"setting max_model_len=auto needs vLLM >= {AUTO_LEN_SINCE} (planning for {v}); "
+                         "accepted here: a positive integer")
+    return given
+
+
+def resolve(model: ModelSpec, card: Card, version, entrypoint: str = "llm", overrides: dict | None = None) -> dict:
+    """Every setting the arithmetic reads, defaults filled in as `version` does for this card and entry point.
+
+    max_model_len=auto resolves to the model's length with `max_model_len_auto: True` (vLLM profiles at the full
+    length, then fits it to the KV cache). Dummy options of limit_mm_per_prompt go to `mm_dummy_options`.
+    UsageError for an unknown setting, a wrong type, or a setting that version lacks."""
+    v = parse_version(version)
+    if entrypoint not in ENTRYPOINTS:
+        raise one_of("entrypoint", entrypoint, ENTRYPOINTS)
+    given = _checked(overrides, v)
+    eng, _ = engine_choice(model, card, v, given)
+    s: dict = {"max_model_len": model.max_position_embeddings, **ENGINE_DEFAULTS}
     if v < (0, 11, 0):
         s["max_seq_len_to_capture"] = 8192
     if v < (0, 18, 0):
         s["swap_space"] = 4
     if v >= (0, 17, 0):
         s["performance_mode"] = "balanced"
-    s.update({k: val for k, val in given.items() if val is not None and k not in ("max_model_len",)})
+    s.update({k: val for k, val in given.items() if val is not None})
+    if s["max_model_len"] == "auto":
+        s.update(max_model_len=model.max_position_embeddings, max_model_len_auto=True)
     s["use_v1"] = eng == "V1"
-    mml = s["max_model_len"]
-
     if eng == "V0":
-        s.setdefault("enable_chunked_prefill", False)
-        s.setdefault("gpu_memory_utilization", 0.90)
-        s.setdefault("max_num_seqs", 256)
-        if given.get("max_num_batched_tokens") is None:
-            if s["enable_chunked_prefill"]:
-                mbt = 512
-            else:
-                mbt = max(mml, 2048)
-                if model.vision is not None:
-                    mbt = max(mbt, v0_multimodal_floor(v))
-            s["max_num_batched_tokens"] = mbt
+        _v0_batch(model, v, s, given)
     else:
-        s.setdefault("enable_chunked_prefill", True)
-        s.setdefault("gpu_memory_utilization", 0.92 if v >= (0, 20, 0) else 0.90)
-        d_mbt, d_seqs = _v1_batch_defaults(card, v, entrypoint)
-        if s.get("performance_mode") == "throughput":
-            d_mbt, d_seqs = d_mbt * 2, d_seqs * 2
-        seqs_given = given.get("max_num_seqs") is not None
-        s.setdefault("max_num_seqs", d_seqs)
-        if given.get("max_num_batched_tokens") is None:
-            if v >= (0, 12, 0):  # checked in the 0.11.0 / 0.12.0 wheels
-                mbt = d_mbt if s["enable_chunked_prefill"] else max(mml, d_mbt)
-                mbt = min(s["max_num_seqs"] * mml, mbt)
-            else:
-                mbt = d_mbt if s["enable_chunked_prefill"] else mml
-            s["max_num_batched_tokens"] = mbt
-        if not seqs_given:
-            s["max_num_seqs"] = min(s["max_num_seqs"], s["max_num_batched_tokens"])
-
-    limit = default_limit(v, eng)
-    mods = supported_modalities(model, v, eng)
-    user_limits = dict(given.get("limit_mm_per_prompt") or {})
-    s["limit_mm_per_prompt"] = {m: int(user_limits.get(m, limit)) for m in mods}
+        _v1_batch(card, v, entrypoint, s, given)
+    s["limit_mm_per_prompt"], options = _limits(model, v, eng, given)
+    if options:
+        s["mm_dummy_options"] = options
     return s
 
 
@@ -274,6 +319,63 @@ def vllm_refusal(s: dict, model: ModelSpec) -> str | None:
     if mbt < seqs:
         return f"max_num_batched_tokens ({mbt}) must be greater than or equal to max_num_seqs ({seqs})."
     return None
+
+
+def _v0_batch(model: ModelSpec, v: Version, s: dict, given: dict) -> None:
+    """V0: chunked prefill switches itself on for text models above 32K context (0.5.5 arg_utils.py:820-838,
+    0.10.2 :1570); the multimodal floor applies after the chunked value (0.6.3 config.py:983-999)."""
+    mml = s["max_model_len"]
+    s.setdefault("gpu_memory_utilization", 0.90)
+    s.setdefault("max_num_seqs", 256)
+    if given.get("enable_chunked_prefill") is None:
+        s["enable_chunked_prefill"] = model.vision is None and mml > 32768 and v >= (0, 5, 4)
+    if given.get("max_num_batched_tokens") is None:
+        if s["enable_chunked_prefill"]:
+            mbt = 512 if v < (0, 7, 0) else 2048
+        else:
+            mbt = max(mml, 2048)
+        if model.vision is not None:
+            mbt = max(mbt, v0_multimodal_floor(v))
+        s["max_num_batched_tokens"] = mbt
+
+
+def _v1_batch(card: Card, v: Version, entrypoint: str, s: dict, given: dict) -> None:
+    """V1: chunked prefill is forced on before 0.12.0 (0.8.5 arg_utils.py:1569 ... 0.11.0 :1548); batch
+    defaults per card (`_v1_batch_defaults`), clamped from 0.12.0 (0.13.0 :1953-1976)."""
+    mml = s["max_model_len"]
+    if v < (0, 12, 0):
+        s["enable_chunked_prefill"] = True
+    s.setdefault("enable_chunked_prefill", True)
+    s.setdefault("gpu_memory_utilization", 0.92 if v >= (0, 20, 0) else 0.90)
+    d_mbt, d_seqs = _v1_batch_defaults(card, v, entrypoint)
+    if s.get("performance_mode") == "throughput":
+        d_mbt, d_seqs = d_mbt * 2, d_seqs * 2
+    s.setdefault("max_num_seqs", d_seqs)
+    if given.get("max_num_batched_tokens") is None:
+        mbt = d_mbt
+        if v >= (0, 12, 0):
+            mbt = d_mbt if s["enable_chunked_prefill"] else max(mml, d_mbt)
+            mbt = min(s["max_num_seqs"] * mml, mbt)
+        s["max_num_batched_tokens"] = mbt
+    if given.get("max_num_seqs") is None:
+        s["max_num_seqs"] = min(s["max_num_seqs"], s["max_num_batched_tokens"])
+
+
+def _limits(model: ModelSpec, v: Version, eng: str, given: dict) -> tuple[dict, dict]:
+    """({modality: items per prompt}, {modality: dummy options other than count}) as vLLM reads them."""
+    limit = default_limit(v, eng)
+    user = dict(given.get("limit_mm_per_prompt") or {})
+    counts, options = {}, {}
+    for m in supported_modalities(model, v, eng):
+        n = user.get(m, limit)
+        if isinstance(n, dict):
+            if v < DUMMY_OPTIONS_SINCE:
+                raise UsageError(f"limit_mm_per_prompt as an object needs vLLM >= {DUMMY_OPTIONS_SINCE} (planning "
+                                 f"for {v}); accepted here: a non-negative integer per modality")
+            options[m] = {k: x for k, x in n.items() if k != "count"}
+            n = n.get("count", 999)
+        counts[m] = int(n)
+    return counts, options
 
 
 def version_default(setting: str, version) -> tuple[bool, object]:

@@ -2,10 +2,15 @@
 
 Tolerant parsing of what users paste: "0.6.3.post1", "v0.8.4", "0.7.2.dev62+g56534cd5", "0.10.0-b4",
 "0.9.0.1" all reduce to (major, minor, patch). Anything outside the range we have rules for
-(0.5.4 .. 0.33.x) is a UsageError that names the accepted range.
+(0.4.0 .. 0.33.x) is a UsageError that names the accepted range. 0.4.0 - 0.5.3 share 0.5.4's V0 rules (same
+`determine_num_available_blocks`, same scheduler defaults); MiniCPM-V-2_6 itself needs 0.5.4 (`plan` says so).
+
+Engine choice (`engine`): V0 before 0.8.0; from 0.8.0 V1 unless VLLM_USE_V1=0 or vLLM's V1 oracle falls back
+(`v1_fallback`, 0.8.0-0.10.x: compute capability < 8.0 until 0.10.1, dtype other than fp16/bf16 until 0.9.1,
+a kv_cache_dtype the V1 attention lacks until 0.9.x, a model class marked SupportsV0Only).
 
 Families (docs/architecture.md):
-  v0-legacy    V0 engine 0.5.4 - 0.7.0 (legacy input registry, 64-token dummy images)
+  v0-legacy    V0 engine 0.4.0 - 0.7.0 (legacy input registry, 64-token dummy images)
   v0-merged    V0 engine 0.7.1 - 0.10.x (merged multimodal processor)
   v1           V1 engine 0.7 - 0.26 (non_kv = weights + torch peak increase + non-torch increase)
   v1-consumed  V1 engine 0.27+ (non_kv = total consumed + transient peak headroom)
@@ -30,7 +35,7 @@ class Version(NamedTuple):
 
 
 def _releases() -> tuple[str, ...]:
-    out = ["0.5.4", "0.5.5"]
+    out = [f"0.4.{p}" for p in range(4)] + [f"0.5.{p}" for p in range(6)]
     out += [f"0.6.{p}" for p in range(7)]
     out += [f"0.7.{p}" for p in range(4)]
     out += [f"0.8.{p}" for p in range(6)]
@@ -41,7 +46,7 @@ def _releases() -> tuple[str, ...]:
 
 
 KNOWN_VERSIONS: tuple[str, ...] = _releases()
-OLDEST = "0.5.4"
+OLDEST = "0.4.0"
 NEWEST = "0.33.0"
 ACCEPTED_RANGE = f"{OLDEST} .. 0.33.x (e.g. 0.6.3, v0.8.4, 0.10.1.post1)"
 
@@ -59,7 +64,7 @@ def read_version(text) -> Version | None:
 
 def supported(v: Version) -> bool:
     """Is `v` inside the range we have rules for?"""
-    return Version(0, 5, 4) <= v < Version(0, 34, 0)
+    return Version(0, 4, 0) <= v < Version(0, 34, 0)
 
 
 def parse_version(text) -> Version:
@@ -72,11 +77,36 @@ def parse_version(text) -> Version:
     return v
 
 
-def engine(version, use_v1: bool | None = None) -> str:
-    """"V0" or "V1" as that version picks it; `use_v1` is the VLLM_USE_V1 choice (None = the default)."""
+def v1_fallback(version, *, capability: tuple[int, int] | None = None, dtype_bytes: int | None = None,
+                kv_cache_dtype: str = "auto", v0_only_until: Version | None = None) -> str | None:
+    """Why vLLM's V1 oracle (`EngineArgs._is_v1_supported_oracle`, 0.8.0-0.10.x) sends this start to V0, or None.
+
+    capability: the card's CUDA compute capability (None: not a CUDA card); dtype_bytes: 4 for float32;
+    v0_only_until: the first version whose model class is no longer `SupportsV0Only` (MiniCPM-V: 0.8.3).
+    Sources (audit a6/a7, the wheels' arg_utils.py): "Compute Capability < 8.0" (0.8.0 :1475, 0.8.5 :1354,
+    0.10.1 :1403, gone in 0.10.2); `V1_SUPPORTED_DTYPES = [bfloat16, float16]` (0.8.5 :1383, gone in 0.9.2);
+    "--kv-cache-dtype" unless FlashAttention 3 (Hopper) supports fp8 (0.8.5 :1359-1373, 0.9.2 :1366-1382).
+    """
+    v = parse_version(version)
+    if not (0, 8, 0) <= v < (0, 11, 0):
+        return None
+    if v0_only_until is not None and v < v0_only_until:
+        return f"the model class is V0-only (SupportsV0Only) before vLLM {v0_only_until}"
+    if capability is not None and capability < (8, 0) and v < (0, 10, 2):
+        return f"compute capability {capability[0]}.{capability[1]} < 8.0: vLLM {v} falls back to V0"
+    if dtype_bytes == 4 and v < (0, 9, 2):
+        return f"dtype float32: V1 in vLLM {v} supports only float16/bfloat16 and falls back to V0"
+    if kv_cache_dtype != "auto" and v < (0, 10, 0) and (capability is None or capability < (9, 0)):
+        return f"kv_cache_dtype={kv_cache_dtype}: V1 in vLLM {v} has no such KV cache here and falls back to V0"
+    return None
+
+
+def engine(version, use_v1: bool | None = None, fallback: str | None = None) -> str:
+    """"V0" or "V1" as that version picks it; `use_v1` is the VLLM_USE_V1 choice (None = the default) and
+    `fallback` the V1 oracle's reason to pick V0 (`v1_fallback`), which only matters when use_v1 is unset."""
     v = parse_version(version)
     if use_v1 is None:
-        return "V1" if v >= (0, 8, 0) else "V0"
+        return "V1" if v >= (0, 8, 0) and not fallback else "V0"
     if use_v1:
         if v < (0, 7, 0):
             raise UsageError(f"use_v1=true needs vLLM >= 0.7.0 (got {v}); accepted: false or unset")
@@ -90,10 +120,10 @@ def default_engine(version) -> str:
     return engine(version, None)
 
 
-def family(version, use_v1: bool | None = None) -> str:
+def family(version, use_v1: bool | None = None, fallback: str | None = None) -> str:
     """The rule family that sizes memory for this version and engine choice."""
     v = parse_version(version)
-    if engine(v, use_v1) == "V0":
+    if engine(v, use_v1, fallback) == "V0":
         return "v0-legacy" if v <= (0, 7, 0) else "v0-merged"
     return "v1" if v < (0, 27, 0) else "v1-consumed"
 

@@ -1,6 +1,7 @@
 """Candidate values per setting, nearest first: powers of two down for max_num_seqs / max_model_len /
 max_num_batched_tokens / max_slice_nums, utilization up or down as the failure calls for, video off, eager on,
-the encoder profile skipped (V1 0.10.1+), a fixed KV pool (V1 0.10.2+ and the CPU backend)."""
+the encoder profile skipped (V1 0.10.1+), a fixed KV pool (V1 0.10.2+ and the CPU backend), and a 16-bit dtype
+for dtype=float32 (bfloat16 from compute capability 8.0, float16 below)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 
 from diagnostics.errors import UsageError
 from diagnostics.explain.terms import UTIL_RAISE_CURES, need_gib, term, util_direction
+from diagnostics.settings import DTYPES
 from diagnostics.units import GiB, MiB
 from diagnostics.versions import parse_version
 
@@ -21,6 +23,7 @@ SEARCHED = (
     "skip_mm_profiling",
     "mm_processor_kwargs",
     "kv_cache_memory_bytes",
+    "dtype",
 )
 UTIL_STEPS_UP = (0.8, 0.85, 0.9, 0.92, 0.95, 0.98, 1.0)
 UTIL_STEPS_DOWN = (0.95, 0.92, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5)
@@ -146,6 +149,14 @@ def _kv_cache_memory_bytes(plan, outcome: str) -> list:
     return []
 
 
+def _dtype(plan, outcome: str) -> list:
+    """float32 halves to the 16-bit dtype the card runs: bfloat16 from compute capability 8.0, else float16."""
+    if DTYPES.get(plan.settings.get("dtype", "auto")) != 4:
+        return []
+    cap = plan.card.capability
+    return ["float16" if cap is not None and cap < (8, 0) else "bfloat16"]
+
+
 LADDERS = {
     "max_num_seqs": _max_num_seqs,
     "max_model_len": _max_model_len,
@@ -156,6 +167,7 @@ LADDERS = {
     "skip_mm_profiling": _skip_mm_profiling,
     "mm_processor_kwargs": _mm_processor_kwargs,
     "kv_cache_memory_bytes": _kv_cache_memory_bytes,
+    "dtype": _dtype,
 }
 
 

@@ -134,8 +134,8 @@ def _trials(planner: Planner, outcome: str, accept) -> list[Trial]:
         ok, best = search_one(planner, setting, outcome, accept)
         if ok is not None:
             trials.append(ok)
-        elif best is not None and best.effect > 0.01 and outcome != "oom_weights":
-            trials.append(best)  # helps, not enough alone (for weights, only a real fix is worth naming)
+        elif best is not None and best.effect > 0.01 and (outcome != "oom_weights" or setting == "dtype"):
+            trials.append(best)  # helps, not enough alone (for weights, only a real fix or the dtype is worth naming)
     return trials
 
 
@@ -165,6 +165,20 @@ def counterfactuals(base, outcome: str, accept) -> tuple[list[Culprit], dict, Pl
     return culprits, fix, planner
 
 
+def _fix_after_dtype(plan, planner: Planner) -> dict:
+    """dtype=float32 that does not fit: the 16-bit dtype first, then the smallest fix of what fails next."""
+    values = ladder("dtype", plan, "oom_weights")
+    halved = planner({"dtype": values[0]}) if values else None
+    if halved is None or halved.verdict == "oom_weights":
+        return {}
+    if halved.verdict == "ok":
+        return {"dtype": values[0]}
+    if halved.verdict not in MEMORY_FAILURES:
+        return {}
+    _, rest, _ = counterfactuals(halved, halved.verdict, lambda p: p.verdict == "ok")
+    return {"dtype": values[0], **rest} if rest else {}
+
+
 def explain_plan(plan) -> Explanation:
     """Culprits and the smallest fix for a predicted failure (an "ok" plan has none).
 
@@ -177,5 +191,7 @@ def explain_plan(plan) -> Explanation:
         return Explanation(outcome, phase, [], f"No memory verdict for this plan ({outcome}). " + " ".join(plan.notes),
                            {}, "estimate")
     culprits, fix, planner = counterfactuals(plan, outcome, lambda p: p.verdict == "ok")
+    if not fix and outcome == "oom_weights":
+        fix = _fix_after_dtype(plan, planner)
     summary = plan_summary(plan, outcome, phase, fix, planner(fix) if fix else None)
     return Explanation(outcome, phase, culprits, summary, fix, "estimate")

@@ -167,6 +167,17 @@ def ok_summary(plan) -> str:
             + (f", KV cache {fmt_tokens(kv)} tokens." if kv else "."))
 
 
+def _weights_head(plan) -> str:
+    """oom_weights in one sentence; dtype=float32 is named as the cause where it is one."""
+    if plan.settings.get("dtype") in ("float32", "float"):
+        half = "float16" if plan.card.capability is not None and plan.card.capability < (8, 0) else "bfloat16"
+        return (f"The weights take {est(term(plan, 'weights'))} GiB in float32 and would not fit on "
+                f"{card_phrase(plan.card)}; dtype={half} halves them.")
+    return (f"The weights ({est(term(plan, 'weights'))} GiB) would not fit on {card_phrase(plan.card)}; none of the "
+            "searched settings changes weight memory (cpu_offload_gb, a quantized checkpoint or tensor parallelism "
+            "do).")
+
+
 def plan_summary(plan, outcome: str, phase: str, fix: dict, fixed) -> str:
     """The plan's failure in one sentence, then the smallest fix and what it gives (`fixed`: the plan with `fix`)."""
     head = {
@@ -179,9 +190,7 @@ def plan_summary(plan, outcome: str, phase: str, fix: dict, fixed) -> str:
         "oom_cuda_graph": f"CUDA graph capture would run out of memory (about {est(term(plan, 'cuda_graph'))} GiB "
                           f"outside the budget).",
         "insufficient_free_memory": "The requested share of memory would exceed what is free at start-up.",
-        "oom_weights": f"The weights ({est(term(plan, 'weights'))} GiB) would not fit on {card_phrase(plan.card)}; "
-                       f"none of the searched settings changes weight memory (cpu_offload_gb, a quantized "
-                       f"checkpoint or tensor parallelism do).",
+        "oom_weights": _weights_head(plan),
         "oom_kv_alloc": f"Allocating the KV cache ({est(term(plan, 'kv_cache'))} GiB) would run out of memory.",
     }.get(outcome, f"Predicted outcome {outcome} in phase {phase}.")
     if not fix:

@@ -198,7 +198,7 @@ def _breakdown(s: Scan, line: Line, m: re.Match) -> None:
     elif u := P.BREAKDOWN_NEW_USAGE.search(body):
         s.num("consumed_gib", gib(u.group("consumed")))
     if u:
-        s.num("activation_peak_gib", gib(u.group("act")))
+        s.num("activation_peak_gib", _activation(s, gib(u.group("act")), u.re is P.BREAKDOWN_NEW_USAGE))
         s.num("cuda_graph_gib", gib(u.group("cg")))
     if u and u.re is P.BREAKDOWN_NEW_USAGE:  # 0.27+: the printed peak activation holds the CUDA-graph estimate
         s.num("activation_peak_without_cuda_graph_gib", round(gib(u.group("act")) - gib(u.group("cg")), 4))
@@ -208,6 +208,17 @@ def _breakdown(s: Scan, line: Line, m: re.Match) -> None:
     if k := P.KV_IN_USE.search(body):
         value = gib(k.group("kv"))
         s.num("kv_cache_gib", value if k.group("unit") == "GiB" else value / (1 << 30))
+
+
+def _activation(s: Scan, printed: float | None, new_form: bool) -> float | None:
+    """The activation peak without CUDA graphs. 0.27+ prints "peak activation" = transient headroom + the CUDA-graph
+    estimate it subtracted (0.27 gpu_worker.py:527-529; VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS defaults to 1 from
+    0.20): the estimate printed earlier ("Estimated CUDA graph memory") comes off it (audit c2, ranked 9)."""
+    estimates = s.seen.get("cuda_graph_estimated_gib") or []
+    if printed is None or not new_form or not estimates:
+        return printed
+    s.num("activation_printed_gib", printed)
+    return round(max(printed - estimates[-1], 0.0), 2)
 
 
 def _kv_tokens(s: Scan, line: Line, m: re.Match) -> None:

@@ -17,11 +17,12 @@ from diagnostics.models import ModelSpec, get_model
 from diagnostics.outcomes import MEMORY_TERMS
 from diagnostics.predict import mm_budget
 from diagnostics.predict.coefficients import DEFAULT, Calibration, Coefficients
+from diagnostics.predict.limits import known_limits, setting_notes, startup_blocker
 from diagnostics.predict.terms import (Term, activation_term, cuda_graph_term, dtype_bytes, eager_vision_attention,
                                        encoder_bytes, encoder_term, kv_cache_term, llm_pass_bytes, non_torch_term,
                                        sampler_bytes, scaled_encoder_bytes, weights_term)
-from diagnostics.predict.verdict import StartupTerms, verdict as judge_verdict
-from diagnostics.settings import resolve
+from diagnostics.predict.verdict import StartupTerms, null_block_tokens, verdict as judge_verdict
+from diagnostics.settings import KV_CACHE_DTYPES, engine_choice, resolve
 from diagnostics.units import GiB
 from diagnostics.versions import Version, default_version, engine as engine_of, family as family_of, parse_version
 
@@ -106,7 +107,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     coef = coefficients.for_group(card.arch, fam) if isinstance(coefficients, Calibration) else coefficients
     ctx = _Context(model, card, v, engine_of(v, settings.get("use_v1")), fam, settings, dtype_bytes(model, settings),
                    int(settings.get("tensor_parallel_size", 1)), coef or DEFAULT)
-    notes: list[str] = []
+    notes = setting_notes(v, ctx.eng, given, settings, engine_choice(model, card, v, given)[1])
     weights = weights_term(model, settings, ctx.db)
     non_torch = non_torch_term(settings, ctx.coef)
     prof, eager, enc = _encoder_profile(ctx, notes)
@@ -118,12 +119,19 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     context_gib = ctx.coef.cuda_context_gib[0]
     peak = context_gib + weights.value_gib + non_torch.value_gib + activation.value_gib
 
-    graphs_budgeted = ctx.eng == "V1" and v >= (0, 20, 0) and not settings.get("enforce_eager")
-    kv = kv_cache_term(model, settings, ctx.db, float(settings["gpu_memory_utilization"]) * card.total_gib,
-                       (weights, non_torch, activation), graphs if graphs_budgeted else None)
+    graphs_budgeted = _graphs_budgeted(ctx)
+    kv = kv_cache_term(model, settings, KV_CACHE_DTYPES.get(settings.get("kv_cache_dtype", "auto")) or ctx.db,
+                       _kv_budget_gib(ctx), (weights, non_torch, activation), graphs if graphs_budgeted else None)
+    _fit_auto_length(ctx, kv.tokens, notes)
     terms = StartupTerms(weights, non_torch, activation, kv, graphs, graphs_budgeted, enc_b / GiB,
                          llm_b / GiB, samp_b / GiB, peak, context_gib)
-    outcome, phase = judge_verdict(card, v, ctx.eng, settings, terms, notes)
+    blocker = startup_blocker(model, v, ctx.eng)
+    if blocker:
+        notes.append(blocker)
+        outcome, phase = "error", "startup_check"
+    else:
+        outcome, phase = judge_verdict(card, v, ctx.eng, settings, terms, notes)
+    notes += known_limits(model, v, ctx.eng, settings)
     if graphs.value_gib and not graphs_budgeted:
         notes.append("CUDA graphs are not in the KV budget in this version: they must fit in what is left")
     if card.is_cpu:
@@ -137,6 +145,36 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
                 kv.tokens if known_kv else None, phase, notes, context_gib, given, ctx.coef)
 
 
+def _graphs_budgeted(ctx: _Context) -> bool:
+    """V1 subtracts its CUDA-graph estimate from the KV budget when VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS is on:
+    default "1" from 0.20.0, "0" in 0.18-0.19, absent before (envs.py; audit c5)."""
+    s = ctx.settings
+    if ctx.eng != "V1" or s.get("enforce_eager") or ctx.v < (0, 18, 0):
+        return False
+    return bool(s.get("VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS", ctx.v >= (0, 20, 0)))
+
+
+def _kv_budget_gib(ctx: _Context) -> float:
+    """util x total; V1 0.7-0.9.0 measures non-torch as everything on the device, so the CUDA context comes off
+    it too (0.8.5 v1/worker/gpu_worker.py:195-211; audit c3)."""
+    budget = float(ctx.settings["gpu_memory_utilization"]) * ctx.card.total_gib
+    if ctx.eng == "V1" and ctx.v < (0, 9, 1) and ctx.card.total_gib > 0:
+        budget -= ctx.coef.cuda_context_gib[0]
+    return budget
+
+
+def _fit_auto_length(ctx: _Context, kv_tokens: int, notes: list[str]) -> None:
+    """max_model_len=auto (0.14+): vLLM profiles at the model's length, then picks the longest length whose KV
+    fits (kv_cache_planning.py:1545-1548); the settings carry that length from here on."""
+    s = ctx.settings
+    if not s.get("max_model_len_auto") or ctx.card.total_gib <= 0 or kv_tokens <= 0:
+        return
+    chosen = min(ctx.model.max_position_embeddings, kv_tokens - null_block_tokens(ctx.v, s))
+    s["max_model_len"] = chosen
+    notes.append(f"max_model_len=auto: vLLM would choose max_model_len={chosen} (the KV cache holds "
+                 f"{kv_tokens} tokens; the model allows {ctx.model.max_position_embeddings})")
+
+
 def _encoder_profile(ctx: _Context, notes: list[str]) -> tuple[mm_budget.MMProfile, bool, dict]:
     """The profile run's dummy items, whether the vision attention is eager, and the encoder pass's bytes."""
     prof = mm_budget.profile(ctx.model, ctx.settings, ctx.v, ctx.fam)
@@ -145,6 +183,10 @@ def _encoder_profile(ctx: _Context, notes: list[str]) -> tuple[mm_budget.MMProfi
         prof = dataclasses.replace(prof, skipped=True)
     if prof.skipped and not ctx.card.is_cpu:
         notes.append("skip_mm_profiling: the encoder is not profiled; real images may OOM later")
+    if prof.dropped:
+        notes.append(f"vLLM {ctx.v} drops the dummy items of {prof.dropped} of {prof.sequences} dummy sequences: "
+                     f"their {prof.tokens_per_item}+3-token prompt is longer than the sequence, so the profile run "
+                     "has less encoder work (audit b4)")
     eager = eager_vision_attention(ctx.v, ctx.fam) and ctx.model.family is None  # MiniCPM-V's na_vit only
     if ctx.model.vision is None:
         return prof, eager, {"total": 0, "largest_alloc": 0}

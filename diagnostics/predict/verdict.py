@@ -1,7 +1,8 @@
 """The verdict of a plan: which check of vLLM's start-up fails first, in the order vLLM runs them.
 
 Order (vllm-memory.md §1-§2): V1's free-memory check at start (0.9.1+), weights, the profile run's peak, "no
-available memory for the cache blocks", one max_model_len request must fit in the KV pool, the resident KV
+available memory for the cache blocks", one max_model_len request must fit in the KV pool (less 0.33's null
+block), the resident KV
 allocation, CUDA graphs outside the KV budget.
 """
 
@@ -32,6 +33,11 @@ class StartupTerms:
     cuda_context_gib: float
 
 
+def null_block_tokens(v: Version, s: dict) -> int:
+    """vLLM 0.33 reserves one null block before its one-request check (kv_cache_planning.py:170-178; audit c9)."""
+    return s["block_size"] if v >= (0, 33, 0) else 0
+
+
 def verdict(card: Card, v: Version, eng: str, s: dict, t: StartupTerms, notes: list[str]) -> tuple[str, str | None]:
     """(outcome, failing phase) — "ok" and None when every check passes. Appends an explanatory note where the
     check needs one (the V1 free-memory check)."""
@@ -55,7 +61,7 @@ def verdict(card: Card, v: Version, eng: str, s: dict, t: StartupTerms, notes: l
         return "oom_profile", ("sampler" if t.sampler_gib > t.llm_gib / 2 else "language_model")
     if (not fixed and t.kv.value_gib <= 0) or t.kv.tokens <= 0:
         return "no_kv_cache", "kv_cache"
-    if t.kv.tokens < s["max_model_len"]:
+    if t.kv.tokens - null_block_tokens(v, s) < s["max_model_len"]:
         return "kv_too_small", "kv_cache"
     resident = t.cuda_context_gib + t.weights.value_gib + t.non_torch.value_gib + t.kv.term.value_gib
     if resident > total:

@@ -6,7 +6,7 @@ from diagnostics.cards import CPU_CARD, card_for_gpu_name, get_card, list_cards,
 from diagnostics.errors import UsageError
 
 REQUIRED = ["t4", "v100-16", "v100-32", "a10", "a10g", "l4", "3090", "4090", "5090", "a6000", "l20", "l40",
-            "l40s", "a100-40", "a100-80", "h100-80", "h20", "h200"]
+            "l40s", "a100-40", "a100-80", "a800-80", "h100-80", "h20", "h200"]
 
 
 def test_every_required_card_exists_with_plausible_usable_memory():
@@ -16,7 +16,7 @@ def test_every_required_card_exists_with_plausible_usable_memory():
         card = get_card(name)
         nominal = {"t4": 16, "v100-16": 16, "v100-32": 32, "a10": 24, "a10g": 24, "l4": 24, "3090": 24,
                    "4090": 24, "5090": 32, "a6000": 48, "l20": 48, "l40": 48, "l40s": 48, "a100-40": 40,
-                   "a100-80": 80, "h100-80": 80, "h20": 96, "h200": 141}[name]
+                   "a100-80": 80, "a800-80": 80, "h100-80": 80, "h20": 96, "h200": 141}[name]
         # usable memory is what torch reports: a little below the box label, never above
         assert 0.85 * nominal < card.total_gib < nominal
         assert card.profile_threshold_gib < card.total_gib and card.headroom_gib > 0
@@ -88,3 +88,17 @@ def test_missing_toml_file(tmp_path):
     with pytest.raises(UsageError) as exc:
         load_cards_toml(tmp_path / "nope.toml")
     assert "nope.toml" in str(exc.value)
+
+
+def test_audit_a15_a800_is_its_own_card_and_not_an_a100():
+    # vLLM keeps the small V1 batch defaults only when the device name contains "a100" (0.9.2 arg_utils.py:1629)
+    assert card_for_gpu_name("NVIDIA A800-SXM4-80GB").name == "a800-80"
+    assert card_for_gpu_name("NVIDIA A100-SXM4-80GB").name == "a100-80"
+    assert get_card("a100-80").is_a100 and not get_card("a800-80").is_a100
+
+
+@pytest.mark.parametrize("name, capability", [("v100-32", (7, 0)), ("t4", (7, 5)), ("3090", (8, 0)),
+                                              ("h100-80", (9, 0)), ("cpu", None)])
+def test_capability_per_architecture(name, capability):
+    # only "below 8.0" matters (vLLM 0.8.0-0.10.1 falls back to V0 there, audit a6)
+    assert get_card(name).capability == capability

@@ -52,3 +52,12 @@ def test_each_vlm_family_searches_its_own_processor_knob():
     internvl = plan("internvl3-8b", "4090", "0.32.0", overrides={"mm_processor_kwargs": {"crop_to_patches": True}})
     assert LADDERS["mm_processor_kwargs"](internvl, "oom_profile")[0] == {"crop_to_patches": True, "max_patches": 8}
     assert LADDERS["mm_processor_kwargs"](plan("llava-1.5-7b", "4090", "0.32.0"), "oom_profile") == []
+
+
+def test_dtype_ladder_offers_16_bit_only_for_float32():
+    f32 = estimator.plan("minicpm-v-2_6", "v100-32", "0.33.0", overrides={"dtype": "float32"})
+    assert ladder("dtype", f32, "oom_weights") == ["float16"]  # compute capability 7.0: no bfloat16
+    f32 = estimator.plan("minicpm-v-2_6", "a100-80", "0.33.0", overrides={"dtype": "float32"})
+    assert ladder("dtype", f32, "oom_weights") == ["bfloat16"]
+    assert ladder("dtype", estimator.plan("minicpm-v-2_6", "3090", "0.33.0"), "oom_profile") == []
+    assert "dtype" in SEARCHED

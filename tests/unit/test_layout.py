@@ -18,7 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "diagnostics"
 BLOCKED = ("torch", "vllm", "pynvml", "matplotlib")
-VOCABULARY = ("errors", "units", "outcomes", "versions", "cards", "settings", "models", "redact")
+VOCABULARY = ("errors", "units", "outcomes", "versions", "cards", "settings", "models", "redact", "quantization")
 PURE_ROOMS = ("predict", "logs", "explain", "families")
 PURE_MODULES = ("suite.judge", "report.content", "report.single")
 

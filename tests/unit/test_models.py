@@ -146,3 +146,46 @@ def test_a_broken_preprocessor_config_is_one_line(tmp_path):
     (tmp_path / "preprocessor_config.json").write_text("{not json")
     with pytest.raises(UsageError, match="cannot read .*preprocessor_config.json"):
         get_model(tmp_path)
+
+
+QWEN_7B_CHAT = dict(architectures=["QWenLMHeadModel"], model_type="qwen", hidden_size=4096, num_hidden_layers=32,
+                    num_attention_heads=32, intermediate_size=22016, vocab_size=151936, max_position_embeddings=8192,
+                    seq_length=8192, kv_channels=128, torch_dtype="bfloat16", auto_map={})
+
+
+def test_issue11_qwen_v1_intermediate_size_is_the_fused_gate_up_width():
+    # field case vllm-7256 (Qwen/Qwen-7B-Chat, vLLM 0.5.3): "Loading model weights took 14737.2578 MB" = 14.39 GiB;
+    # vLLM builds QWenMLP(hidden, intermediate_size // 2). Counting the MLP twice gave 22.4 GiB.
+    from diagnostics.models import model_from_config
+
+    m = model_from_config(QWEN_7B_CHAT)
+    assert m.intermediate == 11008
+    printed_gib = 14737.2578 / 1024
+    assert abs(m.weights_bytes() / 2**30 - printed_gib) < 0.02  # 14.38 (rotary caches make the rest)
+
+
+@pytest.mark.parametrize("qc, gib", [
+    ({"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True, "version": "gemm"}, 5.19),
+    ({"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False}, 5.19),
+    ({"quant_method": "gptq", "bits": 8, "group_size": -1}, 8.11),
+    ({"quant_method": "fp8", "activation_scheme": "dynamic"}, 8.11),
+    ({"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}, 5.45),
+])
+def test_issue11_quantized_checkpoints_are_sized_as_vllm_stores_them(qc, gib):
+    from diagnostics.models import model_from_config
+
+    qwen2_7b = dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2", hidden_size=3584, num_hidden_layers=28,
+                    num_attention_heads=28, num_key_value_heads=4, intermediate_size=18944, vocab_size=152064,
+                    max_position_embeddings=32768, torch_dtype="float16")
+    plain = model_from_config(qwen2_7b)
+    quant = model_from_config({**qwen2_7b, "quantization_config": qc})
+    assert plain.weights_bytes() / 2**30 == pytest.approx(14.19, abs=0.01)
+    assert quant.weights_bytes() / 2**30 == pytest.approx(gib, abs=0.01)
+    assert quant.kv_bytes_per_token() == plain.kv_bytes_per_token()  # the KV cache is not quantized by the checkpoint
+
+
+def test_unknown_quantization_is_a_usage_error_naming_the_accepted_methods():
+    from diagnostics.models import model_from_config
+
+    with pytest.raises(UsageError, match="awq"):
+        model_from_config({**QWEN_7B_CHAT, "quantization_config": {"quant_method": "hqq"}})

@@ -77,7 +77,7 @@ def test_cards_file(tmp_path, capsys):
         (["--card", "rtx9999"], "unknown card 'rtx9999'; accepted:"),
         (["--model", "bogus-model"], "unknown model 'bogus-model'; accepted:"),
         (["--set", "max_num_seq=4"], "unknown setting 'max_num_seq'; accepted:"),
-        (["--vllm", "0.4.2"], "unsupported vLLM version '0.4.2'; accepted:"),
+        (["--vllm", "0.3.3"], "unsupported vLLM version '0.3.3'; accepted:"),
         (["--entrypoint", "grpc"], "unknown entrypoint 'grpc'; accepted:"),
     ],
 )

@@ -202,7 +202,7 @@ def test_cpu_card():
     assert eager.kv_cache_tokens == 2**30 // (16 * 57_344) * 16 and eager.verdict == "ok"
 
 
-@pytest.mark.parametrize("kwargs", [dict(card="rtx9090"), dict(model="llama-99b"), dict(version="0.4.0"),
+@pytest.mark.parametrize("kwargs", [dict(card="rtx9090"), dict(model="llama-99b"), dict(version="0.3.3"),
                                     dict(overrides={"max_num_seq": 3}), dict(entrypoint="cli")])
 def test_bad_input_is_usage_error(kwargs):
     args = dict(model="minicpm-v-2_6", card="3090", version="0.6.3", entrypoint="llm", overrides=None) | kwargs
@@ -268,3 +268,119 @@ def test_qwen25vl_field_logs_the_tower_coefficient_was_fitted_on():
     assert 2.0 < p.components["activation_peak"].value_gib < 3.2 and p.components["kv_cache"].value_gib < 0.2
     # vllm#18124: Qwen2.5-VL-3B, `vllm serve` at gpu_memory_utilization 0.3 on an 80 GB card: no KV cache
     assert plan("qwen2.5-vl-3b", "a100-80", "0.9.2", "serve", {"gpu_memory_utilization": 0.3}).verdict == "no_kv_cache"
+
+
+# --- the version audit's MISMATCH rows (docs/vllm-version-audit.md), in its ranked order ---------------------------
+
+def test_audit_rank1_a6_v100_on_0_8_5_runs_v0_and_fails_in_the_profile_run():
+    p = plan("minicpm-v-2_6", "v100-32", "0.8.5")
+    assert (p.engine, p.family, p.verdict, p.failing_phase) == ("V0", "v0-merged", "oom_profile", "vision_encoder")
+    assert (p.profile["encoder_items"], p.profile["encoder_slices"]) == (38, 494)  # audit: 38 items, 494 slices
+    assert any("compute capability 7.0 < 8.0" in n for n in p.notes)
+    forced = plan("minicpm-v-2_6", "v100-32", "0.8.5", overrides={"use_v1": True})
+    assert (forced.engine, forced.verdict) == ("V1", "ok")  # what plan said before the fix
+    assert plan("minicpm-v-2_6", "v100-32", "0.10.2").engine == "V1"  # the rule is gone in 0.10.2
+
+
+@pytest.mark.parametrize("version", ["0.8.0", "0.8.1", "0.8.2"])
+def test_audit_rank2_a7_minicpmv_is_v0_only_in_0_8_0_to_0_8_2(version):
+    p = plan("minicpm-v-2_6", "3090", version)
+    assert (p.engine, p.family) == ("V0", "v0-merged")
+    assert any("V0-only" in n for n in p.notes)
+    assert plan("minicpm-v-2_6", "3090", "0.8.3").engine == "V1"
+
+
+@pytest.mark.parametrize("version", ["0.7.1", "0.7.3", "0.8.2"])
+def test_audit_rank2_b5_minicpmv_on_v1_before_0_8_3_cannot_start_for_a_non_memory_reason(version):
+    p = plan("minicpm-v-2_6", "3090", version, overrides={"use_v1": True})
+    assert (p.verdict, p.failing_phase) == ("error", "startup_check")
+    assert any("cannot run on the V1 engine" in n for n in p.notes)
+
+
+def test_audit_rank3_b4_video_off_on_0_7_3_drops_the_dummy_images_and_starts():
+    p = plan("minicpm-v-2_6", "3090", "0.7.3", overrides={"limit_mm_per_prompt": {"video": 0}})
+    assert (p.verdict, p.kv_cache_tokens) == ("ok", 37_984)  # the audit's own arithmetic with the encoder removed
+    assert p.profile["encoder_items"] == 0 and any("audit b4" in n for n in p.notes)
+    assert plan("minicpm-v-2_6", "3090", "0.7.3").verdict == "oom_profile"  # with video the items stay
+
+
+def _llama_128k():
+    from diagnostics.models import model_from_config
+
+    return model_from_config(dict(architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=4096,
+                                  num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                                  intermediate_size=14336, vocab_size=128256, max_position_embeddings=131072))
+
+
+@pytest.mark.parametrize("version, mbt", [("0.5.5", 512), ("0.6.3", 512), ("0.7.3", 2048)])
+def test_audit_rank4_a2_long_context_text_model_on_v0_gets_chunked_prefill(version, mbt):
+    p = plan(_llama_128k(), "l40s", version)
+    assert (p.verdict, p.settings["max_num_batched_tokens"]) == ("ok", mbt)
+    assert p.kv_cache_tokens * p.model.kv_bytes_per_token() / 2**30 > 16  # > one 131,072-token request
+    off = plan(_llama_128k(), "l40s", version, overrides={"enable_chunked_prefill": False})
+    assert off.verdict == "kv_too_small"  # what plan said for the defaults before the fix
+
+
+@pytest.mark.parametrize("version", ["0.8.5", "0.9.2", "0.11.0"])
+def test_audit_rank5_a9_chunked_prefill_false_is_overridden_on_v1_before_0_12(version):
+    serve = plan("minicpm-v-2_6", "3090", version, "serve", {"enable_chunked_prefill": False})
+    assert (serve.verdict, serve.settings["max_num_batched_tokens"]) == ("ok", 2048)
+    assert any("forces enable_chunked_prefill=true" in n for n in serve.notes)
+    llm = plan("minicpm-v-2_6", "3090", version, "llm", {"enable_chunked_prefill": False})
+    assert llm.settings["max_num_batched_tokens"] == 8192 and llm.verdict != "oom_profile"
+
+
+def test_audit_rank6_b6_0_10_2_profiles_seven_videos_and_more_kv_than_eight():
+    p, q = plan("minicpm-v-2_6", "3090", "0.10.2"), plan("minicpm-v-2_6", "3090", "0.13.0")
+    assert (p.profile["encoder_items"], q.profile["encoder_items"]) == (7, 8)
+    assert p.kv_cache_tokens > q.kv_cache_tokens
+
+
+def test_audit_rank7_c3_v1_before_0_9_1_loses_the_cuda_context_from_kv():
+    p = plan("minicpm-v-2_6", "3090", "0.8.5")
+    assert (p.verdict, p.kv_cache_tokens) == ("no_kv_cache", 0)  # audit: "No available memory for the cache blocks"
+    assert any("audit c3" in n for n in p.notes)
+    later = plan("minicpm-v-2_6", "3090", "0.9.1")
+    assert not any("audit c3" in n for n in later.notes)
+
+
+def test_audit_c9_0_33_reserves_a_null_block_before_the_one_request_check():
+    exact = {"max_model_len": 4096, "num_gpu_blocks_override": 256}  # 256 x 16 = 4096 tokens: one request, exactly
+    assert plan("minicpm-v-2_6", "h100-80", "0.32.0", overrides=exact).verdict == "ok"
+    assert plan("minicpm-v-2_6", "h100-80", "0.33.0", overrides=exact).verdict == "kv_too_small"
+
+
+def test_kv_cache_dtype_fp8_halves_kv_bytes_per_token():
+    a = plan("minicpm-v-2_6", "a100-80", "0.20.0")
+    b = plan("minicpm-v-2_6", "a100-80", "0.20.0", overrides={"kv_cache_dtype": "fp8"})
+    assert abs(b.kv_cache_tokens - 2 * a.kv_cache_tokens) <= 32
+    assert b.components["kv_cache"].value_gib == pytest.approx(a.components["kv_cache"].value_gib, abs=1e-6)
+
+
+def test_cudagraph_estimate_switch_moves_graphs_out_of_the_kv_budget():
+    on = plan("minicpm-v-2_6", "a100-80", "0.20.0")
+    off = plan("minicpm-v-2_6", "a100-80", "0.20.0", overrides={"VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": False})
+    graphs = on.components["cuda_graph"].value_gib
+    assert off.components["kv_cache"].value_gib == pytest.approx(on.components["kv_cache"].value_gib + graphs)
+    late = plan("minicpm-v-2_6", "a100-80", "0.18.0", overrides={"VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": True})
+    assert "CUDA graphs" in late.components["kv_cache"].basis  # opt-in in 0.18-0.19
+
+
+def test_max_model_len_auto_reports_the_length_vllm_would_choose():
+    p = plan("minicpm-v-2_6", "3090", "0.20.0", "serve", {"max_model_len": "auto", "gpu_memory_utilization": 0.8})
+    fixed = plan("minicpm-v-2_6", "3090", "0.20.0", "serve", {"gpu_memory_utilization": 0.8})
+    assert fixed.verdict == "kv_too_small" and p.verdict == "ok"
+    assert p.settings["max_model_len"] == fixed.kv_cache_tokens < 32768
+    assert any(f"would choose max_model_len={fixed.kv_cache_tokens}" in n for n in p.notes)
+
+
+def test_vllm_0_5_3_plans_text_models_and_refuses_minicpmv_for_a_non_memory_reason():
+    p = plan("minicpm-v-2_6", "a100-80", "0.5.3")
+    assert (p.verdict, p.failing_phase) == ("error", "startup_check") and any("0.5.4" in n for n in p.notes)
+    text = plan(_llama_128k(), "a100-80", "0.5.3", overrides={"max_model_len": 8192})
+    assert text.verdict == "ok" and text.engine == "V0"
+
+
+def test_known_limits_are_notes_where_they_apply():
+    assert any("0.33 moves cuBLAS" in n for n in plan("minicpm-v-2_6", "h100-80", "0.33.0").notes)
+    assert not any("0.33 moves cuBLAS" in n for n in plan("minicpm-v-2_6", "h100-80", "0.32.0").notes)

@@ -162,3 +162,67 @@ def test_mllama_v0_gives_every_dummy_sequence_its_four_tile_image():
     p = _family_profile("llama-3.2-11b-vision", "0.6.3", max_model_len=4096)
     assert (p.sequences, p.items, p.slices) == (256, 256, 1024)  # vllm#10569: pixel_values [256, 1, 1, 4, ...]
     assert _family_profile("llama-3.2-11b-vision", "0.6.3", max_model_len=4096, max_num_seqs=2).items == 2
+
+
+@pytest.mark.parametrize("version, card, entry, items, tokens", [
+    ("0.10.2", "3090", "llm", 7, 1056),  # audit b6: the placeholder with separators, 16 frames x 66
+    ("0.11.0", "3090", "serve", 1, 1056),
+    ("0.12.0", "h100-80", "llm", 15, 1056),
+    ("0.10.0", "3090", "llm", 8, 1024),  # embeddings only before 0.10.1 ...
+    ("0.13.0", "3090", "llm", 8, 1024),  # ... and again from 0.13
+])
+def test_audit_b6_items_counted_with_separators_in_0_10_1_to_0_12(version, card, entry, items, tokens):
+    p = _profile(version, card, 32768, entry=entry)
+    assert (p.items, p.tokens_per_item, p.modality) == (items, tokens, "video")
+
+
+def test_audit_b6_image_with_separators_and_fewer_slices():
+    # 10 slices in a 1 x 9 grid -> 66 x 10 + 8 row breaks + 3 id tokens = 671; 5 slices (max_slice_nums 4, 1 x 4)
+    # -> 66 x 5 + 3 + 3 = 336: both measured with 0.10.2's and 0.11.0's MultiModalBudget (docs/version-conformance.md)
+    assert _profile("0.11.0", "3090", 32768, 8192, limits=NO_VIDEO).tokens_per_item == 671
+    p = _profile("0.11.0", "3090", 32768, 8192, limits=NO_VIDEO, mm_processor_kwargs={"max_slice_nums": 4})
+    assert (p.tokens_per_item, p.items) == (336, 8192 // 336)
+
+
+def test_audit_b6_v0_0_10_sequences_use_the_separator_counts():
+    p = _profile("0.10.2", "3090", 32768, limits={"image": 1, "video": 1}, use_v1=False)
+    assert (p.sequences, p.tokens_per_item) == (32768 // (671 + 1056), 671 + 1056)  # 18, not 19
+
+
+def test_audit_b4_0_7_1_to_0_8_2_v0_drops_images_that_do_not_fit_the_dummy_sequence():
+    # MBT 32768, video off: 49 sequences of 668/669 tokens; the image prompt is 671 -> no image in any of them
+    for version in ("0.7.3", "0.8.2"):
+        p = _profile(version, "3090", 32768, limits={"video": 0}, **({"use_v1": False} if version == "0.8.2" else {}))
+        assert (p.sequences, p.dropped, p.items, p.slices, p.modality) == (49, 49, 0, 0, None)
+    kept = _profile("0.8.3", "3090", 32768, limits={"video": 0}, use_v1=False)  # only a warning from 0.8.3
+    assert kept.dropped == 0 and kept.items == kept.sequences > 0
+    fits = _profile("0.7.3", "3090", 4096, limits={"video": 0})  # MBT 5120: 7 sequences of 731 tokens keep theirs
+    assert (fits.dropped, fits.items) == (0, 7)
+
+
+def test_audit_b3_0_7_x_reserves_four_tokens_per_image_for_the_frame_count():
+    # frames = (seq_len - (668 + 4)) // 66 (minicpmv.py:445-457): at seq_len 32768, 486 frames
+    item = video_item(M, {"mm_processor_kwargs": {}}, "0.7.3", 1, 1, 32768)
+    assert item.slices == (32768 - 672) // 66 == 486
+
+
+def test_audit_b15_0_7_x_ignores_max_slice_nums_kwargs_for_the_token_count():
+    s = {"mm_processor_kwargs": {"max_slice_nums": 4}}
+    assert image_item(M, s, "0.7.3").tokens == image_item(M, {}, "0.7.3").tokens == 668
+    assert image_item(M, s, "0.8.4").tokens == 320  # from 0.8.4 the image processor's max_slice_nums counts
+
+
+def test_audit_b11_modality_tie_goes_to_image_before_0_20_and_video_from_0_20():
+    # a tie needs equal per-item tokens: at max_model_len 1280 a video has (1280 - 640) // 64 = 10 frames = 640
+    # tokens, the same as the 10-slice image
+    assert _profile("0.13.0", "3090", 1280, 8192).modality == "image"
+    assert _profile("0.20.0", "3090", 1280, 8192).modality == "video"
+    assert _profile("0.20.0", "3090", 1280, 8192).tokens_per_item == 640
+
+
+def test_dummy_options_num_frames_lowers_the_dummy_video_from_0_28():
+    opts = {"video": {"count": 999, "num_frames": 4}}
+    p = _profile("0.28.0", "3090", 32768, 8192, limits=opts)
+    assert (p.tokens_per_item, p.items, p.slices) == (1024, 8, 8 * 4)  # T from the maximum, frames from the option
+    p = _profile("0.27.0", "3090", 32768, 8192, limits=opts)
+    assert p.slices == 8 * 16  # before 0.28 MiniCPM-V ignores the dummy options

@@ -40,7 +40,8 @@ def test_known_settings_cover_the_architecture_list():
                 "limit_mm_per_prompt", "enforce_eager", "skip_mm_profiling", "mm_processor_kwargs",
                 "kv_cache_memory_bytes", "dtype", "enable_chunked_prefill", "block_size", "cpu_offload_gb",
                 "tensor_parallel_size", "max_seq_len_to_capture", "use_v1", "load_format", "trust_remote_code",
-                "num_gpu_blocks_override", "swap_space", "mm_encoder_tp_mode", "performance_mode"):
+                "num_gpu_blocks_override", "swap_space", "mm_encoder_tp_mode", "performance_mode", "kv_cache_dtype",
+                "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS"):
         assert key in KNOWN_SETTINGS
 
 
@@ -51,7 +52,7 @@ def test_known_settings_cover_the_architecture_list():
         ("0.5.5", {"max_model_len": 1024}, 2048),
         ("0.6.1", {"max_model_len": 2048}, 4096),  # multimodal floor 4096 (0.6.0-0.6.2)
         ("0.6.3", {"max_model_len": 4096}, 5120),  # 5120 from 0.6.3
-        ("0.6.3", {"enable_chunked_prefill": True}, 512),
+        ("0.6.3", {"enable_chunked_prefill": True}, 5120),  # audit a3: the floor applies after chunked's 512
         ("0.6.3", {"max_num_batched_tokens": 9000}, 9000),
     ],
 )
@@ -85,7 +86,8 @@ def test_v0_same_for_llm_and_serve():
     ],
 )
 def test_v1_batch_defaults(version, card, entry, mbt, seqs):
-    overrides = {"use_v1": True} if version.startswith("0.7") else {}
+    # MiniCPM-V runs on V0 by default before 0.8.3 (audit a7): these rows are the V1 defaults
+    overrides = {"use_v1": True} if version.startswith("0.7") or version in ("0.8.2",) else {}
     s = resolve(M, get_card(card), version, entry, overrides)
     assert (s["max_num_batched_tokens"], s["max_num_seqs"]) == (mbt, seqs)
 
@@ -110,11 +112,11 @@ def test_v1_default_mbt_clamped_and_throughput_mode():
     assert (s["max_num_batched_tokens"], s["max_num_seqs"]) == (16384, 512)
     s = resolve(M, get_card("3090"), "0.32.0", "llm", {"enable_chunked_prefill": False})
     assert s["max_num_batched_tokens"] == 32768  # max(max_model_len, default) without chunked prefill
-    # before 0.12.0: no clamp, and max_model_len itself without chunked prefill (checked in the 0.11.0 wheel)
+    # before 0.12.0: no clamp, and chunked prefill forced on (audit a9, checked in the 0.11.0 wheel)
     s = resolve(M, get_card("3090"), "0.11.0", "llm", {"max_num_seqs": 1, "max_model_len": 4096})
     assert s["max_num_batched_tokens"] == 8192
     s = resolve(M, get_card("3090"), "0.11.0", "llm", {"enable_chunked_prefill": False, "max_model_len": 4096})
-    assert s["max_num_batched_tokens"] == 4096
+    assert (s["max_num_batched_tokens"], s["enable_chunked_prefill"]) == (8192, True)
 
 
 def test_settings_tied_to_versions():
@@ -158,3 +160,112 @@ def test_vlm_families_get_their_own_modalities():
     assert s["limit_mm_per_prompt"] == {"image": 999}
     s = resolve(get_model("qwen3-vl-8b"), get_card("h100-80"), "0.32.0", overrides={"limit_mm_per_prompt": {"video": 0}})
     assert s["limit_mm_per_prompt"] == {"image": 999, "video": 0}
+
+
+@pytest.mark.parametrize("version, card, entry, mbt", [("0.8.5", "3090", "serve", 2048), ("0.9.2", "3090", "llm", 8192),
+                                                      ("0.11.0", "h100-80", "serve", 8192)])
+def test_audit_a9_v1_overrides_enable_chunked_prefill_false_before_0_12(version, card, entry, mbt):
+    s = resolve(M, get_card(card), version, entry, {"enable_chunked_prefill": False})
+    assert (s["enable_chunked_prefill"], s["max_num_batched_tokens"]) == (True, mbt)
+    s = resolve(M, get_card(card), "0.12.0", entry, {"enable_chunked_prefill": False})
+    assert s["enable_chunked_prefill"] is False and s["max_num_batched_tokens"] == 32768  # honoured from 0.12
+
+
+
+def _text_model(max_len: int):
+    from diagnostics.models import model_from_config
+
+    return model_from_config(dict(architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=4096,
+                                  num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                                  intermediate_size=14336, vocab_size=128256, max_position_embeddings=max_len))
+
+
+@pytest.mark.parametrize("version, mbt", [("0.5.5", 512), ("0.6.3", 512), ("0.7.3", 2048), ("0.10.2", 2048)])
+def test_audit_a2_v0_switches_chunked_prefill_on_above_32k_for_text_models(version, mbt):
+    v0 = {"use_v1": False} if version in ("0.10.2",) else {}
+    s = resolve(_text_model(131072), get_card("l40s"), version, "llm", v0)
+    assert (s["enable_chunked_prefill"], s["max_num_batched_tokens"]) == (True, mbt)
+    s = resolve(_text_model(32768), get_card("l40s"), version, "llm", v0)
+    assert (s["enable_chunked_prefill"], s["max_num_batched_tokens"]) == (False, 32768)  # 32K itself stays off
+    s = resolve(_text_model(131072), get_card("l40s"), version, "llm", {"enable_chunked_prefill": False, **v0})
+    assert s["max_num_batched_tokens"] == 131072  # the user's false is kept on V0
+
+
+@pytest.mark.parametrize("version, card, entry, expected", [
+    ("0.27.0", 178.35, "serve", (8192, 1024)),  # audit a13: the >= 160 GiB rule is not in 0.27.0
+    ("0.28.0", 178.35, "serve", (16384, 1024)),  # ... and first appears in 0.28.0 (not 0.30)
+])
+def test_audit_a13_160_gib_defaults_from_0_28(version, card, entry, expected):
+    from diagnostics.cards import _card
+
+    b200 = _card("b200", "NVIDIA B200", card, ["B200"], "blackwell")
+    s = resolve(M, b200, version, entry)
+    assert (s["max_num_batched_tokens"], s["max_num_seqs"]) == expected
+
+
+def test_audit_a15_a800_gets_the_large_defaults_a100_does_not():
+    # vLLM tests the device name for "a100" (0.9.2 arg_utils.py:1629); measured with 0.13.0 and 0.32.0's
+    # EngineArgs in docs/version-conformance.md
+    a800 = resolve(M, get_card("a800-80"), "0.13.0", "llm")
+    a100 = resolve(M, get_card("a100-80"), "0.13.0", "llm")
+    assert (a800["max_num_batched_tokens"], a800["max_num_seqs"]) == (16384, 1024)
+    assert (a100["max_num_batched_tokens"], a100["max_num_seqs"]) == (8192, 256)
+
+
+@pytest.mark.parametrize("card, version, use_v1", [("v100-32", "0.8.5", False), ("t4", "0.10.1", False),
+                                                   ("v100-32", "0.10.2", True), ("3090", "0.8.5", True),
+                                                   ("3090", "0.8.2", False), ("3090", "0.8.3", True)])
+def test_audit_a6_a7_resolve_picks_the_engine_the_v1_oracle_picks(card, version, use_v1):
+    s = resolve(M, get_card(card), version, "llm")
+    assert s["use_v1"] is use_v1
+    if not use_v1:  # the V0 defaults then apply
+        assert (s["max_num_batched_tokens"], s["max_num_seqs"], s["limit_mm_per_prompt"]) == (
+            32768, 256, {"image": 1, "video": 1})
+
+
+def test_kv_cache_dtype_and_graph_estimate_switch_are_settings():
+    got = parse_set(["kv_cache_dtype=fp8", "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=0"])
+    assert got == {"kv_cache_dtype": "fp8", "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": False}
+    with pytest.raises(UsageError, match="fp8"):
+        parse_set(["kv_cache_dtype=int4"])
+    with pytest.raises(UsageError, match="0, 1"):
+        parse_set(["VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=2"])
+    with pytest.raises(UsageError, match="0.18.0"):
+        resolve(M, get_card("3090"), "0.17.0", "llm", {"VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": True})
+
+
+@pytest.mark.parametrize("text", ["max_model_len=auto", "max_model_len=-1", "max_model_len=AUTO"])
+def test_max_model_len_auto_resolves_to_the_model_length_with_a_flag(text):
+    given = parse_set([text])
+    assert given == {"max_model_len": "auto"}
+    s = resolve(M, get_card("3090"), "0.20.0", "llm", given)
+    assert (s["max_model_len"], s["max_model_len_auto"]) == (32768, True)
+    with pytest.raises(UsageError, match="0.14.0"):
+        resolve(M, get_card("3090"), "0.13.0", "llm", given)
+    with pytest.raises(UsageError, match="auto"):
+        parse_set(["max_model_len=longest"])
+
+
+def test_limit_mm_per_prompt_dummy_options_from_0_12():
+    given = parse_set(['limit_mm_per_prompt={"image": 2, "video": {"count": 1, "num_frames": 8}}'])
+    s = resolve(M, get_card("3090"), "0.28.0", "llm", given)
+    assert s["limit_mm_per_prompt"] == {"image": 2, "video": 1}
+    assert s["mm_dummy_options"] == {"video": {"num_frames": 8}}
+    s = resolve(M, get_card("3090"), "0.28.0", "llm", {"limit_mm_per_prompt": {"video": {"num_frames": 8}}})
+    assert s["limit_mm_per_prompt"]["video"] == 999  # count defaults to 999 (config/multimodal.py BaseDummyOptions)
+    with pytest.raises(UsageError, match="0.12.0"):
+        resolve(M, get_card("3090"), "0.11.0", "llm", given)
+    with pytest.raises(UsageError, match="num_frames"):
+        parse_set(['limit_mm_per_prompt={"video": {"frames": 8}}'])
+
+
+def test_audit_a3_v0_multimodal_floor_after_user_chunked_prefill_0_7():
+    s = resolve(M, get_card("3090"), "0.7.3", "llm", {"enable_chunked_prefill": True})
+    assert s["max_num_batched_tokens"] == 5120  # max(2048, 5120) (0.7.3 config.py:1532-1548)
+
+
+@pytest.mark.parametrize("version, entry, seqs", [("0.9.2", "llm", 128), ("0.9.2", "serve", 32),
+                                                  ("0.10.1", "llm", 256), ("0.10.1", "serve", 128)])
+def test_audit_a8_cpu_backend_max_num_seqs_in_0_9(version, entry, seqs):
+    s = resolve(M, get_card("cpu"), version, entry)
+    assert s["max_num_seqs"] == seqs

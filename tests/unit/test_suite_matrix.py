@@ -120,7 +120,7 @@ def test_wrong_type_names_the_line_and_the_type(tmp_path):
         max_model_len = "4096"
     """)
     assert message == (f"{tmp_path / 'bad.toml'}:5: in [scenarios.two]: setting max_model_len='4096' has the wrong "
-                       "type; accepted: integer")
+                       "type; accepted: integer, -1 or auto")
     message = error_of(tmp_path, """
         [axes]
         enforce_eager = [1]

@@ -30,11 +30,51 @@ def test_versions_compare_numerically_not_as_text():
     assert sorted(map(parse_version, ["0.10.1", "0.6.3", "0.33.0", "0.9.0"]))[0] == (0, 6, 3)
 
 
-@pytest.mark.parametrize("bad", ["0.5.3", "0.1.dev4927+geda5043", "1.0.0", "0.34.0", "latest", "", None])
+@pytest.mark.parametrize("bad", ["0.3.3", "0.1.dev4927+geda5043", "1.0.0", "0.34.0", "latest", "", None])
 def test_unsupported_or_garbage_is_usage_error_naming_range(bad):
     with pytest.raises(UsageError) as exc:
         parse_version(bad)
-    assert "0.5.4" in str(exc.value) and "\n" not in str(exc.value)
+    assert "0.4.0" in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("text", ["0.4.0", "0.4.3", "0.5.0", "0.5.3.post1"])
+def test_issue11_0_4_and_0_5_0_to_0_5_3_share_the_v0_legacy_rules(text):
+    # explain reads 0.5.3 logs (field case vllm-7256); plan plans for them with 0.5.4's V0 rules
+    assert (engine(text), family(text)) == ("V0", "v0-legacy")
+    assert str(parse_version(text)) in KNOWN_VERSIONS
+
+
+@pytest.mark.parametrize(
+    "version, kwargs, reason",
+    [
+        ("0.8.5", {"capability": (7, 0)}, "compute capability 7.0 < 8.0"),  # a6: V100
+        ("0.10.1", {"capability": (7, 5)}, "compute capability 7.5 < 8.0"),  # a6: T4, last version with the rule
+        ("0.8.2", {"v0_only_until": Version(0, 8, 3)}, "V0-only"),  # a7: MiniCPM-V SupportsV0Only
+        ("0.9.1", {"dtype_bytes": 4}, "float32"),  # a6: dtype other than fp16/bf16
+        ("0.9.2", {"kv_cache_dtype": "fp8", "capability": (8, 6)}, "kv_cache_dtype=fp8"),  # c10
+    ],
+)
+def test_audit_a6_a7_v1_oracle_falls_back_to_v0(version, kwargs, reason):
+    why = versions.v1_fallback(version, **kwargs)
+    assert why is not None and reason in why
+    assert engine(version, None, why) == "V0" and family(version, None, why) == "v0-merged"
+
+
+@pytest.mark.parametrize(
+    "version, kwargs",
+    [
+        ("0.10.2", {"capability": (7, 0)}),  # a6: the capability rule is gone in 0.10.2
+        ("0.8.3", {"v0_only_until": Version(0, 8, 3)}),  # a7: MiniCPM-V runs on V1 from 0.8.3
+        ("0.9.2", {"dtype_bytes": 4}),
+        ("0.9.2", {"kv_cache_dtype": "fp8", "capability": (9, 0)}),  # FlashAttention 3 has fp8 on Hopper
+        ("0.8.5", {"capability": (8, 0)}),
+        ("0.11.0", {"capability": (7, 0), "dtype_bytes": 4}),  # no oracle (V0 is gone)
+    ],
+)
+def test_audit_a6_no_fallback_outside_the_rules(version, kwargs):
+    assert versions.v1_fallback(version, **kwargs) is None
+    assert engine(version, None, None) == "V1"
+
 
 
 @pytest.mark.parametrize(
@@ -94,8 +134,8 @@ def test_read_version_is_lenient_and_parse_version_checks_the_range():
 
     assert read_version("0.6.3.post1") == Version(0, 6, 3)
     assert read_version("v0.8.4") == (0, 8, 4)
-    assert read_version("0.4.2") == (0, 4, 2)  # outside the planned range, still read
+    assert read_version("0.3.3") == (0, 3, 3)  # outside the planned range, still read
     assert read_version("not a version") is None and read_version(None) is None
     assert parse_version("0.10.1.post1") == (0, 10, 1)
     with pytest.raises(UsageError, match="unsupported vLLM version"):
-        parse_version("0.4.2")
+        parse_version("0.3.3")

@@ -1,0 +1,64 @@
+"""What `plan` says besides the arithmetic: starts vLLM refuses for a reason that is not memory, how the version
+rewrote the user's settings, and the known limits of the model, each only where it applies.
+
+Sources: docs/vllm-version-audit.md (rows named in each sentence) and vllm-memory.md. Pure; no vLLM import.
+"""
+
+from __future__ import annotations
+
+from diagnostics.models import ModelSpec
+from diagnostics.settings import MODEL_SINCE, V0_ONLY_UNTIL
+from diagnostics.versions import Version
+
+
+def startup_blocker(model: ModelSpec, v: Version, eng: str) -> str | None:
+    """Why this vLLM cannot start this model at all (not a memory reason), or None.
+
+    MiniCPM-V: not in vLLM before 0.5.4; on V1 before 0.8.3 it has no `get_multimodal_embeddings` (0.7.x profile
+    run fails) and 0.8.0-0.8.2 mark it SupportsV0Only, so VLLM_USE_V1=1 raises (audit a7/b5)."""
+    since = MODEL_SINCE.get(model.architecture)
+    if since is not None and v < since:
+        return f"vLLM {v} has no {model.architecture} model class (added in {since}): the start fails before memory"
+    until = V0_ONLY_UNTIL.get(model.architecture)
+    if eng == "V1" and until is not None and v < until:
+        return (f"{model.architecture} cannot run on the V1 engine before vLLM {until} (SupportsV0Only; no "
+                f"get_multimodal_embeddings): with use_v1=true the start fails for a reason that is not memory")
+    return None
+
+
+def setting_notes(v: Version, eng: str, overrides: dict, settings: dict, fallback: str | None) -> list[str]:
+    """How vLLM treats what the user set or left unset, where that differs from what they might expect."""
+    notes = []
+    if fallback and overrides.get("use_v1") is None:
+        notes.append(f"vLLM {v} runs this start on V0: {fallback} (set use_v1=true to force V1)")
+    if eng == "V1" and v < (0, 12, 0) and overrides.get("enable_chunked_prefill") is False:
+        notes.append(f"vLLM {v} forces enable_chunked_prefill=true on V1 (audit a9): your false is overwritten, "
+                     f"so max_num_batched_tokens stays {settings['max_num_batched_tokens']}")
+    if eng == "V0" and settings.get("enable_chunked_prefill") and overrides.get("enable_chunked_prefill") is None:
+        notes.append(f"vLLM {v} switches chunked prefill on for max_model_len > 32768 on V0 (audit a2): "
+                     f"max_num_batched_tokens {settings['max_num_batched_tokens']}")
+    if settings.get("kv_cache_dtype", "auto") != "auto":
+        notes.append(f"kv_cache_dtype={settings['kv_cache_dtype']}: KV bytes per token follow that dtype")
+    options = settings.get("mm_dummy_options") or {}
+    if options and v < (0, 28, 0):
+        notes.append(f"vLLM {v} reads only the count of a limit_mm_per_prompt object for MiniCPM-V; its dummy "
+                     "options (num_frames, width, height) change the dummy items from 0.28")
+    elif any(k in o for o in options.values() for k in ("width", "height")):
+        notes.append("limit_mm_per_prompt width/height dummy options are not modelled (frames and slices are "
+                      "counted at full size)")
+    return notes
+
+
+def known_limits(model: ModelSpec, v: Version, eng: str, settings: dict) -> list[str]:
+    """The model's known gaps that bear on this plan (audit 'not modelled' list), one sentence each."""
+    notes = []
+    if eng == "V1" and (0, 7, 0) <= v < (0, 9, 1):
+        notes.append(f"vLLM {v} V1 counts everything on the device as non-torch memory (audit c3): the CUDA "
+                     "context is subtracted from the KV budget here, but other processes on the GPU would be too")
+    if v >= (0, 33, 0):
+        notes.append("vLLM 0.33 moves cuBLAS workspaces into the start-up baseline and adds a second sampler "
+                     "pass to the profile run; neither is modelled (each well under 1 GiB)")
+    if model.vision is None and settings.get("max_model_len", 0) > 32768 and model.source != "built-in":
+        notes.append("max_model_len comes from max_position_embeddings; vLLM also applies a rope-scaling factor "
+                     "and the tokenizer's model_max_length, which are not modelled")
+    return notes
