@@ -50,6 +50,7 @@ NOT_AVAILABLE = (1 << 64) - 1  # NVML_VALUE_NOT_AVAILABLE_ulonglong: the wrapper
 
 NEW_SYMBOLS = ("nvmlDeviceGetMemoryInfo_v2", "nvmlDeviceGetComputeRunningProcesses_v3")
 FIRST_NEW_DRIVER = (510, 39, 1)  # first driver with the _v2 memory info and the _v3 process query
+NO_HANDLE = ("nvmlDeviceGetHandle", "nvmlDeviceGetCount")  # device entry points whose first argument is no handle
 _HANDLE_BASE = 0x1000  # handle address = base + index * 16 (+ 1 + slice for a MIG slice)
 
 
@@ -165,7 +166,7 @@ class FakeLibrary:
                 time.sleep(delay)
             if name not in ("nvmlInitWithFlags", "nvmlErrorString") and driver.initialised <= 0:
                 return NVML_ERROR_UNINITIALIZED
-            if args and name.startswith("nvmlDevice") and not name.startswith("nvmlDeviceGet" "Handle"):
+            if name.startswith("nvmlDevice") and not name.startswith(NO_HANDLE):
                 try:
                     gpu, _ = driver.gpu_at(args[0])
                 except KeyError:

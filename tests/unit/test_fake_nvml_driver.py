@@ -8,14 +8,12 @@ import time
 import pytest
 import pynvml  # noqa: F401  (nvidia-ml-py is a dependency: its absence is a failure, not a skip)
 
-from fake_nvml_driver import (GiB, MiB, NVML_ERROR_GPU_IS_LOST, NVML_ERROR_UNKNOWN, FakeDriver, FakeGpu)
-
-
-
+from fake_nvml_driver import GiB, MiB, NVML_ERROR_GPU_IS_LOST, NVML_ERROR_UNKNOWN, FakeDriver, FakeGpu
 
 def test_v1_used_includes_reserved_and_v2_separates_it(monkeypatch):
     nvml = FakeDriver([FakeGpu("NVIDIA A100-SXM4-80GB", total=80 * GiB, used=8 * MiB, reserved=904 * MiB)]).install(monkeypatch)
     nvml.nvmlInit()
+    assert nvml.nvmlDeviceGetCount() == 1
     h = nvml.nvmlDeviceGetHandleByIndex(0)
     v1 = nvml.nvmlDeviceGetMemoryInfo(h)
     v2 = nvml.nvmlDeviceGetMemoryInfo(h, version=nvml.nvmlMemory_v2)
