@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from diagnostics.cards import CPU_CARD, card_for_gpu_name, get_card, list_cards, load_cards_toml
+from diagnostics.cards import CPU_CARD, card_for_gpu_name, get_card, list_cards, load_cards_toml, names_card
 from diagnostics.engine import launch
 from diagnostics.engine.machine import machine_info
 from diagnostics.engine.nvml import NoGPU, gpu_name
@@ -158,7 +158,7 @@ class Manager:
             return detected
         if not named.nvml_names:  # a card from --cards without nvml_names: nothing to check against
             self.notices.append(f"card {named.name} has no nvml_names; not checked against NVML's {gpu_name!r}")
-        elif not any(sub.lower() in gpu_name.lower() for sub in named.nvml_names):
+        elif not names_card(named, gpu_name):  # whole names: an A100 is no "NVIDIA A10", an H200 no "NVIDIA H20"
             message = (f"--card={named.name} ({named.label}) but NVML reports {gpu_name!r}"
                        f"{f' (card {detected.name})' if detected else ''}; pass the right --card, or "
                        "--allow-card-mismatch to measure against the named card anyway")

@@ -323,25 +323,21 @@ def test_flow_records_every_start_and_fails_with_the_diagnosis(flow, xdist):
         assert any(line.split()[:1] == [rid] and status in line.split() for line in table.splitlines()), rid
 
 
-FAKE_NVML = VLLM_STAND_IN + """
+# NVML in the subprocess: the real nvidia-ml-py wrappers over the fake driver of tests/unit/fake_nvml_driver.py
+FAKE_NVML = VLLM_STAND_IN + f"""
 import sys, types
-
-class NVMLError(Exception):
-    pass
-
-fake = types.ModuleType("pynvml")
-fake.NVMLError = NVMLError
-fake.nvmlInit = lambda: None
-fake.nvmlShutdown = lambda: None
-fake.nvmlDeviceGetCount = lambda: 1
-fake.nvmlDeviceGetHandleByIndex = lambda i: i
-fake.nvmlDeviceGetName = lambda h: "NVIDIA GeForce RTX 4090"
-sys.modules["pynvml"] = fake
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from fake_nvml_driver import FakeDriver, FakeGpu
+FakeDriver([FakeGpu(GPU_NAME)]).install(types.SimpleNamespace(setattr=setattr))
 """
 
 
+def fake_nvml(gpu_name: str) -> str:
+    return FAKE_NVML.replace("GPU_NAME", repr(gpu_name))
+
+
 def test_card_against_what_nvml_reports(project):
-    project.makeconftest(FAKE_NVML)
+    project.makeconftest(fake_nvml("NVIDIA GeForce RTX 4090"))
     result = run(project, "--card=3090", "--collect-only")
     assert result.ret == 4
     assert ("ERROR: --card=3090 (NVIDIA GeForce RTX 3090) but NVML reports 'NVIDIA GeForce RTX 4090' (card 4090); "
@@ -352,6 +348,16 @@ def test_card_against_what_nvml_reports(project):
     result = run(project, "--collect-only")  # --card auto
     assert result.ret == 0 and "vllm-memcheck: card 4090," in result.stdout.str()
     assert "gpu tests skip" not in result.stdout.str()
+
+
+@pytest.mark.parametrize("named, gpu, detected", [("a10", "NVIDIA A100-SXM4-80GB", "a100-80"), ("l4", "NVIDIA L40S", "l40s"),
+                                                  ("l40", "NVIDIA L40S", "l40s"), ("h20", "NVIDIA H200", "h200")])
+def test_card_mismatch_check_is_not_fooled_by_prefixes(project, named, gpu, detected):   # review F1
+    project.makeconftest(fake_nvml(gpu))
+    result = run(project, f"--card={named}", "--collect-only")
+    assert result.ret == 4 and f"but NVML reports {gpu!r} (card {detected})" in result.stderr.str()
+    result = run(project, "--collect-only")  # --card auto
+    assert result.ret == 0 and f"vllm-memcheck: card {detected}," in result.stdout.str()
 
 
 # Without an asserted expectation a memory failure is recorded, but a start that broke for another reason measured
