@@ -15,13 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from diagnostics.engine.nvml import (
-    DeviceMemory,
-    no_gpu,
-    nvml_text,
-    open_devices,
-    visible_devices,
-)
+from diagnostics.engine.nvml import DeviceMemory, no_gpu, nvml_text, open_devices, visible_devices
 from diagnostics.errors import UsageError
 from diagnostics.units import GiB, to_gib
 

@@ -26,12 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from diagnostics.engine import timeline
-from diagnostics.engine.devices import (
-    DeviceNotClean,
-    StartDevices,
-    pin_cuda_order,
-    start_devices,
-)
+from diagnostics.engine.devices import DeviceNotClean, StartDevices, pin_cuda_order, start_devices
 from diagnostics.engine.sampler import NvmlSource, RssSource, Sampler
 from diagnostics.errors import UsageError
 from diagnostics.kit import CPU_SHIM_DIR, IMAGE_PROMPT

@@ -30,6 +30,7 @@ from diagnostics.explain import explain_record
 from diagnostics.models import get_model
 from diagnostics.report import write_reports
 from diagnostics.report.terminal import summary_table
+from diagnostics.settings import dtype_for_card, start_refusal
 from diagnostics.suite import judge as verdicts
 from diagnostics.suite import run
 from diagnostics.suite.baseline import compare, format_table, load_baseline, parse_tolerances, save_baseline
@@ -225,11 +226,26 @@ class Manager:
     def settings_for(self, combination) -> dict:
         return {**self.matrix.defaults, **combination.settings}
 
+    def startable(self, settings: dict) -> dict:
+        """The settings as this card and the installed vLLM can start them: bfloat16 -> float16 below compute
+        capability 8.0 (a notice); a setting the version lacks, or a card it cannot run, skips the combination
+        with one line saying why, before the start (never a TypeError inside vLLM)."""
+        settings, note = dtype_for_card(settings, self.card)
+        if note and note not in self.notices:
+            self.notices.append(note)
+        try:
+            why = start_refusal(settings, self.machine_info().get("vllm") or "", self.card, self.model)
+        except UsageError:  # no vLLM installed, or a version the tables do not cover: vLLM itself will say
+            why = None
+        if why:
+            pytest.skip(f"vllm-memcheck: refused before the start: {why}")
+        return settings
+
     # -- one start -------------------------------------------------------------------------------------------
     def start(self, combination, benchmark=None) -> Measurement:
         """Start the engine once for `combination`, record the result, and judge it (see verify)."""
         run_dir = self.run.ensure()
-        settings = self.settings_for(combination)
+        settings = self.startable(self.settings_for(combination))
         spec = launch.StartSpec(
             model=self.model_dir.path(self.notices), settings=settings, card=self.card,
             load_format=self.load_format, timeout_s=self.engine_timeout, request=combination.request,
@@ -247,6 +263,8 @@ class Manager:
         except NoGPU as err:
             pytest.skip(no_gpu_line(str(err), self.card.name if self.card else None))
         except launch.DeviceNotClean as err:
+            if err.result is not None:  # the start that left the device unclean is evidence: record it first
+                ResultWriter(run_dir).append(self.judge(combination, settings, err.result, started_at).record)
             pytest.exit(f"vllm-memcheck: {err}", returncode=pytest.ExitCode.TESTS_FAILED)
         measurement = self.judge(combination, settings, result, started_at)
         if benchmark is not None:
