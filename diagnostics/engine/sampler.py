@@ -184,8 +184,12 @@ class NvmlSource:
     def _process_query(self) -> int:
         pids = self.tree.pids()
         total = 0
-        for h in self.handles:
+        for h, memory in zip(self.handles, self.memory):
             procs = self.nvml.nvmlDeviceGetComputeRunningProcesses(h)
+            card = memory.last.total if memory.last else None
+            if card is not None and any((p.usedGpuMemory or 0) > card for p in procs):
+                # drivers 535.43-535.86 changed the _v3 struct without a version bump: garbled pids and sizes
+                raise ValueError("NVML lists a process using more memory than the card has (garbled process list)")
             self.matched = self.matched or any(p.pid in pids for p in procs)
             total += tree_gpu_bytes(procs, pids)
         return total

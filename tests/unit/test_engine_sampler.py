@@ -334,3 +334,11 @@ def test_sampling_rate_on_a_slowed_nvml(monkeypatch):                           
           f"{driver.calls['nvmlDeviceGetComputeRunningProcesses_v3'] // 2} process queries")
     assert 7 <= driver.calls["nvmlDeviceGetComputeRunningProcesses_v3"] // 2 <= 11  # every 0.2 s, not per reading
     assert rate >= 20  # a floor even on a machine loaded 7x over (56-67/s measured so); ~100/s unloaded
+
+
+def test_a_garbled_process_list_makes_the_process_figure_unknown(monkeypatch):         # review F10 (535.43-535.86)
+    gpu = FakeGpu(used=5 * _GiB, total=24 * _GiB, processes=[(10, 1 << 62)])
+    nvml, h = open_nvml(0, nvml=FakeDriver([gpu], driver="535.54.03").install(monkeypatch))
+    source = smp.NvmlSource(None, nvml=nvml, handle=h, tree=_Tree(10))
+    assert source.read() == (5 * _GiB, 0)
+    assert "garbled" in source.process_error and not source.process_known(0)
