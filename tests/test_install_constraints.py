@@ -34,6 +34,7 @@ SERIES_PROBE = {"0.5": "0.5.4", "0.6": "0.6.6.post1", "0.7": "0.7.2", "0.8": "0.
                 "0.23": "0.23.0"}
 CI_SERIES = ("0.20",)  # the series files resolved by default, besides the exact-version files
 WORKERS = 6
+RESOLVE_TIMEOUT_S = 1200
 
 
 def constraint_files(every: bool = True) -> dict[str, Path]:
@@ -60,7 +61,11 @@ def pip_options() -> list[str]:
 def resolve(version: str, report: Path, extra: list[str]) -> subprocess.CompletedProcess:
     cmd = ["bash", str(SCRIPT), version, "--dry-run", "--ignore-installed", "-q", "--report", str(report), *extra,
            *project_requirements()]
-    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PY": sys.executable}, timeout=900)
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PY": sys.executable},
+                              timeout=RESOLVE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:  # this version fails, the others still report
+        return subprocess.CompletedProcess(cmd, 124, "", f"pip did not resolve within {RESOLVE_TIMEOUT_S} s")
 
 
 def pypi_reachable() -> bool:
