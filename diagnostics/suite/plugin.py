@@ -262,6 +262,8 @@ class Manager:
                 result = launch.run_start(spec)
         except NoGPU as err:
             pytest.skip(no_gpu_line(str(err), self.card.name if self.card else None))
+        except UsageError as err:  # the start's environment (CUDA_DEVICE_ORDER, too few GPUs, the lock): one line
+            pytest.fail(f"vllm-memcheck: {err}", pytrace=False)
         except launch.DeviceNotClean as err:
             if err.result is not None:  # the start that left the device unclean is evidence: record it first
                 ResultWriter(run_dir).append(self.judge(combination, settings, err.result, started_at).record)

@@ -400,3 +400,47 @@ def test_a_model_path_that_does_not_exist_is_a_usage_error(project, tmp_path):
     (tmp_path / "empty").mkdir()
     result = run(project, "--card=cpu", "--matrix=tiny.toml", f"--model={tmp_path / 'empty'}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR and "has no config.json" in result.stderr.str()
+
+
+# A start whose environment is refused fails in one line; a start that leaves the device unclean is recorded
+# before the sweep stops (issue #16: review F12/F13).
+UNCLEAN_LAUNCHER = FAKE_LAUNCHER + """
+from diagnostics.errors import UsageError
+
+def refusing_run_start(spec):
+    if spec.settings.get("max_num_seqs") == 5:
+        raise UsageError("CUDA_DEVICE_ORDER=FASTEST_FIRST: CUDA would number the GPUs otherwise than NVML")
+    result = fake_run_start(spec)
+    err = launch.DeviceNotClean("device memory of X did not return to baseline after unclean")
+    err.result = result
+    raise err
+
+def pytest_configure(config):
+    launch.run_start = refusing_run_start
+"""
+UNCLEAN_MATRIX = """
+    [matrix]
+    model = "stand-in-model"
+    [defaults]
+    enforce_eager = true
+    kv_cache_memory_bytes = 67108864
+    [scenarios.a-env]
+    max_model_len = 512
+    max_num_seqs = 5
+    [scenarios.b-unclean]
+    max_model_len = 512
+    max_num_seqs = 6
+"""
+
+
+def test_a_refused_environment_fails_in_one_line_and_an_unclean_start_is_recorded(pytester):
+    real_module = Path(__file__).resolve().parents[1] / "test_startup_matrix.py"
+    pytester.makepyfile(test_startup_matrix=real_module.read_text())
+    pytester.makeconftest(UNCLEAN_LAUNCHER)
+    (pytester.path / "m.toml").write_text(textwrap.dedent(UNCLEAN_MATRIX))
+    result = run(pytester, "--card=cpu", "--matrix=m.toml", "--benchmark-disable")
+    out = result.stdout.str()
+    assert "vllm-memcheck: CUDA_DEVICE_ORDER=FASTEST_FIRST" in out and "raise UsageError" not in out
+    assert "did not return to baseline after unclean" in out + result.stderr.str()
+    (path,) = pytester.path.glob("reports/*/results.jsonl")
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["b-unclean"]
