@@ -161,7 +161,7 @@ def test_vlm_families_get_their_own_modalities():
 
 
 # -- before a real start (issue #16, compatibility review items 3, 5, 6, 11) ------------------------------------
-from diagnostics.cards import get_card  # noqa: E402
+
 from diagnostics.settings import dtype_for_card, start_refusal  # noqa: E402
 
 
