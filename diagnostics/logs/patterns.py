@@ -44,7 +44,7 @@ HEADER = re.compile(
 )
 
 # -- version, engine, platform, settings --------------------------------------------------------------------------
-BANNER_V0 = re.compile(r"Initializing an LLM engine \(v?(?P<version>[\w.+\-]+)\) with config: (?P<config>.*)")
+BANNER_V0 = re.compile(r"Initializing an? (?:V0 )?LLM engine \(v?(?P<version>[\w.+\-]+)\) with config: (?P<config>.*)")  # "a V0 LLM engine": 0.7.1-0.10.x
 BANNER_V1 = re.compile(r"Initializing a V1 LLM engine \(v?(?P<version>[\w.+\-]+)\) with config: (?P<config>.*)")
 API_VERSION = re.compile(r"vLLM (?:API )?server version (?P<version>v?\d+\.\d+[\w.+\-]*)")
 ASCII_VERSION = re.compile(r"\u2588\s+version\s+(?P<version>v?\d+\.\d+[\w.+\-]*)")  # 0.28+ banner art

@@ -7,9 +7,13 @@ pass / xfail / fail.
   * outcome (`classify`): the launcher's facts (timeout, killed by a signal) beat the log; then what the log
     could not tell: an unrecognised log of a clean exit is "ok", of a failed exit or failed request "error";
   * expected outcome (`expect`): the matrix's word, else the estimator's when clear-cut;
-  * limits (`limits_for`): (a) profile-phase peak <= the card's profile_threshold_gib; (b) overall peak <=
-    gpu_memory_utilization x total + headroom_gib (with kv_cache_memory_bytes: profile-phase peak + KV bytes +
-    headroom). A matrix may override both per card; the cpu card asserts only what the matrix states.
+  * limits (`limits_for`): (a) profile-phase peak <= the card's profile_threshold_gib (absolute: the card must
+    hold it); (b) the start's own increase (overall peak - the baseline the device had before the start, so
+    other processes and the driver are apart) <= gpu_memory_utilization x total + headroom_gib (with
+    kv_cache_memory_bytes: profile-phase peak + KV bytes + headroom); vLLM budgets from its own start too.
+    A matrix may override both per card; the cpu card asserts only what the matrix states (its RSS peak);
+  * the measurement itself (`_check_sampler`): a GPU start whose sampler failed, or read far below its rate,
+    measured nothing and fails, whatever the peaks say.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import json
 from dataclasses import dataclass, field
 
 from diagnostics.errors import UsageError
-from diagnostics.outcomes import BEFORE_KV_PHASES, MEMORY_FAILURES
+from diagnostics.outcomes import MEMORY_FAILURES
 from diagnostics.predict.estimator import plan
 from diagnostics.settings import resolve
 from diagnostics.units import GiB, fmt_gib
 
 PEAK_TERMS = ("weights", "non_torch", "activation_peak")  # what the estimator's start-up peak is made of
 DEFAULT_UTILIZATION = 0.9
+MIN_READINGS_SHARE = 0.25  # a GPU sampler with fewer than this share of wall_s / interval_s readings did not measure
 
 
 def outcome_of(result, log_outcome: str) -> str:
@@ -151,11 +156,9 @@ def limits_for(thresholds: dict, card, settings: dict, profile_peak: float | Non
 
 
 def profile_peak_of(result) -> float | None:
-    """The profile-phase peak (GiB): max over init/weights/profile, from the launcher or the phase peaks."""
-    if result.before_kv_peak_gib is not None:
-        return result.before_kv_peak_gib
-    before_kv = [result.phase_peaks_gib.get(p) for p in BEFORE_KV_PHASES]
-    return max((v for v in before_kv if v is not None), default=None)
+    """The profile-phase peak (GiB): the launcher's max over init/weights/profile; None when the log marked no
+    KV cache phase (then those phases may hold the KV cache, and no peak is "before" it)."""
+    return result.before_kv_peak_gib
 
 
 @dataclass
@@ -215,8 +218,8 @@ class Verdict:
             f"card             {self.card.name} ({self.card.label})  total {fmt_gib(record['card']['total_gib'])}",
             f"outcome          {self.outcome} (phase {self.phase}); expected {expected.outcome or '-'} "
             f"[{expected.basis}]",
-            f"peak device      {fmt_gib(record['peak_device_gib'])}   peak process "
-            f"{fmt_gib(record['peak_process_gib'])}",
+            f"peak device      {fmt_gib(record['peak_device_gib'])}   baseline "
+            f"{fmt_gib(record.get('baseline_device_gib'))}   peak process {fmt_gib(record['peak_process_gib'])}",
             f"profile peak     {fmt_gib(self.profile_peak_gib)}   limit {fmt_gib(self.limits.profile_peak_gib)}",
             f"overall limit    {fmt_gib(self.limits.peak_gib)}",
             f"KV cache         {fmt_gib(record['kv_cache_gib'])}   tokens {record['kv_cache_tokens'] or '-'}",
@@ -242,14 +245,45 @@ def _check_outcome(verdict: Verdict) -> None:
                                + (f" ({verdict.error_line.strip()[:300]})" if verdict.error_line else ""))
 
 
-def _check_peaks(verdict: Verdict, peak: float | None) -> None:
-    """Reasons / notes from the peaks against the limits (only when the engine came up)."""
+def own_increase(result, card) -> tuple[str, float | None]:
+    """(label, GiB) of what the overall limit gates: on a GPU the start's own increase, peak - baseline (other
+    processes, the driver and whatever ran before stay apart); the absolute peak where no baseline was read; on
+    the cpu card the process tree's RSS peak."""
+    if card.is_cpu:
+        return "overall peak", result.peak_process_gib
+    peak, baseline = result.peak_device_gib, result.baseline_device_gib
+    if peak is None or baseline is None:
+        return "overall peak", peak
+    return f"overall peak above the baseline ({peak:.2f} - {baseline:.2f} GiB)", round(peak - baseline, 4)
+
+
+def _check_sampler(verdict: Verdict, result) -> None:
+    """A GPU start measured by a sampler that failed or read far too rarely measured nothing: a reason."""
+    sampler = result.sampler or {}
+    if verdict.card.is_cpu or not sampler:
+        return
+    if sampler.get("error"):
+        verdict.reasons.append(f"memory not measured: the sampler stopped ({sampler['error']})")
+        return
+    interval, wall = sampler.get("interval_s"), result.wall_s
+    expected = wall / interval if interval and wall else 0
+    if expected >= 20 and sampler.get("readings", 0) < MIN_READINGS_SHARE * expected:
+        verdict.reasons.append(f"memory not measured at its rate: {sampler.get('readings', 0)} readings in "
+                               f"{wall:.1f} s (every {interval * 1000:.0f} ms would give {expected:.0f})")
+
+
+def _check_peaks(verdict: Verdict, peak: tuple[str, float | None]) -> None:
+    """Reasons from the peaks against the limits (only when the engine came up); a limit without its figure is
+    a reason too: a start that was not measured does not pass."""
+    overall_label, overall = peak
     for label, value, limit in (("profile-phase peak", verdict.profile_peak_gib, verdict.limits.profile_peak_gib),
-                                ("overall peak", peak, verdict.limits.peak_gib)):
+                                (overall_label, overall, verdict.limits.peak_gib)):
         if limit is None:
             continue
-        if value is None:
-            verdict.notes.append(f"{label} not measured (limit {limit:.2f} GiB)")
+        if value is None and label == "profile-phase peak":
+            verdict.notes.append(f"{label} not known: the log marks no KV cache phase (limit {limit:.2f} GiB)")
+        elif value is None:
+            verdict.reasons.append(f"{label} not measured (limit {limit:.2f} GiB)")
         elif value > limit:
             verdict.reasons.append(f"{label} {value:.2f} GiB > {limit:.2f} GiB allowed on {verdict.card.name}")
 
@@ -259,7 +293,6 @@ def judge(combination_id: str, card, result, log, expectation: Expectation, limi
     """The verdict on one start: `result` is the launcher's StartResult, `log` its LogRecord (outcome, phase,
     error_line), `card` a diagnostics.cards.Card, `timeout_s` the --engine-timeout it ran under. Peaks are the
     device's on a GPU, the process tree's on cpu."""
-    peak = result.peak_process_gib if card.is_cpu else result.peak_device_gib
     if result.timed_out:
         explanation = None  # the log was cut off by the kill: what it shows so far is no diagnosis
     verdict = Verdict(combination_id, card, classify(result, log), log.phase, expectation, limits,
@@ -271,6 +304,7 @@ def judge(combination_id: str, card, result, log, expectation: Expectation, limi
                                "--engine-timeout if it is only slow (0: no limit)")
         return verdict
     _check_outcome(verdict)
+    _check_sampler(verdict, result)
     if verdict.outcome == "ok":
-        _check_peaks(verdict, peak)
+        _check_peaks(verdict, own_increase(result, card))
     return verdict

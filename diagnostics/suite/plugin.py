@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from diagnostics.cards import CPU_CARD, card_for_gpu_name, get_card, list_cards, load_cards_toml
+from diagnostics.cards import CPU_CARD, card_for_gpu_name, get_card, list_cards, load_cards_toml, names_card
 from diagnostics.engine import launch
 from diagnostics.engine.machine import machine_info
 from diagnostics.engine.nvml import NoGPU, gpu_name
@@ -30,6 +30,7 @@ from diagnostics.explain import explain_record
 from diagnostics.models import get_model
 from diagnostics.report import write_reports
 from diagnostics.report.terminal import accuracy_table, summary_table
+from diagnostics.settings import dtype_for_card, start_refusal
 from diagnostics.suite import judge as verdicts
 from diagnostics.suite import run
 from diagnostics.kit.vlm import image_prompt
@@ -173,7 +174,7 @@ class Manager:
             return detected
         if not named.nvml_names:  # a card from --cards without nvml_names: nothing to check against
             self.notices.append(f"card {named.name} has no nvml_names; not checked against NVML's {gpu_name!r}")
-        elif not any(sub.lower() in gpu_name.lower() for sub in named.nvml_names):
+        elif not names_card(named, gpu_name):  # whole names: an A100 is no "NVIDIA A10", an H200 no "NVIDIA H20"
             message = (f"--card={named.name} ({named.label}) but NVML reports {gpu_name!r}"
                        f"{f' (card {detected.name})' if detected else ''}; pass the right --card, or "
                        "--allow-card-mismatch to measure against the named card anyway")
@@ -262,6 +263,21 @@ class Manager:
     def settings_for(self, combination) -> dict:
         return {**self.matrix.defaults, **combination.settings}
 
+    def startable(self, settings: dict) -> dict:
+        """The settings as this card and the installed vLLM can start them: bfloat16 -> float16 below compute
+        capability 8.0 (a notice); a setting the version lacks, or a card it cannot run, skips the combination
+        with one line saying why, before the start (never a TypeError inside vLLM)."""
+        settings, note = dtype_for_card(settings, self.card)
+        if note and note not in self.notices:
+            self.notices.append(note)
+        try:
+            why = start_refusal(settings, self.machine_info().get("vllm") or "", self.card, self.model)
+        except UsageError:  # no vLLM installed, or a version the tables do not cover: vLLM itself will say
+            why = None
+        if why:
+            pytest.skip(f"vllm-memcheck: refused before the start: {why}")
+        return settings
+
     # -- one start -------------------------------------------------------------------------------------------
     def start(self, combination, benchmark=None) -> Measurement:
         """Start the engine once for `combination`, record the result, and judge it (see verify)."""
@@ -270,7 +286,7 @@ class Manager:
             pytest.fail(f"{combination.id}: recorded as failed in {self.run_dir / 'results.jsonl'} (--resume): "
                         + "; ".join(record.get("reasons") or [str(record.get("outcome"))]), pytrace=False)
         run_dir = self.run.ensure()
-        settings = self.settings_for(combination)
+        settings = self.startable(self.settings_for(combination))
         model_path = self.model_path()
         spec = launch.StartSpec(
             model=model_path, settings=settings, card=self.card,
@@ -289,7 +305,11 @@ class Manager:
                 result = launch.run_start(spec)
         except NoGPU as err:
             pytest.skip(no_gpu_line(str(err), self.card.name if self.card else None))
+        except UsageError as err:  # the start's environment (CUDA_DEVICE_ORDER, too few GPUs, the lock): one line
+            pytest.fail(f"vllm-memcheck: {err}", pytrace=False)
         except launch.DeviceNotClean as err:
+            if err.result is not None:  # the start that left the device unclean is evidence: record it first
+                ResultWriter(run_dir).append(self.judge(combination, settings, err.result, started_at).record)
             pytest.exit(f"vllm-memcheck: {err}", returncode=pytest.ExitCode.TESTS_FAILED)
         measurement = self.judge(combination, settings, result, started_at)
         if benchmark is not None:

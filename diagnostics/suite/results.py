@@ -33,6 +33,7 @@ def make_record(start: dict, verdict, result, log, run_dir: str | os.PathLike, p
     started_at = start.pop("started_at")
     expectation, limits, explanation = verdict.expectation, verdict.limits, verdict.explanation
     vllm_numbers = dict(log.numbers)
+    engine = (result.child or {}).get("engine") or log.engine  # the engine class that ran, whatever was asked
     return {
         **start,
         "expected": expectation.outcome,
@@ -49,6 +50,9 @@ def make_record(start: dict, verdict, result, log, run_dir: str | os.PathLike, p
         "vllm_numbers": vllm_numbers,
         **{key: vllm_numbers.get(key) for key in LOG_FIGURES},
         **_prediction(plan, vllm_numbers, result, verdict.outcome),
+        "kv_cache_tokens": kv_tokens(vllm_numbers, start.get("settings") or {}),
+        "engine": engine,
+        "use_v1": None if engine is None else engine == "V1",
         "diagnosis": {
             "summary": explanation.summary if explanation else verdict.failure_text(),
             "culprits": [c.to_json() for c in (explanation.culprits if explanation else [])],  # Culprit's one shape
@@ -89,8 +93,21 @@ def _measured(result) -> dict:
         "peak_device_gib": result.peak_device_gib,
         "peak_process_gib": result.peak_process_gib,
         "phase_peaks_gib": dict(result.phase_peaks_gib),
-        "torch_peak_gib": result.torch_peak_gib,
+        "torch_peak_gib": result.torch_peak_gib,  # None (unknown) where the engine ran outside the child's process
+        "baseline_device_gib": result.baseline_device_gib,  # used before the start: other processes, the driver
+        "device_after_gib": result.device_after_gib,
+        "devices": list(result.devices),  # per sampled device: memory_info (v2/v1), reserved, baseline, peak
+        "sampler": dict(result.sampler),  # kind, readings, readings_per_s, max_gap_s, failed_reads, error
     }
+
+
+def kv_tokens(vllm_numbers: dict, settings: dict) -> int | None:
+    """KV cache capacity in tokens: vLLM's own figure (V1), else GPU blocks x block_size (V0 prints only
+    "# GPU blocks: N"; block_size 16 unless set), so the gate compares KV between V0 versions too."""
+    tokens = vllm_numbers.get("kv_cache_tokens")
+    if tokens is not None or vllm_numbers.get("gpu_blocks") is None:
+        return tokens
+    return int(vllm_numbers["gpu_blocks"]) * int(settings.get("block_size") or 16)
 
 
 class ResultWriter:

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from diagnostics.cards import CPU_CARD, card_for_gpu_name, get_card, list_cards, load_cards_toml
+from fake_nvml_driver import NOT_THESE, REAL_NAMES
+
+from diagnostics.cards import CPU_CARD, card_for_gpu_name, get_card, list_cards, load_cards_toml, names_card
 from diagnostics.errors import UsageError
 
 REQUIRED = ["t4", "v100-16", "v100-32", "a10", "a10g", "l4", "3090", "4090", "5090", "a6000", "l20", "l40",
@@ -50,8 +52,51 @@ def test_a100_flag_only_on_a100():
 @pytest.mark.parametrize("gpu, card", [("NVIDIA GeForce RTX 3090", "3090"), ("NVIDIA A100-SXM4-80GB", "a100-80"),
                                        ("NVIDIA A10", "a10"), ("NVIDIA L40S", "l40s"), ("NVIDIA L4", "l4"),
                                        ("NVIDIA A10G", "a10g"), ("NVIDIA H100 80GB HBM3", "h100-80")])
-def test_card_for_gpu_name_prefers_the_longest_match(gpu, card):
+def test_card_for_gpu_name_matches_whole_names(gpu, card):
     assert card_for_gpu_name(gpu).name == card
+
+
+# the real NVML names of every built-in card, and names that contain one but are another card (issue #16, review F1)
+@pytest.mark.parametrize("card, gpu", [(c, n) for c, names in REAL_NAMES.items() for n in names])
+def test_every_real_nvml_name_detects_its_card(card, gpu):
+    assert card_for_gpu_name(gpu).name == card
+    assert names_card(get_card(card), gpu)
+
+
+def test_every_built_in_card_has_its_real_names_tested():
+    assert set(REAL_NAMES) == set(REQUIRED)
+
+
+@pytest.mark.parametrize("gpu, not_this", sorted(NOT_THESE.items()))
+def test_a_name_containing_a_cards_name_is_not_that_card(gpu, not_this):
+    detected = card_for_gpu_name(gpu)
+    assert detected is None or detected.name != not_this
+    assert not names_card(get_card(not_this), gpu)
+
+
+@pytest.mark.parametrize("gpu, card", [("NVIDIA H200", "h200"), ("NVIDIA H20", "h20"),
+                                       ("NVIDIA A100-SXM4-80GB", "a100-80"), ("NVIDIA L40S", "l40s")])
+def test_auto_detection_names_the_right_card(gpu, card):                                # review F1 (Appendix A)
+    assert card_for_gpu_name(gpu).name == card
+
+
+def test_mig_slice_is_not_taken_for_the_whole_card():                                   # review F8 (Appendix A)
+    assert card_for_gpu_name("NVIDIA A100-SXM4-40GB MIG 3g.20gb") is None
+
+
+def test_old_drivers_names_without_the_nvidia_prefix_and_odd_spacing_still_match():
+    assert card_for_gpu_name("GeForce RTX 3090").name == "3090"
+    assert card_for_gpu_name("  nvidia   a100-sxm4-40gb ").name == "a100-40"
+
+
+def test_a_cards_file_may_use_wildcards_and_wins_over_a_built_in(tmp_path):
+    f = tmp_path / "cards.toml"
+    f.write_text('[cards.mi300x]\ntotal_gib = 191.5\nnvml_names = ["*MI300X*"]\n'
+                 '[cards.h200-slice]\ntotal_gib = 17.0\nnvml_names = ["NVIDIA H200 MIG 1g.18gb"]\n')
+    cards = list_cards() + list(load_cards_toml(f).values())
+    assert card_for_gpu_name("AMD Instinct MI300X", cards).name == "mi300x"
+    assert card_for_gpu_name("NVIDIA H200 MIG 1g.18gb", cards).name == "h200-slice"
+    assert card_for_gpu_name("NVIDIA H200", cards).name == "h200"
 
 
 def test_toml_overrides_and_adds(tmp_path):

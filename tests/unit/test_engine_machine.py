@@ -1,4 +1,5 @@
-"""engine/machine.py: the environment block (`env` command) with fake NVMLs, and the command's JSON."""
+"""engine/machine.py: the environment block (`env` command) over the real nvidia-ml-py wrappers and a fake driver,
+and the command's JSON."""
 
 from __future__ import annotations
 
@@ -6,50 +7,22 @@ import json
 import subprocess
 import sys
 
+from fake_nvml_driver import FakeDriver, FakeGpu, MiB
+
 from diagnostics.engine.machine import collect_environment, format_environment
 from diagnostics.redact import Redactor
 
 
-class FakeNVML:
-    """Two GPUs as NVML would list them (bytes names, like old pynvml)."""
-
-    class NVMLError(Exception):
-        pass
-
-    class _Mem:
-        def __init__(self, total, used):
-            self.total, self.used, self.free = total, used, total - used
-
-    def nvmlInit(self):
-        pass
-
-    def nvmlShutdown(self):
-        pass
-
-    def nvmlSystemGetDriverVersion(self):
-        return b"550.54.15"
-
-    def nvmlDeviceGetCount(self):
-        return 2
-
-    def nvmlDeviceGetHandleByIndex(self, i):
-        return i
-
-    def nvmlDeviceGetName(self, handle):
-        return b"NVIDIA GeForce RTX 3090"
-
-    def nvmlDeviceGetMemoryInfo(self, handle):
-        gib = 1 << 30
-        return self._Mem(int(23.69 * gib), int((0.5 + handle) * gib))
+def two_3090s(monkeypatch):
+    """Two RTX 3090s with 300 MiB driver-reserved memory each, under the real nvidia-ml-py wrappers."""
+    gib = 1 << 30
+    gpus = [FakeGpu("NVIDIA GeForce RTX 3090", total=int(23.69 * gib) + 300 * MiB, reserved=300 * MiB,
+                    used=int((0.5 + i) * gib)) for i in range(2)]
+    return FakeDriver(gpus, driver="550.54.15").install(monkeypatch)
 
 
-class BrokenNVML(FakeNVML):
-    def nvmlInit(self):
-        raise self.NVMLError("NVML Shared Library Not Found")
-
-
-def test_environment_block_with_gpus_and_env_vars():
-    env = collect_environment(nvml=FakeNVML(), environ={"CUDA_VISIBLE_DEVICES": "0,1", "VLLM_API_KEY": "k3y",
+def test_environment_block_with_gpus_and_env_vars(monkeypatch):
+    env = collect_environment(nvml=two_3090s(monkeypatch), environ={"CUDA_VISIBLE_DEVICES": "0,1", "VLLM_API_KEY": "k3y",
                                                         "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
                                                         "HOME": "/home/x"})
     assert env["driver"] == "550.54.15" and env["gpu_note"] is None
@@ -62,8 +35,8 @@ def test_environment_block_with_gpus_and_env_vars():
     assert "  PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True" in text
 
 
-def test_environment_block_without_nvml_says_why():
-    env = collect_environment(nvml=BrokenNVML(), environ={})
+def test_environment_block_without_nvml_says_why(monkeypatch):
+    env = collect_environment(nvml=FakeDriver(loadable=False).install(monkeypatch), environ={})
     assert env["gpus"] == [] and env["driver"] is None
     assert format_environment(env).splitlines()[0] == (
         "GPU: no NVIDIA GPU visible (NVML did not initialise (NVML Shared Library Not Found))")

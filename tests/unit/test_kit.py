@@ -338,3 +338,14 @@ def test_vlm_kit_writes_the_stored_configs_a_tokenizer_and_points_token_ids_at_i
     assert "<|image_pad|>" in image_prompt("qwen2.5-vl") and "<image>" in image_prompt("llava")
     with pytest.raises(UsageError, match="not empty"):
         build_vlm_kit("llava-1.5-7b", out)
+
+
+def test_image_processor_loads_without_trust_after_the_trusted_load(real):              # compat review item 4
+    """vLLM 0.5.5/0.6.3 load the image processor without trust_remote_code; the kit's class registers itself as
+    openbmb's does, so the untrusted load after the trusted one finds it (without: ValueError, custom code)."""
+    from transformers import AutoImageProcessor
+
+    trusted = AutoImageProcessor.from_pretrained(str(real), trust_remote_code=True)
+    untrusted = AutoImageProcessor.from_pretrained(str(real))
+    assert type(untrusted).__name__ == type(trusted).__name__ == "MiniCPMVImageProcessor"
+    assert untrusted.max_slice_nums == 9

@@ -33,3 +33,16 @@ def test_rules_try_the_specific_line_before_the_general_one():
 def test_oom_is_case_sensitive_so_the_hint_is_not_a_failure():
     assert not P.OOM.search("If you are running out of memory, consider decreasing gpu_memory_utilization")
     assert P.OOM.search("torch.OutOfMemoryError: CUDA out of memory.")
+
+
+def test_the_v0_banner_of_0_7_to_0_10_gives_version_and_engine():                       # compat review item 8
+    from diagnostics.logs.reader import read_log
+
+    line = ("INFO 02-20 10:00:00 llm_engine.py:235] Initializing a V0 LLM engine (v0.7.3) with config: "
+            "model='openbmb/MiniCPM-V-2_6', speculative_config=None, tokenizer='openbmb/MiniCPM-V-2_6', "
+            "dtype=torch.bfloat16, max_seq_len=4096, seed=0")
+    m = P.BANNER_V0.search(line)
+    assert m and m.group("version") == "0.7.3"
+    record = read_log(line + "\n")
+    assert (record.vllm_version, record.engine, record.settings.get("dtype")) == ("0.7.3", "V0", "bfloat16")  # the config is read too
+    assert P.BANNER_V0.search(line.replace("a V0 LLM", "an LLM").replace("v0.7.3", "v0.6.3")).group("version") == "0.6.3"

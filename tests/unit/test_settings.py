@@ -269,3 +269,42 @@ def test_audit_a3_v0_multimodal_floor_after_user_chunked_prefill_0_7():
 def test_audit_a8_cpu_backend_max_num_seqs_in_0_9(version, entry, seqs):
     s = resolve(M, get_card("cpu"), version, entry)
     assert s["max_num_seqs"] == seqs
+
+
+# -- before a real start (issue #16, compatibility review items 3, 5, 6, 11) ------------------------------------
+
+from diagnostics.settings import dtype_for_card, start_refusal  # noqa: E402
+
+
+@pytest.mark.parametrize("settings, version, fragment", [
+    ({"kv_cache_memory_bytes": 1 << 30}, "0.6.3", "setting kv_cache_memory_bytes came in vLLM 0.10.2"),
+    ({"skip_mm_profiling": True}, "0.8.5", "setting skip_mm_profiling came in vLLM 0.10.1"),
+    ({"mm_processor_kwargs": {"max_slice_nums": 2}}, "0.5.5", "setting mm_processor_kwargs came in vLLM 0.6.2"),
+    ({"max_seq_len_to_capture": 8192}, "0.11.0", "setting max_seq_len_to_capture is gone since vLLM 0.11.0"),
+    ({"swap_space": 4}, "0.20.0", "setting swap_space is gone since vLLM 0.18.0"),
+    ({"use_v1": True}, "0.6.3", "use_v1=true needs vLLM >= 0.7.0"),
+    ({"use_v1": False}, "0.11.0", "setting use_v1 is gone since vLLM 0.11.0"),
+])
+def test_a_setting_the_pinned_version_lacks_is_refused_before_the_start(settings, version, fragment):
+    assert fragment in start_refusal(settings, version)
+
+
+def test_what_a_version_and_card_can_start_is_not_refused():
+    assert start_refusal({"kv_cache_memory_bytes": 1 << 30, "max_num_seqs": None}, "0.10.2") is None
+    assert start_refusal({"use_v1": False, "dtype": "bfloat16"}, "0.8.5", get_card("3090")) is None
+    assert start_refusal({"use_v1": True}, "0.8.3", model_name="openbmb/MiniCPM-V-2_6") is None
+
+
+def test_minicpmv_on_v1_before_0_8_3_and_a_5090_before_0_9_are_refused():
+    assert "MiniCPM-V runs on V1 only from vLLM 0.8.3" in start_refusal({"use_v1": True}, "0.7.3",
+                                                                          model_name="kit:minicpm-v-2_6")
+    assert "sm_120" in start_refusal({}, "0.8.5", get_card("5090"))
+    assert start_refusal({}, "0.9.0", get_card("5090")) is None
+
+
+def test_bfloat16_becomes_float16_below_compute_capability_8():
+    settings, note = dtype_for_card({"dtype": "bfloat16", "max_num_seqs": 4}, get_card("t4"))
+    assert settings == {"dtype": "float16", "max_num_seqs": 4} and "compute capability 8.0" in note
+    assert dtype_for_card({"dtype": "bfloat16"}, get_card("v100-32"))[0]["dtype"] == "float16"
+    same = {"dtype": "bfloat16"}
+    assert dtype_for_card(same, get_card("a10")) == (same, None)

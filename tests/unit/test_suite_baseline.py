@@ -191,3 +191,18 @@ def test_load_results_source_reads_every_kind(tmp_path):
     (tmp_path / "other.jsonl").write_text('{"a": 1}\n')
     with pytest.raises(UsageError, match="no result records"):
         load_results_source(tmp_path / "other.jsonl")
+
+
+def test_the_gate_compares_each_starts_own_increase_when_both_have_a_baseline():        # review F3
+    old, new = records(), records()
+    for r in old:
+        r["baseline_device_gib"] = 0.5
+    for r in new:  # a desktop compositor took 1.5 GiB more before each start; vLLM itself is unchanged
+        r["baseline_device_gib"] = 2.0
+        if r.get("peak_device_gib") is not None:
+            r["peak_device_gib"] = round(r["peak_device_gib"] + 1.5, 4)
+    c = compare(old, new, DEFAULT_TOLERANCES)
+    assert not c.regressed and {r.status for r in c.rows} == {"same"}
+    for r in new:  # without the baselines the same figures are a regression of the absolute peak
+        r.pop("baseline_device_gib")
+    assert compare(old, new, DEFAULT_TOLERANCES).regressed

@@ -48,7 +48,8 @@ CPU = get_card("cpu")
 
 def measured(**kw):
     base = dict(timed_out=False, returncode=0, signal=None, request=None, peak_device_gib=20.0,
-                peak_process_gib=3.0, before_kv_peak_gib=15.0, phase_peaks_gib={}, log_path="/r/logs/x.log")
+                peak_process_gib=3.0, before_kv_peak_gib=15.0, phase_peaks_gib={}, log_path="/r/logs/x.log",
+                baseline_device_gib=None, wall_s=30.0, sampler={"error": None, "readings": 3000, "interval_s": 0.01})
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -92,4 +93,36 @@ def test_verdict_statuses_reasons_and_failure_text():
     cpu = judge("d", CPU, measured(before_kv_peak_gib=None, peak_process_gib=3.0), ok_log,
                 Expectation(None, "not asserted"), Limits(1.0, 2.0))
     assert cpu.reasons == ["overall peak 3.00 GiB > 2.00 GiB allowed on cpu"]
-    assert cpu.notes == ["profile-phase peak not measured (limit 1.00 GiB)"]
+    assert cpu.notes == ["profile-phase peak not known: the log marks no KV cache phase (limit 1.00 GiB)"]
+
+
+# -- issue #16: the start's own increase, and a start that was not measured -----------------------------------
+
+def test_overall_limit_gates_the_starts_own_increase_not_what_was_there_before():      # review F3
+    ok_log = LogRecord(outcome="ok", phase="unknown")
+    limits = limits_for({}, GiB3090, {"gpu_memory_utilization": 0.9}, 15.0)
+    assert limits.peak_gib == pytest.approx(0.9 * 23.69 + 1.0)  # 22.32
+    desktop = judge("a", GiB3090, measured(peak_device_gib=22.5, baseline_device_gib=1.2), ok_log,
+                    Expectation("ok", "matrix"), limits)
+    assert desktop.status == "passed"  # 21.3 GiB of its own: within the budget; the display's 1.2 GiB is apart
+    greedy = judge("a", GiB3090, measured(peak_device_gib=23.5, baseline_device_gib=0.5), ok_log,
+                   Expectation("ok", "matrix"), limits)
+    assert greedy.status == "failed"
+    assert "overall peak above the baseline (23.50 - 0.50 GiB) 23.00 GiB > 22.32 GiB" in greedy.reasons[0]
+
+
+@pytest.mark.parametrize("sampler, wall, fragment", [
+    ({"error": "NVMLError_Unknown: Unknown Error", "readings": 3, "interval_s": 0.01}, 30.0, "sampler stopped"),
+    ({"error": None, "readings": 40, "interval_s": 0.01}, 30.0, "40 readings in 30.0 s"),
+])
+def test_a_start_whose_sampler_failed_is_not_a_pass(sampler, wall, fragment):          # review F4
+    v = judge("a", GiB3090, measured(sampler=sampler, wall_s=wall), LogRecord(outcome="ok", phase="unknown"),
+              Expectation("ok", "matrix"), Limits(23.19, 22.32))
+    assert v.status == "failed" and any(fragment in r for r in v.reasons)
+
+
+def test_an_unmeasured_overall_peak_is_a_reason_and_no_kv_marker_only_a_note():        # review F4, F6
+    v = judge("a", GiB3090, measured(peak_device_gib=None, before_kv_peak_gib=None),
+              LogRecord(outcome="ok", phase="unknown"), Expectation("ok", "matrix"), Limits(23.19, 22.32))
+    assert v.status == "failed" and v.reasons == ["overall peak not measured (limit 22.32 GiB)"]
+    assert any("marks no KV cache phase" in n for n in v.notes)

@@ -332,25 +332,21 @@ def test_flow_records_every_start_and_fails_with_the_diagnosis(flow, xdist):
         assert any(line.split()[:1] == [rid] and status in line.split() for line in table.splitlines()), rid
 
 
-FAKE_NVML = VLLM_STAND_IN + """
+# NVML in the subprocess: the real nvidia-ml-py wrappers over the fake driver of tests/unit/fake_nvml_driver.py
+FAKE_NVML = VLLM_STAND_IN + f"""
 import sys, types
-
-class NVMLError(Exception):
-    pass
-
-fake = types.ModuleType("pynvml")
-fake.NVMLError = NVMLError
-fake.nvmlInit = lambda: None
-fake.nvmlShutdown = lambda: None
-fake.nvmlDeviceGetCount = lambda: 1
-fake.nvmlDeviceGetHandleByIndex = lambda i: i
-fake.nvmlDeviceGetName = lambda h: "NVIDIA GeForce RTX 4090"
-sys.modules["pynvml"] = fake
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from fake_nvml_driver import FakeDriver, FakeGpu
+FakeDriver([FakeGpu(GPU_NAME)]).install(types.SimpleNamespace(setattr=setattr))
 """
 
 
+def fake_nvml(gpu_name: str) -> str:
+    return FAKE_NVML.replace("GPU_NAME", repr(gpu_name))
+
+
 def test_card_against_what_nvml_reports(project):
-    project.makeconftest(FAKE_NVML)
+    project.makeconftest(fake_nvml("NVIDIA GeForce RTX 4090"))
     result = run(project, "--card=3090", "--collect-only")
     assert result.ret == 4
     assert ("ERROR: --card=3090 (NVIDIA GeForce RTX 3090) but NVML reports 'NVIDIA GeForce RTX 4090' (card 4090); "
@@ -361,6 +357,16 @@ def test_card_against_what_nvml_reports(project):
     result = run(project, "--collect-only")  # --card auto
     assert result.ret == 0 and "vllm-memcheck: card 4090," in result.stdout.str()
     assert "gpu tests skip" not in result.stdout.str()
+
+
+@pytest.mark.parametrize("named, gpu, detected", [("a10", "NVIDIA A100-SXM4-80GB", "a100-80"), ("l4", "NVIDIA L40S", "l40s"),
+                                                  ("l40", "NVIDIA L40S", "l40s"), ("h20", "NVIDIA H200", "h200")])
+def test_card_mismatch_check_is_not_fooled_by_prefixes(project, named, gpu, detected):   # review F1
+    project.makeconftest(fake_nvml(gpu))
+    result = run(project, f"--card={named}", "--collect-only")
+    assert result.ret == 4 and f"but NVML reports {gpu!r} (card {detected})" in result.stderr.str()
+    result = run(project, "--collect-only")  # --card auto
+    assert result.ret == 0 and f"vllm-memcheck: card {detected}," in result.stdout.str()
 
 
 # Without an asserted expectation a memory failure is recorded, but a start that broke for another reason measured
@@ -635,3 +641,46 @@ def test_an_unreachable_hub_is_one_line_before_any_start(stand_in, monkeypatch, 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     result = run(stand_in, *GATE_ARGS, "--model=org/some-model")
     assert "org/some-model is not in the local Hugging Face cache and HF_HUB_OFFLINE" in result.stdout.str()
+
+# A start whose environment is refused fails in one line; a start that leaves the device unclean is recorded
+# before the sweep stops (issue #16: review F12/F13).
+UNCLEAN_LAUNCHER = FAKE_LAUNCHER + """
+from diagnostics.errors import UsageError
+
+def refusing_run_start(spec):
+    if spec.settings.get("max_num_seqs") == 5:
+        raise UsageError("CUDA_DEVICE_ORDER=FASTEST_FIRST: CUDA would number the GPUs otherwise than NVML")
+    result = fake_run_start(spec)
+    err = launch.DeviceNotClean("device memory of X did not return to baseline after unclean")
+    err.result = result
+    raise err
+
+def pytest_configure(config):
+    launch.run_start = refusing_run_start
+"""
+UNCLEAN_MATRIX = """
+    [matrix]
+    model = "stand-in-model"
+    [defaults]
+    enforce_eager = true
+    kv_cache_memory_bytes = 67108864
+    [scenarios.a-env]
+    max_model_len = 512
+    max_num_seqs = 5
+    [scenarios.b-unclean]
+    max_model_len = 512
+    max_num_seqs = 6
+"""
+
+
+def test_a_refused_environment_fails_in_one_line_and_an_unclean_start_is_recorded(pytester):
+    real_module = Path(__file__).resolve().parents[1] / "test_startup_matrix.py"
+    pytester.makepyfile(test_startup_matrix=real_module.read_text())
+    pytester.makeconftest(UNCLEAN_LAUNCHER)
+    (pytester.path / "m.toml").write_text(textwrap.dedent(UNCLEAN_MATRIX))
+    result = run(pytester, "--card=cpu", "--matrix=m.toml", "--benchmark-disable")
+    out = result.stdout.str()
+    assert "vllm-memcheck: CUDA_DEVICE_ORDER=FASTEST_FIRST" in out and "raise UsageError" not in out
+    assert "did not return to baseline after unclean" in out + result.stderr.str()
+    (path,) = pytester.path.glob("reports/*/results.jsonl")
+    assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["b-unclean"]

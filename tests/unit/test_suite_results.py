@@ -114,7 +114,9 @@ def test_make_record_joins_the_start_the_verdict_and_the_measurement(tmp_path):
     result = SimpleNamespace(timed_out=False, returncode=0, signal=None, request={"ok": True}, startup_s=1.5,
                              wall_s=2.0, lock_wait_s=0.1, peak_device_gib=None, peak_process_gib=3.0,
                              phase_peaks_gib={"profile": 1.0}, torch_peak_gib=None, before_kv_peak_gib=1.0,
-                             log_path=tmp_path / "logs" / "a.log", timeline_path=tmp_path / "timelines" / "a.csv")
+                             log_path=tmp_path / "logs" / "a.log", timeline_path=tmp_path / "timelines" / "a.csv",
+                             baseline_device_gib=None, device_after_gib=None, devices=[], child={},
+                             sampler={"kind": "rss", "readings": 40, "interval_s": 0.05, "error": None})
     log = LogRecord(outcome="ok", numbers={"kv_cache_tokens": 131072, "kv_cache_gib": 0.06})
     verdict = judge("a", get_card("cpu"), result, log, Expectation("ok", "matrix"), Limits(None, 2.0))
     start = {"id": "a", "scenario": "a", "model": "m", "model_path": "m", "load_format": "dummy", "settings": {},
@@ -144,7 +146,10 @@ def test_make_record_puts_plans_prediction_beside_what_vllm_printed(tmp_path):
     result = SimpleNamespace(timed_out=False, returncode=0, signal=None, request=None, startup_s=40.0, wall_s=45.0,
                              lock_wait_s=0.0, peak_device_gib=22.0, peak_process_gib=21.5, phase_peaks_gib={},
                              torch_peak_gib=None, before_kv_peak_gib=None,
-                             log_path=tmp_path / "a.log", timeline_path=tmp_path / "a.csv")
+                             log_path=tmp_path / "a.log", timeline_path=tmp_path / "a.csv",
+                             baseline_device_gib=None, device_after_gib=None, devices=[], child={},
+                             sampler={"kind": "nvml", "readings": 4500, "readings_per_s": 100.0,
+                                      "interval_s": 0.01, "error": None})
     log = LogRecord(outcome="ok", numbers={"weights_gib": 15.5, "kv_cache_tokens": 50000})
     verdict = judge("a", get_card("3090"), result, log, Expectation("ok", "matrix"), Limits(None, None))
     start = {"id": "a", "settings": settings, "started_at": "2026-01-01T00:00:00Z"}
@@ -158,3 +163,32 @@ def test_make_record_puts_plans_prediction_beside_what_vllm_printed(tmp_path):
     assert by["peak_gib"]["source"] == "measured" and by["peak_gib"]["actual"] == 22.0
     none = make_record(start, verdict, result, log, tmp_path, None)
     assert (none["prediction"], none["accuracy"], none["plan_verdict_right"]) == (None, [], None)
+
+
+def test_the_record_carries_baseline_sampler_and_the_engine_that_ran(tmp_path):         # review F3, F4; compat 6, 7
+    from types import SimpleNamespace
+
+    from diagnostics.cards import get_card
+    from diagnostics.logs.record import LogRecord
+    from diagnostics.suite.judge import Expectation, Limits, judge
+    from diagnostics.suite.results import kv_tokens, make_record
+
+    sampler = {"kind": "nvml", "readings": 2900, "readings_per_s": 96.7, "interval_s": 0.01, "error": None}
+    devices = [{"memory_info": "v2", "reserved_gib": 0.3, "baseline_gib": 1.2, "peak_gib": 22.5, "after_gib": 1.2}]
+    result = SimpleNamespace(timed_out=False, returncode=0, signal=None, request={"ok": True}, startup_s=20.0,
+                             wall_s=30.0, lock_wait_s=0.0, peak_device_gib=22.5, peak_process_gib=None,
+                             phase_peaks_gib={}, torch_peak_gib=None, before_kv_peak_gib=15.0,
+                             log_path=tmp_path / "a.log", timeline_path=tmp_path / "a.csv", baseline_device_gib=1.2,
+                             device_after_gib=1.2, devices=devices, child={"engine": "V0"}, sampler=sampler)
+    log = LogRecord(outcome="ok", engine="V0", numbers={"gpu_blocks": 2000})
+    card = get_card("3090")
+    verdict = judge("a", card, result, log, Expectation("ok", "matrix"), Limits(23.19, 0.9 * 23.69 + 1.0))
+    start = {"id": "a", "scenario": "a", "model": "m", "model_path": "m", "load_format": "auto",
+             "settings": {"use_v1": True, "block_size": 32}, "card": {"name": "3090"}, "machine_info": {},
+             "started_at": "2026-01-01T00:00:00Z"}
+    record = make_record(start, verdict, result, log, tmp_path)
+    assert record["status"] == "passed" and record["baseline_device_gib"] == 1.2  # 21.3 GiB of its own
+    assert record["sampler"] == sampler and record["devices"] == devices
+    assert (record["engine"], record["use_v1"]) == ("V0", False)  # asked for V1 (0.5/0.6 ignore it): V0 ran
+    assert record["kv_cache_tokens"] == 2000 * 32  # V0: blocks x block_size
+    assert kv_tokens({"kv_cache_tokens": 5, "gpu_blocks": 9}, {}) == 5 and kv_tokens({"gpu_blocks": 9}, {}) == 144

@@ -207,3 +207,11 @@ class MiniCPMVImageProcessor(BaseImageProcessor):
 
     def __call__(self, images, do_pad=True, max_slice_nums=None, return_tensors=None, **kwargs):
         return self.preprocess(images, do_pad=do_pad, max_slice_nums=max_slice_nums, return_tensors=return_tensors)
+
+
+# vLLM 0.5.5 / 0.6.3 load the image processor without trust_remote_code (their legacy MiniCPM-V input processor).
+# openbmb's checkpoint file ends with this registration, so that load finds the class once the trusted load has
+# imported this module; the kit does the same (docs/gpu-box.md, compatibility review item 4).
+from transformers import AutoImageProcessor  # noqa: E402
+
+AutoImageProcessor.register("MiniCPMVImageProcessor", MiniCPMVImageProcessor)

@@ -1,0 +1,46 @@
+"""engine/child.py without vLLM: the settings it passes, torch's statistics and their scope, the engine that ran."""
+
+from __future__ import annotations
+
+import sys
+from types import SimpleNamespace
+
+from diagnostics.engine.child import engine_kwargs, engine_of, safe_torch_stats, torch_stats
+
+
+def fake_torch(monkeypatch, initialized: bool, allocated: int = 5 << 30):
+    cuda = SimpleNamespace(is_available=lambda: True, is_initialized=lambda: initialized,
+                           memory_stats=lambda: {"num_ooms": 1, "allocated_bytes.all.peak": allocated},
+                           max_memory_allocated=lambda: allocated, max_memory_reserved=lambda: allocated + 1)
+    monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=cuda))
+
+
+def test_torch_stats_without_cuda_in_this_process_report_nothing(monkeypatch):          # review F9 (Appendix A)
+    fake_torch(monkeypatch, initialized=False, allocated=0)
+    stats = torch_stats()
+    assert stats["max_memory_allocated"] is None and stats["cuda_initialized"] is False  # unknown, not 0
+    assert "unknown" in stats["scope"]
+
+
+def test_torch_stats_of_an_engine_in_this_process_are_its_peaks(monkeypatch):          # review F9
+    fake_torch(monkeypatch, initialized=True)
+    stats = torch_stats()
+    assert stats["max_memory_allocated"] == 5 << 30 and stats["num_ooms"] == 1
+    assert stats["scope"].startswith("the engine in this process")
+
+
+def test_broken_torch_stats_never_fail_a_start(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=None))
+    assert safe_torch_stats()["error"].startswith("AttributeError")
+
+
+def test_engine_of_names_the_engine_class_that_runs():                                 # compat review item 6
+    v1 = type("LLMEngine", (), {"__module__": "vllm.v1.engine.llm_engine"})
+    v0 = type("LLMEngine", (), {"__module__": "vllm.engine.llm_engine"})
+    assert engine_of(SimpleNamespace(llm_engine=v1())) == "V1"
+    assert engine_of(SimpleNamespace(llm_engine=v0())) == "V0"
+
+
+def test_engine_kwargs_leave_out_env_settings_and_unset_values():
+    spec = {"settings": {"use_v1": True, "max_num_seqs": 4, "dtype": None}, "load_format": "dummy"}
+    assert engine_kwargs(spec) == {"max_num_seqs": 4, "load_format": "dummy"}
