@@ -34,6 +34,7 @@ def test_a_hub_failure_is_one_line(monkeypatch, offline, says):
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
     monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", offline)  # CI (.ci/run) exports both
     said = []
     with pytest.raises(hub.HubUnreachable) as err:
         hub.download_model("org/m", "dummy", say=said.append)
