@@ -8,6 +8,7 @@ The JSON report is this dict as it is; Markdown, HTML and the charts only lay it
 from __future__ import annotations
 
 import csv
+import json
 import warnings
 from pathlib import Path
 
@@ -289,6 +290,12 @@ def chart_name(combination_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", combination_id) + ".png"
 
 
+def _search(run_dir: Path) -> dict | None:
+    """search.json of a `--search` run (suite/search_run.py), None for a matrix run."""
+    path = run_dir / "search.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def build_report(source: str | Path, redactor: Redactor | None = None) -> dict:
     """The redacted report dict for a run directory or results.jsonl."""
     run_dir, records = load_records(source)
@@ -317,6 +324,7 @@ def build_report(source: str | Path, redactor: Redactor | None = None) -> dict:
         },
         "combinations": [_combination(run_dir, r) for r in records],
         "charts": {"overview": f"{CHARTS_DIR}/overview.png"},
+        "search": _search(run_dir),
     }
     red = redactor or Redactor.for_this_machine()
     red.learn(report)

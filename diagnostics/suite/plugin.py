@@ -36,11 +36,14 @@ from diagnostics.suite.baseline import compare, format_table, load_baseline, par
 from diagnostics.kit.vlm import image_prompt
 from diagnostics.suite.matrix import load_matrix
 from diagnostics.suite.results import ResultWriter, load_results, make_record
+from diagnostics.suite.search import SEARCHABLE
+from diagnostics.suite.search_run import SearchBroke, run_search
 from diagnostics.units import utc_now
 
 MANAGER_NAME = "vllm-memcheck-manager"
 DEFAULT_IMAGE_SIZE = (1344, 1344)  # MiniCPM-V-2_6 at its slicing maximum (9 slices + the overview)
 COMBINATION_FIXTURE = "memcheck_combination"
+SEARCH_FIXTURE = "memcheck_search"
 MARKERS = {
     "gpu": "starts a real vLLM engine (GPU; vLLM's CPU backend with --card=cpu); skips without a usable GPU",
 }
@@ -92,6 +95,28 @@ def memcheck(request: pytest.FixtureRequest) -> "Manager":
     return request.config.stash[MANAGER_KEY]
 
 
+@pytest.fixture
+def memcheck_search(request: pytest.FixtureRequest):
+    """`memcheck_search()` runs --search (suite/search_run.py) and returns search.json's content; the test fails
+    with one line when a probe failed for a non-memory reason."""
+    manager = request.config.stash[MANAGER_KEY]
+
+    def search() -> dict:
+        try:
+            summary = run_search(manager, manager.search, run.option(manager.config, "search_resolution"),
+                                 run.option(manager.config, "search_range"))
+        except SearchBroke as err:
+            manager._current_measurement = None  # the search's line, not the last start's, is the failure
+            pytest.fail(f"--search {manager.search}: {err}", pytrace=False)
+        manager.search_lines.append(
+            f"--search {summary['setting']}: measured limit {summary['limit']}, predicted {summary['predicted']}; "
+            f"{summary['starts']} starts for a grid of {summary['grid']} (bound {summary['max_starts']}); "
+            f"--cards snippet: {manager.run_dir / 'cards-snippet.toml'}")
+        return summary
+
+    return search
+
+
 class Measurement:
     """What one start produced (the results.jsonl record) and what the test makes of it (the Verdict)."""
 
@@ -120,6 +145,10 @@ class Manager:
         self.engine_timeout = run.engine_timeout(run.option(config, "engine_timeout"))
         self._baseline_options(config)
         self.resume = bool(run.option(config, "resume"))
+        self.search = run.option(config, "search")
+        if self.search and self.search not in SEARCHABLE:
+            raise UsageError(f"unknown --search setting {self.search!r}; accepted: {', '.join(SEARCHABLE)}")
+        self.search_lines: list[str] = []
         # absolute: the engine child runs in another working directory
         self.run = run.RunDir.prepare(Path(run.option(config, "report_dir") or "reports").resolve(), self.resume,
                                       self.is_worker)
@@ -309,6 +338,12 @@ class Manager:
             metafunc.parametrize(COMBINATION_FIXTURE, self.matrix.combinations, ids=self.matrix.ids())
 
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        # --search runs the search test instead of the matrix; without it the search test is not collected
+        drop = COMBINATION_FIXTURE if self.search else SEARCH_FIXTURE
+        kept = [i for i in items if drop not in getattr(i, "fixturenames", ())]
+        if len(kept) < len(items):
+            config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+            items[:] = kept
         for item in items:
             if item.get_closest_marker("gpu") is None:
                 continue
@@ -376,7 +411,7 @@ class Manager:
         terminalreporter.write_line(summary_table(results))
         for path in self.report_paths:
             terminalreporter.write_line(f"report: {path}")
-        for line in self.comparison_text:
+        for line in self.comparison_text + self.search_lines:
             terminalreporter.write_line(line)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:

@@ -51,6 +51,13 @@ OPTIONS = (
     ("fail_on_regression", {"metavar": "SPEC"}, "string",
      f"tolerances for --compare-baseline (default {DEFAULT_REGRESSION_SPEC}; KEY:off disables one)"),
     ("baseline_dir", {"metavar": "DIR"}, "string", "where baselines live (default .memcheck/baselines)"),
+    ("search", {"metavar": "SETTING"}, "string",
+     "instead of the matrix, find the largest max_model_len or max_num_seqs that starts (matrix defaults held), "
+     "seeded by plan --fit, in at most ceil(log2(grid)) + 1 starts"),
+    ("search_resolution", {"metavar": "N"}, "string",
+     "--search stops at this resolution (default: the KV block size for max_model_len, 1 for max_num_seqs)"),
+    ("search_range", {"metavar": "LO:HI"}, "string",
+     "--search range (default: block size .. the model's max_position_embeddings; 1 .. 1024 sequences)"),
 )
 
 

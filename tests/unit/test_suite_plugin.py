@@ -394,3 +394,64 @@ def test_a_model_path_that_does_not_exist_is_a_usage_error(project, tmp_path):
     (tmp_path / "empty").mkdir()
     result = run(project, "--card=cpu", "--matrix=tiny.toml", f"--model={tmp_path / 'empty'}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR and "has no config.json" in result.stderr.str()
+
+
+# -- --search (issue #14): a stand-in launcher whose engine starts up to max_model_len 1920 -------------------------
+SEARCH_LAUNCHER = FAKE_LAUNCHER.replace(
+    'small = broken or spec.settings.get("kv_cache_memory_bytes") == 1048576',
+    'small = broken or spec.settings["max_model_len"] > 1920')
+SEARCH_MATRIX = """
+    [matrix]
+    model = "openbmb/MiniCPM-V-2_6"
+    [defaults]
+    enforce_eager = true
+    kv_cache_memory_bytes = 114688000   # 2,000 tokens of MiniCPM-V-2_6 (57,344 B each): plan --fit predicts 2000
+    [scenarios.never-run]
+    max_model_len = 256
+"""
+
+
+@pytest.fixture
+def searching(pytester):
+    real_module = Path(__file__).resolve().parents[1] / "test_startup_matrix.py"
+    pytester.makepyfile(test_startup_matrix=real_module.read_text())
+    pytester.makeconftest(SEARCH_LAUNCHER)
+    (pytester.path / "search.toml").write_text(textwrap.dedent(SEARCH_MATRIX))
+    return pytester
+
+
+def test_search_finds_the_limit_seeded_by_the_prediction(searching):
+    from diagnostics.cards import load_cards_toml
+
+    result = run(searching, "--card=cpu", "--matrix=search.toml", "--search=max_model_len")
+    result.assert_outcomes(passed=1, deselected=1)  # the matrix's test is not run
+    records = flow_records(searching)
+    (run_dir,) = searching.path.glob("reports/2*")
+    summary = json.loads((run_dir / "search.json").read_text())
+    assert summary["limit"] == 1920 and summary["predicted"] == 2000 and summary["grid"] == 2048
+    assert summary["probes"][0] == {"value": 2000, "fits": False}  # the first start is the prediction
+    assert len(records) == summary["starts"] <= summary["max_starts"] == 12
+    assert [r["id"] for r in records] == summary["ids"] and records[0]["id"] == "search-mml2000"
+    assert {r["outcome"] for r in records} == {"ok", "kv_too_small"}
+    assert "Measured limit **1920**" in (run_dir / "search.md").read_text()
+    assert "## Limit search: max_model_len on cpu" in (run_dir / "report.md").read_text()
+    cards = load_cards_toml(run_dir / "cards-snippet.toml")  # ready to paste: it loads
+    assert "cpu" in cards and "measured limit 1920 (predicted 2000)" in (run_dir / "cards-snippet.toml").read_text()
+    out = result.stdout.str()
+    assert f"--search max_model_len: measured limit 1920, predicted 2000; {len(records)} starts for a grid of 2048" in out
+
+
+def test_search_stops_on_a_non_memory_failure_and_rejects_unknown_settings(searching):
+    (searching.path / "broken.toml").write_text(textwrap.dedent(SEARCH_MATRIX).replace(
+        "enforce_eager = true", "enforce_eager = true\nmax_num_seqs = 3"))
+    result = run(searching, "--card=cpu", "--matrix=broken.toml", "--search=max_model_len")
+    result.assert_outcomes(failed=1, deselected=1)
+    assert "--search max_model_len: search-mml2000 failed with" in result.stdout.str()
+    result = run(searching, "--card=cpu", "--matrix=search.toml", "--search=gpu_memory_utilization")
+    assert result.ret == 4 and "unknown --search setting 'gpu_memory_utilization'; accepted: max_model_len" \
+        in result.stderr.str()
+
+
+def test_without_search_the_search_test_is_not_collected(searching):
+    result = run(searching, "--card=cpu", "--matrix=search.toml", "--collect-only", "-q")
+    assert "test_startup[never-run]" in result.stdout.str() and "test_search_limit" not in result.stdout.str()
