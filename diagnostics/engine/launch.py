@@ -9,6 +9,8 @@ mark the phases from the log's timestamps, compute per-phase peaks, write the ti
 The lock (fcntl.flock on /tmp/vllm-engine.lock, or $VLLM_MEMCHECK_ENGINE_LOCK) serialises engine starts across
 every process on the machine — pytest-xdist workers, a second sweep, a developer's shell — because two engines
 on one device would measure each other. It is held from the baseline reading until the device is clean again.
+A start that claims GPUs (`StartSpec.devices`, pytest-xdist with one GPU per worker) takes one lock per claimed
+GPU instead and measures the group of them (engine/devices.py), so starts on different GPUs run side by side.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from diagnostics.engine import timeline
+from diagnostics.engine import devices, timeline
 from diagnostics.engine.nvml import open_nvml
 from diagnostics.engine.sampler import NvmlSource, RssSource, Sampler
 from diagnostics.kit import CPU_SHIM_DIR, IMAGE_PROMPT
@@ -71,6 +73,7 @@ class StartSpec:
     settle_timeout_s: float = 30.0  # how long the device may take to return to its baseline
     settle_tolerance_gib: float = 0.25  # GPU: "back at baseline" means within this
     on_spawn: Callable[[int], None] | None = None  # called with the child's pid (= its process group id)
+    devices: tuple | None = None  # NVML indices this start claims (engine/devices.py); None: the visible device
 
     @property
     def name(self) -> str:
@@ -107,6 +110,7 @@ class StartResult:
     started_at: str | None = None
     finished_at: str | None = None
     log: LogRecord | None = None  # what diagnostics.logs.reader found in the log (read once, here)
+    device_peaks_gib: dict = field(default_factory=dict)  # claimed GPUs only: NVML index -> that device's peak
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -159,6 +163,8 @@ def child_env(spec: StartSpec) -> dict:
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
+    if spec.devices:
+        env.update(devices.child_devices_env(spec.devices))
     env.update({k: str(v) for k, v in (spec.env or {}).items()})
     return env
 
@@ -232,6 +238,7 @@ class _Facts:
     seen_t: float | None = None
     device_after: int | None = None
     leftovers: list = field(default_factory=list)
+    device_peaks: dict = field(default_factory=dict)
 
 
 def run_start(spec: StartSpec) -> StartResult:
@@ -240,12 +247,15 @@ def run_start(spec: StartSpec) -> StartResult:
     with contextlib.suppress(FileNotFoundError):
         paths.result.unlink()
     paths.spec.write_text(json.dumps(child_spec(spec, paths.result), indent=1, default=str), encoding="utf-8")
-    with engine_lock() as waited:
+    claimed = spec.devices and not spec.is_cpu
+    with (devices.gpu_locks(spec.devices, lock_path()) if claimed else engine_lock()) as waited:
         nvml = handle = None
         baseline = None
         if not spec.is_cpu:
-            nvml, handle = open_nvml()
+            nvml, handle = devices.open_group(spec.devices) if claimed else open_nvml()
             baseline = int(nvml.nvmlDeviceGetMemoryInfo(handle).used)
+            if claimed:
+                nvml.reset_peaks()
         started_at = utc_now()
         with open(paths.log, "wb") as log:
             spawn_wall, spawn_mono = time.time(), time.monotonic()
@@ -271,6 +281,8 @@ def run_start(spec: StartSpec) -> StartResult:
         if nvml is not None:
             facts.device_after = _settle_device(nvml, handle, baseline, spec)
             source.close()
+            if claimed:
+                facts.device_peaks = nvml.peaks_gib()
     return _result(spec, paths, facts, sampler)
 
 
@@ -385,4 +397,5 @@ def _result(spec: StartSpec, paths: _Paths, facts: _Facts, sampler: Sampler) -> 
         started_at=facts.started_at,
         finished_at=utc_now(),
         log=log,
+        device_peaks_gib=facts.device_peaks,
     )

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from diagnostics.cards import CPU_CARD, card_for_gpu_name, get_card, list_cards, load_cards_toml
-from diagnostics.engine import launch
+from diagnostics.engine import devices, launch
 from diagnostics.engine.machine import machine_info
-from diagnostics.engine.nvml import NoGPU, gpu_name
+from diagnostics.engine.nvml import NoGPU, gpu_name, list_gpus
 from diagnostics.errors import UsageError
 from diagnostics.explain import explain_record
 from diagnostics.models import get_model
@@ -149,6 +149,7 @@ class Manager:
         if self.search and self.search not in SEARCHABLE:
             raise UsageError(f"unknown --search setting {self.search!r}; accepted: {', '.join(SEARCHABLE)}")
         self.search_lines: list[str] = []
+        self.gpus = devices.parse_gpus(run.option(config, "gpus"))
         # absolute: the engine child runs in another working directory
         self.run = run.RunDir.prepare(Path(run.option(config, "report_dir") or "reports").resolve(), self.resume,
                                       self.is_worker)
@@ -254,6 +255,23 @@ class Manager:
     def settings_for(self, combination) -> dict:
         return {**self.matrix.defaults, **combination.settings}
 
+    def devices_for(self, settings: dict) -> tuple | None:
+        """The GPUs this worker's start claims (engine/devices.py): with --gpus or under xdist, the worker's own
+        GPU and the next tensor_parallel_size - 1; None (the visible device, the machine-wide lock) otherwise."""
+        if self.card is None or self.card.is_cpu or not (self.gpus or self._uses_xdist() or self.is_worker):
+            return None
+        gpus = self.gpus
+        if gpus is None:
+            found, _, why = list_gpus()
+            if not found:
+                raise NoGPU(why or "NVML sees no GPU")
+            gpus = [g["index"] for g in found]
+        worker = devices.worker_index(self.config.workerinput["workerid"] if self.is_worker else None)
+        try:
+            return devices.pick_devices(worker, gpus, settings.get("tensor_parallel_size", 1))
+        except UsageError as err:
+            pytest.fail(str(err), pytrace=False)
+
     # -- one start -------------------------------------------------------------------------------------------
     def start(self, combination, benchmark=None) -> Measurement:
         """Start the engine once for `combination`, record the result, and judge it (see verify)."""
@@ -264,7 +282,8 @@ class Manager:
             load_format=self.load_format, timeout_s=self.engine_timeout, request=combination.request,
             image_size=DEFAULT_IMAGE_SIZE, env=self.engine_env(), log_path=run_dir / "logs" / f"{combination.id}.log",
             timeline_path=run_dir / "timelines" / f"{combination.id}.csv", id=combination.id,
-            image=self.sends_image(settings) if combination.request else None, prompt=self.image_prompt())
+            image=self.sends_image(settings) if combination.request else None, prompt=self.image_prompt(),
+            devices=self.devices_for(settings))
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         spec.timeline_path.parent.mkdir(parents=True, exist_ok=True)
         started_at = utc_now()

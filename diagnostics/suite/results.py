@@ -75,6 +75,9 @@ def _measured(result) -> dict:
         "peak_process_gib": result.peak_process_gib,
         "phase_peaks_gib": dict(result.phase_peaks_gib),
         "torch_peak_gib": result.torch_peak_gib,
+        # GPUs a start claimed (xdist, tensor parallel): each device's peak and their sum (engine/devices.py)
+        "device_peaks_gib": dict(result.device_peaks_gib),
+        "device_peaks_sum_gib": round(sum(result.device_peaks_gib.values()), 4) if result.device_peaks_gib else None,
     }
 
 

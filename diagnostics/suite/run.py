@@ -51,6 +51,9 @@ OPTIONS = (
     ("fail_on_regression", {"metavar": "SPEC"}, "string",
      f"tolerances for --compare-baseline (default {DEFAULT_REGRESSION_SPEC}; KEY:off disables one)"),
     ("baseline_dir", {"metavar": "DIR"}, "string", "where baselines live (default .memcheck/baselines)"),
+    ("gpus", {"metavar": "I,J,..."}, "string",
+     "NVML indices of the GPUs to use: with pytest-xdist each worker takes its own (gwK the K-th, wrapping), a "
+     "tensor_parallel_size=N start the worker's and the next N-1 (default with -n: every GPU NVML sees)"),
     ("search", {"metavar": "SETTING"}, "string",
      "instead of the matrix, find the largest max_model_len or max_num_seqs that starts (matrix defaults held), "
      "seeded by plan --fit, in at most ceil(log2(grid)) + 1 starts"),
