@@ -136,9 +136,11 @@ def check_known(nvml, handle, allocator: Allocator, nbytes: int = KNOWN_BYTES) -
                                              f"tolerance {KNOWN_TOLERANCE:.0%})")
 
 
-def check_planted(nvml, handle, allocator: Allocator, hold_s: float = PLANTED_HOLD_S,
+def check_planted(nvml, handle, allocator: Allocator, hold_s: float | None = None,
                   trials: int = PLANTED_TRIALS, nbytes: int = PLANTED_BYTES) -> Check:
-    """How many of `trials` allocations held `hold_s` the sampler catches (peak >= 99 % of it above baseline)."""
+    """How many of `trials` allocations held `hold_s` (default PLANTED_HOLD_S, 10 ms) the sampler catches (its
+    peak >= 99 % of the allocation above baseline)."""
+    hold_s = PLANTED_HOLD_S if hold_s is None else hold_s
     def blip():
         h = allocator.alloc(nbytes)
         time.sleep(hold_s)
