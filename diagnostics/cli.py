@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from diagnostics.commands import calibrate, compare, env, explain, model_kit, plan, report
+from diagnostics.commands import calibrate, compare, env, explain, model_kit, plan, report, selfcheck
 from diagnostics.errors import UsageError
 
 DESCRIPTION = ("Read, predict and measure the GPU memory vLLM takes when it starts a vision-language model "
@@ -19,7 +19,7 @@ DESCRIPTION = ("Read, predict and measure the GPU memory vLLM takes when it star
 
 # Each command module holds its own HELP line, add_arguments(parser) and run(args); this table only names them.
 COMMANDS = {"explain": explain, "plan": plan, "model-kit": model_kit, "report": report, "compare": compare,
-            "env": env, "calibrate": calibrate}
+            "env": env, "calibrate": calibrate, "selfcheck": selfcheck}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -20,3 +20,12 @@ def test_startup(memcheck, memcheck_combination, benchmark):
     thresholds; on failure the message is the diagnosis."""
     measurement = memcheck.start(memcheck_combination, benchmark)
     memcheck.verify(measurement)
+
+
+def test_search_limit(memcheck_search):
+    """`--search max_model_len` (or max_num_seqs): the largest value that starts, seeded by plan --fit, each
+    start recorded in results.jsonl; search.json, search.md and cards-snippet.toml land in the run directory.
+    Collected only with --search (the matrix test is then deselected)."""
+    summary = memcheck_search()
+    assert summary["done"] and summary["starts"] <= summary["max_starts"], summary
+    assert not summary["contradictions"], f"a start above a failed one came up: {summary['contradictions']}"

@@ -1,6 +1,11 @@
-"""`plan [--model minicpm-v-2_6|PATH] [--card NAME] [--vllm VERSION] [--entrypoint llm|serve] [--set KEY=VALUE ...]
-[--cards FILE] [--json | --format text|json|md] [--out FILE]`: predict every term of vLLM's start-up memory and the
-verdict, without a GPU; `--format md` is a redacted Markdown report to paste into an issue.
+"""`plan [--model minicpm-v-2_6|PATH] [--card NAME|N1,N2|all] [--vllm VERSION|V1,V2|all] [--entrypoint llm|serve]
+[--set KEY=VALUE ...] [--fit SETTING[,LADDER_SETTING]] [--cards FILE] [--json | --format text|json|md] [--out FILE]`: predict every term of vLLM's
+start-up memory and the verdict, without a GPU; `--format md` is a redacted Markdown report for an issue.
+
+`--fit max_model_len` answers "what should I set": the largest value that plans ok (predict/fit.py), the terms
+there and what fails one step above. `--fit max_model_len,max_num_seqs` prints the frontier over a ladder of
+max_num_seqs. Several cards or versions (`--card all`, `--vllm 0.6.3,0.32.0`) print one table, a row each
+(predict/fleet.py), with or without a one-setting --fit.
 
 Defaults: --model minicpm-v-2_6, --card 3090 (the seed's card, so a bare `plan` answers the classic question),
 --vllm the installed vLLM (read from package metadata, vllm is not imported) else the newest known.
@@ -10,11 +15,12 @@ from __future__ import annotations
 
 import json
 
-from diagnostics.cards import get_card
+from diagnostics.errors import UsageError
 from diagnostics.explain import explain_plan
 from diagnostics.predict.coefficients import load_calibration_arg
 from diagnostics.predict.estimator import Plan, plan
-from diagnostics.errors import UsageError
+from diagnostics.predict.fit import Fit, fit, frontier, max_concurrency
+from diagnostics.predict.fleet import expand_cards, expand_versions, fleet
 from diagnostics.report import SINGLE_FORMATS, emit, output_format, plan_markdown
 from diagnostics.settings import parse_set, vllm_refusal
 from diagnostics.units import fmt_gib, fmt_tokens
@@ -28,9 +34,14 @@ def add_arguments(parser) -> None:
                              "gemma-3-4b, llava-onevision-7b, llama-3.2-11b-vision, ...; docs/models.md), or a "
                              "checkpoint directory with config.json (+ preprocessor_config.json)")
     parser.add_argument("--card", default="3090", help="card short name (default 3090): t4, a10, l4, 3090, 4090, "
-                                                       "a100-80, h100-80, ... or one from --cards")
+                                                       "a100-80, h100-80, ... or one from --cards; a comma list "
+                                                       "or all: one table, a row per card")
     parser.add_argument("--vllm", default=None, metavar="VERSION",
-                        help="vLLM version to plan for (default: the installed vLLM, else the newest known)")
+                        help="vLLM version to plan for (default: the installed vLLM, else the newest known); "
+                             "a comma list or all: one table, a row per version")
+    parser.add_argument("--fit", default=None, metavar="SETTING[,LADDER]",
+                        help="the largest max_model_len / max_num_seqs / max_num_batched_tokens / "
+                             "gpu_memory_utilization that plans ok; SETTING,LADDER: the frontier over LADDER's ladder")
     parser.add_argument("--entrypoint", default="llm", help="llm (the LLM class) or serve (the API server)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                         help="engine setting; VALUE is JSON when it parses (repeatable)")
@@ -44,15 +55,20 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default=None, metavar="FILE", help="write the answer to FILE instead of stdout")
 
 
-def build(args) -> Plan:
-    """The plan, or UsageError: a cpu card (nothing to predict) or settings vLLM itself would refuse."""
-    card = get_card(args.card, extra_cards_file=args.cards)
+def _refuse_cpu(card, args) -> None:
     if card.is_cpu and output_format(args.json, args.format) != "md":  # the md report says it cannot tell, and why
         raise UsageError("plan --card cpu: the estimator predicts GPU start-ups (device memory, CUDA context and "
                          "graphs); vLLM's CPU backend sizes its KV cache from host memory: measure it with "
                          "`pytest -m gpu --card=cpu` (the CPU matrix and a kit model) instead")
+
+
+def build(args, card=None, version=None, overrides=None) -> Plan:
+    """The plan, or UsageError: a cpu card (nothing to predict) or settings vLLM itself would refuse."""
+    card = card if card is not None else expand_cards(args.card, args.cards)[0]
+    _refuse_cpu(card, args)
     calibration = load_calibration_arg(args.calibration) if args.calibration else None
-    p = plan(args.model, card, args.vllm, args.entrypoint, parse_set(args.sets), calibration)
+    overrides = parse_set(args.sets) if overrides is None else overrides
+    p = plan(args.model, card, version if version is not None else args.vllm, args.entrypoint, overrides, calibration)
     refusal = vllm_refusal(p.settings, p.model)
     if refusal:
         raise UsageError(f"vLLM {p.vllm_version} refuses these settings at start-up: {refusal}")
@@ -60,7 +76,25 @@ def build(args) -> Plan:
 
 
 def run(args) -> int:
-    p = build(args)
+    fits = [f.strip() for f in (args.fit or "").split(",") if f.strip()]
+    if len(fits) > 2:
+        raise UsageError(f"--fit {args.fit!r} names {len(fits)} settings; accepted: SETTING or SETTING,LADDER_SETTING")
+    cards, versions = expand_cards(args.card, args.cards), expand_versions(args.vllm)
+    overrides = parse_set(args.sets)
+    if len(cards) > 1 or len(versions) > 1:
+        if len(fits) == 2:
+            raise UsageError("a --fit frontier is for one card and one version; give one --card and one --vllm")
+        rows = fleet(args.model, cards, versions, args.entrypoint, overrides, fits[0] if fits else None)
+        print(json.dumps({"rows": [r.to_json() for r in rows]}, indent=2) if args.json else format_fleet(rows))
+        return 0
+    _refuse_cpu(cards[0], args)
+    if len(fits) == 2:
+        return _run_frontier(args, cards[0], versions[0], overrides, fits)
+    if fits:
+        f = fit(fits[0], args.model, cards[0], versions[0], args.entrypoint, overrides)
+        print(json.dumps(f.to_json(), indent=2, default=str) if args.json else format_fit(f))
+        return 0
+    p = build(args, cards[0], versions[0], overrides)
     explanation = explain_plan(p) if p.verdict != "unknown" else None
     culprits = [c.to_json() for c in explanation.culprits] if explanation else []
     fix = dict(explanation.fix) if explanation else {}
@@ -114,3 +148,83 @@ def format_plan(p: Plan, explanation=None) -> str:
         if explanation.fix:
             lines.append("fix: " + " ".join(f"--set {k}={json.dumps(v)}" for k, v in explanation.fix.items()))
     return "\n".join(lines)
+
+
+def _run_frontier(args, card, version, overrides, fits) -> int:
+    points = frontier(fits[0], fits[1], args.model, card, version, args.entrypoint, overrides)
+    if args.json:
+        print(json.dumps({"fitted": fits[0], "ladder_setting": fits[1], "card": card.name, "vllm_version": version,
+                          "rows": [{fits[1]: v, **f.to_json()} for v, f in points]}, indent=2, default=str))
+    else:
+        print(format_frontier(fits[0], fits[1], card, version, points))
+    return 0
+
+
+def _value(v) -> str:
+    return "none fits" if v is None else (f"{v:,}" if isinstance(v, int) else f"{v:g}")
+
+
+def format_fit(f: Fit) -> str:
+    """`plan --fit`: the answer line, the plan at the answer (terms), and what fails one step above."""
+    lines = []
+    if f.value is None:
+        p = f.above
+        lines.append(f"no {f.setting} from {_value(f.domain[0])} to {_value(f.domain[1])} plans ok on {p.card.name} "
+                     f"with vLLM {p.vllm_version}; at {_value(f.domain[0])}: {p.verdict}"
+                     + (f" (phase: {p.failing_phase})" if p.failing_phase else ""))
+        lines += [f"note: {n}" for n in p.notes]
+        return "\n".join(lines)
+    unit = f" (a multiple of the block size {f.step})" if f.setting == "max_model_len" else ""
+    lines += [f"largest {f.setting} that fits: {_value(f.value)}{unit}; {f.plans} plans", "",
+              format_plan(f.at), ""]
+    if f.above is None:
+        lines.append(f"above: none searched; {f.setting} stops at {f.top_reason}")
+    else:
+        a = f.above
+        lines.append(f"just above: {f.setting}={_value(a.settings[f.setting])} -> {a.verdict}"
+                     + (f" (phase: {a.failing_phase})" if a.failing_phase else "")
+                     + f"; peak {fmt_gib(a.peak_gib)}, KV cache {fmt_tokens(a.kv_cache_tokens)} tokens")
+    if f.non_monotone:
+        lines.append(f"warning: not monotone in {f.setting}: ok again at {', '.join(map(_value, f.non_monotone))} "
+                     "after a failing value; the answer is the highest ok region the search found")
+    return "\n".join(lines)
+
+
+def format_frontier(fitted: str, ladder_setting: str, card, version: str, points) -> str:
+    """One row per ladder value: the largest `fitted` value, peak, KV tokens, concurrency, what fails above."""
+    from tabulate import tabulate
+
+    rows = []
+    for v, f in points:
+        p, a = f.at, f.above
+        rows.append([_value(v), _value(f.value), fmt_gib(p.peak_gib, unit=False) if p else "-",
+                     fmt_tokens(p.kv_cache_tokens) if p else "-", _concurrency(p),
+                     (a.verdict if a else f"top: {f.top_reason}")])
+    head = f"frontier on {card.name} ({card.total_gib:.2f} GiB), vLLM {version}: largest {fitted} per {ladder_setting}"
+    return head + "\n" + tabulate(rows, headers=[ladder_setting, f"largest {fitted}", "peak GiB", "KV tokens",
+                                                  "max concurrency", "one step above"], tablefmt="simple")
+
+
+def _concurrency(p) -> str:
+    c = max_concurrency(p) if p is not None else None
+    return "-" if c is None else f"{c:,.2f}x"
+
+
+def format_fleet(rows) -> str:
+    """One row per (card, version): verdict, peak, KV tokens, max concurrency (or the fitted value)."""
+    from tabulate import tabulate
+
+    fitted = rows[0].fit.setting if rows and rows[0].fit else None
+    table = []
+    for r in rows:
+        p = r.plan
+        cells = [r.card.name, f"{r.card.total_gib:.2f}", r.version]
+        if fitted:
+            cells.append(_value(r.fit.value) if r.fit else "-")
+        verdict = (p.verdict + (f" ({p.failing_phase})" if p.failing_phase else "")) if p else f"n/a: {r.error}"
+        cells += [verdict, fmt_gib(p.peak_gib, unit=False) if p else "-",
+                  fmt_tokens(p.kv_cache_tokens) if p else "-", _concurrency(p)]
+        table.append(cells)
+    headers = ["card", "total GiB", "vLLM"] + ([f"largest {fitted}"] if fitted else []) + [
+        "verdict" if not fitted else "verdict at it", "peak GiB", "KV tokens", "max concurrency"]
+    return tabulate(table, headers=headers, tablefmt="simple")

@@ -9,6 +9,8 @@ mark the phases from the log's timestamps, compute per-phase peaks, write the ti
 The lock (fcntl.flock on /tmp/vllm-engine.lock, or $VLLM_MEMCHECK_ENGINE_LOCK) serialises engine starts across
 every process on the machine — pytest-xdist workers, a second sweep, a developer's shell — because two engines
 on one device would measure each other. It is held from the baseline reading until the device is clean again.
+A start that claims GPUs (`StartSpec.devices`, pytest-xdist with one GPU per worker) takes one lock per claimed
+GPU instead and measures the group of them (engine/gpus.py), so starts on different GPUs run side by side.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from diagnostics.engine import timeline
+from diagnostics.engine import gpus as devices, timeline
 from diagnostics.engine.devices import DeviceNotClean, StartDevices, pin_cuda_order, start_devices
 from diagnostics.engine.sampler import NvmlSource, RssSource, Sampler
 from diagnostics.errors import UsageError
@@ -34,7 +36,7 @@ from diagnostics.kit import CPU_SHIM_DIR, IMAGE_PROMPT
 from diagnostics.logs.reader import read_log
 from diagnostics.logs.record import LogRecord
 from diagnostics.outcomes import BEFORE_KV_PHASES
-from diagnostics.units import to_gib, utc_now
+from diagnostics.units import GiB, to_gib, utc_now
 
 DEFAULT_LOCK = "/tmp/vllm-engine.lock"
 LOCK_ENV = "VLLM_MEMCHECK_ENGINE_LOCK"
@@ -72,6 +74,7 @@ class StartSpec:
     settle_tolerance_gib: float = 0.25  # GPU: "back at baseline" means within this
     session_tolerance_gib: float = 0.5  # GPU: ... and within this of the session's first baseline (creeping leaks)
     on_spawn: Callable[[int], None] | None = None  # called with the child's pid (= its process group id)
+    devices: tuple | None = None  # NVML indices this start claims (engine/gpus.py); None: the visible device
 
     @property
     def name(self) -> str:
@@ -109,6 +112,7 @@ class StartResult:
     started_at: str | None = None
     finished_at: str | None = None
     log: LogRecord | None = None  # what diagnostics.logs.reader found in the log (read once, here)
+    device_peaks_gib: dict = field(default_factory=dict)  # claimed GPUs only: NVML index -> that device's peak
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -168,6 +172,8 @@ def child_env(spec: StartSpec) -> dict:
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
+    if spec.devices:
+        env.update(devices.child_devices_env(spec.devices))
     env.update({k: str(v) for k, v in (spec.env or {}).items()})
     if not spec.is_cpu:
         pin_cuda_order(env)
@@ -243,6 +249,7 @@ class _Facts:
     seen_t: float | None = None
     device_after: list | None = None  # GPU: used bytes of each device once it settled
     leftovers: list = field(default_factory=list)
+    device_peaks: dict = field(default_factory=dict)
 
 
 def run_start(spec: StartSpec) -> StartResult:
@@ -252,8 +259,10 @@ def run_start(spec: StartSpec) -> StartResult:
         paths.result.unlink()
     paths.spec.write_text(json.dumps(child_spec(spec, paths.result), indent=1, default=str), encoding="utf-8")
     env = child_env(spec)
-    with engine_lock() as waited:
-        gpu = None if spec.is_cpu else StartDevices.open(start_devices(spec.settings, env))
+    claimed = bool(spec.devices) and not spec.is_cpu
+    with (devices.gpu_locks(spec.devices, lock_path()) if claimed else engine_lock()) as waited:
+        used = None if spec.is_cpu else start_devices(spec.settings, env)
+        gpu = None if spec.is_cpu else StartDevices.open(used)
         started_at = utc_now()
         with open(paths.log, "wb") as log:
             spawn_wall, spawn_mono = time.time(), time.monotonic()
@@ -286,6 +295,8 @@ def run_start(spec: StartSpec) -> StartResult:
             except DeviceNotClean as exc:
                 unclean = exc
             source.close()
+            if claimed:  # each claimed device's peak, keyed by its NVML index
+                facts.device_peaks = {str(d): round(b / GiB, 4) for d, b in zip(used, source.device_peaks)}
     result = _result(spec, paths, facts, sampler)
     if unclean is not None:  # the evidence first: the caller records this start, then stops the sweep
         unclean.result = result
@@ -413,4 +424,5 @@ def _result(spec: StartSpec, paths: _Paths, facts: _Facts, sampler: Sampler) -> 
         started_at=facts.started_at,
         finished_at=utc_now(),
         log=log,
+        device_peaks_gib=facts.device_peaks,
     )

@@ -228,3 +228,39 @@ def write_charts(report: dict, run_dir: Path, out_dir: Path, redactor=None) -> l
 
 
 __all__ = ["memory_figure", "overview_figure", "figure_texts", "chart_figures", "write_charts", "chart_name"]
+
+
+def cross_card_figure(report: dict) -> Figure:
+    """The cross-card overview (report/crosscard.py): per combination, one bar per card (its peak), coloured by
+    outcome, hatched per card so the cards read apart without colour."""
+    labels = [c["label"] for c in report["columns"]]
+    rows = report["rows"]
+    n = len(labels)
+    height = max(3.0, 0.22 * len(rows) * n + 1.8)
+    fig = Figure(figsize=(WIDTH_IN, height), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    hatches = ["", "//", "..", "xx", "\\\\", "oo", "++", "--"]
+    bar_h = 0.8 / max(n, 1)
+    for k, label in enumerate(labels):
+        ys = [len(rows) - 1 - i + (n / 2 - k - 0.5) * bar_h for i in range(len(rows))]
+        cells = [row["cells"][label] for row in rows]
+        peaks = [(c or {}).get("peak_gib") or 0.0 for c in cells]
+        colors = [_bar_color((c or {}).get("outcome") or "none") for c in cells]
+        ax.barh(ys, peaks, height=bar_h * 0.9, color=colors, hatch=hatches[k % len(hatches)], edgecolor="#333333",
+                linewidth=0.4, label=label)
+    ax.set_yticks(range(len(rows)), [row["id"] for row in rows][::-1], fontsize=8)
+    ax.set_xlabel("peak " + Y_LABEL)
+    ax.set_title(f"Peak memory per combination on {n} cards", fontsize=11, loc="left")
+    handles = [Patch(facecolor="white", edgecolor="#333333", hatch=hatches[k % len(hatches)], label=label)
+               for k, label in enumerate(labels)]
+    handles += [Patch(color="#6aa84f", label="came up"), Patch(color="#cc4125", label="memory failure"),
+                Patch(color="#999999", label="other failure / not run")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    ax.grid(axis="x", color="#dddddd", lw=0.6)
+    return fig
+
+
+def write_cross_card_chart(report: dict, out_dir: Path) -> Path:
+    path = Path(out_dir) / report["charts"]["overview"]
+    cross_card_figure(report).savefig(path)
+    return path

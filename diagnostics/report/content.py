@@ -8,6 +8,7 @@ The JSON report is this dict as it is; Markdown, HTML and the charts only lay it
 from __future__ import annotations
 
 import csv
+import json
 import warnings
 from pathlib import Path
 
@@ -299,6 +300,10 @@ def plan_accuracy(records: list[dict]) -> dict:
     rows = [{"id": r.get("id"), **c} for r in records for c in (r.get("accuracy") or [])]
     line = f"plan's verdict right for {right} of {len(known)} starts" if known else "no start was predicted by plan"
     return {"right": right, "known": len(known), "line": line, "rows": rows}
+def _search(run_dir: Path) -> dict | None:
+    """search.json of a `--search` run (suite/search_run.py), None for a matrix run."""
+    path = run_dir / "search.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def build_report(source: str | Path, redactor: Redactor | None = None) -> dict:
@@ -330,6 +335,7 @@ def build_report(source: str | Path, redactor: Redactor | None = None) -> dict:
         "combinations": [_combination(run_dir, r) for r in records],
         "plan_accuracy": plan_accuracy(records),
         "charts": {"overview": f"{CHARTS_DIR}/overview.png"},
+        "search": _search(run_dir),
     }
     red = redactor or Redactor.for_this_machine()
     red.learn(report)

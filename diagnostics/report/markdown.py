@@ -235,6 +235,8 @@ def render_markdown(report: dict, keep: int | None = None) -> str:
         out += ["", "## Failures"]
         for c in fails:
             out += _failure(c, keep)
+    if report.get("search"):
+        out += ["", search_section(report["search"]).rstrip()]
     out += ["", "## Charts", "",
             f"Peak per combination: `{report['charts']['overview']}`; memory over time per combination: "
             "`charts/<combination>.png` (in the run directory; drag them into the issue to attach them).", ""]
@@ -309,3 +311,18 @@ def render_plan_markdown(content: dict, keep: int | None = None) -> str:
         out += ["", "## What fits", "", table(FIT_HEADERS, rows) if rows else "Nothing fits on this card."]
     out += ["", footer("plan --format md")]
     return "\n".join(out) + "\n"
+
+
+def search_section(summary: dict) -> str:
+    """The limit search (search.json, suite/search_run.py): predicted vs measured, starts vs grid, each probe."""
+    rows = "\n".join(f"| {i} | {p['value']} | {'starts' if p['fits'] else 'fails'} |"
+                     for i, p in enumerate(summary["probes"], 1))
+    lines = [f"## Limit search: {summary['setting']} on {summary['card']}", "",
+             f"Measured limit **{summary['limit']}** (largest value that started, resolution "
+             f"{summary['resolution']}); predicted {summary['predicted']} ({summary['prediction_note']}).", "",
+             f"{summary['starts']} engine starts for a grid of {summary['grid']} values "
+             f"({summary['lo']}..{summary['hi']}; bound ceil(log2(grid)) + 1 = {summary['max_starts']}).", "",
+             "| start | value | result |", "|---|---|---|", rows]
+    if summary["contradictions"]:
+        lines += ["", f"Warning: a start above a failed one came up: {summary['contradictions']}."]
+    return "\n".join(lines) + "\n"

@@ -115,7 +115,10 @@ def expect(combination, card, model, vllm_version: str | None, settings: dict, c
 
 
 def default_utilization(model, card, vllm_version: str | None, settings: dict) -> float:
-    """vLLM's gpu_memory_utilization for these settings (diagnostics.settings.resolve), 0.9 when unresolvable."""
+    """vLLM's gpu_memory_utilization for these settings (diagnostics.settings.resolve), 0.9 when unresolvable
+    (also for a model the estimator does not know: resolve needs its spec)."""
+    if model is None:
+        return DEFAULT_UTILIZATION
     try:
         value = resolve(model, card, vllm_version, "llm", settings)
         return float(value.get("gpu_memory_utilization", DEFAULT_UTILIZATION))

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from diagnostics.cards import CPU_CARD, card_for_gpu_name, get_card, list_cards, load_cards_toml, names_card
-from diagnostics.engine import launch
+from diagnostics.engine import gpus as devices, launch
 from diagnostics.engine.machine import machine_info
-from diagnostics.engine.nvml import NoGPU, gpu_name
+from diagnostics.engine.nvml import NoGPU, gpu_name, list_gpus
 from diagnostics.errors import UsageError
 from diagnostics.explain import explain_record
 from diagnostics.models import get_model
@@ -38,11 +38,14 @@ from diagnostics.suite import hub
 from diagnostics.suite.gate import Gate
 from diagnostics.suite.matrix import load_matrix
 from diagnostics.suite.results import ResultWriter, load_results, load_results_noting, make_record
+from diagnostics.suite.search import SEARCHABLE
+from diagnostics.suite.search_run import SearchBroke, run_search
 from diagnostics.units import plural, utc_now
 
 MANAGER_NAME = "vllm-memcheck-manager"
 DEFAULT_IMAGE_SIZE = (1344, 1344)  # MiniCPM-V-2_6 at its slicing maximum (9 slices + the overview)
 COMBINATION_FIXTURE = "memcheck_combination"
+SEARCH_FIXTURE = "memcheck_search"
 MARKERS = {
     "gpu": "starts a real vLLM engine (GPU; vLLM's CPU backend with --card=cpu); skips without a usable GPU",
 }
@@ -95,6 +98,28 @@ def memcheck(request: pytest.FixtureRequest) -> "Manager":
     return request.config.stash[MANAGER_KEY]
 
 
+@pytest.fixture
+def memcheck_search(request: pytest.FixtureRequest):
+    """`memcheck_search()` runs --search (suite/search_run.py) and returns search.json's content; the test fails
+    with one line when a probe failed for a non-memory reason."""
+    manager = request.config.stash[MANAGER_KEY]
+
+    def search() -> dict:
+        try:
+            summary = run_search(manager, manager.search, run.option(manager.config, "search_resolution"),
+                                 run.option(manager.config, "search_range"))
+        except SearchBroke as err:
+            manager._current_measurement = None  # the search's line, not the last start's, is the failure
+            pytest.fail(f"--search {manager.search}: {err}", pytrace=False)
+        manager.search_lines.append(
+            f"--search {summary['setting']}: measured limit {summary['limit']}, predicted {summary['predicted']}; "
+            f"{summary['starts']} starts for a grid of {summary['grid']} (bound {summary['max_starts']}); "
+            f"--cards snippet: {manager.run_dir / 'cards-snippet.toml'}")
+        return summary
+
+    return search
+
+
 class Measurement:
     """What one start produced (the results.jsonl record) and what the test makes of it (the Verdict)."""
 
@@ -129,6 +154,11 @@ class Manager:
         self.gate = Gate.from_config(config)
         self.calibration = run.calibration(run.option(config, "calibration"))
         self.resume = bool(run.option(config, "resume"))
+        self.search = run.option(config, "search")
+        if self.search and self.search not in SEARCHABLE:
+            raise UsageError(f"unknown --search setting {self.search!r}; accepted: {', '.join(SEARCHABLE)}")
+        self.search_lines: list[str] = []
+        self.gpus = devices.parse_gpus(run.option(config, "gpus"))
         # absolute: the engine child runs in another working directory
         self.run = run.RunDir.prepare(Path(run.option(config, "report_dir") or "reports").resolve(), self.resume,
                                       self.is_worker)
@@ -278,6 +308,23 @@ class Manager:
             pytest.skip(f"vllm-memcheck: refused before the start: {why}")
         return settings
 
+    def devices_for(self, settings: dict) -> tuple | None:
+        """The GPUs this worker's start claims (engine/gpus.py): with --gpus or under xdist, the worker's own
+        GPU and the next tensor_parallel_size - 1; None (the visible device, the machine-wide lock) otherwise."""
+        if self.card is None or self.card.is_cpu or not (self.gpus or self._uses_xdist() or self.is_worker):
+            return None
+        gpus = self.gpus
+        if gpus is None:
+            found, _, why = list_gpus()
+            if not found:
+                raise NoGPU(why or "NVML sees no GPU")
+            gpus = [g["index"] for g in found]
+        worker = devices.worker_index(self.config.workerinput["workerid"] if self.is_worker else None)
+        try:
+            return devices.pick_devices(worker, gpus, settings.get("tensor_parallel_size", 1))
+        except UsageError as err:
+            pytest.fail(str(err), pytrace=False)
+
     # -- one start -------------------------------------------------------------------------------------------
     def start(self, combination, benchmark=None) -> Measurement:
         """Start the engine once for `combination`, record the result, and judge it (see verify)."""
@@ -294,7 +341,8 @@ class Manager:
             image_size=DEFAULT_IMAGE_SIZE, env={**self.engine_env(), **hub.start_env(model_path)},
             log_path=run_dir / "logs" / f"{combination.id}.log",
             timeline_path=run_dir / "timelines" / f"{combination.id}.csv", id=combination.id,
-            image=self.sends_image(settings) if combination.request else None, prompt=self.image_prompt())
+            image=self.sends_image(settings) if combination.request else None, prompt=self.image_prompt(),
+            devices=self.devices_for(settings))
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         spec.timeline_path.parent.mkdir(parents=True, exist_ok=True)
         started_at = utc_now()
@@ -377,6 +425,12 @@ class Manager:
             metafunc.parametrize(COMBINATION_FIXTURE, self.matrix.combinations, ids=self.matrix.ids())
 
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        # --search runs the search test instead of the matrix; without it the search test is not collected
+        drop = COMBINATION_FIXTURE if self.search else SEARCH_FIXTURE
+        kept = [i for i in items if drop not in getattr(i, "fixturenames", ())]
+        if len(kept) < len(items):
+            config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+            items[:] = kept
         for item in items:
             if item.get_closest_marker("gpu") is None:
                 continue
@@ -426,7 +480,7 @@ class Manager:
         terminalreporter.write_line(accuracy_table(results))
         for path in self.report_paths:
             terminalreporter.write_line(f"report: {path}")
-        for line in self.comparison_text:
+        for line in self.comparison_text + self.search_lines:
             terminalreporter.write_line(line)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:

@@ -98,6 +98,10 @@ def _measured(result) -> dict:
         "device_after_gib": result.device_after_gib,
         "devices": list(result.devices),  # per sampled device: memory_info (v2/v1), reserved, baseline, peak
         "sampler": dict(result.sampler),  # kind, readings, readings_per_s, max_gap_s, failed_reads, error
+        # GPUs a start claimed (xdist, tensor parallel): each device's peak and their sum (engine/gpus.py)
+        "device_peaks_gib": dict(getattr(result, "device_peaks_gib", None) or {}),
+        "device_peaks_sum_gib": (round(sum(result.device_peaks_gib.values()), 4)
+                                 if getattr(result, "device_peaks_gib", None) else None),
     }
 
 

@@ -63,6 +63,16 @@ OPTIONS = (
     ("calibration", {"metavar": "FILE"}, "string",
      "calibration TOML (`python -m diagnostics calibrate`) for plan's predictions and expectations; 'shipped': "
      "the one fitted on the field cases (diagnostics/data/calibration.toml); default: the built-in coefficients"),
+    ("gpus", {"metavar": "I,J,..."}, "string",
+     "NVML indices of the GPUs to use: with pytest-xdist each worker takes its own (gwK the K-th, wrapping), a "
+     "tensor_parallel_size=N start the worker's and the next N-1 (default with -n: every GPU NVML sees)"),
+    ("search", {"metavar": "SETTING"}, "string",
+     "instead of the matrix, find the largest max_model_len or max_num_seqs that starts (matrix defaults held), "
+     "seeded by plan --fit, in at most ceil(log2(grid)) + 1 starts"),
+    ("search_resolution", {"metavar": "N"}, "string",
+     "--search stops at this resolution (default: the KV block size for max_model_len, 1 for max_num_seqs)"),
+    ("search_range", {"metavar": "LO:HI"}, "string",
+     "--search range (default: block size .. the model's max_position_embeddings; 1 .. 1024 sequences)"),
 )
 
 

@@ -20,7 +20,7 @@ PKG = ROOT / "diagnostics"
 BLOCKED = ("torch", "vllm", "pynvml", "matplotlib")
 VOCABULARY = ("errors", "units", "outcomes", "versions", "cards", "settings", "models", "redact", "quantization")
 PURE_ROOMS = ("predict", "logs", "explain", "families")
-PURE_MODULES = ("suite.judge", "report.content", "report.single")
+PURE_MODULES = ("suite.judge", "report.content", "report.single", "suite.search", "report.crosscard")
 
 
 def _modules() -> list[Path]:

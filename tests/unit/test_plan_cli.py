@@ -215,3 +215,60 @@ def test_plan_refuses_a_max_model_len_above_what_the_model_allows():
 def test_plan_card_cpu_refuses_in_one_line():
     line = usage_line(i9_cli("plan", "--card", "cpu"))
     assert "cpu" in line and "--card=cpu" in line
+# -- --fit, --card all / lists, --vllm all / lists (issue #14) ------------------------------------------------------
+
+def test_fit_max_model_len_json(capsys):
+    doc = _json(capsys, "--card", "3090", "--vllm", "0.32.0", "--set", "max_num_seqs=32", "--fit", "max_model_len")
+    assert doc["setting"] == "max_model_len" and doc["value"] % 16 == 0
+    assert doc["at"]["verdict"] == "ok" and doc["at"]["settings"]["max_model_len"] == doc["value"]
+    assert doc["above_value"] == doc["value"] + 16 and doc["above"]["verdict"] != "ok"
+    assert set(doc["at"]["components"]) >= {"weights_gib", "kv_cache_gib", "activation_peak_gib"}
+
+
+def test_fit_text_names_the_answer_and_what_fails_above(capsys):
+    assert main(["plan", "--card", "3090", "--vllm", "0.32.0", "--set", "max_num_seqs=32",
+                 "--fit", "max_model_len"]) == 0
+    out = capsys.readouterr().out
+    assert "largest max_model_len that fits: 8,592 (a multiple of the block size 16)" in out
+    assert "just above: max_model_len=8,608 -> kv_too_small (phase: kv_cache)" in out
+    assert "weights" in out and "verdict: ok" in out
+
+
+def test_frontier_text_and_json(capsys):
+    assert main(["plan", "--card", "3090", "--vllm", "0.6.3", "--fit", "max_model_len,max_num_seqs"]) == 0
+    out = capsys.readouterr().out
+    assert "largest max_model_len per max_num_seqs" in out and "one step above" in out
+    doc = _json(capsys, "--card", "3090", "--vllm", "0.6.3", "--fit", "max_model_len,max_num_seqs")
+    assert [r["max_num_seqs"] for r in doc["rows"]] == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+    assert all(r["at"]["verdict"] == "ok" for r in doc["rows"])
+
+
+def test_card_all_one_row_per_card(capsys):
+    doc = _json(capsys, "--card", "all", "--vllm", "0.32.0", "--set", "max_model_len=8192", "--set", "max_num_seqs=16")
+    rows = {r["card"]: r for r in doc["rows"]}
+    # every built-in GPU card: 19 since main added one (issue #16 cards)
+    assert len(rows) == 19 and rows["h200"]["verdict"] == "ok" and rows["t4"]["verdict"] == "oom_weights"
+    assert main(["plan", "--card", "3090,4090,l40s", "--vllm", "0.32.0", "--set", "max_model_len=8192"]) == 0
+    out = capsys.readouterr().out
+    assert "max concurrency" in out and out.count("0.32.0") == 3
+
+
+def test_vllm_list_with_fit(capsys):
+    # a6000: with main's estimator (issues #12/#13) 0.8.4's profile run leaves a 4090 no KV cache at 16 sequences
+    doc = _json(capsys, "--card", "a6000", "--vllm", "0.6.3,0.8.4,0.32.0", "--fit", "max_model_len",
+                "--set", "max_num_seqs=16")
+    assert [r["vllm_version"] for r in doc["rows"]] == ["0.6.3", "0.8.4", "0.32.0"]
+    assert all(r["fit"] == "max_model_len" and r["value"] for r in doc["rows"])
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--fit", "bogus"], "unknown --fit setting 'bogus'; accepted:"),
+    (["--fit", "a,b,c"], "names 3 settings"),
+    (["--card", "all", "--fit", "max_model_len,max_num_seqs"], "a --fit frontier is for one card"),
+    (["--vllm", "0.6.3,9.9.9"], "9.9.9"),
+    (["--fit", "max_model_len", "--set", "max_model_len=4096"], "together"),
+])
+def test_fit_and_list_errors_one_line_exit_2(argv, fragment, capsys):
+    assert main(["plan", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and "\n" not in err and err.startswith("vllm-memcheck plan: error:")

@@ -445,6 +445,99 @@ def fake_run_start(spec):
 def pytest_configure(config):
     launch.run_start = fake_run_start
 """
+
+# -- --search (issue #14): a stand-in launcher whose engine starts up to max_model_len 1920 -------------------------
+SEARCH_LAUNCHER = FAKE_LAUNCHER.replace(
+    'small = broken or spec.settings.get("kv_cache_memory_bytes") == 1048576',
+    'small = broken or spec.settings["max_model_len"] > 1920') + """
+import diagnostics.suite.run as _run
+_run.CPU_REFUSED = ()  # the stand-in engine starts nothing: MiniCPM-V-2_6's shapes only seed plan --fit (issue #9 refusal)
+import diagnostics.suite.hub as _hub
+_hub.download_model = lambda model, load_format, say: model  # no hub fetch (main's suite/hub) for the stand-in
+"""
+SEARCH_MATRIX = """
+    [matrix]
+    model = "openbmb/MiniCPM-V-2_6"
+    [defaults]
+    enforce_eager = true
+    kv_cache_memory_bytes = 114688000   # 2,000 tokens of MiniCPM-V-2_6 (57,344 B each): plan --fit predicts 2000
+    [scenarios.never-run]
+    max_model_len = 256
+"""
+
+
+@pytest.fixture
+def searching(pytester):
+    real_module = Path(__file__).resolve().parents[1] / "test_startup_matrix.py"
+    pytester.makepyfile(test_startup_matrix=real_module.read_text())
+    pytester.makeconftest(SEARCH_LAUNCHER)
+    (pytester.path / "search.toml").write_text(textwrap.dedent(SEARCH_MATRIX))
+    return pytester
+
+
+def test_search_finds_the_limit_seeded_by_the_prediction(searching):
+    from diagnostics.cards import load_cards_toml
+
+    result = run(searching, "--card=cpu", "--matrix=search.toml", "--search=max_model_len")
+    result.assert_outcomes(passed=1, deselected=1)  # the matrix's test is not run
+    records = flow_records(searching)
+    (run_dir,) = searching.path.glob("reports/2*")
+    summary = json.loads((run_dir / "search.json").read_text())
+    assert summary["limit"] == 1920 and summary["predicted"] == 2000 and summary["grid"] == 2048
+    assert summary["probes"][0] == {"value": 2000, "fits": False}  # the first start is the prediction
+    assert len(records) == summary["starts"] <= summary["max_starts"] == 12
+    assert [r["id"] for r in records] == summary["ids"] and records[0]["id"] == "search-mml2000"
+    assert {r["outcome"] for r in records} == {"ok", "kv_too_small"}
+    assert "Measured limit **1920**" in (run_dir / "search.md").read_text()
+    assert "## Limit search: max_model_len on cpu" in (run_dir / "report.md").read_text()
+    cards = load_cards_toml(run_dir / "cards-snippet.toml")  # ready to paste: it loads
+    assert "cpu" in cards and "measured limit 1920 (predicted 2000)" in (run_dir / "cards-snippet.toml").read_text()
+    out = result.stdout.str()
+    assert f"--search max_model_len: measured limit 1920, predicted 2000; {len(records)} starts for a grid of 2048" in out
+
+
+def test_search_stops_on_a_non_memory_failure_and_rejects_unknown_settings(searching):
+    (searching.path / "broken.toml").write_text(textwrap.dedent(SEARCH_MATRIX).replace(
+        "enforce_eager = true", "enforce_eager = true\nmax_num_seqs = 3"))
+    result = run(searching, "--card=cpu", "--matrix=broken.toml", "--search=max_model_len")
+    result.assert_outcomes(failed=1, deselected=1)
+    assert "--search max_model_len: search-mml2000 failed with" in result.stdout.str()
+    result = run(searching, "--card=cpu", "--matrix=search.toml", "--search=gpu_memory_utilization")
+    assert result.ret == 4 and "unknown --search setting 'gpu_memory_utilization'; accepted: max_model_len" \
+        in result.stderr.str()
+
+
+def test_without_search_the_search_test_is_not_collected(searching):
+    result = run(searching, "--card=cpu", "--matrix=search.toml", "--collect-only", "-q")
+    assert "test_startup[never-run]" in result.stdout.str() and "test_search_limit" not in result.stdout.str()
+
+
+# -- several GPUs in one box (issue #14): xdist workers pinned to their own GPU, a TP=2 start claims two ---------------
+GPU_BOX = VLLM_STAND_IN + f"""
+import os, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from pathlib import Path
+from fake_pynvml import FakeNVML
+sys.modules["pynvml"] = FakeNVML([("NVIDIA H100 80GB HBM3", 80 << 30)] * 4)
+import diagnostics.engine.launch as launch
+from diagnostics.logs.reader import read_log
+
+OK_LOG = {OK_LOG!r}
+
+def fake_run_start(spec):
+    Path(spec.log_path).write_text(OK_LOG)
+    Path(spec.timeline_path).write_text("t_s,device_used_gib,process_gib,phase\\n0.0,1.0,1.0,init\\n")
+    Path(str(spec.log_path) + ".worker").write_text(os.environ.get("PYTEST_XDIST_WORKER", "-"))
+    peaks = {{str(d): 10.0 + d for d in spec.devices}}
+    return launch.StartResult(
+        returncode=0, signal=None, timed_out=False, wall_s=2.0, startup_s=1.5, peak_device_gib=sum(peaks.values()),
+        peak_process_gib=1.0, phase_peaks_gib={{"profile": 1.0}}, torch_peak_gib=None, request={{"ok": True}},
+        log_path=spec.log_path, timeline_path=spec.timeline_path, before_kv_peak_gib=1.0, log=read_log(OK_LOG),
+        device_peaks_gib=peaks)
+
+def pytest_configure(config):
+    launch.run_start = fake_run_start
+"""
 GATE_MATRIX = """
 [matrix]
 model = "stand-in-model"
@@ -685,3 +778,45 @@ def test_a_refused_environment_fails_in_one_line_and_an_unclean_start_is_recorde
     assert "did not return to baseline after unclean" in out + result.stderr.str()
     (path,) = pytester.path.glob("reports/*/results.jsonl")
     assert [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["b-unclean"]
+
+
+GPU_BOX_MATRIX = """
+    [matrix]
+    model = "stand-in-model"
+    [defaults]
+    max_num_seqs = 4
+""" + "".join(f"""
+    [scenarios.s{i}]
+    max_model_len = {256 * (i + 1)}
+""" for i in range(7)) + """
+    [scenarios.tp2]
+    max_model_len = 4096
+    tensor_parallel_size = 2
+"""
+
+
+@pytest.mark.parametrize("gpus", [None, "0,2,3"])
+def test_xdist_workers_each_get_their_own_gpu(pytester, gpus):
+    real_module = Path(__file__).resolve().parents[1] / "test_startup_matrix.py"
+    pytester.makepyfile(test_startup_matrix=real_module.read_text())
+    pytester.makeconftest(GPU_BOX)
+    (pytester.path / "box.toml").write_text(textwrap.dedent(GPU_BOX_MATRIX))
+    extra = [f"--gpus={gpus}"] if gpus else []
+    result = run(pytester, "--card=h100-80", "--matrix=box.toml", "-n", "4", *extra)
+    result.assert_outcomes(passed=8)
+    (run_dir,) = pytester.path.glob("reports/2*")  # one run for all four workers
+    records = {r["id"]: r for r in flow_records(pytester)}
+    assert len(records) == 8
+    listed = [int(g) for g in gpus.split(",")] if gpus else [0, 1, 2, 3]
+    workers = set()
+    for rid, record in records.items():
+        worker = (run_dir / "logs" / f"{rid}.log.worker").read_text()
+        workers.add(worker)
+        own = listed[int(worker[2:]) % len(listed)]
+        claimed = [int(d) for d in record["device_peaks_gib"]]
+        if rid == "tp2":
+            assert claimed == [own, listed[(listed.index(own) + 1) % len(listed)]]
+            assert record["device_peaks_sum_gib"] == sum(10.0 + d for d in claimed)
+        else:
+            assert claimed == [own], (rid, worker, record["device_peaks_gib"])
+    assert len(workers) > 1  # the load really was spread over workers

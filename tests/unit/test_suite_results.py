@@ -116,7 +116,8 @@ def test_make_record_joins_the_start_the_verdict_and_the_measurement(tmp_path):
                              phase_peaks_gib={"profile": 1.0}, torch_peak_gib=None, before_kv_peak_gib=1.0,
                              log_path=tmp_path / "logs" / "a.log", timeline_path=tmp_path / "timelines" / "a.csv",
                              baseline_device_gib=None, device_after_gib=None, devices=[], child={},
-                             sampler={"kind": "rss", "readings": 40, "interval_s": 0.05, "error": None})
+                             sampler={"kind": "rss", "readings": 40, "interval_s": 0.05, "error": None},
+                             device_peaks_gib={})
     log = LogRecord(outcome="ok", numbers={"kv_cache_tokens": 131072, "kv_cache_gib": 0.06})
     verdict = judge("a", get_card("cpu"), result, log, Expectation("ok", "matrix"), Limits(None, 2.0))
     start = {"id": "a", "scenario": "a", "model": "m", "model_path": "m", "load_format": "dummy", "settings": {},
@@ -130,6 +131,7 @@ def test_make_record_joins_the_start_the_verdict_and_the_measurement(tmp_path):
     assert record["limits_gib"] == {"profile_peak": None, "peak": 2.0} and record["profile_peak_gib"] == 1.0
     assert (record["kv_cache_tokens"], record["kv_cache_gib"], record["weights_gib"]) == (131072, 0.06, None)
     assert record["log_file"] == "logs/a.log" and record["timeline_file"] == "timelines/a.csv"
+    assert record["device_peaks_gib"] == {} and record["device_peaks_sum_gib"] is None  # no claimed GPUs
     assert record["diagnosis"]["summary"] == verdict.failure_text() and record["diagnosis"]["culprits"] == []
 
 

@@ -28,7 +28,7 @@ def test_model_load_format_and_timeout_checks():
 
 def test_every_option_has_an_ini_twin_and_help():
     names = [name for name, _, _, _ in run.OPTIONS]
-    assert len(names) == len(set(names)) == 15
+    assert len(names) == len(set(names)) == 19  # 15 + gpus, search, search_resolution, search_range (issue #14)
     assert all(ini in ("string", "bool") and text for _, _, ini, text in run.OPTIONS)
 
 

@@ -1,0 +1,91 @@
+"""One settings set across many cards or vLLM versions (`plan --card all`, `--vllm 0.6.3,0.8.4,0.32.0`): which
+cards start it, which versions start it on my card. Pure; one plan() (or one fit) per (card, version).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from diagnostics.cards import CPU_CARD, Card, get_card, list_cards, load_cards_toml
+from diagnostics.errors import UsageError
+from diagnostics.predict.estimator import Plan, plan
+from diagnostics.predict.fit import Fit, check_fit, fit, max_concurrency
+from diagnostics.versions import KNOWN_VERSIONS, default_version, parse_version
+
+ALL = "all"
+
+
+def expand_cards(text: str | None, cards_file=None) -> list[Card]:
+    """"3090" -> [3090]; "3090,4090,l40s" -> those; "all" -> every built-in GPU card (not the cpu pseudo-card, whose
+    total is known only at run time) plus those of `cards_file`. UsageError names an unknown card."""
+    text = (text or "3090").strip().lower()
+    if text == ALL:
+        cards = [c for c in list_cards() if c.name != CPU_CARD]
+        if cards_file:
+            extra = load_cards_toml(cards_file)
+            cards = [extra.get(c.name, c) for c in cards] + [c for n, c in extra.items()
+                                                             if n not in {k.name for k in cards}]
+        return cards
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UsageError(f"--card {text!r} names no card; accepted: a card name, a comma list, or all")
+    return [get_card(n, extra_cards_file=cards_file) for n in names]
+
+
+def expand_versions(text: str | None) -> list[str]:
+    """None -> [the installed vLLM, else the newest known]; "all" -> every release we have rules for
+    (versions.KNOWN_VERSIONS, oldest first); "0.6.3,0.8.4" -> those (each range-checked: UsageError)."""
+    if text is None:
+        return [default_version()]
+    text = text.strip()
+    if text.lower() == ALL:
+        return list(KNOWN_VERSIONS)
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UsageError(f"--vllm {text!r} names no version; accepted: a version, a comma list, or all")
+    return [str(parse_version(n)) for n in names]
+
+
+@dataclass
+class Row:
+    """One (card, version) of a fleet table. `plan` is None (and `error` says why) when the settings cannot be
+    planned there, e.g. kv_cache_memory_bytes before vLLM 0.10.2. With a fit, `fit` holds it and `plan` is the
+    plan at the fitted value."""
+
+    card: Card
+    version: str
+    plan: Plan | None
+    fit: Fit | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        p = self.plan
+        doc = {"card": self.card.name, "total_gib": self.card.total_gib, "vllm_version": self.version,
+               "verdict": p.verdict if p else "n/a", "failing_phase": p.failing_phase if p else None,
+               "peak_gib": round(p.peak_gib, 2) if p else None,
+               "kv_cache_tokens": p.kv_cache_tokens if p else None,
+               "max_concurrency": max_concurrency(p) if p else None, "error": self.error}
+        if self.fit is not None:
+            above = self.fit.above
+            doc.update({"fit": self.fit.setting, "value": self.fit.value,
+                        "above_verdict": above.verdict if above else None})
+        return doc
+
+
+def fleet(model, cards: list[Card], versions: list[str], entrypoint="llm", overrides=None,
+          fit_setting: str | None = None) -> list[Row]:
+    """A Row per (card, version), cards outer. With `fit_setting`, each row is that setting's fit there."""
+    if fit_setting:
+        check_fit(fit_setting, overrides)
+    rows = []
+    for card in cards:
+        for version in versions:
+            try:
+                if fit_setting:
+                    f = fit(fit_setting, model, card, version, entrypoint, overrides)
+                    rows.append(Row(card, version, f.at if f.at is not None else f.above, f))
+                else:
+                    rows.append(Row(card, version, plan(model, card, version, entrypoint, overrides)))
+            except UsageError as err:
+                rows.append(Row(card, version, None, error=str(err)))
+    return rows

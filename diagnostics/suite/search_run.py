@@ -1,0 +1,125 @@
+"""The limit search with real engine starts (`pytest -m gpu --card=3090 --search max_model_len`).
+
+Seeds suite/search.py's `Search` with `plan --fit`'s prediction (predict/fit.py), starts the engine through the
+plugin's Manager for each probe (each start is a results.jsonl record like any other, id
+`search-<setting>-<value>`), and writes beside results.jsonl:
+  search.json         the search: range, resolution, grid size, seed, every probe, the limit, predicted vs measured
+  search.md           the same for a reader (report.md includes it)
+  cards-snippet.toml  a ready-to-paste `--cards` profile with the measured total and the thresholds measured at the
+                      limit (for the next run on this card)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from diagnostics.errors import UsageError
+from diagnostics.outcomes import MEMORY_FAILURES
+from diagnostics.predict.fit import fit
+from diagnostics.report.markdown import search_section
+from diagnostics.suite.matrix import Combination
+from diagnostics.suite.search import Search, default_range, parse_range
+
+SEARCH_JSON, SEARCH_MD, SNIPPET = "search.json", "search.md", "cards-snippet.toml"
+SHORT = {"max_model_len": "mml", "max_num_seqs": "seqs"}
+
+
+class SearchBroke(Exception):
+    """A probe failed for a reason other than memory: its answer says nothing about the limit."""
+
+
+def _int_option(value, name: str) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"bad --{name.replace('_', '-')} {value!r}; accepted: a positive integer") from None
+    if n < 1:
+        raise UsageError(f"bad --{name.replace('_', '-')} {value!r}; accepted: a positive integer")
+    return n
+
+
+def predicted_limit(setting: str, model, card, vllm_version, base: dict) -> tuple[int | None, str]:
+    """(plan --fit's value for `setting` with `base` held, a note); None when the estimator cannot say."""
+    if model is None:
+        return None, "no prediction: the estimator does not know this model"
+    try:
+        f = fit(setting, model, card, vllm_version, "llm", base)
+    except UsageError as err:
+        return None, f"no prediction: {err}"
+    if f.value is None:
+        return None, f"no prediction: plan --fit finds no {setting} that plans ok ({f.above.verdict})"
+    return int(f.value), f"plan --fit {setting}: {f.value}"
+
+
+def build_search(setting: str, resolution, range_text, base: dict, model, seed: int | None = None) -> Search:
+    """The Search for the options: resolution defaults to the block size (max_model_len) or 1; the range to
+    block .. max_position_embeddings (max_model_len) or 1 .. 1024."""
+    step = _int_option(resolution, "search_resolution") or (
+        int(base.get("block_size") or 16) if setting == "max_model_len" else 1)
+    bounds = parse_range(range_text)
+    if bounds is None:
+        if setting == "max_model_len" and model is None:
+            raise UsageError("--search max_model_len needs --search-range LO:HI for a model the estimator does not "
+                             "know")
+        bounds = default_range(setting, step, model.max_position_embeddings if model else 0)
+    return Search(setting, bounds[0], bounds[1], step, seed=seed)
+
+
+def run_search(manager, setting: str, resolution=None, range_text=None) -> dict:
+    """Run the search through `manager.start` (one engine start per probe); returns what search.json holds.
+    Raises SearchBroke when a start fails for a non-memory reason."""
+    base = {k: v for k, v in manager.matrix.defaults.items() if k != setting}
+    model, card = manager.model_spec(), manager.card
+    vllm_version = manager.machine_info().get("vllm")
+    predicted, note = predicted_limit(setting, model, card, vllm_version, base)
+    search = build_search(setting, resolution, range_text, base, model, predicted)
+    records = []
+    while (value := search.next_probe()) is not None:
+        combination = Combination(id=f"search-{SHORT[setting]}{value}", settings={**base, setting: value},
+                                  scenario=f"search:{setting}", request=False)
+        record = manager.start(combination).record
+        records.append(record)
+        outcome = record["outcome"]
+        if outcome != "ok" and outcome not in MEMORY_FAILURES:
+            raise SearchBroke(f"{combination.id} failed with {outcome} (not a memory failure): "
+                              f"{record['diagnosis']['summary']}")
+        search.record(value, outcome == "ok")
+    summary = {**search.to_json(), "predicted": predicted, "prediction_note": note, "card": card.name,
+               "vllm": vllm_version, "model": manager.model, "settings": base,
+               "ids": [r["id"] for r in records]}
+    at_limit = next((r for r in records if r["settings"][setting] == search.limit), None)
+    write_outputs(manager.run.ensure(), summary, card, at_limit, manager.machine_info())
+    return summary
+
+
+def snippet(card, summary: dict, at_limit: dict | None, machine: dict) -> str:
+    """A `--cards` TOML profile for this card: the measured total, and the peaks measured at the limit as its
+    profile threshold and headroom (load_cards_toml reads it back)."""
+    total = machine.get("gpu_total_gib") or card.total_gib
+    lines = [f"# vllm-memcheck --search {summary['setting']}: measured limit {summary['limit']} "
+             f"(predicted {summary['predicted']}), {summary['starts']} starts for a grid of {summary['grid']}",
+             f"# vLLM {summary['vllm']}, model {summary['model']}, settings {json.dumps(summary['settings'])}",
+             f"[cards.{card.name}]", f"label = {json.dumps(card.label)}"]
+    if total:
+        lines.append(f"total_gib = {round(float(total), 2)}  # measured on this box")
+    profile = (at_limit or {}).get("profile_peak_gib")
+    peak = (at_limit or {}).get("peak_device_gib")
+    if profile:
+        lines.append(f"profile_threshold_gib = {round(profile + 0.01, 2)}  # before-KV peak measured at the limit")
+    util = ((at_limit or {}).get("settings") or {}).get("gpu_memory_utilization")
+    if peak and util and total:
+        lines.append(f"headroom_gib = {round(max(card.headroom_gib, peak - util * total) + 0.01, 2)}"
+                     "  # peak above util x total measured at the limit")
+    if card.nvml_names:
+        lines.append(f"nvml_names = {json.dumps(list(card.nvml_names))}")
+    lines.append(f"arch = {json.dumps(card.arch)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(run_dir: Path, summary: dict, card, at_limit, machine: dict) -> None:
+    (run_dir / SEARCH_JSON).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    (run_dir / SEARCH_MD).write_text(search_section(summary), encoding="utf-8")
+    (run_dir / SNIPPET).write_text(snippet(card, summary, at_limit, machine), encoding="utf-8")

@@ -1,0 +1,65 @@
+"""predict/fleet.py: one settings set across cards and versions."""
+
+from __future__ import annotations
+
+import pytest
+
+from diagnostics.cards import list_cards
+from diagnostics.errors import UsageError
+from diagnostics.predict.estimator import plan
+from diagnostics.predict.fleet import expand_cards, expand_versions, fleet
+from diagnostics.versions import KNOWN_VERSIONS
+
+SETTINGS = {"max_model_len": 8192, "max_num_seqs": 16}
+
+
+def test_all_cards_are_the_gpu_cards():
+    cards = expand_cards("all")
+    assert len(cards) == 19 and "cpu" not in {c.name for c in cards}  # 19 GPU cards since main added one
+    assert [c.name for c in expand_cards("3090, 4090,l40s")] == ["3090", "4090", "l40s"]
+
+
+def test_cards_file_adds_a_card_to_all(tmp_path):
+    path = tmp_path / "cards.toml"
+    path.write_text('[cards.my-card]\nlabel = "Mine"\ntotal_gib = 30.0\n')
+    names = [c.name for c in expand_cards("all", path)]
+    assert names[-1] == "my-card" and len(names) == 20  # 19 built-in GPU cards since main added one
+
+
+def test_versions():
+    assert expand_versions("all") == list(KNOWN_VERSIONS)
+    assert expand_versions("v0.6.3, 0.32.0") == ["0.6.3", "0.32.0"]
+    with pytest.raises(UsageError, match="accepted"):
+        expand_versions("0.1.0")
+    with pytest.raises(UsageError, match="unknown card 'nope'"):
+        expand_cards("3090,nope")
+    with pytest.raises(UsageError, match="names no card"):
+        expand_cards(" , ")
+
+
+def test_rows_are_the_plans():
+    rows = fleet("minicpm-v-2_6", expand_cards("3090,h100-80"), ["0.6.3", "0.32.0"], "llm", SETTINGS)
+    assert [(r.card.name, r.version) for r in rows] == [("3090", "0.6.3"), ("3090", "0.32.0"),
+                                                         ("h100-80", "0.6.3"), ("h100-80", "0.32.0")]
+    for r in rows:
+        p = plan("minicpm-v-2_6", r.card, r.version, "llm", SETTINGS)
+        doc = r.to_json()
+        assert (doc["verdict"], doc["kv_cache_tokens"]) == (p.verdict, p.kv_cache_tokens)
+        assert doc["max_concurrency"] == (round(p.kv_cache_tokens / 8192, 2) if p.kv_cache_tokens > 0 else 0.0)
+
+
+def test_a_setting_a_version_lacks_is_a_row_not_a_crash():
+    rows = fleet("minicpm-v-2_6", expand_cards("3090"), ["0.6.3", "0.32.0"], "llm",
+                 {"kv_cache_memory_bytes": 2 << 30})
+    assert rows[0].plan is None and "needs vLLM >= 0.10.2" in rows[0].error
+    assert rows[0].to_json()["verdict"] == "n/a" and rows[1].plan is not None
+
+
+def test_fit_per_row():
+    rows = fleet("minicpm-v-2_6", expand_cards("3090,l40s"), ["0.32.0"], "llm", {"max_num_seqs": 16},
+                 fit_setting="max_model_len")
+    by_card = {r.card.name: r.to_json() for r in rows}
+    assert by_card["l40s"]["value"] > by_card["3090"]["value"] > 0
+    with pytest.raises(UsageError, match="together"):
+        fleet("minicpm-v-2_6", expand_cards("3090"), ["0.32.0"], "llm", SETTINGS, fit_setting="max_model_len")
+    assert len(list_cards()) == 20  # 19 GPU cards + cpu since main added one
