@@ -1,7 +1,8 @@
 """Reports for issue threads, all redacted and under GitHub's 65,536-character limit.
 
 `write_reports(run_dir)` builds a sweep's report once (report/content.py: redacted dict) and lays it out:
-report.md, report.json, report.html and charts/*.png in the run directory (or out_dir).
+report.md, report.json, report.html and charts/*.png in the run directory (or out_dir); report-full.md
+beside report.md when report.md was shortened to fit one GitHub comment (it links it).
 `log_markdown(record, answer)` (explain --format md) and `plan_markdown(plan, explanation)` (plan --format md)
 build one start's report (report/single.py) and lay it out with the same renderer (report/markdown.py).
 """
@@ -15,7 +16,7 @@ from diagnostics.redact import Redactor
 from diagnostics.report.content import build_report, resolve_source
 from diagnostics.report.html import render_html
 from diagnostics.report.jsonreport import render_json
-from diagnostics.report.markdown import fit_to_limit, render_log_markdown, render_markdown, render_plan_markdown
+from diagnostics.report.markdown import FULL_NAME, fit_sweep, fit_to_limit, render_log_markdown, render_plan_markdown
 from diagnostics.report.single import log_report, plan_report
 
 FORMATS = ("md", "json", "html", "png")
@@ -52,8 +53,12 @@ def write_reports(run_dir, formats=FORMATS, out_dir=None, redactor=None) -> list
     report = build_report(run_dir, red)
     written: list[Path] = []
     if "md" in formats:
-        md = fit_to_limit(lambda keep: red.text(render_markdown(report, keep)))
+        md, full = fit_sweep(report, red.text)
         written.append(_write(out / FILE_NAMES["md"], md))
+        if full is not None:  # report.md had to shrink: the rest goes in the file it links
+            written.append(_write(out / FULL_NAME, full))
+        else:
+            (out / FULL_NAME).unlink(missing_ok=True)  # a rewrite that fits must not leave a stale one linked
     if "json" in formats:
         written.append(_write(out / FILE_NAMES["json"], render_json(report)))
     if "png" in formats or "html" in formats:

@@ -9,9 +9,10 @@ every one is cut to GitHub's 65,536-character limit by `fit_to_limit` (folded lo
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from diagnostics.report.content import ENV_LABELS, peak_of
-from diagnostics.units import fmt_error, fmt_gib, fmt_tokens
+from diagnostics.units import fmt_error, fmt_gib, fmt_tokens, plural
 
 GITHUB_LIMIT = 65_536  # characters GitHub accepts in an issue or comment body
 LINE_CHARS = 2_000  # a longer log line is cut: a pasted blob says nothing about memory
@@ -145,6 +146,11 @@ def fit_to_limit(render, limit: int = GITHUB_LIMIT) -> str:
         text = render(keep)
         if len(text) <= limit:
             return text
+    return cut_at_limit(text, limit)
+
+
+def cut_at_limit(text: str, limit: int = GITHUB_LIMIT) -> str:
+    """The last resort: `text` cut to `limit` characters, ending with a note that says so."""
     note = f"\n\n<sub>Cut at GitHub's {limit:,}-character limit.</sub>\n"
     return text[: limit - len(note)] + note
 
@@ -212,14 +218,100 @@ def _failure(c: dict, keep: int | None) -> list[str]:
     return out
 
 
-def render_markdown(report: dict, keep: int | None = None) -> str:
-    """The sweep report; `keep` caps the log lines of each failure (fit_to_limit)."""
-    out = [f"# vLLM start-up memory report: run {report['run']}", "", f"**Verdict.** {report['verdict']}", ""]
+FULL_NAME = "report-full.md"  # the whole sweep report, written beside report.md when report.md had to shrink
+SHORT_ROWS = 100  # combination rows report.md keeps once it lists only those that did not pass
+
+
+@dataclass(frozen=True)
+class Shortening:
+    """How far report.md is shortened (fit_sweep tries them in SWEEP_STEPS' order): `keep` folded log lines per
+    failure (None: all), one entry per distinct diagnosis instead of one per failure (`grouped`), and only the
+    combinations that did not pass in the tables (`failed_rows_only`, at most SHORT_ROWS rows)."""
+
+    keep: int | None = None
+    grouped: bool = False
+    failed_rows_only: bool = False
+
+    @property
+    def shortened(self) -> bool:
+        return self != Shortening()
+
+
+SWEEP_STEPS = (tuple(Shortening(keep) for keep in KEEP_STEPS)
+               + (Shortening(0, grouped=True), Shortening(0, grouped=True, failed_rows_only=True)))
+
+
+def fit_sweep(report: dict, redact=lambda text: text, limit: int = GITHUB_LIMIT) -> tuple[str, str | None]:
+    """(report.md, report-full.md or None): the whole report when it fits one GitHub comment; otherwise the first
+    Shortening in SWEEP_STEPS that fits, which links FULL_NAME, and the whole report to write under that name.
+    However many combinations failed, report.md is at most `limit` characters (cut with a note as a last resort)."""
+    full = redact(render_markdown(report))
+    if len(full) <= limit:
+        return full, None
+    text = full
+    for step in SWEEP_STEPS[1:]:
+        text = redact(render_markdown(report, step))
+        if len(text) <= limit:
+            return text, full
+    return cut_at_limit(text, limit), full
+
+
+def _short_note(short: Shortening) -> list[str]:
+    done = ["fewer log lines per failure" if short.keep else "no log lines"]
+    if short.grouped:
+        done.append("one entry per distinct diagnosis")
+    if short.failed_rows_only:
+        done.append("only the combinations that did not pass")
+    return [f"> This report is shortened to fit one GitHub comment ({', '.join(done)}). Everything else (every "
+            f"combination, every failure with its log lines) is in `{FULL_NAME}`, written beside it: attach that "
+            "file to the same comment.", ""]
+
+
+def _sweep_rows(report: dict, short: Shortening) -> tuple[list[dict], list[str]]:
+    """The combinations the tables show, and the line that says what was left out."""
+    combos = report["combinations"]
+    if not short.failed_rows_only:
+        return combos, []
+    fails = failures(report)
+    shown = fails[:SHORT_ROWS]
+    shown_part = f"{len(shown)} of the {len(fails)}" if len(shown) < len(fails) else f"the {len(fails)}"
+    return shown, ["", f"Showing {shown_part} combinations that did not pass ({len(combos) - len(fails)} of "
+                   f"{plural(len(combos), 'combination')} passed); every row is in `{FULL_NAME}`."]
+
+
+def _grouped_failures(fails: list[dict]) -> list[str]:
+    """One entry per distinct diagnosis: outcome, phase, summary and suggestions once, with the combinations'
+    ids (the first 20)."""
+    groups: dict[tuple, list[dict]] = {}
+    for c in fails:
+        key = (c["outcome"], c.get("phase"), c.get("passed") is False, c["diagnosis"]["summary"],
+               tuple(suggested_settings(c)))
+        groups.setdefault(key, []).append(c)
+    out: list[str] = []
+    for (outcome, phase, failed_checks, summary, suggestions), members in groups.items():
+        where = f" in {phase}" if phase and phase != "unknown" else ""
+        checks = ", failed the suite's checks" if failed_checks else ""
+        ids = ", ".join(f"`{c['id']}`" for c in members[:20]) + (f" and {len(members) - 20} more"
+                                                                  if len(members) > 20 else "")
+        out += ["", f"### {plural(len(members), 'combination')}: {outcome}{where}{checks}", "", ids, "",
+                summary or "No diagnosis: the log did not match a known failure."]
+        if suggestions:
+            out += ["", "Suggested settings: " + "; ".join(suggestions) + "."]
+    return out
+
+
+def render_markdown(report: dict, short: Shortening = Shortening()) -> str:
+    """The sweep report; `short` says how far it is shortened (fit_sweep), and a shortened one links FULL_NAME."""
+    out = [f"# vLLM start-up memory report: run {report['run']}", ""]
+    if short.shortened:
+        out += _short_note(short)
+    out += [f"**Verdict.** {report['verdict']}", ""]
     accuracy = report.get("plan_accuracy") or {}
     if accuracy:
         out += [f"**Prediction.** {accuracy['line']}.", ""]
     out += ["## Environment", "", table(["", "value"], environment_rows(report))]
-    out += ["", "## Combinations", "", table(TABLE_HEADERS, table_rows(report))]
+    rows, left_out = _sweep_rows(report, short)
+    out += ["", "## Combinations", "", table(TABLE_HEADERS, table_rows({"combinations": rows}))] + left_out
     if any(c["peak_device_gib"] is not None for c in report["combinations"]):
         out += ["", "Peak device memory is what NVML saw for the whole card; peak process memory is the engine's "
                 "own processes."]
@@ -227,14 +319,22 @@ def render_markdown(report: dict, keep: int | None = None) -> str:
         out += ["", "No device figures (vLLM's CPU backend): peak process memory is the summed RSS of the engine's "
                 "process tree."]
     if accuracy.get("rows"):
-        out += ["", "## Predicted vs measured", "", "plan's figure for the settings each start used, beside what "
-                "vLLM printed (source vllm) or the launcher measured; error = (plan - actual) / actual.", ""]
-        out.append(table(ACCURACY_HEADERS, accuracy_rows(accuracy["rows"])))
+        out += ["", "## Predicted vs measured", ""]
+        if short.failed_rows_only:
+            out.append(f"{plural(len(accuracy['rows']), 'row')} of plan's figures beside the measured ones: in "
+                       f"`{FULL_NAME}`.")
+        else:
+            out += ["plan's figure for the settings each start used, beside what vLLM printed (source vllm) or the "
+                    "launcher measured; error = (plan - actual) / actual.", "",
+                    table(ACCURACY_HEADERS, accuracy_rows(accuracy["rows"]))]
     fails = failures(report)
     if fails:
         out += ["", "## Failures"]
-        for c in fails:
-            out += _failure(c, keep)
+        if short.grouped:
+            out += _grouped_failures(fails)
+        else:
+            for c in fails:
+                out += _failure(c, short.keep)
     if report.get("search"):
         out += ["", search_section(report["search"]).rstrip()]
     out += ["", "## Charts", "",

@@ -127,12 +127,54 @@ def test_a_sweep_with_many_long_failing_logs_still_fits_githubs_limit(tmp_path):
         (tmp_path / r["log_file"]).write_text("".join(f"ERROR {i} line {j} " + "y" * 200 + "\n" for j in range(40)))
         records.append(r)
     (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    [md] = write_reports(tmp_path, formats=("md",), out_dir=tmp_path / "out", redactor=Redactor())
+    md, _full = write_reports(tmp_path, formats=("md",), out_dir=tmp_path / "out", redactor=Redactor())
     text = md.read_text(encoding="utf-8")
     assert len(text) <= 65_536
     assert "### `combo029`" in text  # every failure keeps its heading and diagnosis; only the folded logs shrink
     assert "(last 5 of 40; the rest left out to fit GitHub's limit)" in text  # 40, 20, 10 lines were too many
     assert "ERROR 29 line 39 " in text and "ERROR 29 line 34 " not in text
+    full = (tmp_path / "out" / "report-full.md").read_text(encoding="utf-8")  # the rest, in the file it links
+    assert "`report-full.md`" in text and "attach that file" in text
+    assert "ERROR 29 line 0 " in full and "ERROR 0 line 34 " in full and "left out" not in full
+
+
+def _many_failures(tmp_path, n: int, lines: int = 3) -> None:
+    failing = json.loads(RESULTS.read_text().splitlines()[2])
+    (tmp_path / "logs").mkdir()
+    records = []
+    for i in range(n):
+        r = dict(failing, id=f"mml{i:04d}-seqs256-util0.9", log_file=f"logs/c{i:04d}.log", timeline_file=None)
+        (tmp_path / r["log_file"]).write_text("".join(f"ERROR {i} line {j}\n" for j in range(lines)))
+        records.append(r)
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_however_many_combinations_failed_report_md_fits_and_links_the_whole_report(tmp_path):
+    """700 failures: even a folded report is too long, so report.md gives one entry per distinct diagnosis and
+    lists only what did not pass (at most 100 rows); report-full.md has every combination and every log line."""
+    _many_failures(tmp_path, 700)
+    paths = write_reports(tmp_path, formats=("md",), redactor=Redactor())
+    assert sorted(p.name for p in paths) == ["report-full.md", "report.md"]
+    text = (tmp_path / "report.md").read_text(encoding="utf-8")
+    full = (tmp_path / "report-full.md").read_text(encoding="utf-8")
+    assert len(text) <= 65_536 and "Cut at GitHub" not in text  # shortened by design, not cut mid-table
+    assert "attach that file" in text and "one entry per distinct diagnosis" in text
+    assert "### 700 combinations: oom" in text and "and 680 more" in text
+    assert "Showing 100 of the 700 combinations that did not pass (0 of 700 combinations passed)" in text
+    assert "mml0099-seqs256" in text.split("## Failures")[0] and "mml0100-" not in text.split("## Failures")[0]
+    assert all(f"### `mml{i:04d}-seqs256-util0.9`" in full for i in range(700))
+    assert "ERROR 699 line 2" in full and len(full) > 65_536
+
+
+def test_a_report_that_fits_again_removes_the_stale_full_report(tmp_path):
+    _many_failures(tmp_path, 700)
+    write_reports(tmp_path, formats=("md",), redactor=Redactor())
+    assert (tmp_path / "report-full.md").exists()
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()[:2]
+    (tmp_path / "results.jsonl").write_text("\n".join(lines) + "\n")
+    write_reports(tmp_path, formats=("md",), redactor=Redactor())
+    assert not (tmp_path / "report-full.md").exists()
+    assert "report-full.md" not in (tmp_path / "report.md").read_text(encoding="utf-8")
 # -- issue #9: report.md fits one GitHub comment; report.html is one file ------------------------------------------
 def cpu_record(rid: str, outcome: str = "ok", status: str = "passed") -> dict:
     return {"schema_version": 1, "run": "r", "id": rid, "model": "kit:tiny-text", "settings": {"max_model_len": 256},
