@@ -17,6 +17,7 @@ from diagnostics.logs.reader import read_log_stream
 from diagnostics.logs.record import LogRecord
 from diagnostics.logs.source import read_log_input
 from diagnostics.models import get_model
+from diagnostics.explain.words import printed_gib
 from diagnostics.explain.context import record_card, record_model, record_plan, record_version
 from diagnostics.predict.accuracy import compare, predicted_figures
 from diagnostics.predict.coefficients import load_calibration_arg
@@ -127,8 +128,8 @@ def as_json(record, answer: dict) -> dict:
 
 
 def _fmt(key: str, value) -> str:
-    if key.endswith("_gib"):
-        return fmt_gib(value)
+    if key.endswith("_gib"):  # as vLLM printed it: a printed 0 is rounding, not an empty pool
+        return printed_gib(value) if value == 0 else fmt_gib(value)
     if isinstance(value, int) and abs(value) >= 10000:
         return f"{value:,}"
     return str(value)

@@ -8,7 +8,7 @@ import math
 from diagnostics.explain.context import Ctx, ceil2, estimated_effects, first_enough, printed_budget
 from diagnostics.explain.model import Culprit, Explanation
 from diagnostics.explain.terms import KV_GIB_MARGIN, term
-from diagnostics.explain.words import assign, est, num, show
+from diagnostics.explain.words import assign, est, num, printed_gib, show
 from diagnostics.units import GiB, MiB, fmt_tokens
 
 
@@ -106,8 +106,10 @@ def kv_too_small(ctx: Ctx) -> Explanation:
     est_len = _pool_tokens(ctx)
     culprits, fix = [], {}
     pool = f"the KV pool holds {fmt_tokens(est_len)} tokens" if est_len is not None else "the KV pool is too small"
-    if n.get("kv_cache_gib") is not None:
-        pool += f" ({num(n['kv_cache_gib'])} GiB)"
+    if ctx.settings.get("kv_cache_memory_bytes"):  # the pool's exact size, where the log printed 0.0 GiB
+        pool += f" ({est(float(ctx.settings['kv_cache_memory_bytes']) / GiB)} GiB)"
+    elif n.get("kv_cache_gib") is not None:
+        pool += f" ({printed_gib(n['kv_cache_gib'])})"
     if mml is not None:
         sugg = int(est_len) if est_len is not None else None
         why = (f"max_model_len={fmt_tokens(mml)} needs KV space for {fmt_tokens(mml)} tokens in one request but "

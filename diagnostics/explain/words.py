@@ -15,6 +15,12 @@ def num(x: float) -> str:
     return f"{whole}.{dec.ljust(2, '0')}"
 
 
+def printed_gib(x: float) -> str:
+    """A GiB figure vLLM printed, with its unit: `15.7985 GiB`; a printed 0 is vLLM's rounding of a figure under
+    its print precision, so it reads `under 0.05 GiB (printed as 0)`, never a bare `0.00 GiB`."""
+    return "under 0.05 GiB (printed as 0)" if x == 0 else f"{num(x)} GiB"
+
+
 def est(x: float) -> str:
     """An estimator figure: 2 decimals (its own precision is far lower than vLLM's printed 4); a real, non-zero
     figure never prints as 0.00 (units.fmt_gib)."""
@@ -212,7 +218,7 @@ def breakdown(n: dict) -> str:
                        ("activation_peak_gib", "activation peak"), ("cuda_graph_gib", "CUDA graphs"),
                        ("kv_cache_gib", "KV cache")):
         if n.get(key) is not None:
-            parts.append(f"{label} {num(n[key])} GiB")
+            parts.append(f"{label} {printed_gib(n[key])}")
     if n.get("kv_cache_tokens") is not None:
         parts.append(f"KV cache {fmt_tokens(n['kv_cache_tokens'])} tokens")
     if n.get("gpu_blocks") is not None:

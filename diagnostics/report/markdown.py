@@ -58,6 +58,11 @@ def cell(key: str, value) -> str:
     return fmt_tokens(value)
 
 
+def printed_cell(key: str, value) -> str:
+    """A figure vLLM printed: as `cell`, but a printed 0 GiB is vLLM's rounding, not an empty pool."""
+    return "< 0.05 (printed as 0)" if key.endswith("_gib") and value == 0 else cell(key, value)
+
+
 def difference_cell(key: str, difference, ratio) -> str:
     """`+0.41 (+3%)`: plan's figure minus vLLM's, in the row's unit, and relative to vLLM's figure."""
     if difference is None:
@@ -349,7 +354,7 @@ def render_markdown(report: dict, short: Shortening = Shortening()) -> str:
 
 # -- one log, one prediction ------------------------------------------------------------------------------
 def log_figure_rows(rows: list[dict]) -> list[list[str]]:
-    return [[LABELS[r["figure"]], cell(r["figure"], r["printed"]), cell(r["figure"], r["predicted"]),
+    return [[LABELS[r["figure"]], printed_cell(r["figure"], r["printed"]), cell(r["figure"], r["predicted"]),
              range_cell(r["figure"], r["low"], r["high"]), difference_cell(r["figure"], r["difference"], r["ratio"])]
             for r in rows]
 

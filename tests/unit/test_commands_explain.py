@@ -291,3 +291,15 @@ def test_explain_names_what_is_not_a_log(tmp_path, data, says):
 def test_explain_dev_zero_is_one_line_not_a_memory_error():
     line = usage_line(i9_cli("explain", "/dev/zero"))
     assert "'/dev/zero' is all zero bytes" in line
+
+
+def test_a_real_kv_pool_that_vllm_printed_as_0_0_gib_never_reads_0_00_gib():
+    """vLLM 0.32 printed the 1 MiB pool as `0.0 GiB`: the text, Markdown and the culprits say what it is (the
+    setting's exact size, or `under 0.05 GiB`), never the false `0.00 GiB` (issue #9)."""
+    text = run_cli(str(LOGS / "real_cpu_kv_too_small.log"))
+    md = run_cli(str(LOGS / "real_cpu_kv_too_small.log"), "--format", "md")
+    assert text.returncode == 0 and md.returncode == 0, text.stderr + md.stderr
+    assert "0.00 GiB" not in text.stdout and "| 0.00 " not in md.stdout
+    assert "the KV pool holds 896 tokens (0.00098 GiB)" in text.stdout  # kv_cache_memory_bytes=1048576
+    assert "kv_cache_gib: under 0.05 GiB (printed as 0)" in text.stdout
+    assert "| KV cache (GiB)   | < 0.05 (printed as 0) |" in md.stdout

@@ -21,3 +21,11 @@ def test_breakdown_quotes_vllms_figures_in_its_order():
     assert text == ("vLLM's own figures: budget 23.69 GiB x 0.90 = 21.32 GiB; weights 15.10 GiB; KV cache 72,464 "
                     "tokens; encoder budget 16,384 tokens profiled with 15 video items.")
     assert breakdown({}) == ""
+
+
+def test_a_printed_zero_is_rounding_not_an_empty_pool():
+    from diagnostics.explain.words import printed_gib
+
+    assert printed_gib(15.7985) == "15.7985 GiB" and printed_gib(0.5) == "0.50 GiB"
+    assert printed_gib(0.0) == "under 0.05 GiB (printed as 0)"
+    assert "KV cache under 0.05 GiB (printed as 0)" in breakdown({"kv_cache_gib": 0.0})
