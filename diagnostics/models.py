@@ -60,6 +60,8 @@ class ModelSpec:
     source: str = "built-in"
     family: Family | None = None  # VLM families besides MiniCPM-V (diagnostics.families)
     rope_factor: float = 1.0  # rope scaling that lengthens the context vLLM derives (see derived_max_model_len)
+    max_len_key: str = "max_position_embeddings"  # the config key max_position_embeddings was read from
+    model_max_length: int | None = None  # config.json's model_max_length: vLLM accepts a max_model_len up to it
     quantization: Quantization | None = None  # from config.json's quantization_config
 
     def kv_bytes_per_token(self, dtype_bytes: int | None = None) -> int:
@@ -77,8 +79,10 @@ class ModelSpec:
 
     @property
     def derived_max_model_len(self) -> int:
-        """The longest max_model_len vLLM accepts without VLLM_ALLOW_LONG_MAX_MODEL_LEN: max_position_embeddings
-        times the rope scaling factor (vllm/config/model.py `_get_and_verify_max_len`)."""
+        """vLLM's derived max_model_len (tokens): the smallest length key of the config (max_len_key, see
+        MAX_LEN_KEYS) times the rope scaling factor; the default max_model_len, and the most vLLM accepts without
+        VLLM_ALLOW_LONG_MAX_MODEL_LEN unless model_max_length is larger (vllm/config/model.py
+        `_get_and_verify_max_len`, transformers_utils/model_arch_config_convertor.py)."""
         return int(self.max_position_embeddings * self.rope_factor)
 
     @property
@@ -228,6 +232,31 @@ def _need(cfg: dict, key: str, where: str):
     return cfg[key]
 
 
+# The keys vLLM reads a model's length from, smallest wins; model_max_length, when set, overrides them
+# (ModelArchConfigConvertor.derive_max_model_len_and_key, vLLM 0.32). Absent all: 2048 with a warning.
+MAX_LEN_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",
+                "max_target_positions", "max_sequence_length", "max_seq_length", "seq_len")
+
+
+def max_len_from_config(cfg: dict) -> tuple[int, str]:
+    """(length in tokens, key) as vLLM derives it from a text config, before rope scaling."""
+    found = [(int(cfg[k]), k) for k in MAX_LEN_KEYS if isinstance(cfg.get(k), (int, float))
+             and not isinstance(cfg.get(k), bool)]
+    if isinstance(cfg.get("model_max_length"), (int, float)) and cfg["model_max_length"]:
+        return int(cfg["model_max_length"]), "model_max_length"
+    return min(found, key=lambda f: f[0]) if found else (2048, "max_position_embeddings")
+
+
+def _length_fields(cfg: dict, text: dict) -> dict:
+    """ModelSpec's length fields: vLLM's key, the rope factor (none for Gemma 3: its length is already scaled,
+    vllm/config/model.py) and model_max_length."""
+    length, key = max_len_from_config(text)
+    gemma3 = "gemma3" in str(cfg.get("model_type") or text.get("model_type") or "")
+    mml = text.get("model_max_length")
+    return dict(max_position_embeddings=length, max_len_key=key, rope_factor=1.0 if gemma3 else rope_factor(text),
+                model_max_length=int(mml) if isinstance(mml, (int, float)) and mml else None)
+
+
 def _llm_fields(cfg: dict, where: str) -> dict:
     hidden = int(_need(cfg, "hidden_size", where))
     heads = int(_need(cfg, "num_attention_heads", where))
@@ -236,7 +265,7 @@ def _llm_fields(cfg: dict, where: str) -> dict:
         kv_heads=int(cfg.get("num_key_value_heads") or heads),
         head_dim=int(cfg.get("head_dim") or hidden // heads),
         intermediate=int(_need(cfg, "intermediate_size", where)), vocab=int(_need(cfg, "vocab_size", where)),
-        max_position_embeddings=int(cfg.get("max_position_embeddings") or 2048),
+        max_position_embeddings=max_len_from_config(cfg)[0],
         tied=bool(cfg.get("tie_word_embeddings", False)),
     )
 
@@ -246,10 +275,6 @@ def _family_spec(cfg: dict, processors: dict, name: str, source: str, dtype_byte
     text, v, family, params = families.parse(cfg, processors.get("preprocessor_config.json"),
                                              processors.get("video_preprocessor_config.json"), source)
     f = _llm_fields(text, source)
-    rope = text.get("rope_scaling") or {}
-    mml = f["max_position_embeddings"]
-    if rope.get("rope_type", rope.get("type")) == "dynamic":  # vLLM's derived max_model_len scales by factor
-        mml = int(mml * float(rope.get("factor", 1)))
     patch = v.get("patch_size", 14)
     vision = VisionSpec(
         hidden=int(v.get("embed_dim") or v["hidden_size"]), layers=int(v.get("depth") or v["num_hidden_layers"]),
@@ -258,9 +283,9 @@ def _family_spec(cfg: dict, processors: dict, name: str, source: str, dtype_byte
         patch=int(patch[0] if isinstance(patch, list) else patch))
     return ModelSpec(name=name, architecture=cfg["architectures"][0], hidden=f["hidden"], layers=f["layers"],
                      heads=f["heads"], kv_heads=f["kv_heads"], head_dim=f["head_dim"], intermediate=f["intermediate"],
-                     vocab=f["vocab"], max_position_embeddings=mml, dtype_bytes=dtype_bytes, params=params,
+                     vocab=f["vocab"], dtype_bytes=dtype_bytes, params=params,
                      vision=vision, tie_word_embeddings=f["tied"], source=source, family=family,
-                     quantization=read_quantization(cfg))
+                     quantization=read_quantization(cfg), **_length_fields(cfg, text))
 
 
 def model_from_config(cfg: dict, name: str = "config.json", source: str = "config.json",
@@ -298,15 +323,14 @@ def model_from_config(cfg: dict, name: str = "config.json", source: str = "confi
     if arch == "QWenLMHeadModel" or model_type == "qwen":
         # Qwen (v1) stores the fused gate+up width: vLLM builds QWenMLP(hidden, intermediate_size // 2) and c_attn
         # with a bias (model_executor/models/qwen.py); its length may be only in seq_length
-        f.update(intermediate=f["intermediate"] // 2,
-                 max_position_embeddings=int(text.get("max_position_embeddings") or text.get("seq_length") or 2048))
+        f.update(intermediate=f["intermediate"] // 2)
         qkv_bias = True
     params = llm_params(f, padded_vocab(f["vocab"]), qkv_bias=qkv_bias)
     return ModelSpec(name=name, architecture=arch, hidden=f["hidden"], layers=f["layers"], heads=f["heads"],
                      kv_heads=f["kv_heads"], head_dim=f["head_dim"], intermediate=f["intermediate"],
-                     vocab=f["vocab"], max_position_embeddings=f["max_position_embeddings"],
-                     dtype_bytes=dtype_bytes, params=params, vision=None, tie_word_embeddings=f["tied"],
-                     source=source, rope_factor=rope_factor(text), quantization=read_quantization(cfg))
+                     vocab=f["vocab"], dtype_bytes=dtype_bytes, params=params, vision=None,
+                     tie_word_embeddings=f["tied"], source=source, quantization=read_quantization(cfg),
+                     **_length_fields(cfg, text))
 
 
 # rope types whose `factor` vLLM does not apply to max_position_embeddings (already scaled, or per-frequency)

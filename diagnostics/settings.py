@@ -279,7 +279,7 @@ def resolve(model: ModelSpec, card: Card, version, entrypoint: str = "llm", over
         raise one_of("entrypoint", entrypoint, ENTRYPOINTS)
     given = _checked(overrides, v)
     eng, _ = engine_choice(model, card, v, given)
-    s: dict = {"max_model_len": model.max_position_embeddings, **ENGINE_DEFAULTS}
+    s: dict = {"max_model_len": model.derived_max_model_len, **ENGINE_DEFAULTS}
     if v < (0, 11, 0):
         s["max_seq_len_to_capture"] = 8192
     if v < (0, 18, 0):
@@ -288,7 +288,7 @@ def resolve(model: ModelSpec, card: Card, version, entrypoint: str = "llm", over
         s["performance_mode"] = "balanced"
     s.update({k: val for k, val in given.items() if val is not None})
     if s["max_model_len"] == "auto":
-        s.update(max_model_len=model.max_position_embeddings, max_model_len_auto=True)
+        s.update(max_model_len=model.derived_max_model_len, max_model_len_auto=True)
     s["use_v1"] = eng == "V1"
     if eng == "V0":
         _v0_batch(model, v, s, given)
@@ -308,11 +308,11 @@ def vllm_refusal(s: dict, model: ModelSpec) -> str | None:
     version. The rope-scaled limit is model.derived_max_model_len.
     """
     mbt, mml, seqs = s["max_num_batched_tokens"], s["max_model_len"], s["max_num_seqs"]
-    derived = model.derived_max_model_len
-    if mml > derived:
+    if mml > model.derived_max_model_len and (model.model_max_length is None or mml > model.model_max_length):
+        derived = float(model.max_position_embeddings * model.rope_factor)  # vLLM prints it times a float factor
         return (f"User-specified max_model_len ({mml}) is greater than the derived max_model_len "
-                f"(max_position_embeddings={derived} or model_max_length=None in model's config.json). To allow "
-                "overriding this maximum, set the env var VLLM_ALLOW_LONG_MAX_MODEL_LEN=1.")
+                f"({model.max_len_key}={derived} or model_max_length={model.model_max_length} in model's "
+                "config.json). To allow overriding this maximum, set the env var VLLM_ALLOW_LONG_MAX_MODEL_LEN=1.")
     if mbt < mml and not s.get("enable_chunked_prefill"):
         return (f"max_num_batched_tokens ({mbt}) is smaller than max_model_len ({mml}). This effectively limits "
                 "the maximum sequence length to max_num_batched_tokens and makes vLLM reject longer sequences. "

@@ -169,10 +169,10 @@ def _fit_auto_length(ctx: _Context, kv_tokens: int, notes: list[str]) -> None:
     s = ctx.settings
     if not s.get("max_model_len_auto") or ctx.card.total_gib <= 0 or kv_tokens <= 0:
         return
-    chosen = min(ctx.model.max_position_embeddings, kv_tokens - null_block_tokens(ctx.v, s))
+    chosen = min(ctx.model.derived_max_model_len, kv_tokens - null_block_tokens(ctx.v, s))
     s["max_model_len"] = chosen
     notes.append(f"max_model_len=auto: vLLM would choose max_model_len={chosen} (the KV cache holds "
-                 f"{kv_tokens} tokens; the model allows {ctx.model.max_position_embeddings})")
+                 f"{kv_tokens} tokens; the model allows {ctx.model.derived_max_model_len})")
 
 
 def _encoder_profile(ctx: _Context, notes: list[str]) -> tuple[mm_budget.MMProfile, bool, dict]:

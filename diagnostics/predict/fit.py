@@ -5,7 +5,7 @@ Pure and fast: a search over `predict.estimator.plan()` (~0.15 ms a call), no GP
 
 How the search goes, per setting (`DOMAINS`):
 * max_model_len, max_num_batched_tokens, max_num_seqs (integers, "more is heavier"): a geometric ladder
-  lo, 2 lo, 4 lo, ... up to the domain's top (for max_model_len the model's max_position_embeddings, which vLLM
+  lo, 2 lo, 4 lo, ... up to the domain's top (for max_model_len the model's derived max_model_len, which vLLM
   refuses to exceed without an override), then bisection at the step resolution between the highest ladder
   point that is ok and the ladder point after it. Lengths are multiples of the KV block size (`block_size`,
   16 by default), as vLLM's own `--max-model-len auto` rounds.
@@ -121,8 +121,8 @@ def domain(setting: str, planner: _Planner) -> tuple[int | float, int | float, i
         return UTIL_STEP, 1.0, UTIL_STEP, "gpu_memory_utilization cannot exceed 1.0"
     block = int(planner.overrides.get("block_size") or 16)
     if setting == "max_model_len":
-        top = planner.model.max_position_embeddings // block * block
-        return block, top, block, f"the model's max_position_embeddings ({planner.model.max_position_embeddings})"
+        top = planner.model.derived_max_model_len // block * block
+        return block, top, block, f"the model's derived max_model_len ({planner.model.derived_max_model_len})"
     if setting == "max_num_batched_tokens":
         return block, MBT_TOP, block, f"the search's top ({MBT_TOP} tokens)"
     return 1, SEQS_TOP, 1, f"the search's top ({SEQS_TOP} sequences)"

@@ -59,6 +59,6 @@ def known_limits(model: ModelSpec, v: Version, eng: str, settings: dict) -> list
         notes.append("vLLM 0.33 moves cuBLAS workspaces into the start-up baseline and adds a second sampler "
                      "pass to the profile run; neither is modelled (each well under 1 GiB)")
     if model.vision is None and settings.get("max_model_len", 0) > 32768 and model.source != "built-in":
-        notes.append("max_model_len comes from max_position_embeddings; vLLM also applies a rope-scaling factor "
-                     "and the tokenizer's model_max_length, which are not modelled")
+        notes.append("max_model_len comes from the config's length keys and rope scaling as vLLM derives them; "
+                     "the tokenizer_config.json's model_max_length, which vLLM also reads, is not")
     return notes

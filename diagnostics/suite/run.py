@@ -72,7 +72,7 @@ OPTIONS = (
     ("search_resolution", {"metavar": "N"}, "string",
      "--search stops at this resolution (default: the KV block size for max_model_len, 1 for max_num_seqs)"),
     ("search_range", {"metavar": "LO:HI"}, "string",
-     "--search range (default: block size .. the model's max_position_embeddings; 1 .. 1024 sequences)"),
+     "--search range (default: block size .. the model's derived max_model_len; 1 .. 1024 sequences)"),
 )
 
 

@@ -134,8 +134,8 @@ def parse_range(text: str | None) -> tuple[int, int] | None:
         raise UsageError(f"bad --search-range {text!r}; accepted: LO:HI, two integers (e.g. 512:32768)") from None
 
 
-def default_range(setting: str, step: int, max_position_embeddings: int) -> tuple[int, int]:
-    """max_model_len: step .. the model's max_position_embeddings; max_num_seqs: 1 .. 1024."""
+def default_range(setting: str, step: int, derived_max_model_len: int) -> tuple[int, int]:
+    """max_model_len: step .. the model's derived max_model_len (models.ModelSpec); max_num_seqs: 1 .. 1024."""
     if setting == "max_model_len":
-        return step, max_position_embeddings
+        return step, derived_max_model_len
     return 1, 1024

@@ -64,7 +64,7 @@ def build_search(setting: str, resolution, range_text, base: dict, model, seed: 
         if setting == "max_model_len" and model is None:
             raise UsageError("--search max_model_len needs --search-range LO:HI for a model the estimator does not "
                              "know")
-        bounds = default_range(setting, step, model.max_position_embeddings if model else 0)
+        bounds = default_range(setting, step, model.derived_max_model_len if model else 0)
     return Search(setting, bounds[0], bounds[1], step, seed=seed)
 
 

@@ -118,7 +118,8 @@ def test_stored_vlm_names_and_kit_names_read_the_stored_configs():
     qwen = get_model("qwen2.5-vl-7b")
     assert qwen.family.variant == "qwen2.5-vl" and qwen.params == 8_292_166_656  # vLLM 0.32 meta device
     assert get_model("kit:qwen2.5-vl-7b").params == qwen.params
-    assert get_model("internvl3-8b").max_position_embeddings == 65536  # dynamic rope factor 2, as vLLM derives
+    m = get_model("internvl3-8b")
+    assert (m.max_position_embeddings, m.rope_factor, m.derived_max_model_len) == (32768, 2.0, 65536)  # dynamic rope, factor 2
 
 
 def test_a_directory_with_only_the_config_files_is_a_model(tmp_path):
@@ -189,3 +190,29 @@ def test_unknown_quantization_is_a_usage_error_naming_the_accepted_methods():
 
     with pytest.raises(UsageError, match="awq"):
         model_from_config({**QWEN_7B_CHAT, "quantization_config": {"quant_method": "hqq"}})
+
+
+# -- vLLM's derived max_model_len: every length key, model_max_length, rope scaling (issue #9) ---------------------
+def _text_config(**over) -> dict:
+    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 256,
+           "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 512, "vocab_size": 1000,
+           "max_position_embeddings": 8192}
+    cfg.update(over)
+    return cfg
+
+
+@pytest.mark.parametrize("over, length, key, derived", [
+    ({}, 8192, "max_position_embeddings", 8192),
+    ({"n_positions": 2048}, 2048, "n_positions", 2048),  # the smallest key wins
+    ({"seq_length": 4096, "max_seq_len": 16384}, 4096, "seq_length", 4096),
+    ({"model_max_length": 131072}, 131072, "model_max_length", 131072),  # it overrides, even when larger
+    ({"rope_scaling": {"rope_type": "linear", "factor": 4.0}}, 8192, "max_position_embeddings", 32768),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, 8192, "max_position_embeddings", 8192),
+    ({"model_type": "gemma3_text", "rope_scaling": {"rope_type": "linear", "factor": 8.0}},
+     8192, "max_position_embeddings", 8192),  # Gemma 3's length is already scaled (vllm/config/model.py)
+])
+def test_the_derived_max_model_len_follows_vllms_keys_and_rope_rules(over, length, key, derived):
+    from diagnostics.models import model_from_config
+
+    m = model_from_config(_text_config(**over))
+    assert (m.max_position_embeddings, m.max_len_key, m.derived_max_model_len) == (length, key, derived)

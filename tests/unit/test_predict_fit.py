@@ -54,7 +54,7 @@ def test_utilization_window_closed_above_by_the_free_memory_check():
 def test_domain_top_is_reported_not_searched_beyond():
     f = fit("max_model_len", "minicpm-v-2_6", "3090", "0.6.3", "llm",
             {"max_num_seqs": 32, "gpu_memory_utilization": 1.0})
-    assert f.value == 32768 and f.above is None and "max_position_embeddings" in f.top_reason
+    assert f.value == 32768 and f.above is None and "derived max_model_len (32768)" in f.top_reason
     assert f.to_json()["top_reason"].startswith("the model's")
 
 

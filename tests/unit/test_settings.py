@@ -308,3 +308,19 @@ def test_bfloat16_becomes_float16_below_compute_capability_8():
     assert dtype_for_card({"dtype": "bfloat16"}, get_card("v100-32"))[0]["dtype"] == "float16"
     same = {"dtype": "bfloat16"}
     assert dtype_for_card(same, get_card("a10")) == (same, None)
+
+
+def test_vllm_refusal_names_the_key_vllm_derived_the_length_from_and_allows_model_max_length():
+    from diagnostics.models import model_from_config
+    from diagnostics.settings import vllm_refusal
+
+    base = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 256, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "intermediate_size": 512, "vocab_size": 1000, "max_position_embeddings": 8192}
+    s = {"max_model_len": 9000, "max_num_batched_tokens": 16384, "max_num_seqs": 8}
+    gpt2 = model_from_config(dict(base, n_positions=4096))
+    assert "derived max_model_len (n_positions=4096.0 or model_max_length=None" in vllm_refusal(s, gpt2)
+    roped = model_from_config(dict(base, rope_scaling={"type": "linear", "factor": 2.0}))
+    assert vllm_refusal(dict(s, max_model_len=16384), roped) is None
+    assert "(max_position_embeddings=16384.0 or model_max_length=None" in vllm_refusal(dict(s, max_model_len=16400),
+                                                                                         roped)
+    assert vllm_refusal(s, model_from_config(dict(base, model_max_length=32768))) is None
