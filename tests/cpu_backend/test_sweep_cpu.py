@@ -50,8 +50,11 @@ def test_cpu_sweep_interrupted_then_resumed(pytester):
     (pytester.path / "matrix.toml").write_text(CPU_TINY.read_text() + TIGHT)
 
     # 1. start the sweep; interrupt it (SIGINT, like Ctrl-C) once the first result is on disk
+    # SIGINT as a terminal delivers it: a CI job started in the background (`cmd &`) inherits SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler, so restore the default in the child before it starts
     proc = subprocess.Popen([sys.executable, "-m", "pytest", *ARGS], cwd=pytester.path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     results = []
     while time.monotonic() < deadline and proc.poll() is None:

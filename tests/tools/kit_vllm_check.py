@@ -51,19 +51,26 @@ def budget_row(kit_dir: str, row: dict) -> dict:
 
 
 def meta_params(kit_dir: str) -> dict:
-    import tempfile
-
-    import torch
-    from vllm.config import set_current_vllm_config
-    from vllm.distributed.parallel_state import ensure_model_parallel_initialized, init_distributed_environment
     from vllm.engine.arg_utils import EngineArgs
-    from vllm.model_executor.model_loader.utils import initialize_model
     from vllm.usage.usage_lib import UsageContext
 
     vllm_config = EngineArgs(
         model=kit_dir, trust_remote_code=True, load_format="dummy", max_model_len=4096,
         limit_mm_per_prompt={"image": 1, "video": 0}, enforce_eager=True,
     ).create_engine_config(UsageContext.LLM_CLASS)
+    return count_meta_params(vllm_config)
+
+
+def count_meta_params(vllm_config) -> dict:
+    """vLLM's model for `vllm_config` built on the meta device after a 1-rank gloo init (no weights, no memory):
+    its class, parameter count, bytes, dtype and parameters per top-level prefix. Also used by vlm_vllm_check."""
+    import tempfile
+
+    import torch
+    from vllm.config import set_current_vllm_config
+    from vllm.distributed.parallel_state import ensure_model_parallel_initialized, init_distributed_environment
+    from vllm.model_executor.model_loader.utils import initialize_model
+
     init_file = os.path.join(tempfile.mkdtemp(), "gloo-init")
     with set_current_vllm_config(vllm_config):
         init_distributed_environment(world_size=1, rank=0, local_rank=0,

@@ -53,38 +53,9 @@ def budget_row(model_dir: str, row: dict) -> dict:
 
 
 def meta_params(model_dir: str, row: dict) -> dict:
-    import tempfile
+    from kit_vllm_check import count_meta_params  # beside this script: python puts its folder on sys.path
 
-    import torch
-    from vllm.config import set_current_vllm_config
-    from vllm.distributed.parallel_state import ensure_model_parallel_initialized, init_distributed_environment
-    from vllm.model_executor.model_loader.utils import initialize_model
-
-    vllm_config = engine_config(model_dir, {"enforce_eager": True, **row})
-    init_file = os.path.join(tempfile.mkdtemp(), "gloo-init")
-    with set_current_vllm_config(vllm_config):
-        init_distributed_environment(world_size=1, rank=0, local_rank=0,
-                                     distributed_init_method=f"file://{init_file}", backend="gloo")
-        ensure_model_parallel_initialized(1, 1)
-        dtype = vllm_config.model_config.dtype
-        previous = torch.get_default_dtype()
-        torch.set_default_dtype(dtype)
-        try:
-            with torch.device("meta"):
-                model = initialize_model(vllm_config=vllm_config)
-        finally:
-            torch.set_default_dtype(previous)
-    by_prefix: dict[str, int] = {}
-    for name, p in model.named_parameters():
-        by_prefix[name.split(".")[0]] = by_prefix.get(name.split(".")[0], 0) + p.numel()
-    params = list(model.parameters())
-    return {
-        "model_class": type(model).__name__,
-        "params": sum(p.numel() for p in params),
-        "bytes": sum(p.numel() * p.element_size() for p in params),
-        "dtype": str(dtype),
-        "by_prefix": by_prefix,
-    }
+    return count_meta_params(engine_config(model_dir, {"enforce_eager": True, **row}))
 
 
 def _guarded(fn, *args) -> dict:
