@@ -5,9 +5,19 @@ dummy-item counts vLLM prints are those of a real-size start with the same sched
 `profile_run` only in compile mode (it returns early when eager), so these starts leave out `enforce_eager`
 (~40-50 s each on 2 cores). Each start goes through the suite's harness (run_start), its log through the log
 reader, and the same settings through `plan` for vLLM 0.32: N and M must be equal.
+
+Three rows start an engine (an image budget, video on, fewer slices: each changes what the profile run pushes);
+the other rows go through vLLM's own MultiModalBudget for the same engine config (tests/tools/kit_vllm_check.py,
+no start, a few seconds), which is where the engine takes N and M from. Each start costs about a minute of CI.
 """
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +29,10 @@ pytestmark = [pytest.mark.cpu_engine, pytest.mark.slow]
 
 COMPILE = {"enforce_eager": None, "dtype": "float32", "kv_cache_memory_bytes": 64 << 20}
 
+CHECK_SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "kit_vllm_check.py"
+
 # One axis changed per row (besides the baseline row), each a knob a user turns: what vLLM printed must follow.
+STARTED = ("mbt2048", "video-on", "slices4")  # the rows that start a real engine; the rest: vLLM's budget classes
 SETTINGS = {
     "mbt2048": {"max_model_len": 4096, "max_num_batched_tokens": 2048,
                 "limit_mm_per_prompt": {"image": 1, "video": 0}},
@@ -36,7 +49,7 @@ SETTINGS = {
 }
 
 
-@pytest.mark.parametrize("name", list(SETTINGS))
+@pytest.mark.parametrize("name", STARTED)
 def test_encoder_budget_and_items_match_the_estimator(name, tiny_minicpmv26, cpu_start):
     settings = {**COMPILE, **SETTINGS[name]}
     spec = cpu_start(tiny_minicpmv26, name, request=False, timeout_s=300.0, trust_remote_code=True, **settings)
@@ -50,3 +63,20 @@ def test_encoder_budget_and_items_match_the_estimator(name, tiny_minicpmv26, cpu
     assert (printed["encoder_budget_tokens"], printed["encoder_items"], printed["encoder_modality"]) == (
         predicted["encoder_budget_tokens"], predicted["encoder_items"], predicted["modality"]
     )
+
+
+def test_vllms_budget_classes_match_the_estimator_for_the_rows_not_started(tiny_minicpmv26, cpu_start, tmp_path):
+    """The rows not started: vLLM's MultiModalBudget for the engine config each row's start would get (what the
+    engine profiles with), one subprocess for all of them, against plan for the same settings."""
+    names = [n for n in SETTINGS if n not in STARTED]
+    rows = [cpu_start(tiny_minicpmv26, n, request=False, **{**COMPILE, **SETTINGS[n]}).settings for n in names]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "hf"))
+    done = subprocess.run([sys.executable, str(CHECK_SCRIPT), str(tiny_minicpmv26), json.dumps(rows)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    got_rows = json.loads(done.stdout.strip().splitlines()[-1])["rows"]
+    assert len(got_rows) == len(names) == 3
+    for name, settings, got in zip(names, rows, got_rows):
+        predicted = plan(str(tiny_minicpmv26), "cpu", "0.32.0", "llm", settings).profile
+        assert (got["encoder_budget"], got["items"], got["modality"]) == (
+            predicted["encoder_budget_tokens"], predicted["encoder_items"], predicted["modality"]), name

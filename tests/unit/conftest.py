@@ -1,0 +1,17 @@
+"""Unit tests start no real engine: the fake starts here (pytester sweeps, fake children) take a lock file of
+this session's own, so they never wait behind a real engine start of tests/cpu_backend on another xdist worker
+or in another session on the same machine."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from diagnostics.engine.launch import LOCK_ENV
+
+
+@pytest.fixture(autouse=True)
+def _own_engine_lock(tmp_path_factory, monkeypatch):
+    if not os.environ.get(LOCK_ENV):
+        monkeypatch.setenv(LOCK_ENV, str(tmp_path_factory.getbasetemp() / "engine.lock"))
