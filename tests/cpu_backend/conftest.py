@@ -27,16 +27,6 @@ def cpu_vllm_missing() -> str | None:
     return None
 
 
-def pytest_collection_modifyitems(config, items):
-    """Under `pytest -n N` (README's test command; --dist loadgroup in pyproject) every real engine start of this
-    folder runs on one worker, in turn: two vLLM engines at once on a 2-core runner only slow each other down,
-    while the unit tests fill the other worker."""
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.path)).parents:
-            item.add_marker(pytest.mark.xdist_group("engine"))
-
-
 @pytest.fixture(scope="session")
 def cpu_vllm():
     reason = cpu_vllm_missing()
