@@ -79,3 +79,11 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_sep("-", "engine starts: wall s (spawn to exit) / waited for the engine lock s")
         for nodeid, wall, waited in sorted(rows):
             terminalreporter.write_line(f"{wall:7.1f} / {waited:6.1f}  {nodeid}")
+
+
+@pytest.fixture(autouse=True)
+def _nested_pytest_is_not_an_xdist_worker(monkeypatch):
+    """Under `pytest -n 2` a test's own pytest subprocess (pytester sweeps) would inherit this worker's
+    PYTEST_XDIST_* variables and think itself a worker (pytest-benchmark then turns itself off, for one)."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)

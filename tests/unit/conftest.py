@@ -15,3 +15,11 @@ from diagnostics.engine.launch import LOCK_ENV
 def _own_engine_lock(tmp_path_factory, monkeypatch):
     if not os.environ.get(LOCK_ENV):
         monkeypatch.setenv(LOCK_ENV, str(tmp_path_factory.getbasetemp() / "engine.lock"))
+
+
+@pytest.fixture(autouse=True)
+def _nested_pytest_is_not_an_xdist_worker(monkeypatch):
+    """Under `pytest -n 2` a test's own pytest subprocess (pytester sweeps) would inherit this worker's
+    PYTEST_XDIST_* variables and think itself a worker (pytest-benchmark then turns itself off, for one)."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
