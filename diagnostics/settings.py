@@ -367,7 +367,16 @@ def _limits(model: ModelSpec, v: Version, eng: str, given: dict) -> tuple[dict, 
     limit = default_limit(v, eng)
     user = dict(given.get("limit_mm_per_prompt") or {})
     counts, options = {}, {}
-    for m in supported_modalities(model, v, eng):
+    supported = supported_modalities(model, v, eng)
+    for m, n in user.items():  # a value plan would otherwise drop in silence
+        if isinstance(n, dict) and v < DUMMY_OPTIONS_SINCE:
+            raise UsageError(f"limit_mm_per_prompt as an object needs vLLM >= {DUMMY_OPTIONS_SINCE} (planning "
+                             f"for {v}); accepted here: a non-negative integer per modality")
+        if m not in supported and (isinstance(n, dict) or n):
+            raise UsageError(f"limit_mm_per_prompt names {m!r}, which {model.name} does not profile in vLLM {v} "
+                             f"(its dummy data there: {', '.join(supported) or 'none'}); accepted: "
+                             f"{', '.join(supported) or 'no modality'} (or {m}: 0)")
+    for m in supported:
         n = user.get(m, limit)
         if isinstance(n, dict):
             if v < DUMMY_OPTIONS_SINCE:

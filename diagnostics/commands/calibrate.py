@@ -21,6 +21,7 @@ from diagnostics.logs.reader import read_log
 from diagnostics.models import get_model
 from diagnostics.predict import calibrate as cal
 from diagnostics.predict.coefficients import DEFAULT, calibration_toml
+from diagnostics.report import check_writable
 from diagnostics.report.accuracy import markdown, text
 from diagnostics.settings import KNOWN_SETTINGS
 from diagnostics.suite.results import RESULTS_FILE, load_results
@@ -41,6 +42,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    check_writable(args.out, "--out")  # before the fit, not a traceback after it
+    check_writable(args.markdown, "--markdown")
     samples, skipped = [], []
     for source in args.sources:
         got, why = load_source(Path(source), args)

@@ -25,7 +25,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("new", metavar="NEW", help="candidate: results.jsonl, run directory or saved baseline JSON")
     parser.add_argument("--fail-on-regression", metavar="SPEC", default=None,
                         help=f"tolerances, e.g. peak:5%%,kv_tokens:5%%,startup:20%% (KEY:off disables one); "
-                             f"default {format_tolerances(DEFAULT_TOLERANCES)}")
+                             f"default {format_tolerances(DEFAULT_TOLERANCES).replace('%', '%%')}")
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
 

@@ -9,6 +9,7 @@ build one start's report (report/single.py) and lay it out with the same rendere
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from diagnostics.errors import UsageError, one_of
@@ -99,6 +100,20 @@ def emit(text: str, out=None) -> None:
         Path(out).write_text(text, encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot write {str(out)!r}: {exc.strerror or exc}; accepted: a writable file path") from None
+
+
+def check_writable(out, option: str) -> None:
+    """Before any work: UsageError naming `option` when the file `out` could not be written (a missing or
+    read-only directory, a directory of that name). Nothing is created or changed."""
+    if out is None:
+        return
+    path = Path(out)
+    parent = path.parent if str(path.parent) else Path(".")
+    problem = ("is a directory" if path.is_dir() else "its directory does not exist" if not parent.is_dir()
+               else "its directory is not writable" if not os.access(parent, os.W_OK)
+               else "the file is not writable" if path.exists() and not os.access(path, os.W_OK) else None)
+    if problem:
+        raise UsageError(f"{option} {str(out)!r}: {problem}; accepted: a writable file path")
 
 
 def output_format(json_flag: bool, fmt: str | None) -> str:

@@ -183,7 +183,14 @@ def accuracy_rows(rows: list[dict]) -> list[list[str]]:
              fmt_error(r["error"])] for r in rows]
 
 
-def environment_rows(report: dict) -> list[list[str]]:
+def _values(vs: list, cap: int | None) -> str:
+    shown = vs if cap is None or len(vs) <= cap else vs[:cap]
+    more = f", … ({len(vs)} values)" if len(shown) < len(vs) else ""
+    return "{" + ", ".join(_value(x) for x in shown) + more + "}"
+
+
+def environment_rows(report: dict, cap: int | None = None) -> list[list[str]]:
+    """The environment table; `cap` limits the values listed per varied setting (a shortened report.md)."""
     env = report["environment"]
     rows = [[label, _value(env[key])] for key, label in ENV_LABELS.items() if env.get(key) not in (None, "")]
     common = report["settings"]["non_default"]
@@ -192,7 +199,7 @@ def environment_rows(report: dict) -> list[list[str]]:
     varied = report["settings"]["varied"]
     if varied:
         rows.append(["varied across combinations",
-                     "; ".join(f"{k} ∈ {{{', '.join(_value(x) for x in vs)}}}" for k, vs in varied.items())])
+                     "; ".join(f"{k} ∈ {_values(vs, cap)}" for k, vs in varied.items())])
     return rows
 
 
@@ -236,6 +243,7 @@ class Shortening:
     keep: int | None = None
     grouped: bool = False
     failed_rows_only: bool = False
+    counts_only: bool = False  # failures as one count per outcome and phase (every diagnosis its own numbers)
 
     @property
     def shortened(self) -> bool:
@@ -243,7 +251,8 @@ class Shortening:
 
 
 SWEEP_STEPS = (tuple(Shortening(keep) for keep in KEEP_STEPS)
-               + (Shortening(0, grouped=True), Shortening(0, grouped=True, failed_rows_only=True)))
+               + (Shortening(0, grouped=True), Shortening(0, grouped=True, failed_rows_only=True),
+                  Shortening(0, grouped=True, failed_rows_only=True, counts_only=True)))
 
 
 def fit_sweep(report: dict, redact=lambda text: text, limit: int = GITHUB_LIMIT) -> tuple[str, str | None]:
@@ -266,10 +275,12 @@ def _short_note(short: Shortening) -> list[str]:
     if short.grouped:
         done.append("one entry per distinct diagnosis")
     if short.failed_rows_only:
-        done.append("only the combinations that did not pass")
+        done.append("only the combinations that did not come up or failed a check")
+    if short.counts_only:
+        done.append("failures counted by outcome")
     return [f"> This report is shortened to fit one GitHub comment ({', '.join(done)}). Everything else (every "
-            f"combination, every failure with its log lines) is in `{FULL_NAME}`, written beside it: attach that "
-            "file to the same comment.", ""]
+            f"combination, every failure with its log lines) is in [{FULL_NAME}]({FULL_NAME}), written beside it: "
+            "attach that file to the same comment.", ""]
 
 
 def _sweep_rows(report: dict, short: Shortening) -> tuple[list[dict], list[str]]:
@@ -280,8 +291,9 @@ def _sweep_rows(report: dict, short: Shortening) -> tuple[list[dict], list[str]]
     fails = failures(report)
     shown = fails[:SHORT_ROWS]
     shown_part = f"{len(shown)} of the {len(fails)}" if len(shown) < len(fails) else f"the {len(fails)}"
-    return shown, ["", f"Showing {shown_part} combinations that did not pass ({len(combos) - len(fails)} of "
-                   f"{plural(len(combos), 'combination')} passed); every row is in `{FULL_NAME}`."]
+    return shown, ["", f"Showing {shown_part} combinations that did not come up or failed a check (of "
+                   f"{plural(len(combos), 'combination')}, {len(combos) - len(fails)} came up and passed every "
+                   f"check); every row is in [{FULL_NAME}]({FULL_NAME})."]
 
 
 def _grouped_failures(fails: list[dict]) -> list[str]:
@@ -305,6 +317,18 @@ def _grouped_failures(fails: list[dict]) -> list[str]:
     return out
 
 
+def _counted_failures(fails: list[dict]) -> list[str]:
+    """One row per outcome and phase: how many, and the first ids."""
+    groups: dict[tuple, list[str]] = {}
+    for c in fails:
+        groups.setdefault((c["outcome"], c.get("phase") or "-", c.get("passed") is False), []).append(c["id"])
+    rows = [[outcome, phase, "yes" if checks else "no", str(len(ids)),
+             ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")]
+            for (outcome, phase, checks), ids in groups.items()]
+    return ["", table(["outcome", "phase", "failed a check", "combinations", "first"], rows), "",
+            f"Each failure's diagnosis and log lines: [{FULL_NAME}]({FULL_NAME})."]
+
+
 def render_markdown(report: dict, short: Shortening = Shortening()) -> str:
     """The sweep report; `short` says how far it is shortened (fit_sweep), and a shortened one links FULL_NAME."""
     out = [f"# vLLM start-up memory report: run {report['run']}", ""]
@@ -314,7 +338,7 @@ def render_markdown(report: dict, short: Shortening = Shortening()) -> str:
     accuracy = report.get("plan_accuracy") or {}
     if accuracy:
         out += [f"**Prediction.** {accuracy['line']}.", ""]
-    out += ["## Environment", "", table(["", "value"], environment_rows(report))]
+    out += ["## Environment", "", table(["", "value"], environment_rows(report, 12 if short.shortened else None))]
     rows, left_out = _sweep_rows(report, short)
     out += ["", "## Combinations", "", table(TABLE_HEADERS, table_rows({"combinations": rows}))] + left_out
     if any(c["peak_device_gib"] is not None for c in report["combinations"]):
@@ -335,7 +359,9 @@ def render_markdown(report: dict, short: Shortening = Shortening()) -> str:
     fails = failures(report)
     if fails:
         out += ["", "## Failures"]
-        if short.grouped:
+        if short.counts_only:
+            out += _counted_failures(fails)
+        elif short.grouped:
             out += _grouped_failures(fails)
         else:
             for c in fails:

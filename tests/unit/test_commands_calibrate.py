@@ -60,3 +60,17 @@ def test_bad_coefficient_names_the_field(tmp_path, capsys):
     bad.write_text("[coefficients]\nnot_a_field = 1\n")
     assert main(["plan", "--calibration", str(bad)]) == 2
     assert "unknown coefficient 'not_a_field'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, path, says", [
+    ("--out", "/proc/version/c.toml", "its directory does not exist"),
+    ("--markdown", "/tmp", "is a directory"),
+])
+def test_an_unwritable_output_is_refused_before_the_fit(option, path, says, capsys):
+    """It printed the whole fit, then a NotADirectoryError traceback (a newcomer's bad input, #9)."""
+    from diagnostics.cli import main
+
+    log = str(Path(__file__).resolve().parents[1] / "data" / "logs" / "gpu_v063_profile_vision_oom.log")
+    assert main(["calibrate", log, "--model", "minicpm-v-2_6", "--card", "3090", option, path]) == 2
+    captured = capsys.readouterr()
+    assert f"{option} {path!r}: {says}" in captured.err and "coefficient" not in captured.out

@@ -134,7 +134,7 @@ def test_a_sweep_with_many_long_failing_logs_still_fits_githubs_limit(tmp_path):
     assert "(last 5 of 40; the rest left out to fit GitHub's limit)" in text  # 40, 20, 10 lines were too many
     assert "ERROR 29 line 39 " in text and "ERROR 29 line 34 " not in text
     full = (tmp_path / "out" / "report-full.md").read_text(encoding="utf-8")  # the rest, in the file it links
-    assert "`report-full.md`" in text and "attach that file" in text
+    assert "[report-full.md](report-full.md)" in text and "attach that file" in text
     assert "ERROR 29 line 0 " in full and "ERROR 0 line 34 " in full and "left out" not in full
 
 
@@ -160,10 +160,29 @@ def test_however_many_combinations_failed_report_md_fits_and_links_the_whole_rep
     assert len(text) <= 65_536 and "Cut at GitHub" not in text  # shortened by design, not cut mid-table
     assert "attach that file" in text and "one entry per distinct diagnosis" in text
     assert "### 700 combinations: oom" in text and "and 680 more" in text
-    assert "Showing 100 of the 700 combinations that did not pass (0 of 700 combinations passed)" in text
+    assert ("Showing 100 of the 700 combinations that did not come up or failed a check (of 700 combinations, 0 "
+            "came up and passed every check)") in text
     assert "mml0099-seqs256" in text.split("## Failures")[0] and "mml0100-" not in text.split("## Failures")[0]
     assert all(f"### `mml{i:04d}-seqs256-util0.9`" in full for i in range(700))
     assert "ERROR 699 line 2" in full and len(full) > 65_536
+
+
+def test_800_distinct_diagnoses_and_settings_still_fit_without_a_cut(tmp_path):
+    """Every failure with its own max_model_len and its own diagnosis (a newcomer's case): grouping cannot merge
+    them, so failures are counted by outcome, and the environment lists at most 12 values per varied setting."""
+    _many_failures(tmp_path, 800)
+    records = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    for i, r in enumerate(records):
+        r["settings"] = dict(r["settings"], max_model_len=8192 + 16 * i)
+        r["diagnosis"] = dict(r["diagnosis"], summary=f"Diagnosis {i}: max_model_len={8192 + 16 * i} is too long.")
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_reports(tmp_path, formats=("md",), redactor=Redactor())
+    text = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert len(text) <= 65_536 and "Cut at GitHub" not in text
+    assert "failures counted by outcome" in text and "## Charts" in text and "| 800 " in text.replace("|  800", "| 800")
+    assert "… (800 values)}" in text and max(len(line) for line in text.splitlines()) < 2_000
+    full = (tmp_path / "report-full.md").read_text(encoding="utf-8")
+    assert "Diagnosis 799: max_model_len=20976 is too long." in full and "(800 values)" not in full
 
 
 def test_a_report_that_fits_again_removes_the_stale_full_report(tmp_path):

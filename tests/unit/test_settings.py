@@ -324,3 +324,13 @@ def test_vllm_refusal_names_the_key_vllm_derived_the_length_from_and_allows_mode
     assert "(max_position_embeddings=16384.0 or model_max_length=None" in vllm_refusal(dict(s, max_model_len=16400),
                                                                                          roped)
     assert vllm_refusal(s, model_from_config(dict(base, model_max_length=32768))) is None
+
+
+def test_a_limit_plan_would_drop_is_refused_not_dropped():
+    """vLLM 0.6.3 profiles only images for MiniCPM-V-2_6: a video object or count was silently dropped (#9)."""
+    with pytest.raises(UsageError, match="as an object needs vLLM >= 0.12.0"):
+        resolve(M, get_card("3090"), "0.6.3", overrides={"limit_mm_per_prompt": {"video": {"count": 1}}})
+    with pytest.raises(UsageError, match=r"names 'video'.*accepted: image \(or video: 0\)"):
+        resolve(M, get_card("3090"), "0.6.3", overrides={"limit_mm_per_prompt": {"image": 1, "video": 2}})
+    s = resolve(M, get_card("3090"), "0.6.3", overrides={"limit_mm_per_prompt": {"image": 1, "video": 0}})
+    assert s["limit_mm_per_prompt"] == {"image": 1}
