@@ -188,7 +188,8 @@ def explain_plan(plan) -> Explanation:
     if outcome == "ok":
         return Explanation("ok", "unknown", [], ok_summary(plan), {}, "estimate")
     if outcome not in MEMORY_FAILURES:  # e.g. "unknown" for the CPU pseudo-card without a known total
-        return Explanation(outcome, phase, [], f"No memory verdict for this plan ({outcome}). " + " ".join(plan.notes),
+        return Explanation(outcome, phase, [], f"No memory verdict for this plan ({outcome}). "
+                           + " ".join(n.rstrip(".") + "." for n in plan.notes),
                            {}, "estimate")
     culprits, fix, planner = counterfactuals(plan, outcome, lambda p: p.verdict == "ok")
     if not fix and outcome == "oom_weights":

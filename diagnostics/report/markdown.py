@@ -8,6 +8,7 @@ every one is cut to GitHub's 65,536-character limit by `fit_to_limit` (folded lo
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
@@ -124,12 +125,17 @@ def details(summary: str, lines: list[str], keep: int | None = None) -> list[str
     return ["<details><summary>" + summary + "</summary>", "", *code_block(lines), "", "</details>"]
 
 
+def _setting_value(v) -> str:
+    """A setting's value as `--set` takes it: JSON for objects and booleans (`{"image": 1}`, `true`)."""
+    return json.dumps(v) if isinstance(v, (dict, list, bool)) else str(v)
+
+
 def culprit_lines(culprits: list[dict]) -> list[str]:
-    """`max_num_seqs=128` (was 256): why. One per culprit, best first."""
+    """`max_num_seqs=128` (was 256): why. One per culprit, best first; values as `--set` takes them."""
     out = []
     for culprit in culprits:
-        now = "unset" if culprit.get("value") is None else _value(culprit.get("value"))
-        line = f"`{culprit.get('setting')}={_value(culprit.get('suggested'))}` (was {now})"
+        now = "unset" if culprit.get("value") is None else _setting_value(culprit.get("value"))
+        line = f"`{culprit.get('setting')}={_setting_value(culprit.get('suggested'))}` (was {now})"
         if culprit.get("suggested") is None:  # the figures cannot size the change
             line = f"`{culprit.get('setting')}` (now {now})"
         if culprit.get("why"):

@@ -181,3 +181,12 @@ def test_issue11_float32_on_a_card_bf16_does_not_fit_still_names_the_dtype():
     p = estimator.plan("minicpm-v-2_6", "t4", "0.33.0", overrides={"dtype": "float32"})
     e = explain.explain_plan(p)
     assert "dtype=float16 halves them" in e.summary and e.fix == {}  # T4: float16; 15.09 GiB still > 14.75
+
+
+def test_a_plan_without_memory_verdict_keeps_its_notes_apart():
+    """vLLM 0.4.0 has no MiniCPMV class: its notes ran together ("...fails before memory CUDA graphs are...")."""
+    from diagnostics.explain.search import explain_plan
+    from diagnostics.predict.estimator import plan
+
+    summary = explain_plan(plan("minicpm-v-2_6", "3090", "0.4.0")).summary
+    assert "the start fails before memory. " in summary and "memory CUDA" not in summary

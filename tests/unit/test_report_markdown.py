@@ -101,3 +101,14 @@ def test_report_md_says_how_often_plan_was_right_and_lists_predicted_vs_actual(t
     assert "**Prediction.** plan's verdict right for 1 of 2 starts." in text
     table = text[text.index("## Predicted vs measured"):]
     assert "| a " in table and "65,536" in table and "+25.0%" in table
+
+
+def test_culprit_values_are_written_as_set_takes_them():
+    """`--format md` printed `{image: 999, video: 0}` and `False`, which `--set` refuses (a newcomer's find, #9)."""
+    from diagnostics.report.markdown import culprit_lines
+
+    [line] = culprit_lines([{"setting": "limit_mm_per_prompt", "value": {"image": 999, "video": 999},
+                             "suggested": {"image": 999, "video": 0}, "why": "fewer dummy videos"}])
+    assert line.startswith('`limit_mm_per_prompt={"image": 999, "video": 0}` (was {"image": 999, "video": 999})')
+    [eager] = culprit_lines([{"setting": "enforce_eager", "value": False, "suggested": True, "why": ""}])
+    assert eager == "`enforce_eager=true` (was false)"
