@@ -244,7 +244,7 @@ def log_report(record, answer: dict, model=None, card=None, redactor: Redactor |
         "culprits": list(answer["culprits"]),
         "fix": dict(answer["fix"]),
         "fix_check": check,
-        "replan_command": replan_command(plan, answer["fix"], model),
+        "replan_command": replan_command(plan, answer["fix"], model) if check is not None else None,
         "error_line": record.error_line,
         "evidence": [line for line in record.evidence if line != record.error_line],
     }
@@ -308,7 +308,7 @@ def plan_report(plan, explanation=None, fits=None, redactor: Redactor | None = N
         "culprits": [c.to_json() for c in explanation.culprits] if explanation is not None else [],
         "fix": fix,
         "fix_check": check,
-        "replan_command": replan_command(plan, fix),
+        "replan_command": replan_command(plan, fix) if check is not None else None,  # plan would refuse it
         "fits": fit_rows(plan, fits) if fits is not None else None,
     }
     return _redacted(content, redactor)
