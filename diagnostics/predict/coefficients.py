@@ -114,6 +114,10 @@ def load_calibration(path: str | Path) -> Calibration:
                          "written by `python -m diagnostics calibrate`") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"calibration file {path}: not TOML ({exc})") from None
+    if not any(isinstance(data.get(k), dict) for k in ("calibration", "coefficients", "groups")):
+        raise UsageError(f"calibration file {path}: no [calibration] or [coefficients] table"
+                         + (f" (it has {', '.join(f'[{k}]' for k in data)})" if data else " (it is empty)")
+                         + "; accepted: a TOML file written by `python -m diagnostics calibrate`")
     meta = data.get("calibration") or {}
     name = str(meta.get("name") or path.stem)
     pooled = coefficients_from(data.get("coefficients") or {}, str(path), DEFAULT, name)

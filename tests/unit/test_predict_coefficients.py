@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 
+from diagnostics.errors import UsageError
 from diagnostics.predict.coefficients import DEFAULT, Coefficients
 from diagnostics.predict.estimator import plan
 
@@ -30,3 +32,14 @@ def test_no_estimate_constant_outside_the_coefficients_module():
         text = path.read_text()
         for name in fields | {"CUDA_CONTEXT_GIB", "NON_TORCH_GIB", "SAMPLER_BYTES_PER_LOGIT", "LLM_RANGE"}:
             assert f"{name} =" not in text, f"{path.name} defines {name}"
+
+
+@pytest.mark.parametrize("text, says", [("", "(it is empty)"), ("[cards.x]\ntotal_gib = 20\n", "(it has [cards])")])
+def test_a_toml_that_is_no_calibration_is_refused(tmp_path, text, says):
+    """Any TOML planned with the built-in coefficients under the file's name (a newcomer's find, #9)."""
+    from diagnostics.predict.coefficients import load_calibration
+
+    path = tmp_path / "cal.toml"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=re.escape(says)):
+        load_calibration(path)
