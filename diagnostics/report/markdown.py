@@ -80,9 +80,8 @@ def range_cell(key: str, low, high) -> str:
 
 
 def _value(v) -> str:
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k}: {_value(x)}" for k, x in v.items()) + "}"
-    return str(v)
+    """A setting's value as `--set` takes it: JSON for objects and booleans (`{"image": 1}`, `true`)."""
+    return json.dumps(v) if isinstance(v, (dict, list, bool)) else str(v)
 
 
 def _cell(text: str) -> str:
@@ -125,17 +124,12 @@ def details(summary: str, lines: list[str], keep: int | None = None) -> list[str
     return ["<details><summary>" + summary + "</summary>", "", *code_block(lines), "", "</details>"]
 
 
-def _setting_value(v) -> str:
-    """A setting's value as `--set` takes it: JSON for objects and booleans (`{"image": 1}`, `true`)."""
-    return json.dumps(v) if isinstance(v, (dict, list, bool)) else str(v)
-
-
 def culprit_lines(culprits: list[dict]) -> list[str]:
     """`max_num_seqs=128` (was 256): why. One per culprit, best first; values as `--set` takes them."""
     out = []
     for culprit in culprits:
-        now = "unset" if culprit.get("value") is None else _setting_value(culprit.get("value"))
-        line = f"`{culprit.get('setting')}={_setting_value(culprit.get('suggested'))}` (was {now})"
+        now = "unset" if culprit.get("value") is None else _value(culprit.get("value"))
+        line = f"`{culprit.get('setting')}={_value(culprit.get('suggested'))}` (was {now})"
         if culprit.get("suggested") is None:  # the figures cannot size the change
             line = f"`{culprit.get('setting')}` (now {now})"
         if culprit.get("why"):
@@ -278,7 +272,7 @@ def fit_sweep(report: dict, redact=lambda text: text, limit: int = GITHUB_LIMIT)
 
 def _short_note(short: Shortening) -> list[str]:
     done = ["fewer log lines per failure" if short.keep else "no log lines"]
-    if short.grouped:
+    if short.grouped and not short.counts_only:
         done.append("one entry per distinct diagnosis")
     if short.failed_rows_only:
         done.append("only the combinations that did not come up or failed a check")

@@ -49,7 +49,7 @@ def test_markdown_verdict_environment_table_and_failures(written):
     # environment: GPU, driver, CUDA, versions, and only settings that differ from vLLM 0.6.3's defaults
     for row in ("| GPU ", "| NVIDIA A10 ", "| 550.54.15 ", "| 12.1 ", "| 2.4.0 ", "| 0.6.3 ", "| llm (vllm.LLM) "):
         assert row in md
-    assert "trust_remote_code=True, dtype=bfloat16" in md
+    assert "trust_remote_code=true, dtype=bfloat16" in md  # as --set takes it
     assert "gpu_memory_utilization=" not in md.split("## Combinations")[0]  # 0.9 is the default
     assert "max_num_seqs ∈ {16, 32, 256}" in md
     # one GitHub table row per combination with its numbers
