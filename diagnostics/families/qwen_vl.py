@@ -135,6 +135,13 @@ def _tokens(s: QwenVLShape, hw: tuple[int, int], size: tuple[int, int], frames: 
     return grid_t * (h // s.patch) * (w // s.patch) // (s.merge ** 2)
 
 
+def largest_image(s: QwenVLShape, settings: dict) -> tuple[int, int]:
+    """(height, width) in pixels of the image with the most features at the settings' max_pixels: the image
+    items() counts (vLLM 0.32 qwen2_vl.py Qwen2VLProcessingInfo.get_image_size_with_most_features)."""
+    kwargs = settings.get("mm_processor_kwargs") or {}
+    return _most_features(s.patch * s.merge, _scoped_size(kwargs, "images_kwargs", s.image_size)[1])
+
+
 def items(s: QwenVLShape, settings: dict, seq_len: int, counts: dict[str, int]) -> dict[str, Item]:
     """Largest dummy image / video (vLLM's get_mm_max_tokens_per_item) for the active modalities in `counts`."""
     kwargs = settings.get("mm_processor_kwargs") or {}
