@@ -169,11 +169,12 @@ def worst_case_prompt(tokenizer, case: dict, prompt: str | None, filler: int):
     return {"prompt": text, "multi_modal_data": _mm_data(case)}
 
 
-def serve_worst_case(llm, spec: dict) -> dict:
+def serve_worst_case(llm, spec: dict, sent: dict) -> dict:
     """Send the worst-case request (diagnostics/suite/worst_case.py): `batch` prompts of max_model_len - max_tokens
     tokens with the most and largest items, sampled with top_p/top_k/logprobs/penalties, in one generate. For a
     multimodal prompt the filler is first estimated from plan's item tokens; a prompt vLLM refuses as too long
-    (its validation error names the length) is shortened by the excess and sent again (at most WORST_CASE_TRIES)."""
+    (its validation error names the length) is shortened by the excess and sent again (at most WORST_CASE_TRIES).
+    `sent` ({"worst_case": ...}) collects what was sent (tries, the planted budget), also when the request fails."""
     from vllm import SamplingParams
 
     case = spec["worst_case"]
@@ -183,13 +184,17 @@ def serve_worst_case(llm, spec: dict) -> dict:
     # a multimodal prompt aims OVERSHOOT tokens long on purpose: vLLM's refusal then names its exact length
     filler = target if not case.get("items") else (
         target - fixed - len(tokenizer.encode(case.get("prompt") or "")) + OVERSHOOT)
-    sent = {"worst_case": case, "tries": []}
+    sent["tries"] = []
     budget = spec.get("planted_budget_bytes")
-    if budget:
+    if budget:  # and a small control request under it: the budget admits an ordinary request
         sent["planted_budget"] = {"bytes": budget, "capped": plant_budget(int(budget))}
+        control = llm.generate([TEXT_PROMPT], SamplingParams(max_tokens=4, temperature=0.0), use_tqdm=False)
+        sent["planted_budget"]["control_ok"] = bool(control and control[0].outputs)
     params = SamplingParams(max_tokens=int(case["max_tokens"]), **case["sampling"])
     for _ in range(WORST_CASE_TRIES):
         request = worst_case_prompt(tokenizer, case, case.get("prompt"), filler)
+        attempt = {"filler": filler}  # recorded before it is sent: a request that kills the engine is in it too
+        sent["tries"].append(attempt)
         try:
             outs = llm.generate([request] * int(case["batch"]), params, use_tqdm=False)
         except BaseException as exc:
@@ -197,12 +202,12 @@ def serve_worst_case(llm, spec: dict) -> dict:
             # vLLM 0.32's VLLMValidationError (a ValueError in older releases): the prompt is too long
             if found and (isinstance(exc, ValueError) or type(exc).__name__ == "VLLMValidationError"):
                 length = int(found.group(1) or found.group(2))
-                sent["tries"].append({"filler": filler, "prompt_tokens": length, "refused": str(exc)[:200]})
+                attempt.update(prompt_tokens=length, refused=str(exc)[:200])
                 filler -= max(length - target, 1)
                 continue
             raise
         lengths = [len(o.prompt_token_ids or []) for o in outs]
-        sent["tries"].append({"filler": filler, "prompt_tokens": max(lengths)})
+        attempt["prompt_tokens"] = max(lengths)
         return {"ok": True, "prompt_tokens": max(lengths), "batch": len(outs),
                 "output_tokens": [len(o.outputs[0].token_ids) for o in outs], "sent": sent, "error": None}
     raise RuntimeError(f"the worst-case prompt stayed too long after {WORST_CASE_TRIES} tries: {sent['tries']}")
@@ -245,11 +250,12 @@ def run(spec: dict) -> int:
                                  "output_ids": [], "error": f"{type(exc).__name__}: {exc}"}
             code = EXIT_REQUEST_FAILED
     if spec.get("worst_case") and code == 0:
+        sent = {"worst_case": spec["worst_case"]}
         try:
-            result["worst_case"] = serve_worst_case(llm, spec)
+            result["worst_case"] = serve_worst_case(llm, spec, sent)
         except BaseException as exc:
             traceback.print_exc()
-            result["worst_case"] = {"ok": False, "prompt_tokens": None, "sent": {"worst_case": spec["worst_case"]},
+            result["worst_case"] = {"ok": False, "prompt_tokens": None, "sent": sent,
                                     "error": f"{type(exc).__name__}: {exc}"}
             code = EXIT_REQUEST_FAILED
     result["torch"] = safe_torch_stats()

@@ -15,9 +15,7 @@ A failing test's message is the diagnosis (one paragraph); the numbers are in it
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import shutil
 import signal
 from pathlib import Path
 
@@ -34,20 +32,18 @@ from diagnostics.report import write_reports
 from diagnostics.report.terminal import accuracy_table, summary_table
 from diagnostics.settings import dtype_for_card, start_refusal
 from diagnostics.suite import judge as verdicts
-from diagnostics.suite import run
-from diagnostics.kit import IMAGE_PROMPT
+from diagnostics.suite import run, starts
+from diagnostics.suite.starts import DEFAULT_IMAGE_SIZE, no_gpu_line  # noqa: F401 (the plugin's names)
 from diagnostics.kit.vlm import image_prompt
 from diagnostics.suite import hub
 from diagnostics.suite.gate import Gate
 from diagnostics.suite.matrix import load_matrix
 from diagnostics.suite.results import ResultWriter, load_results, load_results_noting, make_record, with_repeats
-from diagnostics.suite.worst_case import PLACEHOLDERS, worst_case
 from diagnostics.suite.search import SEARCHABLE
 from diagnostics.suite.search_run import SearchBroke, run_search
-from diagnostics.units import plural, utc_now
+from diagnostics.units import plural
 
 MANAGER_NAME = "vllm-memcheck-manager"
-DEFAULT_IMAGE_SIZE = (1344, 1344)  # MiniCPM-V-2_6 at its slicing maximum (9 slices + the overview)
 COMBINATION_FIXTURE = "memcheck_combination"
 SEARCH_FIXTURE = "memcheck_search"
 MARKERS = {
@@ -71,11 +67,6 @@ def detect_gpu() -> tuple[str | None, str | None]:
         return gpu_name(), None
     except NoGPU as err:
         return None, err.reason
-
-
-def no_gpu_line(why: str, card_name: str | None) -> str:
-    return (f"no usable GPU ({why}); run `python -m diagnostics plan --card {card_name or '3090'}` for a "
-            "prediction, or --card=cpu for vLLM's CPU backend")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -334,73 +325,6 @@ class Manager:
             pytest.fail(str(err), pytrace=False)
 
     # -- one start -------------------------------------------------------------------------------------------
-    def worst_case_for(self, combination, settings: dict) -> dict | None:
-        """The worst-case request this combination's starts send (suite/worst_case.py), as the child takes it, or
-        None: --worst-case on/off, else the matrix's worst_case, else on for GPU cards and off on the cpu card."""
-        wanted = {"on": True, "off": False}.get(self.worst_case_mode)
-        if wanted is None:
-            wanted = combination.worst_case if combination.worst_case is not None else not self.card.is_cpu
-        if not wanted:
-            return None
-        try:
-            case = worst_case(self.model_spec(), self.card, self.machine_info().get("vllm") or "", settings)
-        except UsageError as err:
-            pytest.fail(f"vllm-memcheck: {combination.id}: no worst-case request ({err}); set max_model_len in the "
-                        "matrix or pass --worst-case=off", pytrace=False)
-        data = case.to_json()
-        if case.placeholder_family:
-            data["placeholders"] = list(PLACEHOLDERS[case.placeholder_family])
-            data["prompt"] = self.image_prompt() or IMAGE_PROMPT
-        return data
-
-    @contextlib.contextmanager
-    def caches(self, combination, spec_for):
-        """Yields cache_env(k) -> the environment of the k-th measured start: cold, a fresh cache directory per
-        start (removed after); warm, one directory per combination, filled by a discarded warm-up start with the
-        same settings first (its log: logs/ID.warmup.log); user, the user's own caches (no variables set)."""
-        root = self.run_dir / "caches" / combination.id
-        self.warmup = None
-        try:
-            if self.cache_state == "warm":
-                spec = spec_for("warmup", run.cache_env(root), warm_up=True)
-                result = launch.run_start(spec)
-                self.warmup = {"returncode": result.returncode, "wall_s": result.wall_s,
-                               "startup_s": result.startup_s, "log_file": f"logs/{spec.log_path.name}"}
-            if self.cache_state == "user":
-                yield lambda k: {}
-            elif self.cache_state == "warm":
-                yield lambda k: run.cache_env(root)
-            else:
-                def cold(k: int) -> dict:
-                    fresh = root / f"start{k + 1}"
-                    shutil.rmtree(fresh, ignore_errors=True)
-                    return run.cache_env(fresh)
-
-                yield cold
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
-
-    def _spec(self, combination, settings: dict, model_path: str, case: dict | None, name: str, env: dict,
-              warm_up: bool = False) -> launch.StartSpec:
-        run_dir = self.run_dir
-        if combination.planted_budget_mib and not self.card.is_cpu:
-            pytest.fail(f"{combination.id}: planted_budget_mib is for the cpu card (a test of the harness)",
-                        pytrace=False)
-        spec = launch.StartSpec(
-            model=model_path, settings=settings, card=self.card,
-            load_format=self.load_format, timeout_s=self.engine_timeout,
-            request=combination.request and not warm_up,
-            image_size=DEFAULT_IMAGE_SIZE, env={**self.engine_env(), **hub.start_env(model_path), **env},
-            log_path=run_dir / "logs" / f"{name}.log",
-            timeline_path=run_dir / "timelines" / f"{name}.csv", id=combination.id,
-            image=self.sends_image(settings) if combination.request else None, prompt=self.image_prompt(),
-            devices=self.devices_for(settings), worst_case=None if warm_up else case,
-            planted_budget_bytes=(combination.planted_budget_mib << 20
-                                  if combination.planted_budget_mib and not warm_up else None))
-        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        spec.timeline_path.parent.mkdir(parents=True, exist_ok=True)
-        return spec
-
     def start(self, combination, benchmark=None) -> Measurement:
         """Start the engine --repeat times for `combination` (after a warm-up start with --cache-state=warm), record
         one result with the spread of its figures, and judge it (see verify): the first failed start decides."""
@@ -411,17 +335,17 @@ class Manager:
         run_dir = self.run.ensure()
         settings = self.startable(self.settings_for(combination))
         model_path = self.model_path()
-        case = self.worst_case_for(combination, settings)
+        case = starts.worst_case_for(self, combination, settings)
 
         def spec_for(suffix: str, env: dict, warm_up: bool = False) -> launch.StartSpec:
             name = combination.id if not suffix else f"{combination.id}.{suffix}"
-            return self._spec(combination, settings, model_path, case, name, env, warm_up)
+            return starts.start_spec(self, combination, settings, model_path, case, name, env, warm_up)
 
         measurements = []
-        with self.caches(combination, spec_for) as cache_env:
+        with starts.caches(self, combination, spec_for) as cache_env:
             for k in range(self.repeat):
                 spec = spec_for("" if k == 0 else f"r{k + 1}", cache_env(k))
-                measurements.append(self._start_once(combination, settings, spec, benchmark if k == 0 else None))
+                measurements.append(starts.start_once(self, combination, settings, spec, benchmark if k == 0 else None))
         chosen = next((m for m in measurements if m.status == "failed"), measurements[-1])
         record = with_repeats(chosen.record, [m.record for m in measurements]) if self.repeat > 1 else chosen.record
         if self.warmup is not None:
@@ -429,30 +353,6 @@ class Manager:
         measurement = Measurement(combination, record, chosen.verdict)
         ResultWriter(run_dir).append(measurement.record)
         self._current_measurement = measurement  # picked up by pytest_runtest_makereport of this call
-        return measurement
-
-    def _start_once(self, combination, settings: dict, spec: launch.StartSpec, benchmark=None) -> Measurement:
-        """One engine start, judged (its record not yet written)."""
-        started_at = utc_now()
-        try:
-            if benchmark is not None:
-                result = benchmark.pedantic(launch.run_start, args=(spec,), rounds=1, iterations=1)
-            else:
-                result = launch.run_start(spec)
-        except NoGPU as err:
-            pytest.skip(no_gpu_line(str(err), self.card.name if self.card else None))
-        except UsageError as err:  # the start's environment (CUDA_DEVICE_ORDER, too few GPUs, the lock): one line
-            pytest.fail(f"vllm-memcheck: {err}", pytrace=False)
-        except launch.DeviceNotClean as err:
-            if err.result is not None:  # the start that left the device unclean is evidence: record it first
-                ResultWriter(self.run_dir).append(self.judge(combination, settings, err.result, started_at).record)
-            pytest.exit(f"vllm-memcheck: {err}", returncode=pytest.ExitCode.TESTS_FAILED)
-        measurement = self.judge(combination, settings, result, started_at)
-        if benchmark is not None:
-            record = measurement.record
-            benchmark.extra_info.update({"combination": combination.id, "outcome": record["outcome"],
-                                         "startup_s": result.startup_s,
-                                         "peak_gib": record["peak_device_gib"] or record["peak_process_gib"]})
         return measurement
 
     def judge(self, combination, settings: dict, result, started_at: str) -> Measurement:
