@@ -29,7 +29,7 @@ from diagnostics.errors import UsageError
 from diagnostics.explain import explain_record
 from diagnostics.models import get_model
 from diagnostics.report import write_reports
-from diagnostics.report.terminal import accuracy_table, summary_table
+from diagnostics.report.terminal import accuracy_table, spread_table, summary_table
 from diagnostics.settings import dtype_for_card, start_refusal
 from diagnostics.suite import judge as verdicts
 from diagnostics.suite import run, starts
@@ -464,6 +464,9 @@ class Manager:
             return
         terminalreporter.write_sep("=", f"vllm-memcheck: {plural(len(results), 'combination')} in {self.run_dir}")
         terminalreporter.write_line(summary_table(results))
+        spreads = spread_table(results)
+        if spreads:
+            terminalreporter.write_line(f"spread over --repeat starts (the gate compares medians):\n{spreads}")
         terminalreporter.write_line(accuracy_table(results))
         for path in self.report_paths:
             terminalreporter.write_line(f"report: {path}")
