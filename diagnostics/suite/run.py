@@ -30,7 +30,7 @@ CPU_MATRIX = Path(__file__).resolve().parents[1] / "data" / "cpu-tiny.toml"  # w
 CPU_REFUSED = ("openbmb/MiniCPM-V-2_6", "kit:minicpm-v-2_6")  # real shapes: ~16 GB of weights
 LOAD_FORMATS = ("auto", "dummy")
 CACHE_STATES = ("cold", "warm", "user")
-CACHE_ENV = ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR")  # what a cold start gets fresh, a warm one shares
+CACHE_ENV = ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")  # fresh when cold, shared when warm
 MAX_REPEAT = 20
 
 # (name, CLI kwargs, ini type, help). The ini twin is memcheck_<name>: memcheck_card, memcheck_report_dir, ...
@@ -74,7 +74,7 @@ OPTIONS = (
      "sampling with top_p/top_k/logprobs, a small batch where max_num_seqs > 1); auto (default): the matrix's "
      "worst_case, else on for GPU cards and off on the cpu card"),
     ("cache_state", {"choices": CACHE_STATES}, "string",
-     "compile caches of each start: cold (default: a fresh VLLM_CACHE_ROOT and TORCHINDUCTOR_CACHE_DIR per start), "
+     "compile caches of each start: cold (default: fresh VLLM_CACHE_ROOT, TORCHINDUCTOR_CACHE_DIR, TRITON_CACHE_DIR), "
      "warm (one discarded warm-up start with the same settings first), user (whatever the user's caches hold); "
      "the record names it and the gate compares only like with like"),
     ("repeat", {"metavar": "N"}, "string",
@@ -188,9 +188,11 @@ def repeat_count(text) -> int:
 
 
 def cache_env(root: Path) -> dict:
-    """The environment of a start whose compile caches live under `root` (vLLM's torch.compile cache under
-    VLLM_CACHE_ROOT, vllm/envs.py; torch inductor's under TORCHINDUCTOR_CACHE_DIR)."""
-    return {"VLLM_CACHE_ROOT": str(root / "vllm"), "TORCHINDUCTOR_CACHE_DIR": str(root / "inductor")}
+    """The environment of a start whose compile caches live under `root`: vLLM's torch.compile cache under
+    VLLM_CACHE_ROOT (vllm/envs.py), torch inductor's under TORCHINDUCTOR_CACHE_DIR, Triton's compiled kernels (vLLM's
+    own Triton ops) under TRITON_CACHE_DIR."""
+    return {"VLLM_CACHE_ROOT": str(root / "vllm"), "TORCHINDUCTOR_CACHE_DIR": str(root / "inductor"),
+            "TRITON_CACHE_DIR": str(root / "triton")}
 
 
 def check_cpu_model(model: str) -> None:

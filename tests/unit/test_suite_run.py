@@ -101,5 +101,6 @@ def test_repeat_count_and_cache_env(tmp_path):                                  
         with pytest.raises(UsageError, match=f"bad repeat '{bad}'; accepted: a whole number of starts from 1 to 20"):
             run.repeat_count(bad)
     env = run.cache_env(tmp_path / "c")
-    assert env == {"VLLM_CACHE_ROOT": str(tmp_path / "c" / "vllm"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "c" / "inductor")}
+    assert env == {"VLLM_CACHE_ROOT": str(tmp_path / "c" / "vllm"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "c" / "inductor"),
+                   "TRITON_CACHE_DIR": str(tmp_path / "c" / "triton")}
     assert set(env) == set(run.CACHE_ENV)
