@@ -45,6 +45,7 @@ def worst_case_for(manager, combination, settings: dict) -> dict | None:
         data["prompt"] = manager.image_prompt() or IMAGE_PROMPT
     return data
 
+
 def no_gpu_line(why: str, card_name: str | None) -> str:
     return (f"no usable GPU ({why}); run `python -m diagnostics plan --card {card_name or '3090'}` for a "
             "prediction, or --card=cpu for vLLM's CPU backend")
@@ -62,7 +63,7 @@ def caches(manager, combination, spec_for):
             spec = spec_for("warmup", run.cache_env(root), warm_up=True)
             result = launch.run_start(spec)
             manager.warmup = {"returncode": result.returncode, "wall_s": result.wall_s,
-                           "startup_s": result.startup_s, "log_file": f"logs/{spec.log_path.name}"}
+                              "startup_s": result.startup_s, "log_file": f"logs/{spec.log_path.name}"}
         if manager.cache_state == "user":
             yield lambda k: {}
         elif manager.cache_state == "warm":
@@ -77,8 +78,11 @@ def caches(manager, combination, spec_for):
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
+
 def start_spec(manager, combination, settings: dict, model_path: str, case: dict | None, name: str, env: dict,
                warm_up: bool = False) -> launch.StartSpec:
+    """The StartSpec of one start named `name` (its log logs/NAME.log): a warm-up start sends no request and no
+    worst case and gets no planted budget; planted_budget_mib is refused off the cpu card."""
     run_dir = manager.run_dir
     if combination.planted_budget_mib and not manager.card.is_cpu:
         pytest.fail(f"{combination.id}: planted_budget_mib is for the cpu card (a test of the harness)",
