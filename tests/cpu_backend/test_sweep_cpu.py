@@ -83,7 +83,7 @@ def test_cpu_sweep_interrupted_then_resumed(pytester):
 
     # 2. --resume runs only what is missing and appends to the same run
     done = pytester.run(sys.executable, "-m", "pytest", *ARGS, "--resume", "--benchmark-json=bench.json",
-                        timeout=400)
+                        timeout=900)  # 4 starts: ~20 s each on an idle runner, minutes under load
     out = done.stdout.str()
     done.assert_outcomes(passed=1, xfailed=1, failed=2, skipped=1)
     assert f"already recorded in {results_file} (--resume)" in out
@@ -175,7 +175,7 @@ def test_cpu_sweep_interrupted_then_resumed(pytester):
     # with --allow-cache-mismatch (not judged), and derives its tolerances from the spread
     warm_args = [a for a in ARGS if not a.startswith("--report-dir")]
     warm = pytester.run(sys.executable, "-m", "pytest", *warm_args, "--report-dir=warm", "-k", "ok-256",
-                        "--cache-state=warm", "--repeat=2", timeout=600)
+                        "--cache-state=warm", "--repeat=2", timeout=900)
     assert warm.parseoutcomes().get("passed") == 1, warm.stdout.str()[-3000:]
     (warm_file,) = pytester.path.glob("warm/*/results.jsonl")
     (warm_record,) = [json.loads(line) for line in warm_file.read_text().splitlines() if line.strip()]
