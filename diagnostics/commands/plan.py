@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 
+from diagnostics import vllm_exact
 from diagnostics.errors import UsageError
 from diagnostics.explain import explain_plan
 from diagnostics.predict.coefficients import load_calibration_arg
@@ -49,6 +50,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--calibration", default=None, metavar="FILE|shipped",
                         help="calibration TOML written by `calibrate --out` (shipped: the fit on the field cases); "
                              "default: the built-in coefficients")
+    parser.add_argument("--no-vllm-exact", action="store_true", dest="no_vllm_exact",
+                        help="plan with the pure rules only; by default, when --vllm is the installed vLLM, the "
+                             "weights and KV bytes per token come from vLLM's own classes (a CPU subprocess, no "
+                             "weights, cached; diagnostics/vllm_exact); VLLM_MEMCHECK_VLLM_EXACT=off in the "
+                             "environment does the same")
     parser.add_argument("--json", action="store_true", help="print one JSON object (= --format json)")
     parser.add_argument("--format", choices=SINGLE_FORMATS, default=None,
                         help="text (default), json, or md: a redacted Markdown report to paste into an issue")
@@ -72,7 +78,13 @@ def build(args, card=None, version=None, overrides=None) -> Plan:
     refusal = vllm_refusal(p.settings, p.model)
     if refusal:
         raise UsageError(f"vLLM {p.vllm_version} refuses these settings at start-up: {refusal}")
-    return p
+    if getattr(args, "no_vllm_exact", False) or not vllm_exact.applies(p.vllm_version):
+        return p
+    exact, why_not = vllm_exact.ask(p.model, p.vllm_version, p.settings)
+    if exact is None:
+        p.notes.append(f"vLLM's own code was not asked: {why_not}; the pure rules answer")
+        return p
+    return plan(p.model, card, p.vllm_version, args.entrypoint, overrides, calibration, exact)
 
 
 def run(args) -> int:

@@ -17,6 +17,7 @@ from diagnostics.models import ModelSpec, get_model
 from diagnostics.outcomes import MEMORY_TERMS
 from diagnostics.predict import mm_budget
 from diagnostics.predict.coefficients import DEFAULT, Calibration, Coefficients
+from diagnostics.predict.exact import VllmExact, exact_weights_gib
 from diagnostics.predict.limits import known_limits, setting_notes, startup_blocker
 from diagnostics.predict.terms import (Term, activation_term, cuda_graph_term, dtype_bytes, eager_vision_attention,
                                        encoder_bytes, encoder_term, kv_cache_term, llm_pass_bytes, non_torch_term,
@@ -89,13 +90,15 @@ class _Context:
 
 
 def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", overrides=None,
-         coefficients: Coefficients | Calibration | None = None) -> Plan:
+         coefficients: Coefficients | Calibration | None = None, exact: VllmExact | None = None) -> Plan:
     """Predict every start-up term and the verdict.
 
     model: a name `models.get_model` knows, a directory with config.json, or a ModelSpec; card: a name or Card;
     version: a vLLM version text (default: the installed one, else the newest known); entrypoint: "llm" | "serve";
     overrides: {setting: value} as the user gave them; coefficients: the estimate coefficients, or a Calibration
-    (its group for the card's architecture and the version's family is used). Pure; raises UsageError for bad input.
+    (its group for the card's architecture and the version's family is used); exact: what the installed vLLM's
+    own code computed for this model and these settings (diagnostics.vllm_exact), which replaces the weights and
+    the KV bytes per token. Pure; raises UsageError for bad input.
     """
     model, card = get_model(model), get_card(card)
     v = parse_version(version or default_version())
@@ -108,7 +111,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     ctx = _Context(model, card, v, engine_of(v, settings.get("use_v1")), fam, settings, dtype_bytes(model, settings),
                    int(settings.get("tensor_parallel_size", 1)), coef or DEFAULT)
     notes = setting_notes(v, ctx.eng, given, settings, engine_choice(model, card, v, given)[1])
-    weights = weights_term(model, settings, ctx.db)
+    weights = weights_term(model, settings, ctx.db) if exact is None else _exact_weights(exact, settings)
     non_torch = non_torch_term(settings, ctx.coef)
     prof, eager, enc = _encoder_profile(ctx, notes)
     enc_b = scaled_encoder_bytes(enc["total"], eager, ctx.coef)
@@ -121,7 +124,8 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
 
     graphs_budgeted = _graphs_budgeted(ctx)
     kv = kv_cache_term(model, settings, KV_CACHE_DTYPES.get(settings.get("kv_cache_dtype", "auto")) or ctx.db,
-                       _kv_budget_gib(ctx), (weights, non_torch, activation), graphs if graphs_budgeted else None)
+                       _kv_budget_gib(ctx), (weights, non_torch, activation), graphs if graphs_budgeted else None,
+                       exact.kv_bytes_per_token if exact is not None else None)
     _fit_auto_length(ctx, kv.tokens, notes)
     terms = StartupTerms(weights, non_torch, activation, kv, graphs, graphs_budgeted, enc_b / GiB,
                          llm_b / GiB, samp_b / GiB, peak, context_gib)
@@ -132,6 +136,8 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     else:
         outcome, phase = judge_verdict(card, v, ctx.eng, settings, terms, notes)
     notes += known_limits(model, v, ctx.eng, settings)
+    if exact is not None:
+        notes.append(_exact_note(exact, ctx.tp))
     if graphs.value_gib and not graphs_budgeted:
         notes.append("CUDA graphs are not in the KV budget in this version: they must fit in what is left")
     if card.is_cpu:
@@ -143,6 +149,25 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
         or card.total_gib > 0
     return Plan(outcome, str(v), ctx.eng, ctx.fam, card, model, entrypoint, settings, components, profile, peak,
                 kv.tokens if known_kv else None, phase, notes, context_gib, given, ctx.coef)
+
+
+def _exact_weights(exact: VllmExact, settings: dict) -> Term:
+    tp = int(settings.get("tensor_parallel_size", 1))
+    return Term.exact(exact_weights_gib(exact, settings),
+                      f"{exact.label}: parameter and buffer bytes of {exact.model_class}"
+                      + (f" on rank 0 of {tp}" if tp > 1 else ""))
+
+
+def _exact_note(exact: VllmExact, tp: int) -> str:
+    """Which terms came from vLLM's own code, and its KV spec per layer type."""
+    rank = f" per rank (TP {tp})" if tp > 1 else ""
+    kinds = "; ".join(
+        f"{row['layers']} x {row['type']} " + (f"{row['bytes_per_token']:,.0f} B/token" if "bytes_per_token" in row
+                                                else f"{row['state_bytes_per_sequence']:,} B state/sequence")
+        for row in exact.kv_layers) or "no paged KV"
+    per_token = (f"KV {exact.kv_bytes_per_token:,.0f} B/token{rank}" if exact.kv_bytes_per_token is not None
+                 else "no KV bytes per token")
+    return f"weights and {per_token}: {exact.label} ({kinds}); --no-vllm-exact plans with the pure rules"
 
 
 def _graphs_budgeted(ctx: _Context) -> bool:

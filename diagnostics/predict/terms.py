@@ -168,10 +168,11 @@ class KVCache:
 
 
 def kv_cache_term(model: ModelSpec, settings: dict, db: int, budget_gib: float, used: tuple[Term, ...],
-                  graphs_sub: Term | None) -> KVCache:
+                  graphs_sub: Term | None, per_token_bytes: float | None = None) -> KVCache:
     """KV = util x total - (weights + non-torch + activation peak) [- CUDA graphs where budgeted], or the fixed
     `kv_cache_memory_bytes` / `num_gpu_blocks_override` (vllm-memory.md §1). `used` is (weights, non_torch,
-    activation); the range takes each term's opposite bound (weights are exact: low = high = value)."""
+    activation); the range takes each term's opposite bound (weights are exact: low = high = value).
+    per_token_bytes: the KV bytes per token per rank vLLM's own code gave (predict.exact), else the model's rule."""
     fixed_kv = settings.get("kv_cache_memory_bytes")
     tp = int(settings.get("tensor_parallel_size", 1))
 
@@ -186,7 +187,7 @@ def kv_cache_term(model: ModelSpec, settings: dict, db: int, budget_gib: float, 
     kv_hi = kv_for("low_gib", "low_gib")
     basis = ("exact: kv_cache_memory_bytes" if fixed_kv is not None else
              "derived: util x total - (weights + non_torch + activation peak)" + (" - CUDA graphs" if graphs_sub else ""))
-    block_bytes = settings["block_size"] * model.kv_bytes_per_token(db) / tp
+    block_bytes = settings["block_size"] * (per_token_bytes or model.kv_bytes_per_token(db) / tp)
     blocks = int(max(kv_v, 0) * GiB // block_bytes)
     if settings.get("num_gpu_blocks_override"):
         blocks = int(settings["num_gpu_blocks_override"])

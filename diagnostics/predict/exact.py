@@ -1,0 +1,65 @@
+"""Terms computed by the installed vLLM's own code (diagnostics.vllm_exact asks it in a subprocess), as plain
+numbers the pure estimator can use: rank 0's parameter and buffer bytes as vLLM builds the model, and the KV
+cache's bytes per token per rank from vLLM's per-layer KV specs. Nothing here imports vLLM or torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from diagnostics.units import GiB
+
+
+@dataclass(frozen=True)
+class VllmExact:
+    """What vLLM `version` computed for one (config.json, settings): bytes are per tensor-parallel rank (rank 0).
+
+    param_bytes, buffer_bytes: parameters and buffers (rotary cos/sin caches, ...) of vLLM's model built on the
+    meta device (B); both are on the GPU after loading, so `weights_bytes` is their sum;
+    kv_bytes_per_token: the KV pool's bytes per token as vLLM's scheduler counts tokens (B; None: no paged KV);
+    kv_layers: one dict per distinct KV spec (type, layers, bytes_per_token or state_bytes_per_sequence, ...);
+    architecture, model_class: what vLLM resolved and built.
+    """
+
+    version: str
+    param_bytes: int
+    buffer_bytes: int
+    kv_bytes_per_token: float | None
+    kv_layers: tuple
+    architecture: str
+    model_class: str
+
+    @property
+    def weights_bytes(self) -> int:
+        return self.param_bytes + self.buffer_bytes
+
+    @property
+    def label(self) -> str:
+        return f"exact (vLLM {self.version}'s own code)"
+
+    @classmethod
+    def from_json(cls, data: dict) -> VllmExact:
+        """From diagnostics.vllm_exact.child's answer; KeyError/TypeError for an answer of another shape."""
+        w = data["weights"]
+        layers = tuple(data.get("kv_layers") or ())
+        return cls(str(data["vllm_version"]), int(w["param_bytes"]), int(w.get("buffer_bytes", 0)),
+                   kv_bytes_per_token(layers, data.get("kv_pool")), layers, str(data["architecture"]),
+                   str(w["model_class"]))
+
+
+def kv_bytes_per_token(layers: tuple, pool: dict | None) -> float | None:
+    """Bytes per token per rank of the KV pool. Attention-only models: vLLM's own pool sizing (blocks x page /
+    tokens, which counts sliding-window layers the way its scheduler does). With Mamba/linear-attention state
+    layers the pool's block size is chosen per platform to match the state's page (the CPU child cannot show the
+    GPU's choice), so the per-token cost is the attention layers' page bytes / block size, the state apart."""
+    if not layers:
+        return None
+    if any("state_bytes_per_sequence" in row for row in layers) or not pool or not pool.get("bytes_per_token"):
+        return float(sum(row["bytes_per_token"] * row["layers"] for row in layers if "bytes_per_token" in row))
+    return float(pool["bytes_per_token"])
+
+
+def exact_weights_gib(exact: VllmExact, settings: dict) -> float:
+    """Rank 0's weights in GiB less `cpu_offload_gb` (which vLLM keeps in host memory), never below 0."""
+    offload = float(settings.get("cpu_offload_gb") or 0) * GiB
+    return max(exact.weights_bytes - offload, 0) / GiB
