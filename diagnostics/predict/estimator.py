@@ -87,6 +87,7 @@ class _Context:
     db: int
     tp: int
     coef: Coefficients
+    exact: VllmExact | None = None
 
 
 def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", overrides=None,
@@ -109,7 +110,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     fam = family_of(v, settings.get("use_v1"))
     coef = coefficients.for_group(card.arch, fam) if isinstance(coefficients, Calibration) else coefficients
     ctx = _Context(model, card, v, engine_of(v, settings.get("use_v1")), fam, settings, dtype_bytes(model, settings),
-                   int(settings.get("tensor_parallel_size", 1)), coef or DEFAULT)
+                   int(settings.get("tensor_parallel_size", 1)), coef or DEFAULT, exact)
     notes = setting_notes(v, ctx.eng, given, settings, engine_choice(model, card, v, given)[1])
     weights = weights_term(model, settings, ctx.db) if exact is None else _exact_weights(exact, settings)
     non_torch = non_torch_term(settings, ctx.coef)
@@ -167,7 +168,9 @@ def _exact_note(exact: VllmExact, tp: int) -> str:
         for row in exact.kv_layers) or "no paged KV"
     per_token = (f"KV {exact.kv_bytes_per_token:,.0f} B/token{rank}" if exact.kv_bytes_per_token is not None
                  else "no KV bytes per token")
-    return f"weights and {per_token}: {exact.label} ({kinds}); --no-vllm-exact plans with the pure rules"
+    fake = (f"; LLM pass {exact.llm_pass_bytes / GiB:.2f} GiB: estimate from a fake-tensor forward of transformers' "
+            f"{exact.llm_pass_class} (torch MemTracker), in place of the formula" if exact.llm_pass_bytes else "")
+    return f"weights and {per_token}: {exact.label} ({kinds}){fake}; --no-vllm-exact plans with the pure rules"
 
 
 def _graphs_budgeted(ctx: _Context) -> bool:
@@ -228,6 +231,8 @@ def _llm_phase_bytes(ctx: _Context, prof: mm_budget.MMProfile) -> tuple[int, int
     mbt = s["max_num_batched_tokens"]
     rows = (prof.sequences or s["max_num_seqs"]) if ctx.eng == "V0" else min(s["max_num_seqs"], mbt)
     llm_b = int(llm_pass_bytes(model, mbt, ctx.db, ctx.tp) * ctx.coef.llm_activation_scale)
+    if ctx.exact is not None and ctx.exact.llm_pass_bytes:  # measured on fake tensors: no coefficient (issue #20)
+        llm_b = int(ctx.exact.llm_pass_bytes)
     samp_b = sampler_bytes(model, rows, ctx.coef)
     enc_out_b = prof.llm_mm_tokens * model.hidden * ctx.db if not prof.skipped else 0
     return enc_out_b + max(llm_b, mbt * model.hidden * ctx.db + samp_b), samp_b, rows

@@ -18,7 +18,9 @@ class VllmExact:
     meta device (B); both are on the GPU after loading, so `weights_bytes` is their sum;
     kv_bytes_per_token: the KV pool's bytes per token as vLLM's scheduler counts tokens (B; None: no paged KV);
     kv_layers: one dict per distinct KV spec (type, layers, bytes_per_token or state_bytes_per_sequence, ...);
-    architecture, model_class: what vLLM resolved and built.
+    architecture, model_class: what vLLM resolved and built;
+    llm_pass_bytes, llm_pass_class: the profile run's LLM pass at max_num_batched_tokens measured on fake tensors
+    with transformers' `llm_pass_class` (an estimate, not vLLM's code; None where it could not be built).
     """
 
     version: str
@@ -28,6 +30,8 @@ class VllmExact:
     kv_layers: tuple
     architecture: str
     model_class: str
+    llm_pass_bytes: int | None = None
+    llm_pass_class: str = ""
 
     @property
     def weights_bytes(self) -> int:
@@ -42,9 +46,10 @@ class VllmExact:
         """From diagnostics.vllm_exact.child's answer; KeyError/TypeError for an answer of another shape."""
         w = data["weights"]
         layers = tuple(data.get("kv_layers") or ())
+        fake = data.get("llm_pass") or {}
         return cls(str(data["vllm_version"]), int(w["param_bytes"]), int(w.get("buffer_bytes", 0)),
                    kv_bytes_per_token(layers, data.get("kv_pool")), layers, str(data["architecture"]),
-                   str(w["model_class"]))
+                   str(w["model_class"]), fake.get("activation_bytes"), str(fake.get("model_class", "")))
 
 
 def kv_bytes_per_token(layers: tuple, pool: dict | None) -> float | None:

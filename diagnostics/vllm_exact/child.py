@@ -12,7 +12,9 @@ without weights:
 * every attention layer's `get_kv_cache_spec(vllm_config)` (as GPUModelRunner.get_kv_cache_spec,
   vllm/v1/worker/gpu_model_runner.py:7146-7181) gives the per-layer KV spec; vLLM's own
   `get_kv_cache_configs` + `get_kv_cache_capacity` (vllm/v1/core/kv_cache_utils.py:2531, 2300) turn a reference
-  memory into blocks and tokens, which gives the pool's bytes per token as the scheduler counts tokens.
+  memory into blocks and tokens, which gives the pool's bytes per token as the scheduler counts tokens;
+* the profile run's LLM pass at plan's max_num_batched_tokens on fake tensors (diagnostics/vllm_exact/activation.py:
+  transformers' module graph, not vLLM's: an estimate).
 
 usage: python -m diagnostics.vllm_exact.child JOBS_JSON
   JOBS_JSON: a list of {"model": DIR, "settings": {...}}; one process answers all (vLLM's import is paid once)
@@ -25,11 +27,13 @@ import json
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 # EngineArgs fields the plan settings may carry and that change what vLLM builds or how it sizes the KV cache
 ENGINE_KEYS = ("tensor_parallel_size", "dtype", "kv_cache_dtype", "max_model_len", "quantization", "block_size",
                "max_num_batched_tokens", "max_num_seqs", "enable_expert_parallel", "limit_mm_per_prompt",
                "mm_processor_kwargs", "hf_overrides")
+NOT_FOR_ENGINE = ("max_num_batched_tokens",)  # plan's GPU value is for the fake-tensor LLM pass; the CPU keeps its own
 REFERENCE_BYTES = 64 << 30  # the memory handed to vLLM's KV sizing: tokens per byte is what is read from it
 
 
@@ -37,7 +41,7 @@ def engine_config(model_dir: str, settings: dict):
     from vllm.engine.arg_utils import EngineArgs
     from vllm.usage.usage_lib import UsageContext
 
-    kwargs = {k: settings[k] for k in ENGINE_KEYS if settings.get(k) is not None}
+    kwargs = {k: settings[k] for k in ENGINE_KEYS if settings.get(k) is not None and k not in NOT_FOR_ENGINE}
     kwargs.pop("block_size", None)  # the CPU backend's block size; plan applies the GPU one to the per-token bytes
     return EngineArgs(model=model_dir, trust_remote_code=True, load_format="dummy", skip_tokenizer_init=True,
                       enforce_eager=True, distributed_executor_backend="uni", **kwargs
@@ -143,7 +147,24 @@ def ask(model_dir: str, settings: dict) -> dict:
            "dtype": str(vllm_config.model_config.dtype).removeprefix("torch."),
            "weights": weights(model), "kv_layers": spec_summary(specs)}
     out["kv_pool"] = pool(vllm_config, specs) if specs else None
+    out["llm_pass"] = fake_llm_pass(model_dir, settings, tp)
     return out
+
+
+def fake_llm_pass(model_dir: str, settings: dict, tp: int) -> dict:
+    """The profile run's LLM pass over max_num_batched_tokens on fake tensors (diagnostics/vllm_exact/activation.py);
+    {"error": ...} where transformers cannot build the text model."""
+    from diagnostics.vllm_exact.activation import llm_pass_peak, unlike_vllm
+
+    tokens = settings.get("max_num_batched_tokens")
+    if not tokens:
+        return {"error": "no max_num_batched_tokens given"}
+    try:
+        cfg = json.loads((Path(model_dir) / "config.json").read_text())
+        why_not = unlike_vllm(cfg)
+        return {"error": f"not measured: {why_not}"} if why_not else llm_pass_peak(cfg, int(tokens), tp)
+    except Exception as exc:  # a finding for the parent, not a failure of the weights/KV answer
+        return {"error": f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"}
 
 
 

@@ -69,3 +69,16 @@ def test_tensor_parallel_figures_are_rank_zeros():
     assert p.components["weights"].value_gib == pytest.approx(14.25, rel=0.01)
     assert "on rank 0 of 4" in p.components["weights"].basis
     assert q.kv_bytes_per_token == 48 * 2 * 1 * 128 * 2  # 4 KV heads over 4 ranks
+
+
+def test_the_fake_tensor_llm_pass_replaces_the_formula_for_a_dense_model_only():
+    q = exact("qwen2.5-32b-tp2")
+    model = str(DATA / "calibration" / "models" / "qwen2.5-32b-instruct")
+    settings = {"max_model_len": 10000, "tensor_parallel_size": 2}
+    p = plan(model, "a100-80", "0.32.0", "llm", settings, exact=q)
+    assert q.llm_pass_bytes and q.llm_pass_class == "Qwen2ForCausalLM"
+    assert p.profile["llm_phase_gib"] >= q.llm_pass_bytes / GiB - 1e-3
+    assert any("fake-tensor forward of transformers' Qwen2ForCausalLM" in n for n in p.notes)
+    pure = plan(model, "a100-80", "0.32.0", "llm", settings)
+    assert p.profile["llm_phase_gib"] != pure.profile["llm_phase_gib"]
+    assert exact("deepseek-v2-lite").llm_pass_bytes is None  # MoE + MLA: the formula stays

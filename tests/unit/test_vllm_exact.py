@@ -58,11 +58,14 @@ def test_cache_key_follows_config_bytes_version_and_settings(tmp_path):
     assert k != vllm_exact.cache_key(tmp_path, "0.32.0", {"max_model_len": 4096})
 
 
+def _resolved(settings: dict) -> dict:
+    return plan(str(DS), "a100-80", "0.32.0", "llm", settings).settings
+
+
 def _seed(cache: Path, settings: dict, answer: dict) -> None:
     """The answer where plan will look for it: keyed by the settings as plan resolves them."""
-    resolved = plan(str(DS), "a100-80", "0.32.0", "llm", settings).settings
     cache.mkdir(parents=True, exist_ok=True)
-    key = vllm_exact.cache_key(DS, "0.32.0", vllm_exact.engine_settings(resolved))
+    key = vllm_exact.cache_key(DS, "0.32.0", vllm_exact.engine_settings(_resolved(settings)))
     (cache / f"{key}.json").write_text(json.dumps(answer))
 
 
@@ -73,14 +76,14 @@ def _no_child(*_a, **_k):
 def test_a_cached_answer_is_used_without_a_subprocess(on, monkeypatch):
     _seed(on, {"max_model_len": 4096}, ANSWERS["deepseek-v2-lite"])
     monkeypatch.setattr(vllm_exact, "run_child", _no_child)
-    got, why = vllm_exact.ask(get_model(str(DS)), "0.32.0", {"tensor_parallel_size": 1, "max_model_len": 4096})
+    got, why = vllm_exact.ask(get_model(str(DS)), "0.32.0", _resolved({"max_model_len": 4096}))
     assert why is None and got.kv_bytes_per_token == 31104
 
 
 def test_a_model_vllm_cannot_build_gives_the_reason(on, monkeypatch):
     _seed(on, {"max_model_len": 4096}, ANSWERS["llama-3.2-11b-vision"])
     monkeypatch.setattr(vllm_exact, "run_child", _no_child)
-    got, why = vllm_exact.ask(get_model(str(DS)), "0.32.0", {"tensor_parallel_size": 1, "max_model_len": 4096})
+    got, why = vllm_exact.ask(get_model(str(DS)), "0.32.0", _resolved({"max_model_len": 4096}))
     assert got is None and "could not build" in why and "ValidationError" in why
 
 
