@@ -20,11 +20,12 @@ from diagnostics.predict.coefficients import DEFAULT, Calibration, Coefficients
 from diagnostics.predict.exact import VllmExact, exact_weights_gib
 from diagnostics.predict.limits import known_limits, setting_notes, startup_blocker
 from diagnostics.predict.terms import (Term, activation_term, cuda_graph_term, dtype_bytes, eager_vision_attention,
-                                       encoder_bytes, encoder_term, kv_cache_term, llm_pass_bytes, non_torch_term,
+                                       encoder_bytes, encoder_term, kv_cache_term, largest_graph_batch,
+                                       llm_pass_bytes, non_torch_term,
                                        sampler_bytes, scaled_encoder_bytes, weights_term)
 from diagnostics.predict.verdict import StartupTerms, null_block_tokens, verdict as judge_verdict
 from diagnostics.settings import KV_CACHE_DTYPES, engine_choice, resolve
-from diagnostics.units import GiB
+from diagnostics.units import GiB, fmt_gib
 from diagnostics.versions import Version, default_version, engine as engine_of, family as family_of, parse_version
 
 # The component names of `Plan.components`, in the order vLLM's start-up meets them.
@@ -119,7 +120,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     encoder = encoder_term(enc_b, eager, ctx.coef)
     llm_b, samp_b, rows = _llm_phase_bytes(ctx, prof)
     activation = activation_term(encoder, enc_b, llm_b, ctx.coef)
-    graphs = cuda_graph_term(settings, ctx.eng, ctx.coef)
+    graphs = cuda_graph_term(settings, ctx.eng, ctx.coef, v)
     context_gib = ctx.coef.cuda_context_gib[0]
     peak = context_gib + weights.value_gib + non_torch.value_gib + activation.value_gib
 
@@ -140,7 +141,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     if exact is not None:
         notes.append(_exact_note(exact, ctx.tp))
     if graphs.value_gib and not graphs_budgeted:
-        notes.append("CUDA graphs are not in the KV budget in this version: they must fit in what is left")
+        notes.append(_graph_room_note(ctx, terms, outcome))
     if card.is_cpu:
         notes.append("cpu pseudo-card: total memory is read at run time; memory verdicts need [cards.cpu] total_gib")
     components = dict(zip(COMPONENTS, (weights, non_torch, encoder, activation, kv.term, graphs)))
@@ -171,6 +172,23 @@ def _exact_note(exact: VllmExact, tp: int) -> str:
     fake = (f"; LLM pass {exact.llm_pass_bytes / GiB:.2f} GiB: estimate from a fake-tensor forward of transformers' "
             f"{exact.llm_pass_class} (torch MemTracker), in place of the formula" if exact.llm_pass_bytes else "")
     return f"weights and {per_token}: {exact.label} ({kinds}){fake}; --no-vllm-exact plans with the pure rules"
+
+
+def _graph_room_note(ctx: _Context, t: StartupTerms, outcome: str) -> str:
+    """Graphs outside the KV budget must fit in what the resident terms leave: (1 - gpu_memory_utilization) x total
+    plus the freed activation peak, less the CUDA context. Names the oom_cuda_graph risk where the graph estimate's
+    high bound does not fit, even when its value does."""
+    note = "CUDA graphs are not in the KV budget in this version: they must fit in what is left"
+    if ctx.card.total_gib <= 0 or outcome != "ok":  # a failure before capture: no room to speak of
+        return note
+    room = ctx.card.total_gib - (t.cuda_context_gib + t.weights.value_gib + t.non_torch.value_gib
+                                 + t.kv.term.value_gib)
+    if t.graphs.high_gib <= room:
+        return note + f" ({fmt_gib(room)} left; graphs {fmt_gib(t.graphs.low_gib)} - {fmt_gib(t.graphs.high_gib)})"
+    return (f"risk: oom_cuda_graph: CUDA graphs (estimate {fmt_gib(t.graphs.value_gib)}, up to "
+            f"{fmt_gib(t.graphs.high_gib)}) are not in the KV budget in this version and may not fit in the "
+            f"{fmt_gib(room)} left beside the KV cache (1 - gpu_memory_utilization of the card, plus the freed "
+            "activation peak); lower gpu_memory_utilization, max_num_seqs, or set enforce_eager")
 
 
 def _graphs_budgeted(ctx: _Context) -> bool:
@@ -244,9 +262,8 @@ def _parts(ctx: _Context, prof: mm_budget.MMProfile, enc: dict, rows: int) -> di
     it, the sampler's logit count (rows x padded vocabulary), and the largest batch CUDA graphs capture."""
     s, model = ctx.settings, ctx.model
     mbt = s["max_num_batched_tokens"]
-    largest = 0 if s.get("enforce_eager") else min(s["max_num_seqs"] * (1 if ctx.eng == "V0" else 2),
-                                                   (ctx.coef.cuda_graph_v0 if ctx.eng == "V0" else
-                                                    ctx.coef.cuda_graph_v1)[2])
+    largest = largest_graph_batch(s, ctx.eng, ctx.v, (ctx.coef.cuda_graph_v0 if ctx.eng == "V0" else
+                                                      ctx.coef.cuda_graph_v1)[2])
     return {"encoder_raw_bytes": int(enc["total"]), "llm_pass_raw_bytes": llm_pass_bytes(model, mbt, ctx.db, ctx.tp),
             "encoder_outputs_bytes": prof.llm_mm_tokens * model.hidden * ctx.db if not prof.skipped else 0,
             "hidden_bytes": mbt * model.hidden * ctx.db, "sampler_logits": rows * model.vocab_padded,

@@ -145,16 +145,37 @@ def activation_term(encoder: Term, enc_total_bytes: int, llm_phase_bytes: int, c
     return Term(value, low, high, "estimate: max(encoder pass, encoder outputs + LLM pass + sampler)")
 
 
-def cuda_graph_term(settings: dict, eng: str, coef: Coefficients) -> Term:
-    """Not measured by vLLM before capture; V0 logs warn "1~3 GiB". Scales with the largest captured batch."""
+def largest_graph_batch(settings: dict, eng: str, version, cap: int) -> int:
+    """The largest batch vLLM captures a CUDA graph for (0 with enforce_eager), at most `cap`.
+
+    V0: max_num_seqs padded (batch sizes 1, 2, 4, 8, 16, ... up to it). V1 before 0.10.0 captures [1, 2, 4, 8..512]
+    whatever max_num_seqs is, less the sizes above max_num_batched_tokens (vllm/config.py:3588-3596 in 0.8.0;
+    0.9.x: scheduler cuda_graph_sizes defaults to [512], vllm/config.py:1972, 4449-4470). From 0.10.0 the default
+    is min(2 x max_num_seqs, 512) (vllm/config.py:2451-2456 in 0.10.0; vllm/config/vllm.py:994 in 0.12.0)."""
+    if settings.get("enforce_eager"):
+        return 0
+    seqs = int(settings["max_num_seqs"])
+    if eng == "V0":
+        return min(seqs, cap)
+    if parse_version(version) < (0, 10, 0):
+        return min(512, int(settings.get("max_num_batched_tokens") or 512), cap)
+    return min(2 * seqs, cap)
+
+
+def cuda_graph_term(settings: dict, eng: str, coef: Coefficients, version="0.32.0") -> Term:
+    """Not measured by vLLM before capture; V0 logs warn "1~3 GiB". Scales with the largest captured batch
+    (`largest_graph_batch`: per engine and version)."""
     if settings.get("enforce_eager"):
         return Term.exact(0.0, "exact: enforce_eager")
-    seqs = settings["max_num_seqs"]
     base, slope, cap = coef.cuda_graph_v0 if eng == "V0" else coef.cuda_graph_v1
-    largest = min(seqs if eng == "V0" else 2 * seqs, cap)
+    largest = largest_graph_batch(settings, eng, version, cap)
     value = base + slope * largest / cap
     lo_f, hi_f = coef.cuda_graph_range
-    return Term(value, value * lo_f, value * hi_f, f"estimate: graphs up to batch {largest}")
+    tp = int(settings.get("tensor_parallel_size", 1))
+    if tp > 1:
+        hi_f *= coef.cuda_graph_tp_high
+    return Term(value, value * lo_f, value * hi_f, f"estimate: graphs up to batch {largest}"
+                + (f", all-reduce buffers of TP {tp} in the high bound" if tp > 1 else ""))
 
 
 @dataclass(frozen=True)
