@@ -7,10 +7,10 @@ transformers' causal-LM class for a config.json is built under `torch._subclasse
 parameters, buffers and activations. The activation peak of one decoder layer does not grow with depth in
 inference, so two layers are built (seconds on a CPU for a 32 B model).
 
-Tensor parallelism is emulated in the shapes, as vLLM shards them (vllm/model_executor/layers/linear.py:
-QKVParallelLinear divides query and KV heads by the TP size, KV heads replicated when fewer than ranks;
-MergedColumnParallelLinear divides the MLP's intermediate size): heads, KV heads and intermediate size divided,
-head_dim and hidden size kept. What it is: an estimate of vLLM's own pass from transformers' module graph (HF runs
+Tensor parallelism is emulated in the shapes, as vLLM 0.32 shards them (vllm/model_executor/layers/linear.py:
+QKVParallelLinear, :998, divides query and KV heads by the TP size, KV heads replicated when fewer than ranks,
+:1055; MergedColumnParallelLinear, :673, divides the MLP's intermediate size): heads, KV heads and intermediate
+size divided, head_dim and hidden size kept. What it is: an estimate of vLLM's own pass from transformers' module graph (HF runs
 gate and up as two GEMMs where vLLM fuses them, and keeps q/k/v apart), labelled as such where plan shows it.
 
 Imports torch and transformers inside the functions only: this is part of the optional path, outside the pure rooms.
