@@ -57,6 +57,7 @@ class Plan:
     cuda_context_gib: float = DEFAULT.cuda_context_gib[0]
     overrides: dict = field(default_factory=dict)
     coefficients: Coefficients = DEFAULT
+    exact: VllmExact | None = None  # what the installed vLLM's own code gave (predict.exact), if it was asked
 
     def to_json(self, culprits=None, fix=None) -> dict:
         """The `plan --json` shape (issue #2 §4)."""
@@ -150,7 +151,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     known_kv = settings.get("kv_cache_memory_bytes") is not None or settings.get("num_gpu_blocks_override") \
         or card.total_gib > 0
     return Plan(outcome, str(v), ctx.eng, ctx.fam, card, model, entrypoint, settings, components, profile, peak,
-                kv.tokens if known_kv else None, phase, notes, context_gib, given, ctx.coef)
+                kv.tokens if known_kv else None, phase, notes, context_gib, given, ctx.coef, exact)
 
 
 def _exact_weights(exact: VllmExact, settings: dict) -> Term:

@@ -5,6 +5,7 @@ cache's bytes per token per rank from vLLM's per-layer KV specs. Nothing here im
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from diagnostics.units import GiB
@@ -68,3 +69,21 @@ def exact_weights_gib(exact: VllmExact, settings: dict) -> float:
     """Rank 0's weights in GiB less `cpu_offload_gb` (which vLLM keeps in host memory), never below 0."""
     offload = float(settings.get("cpu_offload_gb") or 0) * GiB
     return max(exact.weights_bytes - offload, 0) / GiB
+
+
+# settings that change what vLLM builds: a plan with another value needs vLLM's answer for it
+BUILD_SETTINGS = ("tensor_parallel_size", "dtype", "kv_cache_dtype", "quantization", "hf_overrides",
+                  "enable_expert_parallel")
+
+
+def carry(exact: VllmExact | None, old: dict, new: dict) -> VllmExact | None:
+    """vLLM's answer for `old` settings reused for a re-plan at `new` ones (explain's counterfactuals), or None where
+    it no longer holds: a setting that changes the build, or max_model_len with sliding-window layers (their pool
+    depends on it). A changed max_num_batched_tokens drops the fake-tensor LLM pass (measured at the old one)."""
+    if exact is None or any(old.get(k) != new.get(k) for k in BUILD_SETTINGS):
+        return None
+    if old.get("max_model_len") != new.get("max_model_len") and any("sliding_window" in r for r in exact.kv_layers):
+        return None
+    if old.get("max_num_batched_tokens") != new.get("max_num_batched_tokens"):
+        return dataclasses.replace(exact, llm_pass_bytes=None)
+    return exact

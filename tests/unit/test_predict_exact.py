@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from diagnostics.predict.estimator import plan
-from diagnostics.predict.exact import VllmExact, exact_weights_gib, kv_bytes_per_token
+from diagnostics.predict.exact import VllmExact, carry, exact_weights_gib, kv_bytes_per_token
 from diagnostics.units import GiB
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -82,3 +82,23 @@ def test_the_fake_tensor_llm_pass_replaces_the_formula_for_a_dense_model_only():
     pure = plan(model, "a100-80", "0.32.0", "llm", settings)
     assert p.profile["llm_phase_gib"] != pure.profile["llm_phase_gib"]
     assert exact("deepseek-v2-lite").llm_pass_bytes is None  # MoE + MLA: the formula stays
+
+
+def test_counterfactuals_carry_vllms_figures_only_where_they_hold():
+    ds, gemma = exact("deepseek-v2-lite"), exact("gemma-2-9b")
+    base = {"tensor_parallel_size": 1, "max_model_len": 4096, "max_num_batched_tokens": 8192, "dtype": "auto"}
+    assert carry(ds, base, {**base, "max_model_len": 2048}) is ds
+    assert carry(ds, base, {**base, "tensor_parallel_size": 2}) is None
+    assert carry(gemma, base, {**base, "max_model_len": 2048}) is None  # its sliding-window pool depends on it
+    assert carry(gemma, base, {**base, "max_num_batched_tokens": 2048}).llm_pass_bytes is None
+    assert carry(None, base, base) is None
+
+
+def test_explain_replans_with_vllms_figures():
+    from diagnostics.explain import explain_plan
+
+    ds = exact("deepseek-v2-lite")
+    p = plan(str(TEXT / "deepseek-v2-lite"), "a10", "0.32.0", "llm", {"max_model_len": 32768}, exact=ds)
+    assert p.verdict != "ok" and p.exact is ds  # 29 GiB of weights on a 24 GB card
+    e = explain_plan(p)
+    assert all(c.setting != "max_model_len" for c in e.culprits)  # no length fixes weights that do not fit
