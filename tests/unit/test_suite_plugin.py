@@ -517,8 +517,11 @@ GPU_BOX = VLLM_STAND_IN + f"""
 import os, sys
 sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
 from pathlib import Path
-from fake_pynvml import FakeNVML
-sys.modules["pynvml"] = FakeNVML([("NVIDIA H100 80GB HBM3", 80 << 30)] * 4)
+import pytest
+from fake_nvml_driver import FakeDriver, FakeGpu
+# the real nvidia-ml-py, answered by a fake driver of four H100s (undone when the process ends)
+FakeDriver([FakeGpu(name="NVIDIA H100 80GB HBM3", total=80 << 30, used=300 << 20) for _ in range(4)]).install(
+    pytest.MonkeyPatch())
 import diagnostics.engine.launch as launch
 from diagnostics.logs.reader import read_log
 
