@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from diagnostics.errors import UsageError
 from diagnostics.outcomes import MEMORY_FAILURES
 from diagnostics.predict.estimator import plan
-from diagnostics.settings import resolve
+from diagnostics.settings import default_gpu_memory_utilization, resolve
+from diagnostics.versions import OLDEST
 from diagnostics.units import GiB, fmt_gib
 
 PEAK_TERMS = ("weights", "non_torch", "activation_peak")  # what the estimator's start-up peak is made of
-DEFAULT_UTILIZATION = 0.9
 MIN_READINGS_SHARE = 0.25  # a GPU sampler with fewer than this share of wall_s / interval_s readings did not measure
 
 
@@ -115,15 +115,20 @@ def expect(combination, card, model, vllm_version: str | None, settings: dict, c
 
 
 def default_utilization(model, card, vllm_version: str | None, settings: dict) -> float:
-    """vLLM's gpu_memory_utilization for these settings (diagnostics.settings.resolve), 0.9 when unresolvable
-    (also for a model the estimator does not know: resolve needs its spec)."""
+    """vLLM's gpu_memory_utilization for these settings (diagnostics.settings.resolve); where they cannot be
+    resolved (a model the estimator does not know: resolve needs its spec), the version's default
+    (settings.default_gpu_memory_utilization), and 0.90 (the oldest rule) for a version outside the planned range."""
+    try:
+        fallback = default_gpu_memory_utilization(vllm_version)
+    except UsageError:
+        fallback = default_gpu_memory_utilization(OLDEST)
     if model is None:
-        return DEFAULT_UTILIZATION
+        return fallback
     try:
         value = resolve(model, card, vllm_version, "llm", settings)
-        return float(value.get("gpu_memory_utilization", DEFAULT_UTILIZATION))
+        return float(value.get("gpu_memory_utilization", fallback))
     except (UsageError, TypeError, ValueError):
-        return DEFAULT_UTILIZATION
+        return fallback
 
 
 @dataclass(frozen=True)
