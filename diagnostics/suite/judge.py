@@ -20,13 +20,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from diagnostics.cards import Card
 from diagnostics.errors import UsageError
 from diagnostics.outcomes import MEMORY_FAILURES
 from diagnostics.predict.estimator import plan
 from diagnostics.settings import default_gpu_memory_utilization, resolve
 from diagnostics.versions import OLDEST
 from diagnostics.units import GiB, fmt_gib
+
+if TYPE_CHECKING:  # explain imports the estimator too; the type only, no import at run time
+    from diagnostics.explain.model import Explanation
 
 PEAK_TERMS = ("weights", "non_torch", "activation_peak")  # what the estimator's start-up peak is made of
 MIN_READINGS_SHARE = 0.25  # a GPU sampler with fewer than this share of wall_s / interval_s readings did not measure
@@ -174,13 +179,13 @@ class Verdict:
     """What the test makes of one start; renders its own failure text and numbers section."""
 
     combination_id: str
-    card: object  # diagnostics.cards.Card
+    card: Card
     outcome: str
     phase: str
     expectation: Expectation
     limits: Limits
     profile_peak_gib: float | None
-    explanation: object | None  # diagnostics.explain.Explanation
+    explanation: Explanation | None
     error_line: str | None
     log_path: str
     reasons: list[str] = field(default_factory=list)
@@ -274,7 +279,9 @@ def _check_sampler(verdict: Verdict, result) -> None:
         verdict.reasons.append(f"memory not measured: the sampler stopped ({sampler['error']})")
         return
     interval, wall = sampler.get("interval_s"), result.wall_s
-    expected = wall / interval if interval and wall else 0
+    if not interval or not wall:
+        return
+    expected = wall / interval
     if expected >= 20 and sampler.get("readings", 0) < MIN_READINGS_SHARE * expected:
         verdict.reasons.append(f"memory not measured at its rate: {sampler.get('readings', 0)} readings in "
                                f"{wall:.1f} s (every {interval * 1000:.0f} ms would give {expected:.0f})")
@@ -316,3 +323,14 @@ def judge(combination_id: str, card, result, log, expectation: Expectation, limi
     if verdict.outcome == "ok":
         _check_peaks(verdict, own_increase(result, card))
     return verdict
+
+
+class Measurement:
+    """What one start produced (the results.jsonl record) and what the test makes of it (the Verdict)."""
+
+    def __init__(self, combination, record: dict, verdict: Verdict):
+        self.combination, self.record, self.verdict = combination, record, verdict
+        self.status = verdict.status  # "passed" | "failed" | "xfail" | "recorded"
+        self.diagnosis = verdict.failure_text()
+        self.numbers = verdict.numbers_text(record)
+        self.notes = verdict.notes
