@@ -3,7 +3,7 @@
 Why: hand-written stand-ins for the `pynvml` module miss what the real module does (the v1/v2 memory structs,
 the `_v3` process query behind `@throwOnVersionMismatch`, the generated `NVMLError_*` classes and
 `NVMLLibraryMismatchError`, which is not an `NVMLError`, bytes/str handling, MIG handles). Here the real
-`pynvml.py` runs unchanged; only its library handle is replaced (docs: ../shared/docs/measurement-review.md, Q2):
+`pynvml.py` runs unchanged; only its library handle is replaced (docs/sources/measurement-review.md, Q2):
 
     driver = FakeDriver([FakeGpu("NVIDIA H200", total=143771 * MiB, used=5 * GiB, reserved=600 * MiB)])
     pynvml = driver.install(monkeypatch)          # the real module, now talking to `driver`
