@@ -41,7 +41,7 @@ from diagnostics.suite.gate import Gate
 from diagnostics.suite.matrix import load_matrix
 from diagnostics.suite.results import ResultWriter, load_results, load_results_noting, make_record
 from diagnostics.suite.search import SEARCHABLE
-from diagnostics.suite.search_run import SearchBroke, run_search
+from diagnostics.suite.search_run import SearchBroke, run_search, summary_line
 from diagnostics.units import plural, utc_now
 
 MANAGER_NAME = "vllm-memcheck-manager"
@@ -151,10 +151,7 @@ def memcheck_search(request: pytest.FixtureRequest):
         except SearchBroke as err:
             manager._current_measurement = None  # the search's line, not the last start's, is the failure
             pytest.fail(f"--search {manager.search}: {err}", pytrace=False)
-        manager.search_lines.append(
-            f"--search {summary['setting']}: measured limit {summary['limit']}, predicted {summary['predicted']}; "
-            f"{summary['starts']} starts for a grid of {summary['grid']} (bound {summary['max_starts']}); "
-            f"--cards snippet: {manager.run_dir / 'cards-snippet.toml'}")
+        manager.search_lines.append(summary_line(summary, manager.run_dir))
         return summary
 
     return search
@@ -204,7 +201,7 @@ class Manager:
         self.report_paths: list[Path] = []
         self._current_measurement: Measurement | None = None
         self._snapshot: str | None = None
-        self._trapped = False
+        self._trapped = self._header_shown = False
 
     # -- configure-time checks -------------------------------------------------------------------------------
     def _card(self, card_name: str):
@@ -267,10 +264,7 @@ class Manager:
 
     def _say(self, line: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(line)
-        else:
-            print(line, flush=True)
+        reporter.write_line(line) if reporter is not None else print(line, flush=True)
 
     def trap_sigterm(self) -> None:
         """SIGTERM (a CI job cancelled, `timeout`, `kill`) ends the session like Ctrl-C: the engine's process group
@@ -421,6 +415,10 @@ class Manager:
 
     # -- hooks -----------------------------------------------------------------------------------------------
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        self._header_shown = True
+        return self.header_lines()
+
+    def header_lines(self) -> list[str]:
         card = self.card.name if self.card else "auto"
         lines = [f"vllm-memcheck: card {card}, model {self.model} (load_format {self.load_format}), "
                  f"matrix {self.matrix.path} ({len(self.matrix.combinations)} combinations)"]
@@ -434,7 +432,9 @@ class Manager:
 
     def select(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         """The tests this session runs: the search test or the matrix; gpu tests skipped with one line without a
-        usable GPU, or when --resume already recorded them."""
+        usable GPU, or when --resume already recorded them; the header's lines now if built after the header."""
+        for line in [] if self._header_shown else self.header_lines():
+            self._say(line)
         # --search runs the search test instead of the matrix; without it the search test is not collected
         drop = COMBINATION_FIXTURE if self.search else SEARCH_FIXTURE
         kept = [i for i in items if drop not in getattr(i, "fixturenames", ())]
