@@ -87,7 +87,7 @@ _BUILT_IN = (
 
 CARDS: dict[str, Card] = {c.name: c for c in _BUILT_IN}
 
-_TOML_FIELDS = {
+_TOML_FIELDS: dict[str, type | tuple[type, ...]] = {
     "label": str,
     "total_gib": (int, float),
     "profile_threshold_gib": (int, float),

@@ -159,7 +159,6 @@ def memcheck_search(request: pytest.FixtureRequest):
 
 class Manager:
     """All plugin state and every hook but addoption/configure (registered as MANAGER_NAME)."""
-
     def __init__(self, config: pytest.Config):
         self.config = config
         self.is_worker = hasattr(config, "workerinput")  # set by xdist on its workers only
@@ -220,7 +219,8 @@ class Manager:
     def _check_card(self, named, gpu_name: str):
         allow = bool(run.option(self.config, "allow_card_mismatch"))
         card, notices = check_card_against_nvml(named, gpu_name, self.cards_file, allow)
-        return self.notices.extend(notices) or card
+        self.notices += notices
+        return card
 
     def _uses_xdist(self) -> bool:
         return bool(self.config.getoption("numprocesses", None)) or self.config.getoption("dist", "no") != "no"
