@@ -147,7 +147,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
         notes.append("cpu pseudo-card: total memory is read at run time; memory verdicts need [cards.cpu] total_gib")
     components = dict(zip(COMPONENTS, (weights, non_torch, encoder, activation, kv.term, graphs)))
     profile = _profile_json(prof, settings, rows, eager, enc, llm_b)
-    profile["parts"] = _parts(ctx, prof, enc, rows)
+    profile["parts"] = _parts(ctx, prof, enc, rows, eager)
     known_kv = settings.get("kv_cache_memory_bytes") is not None or settings.get("num_gpu_blocks_override") \
         or card.total_gib > 0
     return Plan(outcome, str(v), ctx.eng, ctx.fam, card, model, entrypoint, settings, components, profile, peak,
@@ -257,10 +257,11 @@ def _llm_phase_bytes(ctx: _Context, prof: mm_budget.MMProfile) -> tuple[int, int
     return enc_out_b + max(llm_b, mbt * model.hidden * ctx.db + samp_b), samp_b, rows
 
 
-def _parts(ctx: _Context, prof: mm_budget.MMProfile, enc: dict, rows: int) -> dict:
+def _parts(ctx: _Context, prof: mm_budget.MMProfile, enc: dict, rows: int, eager: bool) -> dict:
     """The shape-derived quantities before any coefficient, in bytes (what `predict.calibrate` fits against):
     the encoder pass, the LLM pass over max_num_batched_tokens, the encoder outputs and hidden states alive beside
-    it, the sampler's logit count (rows x padded vocabulary), and the largest batch CUDA graphs capture."""
+    it, the sampler's logit count (rows x padded vocabulary), and the largest batch CUDA graphs capture. `eager`:
+    `_encoder_profile`'s own decision (one place: the parts once re-derived it and disagreed for family VLMs)."""
     s, model = ctx.settings, ctx.model
     mbt = s["max_num_batched_tokens"]
     largest = largest_graph_batch(s, ctx.eng, ctx.v, (ctx.coef.cuda_graph_v0 if ctx.eng == "V0" else
@@ -268,7 +269,7 @@ def _parts(ctx: _Context, prof: mm_budget.MMProfile, enc: dict, rows: int) -> di
     return {"encoder_raw_bytes": int(enc["total"]), "llm_pass_raw_bytes": llm_pass_bytes(model, mbt, ctx.db, ctx.tp),
             "encoder_outputs_bytes": prof.llm_mm_tokens * model.hidden * ctx.db if not prof.skipped else 0,
             "hidden_bytes": mbt * model.hidden * ctx.db, "sampler_logits": rows * model.vocab_padded,
-            "eager": eager_vision_attention(ctx.v, ctx.fam) and bool(enc["total"]),
+            "eager": eager and bool(enc["total"]),
             "tensor_parallel_size": ctx.tp, "graph_batch": largest, "graph_cap":
                 (ctx.coef.cuda_graph_v0 if ctx.eng == "V0" else ctx.coef.cuda_graph_v1)[2]}
 

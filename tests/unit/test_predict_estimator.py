@@ -399,3 +399,18 @@ def test_graphs_outside_the_kv_budget_that_may_not_fit_are_named_a_risk():
     assert not any("oom_cuda_graph" in n for n in eager.notes)
     budgeted = plan("qwen2.5-vl-7b", "a100-80", "0.32.0", "llm", {"max_model_len": 8192})  # 0.20+: in the budget
     assert not any("oom_cuda_graph" in n for n in budgeted.notes)
+
+
+@pytest.mark.parametrize("version", ["0.5.5", "0.6.2", "0.6.3", "0.10.0", "0.32.0"])
+def test_the_calibration_parts_say_eager_exactly_when_the_encoder_profile_does(version):
+    """One decision: `_parts` (what calibrate fits on) re-derived "eager vision attention" and said eager for family
+    VLMs below vLLM 0.6.3 while the encoder profile (the plan's own figure) said linear (code review: 1)."""
+    from diagnostics.models import get_model, stored_models
+
+    for name in ["minicpm-v-2_6", *stored_models()]:
+        try:
+            p = plan(get_model(name), get_card("h100-80"), version, "llm", {"max_model_len": 4096})
+        except UsageError:  # a model this vLLM does not have
+            continue
+        enc = p.profile["parts"]["encoder_raw_bytes"]
+        assert p.profile["parts"]["eager"] == (p.profile["eager_vision_attention"] and enc > 0), (name, version)
