@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from diagnostics.vllm_exact.activation import llm_pass_peak, tp_config  # noqa: E402
+from diagnostics.vllm_exact.activation import llm_pass_peak, tp_config
 
 INPUTS = ROOT / "tests" / "data" / "calibration" / "field-inputs.toml"
 GiB = 1 << 30

@@ -13,10 +13,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from diagnostics.models import get_model  # noqa: E402
-from diagnostics.predict.estimator import plan  # noqa: E402
-from diagnostics.versions import installed_version  # noqa: E402
-from diagnostics.vllm_exact import engine_settings, model_dir, run_child  # noqa: E402
+from diagnostics.models import get_model
+from diagnostics.predict.estimator import plan
+from diagnostics.versions import installed_version
+from diagnostics.vllm_exact import engine_settings, model_dir, run_child
 
 TEXT = ROOT / "tests" / "data" / "text_configs"
 CARD = "a100-80"
