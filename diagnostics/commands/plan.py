@@ -78,13 +78,20 @@ def build(args, card=None, version=None, overrides=None) -> Plan:
     refusal = vllm_refusal(p.settings, p.model)
     if refusal:
         raise UsageError(f"vLLM {p.vllm_version} refuses these settings at start-up: {refusal}")
+    exact = ask_vllm(args, p)
+    return p if exact is None else plan(p.model, card, p.vllm_version, args.entrypoint, overrides, calibration, exact)
+
+
+def ask_vllm(args, p: Plan):
+    """vLLM's own figures for the pure plan `p`'s model and settings (diagnostics.vllm_exact) when they apply: the
+    planned version is the installed vLLM and --no-vllm-exact is not given. None otherwise, or when vLLM could not
+    answer (then `p` gets a note saying why)."""
     if getattr(args, "no_vllm_exact", False) or not vllm_exact.applies(p.vllm_version):
-        return p
+        return None
     exact, why_not = vllm_exact.ask(p.model, p.vllm_version, p.settings)
     if exact is None:
         p.notes.append(f"vLLM's own code was not asked: {why_not}; the pure rules answer")
-        return p
-    return plan(p.model, card, p.vllm_version, args.entrypoint, overrides, calibration, exact)
+    return exact
 
 
 def run(args) -> int:
@@ -103,7 +110,8 @@ def run(args) -> int:
     if len(fits) == 2:
         return _run_frontier(args, cards[0], versions[0], overrides, fits)
     if fits:
-        f = fit(fits[0], args.model, cards[0], versions[0], args.entrypoint, overrides)
+        base = plan(args.model, cards[0], versions[0], args.entrypoint, overrides)
+        f = fit(fits[0], args.model, cards[0], versions[0], args.entrypoint, overrides, None, ask_vllm(args, base))
         print(json.dumps(f.to_json(), indent=2, default=str) if args.json else format_fit(f))
         return 0
     p = build(args, cards[0], versions[0], overrides)

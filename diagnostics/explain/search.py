@@ -43,7 +43,7 @@ class Planner:
         b = self.base
         p = estimator.plan(b.model, b.card, b.vllm_version, b.entrypoint, overrides=overrides,
                            coefficients=b.coefficients)
-        exact = carry(b.exact, b.settings, p.settings)
+        exact = carry(b.exact, p.settings)
         if exact is None:
             return p
         return estimator.plan(b.model, b.card, b.vllm_version, b.entrypoint, overrides, b.coefficients, exact)

@@ -19,7 +19,7 @@ class VllmExact:
     meta device (B); both are on the GPU after loading, so `weights_bytes` is their sum;
     kv_bytes_per_token: the KV pool's bytes per token as vLLM's scheduler counts tokens (B; None: no paged KV);
     kv_layers: one dict per distinct KV spec (type, layers, bytes_per_token or state_bytes_per_sequence, ...);
-    architecture, model_class: what vLLM resolved and built;
+    architecture, model_class: what vLLM resolved and built; settings: the engine settings it was asked with;
     llm_pass_bytes, llm_pass_class: the profile run's LLM pass at max_num_batched_tokens measured on fake tensors
     with transformers' `llm_pass_class` (an estimate, not vLLM's code; None where it could not be built).
     """
@@ -33,6 +33,7 @@ class VllmExact:
     model_class: str
     llm_pass_bytes: int | None = None
     llm_pass_class: str = ""
+    settings: dict = dataclasses.field(default_factory=dict)  # the engine settings vLLM was asked with
 
     @property
     def weights_bytes(self) -> int:
@@ -43,14 +44,15 @@ class VllmExact:
         return f"exact (vLLM {self.version}'s own code)"
 
     @classmethod
-    def from_json(cls, data: dict) -> VllmExact:
-        """From diagnostics.vllm_exact.child's answer; KeyError/TypeError for an answer of another shape."""
+    def from_json(cls, data: dict, settings: dict | None = None) -> VllmExact:
+        """From diagnostics.vllm_exact.child's answer to `settings`; KeyError/TypeError for another shape."""
         w = data["weights"]
         layers = tuple(data.get("kv_layers") or ())
         fake = data.get("llm_pass") or {}
         return cls(str(data["vllm_version"]), int(w["param_bytes"]), int(w.get("buffer_bytes", 0)),
                    kv_bytes_per_token(layers, data.get("kv_pool")), layers, str(data["architecture"]),
-                   str(w["model_class"]), fake.get("activation_bytes"), str(fake.get("model_class", "")))
+                   str(w["model_class"]), fake.get("activation_bytes"), str(fake.get("model_class", "")),
+                   dict(settings or {}))
 
 
 def kv_bytes_per_token(layers: tuple, pool: dict | None) -> float | None:
@@ -76,11 +78,21 @@ BUILD_SETTINGS = ("tensor_parallel_size", "dtype", "kv_cache_dtype", "quantizati
                   "enable_expert_parallel")
 
 
-def carry(exact: VllmExact | None, old: dict, new: dict) -> VllmExact | None:
-    """vLLM's answer for `old` settings reused for a re-plan at `new` ones (explain's counterfactuals), or None where
-    it no longer holds: a setting that changes the build, or max_model_len with sliding-window layers (their pool
-    depends on it). A changed max_num_batched_tokens drops the fake-tensor LLM pass (measured at the old one)."""
-    if exact is None or any(old.get(k) != new.get(k) for k in BUILD_SETTINGS):
+def _setting(settings: dict, key: str):
+    value = settings.get(key)
+    return None if value == "auto" else value
+
+
+def carry(exact: VllmExact | None, new: dict) -> VllmExact | None:
+    """vLLM's answer (asked with `exact.settings`) reused for a plan at the resolved `new` settings (explain's
+    counterfactuals, plan --fit), or None where it no longer holds: a setting that changes the build, or
+    max_model_len with sliding-window layers (their pool depends on it). A changed max_num_batched_tokens drops
+    the fake-tensor LLM pass (measured at the old one)."""
+    if exact is None:
+        return None
+    old = exact.settings
+    if any(_setting(old, k) != _setting(new, k) for k in BUILD_SETTINGS if k != "tensor_parallel_size") or \
+            int(old.get("tensor_parallel_size") or 1) != int(new.get("tensor_parallel_size") or 1):
         return None
     if old.get("max_model_len") != new.get("max_model_len") and any("sliding_window" in r for r in exact.kv_layers):
         return None

@@ -121,7 +121,7 @@ def ask(model: ModelSpec, version: str, settings: dict, timeout_s: float = DEFAU
         _store(path, answer)
     if "error" in answer:
         return None, f"vLLM {version} could not build {model.name} on the CPU: {answer['error']}"
-    return VllmExact.from_json(answer), None
+    return VllmExact.from_json(answer, eng), None
 
 
 def _store(path: Path, answer: dict) -> None:

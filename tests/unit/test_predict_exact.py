@@ -85,19 +85,23 @@ def test_the_fake_tensor_llm_pass_replaces_the_formula_for_a_dense_model_only():
 
 
 def test_counterfactuals_carry_vllms_figures_only_where_they_hold():
-    ds, gemma = exact("deepseek-v2-lite"), exact("gemma-2-9b")
-    base = {"tensor_parallel_size": 1, "max_model_len": 4096, "max_num_batched_tokens": 8192, "dtype": "auto"}
-    assert carry(ds, base, {**base, "max_model_len": 2048}) is ds
-    assert carry(ds, base, {**base, "tensor_parallel_size": 2}) is None
-    assert carry(gemma, base, {**base, "max_model_len": 2048}) is None  # its sliding-window pool depends on it
-    assert carry(gemma, base, {**base, "max_num_batched_tokens": 2048}).llm_pass_bytes is None
-    assert carry(None, base, base) is None
+    asked = {"tensor_parallel_size": 1, "max_model_len": 4096, "max_num_batched_tokens": 8192}
+    ds = VllmExact.from_json(ANSWERS["deepseek-v2-lite"], asked)
+    gemma = VllmExact.from_json(ANSWERS["gemma-2-9b"], asked)
+    base = {**asked, "dtype": "auto", "kv_cache_dtype": "auto", "max_num_seqs": 256}
+    assert carry(ds, base) is ds and carry(ds, {**base, "max_model_len": 2048, "max_num_seqs": 8}) is ds
+    assert carry(ds, {**base, "tensor_parallel_size": 2}) is None
+    assert carry(ds, {**base, "kv_cache_dtype": "fp8"}) is None
+    assert carry(gemma, {**base, "max_model_len": 2048}) is None  # its sliding-window pool depends on it
+    assert carry(gemma, {**base, "max_num_batched_tokens": 2048}).llm_pass_bytes is None
+    assert carry(None, base) is None
 
 
 def test_explain_replans_with_vllms_figures():
     from diagnostics.explain import explain_plan
 
-    ds = exact("deepseek-v2-lite")
+    ds = VllmExact.from_json(ANSWERS["deepseek-v2-lite"], {"tensor_parallel_size": 1, "max_model_len": 32768,
+                                                           "max_num_batched_tokens": 8192})
     p = plan(str(TEXT / "deepseek-v2-lite"), "a10", "0.32.0", "llm", {"max_model_len": 32768}, exact=ds)
     assert p.verdict != "ok" and p.exact is ds  # 29 GiB of weights on a 24 GB card
     e = explain_plan(p)

@@ -119,3 +119,15 @@ def test_the_exact_weights_reach_the_json_answer(on, monkeypatch, capsys):
 
 def test_installed_version_is_read_without_importing_vllm():
     assert installed_version() is None or "vllm" not in os.environ.get("PYTHONPATH", "")
+
+
+def test_plan_fit_searches_with_vllms_figures(on, monkeypatch, capsys):
+    _seed(on, {"max_model_len": 4096}, ANSWERS["deepseek-v2-lite"])
+    monkeypatch.setattr(vllm_exact, "run_child", _no_child)
+    argv = ["plan", "--model", str(DS), "--card", "a100-80", "--vllm", "0.32.0", "--set", "max_model_len=4096",
+            "--fit", "max_num_seqs", "--json"]
+    assert main(argv) == 0
+    exact_fit = json.loads(capsys.readouterr().out)
+    assert main(argv + ["--no-vllm-exact"]) == 0
+    pure_fit = json.loads(capsys.readouterr().out)
+    assert exact_fit["at"]["components"]["weights_gib"] > 25 > pure_fit["at"]["components"]["weights_gib"]
