@@ -23,6 +23,7 @@ Prints one JSON list on the last stdout line, an object per job ({"error": "..."
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -34,6 +35,8 @@ ENGINE_KEYS = ("tensor_parallel_size", "dtype", "kv_cache_dtype", "max_model_len
                "max_num_batched_tokens", "max_num_seqs", "enable_expert_parallel", "limit_mm_per_prompt",
                "mm_processor_kwargs", "hf_overrides")
 NOT_FOR_ENGINE = ("max_num_batched_tokens",)  # plan's GPU value is for the fake-tensor LLM pass; the CPU keeps its own
+WORK_DIR = tempfile.TemporaryDirectory(prefix="vllm-exact-")  # gloo's rendezvous files; removed at exit
+_INITS = itertools.count()
 REFERENCE_BYTES = 64 << 30  # the memory handed to vLLM's KV sizing: tokens per byte is what is read from it
 
 
@@ -55,7 +58,7 @@ def build_meta_model(vllm_config, tp: int):
     from vllm.distributed import parallel_state
     from vllm.model_executor.model_loader.utils import initialize_model
 
-    init_file = os.path.join(tempfile.mkdtemp(), "gloo-init")
+    init_file = os.path.join(WORK_DIR.name, f"gloo-init-{next(_INITS)}")
     with set_current_vllm_config(vllm_config):
         # afresh per job: the groups depend on the model (an EP group exists only for MoE models)
         parallel_state.destroy_model_parallel()
