@@ -26,6 +26,8 @@ from diagnostics.settings import KV_CACHE_DTYPES, engine_choice, resolve
 from diagnostics.units import GiB
 from diagnostics.versions import Version, default_version, engine as engine_of, family as family_of, parse_version
 
+# V1's hybrid KV cache manager: sliding-window layers keep only their window (kv_cache_utils.py, 0.10+)
+HYBRID_KV_SINCE = (0, 10, 0)
 # The component names of `Plan.components`, in the order vLLM's start-up meets them.
 COMPONENTS = tuple(MEMORY_TERMS)
 
@@ -108,7 +110,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     ctx = _Context(model, card, v, engine_of(v, settings.get("use_v1")), fam, settings, dtype_bytes(model, settings),
                    int(settings.get("tensor_parallel_size", 1)), coef or DEFAULT)
     notes = setting_notes(v, ctx.eng, given, settings, engine_choice(model, card, v, given)[1])
-    weights = weights_term(model, settings, ctx.db)
+    weights = weights_term(model, settings, ctx.db, notes)
     non_torch = non_torch_term(settings, ctx.coef)
     prof, eager, enc = _encoder_profile(ctx, notes)
     enc_b = scaled_encoder_bytes(enc["total"], eager, ctx.coef)
@@ -121,7 +123,8 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
 
     graphs_budgeted = _graphs_budgeted(ctx)
     kv = kv_cache_term(model, settings, KV_CACHE_DTYPES.get(settings.get("kv_cache_dtype", "auto")) or ctx.db,
-                       _kv_budget_gib(ctx), (weights, non_torch, activation), graphs if graphs_budgeted else None)
+                       _kv_budget_gib(ctx), (weights, non_torch, activation), graphs if graphs_budgeted else None,
+                       windowed=ctx.eng == "V1" and ctx.v >= HYBRID_KV_SINCE)
     _fit_auto_length(ctx, kv.tokens, notes)
     terms = StartupTerms(weights, non_torch, activation, kv, graphs, graphs_budgeted, enc_b / GiB,
                          llm_b / GiB, samp_b / GiB, peak, context_gib)
