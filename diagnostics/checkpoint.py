@@ -14,8 +14,11 @@ as stored without knowing their dtype's width.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import struct
+import urllib.parse
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,22 +154,46 @@ def table_from_hub_metadata(meta, repo_id: str) -> TensorTable:
     return TensorTable(tuple(tensors), f"hub:{repo_id} ({len(meta.files_metadata)} safetensors headers)")
 
 
+@contextlib.contextmanager
+def _hub_call(repo_id: str, what: str):
+    """Run one huggingface_hub call: offline (HF_HUB_OFFLINE) or an unresolvable endpoint fails at once, without
+    the library's five retries; its retry warnings are kept off the terminal; any failure is one UsageError line."""
+    try:
+        from huggingface_hub import constants, logging as hf_logging
+    except ImportError:
+        raise UsageError(f"--model {repo_id}: reading a hub checkpoint needs huggingface_hub (pip install "
+                         "huggingface_hub); or pass a local checkpoint directory") from None
+    accepted = "accepted: a reachable hub id, or a local checkpoint directory"
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            socket.getaddrinfo(host, 443)
+        except OSError:
+            raise UsageError(f"--model {repo_id}: cannot read its {what}: the hub ({host}) cannot be resolved "
+                             f"(offline?); {accepted}") from None
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure of the remote read becomes one line, named
+        raise UsageError(f"--model {repo_id}: cannot read its {what} from the Hugging Face hub ({_why(exc)}); "
+                         f"{accepted}") from None
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 def read_hub(repo_id: str, revision: str | None = None) -> TensorTable:
     """The tensor table of a Hugging Face model repository, its headers read remotely (no weights downloaded).
 
     Uses huggingface_hub's `get_safetensors_metadata` (honours HF_HUB_OFFLINE, HF_TOKEN and HF_ENDPOINT). Raises
     UsageError, one line, when huggingface_hub is missing, the hub is unreachable or offline, the repository is
     unknown or gated, or it holds no safetensors weights."""
-    try:
+    with _hub_call(repo_id, "safetensors headers"):
         from huggingface_hub import get_safetensors_metadata
-    except ImportError:
-        raise UsageError(f"--model {repo_id}: reading a hub checkpoint needs huggingface_hub (pip install "
-                         "huggingface_hub); or pass a local checkpoint directory") from None
-    try:
+
         meta = get_safetensors_metadata(repo_id, revision=revision)
-    except Exception as exc:  # noqa: BLE001 - every failure of the remote read becomes one line, named
-        raise UsageError(f"--model {repo_id}: cannot read its safetensors headers from the Hugging Face hub "
-                         f"({_why(exc)}); accepted: a reachable hub id, or a local checkpoint directory") from None
     return table_from_hub_metadata(meta, repo_id)
 
 
@@ -174,17 +201,10 @@ def read_hub_config(repo_id: str, revision: str | None = None) -> dict:
     """config.json of a Hugging Face model repository (hf_hub_download: that one small file, cached).
 
     UsageError, one line, as `read_hub`."""
-    try:
+    with _hub_call(repo_id, "config.json"):
         from huggingface_hub import hf_hub_download
-    except ImportError:
-        raise UsageError(f"--model {repo_id}: reading a hub checkpoint needs huggingface_hub (pip install "
-                         "huggingface_hub); or pass a local checkpoint directory") from None
-    try:
-        path = hf_hub_download(repo_id, "config.json", revision=revision)
-        cfg = json.loads(Path(path).read_text(encoding="utf-8"))
-    except Exception as exc:  # noqa: BLE001 - as read_hub
-        raise UsageError(f"--model {repo_id}: cannot read its config.json from the Hugging Face hub "
-                         f"({_why(exc)}); accepted: a reachable hub id, or a local checkpoint directory") from None
+
+        cfg = json.loads(Path(hf_hub_download(repo_id, "config.json", revision=revision)).read_text(encoding="utf-8"))
     if not isinstance(cfg, dict):
         raise UsageError(f"--model {repo_id}: its config.json is not a JSON object")
     return cfg
@@ -193,5 +213,5 @@ def read_hub_config(repo_id: str, revision: str | None = None) -> dict:
 def _why(exc: Exception) -> str:
     """A short reason for a failed hub call: the exception's class and first line, no URL query or token."""
     first = (str(exc).strip().splitlines() or [""])[0]
-    first = first.split("?")[0][:160]
+    first = first.split("?")[0].split(". ")[0][:160]
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

@@ -100,12 +100,12 @@ def _cast(t: TensorInfo, db: int) -> float:
 
 def _share(t: TensorInfo, kind: str, tp: int, model) -> float:
     """The fraction of a tensor one rank holds (1 = replicated)."""
-    if tp == 1 or kind in ("norm", "replicated", "row_bias") or t.numel <= 1:
-        return 1.0
-    if kind == "vocab":
-        rows = t.shape[0] if t.shape else 1
+    if kind == "vocab" and t.shape:  # rows padded to 64, then split (even at tp=1 the padding is allocated)
+        rows = t.shape[0]
         padded = -(-rows // VOCAB_PADDING) * VOCAB_PADDING
         return padded / tp / rows
+    if tp == 1 or kind in ("norm", "replicated", "row_bias") or t.numel <= 1:
+        return 1.0
     if kind == "row" and len(t.shape) >= 1 and t.shape[0] == 1:
         return 1.0  # per-channel scales of a row-parallel layer
     module, _ = _module_and_leaf(t.name)
