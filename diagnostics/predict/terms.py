@@ -214,14 +214,14 @@ def kv_cache_term(model: ModelSpec, settings: dict, db: int, budget_gib: float, 
     kv_hi = kv_for("low_gib", "low_gib")
     basis = ("exact: kv_cache_memory_bytes" if fixed_kv is not None else
              "derived: util x total - (weights + non_torch + activation peak)" + (" - CUDA graphs" if graphs_sub else ""))
-    if model.decoder is not None and not model.decoder.known and not basis.startswith("exact"):
-        basis = (f"estimate: {basis.split(': ', 1)[1]}; bytes per token from the generic config keys "
-                 f"(architecture {model.architecture} has no rules here)")
     block_bytes = settings["block_size"] * model.kv_bytes_per_token(db, tp, settings.get("max_model_len"), windowed)
     blocks = int(max(kv_v, 0) * GiB // block_bytes)
     if settings.get("num_gpu_blocks_override"):
         blocks = int(settings["num_gpu_blocks_override"])
         kv_v = kv_lo = kv_hi = blocks * block_bytes / GiB
-        basis = "exact: num_gpu_blocks_override"
+        basis = "derived: num_gpu_blocks_override x bytes per block"
+    if model.decoder is not None and not model.decoder.known and not basis.startswith("exact"):
+        basis = (f"estimate: {basis.split(': ', 1)[1]}; bytes per token from the generic config keys "
+                 f"(architecture {model.architecture} has no rules here)")
     term = Term(max(kv_v, 0.0), max(min(kv_lo, kv_hi), 0.0), max(kv_hi, kv_lo, 0.0), basis)
     return KVCache(term, kv_v, blocks, blocks * settings["block_size"])
