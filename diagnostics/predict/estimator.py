@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from diagnostics.cards import Card, get_card
+from diagnostics.decoder import FULL, LINEAR, SLIDING
 from diagnostics.families import check_version
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.outcomes import MEMORY_TERMS
@@ -134,7 +135,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
         outcome, phase = "error", "startup_check"
     else:
         outcome, phase = judge_verdict(card, v, ctx.eng, settings, terms, notes)
-    notes += known_limits(model, v, ctx.eng, settings)
+    notes += known_limits(model, v, ctx.eng, settings) + _layer_kind_notes(ctx)
     if graphs.value_gib and not graphs_budgeted:
         notes.append("CUDA graphs are not in the KV budget in this version: they must fit in what is left")
     if card.is_cpu:
@@ -146,6 +147,23 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
         or card.total_gib > 0
     return Plan(outcome, str(v), ctx.eng, ctx.fam, card, model, entrypoint, settings, components, profile, peak,
                 kv.tokens if known_kv else None, phase, notes, context_gib, given, ctx.coef)
+
+
+def _layer_kind_notes(ctx: _Context) -> list[str]:
+    """What the KV figure does with sliding-window and Mamba/linear-attention layers (diagnostics.decoder)."""
+    d = ctx.model.decoder
+    if d is None:
+        return []
+    n, out = d.attention_layers(), []
+    if n[SLIDING]:
+        out.append(f"{n[SLIDING]} of {d.layers} layers use a {d.sliding_window}-token sliding window: " + (
+            "V1's hybrid KV manager keeps only the window, so the KV cache holds more max_model_len tokens"
+            if ctx.eng == "V1" and ctx.v >= HYBRID_KV_SINCE else
+            "this engine gives them the whole length like full-attention layers"))
+    if n[LINEAR]:
+        out.append(f"{n[LINEAR]} of {d.layers} layers are Mamba/linear-attention: only the {n[FULL]} full-attention "
+                   "layers hold paged KV; their per-request state is not modelled (KV tokens are an upper bound)")
+    return out
 
 
 def _graphs_budgeted(ctx: _Context) -> bool:

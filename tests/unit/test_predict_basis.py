@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from diagnostics.models import get_model, stored_models
+from header_kit import llama_dir
 from diagnostics.predict.basis import check
 from diagnostics.predict.estimator import plan
 
@@ -71,9 +72,7 @@ def test_the_contract_refuses_a_rule_labelled_exact_and_accepts_the_registered_s
 
 
 def test_a_header_checkpoint_is_exact_only_when_loaded_as_stored(tmp_path):
-    from test_predict_shards import _llama_dir  # the same header-only checkpoints
-
-    m = _llama_dir(tmp_path, vocab=1024)
+    m = llama_dir(tmp_path, vocab=1024)
     p1 = plan(m, "h100-80", "0.32.0", "serve", {"max_model_len": 4096})
     p2 = plan(m, "h100-80", "0.32.0", "serve", {"max_model_len": 4096, "tensor_parallel_size": 2})
     assert p1.components["weights"].basis.startswith("derived")  # layer 2 past num_hidden_layers is dropped

@@ -1,14 +1,13 @@
 """predict/shards.py: weights per TP rank from a checkpoint's safetensors headers, and the issue-20 done-when
 numbers on header-only checkpoints with the real tensor names and shapes of Qwen3-30B-A3B and DeepSeek-V2-Lite.
 
-`write_header_only` writes a real safetensors header (8-byte length + JSON, offsets laid end to end) without the
-data: only the header is ever read. The first test checks the writer against the safetensors package."""
+`header_kit.write_header_only` writes a real safetensors header without the data (only the header is ever read);
+the first test checks that writer against the safetensors package."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -20,21 +19,9 @@ from diagnostics.models import get_model
 from diagnostics.predict.estimator import plan
 from diagnostics.predict.shards import classify, rank_weights
 from diagnostics.units import GiB
+from header_kit import llama_dir, write_header_only
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "models"
-WIDTH = {"BF16": 2, "F16": 2, "F32": 4, "I32": 4, "U8": 1, "F8_E4M3": 1}
-
-
-def write_header_only(path: Path, tensors: dict[str, tuple[str, tuple[int, ...]]]) -> Path:
-    """A .safetensors header for {name: (dtype, shape)}, data offsets end to end, no data bytes."""
-    header, offset = {}, 0
-    for name, (dtype, shape) in tensors.items():
-        n = WIDTH[dtype] * int(np.prod(shape)) if shape else WIDTH[dtype]
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
-        offset += n
-    raw = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
-    return path
 
 
 def test_the_header_writer_agrees_with_the_safetensors_package(tmp_path):
@@ -61,28 +48,8 @@ def test_tensor_names_map_to_vllms_layer_kinds(name, kind):
     assert classify(name) == kind
 
 
-def _llama_dir(tmp_path, arch="LlamaForCausalLM", dtype="BF16", tied=False, vocab=1000, kv=2):
-    cfg = {"architectures": [arch], "model_type": "llama" if arch == "LlamaForCausalLM" else "novel",
-           "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": kv,
-           "intermediate_size": 128, "vocab_size": vocab, "tie_word_embeddings": tied,
-           "max_position_embeddings": 4096, "torch_dtype": "bfloat16"}
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    t = {"model.embed_tokens.weight": (dtype, (vocab, 64)), "model.norm.weight": (dtype, (64,))}
-    if not tied:
-        t["lm_head.weight"] = (dtype, (vocab, 64))
-    for i in range(3):  # layer 2 is past num_hidden_layers (an MTP-style extra layer): not loaded
-        p = f"model.layers.{i}."
-        t.update({p + "self_attn.q_proj.weight": (dtype, (64, 64)), p + "self_attn.k_proj.weight": (dtype, (16 * kv, 64)),
-                  p + "self_attn.v_proj.weight": (dtype, (16 * kv, 64)), p + "self_attn.o_proj.weight": (dtype, (64, 64)),
-                  p + "mlp.gate_proj.weight": (dtype, (128, 64)), p + "mlp.up_proj.weight": (dtype, (128, 64)),
-                  p + "mlp.down_proj.weight": (dtype, (64, 128)), p + "input_layernorm.weight": (dtype, (64,)),
-                  p + "post_attention_layernorm.weight": (dtype, (64,))})
-    write_header_only(tmp_path / "model.safetensors", t)
-    return get_model(tmp_path)
-
-
 def test_per_rank_bytes_follow_vllms_split_replicate_and_padding_rules(tmp_path):
-    m = _llama_dir(tmp_path)
+    m = llama_dir(tmp_path)
     one = rank_weights(m.checkpoint, m, 2, 1)
     assert one.basis.startswith("derived")  # layer 2 dropped, 1000 vocab rows padded to 1024
     assert one.value == pytest.approx(m.params * 2)  # = the config arithmetic of the same model
@@ -96,7 +63,7 @@ def test_per_rank_bytes_follow_vllms_split_replicate_and_padding_rules(tmp_path)
 
 
 def test_float32_checkpoints_are_cast_to_the_run_dtype_and_a_tied_head_is_not_loaded(tmp_path):
-    m = _llama_dir(tmp_path, dtype="F32", tied=True, vocab=1024)
+    m = llama_dir(tmp_path, dtype="F32", tied=True, vocab=1024)
     w = rank_weights(m.checkpoint, m, 2, 1)
     assert w.value == pytest.approx(m.params * 2) and w.stored_bytes > 2 * w.value
     assert w.basis.startswith("derived")
@@ -114,7 +81,7 @@ def test_a_known_checkpoint_loaded_as_stored_is_exact(tmp_path):
 
 
 def test_unmatched_tensors_widen_the_range_and_an_unknown_architecture_is_an_estimate(tmp_path):
-    m = _llama_dir(tmp_path)
+    m = llama_dir(tmp_path)
     with_extra = dict((t.name, (t.dtype, t.shape)) for t in m.checkpoint.tensors)
     with_extra["model.layers.0.mixer.A_log"] = ("BF16", (1 << 20,))
     write_header_only(tmp_path / "model.safetensors", with_extra)
@@ -124,7 +91,7 @@ def test_unmatched_tensors_widen_the_range_and_an_unknown_architecture_is_an_est
 
     novel = tmp_path / "novel"
     novel.mkdir()
-    m = _llama_dir(novel, arch="NovelForCausalLM")
+    m = llama_dir(novel, arch="NovelForCausalLM")
     p = plan(novel, "a100-80", "0.32.0", "serve", {"max_model_len": 4096})
     w = p.components["weights"]
     assert w.basis.startswith("estimate") and "NovelForCausalLM" in w.basis and w.low_gib < w.value_gib < w.high_gib
