@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from diagnostics.checkpoint import FLOAT_BYTES, TensorInfo, TensorTable
 
 VOCAB_PADDING = 64
-_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+# the language model's own decoder layers (not a vision tower's): model.layers.N / language_model.model.layers.N
+_LAYER = re.compile(r"^(?:model\.|language_model\.model\.|model\.language_model\.|transformer\.encoder\.)?"
+                    r"layers\.(\d+)\.")
 _AUX = ("qweight", "qzeros", "scales", "g_idx", "weight_scale", "weight_scale_inv", "weight_scale_2", "input_scale",
         "weight_packed", "weight_shape", "weight_zero_point", "scb", "absmax", "quant_map", "nested_absmax",
         "nested_quant_map", "quant_state", "blocks", "weight_global_scale", "input_global_scale", "bias",
@@ -55,10 +57,14 @@ class RankWeights:
 
 
 def _module_and_leaf(name: str) -> tuple[str, str]:
-    parts = name.split(".")
-    leaf = parts[-1].lower()
-    module = parts[-2].lower() if len(parts) > 1 and leaf in _AUX else leaf
-    return module, leaf
+    """(the module a tensor belongs to, the tensor's own last name): `...down_proj.weight.absmax` and
+    `...down_proj.weight.quant_state.bitsandbytes__nf4` (bitsandbytes) both belong to down_proj."""
+    parts = [p.lower() for p in name.split(".")]
+    leaf = parts[-1]
+    for part in reversed(parts[:-1] if leaf in _AUX or leaf.startswith("bitsandbytes") else parts):
+        if part not in _AUX and part != "quant_state" and not part.startswith("bitsandbytes"):
+            return part, leaf
+    return leaf, leaf
 
 
 def classify(name: str) -> str:
@@ -150,6 +156,9 @@ def rank_weights(table: TensorTable, model, db: int, tp: int = 1) -> RankWeights
                  f"(e.g. {unknown_names[0]}), counted whole per rank (low: split)")
     elif changed:
         basis = f"derived: {table.source} headers, cast/padded/split per rank by vLLM's layer rules"
+    elif model.vision is not None:
+        basis = (f"derived: {table.source} headers as stored; a vision-language model's tensors that vLLM does not "
+                 "build (e.g. a dropped last tower layer) are not subtracted")
     else:
         basis = f"exact: {table.source} headers ({len(table.tensors)} tensors, loaded as stored)"
     q = getattr(model, "quantization", None)

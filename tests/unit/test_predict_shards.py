@@ -43,6 +43,9 @@ def test_the_header_writer_agrees_with_the_safetensors_package(tmp_path):
     ("model.layers.0.self_attn.kv_b_proj.weight", "column"),
     ("transformer.encoder.layers.0.self_attention.query_key_value.weight", "column"),
     ("transformer.encoder.layers.0.mlp.dense_4h_to_h.weight", "row"), ("model.layers.0.mixer.A_log", "unknown"),
+    ("model.layers.0.mlp.down_proj.weight.absmax", "row"),  # bitsandbytes 4-bit: the parent module decides
+    ("model.layers.0.self_attn.q_proj.weight.quant_state.bitsandbytes__nf4", "column"),
+    ("model.layers.0.self_attn.v_proj.weight.nested_absmax", "column"),
 ])
 def test_tensor_names_map_to_vllms_layer_kinds(name, kind):
     assert classify(name) == kind
@@ -67,6 +70,15 @@ def test_float32_checkpoints_are_cast_to_the_run_dtype_and_a_tied_head_is_not_lo
     w = rank_weights(m.checkpoint, m, 2, 1)
     assert w.value == pytest.approx(m.params * 2) and w.stored_bytes > 2 * w.value
     assert w.basis.startswith("derived")
+
+
+def test_only_the_language_models_layers_past_num_hidden_layers_are_dropped(tmp_path):
+    m = llama_dir(tmp_path, vocab=1024)
+    extra = {t.name: (t.dtype, t.shape) for t in m.checkpoint.tensors}
+    extra["vision_tower.encoder.layers.5.mlp.fc1.weight"] = ("BF16", (8, 8))  # a tower deeper than the LLM
+    write_header_only(tmp_path / "model.safetensors", extra)
+    with_tower = rank_weights(get_model(tmp_path).checkpoint, m, 2, 1)
+    assert with_tower.value == pytest.approx(m.params * 2 + 8 * 8 * 2)
 
 
 def test_a_known_checkpoint_loaded_as_stored_is_exact(tmp_path):
