@@ -141,16 +141,38 @@ class Decoder:
         moe = self.moe
         return 0 if moe is None else len(moe.moe_layers) * moe.experts * 3 * self.hidden * moe.inter
 
-    def kv_bytes_per_token_layer(self, dtype_bytes: int, tp: int = 1) -> int:
-        """Bytes one attention layer's paged KV holds per token on one rank."""
+    def kv_bytes_per_token_layer(self, dtype_bytes: int, tp: int = 1, version=None, quant_method: str = "") -> int:
+        """Bytes one attention layer's paged KV holds per token on one rank (version: vLLM's, a tuple-comparable
+        Version; None = the newest rules)."""
         if self.mla is not None:
-            return (self.mla.kv_lora_rank + self.mla.qk_rope_head_dim) * dtype_bytes
+            latent = mla_latent_cache(version, quant_method)
+            if latent:
+                return (self.mla.kv_lora_rank + self.mla.qk_rope_head_dim) * dtype_bytes
+            # before MLA: K and V per local head, 256 wide up to 0.6.x ("TODO, support head_size 192"), then the
+            # q/k head width qk_nope + qk_rope (deepseek_v2.py 0.5.4:264-265, 0.6.6:266-267, 0.7.0:265-266)
+            width = 256 if version is not None and version < (0, 7, 0) else \
+                self.mla.qk_nope_head_dim + self.mla.qk_rope_head_dim
+            return 2 * max(1, self.heads // tp) * width * dtype_bytes
         return 2 * max(1, self.kv_heads // tp) * self.head_dim * dtype_bytes
 
     def attention_layers(self) -> dict[str, int]:
         """{kind: number of layers} for FULL, SLIDING and LINEAR."""
         kinds = self.kinds()
         return {k: kinds.count(k) for k in (FULL, SLIDING, LINEAR)}
+
+
+MLA_SINCE = (0, 7, 1)  # vLLM's MLA attention (latent KV cache): models/deepseek_v2.py 0.7.1:329-436
+
+
+def mla_latent_cache(version, quant_method: str = "") -> bool:
+    """Whether vLLM caches MLA's latent (one kv_lora_rank + qk_rope_head_dim "head") rather than full K/V heads:
+    from 0.7.1 (config.py 0.7.1:972-999; 0.7.x turns it off for quantizations other than fp8 and
+    compressed-tensors); VLLM_MLA_DISABLE=1 turns it off in every version (not modelled)."""
+    if version is None:
+        return True
+    if version < MLA_SINCE:
+        return False
+    return not (version < (0, 8, 0) and quant_method and quant_method not in ("fp8", "compressed-tensors"))
 
 
 def _int(cfg: dict, *keys, default=None):

@@ -27,8 +27,10 @@ from diagnostics.settings import KV_CACHE_DTYPES, engine_choice, resolve
 from diagnostics.units import GiB
 from diagnostics.versions import Version, default_version, engine as engine_of, family as family_of, parse_version
 
-# V1's hybrid KV cache manager: sliding-window layers keep only their window (kv_cache_utils.py, 0.10+)
-HYBRID_KV_SINCE = (0, 10, 0)
+# V1's hybrid KV cache manager: sliding-window layers keep only their window. 0.9.0 still turns every sliding layer
+# of a mixed model into full attention (v1/core/kv_cache_utils.py 0.9.0:660-693); 0.9.2 has the manager
+# (kv_cache_utils.py 0.9.2:744-786); 0.9.1 not checked.
+HYBRID_KV_SINCE = (0, 9, 2)
 # The component names of `Plan.components`, in the order vLLM's start-up meets them.
 COMPONENTS = tuple(MEMORY_TERMS)
 
@@ -125,7 +127,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     graphs_budgeted = _graphs_budgeted(ctx)
     kv = kv_cache_term(model, settings, KV_CACHE_DTYPES.get(settings.get("kv_cache_dtype", "auto")) or ctx.db,
                        _kv_budget_gib(ctx), (weights, non_torch, activation), graphs if graphs_budgeted else None,
-                       windowed=ctx.eng == "V1" and ctx.v >= HYBRID_KV_SINCE)
+                       windowed=ctx.eng == "V1" and ctx.v >= HYBRID_KV_SINCE, version=ctx.v)
     _fit_auto_length(ctx, kv.tokens, notes)
     terms = StartupTerms(weights, non_torch, activation, kv, graphs, graphs_budgeted, enc_b / GiB,
                          llm_b / GiB, samp_b / GiB, peak, context_gib)

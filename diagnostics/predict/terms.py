@@ -194,7 +194,7 @@ class KVCache:
 
 
 def kv_cache_term(model: ModelSpec, settings: dict, db: int, budget_gib: float, used: tuple[Term, ...],
-                  graphs_sub: Term | None, windowed: bool = False) -> KVCache:
+                  graphs_sub: Term | None, windowed: bool = False, version=None) -> KVCache:
     """KV = util x total - (weights + non-torch + activation peak) [- CUDA graphs where budgeted], or the fixed
     `kv_cache_memory_bytes` / `num_gpu_blocks_override` (vllm-memory.md §1). `used` is (weights, non_torch,
     activation); the range takes each term's opposite bound. Bytes per token are one rank's
@@ -214,7 +214,8 @@ def kv_cache_term(model: ModelSpec, settings: dict, db: int, budget_gib: float, 
     kv_hi = kv_for("low_gib", "low_gib")
     basis = ("exact: kv_cache_memory_bytes" if fixed_kv is not None else
              "derived: util x total - (weights + non_torch + activation peak)" + (" - CUDA graphs" if graphs_sub else ""))
-    block_bytes = settings["block_size"] * model.kv_bytes_per_token(db, tp, settings.get("max_model_len"), windowed)
+    block_bytes = settings["block_size"] * model.kv_bytes_per_token(db, tp, settings.get("max_model_len"), windowed,
+                                                                    version)
     blocks = int(max(kv_v, 0) * GiB // block_bytes)
     if settings.get("num_gpu_blocks_override"):
         blocks = int(settings["num_gpu_blocks_override"])

@@ -149,3 +149,28 @@ def test_an_unknown_architecture_is_an_estimate_with_a_note_naming_it():
     assert w.basis.startswith("estimate") and "NovelForCausalLM" in w.basis and w.low_gib < w.value_gib < w.high_gib
     assert kv.basis.startswith("estimate") and "NovelForCausalLM" in kv.basis
     assert any("NovelForCausalLM" in n and "no vllm-memcheck rules" in n for n in p.notes)
+
+
+@pytest.mark.parametrize("version, per_token", [
+    ("0.6.3", 27 * 2 * 16 * 256 * 2),  # before MLA: K and V of every head, padded to 256 wide
+    ("0.7.0", 27 * 2 * 16 * 192 * 2),  # qk_nope + qk_rope wide
+    ("0.7.1", 27 * 576 * 2),  # MLA's latent cache from 0.7.1
+    ("0.32.0", 31_104),
+])
+def test_mla_kv_per_token_follows_the_version(version, per_token):
+    from diagnostics.versions import parse_version
+
+    m = get_model(DATA / "deepseek-v2-lite")
+    assert m.kv_bytes_per_token(version=parse_version(version)) == per_token
+    p = plan(m, "a100-80", version, "serve", {"max_model_len": 4096, "max_num_seqs": 8})
+    c = p.components
+    assert p.kv_cache_tokens == int(c["kv_cache"].value_gib * GiB // (16 * per_token)) * 16
+
+
+def test_mla_is_off_for_other_quantizations_in_0_7():
+    from diagnostics.versions import parse_version
+
+    cfg = {**_cfg("deepseek-v2-lite"), "quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 128}}
+    m = model_from_config(cfg)
+    assert m.kv_bytes_per_token(version=parse_version("0.7.2")) == 27 * 2 * 16 * 192 * 2
+    assert m.kv_bytes_per_token(version=parse_version("0.8.0")) == 31_104
