@@ -148,8 +148,8 @@ class Decoder:
             latent = mla_latent_cache(version, quant_method)
             if latent:
                 return (self.mla.kv_lora_rank + self.mla.qk_rope_head_dim) * dtype_bytes
-            # before MLA: K and V per local head, 256 wide up to 0.6.x ("TODO, support head_size 192"), then the
-            # q/k head width qk_nope + qk_rope (deepseek_v2.py 0.5.4:264-265, 0.6.6:266-267, 0.7.0:265-266)
+            # before MLA: K and V per local head of ModelConfig.get_head_size(): 256 up to 0.6.x ("pad head_size
+            # 192 to 256", config.py 0.6.6:719-726), qk_nope + qk_rope in 0.7.0 (config.py 0.7.0:733-743)
             width = 256 if version is not None and version < (0, 7, 0) else \
                 self.mla.qk_nope_head_dim + self.mla.qk_rope_head_dim
             return 2 * max(1, self.heads // tp) * width * dtype_bytes
