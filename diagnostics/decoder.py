@@ -120,7 +120,9 @@ class Decoder:
         emb = self.vocab_padded // tp * self.hidden * (1 if self.tied else 2)
         total = emb + self.hidden
         for i in range(self.layers):
-            a_split, a_rep = self._attention(tp) if self.kinds()[i] != LINEAR else (0, 0)
+            # a Mamba/linear-attention layer's mixer is sized as an attention layer of the same widths: an estimate
+            # (no architecture with such layers is in KNOWN_ARCHITECTURES)
+            a_split, a_rep = self._attention(tp)
             m_split, m_rep = self._mlp(i, tp)
             total += a_split + a_rep + m_split + m_rep + self.norms_per_layer * self.hidden
         return total
@@ -130,7 +132,7 @@ class Decoder:
         projections, MLPs and experts; not the router, norms or embeddings), tp=1."""
         total = 0
         for i in range(self.layers):
-            a_split, a_rep = self._attention(1) if self.kinds()[i] != LINEAR else (0, 0)
+            a_split, a_rep = self._attention(1)
             m_split, _ = self._mlp(i, 1)
             bias = (self.heads + 2 * self.kv_heads) * self.head_dim if self.qkv_bias and self.mla is None else 0
             total += a_split - bias + (a_rep if self.mla else 0) + m_split

@@ -34,7 +34,7 @@ _AUX = ("qweight", "qzeros", "scales", "g_idx", "weight_scale", "weight_scale_in
         "weight_packed", "weight_shape", "weight_zero_point", "scb", "absmax", "quant_map", "nested_absmax",
         "nested_quant_map", "quant_state", "blocks", "weight_global_scale", "input_global_scale", "bias",
         "weight", "weight_g_idx")
-VOCAB = ("embed_tokens", "lm_head", "wte", "word_embeddings", "output_layer", "tok_embeddings", "embed_out")
+VOCAB = ("embed_tokens", "lm_head", "wte", "word_embeddings", "output_layer", "tok_embeddings", "embed_out", "output")
 COLUMN = ("q_proj", "k_proj", "v_proj", "qkv_proj", "query_key_value", "c_attn", "wqkv", "gate_proj", "up_proj",
           "gate_up_proj", "w1", "w3", "fc1", "dense_h_to_4h", "q_b_proj", "kv_b_proj", "in_proj", "c_fc", "wq", "wk",
           "wv", "query", "key", "value")

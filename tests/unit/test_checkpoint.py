@@ -107,3 +107,19 @@ def test_offline_hub_reads_are_one_line_errors(monkeypatch):
             call("Qwen/Qwen3-30B-A3B")
         text = str(exc.value)
         assert "\n" not in text and "Qwen/Qwen3-30B-A3B" in text and "local checkpoint directory" in text
+
+
+def test_an_unresolvable_hub_fails_at_once_in_one_line(monkeypatch):
+    """Without network the hub's host does not resolve: one line at once, not huggingface_hub's five retries."""
+    import socket
+
+    import huggingface_hub.constants as c
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(UsageError, match=r"cannot be resolved \(offline\?\)") as exc:
+        read_hub("deepseek-ai/DeepSeek-V2-Lite")
+    assert "\n" not in str(exc.value)

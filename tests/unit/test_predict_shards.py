@@ -46,6 +46,11 @@ def test_the_header_writer_agrees_with_the_safetensors_package(tmp_path):
     ("model.layers.0.mlp.down_proj.weight.absmax", "row"),  # bitsandbytes 4-bit: the parent module decides
     ("model.layers.0.self_attn.q_proj.weight.quant_state.bitsandbytes__nf4", "column"),
     ("model.layers.0.self_attn.v_proj.weight.nested_absmax", "column"),
+    ("output.weight", "vocab"), ("model.tok_embeddings.weight", "vocab"),  # InternLM2
+    ("model.layers.0.attention.wqkv.weight", "column"), ("model.layers.0.feed_forward.w2.weight", "row"),
+    ("model.layers.0.block_sparse_moe.experts.3.w1.weight", "expert"),  # Mixtral
+    ("model.layers.0.block_sparse_moe.gate.weight", "replicated"),
+    ("model.layers.3.mlp.gate.e_score_correction_bias", "replicated"),  # DeepSeek-V3
 ])
 def test_tensor_names_map_to_vllms_layer_kinds(name, kind):
     assert classify(name) == kind
@@ -79,6 +84,19 @@ def test_only_the_language_models_layers_past_num_hidden_layers_are_dropped(tmp_
     write_header_only(tmp_path / "model.safetensors", extra)
     with_tower = rank_weights(get_model(tmp_path).checkpoint, m, 2, 1)
     assert with_tower.value == pytest.approx(m.params * 2 + 8 * 8 * 2)
+
+
+def test_a_vision_language_checkpoints_header_is_derived_not_exact(tmp_path):
+    import dataclasses
+
+    m = llama_dir(tmp_path, vocab=1024)
+    write_header_only(tmp_path / "model.safetensors", {t.name: (t.dtype, t.shape) for t in m.checkpoint.tensors
+                                                       if ".layers.2." not in t.name})  # nothing vLLM changes
+    m = get_model(tmp_path)
+    assert rank_weights(m.checkpoint, m, 2, 1).basis.startswith("exact")
+    vlm = dataclasses.replace(m, vision=get_model("qwen2.5-vl-7b").vision)
+    w = rank_weights(m.checkpoint, vlm, 2, 1)
+    assert w.basis.startswith("derived") and "vision-language" in w.basis
 
 
 def test_a_known_checkpoint_loaded_as_stored_is_exact(tmp_path):
