@@ -151,7 +151,8 @@ def table_from_hub_metadata(meta, repo_id: str) -> TensorTable:
         for name, info in fmeta.tensors.items():
             begin, end = info.data_offsets
             tensors.append(TensorInfo(name, str(info.dtype), tuple(info.shape), int(end) - int(begin)))
-    return TensorTable(tuple(tensors), f"hub:{repo_id} ({len(meta.files_metadata)} safetensors headers)")
+    n = len(meta.files_metadata)
+    return TensorTable(tuple(tensors), f"hub:{repo_id} ({n} safetensors file{'s' if n > 1 else ''})")
 
 
 @contextlib.contextmanager

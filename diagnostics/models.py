@@ -211,8 +211,10 @@ def accepted() -> str:
             + ", also as kit:NAME), a directory with config.json, or a Hugging Face id (owner/name)")
 
 
-def get_model(name) -> ModelSpec:
-    """A built-in model by name/alias, a stored config by short name (or kit:NAME), or DIR/config.json's model."""
+def get_model(name, hub: bool = False) -> ModelSpec:
+    """A built-in model by name/alias, a stored config by short name (or kit:NAME), or DIR/config.json's model;
+    with hub=True also a Hugging Face id (owner/name: config.json and safetensors headers read remotely). Only the
+    commands a user hands a model id to ask for the hub (plan --model); elsewhere an id is an unknown model."""
     if isinstance(name, ModelSpec):
         return name
     key = str(name).strip()
@@ -226,7 +228,7 @@ def get_model(name) -> ModelSpec:
         return model_from_dir(path)
     if path.name == "config.json" and path.is_file():
         return model_from_dir(path.parent)
-    if HUB_ID.fullmatch(key) and not path.exists():
+    if hub and HUB_ID.fullmatch(key) and not path.exists():
         return model_from_hub(key)
     raise UsageError(f"unknown model {key!r}; accepted: {accepted()}")
 

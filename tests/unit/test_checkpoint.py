@@ -123,3 +123,44 @@ def test_an_unresolvable_hub_fails_at_once_in_one_line(monkeypatch):
     with pytest.raises(UsageError, match=r"cannot be resolved \(offline\?\)") as exc:
         read_hub("deepseek-ai/DeepSeek-V2-Lite")
     assert "\n" not in str(exc.value)
+
+
+def test_plan_reads_a_hub_id_through_huggingface_hubs_functions(tmp_path, monkeypatch):
+    """model_from_hub end to end with huggingface_hub's two calls replaced by local answers of the real types
+    (the replacements' parameters are checked against the real functions')."""
+    import inspect
+    import socket
+
+    import huggingface_hub
+    from huggingface_hub.utils import SafetensorsFileMetadata, SafetensorsRepoMetadata, TensorInfo
+
+    from diagnostics.models import get_model
+    from diagnostics.predict.estimator import plan
+
+    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "num_hidden_layers": 1,
+           "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 1024, "max_position_embeddings": 2048}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    tensors = {"model.embed_tokens.weight": TensorInfo("BF16", [1024, 64], (0, 131072)),
+               "lm_head.weight": TensorInfo("BF16", [1024, 64], (131072, 262144))}
+    meta = SafetensorsRepoMetadata(None, False, {k: "model.safetensors" for k in tensors},
+                                   {"model.safetensors": SafetensorsFileMetadata({}, tensors)})
+
+    def fake_metadata(repo_id, *, revision=None, **kw):
+        return meta
+
+    def fake_download(repo_id, filename, *, revision=None, **kw):
+        return str(tmp_path / filename)
+
+    for fake, real in ((fake_metadata, huggingface_hub.get_safetensors_metadata),
+                       (fake_download, huggingface_hub.hf_hub_download)):
+        params = list(inspect.signature(real).parameters)
+        assert all(p in params for p in list(inspect.signature(fake).parameters)[:-1]), (real, params)
+    monkeypatch.setattr(huggingface_hub, "get_safetensors_metadata", fake_metadata)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [])
+    with pytest.raises(UsageError, match="unknown model"):
+        get_model("org/tiny-llama")  # without hub=True an id is not looked up
+    m = get_model("org/tiny-llama", hub=True)
+    assert m.checkpoint.source.startswith("hub:org/tiny-llama") and m.checkpoint.total_bytes() == 262144
+    w = plan(m, "a10", "0.32.0", "serve", {"max_model_len": 2048}).components["weights"]
+    assert w.basis.startswith("exact: hub:org/tiny-llama") and w.value_gib * 2**30 == 262144
