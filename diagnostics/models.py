@@ -71,14 +71,15 @@ class ModelSpec:
     checkpoint: TensorTable | None = None  # the safetensors headers of a local directory or hub id
 
     def kv_bytes_per_token(self, dtype_bytes: int | None = None, tp: int = 1, max_model_len: int | None = None,
-                           windowed: bool = False, version=None) -> int:
+                           windowed: bool = False, version=None, in_flight: int = 0) -> int:
         """Paged KV bytes per token on one TP rank: 57,344 B for MiniCPM-V-2_6 in bf16 (tp=1).
 
         K and V of max(1, kv_heads // tp) heads per attention layer (vllm/config/model.py:1650-1670); MLA one
         latent of kv_lora_rank + qk_rope_head_dim on every rank; Mamba/linear-attention layers none (their state
-        is per request). windowed (V1's hybrid KV manager) with max_model_len: a sliding-window layer counts
-        min(window, max_model_len) / max_model_len of a token, as vLLM's capacity = max concurrency x
-        max_model_len (v1/core/kv_cache_utils.py:2300-2308). version: vLLM's (MLA's latent cache from 0.7.1,
+        is per request). windowed (V1's hybrid KV manager) with max_model_len: a sliding-window layer holds
+        min(window - 1 + in_flight, max_model_len) tokens of a max_model_len request (in_flight: the tokens
+        scheduled but not yet freed, max_num_batched_tokens per concurrent batch; v1/kv_cache_interface.py:859-880),
+        and vLLM's capacity is max concurrency x max_model_len (v1/core/kv_cache_utils.py:1195-1225, :2300-2308). version: vLLM's (MLA's latent cache from 0.7.1,
         diagnostics.decoder.mla_latent_cache); None = the newest rules."""
         db = dtype_bytes or self.dtype_bytes
         if self.decoder is None:
@@ -88,7 +89,7 @@ class ModelSpec:
         per, n = d.kv_bytes_per_token_layer(db, tp, version, quant), d.attention_layers()
         sliding = n[SLIDING] * per
         if windowed and max_model_len and d.sliding_window:
-            sliding = sliding * min(d.sliding_window, max_model_len) / max_model_len
+            sliding = sliding * min(d.sliding_window - 1 + in_flight, max_model_len) / max_model_len
         return int(round(n[FULL] * per + sliding))
 
     def weights_bytes(self, dtype_bytes: int | None = None) -> int:

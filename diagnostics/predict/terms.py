@@ -216,8 +216,12 @@ def kv_cache_term(model: ModelSpec, settings: dict, db: int, budget_gib: float, 
     kv_hi = kv_for("low_gib", "low_gib")
     basis = ("exact: kv_cache_memory_bytes" if fixed_kv is not None else
              "derived: util x total - (weights + non_torch + activation peak)" + (" - CUDA graphs" if graphs_sub else ""))
+    # tokens scheduled but not yet freed: one max_num_batched_tokens per concurrent batch, two under the default
+    # async scheduling from 0.26 (config/vllm.py 0.26.0:525-533), one before (kv_cache_interface.py 0.20.0:435)
+    batches = 2 if version is not None and version >= (0, 26, 0) else 1
+    in_flight = batches * int(settings.get("max_num_batched_tokens") or 0) if windowed else 0
     block_bytes = settings["block_size"] * model.kv_bytes_per_token(db, tp, settings.get("max_model_len"), windowed,
-                                                                    version)
+                                                                    version, in_flight)
     blocks = int(max(kv_v, 0) * GiB // block_bytes)
     if settings.get("num_gpu_blocks_override"):
         blocks = int(settings["num_gpu_blocks_override"])
