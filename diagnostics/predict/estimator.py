@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from diagnostics.cards import Card, get_card
+from diagnostics.decoder import FULL, LINEAR, SLIDING
 from diagnostics.families import check_version
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.outcomes import MEMORY_TERMS
@@ -20,7 +21,8 @@ from diagnostics.predict.coefficients import DEFAULT, Calibration, Coefficients
 from diagnostics.predict.exact import VllmExact, exact_weights_gib
 from diagnostics.predict.limits import known_limits, setting_notes, startup_blocker
 from diagnostics.predict.terms import (Term, activation_term, cuda_graph_term, dtype_bytes, eager_vision_attention,
-                                       encoder_bytes, encoder_term, kv_cache_term, largest_graph_batch,
+                                       encoder_bytes, encoder_term, kv_block_bytes, kv_cache_term,
+                                       largest_graph_batch,
                                        llm_pass_bytes, non_torch_term,
                                        sampler_bytes, scaled_encoder_bytes, weights_term)
 from diagnostics.predict.verdict import StartupTerms, null_block_tokens, verdict as judge_verdict
@@ -28,6 +30,10 @@ from diagnostics.settings import KV_CACHE_DTYPES, engine_choice, resolve
 from diagnostics.units import GiB, fmt_gib
 from diagnostics.versions import Version, default_version, engine as engine_of, family as family_of, parse_version
 
+# V1's hybrid KV cache manager: sliding-window layers keep only their window. 0.9.0 still turns every sliding layer
+# of a mixed model into full attention (v1/core/kv_cache_utils.py 0.9.0:660-693); 0.9.2 has the manager
+# (kv_cache_utils.py 0.9.2:744-786); 0.9.1 not checked.
+HYBRID_KV_SINCE = (0, 9, 2)
 # The component names of `Plan.components`, in the order vLLM's start-up meets them.
 COMPONENTS = tuple(MEMORY_TERMS)
 
@@ -114,7 +120,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     ctx = _Context(model, card, v, engine_of(v, settings.get("use_v1")), fam, settings, dtype_bytes(model, settings),
                    int(settings.get("tensor_parallel_size", 1)), coef or DEFAULT, exact)
     notes = setting_notes(v, ctx.eng, given, settings, engine_choice(model, card, v, given)[1])
-    weights = weights_term(model, settings, ctx.db) if exact is None else _exact_weights(exact, settings)
+    weights = weights_term(model, settings, ctx.db, notes) if exact is None else _exact_weights(exact, settings)
     non_torch = non_torch_term(settings, ctx.coef)
     prof, eager, enc = _encoder_profile(ctx, notes)
     enc_b = scaled_encoder_bytes(enc["total"], eager, ctx.coef)
@@ -126,9 +132,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     peak = context_gib + weights.value_gib + non_torch.value_gib + activation.value_gib
 
     graphs_budgeted = _graphs_budgeted(ctx)
-    kv = kv_cache_term(model, settings, KV_CACHE_DTYPES.get(settings.get("kv_cache_dtype", "auto")) or ctx.db,
-                       _kv_budget_gib(ctx), (weights, non_torch, activation), graphs if graphs_budgeted else None,
-                       exact.kv_bytes_per_token if exact is not None else None)
+    kv = _kv_cache(ctx, (weights, non_torch, activation), graphs if graphs_budgeted else None)
     _fit_auto_length(ctx, kv.tokens, notes)
     terms = StartupTerms(weights, non_torch, activation, kv, graphs, graphs_budgeted, enc_b / GiB,
                          llm_b / GiB, samp_b / GiB, peak, context_gib)
@@ -138,7 +142,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
         outcome, phase = "error", "startup_check"
     else:
         outcome, phase = judge_verdict(card, v, ctx.eng, settings, terms, notes)
-    notes += known_limits(model, v, ctx.eng, settings)
+    notes += known_limits(model, v, ctx.eng, settings) + _layer_kind_notes(ctx)
     if exact is not None:
         notes.append(_exact_note(exact, ctx.tp))
     if graphs.value_gib and not graphs_budgeted:
@@ -152,6 +156,17 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
         or card.total_gib > 0
     return Plan(outcome, str(v), ctx.eng, ctx.fam, card, model, entrypoint, settings, components, profile, peak,
                 kv.tokens if known_kv else None, phase, notes, context_gib, given, ctx.coef, exact)
+
+
+def _kv_cache(ctx: _Context, used: tuple[Term, ...], graphs_sub: Term | None):
+    """The KV pool: bytes per block from vLLM's own code where it was asked (predict.exact), else the model's rule
+    (sliding windows kept by V1's hybrid KV manager from HYBRID_KV_SINCE)."""
+    s, exact = ctx.settings, ctx.exact
+    kv_db = KV_CACHE_DTYPES.get(s.get("kv_cache_dtype", "auto")) or ctx.db
+    from_vllm = exact is not None and bool(exact.kv_bytes_per_token)
+    block = (s["block_size"] * exact.kv_bytes_per_token if from_vllm else
+             kv_block_bytes(ctx.model, s, kv_db, ctx.eng == "V1" and ctx.v >= HYBRID_KV_SINCE, ctx.v))
+    return kv_cache_term(ctx.model, s, kv_db, _kv_budget_gib(ctx), used, graphs_sub, block, from_vllm)
 
 
 def _exact_weights(exact: VllmExact, settings: dict) -> Term:
@@ -190,6 +205,23 @@ def _graph_room_note(ctx: _Context, t: StartupTerms, outcome: str) -> str:
             f"{fmt_gib(t.graphs.high_gib)}) are not in the KV budget in this version and may not fit in the "
             f"{fmt_gib(room)} left beside the KV cache (1 - gpu_memory_utilization of the card, plus the freed "
             "activation peak); lower gpu_memory_utilization, max_num_seqs, or set enforce_eager")
+
+
+def _layer_kind_notes(ctx: _Context) -> list[str]:
+    """What the KV figure does with sliding-window and Mamba/linear-attention layers (diagnostics.decoder)."""
+    d = ctx.model.decoder
+    if d is None:
+        return []
+    n, out = d.attention_layers(), []
+    if n[SLIDING]:
+        out.append(f"{n[SLIDING]} of {d.layers} layers use a {d.sliding_window}-token sliding window: " + (
+            "V1's hybrid KV manager keeps only the window, so the KV cache holds more max_model_len tokens"
+            if ctx.eng == "V1" and ctx.v >= HYBRID_KV_SINCE else
+            "this engine gives them the whole length like full-attention layers"))
+    if n[LINEAR]:
+        out.append(f"{n[LINEAR]} of {d.layers} layers are Mamba/linear-attention: only the {n[FULL]} full-attention "
+                   "layers hold paged KV; their per-request state is not modelled (KV tokens are an upper bound)")
+    return out
 
 
 def _graphs_budgeted(ctx: _Context) -> bool:

@@ -3,8 +3,8 @@
 KV specs, vLLM's own KV sizing). One subprocess answers every config (~3-4 min on 2 busy cores, no engine start).
 
 Agreement, per case, on an A100-80 plan at max_model_len 4096: weights within WEIGHTS_TOL and KV tokens within
-KV_TOL (relative). Where the pure rules on this branch still size a MoE/MLA/hybrid as dense, the case is
-xfail(strict=True) naming the issue-20 branch that adds those rules, so the merge turns them into passes.
+KV_TOL (relative). Where the pure rules still differ, the case is xfail(strict=True) with the reason measured here,
+so a fix of the pure rules turns it into a pass (and the strict xfail into a failure to remove).
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from diagnostics.vllm_exact import engine_settings, model_dir, run_child
 
 VERSION = "0.32.0"
 CARD = "a100-80"
-TEXT = Path(__file__).resolve().parents[1] / "data" / "text_configs"
+TEXT = Path(__file__).resolve().parents[1] / "data" / "models"
 WEIGHTS_TOL = 0.01
 KV_TOL = 0.02
-PENDING = "the pure rules for MoE / MLA / hybrid attention land with branch issue-20 (issue #20 points 1-2)"
+PENDING = "the pure rules still differ here (issue #20 point 2; found by this test after branch issue-20 landed)"
 CANNOT_BUILD = {"llama-3.2-11b-vision": "vLLM 0.32 has no MllamaForConditionalGeneration"}
 
 
@@ -49,12 +49,10 @@ def _cases() -> dict:
 
 
 CASES = _cases()
-# case -> what the pure rules on this branch get wrong (measured on issue-20b before the issue-20 merge)
-DISAGREE = {"qwen3-30b-a3b": "MoE weights sized as dense (-89 %)", "qwen3-30b-a3b-tp4": "MoE weights sized as dense",
-            "deepseek-v2-lite": "MoE weights (-83 %) and MLA KV (x7) sized as dense",
-            "qwen3-next-80b-a3b": "MoE weights and linear-attention layers sized as dense",
-            "gemma-2-9b": "tie_word_embeddings defaults to true for Gemma 2 (transformers); the pure rules add an "
-                          "lm_head (+10 %)",
+# case -> what the pure rules still get wrong (measured by this test after the issue-20 merge)
+DISAGREE = {"qwen3-next-80b-a3b": "Qwen3-Next has no pure rules: sized from the generic config keys (an estimate)",
+            "gemma-2-9b": "tie_word_embeddings is absent from Gemma 2's config.json and transformers' default is "
+                          "true: the pure rules add an lm_head (+10 % weights)",
             "gemma-3-4b": "KV tokens +6.7 %: vLLM pads the sliding-window/full groups to equal layer counts",
             "gemma-3-12b": "KV tokens +3.9 %: vLLM pads the sliding-window/full groups to equal layer counts",
             "gemma-3-27b": "KV tokens +18 %: vLLM pads the sliding-window/full groups to equal layer counts"}

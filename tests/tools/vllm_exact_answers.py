@@ -18,7 +18,7 @@ from diagnostics.predict.estimator import plan
 from diagnostics.versions import installed_version
 from diagnostics.vllm_exact import engine_settings, model_dir, run_child
 
-TEXT = ROOT / "tests" / "data" / "text_configs"
+TEXT = ROOT / "tests" / "data" / "models"
 CARD = "a100-80"
 # case -> (model, settings as the user gives them); planned on CARD, as tests/cpu_backend/test_vllm_exact.py does
 CASES = {
@@ -37,6 +37,8 @@ def main() -> int:
             for m, s in CASES.values()]
     jobs.append({"model": str(model_dir(get_model("llama-3.2-11b-vision"))), "settings": {"max_model_len": 4096}})
     answers = run_child(jobs, timeout_s=1800)
+    for job in jobs:  # stored relative to the repository (no machine paths in a committed file)
+        job["model"] = str(Path(job["model"]).relative_to(ROOT))
     out = {"_source": f"diagnostics.vllm_exact.child answers (vLLM {version}, CPU) for the jobs beside them; "
                       "written by tests/tools/vllm_exact_answers.py",
            "_jobs": dict(zip(list(CASES) + ["llama-3.2-11b-vision"], jobs))}

@@ -21,7 +21,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "diagnostics"
 BLOCKED = ("torch", "vllm", "pynvml", "matplotlib")
-VOCABULARY = ("errors", "units", "outcomes", "versions", "cards", "settings", "models", "redact", "quantization")
+VOCABULARY = ("errors", "units", "outcomes", "versions", "cards", "settings", "models", "redact", "quantization",
+              "checkpoint", "decoder")
 PURE_ROOMS = ("predict", "logs", "explain", "families")
 PURE_MODULES = ("suite.judge", "report.content", "report.single", "suite.search", "report.crosscard",
                 "vllm_exact")  # the optional vLLM-backed path's front: vLLM and torch only in its child process

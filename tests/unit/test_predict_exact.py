@@ -14,7 +14,7 @@ from diagnostics.units import GiB
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 ANSWERS = json.loads((DATA / "vllm_exact" / "answers-0.32.0.json").read_text())
-TEXT = DATA / "text_configs"
+TEXT = DATA / "models"
 
 
 def exact(case: str) -> VllmExact:
