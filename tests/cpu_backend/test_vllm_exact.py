@@ -50,10 +50,7 @@ def _cases() -> dict:
 
 CASES = _cases()
 # case -> what the pure rules still get wrong (measured by this test after the issue-20 merge)
-DISAGREE = {"qwen3-next-80b-a3b": "Qwen3-Next has no pure rules: sized from the generic config keys (an estimate)",
-            "gemma-2-9b": "tie_word_embeddings is absent from Gemma 2's config.json and transformers' default is "
-                          "true: the pure rules add an lm_head (+10 % weights)",
-            "gemma-3-4b": "KV tokens +6.7 %: vLLM pads the sliding-window/full groups to equal layer counts",
+DISAGREE = {"gemma-3-4b": "KV tokens +6.7 %: vLLM pads the sliding-window/full groups to equal layer counts",
             "gemma-3-12b": "KV tokens +3.9 %: vLLM pads the sliding-window/full groups to equal layer counts",
             "gemma-3-27b": "KV tokens +18 %: vLLM pads the sliding-window/full groups to equal layer counts"}
 

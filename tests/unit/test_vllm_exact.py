@@ -122,7 +122,8 @@ def test_installed_version_is_read_without_importing_vllm():
 
 
 def test_plan_fit_searches_with_vllms_figures(on, monkeypatch, capsys):
-    """Gemma 2 is where the pure rules and vLLM differ (its untied lm_head: 18.92 against vLLM's 17.21 GiB)."""
+    """Gemma 2: vLLM sizes its sliding-window pool itself (349,440 B/token at 4096 on the CPU's blocks), and its
+    weights hold 4 MiB of rotary buffers the pure rules do not count: the fit's plans must show vLLM's figures."""
     gemma = DATA / "models" / "gemma-2-9b"
     _seed(on, {"max_model_len": 4096}, ANSWERS["gemma-2-9b"], gemma)
     monkeypatch.setattr(vllm_exact, "run_child", _no_child)
@@ -134,4 +135,4 @@ def test_plan_fit_searches_with_vllms_figures(on, monkeypatch, capsys):
     pure_fit = json.loads(capsys.readouterr().out)
     w = ANSWERS["gemma-2-9b"]["weights"]
     assert exact_fit["at"]["components"]["weights_gib"] == round((w["param_bytes"] + w["buffer_bytes"]) / GiB, 2)
-    assert pure_fit["at"]["components"]["weights_gib"] > exact_fit["at"]["components"]["weights_gib"] + 1
+    assert exact_fit["at"]["kv_cache_tokens"] != pure_fit["at"]["kv_cache_tokens"]
