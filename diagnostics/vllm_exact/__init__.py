@@ -23,7 +23,7 @@ from diagnostics.versions import installed_version, read_version
 
 # plan settings that change what vLLM builds or how it sizes the KV cache (passed to EngineArgs by the child)
 SETTING_KEYS = ("tensor_parallel_size", "dtype", "kv_cache_dtype", "max_model_len", "quantization",
-                "enable_expert_parallel", "hf_overrides", "max_num_batched_tokens")
+                "enable_expert_parallel", "hf_overrides", "max_num_batched_tokens", "block_size")
 CONFIG_FILES = ("config.json", "preprocessor_config.json", "video_preprocessor_config.json",
                 "processor_config.json", "generation_config.json")
 DEFAULT_TIMEOUT_S = 240.0

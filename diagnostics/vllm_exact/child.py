@@ -45,7 +45,8 @@ def engine_config(model_dir: str, settings: dict):
     from vllm.usage.usage_lib import UsageContext
 
     kwargs = {k: settings[k] for k in ENGINE_KEYS if settings.get(k) is not None and k not in NOT_FOR_ENGINE}
-    kwargs.pop("block_size", None)  # the CPU backend's block size; plan applies the GPU one to the per-token bytes
+    # plan's block size (the GPU's 16 unless set): the CPU platform keeps a user-given one (vllm/platforms/cpu.py
+    # 292-293 sets 128 only when none is given; MLA forces 16), so sliding-window pools are sized on GPU blocks
     return EngineArgs(model=model_dir, trust_remote_code=True, load_format="dummy", skip_tokenizer_init=True,
                       enforce_eager=True, distributed_executor_backend="uni", **kwargs
                       ).create_engine_config(UsageContext.LLM_CLASS)
