@@ -272,3 +272,42 @@ def test_fit_and_list_errors_one_line_exit_2(argv, fragment, capsys):
     assert main(["plan", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert fragment in err and "\n" not in err and err.startswith("vllm-memcheck plan: error:")
+
+
+# -- --fit KNOB: multimodal knobs (issue #23) ------------------------------------------------------------------------
+
+def test_fit_knob_text_in_the_users_units(capsys):
+    assert main(["plan", "--model", "qwen2.5-vl-7b", "--card", "l4", "--vllm", "0.32.0", "--set", "max_model_len=32768",
+                 "--set", "max_num_batched_tokens=2048", "--set", 'limit_mm_per_prompt={"video":0}',
+                 "--fit", "max_pixels"]) == 0
+    out = capsys.readouterr().out
+    head = out.splitlines()[0]
+    assert head.startswith("largest max_pixels that fits: ") and "x 28 x 28 px: at most" in head
+    assert '(--set mm_processor_kwargs={"max_pixels": ' in head and "verdict: ok" in out
+    assert "just above: max_pixels=" in out and "-> kv_too_small" in out
+
+
+def test_fit_knob_json_and_frontier(capsys):
+    doc = _json(capsys, "--model", "minicpm-v-2_6", "--card", "l4", "--vllm", "0.32.0", "--set", "max_model_len=4096",
+                "--set", "max_num_batched_tokens=2048", "--set", "gpu_memory_utilization=0.8",
+                "--set", 'limit_mm_per_prompt={"video":0}', "--fit", "max_slice_nums")
+    assert doc["setting"] == "max_slice_nums" and doc["label"] == f"{doc['value']} slices"
+    assert doc["at"]["verdict"] == "ok" and doc["above"]["verdict"] != "ok"
+    assert doc["above_value"] == doc["value"] + 1 and doc["knob"]["setting"] == "mm_processor_kwargs"
+    assert main(["plan", "--model", "qwen2.5-vl-7b", "--card", "4090", "--vllm", "0.32.0",
+                 "--set", 'limit_mm_per_prompt={"video":0}', "--fit", "max_model_len,max_pixels"]) == 0
+    out = capsys.readouterr().out
+    assert "largest max_model_len per max_pixels" in out and "1,003,520 (1280 x 28 x 28 px" in out
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--fit", "max_pixels"], "not a multimodal knob of openbmb/MiniCPM-V-2_6"),
+    (["--fit", "max_slice_nums", "--set", 'mm_processor_kwargs={"max_slice_nums":4}'], "together"),
+    (["--fit", "max_slice_nums", "--card", "all"], "one card and one version"),
+    (["--fit", "max_slice_nums,num_frames"], "one engine setting"),
+    (["--fit", "max_slice_nums", "--vllm", "0.8.3"], "not a multimodal knob"),
+])
+def test_fit_knob_errors_one_line_exit_2(argv, fragment, capsys):
+    assert main(["plan", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and "\n" not in err and err.startswith("vllm-memcheck plan: error:")
