@@ -113,6 +113,18 @@ def knobs_of(model, version=None, settings: dict | None = None) -> list[Knob]:
     mml = int(settings["max_model_len"])
     eng = "V1" if settings.get("use_v1") else engine_of(v)
     modalities = supported_modalities(model, v, eng)
+    out = _size_knobs(model, v, modalities, mml)
+    default_count = int((settings.get("limit_mm_per_prompt") or {}).get("image", 1))
+    for m in modalities:
+        current = (settings.get("limit_mm_per_prompt") or {}).get(m, default_count)
+        out.append(Knob(f"limit_mm_per_prompt.{m}", "limit_mm_per_prompt", m, 1, m, 1, COUNT_TOP,
+                        f"vLLM V1's default limit ({COUNT_TOP})", int(current), modalities=(m,)))
+    return out
+
+
+def _size_knobs(model: ModelSpec, v, modalities, mml: int) -> list[Knob]:
+    """The family's item-size knob(s): MiniCPM-V max_slice_nums / num_frames, Qwen max_pixels, InternVL
+    max_patches, Gemma 3 pan_and_scan_max_num_crops (families/*.py shapes)."""
     out: list[Knob] = []
     tail = f"an item of more tokens cannot be sent: vLLM rejects prompts longer than max_model_len ({mml})"
     fam = model.family
@@ -154,11 +166,6 @@ def knobs_of(model, version=None, settings: dict | None = None) -> list[Knob]:
                         s.pan[1] if s.pan_and_scan else None, extra,
                         "" if s.pan_and_scan else "pan-and-scan is off in the checkpoint's processor: the fit sets "
                         "do_pan_and_scan=true, without which the crop count changes nothing"))
-    default_count = int((settings.get("limit_mm_per_prompt") or {}).get("image", 1))
-    for m in modalities:
-        current = (settings.get("limit_mm_per_prompt") or {}).get(m, default_count)
-        out.append(Knob(f"limit_mm_per_prompt.{m}", "limit_mm_per_prompt", m, 1, m, 1, COUNT_TOP,
-                        f"vLLM V1's default limit ({COUNT_TOP})", int(current), modalities=(m,)))
     return out
 
 

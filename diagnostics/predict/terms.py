@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diagnostics.models import ModelSpec
+from diagnostics.models import ModelSpec, resampler_params, vision_tower_params
 from diagnostics.predict.coefficients import DEFAULT, Coefficients
+from diagnostics.predict.limits import encoder_tp_data
 from diagnostics.predict.mm_budget import MMProfile
 from diagnostics.settings import DTYPES
 from diagnostics.units import GiB
@@ -50,8 +51,23 @@ def weights_term(model: ModelSpec, settings: dict, db: int) -> Term:
     tp = int(settings.get("tensor_parallel_size", 1))
     w_bytes = model.weights_bytes(db) / tp
     offload = float(settings.get("cpu_offload_gb") or 0) * GiB
-    return Term.exact(max(w_bytes - offload, 0) / GiB,
-                      "exact: parameter bytes as vLLM builds the model" + (" (TP shard)" if tp > 1 else ""))
+    basis = "exact: parameter bytes as vLLM builds the model" + (" (TP shard)" if tp > 1 else "")
+    if not encoder_tp_data(model, settings):
+        return Term.exact(max(w_bytes - offload, 0) / GiB, basis)
+    tower, exact = tower_params(model)
+    whole = max(w_bytes + tower * db * (1 - 1 / tp) - offload, 0) / GiB
+    spread = 0.0 if exact else tower * db * (1 - 1 / tp) * 0.15 / GiB
+    return Term(whole, whole - spread, whole + spread, ("derived" if exact else "estimate") +
+                ": TP shard + the vision tower whole on every rank (mm_encoder_tp_mode=data)")
+
+
+def tower_params(model: ModelSpec) -> tuple[int, bool]:
+    """(vision tower + projector parameters, exact?): MiniCPM-V's SigLIP + resampler as vLLM builds them; other
+    families 4 d^2 + 3 d mlp per layer (attention and a gated MLP, norms and biases left out: an estimate)."""
+    v = model.vision
+    if model.family is None:
+        return vision_tower_params(v) + resampler_params(v, model.hidden), True
+    return v.layers * (4 * v.hidden * v.hidden + 3 * v.hidden * v.mlp), False
 
 
 def non_torch_term(settings: dict, coef: Coefficients) -> Term:
