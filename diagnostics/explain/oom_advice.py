@@ -11,6 +11,7 @@ from diagnostics.explain.processes import blame_head, other_processes
 from diagnostics.explain.search import explain_plan
 from diagnostics.explain.terms import KV_GIB_MARGIN, failing_term, shrunk_term, util_direction
 from diagnostics.explain.words import assign, est, num, profile_phrase, show
+from diagnostics.predict.mm_fit import size_knob_fix
 from diagnostics.units import GiB, MiB
 from diagnostics.versions import parse_version
 
@@ -172,6 +173,11 @@ def family_culprits(ctx: Ctx, term: str) -> list[Culprit]:
     key = "qwen" if family.variant.startswith("qwen") else family.variant
     name, sugg = FAMILY_KNOB_SETTINGS[key]
     why = f"{name}: the {family.variant} knob for the profile run's dummy items: {family.knob}."
+    fitted = size_knob_fix(ctx.plan) if ctx.plan is not None else None
+    if fitted is not None:  # the largest value that plans ok with the log's other settings (plan --fit KNOB)
+        name, sugg = "mm_processor_kwargs", fitted.at.overrides["mm_processor_kwargs"]
+        why = (f"{name}: the largest {fitted.knob.name} that plans ok with the log's other settings is "
+               f"{fitted.knob.label(fitted.value)} (plan --fit {fitted.knob.name}; estimate).")
     out = [Culprit(name, ctx.settings.get(name), sugg, term, why, False, 0.0, 1)]
     if key == "mllama":
         out.append(Culprit("enforce_eager", ctx.settings.get("enforce_eager"), True, term,

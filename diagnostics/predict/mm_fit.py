@@ -367,3 +367,47 @@ def knob_frontier(fitted: str, ladder_setting: str, model="minicpm-v-2_6", card=
     engine_fit.check_fit(fitted, overrides)
     return [(v, engine_fit.fit(fitted, model, card, version, entrypoint, apply(knob, v, overrides)))
             for v in frontier_values(knob)]
+
+
+def _without(knob: Knob, overrides: dict) -> dict:
+    """`overrides` with the knob's own key removed (flat and images_kwargs), so a fit can choose it."""
+    out = dict(overrides or {})
+    inner = dict(out.get(knob.setting) or {})
+    inner.pop(knob.key, None)
+    if isinstance(inner.get("images_kwargs"), dict):
+        inner["images_kwargs"] = {k: v for k, v in inner["images_kwargs"].items() if k != knob.key}
+    out[knob.setting] = inner
+    return out
+
+
+def size_knob_fix(p: Plan) -> KnobFit | None:
+    """For explain: the family's item-size knob (one that guards requests: not num_frames) fitted with p's other
+    settings held, when the largest value that plans ok is below the value in effect; else None (no such knob, a
+    CPU card, nothing fits, or the current value already fits)."""
+    if p.card.is_cpu or p.model.vision is None:
+        return None
+    knobs = [k for k in knobs_of(p.model, p.vllm_version, p.settings)
+             if k.guards and k.setting == "mm_processor_kwargs"]
+    if not knobs:
+        return None
+    k = knobs[0]
+    try:
+        f = fit_knob(k.name, p.model, p.card, p.vllm_version, p.entrypoint, _without(k, p.overrides), p.coefficients)
+    except UsageError:
+        return None
+    current = knob_value(k, p.overrides) or k.current
+    if f.value is None or (current is not None and f.value >= int(current)):
+        return None
+    return f
+
+
+def units_phrase(setting: str, value, p: Plan) -> str:
+    """` (1280 x 28 x 28 px: at most 1,280 tokens per image)`-style reading of a knob inside `value` for
+    explain's sentences; "" when `value` holds no knob of this model."""
+    if setting not in ("mm_processor_kwargs",) or not isinstance(value, dict) or p.model.vision is None:
+        return ""
+    for k in knobs_of(p.model, p.vllm_version, p.settings):
+        if k.setting == setting and isinstance(value.get(k.key), int):
+            label = k.label(value[k.key])
+            return f" ({label.split(' (', 1)[1]}" if "(" in label else f" ({label})"
+    return ""
