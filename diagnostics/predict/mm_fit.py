@@ -411,3 +411,25 @@ def units_phrase(setting: str, value, p: Plan) -> str:
             label = k.label(value[k.key])
             return f" ({label.split(' (', 1)[1]}" if "(" in label else f" ({label})"
     return ""
+
+
+def item_image_size(knob: Knob, value: int, model) -> tuple[int, int] | None:
+    """(width, height) of a real image that fills the knob at `value`: the shape vLLM's own dummy item takes
+    (Qwen: the factor-multiple image with the most features under max_pixels, qwen2_vl.py
+    get_image_size_with_most_features; MiniCPM-V 448 x 448n, minicpmv.py:771-774; InternVL a 1 x n tile strip;
+    Gemma 3 native x native*n, gemma3_mm.py). None for knobs a one-image request cannot fill (counts, frames):
+    the search's request then carries the default image."""
+    model = get_model(model)
+    fam = model.family
+    if knob.name == "max_pixels":
+        from diagnostics.families.qwen_vl import _most_features
+
+        h, w = _most_features(fam.shape.patch * fam.shape.merge, int(value))
+        return w, h
+    if knob.name == "max_slice_nums":
+        return model.vision.image_size, model.vision.image_size * int(value)
+    if knob.name == "max_patches":
+        return fam.shape.image_size * int(value), fam.shape.image_size
+    if knob.name == "pan_and_scan_max_num_crops":
+        return fam.shape.image_size, fam.shape.image_size * int(value)
+    return None

@@ -112,7 +112,8 @@ def memcheck_search(request: pytest.FixtureRequest):
             manager._current_measurement = None  # the search's line, not the last start's, is the failure
             pytest.fail(f"--search {manager.search}: {err}", pytrace=False)
         manager.search_lines.append(
-            f"--search {summary['setting']}: measured limit {summary['limit']}, predicted {summary['predicted']}; "
+            f"--search {summary['setting']}: measured limit {summary.get('limit_label', summary['limit'])}, "
+            f"predicted {summary.get('predicted_label', summary['predicted'])}; "
             f"{summary['starts']} starts for a grid of {summary['grid']} (bound {summary['max_starts']}); "
             f"--cards snippet: {manager.run_dir / 'cards-snippet.toml'}")
         return summary
@@ -338,7 +339,8 @@ class Manager:
         spec = launch.StartSpec(
             model=model_path, settings=settings, card=self.card,
             load_format=self.load_format, timeout_s=self.engine_timeout, request=combination.request,
-            image_size=DEFAULT_IMAGE_SIZE, env={**self.engine_env(), **hub.start_env(model_path)},
+            image_size=combination.image_size or DEFAULT_IMAGE_SIZE,
+            env={**self.engine_env(), **hub.start_env(model_path)},
             log_path=run_dir / "logs" / f"{combination.id}.log",
             timeline_path=run_dir / "timelines" / f"{combination.id}.csv", id=combination.id,
             image=self.sends_image(settings) if combination.request else None, prompt=self.image_prompt(),

@@ -158,3 +158,21 @@ def test_every_knob_name_and_alias_is_known():
              for k in knobs_of(m, V)}
     assert names == set(KNOB_NAMES)
     assert set(ALIASES.values()) <= set(KNOB_NAMES)
+
+
+def test_search_images_fill_the_knob_at_the_probed_value():
+    from diagnostics.families.qwen_vl import _tokens
+    from diagnostics.models import get_model
+    from diagnostics.predict.mm_fit import item_image_size
+
+    qwen = get_model("qwen2.5-vl-7b")
+    k = find_knob("max_pixels", qwen, V)
+    for n in (4, 1280, 3001):
+        w, h = item_image_size(k, n * 784, qwen)
+        assert w % 28 == 0 and h % 28 == 0 and w * h <= n * 784
+        largest = plan(qwen, "a100-80", V, "llm", {**NO_VIDEO, "mm_processor_kwargs": {"max_pixels": n * 784}})
+        # the image carries vLLM's max tokens per image at that max_pixels (n, or fewer for a prime n: 3001 -> 3000)
+        assert _tokens(qwen.family.shape, (h, w), (3136, n * 784), 1) == \
+            largest.profile["tokens_per_modality"]["image"] == (3000 if n == 3001 else n)
+    assert item_image_size(find_knob("max_slice_nums", "minicpm-v-2_6", V), 4, "minicpm-v-2_6") == (448, 1792)
+    assert item_image_size(find_knob("limit_mm_per_prompt.image", qwen, V), 3, qwen) is None
