@@ -311,3 +311,21 @@ def test_fit_knob_errors_one_line_exit_2(argv, fragment, capsys):
     assert main(["plan", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert fragment in err and "\n" not in err and err.startswith("vllm-memcheck plan: error:")
+
+
+@pytest.mark.parametrize("argv", [
+    ["--card", "3090", "--set", "max_model_len=8192", "--set", 'limit_mm_per_prompt={"video":0}',
+     "--set", "max_num_batched_tokens=4096", "--fit", "max_slice_nums"],
+    ["--model", "qwen2.5-vl-7b", "--card", "4090", "--set", "max_model_len=32768",
+     "--set", 'limit_mm_per_prompt={"video":0}', "--fit", "max_pixels"],
+    ["--model", "qwen2.5-vl-7b", "--card", "4090", "--set", "max_model_len=32768", "--fit", "max_pixels"],
+    ["--card", "3090", "--set", "max_model_len=8192", "--set", 'limit_mm_per_prompt={"video":0}',
+     "--fit", "max_num_batched_tokens,max_slice_nums"],
+])
+def test_readme_knob_answers_are_what_plan_prints(argv, capsys):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert main(["plan", "--vllm", "0.32.0", *argv]) == 0
+    out = capsys.readouterr().out.splitlines()
+    shown = [line for line in out if line.startswith(("largest", "profile run", "just above", "above:", "9 slices",
+                                                      "1 slices"))]
+    assert shown and all(line in readme for line in shown), [line for line in shown if line not in readme]
