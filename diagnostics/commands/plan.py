@@ -210,6 +210,9 @@ def format_fit(f: Fit) -> str:
         lines.append(f"warning: not monotone in {f.setting}: ok again at "
                      f"{', '.join(_label(f, v) for v in f.non_monotone)} after a failing value; the answer is the "
                      "highest ok region the search found")
+    if isinstance(f, KnobFit) and f.failing_below:
+        lines.append(f"warning: below the answer, {f.setting} = {', '.join(f.knob.label(v) for v in f.failing_below)} "
+                     "does not plan ok (every value was planned)")
     if isinstance(f, KnobFit):
         lines += [f"note: {n}" for n in f.notes()]
     return "\n".join(lines)

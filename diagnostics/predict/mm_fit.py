@@ -34,6 +34,7 @@ from diagnostics.predict.estimator import Plan, plan
 from diagnostics.settings import resolve, supported_modalities, vllm_refusal
 from diagnostics.versions import default_version, engine as engine_of, parse_version
 
+SCAN_ALL = 64  # a knob domain of at most this many values is planned whole (every failing value below is listed)
 COUNT_TOP = 999  # vLLM V1's default limit_mm_per_prompt (0.8.4+)
 MINICPMV_FRAMES_TOP = 16  # vLLM _MAX_FRAMES_PER_VIDEO (predict.mm_budget.MAX_FRAMES_PER_VIDEO)
 MINICPMV_KWARGS_SINCE = (0, 8, 4)  # max_slice_nums read from mm_processor_kwargs (mm_budget._image_max_slice_nums)
@@ -81,10 +82,10 @@ class Knob:
         if self.name == "max_pixels":
             edge = self.unit.split(" ")[0]
             return f"{value:,} ({value // self.step} x {edge} x {edge} px: at most {value // self.step:,} tokens per image)"
-        word = {"limit_mm_per_prompt.image": "images per prompt", "limit_mm_per_prompt.video": "videos per prompt",
-                "max_slice_nums": "slices", "max_patches": "tiles (+ 1 thumbnail)",
-                "pan_and_scan_max_num_crops": "crops (+ the full image)", "num_frames": "frames"}[self.name]
-        return f"{value:,} {word}"
+        word = {"limit_mm_per_prompt.image": "image{} per prompt", "limit_mm_per_prompt.video": "video{} per prompt",
+                "max_slice_nums": "slice{}", "max_patches": "tile{} (+ 1 thumbnail)",
+                "pan_and_scan_max_num_crops": "crop{} (+ the full image)", "num_frames": "frame{}"}[self.name]
+        return f"{value:,} {word.format('' if value == 1 else 's')}"
 
     def to_json(self) -> dict:
         return {"name": self.name, "setting": self.setting, "key": self.key, "step": self.step, "unit": self.unit,
@@ -241,6 +242,7 @@ class KnobFit:
     plans: int = 0
     non_monotone: list = field(default_factory=list)
     refusal: str | None = None  # vLLM's start-up refusal of the held settings (then nothing plans ok)
+    failing_below: list = field(default_factory=list)  # values below `value` that do not plan ok (whole scans)
 
     @property
     def setting(self) -> str:
@@ -281,7 +283,7 @@ class KnobFit:
                 "at": engine_fit._plan_json(self.at), "above": engine_fit._plan_json(self.above),
                 "above_value": self.above_value, "top_reason": None if self.above else self.knob.top_reason,
                 "plans": self.plans, "non_monotone": list(self.non_monotone), "notes": self.notes(),
-                "refusal": self.refusal}
+                "refusal": self.refusal, "failing_below": list(self.failing_below)}
 
 
 class _KnobPlanner:
@@ -328,11 +330,27 @@ def fit_knob(name: str, model="minicpm-v-2_6", card="3090", version=None, entryp
     check_knob_fit(knob, overrides)
     planner = _KnobPlanner(knob, model, card, version, entrypoint, overrides, coefficients)
     refusal = vllm_refusal(base.settings, model)
-    value, turns = engine_fit._ladder_bisect(planner, knob.name, knob.lo, knob.hi, knob.step)
+    failing_below: list = []
+    if (knob.hi - knob.lo) // knob.step + 1 <= SCAN_ALL:
+        value, turns, failing_below = _scan_all(planner, knob)
+    else:
+        value, turns = engine_fit._ladder_bisect(planner, knob.name, knob.lo, knob.hi, knob.step)
     at = planner(knob.name, value) if value is not None else None
     above_value = knob.lo if value is None else (value + knob.step if value + knob.step <= knob.hi else None)
     above = planner(knob.name, above_value) if above_value is not None else None
-    return KnobFit(knob, value, at, above, above_value, len(planner.cache), turns, refusal)
+    return KnobFit(knob, value, at, above, above_value, len(planner.cache), turns, refusal, failing_below)
+
+
+def _scan_all(planner: _KnobPlanner, knob: Knob) -> tuple[int | None, list, list]:
+    """(largest ok value, values where the verdict turns ok again, failing values below the answer) over every
+    value of a small domain (MiniCPM-V's 1..9 slices: V1 profiles encoder budget // tokens-per-item items, so 7
+    slices can fail where 8 fits)."""
+    values = list(range(knob.lo, knob.hi + 1, knob.step))
+    oks = [planner.ok(knob.name, v) for v in values]
+    turns = [values[i] for i in range(1, len(values)) if oks[i] and not oks[i - 1] and any(oks[:i])]
+    best = max((v for v, ok in zip(values, oks) if ok), default=None)
+    below = [v for v, ok in zip(values, oks) if not ok and best is not None and v < best]
+    return best, turns, below
 
 
 def frontier_values(knob: Knob) -> list[int]:

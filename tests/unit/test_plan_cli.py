@@ -327,5 +327,5 @@ def test_readme_knob_answers_are_what_plan_prints(argv, capsys):
     assert main(["plan", "--vllm", "0.32.0", *argv]) == 0
     out = capsys.readouterr().out.splitlines()
     shown = [line for line in out if line.startswith(("largest", "profile run", "just above", "above:", "9 slices",
-                                                      "1 slices"))]
+                                                      "1 slice "))]
     assert shown and all(line in readme for line in shown), [line for line in shown if line not in readme]

@@ -109,16 +109,16 @@ def test_refused_held_settings_make_nothing_ok():
     assert f.value is None and "max_num_seqs" in f.refusal
 
 
-def test_non_monotone_turns_are_real():
+def test_non_monotone_turns_and_failing_values_below_are_listed():
     """MiniCPM-V's V1 profile: items = encoder budget // tokens per item, so fewer slices can mean more ViT work
-    (a sawtooth): any turn listed must be an ok value above a failing ladder value."""
+    (a sawtooth). The 1..9 domain is planned whole: the answer, the turn back to ok and every failing value below."""
     held = {"max_model_len": 4096, "max_num_batched_tokens": 2048, "gpu_memory_utilization": 0.8, **NO_VIDEO}
-    for card in ("l4", "3090", "a10"):
-        f = fit_knob("max_slice_nums", "minicpm-v-2_6", card, V, "llm", held)
-        k = f.knob
-        for t in f.non_monotone:
-            assert _replan("minicpm-v-2_6", card, held, k, t).verdict == "ok"
-            assert any(_replan("minicpm-v-2_6", card, held, k, lo).verdict != "ok" for lo in range(1, t))
+    f = fit_knob("max_slice_nums", "minicpm-v-2_6", "l4", V, "llm", held)
+    verdicts = {n: _replan("minicpm-v-2_6", "l4", held, f.knob, n).verdict == "ok" for n in range(1, 10)}
+    assert f.value == max(n for n, ok in verdicts.items() if ok)
+    assert f.failing_below == [n for n, ok in verdicts.items() if not ok and n < f.value]
+    assert f.non_monotone and all(verdicts[t] and not verdicts[t - 1] for t in f.non_monotone)
+    assert f.plans == 9
 
 
 def test_frontier_both_ways():
