@@ -187,7 +187,8 @@ def format_fit(f: Fit) -> str:
     lines = []
     if f.value is None:
         p = f.above
-        lines.append(f"no {f.setting} from {_label(f, f.domain[0])} to {_label(f, f.domain[1])} plans ok on {p.card.name} "
+        lines.append(f"no {f.setting} from {_label(f, f.domain[0])} to {_label(f, f.domain[1])} plans ok on "
+                     f"{p.card.name} "
                      f"with vLLM {p.vllm_version}; at {_label(f, f.domain[0])}: {p.verdict}"
                      + (f" (phase: {p.failing_phase})" if p.failing_phase else ""))
         lines += [f"note: {n}" for n in p.notes + (f.notes() if isinstance(f, KnobFit) else [])]

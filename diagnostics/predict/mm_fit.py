@@ -81,7 +81,8 @@ class Knob:
             return "none fits"
         if self.name == "max_pixels":
             edge = self.unit.split(" ")[0]
-            return f"{value:,} ({value // self.step} x {edge} x {edge} px: at most {value // self.step:,} tokens per image)"
+            n = value // self.step
+            return f"{value:,} ({n} x {edge} x {edge} px: at most {n:,} tokens per image)"
         word = {"limit_mm_per_prompt.image": "image{} per prompt", "limit_mm_per_prompt.video": "video{} per prompt",
                 "max_slice_nums": "slice{}", "max_patches": "tile{} (+ 1 thumbnail)",
                 "pan_and_scan_max_num_crops": "crop{} (+ the full image)", "num_frames": "frame{}"}[self.name]
@@ -180,7 +181,8 @@ def find_knob(name: str, model, version=None, settings: dict | None = None) -> K
             return k
     m = get_model(model)
     accepted = ", ".join(k.name for k in knobs) or "none (no vision tower)"
-    raise UsageError(f"--fit {name}: not a multimodal knob of {m.name} in vLLM {parse_version(version or default_version())}; "
+    v = parse_version(version or default_version())
+    raise UsageError(f"--fit {name}: not a multimodal knob of {m.name} in vLLM {v}; "
                      f"accepted: {accepted} (or an engine setting: {', '.join(engine_fit.FIT_SETTINGS)})")
 
 
@@ -387,7 +389,7 @@ def knob_frontier(fitted: str, ladder_setting: str, model="minicpm-v-2_6", card=
             for v in frontier_values(knob)]
 
 
-def _without(knob: Knob, overrides: dict) -> dict:
+def without_knob(knob: Knob, overrides: dict) -> dict:
     """`overrides` with the knob's own key removed (flat and images_kwargs), so a fit can choose it."""
     out = dict(overrides or {})
     inner = dict(out.get(knob.setting) or {})
@@ -410,7 +412,7 @@ def size_knob_fix(p: Plan) -> KnobFit | None:
         return None
     k = knobs[0]
     try:
-        f = fit_knob(k.name, p.model, p.card, p.vllm_version, p.entrypoint, _without(k, p.overrides), p.coefficients)
+        f = fit_knob(k.name, p.model, p.card, p.vllm_version, p.entrypoint, without_knob(k, p.overrides), p.coefficients)
     except UsageError:
         return None
     current = knob_value(k, p.overrides) or k.current

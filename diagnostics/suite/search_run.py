@@ -17,7 +17,7 @@ from pathlib import Path
 from diagnostics.errors import UsageError
 from diagnostics.outcomes import MEMORY_FAILURES
 from diagnostics.predict.fit import fit
-from diagnostics.predict.mm_fit import KNOB_NAMES, _without, apply, find_knob, fit_knob, item_image_size
+from diagnostics.predict.mm_fit import KNOB_NAMES, without_knob, apply, find_knob, fit_knob, item_image_size
 from diagnostics.report.markdown import search_section
 from diagnostics.suite.matrix import Combination
 from diagnostics.suite.search import Search, default_range, parse_range
@@ -110,7 +110,7 @@ def run_search(manager, setting: str, resolution=None, range_text=None) -> dict:
     knob = search_knob(setting, model, vllm_version, manager.matrix.defaults)
     base = {k: v for k, v in manager.matrix.defaults.items() if k != setting}
     if knob is not None:
-        base = _without(knob, base)
+        base = without_knob(knob, base)
     predicted, note = predicted_limit(setting, model, card, vllm_version, base)
     search = build_search(setting, resolution, range_text, base, model, predicted, knob)
     records = []
