@@ -412,7 +412,8 @@ def size_knob_fix(p: Plan) -> KnobFit | None:
         return None
     k = knobs[0]
     try:
-        f = fit_knob(k.name, p.model, p.card, p.vllm_version, p.entrypoint, without_knob(k, p.overrides), p.coefficients)
+        f = fit_knob(k.name, p.model, p.card, p.vllm_version, p.entrypoint, without_knob(k, p.overrides),
+                     p.coefficients)
     except UsageError:
         return None
     current = knob_value(k, p.overrides) or k.current
