@@ -9,8 +9,9 @@ the per-prompt counts `limit_mm_per_prompt.image` / `.video`, and MiniCPM-V's du
 0.28+). `knobs_of()` is the one place that reads the family tables (families/*.py shapes, families.MODALITIES,
 settings.supported_modalities); everything else here goes through it.
 
-The search is predict/fit.py's: a doubling ladder from the domain's bottom, then bisection at the knob's step, so
-the answer is a *local* boundary (`value` plans ok, `value + step` does not, or `value` is the domain's top) and a
+A domain of at most SCAN_ALL values (MiniCPM-V's 1..9 slices, frames) is planned whole: the answer is the largest
+ok value and every failing value below it is listed (`failing_below`). A larger one gets predict/fit.py's search: a
+doubling ladder from the domain's bottom, then bisection at the knob's step, so the answer is a *local* boundary (`value` plans ok, `value + step` does not, or `value` is the domain's top) and a
 ladder that turns ok -> not ok -> ok is listed in `non_monotone` (V1's items = encoder budget // tokens per item
 makes the profile's encoder work a sawtooth in the item size below max_num_batched_tokens). Each value is planned
 through the same path plain `plan` uses, vLLM's start-up refusals (settings.vllm_refusal) included: a value vLLM
@@ -31,12 +32,13 @@ from diagnostics.errors import UsageError, one_of
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.predict import fit as engine_fit
 from diagnostics.predict.estimator import Plan, plan
+from diagnostics.predict.mm_budget import MAX_FRAMES_PER_VIDEO
 from diagnostics.settings import resolve, supported_modalities, vllm_refusal
 from diagnostics.versions import default_version, engine as engine_of, parse_version
 
 SCAN_ALL = 64  # a knob domain of at most this many values is planned whole (every failing value below is listed)
 COUNT_TOP = 999  # vLLM V1's default limit_mm_per_prompt (0.8.4+)
-MINICPMV_FRAMES_TOP = 16  # vLLM _MAX_FRAMES_PER_VIDEO (predict.mm_budget.MAX_FRAMES_PER_VIDEO)
+MINICPMV_FRAMES_TOP = MAX_FRAMES_PER_VIDEO  # vLLM's _MAX_FRAMES_PER_VIDEO
 MINICPMV_KWARGS_SINCE = (0, 8, 4)  # max_slice_nums read from mm_processor_kwargs (mm_budget._image_max_slice_nums)
 NUM_FRAMES_SINCE = (0, 28, 0)  # MiniCPM-V's dummy video follows a num_frames dummy option (mm_budget._v1_shapes)
 ALIASES = {"max_dynamic_patch": "max_patches", "limit_mm_per_prompt.images": "limit_mm_per_prompt.image",
