@@ -43,3 +43,21 @@ def test_with_a_plan_the_family_knob_is_the_largest_value_that_fits_in_its_units
     assert "21086 x 28 x 28 px" in culprit.why and "plan --fit max_pixels" in culprit.why
     refit = plan("qwen2.5-vl-7b", "4090", "0.32.0", "llm", {**held, "mm_processor_kwargs": culprit.suggested})
     assert refit.verdict == "ok"
+
+
+def test_a_sized_profile_oom_prefers_a_fix_that_keeps_the_profile_run_and_reads_the_knob_in_units():
+    from diagnostics.cards import get_card
+    from diagnostics.explain.oom_advice import oom_profile
+    from diagnostics.predict.estimator import plan
+
+    p = plan("qwen2.5-vl-7b", "v100-32", "0.32.0", "llm", {})
+    record = SimpleNamespace(settings={}, error_line=None, platform=None, phase="vision_encoder", outcome="oom_profile",
+                             evidence=[], numbers={}, engine="V1", vllm_version="0.32.0")
+    n = {"oom_tried_gib": 4.69, "oom_free_gib": 3.56, "gpu_total_gib": 31.74}
+    ex = oom_profile(Ctx(record, n, "0.32.0", "V1", p.model, get_card("v100-32"), p))
+    alone = {c.setting for c in ex.culprits if c.fixes_alone}
+    assert "skip_mm_profiling" in alone and len(alone) > 1
+    assert ex.fix and "skip_mm_profiling" not in ex.fix
+    knob = next(c for c in ex.culprits if c.setting == "mm_processor_kwargs")
+    n_tokens = knob.suggested["max_pixels"] // 784
+    assert f"({n_tokens} x 28 x 28 px: at most {n_tokens:,} tokens per image)" in knob.why
