@@ -21,7 +21,7 @@ from diagnostics.predict.coefficients import load_calibration_arg
 from diagnostics.predict.estimator import Plan, plan
 from diagnostics.predict.fit import Fit, fit, frontier, max_concurrency
 from diagnostics.predict.fleet import expand_cards, expand_versions, fleet
-from diagnostics.predict.mm_fit import KnobFit, check_fit_name, fit_knob, is_knob_name, knob_frontier
+from diagnostics.predict.mm_fit import KnobFit, check_fit_name, find_knob, fit_knob, is_knob_name, knob_frontier
 from diagnostics.report import SINGLE_FORMATS, emit, output_format, plan_markdown
 from diagnostics.settings import parse_set, vllm_refusal
 from diagnostics.units import fmt_gib, fmt_tokens
@@ -238,8 +238,6 @@ def _ladder_labeller(ladder_setting: str, points):
     """How a frontier's ladder values read: a knob's units when the ladder is a knob, else plain numbers."""
     if not points or not is_knob_name(ladder_setting):
         return _value
-    from diagnostics.predict.mm_fit import find_knob
-
     p = points[0][1].at or points[0][1].above
     return find_knob(ladder_setting, p.model, p.vllm_version, p.settings).label
 

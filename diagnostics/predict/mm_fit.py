@@ -33,7 +33,7 @@ from diagnostics.models import ModelSpec, get_model
 from diagnostics.predict import fit as engine_fit
 from diagnostics.predict.estimator import Plan, plan
 from diagnostics.predict.mm_budget import MAX_FRAMES_PER_VIDEO
-from diagnostics.settings import resolve, supported_modalities, vllm_refusal
+from diagnostics.settings import resolve, setting_available, supported_modalities, vllm_refusal
 from diagnostics.versions import default_version, engine as engine_of, parse_version
 
 SCAN_ALL = 64  # a knob domain of at most this many values is planned whole (every failing value below is listed)
@@ -117,12 +117,12 @@ def knobs_of(model, version=None, settings: dict | None = None) -> list[Knob]:
     mml = int(settings["max_model_len"])
     eng = "V1" if settings.get("use_v1") else engine_of(v)
     modalities = supported_modalities(model, v, eng)
-    out = _size_knobs(model, v, modalities, mml)
+    out = _size_knobs(model, v, modalities, mml) if setting_available("mm_processor_kwargs", v) else []
     default_count = int((settings.get("limit_mm_per_prompt") or {}).get("image", 1))
     for m in modalities:
         current = (settings.get("limit_mm_per_prompt") or {}).get(m, default_count)
         out.append(Knob(f"limit_mm_per_prompt.{m}", "limit_mm_per_prompt", m, 1, m, 1, COUNT_TOP,
-                        f"vLLM V1's default limit ({COUNT_TOP})", int(current), modalities=(m,)))
+                        f"the search's top ({COUNT_TOP}, vLLM V1's default limit)", int(current), modalities=(m,)))
     return out
 
 

@@ -141,6 +141,7 @@ def test_frontier_both_ways():
     (lambda: fit_knob("max_pixels", "minicpm-v-2_6", "3090", V), "accepted: max_slice_nums, num_frames"),
     (lambda: fit_knob("max_slice_nums", "minicpm-v-2_6", "3090", "0.8.3"), "not a multimodal knob"),
     (lambda: fit_knob("num_frames", "minicpm-v-2_6", "3090", "0.20.0"), "not a multimodal knob"),
+    (lambda: fit_knob("max_pixels", "qwen2-vl-7b", "3090", "0.6.1"), "accepted: limit_mm_per_prompt.image"),
     (lambda: fit_knob("max_pixels", "qwen2.5-vl-7b", "4090", V, "llm",
                       {"mm_processor_kwargs": {"max_pixels": 1003520}}), "together"),
     (lambda: fit_knob("limit_mm_per_prompt.video", "qwen2.5-vl-7b", "4090", V, "llm", NO_VIDEO), "together"),
