@@ -4,7 +4,9 @@ start-up memory and the verdict, without a GPU; `--format md` is a redacted Mark
 
 `--fit max_model_len` answers "what should I set": the largest value that plans ok (predict/fit.py), the terms
 there and what fails one step above. `--fit max_model_len,max_num_seqs` prints the frontier over a ladder of
-max_num_seqs. Several cards or versions (`--card all`, `--vllm 0.6.3,0.32.0`) print one table, a row each
+max_num_seqs. `--fit max_pixels` (or another multimodal knob: max_slice_nums, max_patches, num_frames,
+limit_mm_per_prompt.image, ...) answers "how big may my images be" in the knob's units (predict/mm_fit.py), and
+`--fit max_model_len,max_pixels` prints that frontier. Several cards or versions (`--card all`, `--vllm 0.6.3,0.32.0`) print one table, a row each
 (predict/fleet.py), with or without a one-setting --fit.
 
 Defaults: --model minicpm-v-2_6, --card 3090 (the seed's card, so a bare `plan` answers the classic question),
