@@ -135,10 +135,12 @@ def _size_knobs(model: ModelSpec, v, modalities, mml: int) -> list[Knob]:
     if fam is None:  # MiniCPM-V
         vis = model.vision
         if v >= MINICPMV_KWARGS_SINCE:
-            out.append(Knob("max_slice_nums", "mm_processor_kwargs", "max_slice_nums", 1, "slice", 1,
-                            vis.max_slice_nums, f"the checkpoint's max_slice_num ({vis.max_slice_nums}): vLLM's "
-                            f"dummy image (448 x {448 * vis.max_slice_nums}) gets no more slices above it, so the "
-                            "profile run would not guard larger real images", vis.max_slice_nums))
+            by_length = _top(vis.query_num, vis.query_num, mml, 1)  # (slices + overview) x 64 embeddings
+            top, why = (vis.max_slice_nums, f"the checkpoint's max_slice_num ({vis.max_slice_nums}): vLLM's dummy "
+                        f"image (448 x {448 * vis.max_slice_nums}) gets no more slices above it, so the profile run "
+                        "would not guard larger real images") if by_length >= vis.max_slice_nums else (by_length, tail)
+            out.append(Knob("max_slice_nums", "mm_processor_kwargs", "max_slice_nums", 1, "slice", 1, top, why,
+                            vis.max_slice_nums))
         if "video" in modalities and v >= NUM_FRAMES_SINCE:
             out.append(Knob("num_frames", "limit_mm_per_prompt", "video.num_frames", 1, "frame", 1,
                             MINICPMV_FRAMES_TOP, f"vLLM's _MAX_FRAMES_PER_VIDEO ({MINICPMV_FRAMES_TOP})", None,

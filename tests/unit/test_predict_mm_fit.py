@@ -62,6 +62,10 @@ def test_size_knob_domain_stops_at_the_item_one_request_can_carry():
     f = fit_knob("max_pixels", "qwen2.5-vl-3b", "a100-80", V, "llm", held)
     assert f.value == f.knob.hi == 2048 * 784 and f.above is None
     assert "longer than max_model_len (2048)" in f.knob.top_reason
+    minicpm = find_knob("max_slice_nums", "minicpm-v-2_6", V, plan("minicpm-v-2_6", "l4", V, "llm", held).settings)
+    assert minicpm.hi == 9 and "max_slice_num (9)" in minicpm.top_reason
+    short = plan("minicpm-v-2_6", "l4", V, "llm", {**held, "max_model_len": 512}).settings
+    assert find_knob("max_slice_nums", "minicpm-v-2_6", V, short).hi == 7  # (7 + 1) x 64 = 512 tokens
     internvl = find_knob("max_dynamic_patch", "internvl3-8b", V, plan("internvl3-8b", "l4", V, "llm", held).settings)
     assert internvl.name == "max_patches" and (internvl.hi + 1) * 256 <= 2048 < (internvl.hi + 2) * 256
 
