@@ -95,8 +95,6 @@ def run(args) -> int:
     if len(cards) > 1 or len(versions) > 1:
         if len(fits) == 2:
             raise UsageError("a --fit frontier is for one card and one version; give one --card and one --vllm")
-        if fits and is_knob_name(fits[0]):
-            raise UsageError(f"--fit {fits[0]} is for one card and one version; give one --card and one --vllm")
         rows = fleet(args.model, cards, versions, args.entrypoint, overrides, fits[0] if fits else None)
         print(json.dumps({"rows": [r.to_json() for r in rows]}, indent=2) if args.json else format_fleet(rows))
         return 0
@@ -257,13 +255,13 @@ def format_fleet(rows) -> str:
     """One row per (card, version): verdict, peak, KV tokens, max concurrency (or the fitted value)."""
     from tabulate import tabulate
 
-    fitted = rows[0].fit.setting if rows and rows[0].fit else None
+    fitted = next((r.fit.setting for r in rows if r.fit), None)
     table = []
     for r in rows:
         p = r.plan
         cells = [r.card.name, f"{r.card.total_gib:.2f}", r.version]
         if fitted:
-            cells.append(_value(r.fit.value) if r.fit else "-")
+            cells.append(_label(r.fit, r.fit.value) if r.fit else "-")
         verdict = (p.verdict + (f" ({p.failing_phase})" if p.failing_phase else "")) if p else f"n/a: {r.error}"
         cells += [verdict, fmt_gib(p.peak_gib, unit=False) if p else "-",
                   fmt_tokens(p.kv_cache_tokens) if p else "-", _concurrency(p)]

@@ -303,7 +303,7 @@ def test_fit_knob_json_and_frontier(capsys):
 @pytest.mark.parametrize("argv, fragment", [
     (["--fit", "max_pixels"], "not a multimodal knob of openbmb/MiniCPM-V-2_6"),
     (["--fit", "max_slice_nums", "--set", 'mm_processor_kwargs={"max_slice_nums":4}'], "together"),
-    (["--fit", "max_slice_nums", "--card", "all"], "one card and one version"),
+    (["--fit", "max_slice_nums,max_model_len", "--card", "all"], "a --fit frontier is for one card"),
     (["--fit", "max_slice_nums,num_frames"], "one engine setting"),
     (["--fit", "max_slice_nums", "--vllm", "0.8.3"], "not a multimodal knob"),
 ])
@@ -311,6 +311,19 @@ def test_fit_knob_errors_one_line_exit_2(argv, fragment, capsys):
     assert main(["plan", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert fragment in err and "\n" not in err and err.startswith("vllm-memcheck plan: error:")
+
+
+def test_fit_knob_over_cards_one_row_each_in_the_knobs_units(capsys):
+    doc = _json(capsys, "--model", "qwen2.5-vl-7b", "--card", "3090,l4,h100-80", "--vllm", "0.32.0",
+                "--set", "max_model_len=32768", "--set", 'limit_mm_per_prompt={"video":0}', "--fit", "max_pixels")
+    rows = {r["card"]: r for r in doc["rows"]}
+    assert all(r["fit"] == "max_pixels" and r["value"] % 784 == 0 and r["verdict"] == "ok" for r in rows.values())
+    assert rows["l4"]["value"] < rows["3090"]["value"] <= rows["h100-80"]["value"] == 32768 * 784
+    assert rows["h100-80"]["label"].startswith("25,690,112 (32768 x 28 x 28 px")
+    assert main(["plan", "--card", "3090", "--vllm", "0.8.3,0.32.0", "--set", "max_model_len=8192",
+                 "--fit", "max_slice_nums"]) == 0
+    out = capsys.readouterr().out
+    assert "largest max_slice_nums" in out and "not a multimodal knob of openbmb/MiniCPM-V-2_6 in vLLM 0.8.3" in out
 
 
 @pytest.mark.parametrize("argv", [
