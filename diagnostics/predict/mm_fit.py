@@ -96,10 +96,9 @@ class Knob:
                 "extra": dict(self.extra), "note": self.note, "guards_requests": self.guards}
 
 
-def _top(per_unit_tokens: int, fixed_tokens: int, mml: int, lo: int, cap: int | None = None) -> int:
-    """The largest unit count n with fixed + n x per_unit tokens <= max_model_len (at least lo), capped."""
-    n = max((mml - fixed_tokens) // per_unit_tokens, lo)
-    return min(n, cap) if cap else n
+def _top(per_unit_tokens: int, fixed_tokens: int, mml: int, lo: int) -> int:
+    """The largest unit count n with fixed + n x per_unit tokens <= max_model_len (at least lo)."""
+    return max((mml - fixed_tokens) // per_unit_tokens, lo)
 
 
 def knobs_of(model, version=None, settings: dict | None = None) -> list[Knob]:
