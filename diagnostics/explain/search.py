@@ -157,7 +157,9 @@ def counterfactuals(base, outcome: str, accept) -> tuple[list[Culprit], dict, Pl
     trials = _trials(planner, outcome, accept)
     singles = [t for t in trials if t.ok]
     if singles:
-        cheapest = min(singles, key=lambda t: (t.steps, relative_change(base.settings.get(t.setting), t.value)))
+        # skip_mm_profiling last: it fixes the start by no longer guarding requests (issue 23)
+        cheapest = min(singles, key=lambda t: (t.setting == "skip_mm_profiling", t.steps,
+                                               relative_change(base.settings.get(t.setting), t.value)))
         fix = {cheapest.setting: cheapest.value}
     else:
         fix = find_fix(planner, outcome, [t.setting for t in sorted(trials, key=lambda t: -t.effect)], accept)

@@ -19,7 +19,7 @@ from diagnostics.outcomes import MEMORY_TERMS
 from diagnostics.predict import mm_budget
 from diagnostics.predict.coefficients import DEFAULT, Calibration, Coefficients
 from diagnostics.predict.exact import VllmExact, exact_weights_gib
-from diagnostics.predict.limits import known_limits, setting_notes, startup_blocker
+from diagnostics.predict.limits import known_limits, mm_guard_notes, setting_notes, startup_blocker
 from diagnostics.predict.terms import (Term, activation_term, cuda_graph_term, dtype_bytes, eager_vision_attention,
                                        encoder_bytes, encoder_term, kv_block_bytes, kv_cache_term,
                                        largest_graph_batch,
@@ -143,6 +143,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     else:
         outcome, phase = judge_verdict(card, v, ctx.eng, settings, terms, notes)
     notes += known_limits(model, v, ctx.eng, settings) + _layer_kind_notes(ctx)
+    notes += mm_guard_notes(model, v, settings, dict(prof.tokens_per_modality))
     if exact is not None:
         notes.append(_exact_note(exact, ctx.tp))
     if graphs.value_gib and not graphs_budgeted:
@@ -261,7 +262,7 @@ def _encoder_profile(ctx: _Context, notes: list[str]) -> tuple[mm_budget.MMProfi
         notes.append("CPU backend in eager mode skips profile_run: no encoder profile at start-up")
         prof = dataclasses.replace(prof, skipped=True)
     if prof.skipped and not ctx.card.is_cpu:
-        notes.append("skip_mm_profiling: the encoder is not profiled; real images may OOM later")
+        notes.append(_unguarded(ctx, prof))
     if prof.dropped:
         notes.append(f"vLLM {ctx.v} drops the dummy items of {prof.dropped} of {prof.sequences} dummy sequences: "
                      f"their {prof.tokens_per_item}+3-token prompt is longer than the sequence, so the profile run "
@@ -270,6 +271,19 @@ def _encoder_profile(ctx: _Context, notes: list[str]) -> tuple[mm_budget.MMProfi
     if ctx.model.vision is None:
         return prof, eager, {"total": 0, "largest_alloc": 0}
     return prof, eager, encoder_bytes(ctx.model, prof, ctx.db, eager, ctx.tp, ctx.coef)
+
+
+def _unguarded(ctx: _Context, prof: mm_budget.MMProfile) -> str:
+    """skip_mm_profiling (vLLM 0.32 v1/worker/gpu_model_runner.py:6137): the encoder pass the profile run would have
+    measured, which the KV cache now takes, so the first batch of items that size can run out of memory."""
+    if prof.empty or ctx.model.vision is None:
+        return "skip_mm_profiling: the encoder is not profiled (no dummy items here either)"
+    eager = eager_vision_attention(ctx.v, ctx.fam) and ctx.model.family is None
+    full = encoder_bytes(ctx.model, dataclasses.replace(prof, skipped=False), ctx.db, eager, ctx.tp, ctx.coef)
+    gib = scaled_encoder_bytes(full["total"], eager, ctx.coef) / GiB
+    return (f"skip_mm_profiling: the profile run no longer guards requests: {prof.items} {prof.modality} items of "
+            f"{prof.tokens_per_item:,} tokens (about {gib:.2f} GiB of encoder activations) are not measured, the KV "
+            "cache takes that memory, and a batch of real items that size can run out of memory later")
 
 
 def _llm_phase_bytes(ctx: _Context, prof: mm_budget.MMProfile) -> tuple[int, int, int]:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diagnostics.models import ModelSpec
+from diagnostics.models import ModelSpec, resampler_params, vision_tower_params
 from diagnostics.predict.coefficients import DEFAULT, Coefficients
+from diagnostics.predict.limits import encoder_tp_data
 from diagnostics.predict.mm_budget import MMProfile
 from diagnostics.predict.shards import rank_weights
 from diagnostics.settings import DTYPES
@@ -78,8 +79,24 @@ def weights_term(model: ModelSpec, settings: dict, db: int, notes: list[str] | N
                 notes.append(f"architecture {model.architecture} has no vllm-memcheck rules: weights and KV are "
                              "sized as a Llama-style decoder from the generic config keys (estimates); a checkpoint "
                              "directory with its safetensors files gives the weights from its headers")
+    if encoder_tp_data(model, settings):  # vLLM 0.32 config/model.py:822-830; the tower is not sharded
+        tower, exact = tower_params(model)
+        extra = tower * db * (1 - 1 / tp)
+        spread = 0.0 if exact else extra * 0.15
+        value, low, high = value + extra, low + extra - spread, high + extra + spread
+        basis = (basis if exact else "estimate" + basis[basis.index(":"):]) + \
+            " + the vision tower whole on every rank (mm_encoder_tp_mode=data)"
     gib = [max(x - offload, 0) / GiB for x in (value, low, high)]
     return Term(gib[0], min(gib), max(gib), basis)
+
+
+def tower_params(model: ModelSpec) -> tuple[int, bool]:
+    """(vision tower + projector parameters, exact?): MiniCPM-V's SigLIP + resampler as vLLM builds them; other
+    families 4 d^2 + 3 d mlp per layer (attention and a gated MLP, norms and biases left out: an estimate)."""
+    v = model.vision
+    if model.family is None:
+        return vision_tower_params(v) + resampler_params(v, model.hidden), True
+    return v.layers * (4 * v.hidden * v.hidden + 3 * v.hidden * v.mlp), False
 
 
 def non_torch_term(settings: dict, coef: Coefficients) -> Term:

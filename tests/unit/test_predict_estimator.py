@@ -146,6 +146,17 @@ def test_skip_mm_profiling_removes_the_encoder_term():
     assert plan("minicpm-v-2_6", "3090", "0.33.0", "llm").components["encoder_profile"].value_gib > 1
 
 
+def test_skip_mm_profiling_says_what_it_no_longer_guards():
+    held = {"max_model_len": 8192}
+    measured = plan("minicpm-v-2_6", "3090", "0.32.0", "llm", held)
+    skipped = plan("minicpm-v-2_6", "3090", "0.32.0", "llm", {**held, "skip_mm_profiling": True})
+    note = next(n for n in skipped.notes if n.startswith("skip_mm_profiling"))
+    pr = measured.profile
+    assert "no longer guards requests" in note
+    assert f"{pr['encoder_items']} {pr['modality']} items of {pr['tokens_per_item']:,} tokens" in note
+    assert f"about {measured.components['encoder_profile'].value_gib:.2f} GiB" in note
+
+
 def test_v1_worked_defaults_through_plan():
     rows = {("3090", "serve"): (2048, 2, 32), ("3090", "llm"): (8192, 8, 128), ("h100-80", "serve"): (8192, 8, 128),
             ("h100-80", "llm"): (16384, 16, 256)}
