@@ -121,7 +121,7 @@ def error_figures(body: str) -> ErrorFigures:
         num(("max_model_len", int(m.group("mml"))))
         setting(("max_model_len", int(m.group("mml"))))
         num(("kv_cache_tokens", int(m.group("cap"))))
-    if P.OOM.search(body) or P.OOM_GPU.search(body) or P.OOM_GPU_OLD.search(body):
+    if P.OOM.search(body) or P.OOM_GPU.search(body) or P.OOM_GPU_OLD.search(body) or P.OOM_XPU.search(body):
         out.numbers.extend(oom_figures(body))
         out.processes = oom_processes(body)
     if m := P.MM_ITEM_TOO_LARGE.search(body):
@@ -132,16 +132,23 @@ def error_figures(body: str) -> ErrorFigures:
 
 def oom_figures(body: str) -> list[tuple[str, float | int]]:
     """A PyTorch OOM message's sizes (GiB): tried, the GPU's total (also as gpu_total_gib) and free, PyTorch's
-    allocated/reserved, a per-process limit ("allowed")."""
+    allocated/reserved (and the CUDA-graph private pools' share, torch 2.4+), a per-process limit ("allowed"),
+    torch_npu's "current active". Texts: c10/cuda/CUDACachingAllocator.cpp (torch 2.0-2.9), c10/xpu/
+    XPUCachingAllocator.cpp, torch_npu NPUCachingAllocator.cpp (diagnostics/data/log_messages.toml, section torch)."""
     out = []
     if m := P.OOM_TRIED.search(body):
         out.append(("oom_tried_gib", size_gib(m.group("size"))))
-    if m := (P.OOM_GPU.search(body) or P.OOM_GPU_OLD.search(body)):
+    if m := (P.OOM_GPU.search(body) or P.OOM_GPU_OLD.search(body) or P.OOM_XPU.search(body)):
         total = size_gib(m.group("total"))
-        out += [("oom_gpu_index", int(m.group("i"))), ("oom_total_gib", total), ("gpu_total_gib", total),
-                ("oom_free_gib", size_gib(m.group("free")))]
+        out += [("oom_gpu_index", int(m.group("i"))), ("oom_total_gib", total), ("gpu_total_gib", total)]
+        if "free" in m.re.groupindex:
+            out.append(("oom_free_gib", size_gib(m.group("free"))))
         if "alloc" in m.re.groupindex:
             out.append(("oom_allocated_by_pytorch_gib", size_gib(m.group("alloc"))))
+            if m.group("active"):
+                out.append(("oom_active_gib", size_gib(m.group("active"))))
+            if m.group("limit"):
+                out.append(("oom_allowed_gib", size_gib(m.group("limit"))))
             if m.group("res"):
                 out.append(("oom_reserved_by_pytorch_gib", size_gib(m.group("res"))))
     if m := P.OOM_ALLOWED.search(body):
@@ -149,6 +156,8 @@ def oom_figures(body: str) -> list[tuple[str, float | int]]:
     if m := P.OOM_ALLOCATED.search(body):
         out += [("oom_allocated_by_pytorch_gib", size_gib(m.group("alloc"))),
                 ("oom_reserved_unallocated_gib", size_gib(m.group("res")))]
+        if m.group("pools"):  # torch 2.4+: part of the allocated figure sits in CUDA-graph private pools
+            out.append(("oom_private_pools_gib", size_gib(m.group("pools"))))
     return out  # the processes' figures come from oom_processes (logs.scan sums them once the log is read)
 
 

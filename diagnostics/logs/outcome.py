@@ -28,7 +28,23 @@ PHASE_REACHED = {"weights": "weights", "vision_encoder": "profile", "language_mo
                  "request": "ready"}
 KV_FRAMES = {"initialize_cache", "_init_cache_engine", "initialize_from_config", "initialize_kv_cache",
              "_allocate_kv_cache", "_allocate_kv_cache_tensors", "initialize_kv_cache_tensors", "CacheEngine"}
-GRAPH_FRAMES = {"capture_model", "profile_cudagraph_memory", "_capture_cudagraphs", "_warm_up_model"}
+# Graph capture: vLLM's capture steps, torch.cuda.graph's context manager (`with torch.cuda.graph(...)`,
+# `capture_begin`/`capture_end`), V0's CUDAGraphRunner, and frames in a cuda_graph.py / torch/cuda/graphs.py file
+# (GRAPH_FILE, read as the name "<cuda_graph file>").
+GRAPH_FRAMES = {"capture_model", "profile_cudagraph_memory", "_capture_cudagraphs", "_warm_up_model", "capture",
+                "capture_begin", "capture_end", "graph", "CUDAGraphRunner", "CUDAGraphWrapper", "<cuda_graph file>"}
+GRAPH_FILE = re.compile(r"cuda_?graphs?\.py|cudagraph\w*\.py")
+# The serving loop (V0 async_llm_engine, V1 AsyncLLM's output handler): a failure under it failed a request, however
+# deep the frames below it go.
+SERVING_FRAMES = {"run_engine_loop", "engine_step", "step_async", "output_handler", "_run_output_handler",
+                  "<async_llm_engine file>"}
+# V0 multiprocessing workers name the method that failed (`Exception in worker VllmWorkerProcess while processing
+# method load_model`, executor/multiproc_worker_utils.py:231 in 0.6): the method -> the phase it runs.
+WORKER_METHOD_PHASE = {"load_model": "weights", "init_device": "startup_check",
+                       "determine_num_available_blocks": "profile", "determine_available_memory": "profile",
+                       "initialize_cache": "kv_cache", "initialize_from_config": "kv_cache",
+                       "capture_model": "cuda_graph", "compile_or_warm_up_model": "warmup",
+                       "execute_model": "request", "start_worker_execution_loop": "request"}
 WARMUP_FRAMES = {"compile_or_warm_up_model", "_warmup_and_capture"}
 REQUEST_FRAMES = {"generate", "add_request", "_run_engine", "chat", "create_chat_completion", "create_completion"}
 PROFILE_FRAMES = {"profile_run", "determine_num_available_blocks", "determine_available_memory", "warming_up_model"}
@@ -72,7 +88,15 @@ def decisive(line: Line, any_level: bool = False) -> tuple[str, str] | None:
         if any(p.search(b) for p in patterns):
             return outcome, phase
     if P.OOM.search(b):
-        return "oom", "request" if P.REQUEST_ERROR.search(b) else "?"
+        if P.REQUEST_ERROR.search(b):
+            return "oom", "request"
+        if P.SAMPLER_WARMUP.search(b):
+            return "oom", "warmup"  # the sampler/pooler warm-up's own message names its phase
+        if P.WEIGHT_CREATE_FAILED.search(b):
+            return "oom", "weights"
+        if (m := P.WORKER_METHOD.search(b)) and m.group("method") in WORKER_METHOD_PHASE:
+            return "oom", WORKER_METHOD_PHASE[m.group("method")]
+        return "oom", "?"
     if P.VALIDATION.search(b) or P.REQUEST_ERROR.search(b):
         return "error", "request"
     if P.CRASH.search(b):
@@ -118,6 +142,10 @@ def frame_names(lines: list[Line]) -> list[str]:
     for line in lines:
         b = line.body
         if m := P.FRAME_FILE.search(b):
+            if GRAPH_FILE.search(b):
+                names.append("<cuda_graph file>")
+            elif "async_llm_engine.py" in b:
+                names.append("<async_llm_engine file>")
             names.append(m.group("func"))
         elif m := P.WORKER_METHOD.search(b):
             names.append(m.group("method"))
@@ -198,10 +226,12 @@ class Decider:
         if "weights_start" in ts and ts["weights_start"] < index and not ("weights_done" in ts and
                                                                            ts["weights_done"] < index):
             return "weights"
+        if self._after("profile_seq_warning", index) and not self._kv_sized_before(index):
+            return "profile"  # multimodal/profiling.py warns as it builds the profile run's dummy input
         return None
 
     def _kv_sized_before(self, index: int) -> bool:
-        return any(P.AVAILABLE_KV.search(ln.body) or P.KV_TOKENS.search(ln.body)
+        return any(P.AVAILABLE_KV.search(ln.body) or P.KV_TOKENS.search(ln.body) or P.GPU_BLOCKS.search(ln.body)
                    for ln in self.lines if ln.index < index)
 
     def classify(self) -> None:
@@ -239,7 +269,8 @@ class Decider:
     def _phase(self, pos: int, line: Line, frames: list[str]) -> str:
         """The phase of a failure whose line does not name it: request after the engine came up, else the frames,
         else the order of the start-up markers before it."""
-        if self._after("ready", line.index) or self._after("request", line.index):
+        if (self._after("ready", line.index) or self._after("request", line.index)
+                or self._after("serving_failed", line.index) or set(frames) & SERVING_FRAMES):
             return "request"  # the engine was up: whatever failed now failed serving a request
         phase = phase_from_frames(frames)
         if phase == "sampler" and (self._after("sampler_warmup", line.index) or self._kv_sized_before(line.index)):

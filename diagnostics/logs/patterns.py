@@ -33,6 +33,10 @@ CONTAINER = re.compile(
 QUOTE = re.compile(r"^(?: {0,3}(?:>|\u258e|\||\u2502) ?)+")  # `> `, GitHub's rendered quote bar `▎ `, `| `
 FENCE = re.compile(r"^\s*(?:```|~~~)")
 RANK_TAG = re.compile(r"\[rank(?P<rank>\d+)\]:")
+# Several engines in one log: vllm-omni's `[Stage-0]` / `[Stage-1]` tags, a data-parallel rank in a process name
+# (`EngineCore_DP1`, `Worker_DP6_EP6`).
+STAGE_TAG = re.compile(r"\[Stage-(?P<stage>\d+)\]")
+ENGINE_DP = re.compile(r"_DP(?P<dp>\d+)(?!\d)")
 # A paste that lost its line ends: another vLLM header further along the same line starts a new line there.
 EMBEDDED_HEADER = re.compile(r" +(?=(?:\([\w .=\-]*pid=\d+[^)]*\) )?(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) "
                              r"\d\d-\d\d \d\d:\d\d:\d\d)")
@@ -131,13 +135,19 @@ CPU_KV_AUTO = re.compile(
 )
 CPU_KV_EXPLICIT = re.compile(rf"Explicitly set \((?P<kv>{NUM})/(?P<total>{NUM})\) GiB for KV cache on node \d+")
 CONFIG_KV_BYTES = re.compile(r"kv_cache_memory_bytes=(?P<b>\d+)")
-INIT_ENGINE = re.compile(rf"init engine \(profile, create kv cache, warmup model\) took (?P<s>{NUM}) s")
+INIT_ENGINE = re.compile(
+    rf"init engine \(profile, create kv cache, warmup model\) took (?P<s>{NUM}) s(?:econds)?"
+    rf"(?: \(compilation: (?P<c>{NUM}) s(?: \W+ language_model: (?P<lm>{NUM}) s, encoder: (?P<enc>{NUM}) s)?\))?"
+)
 APP_STARTUP = re.compile(r"Application startup complete")
 # Ready markers (besides INIT_ENGINE and APP_STARTUP): the API server or uvicorn listening, the engine serving,
 # the LLM class adding/rendering/processing prompts.
 SERVING = re.compile(r"Starting vLLM API server|Uvicorn running on|Started server process|Avg prompt throughput:")
 REQUESTS = re.compile(r"Processed prompts:|Adding requests|Rendering prompts")
-SAMPLER_WARMUP = re.compile(r"[Ww]arming up sampler with (?P<n>\d+) dummy requests")
+# The sampler (0.8+) / pooler (0.10+) warm-up's own OOM text: "CUDA out of memory occurred when warming up sampler
+# with N dummy requests. Please try lowering `max_num_seqs` ..." (it names the phase and the setting).
+SAMPLER_WARMUP = re.compile(r"[Ww]arming up (?:sampler|pooler)(?: \([^)]*\))? with (?P<n>\d+) dummy requests")
+PROFILE_START = re.compile(r"Starting profile run")
 # V0's "Memory profiling results:" block with one figure per line, and V1's DEBUG profiling summary.
 PROFILE_RESULTS = re.compile(r"Memory profiling results:\s*$")
 PROFILE_ITEM = re.compile(
@@ -192,15 +202,23 @@ OOM_GPU = re.compile(  # "capacty": the typo of older torch releases
     rf"GPU (?P<i>\d+) has a total capac(?:i)?ty of (?P<total>{SIZE}) of which (?P<free>{SIZE}) is free"
 )
 # torch < 2.1: `(GPU 0; 22.19 GiB total capacity; 20.87 GiB already allocated; 1.06 GiB free; 21.13 GiB reserved ...)`
+# torch_npu (Ascend) keeps this form with `current active`: `(NPU 0; 60.96 GiB total capacity; 55.91 GiB already
+# allocated; 55.91 GiB current active; 1.80 GiB free; 58.73 GiB reserved in total by PyTorch)`.
 OOM_GPU_OLD = re.compile(
-    rf"\(GPU (?P<i>\d+); (?P<total>{SIZE}) total capacity; (?P<alloc>{SIZE}) already allocated; (?P<free>{SIZE}) free"
+    rf"\((?:GPU|NPU|XPU|MLU) (?P<i>\d+); (?P<total>{SIZE}) total capacity; (?P<alloc>{SIZE}) already allocated; "
+    rf"(?:(?P<active>{SIZE}) current active; )?(?P<free>{SIZE}) free"
     rf"(?:; (?:(?P<limit>{SIZE}) allowed; )?(?P<res>{SIZE}) reserved in total by PyTorch)?"
 )
+# torch 2.5-2.6 XPU: `XPU out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 23.86 GiB. Of the
+# allocated memory ...` (no free figure).
+OOM_XPU = re.compile(rf"GPU (?P<i>\d+) has a total capacity of (?P<total>{SIZE})\. Of the allocated memory")
 # Every process NVML lists on the device: `Process 1111 has 730.00 MiB memory in use.` (pid None = "this process")
 OOM_PROCESS = re.compile(rf"(?:Process (?P<pid>\d+)|(?P<this>this process)) has (?P<size>{SIZE}) memory in use")
 OOM_ALLOWED = re.compile(rf"memory in use\. (?P<size>{SIZE}) allowed;")
+# torch 2.4+ adds `, with X allocated in private pools (e.g., CUDA Graphs),` when graph pools hold memory.
 OOM_ALLOCATED = re.compile(
-    rf"Of the allocated memory (?P<alloc>{SIZE}) is allocated by PyTorch, and (?P<res>{SIZE}) is reserved"
+    rf"Of the allocated memory (?P<alloc>{SIZE}) is allocated by PyTorch, (?:with (?P<pools>{SIZE}) allocated in "
+    rf"private pools \(e\.g\., CUDA Graphs\), )?and (?P<res>{SIZE}) is reserved"
 )
 PROFILE_SANITY = re.compile(r"Error in memory profiling\. Initial free memory")
 MM_ITEM_TOO_LARGE = re.compile(
@@ -208,6 +226,10 @@ MM_ITEM_TOO_LARGE = re.compile(
 )
 VALIDATION = re.compile(r"VLLMValidationError|maximum context length is \d+ tokens")
 REQUEST_ERROR = re.compile(r"Error in model execution")
+# The serving loop failed (V1 AsyncLLM, V0 async_llm_engine): whatever error follows failed a request.
+SERVING_FAILED = re.compile(r"AsyncLLM output_handler failed|Engine background task failed")
+# 0.11: `Failed to create unquantized linear weights: <error>` (linear.py), creating a weight ran out of memory.
+WEIGHT_CREATE_FAILED = re.compile(r"Failed to create unquantized linear weights")
 CRASH = re.compile(
     r"\bdied\b|Fatal Python error|Illegal instruction|SIGILL|SIGSEGV|SIGKILL|Segmentation fault"
     r"|core dumped|^Killed$|exited with code -?\d+|terminated by signal"
@@ -235,3 +257,13 @@ LINKER = re.compile(r"\bld(?:\.\w+)?: (?:cannot find|error:|undefined reference)
 # Request-logger and access lines repeat user text (a prompt may quote an error); they never carry a failure.
 NEVER_FAILS = re.compile(r"Received request \S+: |\] Added request |HTTP/\d(?:\.\d)?\" \d{3} ")
 CALL = re.compile(r"(?:\.|\b)(?P<func>[A-Za-z_]\w*)\(")
+
+# Regexes of this module that read a line's shape (prefixes, tracebacks, generic failure words), not one message
+# of vLLM or PyTorch; every other regex here reads a message of diagnostics/data/log_messages.toml
+# (tests/unit/test_logs_catalogue.py checks both ways).
+STRUCTURE = frozenset({
+    "ANSI", "PROCESS_TAG", "PROCESS_TAG_BARE", "CONTAINER", "QUOTE", "FENCE", "RANK_TAG", "STAGE_TAG",
+    "EMBEDDED_HEADER", "HEADER", "CONFIG_ITEM", "PROFILE_PAIR", "CRASH", "TIMEOUT", "EXCEPTION", "NOISE", "TRACEBACK",
+    "FRAME_FILE", "LINKER", "NEVER_FAILS", "CALL", "VALIDATION", "CONFIG_KV_BYTES", "ENGINE_DP",
+    "BREAKDOWN_OLD_USAGE", "BREAKDOWN_NEW_USAGE", "KV_SUGGEST", "KV_IN_USE", "ESTIMATED_MML",
+})

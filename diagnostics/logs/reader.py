@@ -286,6 +286,7 @@ def _encoder_skip(s: Scan, line: Line, m: re.Match) -> None:
 
 
 def _profile_seq(s: Scan, line: Line, m: re.Match) -> None:
+    s.at.setdefault("profile_seq_warning", line.index)  # the profile run follows (multimodal/profiling.py)
     if m.group("seq"):
         s.num("profiling_seq_len", int(m.group("seq")))
     if m.group("ctx"):
@@ -314,6 +315,26 @@ def _ready(s: Scan, line: Line, m: re.Match) -> None:
     s.ready(line)
 
 
+def _init_engine(s: Scan, line: Line, m: re.Match) -> None:
+    """The engine is up: the init time, and the torch.compile time the 0.20+ form adds (0.34 splits it between the
+    language model and the encoder; v1/engine/core.py:441-460, 0.34)."""
+    s.ready(line)
+    for key, group in (("init_engine_s", "s"), ("compilation_s", "c"), ("compilation_language_model_s", "lm"),
+                       ("compilation_encoder_s", "enc")):
+        if m.group(group) is not None:
+            s.num(key, gib(m.group(group)))
+
+
+def _serving_failed(s: Scan, line: Line, m: re.Match) -> None:
+    """V1 `AsyncLLM output_handler failed.` / V0 `Engine background task failed`: the serving loop failed, so the
+    error that follows failed a request (v1/engine/async_llm.py, engine/async_llm_engine.py)."""
+    s.at.setdefault("serving_failed", line.index)
+
+
+def _weight_create_failed(s: Scan, line: Line, m: re.Match) -> None:
+    s.reach("weights")
+
+
 def _requests(s: Scan, line: Line, m: re.Match) -> None:
     """The LLM class adding, rendering or processing prompts: the engine is up."""
     s.request_at = s.request_at if s.request_at is not None else line.index
@@ -323,13 +344,12 @@ def _requests(s: Scan, line: Line, m: re.Match) -> None:
 def _sampler_warmup(s: Scan, line: Line, m: re.Match) -> None:
     s.reach("warmup")
     s.at.setdefault("sampler_warmup", line.index)
+    s.num("sampler_warmup_requests", int(m.group("n")))
 
 
 def _profile_start(s: Scan, line: Line, m: re.Match) -> None:
     s.mark("profile_start", line)
 
-
-PROFILE_START = re.compile(r"Starting profile run")
 
 # The line kinds in the order they are tried: the first pattern that matches a line's body decides its handler.
 RULES: tuple[tuple[re.Pattern, Callable[[Scan, Line, re.Match], None]], ...] = (
@@ -370,12 +390,14 @@ RULES: tuple[tuple[re.Pattern, Callable[[Scan, Line, re.Match], None]], ...] = (
     (P.PROFILE_SEQ_WARNING, _profile_seq),
     (P.CPU_KV_AUTO, _cpu_kv_auto),
     (P.CPU_KV_EXPLICIT, _cpu_kv_explicit),
-    (P.INIT_ENGINE, _ready),
+    (P.INIT_ENGINE, _init_engine),
     (P.APP_STARTUP, _ready),
     (P.SERVING, _ready),
     (P.REQUESTS, _requests),
     (P.SAMPLER_WARMUP, _sampler_warmup),
-    (PROFILE_START, _profile_start),
+    (P.PROFILE_START, _profile_start),
+    (P.SERVING_FAILED, _serving_failed),
+    (P.WEIGHT_CREATE_FAILED, _weight_create_failed),
 )
 
 

@@ -20,6 +20,14 @@ VERSION_RANK = {"banner": 0, "server": 1, "collect_env": 2, "pip": 3, "docker": 
 MARKER_PHASE = dict(MARKER_PHASES)
 
 
+def wrap_joins(head: str, tail: str) -> tuple[str, ...]:
+    """How to re-join a message the paste wrapped: with a space, and, when the cut falls between two letters or
+    digits (`CUDA Gra` / `phs`, `is reser` / `ved`), also without one, tried first (the wrong join reads nothing)."""
+    if head[-1:].isalnum() and tail[:1].isalnum():
+        return ("", " ")
+    return (" ",)
+
+
 class Scan:
     """The state one pass over the lines builds: the record, every value seen per number key, engine marks."""
 
@@ -121,8 +129,9 @@ class Scan:
         """Read one line (and, when it may continue the line before, the two joined)."""
         if line.cont and self.lines:
             prev = self.lines[-1]
-            self.scan(Line(prev.index, f"{prev.raw} {line.body}", f"{prev.body} {line.body}", prev.level, prev.ts,
-                           prev.process))
+            for sep in wrap_joins(prev.body, line.body):
+                self.scan(Line(prev.index, f"{prev.raw}{sep}{line.body}", f"{prev.body}{sep}{line.body}", prev.level,
+                               prev.ts, prev.process, engine=prev.engine))
         self.lines.append(line)
         self.scan(line)
 
