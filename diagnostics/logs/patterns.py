@@ -193,7 +193,7 @@ KV_TOO_SMALL_V0 = re.compile(
 )
 # Case-sensitive on purpose: V0's "If you are running out of memory, consider ..." hint is not a failure.
 OOM = re.compile(
-    r"(?:CUDA|XPU|HIP|NPU|MPS) out of memory|CUDA (?:driver )?error: out of memory|OutOfMemoryError"
+    r"(?:CUDA|XPU|HIP|NPU|MPS) out of memory|MPS backend out of memory|CUDA (?:driver )?error: out of memory|OutOfMemoryError"
     r"|CUBLAS_STATUS_ALLOC_FAILED|cudaErrorMemoryAllocation|CUDA_ERROR_OUT_OF_MEMORY|Cuda failure 'out of memory'"
     r"|(?:CUDA|HIP) out of(?: m\w*)?\s*$"  # a message cut in the paste: `RuntimeError: CUDA out of`
 )
