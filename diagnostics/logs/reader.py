@@ -450,7 +450,7 @@ def read_log(text: str) -> LogRecord:
 
     Never raises on odd text: unrecognisable text is outcome "unknown". Patterns follow vLLM's own log lines
     (vllm-memory.md §2: worker/gpu_worker.py, v1/core/kv_cache_utils.py, the CPU worker; cpu-vllm README §3-§4)."""
-    return _scan(text).record()
+    return _scan(text).engine_records()
 
 
 def read_log_stream(fh: BinaryIO) -> LogRecord:
@@ -465,4 +465,4 @@ def read_log_stream(fh: BinaryIO) -> LogRecord:
             s.add(line)
     if s.ready_at is None or not any(decisive(ln) for ln in s.lines if ln.index > s.ready_at):
         _serving_failure(s, splitter, reader)
-    return s.record()
+    return s.engine_records()

@@ -170,3 +170,29 @@ class Scan:
         if self.reached >= 0:
             rec.reached = TIMELINE_PHASES[self.reached]
         return rec
+
+    def engine_records(self) -> LogRecord:
+        """The record, read apart per engine when the log holds several (vllm-omni `[Stage-N]`, DP ranks, two API
+        servers): each engine's record from its own lines and the unlabelled ones; the returned record is the
+        failing engine's (the one whose line decided the outcome), with every engine's summary in `engines`."""
+        whole = self.record()
+        labels = list(dict.fromkeys(ln.engine for ln in self.lines if ln.engine))
+        if len(labels) < 2:
+            return whole
+        parts = {}
+        for label in labels:
+            sub = Scan(self.rules)
+            for line in self.lines:
+                if line.engine in (label, None):
+                    sub.add(line)
+            parts[label] = sub.record()
+        failed = next((ln.engine for ln in self.lines if ln.engine and whole.error_line
+                       and ln.raw.strip() == whole.error_line), None)
+        if failed is None:
+            failed = next((label for label, r in parts.items() if r.outcome not in ("ok", "unknown")), None)
+        rec = parts[failed] if failed is not None else whole
+        rec.engines = [{"engine": label, "outcome": r.outcome, "phase": r.phase,
+                        "numbers": {k: v for k, v in r.numbers.items() if not k.endswith("_all")}}
+                       for label, r in parts.items()]
+        rec.failed_engine = failed
+        return rec
