@@ -266,22 +266,39 @@ class Decider:
             head -= 1
         return head < pos and decisive(self.lines[head], any_level=True) is not None
 
+    def _why(self, how: str, index: int | None = None) -> None:
+        self.rec.provenance["phase"] = {"how": how, "line": index}
+
     def _phase(self, pos: int, line: Line, frames: list[str]) -> str:
         """The phase of a failure whose line does not name it: request after the engine came up, else the frames,
         else the order of the start-up markers before it."""
-        if (self._after("ready", line.index) or self._after("request", line.index)
-                or self._after("serving_failed", line.index) or set(frames) & SERVING_FRAMES):
-            return "request"  # the engine was up: whatever failed now failed serving a request
+        for key, how in (("ready", "after the ready marker"), ("request", "after the first request"),
+                         ("serving_failed", "after the serving loop failed")):
+            if self._after(key, line.index):
+                self._why(how, self.at[key])
+                return "request"  # the engine was up: whatever failed now failed serving a request
+        if set(frames) & SERVING_FRAMES:
+            self._why("frames: " + ", ".join(sorted(set(frames) & SERVING_FRAMES)))
+            return "request"
         phase = phase_from_frames(frames)
+        if phase is not None:
+            telling = [f for f in frames if phase_from_frames([f]) is not None]
+            self._why("frames: " + " > ".join(dict.fromkeys(telling or frames)))
         if phase == "sampler" and (self._after("sampler_warmup", line.index) or self._kv_sized_before(line.index)):
             phase = "warmup"  # the profile run ended before it: this is the sampler warm-up
-        return phase or self.phase_from_order(line.index) or "unknown"
+            self._why("sampler frames after the KV cache was sized")
+        if phase is None and (phase := self.phase_from_order(line.index)) is not None:
+            self._why("the start-up lines printed before it")
+        return phase or "unknown"
 
     def _root_cause(self, pos: int, line: Line, outcome: str, phase: str) -> None:
         rec = self.rec
         frames = frames_before(self.lines, pos)
+        rec.provenance["outcome"] = {"how": "the root-cause line", "line": line.index}
         if phase == "?":
             phase = self._phase(pos, line, frames)
+        else:
+            self._why("named by the root-cause line", line.index)
         if outcome == "oom":
             outcome = OOM_OUTCOME.get(phase, "oom_unknown")
         self._reach(PHASE_REACHED.get(phase))
@@ -316,6 +333,7 @@ class Decider:
             ready = marker_lines(self.lines).get("graphs_done")  # V0's last start-up step
         if ready is not None:  # the engine came up; tracebacks before it were survived
             rec.outcome = "ok"
+            rec.provenance["outcome"] = {"how": "the ready marker, no root-cause line", "line": ready}
             rec.evidence.append(next(ln.raw.strip() for ln in self.lines if ln.index == ready))
             self._reach("ready")
             return
@@ -338,15 +356,19 @@ def decide_engine(rec: LogRecord, lines: list[Line], v0_marks: int, v1_marks: in
     """rec.engine from the version (>= 0.11 V1 only, < 0.7 V0 only), else from which engine's marks dominate;
     rec.platform from CUDA hints or the echoed device when no line named it."""
     v = read_version(rec.vllm_version)
-    if rec.engine is None:
-        if v is not None and v >= (0, 11, 0):
-            rec.engine = "V1"
-        elif v is not None and v < (0, 7, 0):
-            rec.engine = "V0"
-        elif v1_marks > v0_marks:
-            rec.engine = "V1"
-        elif v0_marks > v1_marks:
-            rec.engine = "V0"
+    why = None
+    if rec.engine is not None:
+        banner = next((ln.index for ln in lines if P.BANNER_V1.search(ln.body)), None)
+        why = {"how": "the V1 engine banner", "line": banner}
+    elif v is not None and v >= (0, 11, 0):
+        rec.engine, why = "V1", {"how": f"vLLM {rec.vllm_version}: V1 only from 0.11", "line": None}
+    elif v is not None and v < (0, 7, 0):
+        rec.engine, why = "V0", {"how": f"vLLM {rec.vllm_version}: V0 only before 0.7", "line": None}
+    elif v1_marks != v0_marks:
+        rec.engine = "V1" if v1_marks > v0_marks else "V0"
+        why = {"how": f"{v1_marks} V1-only lines/tags against {v0_marks} V0-only ones", "line": None}
+    if why is not None:
+        rec.provenance["engine"] = why
     if rec.platform is None and any(CUDA_HINT.search(ln.body) and not P.NEVER_FAILS.search(ln.body) for ln in lines):
         rec.platform = "cuda"
     if rec.platform is None and isinstance(rec.settings.get("device"), str):

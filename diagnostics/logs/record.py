@@ -32,6 +32,10 @@ class LogRecord:
     # and figures, and which one the record describes (the one that failed). Empty / None for one engine.
     engines: list = field(default_factory=list)
     failed_engine: str | None = None
+    # Which line decided what (diagnostics.logs.trace turns it into `explain --trace`): "outcome"/"phase"/"engine"
+    # -> {"how": words, "line": line index or None}; "figure:KEY" / "setting:KEY" -> {"line": index}; "lines":
+    # line index -> (raw line, matched rule name or None). Not part of to_json.
+    provenance: dict = field(default_factory=dict, repr=False, compare=False)
 
     def to_json(self) -> dict:
         return {"outcome": self.outcome, "phase": self.phase, "vllm_version": self.vllm_version,
