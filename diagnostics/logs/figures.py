@@ -104,6 +104,12 @@ def error_figures(body: str) -> ErrorFigures:
         num(("gpu_memory_utilization", gib(m.group("util"))))
         num(("requested_gib", gib(m.group("req"))))
         setting(("gpu_memory_utilization", gib(m.group("util"))))
+    if m := P.EXTERNAL_WEIGHTS_EXCEED.search(body):
+        num(("external_weights_gib", gib(m.group("ext"))))
+        num(("gpu_total_gib", gib(m.group("total"))))
+        num(("gpu_memory_utilization", gib(m.group("util"))))
+        num(("requested_gib", gib(m.group("req"))))
+        setting(("gpu_memory_utilization", gib(m.group("util"))))
     if m := P.NODE_KV_ALLOC.search(body):
         num(("free_gib", gib(m.group("free"))))
         num(("gpu_total_gib", gib(m.group("total"))))

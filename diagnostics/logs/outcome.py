@@ -63,7 +63,8 @@ OOM_OUTCOME = {"weights": "oom_weights", "vision_encoder": "oom_profile", "langu
 
 # Root-cause lines in the order they are tried: (patterns, outcome, phase; "?" = read the phase from context).
 DECISIVE = (
-    ((P.FREE_LESS, P.FREE_LESS_EXTERNAL, P.NODE_LESS), "insufficient_free_memory", "startup_check"),
+    ((P.FREE_LESS, P.FREE_LESS_EXTERNAL, P.NODE_LESS, P.EXTERNAL_WEIGHTS_EXCEED), "insufficient_free_memory",
+     "startup_check"),
     ((P.NODE_KV_ALLOC,), "oom_kv_alloc", "kv_cache"),
     ((P.NO_KV,), "no_kv_cache", "kv_cache"),
     ((P.KV_TOO_SMALL_ANY, P.KV_TOO_SMALL_V0), "kv_too_small", "kv_cache"),

@@ -119,6 +119,28 @@ GRAPH_PROFILING_RAISE = re.compile(
     rf"CUDA graph memory profiling.*increas(?:e|ing) (?:the )?--gpu-memory-utilization (?:from (?P<cur>{NUM}) )?to "
     rf"(?P<to>{NUM})"
 )
+# 0.34: the profile run saw free memory grow (another process let go) and sized the KV cache from torch's reserve.
+FREE_GREW = re.compile(
+    rf"Free memory grew by (?P<grew>{NUM}) GiB during profiling \(initial (?P<init>{NUM}) GiB, current (?P<cur>{NUM}) "
+    rf"GiB\)\. Sizing the KV cache from the (?P<res>{NUM}) GiB torch reserved"
+)
+GRAPH_PROFILING_DISABLED = re.compile(r"CUDA graph memory profiling is disabled")
+# 0.33+: weights held by another process (a weight server) count against the budget.
+EXTERNAL_WEIGHTS = re.compile(
+    rf"Weights are held outside this process: of the (?P<req>{NUM}) GiB utilization budget, (?P<ext>{NUM}) GiB is "
+    rf"externally held and (?P<eng>{NUM}) GiB remains"
+)
+EXTERNAL_WEIGHTS_EXCEED = re.compile(
+    rf"Externally held weights on device(?: \S+)? \((?P<ext>{NUM})/(?P<total>{NUM}) GiB\) exceed the desired GPU memory "
+    rf"utilization \((?P<util>{NUM}), (?P<req>{NUM}) GiB\)"
+)
+BUDGET_UPDATED = re.compile(rf"Updated engine memory budget after disk fallback: (?P<req>{NUM}) GiB")
+# 0.20+ max_model_len auto-fit: "reduced from %d to %d to fit in available KV cache memory (%s GiB GPU)", "full model
+# context length %d fits", "using max_model_len=%d, which fits".
+AUTO_FIT = re.compile(
+    rf"Auto-fit max_model_len: (?:reduced from (?P<orig>\d+) to (?P<fit>\d+)|full model context length (?P<full>\d+) "
+    rf"fits|using max_model_len=(?P<using>\d+))[^(]*\((?P<kv>{NUM}) GiB"
+)
 ENCODER_BUDGET = re.compile(
     rf"Encoder cache will be initialized with a budget of (?P<n>{NUM}) tokens, "
     rf"and profiled with (?P<m>{NUM}) (?P<modality>\w+) items"

@@ -272,6 +272,39 @@ def _graph_profiling(s: Scan, line: Line, m: re.Match) -> None:
         s.num("gpu_memory_utilization_same_kv", gib(m.group("to")))
 
 
+def _free_grew(s: Scan, line: Line, m: re.Match) -> None:
+    """0.34 gpu_worker.py:166: free memory grew during the profile run; the KV cache is sized from torch's reserve."""
+    s.mark("profile_done", line)
+    for key, group in (("free_grew_gib", "grew"), ("initial_free_gib", "init"), ("free_after_profile_gib", "cur"),
+                       ("torch_reserved_gib", "res")):
+        s.num(key, gib(m.group(group)))
+
+
+def _graph_profiling_disabled(s: Scan, line: Line, m: re.Match) -> None:
+    s.setting("VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS", False)
+
+
+def _external_weights(s: Scan, line: Line, m: re.Match) -> None:
+    """0.33+ v1/worker/utils.py: the budget, the part a weight server holds, what is left to the engine (GiB)."""
+    s.num("requested_gib", gib(m.group("req")))
+    s.num("external_weights_gib", gib(m.group("ext")))
+    s.num("engine_budget_gib", gib(m.group("eng")))
+
+
+def _budget_updated(s: Scan, line: Line, m: re.Match) -> None:
+    s.num("requested_gib", gib(m.group("req")))
+
+
+def _auto_fit(s: Scan, line: Line, m: re.Match) -> None:
+    """max_model_len auto-fit (0.20+, kv_cache_utils / kv_cache_planning): the length chosen and the KV memory."""
+    if m.group("orig"):
+        s.num("max_model_len_requested", int(m.group("orig")))
+    fit = m.group("fit") or m.group("full") or m.group("using")
+    s.num("max_model_len", int(fit))
+    s.setting("max_model_len", int(fit))
+    s.num("kv_cache_gib", gib(m.group("kv")))
+
+
 def _encoder_budget(s: Scan, line: Line, m: re.Match) -> None:
     s.v1_marks += 1
     s.mark("profile_start", line)
@@ -385,6 +418,11 @@ RULES: tuple[tuple[re.Pattern, Callable[[Scan, Line, re.Match], None]], ...] = (
     (P.GRAPH_ESTIMATE, _graph_estimate),
     (P.GRAPH_PROFILING_RAISE, _graph_profiling),
     (P.GRAPH_PROFILING_UTIL, _graph_profiling),
+    (P.FREE_GREW, _free_grew),
+    (P.GRAPH_PROFILING_DISABLED, _graph_profiling_disabled),
+    (P.EXTERNAL_WEIGHTS, _external_weights),
+    (P.BUDGET_UPDATED, _budget_updated),
+    (P.AUTO_FIT, _auto_fit),
     (P.ENCODER_BUDGET, _encoder_budget),
     (P.ENCODER_SKIP, _encoder_skip),
     (P.PROFILE_SEQ_WARNING, _profile_seq),
