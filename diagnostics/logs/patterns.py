@@ -141,6 +141,8 @@ AUTO_FIT = re.compile(
     rf"Auto-fit max_model_len: (?:reduced from (?P<orig>\d+) to (?P<fit>\d+)|full model context length (?P<full>\d+) "
     rf"fits|using max_model_len=(?P<using>\d+))[^(]*\((?P<kv>{NUM}) GiB"
 )
+NUM_GPU_BLOCKS_OVERRIDE = re.compile(r"Overriding num_gpu_blocks=(?P<n>\d+) with num_gpu_blocks_override=(?P<o>\d+)")
+GRAPH_CAPTURE_SKIPPED = re.compile(r"Skipping (?:encoder and decoder )?CUDA graph capture")
 ENCODER_BUDGET = re.compile(
     rf"Encoder cache will be initialized with a budget of (?P<n>{NUM}) tokens, "
     rf"and profiled with (?P<m>{NUM}) (?P<modality>\w+) items"

@@ -305,6 +305,17 @@ def _auto_fit(s: Scan, line: Line, m: re.Match) -> None:
     s.num("kv_cache_gib", gib(m.group("kv")))
 
 
+def _blocks_override(s: Scan, line: Line, m: re.Match) -> None:
+    """num_gpu_blocks_override replaces the blocks the profile run sized (engine/llm_engine.py, v1/core/
+    kv_cache_utils.py): both counts."""
+    s.num("gpu_blocks_profiled", int(m.group("n")))
+    s.setting("num_gpu_blocks_override", int(m.group("o")))
+
+
+def _graph_capture_skipped(s: Scan, line: Line, m: re.Match) -> None:
+    s.num("cuda_graph_captured", False)
+
+
 def _encoder_budget(s: Scan, line: Line, m: re.Match) -> None:
     s.v1_marks += 1
     s.mark("profile_start", line)
@@ -418,6 +429,8 @@ RULES: tuple[tuple[re.Pattern, Callable[[Scan, Line, re.Match], None]], ...] = (
     (P.GRAPH_ESTIMATE, _graph_estimate),
     (P.GRAPH_PROFILING_RAISE, _graph_profiling),
     (P.GRAPH_PROFILING_UTIL, _graph_profiling),
+    (P.NUM_GPU_BLOCKS_OVERRIDE, _blocks_override),
+    (P.GRAPH_CAPTURE_SKIPPED, _graph_capture_skipped),
     (P.FREE_GREW, _free_grew),
     (P.GRAPH_PROFILING_DISABLED, _graph_profiling_disabled),
     (P.EXTERNAL_WEIGHTS, _external_weights),

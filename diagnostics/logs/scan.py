@@ -194,16 +194,17 @@ class Scan:
         failing engine's (the one whose line decided the outcome), with every engine's summary in `engines`."""
         whole = self.record()
         labels = list(dict.fromkeys(ln.engine for ln in self.lines if ln.engine))
-        if len(labels) < 2:
+        engines = [x for x in labels if not x.startswith("APIServer")] or labels  # an API server tag is an engine
+        if len(engines) < 2:                                                    # only where nothing finer is
             return whole
         parts = {}
-        for label in labels:
+        for label in engines:
             sub = Scan(self.rules)
             for line in self.lines:
-                if line.engine in (label, None):
+                if line.engine == label or line.engine not in engines:  # its own lines and the shared ones
                     sub.add(line)
             parts[label] = sub.record()
-        failed = next((ln.engine for ln in self.lines if ln.engine and whole.error_line
+        failed = next((ln.engine for ln in self.lines if ln.engine in engines and whole.error_line
                        and ln.raw.strip() == whole.error_line), None)
         if failed is None:
             failed = next((label for label, r in parts.items() if r.outcome not in ("ok", "unknown")), None)

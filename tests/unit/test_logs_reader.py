@@ -433,3 +433,15 @@ def test_data_parallel_ranks_are_engines():
 def test_one_engine_logs_carry_no_engine_list():
     rec = read_log("(EngineCore_DP0 pid=11) INFO 05-18 14:27:40 [gpu_worker.py:300] Available KV cache memory: 4.0 GiB")
     assert rec.engines == [] and rec.failed_engine is None
+
+
+def test_api_server_lines_are_shared_by_the_dp_engines_they_serve():
+    text = ("(APIServer pid=1) INFO 05-18 14:27:00 [api_server.py:1] vLLM API server version 0.31.0\n"
+            "(APIServer pid=1) INFO 05-18 14:27:01 [api_server.py:2] non-default args: {'max_model_len': 8192}\n"
+            "(EngineCore_DP0 pid=11) INFO 05-18 14:27:40 [gpu_worker.py:300] Available KV cache memory: 40.10 GiB\n"
+            "(EngineCore_DP1 pid=12) ERROR 05-18 14:27:49 [core.py:700] ValueError: No available memory for the "
+            "cache blocks.\n")
+    rec = read_log(text)
+    assert [e["engine"] for e in rec.engines] == ["DP0", "DP1"] and rec.failed_engine == "DP1"
+    assert rec.vllm_version == "0.31.0" and rec.settings["max_model_len"] == 8192
+    assert "kv_cache_gib" not in rec.numbers  # DP0's budget is not DP1's
