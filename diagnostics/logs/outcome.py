@@ -32,12 +32,16 @@ KV_FRAMES = {"initialize_cache", "_init_cache_engine", "initialize_from_config",
 # `capture_begin`/`capture_end`), V0's CUDAGraphRunner, and frames in a cuda_graph.py / torch/cuda/graphs.py file
 # (GRAPH_FILE, read as the name "<cuda_graph file>").
 GRAPH_FRAMES = {"capture_model", "profile_cudagraph_memory", "_capture_cudagraphs", "_warm_up_model", "capture",
-                "capture_begin", "capture_end", "graph", "CUDAGraphRunner", "CUDAGraphWrapper", "<cuda_graph file>"}
+                "capture_begin", "capture_end", "graph", "CUDAGraphRunner"}
+# A frame in vLLM's cuda_graph.py alone is weak: its wrapper also runs (without capturing) inside the profile run's
+# forward pass, so it decides only when no other frame tells the phase.
+WEAK_GRAPH_FRAME = "<cuda_graph file>"
 GRAPH_FILE = re.compile(r"cuda_?graphs?\.py|cudagraph\w*\.py")
 # The serving loop (V0 async_llm_engine, V1 AsyncLLM's output handler): a failure under it failed a request, however
 # deep the frames below it go.
+# (Only these functions: a start-up traceback also runs through async_llm_engine.py, in from_engine_args/_init_engine.)
 SERVING_FRAMES = {"run_engine_loop", "engine_step", "step_async", "output_handler", "_run_output_handler",
-                  "<async_llm_engine file>"}
+                  "_log_task_completion"}
 # V0 multiprocessing workers name the method that failed (`Exception in worker VllmWorkerProcess while processing
 # method load_model`, executor/multiproc_worker_utils.py:231 in 0.6): the method -> the phase it runs.
 WORKER_METHOD_PHASE = {"load_model": "weights", "init_device": "startup_check",
@@ -92,7 +96,7 @@ def decisive(line: Line, any_level: bool = False) -> tuple[str, str] | None:
         if P.REQUEST_ERROR.search(b):
             return "oom", "request"
         if P.SAMPLER_WARMUP.search(b):
-            return "oom", "warmup"  # the sampler/pooler warm-up's own message names its phase
+            return "oom", "?sampler"  # the sampler/pooler's own message: warm-up, or the profile run's sampler pass
         if P.WEIGHT_CREATE_FAILED.search(b):
             return "oom", "weights"
         if (m := P.WORKER_METHOD.search(b)) and m.group("method") in WORKER_METHOD_PHASE:
@@ -145,8 +149,6 @@ def frame_names(lines: list[Line]) -> list[str]:
         if m := P.FRAME_FILE.search(b):
             if GRAPH_FILE.search(b):
                 names.append("<cuda_graph file>")
-            elif "async_llm_engine.py" in b:
-                names.append("<async_llm_engine file>")
             names.append(m.group("func"))
         elif m := P.WORKER_METHOD.search(b):
             names.append(m.group("method"))
@@ -173,6 +175,8 @@ def phase_from_frames(names: list[str]) -> str | None:
         return "language_model" if has & LM_PASS_FRAMES and "profile_run" in has else "profile"
     if warm:
         return "warmup"
+    if WEAK_GRAPH_FRAME in has:
+        return "cuda_graph"
     return None
 
 
@@ -296,7 +300,14 @@ class Decider:
         rec = self.rec
         frames = frames_before(self.lines, pos)
         rec.provenance["outcome"] = {"how": "the root-cause line", "line": line.index}
-        if phase == "?":
+        if phase == "?sampler":
+            # _dummy_sampler_run raises this text in compile_or_warm_up_model and at the end of profile_run
+            # (v1/worker/gpu_model_runner.py, 0.8-0.33): the profile run only when its frames show it.
+            in_profile = bool(set(frames) & PROFILE_FRAMES) and not self._kv_sized_before(line.index)
+            phase = "sampler" if in_profile else "warmup"
+            self._why("named by the root-cause line" + (" (inside the profile run's frames)" if in_profile else ""),
+                      line.index)
+        elif phase == "?":
             phase = self._phase(pos, line, frames)
         else:
             self._why("named by the root-cause line", line.index)

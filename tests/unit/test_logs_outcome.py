@@ -269,3 +269,38 @@ def test_oom_right_after_the_profiling_warning_is_a_profile_oom():
                    "embeddings). This may cause certain multi-modal inputs to fail during inference.\n"
                    "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB.")
     assert rec.outcome == "oom_profile"
+
+
+def test_a_start_up_traceback_through_the_v0_async_engine_is_not_a_request():
+    rec = read_log("Traceback (most recent call last):\n"
+                   '  File "/x/vllm/engine/async_llm_engine.py", line 573, in from_engine_args\n'
+                   "    engine = cls(\n"
+                   '  File "/x/vllm/engine/async_llm_engine.py", line 473, in __init__\n'
+                   "    self.engine = self._init_engine(*args, **kwargs)\n"
+                   '  File "/x/vllm/worker/worker.py", line 183, in load_model\n'
+                   "    self.model_runner.load_model()\n"
+                   "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.27 GiB.")
+    assert (rec.outcome, rec.phase) == ("oom_weights", "weights")
+
+
+def test_a_cuda_graph_wrapper_frame_inside_the_profile_run_is_not_graph_capture():
+    rec = read_log("Traceback (most recent call last):\n"
+                   '  File "/x/vllm/v1/worker/gpu_model_runner.py", line 3100, in profile_run\n'
+                   "    hidden_states, last_hidden_states = self._dummy_run(\n"
+                   '  File "/x/vllm/compilation/cuda_graph.py", line 120, in __call__\n'
+                   "    return self.runnable(*args, **kwargs)\n"
+                   '  File "/x/vllm/model_executor/models/qwen2.py", line 400, in forward\n'
+                   "    hidden_states = self.mlp(hidden_states)\n"
+                   "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.27 GiB.")
+    assert rec.outcome == "oom_profile"
+
+
+def test_the_sampler_message_inside_the_profile_run_is_a_profile_oom():
+    rec = read_log("Traceback (most recent call last):\n"
+                   '  File "/x/vllm/v1/worker/gpu_model_runner.py", line 3397, in profile_run\n'
+                   "    output = self._dummy_sampler_run(last_hidden_states)\n"
+                   '  File "/x/vllm/v1/worker/gpu_model_runner.py", line 3220, in _dummy_sampler_run\n'
+                   "    raise RuntimeError(\n"
+                   "RuntimeError: CUDA out of memory occurred when warming up sampler with 256 dummy requests. Please "
+                   "try lowering `max_num_seqs` or `gpu_memory_utilization` when initializing the engine.")
+    assert (rec.outcome, rec.phase) == ("oom_profile", "sampler")
