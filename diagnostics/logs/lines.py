@@ -33,14 +33,16 @@ class Line:
 
 def engine_of(piece: str, process: str | None) -> str | None:
     """The engine a line belongs to when one log holds several: vllm-omni's `[Stage-N]` tag, a data-parallel rank
-    in the process name (`EngineCore_DP1`, `Worker_DP6_EP6`), else the API server's pid (`vllm serve` run twice)."""
+    in the process name (`EngineCore_DP1`, `Worker_DP6_EP6`), else the engine core's or the API server's pid
+    (`vllm serve` run twice). Scan.engine_records splits a log only when two engines show (API-server lines are
+    shared when engine cores or finer tags are there)."""
     head = piece[:160]
     if m := P.STAGE_TAG.search(head):
         return f"Stage-{m.group('stage')}"
     if m := P.ENGINE_DP.search(head):
         return f"DP{m.group('dp')}"
-    if process and process.startswith("APIServer "):
-        return process
+    if process and process.startswith(("APIServer ", "EngineCore pid=")):
+        return process  # two `vllm serve` processes: each has its API server and its engine core
     return None
 
 

@@ -16,6 +16,7 @@ catalogue's `sampled` list) and the first and last file:line become `where`.
 --unlisted VERSION: log and raise lines of that release that mention memory, KV cache, CUDA graphs, profiling or
     readiness and that no row anchors — candidates for new rows.
 --counts: per section, how many messages and how many have a reader rule.
+--only ID...: check or write only these rows.
 """
 
 from __future__ import annotations
@@ -70,13 +71,15 @@ def ranges(found: list[str], sampled: list[str]) -> str:
     return ", ".join(r[0] if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
 
 
-def scan(src: Path, cat: dict) -> dict[str, tuple[str, str]]:
-    """{row id: (versions, where)} for every vllm row with anchors, from the releases under `src`."""
+def scan(src: Path, cat: dict, only: list[str] | None = None) -> dict[str, tuple[str, str]]:
+    """{row id: (versions, where)} for every vllm row with anchors (or those in `only`), from the releases under
+    `src`."""
     sampled = [v for v in cat["sampled"] if (src / v / "vllm").is_dir()]
     missing = [v for v in cat["sampled"] if v not in sampled]
     if missing:
         print(f"note: not under {src}: {', '.join(missing)} (left out of versions)", file=sys.stderr)
-    rows = [m for m in cat["message"] if m["source"] == "vllm" and m.get("anchors")]
+    rows = [m for m in cat["message"] if m["source"] == "vllm" and m.get("anchors")
+            and (not only or m["id"] in only)]
     hits: dict[str, dict[str, str]] = {m["id"]: {} for m in rows}
     for v in sampled:
         tree = src / v
@@ -144,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--write", action="store_true")
     group.add_argument("--unlisted", metavar="VERSION")
     group.add_argument("--counts", action="store_true")
+    parser.add_argument("--only", nargs="+", metavar="ID", help="check/write only these rows")
     args = parser.parse_args(argv)
     cat = load()
     if args.counts:
@@ -154,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in unlisted(args.src, args.unlisted, cat):
             print(line)
         return 0
-    result = scan(args.src, cat)
+    result = scan(args.src, cat, args.only)
     if args.write:
         write(result)
     rows = {m["id"]: m for m in cat["message"]}

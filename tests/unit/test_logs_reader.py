@@ -445,3 +445,14 @@ def test_api_server_lines_are_shared_by_the_dp_engines_they_serve():
     assert [e["engine"] for e in rec.engines] == ["DP0", "DP1"] and rec.failed_engine == "DP1"
     assert rec.vllm_version == "0.31.0" and rec.settings["max_model_len"] == 8192
     assert "kv_cache_gib" not in rec.numbers  # DP0's budget is not DP1's
+
+
+def test_two_vllm_serve_processes_are_told_apart_by_their_engine_cores():
+    text = ("(EngineCore pid=100) INFO 05-18 14:27:30 [gpu_model_runner.py:1] Model loading took 7.10 GiB and 3.0 s\n"
+            "(EngineCore pid=200) INFO 05-18 14:27:31 [gpu_model_runner.py:1] Model loading took 15.50 GiB and 6.0 s\n"
+            "(EngineCore pid=100) INFO 05-18 14:27:40 [gpu_worker.py:300] Available KV cache memory: 9.00 GiB\n"
+            "(EngineCore pid=200) ERROR 05-18 14:27:49 [core.py:700] torch.OutOfMemoryError: CUDA out of memory. "
+            "Tried to allocate 2.00 GiB.\n")
+    rec = read_log(text)
+    assert rec.failed_engine == "EngineCore pid=200"
+    assert rec.numbers["weights_gib"] == 15.5 and "kv_cache_gib" not in rec.numbers
