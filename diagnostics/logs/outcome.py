@@ -231,6 +231,9 @@ class Decider:
         if "weights_start" in ts and ts["weights_start"] < index and not ("weights_done" in ts and
                                                                            ts["weights_done"] < index):
             return "weights"
+        if self._after("graph_profiling", index) and not self._kv_sized_before(index) and not any(
+                P.GRAPH_ESTIMATE.search(ln.body) for ln in self.lines if self.at["graph_profiling"] < ln.index < index):
+            return "cuda_graph"  # 0.18+ profile_cudagraph_memory captures graphs to estimate their pool
         if self._after("profile_seq_warning", index) and not self._kv_sized_before(index):
             return "profile"  # multimodal/profiling.py warns as it builds the profile run's dummy input
         return None

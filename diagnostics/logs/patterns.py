@@ -147,7 +147,9 @@ ENCODER_BUDGET = re.compile(
     rf"Encoder cache will be initialized with a budget of (?P<n>{NUM}) tokens, "
     rf"and profiled with (?P<m>{NUM}) (?P<modality>\w+) items"
 )
-ENCODER_SKIP = re.compile(r"Skipping memory profiling for multimodal encoder")
+ENCODER_SKIP = re.compile(r"Skipping (?:memory profiling for multimodal encoder|encoder profiling for embedding-only)")
+# 0.20+: the profile run estimates the CUDA-graph pool: "Profiling CUDA graph memory: FULL=35 (largest=512), ..."
+GRAPH_PROFILING_START = re.compile(r"Profiling CUDA graph memory: (?P<modes>.*)")
 PROFILE_SEQ_WARNING = re.compile(
     rf"(?:sequence length used for profiling \(max_num_batched_tokens / max_num_seqs = (?P<seq>\d+)\)"
     rf"|context length \((?P<ctx>\d+)\) of the model) is too short to hold the multi-modal embeddings in the "

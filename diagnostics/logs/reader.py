@@ -324,6 +324,15 @@ def _encoder_budget(s: Scan, line: Line, m: re.Match) -> None:
     s.num("encoder_modality", m.group("modality"))
 
 
+def _graph_profiling_start(s: Scan, line: Line, m: re.Match) -> None:
+    """0.18+ profile_cudagraph_memory begins (v1/worker/gpu_model_runner.py): graphs to capture per mode."""
+    s.mark("profile_start", line)
+    s.at.setdefault("graph_profiling", line.index)
+    sizes = re.findall(r"(\w+)=(\d+) \(largest=(\d+)\)", m.group("modes"))
+    if sizes:
+        s.num("cuda_graphs_to_capture", sum(int(n) for _, n, _ in sizes))
+
+
 def _encoder_skip(s: Scan, line: Line, m: re.Match) -> None:
     s.mark("profile_start", line)
     s.setting("skip_mm_profiling", True)
@@ -438,6 +447,7 @@ RULES: tuple[tuple[re.Pattern, Callable[[Scan, Line, re.Match], None]], ...] = (
     (P.AUTO_FIT, _auto_fit),
     (P.ENCODER_BUDGET, _encoder_budget),
     (P.ENCODER_SKIP, _encoder_skip),
+    (P.GRAPH_PROFILING_START, _graph_profiling_start),
     (P.PROFILE_SEQ_WARNING, _profile_seq),
     (P.CPU_KV_AUTO, _cpu_kv_auto),
     (P.CPU_KV_EXPLICIT, _cpu_kv_explicit),

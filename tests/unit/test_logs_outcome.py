@@ -304,3 +304,9 @@ def test_the_sampler_message_inside_the_profile_run_is_a_profile_oom():
                    "RuntimeError: CUDA out of memory occurred when warming up sampler with 256 dummy requests. Please "
                    "try lowering `max_num_seqs` or `gpu_memory_utilization` when initializing the engine.")
     assert (rec.outcome, rec.phase) == ("oom_profile", "sampler")
+
+
+def test_oom_while_profiling_cuda_graph_memory_is_a_graph_oom():
+    rec = read_log("INFO 05-01 10:00:00 [gpu_model_runner.py:5608] Profiling CUDA graph memory: FULL=35 (largest=512)"
+                   "\ntorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 512.00 MiB.")
+    assert rec.outcome == "oom_cuda_graph"
