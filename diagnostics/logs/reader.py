@@ -28,6 +28,9 @@ from typing import BinaryIO
 
 from diagnostics.logs import patterns as P
 from diagnostics.logs.figures import gib, non_default_args, number, reserved_tokens
+from diagnostics.logs.handlers import (auto_fit, blocks_override, budget_updated, external_weights, free_grew,
+                                       graph_capture_skipped, graph_profiling_disabled, graph_profiling_start,
+                                       init_engine, serving_failed, weight_create_failed)
 from diagnostics.logs.lines import Line, LineSplitter
 from diagnostics.logs.outcome import decisive, recognised
 from diagnostics.logs.record import LogRecord
@@ -272,65 +275,12 @@ def _graph_profiling(s: Scan, line: Line, m: re.Match) -> None:
         s.num("gpu_memory_utilization_same_kv", gib(m.group("to")))
 
 
-def _free_grew(s: Scan, line: Line, m: re.Match) -> None:
-    """0.34 gpu_worker.py:166: free memory grew during the profile run; the KV cache is sized from torch's reserve."""
-    s.mark("profile_done", line)
-    for key, group in (("free_grew_gib", "grew"), ("initial_free_gib", "init"), ("free_after_profile_gib", "cur"),
-                       ("torch_reserved_gib", "res")):
-        s.num(key, gib(m.group(group)))
-
-
-def _graph_profiling_disabled(s: Scan, line: Line, m: re.Match) -> None:
-    s.setting("VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS", False)
-
-
-def _external_weights(s: Scan, line: Line, m: re.Match) -> None:
-    """0.33+ v1/worker/utils.py: the budget, the part a weight server holds, what is left to the engine (GiB)."""
-    s.num("requested_gib", gib(m.group("req")))
-    s.num("external_weights_gib", gib(m.group("ext")))
-    s.num("engine_budget_gib", gib(m.group("eng")))
-
-
-def _budget_updated(s: Scan, line: Line, m: re.Match) -> None:
-    s.num("requested_gib", gib(m.group("req")))
-
-
-def _auto_fit(s: Scan, line: Line, m: re.Match) -> None:
-    """max_model_len auto-fit (0.20+, kv_cache_utils / kv_cache_planning): the length chosen and the KV memory."""
-    if m.group("orig"):
-        s.num("max_model_len_requested", int(m.group("orig")))
-    fit = m.group("fit") or m.group("full") or m.group("using")
-    s.num("max_model_len", int(fit))
-    s.setting("max_model_len", int(fit))
-    s.num("kv_cache_gib", gib(m.group("kv")))
-
-
-def _blocks_override(s: Scan, line: Line, m: re.Match) -> None:
-    """num_gpu_blocks_override replaces the blocks the profile run sized (engine/llm_engine.py, v1/core/
-    kv_cache_utils.py): both counts."""
-    s.num("gpu_blocks_profiled", int(m.group("n")))
-    s.setting("num_gpu_blocks_override", int(m.group("o")))
-
-
-def _graph_capture_skipped(s: Scan, line: Line, m: re.Match) -> None:
-    s.num("cuda_graph_captured", False)
-
-
 def _encoder_budget(s: Scan, line: Line, m: re.Match) -> None:
     s.v1_marks += 1
     s.mark("profile_start", line)
     s.num("encoder_budget_tokens", int(number(m.group("n"))))
     s.num("encoder_items", int(number(m.group("m"))))
     s.num("encoder_modality", m.group("modality"))
-
-
-def _graph_profiling_start(s: Scan, line: Line, m: re.Match) -> None:
-    """0.18+ profile_cudagraph_memory begins (v1/worker/gpu_model_runner.py): graphs to capture per mode."""
-    s.mark("profile_start", line)
-    s.at.setdefault("graph_profiling", line.index)
-    sizes = re.findall(r"(\w+)=(\d+) \(largest=(\d+)\)", m.group("modes"))
-    if sizes:
-        s.num("cuda_graphs_to_capture", sum(int(n) for _, n, _ in sizes))
 
 
 def _encoder_skip(s: Scan, line: Line, m: re.Match) -> None:
@@ -366,26 +316,6 @@ def _cpu_kv_explicit(s: Scan, line: Line, m: re.Match) -> None:
 
 def _ready(s: Scan, line: Line, m: re.Match) -> None:
     s.ready(line)
-
-
-def _init_engine(s: Scan, line: Line, m: re.Match) -> None:
-    """The engine is up: the init time, and the torch.compile time the 0.20+ form adds (0.34 splits it between the
-    language model and the encoder; v1/engine/core.py:441-460, 0.34)."""
-    s.ready(line)
-    for key, group in (("init_engine_s", "s"), ("compilation_s", "c"), ("compilation_language_model_s", "lm"),
-                       ("compilation_encoder_s", "enc")):
-        if m.group(group) is not None:
-            s.num(key, gib(m.group(group)))
-
-
-def _serving_failed(s: Scan, line: Line, m: re.Match) -> None:
-    """V1 `AsyncLLM output_handler failed.` / V0 `Engine background task failed`: the serving loop failed, so the
-    error that follows failed a request (v1/engine/async_llm.py, engine/async_llm_engine.py)."""
-    s.at.setdefault("serving_failed", line.index)
-
-
-def _weight_create_failed(s: Scan, line: Line, m: re.Match) -> None:
-    s.reach("weights")
 
 
 def _requests(s: Scan, line: Line, m: re.Match) -> None:
@@ -438,27 +368,27 @@ RULES: tuple[tuple[re.Pattern, Callable[[Scan, Line, re.Match], None]], ...] = (
     (P.GRAPH_ESTIMATE, _graph_estimate),
     (P.GRAPH_PROFILING_RAISE, _graph_profiling),
     (P.GRAPH_PROFILING_UTIL, _graph_profiling),
-    (P.NUM_GPU_BLOCKS_OVERRIDE, _blocks_override),
-    (P.GRAPH_CAPTURE_SKIPPED, _graph_capture_skipped),
-    (P.FREE_GREW, _free_grew),
-    (P.GRAPH_PROFILING_DISABLED, _graph_profiling_disabled),
-    (P.EXTERNAL_WEIGHTS, _external_weights),
-    (P.BUDGET_UPDATED, _budget_updated),
-    (P.AUTO_FIT, _auto_fit),
+    (P.NUM_GPU_BLOCKS_OVERRIDE, blocks_override),
+    (P.GRAPH_CAPTURE_SKIPPED, graph_capture_skipped),
+    (P.FREE_GREW, free_grew),
+    (P.GRAPH_PROFILING_DISABLED, graph_profiling_disabled),
+    (P.EXTERNAL_WEIGHTS, external_weights),
+    (P.BUDGET_UPDATED, budget_updated),
+    (P.AUTO_FIT, auto_fit),
     (P.ENCODER_BUDGET, _encoder_budget),
     (P.ENCODER_SKIP, _encoder_skip),
-    (P.GRAPH_PROFILING_START, _graph_profiling_start),
+    (P.GRAPH_PROFILING_START, graph_profiling_start),
     (P.PROFILE_SEQ_WARNING, _profile_seq),
     (P.CPU_KV_AUTO, _cpu_kv_auto),
     (P.CPU_KV_EXPLICIT, _cpu_kv_explicit),
-    (P.INIT_ENGINE, _init_engine),
+    (P.INIT_ENGINE, init_engine),
     (P.APP_STARTUP, _ready),
     (P.SERVING, _ready),
     (P.REQUESTS, _requests),
     (P.SAMPLER_WARMUP, _sampler_warmup),
     (P.PROFILE_START, _profile_start),
-    (P.SERVING_FAILED, _serving_failed),
-    (P.WEIGHT_CREATE_FAILED, _weight_create_failed),
+    (P.SERVING_FAILED, serving_failed),
+    (P.WEIGHT_CREATE_FAILED, weight_create_failed),
 )
 
 
@@ -510,7 +440,7 @@ def read_log(text: str) -> LogRecord:
     """Read a start-up log (str, or bytes decoded as UTF-8 with replacement) into a LogRecord.
 
     Never raises on odd text: unrecognisable text is outcome "unknown". Patterns follow vLLM's own log lines
-    (vllm-memory.md §2: worker/gpu_worker.py, v1/core/kv_cache_utils.py, the CPU worker; cpu-vllm README §3-§4)."""
+    (vllm-memory.md §2: worker/gpu_worker.py, v1/core/kv_cache_utils.py, the CPU worker; cpu-vllm.md §3-§4)."""
     return _scan(text).engine_records()
 
 
