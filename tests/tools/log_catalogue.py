@@ -108,9 +108,10 @@ def write(result: dict[str, tuple[str, str]]) -> None:
         m = re.search(r'(?m)^id = "([^"]+)"', block)
         if m and m.group(1) in result:
             versions, where = result[m.group(1)]
+            fields = f'versions = "{versions}"\nwhere = "{where}"\n'
             block = re.sub(r'(?m)^(versions|where) = .*\n', "", block)
-            block = re.sub(r'(?m)^(rule = .*\n)', lambda r: f'{r.group(1)}versions = "{versions}"\n'
-                           f'where = "{where}"\n', block, count=1)
+            at = re.search(r"(?m)^rule = .*\n", block)
+            block = block[:at.end()] + fields + block[at.end():]
         out.append(block)
     CATALOGUE.write_text("".join(out))
 
