@@ -127,7 +127,8 @@ def error_figures(body: str) -> ErrorFigures:
         num(("max_model_len", int(m.group("mml"))))
         setting(("max_model_len", int(m.group("mml"))))
         num(("kv_cache_tokens", int(m.group("cap"))))
-    if P.OOM.search(body) or P.OOM_GPU.search(body) or P.OOM_GPU_OLD.search(body) or P.OOM_XPU.search(body):
+    if (P.OOM.search(body) or P.OOM_GPU.search(body) or P.OOM_GPU_OLD.search(body) or P.OOM_XPU.search(body)
+            or P.OOM_ALLOC_WARNING.search(body)):
         out.numbers.extend(oom_figures(body))
         out.processes = oom_processes(body)
     if m := P.MM_ITEM_TOO_LARGE.search(body):
@@ -157,6 +158,10 @@ def oom_figures(body: str) -> list[tuple[str, float | int]]:
                 out.append(("oom_allowed_gib", size_gib(m.group("limit"))))
             if m.group("res"):
                 out.append(("oom_reserved_by_pytorch_gib", size_gib(m.group("res"))))
+    if m := P.OOM_ALLOC_WARNING.search(body):
+        total = int(m.group("total")) / (1 << 30)
+        out += [("oom_tried_gib", int(m.group("tried")) / (1 << 30)), ("oom_gpu_index", int(m.group("i"))),
+                ("oom_total_gib", total), ("gpu_total_gib", total), ("oom_free_gib", int(m.group("free")) / (1 << 30))]
     if m := P.OOM_ALLOWED.search(body):
         out.append(("oom_allowed_gib", size_gib(m.group("size"))))
     if m := P.OOM_ALLOCATED.search(body):

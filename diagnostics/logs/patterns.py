@@ -28,7 +28,8 @@ PROCESS_TAG_BARE = re.compile(r"^(?=[A-Za-z_])" + _tag)  # lost its `(`
 CONTAINER = re.compile(
     r"^(?:\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\s(?:(?:stdout|stderr) (?P<cri>[FP]) ?)?"
     r"|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ [\w.\-/@]+(?:\[\d+\])?: "
-    r"|[\w.\-]+ +\| )"
+    r"|[\w.\-]+ +\| "
+    r"|bk;t=\d+ |\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z?\] )"  # Buildkite's `bk;t=NNN ` / `[2026-04-13T03:34:55Z] `
 )
 QUOTE = re.compile(r"^(?: {0,3}(?:>|\u258e|\||\u2502) ?)+")  # `> `, GitHub's rendered quote bar `▎ `, `| `
 FENCE = re.compile(r"^\s*(?:```|~~~)")
@@ -245,6 +246,13 @@ OOM_ALLOWED = re.compile(rf"memory in use\. (?P<size>{SIZE}) allowed;")
 OOM_ALLOCATED = re.compile(
     rf"Of the allocated memory (?P<alloc>{SIZE}) is allocated by PyTorch, (?:with (?P<pools>{SIZE}) allocated in "
     rf"private pools \(e\.g\., CUDA Graphs\), )?and (?P<res>{SIZE}) is reserved"
+)
+# PyTorch's C++ warning when cudaMalloc fails (the OutOfMemoryError text follows unless the allocator recovers):
+# `[W830 12:05:56.43 CUDACachingAllocator.cpp:3933] memory allocation failed with OOM on device 0 while trying to
+# allocate 272629760 bytes (free: 125304832, total: 85017624576)`. Figures only; it decides nothing by itself.
+OOM_ALLOC_WARNING = re.compile(
+    r"memory allocation failed with OOM on device (?P<i>\d+) while trying to allocate (?P<tried>\d+) bytes "
+    r"\(free: (?P<free>\d+), total: (?P<total>\d+)\)"
 )
 PROFILE_SANITY = re.compile(r"Error in memory profiling\. Initial free memory")
 MM_ITEM_TOO_LARGE = re.compile(

@@ -42,6 +42,8 @@ PREFIXES = {
     "ANSI colours": lambda lv, b: f"\x1b[32m{lv}\x1b[0m 05-26 21:34:12 [gpu_worker.py:621] {b}",
     "ANSI lost escape": lambda lv, b: f"[32m{lv}[0m 05-26 21:34:12 [gpu_worker.py:621] {b}",
     "Buildkite tag": lambda lv, b: "[vllm] (Worker_DP6_EP6 pid=3853) " + HDR.format(level=lv, body=b),
+    "Buildkite bk;t": lambda lv, b: "bk;t=1778177757178 " + HDR.format(level=lv, body=b),
+    "Buildkite ISO time": lambda lv, b: "[2026-04-13T03:34:55Z] " + HDR.format(level=lv, body=b),
 }
 
 
