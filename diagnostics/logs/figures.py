@@ -160,8 +160,9 @@ def oom_figures(body: str) -> list[tuple[str, float | int]]:
                 out.append(("oom_reserved_by_pytorch_gib", size_gib(m.group("res"))))
     if m := P.OOM_ALLOC_WARNING.search(body):
         total = int(m.group("total")) / (1 << 30)
-        out += [("oom_tried_gib", int(m.group("tried")) / (1 << 30)), ("oom_gpu_index", int(m.group("i"))),
-                ("oom_total_gib", total), ("gpu_total_gib", total), ("oom_free_gib", int(m.group("free")) / (1 << 30))]
+        # under their own keys: the OutOfMemoryError that may follow carries the figures of the failure itself
+        out += [("alloc_failed_tried_gib", int(m.group("tried")) / (1 << 30)),
+                ("alloc_failed_free_gib", int(m.group("free")) / (1 << 30)), ("gpu_total_gib", total)]
     if m := P.OOM_ALLOWED.search(body):
         out.append(("oom_allowed_gib", size_gib(m.group("size"))))
     if m := P.OOM_ALLOCATED.search(body):
