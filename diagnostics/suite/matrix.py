@@ -68,6 +68,7 @@ class Combination:
     request: bool = False
     worst_case: bool | None = None  # None: the plugin's default (on for GPU cards, off on the cpu card)
     planted_budget_mib: int | None = None  # cpu card tests: the budget planted after start-up
+    image_size: tuple | None = None  # (width, height) of the request's image; None: the plugin's default
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,7 @@ def start_spec(manager, combination, settings: dict, model_path: str, case: dict
         model=model_path, settings=settings, card=manager.card,
         load_format=manager.load_format, timeout_s=manager.engine_timeout,
         request=combination.request and not warm_up,
-        image_size=DEFAULT_IMAGE_SIZE, env={**manager.engine_env(), **hub.start_env(model_path), **env},
+        image_size=combination.image_size or DEFAULT_IMAGE_SIZE, env={**manager.engine_env(), **hub.start_env(model_path), **env},
         log_path=run_dir / "logs" / f"{name}.log",
         timeline_path=run_dir / "timelines" / f"{name}.csv", id=combination.id,
         image=manager.sends_image(settings) if combination.request else None, prompt=manager.image_prompt(),

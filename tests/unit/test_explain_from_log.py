@@ -39,7 +39,7 @@ def _util_culprit(e: Explanation):
 
 
 # ---------------------------------------------------------------------------------------- CPU backend (real lines)
-# Verbatim root-cause lines from ../shared/cpu-vllm/README.md §4 (real vLLM 0.32 CPU runs).
+# Verbatim root-cause lines from docs/sources/cpu-vllm.md §4 (real vLLM 0.32 CPU runs).
 CPU_KV_TOO_SMALL = (
     "ValueError: To serve at least one request with the model's max seq len (4096), (0.0 GiB KV cache is needed, "
     "which is larger than the available KV cache memory (0.0 GiB). Based on the available memory, the estimated "
@@ -295,3 +295,34 @@ def test_a_request_out_of_memory_without_budget_figures_blames_the_requests_size
     assert [(c.setting, c.value, c.suggested, c.fixes_alone) for c in e.culprits] == [
         ("max_model_len", 4096, 2048, False), ("max_num_seqs", 4, 1, False)]
     assert e.summary.startswith("The first request ran out of memory after the profile run")
+
+
+# -- issue 21: an OOM whose phase the log does not show -> plan's predicted phase, labelled as a prediction --------
+UNKNOWN_PHASE_OOM = (
+    "INFO 03-01 10:00:00 [core.py:70] Initializing a V1 LLM engine (v0.11.0) with config: "
+    "model='openbmb/MiniCPM-V-2_6', max_seq_len=32768, enforce_eager=False\n"
+    "INFO 03-01 10:00:01 [api_server.py:1] non-default args: {'model': 'openbmb/MiniCPM-V-2_6', 'max_model_len': "
+    "32768, 'gpu_memory_utilization': 0.95, 'max_num_seqs': 256, 'limit_mm_per_prompt': {'image': 8}, "
+    "'max_num_batched_tokens': 32768}\n"
+    "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 23.55 GiB "
+    "of which 1.02 GiB is free. Including non-PyTorch memory, this process has 22.50 GiB memory in use. Of the "
+    "allocated memory 21.90 GiB is allocated by PyTorch, and 300.00 MiB is reserved by PyTorch but unallocated.\n")
+
+
+def test_unknown_phase_oom_gets_plans_predicted_phase_and_fix_labelled_as_prediction():
+    rec = read_log(UNKNOWN_PHASE_OOM)
+    assert (rec.outcome, rec.phase) == ("oom_unknown", "unknown")
+    exp = explain_record(rec)
+    assert "Prediction (plan for the settings this log echoes" in exp.summary
+    assert "not read from the log" in exp.summary and "phase is expected to exceed the budget" in exp.summary
+    assert "no setting can be blamed" not in exp.summary
+    assert exp.fix and exp.basis == "log+estimate"
+    assert all(not c.fixes_alone for c in exp.culprits)
+
+
+def test_unknown_phase_oom_without_model_still_blames_nothing_and_says_what_would_help():
+    rec = read_log(UNKNOWN_PHASE_OOM.replace("openbmb/MiniCPM-V-2_6", "some/unknown-model"))
+    exp = explain_record(rec)
+    assert "no setting can be blamed" in exp.summary
+    assert "Name the model (--model)" in exp.summary
+    assert exp.fix == {} and "Prediction" not in exp.summary
