@@ -99,7 +99,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     """
     model, card = get_model(model), get_card(card)
     v = parse_version(version or default_version())
-    if model.family is not None:
+    if model.family is not None:  # a model class this vLLM does not have: refused, every family alike
         check_version(model.family, v, model.name)
     given = dict(overrides or {})
     settings = resolve(model, card, v, entrypoint, given)
@@ -187,7 +187,7 @@ def _encoder_profile(ctx: _Context, notes: list[str]) -> tuple[mm_budget.MMProfi
         notes.append(f"vLLM {ctx.v} drops the dummy items of {prof.dropped} of {prof.sequences} dummy sequences: "
                      f"their {prof.tokens_per_item}+3-token prompt is longer than the sequence, so the profile run "
                      "has less encoder work (audit b4)")
-    eager = eager_vision_attention(ctx.v, ctx.fam) and ctx.model.family is None  # MiniCPM-V's na_vit only
+    eager = eager_vision_attention(ctx.model, ctx.v, ctx.fam)
     if ctx.model.vision is None:
         return prof, eager, {"total": 0, "largest_alloc": 0}
     return prof, eager, encoder_bytes(ctx.model, prof, ctx.db, eager, ctx.tp, ctx.coef)
@@ -220,7 +220,7 @@ def _parts(ctx: _Context, prof: mm_budget.MMProfile, enc: dict, rows: int) -> di
     return {"encoder_raw_bytes": int(enc["total"]), "llm_pass_raw_bytes": llm_pass_bytes(model, mbt, ctx.db, ctx.tp),
             "encoder_outputs_bytes": prof.llm_mm_tokens * model.hidden * ctx.db if not prof.skipped else 0,
             "hidden_bytes": mbt * model.hidden * ctx.db, "sampler_logits": rows * model.vocab_padded,
-            "eager": eager_vision_attention(ctx.v, ctx.fam) and bool(enc["total"]),
+            "eager": eager_vision_attention(ctx.model, ctx.v, ctx.fam) and bool(enc["total"]),
             "tensor_parallel_size": ctx.tp, "graph_batch": largest, "graph_cap":
                 (ctx.coef.cuda_graph_v0 if ctx.eng == "V0" else ctx.coef.cuda_graph_v1)[2]}
 

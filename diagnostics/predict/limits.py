@@ -7,19 +7,15 @@ Sources: docs/vllm-version-audit.md (rows named in each sentence) and vllm-memor
 from __future__ import annotations
 
 from diagnostics.models import ModelSpec
-from diagnostics.settings import MODEL_SINCE, V0_ONLY_UNTIL
 from diagnostics.versions import Version
 
 
 def startup_blocker(model: ModelSpec, v: Version, eng: str) -> str | None:
-    """Why this vLLM cannot start this model at all (not a memory reason), or None.
-
-    MiniCPM-V: not in vLLM before 0.5.4; on V1 before 0.8.3 it has no `get_multimodal_embeddings` (0.7.x profile
-    run fails) and 0.8.0-0.8.2 mark it SupportsV0Only, so VLLM_USE_V1=1 raises (audit a7/b5)."""
-    since = MODEL_SINCE.get(model.architecture)
-    if since is not None and v < since:
-        return f"vLLM {v} has no {model.architecture} model class (added in {since}): the start fails before memory"
-    until = V0_ONLY_UNTIL.get(model.architecture)
+    """Why this start fails for a reason that is not memory, or None: a model class marked SupportsV0Only (its
+    family's window: MiniCPM-V before 0.8.3, whose V1 in 0.7.x has no `get_multimodal_embeddings` and 0.8.0-0.8.2
+    raise for VLLM_USE_V1=1, audit a7/b5) started on V1. A model class this vLLM lacks is refused before
+    (families.check_version)."""
+    until = model.family.v0_only_until if model.family is not None else None
     if eng == "V1" and until is not None and v < until:
         return (f"{model.architecture} cannot run on the V1 engine before vLLM {until} (SupportsV0Only; no "
                 f"get_multimodal_embeddings): with use_v1=true the start fails for a reason that is not memory")

@@ -15,7 +15,7 @@ from diagnostics.kit import build_minicpmv26
 from diagnostics.predict.coefficients import Calibration, load_calibration_arg
 from diagnostics.kit.tiny_text import build_tiny_text
 from diagnostics.kit.vlm import build_vlm_kit, kit_families
-from diagnostics.models import HUB_IDS, stored_models
+from diagnostics.models import hub_id, stored_models
 from diagnostics.suite.matrix import SHIPPED_MATRIX
 from diagnostics.suite.results import latest_run_dir, load_results, new_run_dir
 
@@ -241,7 +241,7 @@ class ModelDir:
         if not self.model.startswith("kit:"):
             local = Path(self.model).expanduser()
             if not local.exists() and stored_vlm(self.model):
-                return HUB_IDS[stored_vlm(self.model)]  # the short name's Hugging Face repository
+                return hub_id(stored_vlm(self.model))  # the short name's Hugging Face repository
             return str(local.resolve()) if local.exists() else self.model
         if self.built is None:
             self._tmp = Path(tempfile.mkdtemp(prefix="memcheck-kit-"))
