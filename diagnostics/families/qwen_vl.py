@@ -167,7 +167,7 @@ def knobs(s: QwenVLShape) -> list[Knob]:
     unit = (s.patch * s.merge) ** 2
     return [
         Knob("mm_processor_kwargs", "max_pixels", "pixels", s.image_size[1], 1280 * 28 * 28,
-             f"1280 x 28 x 28: 1,280 tokens per image instead of {s.image_size[1] // unit:,}",
+             f"1280 x 28 x 28: at most 1,280 tokens per image; this checkpoint allows {s.image_size[1] // unit:,}",
              ladder=tuple(t * unit for t in PIXEL_STEPS), modality="image"),
         Knob("limit_mm_per_prompt", "video", "items", 1, 0, "no dummy video in the profile run", ladder=(0,)),
     ]
