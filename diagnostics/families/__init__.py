@@ -111,10 +111,11 @@ class Family:
     def refusal(self, version, name: str) -> str | None:
         """Why this vLLM has no model class for this model (before `since`, from `until`), else None."""
         v = parse_version(version)
+        who = name if name == self.variant else f"{name} ({self.variant})"
         if v < self.since:
-            return f"{name} ({self.variant}) needs vLLM >= {self.since}: vLLM {v} has no model class for it"
+            return f"{who} needs vLLM >= {self.since}: vLLM {v} has no model class for it"
         if self.until is not None and v >= self.until:
-            return (f"{name} ({self.variant}) is not in vLLM {v}: removed in {self.until}; plan for --vllm "
+            return (f"{who} is not in vLLM {v}: removed in {self.until}; plan for --vllm "
                     f"{self.info.window.last} or earlier")
         return None
 

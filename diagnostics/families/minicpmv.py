@@ -7,7 +7,9 @@ _SUPPORT_VERSION, 0.32): 2.6 = MiniCPMV2_6 (Qwen2 LLM with qkv bias, SigLIP-400M
 temporal position table held as a buffer, not a parameter, which packs video frames in the real processor).
 A config without a version is 2.0 / 2.5 in vLLM: no rules here, refused. MiniCPMV4_5 first appears in vLLM 0.10.2
 (0.10.1's minicpmv.py has MiniCPMV4_0 but no MiniCPMV4_5). vLLM's MiniCPMVProcessingInfo counts both versions' dummy
-items the same way (0.32 minicpmv.py:719-833), from each config's image_size, max_slice_num and query_num:
+items the same way (0.32 minicpmv.py:719-833), from each config's image_size, max_slice_num and query_num: 4.5's
+video packing (Resampler4_5's temporal_ids, several frames into one 64-token group) happens only for real videos;
+the dummy video is frames of query_num tokens each, as for 2.6 (vLLM 0.32 counted video 1024 = 16 x 64 for 4.5).
 
 v0-legacy (0.5.4 - 0.7.0 V0): every dummy image is a 448 x 448 black image = 1 slice = 1024 patches counted as
   `query_num` (64) tokens; images only.
