@@ -49,8 +49,8 @@ VARIANTS = {
     # MiniCPMV in vLLM from 0.5.4; SupportsV0Only in 0.8.0-0.8.2 and no V1 multimodal embeddings in 0.7.x (audit a7/b5)
     "minicpm-v-2_6": Variant(("image", "video"), Window("0.5.4", v0_only_until="0.8.3"), KIT,
                              v0_sequence_video=True),
-    "minicpm-v-4_5": Variant(("image", "video"), Window("0.10.2"), KIT, stored={"minicpm-v-4_5": "openbmb/MiniCPM-V-4_5"},
-                             v0_sequence_video=True),
+    "minicpm-v-4_5": Variant(("image", "video"), Window("0.10.2"), KIT,
+                             stored={"minicpm-v-4_5": "openbmb/MiniCPM-V-4_5"}, v0_sequence_video=True),
 }
 
 # openbmb/MiniCPM-V-2_6's config.json, the numbers plan uses for the built-in minicpm-v-2_6 (docs/minicpmv26-kit.md)
@@ -249,7 +249,8 @@ def encoder_bytes(model, prof, db: int, eager: bool, tp: int, coef) -> dict:
     # Resampler2_5: pos-embed, ln_kv(kv_proj(x)), x + pos, MHA k and v -- five (N, H) tensors -- plus the
     # tower output and the explicit (need_weights) attention scores of Q queries over P patches per head
     heads_r = max(H // 128, 1)
-    resampler = pixels + n * vis.hidden * db + 5 * n * H * db // tp + 2 * b * (heads_r // tp or 1) * vis.query_num * p * db
+    scores_r = 2 * b * (heads_r // tp or 1) * vis.query_num * p * db
+    resampler = pixels + n * vis.hidden * db + 5 * n * H * db // tp + scores_r
     return {"total": max(vpm, resampler), "vpm": vpm, "resampler": resampler, "scores": scores,
             "largest_alloc": max(largest, n * H * db // tp)}
 

@@ -37,7 +37,8 @@ def _kit(video: str) -> Kit:
 
 VARIANTS = {
     "qwen2-vl": Variant(("image", "video"), Window("0.6.1"), _kit(_QWEN2_VIDEO),
-                        stored={"qwen2-vl-2b": "Qwen/Qwen2-VL-2B-Instruct", "qwen2-vl-7b": "Qwen/Qwen2-VL-7B-Instruct"}),
+                        stored={"qwen2-vl-2b": "Qwen/Qwen2-VL-2B-Instruct",
+                                "qwen2-vl-7b": "Qwen/Qwen2-VL-7B-Instruct"}),
     "qwen2.5-vl": Variant(("image", "video"), Window("0.7.2"), _kit(_QWEN2_VIDEO),
                           stored={"qwen2.5-vl-3b": "Qwen/Qwen2.5-VL-3B-Instruct",
                                   "qwen2.5-vl-7b": "Qwen/Qwen2.5-VL-7B-Instruct",

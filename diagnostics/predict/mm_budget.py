@@ -58,7 +58,8 @@ def profile(model: ModelSpec, settings: dict, version, family: str) -> MMProfile
     v = parse_version(version)
     if family in ("v0-legacy", "v0-merged"):
         if model.family.info.v0_sequence_video:
-            return _v0_legacy(model, settings, v, limits) if family == "v0-legacy" else _v0_merged(model, settings, v, limits)
+            legacy = family == "v0-legacy"
+            return _v0_legacy(model, settings, v, limits) if legacy else _v0_merged(model, settings, v, limits)
         return _v0_family(model, settings, v, limits)
     return _v1(model, settings, v, limits)
 
