@@ -37,7 +37,7 @@ def record_model(record, model):
                 continue
             if token.lower().replace(".", "_").endswith(("minicpm-v-2_6", "minicpm_v_2_6")):
                 return models.get_model("minicpm-v-2_6")
-            name = models.stored_name(token) if "/" in token or token.lower() in models.stored_models() else None
+            name = models.stored_name(token, paths="/" in token)
             if name is not None:
                 return models.get_model(name)
     return None

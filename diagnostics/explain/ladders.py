@@ -9,7 +9,8 @@ import math
 
 from diagnostics.errors import UsageError
 from diagnostics.explain.terms import UTIL_RAISE_CURES, need_gib, term, util_direction
-from diagnostics.settings import DTYPES
+from diagnostics.predict.mm_fit import size_knob_fix
+from diagnostics.settings import DTYPES, default_gpu_memory_utilization
 from diagnostics.units import GiB, MiB
 from diagnostics.versions import parse_version
 
@@ -77,7 +78,8 @@ def _gpu_memory_utilization(plan, outcome: str) -> list:
     s = plan.settings
     if s.get("kv_cache_memory_bytes"):
         return []
-    return util_steps(float(s.get("gpu_memory_utilization") or 0.9), util_direction(outcome, plan.engine))
+    util = s.get("gpu_memory_utilization") or default_gpu_memory_utilization(plan.vllm_version)
+    return util_steps(float(util), util_direction(outcome, plan.engine))
 
 
 def _limit_mm_per_prompt(plan, outcome: str) -> list:
@@ -112,11 +114,15 @@ def _mm_processor_kwargs(plan, outcome: str) -> list:
     if plan.model.family is None or plan.family == "v0-legacy":
         return []  # the legacy dummy-data factory takes no processor kwargs
     kw = dict(plan.settings.get("mm_processor_kwargs") or {})
-    out = []
+    steps = []
     for knob in plan.model.family.knobs:
         if knob.setting == "mm_processor_kwargs" and knob.applies(plan.settings):
-            out += [{**kw, knob.key: x} for x in knob.steps(knob.current(plan.settings))]
-    return out
+            steps += [{**kw, knob.key: x} for x in knob.steps(knob.current(plan.settings))]
+    fitted = size_knob_fix(plan)  # the largest value that plans ok (plan --fit KNOB), first
+    if fitted is None:
+        return steps
+    first = fitted.at.overrides["mm_processor_kwargs"]
+    return [first] + [x for x in steps if x != first]
 
 
 def _kv_cache_memory_bytes(plan, outcome: str) -> list:
