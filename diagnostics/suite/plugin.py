@@ -291,8 +291,7 @@ class Manager:
         return model.family.kit.prompt if model is not None and model.family is not None else None
 
     def engine_env(self) -> dict:
-        """A family whose kit re-exports transformers' processors needs the torchvision stub visible to
-        transformers on the CPU backend (kit/cpu_shim); MiniCPM-V's remote-code processor does not."""
+        """The torchvision stub visible to transformers when the family's kit re-exports its processors (kit/cpu_shim)."""
         model = self.model_spec()
         stub = model is not None and model.family is not None and model.family.kit.torchvision_stub
         return {"VLLM_MEMCHECK_TORCHVISION_STUB": "visible"} if stub else {}
