@@ -22,6 +22,7 @@ from diagnostics.predict.mm_budget import MMProfile
 from diagnostics.predict.shards import rank_weights
 from diagnostics.settings import DTYPES
 from diagnostics.units import GiB
+from diagnostics.versions import parse_version
 
 
 WEIGHTS_UNKNOWN_RANGE = (0.8, 1.25)  # config arithmetic for an architecture without rules: factor range
