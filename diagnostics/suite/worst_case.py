@@ -8,7 +8,7 @@ once). So after each start the child sends, when the combination asks for it (ma
   * the most items the settings allow and that fit that prompt, each at its largest: the family's image with the
     most features at its knob's value (MiniCPM-V: 448 x 448*max_slice_nums, vLLM's get_image_size_with_most_features;
     Qwen-VL: the most merged patches under max_pixels; ...), a video with the most frames the length leaves
-    (plan's own item arithmetic, diagnostics/predict/mm_budget.py and diagnostics/families);
+    (plan's own item arithmetic: each family's items() in diagnostics/families);
   * sampling parameters that take the sampler's slower paths: temperature 1, top_p, top_k, logprobs (vLLM's
     default max_logprobs 20), penalties, a seed;
   * where max_num_seqs > 1: a small concurrent batch (min(max_num_seqs, BATCH_CAP) such prompts in one generate).
@@ -90,41 +90,27 @@ def describe(case: dict) -> str:
 
 
 def _family_key(model) -> str | None:
-    if model.vision is None:
+    if model.vision is None or model.family is None:
         return None
-    if model.family is None:
-        return "minicpmv"
     variant = model.family.variant
+    if variant.startswith("minicpm"):
+        return "minicpmv"
     return "qwen" if variant.startswith("qwen") else variant
 
 
-def _minicpmv_items(model, settings: dict, version, limits: dict, room: int) -> list[Items]:
-    from diagnostics.predict.mm_budget import _image_max_slice_nums, image_item, video_item
-    from diagnostics.versions import parse_version
-
-    v, vis = parse_version(version), model.vision
-    out = []
-    n_img = 0
-    if limits.get("image"):
-        item = image_item(model, settings, v)
-        n_img = min(limits["image"], room // item.tokens)
-        slices = _image_max_slice_nums(model, settings, v)
-        if n_img:
-            out.append(Items("image", n_img, vis.image_size, vis.image_size * slices, item.tokens))
-            room -= n_img * item.tokens
-    if limits.get("video") and room > 0:
-        video = video_item(model, settings, v, n_img, 1, room)
-        if video.tokens <= room:
-            out.append(Items("video", 1, vis.image_size, vis.image_size, video.tokens, frames=video.slices))
-    return out
-
-
-def _family_geometry(model, settings: dict, modality: str) -> tuple[int, int, str, str | None]:
+def _family_geometry(model, settings: dict, modality: str, version) -> tuple[int, int, str, str | None]:
     """(width, height, basis, note) of the family's largest item of `modality` (a video: each frame)."""
-    from diagnostics.families import llava, qwen_vl
+    from diagnostics.families import llava, minicpmv, qwen_vl
+    from diagnostics.versions import parse_version
 
     s, variant = model.family.shape, model.family.variant
     kwargs = settings.get("mm_processor_kwargs") or {}
+    if variant.startswith("minicpm"):
+        side = s.vision.image_size
+        if modality == "video":
+            return side, side, "derived", None  # each frame one 448 x 448 slice
+        slices = minicpmv._image_max_slice_nums(s.vision, settings, parse_version(version))
+        return side, side * slices, "derived", None  # vLLM's get_image_size_with_most_features
     if variant.startswith("qwen"):
         h, w = qwen_vl.largest_image(s, settings)
         return w, h, "derived", None
@@ -145,23 +131,23 @@ def _family_geometry(model, settings: dict, modality: str) -> tuple[int, int, st
     return s.image_size, s.image_size, "derived", None  # llava 1.5 and the video frames: the tower's square input
 
 
-def _family_items(model, settings: dict, limits: dict, room: int) -> list[Items]:
-    from diagnostics import families
-
+def _family_items(model, settings: dict, version, limits: dict, room: int) -> list[Items]:
+    """Images first (as many of the largest as the limit and the prompt allow), then one video with the most
+    frames the rest of the prompt leaves: the family's own items() (vLLM's dummy-input arithmetic)."""
     out = []
     n_img = 0
     if limits.get("image"):
-        item = families.items(model.family, settings, room, {"image": 1}).get("image")
+        item = model.family.items(settings, room, {"image": 1}, version).get("image")
         if item is not None and item.tokens:
             n_img = min(limits["image"], room // item.tokens)
         if n_img:
-            w, h, basis, note = _family_geometry(model, settings, "image")
+            w, h, basis, note = _family_geometry(model, settings, "image", version)
             out.append(Items("image", n_img, w, h, item.tokens, basis=basis, note=note))
             room -= n_img * item.tokens
     if limits.get("video") and room > 0:
-        video = families.items(model.family, settings, room, {"image": n_img, "video": 1}).get("video")
+        video = model.family.items(settings, room, {"image": n_img, "video": 1}, version).get("video")
         if video is not None and 0 < video.tokens <= room:
-            w, h, basis, note = _family_geometry(model, settings, "video")
+            w, h, basis, note = _family_geometry(model, settings, "video", version)
             out.append(Items("video", 1, w, h, video.tokens, frames=video.slices, basis=basis, note=note))
     return out
 
@@ -193,8 +179,7 @@ def worst_case(model, card, version, settings: dict, max_tokens: int = MAX_TOKEN
     if key is not None:
         limits = {m: int(n) for m, n in (s.get("limit_mm_per_prompt") or {}).items() if isinstance(n, int) and n > 0}
         room = prompt_tokens - MIN_TEXT_TOKENS
-        items = (_minicpmv_items(model, s, version, limits, room) if key == "minicpmv"
-                 else _family_items(model, s, limits, room))
+        items = _family_items(model, s, version, limits, room)
         if limits and not items:
             notes.append(f"no multimodal item fits a {prompt_tokens}-token prompt: text only")
     return WorstCase(mml, prompt_tokens, max_tokens, batch, dict(SAMPLING), tuple(items),

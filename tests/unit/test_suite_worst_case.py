@@ -7,7 +7,8 @@ import pytest
 from diagnostics.cards import get_card
 from diagnostics.errors import UsageError
 from diagnostics.models import get_model
-from diagnostics.predict.mm_budget import image_item, video_item
+from diagnostics.families.minicpmv import image_item, video_item
+from diagnostics.versions import parse_version
 from diagnostics.suite.worst_case import BATCH_CAP, MIN_TEXT_TOKENS, SAMPLING, describe, worst_case
 
 MINICPM = "openbmb/MiniCPM-V-2_6"
@@ -21,9 +22,10 @@ def test_minicpmv_sends_its_largest_image_at_the_knobs_value_and_the_longest_vid
     image, video = case.items
     # vLLM's get_image_size_with_most_features: 448 wide, 448 x max_slice_nums (9) high; plan's token count
     assert (image.modality, image.count, image.width, image.height) == ("image", 2, 448, 448 * 9)
-    assert image.tokens == image_item(model, settings, "0.32.0").tokens
+    v = parse_version("0.32.0")
+    assert image.tokens == image_item(model.family.shape, settings, v).tokens
     room = case.prompt_tokens - MIN_TEXT_TOKENS - 2 * image.tokens
-    expected = video_item(model, settings, "0.32.0", 2, 1, room)
+    expected = video_item(model.family.shape, settings, v, 2, 1, room)
     assert (video.modality, video.frames, video.tokens) == ("video", expected.slices, expected.tokens)
     assert 2 * image.tokens + video.tokens <= case.prompt_tokens
     # the knob moves the image: max_slice_nums=4 -> a 448 x 1792 image
