@@ -18,11 +18,11 @@ from diagnostics.outcomes import MEMORY_TERMS
 from diagnostics.predict import mm_budget
 from diagnostics.predict.coefficients import DEFAULT, Calibration, Coefficients
 from diagnostics.predict.limits import known_limits, setting_notes, startup_blocker
-from diagnostics.predict.terms import (Term, activation_term, cuda_graph_term, dtype_bytes, eager_vision_attention,
+from diagnostics.predict.terms import (KVCache, Term, activation_term, cuda_graph_term, dtype_bytes, eager_vision_attention,
                                        encoder_bytes, encoder_term, kv_cache_term, llm_pass_bytes, non_torch_term,
                                        sampler_bytes, scaled_encoder_bytes, weights_term)
 from diagnostics.predict.verdict import StartupTerms, null_block_tokens, verdict as judge_verdict
-from diagnostics.settings import KV_CACHE_DTYPES, engine_choice, resolve
+from diagnostics.settings import KV_CACHE_DTYPES, dated_default, engine_choice, resolve
 from diagnostics.units import GiB
 from diagnostics.versions import Version, default_version, engine as engine_of, family as family_of, parse_version
 
@@ -120,8 +120,12 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     peak = context_gib + weights.value_gib + non_torch.value_gib + activation.value_gib
 
     graphs_budgeted = _graphs_budgeted(ctx)
-    kv = kv_cache_term(model, settings, KV_CACHE_DTYPES.get(settings.get("kv_cache_dtype", "auto")) or ctx.db,
-                       _kv_budget_gib(ctx), (weights, non_torch, activation), graphs if graphs_budgeted else None)
+    kv_db = KV_CACHE_DTYPES.get(settings.get("kv_cache_dtype", "auto")) or ctx.db
+    if settings.get("enable_extensible_kv_cache") and card.total_gib > 0:
+        kv = _extensible_kv(ctx, kv_db, weights, non_torch, activation, graphs, graphs_budgeted, notes)
+    else:
+        kv = kv_cache_term(model, settings, kv_db, _kv_budget_gib(ctx), (weights, non_torch, activation),
+                           graphs if graphs_budgeted else None)
     _fit_auto_length(ctx, kv.tokens, notes)
     terms = StartupTerms(weights, non_torch, activation, kv, graphs, graphs_budgeted, enc_b / GiB,
                          llm_b / GiB, samp_b / GiB, peak, context_gib)
@@ -147,11 +151,44 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
 
 def _graphs_budgeted(ctx: _Context) -> bool:
     """V1 subtracts its CUDA-graph estimate from the KV budget when VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS is on:
-    default "1" from 0.20.0, "0" in 0.18-0.19, absent before (envs.py; audit c5)."""
+    its default is settings.VERSIONED_DEFAULTS' (os.getenv(..., "0") in 0.19.0 envs.py:1654-1655, "1" from 0.20.0
+    envs.py:1724-1725), absent before 0.18 (never subtracted)."""
     s = ctx.settings
     if ctx.eng != "V1" or s.get("enforce_eager") or ctx.v < (0, 18, 0):
         return False
-    return bool(s.get("VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS", ctx.v >= (0, 20, 0)))
+    return bool(s.get("VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS",
+                      dated_default("VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS", ctx.v)))
+
+
+EXTENSIBLE_MARGIN_FLOOR_GIB = 1.0  # 0.34 v1/worker/extensible_kv_cache.py:64 KV_CACHE_MARGIN_FLOOR_BYTES (CUDA)
+EXTENSIBLE_MARGIN_FRACTION = 0.75  # :65 KV_CACHE_MARGIN_FRACTION
+
+
+def _extensible_kv(ctx: _Context, kv_db: int, weights: Term, non_torch: Term, activation: Term, graphs: Term,
+                   graphs_budgeted: bool, notes: list[str]) -> KVCache:
+    """vLLM 0.34's extensible KV cache (CUDA default): the pool is sized after warmup and graph capture from the
+    memory then free, `measure_kv_cache_bytes` (0.34 v1/worker/extensible_kv_cache.py:592-618):
+
+        non_kv_used = weights + non-torch + CUDA graphs (captured, so measured)
+        peak        = transient activation peak + the graph estimate when VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS
+                      is on (reserved_headroom_bytes = peak_activation_memory, gpu_worker.py:771-773, :1005-1007)
+        margin      = max(1 GiB, 0.75 x peak)
+        KV          = min(util x total - non_kv_used, free at start - non_kv_used - margin) - peak
+
+    GiB; `derived` on the same terms as the estimate-based budget (the graph term stays an estimate)."""
+    total, util = ctx.card.total_gib, float(ctx.settings["gpu_memory_utilization"])
+    k = 2 if graphs_budgeted else 1  # captured graphs, plus the estimate kept free as peak
+    peak = activation.value_gib + (graphs.value_gib if graphs_budgeted else 0.0)
+    margin = max(EXTENSIBLE_MARGIN_FLOOR_GIB, EXTENSIBLE_MARGIN_FRACTION * peak)
+    budget = min(util * total, total - ctx.coef.cuda_context_gib[0] - margin)
+    twice = Term(graphs.value_gib * k, graphs.low_gib * k, graphs.high_gib * k, graphs.basis)
+    kv = kv_cache_term(ctx.model, ctx.settings, kv_db, budget, (weights, non_torch, activation), twice)
+    kv.term.basis = ("derived: extensible KV cache, min(util x total, free at start - margin) - (weights + "
+                     "non_torch + CUDA graphs) - activation peak" + (" - graph estimate" if graphs_budgeted else ""))
+    notes.append(f"vLLM {ctx.v} sizes the KV cache from memory measured after warmup and CUDA graph capture "
+                 f"(extensible KV cache), keeping a {margin:.2f} GiB margin and the activation peak free; "
+                 "set enable_extensible_kv_cache=false for the estimate-based budget")
+    return kv
 
 
 def _kv_budget_gib(ctx: _Context) -> float:
