@@ -143,6 +143,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     components = dict(zip(COMPONENTS, (weights, non_torch, encoder, activation, kv.term, graphs)))
     profile = _profile_json(prof, settings, rows, eager, enc, llm_b)
     profile["parts"] = _parts(ctx, prof, enc, rows)
+    profile["cuda_graph_budgeted"] = graphs_budgeted
     known_kv = settings.get("kv_cache_memory_bytes") is not None or settings.get("num_gpu_blocks_override") \
         or card.total_gib > 0
     return Plan(outcome, str(v), ctx.eng, ctx.fam, card, model, entrypoint, settings, components, profile, peak,
