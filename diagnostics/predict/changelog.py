@@ -211,3 +211,49 @@ def format_markdown(steps: list[Step], title: str) -> str:
     lines += ["", "Derived by `python -m diagnostics plan` from vLLM's start-up rules (no GPU ran); the rule "
               "sources are that release's file:line."]
     return "\n".join(lines) + "\n"
+
+
+# -- the upgrade gate: which planned term moved the way the measurement did ----------------------------------------
+_TERMS = (("weights_gib", "weights", "GiB"), ("non_torch_gib", "non-torch", "GiB"),
+          ("activation_peak_gib", "activation peak", "GiB"), ("cuda_graph_gib", "CUDA graphs", "GiB"),
+          ("encoder_items", "dummy encoder items", ""), ("kv_cache_gib", "KV cache", "GiB"))
+
+
+def _moved(a, b) -> bool:
+    return isinstance(a, (int, float)) and isinstance(b, (int, float)) and abs(b - a) > max(0.01, 0.005 * abs(a))
+
+
+def regression_cause(old: dict, new: dict) -> str | None:
+    """For one combination of a vLLM upgrade (two results.jsonl records, each with plan's "prediction" for its own
+    version): which planned term moved the way the measurement did, and the vLLM rules crossed; or that plan
+    expected no change. None when both ran the same vLLM version (not an upgrade) or neither has a prediction.
+
+    Measured: KV tokens (`kv_cache_tokens`), peak (`peak_device_gib`, else `peak_process_gib`), outcome."""
+    po, pn = old.get("prediction") or {}, new.get("prediction") or {}
+    vo, vn = po.get("vllm_version"), pn.get("vllm_version")
+    if not po or not pn or not vo or not vn or vo == vn:
+        return None
+    parts = []
+    kv_o, kv_n = old.get("kv_cache_tokens"), new.get("kv_cache_tokens")
+    peak_o = old.get("peak_device_gib", old.get("peak_process_gib"))
+    peak_n = new.get("peak_device_gib", new.get("peak_process_gib"))
+    for label, worse, (mo, mn), (pred_o, pred_n), fields in (
+            ("KV tokens", -1, (kv_o, kv_n), (po.get("kv_cache_tokens"), pn.get("kv_cache_tokens")), (KV,)),
+            ("peak", +1, (peak_o, peak_n), (po.get("peak_gib"), pn.get("peak_gib")), (PEAK,))):
+        if not _moved(mo, mn) or (mn - mo) * worse <= 0:
+            continue
+        if not _moved(pred_o, pred_n):
+            parts.append(f"{label}: plan expected no change from vLLM {vo} to {vn}")
+            continue
+        same_way = (pred_n - pred_o) * (mn - mo) > 0
+        pct = f"{(pred_n - pred_o) / abs(pred_o) * 100:+.0f}%" if pred_o else "from 0"
+        terms = [f"{name} {po[k]:.4g} -> {pn[k]:.4g}{(' ' + unit) if unit else ''}" for k, name, unit in _TERMS
+                 if _moved(po.get(k), pn.get(k))]
+        rules = [f"vLLM {r.since}: {r.what.split(':')[0]} ({r.source})" for r in _crossed(vo, vn)
+                 if set(r.fields) & set(fields)]
+        parts.append(f"{label} {'also' if same_way else 'the other way'} in plan ({pct})"
+                     + (f", moved by {', '.join(terms)}" if terms else "")
+                     + (f"; {'; '.join(rules)}" if rules else ""))
+    if old.get("outcome") == "ok" and new.get("outcome") not in (None, "ok"):
+        parts.append(f"outcome: plan expected {po.get('verdict')} -> {pn.get('verdict')}")
+    return " | ".join(parts) or None

@@ -91,3 +91,36 @@ def test_cli_bad_ranges_are_one_line_usage_errors(capsys, args, words):
     assert main(["plan", *args]) == 2
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err
+
+
+# -- the upgrade gate names the cause -------------------------------------------------------------------------------
+from diagnostics.predict.accuracy import prediction_record  # noqa: E402
+from diagnostics.predict.changelog import regression_cause  # noqa: E402
+from diagnostics.predict.estimator import plan  # noqa: E402
+from diagnostics.suite.baseline import compare, format_table  # noqa: E402
+
+
+def _record(version: str, kv_tokens: int, peak: float, outcome: str = "ok", settings=IMAGE_ONLY) -> dict:
+    return {"id": "image-only", "outcome": outcome, "kv_cache_tokens": kv_tokens, "peak_device_gib": peak,
+            "prediction": prediction_record(plan("minicpm-v-2_6", "4090", version, "llm", settings))}
+
+
+def test_a_kv_regression_across_0_20_names_the_graph_estimate_and_util_rules():
+    cause = regression_cause(_record("0.19.0", 10000, 22.0), _record("0.20.0", 7000, 22.0))
+    assert cause.startswith("KV tokens also in plan")
+    assert "KV cache" in cause and "envs.py:1724-1725" in cause and "config/cache.py:66" in cause
+
+
+def test_plan_expecting_no_change_says_so():
+    cause = regression_cause(_record("0.21.0", 10000, 22.0), _record("0.22.0", 7000, 22.0))
+    assert cause == "KV tokens: plan expected no change from vLLM 0.21.0 to 0.22.0"
+
+
+def test_no_cause_within_one_version_or_without_predictions():
+    assert regression_cause(_record("0.20.0", 10000, 22.0), _record("0.20.0", 7000, 22.0)) is None
+    assert regression_cause({"kv_cache_tokens": 1}, {"kv_cache_tokens": 0}) is None
+
+
+def test_compare_table_carries_the_planned_cause_for_a_regressed_row():
+    table = format_table(compare([_record("0.19.0", 10000, 22.0)], [_record("0.20.0", 7000, 22.0)]))
+    assert "REGRESSED" in table and "planned: KV tokens also in plan" in table
