@@ -124,3 +124,11 @@ def test_no_cause_within_one_version_or_without_predictions():
 def test_compare_table_carries_the_planned_cause_for_a_regressed_row():
     table = format_table(compare([_record("0.19.0", 10000, 22.0)], [_record("0.20.0", 7000, 22.0)]))
     assert "REGRESSED" in table and "planned: KV tokens also in plan" in table
+
+
+def test_cli_markdown_form_for_an_upgrade_pr(tmp_path):
+    out = tmp_path / "upgrade.md"
+    assert main(["plan", "--card", "h100-80", "--vllm", "0.33.0..0.34.0", "--format", "md", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("### openbmb/MiniCPM-V-2_6 on h100-80") and "| 0.34.0 | ok |" in text
+    assert "- **0.34.0**" in text and "kv_tokens 847,024 -> 774,272" in text
