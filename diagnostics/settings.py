@@ -18,10 +18,8 @@ V1 (0.7 opt-in, default from 0.8.0)
   gpu_memory_utilization 0.90, 0.92 from 0.20.0. limit_mm_per_prompt 1 until 0.8.3, 999 from 0.8.4; from 0.12.0
   a modality's limit may be a dummy-options object {"count", "num_frames", "width", "height"} (count 999 unset).
   max_model_len "auto" / -1 (0.14+) fits the length to the KV cache after profiling (`plan` reports it).
-0.34 (CUDA cards): enable_extensible_kv_cache defaults on unless kv_cache_memory_bytes or num_gpu_blocks_override
-  is set (0.34 config/vllm.py:3180-3254); gpu_memory_utilization then defaults to 1.0, else 0.92
-  (config/cache.py:493-501); block_size defaults to 64 (config/cache.py:185; FlashAttention accepts any multiple of
-  16, v1/attention/backends/flash_attn.py:357-367, so it keeps 64). VERSIONED_DEFAULTS holds the dated defaults.
+0.34 (CUDA): the extensible KV cache (`extensible_kv_cache`) makes gpu_memory_utilization 1.0, else 0.92
+  (config/cache.py:493-501); block_size 64 (cache.py:185; FlashAttention keeps it, flash_attn.py:357-379).
 """
 
 from __future__ import annotations
@@ -111,11 +109,8 @@ EXTENSIBLE_KV_SINCE = Version(0, 34, 0)
 def dated_default(setting: str, version):
     """The default of a VERSIONED_DEFAULTS setting in `version` (None before its first entry). KeyError for a
     setting not in the table; UsageError for a version outside the planned range."""
-    v, out = parse_version(version), None
-    for since, value in VERSIONED_DEFAULTS[setting]:
-        if v >= since:
-            out = value
-    return out
+    v = parse_version(version)
+    return next((value for since, value in reversed(VERSIONED_DEFAULTS[setting]) if v >= since), None)
 
 
 # bytes per KV element: "auto" follows the model dtype; fp8 variants store one byte (vLLM CacheDType)
@@ -354,7 +349,7 @@ def _v0_batch(model: ModelSpec, v: Version, s: dict, given: dict) -> None:
     """V0: chunked prefill switches itself on for text models above 32K context (0.5.5 arg_utils.py:820-838,
     0.10.2 :1570); the multimodal floor applies after the chunked value (0.6.3 config.py:983-999)."""
     mml = s["max_model_len"]
-    s.setdefault("gpu_memory_utilization", 0.90)
+    s.setdefault("gpu_memory_utilization", default_gpu_memory_utilization(v))
     s.setdefault("max_num_seqs", 256)
     if given.get("enable_chunked_prefill") is None:
         s["enable_chunked_prefill"] = model.vision is None and mml > 32768 and v >= (0, 5, 4)
@@ -377,8 +372,7 @@ def _v1_batch(card: Card, v: Version, entrypoint: str, s: dict, given: dict) -> 
     s.setdefault("enable_chunked_prefill", True)
     if v >= EXTENSIBLE_KV_SINCE:
         s["enable_extensible_kv_cache"] = extensible_kv_cache(card, v, s)
-    s.setdefault("gpu_memory_utilization", 1.0 if s.get("enable_extensible_kv_cache") else
-                 0.92 if v >= (0, 20, 0) else 0.90)
+    s.setdefault("gpu_memory_utilization", default_gpu_memory_utilization(v, s.get("enable_extensible_kv_cache")))
     d_mbt, d_seqs = _v1_batch_defaults(card, v, entrypoint)
     if s.get("performance_mode") == "throughput":
         d_mbt, d_seqs = d_mbt * 2, d_seqs * 2
@@ -397,20 +391,15 @@ def extensible_kv_cache(card: Card, version, s: dict) -> bool:
     """Does vLLM >= 0.34 size this start's KV cache from memory measured after warmup (extensible KV cache)? Unset:
     on for CUDA without kv_cache_memory_bytes / num_gpu_blocks_override (0.34 config/vllm.py:3180-3254); a true
     vLLM refuses (its ValueError) is a UsageError here. False before 0.34 and on the CPU backend."""
-    v = parse_version(version)
-    asked = s.get("enable_extensible_kv_cache")
-    if v < EXTENSIBLE_KV_SINCE or card.is_cpu:
-        if asked:
-            raise UsageError(f"setting enable_extensible_kv_cache=true needs a CUDA card and vLLM >= "
-                             f"{EXTENSIBLE_KV_SINCE} (planning for {card.name}, {v}); accepted here: false or unset")
-        return False
+    v, asked = parse_version(version), s.get("enable_extensible_kv_cache")
     fixed = next((k for k in ("kv_cache_memory_bytes", "num_gpu_blocks_override") if s.get(k) is not None), None)
-    if fixed:
-        if asked:
-            raise UsageError(f"setting enable_extensible_kv_cache=true cannot go with {fixed}: vLLM {v} sizes the "
-                             f"extensible KV cache from measured memory, which {fixed} overrides; accepted: drop one")
-        return False
-    return asked is not False
+    if asked and (v < EXTENSIBLE_KV_SINCE or card.is_cpu):
+        raise UsageError(f"setting enable_extensible_kv_cache=true needs a CUDA card and vLLM >= "
+                         f"{EXTENSIBLE_KV_SINCE} (planning for {card.name}, {v}); accepted here: false or unset")
+    if asked and fixed:
+        raise UsageError(f"setting enable_extensible_kv_cache=true cannot go with {fixed}: vLLM {v} sizes the "
+                         f"extensible KV cache from measured memory, which {fixed} overrides; accepted: drop one")
+    return v >= EXTENSIBLE_KV_SINCE and not card.is_cpu and not fixed and asked is not False
 
 
 def _limits(model: ModelSpec, v: Version, eng: str, given: dict) -> tuple[dict, dict]:
@@ -439,6 +428,17 @@ def _limits(model: ModelSpec, v: Version, eng: str, given: dict) -> tuple[dict, 
     return counts, options
 
 
+def default_gpu_memory_utilization(version, extensible: bool | None = False) -> float:
+    """vLLM's default gpu_memory_utilization (a fraction of the card's total) for a version: 0.90; 0.92 on V1 from
+    0.20.0; 1.0 with 0.34's extensible KV cache (`extensible`; config/cache.py:493-501). The one home of this
+    default: settings resolution, the suite's limits and explain's ladders read it. UsageError for a version
+    outside the planned range."""
+    v = parse_version(version)
+    if extensible and v >= EXTENSIBLE_KV_SINCE:
+        return 1.0
+    return 0.92 if (engine(v) == "V1" and v >= (0, 20, 0)) else 0.90
+
+
 def version_default(setting: str, version) -> tuple[bool, object]:
     """(known, default) of a setting whose default depends on the vLLM version only (not on the card, model or
     entry point): the ENGINE_DEFAULTS, gpu_memory_utilization, the per-modality limit_mm_per_prompt default and the
@@ -453,7 +453,7 @@ def version_default(setting: str, version) -> tuple[bool, object]:
     if setting == "gpu_memory_utilization":
         if v >= EXTENSIBLE_KV_SINCE:  # 1.0 with the extensible KV cache (card- and setting-dependent), else 0.92
             return False, None
-        return True, 0.92 if (eng == "V1" and v >= (0, 20, 0)) else 0.90
+        return True, default_gpu_memory_utilization(v)
     if setting == "limit_mm_per_prompt":
         return True, default_limit(v, eng)
     if setting == "enable_chunked_prefill":

@@ -18,6 +18,7 @@ import json
 
 from diagnostics.errors import UsageError
 from diagnostics.explain import explain_plan
+from diagnostics.models import get_model
 from diagnostics.predict.changelog import changelog, format_markdown as changelog_markdown, format_text as changelog_text
 from diagnostics.predict.coefficients import load_calibration_arg
 from diagnostics.predict.estimator import Plan, plan
@@ -35,7 +36,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", default="minicpm-v-2_6",
                         help="minicpm-v-2_6 (default), a stored VLM (qwen2.5-vl-7b, qwen3-vl-8b, internvl3-8b, "
                              "gemma-3-4b, llava-onevision-7b, llama-3.2-11b-vision, ...; docs/models.md), or a "
-                             "checkpoint directory with config.json (+ preprocessor_config.json)")
+                             "checkpoint directory with config.json (+ preprocessor_config.json; its *.safetensors "
+                             "headers size the weights), or a Hugging Face id owner/name (config.json and the "
+                             "safetensors headers read remotely, no weights downloaded)")
     parser.add_argument("--card", default="3090", help="card short name (default 3090): t4, a10, l4, 3090, 4090, "
                                                        "a100-80, h100-80, ... or one from --cards; a comma list "
                                                        "or all: one table, a row per card")
@@ -80,6 +83,7 @@ def build(args, card=None, version=None, overrides=None) -> Plan:
 
 def run(args) -> int:
     fits = [f.strip() for f in (args.fit or "").split(",") if f.strip()]
+    args.model = get_model(args.model, hub=True)  # once: a hub id's headers are read a single time
     if len(fits) > 2:
         raise UsageError(f"--fit {args.fit!r} names {len(fits)} settings; accepted: SETTING or SETTING,LADDER_SETTING")
     cards, versions = expand_cards(args.card, args.cards), expand_versions(args.vllm)

@@ -9,7 +9,7 @@ import math
 
 from diagnostics.errors import UsageError
 from diagnostics.explain.terms import UTIL_RAISE_CURES, need_gib, term, util_direction
-from diagnostics.settings import DTYPES
+from diagnostics.settings import DTYPES, default_gpu_memory_utilization
 from diagnostics.units import GiB, MiB
 from diagnostics.versions import parse_version
 
@@ -78,7 +78,8 @@ def _gpu_memory_utilization(plan, outcome: str) -> list:
     s = plan.settings
     if s.get("kv_cache_memory_bytes"):
         return []
-    return util_steps(float(s.get("gpu_memory_utilization") or 0.9), util_direction(outcome, plan.engine))
+    util = s.get("gpu_memory_utilization") or default_gpu_memory_utilization(plan.vllm_version)
+    return util_steps(float(util), util_direction(outcome, plan.engine))
 
 
 def _limit_mm_per_prompt(plan, outcome: str) -> list:

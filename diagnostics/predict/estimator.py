@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from diagnostics.cards import Card, get_card
+from diagnostics.decoder import FULL, LINEAR, SLIDING
 from diagnostics.families import check_version
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.outcomes import MEMORY_TERMS
@@ -26,6 +27,10 @@ from diagnostics.settings import KV_CACHE_DTYPES, dated_default, engine_choice, 
 from diagnostics.units import GiB
 from diagnostics.versions import Version, default_version, engine as engine_of, family as family_of, parse_version
 
+# V1's hybrid KV cache manager: sliding-window layers keep only their window. 0.9.0 still turns every sliding layer
+# of a mixed model into full attention (v1/core/kv_cache_utils.py 0.9.0:660-693); 0.9.2 has the manager
+# (kv_cache_utils.py 0.9.2:744-786); 0.9.1 not checked.
+HYBRID_KV_SINCE = (0, 9, 2)
 # The component names of `Plan.components`, in the order vLLM's start-up meets them.
 COMPONENTS = tuple(MEMORY_TERMS)
 
@@ -108,7 +113,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     ctx = _Context(model, card, v, engine_of(v, settings.get("use_v1")), fam, settings, dtype_bytes(model, settings),
                    int(settings.get("tensor_parallel_size", 1)), coef or DEFAULT)
     notes = setting_notes(v, ctx.eng, given, settings, engine_choice(model, card, v, given)[1])
-    weights = weights_term(model, settings, ctx.db)
+    weights = weights_term(model, settings, ctx.db, notes)
     non_torch = non_torch_term(settings, ctx.coef)
     prof, eager, enc = _encoder_profile(ctx, notes)
     enc_b = scaled_encoder_bytes(enc["total"], eager, ctx.coef)
@@ -120,12 +125,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     peak = context_gib + weights.value_gib + non_torch.value_gib + activation.value_gib
 
     graphs_budgeted = _graphs_budgeted(ctx)
-    kv_db = KV_CACHE_DTYPES.get(settings.get("kv_cache_dtype", "auto")) or ctx.db
-    if settings.get("enable_extensible_kv_cache") and card.total_gib > 0:
-        kv = _extensible_kv(ctx, kv_db, weights, non_torch, activation, graphs, graphs_budgeted, notes)
-    else:
-        kv = kv_cache_term(model, settings, kv_db, _kv_budget_gib(ctx), (weights, non_torch, activation),
-                           graphs if graphs_budgeted else None)
+    kv = _kv_cache(ctx, (weights, non_torch, activation), graphs, graphs_budgeted, notes)
     _fit_auto_length(ctx, kv.tokens, notes)
     terms = StartupTerms(weights, non_torch, activation, kv, graphs, graphs_budgeted, enc_b / GiB,
                          llm_b / GiB, samp_b / GiB, peak, context_gib)
@@ -135,19 +135,36 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
         outcome, phase = "error", "startup_check"
     else:
         outcome, phase = judge_verdict(card, v, ctx.eng, settings, terms, notes)
-    notes += known_limits(model, v, ctx.eng, settings)
+    notes += known_limits(model, v, ctx.eng, settings) + _layer_kind_notes(ctx)
     if graphs.value_gib and not graphs_budgeted:
         notes.append("CUDA graphs are not in the KV budget in this version: they must fit in what is left")
     if card.is_cpu:
         notes.append("cpu pseudo-card: total memory is read at run time; memory verdicts need [cards.cpu] total_gib")
     components = dict(zip(COMPONENTS, (weights, non_torch, encoder, activation, kv.term, graphs)))
     profile = _profile_json(prof, settings, rows, eager, enc, llm_b)
-    profile["parts"] = _parts(ctx, prof, enc, rows)
+    profile["parts"] = _parts(ctx, prof, enc, rows, eager)
     profile["cuda_graph_budgeted"] = graphs_budgeted
     known_kv = settings.get("kv_cache_memory_bytes") is not None or settings.get("num_gpu_blocks_override") \
         or card.total_gib > 0
     return Plan(outcome, str(v), ctx.eng, ctx.fam, card, model, entrypoint, settings, components, profile, peak,
                 kv.tokens if known_kv else None, phase, notes, context_gib, given, ctx.coef)
+
+
+def _layer_kind_notes(ctx: _Context) -> list[str]:
+    """What the KV figure does with sliding-window and Mamba/linear-attention layers (diagnostics.decoder)."""
+    d = ctx.model.decoder
+    if d is None:
+        return []
+    n, out = d.attention_layers(), []
+    if n[SLIDING]:
+        out.append(f"{n[SLIDING]} of {d.layers} layers use a {d.sliding_window}-token sliding window: " + (
+            "V1's hybrid KV manager keeps only the window, so the KV cache holds more max_model_len tokens"
+            if ctx.eng == "V1" and ctx.v >= HYBRID_KV_SINCE else
+            "this engine gives them the whole length like full-attention layers"))
+    if n[LINEAR]:
+        out.append(f"{n[LINEAR]} of {d.layers} layers are Mamba/linear-attention: only the {n[FULL]} full-attention "
+                   "layers hold paged KV; their per-request state is not modelled (KV tokens are an upper bound)")
+    return out
 
 
 def _graphs_budgeted(ctx: _Context) -> bool:
@@ -161,12 +178,24 @@ def _graphs_budgeted(ctx: _Context) -> bool:
                       dated_default("VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS", ctx.v)))
 
 
+def _kv_cache(ctx: _Context, used: tuple[Term, Term, Term], graphs: Term, graphs_budgeted: bool,
+              notes: list[str]) -> KVCache:
+    """The KV pool: estimate-based (util x total - non-KV) or, 0.34's default on CUDA, the extensible KV cache."""
+    s = ctx.settings
+    kv_db = KV_CACHE_DTYPES.get(s.get("kv_cache_dtype", "auto")) or ctx.db
+    windowed = ctx.eng == "V1" and ctx.v >= HYBRID_KV_SINCE
+    if s.get("enable_extensible_kv_cache") and ctx.card.total_gib > 0:
+        return _extensible_kv(ctx, kv_db, used, graphs, graphs_budgeted, notes, windowed)
+    return kv_cache_term(ctx.model, s, kv_db, _kv_budget_gib(ctx), used, graphs if graphs_budgeted else None,
+                         windowed=windowed, version=ctx.v)
+
+
 EXTENSIBLE_MARGIN_FLOOR_GIB = 1.0  # 0.34 v1/worker/extensible_kv_cache.py:64 KV_CACHE_MARGIN_FLOOR_BYTES (CUDA)
 EXTENSIBLE_MARGIN_FRACTION = 0.75  # :65 KV_CACHE_MARGIN_FRACTION
 
 
-def _extensible_kv(ctx: _Context, kv_db: int, weights: Term, non_torch: Term, activation: Term, graphs: Term,
-                   graphs_budgeted: bool, notes: list[str]) -> KVCache:
+def _extensible_kv(ctx: _Context, kv_db: int, used: tuple[Term, Term, Term], graphs: Term, graphs_budgeted: bool,
+                   notes: list[str], windowed: bool) -> KVCache:
     """vLLM 0.34's extensible KV cache (CUDA default): the pool is sized after warmup and graph capture from the
     memory then free, `measure_kv_cache_bytes` (0.34 v1/worker/extensible_kv_cache.py:592-618):
 
@@ -177,15 +206,17 @@ def _extensible_kv(ctx: _Context, kv_db: int, weights: Term, non_torch: Term, ac
         KV          = min(util x total - non_kv_used, free at start - non_kv_used - margin) - peak
 
     GiB; `derived` on the same terms as the estimate-based budget (the graph term stays an estimate)."""
+    activation = used[2]
     total, util = ctx.card.total_gib, float(ctx.settings["gpu_memory_utilization"])
     k = 2 if graphs_budgeted else 1  # captured graphs, plus the estimate kept free as peak
     peak = activation.value_gib + (graphs.value_gib if graphs_budgeted else 0.0)
     margin = max(EXTENSIBLE_MARGIN_FLOOR_GIB, EXTENSIBLE_MARGIN_FRACTION * peak)
     budget = min(util * total, total - ctx.coef.cuda_context_gib[0] - margin)
     twice = Term(graphs.value_gib * k, graphs.low_gib * k, graphs.high_gib * k, graphs.basis)
-    kv = kv_cache_term(ctx.model, ctx.settings, kv_db, budget, (weights, non_torch, activation), twice)
-    kv.term.basis = ("derived: extensible KV cache, min(util x total, free at start - margin) - (weights + "
-                     "non_torch + CUDA graphs) - activation peak" + (" - graph estimate" if graphs_budgeted else ""))
+    kv = kv_cache_term(ctx.model, ctx.settings, kv_db, budget, used, twice, windowed=windowed, version=ctx.v)
+    kv.term.basis = kv.term.basis.replace("util x total - (weights + non_torch + activation peak) - CUDA graphs", (
+        "extensible KV cache, min(util x total, free at start - margin) - (weights + non_torch + CUDA graphs) - "
+        "activation peak" + (" - graph estimate" if graphs_budgeted else "")), 1)
     notes.append(f"vLLM {ctx.v} sizes the KV cache from memory measured after warmup and CUDA graph capture "
                  f"(extensible KV cache), keeping a {margin:.2f} GiB margin and the activation peak free; "
                  "set enable_extensible_kv_cache=false for the estimate-based budget")
@@ -246,10 +277,11 @@ def _llm_phase_bytes(ctx: _Context, prof: mm_budget.MMProfile) -> tuple[int, int
     return enc_out_b + max(llm_b, mbt * model.hidden * ctx.db + samp_b), samp_b, rows
 
 
-def _parts(ctx: _Context, prof: mm_budget.MMProfile, enc: dict, rows: int) -> dict:
+def _parts(ctx: _Context, prof: mm_budget.MMProfile, enc: dict, rows: int, eager: bool) -> dict:
     """The shape-derived quantities before any coefficient, in bytes (what `predict.calibrate` fits against):
     the encoder pass, the LLM pass over max_num_batched_tokens, the encoder outputs and hidden states alive beside
-    it, the sampler's logit count (rows x padded vocabulary), and the largest batch CUDA graphs capture."""
+    it, the sampler's logit count (rows x padded vocabulary), and the largest batch CUDA graphs capture. `eager`:
+    `_encoder_profile`'s own decision (one place: the parts once re-derived it and disagreed for family VLMs)."""
     s, model = ctx.settings, ctx.model
     mbt = s["max_num_batched_tokens"]
     largest = 0 if s.get("enforce_eager") else min(s["max_num_seqs"] * (1 if ctx.eng == "V0" else 2),
@@ -258,7 +290,7 @@ def _parts(ctx: _Context, prof: mm_budget.MMProfile, enc: dict, rows: int) -> di
     return {"encoder_raw_bytes": int(enc["total"]), "llm_pass_raw_bytes": llm_pass_bytes(model, mbt, ctx.db, ctx.tp),
             "encoder_outputs_bytes": prof.llm_mm_tokens * model.hidden * ctx.db if not prof.skipped else 0,
             "hidden_bytes": mbt * model.hidden * ctx.db, "sampler_logits": rows * model.vocab_padded,
-            "eager": eager_vision_attention(ctx.v, ctx.fam) and bool(enc["total"]),
+            "eager": eager and bool(enc["total"]),
             "tensor_parallel_size": ctx.tp, "graph_batch": largest, "graph_cap":
                 (ctx.coef.cuda_graph_v0 if ctx.eng == "V0" else ctx.coef.cuda_graph_v1)[2]}
 

@@ -123,3 +123,10 @@ def write_outputs(run_dir: Path, summary: dict, card, at_limit, machine: dict) -
     (run_dir / SEARCH_JSON).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     (run_dir / SEARCH_MD).write_text(search_section(summary), encoding="utf-8")
     (run_dir / SNIPPET).write_text(snippet(card, summary, at_limit, machine), encoding="utf-8")
+
+
+def summary_line(summary: dict, run_dir) -> str:
+    """The terminal summary's line for a finished search (search.json's content)."""
+    return (f"--search {summary['setting']}: measured limit {summary['limit']}, predicted {summary['predicted']}; "
+            f"{summary['starts']} starts for a grid of {summary['grid']} (bound {summary['max_starts']}); "
+            f"--cards snippet: {run_dir / 'cards-snippet.toml'}")

@@ -7,8 +7,11 @@ import json
 import pytest
 
 from diagnostics.cli import main
-from diagnostics.predict.changelog import RULE_CHANGES, changelog, format_markdown, format_text
+from diagnostics.predict.accuracy import prediction_record
+from diagnostics.predict.changelog import RULE_CHANGES, changelog, format_markdown, format_text, regression_cause
+from diagnostics.predict.estimator import plan
 from diagnostics.predict.fleet import expand_versions
+from diagnostics.suite.baseline import compare, format_table
 from diagnostics.versions import KNOWN_VERSIONS, parse_version
 
 IMAGE_ONLY = {"limit_mm_per_prompt": {"image": 1, "video": 0}, "max_model_len": 8192}
@@ -94,10 +97,6 @@ def test_cli_bad_ranges_are_one_line_usage_errors(capsys, args, words):
 
 
 # -- the upgrade gate names the cause -------------------------------------------------------------------------------
-from diagnostics.predict.accuracy import prediction_record  # noqa: E402
-from diagnostics.predict.changelog import regression_cause  # noqa: E402
-from diagnostics.predict.estimator import plan  # noqa: E402
-from diagnostics.suite.baseline import compare, format_table  # noqa: E402
 
 
 def _record(version: str, kv_tokens: int, peak: float, outcome: str = "ok", settings=IMAGE_ONLY) -> dict:

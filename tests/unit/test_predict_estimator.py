@@ -74,7 +74,8 @@ def test_vllm_example_settings_fit_on_l4(version):
 def test_weights_and_offload_and_tp():
     p = plan("minicpm-v-2_6", "a100-80", "0.33.0")
     assert p.components["weights"].value_gib == pytest.approx(16_198_551_008 / 2**30)
-    assert p.components["weights"].basis.startswith("exact")
+    # config arithmetic by vLLM's layer rules is derived, not exact (issue 20: exact = header or vLLM's code)
+    assert p.components["weights"].basis.startswith("derived")
     off = plan("minicpm-v-2_6", "a100-80", "0.33.0", overrides={"cpu_offload_gb": 4})
     assert off.components["weights"].value_gib == pytest.approx(16_198_551_008 / 2**30 - 4)
     tp = plan("minicpm-v-2_6", "a100-80", "0.33.0", overrides={"tensor_parallel_size": 2})
@@ -411,3 +412,18 @@ def test_0_34_extensible_kv_cache_skips_the_free_memory_check():
     assert plan("minicpm-v-2_6", "h100-80", "0.34.0").verdict != "insufficient_free_memory"
     assert plan("minicpm-v-2_6", "h100-80", "0.34.0", overrides={
         "enable_extensible_kv_cache": False, "gpu_memory_utilization": 1.0}).verdict == "insufficient_free_memory"
+
+
+@pytest.mark.parametrize("version", ["0.5.5", "0.6.2", "0.6.3", "0.10.0", "0.32.0"])
+def test_the_calibration_parts_say_eager_exactly_when_the_encoder_profile_does(version):
+    """One decision: `_parts` (what calibrate fits on) re-derived "eager vision attention" and said eager for family
+    VLMs below vLLM 0.6.3 while the encoder profile (the plan's own figure) said linear (code review: 1)."""
+    from diagnostics.models import get_model, stored_models
+
+    for name in ["minicpm-v-2_6", *stored_models()]:
+        try:
+            p = plan(get_model(name), get_card("h100-80"), version, "llm", {"max_model_len": 4096})
+        except UsageError:  # a model this vLLM does not have
+            continue
+        enc = p.profile["parts"]["encoder_raw_bytes"]
+        assert p.profile["parts"]["eager"] == (p.profile["eager_vision_attention"] and enc > 0), (name, version)

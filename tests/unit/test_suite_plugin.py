@@ -517,8 +517,11 @@ GPU_BOX = VLLM_STAND_IN + f"""
 import os, sys
 sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
 from pathlib import Path
-from fake_pynvml import FakeNVML
-sys.modules["pynvml"] = FakeNVML([("NVIDIA H100 80GB HBM3", 80 << 30)] * 4)
+import pytest
+from fake_nvml_driver import FakeDriver, FakeGpu
+# the real nvidia-ml-py, answered by a fake driver of four H100s (undone when the process ends)
+FakeDriver([FakeGpu(name="NVIDIA H100 80GB HBM3", total=80 << 30, used=300 << 20) for _ in range(4)]).install(
+    pytest.MonkeyPatch())
 import diagnostics.engine.launch as launch
 from diagnostics.logs.reader import read_log
 
@@ -820,3 +823,44 @@ def test_xdist_workers_each_get_their_own_gpu(pytester, gpus):
         else:
             assert claimed == [own], (rid, worker, record["device_peaks_gib"])
     assert len(workers) > 1  # the load really was spread over workers
+
+
+# -- the installed plugin (issue #27): a pytest11 entry point, used from another directory --------------------------
+def _entry_point_installed() -> bool:
+    from importlib.metadata import entry_points
+
+    return any(ep.value == "diagnostics.suite.plugin" for ep in entry_points(group="pytest11"))
+
+
+def _pytest_elsewhere(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "VLLM_MEMCHECK"))}
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_installed_plugin_runs_the_shipped_suite_from_any_directory_with_options_in_the_space_form(tmp_path):
+    """No conftest, no -p: the entry point loads the plugin before pytest parses the command line, so
+    `--matrix PATH` is an option, not a test path, and the shipped start-up tests are collected with --pyargs."""
+    assert _entry_point_installed(), "the pytest11 entry point is missing: reinstall (scripts/install.sh)"
+    elsewhere = tmp_path / "their-repo"
+    elsewhere.mkdir()
+    (elsewhere / "m.toml").write_text(textwrap.dedent(MATRIX))
+    done = _pytest_elsewhere(elsewhere, "--pyargs", "diagnostics.suite", "--collect-only", "-q",
+                             "--card", "cpu", "--matrix", str(elsewhere / "m.toml"), "--report-dir", "rd")
+    assert done.returncode == 0, done.stdout + done.stderr
+    collected = [line for line in done.stdout.splitlines() if "::test_startup[" in line]
+    assert [line.rsplit("[", 1)[1] for line in collected] == ["a]", "b]", "c]"]
+    assert "test_startup_matrix.py" in collected[0]
+    bad = _pytest_elsewhere(elsewhere, "--pyargs", "diagnostics.suite", "--card", "nope")
+    assert bad.returncode == 4 and "ERROR: unknown card 'nope'; accepted:" in bad.stderr
+
+
+def test_an_installed_plugin_leaves_a_session_that_does_not_use_it_alone(tmp_path):
+    assert _entry_point_installed(), "the pytest11 entry point is missing: reinstall (scripts/install.sh)"
+    (tmp_path / "test_theirs.py").write_text("def test_theirs():\n    assert True\n")
+    done = _pytest_elsewhere(tmp_path)
+    assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout + done.stderr
+    assert "vllm-memcheck:" not in done.stdout  # no header lines, no summary (only the "plugins:" list names it)
+    assert not (tmp_path / "reports").exists()
+    listed = _pytest_elsewhere(tmp_path, "--help")  # the options are there all the same
+    assert "--card=NAME|auto|cpu" in listed.stdout and "memcheck_card" in listed.stdout
