@@ -49,6 +49,8 @@ RULE_CHANGES: tuple[RuleChange, ...] = (
                (PEAK, KV, ITEMS, GRAPHS)),
     RuleChange(Version(0, 9, 1), "V1 free-memory check at start-up; the KV budget no longer includes the CUDA "
                "context", "v1/worker/gpu_worker.py:143-151 (0.9.2)", (VERDICT, KV)),
+    RuleChange(Version(0, 9, 2), "V1 hybrid KV cache manager: sliding-window layers keep only their window (0.9.0 "
+               "gave them the whole length)", "v1/core/kv_cache_utils.py:744-786 (0.9.0 :660-693)", (VERDICT, KV)),
     RuleChange(Version(0, 10, 0), "V1 profiled encoder items = floor(encoder budget / item tokens), was ceil",
                "v1/worker/gpu_model_runner.py:2361 (0.9.2 :2221 used cdiv)", (PEAK, KV, ITEMS)),
     RuleChange(Version(0, 10, 1), "multimodal per-item tokens counted with separators (0.10.1-0.12.x)",
@@ -66,6 +68,9 @@ RULE_CHANGES: tuple[RuleChange, ...] = (
                always=True),
     RuleChange(Version(0, 20, 0), "encoder budget tie-break picks video on equal tokens",
                "multimodal/encoder_budget.py:184", (ITEMS,)),
+    RuleChange(Version(0, 26, 0), "async scheduling by default: a sliding-window layer holds two in-flight batches "
+               "of max_num_batched_tokens (one before)", "config/vllm.py:525-533 (0.20.0 kv_cache_interface.py:435)",
+               (VERDICT, KV)),
     RuleChange(Version(0, 27, 0), "non-KV = memory consumed + transient peak headroom",
                "utils/mem_utils.py:317-326", (KV,)),
     RuleChange(Version(0, 28, 0), "cards >= 160 GiB get 16384 batched tokens on both entry points",
