@@ -4,9 +4,12 @@ start-up memory and the verdict, without a GPU; `--format md` is a redacted Mark
 
 `--fit max_model_len` answers "what should I set": the largest value that plans ok (predict/fit.py), the terms
 there and what fails one step above. `--fit max_model_len,max_num_seqs` prints the frontier over a ladder of
-max_num_seqs. Several cards (`--card all`) print one table, a row each (predict/fleet.py), with or without a
-one-setting --fit. One card and several releases (`--vllm 0.20.0..0.34.0` or `--vllm 0.6.3,0.32.0`) print the start-up
-memory changelog (predict/changelog.py): release by release, what moves and the vLLM rule that moved it.
+max_num_seqs. `--fit max_pixels` (or another multimodal knob: max_slice_nums, max_patches, num_frames,
+limit_mm_per_prompt.image, ...) answers "how big may my images be" in the knob's units (predict/mm_fit.py), and
+`--fit max_model_len,max_pixels` prints that frontier. Several cards (`--card all`) print one table, a row each
+(predict/fleet.py), with or without a one-setting --fit. One card and several releases (`--vllm 0.20.0..0.34.0`
+or `--vllm 0.6.3,0.32.0`) print the start-up memory changelog (predict/changelog.py): release by release, what
+moves and the vLLM rule that moved it.
 
 Defaults: --model minicpm-v-2_6, --card 3090 (the seed's card, so a bare `plan` answers the classic question),
 --vllm the installed vLLM (read from package metadata, vllm is not imported) else the newest known.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import json
 
+from diagnostics import vllm_exact
 from diagnostics.errors import UsageError
 from diagnostics.explain import explain_plan
 from diagnostics.models import get_model
@@ -24,6 +28,7 @@ from diagnostics.predict.coefficients import load_calibration_arg
 from diagnostics.predict.estimator import Plan, plan
 from diagnostics.predict.fit import Fit, fit, frontier, max_concurrency
 from diagnostics.predict.fleet import expand_cards, expand_versions, fleet
+from diagnostics.predict.mm_fit import KnobFit, check_fit_name, find_knob, fit_knob, is_knob_name, knob_frontier
 from diagnostics.report import SINGLE_FORMATS, emit, output_format, plan_markdown
 from diagnostics.redact import Redactor
 from diagnostics.settings import parse_set, vllm_refusal
@@ -47,7 +52,9 @@ def add_arguments(parser) -> None:
                              "A..B, a comma list or all: on one card, the start-up changelog release by release")
     parser.add_argument("--fit", default=None, metavar="SETTING[,LADDER]",
                         help="the largest max_model_len / max_num_seqs / max_num_batched_tokens / "
-                             "gpu_memory_utilization that plans ok; SETTING,LADDER: the frontier over LADDER's ladder")
+                             "gpu_memory_utilization, or multimodal knob (max_pixels, max_slice_nums, max_patches, "
+                             "pan_and_scan_max_num_crops, num_frames, limit_mm_per_prompt.image / .video), that "
+                             "plans ok; SETTING,LADDER: the frontier over LADDER's ladder")
     parser.add_argument("--entrypoint", default="llm", help="llm (the LLM class) or serve (the API server)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                         help="engine setting; VALUE is JSON when it parses (repeatable)")
@@ -55,6 +62,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--calibration", default=None, metavar="FILE|shipped",
                         help="calibration TOML written by `calibrate --out` (shipped: the fit on the field cases); "
                              "default: the built-in coefficients")
+    parser.add_argument("--no-vllm-exact", action="store_true", dest="no_vllm_exact",
+                        help="plan with the pure rules only; by default, when --vllm is the installed vLLM, the "
+                             "weights and KV bytes per token come from vLLM's own classes (a CPU subprocess, no "
+                             "weights, cached; diagnostics/vllm_exact); VLLM_MEMCHECK_VLLM_EXACT=off in the "
+                             "environment does the same")
     parser.add_argument("--json", action="store_true", help="print one JSON object (= --format json)")
     parser.add_argument("--format", choices=SINGLE_FORMATS, default=None,
                         help="text (default), json, or md: a redacted Markdown report to paste into an issue")
@@ -78,7 +90,20 @@ def build(args, card=None, version=None, overrides=None) -> Plan:
     refusal = vllm_refusal(p.settings, p.model)
     if refusal:
         raise UsageError(f"vLLM {p.vllm_version} refuses these settings at start-up: {refusal}")
-    return p
+    exact = ask_vllm(args, p)
+    return p if exact is None else plan(p.model, card, p.vllm_version, args.entrypoint, overrides, calibration, exact)
+
+
+def ask_vllm(args, p: Plan):
+    """vLLM's own figures for the pure plan `p`'s model and settings (diagnostics.vllm_exact) when they apply: the
+    planned version is the installed vLLM and --no-vllm-exact is not given. None otherwise, or when vLLM could not
+    answer (then `p` gets a note saying why)."""
+    if getattr(args, "no_vllm_exact", False) or not vllm_exact.applies(p.vllm_version):
+        return None
+    exact, why_not = vllm_exact.ask(p.model, p.vllm_version, p.settings)
+    if exact is None:
+        p.notes.append(f"vLLM's own code was not asked: {why_not}; the pure rules answer")
+    return exact
 
 
 def run(args) -> int:
@@ -86,6 +111,8 @@ def run(args) -> int:
     args.model = get_model(args.model, hub=True)  # once: a hub id's headers are read a single time
     if len(fits) > 2:
         raise UsageError(f"--fit {args.fit!r} names {len(fits)} settings; accepted: SETTING or SETTING,LADDER_SETTING")
+    for name in fits:
+        check_fit_name(name)
     cards, versions = expand_cards(args.card, args.cards), expand_versions(args.vllm)
     overrides = parse_set(args.sets)
     if len(cards) == 1 and len(versions) > 1 and not fits:
@@ -100,7 +127,12 @@ def run(args) -> int:
     if len(fits) == 2:
         return _run_frontier(args, cards[0], versions[0], overrides, fits)
     if fits:
-        f = fit(fits[0], args.model, cards[0], versions[0], args.entrypoint, overrides)
+        if is_knob_name(fits[0]):
+            f = fit_knob(fits[0], args.model, cards[0], versions[0], args.entrypoint, overrides)
+        else:
+            base = plan(args.model, cards[0], versions[0], args.entrypoint, overrides)
+            f = fit(fits[0], args.model, cards[0], versions[0], args.entrypoint, overrides, None,
+                    ask_vllm(args, base))
         print(json.dumps(f.to_json(), indent=2, default=str) if args.json else format_fit(f))
         return 0
     p = build(args, cards[0], versions[0], overrides)
@@ -181,7 +213,8 @@ def format_plan(p: Plan, explanation=None) -> str:
 
 
 def _run_frontier(args, card, version, overrides, fits) -> int:
-    points = frontier(fits[0], fits[1], args.model, card, version, args.entrypoint, overrides)
+    walk = knob_frontier if any(map(is_knob_name, fits)) else frontier
+    points = walk(fits[0], fits[1], args.model, card, version, args.entrypoint, overrides)
     if args.json:
         print(json.dumps({"fitted": fits[0], "ladder_setting": fits[1], "card": card.name, "vllm_version": version,
                           "rows": [{fits[1]: v, **f.to_json()} for v, f in points]}, indent=2, default=str))
@@ -194,29 +227,49 @@ def _value(v) -> str:
     return "none fits" if v is None else (f"{v:,}" if isinstance(v, int) else f"{v:g}")
 
 
+def _label(f, v) -> str:
+    """A fitted value in the user's units: a knob's (pixels as factor multiples, frames, counts) or a number."""
+    return f.knob.label(v) if isinstance(f, KnobFit) else _value(v)
+
+
+def _above_value(f):
+    return f.above_value if isinstance(f, KnobFit) else f.above.settings[f.setting]
+
+
 def format_fit(f: Fit) -> str:
     """`plan --fit`: the answer line, the plan at the answer (terms), and what fails one step above."""
     lines = []
     if f.value is None:
         p = f.above
-        lines.append(f"no {f.setting} from {_value(f.domain[0])} to {_value(f.domain[1])} plans ok on {p.card.name} "
-                     f"with vLLM {p.vllm_version}; at {_value(f.domain[0])}: {p.verdict}"
+        lines.append(f"no {f.setting} from {_label(f, f.domain[0])} to {_label(f, f.domain[1])} plans ok on "
+                     f"{p.card.name} "
+                     f"with vLLM {p.vllm_version}; at {_label(f, f.domain[0])}: {p.verdict}"
                      + (f" (phase: {p.failing_phase})" if p.failing_phase else ""))
-        lines += [f"note: {n}" for n in p.notes]
+        lines += [f"note: {n}" for n in p.notes + (f.notes() if isinstance(f, KnobFit) else [])]
+        if isinstance(f, KnobFit) and f.refusal:
+            lines.append(f"vLLM {p.vllm_version} refuses the held settings at start-up: {f.refusal}")
         return "\n".join(lines)
     unit = f" (a multiple of the block size {f.step})" if f.setting == "max_model_len" else ""
-    lines += [f"largest {f.setting} that fits: {_value(f.value)}{unit}; {f.plans} plans", "",
+    if isinstance(f, KnobFit):
+        unit = f" (--set {f.knob.setting}={json.dumps(f.at.overrides[f.knob.setting])})"
+    lines += [f"largest {f.setting} that fits: {_label(f, f.value)}{unit}; {f.plans} plans", "",
               format_plan(f.at), ""]
     if f.above is None:
         lines.append(f"above: none searched; {f.setting} stops at {f.top_reason}")
     else:
         a = f.above
-        lines.append(f"just above: {f.setting}={_value(a.settings[f.setting])} -> {a.verdict}"
+        lines.append(f"just above: {f.setting}={_label(f, _above_value(f))} -> {a.verdict}"
                      + (f" (phase: {a.failing_phase})" if a.failing_phase else "")
                      + f"; peak {fmt_gib(a.peak_gib)}, KV cache {fmt_tokens(a.kv_cache_tokens)} tokens")
     if f.non_monotone:
-        lines.append(f"warning: not monotone in {f.setting}: ok again at {', '.join(map(_value, f.non_monotone))} "
-                     "after a failing value; the answer is the highest ok region the search found")
+        lines.append(f"warning: not monotone in {f.setting}: ok again at "
+                     f"{', '.join(_label(f, v) for v in f.non_monotone)} after a failing value; the answer is the "
+                     "highest ok region the search found")
+    if isinstance(f, KnobFit) and f.failing_below:
+        lines.append(f"warning: below the answer, {f.setting} = {', '.join(f.knob.label(v) for v in f.failing_below)} "
+                     "does not plan ok (every value was planned)")
+    if isinstance(f, KnobFit):
+        lines += [f"note: {n}" for n in f.notes()]
     return "\n".join(lines)
 
 
@@ -224,15 +277,23 @@ def format_frontier(fitted: str, ladder_setting: str, card, version: str, points
     """One row per ladder value: the largest `fitted` value, peak, KV tokens, concurrency, what fails above."""
     from tabulate import tabulate
 
-    rows = []
+    rows, ladder_label = [], _ladder_labeller(ladder_setting, points)
     for v, f in points:
         p, a = f.at, f.above
-        rows.append([_value(v), _value(f.value), fmt_gib(p.peak_gib, unit=False) if p else "-",
+        rows.append([ladder_label(v), _label(f, f.value), fmt_gib(p.peak_gib, unit=False) if p else "-",
                      fmt_tokens(p.kv_cache_tokens) if p else "-", _concurrency(p),
                      (a.verdict if a else f"top: {f.top_reason}")])
     head = f"frontier on {card.name} ({card.total_gib:.2f} GiB), vLLM {version}: largest {fitted} per {ladder_setting}"
     return head + "\n" + tabulate(rows, headers=[ladder_setting, f"largest {fitted}", "peak GiB", "KV tokens",
                                                   "max concurrency", "one step above"], tablefmt="simple")
+
+
+def _ladder_labeller(ladder_setting: str, points):
+    """How a frontier's ladder values read: a knob's units when the ladder is a knob, else plain numbers."""
+    if not points or not is_knob_name(ladder_setting):
+        return _value
+    p = points[0][1].at or points[0][1].above
+    return find_knob(ladder_setting, p.model, p.vllm_version, p.settings).label
 
 
 def _concurrency(p) -> str:
@@ -244,13 +305,13 @@ def format_fleet(rows) -> str:
     """One row per (card, version): verdict, peak, KV tokens, max concurrency (or the fitted value)."""
     from tabulate import tabulate
 
-    fitted = rows[0].fit.setting if rows and rows[0].fit else None
+    fitted = next((r.fit.setting for r in rows if r.fit), None)
     table = []
     for r in rows:
         p = r.plan
         cells = [r.card.name, f"{r.card.total_gib:.2f}", r.version]
         if fitted:
-            cells.append(_value(r.fit.value) if r.fit else "-")
+            cells.append(_label(r.fit, r.fit.value) if r.fit else "-")
         verdict = (p.verdict + (f" ({p.failing_phase})" if p.failing_phase else "")) if p else f"n/a: {r.error}"
         cells += [verdict, fmt_gib(p.peak_gib, unit=False) if p else "-",
                   fmt_tokens(p.kv_cache_tokens) if p else "-", _concurrency(p)]

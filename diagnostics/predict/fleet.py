@@ -84,20 +84,25 @@ class Row:
             above = self.fit.above
             doc.update({"fit": self.fit.setting, "value": self.fit.value,
                         "above_verdict": above.verdict if above else None})
+            if hasattr(self.fit, "knob"):  # a multimodal knob (predict.mm_fit.KnobFit): the value in its units
+                doc["label"] = self.fit.knob.label(self.fit.value)
         return doc
 
 
 def fleet(model, cards: list[Card], versions: list[str], entrypoint="llm", overrides=None,
           fit_setting: str | None = None) -> list[Row]:
     """A Row per (card, version), cards outer. With `fit_setting`, each row is that setting's fit there."""
-    if fit_setting:
+    from diagnostics.predict.mm_fit import fit_knob, is_knob_name  # a multimodal knob: --fit max_pixels
+
+    knob = bool(fit_setting) and is_knob_name(fit_setting)
+    if fit_setting and not knob:
         check_fit(fit_setting, overrides)
     rows = []
     for card in cards:
         for version in versions:
             try:
                 if fit_setting:
-                    f = fit(fit_setting, model, card, version, entrypoint, overrides)
+                    f = (fit_knob if knob else fit)(fit_setting, model, card, version, entrypoint, overrides)
                     rows.append(Row(card, version, f.at if f.at is not None else f.above, f))
                 else:
                     rows.append(Row(card, version, plan(model, card, version, entrypoint, overrides)))

@@ -63,6 +63,7 @@ class Combination:
     expect: str | None = None
     thresholds: dict = field(default_factory=dict)  # card name -> {"profile_peak_gib": x, "peak_gib": y}
     request: bool = False
+    image_size: tuple | None = None  # (width, height) of the request's image; None: the plugin's default
 
 
 @dataclass(frozen=True)

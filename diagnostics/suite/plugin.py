@@ -342,9 +342,9 @@ class Manager:
         settings = self.startable(self.settings_for(combination))
         model_path = self.model_path()
         spec = launch.StartSpec(
-            model=model_path, settings=settings, card=self.card,
+            model=model_path, settings=settings, image_size=combination.image_size or DEFAULT_IMAGE_SIZE,
             load_format=self.load_format, timeout_s=self.engine_timeout, request=combination.request,
-            image_size=DEFAULT_IMAGE_SIZE, env={**self.engine_env(), **hub.start_env(model_path)},
+            env={**self.engine_env(), **hub.start_env(model_path)}, card=self.card,
             log_path=run_dir / "logs" / f"{combination.id}.log",
             timeline_path=run_dir / "timelines" / f"{combination.id}.csv", id=combination.id,
             image=self.sends_image(settings) if combination.request else None, prompt=self.image_prompt(),

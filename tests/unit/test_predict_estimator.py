@@ -146,6 +146,17 @@ def test_skip_mm_profiling_removes_the_encoder_term():
     assert plan("minicpm-v-2_6", "3090", "0.33.0", "llm").components["encoder_profile"].value_gib > 1
 
 
+def test_skip_mm_profiling_says_what_it_no_longer_guards():
+    held = {"max_model_len": 8192}
+    measured = plan("minicpm-v-2_6", "3090", "0.32.0", "llm", held)
+    skipped = plan("minicpm-v-2_6", "3090", "0.32.0", "llm", {**held, "skip_mm_profiling": True})
+    note = next(n for n in skipped.notes if n.startswith("skip_mm_profiling"))
+    pr = measured.profile
+    assert "no longer guards requests" in note
+    assert f"{pr['encoder_items']} {pr['modality']} items of {pr['tokens_per_item']:,} tokens" in note
+    assert f"about {measured.components['encoder_profile'].value_gib:.2f} GiB" in note
+
+
 def test_v1_worked_defaults_through_plan():
     rows = {("3090", "serve"): (2048, 2, 32), ("3090", "llm"): (8192, 8, 128), ("h100-80", "serve"): (8192, 8, 128),
             ("h100-80", "llm"): (16384, 16, 256)}
@@ -412,6 +423,21 @@ def test_0_34_extensible_kv_cache_skips_the_free_memory_check():
     assert plan("minicpm-v-2_6", "h100-80", "0.34.0").verdict != "insufficient_free_memory"
     assert plan("minicpm-v-2_6", "h100-80", "0.34.0", overrides={
         "enable_extensible_kv_cache": False, "gpu_memory_utilization": 1.0}).verdict == "insufficient_free_memory"
+
+
+def test_graphs_outside_the_kv_budget_that_may_not_fit_are_named_a_risk():
+    """vllm#16570 (V1 run, 0.8.4, 4x A100-40GB, TP 4, util 0.95): the start died in capture_model -> _dummy_run.
+    0.8.4 captures up to batch 512 whatever max_num_seqs (2) is, outside the KV budget; under TP the graphs' high
+    bound does not fit in the ~2.6 GiB left: plan names the risk (the value alone fits, so the verdict stays)."""
+    settings = {"tensor_parallel_size": 4, "gpu_memory_utilization": 0.95, "max_num_seqs": 2, "max_model_len": 4096,
+                "limit_mm_per_prompt": {"image": 1, "video": 0}, "mm_processor_kwargs": {"max_pixels": 1048576}}
+    p = plan("qwen2.5-vl-72b", "a100-40", "0.8.4", "llm", settings)
+    assert "batch 512" in p.components["cuda_graph"].basis
+    assert any(n.startswith("risk: oom_cuda_graph") for n in p.notes), p.notes
+    eager = plan("qwen2.5-vl-72b", "a100-40", "0.8.4", "llm", {**settings, "enforce_eager": True})
+    assert not any("oom_cuda_graph" in n for n in eager.notes)
+    budgeted = plan("qwen2.5-vl-7b", "a100-80", "0.32.0", "llm", {"max_model_len": 8192})  # 0.20+: in the budget
+    assert not any("oom_cuda_graph" in n for n in budgeted.notes)
 
 
 @pytest.mark.parametrize("version", ["0.5.5", "0.6.2", "0.6.3", "0.10.0", "0.32.0"])

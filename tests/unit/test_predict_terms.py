@@ -8,8 +8,8 @@ import pytest
 
 from diagnostics.models import MINICPM_V_2_6 as M
 from diagnostics.predict.coefficients import DEFAULT
-from diagnostics.predict.terms import (Term, cuda_graph_term, encoder_term, kv_cache_term, llm_pass_bytes,
-                                       non_torch_term, sampler_bytes, weights_term)
+from diagnostics.predict.terms import (Term, cuda_graph_term, encoder_term, kv_cache_term, largest_graph_batch,
+                                       llm_pass_bytes, non_torch_term, sampler_bytes, weights_term)
 from diagnostics.units import GiB
 
 
@@ -49,6 +49,23 @@ def test_cuda_graphs_scale_with_the_largest_captured_batch():
     assert v1.value_gib == pytest.approx(0.2 + 0.6 * 128 / 512) and "batch 128" in v1.basis
 
 
+def test_v1_before_0_10_captures_up_to_512_whatever_max_num_seqs():
+    s = {"max_num_seqs": 2, "max_num_batched_tokens": 8192}
+    assert largest_graph_batch(s, "V1", "0.8.4", 512) == 512  # [1, 2, 4, 8..512] in 0.8.x-0.9.x
+    assert largest_graph_batch({**s, "max_num_batched_tokens": 256}, "V1", "0.9.2", 512) == 256
+    assert largest_graph_batch(s, "V1", "0.10.0", 512) == 4  # min(2 x max_num_seqs, 512) from 0.10.0
+    assert largest_graph_batch(s, "V0", "0.6.3", 256) == 2
+    assert largest_graph_batch({**s, "enforce_eager": True}, "V1", "0.8.4", 512) == 0
+    assert cuda_graph_term(s, "V1", DEFAULT, "0.8.4").value_gib > cuda_graph_term(s, "V1", DEFAULT, "0.32.0").value_gib
+
+
+def test_tensor_parallel_widens_the_graph_range_upwards():
+    one = cuda_graph_term({"max_num_seqs": 256}, "V0", DEFAULT, "0.5.4")
+    four = cuda_graph_term({"max_num_seqs": 256, "tensor_parallel_size": 4}, "V0", DEFAULT, "0.5.4")
+    assert four.value_gib == one.value_gib and four.high_gib == pytest.approx(one.high_gib * 2.5)
+    assert four.high_gib >= 2.4 and "all-reduce buffers of TP 4" in four.basis  # issue #20: ~2.4 GiB measured
+
+
 def test_kv_cache_is_budget_minus_terms_or_the_fixed_pool():
     s = {"block_size": 16, "tensor_parallel_size": 1, "kv_cache_memory_bytes": None}
     used = (Term.exact(15.0), Term(0.3, 0.1, 0.6, "e"), Term(2.0, 1.4, 2.8, "e"))
@@ -68,3 +85,16 @@ def test_terms_read_their_coefficients_from_the_object_given():
     bigger = dataclasses.replace(DEFAULT, non_torch_gib=(1.0, 0.5, 1.5), sampler_bytes_per_logit=48)
     assert non_torch_term({}, bigger).value_gib == 1.0
     assert sampler_bytes(M, 1, bigger) == 2 * sampler_bytes(M, 1, DEFAULT)
+
+
+def test_weights_with_mm_encoder_tp_mode_data_keep_the_tower_whole():
+    from diagnostics.models import resampler_params, vision_tower_params
+    from diagnostics.predict.terms import weights_term
+
+    sharded = weights_term(M, {"tensor_parallel_size": 2}, 2).value_gib
+    data = weights_term(M, {"tensor_parallel_size": 2, "mm_encoder_tp_mode": "data"}, 2)
+    tower = vision_tower_params(M.vision) + resampler_params(M.vision, M.hidden)
+    assert data.value_gib - sharded == pytest.approx(tower * 2 / 2 / GiB)
+    assert data.basis.startswith("derived") and "mm_encoder_tp_mode=data" in data.basis
+    assert weights_term(M, {"tensor_parallel_size": 1, "mm_encoder_tp_mode": "data"}, 2).value_gib == \
+        weights_term(M, {}, 2).value_gib

@@ -507,6 +507,31 @@ def test_search_stops_on_a_non_memory_failure_and_rejects_unknown_settings(searc
         in result.stderr.str()
 
 
+# -- --search KNOB (issue #23): the stand-in engine starts up to max_slice_nums 5; each start sends one image ------
+KNOB_LAUNCHER = SEARCH_LAUNCHER.replace(
+    'small = broken or spec.settings["max_model_len"] > 1920',
+    'small = broken or (spec.settings.get("mm_processor_kwargs") or {}).get("max_slice_nums", 9) > 5').replace(
+    "def fake_run_start(spec):\n", "def fake_run_start(spec):\n    print('PROBE', spec.id, spec.request, list(spec.image_size))\n")
+
+
+def test_search_a_knob_sends_an_item_of_the_probed_size(searching):
+    searching.makeconftest(KNOB_LAUNCHER)
+    (searching.path / "knob.toml").write_text(textwrap.dedent(SEARCH_MATRIX).replace(
+        "enforce_eager = true", "enforce_eager = true\nmax_model_len = 4096"))
+    result = run(searching, "-s", "--card=cpu", "--matrix=knob.toml", "--search=max_slice_nums")
+    result.assert_outcomes(passed=1, deselected=1)
+    (run_dir,) = searching.path.glob("reports/2*")
+    summary = json.loads((run_dir / "search.json").read_text())
+    assert summary["limit"] == 5 and summary["grid"] == 9 and summary["starts"] <= summary["max_starts"] == 5
+    assert summary["limit_label"] == "5 slices" and summary["knob"]["setting"] == "mm_processor_kwargs"
+    probes = [line[line.index("PROBE"):].split() for line in result.stdout.str().splitlines() if "PROBE" in line]
+    assert len(probes) == summary["starts"]
+    for _, cid, request, *size in probes:  # one 448 x 448n image per start: it fills max_slice_nums = n
+        n = int(cid.removeprefix("search-slices"))
+        assert request == "True" and size == ["[448,", f"{448 * n}]"]
+    assert "--search max_slice_nums: measured limit 5 slices" in result.stdout.str()
+
+
 def test_without_search_the_search_test_is_not_collected(searching):
     result = run(searching, "--card=cpu", "--matrix=search.toml", "--collect-only", "-q")
     assert "test_startup[never-run]" in result.stdout.str() and "test_search_limit" not in result.stdout.str()
