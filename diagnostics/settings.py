@@ -18,8 +18,7 @@ V1 (0.7 opt-in, default from 0.8.0)
   gpu_memory_utilization 0.90, 0.92 from 0.20.0. limit_mm_per_prompt 1 until 0.8.3, 999 from 0.8.4; from 0.12.0
   a modality's limit may be a dummy-options object {"count", "num_frames", "width", "height"} (count 999 unset).
   max_model_len "auto" / -1 (0.14+) fits the length to the KV cache after profiling (`plan` reports it).
-0.34 (CUDA): the extensible KV cache (`extensible_kv_cache`) makes gpu_memory_utilization 1.0, else 0.92
-  (config/cache.py:493-501); block_size 64 (cache.py:185; FlashAttention keeps it, flash_attn.py:357-379).
+0.34 (CUDA): extensible KV cache -> gpu_memory_utilization 1.0, else 0.92 (config/cache.py:493-501); block_size 64.
 """
 
 from __future__ import annotations
@@ -96,11 +95,9 @@ ENGINE_DEFAULTS: dict = {
 
 # vLLM defaults that changed at a release and depend on nothing else: setting -> ((since, default), ...), oldest first
 VERSIONED_DEFAULTS: dict[str, tuple[tuple[Version, object], ...]] = {
-    # CacheConfig block size: 16 (0.33 config/cache.py:185), DEFAULT_BLOCK_SIZE 64 from 0.34 (cache.py:185)
-    "block_size": ((Version(0, 4, 0), 16), (Version(0, 34, 0), 64)),
-    # envs.py: os.getenv("VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS", "0") in 0.18.0-0.19.x (0.19.0 envs.py:1654-1655),
-    # "1" from 0.20.0 (0.20.0 envs.py:1724-1725; 0.21.0 :1768-1769; 0.34.0 :2355-2356). vLLM's own log line says
-    # "default since v0.21.0" (0.20.0 v1/worker/gpu_worker.py:456-457), but 0.20.0 already reads "1".
+    "block_size": ((Version(0, 4, 0), 16), (Version(0, 34, 0), 64)),  # config/cache.py:185 (0.33: 16, 0.34: 64)
+    # os.getenv(..., "0") in 0.19.0 envs.py:1654-1655, "1" from 0.20.0 envs.py:1724-1725 (its log's "default since
+    # v0.21.0", gpu_worker.py:456, is wrong; docs/vllm-releases.md)
     "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": ((Version(0, 18, 0), False), (Version(0, 20, 0), True)),
 }
 EXTENSIBLE_KV_SINCE = Version(0, 34, 0)
@@ -382,17 +379,15 @@ def _v1_batch(card: Card, v: Version, entrypoint: str, s: dict, given: dict) -> 
 
 
 def extensible_kv_cache(card: Card, version, s: dict) -> bool:
-    """Does vLLM >= 0.34 size this start's KV cache from memory measured after warmup (extensible KV cache)? Unset:
-    on for CUDA without kv_cache_memory_bytes / num_gpu_blocks_override (0.34 config/vllm.py:3180-3254); a true
-    vLLM refuses (its ValueError) is a UsageError here. False before 0.34 and on the CPU backend."""
+    """Does vLLM >= 0.34 size this start's KV cache from memory measured after warmup (extensible KV cache)? Unset: on
+    for CUDA without kv_cache_memory_bytes / num_gpu_blocks_override (0.34 config/vllm.py:3180-3254); vLLM's refusals
+    of a true are UsageErrors. False before 0.34 and on the CPU backend."""
     v, asked = parse_version(version), s.get("enable_extensible_kv_cache")
     fixed = next((k for k in ("kv_cache_memory_bytes", "num_gpu_blocks_override") if s.get(k) is not None), None)
-    if asked and (v < EXTENSIBLE_KV_SINCE or card.is_cpu):
-        raise UsageError(f"setting enable_extensible_kv_cache=true needs a CUDA card and vLLM >= "
-                         f"{EXTENSIBLE_KV_SINCE} (planning for {card.name}, {v}); accepted here: false or unset")
-    if asked and fixed:
-        raise UsageError(f"setting enable_extensible_kv_cache=true cannot go with {fixed}: vLLM {v} sizes the "
-                         f"extensible KV cache from measured memory, which {fixed} overrides; accepted: drop one")
+    if asked and (v < EXTENSIBLE_KV_SINCE or card.is_cpu or fixed):
+        why = f"cannot go with {fixed}, which overrides its measured size" if fixed else "needs a CUDA card"
+        raise UsageError(f"setting enable_extensible_kv_cache=true {why} (vLLM >= {EXTENSIBLE_KV_SINCE}; planning "
+                         f"for {card.name}, {v}); accepted here: false or unset")
     return v >= EXTENSIBLE_KV_SINCE and not card.is_cpu and not fixed and asked is not False
 
 

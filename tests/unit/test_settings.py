@@ -386,6 +386,7 @@ def test_0_34_defaults_block_64_and_util_1_with_the_extensible_kv_cache():
 @pytest.mark.parametrize("version, overrides, words", [
     ("0.34.0", {"enable_extensible_kv_cache": True, "kv_cache_memory_bytes": 1 << 30}, "cannot go with"),
     ("0.33.0", {"enable_extensible_kv_cache": True}, "needs vLLM >= 0.34.0"),
+    ("0.34.0", {"enable_extensible_kv_cache": True, "num_gpu_blocks_override": 100}, "overrides its measured size"),
 ])
 def test_extensible_kv_cache_where_vllm_refuses_it_is_a_usage_error(version, overrides, words):
     with pytest.raises(UsageError, match=words):
