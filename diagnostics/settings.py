@@ -18,6 +18,7 @@ V1 (0.7 opt-in, default from 0.8.0)
   gpu_memory_utilization 0.90, 0.92 from 0.20.0. limit_mm_per_prompt 1 until 0.8.3, 999 from 0.8.4; from 0.12.0
   a modality's limit may be a dummy-options object {"count", "num_frames", "width", "height"} (count 999 unset).
   max_model_len "auto" / -1 (0.14+) fits the length to the KV cache after profiling (`plan` reports it).
+0.34 (CUDA): extensible KV cache -> gpu_memory_utilization 1.0, else 0.92 (config/cache.py:493-501); block_size 64.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ KNOWN_SETTINGS: dict[str, tuple] = {
     "performance_mode": (str,),
     "kv_cache_dtype": (str,),
     "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": (bool, int),
+    "enable_extensible_kv_cache": (bool,),
 }
 
 # first vLLM version that has the setting (older ones reject it)
@@ -66,6 +68,7 @@ SETTING_SINCE: dict[str, Version] = {
     "limit_mm_per_prompt": Version(0, 5, 4),
     "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": Version(0, 18, 0),
     "mm_processor_kwargs": Version(0, 6, 2),  # not an EngineArgs field in 0.5.5 (TypeError); vLLM PR #8657
+    "enable_extensible_kv_cache": Version(0, 34, 0),  # 0.34 config/cache.py:395, engine/arg_utils.py:615
 }
 SETTING_UNTIL: dict[str, Version] = {  # first version without it
     "swap_space": Version(0, 18, 0),
@@ -81,7 +84,6 @@ ENGINE_DEFAULTS: dict = {
     "mm_processor_kwargs": {},
     "kv_cache_memory_bytes": None,
     "dtype": "auto",
-    "block_size": 16,
     "cpu_offload_gb": 0,
     "tensor_parallel_size": 1,
     "load_format": "auto",
@@ -90,6 +92,23 @@ ENGINE_DEFAULTS: dict = {
     "mm_encoder_tp_mode": "weights",
     "kv_cache_dtype": "auto",
 }
+
+# vLLM defaults that changed at a release and depend on nothing else: setting -> ((since, default), ...), oldest first
+VERSIONED_DEFAULTS: dict[str, tuple[tuple[Version, object], ...]] = {
+    "block_size": ((Version(0, 4, 0), 16), (Version(0, 34, 0), 64)),  # config/cache.py:185 (0.33: 16, 0.34: 64)
+    # os.getenv(..., "0") in 0.19.0 envs.py:1654-1655, "1" from 0.20.0 envs.py:1724-1725 (its log's "default since
+    # v0.21.0", gpu_worker.py:456, is wrong; docs/vllm-releases.md)
+    "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": ((Version(0, 18, 0), False), (Version(0, 20, 0), True)),
+}
+EXTENSIBLE_KV_SINCE = Version(0, 34, 0)
+
+
+def dated_default(setting: str, version):
+    """The default of a VERSIONED_DEFAULTS setting in `version` (None before its first entry). KeyError for a
+    setting not in the table; UsageError for a version outside the planned range."""
+    v = parse_version(version)
+    return next((value for since, value in reversed(VERSIONED_DEFAULTS[setting]) if v >= since), None)
+
 
 # bytes per KV element: "auto" follows the model dtype; fp8 variants store one byte (vLLM CacheDType)
 KV_CACHE_DTYPES = {"auto": None, "bfloat16": 2, "float16": 2, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "fp8_inc": 1}
@@ -273,7 +292,8 @@ def resolve(model: ModelSpec, card: Card, version, entrypoint: str = "llm", over
         raise one_of("entrypoint", entrypoint, ENTRYPOINTS)
     given = _checked(overrides, v)
     eng, _ = engine_choice(model, card, v, given)
-    s: dict = {"max_model_len": model.derived_max_model_len, **ENGINE_DEFAULTS}
+    s: dict = {"max_model_len": model.derived_max_model_len, **ENGINE_DEFAULTS,
+               "block_size": dated_default("block_size", v)}
     if v < (0, 11, 0):
         s["max_seq_len_to_capture"] = 8192
     if v < (0, 18, 0):
@@ -341,7 +361,9 @@ def _v1_batch(card: Card, v: Version, entrypoint: str, s: dict, given: dict) -> 
     if v < (0, 12, 0):
         s["enable_chunked_prefill"] = True
     s.setdefault("enable_chunked_prefill", True)
-    s.setdefault("gpu_memory_utilization", default_gpu_memory_utilization(v))
+    if v >= EXTENSIBLE_KV_SINCE:
+        s["enable_extensible_kv_cache"] = extensible_kv_cache(card, v, s)
+    s.setdefault("gpu_memory_utilization", default_gpu_memory_utilization(v, s.get("enable_extensible_kv_cache")))
     d_mbt, d_seqs = _v1_batch_defaults(card, v, entrypoint)
     if s.get("performance_mode") == "throughput":
         d_mbt, d_seqs = d_mbt * 2, d_seqs * 2
@@ -354,6 +376,19 @@ def _v1_batch(card: Card, v: Version, entrypoint: str, s: dict, given: dict) -> 
         s["max_num_batched_tokens"] = mbt
     if given.get("max_num_seqs") is None:
         s["max_num_seqs"] = min(s["max_num_seqs"], s["max_num_batched_tokens"])
+
+
+def extensible_kv_cache(card: Card, version, s: dict) -> bool:
+    """Does vLLM >= 0.34 size this start's KV cache from memory measured after warmup (extensible KV cache)? Unset: on
+    for CUDA without kv_cache_memory_bytes / num_gpu_blocks_override (0.34 config/vllm.py:3180-3254); vLLM's refusals
+    of a true are UsageErrors. False before 0.34 and on the CPU backend."""
+    v, asked = parse_version(version), s.get("enable_extensible_kv_cache")
+    fixed = next((k for k in ("kv_cache_memory_bytes", "num_gpu_blocks_override") if s.get(k) is not None), None)
+    if asked and (v < EXTENSIBLE_KV_SINCE or card.is_cpu or fixed):
+        why = f"cannot go with {fixed}, which overrides its measured size" if fixed else "needs a CUDA card"
+        raise UsageError(f"setting enable_extensible_kv_cache=true {why} (vLLM >= {EXTENSIBLE_KV_SINCE}; planning "
+                         f"for {card.name}, {v}); accepted here: false or unset")
+    return v >= EXTENSIBLE_KV_SINCE and not card.is_cpu and not fixed and asked is not False
 
 
 def _limits(model: ModelSpec, v: Version, eng: str, given: dict) -> tuple[dict, dict]:
@@ -382,11 +417,14 @@ def _limits(model: ModelSpec, v: Version, eng: str, given: dict) -> tuple[dict, 
     return counts, options
 
 
-def default_gpu_memory_utilization(version) -> float:
+def default_gpu_memory_utilization(version, extensible: bool | None = False) -> float:
     """vLLM's default gpu_memory_utilization (a fraction of the card's total) for a version: 0.90; 0.92 on V1 from
-    0.20.0 (the one home of this default: settings resolution, the suite's limits and explain's ladders read it).
-    UsageError for a version outside the planned range."""
+    0.20.0; 1.0 with 0.34's extensible KV cache (`extensible`; config/cache.py:493-501). The one home of this
+    default: settings resolution, the suite's limits and explain's ladders read it. UsageError for a version
+    outside the planned range."""
     v = parse_version(version)
+    if extensible and v >= EXTENSIBLE_KV_SINCE:
+        return 1.0
     return 0.92 if (engine(v) == "V1" and v >= (0, 20, 0)) else 0.90
 
 
@@ -398,8 +436,12 @@ def version_default(setting: str, version) -> tuple[bool, object]:
     v = parse_version(version)
     if setting in ENGINE_DEFAULTS:
         return True, ENGINE_DEFAULTS[setting]
+    if setting in VERSIONED_DEFAULTS and dated_default(setting, v) is not None:
+        return True, dated_default(setting, v)
     eng = engine(v)
     if setting == "gpu_memory_utilization":
+        if v >= EXTENSIBLE_KV_SINCE:  # 1.0 with the extensible KV cache (card- and setting-dependent), else 0.92
+            return False, None
         return True, default_gpu_memory_utilization(v)
     if setting == "limit_mm_per_prompt":
         return True, default_limit(v, eng)

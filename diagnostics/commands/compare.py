@@ -20,6 +20,7 @@ from diagnostics.suite.baseline import (
     given_keys,
     load_results_source,
     parse_tolerances,
+    planned_cause,
 )
 
 HELP = "compare two results files; exit 1 on a memory/start-up regression"
@@ -58,7 +59,7 @@ def run(args) -> int:
             "tolerances": comparison.tolerances,
             "warnings": comparison.warnings,
             "vllm": {"baseline": comparison.versions[0], "candidate": comparison.versions[1]},
-            "rows": [{"id": r.id, "status": r.status, "changes": r.changes,
+            "rows": [{"id": r.id, "status": r.status, "changes": r.changes, "planned": planned_cause(r),
                       "tolerances": {k: {"tolerance": t, "why": why} for k, (t, why) in r.tolerances.items()}}
                      for r in comparison.rows],
         }, indent=2))
