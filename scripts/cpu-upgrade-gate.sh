@@ -15,7 +15,8 @@
 # MEMCHECK_CANDIDATE_PYTHON (default .venv/bin/python),
 # MEMCHECK_GATE_DIR (default reports/upgrade-gate; emptied first), MEMCHECK_GATE_TOLERANCES (default below).
 # Start-up time is not gated here: on a shared CPU it moves by more than 20% between two runs of one build
-# (docs/upgrade-gate.md). Exit 0 only when the real comparison passed and the planted one failed.
+# (docs/upgrade-gate.md). Both sweeps run with the default --cache-state=cold (each start a fresh compile cache), so
+# the gate compares like with like. Exit 0 only when the real comparison passed and the planted one failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 pinned="${1:-0.31.0}"

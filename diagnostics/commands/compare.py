@@ -1,6 +1,8 @@
 """`python -m diagnostics compare OLD NEW [--fail-on-regression SPEC]`: exit 1 on regression, 2 on bad input.
 
-OLD and NEW are each a results.jsonl, a run directory or a baseline JSON saved by `--save-baseline`.
+OLD and NEW are each a results.jsonl, a run directory or a baseline JSON saved by `--save-baseline`. Runs measured
+with different compile-cache states (the records' cache_state) are refused unless --allow-cache-mismatch; tolerances
+--fail-on-regression does not name come from the records' measured spread (--repeat) where they carry one.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ from pathlib import Path
 
 from diagnostics.suite.baseline import (
     DEFAULT_TOLERANCES,
+    cache_state_of,
+    check_cache_states,
     compare,
     format_table,
     format_tolerances,
+    given_keys,
     load_results_source,
     parse_tolerances,
     planned_cause,
@@ -27,15 +32,24 @@ def add_arguments(parser) -> None:
     parser.add_argument("--fail-on-regression", metavar="SPEC", default=None,
                         help=f"tolerances, e.g. peak:5%%,kv_tokens:5%%,startup:20%% (KEY:off disables one); "
                              f"default {format_tolerances(DEFAULT_TOLERANCES).replace('%', '%%')}")
+    parser.add_argument("--allow-cache-mismatch", action="store_true",
+                        help="compare runs measured with different compile-cache states (cold/warm): shown with a "
+                             "warning, their figures not judged (default: refused, exit 2)")
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
+
+
+def cache_states_warnings(old: list[dict], new: list[dict], allow: bool) -> list[str]:
+    """Cold only against cold, warm against warm (UsageError otherwise, unless --allow-cache-mismatch)."""
+    return check_cache_states(cache_state_of(old), cache_state_of(new), allow, "--allow-cache-mismatch")
 
 
 def run(args) -> int:
     tolerances = parse_tolerances(args.fail_on_regression)
     old_meta, old = load_results_source(args.old)
     new_meta, new = load_results_source(args.new)
-    comparison = compare(old, new, tolerances)
-    comparison.warnings = old_meta.get("warnings", []) + new_meta.get("warnings", []) + comparison.warnings
+    states = cache_states_warnings(old, new, args.allow_cache_mismatch)
+    comparison = compare(old, new, tolerances, given_keys(args.fail_on_regression))
+    comparison.warnings = old_meta.get("warnings", []) + new_meta.get("warnings", []) + states + comparison.warnings
     if Path(old_meta["path"]).resolve() == Path(new_meta["path"]).resolve():
         comparison.warnings.insert(0, f"both inputs are the same file ({new_meta['path']}): nothing can differ")
     if args.json:
@@ -45,7 +59,8 @@ def run(args) -> int:
             "tolerances": comparison.tolerances,
             "warnings": comparison.warnings,
             "vllm": {"baseline": comparison.versions[0], "candidate": comparison.versions[1]},
-            "rows": [{"id": r.id, "status": r.status, "changes": r.changes, "planned": planned_cause(r)}
+            "rows": [{"id": r.id, "status": r.status, "changes": r.changes, "planned": planned_cause(r),
+                      "tolerances": {k: {"tolerance": t, "why": why} for k, (t, why) in r.tolerances.items()}}
                      for r in comparison.rows],
         }, indent=2))
     else:

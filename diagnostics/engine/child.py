@@ -1,7 +1,8 @@
 """One engine start in its own process: `python -m diagnostics.engine.child SPEC.json`.
 
 Builds the real `vllm.LLM(model=..., **settings)`, optionally serves one request (with a PIL image when the
-spec asks for one), and writes a JSON result file (spec["result_path"]): timestamps, the request's outcome and
+spec asks for one) and then the worst-case request (spec["worst_case"], diagnostics/suite/worst_case.py;
+`serve_worst_case`), and writes a JSON result file (spec["result_path"]): timestamps, the request's outcome and
 torch's own peak statistics. The launcher runs this in a new process group and sends stdout+stderr to the log.
 
 torch's statistics are those of *this* process. On vLLM V1 the model lives in the EngineCore / Worker
@@ -11,14 +12,15 @@ since vLLM's last torch.cuda.reset_peak_memory_stats" (vLLM resets them before i
 collected when the start fails too (num_ooms). `engine` records which engine class ran ("V0" / "V1"), whatever
 VLLM_USE_V1 asked for (0.5/0.6 ignore it; 0.12+ removed it).
 
-Exit codes: 0 started (and the request, if any, succeeded); 1 the engine did not start; 3 the engine started
-but the request failed. On errors the traceback goes to stderr, i.e. into the log the log reader reads.
+Exit codes: 0 started (and the requests, if any, succeeded); 1 the engine did not start; 3 the engine started
+but a request failed. On errors the traceback goes to stderr, i.e. into the log the log reader reads.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -110,6 +112,107 @@ def serve_one(llm, spec: dict) -> dict:
     }
 
 
+LENGTH_IN_ERROR = re.compile(r"prompt \(length (\d+)\)|contains at least (\d+) input tokens")
+FILLER = " a"  # one token per repetition in the kits' tokenizers; checked against the tokenizer before use
+WORST_CASE_TRIES = 3
+OVERSHOOT = 32
+
+
+def plant_budget(budget_bytes: int) -> list[dict]:
+    """A planted small memory budget (tests on the CPU backend): cap each engine process below this one (EngineCore,
+    workers) at its current data segment plus `budget_bytes` (RLIMIT_DATA: heap and private writable mappings), so
+    what a request allocates beyond the budget fails as it would on a full GPU (torch: "DefaultCPUAllocator: can't
+    allocate memory"). Returns what was capped: pid, name, data MiB before."""
+    import psutil
+
+    capped = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            with open(f"/proc/{proc.pid}/status", encoding="utf-8") as f:
+                data = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmData:"))
+            proc.rlimit(psutil.RLIMIT_DATA, (data + budget_bytes, data + budget_bytes))
+            capped.append({"pid": proc.pid, "name": proc.name(), "data_mib": round(data / 2**20, 1)})
+        except (OSError, StopIteration, psutil.Error):
+            continue
+    return capped
+
+
+def _mm_data(case: dict) -> dict:
+    data = {}
+    for item in case.get("items") or []:
+        size = (item["width"], item["height"])
+        if item["modality"] == "image":
+            images = [make_image(size) for _ in range(item["count"])]
+            data["image"] = images[0] if len(images) == 1 else images
+        elif item["modality"] == "video":
+            import numpy as np
+
+            frame = np.asarray(make_image(size))
+            data["video"] = np.stack([frame] * int(item["frames"]))
+    return data
+
+
+def _filler_ids(tokenizer, n: int) -> list[int]:
+    ids = tokenizer.encode(FILLER * 8, add_special_tokens=False)
+    return (ids * (n // max(len(ids), 1) + 1))[:max(n, 0)]
+
+
+def worst_case_prompt(tokenizer, case: dict, prompt: str | None, filler: int):
+    """The request dict: a token prompt of exactly `filler` tokens without items, else the family's prompt with its
+    placeholder repeated per item and `filler` filler words after them."""
+    if not case.get("items"):
+        return {"prompt_token_ids": _filler_ids(tokenizer, filler)}
+    image_ph, video_ph = case["placeholders"]
+    counts = {i["modality"]: i["count"] for i in case["items"]}
+    marks = image_ph * counts.get("image", 0) + (video_ph or "") * counts.get("video", 0)
+    text = (prompt or image_ph).replace(image_ph, marks + FILLER * filler, 1)
+    return {"prompt": text, "multi_modal_data": _mm_data(case)}
+
+
+def serve_worst_case(llm, spec: dict, sent: dict) -> dict:
+    """Send the worst-case request (diagnostics/suite/worst_case.py): `batch` prompts of max_model_len - max_tokens
+    tokens with the most and largest items, sampled with top_p/top_k/logprobs/penalties, in one generate. For a
+    multimodal prompt the filler is first estimated from plan's item tokens; a prompt vLLM refuses as too long
+    (its validation error names the length) is shortened by the excess and sent again (at most WORST_CASE_TRIES).
+    `sent` ({"worst_case": ...}) collects what was sent (tries, the planted budget), also when the request fails."""
+    from vllm import SamplingParams
+
+    case = spec["worst_case"]
+    tokenizer = llm.get_tokenizer()
+    target = int(case["prompt_tokens"])
+    fixed = sum(i["count"] * i["tokens"] for i in case.get("items") or [])
+    # a multimodal prompt aims OVERSHOOT tokens long on purpose: vLLM's refusal then names its exact length
+    filler = target if not case.get("items") else (
+        target - fixed - len(tokenizer.encode(case.get("prompt") or "")) + OVERSHOOT)
+    sent["tries"] = []
+    budget = spec.get("planted_budget_bytes")
+    if budget:  # and a small control request under it: the budget admits an ordinary request
+        sent["planted_budget"] = {"bytes": budget, "capped": plant_budget(int(budget))}
+        control = llm.generate([TEXT_PROMPT], SamplingParams(max_tokens=4, temperature=0.0), use_tqdm=False)
+        sent["planted_budget"]["control_ok"] = bool(control and control[0].outputs)
+    params = SamplingParams(max_tokens=int(case["max_tokens"]), **case["sampling"])
+    for _ in range(WORST_CASE_TRIES):
+        request = worst_case_prompt(tokenizer, case, case.get("prompt"), filler)
+        attempt = {"filler": filler}  # recorded before it is sent: a request that kills the engine is in it too
+        sent["tries"].append(attempt)
+        try:
+            outs = llm.generate([request] * int(case["batch"]), params, use_tqdm=False)
+        except BaseException as exc:
+            found = LENGTH_IN_ERROR.search(str(exc))
+            # vLLM 0.32's VLLMValidationError (a ValueError in older releases): the prompt is too long
+            if found and (isinstance(exc, ValueError) or type(exc).__name__ == "VLLMValidationError"):
+                length = int(found.group(1) or found.group(2))
+                attempt.update(prompt_tokens=length, refused=str(exc)[:200])
+                filler -= max(length - target, 1)
+                continue
+            raise
+        lengths = [len(o.prompt_token_ids or []) for o in outs]
+        attempt["prompt_tokens"] = max(lengths)
+        return {"ok": True, "prompt_tokens": max(lengths), "batch": len(outs),
+                "output_tokens": [len(o.outputs[0].token_ids) for o in outs], "sent": sent, "error": None}
+    raise RuntimeError(f"the worst-case prompt stayed too long after {WORST_CASE_TRIES} tries: {sent['tries']}")
+
+
 def run(spec: dict) -> int:
     result = {"started_at": utc_now("milliseconds"), "pid": os.getpid(), "engine_ready": False, "request": None}
     t_start = time.time()
@@ -145,6 +248,15 @@ def run(spec: dict) -> int:
             traceback.print_exc()
             result["request"] = {"ok": False, "image": bool(spec.get("image")), "prompt_tokens": None,
                                  "output_ids": [], "error": f"{type(exc).__name__}: {exc}"}
+            code = EXIT_REQUEST_FAILED
+    if spec.get("worst_case") and code == 0:
+        sent = {"worst_case": spec["worst_case"]}
+        try:
+            result["worst_case"] = serve_worst_case(llm, spec, sent)
+        except BaseException as exc:
+            traceback.print_exc()
+            result["worst_case"] = {"ok": False, "prompt_tokens": None, "sent": sent,
+                                    "error": f"{type(exc).__name__}: {exc}"}
             code = EXIT_REQUEST_FAILED
     result["torch"] = safe_torch_stats()
     write()

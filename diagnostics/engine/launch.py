@@ -75,6 +75,8 @@ class StartSpec:
     session_tolerance_gib: float = 0.5  # GPU: ... and within this of the session's first baseline (creeping leaks)
     on_spawn: Callable[[int], None] | None = None  # called with the child's pid (= its process group id)
     devices: tuple | None = None  # NVML indices this start claims (engine/gpus.py); None: the visible device
+    worst_case: dict | None = None  # the worst-case request sent after start-up (suite/worst_case.py, to_json + prompt)
+    planted_budget_bytes: int | None = None  # tests on the CPU backend: cap the engine's data segment after start-up
 
     @property
     def name(self) -> str:
@@ -113,6 +115,7 @@ class StartResult:
     finished_at: str | None = None
     log: LogRecord | None = None  # what diagnostics.logs.reader found in the log (read once, here)
     device_peaks_gib: dict = field(default_factory=dict)  # claimed GPUs only: NVML index -> that device's peak
+    worst_case: dict | None = None  # the child's worst-case request: ok, prompt_tokens, what was sent, error
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -160,7 +163,8 @@ def child_spec(spec: StartSpec, result_path: Path) -> dict:
     model = str(Path(spec.model).resolve()) if Path(spec.model).exists() else spec.model  # local dir or hub id
     return {"model": model, "settings": spec.settings, "load_format": spec.load_format,
             "request": spec.request, "image": image, "image_size": list(spec.image_size), "prompt": prompt,
-            "max_tokens": spec.max_tokens, "result_path": str(result_path)}
+            "max_tokens": spec.max_tokens, "result_path": str(result_path), "worst_case": spec.worst_case,
+            "planted_budget_bytes": spec.planted_budget_bytes}
 
 
 def child_env(spec: StartSpec) -> dict:
@@ -425,4 +429,5 @@ def _result(spec: StartSpec, paths: _Paths, facts: _Facts, sampler: Sampler) -> 
         finished_at=utc_now(),
         log=log,
         device_peaks_gib=facts.device_peaks,
+        worst_case=child.get("worst_case"),
     )

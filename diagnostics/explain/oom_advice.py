@@ -217,6 +217,24 @@ def _smaller_kv_pool(ctx: Ctx, where: str, tried, free) -> list[Culprit]:
                     True, float(kv) - s_bytes / GiB, 1)]
 
 
+def _smaller_request(ctx: Ctx) -> list[Culprit]:
+    """A request that ran out of memory where no budget setting can be blamed (a fixed kv_cache_memory_bytes, no
+    OOM figures): the request's own size. The worst-case request (suite/worst_case.py) fills max_model_len and, with
+    max_num_seqs > 1, runs a batch of such prompts; the prefill's activations grow with both."""
+    mml = ctx.settings.get("max_model_len")
+    if not isinstance(mml, int) or mml < 32:
+        return []
+    half = max(16, mml // 2 // 16 * 16)
+    out = [Culprit("max_model_len", mml, half, "activation_peak",
+                   f"a request at max_model_len={mml} tokens ran out of memory after start-up: its prefill "
+                   f"activations and logits grow with the prompt; max_model_len={half} halves them", False)]
+    seqs = ctx.settings.get("max_num_seqs")
+    if isinstance(seqs, int) and seqs > 1:
+        out.append(Culprit("max_num_seqs", seqs, 1, "activation_peak",
+                           f"max_num_seqs={seqs} lets that many such requests run at once", False, 0.0, 1))
+    return out
+
+
 def after_profile(ctx: Ctx) -> Explanation:
     """OOM in graph capture, KV allocation, V0 warm-up or the first request: lower gpu_memory_utilization (sized
     from the OOM message), enforce_eager for graphs, a smaller fixed KV pool. A negative KV request (CPU
@@ -237,6 +255,8 @@ def after_profile(ctx: Ctx) -> Explanation:
         fix = fix or {"enforce_eager": True}
     if ctx.has_kv_bytes_knob() and outcome in ("oom_cuda_graph", "oom_kv_alloc"):
         culprits += _smaller_kv_pool(ctx, where, tried, free)
+    if outcome == "oom_request" and not culprits:
+        culprits += _smaller_request(ctx)
     head = f"{where[0].upper() + where[1:]} ran out of memory after the profile run"
     if tried is not None and free is not None:
         head += f" (tried {num(tried)} GiB, {num(free)} GiB free)"

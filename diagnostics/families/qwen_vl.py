@@ -163,6 +163,13 @@ def _tokens(s: QwenVLShape, hw: tuple[int, int], size: tuple[int, int], frames: 
     return grid_t * (h // s.patch) * (w // s.patch) // (s.merge ** 2)
 
 
+def largest_image(s: QwenVLShape, settings: dict) -> tuple[int, int]:
+    """(height, width) in pixels of the image with the most features at the settings' max_pixels: the image
+    items() counts (vLLM 0.32 qwen2_vl.py Qwen2VLProcessingInfo.get_image_size_with_most_features)."""
+    kwargs = settings.get("mm_processor_kwargs") or {}
+    return _most_features(s.patch * s.merge, _scoped_size(kwargs, "images_kwargs", s.image_size)[1])
+
+
 def knobs(s: QwenVLShape) -> list[Knob]:
     """max_pixels in (patch x merge)^2 units (28 x 28; Qwen3-VL 32 x 32), then video off."""
     unit = (s.patch * s.merge) ** 2

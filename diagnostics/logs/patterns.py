@@ -236,6 +236,7 @@ OOM = re.compile(
     r"(?:CUDA|XPU|HIP|NPU|MPS) out of memory|MPS backend out of memory|CUDA (?:driver )?error: out of memory|OutOfMemoryError"
     r"|CUBLAS_STATUS_ALLOC_FAILED|cudaErrorMemoryAllocation|CUDA_ERROR_OUT_OF_MEMORY|Cuda failure 'out of memory'"
     r"|(?:CUDA|HIP) out of(?: m\w*)?\s*$"  # a message cut in the paste: `RuntimeError: CUDA out of`
+    r"|DefaultCPUAllocator: can't allocate memory"  # torch's CPU allocator (c10/core/impl/alloc_cpu.cpp)
 )
 OOM_TRIED = re.compile(rf"Tried to allocate (?P<size>{SIZE})")
 OOM_GPU = re.compile(  # "capacty": the typo of older torch releases

@@ -49,3 +49,29 @@ def accuracy_table(results: list[dict]) -> str:
                          c["source"], fmt_error(c["error"])))
     head = plan_accuracy(results)["line"]
     return head if not rows else head + "\n" + tabulate(rows, headers=ACCURACY_HEADERS, tablefmt="simple")
+
+
+SPREAD_HEADERS = ("id", "cache", "starts", "peak GiB min / median / max", "KV tokens min / median / max",
+                  "start-up s min / median / max")
+
+
+def _spread_cell(sp: dict | None, digits: int) -> str:
+    if not sp:
+        return "-"
+    fmt = (lambda x: f"{x:,.0f}") if digits == 0 else (lambda x: f"{x:.{digits}f}")
+    return f"{fmt(sp['min'])} / {fmt(sp['median'])} / {fmt(sp['max'])} ({sp['relative'] * 100:.1f}%)"
+
+
+def spread_table(results: list[dict]) -> str | None:
+    """The spread of the combinations started more than once (--repeat, results.with_repeats): min / median / max
+    and the relative spread (max - min) / median of each gated figure; None when no record has repeats."""
+    from tabulate import tabulate  # optional at import time, as in summary_table
+
+    rows = []
+    for r in results:
+        repeat = r.get("repeat") or {}
+        figures = repeat.get("figures") or {}
+        if repeat.get("n", 1) > 1:
+            rows.append((r.get("id"), r.get("cache_state") or "-", repeat["n"], _spread_cell(figures.get("peak"), 2),
+                         _spread_cell(figures.get("kv_tokens"), 0), _spread_cell(figures.get("startup"), 1)))
+    return tabulate(rows, headers=SPREAD_HEADERS, tablefmt="simple") if rows else None

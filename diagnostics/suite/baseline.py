@@ -25,7 +25,7 @@ from diagnostics.units import plural, utc_now
 
 SCHEMA_VERSION = 1
 DEFAULT_TOLERANCES = {"peak": 0.05, "kv_tokens": 0.05, "startup": 0.20}
-STATUSES = ("improved", "regressed", "same", "new", "missing")
+STATUSES = ("improved", "regressed", "same", "new", "missing", "incomparable")
 FAILING = ("regressed", "missing")  # statuses that fail the gate
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -66,6 +66,68 @@ def parse_tolerances(spec: str | None) -> dict[str, float | None]:
 
 def format_tolerances(tolerances: dict) -> str:
     return ",".join(f"{k}:{'off' if v is None else f'{v * 100:g}%'}" for k, v in tolerances.items())
+
+
+def given_keys(spec: str | None) -> frozenset:
+    """The tolerance keys a --fail-on-regression SPEC names (parse_tolerances checks the spec itself)."""
+    if not spec:
+        return frozenset()
+    return frozenset(item.partition(":")[0].strip() for item in spec.split(",") if item.strip())
+
+
+# A tolerance derived from measured spread (--repeat): SPREAD_MULTIPLE x the larger relative spread (max - min) /
+# median of the two records, never below the figure's floor. Without a spread: DEFAULT_TOLERANCES.
+SPREAD_MULTIPLE = 3.0
+SPREAD_FLOORS = {"peak": 0.02, "kv_tokens": 0.01, "startup": 0.10}
+
+
+def row_tolerance(key: str, old: dict, new: dict, tolerances: dict, given: frozenset | None) -> tuple:
+    """(tolerance or None, why) for figure `key` of one combination: the spec's value when the spec names `key`
+    (or when `given` is None: every tolerance counts as given, the pre-spread behaviour), else derived from the
+    spread both records carry (results.with_repeats), else the default."""
+    tol = tolerances.get(key)
+    if given is None or key in given or tol is None:
+        return tol, "given" if tol is not None else "off"
+    spreads = [((r.get("repeat") or {}).get("figures") or {}).get(key) for r in (old, new)]
+    measured = [sp["relative"] for sp in spreads if sp and sp.get("n", 0) > 1]
+    if not measured:
+        return tol, "default: no spread measured (--repeat N)"
+    worst = max(measured)
+    floor = SPREAD_FLOORS[key]
+    derived = max(floor, SPREAD_MULTIPLE * worst)
+    basis = "floor" if derived == floor else f"{SPREAD_MULTIPLE:g} x spread"
+    return round(derived, 6), f"{basis}: spread {worst * 100:.2f}% over {max(sp['n'] for sp in spreads if sp)} starts"
+
+
+def figure(record: dict, key: str, value):
+    """The value the gate compares: the median of the record's repeats when it has them, else `value`."""
+    sp = ((record.get("repeat") or {}).get("figures") or {}).get(key)
+    return sp["median"] if sp and sp.get("n", 0) > 1 else value
+
+
+# -- cache state (cold / warm / user) ------------------------------------------------------------------------
+def cache_state_of(results: list[dict]) -> str | None:
+    """The cache state the records name ("cold", "warm", "user"), "mixed" when they differ, None when none
+    names one (results from before --cache-state)."""
+    states = {r.get("cache_state") for r in results if r.get("cache_state")}
+    if not states:
+        return None
+    return states.pop() if len(states) == 1 else "mixed"
+
+
+def check_cache_states(old_state: str | None, new_state: str | None, allow: bool, flag: str) -> list[str]:
+    """Like with like: UsageError when baseline and candidate ran with different known cache states, unless
+    `allow` (`flag` names the option that allows it): then one warning. A state not recorded: a warning."""
+    if old_state == new_state:
+        return []
+    if old_state is None or new_state is None:
+        which = "baseline" if old_state is None else "candidate"
+        return [f"the {which} does not record its cache state (cold/warm); figures compared as they are"]
+    if not allow:
+        raise UsageError(f"baseline ran with {old_state} compile caches, the candidate with {new_state}: a cold "
+                         f"start's KV pool and start-up differ from a warm one's with no change in vLLM; measure "
+                         f"both with the same --cache-state, or pass {flag} to see them side by side (not judged)")
+    return [f"baseline {old_state}, candidate {new_state} compile caches ({flag}): figures shown, not judged"]
 
 
 # -- storage --------------------------------------------------------------------------------------------
@@ -177,6 +239,7 @@ class Row:
     changes: list[str] = field(default_factory=list)
     old: dict | None = None
     new: dict | None = None
+    tolerances: dict = field(default_factory=dict)  # key -> (tolerance, why) the row was judged with
 
 
 @dataclass
@@ -234,9 +297,10 @@ def _machine_warnings(old_info: dict, new_info: dict) -> list[str]:
     return []
 
 
-def _compare_row(old: dict, new: dict, tolerances: dict) -> Row:
+def _compare_row(old: dict, new: dict, tolerances: dict, given: frozenset | None = None) -> Row:
     rid = new.get("id") or old.get("id")
     row = Row(id=rid, status="same", old=old, new=new)
+    crossed = bool(old.get("cache_state") and new.get("cache_state") and old["cache_state"] != new["cache_state"])
     worse, better = [], []
     o_out, n_out = old.get("outcome"), new.get("outcome")
     if o_out != n_out:
@@ -252,15 +316,22 @@ def _compare_row(old: dict, new: dict, tolerances: dict) -> Row:
         ("startup", "start-up", old.get("startup_s"), new.get("startup_s"), +1, "s"),
     )
     for key, label, a, b, worse_sign, unit in metrics:
-        tol = tolerances.get(key)
+        a, b = figure(old, key, a), figure(new, key, b)
+        tol, why = row_tolerance(key, old, new, tolerances, given)
         if tol is None or not (_is_number(a) and _is_number(b)) or o_out != n_out:
             continue
+        row.tolerances[key] = (tol, why)
         change = _relative(float(a), float(b))
         text = f"{label} {_num(a)} -> {_num(b)}{(' ' + unit) if unit else ''} ({change * 100:+.1f}%)"
         if change * worse_sign > tol:
             worse.append(text)
         elif change * worse_sign < -tol:
             better.append(text)
+    if crossed and not any(w.startswith("start failed") for w in worse):
+        # cold against warm: the figures move with the cache, not with vLLM; shown, never a regression
+        row.status = "incomparable"
+        row.changes = [f"cache {old['cache_state']} -> {new['cache_state']}: not judged"] + worse + better + row.changes
+        return row
     if worse:
         row.status = "regressed"
     elif better:
@@ -269,15 +340,19 @@ def _compare_row(old: dict, new: dict, tolerances: dict) -> Row:
     return row
 
 
-def compare(old: list[dict], new: list[dict], tolerances: dict | None = None) -> Comparison:
-    """Per-combination comparison of two result lists (matched by id)."""
+def compare(old: list[dict], new: list[dict], tolerances: dict | None = None,
+            given: frozenset | None = None) -> Comparison:
+    """Per-combination comparison of two result lists (matched by id). `given`: the tolerance keys the user named;
+    the others are derived from the records' measured spread where they have one (row_tolerance). None: every
+    tolerance as given. Rows whose records name different cache states are "incomparable" (check_cache_states
+    refuses such inputs unless allowed)."""
     tol = dict(DEFAULT_TOLERANCES) if tolerances is None else {**DEFAULT_TOLERANCES, **tolerances}
     old_by_id = {r["id"]: r for r in old if r.get("id")}
     new_by_id = {r["id"]: r for r in new if r.get("id")}
     rows = []
     for rid, record in new_by_id.items():
         if rid in old_by_id:
-            rows.append(_compare_row(old_by_id[rid], record, tol))
+            rows.append(_compare_row(old_by_id[rid], record, tol, given))
         else:
             rows.append(Row(id=rid, status="new", changes=["not in the baseline"], new=record))
     for rid, record in old_by_id.items():
@@ -292,6 +367,11 @@ def compare(old: list[dict], new: list[dict], tolerances: dict | None = None) ->
     regressed = any(r.status in FAILING for r in rows)
     return Comparison(rows=rows, regressed=regressed, warnings=warns, tolerances=tol,
                       versions=(machine_info_of(old).get("vllm"), machine_info_of(new).get("vllm")))
+
+
+def tolerance_cell(row: Row) -> str:
+    """`peak 2% (floor: spread 0.31% over 2 starts); kv_tokens 5% (given)`: what each figure was judged with."""
+    return "; ".join(f"{key} {tol * 100:.3g}% ({why})" for key, (tol, why) in row.tolerances.items())
 
 
 def _num(value) -> str:
@@ -318,7 +398,10 @@ def format_table(comparison: Comparison, tablefmt: str = "github") -> str:
 
     headers = ["combination", "status", "outcome old", "outcome new", "peak old (GiB)", "peak new (GiB)",
                "KV tokens old", "KV tokens new", "start-up old (s)", "start-up new (s)", "changes"]
-    order = {s: i for i, s in enumerate(("regressed", "improved", "new", "missing", "same"))}
+    derived = any(why not in ("given", "off") for row in comparison.rows for _, why in row.tolerances.values())
+    if derived:
+        headers.append("tolerance (why)")
+    order = {s: i for i, s in enumerate(("regressed", "improved", "new", "missing", "incomparable", "same"))}
     table = []
     for row in sorted(comparison.rows, key=lambda r: (order[r.status], r.id)):
         o, n = row.old or {}, row.new or {}
@@ -329,7 +412,7 @@ def format_table(comparison: Comparison, tablefmt: str = "github") -> str:
             _num(o.get("kv_cache_tokens")), _num(n.get("kv_cache_tokens")),
             _num(o.get("startup_s")), _num(n.get("startup_s")),
             "; ".join(row.changes + planned_cause(row)) if row.status != "same" or row.changes else "",
-        ])
+        ] + ([tolerance_cell(row)] if derived else []))
     old_v, new_v = (v or "version unknown" for v in comparison.versions)
     lines = [f"baseline: vLLM {old_v} | candidate: vLLM {new_v}",
              tabulate(table, headers=headers, tablefmt=tablefmt, disable_numparse=True)]

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from diagnostics.errors import UsageError
 from diagnostics.suite import run
-from diagnostics.suite.baseline import check_name, compare, format_table, load_baseline, parse_tolerances, save_baseline
+from diagnostics.suite.baseline import (cache_state_of, check_cache_states, check_name, compare, format_table,
+                                       given_keys, load_baseline, parse_tolerances, save_baseline)
 
 
 @dataclass
@@ -27,17 +28,22 @@ class Gate:
     compare_name: str | None = None
     tolerances: dict | None = None
     save_if_missing: bool = False
+    cache_state: str | None = None  # this session's --cache-state: the baseline must have been measured alike
+    allow_cache_mismatch: bool = False
+    given: frozenset = frozenset()  # tolerance keys --fail-on-regression names; the others come from the spread
     baseline: tuple | None = None  # (meta, results) loaded by check()
     lines: list[str] = field(default_factory=list)  # what the terminal summary prints
 
     @classmethod
-    def from_config(cls, config) -> "Gate":
+    def from_config(cls, config, cache_state: str | None = None) -> "Gate":
         spec = run.option(config, "fail_on_regression")
         compare_name = run.option(config, "compare_baseline")
         return cls(baseline_dir=Path(run.option(config, "baseline_dir") or ".memcheck/baselines"),
                    save_name=run.option(config, "save_baseline"), compare_name=compare_name,
                    tolerances=parse_tolerances(spec or run.DEFAULT_REGRESSION_SPEC) if compare_name or spec else None,
-                   save_if_missing=bool(run.option(config, "save_baseline_if_missing")))
+                   save_if_missing=bool(run.option(config, "save_baseline_if_missing")),
+                   cache_state=cache_state, allow_cache_mismatch=bool(run.option(config, "allow_cache_mismatch")),
+                   given=given_keys(spec))
 
     def check(self, machine_info) -> None:
         """Everything that can be known before the first start; UsageError naming the option otherwise.
@@ -48,6 +54,10 @@ class Gate:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the fallback's warning is in meta["warnings"]
                 self.baseline = load_baseline(self.compare_name, self.baseline_dir, machine_info())
+            if self.baseline is not None and self.cache_state:  # like with like, before the first start
+                self.baseline[0].setdefault("warnings", []).extend(check_cache_states(
+                    cache_state_of(self.baseline[1]), self.cache_state, self.allow_cache_mismatch,
+                    "--allow-cache-mismatch"))
             if self.baseline is None and not self.save_if_missing:
                 raise UsageError(f"--compare-baseline={self.compare_name}: no baseline {self.compare_name!r} under "
                                  f"{self.baseline_dir}/ (for any card or vLLM); save one with --save-baseline="
@@ -65,7 +75,7 @@ class Gate:
                               f"as it (--save-baseline-if-missing): {path}")
         elif self.compare_name:
             meta, old = self.baseline
-            comparison = compare(old, results, self.tolerances)
+            comparison = compare(old, results, self.tolerances, self.given)
             comparison.warnings = [*meta.get("warnings", []), *notes, *comparison.warnings]
             self.lines.append(f"compared with baseline {meta.get('path')}:")
             self.lines.append(format_table(comparison))

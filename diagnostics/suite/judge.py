@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING
 
 from diagnostics.cards import Card
 from diagnostics.errors import UsageError
+from diagnostics.logs.patterns import OOM
 from diagnostics.outcomes import MEMORY_FAILURES
 from diagnostics.predict.estimator import plan
 from diagnostics.settings import default_gpu_memory_utilization, resolve
+from diagnostics.suite.worst_case import describe
 from diagnostics.versions import OLDEST
 from diagnostics.units import GiB, fmt_gib
 
@@ -48,11 +50,32 @@ def outcome_of(result, log_outcome: str) -> str:
     return log_outcome
 
 
+def failed_request(result) -> dict | None:
+    """The request of an engine that came up and then failed it: the worst-case request (engine/child.py
+    serve_worst_case) or the small one; None when none failed."""
+    for request in (getattr(result, "worst_case", None), result.request):
+        if request and not request.get("ok", True):
+            return request
+    return None
+
+
+def settle_request_outcome(result, log) -> None:
+    """An engine that came up (the child's engine_ready) and then ran out of memory on a request is `oom_request`
+    in the `request` phase, whatever phase the log's traceback frames suggest (the worker's forward pass looks like
+    the profile run's): set on `log` (its LogRecord) before the explainer reads it. Memory: the log's OOM line or
+    the request's own error text (logs.patterns.OOM, which includes the CPU allocator's)."""
+    request = failed_request(result)
+    if request is None or result.timed_out or not (result.child or {}).get("engine_ready"):
+        return
+    if log.outcome in MEMORY_FAILURES or OOM.search(request.get("error") or ""):
+        log.outcome, log.phase = "oom_request", "request"
+
+
 def classify(result, record) -> str:
     """The outcome of a start (`outcome_of`), then what the log could not tell: an unrecognised log of a clean
-    exit is "ok"; of a failed exit or a failed request, "error"."""
+    exit is "ok"; of a failed exit or a failed request (the worst-case one too), "error"."""
     outcome = outcome_of(result, record.outcome)
-    request_failed = bool(result.request) and not result.request.get("ok", True)
+    request_failed = failed_request(result) is not None
     if outcome == "ok" and request_failed:
         return "error"
     if outcome != "unknown":
@@ -190,6 +213,7 @@ class Verdict:
     log_path: str
     reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    sent: str | None = None  # the worst-case request that failed: what was sent (suite/worst_case.py describe)
 
     @property
     def passed(self) -> bool:
@@ -220,6 +244,8 @@ class Verdict:
                                                   for c in culprits) + ".")
         elif self.error_line and self.outcome != "ok":
             parts.append(f"vLLM said: {self.error_line.strip()[:300]}")
+        if self.sent:
+            parts.append(f"Sent after start-up: {self.sent}.")
         parts.append(f"Log: {self.log_path}")
         return " ".join(parts)
 
@@ -312,6 +338,9 @@ def judge(combination_id: str, card, result, log, expectation: Expectation, limi
         explanation = None  # the log was cut off by the kill: what it shows so far is no diagnosis
     verdict = Verdict(combination_id, card, classify(result, log), log.phase, expectation, limits,
                       profile_peak_of(result), explanation, log.error_line, str(result.log_path))
+    worst = getattr(result, "worst_case", None)
+    if worst and not worst.get("ok", True) and (worst.get("sent") or {}).get("worst_case"):
+        verdict.sent = describe(worst["sent"]["worst_case"])
     if result.timed_out:
         where = f"its log stops in the {log.phase} phase" if log.phase != "unknown" else "its log shows no phase"
         limit = f"--engine-timeout={timeout_s:g} s" if timeout_s else "--engine-timeout"

@@ -2,13 +2,16 @@
 
 Layout of a matrix file (see diagnostics/data/minicpm-v-2_6.toml)::
 
-    [matrix]                 # optional: name, model (used when --model is not given), request (bool)
+    [matrix]                 # optional: name, model (used when --model is not given), request (bool),
+                             # worst_case (bool: the worst-case request after each start; unset: on for GPU cards)
     [defaults]               # engine settings every combination gets (trust_remote_code, dtype, ...)
     [axes]                   # setting = [values, ...]; the cartesian product, in file order
     [thresholds.CARD]        # optional, all combinations: profile_peak_gib / peak_gib for that card
     [scenarios.NAME]         # named extra combinations: settings as plain keys, plus the reserved keys
                              # expect = "oom_profile" (or a table [scenarios.NAME.expect] outcome = ...),
-                             # request = bool, description = "...", [scenarios.NAME.thresholds.CARD]
+                             # request = bool, worst_case = bool, description = "...",
+                             # [scenarios.NAME.thresholds.CARD], planted_budget_mib = N (cpu card: cap what the
+                             # engine may allocate after start-up, engine/child.py plant_budget)
 
 Every setting is checked by diagnostics.settings.check_setting (name, type, range); a malformed file raises
 MatrixError("FILE:LINE: what is wrong"). Pure Python: no torch, no vllm.
@@ -42,7 +45,7 @@ ID_PREFIX = {
 }
 
 THRESHOLD_KEYS = ("profile_peak_gib", "peak_gib")
-SCENARIO_RESERVED = ("expect", "thresholds", "request", "description")
+SCENARIO_RESERVED = ("expect", "thresholds", "request", "description", "worst_case", "planted_budget_mib")
 # Besides the outcomes themselves: "oom" = any memory failure (outcomes.MEMORY_FAILURES).
 EXPECT_VALUES = tuple(OUTCOMES) + ("oom",)
 
@@ -63,6 +66,8 @@ class Combination:
     expect: str | None = None
     thresholds: dict = field(default_factory=dict)  # card name -> {"profile_peak_gib": x, "peak_gib": y}
     request: bool = False
+    worst_case: bool | None = None  # None: the plugin's default (on for GPU cards, off on the cpu card)
+    planted_budget_mib: int | None = None  # cpu card tests: the budget planted after start-up
     image_size: tuple | None = None  # (width, height) of the request's image; None: the plugin's default
 
 
@@ -189,7 +194,14 @@ class _Builder:
         return out
 
     # -- build -------------------------------------------------------------------------------------------------
-    def axis_combinations(self, axes: dict, thresholds: dict, request: bool) -> list[Combination]:
+    def flag(self, table: str, body: dict, key: str, default):
+        value = body.get(key, default)
+        if value is not None and not isinstance(value, bool):
+            raise self.fail(table, key, f"{key} in [{table}] must be true or false, not {value!r}")
+        return value
+
+    def axis_combinations(self, axes: dict, thresholds: dict, request: bool,
+                          worst_case: bool | None = None) -> list[Combination]:
         """The cross product of [axes] (each a non-empty list of valid values), in TOML order."""
         for key, values in axes.items():
             if not isinstance(values, list):
@@ -203,10 +215,11 @@ class _Builder:
             for values in itertools.product(*axes.values()):
                 settings = dict(zip(axes.keys(), values))
                 combinations.append(Combination(id=combination_id(settings), settings=settings,
-                                                thresholds=thresholds, request=request))
+                                                thresholds=thresholds, request=request, worst_case=worst_case))
         return combinations
 
-    def scenario(self, name: str, body, common_thresholds: dict, request_default: bool) -> Combination:
+    def scenario(self, name: str, body, common_thresholds: dict, request_default: bool,
+                 worst_case_default: bool | None = None) -> Combination:
         """One [scenarios.NAME] table: its settings, expect, request and thresholds (over the common ones)."""
         table = f"scenarios.{name}"
         if not isinstance(body, dict):
@@ -221,8 +234,13 @@ class _Builder:
         thresholds = dict(common_thresholds)
         if "thresholds" in body:
             thresholds.update(self.thresholds(table, body["thresholds"]))
+        budget = body.get("planted_budget_mib")
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0):
+            raise self.fail(table, "planted_budget_mib",
+                            f"planted_budget_mib in [{table}] must be a positive whole number of MiB, not {budget!r}")
         return Combination(id=name, settings=settings, scenario=name, expect=expect, thresholds=thresholds,
-                           request=request)
+                           request=request, worst_case=self.flag(table, body, "worst_case", worst_case_default),
+                           planted_budget_mib=budget)
 
     def build(self, data: dict) -> Matrix:
         allowed = {"matrix", "defaults", "axes", "scenarios", "thresholds"}
@@ -232,8 +250,9 @@ class _Builder:
                                 f"unknown table [{key}]; accepted: {', '.join(sorted(allowed))}")
         meta = data.get("matrix", {})
         for key, value in meta.items():
-            if key not in ("name", "model", "request", "description"):
-                raise self.fail("matrix", key, f"unknown key {key!r} in [matrix]; accepted: description, model, name, request")
+            if key not in ("name", "model", "request", "description", "worst_case"):
+                raise self.fail("matrix", key, f"unknown key {key!r} in [matrix]; accepted: description, model, name, "
+                                "request, worst_case")
         request_default = meta.get("request", False)
         if not isinstance(request_default, bool):
             raise self.fail("matrix", "request", f"request in [matrix] must be true or false, not {request_default!r}")
@@ -243,9 +262,10 @@ class _Builder:
             self.check_setting("defaults", key, value)
         common_thresholds = self.thresholds("thresholds", data["thresholds"]) if "thresholds" in data else {}
 
-        combinations = self.axis_combinations(data.get("axes", {}), common_thresholds, request_default)
+        worst_case = self.flag("matrix", meta, "worst_case", None)
+        combinations = self.axis_combinations(data.get("axes", {}), common_thresholds, request_default, worst_case)
         for name, body in data.get("scenarios", {}).items():
-            combinations.append(self.scenario(name, body, common_thresholds, request_default))
+            combinations.append(self.scenario(name, body, common_thresholds, request_default, worst_case))
 
         if not combinations:
             raise MatrixError(self.path, 1, "the matrix has no combinations: give [axes] or at least one [scenarios.NAME]")

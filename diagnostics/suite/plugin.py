@@ -30,21 +30,21 @@ from diagnostics.errors import UsageError
 from diagnostics.explain import explain_record
 from diagnostics.models import get_model
 from diagnostics.report import write_reports
-from diagnostics.report.terminal import accuracy_table, summary_table
+from diagnostics.report.terminal import accuracy_table, spread_table, summary_table
 from diagnostics.settings import dtype_for_card, start_refusal
 from diagnostics.suite import judge as verdicts
+from diagnostics.suite import run, starts
+from diagnostics.suite.starts import DEFAULT_IMAGE_SIZE, no_gpu_line  # noqa: F401 (the plugin's names)
 from diagnostics.suite.judge import Measurement
-from diagnostics.suite import run
 from diagnostics.suite import hub
 from diagnostics.suite.gate import Gate
 from diagnostics.suite.matrix import load_matrix
-from diagnostics.suite.results import ResultWriter, load_results, load_results_noting, make_record
+from diagnostics.suite.results import ResultWriter, load_results, load_results_noting, make_record, with_repeats
 from diagnostics.suite.search import SEARCHABLE
 from diagnostics.suite.search_run import SearchBroke, run_search, summary_line
-from diagnostics.units import plural, utc_now
+from diagnostics.units import plural
 
 MANAGER_NAME = "vllm-memcheck-manager"
-DEFAULT_IMAGE_SIZE = (1344, 1344)  # MiniCPM-V-2_6 at its slicing maximum (9 slices + the overview)
 COMBINATION_FIXTURE = "memcheck_combination"
 SEARCH_FIXTURE = "memcheck_search"
 MARKERS = {
@@ -68,11 +68,6 @@ def detect_gpu() -> tuple[str | None, str | None]:
         return gpu_name(), None
     except NoGPU as err:
         return None, err.reason
-
-
-def no_gpu_line(why: str, card_name: str | None) -> str:
-    return (f"no usable GPU ({why}); run `python -m diagnostics plan --card {card_name or '3090'}` for a "
-            "prediction, or --card=cpu for vLLM's CPU backend")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -175,7 +170,10 @@ class Manager:
             run.check_cpu_model(self.model)
         self.load_format = run.load_format_for(self.model, run.option(config, "load_format"))
         self.engine_timeout = run.engine_timeout(run.option(config, "engine_timeout"))
-        self.gate = Gate.from_config(config)
+        self.cache_state = run.option(config, "cache_state") or "cold"
+        self.repeat = run.repeat_count(run.option(config, "repeat"))
+        self.worst_case_mode = run.option(config, "worst_case") or "auto"
+        self.gate = Gate.from_config(config, self.cache_state)
         self.calibration = run.calibration(run.option(config, "calibration"))
         self.resume = bool(run.option(config, "resume"))
         self.search = run.option(config, "search")
@@ -198,6 +196,7 @@ class Manager:
         self.comparison_text: list[str] = []
         self.report_paths: list[Path] = []
         self._current_measurement: Measurement | None = None
+        self.warmup: dict | None = None  # the discarded warm-up start of the current combination (--cache-state=warm)
         self._snapshot: str | None = None
         self._trapped = self._header_shown = False
 
@@ -333,7 +332,8 @@ class Manager:
 
     # -- one start -------------------------------------------------------------------------------------------
     def start(self, combination, benchmark=None) -> Measurement:
-        """Start the engine once for `combination`, record the result, and judge it (see verify)."""
+        """Start the engine --repeat times for `combination` (after a warm-up start with --cache-state=warm), record
+        one result with the spread of its figures, and judge it (see verify): the first failed start decides."""
         if combination.id in self.run.failed:  # --resume skips nothing that failed: it fails again, unstarted
             record = self.run.failed[combination.id]
             pytest.fail(f"{combination.id}: recorded as failed in {self.run_dir / 'results.jsonl'} (--resume): "
@@ -341,36 +341,22 @@ class Manager:
         run_dir = self.run.ensure()
         settings = self.startable(self.settings_for(combination))
         model_path = self.model_path()
-        spec = launch.StartSpec(
-            model=model_path, settings=settings, image_size=combination.image_size or DEFAULT_IMAGE_SIZE,
-            load_format=self.load_format, timeout_s=self.engine_timeout, request=combination.request,
-            env={**self.engine_env(), **hub.start_env(model_path)}, card=self.card,
-            log_path=run_dir / "logs" / f"{combination.id}.log",
-            timeline_path=run_dir / "timelines" / f"{combination.id}.csv", id=combination.id,
-            image=self.sends_image(settings) if combination.request else None, prompt=self.image_prompt(),
-            devices=self.devices_for(settings))
-        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        spec.timeline_path.parent.mkdir(parents=True, exist_ok=True)
-        started_at = utc_now()
-        try:
-            if benchmark is not None:
-                result = benchmark.pedantic(launch.run_start, args=(spec,), rounds=1, iterations=1)
-            else:
-                result = launch.run_start(spec)
-        except NoGPU as err:
-            pytest.skip(no_gpu_line(str(err), self.card.name if self.card else None))
-        except UsageError as err:  # the start's environment (CUDA_DEVICE_ORDER, too few GPUs, the lock): one line
-            pytest.fail(f"vllm-memcheck: {err}", pytrace=False)
-        except launch.DeviceNotClean as err:
-            if err.result is not None:  # the start that left the device unclean is evidence: record it first
-                ResultWriter(run_dir).append(self.judge(combination, settings, err.result, started_at).record)
-            pytest.exit(f"vllm-memcheck: {err}", returncode=pytest.ExitCode.TESTS_FAILED)
-        measurement = self.judge(combination, settings, result, started_at)
-        if benchmark is not None:
-            record = measurement.record
-            benchmark.extra_info.update({"combination": combination.id, "outcome": record["outcome"],
-                                         "startup_s": result.startup_s,
-                                         "peak_gib": record["peak_device_gib"] or record["peak_process_gib"]})
+        case = starts.worst_case_for(self, combination, settings)
+
+        def spec_for(suffix: str, env: dict, warm_up: bool = False) -> launch.StartSpec:
+            name = combination.id if not suffix else f"{combination.id}.{suffix}"
+            return starts.start_spec(self, combination, settings, model_path, case, name, env, warm_up)
+
+        measurements = []
+        with starts.caches(self, combination, spec_for) as cache_env:
+            for k in range(self.repeat):
+                spec = spec_for("" if k == 0 else f"r{k + 1}", cache_env(k))
+                measurements.append(starts.start_once(self, combination, settings, spec, benchmark if k == 0 else None))
+        chosen = next((m for m in measurements if m.status == "failed"), measurements[-1])
+        record = with_repeats(chosen.record, [m.record for m in measurements]) if self.repeat > 1 else chosen.record
+        if self.warmup is not None:
+            record["warmup"] = self.warmup
+        measurement = Measurement(combination, record, chosen.verdict)
         ResultWriter(run_dir).append(measurement.record)
         self._current_measurement = measurement  # picked up by pytest_runtest_makereport of this call
         return measurement
@@ -380,6 +366,7 @@ class Manager:
         log = result.log  # the launcher read the start's log once
         # the log echoes only some settings (the CPU backend hardly any); the explainer needs the ones we set
         log.settings.update({k: v for k, v in settings.items() if k not in log.settings})
+        verdicts.settle_request_outcome(result, log)  # a request that ran out of memory: oom_request
         try:
             explanation = explain_record(log, model=self.model_spec(), card=self.card)
         except UsageError:
@@ -404,7 +391,7 @@ class Manager:
                 "settings": settings,
                 "card": {"name": card.name, "total_gib": self.machine_info().get("gpu_total_gib", card.total_gib),
                          "profile_threshold_gib": card.profile_threshold_gib, "headroom_gib": card.headroom_gib},
-                "machine_info": self.machine_info(), "started_at": started_at}
+                "machine_info": self.machine_info(), "cache_state": self.cache_state, "started_at": started_at}
 
     def verify(self, measurement: Measurement) -> None:
         """Turn a measurement into the test's verdict: fail with the diagnosis, xfail, or pass."""
@@ -487,6 +474,9 @@ class Manager:
             return
         terminalreporter.write_sep("=", f"vllm-memcheck: {plural(len(results), 'combination')} in {self.run_dir}")
         terminalreporter.write_line(summary_table(results))
+        spreads = spread_table(results)
+        if spreads:
+            terminalreporter.write_line(f"spread over --repeat starts (the gate compares medians):\n{spreads}")
         terminalreporter.write_line(accuracy_table(results))
         for path in self.report_paths:
             terminalreporter.write_line(f"report: {path}")

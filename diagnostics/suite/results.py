@@ -102,7 +102,48 @@ def _measured(result) -> dict:
         "device_peaks_gib": dict(getattr(result, "device_peaks_gib", None) or {}),
         "device_peaks_sum_gib": (round(sum(result.device_peaks_gib.values()), 4)
                                  if getattr(result, "device_peaks_gib", None) else None),
+        # the worst-case request after start-up (engine/child.py serve_worst_case): ok, prompt_tokens, what was sent
+        "worst_case": getattr(result, "worst_case", None),
     }
+
+
+# The figures the upgrade gate compares (keys as its tolerances name them): -> how one record gives each.
+def own_peak_gib(record: dict) -> float | None:
+    """The start's own peak (GiB): device peak - the device's baseline on a GPU when both are known, else the
+    peak as recorded (the process tree's RSS on the CPU backend)."""
+    peak, base = record.get("peak_device_gib"), record.get("baseline_device_gib")
+    if peak is not None and base is not None:
+        return round(peak - base, 4)
+    return peak if peak is not None else record.get("peak_process_gib")
+
+
+REPEAT_FIGURES = {"peak": own_peak_gib, "kv_tokens": lambda r: r.get("kv_cache_tokens"),
+                  "startup": lambda r: r.get("startup_s")}
+
+
+def spread(values: list) -> dict | None:
+    """{"min", "median", "max", "n", "relative"} of the numbers in `values` (None when there are none);
+    relative = (max - min) / median (0 when the median is 0)."""
+    numbers = sorted(v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool))
+    if not numbers:
+        return None
+    n = len(numbers)
+    median = numbers[n // 2] if n % 2 else (numbers[n // 2 - 1] + numbers[n // 2]) / 2
+    return {"min": numbers[0], "median": median, "max": numbers[-1], "n": n,
+            "relative": round((numbers[-1] - numbers[0]) / median, 6) if median else 0.0}
+
+
+def with_repeats(chosen: dict, records: list[dict]) -> dict:
+    """The record of a combination started len(records) times (--repeat): `chosen` (the first failed start, else
+    the last) with "repeat": {"n", "figures": {peak|kv_tokens|startup: spread()}, "starts": [each start's outcome,
+    status, figures, log file]}. Only starts with the chosen one's outcome enter the spread."""
+    same = [r for r in records if r.get("outcome") == chosen.get("outcome")]
+    figures = {key: spread([get(r) for r in same]) for key, get in REPEAT_FIGURES.items()}
+    starts = [{"outcome": r.get("outcome"), "status": r.get("status"), "started_at": r.get("started_at"),
+               "log_file": r.get("log_file"), **{key: get(r) for key, get in REPEAT_FIGURES.items()}}
+              for r in records]
+    return {**chosen, "repeat": {"n": len(records), "figures": {k: v for k, v in figures.items() if v},
+                                 "starts": starts}}
 
 
 def kv_tokens(vllm_numbers: dict, settings: dict) -> int | None:

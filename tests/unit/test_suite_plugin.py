@@ -850,6 +850,72 @@ def test_xdist_workers_each_get_their_own_gpu(pytester, gpus):
     assert len(workers) > 1  # the load really was spread over workers
 
 
+# -- cache state, repeats and the worst-case request (issue 25) ---------------------------------------------------
+SPYING_LAUNCHER = FAKE_LAUNCHER + """
+import json
+calls = []
+_fake = fake_run_start
+
+def spying_run_start(spec):
+    result = _fake(spec)
+    calls.append(1)
+    result.peak_process_gib += 0.01 * len(calls)  # a spread between the repeats
+    with open("starts.jsonl", "a") as f:
+        f.write(json.dumps({"log": Path(spec.log_path).name, "env": {k: spec.env.get(k) for k in
+                            ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR")}, "request": spec.request,
+                            "worst_case": spec.worst_case}) + "\\n")
+    return result
+
+def pytest_configure(config):
+    launch.run_start = spying_run_start
+"""
+
+
+def spied(pytester) -> list[dict]:
+    return [json.loads(line) for line in (pytester.path / "starts.jsonl").read_text().splitlines()]
+
+
+def test_warm_starts_after_a_discarded_warm_up_and_repeats_carry_their_spread(flow):
+    flow.makeconftest(SPYING_LAUNCHER)
+    result = run(flow, "--card=cpu", "--matrix=flow.toml", "--benchmark-disable", "-k", "ok-256",
+                 "--cache-state=warm", "--repeat=2", "--worst-case=on")
+    result.assert_outcomes(passed=1, deselected=4)
+    starts = spied(flow)
+    assert [s["log"] for s in starts] == ["ok-256.warmup.log", "ok-256.log", "ok-256.r2.log"]
+    assert starts[0]["worst_case"] is None and starts[1]["worst_case"]  # the warm-up serves nothing
+    roots = {s["env"]["VLLM_CACHE_ROOT"] for s in starts}
+    assert len(roots) == 1 and None not in roots  # one cache, filled by the warm-up, used by both measured starts
+    (record,) = flow_records(flow)
+    assert record["cache_state"] == "warm" and record["warmup"]["log_file"] == "logs/ok-256.warmup.log"
+    peak = record["repeat"]["figures"]["peak"]
+    assert record["repeat"]["n"] == 2 and (peak["min"], peak["max"]) == (1.25 + 0.02, 1.25 + 0.03)
+    assert not Path(roots.pop()).exists()  # the run's caches are removed
+
+
+def test_cold_starts_each_get_fresh_caches_and_the_worst_case_goes_to_the_child(flow):
+    flow.makeconftest(SPYING_LAUNCHER)
+    result = run(flow, "--card=cpu", "--matrix=flow.toml", "--benchmark-disable", "-k", "ok-256", "--repeat=2",
+                 "--worst-case=on")
+    result.assert_outcomes(passed=1, deselected=4)
+    first, second = spied(flow)
+    assert first["env"]["VLLM_CACHE_ROOT"] != second["env"]["VLLM_CACHE_ROOT"]
+    assert first["env"]["TORCHINDUCTOR_CACHE_DIR"].startswith(first["env"]["VLLM_CACHE_ROOT"].rsplit("/", 1)[0])
+    case = first["worst_case"]
+    assert (case["max_model_len"], case["prompt_tokens"], case["batch"]) == (256, 240, 1)
+    assert flow_records(flow)[0]["cache_state"] == "cold"
+
+
+def test_bad_repeat_and_a_baseline_of_another_cache_state_are_usage_errors(flow, tmp_path):
+    result = run(flow, "--card=cpu", "--matrix=flow.toml", "--repeat=0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "bad repeat '0'; accepted: a whole number of starts from 1 to 20" in result.stderr.str()
+    baseline = tmp_path / "warm.json"
+    baseline.write_text(json.dumps({"name": "w", "results": [{"id": "ok-256", "outcome": "ok", "cache_state": "warm"}]}))
+    result = run(flow, "--card=cpu", "--matrix=flow.toml", f"--compare-baseline={baseline}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "baseline ran with warm compile caches, the candidate with cold" in result.stderr.str()
+
+
 # -- the installed plugin (issue #27): a pytest11 entry point, used from another directory --------------------------
 def _entry_point_installed() -> bool:
     from importlib.metadata import entry_points

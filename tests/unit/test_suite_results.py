@@ -194,3 +194,20 @@ def test_the_record_carries_baseline_sampler_and_the_engine_that_ran(tmp_path): 
     assert (record["engine"], record["use_v1"]) == ("V0", False)  # asked for V1 (0.5/0.6 ignore it): V0 ran
     assert record["kv_cache_tokens"] == 2000 * 32  # V0: blocks x block_size
     assert kv_tokens({"kv_cache_tokens": 5, "gpu_blocks": 9}, {}) == 5 and kv_tokens({"gpu_blocks": 9}, {}) == 144
+
+
+def test_spread_and_with_repeats():                                                       # issue 25
+    from diagnostics.suite.results import own_peak_gib, spread, with_repeats
+
+    assert spread([2.0, None, 1.0, 4.0]) == {"min": 1.0, "median": 2.0, "max": 4.0, "n": 3, "relative": 1.5}
+    assert spread([1.0, 3.0])["median"] == 2.0 and spread([]) is None and spread([True]) is None
+    assert own_peak_gib({"peak_device_gib": 20.0, "baseline_device_gib": 0.5}) == 19.5
+    assert own_peak_gib({"peak_device_gib": None, "peak_process_gib": 2.1}) == 2.1
+    starts = [{"id": "a", "outcome": "ok", "status": "passed", "peak_process_gib": p, "kv_cache_tokens": 100,
+               "startup_s": s, "log_file": f"logs/a{i}.log"} for i, (p, s) in enumerate([(2.0, 10.0), (2.2, 12.0)])]
+    failed = {**starts[0], "outcome": "oom_request", "status": "failed", "peak_process_gib": 9.0}
+    record = with_repeats(starts[1], starts + [failed])
+    assert record["id"] == "a" and record["repeat"]["n"] == 3 and len(record["repeat"]["starts"]) == 3
+    peak = record["repeat"]["figures"]["peak"]
+    assert (peak["min"], peak["max"], peak["n"]) == (2.0, 2.2, 2)  # only starts with the chosen outcome
+    assert record["repeat"]["starts"][2]["outcome"] == "oom_request"

@@ -28,7 +28,8 @@ def test_model_load_format_and_timeout_checks():
 
 def test_every_option_has_an_ini_twin_and_help():
     names = [name for name, _, _, _ in run.OPTIONS]
-    assert len(names) == len(set(names)) == 19  # 15 + gpus, search, search_resolution, search_range (issue #14)
+    assert len(names) == len(set(names)) == 23  # 15 + gpus, search, search_resolution, search_range (issue #14)
+    # + worst_case, cache_state, repeat, allow_cache_mismatch (issue 25)
     assert all(ini in ("string", "bool") and text for _, _, ini, text in run.OPTIONS)
 
 
@@ -92,3 +93,14 @@ def test_calibration_option_none_shipped_file_and_bad_file(tmp_path):
     assert run.calibration(str(own)).coefficients.llm_activation_scale == 1.5
     with pytest.raises(UsageError, match="cannot read it"):
         run.calibration(str(tmp_path / "missing.toml"))
+
+
+def test_repeat_count_and_cache_env(tmp_path):                                            # issue 25
+    assert (run.repeat_count(None), run.repeat_count("3")) == (1, 3)
+    for bad in ("0", "-1", "two", "21", "1.5"):
+        with pytest.raises(UsageError, match=f"bad repeat '{bad}'; accepted: a whole number of starts from 1 to 20"):
+            run.repeat_count(bad)
+    env = run.cache_env(tmp_path / "c")
+    assert env == {"VLLM_CACHE_ROOT": str(tmp_path / "c" / "vllm"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "c" / "inductor"),
+                   "TRITON_CACHE_DIR": str(tmp_path / "c" / "triton")}
+    assert set(env) == set(run.CACHE_ENV)
