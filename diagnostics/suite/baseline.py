@@ -20,6 +20,7 @@ from pathlib import Path
 
 from diagnostics.errors import UsageError
 from diagnostics.redact import redact
+from diagnostics.suite.comparable import check_comparable
 from diagnostics.suite.results import RESULTS_FILE, load_results_noting
 from diagnostics.units import plural, utc_now
 
@@ -28,6 +29,7 @@ DEFAULT_TOLERANCES = {"peak": 0.05, "kv_tokens": 0.05, "startup": 0.20}
 STATUSES = ("improved", "regressed", "same", "new", "missing")
 FAILING = ("regressed", "missing")  # statuses that fail the gate
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MAX_NAME = 100  # <name>.json.tmp must fit a file system's 255-byte name (checked before the sweep, not after)
 
 
 # -- tolerances -----------------------------------------------------------------------------------------
@@ -92,9 +94,9 @@ def machine_info_of(results: list[dict]) -> dict:
 
 def check_name(name: str, flag: str = "baseline name") -> None:
     """UsageError unless `name` can name a baseline file (letters, digits, '.', '_', '-')."""
-    if not _NAME_RE.match(name or ""):
-        raise UsageError(f"bad baseline name {name!r} ({flag}); accepted: letters, digits, '.', '_' and '-' "
-                         "(e.g. pinned)")
+    if not _NAME_RE.match(name or "") or len(name) > MAX_NAME:
+        raise UsageError(f"bad baseline name {name[:40]!r}{'...' if len(name or '') > 40 else ''} ({flag}); "
+                         f"accepted: up to {MAX_NAME} letters, digits, '.', '_' and '-' (e.g. pinned)")
 
 
 def save_baseline(results: list[dict], name: str, directory: str | Path) -> Path:
@@ -270,8 +272,11 @@ def _compare_row(old: dict, new: dict, tolerances: dict) -> Row:
 
 
 def compare(old: list[dict], new: list[dict], tolerances: dict | None = None) -> Comparison:
-    """Per-combination comparison of two result lists (matched by id)."""
+    """Per-combination comparison of two result lists (matched by id). UsageError (one line) when the two
+    cannot be compared like with like (suite/comparable.py: empty baseline, duplicate ids, other model, card,
+    load format, units or settings, peaks missing on one side)."""
     tol = dict(DEFAULT_TOLERANCES) if tolerances is None else {**DEFAULT_TOLERANCES, **tolerances}
+    check_comparable(old, new, tol)
     old_by_id = {r["id"]: r for r in old if r.get("id")}
     new_by_id = {r["id"]: r for r in new if r.get("id")}
     rows = []

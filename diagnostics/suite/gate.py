@@ -16,6 +16,7 @@ from pathlib import Path
 from diagnostics.errors import UsageError
 from diagnostics.suite import run
 from diagnostics.suite.baseline import check_name, compare, format_table, load_baseline, parse_tolerances, save_baseline
+from diagnostics.suite.comparable import refuse_duplicate_ids, refuse_empty_baseline, refuse_unlike_runs
 
 
 @dataclass
@@ -47,7 +48,10 @@ class Gate:
         if self.compare_name:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the fallback's warning is in meta["warnings"]
-                self.baseline = load_baseline(self.compare_name, self.baseline_dir, machine_info())
+                info = machine_info()
+                self.baseline = load_baseline(self.compare_name, self.baseline_dir, info)
+            if self.baseline is not None:  # what is wrong with the baseline alone: now, not after the sweep
+                self._refuse_baseline(self.baseline[1], info)
             if self.baseline is None and not self.save_if_missing:
                 raise UsageError(f"--compare-baseline={self.compare_name}: no baseline {self.compare_name!r} under "
                                  f"{self.baseline_dir}/ (for any card or vLLM); save one with --save-baseline="
@@ -55,6 +59,18 @@ class Gate:
                                  "--save-baseline-if-missing to record this run as it on purpose")
         if self.save_name or (self.compare_name and self.baseline is None):
             run.check_writable_dir(self.baseline_dir, "--baseline-dir")
+
+    def _refuse_baseline(self, old: list[dict], info: dict) -> None:
+        """The gate's refusals (suite/comparable.py) that need only the baseline and this machine: empty, ids
+        twice, another card. UsageError naming --compare-baseline."""
+        try:
+            refuse_empty_baseline(old)
+            refuse_duplicate_ids(old, "baseline")
+            if info and info.get("card"):
+                refuse_unlike_runs([r for r in old if isinstance(r, dict)],
+                                   [{"machine_info": {"card": info.get("card")}}])
+        except UsageError as err:
+            raise UsageError(f"--compare-baseline={self.compare_name}: {err}") from None
 
     def finish(self, results: list[dict], notes: list[str]) -> bool:
         """Compare and/or save at the end of the session; True when the gate fails the session."""
@@ -64,15 +80,25 @@ class Gate:
             self.lines.append(f"no baseline {self.compare_name!r} yet under {self.baseline_dir}/; recorded this run "
                               f"as it (--save-baseline-if-missing): {path}")
         elif self.compare_name:
-            meta, old = self.baseline
-            comparison = compare(old, results, self.tolerances)
-            comparison.warnings = [*meta.get("warnings", []), *notes, *comparison.warnings]
-            self.lines.append(f"compared with baseline {meta.get('path')}:")
-            self.lines.append(format_table(comparison))
-            if comparison.regressed:
-                self.lines.append("regression beyond tolerance, or combinations missing: the session fails")
-                failed = True
+            failed = self._compare(results, notes)
         if self.save_name:
             path = save_baseline(results, self.save_name, self.baseline_dir)
             self.lines.append(f"saved baseline {self.save_name!r}: {path}")
         return failed
+
+    def _compare(self, results: list[dict], notes: list[str]) -> bool:
+        """The comparison's table into self.lines; True when the session fails (a regression, a missing
+        combination, or two runs that cannot be compared like with like: suite/comparable.py)."""
+        meta, old = self.baseline
+        try:
+            comparison = compare(old, results, self.tolerances)
+        except UsageError as err:
+            self.lines.append(f"vllm-memcheck: the gate cannot compare with baseline {meta.get('path')}: {err}; "
+                              "the session fails")
+            return True
+        comparison.warnings = [*meta.get("warnings", []), *notes, *comparison.warnings]
+        self.lines.append(f"compared with baseline {meta.get('path')}:")
+        self.lines.append(format_table(comparison))
+        if comparison.regressed:
+            self.lines.append("regression beyond tolerance, or combinations missing: the session fails")
+        return comparison.regressed

@@ -557,7 +557,8 @@ GATE_ARGS = ("--card=cpu", "--matrix=m.toml", "--benchmark-disable", "-s")
 def gate_line(rid: str, vllm: str = "0.31.0", peak: float = 1.25, **extra) -> dict:
     return {"schema_version": 1, "run": "r", "id": rid, "outcome": "ok", "status": "passed", "passed": True,
             "expected": "ok", "peak_process_gib": peak, "peak_device_gib": None, "kv_cache_tokens": 131072,
-            "startup_s": 1.5, "settings": {"max_model_len": 256},
+            "startup_s": 1.5, "settings": {"enforce_eager": True, "kv_cache_memory_bytes": 67108864,  # GATE_MATRIX's
+                                           "max_model_len": {"a": 256, "b": 512}.get(rid, 1024)},
             "machine_info": {"card": "cpu", "gpu_name": "vLLM CPU backend", "driver": None, "vllm": vllm}, **extra}
 
 
