@@ -52,7 +52,7 @@ class MatrixError(UsageError):
 
     def __init__(self, path: Path | str, line: int | None, what: str):
         self.path, self.line, self.what = str(path), line, what
-        super().__init__(f"{path}:{line if line else '?'}: {what}")
+        super().__init__(f"{path}:{line}: {what}" if line else f"{path}: {what}")
 
 
 @dataclass(frozen=True)
@@ -103,9 +103,12 @@ def combination_id(settings: dict) -> str:
 def load_matrix(path: Path | str) -> Matrix:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a UTF-8 BOM (Windows editors) is not part of the TOML
     except OSError as err:
         raise MatrixError(path, None, f"cannot read the matrix file ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise MatrixError(path, None, f"not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+                                      "accepted: a TOML file") from None
     return parse_matrix(text, path)
 
 
@@ -208,6 +211,9 @@ class _Builder:
     def scenario(self, name: str, body, common_thresholds: dict, request_default: bool) -> Combination:
         """One [scenarios.NAME] table: its settings, expect, request and thresholds (over the common ones)."""
         table = f"scenarios.{name}"
+        if not name.strip() or any(ord(ch) < 32 for ch in name):
+            raise self.fail("scenarios", None, f"scenario name {name!r} names nothing; accepted: a non-empty name "
+                                               "without control characters, e.g. [scenarios.big-images]")
         if not isinstance(body, dict):
             raise self.fail("scenarios", name, f"scenario {name!r} must be a table")
         settings = {k: v for k, v in body.items() if k not in SCENARIO_RESERVED}
@@ -233,6 +239,9 @@ class _Builder:
         for key, value in meta.items():
             if key not in ("name", "model", "request", "description"):
                 raise self.fail("matrix", key, f"unknown key {key!r} in [matrix]; accepted: description, model, name, request")
+        for key in ("name", "model", "description"):
+            if key in meta and not isinstance(meta[key], str):
+                raise self.fail("matrix", key, f"{key} in [matrix] must be text, not {meta[key]!r}")
         request_default = meta.get("request", False)
         if not isinstance(request_default, bool):
             raise self.fail("matrix", "request", f"request in [matrix] must be true or false, not {request_default!r}")

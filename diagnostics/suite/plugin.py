@@ -37,7 +37,7 @@ from diagnostics.kit.vlm import image_prompt
 from diagnostics.suite import hub
 from diagnostics.suite.gate import Gate
 from diagnostics.suite.matrix import load_matrix
-from diagnostics.suite.results import ResultWriter, load_results, load_results_noting, make_record
+from diagnostics.suite.results import ResultWriter, file_stem, load_results, load_results_noting, make_record
 from diagnostics.suite.search import SEARCHABLE
 from diagnostics.suite.search_run import SearchBroke, run_search
 from diagnostics.units import plural, utc_now
@@ -339,8 +339,8 @@ class Manager:
             model=model_path, settings=settings, card=self.card,
             load_format=self.load_format, timeout_s=self.engine_timeout, request=combination.request,
             image_size=DEFAULT_IMAGE_SIZE, env={**self.engine_env(), **hub.start_env(model_path)},
-            log_path=run_dir / "logs" / f"{combination.id}.log",
-            timeline_path=run_dir / "timelines" / f"{combination.id}.csv", id=combination.id,
+            log_path=run_dir / "logs" / f"{file_stem(combination.id)}.log",
+            timeline_path=run_dir / "timelines" / f"{file_stem(combination.id)}.csv", id=combination.id,
             image=self.sends_image(settings) if combination.request else None, prompt=self.image_prompt(),
             devices=self.devices_for(settings))
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)

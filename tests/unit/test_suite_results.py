@@ -194,3 +194,32 @@ def test_the_record_carries_baseline_sampler_and_the_engine_that_ran(tmp_path): 
     assert (record["engine"], record["use_v1"]) == ("V0", False)  # asked for V1 (0.5/0.6 ignore it): V0 ran
     assert record["kv_cache_tokens"] == 2000 * 32  # V0: blocks x block_size
     assert kv_tokens({"kv_cache_tokens": 5, "gpu_blocks": 9}, {}) == 5 and kv_tokens({"gpu_blocks": 9}, {}) == 144
+
+
+def test_file_stem_never_leaves_its_directory_and_never_joins_two_ids():                  # newcomer-3 defect 6
+    from diagnostics.suite.results import file_stem
+
+    assert file_stem("mml2048-seqs16-util0.9") == "mml2048-seqs16-util0.9"  # a plain id keeps its name
+    stems = {i: file_stem(i) for i in ("../../../escaped", "a/b", "a_b", "..", ".", "x" * 300, "ログ", "")}
+    for rid, stem in stems.items():
+        assert "/" not in stem and not stem.startswith(".") and 0 < len(stem) <= 100, rid
+    assert len(set(stems.values())) == len(stems)
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("peak_device_gib", float("nan"), "peak_device_gib is nan; expected a finite number"),
+    ("startup_s", float("inf"), "startup_s is inf"),
+    ("settings", "max_model_len=4096", "settings is 'max_model_len=4096'; expected a JSON object"),
+    ("card", 3090, "card is 3090; expected a JSON object or text"),
+    ("diagnosis", {"culprits": ["x"]}, "diagnosis.culprits is ['x']; expected a list of JSON objects"),
+    ("phase_peaks_gib", {"profile": "big"}, "phase_peaks_gib.profile is 'big'"),
+])
+def test_a_damaged_record_is_one_line_naming_file_line_and_field(tmp_path, field, value, words):  # newcomer-3 #171
+    import json as _json
+    from diagnostics.suite.results import load_results
+
+    path = tmp_path / "results.jsonl"
+    path.write_text(_json.dumps({"id": "a", "outcome": "ok", field: value}) + "\n")
+    with pytest.raises(UsageError) as err:
+        load_results(path)
+    assert str(err.value).startswith(f"{path}:1: ") and words in str(err.value)
