@@ -19,9 +19,9 @@ from diagnostics.errors import UsageError
 from diagnostics.explain import explain_plan
 from diagnostics.predict.coefficients import load_calibration_arg
 from diagnostics.predict.estimator import Plan, plan
-from diagnostics.predict.fit import Fit, fit, frontier, max_concurrency
+from diagnostics.predict.fit import Fit, fit, frontier, max_concurrency, refusal
 from diagnostics.predict.fleet import expand_cards, expand_versions, fleet
-from diagnostics.report import SINGLE_FORMATS, emit, output_format, plan_markdown
+from diagnostics.report import SINGLE_FORMATS, check_writable, emit, output_format, plan_markdown
 from diagnostics.settings import parse_set, vllm_refusal
 from diagnostics.units import fmt_gib, fmt_tokens
 
@@ -79,26 +79,47 @@ def run(args) -> int:
     fits = [f.strip() for f in (args.fit or "").split(",") if f.strip()]
     if len(fits) > 2:
         raise UsageError(f"--fit {args.fit!r} names {len(fits)} settings; accepted: SETTING or SETTING,LADDER_SETTING")
+    if args.fit is not None and not fits:
+        raise UsageError(f"--fit {args.fit!r} names no setting; accepted: SETTING or SETTING,LADDER_SETTING")
+    check_writable(args.out, "--out")
+    fmt = output_format(args.json, args.format)
     cards, versions = expand_cards(args.card, args.cards), expand_versions(args.vllm)
     overrides = parse_set(args.sets)
+    # every form of plan honours --calibration (a missing or broken file is refused here, before any planning)
+    calibration = load_calibration_arg(args.calibration) if args.calibration else None
     if len(cards) > 1 or len(versions) > 1:
         if len(fits) == 2:
             raise UsageError("a --fit frontier is for one card and one version; give one --card and one --vllm")
-        rows = fleet(args.model, cards, versions, args.entrypoint, overrides, fits[0] if fits else None)
-        print(json.dumps({"rows": [r.to_json() for r in rows]}, indent=2) if args.json else format_fleet(rows))
+        _refuse_md(fmt, "a table of several cards or versions")
+        if any(c.is_cpu for c in cards):
+            _refuse_cpu(next(c for c in cards if c.is_cpu), args)
+        rows = fleet(args.model, cards, versions, args.entrypoint, overrides, fits[0] if fits else None, calibration)
+        refusals = {r.refusal for r in rows}
+        if len(refusals) == 1 and None not in refusals:  # refused everywhere alike: one line, as plain plan says it
+            names = ", ".join(dict.fromkeys(r.version for r in rows))
+            raise UsageError(f"vLLM {names} {'refuses' if len(versions) == 1 else 'refuse'} these settings at "
+                             f"start-up: {refusals.pop()}")
+        emit(json.dumps({"rows": [r.to_json() for r in rows]}, indent=2) if fmt == "json" else format_fleet(rows),
+             args.out)
         return 0
     _refuse_cpu(cards[0], args)
     if len(fits) == 2:
-        return _run_frontier(args, cards[0], versions[0], overrides, fits)
+        _refuse_md(fmt, "a --fit frontier")
+        return _run_frontier(args, cards[0], versions[0], overrides, fits, calibration)
     if fits:
-        f = fit(fits[0], args.model, cards[0], versions[0], args.entrypoint, overrides)
-        print(json.dumps(f.to_json(), indent=2, default=str) if args.json else format_fit(f))
+        f = fit(fits[0], args.model, cards[0], versions[0], args.entrypoint, overrides, calibration)
+        if fmt == "md":
+            shown = f.at if f.at is not None else f.above
+            explanation = explain_plan(shown) if shown.verdict != "unknown" else None
+            text = plan_markdown(shown, explanation, fits=[f.above] if f.at is not None and f.above else None)
+        else:
+            text = json.dumps(f.to_json(), indent=2, default=str) if fmt == "json" else format_fit(f)
+        emit(text, args.out)
         return 0
     p = build(args, cards[0], versions[0], overrides)
     explanation = explain_plan(p) if p.verdict != "unknown" else None
     culprits = [c.to_json() for c in explanation.culprits] if explanation else []
     fix = dict(explanation.fix) if explanation else {}
-    fmt = output_format(args.json, args.format)
     if fmt == "md":
         text = plan_markdown(p, explanation, fits=None)  # fits: the plans of a --fit search (issue #14)
     elif fmt == "json":
@@ -150,13 +171,20 @@ def format_plan(p: Plan, explanation=None) -> str:
     return "\n".join(lines)
 
 
-def _run_frontier(args, card, version, overrides, fits) -> int:
-    points = frontier(fits[0], fits[1], args.model, card, version, args.entrypoint, overrides)
-    if args.json:
-        print(json.dumps({"fitted": fits[0], "ladder_setting": fits[1], "card": card.name, "vllm_version": version,
-                          "rows": [{fits[1]: v, **f.to_json()} for v, f in points]}, indent=2, default=str))
+def _refuse_md(fmt: str, what: str) -> None:
+    if fmt == "md":
+        raise UsageError(f"--format md is the report of one prediction; {what} prints as text or JSON; accepted "
+                         "here: --format text|json (or one --card and one --vllm for --format md)")
+
+
+def _run_frontier(args, card, version, overrides, fits, calibration=None) -> int:
+    points = frontier(fits[0], fits[1], args.model, card, version, args.entrypoint, overrides,
+                      coefficients=calibration)
+    if args.json or args.format == "json":
+        emit(json.dumps({"fitted": fits[0], "ladder_setting": fits[1], "card": card.name, "vllm_version": version,
+                         "rows": [{fits[1]: v, **f.to_json()} for v, f in points]}, indent=2, default=str), args.out)
     else:
-        print(format_frontier(fits[0], fits[1], card, version, points))
+        emit(format_frontier(fits[0], fits[1], card, version, points), args.out)
     return 0
 
 
@@ -169,9 +197,11 @@ def format_fit(f: Fit) -> str:
     lines = []
     if f.value is None:
         p = f.above
+        why = refusal(p)
         lines.append(f"no {f.setting} from {_value(f.domain[0])} to {_value(f.domain[1])} plans ok on {p.card.name} "
-                     f"with vLLM {p.vllm_version}; at {_value(f.domain[0])}: {p.verdict}"
-                     + (f" (phase: {p.failing_phase})" if p.failing_phase else ""))
+                     f"with vLLM {p.vllm_version}; at {_value(f.domain[0])}: "
+                     + (f"vLLM refuses the settings at start-up: {why}" if why else p.verdict)
+                     + (f" (phase: {p.failing_phase})" if p.failing_phase and not why else ""))
         lines += [f"note: {n}" for n in p.notes]
         return "\n".join(lines)
     unit = f" (a multiple of the block size {f.step})" if f.setting == "max_model_len" else ""
@@ -181,9 +211,14 @@ def format_fit(f: Fit) -> str:
         lines.append(f"above: none searched; {f.setting} stops at {f.top_reason}")
     else:
         a = f.above
-        lines.append(f"just above: {f.setting}={_value(a.settings[f.setting])} -> {a.verdict}"
-                     + (f" (phase: {a.failing_phase})" if a.failing_phase else "")
-                     + f"; peak {fmt_gib(a.peak_gib)}, KV cache {fmt_tokens(a.kv_cache_tokens)} tokens")
+        why = refusal(a)
+        if why:
+            lines.append(f"just above: {f.setting}={_value(a.settings[f.setting])} -> vLLM {a.vllm_version} refuses "
+                         f"it at start-up: {why}")
+        else:
+            lines.append(f"just above: {f.setting}={_value(a.settings[f.setting])} -> {a.verdict}"
+                         + (f" (phase: {a.failing_phase})" if a.failing_phase else "")
+                         + f"; peak {fmt_gib(a.peak_gib)}, KV cache {fmt_tokens(a.kv_cache_tokens)} tokens")
     if f.non_monotone:
         lines.append(f"warning: not monotone in {f.setting}: ok again at {', '.join(map(_value, f.non_monotone))} "
                      "after a failing value; the answer is the highest ok region the search found")

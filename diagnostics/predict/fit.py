@@ -29,6 +29,7 @@ from diagnostics.cards import get_card
 from diagnostics.errors import UsageError, one_of
 from diagnostics.models import get_model
 from diagnostics.predict.estimator import Plan, plan
+from diagnostics.settings import vllm_refusal
 
 UTIL_STEP = 0.01
 SEQS_TOP = 4096
@@ -112,7 +113,16 @@ class _Planner:
         return self.cache[value]
 
     def ok(self, setting: str, value) -> bool:
-        return self(setting, value).verdict == "ok"
+        """Plans ok and vLLM would start it: a value vLLM refuses at start-up (refusal()) is never an answer."""
+        p = self(setting, value)
+        return p.verdict == "ok" and refusal(p) is None
+
+
+def refusal(p: Plan) -> str | None:
+    """What vLLM raises at start-up for the plan's resolved settings (settings.vllm_refusal), or None: the same
+    refusals plain `plan` applies (max_num_batched_tokens below max_model_len without chunked prefill, below
+    max_num_seqs, max_model_len above the derived length)."""
+    return vllm_refusal(p.settings, p.model)
 
 
 def domain(setting: str, planner: _Planner) -> tuple[int | float, int | float, int | float, str]:
@@ -202,7 +212,7 @@ def _ladder_bisect(planner: _Planner, setting: str, lo: int, hi: int, step: int)
 
 
 def frontier(fitted: str, ladder_setting: str, model="minicpm-v-2_6", card="3090", version=None,
-             entrypoint="llm", overrides=None, ladder=None) -> list[tuple]:
+             entrypoint="llm", overrides=None, ladder=None, coefficients=None) -> list[tuple]:
     """[(ladder value, Fit of `fitted` with `ladder_setting` held at that value), ...] over FRONTIER_LADDERS
     (or `ladder`). E.g. fitted="max_model_len", ladder_setting="max_num_seqs": the largest max_model_len for each
     max_num_seqs in 1, 2, 4, ... 1024."""
@@ -215,5 +225,5 @@ def frontier(fitted: str, ladder_setting: str, model="minicpm-v-2_6", card="3090
         raise UsageError(f"--fit {fitted},{ladder_setting} and --set {ladder_setting}=... together: the frontier "
                          f"walks {ladder_setting} over its ladder; drop the --set")
     values = ladder or FRONTIER_LADDERS[ladder_setting]
-    return [(v, fit(fitted, model, card, version, entrypoint, {**overrides, ladder_setting: v}))
+    return [(v, fit(fitted, model, card, version, entrypoint, {**overrides, ladder_setting: v}, coefficients))
             for v in values]

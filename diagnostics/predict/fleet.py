@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from diagnostics.cards import CPU_CARD, Card, get_card, list_cards, load_cards_toml
 from diagnostics.errors import UsageError
 from diagnostics.predict.estimator import Plan, plan
-from diagnostics.predict.fit import Fit, check_fit, fit, max_concurrency
+from diagnostics.predict.fit import Fit, check_fit, fit, max_concurrency, refusal
 from diagnostics.versions import KNOWN_VERSIONS, default_version, parse_version
 
 ALL = "all"
@@ -57,6 +57,7 @@ class Row:
     plan: Plan | None
     fit: Fit | None = None
     error: str | None = None
+    refusal: str | None = None  # what vLLM raises at start-up for these settings there (its words), if anything
 
     def to_json(self) -> dict:
         p = self.plan
@@ -73,8 +74,10 @@ class Row:
 
 
 def fleet(model, cards: list[Card], versions: list[str], entrypoint="llm", overrides=None,
-          fit_setting: str | None = None) -> list[Row]:
-    """A Row per (card, version), cards outer. With `fit_setting`, each row is that setting's fit there."""
+          fit_setting: str | None = None, coefficients=None) -> list[Row]:
+    """A Row per (card, version), cards outer. With `fit_setting`, each row is that setting's fit there.
+    `coefficients`: a calibration (predict/coefficients.py) or None for the built-in ones. Settings vLLM refuses
+    at start-up there (fit.refusal) give a row without a plan, its `error` in vLLM's words, as plain `plan` says."""
     if fit_setting:
         check_fit(fit_setting, overrides)
     rows = []
@@ -82,10 +85,17 @@ def fleet(model, cards: list[Card], versions: list[str], entrypoint="llm", overr
         for version in versions:
             try:
                 if fit_setting:
-                    f = fit(fit_setting, model, card, version, entrypoint, overrides)
-                    rows.append(Row(card, version, f.at if f.at is not None else f.above, f))
-                else:
-                    rows.append(Row(card, version, plan(model, card, version, entrypoint, overrides)))
+                    f = fit(fit_setting, model, card, version, entrypoint, overrides, coefficients)
+                    why = refusal(f.above) if f.at is None and f.above is not None else None
+                    rows.append(Row(card, version, None, f, error=f"vLLM {f.above.vllm_version} refuses these "
+                                                                  f"settings at start-up: {why}", refusal=why) if why
+                                else Row(card, version, f.at if f.at is not None else f.above, f))
+                    continue
+                p = plan(model, card, version, entrypoint, overrides, coefficients)
+                why = refusal(p)
+                rows.append(Row(card, version, None, error=f"vLLM {p.vllm_version} refuses these settings at "
+                                                           f"start-up: {why}", refusal=why) if why
+                            else Row(card, version, p))
             except UsageError as err:
                 rows.append(Row(card, version, None, error=str(err)))
     return rows

@@ -272,3 +272,36 @@ def test_fit_and_list_errors_one_line_exit_2(argv, fragment, capsys):
     assert main(["plan", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert fragment in err and "\n" not in err and err.startswith("vllm-memcheck plan: error:")
+
+
+@pytest.mark.parametrize("argv, words", [                                                   # newcomer-3 defects 1, 3
+    (["--fit", "max_model_len", "--calibration", "nope.toml"], "calibration file nope.toml: cannot read it"),
+    (["--card", "all", "--calibration", "nope.toml"], "calibration file nope.toml"),
+    (["--card", "3090,4090", "--format", "md"], "--format md is the report of one prediction"),
+    (["--fit", "max_model_len,max_num_seqs", "--format", "md"], "--format md is the report of one prediction"),
+    (["--fit", ","], "--fit ',' names no setting"),
+    (["--fit", ""], "--fit '' names no setting"),
+    (["--card", "cpu,3090"], "plan --card cpu: the estimator predicts GPU start-ups"),
+    (["--card", "all", "--set", "max_model_len=1000000"], "greater than the derived max_model_len"),
+    (["--vllm", "0.6.3,0.7.3", "--set", "max_model_len=4096", "--set", "max_num_batched_tokens=2048",
+      "--set", "max_num_seqs=8"], "is smaller than max_model_len (4096)"),
+])
+def test_fit_and_tables_refuse_in_one_line_what_plain_plan_refuses(capsys, argv, words):
+    assert main(["plan", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1
+
+
+def test_fit_and_tables_honour_out_and_format_md(tmp_path, capsys):                       # newcomer-3 defect 3
+    fit_out, fleet_out = tmp_path / "fit.txt", tmp_path / "fleet.txt"
+    assert main(["plan", "--fit", "max_model_len", "--out", str(fit_out)]) == 0
+    assert main(["plan", "--card", "3090,4090", "--out", str(fleet_out)]) == 0
+    assert capsys.readouterr().out == ""
+    assert fit_out.read_text().startswith("largest max_model_len that fits:") and "4090" in fleet_out.read_text()
+    assert main(["plan", "--fit", "max_model_len", "--format", "md"]) == 0
+    assert capsys.readouterr().out.startswith("# vLLM start-up memory prediction")
+    values = []
+    for extra in ([], ["--calibration", "shipped"]):
+        assert main(["plan", "--card", "3090", "--vllm", "0.6.3", "--fit", "max_model_len", "--json", *extra]) == 0
+        values.append(json.loads(capsys.readouterr().out)["value"])
+    assert values[0] != values[1]  # the calibration moves the answer (it was ignored: the same 7,984 twice)
