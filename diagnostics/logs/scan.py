@@ -38,6 +38,14 @@ class Scan:
         self.reached = -1
         self.fails: dict[int, tuple[str, str]] = {}  # line index -> (outcome, phase) its figures decide
 
+    def restart(self) -> None:
+        """An engine banner after an earlier start came up (ready, or requests served): a restart in a day of
+        server log begins a new start-up, so nothing the earlier one printed (its ready and metrics lines, its
+        figures, its markers) may decide this one. The scan starts afresh; line indexes go on."""
+        if self.ready_at is None and self.request_at is None:
+            return
+        self.__init__(self.rules)
+
     def num(self, key: str, value) -> None:
         if value is None:
             return
