@@ -40,12 +40,36 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # a full or broken standard output fails here, where it can be said in one line
+        return code
     except UsageError as exc:
         print(f"vllm-memcheck {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:
+        _drop_stdout()
         return 0
+    except OSError as exc:
+        if exc.filename is not None:  # a file the command itself opened: not standard output
+            raise
+        _drop_stdout()
+        print(f"vllm-memcheck {args.command}: error: cannot write the answer to standard output "
+              f"({exc.strerror or exc}); accepted: a writable standard output, or --out FILE where the command "
+              "has it", file=sys.stderr)
+        return 1
+
+
+def _drop_stdout() -> None:
+    """Point standard output at /dev/null, so the interpreter's exit-time flush of what is left in its buffer
+    cannot fail a second time (with a traceback) after the one-line answer."""
+    try:
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from diagnostics.logs.reader import read_log
 from diagnostics.models import get_model
 from diagnostics.predict import calibrate as cal
 from diagnostics.predict.coefficients import DEFAULT, calibration_toml
-from diagnostics.report import check_writable
+from diagnostics.report import check_writable, emit
 from diagnostics.report.accuracy import markdown, text
 from diagnostics.settings import KNOWN_SETTINGS
 from diagnostics.suite.results import RESULTS_FILE, load_results
@@ -62,10 +62,10 @@ def run(args) -> int:
                        + (["--out", args.out] if args.out else []) + (["--markdown", args.markdown] if args.markdown
                                                                         else []))
     if args.out:
-        Path(args.out).write_text(calibration_toml(calibration, [f"written by: {command}"]), encoding="utf-8")
+        emit(calibration_toml(calibration, [f"written by: {command}"]), args.out)  # a full device: one line
         print(f"calibration: {args.out}")
     if args.markdown:
-        Path(args.markdown).write_text(markdown(samples, fit, rows, spread, skipped, command), encoding="utf-8")
+        emit(markdown(samples, fit, rows, spread, skipped, command), args.markdown)
         print(f"accuracy document: {args.markdown}")
     return 0
 

@@ -305,3 +305,18 @@ def test_fit_and_tables_honour_out_and_format_md(tmp_path, capsys):             
         assert main(["plan", "--card", "3090", "--vllm", "0.6.3", "--fit", "max_model_len", "--json", *extra]) == 0
         values.append(json.loads(capsys.readouterr().out)["value"])
     assert values[0] != values[1]  # the calibration moves the answer (it was ignored: the same 7,984 twice)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("argv", [["plan"], ["plan", "--card", "all"],
+                                  ["explain", str(Path(__file__).resolve().parents[1] / "data" / "logs"
+                                                  / "gpu_v063_profile_vision_oom.log")]])
+def test_a_full_standard_output_is_one_line_and_a_non_zero_exit(argv):                       # newcomer-3 #27, #162
+    root = Path(__file__).resolve().parents[2]
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "diagnostics", *argv], stdout=full, stderr=subprocess.PIPE,
+                              text=True, cwd=root, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"vllm-memcheck {argv[0]}: error: cannot write the answer to "
+                                                "standard output (No space left on device); accepted: a writable "
+                                                "standard output, or --out FILE where the command has it"]
