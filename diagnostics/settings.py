@@ -140,8 +140,15 @@ def check_setting(key: str, value) -> object:
     if key in ("max_num_seqs", "max_num_batched_tokens", "block_size", "tensor_parallel_size",
                "num_gpu_blocks_override") and value < 1:
         raise UsageError(f"setting {key}={value!r} must be a positive integer")
+    if key in ("cpu_offload_gb", "swap_space", "kv_cache_memory_bytes") and value < 0:
+        raise UsageError(f"setting {key}={value!r} must be >= 0")
     if key == "limit_mm_per_prompt":
         _check_limits(value)
+    if key == "mm_processor_kwargs":
+        slices = value.get("max_slice_nums")
+        if "max_slice_nums" in value and (isinstance(slices, bool) or not isinstance(slices, int) or slices < 1):
+            raise UsageError(f"setting mm_processor_kwargs={json.dumps(value)} is invalid: max_slice_nums must be "
+                             "a positive integer (MiniCPM-V's image slices); accepted: e.g. {\"max_slice_nums\": 9}")
     choices = {"dtype": DTYPES, "kv_cache_dtype": KV_CACHE_DTYPES, "mm_encoder_tp_mode": ("weights", "data")}
     if key in choices and value not in choices[key]:
         raise one_of(key, value, choices[key])

@@ -334,3 +334,18 @@ def test_a_limit_plan_would_drop_is_refused_not_dropped():
         resolve(M, get_card("3090"), "0.6.3", overrides={"limit_mm_per_prompt": {"image": 1, "video": 2}})
     s = resolve(M, get_card("3090"), "0.6.3", overrides={"limit_mm_per_prompt": {"image": 1, "video": 0}})
     assert s["limit_mm_per_prompt"] == {"image": 1}
+
+
+@pytest.mark.parametrize("key, value, words", [                                             # newcomer-3 #77-#82
+    ("mm_processor_kwargs", {"max_slice_nums": "nine"}, "max_slice_nums must be a positive integer"),
+    ("mm_processor_kwargs", {"max_slice_nums": 0}, "max_slice_nums must be a positive integer"),
+    ("cpu_offload_gb", -1, "cpu_offload_gb=-1 must be >= 0"),
+    ("kv_cache_memory_bytes", -1, "kv_cache_memory_bytes=-1 must be >= 0"),
+])
+def test_values_vllm_cannot_take_are_one_line(key, value, words):
+    import re
+
+    from diagnostics.settings import check_setting
+
+    with pytest.raises(UsageError, match=re.escape(words)):
+        check_setting(key, value)
