@@ -39,7 +39,7 @@ from diagnostics.suite.gate import Gate
 from diagnostics.suite.matrix import load_matrix
 from diagnostics.suite.results import ResultWriter, file_stem, load_results, load_results_noting, make_record
 from diagnostics.suite.search import SEARCHABLE
-from diagnostics.suite.search_run import SearchBroke, run_search
+from diagnostics.suite.search_run import SearchBroke, check_search_options, run_search
 from diagnostics.units import plural, utc_now
 
 MANAGER_NAME = "vllm-memcheck-manager"
@@ -157,6 +157,7 @@ class Manager:
         self.search = run.option(config, "search")
         if self.search and self.search not in SEARCHABLE:
             raise UsageError(f"unknown --search setting {self.search!r}; accepted: {', '.join(SEARCHABLE)}")
+        check_search_options(self.search, run.option(config, "search_resolution"), run.option(config, "search_range"))
         self.search_lines: list[str] = []
         self.gpus = devices.parse_gpus(run.option(config, "gpus"))
         # absolute: the engine child runs in another working directory

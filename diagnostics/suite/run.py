@@ -117,7 +117,7 @@ def stored_vlm(model: str) -> str | None:
 def check_model(model: str) -> None:
     """UsageError for an unknown kit:* name or a local path that is no model directory."""
     kits = [k for k in KIT_MODELS if not k.startswith("kit:NAME")] + [f"kit:{n}" for n in kit_families()]
-    if model.startswith("kit:") and model not in kits:
+    if model.lower().startswith("kit:") and model not in kits:  # KIT:x would reach vLLM as a hub id, per start
         raise UsageError(f"unknown model kit {model!r}; accepted: {', '.join(kits)}")
     check_model_path(model)
 
@@ -144,6 +144,9 @@ def calibration(text: str | None) -> Calibration | None:
     return None if not text else load_calibration_arg(str(text))
 
 
+MIN_ENGINE_TIMEOUT_S = 1.0  # below this every start would "time out" and be counted against plan
+
+
 def engine_timeout(text) -> float | None:
     """--engine-timeout in seconds: DEFAULT_ENGINE_TIMEOUT_S when not given, None (no limit) for 0."""
     if text is None:
@@ -152,8 +155,9 @@ def engine_timeout(text) -> float | None:
         seconds = float(text)
     except ValueError:
         seconds = math.nan
-    if not math.isfinite(seconds) or seconds < 0:
-        raise UsageError(f"bad engine_timeout {text!r}; accepted: a number of seconds > 0, or 0 for no limit")
+    if not math.isfinite(seconds) or seconds < 0 or 0 < seconds < MIN_ENGINE_TIMEOUT_S:
+        raise UsageError(f"bad engine_timeout {text!r}; accepted: a number of seconds >= {MIN_ENGINE_TIMEOUT_S:g} "
+                         "(an engine start takes longer), or 0 for no limit")
     return seconds or None
 
 

@@ -41,6 +41,20 @@ def _int_option(value, name: str) -> int | None:
     return n
 
 
+def check_search_options(search: str | None, resolution, range_text) -> None:
+    """Before the first start: --search-resolution a positive integer, --search-range LO:HI with LO < HI, and
+    neither without --search (which they shape). UsageError naming the option otherwise."""
+    if not search:
+        given = [name for name, value in (("--search-range", range_text), ("--search-resolution", resolution))
+                 if value not in (None, "")]
+        if given:
+            raise UsageError(f"{' and '.join(given)} without --search: nothing is searched; accepted: "
+                             "--search=max_model_len|max_num_seqs with them, or neither")
+        return
+    _int_option(resolution, "search_resolution")
+    parse_range(range_text)
+
+
 def predicted_limit(setting: str, model, card, vllm_version, base: dict) -> tuple[int | None, str]:
     """(plan --fit's value for `setting` with `base` held, a note); None when the estimator cannot say."""
     if model is None:

@@ -22,7 +22,7 @@ def test_model_load_format_and_timeout_checks():
     assert run.engine_timeout(None) == run.DEFAULT_ENGINE_TIMEOUT_S and run.engine_timeout("120") == 120.0
     assert run.engine_timeout("0") is None and run.engine_timeout(0.0) is None  # issue #9: 0 is no limit, not 900
     for bad in ("soon", "-5", "nan", "inf"):
-        with pytest.raises(UsageError, match=f"bad engine_timeout '{bad}'; accepted: a number of seconds > 0, or 0"):
+        with pytest.raises(UsageError, match=f"bad engine_timeout '{bad}'; accepted: a number of seconds >= 1 .an engine start takes longer., or 0"):
             run.engine_timeout(bad)
 
 
@@ -92,3 +92,14 @@ def test_calibration_option_none_shipped_file_and_bad_file(tmp_path):
     assert run.calibration(str(own)).coefficients.llm_activation_scale == 1.5
     with pytest.raises(UsageError, match="cannot read it"):
         run.calibration(str(tmp_path / "missing.toml"))
+
+
+def test_a_miscased_kit_and_a_timeout_no_start_can_meet_are_refused_before_the_first_start():  # newcomer-3 #268, #274
+    from diagnostics.errors import UsageError
+    from diagnostics.suite import run as suite_run
+
+    with pytest.raises(UsageError, match="unknown model kit 'KIT:tiny-text'"):
+        suite_run.check_model("KIT:tiny-text")
+    with pytest.raises(UsageError, match=r"bad engine_timeout '1e-9'; accepted: a number of seconds >= 1"):
+        suite_run.engine_timeout("1e-9")
+    assert suite_run.engine_timeout("0") is None and suite_run.engine_timeout("30") == 30.0
