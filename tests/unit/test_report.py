@@ -211,3 +211,14 @@ def test_report_html_is_one_file_with_the_charts_embedded(tmp_path):
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert html.count('src="data:image/png;base64,') == 2  # the overview and the one combination
     assert 'src="charts/' not in html
+
+
+def test_all_in_a_format_list_is_every_format_and_a_file_as_out_is_named_so(tmp_path, capsys):  # newcomer-3 #193, #197
+    from diagnostics.cli import main
+    from diagnostics.report import FORMATS, parse_formats
+
+    assert parse_formats("all,md") == FORMATS
+    (tmp_path / "afile").write_text("x")
+    results = Path(__file__).resolve().parents[1] / "data" / "results" / "sweep-a10.jsonl"
+    assert main(["report", str(results), "--format", "md", "--out", str(tmp_path / "afile")]) == 2
+    assert "it exists and is not a directory" in capsys.readouterr().err
