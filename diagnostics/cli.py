@@ -30,6 +30,7 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _Parser(prog="vllm-memcheck", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"vllm-memcheck {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for cmd, module in COMMANDS.items():
         p = sub.add_parser(cmd, help=module.HELP, description=module.HELP)
@@ -57,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
               f"({exc.strerror or exc}); accepted: a writable standard output, or --out FILE where the command "
               "has it", file=sys.stderr)
         return 1
+
+
+def _version() -> str:
+    """This package's version (its metadata), else the source tree's pyproject version."""
+    from diagnostics.versions import package_version
+
+    return package_version("vllm-memcheck", "vllm_memcheck") or "(source tree)"
 
 
 def _drop_stdout() -> None:

@@ -200,7 +200,11 @@ def parse_set(items) -> dict:
             raise UsageError(f"--set {item!r} is not KEY=VALUE; accepted keys: {', '.join(sorted(KNOWN_SETTINGS))}")
         key, _, text = item.partition("=")
         key = key.strip().replace("-", "_")
-        out[key] = check_setting(key, _parse_value(text))
+        value = check_setting(key, _parse_value(text))
+        if key in out and out[key] != value:
+            raise UsageError(f"--set {key} given twice ({json.dumps(out[key])} and {json.dumps(value)}); accepted: "
+                             "one value per setting")
+        out[key] = value
     return out
 
 
@@ -326,6 +330,9 @@ def vllm_refusal(s: dict, model: ModelSpec) -> str | None:
                 "Please increase max_num_batched_tokens or decrease max_model_len.")
     if mbt < seqs:
         return f"max_num_batched_tokens ({mbt}) must be greater than or equal to max_num_seqs ({seqs})."
+    tp, heads = int(s.get("tensor_parallel_size") or 1), getattr(model, "heads", None)
+    if heads and heads % tp:  # ModelConfig.verify_with_parallel_config (vllm/config/model.py, 0.32)
+        return (f"Total number of attention heads ({heads}) must be divisible by tensor parallel size ({tp}).")
     return None
 
 

@@ -45,6 +45,12 @@ def run(args) -> int:
     check_writable(args.out, "--out")  # before the fit, not a traceback after it
     check_writable(args.markdown, "--markdown")
     samples, skipped = [], []
+    seen = {}
+    for source in args.sources:  # one source twice would count each sample twice (and survive leave-one-out)
+        key = Path(source).resolve()
+        if key in seen:
+            raise UsageError(f"calibrate: {source} is {seen[key]} again; accepted: each source once")
+        seen[key] = source
     for source in args.sources:
         got, why = load_source(Path(source), args)
         samples += got
@@ -72,7 +78,7 @@ def run(args) -> int:
 
 def load_source(path: Path, args) -> tuple[list, list[str]]:
     """(samples, skipped-with-reason lines) of one SOURCE."""
-    if path.is_dir() or path.name == RESULTS_FILE:
+    if path.is_dir() or path.name == RESULTS_FILE or path.suffix == ".jsonl":  # a results file by any name
         return samples_from_run(path)
     if not path.is_file():
         raise UsageError(f"calibrate: {path} does not exist; accepted: {ACCEPTED}")

@@ -174,6 +174,9 @@ def as_text(record, answer: dict) -> str:
 
 
 def run(args) -> int:
+    for option, value in (("--model", args.model), ("--card", args.card)):
+        if value is not None and not value.strip():
+            raise UsageError(f"{option} '' names nothing; accepted: leave {option} out, or give a name")
     record = read_input(args.logfile)
     _resolve(args.model, args.card)
     answer = explain(record, model=args.model, card=args.card)

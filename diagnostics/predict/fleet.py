@@ -18,6 +18,8 @@ ALL = "all"
 def expand_cards(text: str | None, cards_file=None) -> list[Card]:
     """"3090" -> [3090]; "3090,4090,l40s" -> those; "all" -> every built-in GPU card (not the cpu pseudo-card, whose
     total is known only at run time) plus those of `cards_file`. UsageError names an unknown card."""
+    if text is not None and not text.strip():
+        raise UsageError("--card '' names no card; accepted: a card name, a comma list, or all")
     text = (text or "3090").strip().lower()
     if text == ALL:
         cards = [c for c in list_cards() if c.name != CPU_CARD]
@@ -29,7 +31,17 @@ def expand_cards(text: str | None, cards_file=None) -> list[Card]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise UsageError(f"--card {text!r} names no card; accepted: a card name, a comma list, or all")
+    _once(names, "--card", text)
     return [get_card(n, extra_cards_file=cards_file) for n in names]
+
+
+def _once(names: list[str], option: str, text: str) -> None:
+    """UsageError for `all` inside a list or a name twice (a table would show the same row twice)."""
+    if ALL in (n.lower() for n in names) and len(names) > 1:
+        raise UsageError(f"{option} {text!r}: all stands alone; accepted: all, or a comma list of names")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"{option} {text!r} names {', '.join(twice)} twice; accepted: each once")
 
 
 def expand_versions(text: str | None) -> list[str]:
@@ -43,7 +55,10 @@ def expand_versions(text: str | None) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise UsageError(f"--vllm {text!r} names no version; accepted: a version, a comma list, or all")
-    return [str(parse_version(n)) for n in names]
+    _once(names, "--vllm", text)
+    versions = [str(parse_version(n)) for n in names]
+    _once(versions, "--vllm", text)  # 0.6.3 and v0.6.3 are one version
+    return versions
 
 
 @dataclass

@@ -40,6 +40,10 @@ def parse_tolerances(spec: str | None) -> dict[str, float | None]:
     if spec is None or not spec.strip():
         return tolerances
     accepted = ", ".join(DEFAULT_TOLERANCES)
+    keys = [item.partition(":")[0].strip() for item in spec.split(",") if item.strip()]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise UsageError(f"tolerance {twice[0]} given twice in {spec!r}; accepted: each of {accepted} once")
     for item in spec.split(","):
         item = item.strip()
         if not item:
@@ -148,7 +152,8 @@ def load_baseline(
     as_path = Path(text)
     if as_path.suffix == ".json" or "/" in text or "\\" in text or as_path.is_file():
         if not as_path.is_file():
-            raise UsageError(f"baseline file {text!r} does not exist; accepted: a FILE written by --save-baseline or a NAME")
+            what = "is a directory" if as_path.is_dir() else "does not exist"
+            raise UsageError(f"baseline file {text!r} {what}; accepted: a FILE written by --save-baseline or a NAME")
         return _read_baseline_file(as_path)
     if not _NAME_RE.match(text):
         raise UsageError(f"bad baseline name {text!r}; accepted: letters, digits, '.', '_' and '-' or a FILE path")

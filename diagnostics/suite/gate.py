@@ -45,6 +45,9 @@ class Gate:
         `machine_info()` gives this machine's info (card, driver, vLLM): asked only to look a baseline up."""
         if self.save_name:
             check_name(self.save_name, "--save-baseline")
+        if self.save_if_missing and not self.compare_name:
+            raise UsageError("--save-baseline-if-missing without --compare-baseline: nothing to record it as; "
+                             "accepted: --compare-baseline=NAME --save-baseline-if-missing, or --save-baseline=NAME")
         if self.compare_name:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the fallback's warning is in meta["warnings"]

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from diagnostics.errors import UsageError
+from diagnostics.outcomes import OUTCOMES
 from diagnostics.predict.accuracy import compare, prediction_record, verdict_right
 from diagnostics.units import utc_now
 
@@ -231,6 +232,7 @@ def _short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+NON_NEGATIVE = ("peak_device_gib", "peak_process_gib", "startup_s", "wall_s", "kv_cache_tokens")
 NESTED_NUMBERS = {"card": ("total_gib", "profile_threshold_gib", "headroom_gib"), "machine_info": ("gpu_total_gib",)}
 NUMBER_TABLES = ("phase_peaks_gib", "limits_gib", "device_peaks_gib")  # objects whose every value is a figure
 
@@ -247,6 +249,16 @@ def _check_figures(record: dict, where: str) -> None:
     edited or damaged: say where (UsageError, one line), not crash later or print NaN."""
     for key in NUMERIC_FIELDS:
         _check_number(record.get(key), key, where)
+        if key in NON_NEGATIVE and (record.get(key) or 0) < 0:
+            raise UsageError(f"{where}: {key} is {record[key]!r}; expected a figure >= 0 or null")
+    version = record.get("schema_version")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)
+                                or not 1 <= version <= SCHEMA_VERSION):
+        raise UsageError(f"{where}: schema_version {_short(version)}; this vllm-memcheck reads schema_version "
+                         f"{SCHEMA_VERSION} (a newer one wrote it? update vllm-memcheck)")
+    outcome = record.get("outcome")
+    if isinstance(outcome, str) and outcome not in OUTCOMES:
+        raise UsageError(f"{where}: outcome {_short(outcome)} is none of {', '.join(OUTCOMES)}")
     for key, kind in SHAPES.items():
         value = record.get(key)
         if value is not None and not isinstance(value, kind):

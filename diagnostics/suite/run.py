@@ -103,7 +103,8 @@ def check_model_path(model: str) -> None:
         return
     path = Path(model).expanduser()
     if not (path / "config.json").is_file():
-        what = "has no config.json" if path.is_dir() else "does not exist"
+        what = ("has no config.json" if path.is_dir() else "is a file, not a model directory" if path.exists()
+                else "does not exist")
         raise UsageError(f"model path {model!r} {what}; accepted: a local model directory with config.json, a hub "
                          f"id (org/name), or {', '.join(KIT_MODELS)}")
 

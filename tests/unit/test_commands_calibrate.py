@@ -74,3 +74,10 @@ def test_an_unwritable_output_is_refused_before_the_fit(option, path, says, caps
     assert main(["calibrate", log, "--model", "minicpm-v-2_6", "--card", "3090", option, path]) == 2
     captured = capsys.readouterr()
     assert f"{option} {path!r}: {says}" in captured.err and "coefficient" not in captured.out
+
+
+def test_one_source_twice_is_refused_and_a_results_file_by_any_name_is_results(capsys):     # newcomer-3 #324, #362
+    assert main(["calibrate", str(INPUTS), str(INPUTS)]) == 2
+    assert "is " + str(INPUTS) + " again; accepted: each source once" in capsys.readouterr().err
+    main(["calibrate", str(ROOT / "tests" / "data" / "results" / "sweep-a10.jsonl")])
+    assert "needs --model and --card and --vllm" not in capsys.readouterr().err  # not taken for a log

@@ -320,3 +320,14 @@ def test_a_full_standard_output_is_one_line_and_a_non_zero_exit(argv):          
     assert proc.stderr.strip().splitlines() == [f"vllm-memcheck {argv[0]}: error: cannot write the answer to "
                                                 "standard output (No space left on device); accepted: a writable "
                                                 "standard output, or --out FILE where the command has it"]
+
+
+def test_version_and_empty_explain_options_and_selfcheck_card_are_one_line(capsys):        # newcomer-3 #35, #346, #351
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("vllm-memcheck ")
+    log = str(Path(__file__).resolve().parents[1] / "data" / "logs" / "gpu_v063_profile_vision_oom.log")
+    assert main(["explain", log, "--model", ""]) == 2
+    assert "--model '' names nothing" in capsys.readouterr().err
+    assert main(["selfcheck", "--card", "bogus"]) == 2
+    assert "unknown card 'bogus'" in capsys.readouterr().err

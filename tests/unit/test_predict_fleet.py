@@ -83,3 +83,16 @@ def test_the_table_uses_the_calibration_it_is_given():                          
     (row,) = fleet("minicpm-v-2_6", expand_cards("3090"), ["0.6.3"], coefficients=load_calibration_arg("shipped"))
     (plain,) = fleet("minicpm-v-2_6", expand_cards("3090"), ["0.6.3"])
     assert row.plan.coefficients.name != plain.plan.coefficients.name and row.plan.peak_gib != plain.plan.peak_gib
+
+
+@pytest.mark.parametrize("card, vllm, words", [                                             # newcomer-3 #106-#111
+    ("", None, "--card '' names no card"),
+    ("3090,3090", None, "names 3090 twice"),
+    ("all,3090", None, "all stands alone"),
+    ("3090", "0.6.3,v0.6.3", "names 0.6.3 twice"),
+    ("3090", "all,0.6.3", "all stands alone"),
+])
+def test_a_card_or_version_list_that_names_nothing_or_twice_is_refused(card, vllm, words):
+    with pytest.raises(UsageError, match=words):
+        expand_cards(card)
+        expand_versions(vllm)

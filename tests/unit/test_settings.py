@@ -349,3 +349,14 @@ def test_values_vllm_cannot_take_are_one_line(key, value, words):
 
     with pytest.raises(UsageError, match=re.escape(words)):
         check_setting(key, value)
+
+
+def test_a_setting_given_twice_and_a_tp_that_does_not_divide_the_heads_are_refused():       # newcomer-3 #67, #70, #71
+    from diagnostics.settings import vllm_refusal
+
+    with pytest.raises(UsageError, match="--set max_model_len given twice .4096 and 8192."):
+        parse_set(["max_model_len=4096", "max_model_len=8192"])
+    assert parse_set(["max_model_len=4096", "max_model_len=4096"]) == {"max_model_len": 4096}
+    s = resolve(M, get_card("3090"), "0.32.0", "llm", {"tensor_parallel_size": 3})
+    assert vllm_refusal(s, M) == "Total number of attention heads (28) must be divisible by tensor parallel size (3)."
+    assert vllm_refusal({**s, "tensor_parallel_size": 2}, M) is None

@@ -206,3 +206,11 @@ def test_the_gate_compares_each_starts_own_increase_when_both_have_a_baseline():
     for r in new:  # without the baselines the same figures are a regression of the absolute peak
         r.pop("baseline_device_gib")
     assert compare(old, new, DEFAULT_TOLERANCES).regressed
+
+
+def test_a_tolerance_twice_and_a_directory_as_baseline_file_are_named(tmp_path):            # newcomer-3 #224, #288
+    with pytest.raises(UsageError, match="tolerance peak given twice in 'peak:5%,peak:20%'"):
+        parse_tolerances("peak:5%,peak:20%")
+    (tmp_path / "d").mkdir()
+    with pytest.raises(UsageError, match="baseline file .*d/' is a directory"):
+        load_baseline(str(tmp_path / "d") + "/", tmp_path)

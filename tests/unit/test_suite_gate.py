@@ -78,3 +78,8 @@ def test_a_candidate_of_another_model_fails_the_session_with_one_line(tmp_path):
 def test_a_baseline_name_too_long_for_a_file_is_refused_before_the_sweep(tmp_path):       # newcomer-3 #280
     with pytest.raises(UsageError, match=r"bad baseline name 'bbbb.*'\.\.\. \(--save-baseline\); accepted: up to 100"):
         Gate(tmp_path, save_name="b" * 300).check(info)
+
+
+def test_save_baseline_if_missing_alone_is_refused(tmp_path):                                # newcomer-3 #289
+    with pytest.raises(UsageError, match="--save-baseline-if-missing without --compare-baseline"):
+        Gate(tmp_path, save_if_missing=True).check(info)

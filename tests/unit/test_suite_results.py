@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import datetime, timezone
 
 import pytest
@@ -223,3 +224,15 @@ def test_a_damaged_record_is_one_line_naming_file_line_and_field(tmp_path, field
     with pytest.raises(UsageError) as err:
         load_results(path)
     assert str(err.value).startswith(f"{path}:1: ") and words in str(err.value)
+
+
+@pytest.mark.parametrize("extra, words", [                                                  # newcomer-3 #173, #180, #184
+    ({"schema_version": 999}, "schema_version 999; this vllm-memcheck reads schema_version 1"),
+    ({"outcome": "exploded"}, "outcome 'exploded' is none of ok, "),
+    ({"peak_device_gib": -3.0}, "peak_device_gib is -3.0; expected a figure >= 0"),
+])
+def test_a_record_from_elsewhere_is_refused_in_one_line(tmp_path, extra, words):
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps({"id": "a", "outcome": "ok", **extra}) + "\n")
+    with pytest.raises(UsageError, match=re.escape(words)):
+        load_results(path)

@@ -103,3 +103,12 @@ def test_a_miscased_kit_and_a_timeout_no_start_can_meet_are_refused_before_the_f
     with pytest.raises(UsageError, match=r"bad engine_timeout '1e-9'; accepted: a number of seconds >= 1"):
         suite_run.engine_timeout("1e-9")
     assert suite_run.engine_timeout("0") is None and suite_run.engine_timeout("30") == 30.0
+
+
+def test_a_model_path_that_is_a_file_is_named_so(tmp_path):                                   # newcomer-3 #272
+    from diagnostics.errors import UsageError
+    from diagnostics.suite import run as suite_run
+
+    (tmp_path / "m.toml").write_text("x")
+    with pytest.raises(UsageError, match="is a file, not a model directory"):
+        suite_run.check_model_path(str(tmp_path / "m.toml"))
