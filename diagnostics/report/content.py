@@ -60,6 +60,11 @@ def load_records(source: str | Path) -> tuple[Path, list[dict]]:
     records = [r for r in records if isinstance(r.get("id"), str)]
     if not records:
         raise UsageError(f"{path}: no result records; expected JSON lines with 'id' and 'outcome' (a sweep's results.jsonl)")
+    ids = [r["id"] for r in records]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:  # a line repeated or two runs pasted together: which one is the combination's?
+        raise UsageError(f"{path}: more than one record for {', '.join(twice[:3])}{' ...' if len(twice) > 3 else ''}; "
+                         "accepted: one record per combination id (a run's results.jsonl as the sweep wrote it)")
     return run_dir, records
 
 

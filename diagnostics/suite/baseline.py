@@ -133,6 +133,10 @@ def _read_baseline_file(path: Path) -> tuple[dict, list[dict]]:
     if (not isinstance(document, dict) or not isinstance(document.get("results"), list)
             or not all(isinstance(r, dict) for r in document["results"])):
         raise UsageError(f"{path}: not a baseline; expected a JSON object with 'results' (written by --save-baseline)")
+    version = document.get("schema_version", SCHEMA_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
+        raise UsageError(f"{path}: schema_version {version!r}; this vllm-memcheck reads baselines of schema_version "
+                         f"{SCHEMA_VERSION} (a newer one wrote it? update vllm-memcheck)")
     meta = {k: v for k, v in document.items() if k != "results"}
     meta.setdefault("machine_info", machine_info_of(document["results"]))
     meta["path"] = str(path)

@@ -167,3 +167,13 @@ def test_owned_file_reads_only_regular_files_inside_the_run_directory(tmp_path):
     assert read_timeline(run, {"timeline_file": "timelines/a.csv"})[0]["t_s"] == 0.5
     os.symlink(tmp_path / "outside" / "secret.log", run / "timelines" / "b.csv")
     assert read_timeline(run, {"timeline_file": "timelines/b.csv"}) == []
+
+
+def test_one_id_twice_is_refused_whatever_the_order(tmp_path):                              # newcomer-3 #166, #167
+    lines = RESULTS.read_text().splitlines()
+    for i, text in enumerate((lines + [lines[0]], [lines[0].replace('"ok"', '"oom_profile"', 1)] + lines)):
+        run = tmp_path / f"r{i}"
+        run.mkdir()
+        (run / "results.jsonl").write_text("\n".join(text) + "\n")
+        with pytest.raises(UsageError, match="more than one record for mml2048-seqs16-util0.9"):
+            build_report(run, Redactor())

@@ -214,3 +214,9 @@ def test_a_tolerance_twice_and_a_directory_as_baseline_file_are_named(tmp_path):
     (tmp_path / "d").mkdir()
     with pytest.raises(UsageError, match="baseline file .*d/' is a directory"):
         load_baseline(str(tmp_path / "d") + "/", tmp_path)
+
+
+def test_a_baseline_of_a_newer_schema_is_refused(tmp_path):                                   # newcomer-3 #223
+    (tmp_path / "b.json").write_text(json.dumps({"schema_version": 99, "name": "p", "results": records()}))
+    with pytest.raises(UsageError, match="schema_version 99; this vllm-memcheck reads baselines of schema_version 1"):
+        load_results_source(tmp_path / "b.json")
