@@ -131,9 +131,10 @@ def test_no_report_carries_a_byte_from_outside_the_run_directory(tmp_path, form,
     records alike), and into one more field of any type; no report format may carry the file's content."""
     planted = _outside(tmp_path)[form]
     records = json.loads(json.dumps(BASE))
-    for record, outcome in zip(records, outcomes):
+    for i, (record, outcome) in enumerate(zip(records, outcomes)):
         for path in _text_leaves(record):
             _plant(record, path, planted)
+        record["id"] = f"{planted}#{i}"  # still a path, one id per record
         record["outcome"], record["passed"] = outcome, outcome == "ok"  # a path as outcome is refused on load
         record["log_file"] = record["timeline_file"] = planted
     run = tmp_path / "run"
