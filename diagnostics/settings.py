@@ -121,6 +121,13 @@ def _parse_value(text: str):
         return text
 
 
+# vLLM's load formats: LoadFormats in vllm/model_executor/model_loader/__init__.py:33 (0.32), plus the older
+# bitsandbytes and gguf (vllm/config.py LoadFormat, 0.6-0.10); vLLM lowercases the value (config/load.py:136)
+LOAD_FORMATS = ("auto", "bitsandbytes", "dummy", "fastsafetensors", "gguf", "hf", "instanttensor", "ipc_cache",
+                "mistral", "modelexpress", "npcache", "pt", "runai_streamer", "runai_streamer_sharded", "safetensors",
+                "sharded_state", "tensorizer")
+
+
 def check_setting(key: str, value) -> object:
     """Type-check one setting; returns the value (ints accepted where floats are). UsageError otherwise."""
     if key not in KNOWN_SETTINGS:
@@ -144,6 +151,8 @@ def check_setting(key: str, value) -> object:
         raise UsageError(f"setting {key}={value!r} must be >= 0")
     if key == "limit_mm_per_prompt":
         _check_limits(value)
+    if key == "load_format" and value.lower() not in LOAD_FORMATS:
+        raise one_of("load_format", value, LOAD_FORMATS)
     if key == "mm_processor_kwargs":
         slices = value.get("max_slice_nums")
         if "max_slice_nums" in value and (isinstance(slices, bool) or not isinstance(slices, int) or slices < 1):

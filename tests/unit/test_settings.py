@@ -360,3 +360,11 @@ def test_a_setting_given_twice_and_a_tp_that_does_not_divide_the_heads_are_refus
     s = resolve(M, get_card("3090"), "0.32.0", "llm", {"tensor_parallel_size": 3})
     assert vllm_refusal(s, M) == "Total number of attention heads (28) must be divisible by tensor parallel size (3)."
     assert vllm_refusal({**s, "tensor_parallel_size": 2}, M) is None
+
+
+def test_an_unknown_load_format_is_refused_and_vllms_own_are_taken():                        # newcomer-3 #93
+    from diagnostics.settings import check_setting
+
+    with pytest.raises(UsageError, match="unknown load_format 'bogus'; accepted: auto, bitsandbytes, dummy"):
+        check_setting("load_format", "bogus")
+    assert check_setting("load_format", "dummy") == "dummy" and check_setting("load_format", "SafeTensors")
