@@ -22,7 +22,7 @@ from diagnostics.predict.estimator import Plan, plan
 from diagnostics.predict.fit import Fit, fit, frontier, max_concurrency, refusal
 from diagnostics.predict.fleet import expand_cards, expand_versions, fleet
 from diagnostics.report import SINGLE_FORMATS, check_writable, emit, output_format, plan_markdown
-from diagnostics.settings import parse_set, vllm_refusal
+from diagnostics.settings import parse_set
 from diagnostics.units import fmt_gib, fmt_tokens
 
 HELP = "predict every term of vLLM's start-up memory for a model, card and vLLM version"
@@ -69,9 +69,9 @@ def build(args, card=None, version=None, overrides=None) -> Plan:
     calibration = load_calibration_arg(args.calibration) if args.calibration else None
     overrides = parse_set(args.sets) if overrides is None else overrides
     p = plan(args.model, card, version if version is not None else args.vllm, args.entrypoint, overrides, calibration)
-    refusal = vllm_refusal(p.settings, p.model)
-    if refusal:
-        raise UsageError(f"vLLM {p.vllm_version} refuses these settings at start-up: {refusal}")
+    why = refusal(p)  # predict/fit.py: the one rule plain plan, --fit and the tables apply
+    if why:
+        raise UsageError(f"vLLM {p.vllm_version} refuses these settings at start-up: {why}")
     return p
 
 

@@ -331,3 +331,11 @@ def test_version_and_empty_explain_options_and_selfcheck_card_are_one_line(capsy
     assert "--model '' names nothing" in capsys.readouterr().err
     assert main(["selfcheck", "--card", "bogus"]) == 2
     assert "unknown card 'bogus'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("card, vllm", [("v100-16", "0.32.0"), ("t4", "0.6.3")])              # newcomer-3 #74, #75
+def test_bfloat16_on_a_card_without_it_is_refused_as_vllm_refuses_it(capsys, card, vllm):
+    assert main(["plan", "--card", card, "--vllm", vllm, "--set", "dtype=bfloat16"]) == 2
+    err = capsys.readouterr().err
+    assert "Bfloat16 is only supported on GPUs with compute capability of at least 8.0" in err
+    assert main(["plan", "--card", card, "--vllm", vllm, "--set", "dtype=float16"]) == 0
