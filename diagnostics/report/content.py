@@ -65,7 +65,18 @@ def load_records(source: str | Path) -> tuple[Path, list[dict]]:
     if twice:  # a line repeated or two runs pasted together: which one is the combination's?
         raise UsageError(f"{path}: more than one record for {', '.join(twice[:3])}{' ...' if len(twice) > 3 else ''}; "
                          "accepted: one record per combination id (a run's results.jsonl as the sweep wrote it)")
+    for label, fact in (("models", lambda r: r.get("model")), ("cards", _card_name)):
+        values = sorted({str(v) for v in map(fact, records) if v})
+        if len(values) > 1:  # one verdict would be written for two runs' records
+            raise UsageError(f"{path}: records of {len(values)} {label} ({', '.join(values[:3])}); accepted: one "
+                             "run's results.jsonl (several runs: pass each as its own RUN for a cross-card report)")
     return run_dir, records
+
+
+def _card_name(record: dict):
+    card = record.get("card")
+    info = record.get("machine_info") if isinstance(record.get("machine_info"), dict) else {}
+    return (card.get("name") if isinstance(card, dict) else card) or info.get("card")
 
 
 def owned_file(run_dir: Path, name) -> Path | None:

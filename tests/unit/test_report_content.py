@@ -178,3 +178,10 @@ def test_one_id_twice_is_refused_whatever_the_order(tmp_path):                  
         (run / "results.jsonl").write_text("\n".join(text) + "\n")
         with pytest.raises(UsageError, match="more than one record for mml2048-seqs16-util0.9"):
             build_report(run, Redactor())
+
+
+def test_records_of_two_models_or_cards_are_not_one_run(tmp_path):                            # newcomer-3 #188
+    records = BASE[:2] + [{**r, "model": "Qwen/Qwen2-VL-7B-Instruct"} for r in BASE[2:]]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(UsageError, match="records of 2 models"):
+        build_report(tmp_path, Redactor())
