@@ -142,9 +142,6 @@ def load_cards_toml(path) -> dict[str, Card]:
         where = f"cards file {path}: [cards.{raw_name}]"
         if not isinstance(fields, dict):
             raise UsageError(f"{where} must be a table")
-        if name == CPU_CARD:
-            raise UsageError(f"{where}: the cpu pseudo-card is vLLM's CPU backend, whose memory is the host's, read "
-                             "when the sweep runs; accepted: [cards.NAME] for a GPU")
         if name in ("all", "auto") or "," in name or not name:
             raise UsageError(f"{where}: {raw_name!r} cannot name a card (--card takes all, auto and comma lists); "
                              "accepted: a name without commas, other than all and auto")

@@ -163,8 +163,3 @@ def test_a_cards_file_the_arithmetic_cannot_use_is_one_line(tmp_path, data, word
         load_cards_toml(tmp_path / "c.toml")
     assert words in str(err.value) and "\n" not in str(err.value)
 
-
-def test_the_cpu_pseudo_card_cannot_be_overridden(tmp_path):                                   # newcomer-3 #261
-    (tmp_path / "c.toml").write_text("[cards.cpu]\ntotal_gib = 0.001\n")
-    with pytest.raises(UsageError, match="the cpu pseudo-card is vLLM's CPU backend"):
-        load_cards_toml(tmp_path / "c.toml")
