@@ -144,6 +144,7 @@ class Manager:
         is_cpu = bool(self.card and self.card.is_cpu)
         matrix = run.option(config, "matrix") or (run.CPU_MATRIX if is_cpu else None)
         self.matrix = load_matrix(run.matrix_path(matrix, run.option(config, "model")))
+        self._check_threshold_cards()
         self.model = (run.option(config, "model") or self.matrix.model
                       or (run.CPU_DEFAULT_MODEL if is_cpu else run.DEFAULT_MODEL))
         run.check_model(self.model)
@@ -213,6 +214,16 @@ class Manager:
                 raise UsageError(message)
             self.notices.append("warning: " + message)
         return named
+
+    def _check_threshold_cards(self) -> None:
+        """A [thresholds.CARD] for a card no profile knows (a typo like cpuu) would never apply: the test would
+        pass unchecked. UsageError naming it, before the first start."""
+        known = {c.name for c in list_cards()} | (set(load_cards_toml(self.cards_file)) if self.cards_file else set())
+        named = {card for combo in self.matrix.combinations for card in combo.thresholds}
+        unknown = sorted(str(n) for n in named if str(n).strip().lower() not in known)
+        if unknown:
+            raise UsageError(f"{self.matrix.path}: thresholds for unknown card {unknown[0]!r}; accepted: "
+                             f"{', '.join(sorted(known))} (or a card of --cards)")
 
     def _uses_xdist(self) -> bool:
         return bool(self.config.getoption("numprocesses", None)) or self.config.getoption("dist", "no") != "no"

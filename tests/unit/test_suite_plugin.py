@@ -821,3 +821,9 @@ def test_xdist_workers_each_get_their_own_gpu(pytester, gpus):
         else:
             assert claimed == [own], (rid, worker, record["device_peaks_gib"])
     assert len(workers) > 1  # the load really was spread over workers
+
+
+def test_thresholds_for_an_unknown_card_fail_before_the_first_start(stand_in):              # newcomer-3 #245
+    (stand_in.path / "m.toml").write_text(GATE_MATRIX + "[thresholds.cpuu]\npeak_gib = 0.001\n")
+    err = usage_error(run(stand_in, *GATE_ARGS))
+    assert "thresholds for unknown card 'cpuu'" in err
