@@ -163,7 +163,7 @@ class Manager:
         self.gpus = devices.parse_gpus(run.option(config, "gpus"))
         # absolute: the engine child runs in another working directory
         self.run = run.RunDir.prepare(Path(run.option(config, "report_dir") or "reports").resolve(), self.resume,
-                                      self.is_worker)
+                                      self.is_worker, self.model)
         self.notices += [self.run.notice] if self.run.notice else []
         if not self.is_worker and self.skip_reason is None and self._uses_xdist():
             self.run.export()

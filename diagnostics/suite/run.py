@@ -17,7 +17,7 @@ from diagnostics.kit.tiny_text import build_tiny_text
 from diagnostics.kit.vlm import build_vlm_kit, kit_families
 from diagnostics.models import HUB_IDS, stored_models
 from diagnostics.suite.matrix import SHIPPED_MATRIX
-from diagnostics.suite.results import latest_run_dir, load_results, new_run_dir
+from diagnostics.suite.results import RESULTS_FILE, latest_run_dir, load_results, new_run_dir
 
 RUN_DIR_ENV = "VLLM_MEMCHECK_RUN_DIR"  # the xdist controller hands its run directory to the workers
 DEFAULT_MODEL = "openbmb/MiniCPM-V-2_6"
@@ -197,8 +197,10 @@ class RunDir:
     _exported: bool = False
 
     @classmethod
-    def prepare(cls, report_dir: Path, resume: bool, is_worker: bool) -> "RunDir":
-        """--resume: the latest run. An xdist worker: the run the controller exported (RUN_DIR_ENV)."""
+    def prepare(cls, report_dir: Path, resume: bool, is_worker: bool, model: str | None = None) -> "RunDir":
+        """--resume: the latest run. An xdist worker: the run the controller exported (RUN_DIR_ENV). UsageError
+        when the run to resume holds one id twice or records of another model than `model` (this session's): its
+        table would mix them."""
         run = cls(report_dir)
         inherited = os.environ.get(RUN_DIR_ENV) if is_worker else None
         if inherited:
@@ -209,7 +211,17 @@ class RunDir:
                 run.notice = f"--resume: no earlier run under {report_dir}/; starting a new one"
         if run.path is not None and resume:
             records = load_results(run.path)
-            run.finished = frozenset(r["id"] for r in records if r.get("id"))
+            ids = [r["id"] for r in records if r.get("id")]
+            twice = sorted({i for i in ids if ids.count(i) > 1})
+            if twice:
+                raise UsageError(f"--resume: {run.path / RESULTS_FILE} has more than one record for "
+                                 f"{', '.join(map(str, twice[:3]))}; accepted: a run as the sweep wrote it (start a new "
+                                 "run: leave out --resume)")
+            others = sorted({str(r["model"]) for r in records if r.get("model") and model and r["model"] != model})
+            if others:
+                raise UsageError(f"--resume: the latest run ({run.path.name}) is of {', '.join(others)}, not {model}; "
+                                 "accepted: --resume with the run's own model (or leave out --resume)")
+            run.finished = frozenset(ids)
             run.failed = {r["id"]: r for r in records if r.get("id") and r.get("status") == "failed"}
         return run
 

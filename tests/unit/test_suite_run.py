@@ -112,3 +112,22 @@ def test_a_model_path_that_is_a_file_is_named_so(tmp_path):                     
     (tmp_path / "m.toml").write_text("x")
     with pytest.raises(UsageError, match="is a file, not a model directory"):
         suite_run.check_model_path(str(tmp_path / "m.toml"))
+
+
+def test_resume_refuses_a_run_with_an_id_twice_or_of_another_model(tmp_path):                # newcomer-3 #309, #310
+    import json as _json
+
+    from diagnostics.errors import UsageError
+    from diagnostics.suite import run as suite_run
+
+    run_dir = tmp_path / "r1"
+    run_dir.mkdir()
+    (tmp_path / "latest").write_text("r1\n")
+    ok = {"schema_version": 1, "id": "a", "outcome": "ok", "status": "passed", "passed": True, "model": "kit:tiny-text"}
+    (run_dir / "results.jsonl").write_text(_json.dumps(ok) + "\n" + _json.dumps({**ok, "outcome": "oom_profile"}) + "\n")
+    with pytest.raises(UsageError, match="has more than one record for a"):
+        suite_run.RunDir.prepare(tmp_path, resume=True, is_worker=False, model="kit:tiny-text")
+    (run_dir / "results.jsonl").write_text(_json.dumps({**ok, "model": "other"}) + "\n")
+    with pytest.raises(UsageError, match="the latest run .r1. is of other, not kit:tiny-text"):
+        suite_run.RunDir.prepare(tmp_path, resume=True, is_worker=False, model="kit:tiny-text")
+    assert suite_run.RunDir.prepare(tmp_path, resume=True, is_worker=False, model="other").finished == {"a"}
