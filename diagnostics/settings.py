@@ -465,4 +465,7 @@ def start_refusal(settings: dict, version, card: Card | None = None, model_name:
     if card is not None and card.arch == "blackwell" and v < FIRST_SM120_VLLM:
         return (f"card {card.name} (sm_120) needs vLLM >= {FIRST_SM120_VLLM}: the PyPI wheel of {v} is built for "
                 "CUDA 12.4 or older, without Blackwell kernels")
+    mbt, seqs = settings.get("max_num_batched_tokens"), settings.get("max_num_seqs")
+    if isinstance(mbt, int) and isinstance(seqs, int) and mbt < seqs:  # vllm_refusal's rule, for any model
+        return f"max_num_batched_tokens ({mbt}) must be greater than or equal to max_num_seqs ({seqs})."
     return None

@@ -368,3 +368,9 @@ def test_an_unknown_load_format_is_refused_and_vllms_own_are_taken():           
     with pytest.raises(UsageError, match="unknown load_format 'bogus'; accepted: auto, bitsandbytes, dummy"):
         check_setting("load_format", "bogus")
     assert check_setting("load_format", "dummy") == "dummy" and check_setting("load_format", "SafeTensors")
+
+
+def test_start_refusal_names_a_batch_smaller_than_the_sequences_for_any_model():             # newcomer-3 #259
+    why = start_refusal({"max_num_batched_tokens": 16, "max_num_seqs": 32, "max_model_len": 16}, "0.32.0")
+    assert why == "max_num_batched_tokens (16) must be greater than or equal to max_num_seqs (32)."
+    assert start_refusal({"max_num_batched_tokens": 32, "max_num_seqs": 32}, "0.32.0") is None
