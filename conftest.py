@@ -1,7 +1,6 @@
-"""Root conftest: loads the vllm-memcheck pytest plugin (options --card, --matrix, ...; see diagnostics/suite/plugin.py),
-and, under `pytest -n N`, keeps this repository's real CPU-engine tests on one xdist worker."""
-
-pytest_plugins = ["diagnostics.suite.plugin"]
+"""Root conftest: this repository's own wiring only. Under `pytest -n N` it keeps the real CPU-engine tests on one
+xdist worker. The vllm-memcheck plugin itself (options --card, --matrix, ...; diagnostics/suite/plugin.py) is
+installed as a `pytest11` entry point (pyproject.toml), so it loads here and in any other directory alike."""
 
 ENGINE_TESTS = "tests/cpu_backend/"  # real vLLM engine starts on the CPU backend
 

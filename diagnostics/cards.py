@@ -87,7 +87,7 @@ _BUILT_IN = (
 
 CARDS: dict[str, Card] = {c.name: c for c in _BUILT_IN}
 
-_TOML_FIELDS = {
+_TOML_FIELDS: dict[str, type | tuple[type, ...]] = {
     "label": str,
     "total_gib": (int, float),
     "profile_threshold_gib": (int, float),
@@ -187,3 +187,30 @@ def card_for_gpu_name(gpu_name: str, cards=None) -> Card | None:
     slice, a card without a profile); where several do (a --cards file that redefines one), the last one listed."""
     found = [card for card in (cards or list_cards()) if names_card(card, gpu_name)]
     return found[-1] if found else None
+
+
+def check_card_against_nvml(named: Card | None, gpu_name: str, cards_file=None,
+                            allow_mismatch: bool = False) -> tuple[Card, list[str]]:
+    """(the card a session measures against, notices) for --card NAME (`named`) or auto (None) on a GPU that
+    NVML calls `gpu_name`. UsageError when auto matches no profile, or when NAME is another card than NVML's
+    (whole names, `names_card`) unless `allow_mismatch` (then a warning notice)."""
+    cards = list_cards()
+    if cards_file:
+        extra = load_cards_toml(cards_file)
+        cards = [c for c in cards if c.name not in extra] + list(extra.values())
+    detected = card_for_gpu_name(gpu_name, cards)
+    if named is None:
+        if detected is None:
+            raise UsageError(f"--card=auto: NVML reports {gpu_name!r}, which matches no card profile; pass "
+                             "--card NAME or describe it in a --cards FILE ([cards.NAME] total_gib = ...)")
+        return detected, []
+    if not named.nvml_names:  # a card from --cards without nvml_names: nothing to check against
+        return named, [f"card {named.name} has no nvml_names; not checked against NVML's {gpu_name!r}"]
+    if names_card(named, gpu_name):  # whole names: an A100 is no "NVIDIA A10", an H200 no "NVIDIA H20"
+        return named, []
+    message = (f"--card={named.name} ({named.label}) but NVML reports {gpu_name!r}"
+               f"{f' (card {detected.name})' if detected else ''}; pass the right --card, or "
+               "--allow-card-mismatch to measure against the named card anyway")
+    if not allow_mismatch:
+        raise UsageError(message)
+    return named, ["warning: " + message]

@@ -12,11 +12,15 @@ kit shapes (945,088 params in checkpoint layout).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from diagnostics import families
+from diagnostics import checkpoint, families
+from diagnostics.checkpoint import TensorTable
+from diagnostics.decoder import FULL, SLIDING, Decoder, decoder_from_config, normalise
 from diagnostics.errors import UsageError
 from diagnostics.families import Family
 from diagnostics.quantization import Quantization, decoder_linear_params, read_quantization
@@ -63,10 +67,30 @@ class ModelSpec:
     max_len_key: str = "max_position_embeddings"  # the config key max_position_embeddings was read from
     model_max_length: int | None = None  # config.json's model_max_length: vLLM accepts a max_model_len up to it
     quantization: Quantization | None = None  # from config.json's quantization_config
+    decoder: Decoder | None = None  # text models: MoE / MLA / layer kinds (diagnostics.decoder)
+    checkpoint: TensorTable | None = None  # the safetensors headers of a local directory or hub id
 
-    def kv_bytes_per_token(self, dtype_bytes: int | None = None) -> int:
-        """K and V for every layer: 57,344 B for MiniCPM-V-2_6 in bf16."""
-        return 2 * self.layers * self.kv_heads * self.head_dim * (dtype_bytes or self.dtype_bytes)
+    def kv_bytes_per_token(self, dtype_bytes: int | None = None, tp: int = 1, max_model_len: int | None = None,
+                           windowed: bool = False, version=None, in_flight: int = 0) -> int:
+        """Paged KV bytes per token on one TP rank: 57,344 B for MiniCPM-V-2_6 in bf16 (tp=1).
+
+        K and V of max(1, kv_heads // tp) heads per attention layer (vllm/config/model.py:1650-1670); MLA one
+        latent of kv_lora_rank + qk_rope_head_dim on every rank; Mamba/linear-attention layers none (their state
+        is per request). windowed (V1's hybrid KV manager) with max_model_len: a sliding-window layer holds
+        min(window - 1 + in_flight, max_model_len) tokens of a max_model_len request (in_flight: the tokens
+        scheduled but not yet freed, max_num_batched_tokens per concurrent batch; v1/kv_cache_interface.py:859-880),
+        and vLLM's capacity is max concurrency x max_model_len (v1/core/kv_cache_utils.py:1195-1225, :2300-2308). version: vLLM's (MLA's latent cache from 0.7.1,
+        diagnostics.decoder.mla_latent_cache); None = the newest rules."""
+        db = dtype_bytes or self.dtype_bytes
+        if self.decoder is None:
+            return 2 * self.layers * max(1, self.kv_heads // tp) * self.head_dim * db
+        d = self.decoder
+        quant = self.quantization.method if self.quantization is not None else ""
+        per, n = d.kv_bytes_per_token_layer(db, tp, version, quant), d.attention_layers()
+        sliding = n[SLIDING] * per
+        if windowed and max_model_len and d.sliding_window:
+            sliding = sliding * min(d.sliding_window - 1 + in_flight, max_model_len) / max_model_len
+        return int(round(n[FULL] * per + sliding))
 
     def weights_bytes(self, dtype_bytes: int | None = None) -> int:
         """Parameter bytes as vLLM stores them: quantized decoder linear weights at their packed size (scales and
@@ -74,7 +98,11 @@ class ModelSpec:
         db = dtype_bytes or self.dtype_bytes
         if self.quantization is None:
             return self.params * db
-        q = decoder_linear_params(self.hidden, self.layers, self.heads, self.kv_heads, self.head_dim, self.intermediate)
+        if self.quantization.experts_only:
+            q = self.decoder.expert_params() if self.decoder is not None else 0
+        else:
+            q = self.decoder.linear_params() if self.decoder is not None else decoder_linear_params(
+            self.hidden, self.layers, self.heads, self.kv_heads, self.head_dim, self.intermediate)
         return int((self.params - q) * db + q * self.quantization.bytes_per_weight())
 
     @property
@@ -171,6 +199,9 @@ HUB_IDS = {
 }
 
 
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")  # owner/name, as the hub spells ids
+
+
 def stored_models() -> list[str]:
     """Short names of the stored real configs (diagnostics/data/models/NAME/config.json)."""
     return sorted(p.name for p in STORED_DIR.iterdir() if (p / "config.json").is_file())
@@ -178,11 +209,13 @@ def stored_models() -> list[str]:
 
 def accepted() -> str:
     return ("minicpm-v-2_6, openbmb/MiniCPM-V-2_6, kit:minicpm-v-2_6, a stored name (" + ", ".join(stored_models())
-            + ", also as kit:NAME), or a directory with config.json")
+            + ", also as kit:NAME), a directory with config.json, or a Hugging Face id (owner/name)")
 
 
-def get_model(name) -> ModelSpec:
-    """A built-in model by name/alias, a stored config by short name (or kit:NAME), or DIR/config.json's model."""
+def get_model(name, hub: bool = False) -> ModelSpec:
+    """A built-in model by name/alias, a stored config by short name (or kit:NAME), or DIR/config.json's model;
+    with hub=True also a Hugging Face id (owner/name: config.json and safetensors headers read remotely). Only the
+    commands a user hands a model id to ask for the hub (plan --model); elsewhere an id is an unknown model."""
     if isinstance(name, ModelSpec):
         return name
     key = str(name).strip()
@@ -196,6 +229,8 @@ def get_model(name) -> ModelSpec:
         return model_from_dir(path)
     if path.name == "config.json" and path.is_file():
         return model_from_dir(path.parent)
+    if hub and HUB_ID.fullmatch(key) and not path.exists():
+        return model_from_hub(key)
     raise UsageError(f"unknown model {key!r}; accepted: {accepted()}")
 
 
@@ -222,7 +257,17 @@ def model_from_dir(path, name: str | None = None) -> ModelSpec:
     cfg = _read_json(path / "config.json", required=True)
     processors = {f: _read_json(path / f, required=False)
                   for f in ("preprocessor_config.json", "video_preprocessor_config.json")}
-    return model_from_config(cfg, name=name or str(path), source=str(path / "config.json"), processors=processors)
+    spec = model_from_config(cfg, name=name or str(path), source=str(path / "config.json"), processors=processors)
+    table = checkpoint.read_local(path)
+    return dataclasses.replace(spec, checkpoint=table) if table is not None else spec
+
+
+def model_from_hub(repo_id: str) -> ModelSpec:
+    """A Hugging Face model id: its config.json (one small download) and its safetensors headers read remotely
+    (no weights). UsageError, one line, when the hub cannot be reached (offline) or the id is unknown."""
+    cfg = checkpoint.read_hub_config(repo_id)
+    spec = model_from_config(cfg, name=repo_id, source=f"hub:{repo_id}/config.json")
+    return dataclasses.replace(spec, checkpoint=checkpoint.read_hub(repo_id))
 
 
 def _need(cfg: dict, key: str, where: str):
@@ -321,20 +366,20 @@ def model_from_config(cfg: dict, name: str = "config.json", source: str = "confi
         raise UsageError(f"{source}: architecture {arch} is not a model family vllm-memcheck knows; supported: "
                          f"MiniCPMV, {', '.join(families.supported_architectures())}, or a text-only model")
     text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
-    f = _llm_fields(text, source)
+    text = normalise(text)
     model_type = str(text.get("model_type") or cfg.get("model_type") or "")
-    qkv_bias = bool(text.get("attention_bias", model_type.startswith("qwen2")))
+    qkv_bias, inter = None, None
     if arch == "QWenLMHeadModel" or model_type == "qwen":
         # Qwen (v1) stores the fused gate+up width: vLLM builds QWenMLP(hidden, intermediate_size // 2) and c_attn
         # with a bias (model_executor/models/qwen.py); its length may be only in seq_length
-        f.update(intermediate=f["intermediate"] // 2)
-        qkv_bias = True
-    params = llm_params(f, padded_vocab(f["vocab"]), qkv_bias=qkv_bias)
-    return ModelSpec(name=name, architecture=arch, hidden=f["hidden"], layers=f["layers"], heads=f["heads"],
-                     kv_heads=f["kv_heads"], head_dim=f["head_dim"], intermediate=f["intermediate"],
-                     vocab=f["vocab"], dtype_bytes=dtype_bytes, params=params, vision=None,
-                     tie_word_embeddings=f["tied"], source=source, quantization=read_quantization(cfg),
-                     **_length_fields(cfg, text))
+        qkv_bias, inter = True, int(_need(text, "intermediate_size", source)) // 2
+    dec = decoder_from_config({**text, "model_type": model_type}, arch, source, qkv_bias=qkv_bias,
+                              intermediate=inter)
+    return ModelSpec(name=name, architecture=arch, hidden=dec.hidden, layers=dec.layers, heads=dec.heads,
+                     kv_heads=dec.kv_heads, head_dim=dec.head_dim, intermediate=dec.intermediate,
+                     vocab=dec.vocab, dtype_bytes=dtype_bytes, params=dec.params_per_rank(1), vision=None,
+                     tie_word_embeddings=dec.tied, source=source, quantization=read_quantization(cfg),
+                     decoder=dec, **_length_fields(cfg, text))
 
 
 # rope types whose `factor` vLLM does not apply to max_position_embeddings (already scaled, or per-frequency)

@@ -9,6 +9,13 @@ methods (model_executor/layers/quantization/):
   fp16 [in/g, out] -> b/8 + b/(8g) + 2/g (the int32 g_idx is per input channel and left out)
 * fp8 (and compressed-tensors float 8-bit): 1 byte + per-channel scales (left out)
 * bitsandbytes: 4-bit 0.5 byte + fp32 absmax per 64-weight block (1/16 byte); 8-bit 1 byte + per-row scales
+* fbgemm_fp8: float8 weights, one fp32 scale per output row (left out) -> 1 byte (fbgemm_fp8.py)
+* mxfp4 (gpt-oss): only the MoE experts, U8 blocks of two 4-bit values + one E8M0 scale per 32 weights
+  -> 0.5 + 1/32 byte (mxfp4.py); attention and the rest stay 16-bit. vLLM's MoE backends round the expert
+  widths up on load (fused_moe/oracle/mxfp4.py:816-850): a header-sized plan notes it
+* modelopt: FP8 -> 1 byte; NVFP4 -> 0.5 byte + one fp8 scale per 16 weights (1/16 byte) (modelopt.py)
+A checkpoint directory with safetensors files is sized from its headers instead (diagnostics.checkpoint); these
+rules are the fallback for a config.json alone.
 Other methods are refused with the list of accepted ones rather than sized wrongly.
 """
 
@@ -18,7 +25,8 @@ from dataclasses import dataclass
 
 from diagnostics.errors import UsageError
 
-METHODS = ("awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "bitsandbytes", "compressed-tensors")
+METHODS = ("awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "bitsandbytes", "compressed-tensors", "fbgemm_fp8",
+           "mxfp4", "modelopt", "modelopt_fp4")
 
 
 @dataclass(frozen=True)
@@ -34,7 +42,16 @@ class Quantization:
             return b / 8 + ((b / 8 + 2) / g if g > 0 else 0.0)
         if self.method == "bitsandbytes":
             return 0.5 + 4 / 64 if b == 4 else 1.0
-        return b / 8  # fp8, compressed-tensors float8
+        if self.method == "mxfp4":
+            return 0.5 + 1 / 32
+        if self.method == "nvfp4":
+            return 0.5 + 1 / 16
+        return b / 8  # fp8, fbgemm_fp8, compressed-tensors float8
+
+    @property
+    def experts_only(self) -> bool:
+        """mxfp4 checkpoints quantize the MoE experts only."""
+        return self.method == "mxfp4"
 
 
 def _int(qc: dict, key: str, default: int) -> int:
@@ -73,7 +90,14 @@ def read_quantization(cfg: dict) -> Quantization | None:
         raise UsageError(f"quantization method {method or '(none)'!r} is not modelled; accepted: {', '.join(METHODS)}")
     if method == "compressed-tensors":
         return _compressed_tensors(qc)
-    if method == "fp8":
+    if method in ("fp8", "fbgemm_fp8"):
+        return Quantization(method, 8, -1)
+    if method == "mxfp4":
+        return Quantization("mxfp4", 4, 32)
+    if method in ("modelopt", "modelopt_fp4"):
+        algo = str(qc.get("quant_algo") or (qc.get("quantization") or {}).get("quant_algo") or "").upper()
+        if method == "modelopt_fp4" or "FP4" in algo:
+            return Quantization("nvfp4", 4, 16)
         return Quantization("fp8", 8, -1)
     if method == "bitsandbytes":
         return Quantization("bitsandbytes", 4 if qc.get("load_in_4bit") else 8, 64)

@@ -187,7 +187,7 @@ class Redactor:
         if isinstance(obj, str):
             return self.text(obj)
         if isinstance(obj, dict):
-            out = {}
+            out: dict[object, object] = {}
             for k, v in obj.items():
                 key = self.text(k) if isinstance(k, str) else k
                 if isinstance(k, str) and is_secret_name(k) and v is not None and not isinstance(v, (dict, list, bool)):

@@ -4,7 +4,9 @@ start-up memory and the verdict, without a GPU; `--format md` is a redacted Mark
 
 `--fit max_model_len` answers "what should I set": the largest value that plans ok (predict/fit.py), the terms
 there and what fails one step above. `--fit max_model_len,max_num_seqs` prints the frontier over a ladder of
-max_num_seqs. Several cards or versions (`--card all`, `--vllm 0.6.3,0.32.0`) print one table, a row each
+max_num_seqs. `--fit max_pixels` (or another multimodal knob: max_slice_nums, max_patches, num_frames,
+limit_mm_per_prompt.image, ...) answers "how big may my images be" in the knob's units (predict/mm_fit.py), and
+`--fit max_model_len,max_pixels` prints that frontier. Several cards or versions (`--card all`, `--vllm 0.6.3,0.32.0`) print one table, a row each
 (predict/fleet.py), with or without a one-setting --fit.
 
 Defaults: --model minicpm-v-2_6, --card 3090 (the seed's card, so a bare `plan` answers the classic question),
@@ -17,10 +19,12 @@ import json
 
 from diagnostics.errors import UsageError
 from diagnostics.explain import explain_plan
+from diagnostics.models import get_model
 from diagnostics.predict.coefficients import load_calibration_arg
 from diagnostics.predict.estimator import Plan, plan
 from diagnostics.predict.fit import Fit, fit, frontier, max_concurrency, refusal
 from diagnostics.predict.fleet import expand_cards, expand_versions, fleet
+from diagnostics.predict.mm_fit import KnobFit, check_fit_name, find_knob, fit_knob, is_knob_name, knob_frontier
 from diagnostics.report import SINGLE_FORMATS, check_writable, emit, output_format, plan_markdown
 from diagnostics.settings import parse_set
 from diagnostics.units import fmt_gib, fmt_tokens
@@ -32,7 +36,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", default="minicpm-v-2_6",
                         help="minicpm-v-2_6 (default), a stored VLM (qwen2.5-vl-7b, qwen3-vl-8b, internvl3-8b, "
                              "gemma-3-4b, llava-onevision-7b, llama-3.2-11b-vision, ...; docs/models.md), or a "
-                             "checkpoint directory with config.json (+ preprocessor_config.json)")
+                             "checkpoint directory with config.json (+ preprocessor_config.json; its *.safetensors "
+                             "headers size the weights), or a Hugging Face id owner/name (config.json and the "
+                             "safetensors headers read remotely, no weights downloaded)")
     parser.add_argument("--card", default="3090", help="card short name (default 3090): t4, a10, l4, 3090, 4090, "
                                                        "a100-80, h100-80, ... or one from --cards; a comma list "
                                                        "or all: one table, a row per card")
@@ -41,7 +47,9 @@ def add_arguments(parser) -> None:
                              "a comma list or all: one table, a row per version")
     parser.add_argument("--fit", default=None, metavar="SETTING[,LADDER]",
                         help="the largest max_model_len / max_num_seqs / max_num_batched_tokens / "
-                             "gpu_memory_utilization that plans ok; SETTING,LADDER: the frontier over LADDER's ladder")
+                             "gpu_memory_utilization, or multimodal knob (max_pixels, max_slice_nums, max_patches, "
+                             "pan_and_scan_max_num_crops, num_frames, limit_mm_per_prompt.image / .video), that "
+                             "plans ok; SETTING,LADDER: the frontier over LADDER's ladder")
     parser.add_argument("--entrypoint", default="llm", help="llm (the LLM class) or serve (the API server)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                         help="engine setting; VALUE is JSON when it parses (repeatable)")
@@ -77,10 +85,13 @@ def build(args, card=None, version=None, overrides=None) -> Plan:
 
 def run(args) -> int:
     fits = [f.strip() for f in (args.fit or "").split(",") if f.strip()]
+    args.model = get_model(args.model, hub=True)  # once: a hub id's headers are read a single time
     if len(fits) > 2:
         raise UsageError(f"--fit {args.fit!r} names {len(fits)} settings; accepted: SETTING or SETTING,LADDER_SETTING")
     if args.fit is not None and not fits:
         raise UsageError(f"--fit {args.fit!r} names no setting; accepted: SETTING or SETTING,LADDER_SETTING")
+    for name in fits:
+        check_fit_name(name)
     check_writable(args.out, "--out")
     fmt = output_format(args.json, args.format)
     cards, versions = expand_cards(args.card, args.cards), expand_versions(args.vllm)
@@ -107,7 +118,8 @@ def run(args) -> int:
         _refuse_md(fmt, "a --fit frontier")
         return _run_frontier(args, cards[0], versions[0], overrides, fits, calibration)
     if fits:
-        f = fit(fits[0], args.model, cards[0], versions[0], args.entrypoint, overrides, calibration)
+        fitter = fit_knob if is_knob_name(fits[0]) else fit
+        f = fitter(fits[0], args.model, cards[0], versions[0], args.entrypoint, overrides, calibration)
         if fmt == "md":
             shown = f.at if f.at is not None else f.above
             explanation = explain_plan(shown) if shown.verdict != "unknown" else None
@@ -178,8 +190,11 @@ def _refuse_md(fmt: str, what: str) -> None:
 
 
 def _run_frontier(args, card, version, overrides, fits, calibration=None) -> int:
-    points = frontier(fits[0], fits[1], args.model, card, version, args.entrypoint, overrides,
-                      coefficients=calibration)
+    if any(map(is_knob_name, fits)):
+        points = knob_frontier(fits[0], fits[1], args.model, card, version, args.entrypoint, overrides)
+    else:
+        points = frontier(fits[0], fits[1], args.model, card, version, args.entrypoint, overrides,
+                          coefficients=calibration)
     if args.json or args.format == "json":
         emit(json.dumps({"fitted": fits[0], "ladder_setting": fits[1], "card": card.name, "vllm_version": version,
                          "rows": [{fits[1]: v, **f.to_json()} for v, f in points]}, indent=2, default=str), args.out)
@@ -192,20 +207,33 @@ def _value(v) -> str:
     return "none fits" if v is None else (f"{v:,}" if isinstance(v, int) else f"{v:g}")
 
 
+def _label(f, v) -> str:
+    """A fitted value in the user's units: a knob's (pixels as factor multiples, frames, counts) or a number."""
+    return f.knob.label(v) if isinstance(f, KnobFit) else _value(v)
+
+
+def _above_value(f):
+    return f.above_value if isinstance(f, KnobFit) else f.above.settings[f.setting]
+
+
 def format_fit(f: Fit) -> str:
     """`plan --fit`: the answer line, the plan at the answer (terms), and what fails one step above."""
     lines = []
     if f.value is None:
         p = f.above
-        why = refusal(p)
-        lines.append(f"no {f.setting} from {_value(f.domain[0])} to {_value(f.domain[1])} plans ok on {p.card.name} "
-                     f"with vLLM {p.vllm_version}; at {_value(f.domain[0])}: "
+        why = refusal(p) if not isinstance(f, KnobFit) else None  # a KnobFit names its refusal below
+        lines.append(f"no {f.setting} from {_label(f, f.domain[0])} to {_label(f, f.domain[1])} plans ok on "
+                     f"{p.card.name} with vLLM {p.vllm_version}; at {_label(f, f.domain[0])}: "
                      + (f"vLLM refuses the settings at start-up: {why}" if why else p.verdict)
                      + (f" (phase: {p.failing_phase})" if p.failing_phase and not why else ""))
-        lines += [f"note: {n}" for n in p.notes]
+        lines += [f"note: {n}" for n in p.notes + (f.notes() if isinstance(f, KnobFit) else [])]
+        if isinstance(f, KnobFit) and f.refusal:
+            lines.append(f"vLLM {p.vllm_version} refuses the held settings at start-up: {f.refusal}")
         return "\n".join(lines)
     unit = f" (a multiple of the block size {f.step})" if f.setting == "max_model_len" else ""
-    lines += [f"largest {f.setting} that fits: {_value(f.value)}{unit}; {f.plans} plans", "",
+    if isinstance(f, KnobFit):
+        unit = f" (--set {f.knob.setting}={json.dumps(f.at.overrides[f.knob.setting])})"
+    lines += [f"largest {f.setting} that fits: {_label(f, f.value)}{unit}; {f.plans} plans", "",
               format_plan(f.at), ""]
     if f.above is None:
         lines.append(f"above: none searched; {f.setting} stops at {f.top_reason}")
@@ -213,15 +241,21 @@ def format_fit(f: Fit) -> str:
         a = f.above
         why = refusal(a)
         if why:
-            lines.append(f"just above: {f.setting}={_value(a.settings[f.setting])} -> vLLM {a.vllm_version} refuses "
+            lines.append(f"just above: {f.setting}={_label(f, _above_value(f))} -> vLLM {a.vllm_version} refuses "
                          f"it at start-up: {why}")
         else:
-            lines.append(f"just above: {f.setting}={_value(a.settings[f.setting])} -> {a.verdict}"
+            lines.append(f"just above: {f.setting}={_label(f, _above_value(f))} -> {a.verdict}"
                          + (f" (phase: {a.failing_phase})" if a.failing_phase else "")
                          + f"; peak {fmt_gib(a.peak_gib)}, KV cache {fmt_tokens(a.kv_cache_tokens)} tokens")
     if f.non_monotone:
-        lines.append(f"warning: not monotone in {f.setting}: ok again at {', '.join(map(_value, f.non_monotone))} "
-                     "after a failing value; the answer is the highest ok region the search found")
+        lines.append(f"warning: not monotone in {f.setting}: ok again at "
+                     f"{', '.join(_label(f, v) for v in f.non_monotone)} after a failing value; the answer is the "
+                     "highest ok region the search found")
+    if isinstance(f, KnobFit) and f.failing_below:
+        lines.append(f"warning: below the answer, {f.setting} = {', '.join(f.knob.label(v) for v in f.failing_below)} "
+                     "does not plan ok (every value was planned)")
+    if isinstance(f, KnobFit):
+        lines += [f"note: {n}" for n in f.notes()]
     return "\n".join(lines)
 
 
@@ -229,15 +263,23 @@ def format_frontier(fitted: str, ladder_setting: str, card, version: str, points
     """One row per ladder value: the largest `fitted` value, peak, KV tokens, concurrency, what fails above."""
     from tabulate import tabulate
 
-    rows = []
+    rows, ladder_label = [], _ladder_labeller(ladder_setting, points)
     for v, f in points:
         p, a = f.at, f.above
-        rows.append([_value(v), _value(f.value), fmt_gib(p.peak_gib, unit=False) if p else "-",
+        rows.append([ladder_label(v), _label(f, f.value), fmt_gib(p.peak_gib, unit=False) if p else "-",
                      fmt_tokens(p.kv_cache_tokens) if p else "-", _concurrency(p),
                      (a.verdict if a else f"top: {f.top_reason}")])
     head = f"frontier on {card.name} ({card.total_gib:.2f} GiB), vLLM {version}: largest {fitted} per {ladder_setting}"
     return head + "\n" + tabulate(rows, headers=[ladder_setting, f"largest {fitted}", "peak GiB", "KV tokens",
                                                   "max concurrency", "one step above"], tablefmt="simple")
+
+
+def _ladder_labeller(ladder_setting: str, points):
+    """How a frontier's ladder values read: a knob's units when the ladder is a knob, else plain numbers."""
+    if not points or not is_knob_name(ladder_setting):
+        return _value
+    p = points[0][1].at or points[0][1].above
+    return find_knob(ladder_setting, p.model, p.vllm_version, p.settings).label
 
 
 def _concurrency(p) -> str:
@@ -249,13 +291,13 @@ def format_fleet(rows) -> str:
     """One row per (card, version): verdict, peak, KV tokens, max concurrency (or the fitted value)."""
     from tabulate import tabulate
 
-    fitted = rows[0].fit.setting if rows and rows[0].fit else None
+    fitted = next((r.fit.setting for r in rows if r.fit), None)
     table = []
     for r in rows:
         p = r.plan
         cells = [r.card.name, f"{r.card.total_gib:.2f}", r.version]
         if fitted:
-            cells.append(_value(r.fit.value) if r.fit else "-")
+            cells.append(_label(r.fit, r.fit.value) if r.fit else "-")
         verdict = (p.verdict + (f" ({p.failing_phase})" if p.failing_phase else "")) if p else f"n/a: {r.error}"
         cells += [verdict, fmt_gib(p.peak_gib, unit=False) if p else "-",
                   fmt_tokens(p.kv_cache_tokens) if p else "-", _concurrency(p)]

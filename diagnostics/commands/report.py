@@ -1,4 +1,4 @@
-"""`python -m diagnostics report RESULTS [RESULTS ...] [--format md|json|html|png|all] [--out DIR]`.
+"""`python -m diagnostics report RESULTS [RESULTS ...] [--format md|json|html|png|benchmark|all] [--out DIR]`.
 
 One run: its report (report.md/json/html, charts/). Several runs (one per card, e.g. the run directories the
 CI job matrix uploads, docs/upgrade-gate.md): one cross-card report, cross-card.md / cross-card.json /
@@ -27,7 +27,9 @@ def add_arguments(parser) -> None:
                         help="a sweep's results.jsonl or its run directory (reports/<run>/); several: a cross-card "
                              "report with a column per run")
     parser.add_argument("--format", default="all", metavar="FORMATS",
-                        help="md, json, html, png, a comma list of them, or all (default: all; html writes the PNGs too)")
+                        help="md, json, html, png, benchmark, a comma list of them, or all (default: all = md, json, "
+                             "html, png; html writes the PNGs too; benchmark: github-action-benchmark's custom JSON, "
+                             "benchmark-smaller.json and benchmark-bigger.json)")
     parser.add_argument("--out", metavar="DIR", default=None,
                         help=f"where to write (default: the run directory; ./{CROSS_CARD_DIR} for several runs)")
     parser.add_argument("--print", action="store_true", dest="print_md",
@@ -54,9 +56,9 @@ def run(args) -> int:
 
 
 def _cross_card(args, formats) -> int:
-    if "html" in formats and args.format.strip() != "all":
+    if ("html" in formats or "benchmark" in formats) and args.format.strip() != "all":
         raise UsageError("a cross-card report is md, json and png; accepted --format for several runs: md, json, "
-                         "png, all")
+                         "png, all (benchmark: one run at a time)")
     report = build_cross_card(args.results)
     out = Path(args.out or CROSS_CARD_DIR)
     out.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from diagnostics.cards import Card
+from diagnostics.cards import Card, names_card
 from diagnostics.engine.nvml import nvml_text, open_nvml
 from diagnostics.engine.sampler import NvmlSource, Sampler
 from diagnostics.units import GiB, MiB, fmt_gib
@@ -68,7 +68,7 @@ def check_device(nvml, handle, card: Card | None) -> Check:
     if card is None:
         return Check("device", "warn", f"{seen}; no card profile matches this name (pass --card or --cards)")
     off = total_gib - card.total_gib
-    if card.nvml_names and not any(s.lower() in name.lower() for s in card.nvml_names):
+    if card.nvml_names and not names_card(card, name):  # the plugin's rule (cards.names_card): whole names only
         return Check("device", "fail", f"{seen}; --card {card.name} is a {card.label}")
     if abs(off) > TOTAL_TOLERANCE_GIB:
         return Check("device", "fail", f"{seen}; card {card.name} says {fmt_gib(card.total_gib)} "
@@ -82,8 +82,9 @@ def check_per_process(nvml, handle, pid: int | None = None) -> Check:
     pid = os.getpid() if pid is None else pid
     try:
         procs = nvml.nvmlDeviceGetComputeRunningProcesses(handle)
-    except nvml.NVMLError as err:
-        return Check("per-process", "unavailable", f"NVML cannot list processes ({err}); device figures only")
+    except Exception as err:  # NVMLError, and NVMLLibraryMismatchError (driver < 510.39), which is no NVMLError
+        return Check("per-process", "unavailable", f"NVML cannot list processes ({type(err).__name__}: {err}); "
+                                                   "device figures only")
     mine = [p for p in procs if p.pid == pid]
     if not mine:
         return Check("per-process", "unavailable",

@@ -9,7 +9,8 @@ import math
 
 from diagnostics.errors import UsageError
 from diagnostics.explain.terms import UTIL_RAISE_CURES, need_gib, term, util_direction
-from diagnostics.settings import DTYPES
+from diagnostics.predict.mm_fit import size_knob_fix
+from diagnostics.settings import DTYPES, default_gpu_memory_utilization
 from diagnostics.units import GiB, MiB
 from diagnostics.versions import parse_version
 
@@ -78,7 +79,8 @@ def _gpu_memory_utilization(plan, outcome: str) -> list:
     s = plan.settings
     if s.get("kv_cache_memory_bytes"):
         return []
-    return util_steps(float(s.get("gpu_memory_utilization") or 0.9), util_direction(outcome, plan.engine))
+    util = s.get("gpu_memory_utilization") or default_gpu_memory_utilization(plan.vllm_version)
+    return util_steps(float(util), util_direction(outcome, plan.engine))
 
 
 def _limit_mm_per_prompt(plan, outcome: str) -> list:
@@ -112,9 +114,15 @@ def _mm_processor_kwargs(plan, outcome: str) -> list:
         return []  # the legacy dummy-data factory takes no processor kwargs
     kw = dict(plan.settings.get("mm_processor_kwargs") or {})
     if plan.model.family is not None:
-        return _family_kwargs(plan, kw)
-    cur = int(kw.get("max_slice_nums", plan.model.vision.max_slice_nums))
-    return [{**kw, "max_slice_nums": n} for n in powers_below(cur, 1)]
+        steps = _family_kwargs(plan, kw)
+    else:
+        cur = int(kw.get("max_slice_nums", plan.model.vision.max_slice_nums))
+        steps = [{**kw, "max_slice_nums": n} for n in powers_below(cur, 1)]
+    fitted = size_knob_fix(plan)  # the largest value that plans ok (plan --fit KNOB), first
+    if fitted is None:
+        return steps
+    first = fitted.at.overrides["mm_processor_kwargs"]
+    return [first] + [x for x in steps if x != first]
 
 
 QWEN_PIXEL_STEPS = (4096, 2048, 1280, 1024, 512, 256)  # tokens per image -> max_pixels = tokens x 28 x 28

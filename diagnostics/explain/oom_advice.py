@@ -11,6 +11,7 @@ from diagnostics.explain.processes import blame_head, other_processes
 from diagnostics.explain.search import explain_plan
 from diagnostics.explain.terms import KV_GIB_MARGIN, failing_term, shrunk_term, util_direction
 from diagnostics.explain.words import assign, est, num, profile_phrase, show
+from diagnostics.predict.mm_fit import size_knob_fix, units_phrase
 from diagnostics.units import GiB, MiB
 from diagnostics.versions import parse_version
 
@@ -58,7 +59,7 @@ def _sized_profile_culprits(ctx: Ctx, term: str, tried, free, short: float) -> l
                 f"vision encoder" if encoder and profile_phrase(ctx.plan) else f"{assign(setting, cur)} sizes the "
                                                                                 f"profile run")
         why = (f"{lead}; the run asked for {num(tried)} GiB more with {num(free)} GiB free, and "
-               f"{assign(setting, value)} "
+               f"{assign(setting, value)}{units_phrase(setting, value, ctx.plan)} "
                + (f"brings it to {profile_phrase(p)}, " if encoder and profile_phrase(p) else "")
                + f"saving about {est(saved)} GiB (estimate), "
                + ("enough." if enough else f"short of the {est(short)} GiB needed."))
@@ -88,7 +89,9 @@ def _profile_culprits(ctx: Ctx, term: str, tried, free) -> tuple[list[Culprit], 
     if tried is not None and free is not None:
         culprits = _sized_profile_culprits(ctx, term, tried, free, float(tried) - float(free) + KV_GIB_MARGIN)
         if culprits and culprits[0].fixes_alone:
-            best = min((c for c in culprits if c.fixes_alone), key=lambda c: c.steps)
+            # skip_mm_profiling last: it fixes the start by no longer guarding requests (issue 23)
+            best = min((c for c in culprits if c.fixes_alone),
+                       key=lambda c: (c.setting == "skip_mm_profiling", c.steps))
             return culprits, {best.setting: best.suggested}
         return culprits, {}
     if ctx.plan.verdict == "oom_profile":
@@ -172,6 +175,11 @@ def family_culprits(ctx: Ctx, term: str) -> list[Culprit]:
     key = "qwen" if family.variant.startswith("qwen") else family.variant
     name, sugg = FAMILY_KNOB_SETTINGS[key]
     why = f"{name}: the {family.variant} knob for the profile run's dummy items: {family.knob}."
+    fitted = size_knob_fix(ctx.plan) if ctx.plan is not None else None
+    if fitted is not None:  # the largest value that plans ok with the log's other settings (plan --fit KNOB)
+        name, sugg = "mm_processor_kwargs", fitted.at.overrides["mm_processor_kwargs"]
+        why = (f"{name}: the largest {fitted.knob.name} that plans ok with the log's other settings is "
+               f"{fitted.knob.label(fitted.value)} (plan --fit {fitted.knob.name}; estimate).")
     out = [Culprit(name, ctx.settings.get(name), sugg, term, why, False, 0.0, 1)]
     if key == "mllama":
         out.append(Culprit("enforce_eager", ctx.settings.get("enforce_eager"), True, term,

@@ -15,6 +15,7 @@ from diagnostics.explain.terms import margin, shrunk_term, util_direction
 from diagnostics.explain.words import ok_summary, plan_summary, why_sentence
 from diagnostics.outcomes import MEMORY_FAILURES
 from diagnostics.predict import estimator
+from diagnostics.settings import default_gpu_memory_utilization
 
 
 class Planner:
@@ -87,7 +88,7 @@ def _with_utilization(planner: Planner, changes: dict, fixed: list, accept):
     d = util_direction(p.verdict, p.engine) if p.verdict != "ok" else 0
     if d == 0:
         return None
-    u = float(p.settings.get("gpu_memory_utilization") or 0.9)
+    u = float(p.settings.get("gpu_memory_utilization") or default_gpu_memory_utilization(p.vllm_version))
     for i, x in enumerate(util_steps(u, d), start=1):
         q = planner({**changes, "gpu_memory_utilization": x})
         if q is not None and accept(q):
@@ -146,7 +147,9 @@ def counterfactuals(base, outcome: str, accept) -> tuple[list[Culprit], dict, Pl
     trials = _trials(planner, outcome, accept)
     singles = [t for t in trials if t.ok]
     if singles:
-        cheapest = min(singles, key=lambda t: (t.steps, relative_change(base.settings.get(t.setting), t.value)))
+        # skip_mm_profiling last: it fixes the start by no longer guarding requests (issue 23)
+        cheapest = min(singles, key=lambda t: (t.setting == "skip_mm_profiling", t.steps,
+                                               relative_change(base.settings.get(t.setting), t.value)))
         fix = {cheapest.setting: cheapest.value}
     else:
         fix = find_fix(planner, outcome, [t.setting for t in sorted(trials, key=lambda t: -t.effect)], accept)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from diagnostics.explain.model import Trial
 from diagnostics.explain.terms import budget_gib, need_gib, resident_gib, shrunk_term, term
+from diagnostics.predict.mm_fit import units_phrase
 from diagnostics.units import GiB, fmt_gib, fmt_tokens
 
 
@@ -148,7 +149,7 @@ def why_sentence(setting: str, base, trial: Trial, outcome: str, fix: dict | Non
         tail = "not enough alone; combined: " + fix_words(fix)
     else:
         tail = "not enough alone"
-    new = assign(setting, trial.value)
+    new = assign(setting, trial.value) + units_phrase(setting, trial.value, base)
     if name == "encoder_profile" and (base.profile or {}).get("encoder_items"):
         return _why_encoder(setting, base, trial, new, tail)
     if name == "activation_peak":

@@ -1,4 +1,4 @@
-"""Regexes for every vLLM start-up log line the reader understands (vllm-memory.md §2, cpu-vllm README §3-§4).
+"""Regexes for every vLLM start-up log line the reader understands (vllm-memory.md §2, cpu-vllm.md §3-§4).
 
 Every pattern matches a message body anywhere in a line (unanchored): prefixes such as `(EngineCore pid=N)`,
 `[rank0]:`, VLLM_LOGGING_PREFIX or a tqdm bar sharing the line must not matter.

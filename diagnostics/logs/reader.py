@@ -429,7 +429,7 @@ def read_log(text: str) -> LogRecord:
     """Read a start-up log (str, or bytes decoded as UTF-8 with replacement) into a LogRecord.
 
     Never raises on odd text: unrecognisable text is outcome "unknown". Patterns follow vLLM's own log lines
-    (vllm-memory.md §2: worker/gpu_worker.py, v1/core/kv_cache_utils.py, the CPU worker; cpu-vllm README §3-§4)."""
+    (vllm-memory.md §2: worker/gpu_worker.py, v1/core/kv_cache_utils.py, the CPU worker; cpu-vllm.md §3-§4)."""
     return _scan(text).record()
 
 

@@ -12,12 +12,13 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from diagnostics.cards import Card, get_card
+from diagnostics.decoder import FULL, LINEAR, SLIDING
 from diagnostics.families import check_version
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.outcomes import MEMORY_TERMS
 from diagnostics.predict import mm_budget
 from diagnostics.predict.coefficients import DEFAULT, Calibration, Coefficients
-from diagnostics.predict.limits import known_limits, setting_notes, startup_blocker
+from diagnostics.predict.limits import known_limits, mm_guard_notes, setting_notes, startup_blocker
 from diagnostics.predict.terms import (Term, activation_term, cuda_graph_term, dtype_bytes, eager_vision_attention,
                                        encoder_bytes, encoder_term, kv_cache_term, llm_pass_bytes, non_torch_term,
                                        sampler_bytes, scaled_encoder_bytes, weights_term)
@@ -26,6 +27,10 @@ from diagnostics.settings import KV_CACHE_DTYPES, engine_choice, resolve
 from diagnostics.units import GiB
 from diagnostics.versions import Version, default_version, engine as engine_of, family as family_of, parse_version
 
+# V1's hybrid KV cache manager: sliding-window layers keep only their window. 0.9.0 still turns every sliding layer
+# of a mixed model into full attention (v1/core/kv_cache_utils.py 0.9.0:660-693); 0.9.2 has the manager
+# (kv_cache_utils.py 0.9.2:744-786); 0.9.1 not checked.
+HYBRID_KV_SINCE = (0, 9, 2)
 # The component names of `Plan.components`, in the order vLLM's start-up meets them.
 COMPONENTS = tuple(MEMORY_TERMS)
 
@@ -108,7 +113,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     ctx = _Context(model, card, v, engine_of(v, settings.get("use_v1")), fam, settings, dtype_bytes(model, settings),
                    int(settings.get("tensor_parallel_size", 1)), coef or DEFAULT)
     notes = setting_notes(v, ctx.eng, given, settings, engine_choice(model, card, v, given)[1])
-    weights = weights_term(model, settings, ctx.db)
+    weights = weights_term(model, settings, ctx.db, notes)
     non_torch = non_torch_term(settings, ctx.coef)
     prof, eager, enc = _encoder_profile(ctx, notes)
     enc_b = scaled_encoder_bytes(enc["total"], eager, ctx.coef)
@@ -121,7 +126,8 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
 
     graphs_budgeted = _graphs_budgeted(ctx)
     kv = kv_cache_term(model, settings, KV_CACHE_DTYPES.get(settings.get("kv_cache_dtype", "auto")) or ctx.db,
-                       _kv_budget_gib(ctx), (weights, non_torch, activation), graphs if graphs_budgeted else None)
+                       _kv_budget_gib(ctx), (weights, non_torch, activation), graphs if graphs_budgeted else None,
+                       windowed=ctx.eng == "V1" and ctx.v >= HYBRID_KV_SINCE, version=ctx.v)
     _fit_auto_length(ctx, kv.tokens, notes)
     terms = StartupTerms(weights, non_torch, activation, kv, graphs, graphs_budgeted, enc_b / GiB,
                          llm_b / GiB, samp_b / GiB, peak, context_gib)
@@ -131,18 +137,36 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
         outcome, phase = "error", "startup_check"
     else:
         outcome, phase = judge_verdict(card, v, ctx.eng, settings, terms, notes)
-    notes += known_limits(model, v, ctx.eng, settings)
+    notes += known_limits(model, v, ctx.eng, settings) + _layer_kind_notes(ctx)
+    notes += mm_guard_notes(model, v, settings, dict(prof.tokens_per_modality))
     if graphs.value_gib and not graphs_budgeted:
         notes.append("CUDA graphs are not in the KV budget in this version: they must fit in what is left")
     if card.is_cpu:
         notes.append("cpu pseudo-card: total memory is read at run time; memory verdicts need [cards.cpu] total_gib")
     components = dict(zip(COMPONENTS, (weights, non_torch, encoder, activation, kv.term, graphs)))
     profile = _profile_json(prof, settings, rows, eager, enc, llm_b)
-    profile["parts"] = _parts(ctx, prof, enc, rows)
+    profile["parts"] = _parts(ctx, prof, enc, rows, eager)
     known_kv = settings.get("kv_cache_memory_bytes") is not None or settings.get("num_gpu_blocks_override") \
         or card.total_gib > 0
     return Plan(outcome, str(v), ctx.eng, ctx.fam, card, model, entrypoint, settings, components, profile, peak,
                 kv.tokens if known_kv else None, phase, notes, context_gib, given, ctx.coef)
+
+
+def _layer_kind_notes(ctx: _Context) -> list[str]:
+    """What the KV figure does with sliding-window and Mamba/linear-attention layers (diagnostics.decoder)."""
+    d = ctx.model.decoder
+    if d is None:
+        return []
+    n, out = d.attention_layers(), []
+    if n[SLIDING]:
+        out.append(f"{n[SLIDING]} of {d.layers} layers use a {d.sliding_window}-token sliding window: " + (
+            "V1's hybrid KV manager keeps only the window, so the KV cache holds more max_model_len tokens"
+            if ctx.eng == "V1" and ctx.v >= HYBRID_KV_SINCE else
+            "this engine gives them the whole length like full-attention layers"))
+    if n[LINEAR]:
+        out.append(f"{n[LINEAR]} of {d.layers} layers are Mamba/linear-attention: only the {n[FULL]} full-attention "
+                   "layers hold paged KV; their per-request state is not modelled (KV tokens are an upper bound)")
+    return out
 
 
 def _graphs_budgeted(ctx: _Context) -> bool:
@@ -182,7 +206,7 @@ def _encoder_profile(ctx: _Context, notes: list[str]) -> tuple[mm_budget.MMProfi
         notes.append("CPU backend in eager mode skips profile_run: no encoder profile at start-up")
         prof = dataclasses.replace(prof, skipped=True)
     if prof.skipped and not ctx.card.is_cpu:
-        notes.append("skip_mm_profiling: the encoder is not profiled; real images may OOM later")
+        notes.append(_unguarded(ctx, prof))
     if prof.dropped:
         notes.append(f"vLLM {ctx.v} drops the dummy items of {prof.dropped} of {prof.sequences} dummy sequences: "
                      f"their {prof.tokens_per_item}+3-token prompt is longer than the sequence, so the profile run "
@@ -191,6 +215,19 @@ def _encoder_profile(ctx: _Context, notes: list[str]) -> tuple[mm_budget.MMProfi
     if ctx.model.vision is None:
         return prof, eager, {"total": 0, "largest_alloc": 0}
     return prof, eager, encoder_bytes(ctx.model, prof, ctx.db, eager, ctx.tp, ctx.coef)
+
+
+def _unguarded(ctx: _Context, prof: mm_budget.MMProfile) -> str:
+    """skip_mm_profiling (vLLM 0.32 v1/worker/gpu_model_runner.py:6137): the encoder pass the profile run would have
+    measured, which the KV cache now takes, so the first batch of items that size can run out of memory."""
+    if prof.empty or ctx.model.vision is None:
+        return "skip_mm_profiling: the encoder is not profiled (no dummy items here either)"
+    eager = eager_vision_attention(ctx.v, ctx.fam) and ctx.model.family is None
+    full = encoder_bytes(ctx.model, dataclasses.replace(prof, skipped=False), ctx.db, eager, ctx.tp, ctx.coef)
+    gib = scaled_encoder_bytes(full["total"], eager, ctx.coef) / GiB
+    return (f"skip_mm_profiling: the profile run no longer guards requests: {prof.items} {prof.modality} items of "
+            f"{prof.tokens_per_item:,} tokens (about {gib:.2f} GiB of encoder activations) are not measured, the KV "
+            "cache takes that memory, and a batch of real items that size can run out of memory later")
 
 
 def _llm_phase_bytes(ctx: _Context, prof: mm_budget.MMProfile) -> tuple[int, int, int]:
@@ -208,10 +245,11 @@ def _llm_phase_bytes(ctx: _Context, prof: mm_budget.MMProfile) -> tuple[int, int
     return enc_out_b + max(llm_b, mbt * model.hidden * ctx.db + samp_b), samp_b, rows
 
 
-def _parts(ctx: _Context, prof: mm_budget.MMProfile, enc: dict, rows: int) -> dict:
+def _parts(ctx: _Context, prof: mm_budget.MMProfile, enc: dict, rows: int, eager: bool) -> dict:
     """The shape-derived quantities before any coefficient, in bytes (what `predict.calibrate` fits against):
     the encoder pass, the LLM pass over max_num_batched_tokens, the encoder outputs and hidden states alive beside
-    it, the sampler's logit count (rows x padded vocabulary), and the largest batch CUDA graphs capture."""
+    it, the sampler's logit count (rows x padded vocabulary), and the largest batch CUDA graphs capture. `eager`:
+    `_encoder_profile`'s own decision (one place: the parts once re-derived it and disagreed for family VLMs)."""
     s, model = ctx.settings, ctx.model
     mbt = s["max_num_batched_tokens"]
     largest = 0 if s.get("enforce_eager") else min(s["max_num_seqs"] * (1 if ctx.eng == "V0" else 2),
@@ -220,7 +258,7 @@ def _parts(ctx: _Context, prof: mm_budget.MMProfile, enc: dict, rows: int) -> di
     return {"encoder_raw_bytes": int(enc["total"]), "llm_pass_raw_bytes": llm_pass_bytes(model, mbt, ctx.db, ctx.tp),
             "encoder_outputs_bytes": prof.llm_mm_tokens * model.hidden * ctx.db if not prof.skipped else 0,
             "hidden_bytes": mbt * model.hidden * ctx.db, "sampler_logits": rows * model.vocab_padded,
-            "eager": eager_vision_attention(ctx.v, ctx.fam) and bool(enc["total"]),
+            "eager": eager and bool(enc["total"]),
             "tensor_parallel_size": ctx.tp, "graph_batch": largest, "graph_cap":
                 (ctx.coef.cuda_graph_v0 if ctx.eng == "V0" else ctx.coef.cuda_graph_v1)[2]}
 

@@ -85,6 +85,8 @@ class Row:
             above = self.fit.above
             doc.update({"fit": self.fit.setting, "value": self.fit.value,
                         "above_verdict": above.verdict if above else None})
+            if hasattr(self.fit, "knob"):  # a multimodal knob (predict.mm_fit.KnobFit): the value in its units
+                doc["label"] = self.fit.knob.label(self.fit.value)
         return doc
 
 
@@ -93,14 +95,18 @@ def fleet(model, cards: list[Card], versions: list[str], entrypoint="llm", overr
     """A Row per (card, version), cards outer. With `fit_setting`, each row is that setting's fit there.
     `coefficients`: a calibration (predict/coefficients.py) or None for the built-in ones. Settings vLLM refuses
     at start-up there (fit.refusal) give a row without a plan, its `error` in vLLM's words, as plain `plan` says."""
-    if fit_setting:
+    from diagnostics.predict.mm_fit import fit_knob, is_knob_name  # a multimodal knob: --fit max_pixels
+
+    knob = bool(fit_setting) and is_knob_name(fit_setting)
+    if fit_setting and not knob:
         check_fit(fit_setting, overrides)
     rows = []
     for card in cards:
         for version in versions:
             try:
                 if fit_setting:
-                    f = fit(fit_setting, model, card, version, entrypoint, overrides, coefficients)
+                    f = (fit_knob if knob else fit)(fit_setting, model, card, version, entrypoint, overrides,
+                                                    coefficients)
                     why = refusal(f.above) if f.at is None and f.above is not None else None
                     rows.append(Row(card, version, None, f, error=f"vLLM {f.above.vllm_version} refuses these "
                                                                   f"settings at start-up: {why}", refusal=why) if why

@@ -62,3 +62,48 @@ def known_limits(model: ModelSpec, v: Version, eng: str, settings: dict) -> list
         notes.append("max_model_len comes from the config's length keys and rope scaling as vLLM derives them; "
                      "the tokenizer_config.json's model_max_length, which vLLM also reads, is not")
     return notes
+
+
+# Model classes with `supports_encoder_tp_data = True` in vLLM 0.32 (minicpmv.py:1219, qwen2_vl.py:1306,
+# qwen2_5_vl.py:1324, qwen3_vl.py:1962; Qwen3-VL-MoE subclasses Qwen3-VL); others fall back to "weights"
+# (config/model.py:822-830). The HF-format InternVL runs as interns1.py, which lacks it.
+ENCODER_TP_DATA = ("MiniCPMV", "Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration",
+                   "Qwen3VLForConditionalGeneration", "Qwen3VLMoeForConditionalGeneration")
+
+
+def encoder_tp_data(model: ModelSpec, settings: dict) -> bool:
+    """Does mm_encoder_tp_mode="data" take effect: TP > 1 and a model class that supports it (vLLM 0.32
+    config/model.py:822-830 falls back to "weights" otherwise)? The vision tower is then whole on every rank."""
+    return (settings.get("mm_encoder_tp_mode") == "data" and int(settings.get("tensor_parallel_size", 1)) > 1
+            and model.architecture in ENCODER_TP_DATA)
+
+
+def mm_guard_notes(model: ModelSpec, v: Version, settings: dict, tokens_per_item: dict) -> list[str]:
+    """What the multimodal switches change, and when a setting leaves real requests bigger than what the profile
+    run measured (the profile run no longer guards them). tokens_per_item: the profile's per-modality maxima."""
+    if model.vision is None:
+        return []
+    notes = []
+    mode, tp = settings.get("mm_encoder_tp_mode"), int(settings.get("tensor_parallel_size", 1))
+    if mode == "data" and tp == 1:
+        notes.append("mm_encoder_tp_mode=data changes nothing with tensor_parallel_size=1")
+    elif mode == "data" and not encoder_tp_data(model, settings):
+        notes.append(f"mm_encoder_tp_mode=data: vLLM falls back to weights for {model.architecture} (its class "
+                     "lacks supports_encoder_tp_data; vllm/config/model.py:822-830)")
+    elif mode == "data":
+        notes.append(f"mm_encoder_tp_mode=data: the vision tower's weights are whole on each of the {tp} ranks "
+                     "(in the weights term) and each rank encodes 1/tp of the profile run's items at full width "
+                     "(about the activation bytes of weights mode, which encodes every item at 1/tp width)")
+    if model.family is None and v >= (0, 8, 4):
+        asked = (settings.get("mm_processor_kwargs") or {}).get("max_slice_nums")
+        if asked is not None and int(asked) > model.vision.max_slice_nums:
+            notes.append(f"max_slice_nums={asked} is above the checkpoint's max_slice_num "
+                         f"({model.vision.max_slice_nums}): vLLM's dummy image (448 x "
+                         f"{448 * model.vision.max_slice_nums}, minicpmv.py:768-774) does not grow with it, so the "
+                         "profile run does not guard real images cut into more slices")
+    frames = ((settings.get("mm_dummy_options") or {}).get("video") or {}).get("num_frames")
+    if frames and v >= (0, 28, 0) and model.family is None and tokens_per_item.get("video"):
+        notes.append(f"limit_mm_per_prompt video num_frames={frames} sizes only the profile run's dummy video; "
+                     f"vLLM still accepts real videos of up to {tokens_per_item['video']:,} tokens, which the "
+                     "profile run then did not measure")
+    return notes

@@ -14,12 +14,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diagnostics.models import ModelSpec
+from diagnostics.models import ModelSpec, resampler_params, vision_tower_params
 from diagnostics.predict.coefficients import DEFAULT, Coefficients
+from diagnostics.predict.limits import encoder_tp_data
 from diagnostics.predict.mm_budget import MMProfile
+from diagnostics.predict.shards import rank_weights
 from diagnostics.settings import DTYPES
 from diagnostics.units import GiB
 from diagnostics.versions import parse_version
+
+
+WEIGHTS_UNKNOWN_RANGE = (0.8, 1.25)  # config arithmetic for an architecture without rules: factor range
 
 
 @dataclass
@@ -45,13 +50,53 @@ def dtype_bytes(model: ModelSpec, settings: dict) -> int:
     return DTYPES.get(settings.get("dtype", "auto")) or model.dtype_bytes
 
 
-def weights_term(model: ModelSpec, settings: dict, db: int) -> Term:
-    """Parameter bytes as vLLM builds the model (exact), sharded by TP, less `cpu_offload_gb`."""
+def weights_term(model: ModelSpec, settings: dict, db: int, notes: list[str] | None = None) -> Term:
+    """Weight bytes on one TP rank (GiB), less `cpu_offload_gb`.
+
+    From the checkpoint's safetensors headers when a text model has them (predict.shards: `exact` as stored,
+    `derived` when cast/padded/split by vLLM's layer rules); else the parameter count of config.json by vLLM's
+    layer rules (`derived`; vision-language models always, their family arithmetic being checked against vLLM's
+    meta-device build while their checkpoints hold tensors vLLM does not build, e.g. MiniCPM-V's tiny kit +7.8 %);
+    for an architecture without rules both are an `estimate` with a range. Appends what it notes."""
     tp = int(settings.get("tensor_parallel_size", 1))
-    w_bytes = model.weights_bytes(db) / tp
     offload = float(settings.get("cpu_offload_gb") or 0) * GiB
-    return Term.exact(max(w_bytes - offload, 0) / GiB,
-                      "exact: parameter bytes as vLLM builds the model" + (" (TP shard)" if tp > 1 else ""))
+    known = model.decoder is None or model.decoder.known
+    if model.checkpoint is not None and model.vision is None:
+        rw = rank_weights(model.checkpoint, model, db, tp)
+        if notes is not None:
+            notes.extend(n for n in rw.notes if n not in notes)
+        value, low, high, basis = rw.value, rw.low, rw.high, rw.basis
+    else:
+        value = (model.decoder.params_per_rank(tp) * db if model.decoder is not None and model.quantization is None
+                 else model.weights_bytes(db) / tp)
+        low = high = value
+        basis = "derived: parameter count from the config by vLLM's layer rules" + (" (TP shard)" if tp > 1 else "")
+        if not known:
+            low, high = value * WEIGHTS_UNKNOWN_RANGE[0], value * WEIGHTS_UNKNOWN_RANGE[1]
+            basis = (f"estimate: no safetensors headers; config.json sized as a Llama-style decoder, architecture "
+                     f"{model.architecture} has no rules here")
+            if notes is not None:
+                notes.append(f"architecture {model.architecture} has no vllm-memcheck rules: weights and KV are "
+                             "sized as a Llama-style decoder from the generic config keys (estimates); a checkpoint "
+                             "directory with its safetensors files gives the weights from its headers")
+    if encoder_tp_data(model, settings):  # vLLM 0.32 config/model.py:822-830; the tower is not sharded
+        tower, exact = tower_params(model)
+        extra = tower * db * (1 - 1 / tp)
+        spread = 0.0 if exact else extra * 0.15
+        value, low, high = value + extra, low + extra - spread, high + extra + spread
+        basis = (basis if exact else "estimate" + basis[basis.index(":"):]) + \
+            " + the vision tower whole on every rank (mm_encoder_tp_mode=data)"
+    gib = [max(x - offload, 0) / GiB for x in (value, low, high)]
+    return Term(gib[0], min(gib), max(gib), basis)
+
+
+def tower_params(model: ModelSpec) -> tuple[int, bool]:
+    """(vision tower + projector parameters, exact?): MiniCPM-V's SigLIP + resampler as vLLM builds them; other
+    families 4 d^2 + 3 d mlp per layer (attention and a gated MLP, norms and biases left out: an estimate)."""
+    v = model.vision
+    if model.family is None:
+        return vision_tower_params(v) + resampler_params(v, model.hidden), True
+    return v.layers * (4 * v.hidden * v.hidden + 3 * v.hidden * v.mlp), False
 
 
 def non_torch_term(settings: dict, coef: Coefficients) -> Term:
@@ -168,10 +213,12 @@ class KVCache:
 
 
 def kv_cache_term(model: ModelSpec, settings: dict, db: int, budget_gib: float, used: tuple[Term, ...],
-                  graphs_sub: Term | None) -> KVCache:
+                  graphs_sub: Term | None, windowed: bool = False, version=None) -> KVCache:
     """KV = util x total - (weights + non-torch + activation peak) [- CUDA graphs where budgeted], or the fixed
     `kv_cache_memory_bytes` / `num_gpu_blocks_override` (vllm-memory.md §1). `used` is (weights, non_torch,
-    activation); the range takes each term's opposite bound (weights are exact: low = high = value)."""
+    activation); the range takes each term's opposite bound. Bytes per token are one rank's
+    (`ModelSpec.kv_bytes_per_token`: MLA latent, K/V heads per rank, sliding windows when `windowed`, V1's hybrid
+    KV manager); for an architecture without rules the term is an estimate."""
     fixed_kv = settings.get("kv_cache_memory_bytes")
     tp = int(settings.get("tensor_parallel_size", 1))
 
@@ -186,11 +233,19 @@ def kv_cache_term(model: ModelSpec, settings: dict, db: int, budget_gib: float, 
     kv_hi = kv_for("low_gib", "low_gib")
     basis = ("exact: kv_cache_memory_bytes" if fixed_kv is not None else
              "derived: util x total - (weights + non_torch + activation peak)" + (" - CUDA graphs" if graphs_sub else ""))
-    block_bytes = settings["block_size"] * model.kv_bytes_per_token(db) / tp
+    # tokens scheduled but not yet freed: one max_num_batched_tokens per concurrent batch, two under the default
+    # async scheduling from 0.26 (config/vllm.py 0.26.0:525-533), one before (kv_cache_interface.py 0.20.0:435)
+    batches = 2 if version is not None and version >= (0, 26, 0) else 1
+    in_flight = batches * int(settings.get("max_num_batched_tokens") or 0) if windowed else 0
+    block_bytes = settings["block_size"] * model.kv_bytes_per_token(db, tp, settings.get("max_model_len"), windowed,
+                                                                    version, in_flight)
     blocks = int(max(kv_v, 0) * GiB // block_bytes)
     if settings.get("num_gpu_blocks_override"):
         blocks = int(settings["num_gpu_blocks_override"])
         kv_v = kv_lo = kv_hi = blocks * block_bytes / GiB
-        basis = "exact: num_gpu_blocks_override"
+        basis = "derived: num_gpu_blocks_override x bytes per block"
+    if model.decoder is not None and not model.decoder.known and not basis.startswith("exact"):
+        basis = (f"estimate: {basis.split(': ', 1)[1]}; bytes per token from the generic config keys "
+                 f"(architecture {model.architecture} has no rules here)")
     term = Term(max(kv_v, 0.0), max(min(kv_lo, kv_hi), 0.0), max(kv_hi, kv_lo, 0.0), basis)
     return KVCache(term, kv_v, blocks, blocks * settings["block_size"])

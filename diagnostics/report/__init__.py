@@ -14,13 +14,15 @@ from pathlib import Path
 
 from diagnostics.errors import UsageError, one_of
 from diagnostics.redact import Redactor
+from diagnostics.report.benchmark import render_benchmark
 from diagnostics.report.content import build_report, resolve_source
 from diagnostics.report.html import render_html
 from diagnostics.report.jsonreport import render_json
 from diagnostics.report.markdown import FULL_NAME, fit_sweep, fit_to_limit, render_log_markdown, render_plan_markdown
 from diagnostics.report.single import log_report, plan_report
 
-FORMATS = ("md", "json", "html", "png")
+FORMATS = ("md", "json", "html", "png", "benchmark")
+ALL_FORMATS = ("md", "json", "html", "png")  # `all`: the paste-ready reports; benchmark (dashboards) when named
 SINGLE_FORMATS = ("text", "json", "md")  # explain and plan: one start's answer
 FILE_NAMES = {"md": "report.md", "json": "report.json", "html": "report.html"}
 
@@ -28,7 +30,7 @@ FILE_NAMES = {"md": "report.md", "json": "report.json", "html": "report.html"}
 def parse_formats(text: str) -> tuple[str, ...]:
     """`md`, `json,html`, `all` -> formats; UsageError names the bad one."""
     if text.strip() == "all":
-        return FORMATS
+        return ALL_FORMATS
     formats = tuple(f.strip() for f in text.split(",") if f.strip())
     if "all" in formats:  # `all,md` is all of them (md included)
         return FORMATS
@@ -36,11 +38,11 @@ def parse_formats(text: str) -> tuple[str, ...]:
         if f not in FORMATS:
             raise one_of("report format", f, FORMATS + ("all",))
     if not formats:
-        raise UsageError("no report format given; accepted: md, json, html, png, all")
+        raise UsageError(f"no report format given; accepted: {', '.join(FORMATS)}, all")
     return formats
 
 
-def write_reports(run_dir, formats=FORMATS, out_dir=None, redactor=None) -> list[Path]:
+def write_reports(run_dir, formats=ALL_FORMATS, out_dir=None, redactor=None) -> list[Path]:
     """Write the requested formats; returns the files written. HTML embeds the PNGs, so it writes them too."""
     for f in formats:
         if f not in FORMATS:
@@ -71,6 +73,8 @@ def write_reports(run_dir, formats=FORMATS, out_dir=None, redactor=None) -> list
         written.extend(write_charts(report, source_dir, out, red))
     if "html" in formats:
         written.append(_write(out / FILE_NAMES["html"], render_html(report, base=out)))
+    if "benchmark" in formats:  # github-action-benchmark's customSmallerIsBetter / customBiggerIsBetter files
+        written.extend(_write(out / name, text) for name, text in render_benchmark(report).items())
     return written
 
 

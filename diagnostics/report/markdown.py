@@ -451,6 +451,9 @@ def search_section(summary: dict) -> str:
     lines = [f"## Limit search: {summary['setting']} on {summary['card']}", "",
              f"Measured limit **{summary['limit']}** (largest value that started, resolution "
              f"{summary['resolution']}); predicted {summary['predicted']} ({summary['prediction_note']}).", "",
+             *([f"In the knob's units: measured {summary['limit_label']}, predicted {summary['predicted_label']}; "
+                "each start sent one request with an item of the probed size.", ""]
+               if summary.get("limit_label") else []),
              f"{summary['starts']} engine starts for a grid of {summary['grid']} values "
              f"({summary['lo']}..{summary['hi']}; bound ceil(log2(grid)) + 1 = {summary['max_starts']}).", "",
              "| start | value | result |", "|---|---|---|", rows]

@@ -20,15 +20,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from diagnostics.cards import Card
 from diagnostics.errors import UsageError
 from diagnostics.outcomes import MEMORY_FAILURES
 from diagnostics.predict.estimator import plan
-from diagnostics.settings import resolve
+from diagnostics.settings import default_gpu_memory_utilization, resolve
+from diagnostics.versions import OLDEST
 from diagnostics.units import GiB, fmt_gib
 
+if TYPE_CHECKING:  # explain imports the estimator too; the type only, no import at run time
+    from diagnostics.explain.model import Explanation
+
 PEAK_TERMS = ("weights", "non_torch", "activation_peak")  # what the estimator's start-up peak is made of
-DEFAULT_UTILIZATION = 0.9
 MIN_READINGS_SHARE = 0.25  # a GPU sampler with fewer than this share of wall_s / interval_s readings did not measure
 
 
@@ -115,15 +120,20 @@ def expect(combination, card, model, vllm_version: str | None, settings: dict, c
 
 
 def default_utilization(model, card, vllm_version: str | None, settings: dict) -> float:
-    """vLLM's gpu_memory_utilization for these settings (diagnostics.settings.resolve), 0.9 when unresolvable
-    (also for a model the estimator does not know: resolve needs its spec)."""
+    """vLLM's gpu_memory_utilization for these settings (diagnostics.settings.resolve); where they cannot be
+    resolved (a model the estimator does not know: resolve needs its spec), the version's default
+    (settings.default_gpu_memory_utilization), and 0.90 (the oldest rule) for a version outside the planned range."""
+    try:
+        fallback = default_gpu_memory_utilization(vllm_version)
+    except UsageError:
+        fallback = default_gpu_memory_utilization(OLDEST)
     if model is None:
-        return DEFAULT_UTILIZATION
+        return fallback
     try:
         value = resolve(model, card, vllm_version, "llm", settings)
-        return float(value.get("gpu_memory_utilization", DEFAULT_UTILIZATION))
+        return float(value.get("gpu_memory_utilization", fallback))
     except (UsageError, TypeError, ValueError):
-        return DEFAULT_UTILIZATION
+        return fallback
 
 
 @dataclass(frozen=True)
@@ -169,13 +179,13 @@ class Verdict:
     """What the test makes of one start; renders its own failure text and numbers section."""
 
     combination_id: str
-    card: object  # diagnostics.cards.Card
+    card: Card
     outcome: str
     phase: str
     expectation: Expectation
     limits: Limits
     profile_peak_gib: float | None
-    explanation: object | None  # diagnostics.explain.Explanation
+    explanation: Explanation | None
     error_line: str | None
     log_path: str
     reasons: list[str] = field(default_factory=list)
@@ -269,7 +279,9 @@ def _check_sampler(verdict: Verdict, result) -> None:
         verdict.reasons.append(f"memory not measured: the sampler stopped ({sampler['error']})")
         return
     interval, wall = sampler.get("interval_s"), result.wall_s
-    expected = wall / interval if interval and wall else 0
+    if not interval or not wall:
+        return
+    expected = wall / interval
     if expected >= 20 and sampler.get("readings", 0) < MIN_READINGS_SHARE * expected:
         verdict.reasons.append(f"memory not measured at its rate: {sampler.get('readings', 0)} readings in "
                                f"{wall:.1f} s (every {interval * 1000:.0f} ms would give {expected:.0f})")
@@ -311,3 +323,14 @@ def judge(combination_id: str, card, result, log, expectation: Expectation, limi
     if verdict.outcome == "ok":
         _check_peaks(verdict, own_increase(result, card))
     return verdict
+
+
+class Measurement:
+    """What one start produced (the results.jsonl record) and what the test makes of it (the Verdict)."""
+
+    def __init__(self, combination, record: dict, verdict: Verdict):
+        self.combination, self.record, self.verdict = combination, record, verdict
+        self.status = verdict.status  # "passed" | "failed" | "xfail" | "recorded"
+        self.diagnosis = verdict.failure_text()
+        self.numbers = verdict.numbers_text(record)
+        self.notes = verdict.notes

@@ -63,6 +63,7 @@ class Combination:
     expect: str | None = None
     thresholds: dict = field(default_factory=dict)  # card name -> {"profile_peak_gib": x, "peak_gib": y}
     request: bool = False
+    image_size: tuple | None = None  # (width, height) of the request's image; None: the plugin's default
 
 
 @dataclass(frozen=True)
@@ -265,6 +266,19 @@ class _Builder:
         model = meta.get("model")
         return Matrix(name=str(meta.get("name", self.path.stem)), model=model, defaults=dict(defaults),
                       combinations=combinations, path=self.path)
+
+
+def check_threshold_cards(matrix: Matrix, cards_file=None) -> None:
+    """A [thresholds.CARD] for a card no profile knows (a typo like cpuu) would never apply, and the test would
+    pass unchecked: MatrixError naming it. Known: the built-in cards and those of `cards_file` (--cards)."""
+    from diagnostics.cards import list_cards, load_cards_toml
+
+    known = {c.name for c in list_cards()} | set(load_cards_toml(cards_file) if cards_file else ())
+    named = {card for combo in matrix.combinations for card in combo.thresholds}
+    unknown = sorted(str(n) for n in named if str(n).strip().lower() not in known)
+    if unknown:
+        raise MatrixError(matrix.path or "<matrix>", None, f"thresholds for unknown card {unknown[0]!r}; accepted: "
+                                                           f"{', '.join(sorted(known))} (or a card of --cards)")
 
 
 def describe(combo: Combination) -> str:

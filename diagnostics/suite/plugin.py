@@ -1,8 +1,9 @@
-"""The pytest plugin: every matrix combination becomes one `gpu`-marked start-up test (root conftest.py loads it).
+"""The pytest plugin: every matrix combination becomes one `gpu`-marked start-up test (a `pytest11` entry point).
 
 Hook wiring only, in pytest-memray's shape: module-level `pytest_addoption` (suite/run.py's OPTIONS table, every
-CLI option with an ini twin `memcheck_<name>`), `pytest_configure` builds one `Manager` that holds the session's
-state and hooks and registers it with the plugin manager; markers come from the MARKERS table. What a test
+CLI option with an ini twin `memcheck_<name>`); one `Manager` holds the session's state and hooks, built at
+configure when the session asks for it (`asked_for`), else when a collected test needs a memcheck fixture, and
+registered with the plugin manager; markers come from the MARKERS table. What a test
 asserts and its failure text are suite/judge.py's; the results.jsonl record is suite/results.py's; the
 terminal table is report/terminal.py's.
 
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from diagnostics.cards import CPU_CARD, card_for_gpu_name, get_card, list_cards, load_cards_toml, names_card
+from diagnostics.cards import CPU_CARD, check_card_against_nvml, get_card, load_cards_toml
 from diagnostics.engine import gpus as devices, launch
 from diagnostics.engine.machine import machine_info
 from diagnostics.engine.nvml import NoGPU, gpu_name, list_gpus
@@ -32,14 +33,14 @@ from diagnostics.report import write_reports
 from diagnostics.report.terminal import accuracy_table, summary_table
 from diagnostics.settings import dtype_for_card, start_refusal
 from diagnostics.suite import judge as verdicts
+from diagnostics.suite.judge import Measurement
 from diagnostics.suite import run
 from diagnostics.kit.vlm import image_prompt
 from diagnostics.suite import hub
 from diagnostics.suite.gate import Gate
-from diagnostics.suite.matrix import load_matrix
+from diagnostics.suite.matrix import check_threshold_cards, load_matrix
 from diagnostics.suite.results import ResultWriter, file_stem, load_results, load_results_noting, make_record
-from diagnostics.suite.search import SEARCHABLE
-from diagnostics.suite.search_run import SearchBroke, check_search_options, run_search
+from diagnostics.suite.search_run import SearchBroke, check_search_options, run_search, summary_line
 from diagnostics.units import plural, utc_now
 
 MANAGER_NAME = "vllm-memcheck-manager"
@@ -78,31 +79,69 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     run.add_options(parser)
 
 
+MEMCHECK_FIXTURES = {"memcheck", COMBINATION_FIXTURE, SEARCH_FIXTURE}
+ERROR_KEY = pytest.StashKey[str]()  # a bad option met while collecting, raised once collection ends
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for name, description in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {description}")
-    if config.option.help:
-        return
-    try:
-        manager = Manager(config)
-    except UsageError as err:
-        raise pytest.UsageError(str(err)) from None
-    config.stash[MANAGER_KEY] = manager
-    config.pluginmanager.register(manager, MANAGER_NAME)
-    manager.trap_sigterm()
+    if not config.option.help and asked_for(config):  # else: built when a collected test needs it
+        try:
+            activate(config)
+        except UsageError as err:
+            raise pytest.UsageError(str(err)) from None
+
+
+def asked_for(config: pytest.Config) -> bool:
+    """Does the session ask for start-up tests before collection (a memcheck option on the command line or in the
+    ini file, or `-m` naming gpu)? An installed plugin leaves other sessions alone: no NVML, no run directory."""
+    given = any(run.option(config, name) not in (None, False) for name, *_ in run.OPTIONS)
+    return given or "gpu" in str(getattr(config.option, "markexpr", "") or "")
+
+
+def activate(config: pytest.Config) -> "Manager":
+    """The session's Manager, built and registered on first use. UsageError for a bad option."""
+    if MANAGER_KEY not in config.stash:
+        manager = config.stash[MANAGER_KEY] = Manager(config)
+        config.pluginmanager.register(manager, MANAGER_NAME)
+        manager.trap_sigterm()
+    return config.stash[MANAGER_KEY]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One test per matrix combination (ids such as `mml4096-seqs32-util1.0`)."""
+    if COMBINATION_FIXTURE in metafunc.fixturenames:
+        try:
+            matrix = activate(metafunc.config).matrix
+        except UsageError as err:
+            metafunc.config.stash[ERROR_KEY] = str(err)
+            return metafunc.parametrize(COMBINATION_FIXTURE, [])
+        metafunc.parametrize(COMBINATION_FIXTURE, matrix.combinations, ids=matrix.ids())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if ERROR_KEY in config.stash:
+        raise pytest.UsageError(config.stash[ERROR_KEY])
+    if MANAGER_KEY in config.stash or any(MEMCHECK_FIXTURES & set(getattr(i, "fixturenames", ())) for i in items):
+        try:
+            activate(config).select(config, items)
+        except UsageError as err:
+            raise pytest.UsageError(str(err)) from None
 
 
 @pytest.fixture
 def memcheck(request: pytest.FixtureRequest) -> "Manager":
     """The session's Manager: `memcheck.start(combination, benchmark)`, then `memcheck.verify(measurement)`."""
-    return request.config.stash[MANAGER_KEY]
+    return activate(request.config)
 
 
 @pytest.fixture
 def memcheck_search(request: pytest.FixtureRequest):
     """`memcheck_search()` runs --search (suite/search_run.py) and returns search.json's content; the test fails
     with one line when a probe failed for a non-memory reason."""
-    manager = request.config.stash[MANAGER_KEY]
+    manager = activate(request.config)
 
     def search() -> dict:
         try:
@@ -111,29 +150,14 @@ def memcheck_search(request: pytest.FixtureRequest):
         except SearchBroke as err:
             manager._current_measurement = None  # the search's line, not the last start's, is the failure
             pytest.fail(f"--search {manager.search}: {err}", pytrace=False)
-        manager.search_lines.append(
-            f"--search {summary['setting']}: measured limit {summary['limit']}, predicted {summary['predicted']}; "
-            f"{summary['starts']} starts for a grid of {summary['grid']} (bound {summary['max_starts']}); "
-            f"--cards snippet: {manager.run_dir / 'cards-snippet.toml'}")
+        manager.search_lines.append(summary_line(summary, manager.run_dir))
         return summary
 
     return search
 
 
-class Measurement:
-    """What one start produced (the results.jsonl record) and what the test makes of it (the Verdict)."""
-
-    def __init__(self, combination, record: dict, verdict: verdicts.Verdict):
-        self.combination, self.record, self.verdict = combination, record, verdict
-        self.status = verdict.status  # "passed" | "failed" | "xfail" | "recorded"
-        self.diagnosis = verdict.failure_text()
-        self.numbers = verdict.numbers_text(record)
-        self.notes = verdict.notes
-
-
 class Manager:
     """All plugin state and every hook but addoption/configure (registered as MANAGER_NAME)."""
-
     def __init__(self, config: pytest.Config):
         self.config = config
         self.is_worker = hasattr(config, "workerinput")  # set by xdist on its workers only
@@ -144,7 +168,7 @@ class Manager:
         is_cpu = bool(self.card and self.card.is_cpu)
         matrix = run.option(config, "matrix") or (run.CPU_MATRIX if is_cpu else None)
         self.matrix = load_matrix(run.matrix_path(matrix, run.option(config, "model")))
-        self._check_threshold_cards()
+        check_threshold_cards(self.matrix, self.cards_file)
         self.model = (run.option(config, "model") or self.matrix.model
                       or (run.CPU_DEFAULT_MODEL if is_cpu else run.DEFAULT_MODEL))
         run.check_model(self.model)
@@ -156,9 +180,7 @@ class Manager:
         self.calibration = run.calibration(run.option(config, "calibration"))
         self.resume = bool(run.option(config, "resume"))
         self.search = run.option(config, "search")
-        if self.search and self.search not in SEARCHABLE:
-            raise UsageError(f"unknown --search setting {self.search!r}; accepted: {', '.join(SEARCHABLE)}")
-        check_search_options(self.search, run.option(config, "search_resolution"), run.option(config, "search_range"))
+        check_search_options(self.search, *(run.option(config, f"search_{k}") for k in ("resolution", "range")))
         self.search_lines: list[str] = []
         self.gpus = devices.parse_gpus(run.option(config, "gpus"))
         # absolute: the engine child runs in another working directory
@@ -177,7 +199,7 @@ class Manager:
         self.report_paths: list[Path] = []
         self._current_measurement: Measurement | None = None
         self._snapshot: str | None = None
-        self._trapped = False
+        self._trapped = self._header_shown = False
 
     # -- configure-time checks -------------------------------------------------------------------------------
     def _card(self, card_name: str):
@@ -194,36 +216,10 @@ class Manager:
         return self._check_card(named, found), found, None
 
     def _check_card(self, named, gpu_name: str):
-        cards = list_cards()
-        if self.cards_file:
-            extra = load_cards_toml(self.cards_file)
-            cards = [c for c in cards if c.name not in extra] + list(extra.values())
-        detected = card_for_gpu_name(gpu_name, cards)
-        if named is None:
-            if detected is None:
-                raise UsageError(f"--card=auto: NVML reports {gpu_name!r}, which matches no card profile; pass "
-                                 "--card NAME or describe it in a --cards FILE ([cards.NAME] total_gib = ...)")
-            return detected
-        if not named.nvml_names:  # a card from --cards without nvml_names: nothing to check against
-            self.notices.append(f"card {named.name} has no nvml_names; not checked against NVML's {gpu_name!r}")
-        elif not names_card(named, gpu_name):  # whole names: an A100 is no "NVIDIA A10", an H200 no "NVIDIA H20"
-            message = (f"--card={named.name} ({named.label}) but NVML reports {gpu_name!r}"
-                       f"{f' (card {detected.name})' if detected else ''}; pass the right --card, or "
-                       "--allow-card-mismatch to measure against the named card anyway")
-            if not run.option(self.config, "allow_card_mismatch"):
-                raise UsageError(message)
-            self.notices.append("warning: " + message)
-        return named
-
-    def _check_threshold_cards(self) -> None:
-        """A [thresholds.CARD] for a card no profile knows (a typo like cpuu) would never apply: the test would
-        pass unchecked. UsageError naming it, before the first start."""
-        known = {c.name for c in list_cards()} | (set(load_cards_toml(self.cards_file)) if self.cards_file else set())
-        named = {card for combo in self.matrix.combinations for card in combo.thresholds}
-        unknown = sorted(str(n) for n in named if str(n).strip().lower() not in known)
-        if unknown:
-            raise UsageError(f"{self.matrix.path}: thresholds for unknown card {unknown[0]!r}; accepted: "
-                             f"{', '.join(sorted(known))} (or a card of --cards)")
+        allow = bool(run.option(self.config, "allow_card_mismatch"))
+        card, notices = check_card_against_nvml(named, gpu_name, self.cards_file, allow)
+        self.notices += notices
+        return card
 
     def _uses_xdist(self) -> bool:
         return bool(self.config.getoption("numprocesses", None)) or self.config.getoption("dist", "no") != "no"
@@ -267,10 +263,7 @@ class Manager:
 
     def _say(self, line: str) -> None:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(line)
-        else:
-            print(line, flush=True)
+        reporter.write_line(line) if reporter is not None else print(line, flush=True)
 
     def trap_sigterm(self) -> None:
         """SIGTERM (a CI job cancelled, `timeout`, `kill`) ends the session like Ctrl-C: the engine's process group
@@ -348,9 +341,9 @@ class Manager:
         settings = self.startable(self.settings_for(combination))
         model_path = self.model_path()
         spec = launch.StartSpec(
-            model=model_path, settings=settings, card=self.card,
+            model=model_path, settings=settings, image_size=combination.image_size or DEFAULT_IMAGE_SIZE,
             load_format=self.load_format, timeout_s=self.engine_timeout, request=combination.request,
-            image_size=DEFAULT_IMAGE_SIZE, env={**self.engine_env(), **hub.start_env(model_path)},
+            env={**self.engine_env(), **hub.start_env(model_path)}, card=self.card,
             log_path=run_dir / "logs" / f"{file_stem(combination.id)}.log",
             timeline_path=run_dir / "timelines" / f"{file_stem(combination.id)}.csv", id=combination.id,
             image=self.sends_image(settings) if combination.request else None, prompt=self.image_prompt(),
@@ -421,6 +414,10 @@ class Manager:
 
     # -- hooks -----------------------------------------------------------------------------------------------
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        self._header_shown = True
+        return self.header_lines()
+
+    def header_lines(self) -> list[str]:
         card = self.card.name if self.card else "auto"
         lines = [f"vllm-memcheck: card {card}, model {self.model} (load_format {self.load_format}), "
                  f"matrix {self.matrix.path} ({len(self.matrix.combinations)} combinations)"]
@@ -432,11 +429,11 @@ class Manager:
             lines.append(f"vllm-memcheck: resuming {self.run_dir} ({len(self.finished)} finished)")
         return lines + [f"vllm-memcheck: {n}" for n in self.notices]
 
-    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
-        if COMBINATION_FIXTURE in metafunc.fixturenames:
-            metafunc.parametrize(COMBINATION_FIXTURE, self.matrix.combinations, ids=self.matrix.ids())
-
-    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+    def select(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """The tests this session runs: the search test or the matrix; gpu tests skipped with one line without a
+        usable GPU, or when --resume already recorded them; the header's lines now if built after the header."""
+        for line in [] if self._header_shown else self.header_lines():
+            self._say(line)
         # --search runs the search test instead of the matrix; without it the search test is not collected
         drop = COMBINATION_FIXTURE if self.search else SEARCH_FIXTURE
         kept = [i for i in items if drop not in getattr(i, "fixturenames", ())]

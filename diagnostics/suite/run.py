@@ -67,12 +67,16 @@ OPTIONS = (
      "NVML indices of the GPUs to use: with pytest-xdist each worker takes its own (gwK the K-th, wrapping), a "
      "tensor_parallel_size=N start the worker's and the next N-1 (default with -n: every GPU NVML sees)"),
     ("search", {"metavar": "SETTING"}, "string",
-     "instead of the matrix, find the largest max_model_len or max_num_seqs that starts (matrix defaults held), "
-     "seeded by plan --fit, in at most ceil(log2(grid)) + 1 starts"),
+     "instead of the matrix, find the largest max_model_len or max_num_seqs, or multimodal knob (max_pixels, "
+     "max_slice_nums, max_patches, pan_and_scan_max_num_crops, num_frames, limit_mm_per_prompt.image / .video: "
+     "each start then sends one image of the probed size), that starts (matrix defaults held), seeded by "
+     "plan --fit, in at most ceil(log2(grid)) + 1 starts"),
     ("search_resolution", {"metavar": "N"}, "string",
-     "--search stops at this resolution (default: the KV block size for max_model_len, 1 for max_num_seqs)"),
+     "--search stops at this resolution (default: the KV block size for max_model_len, the knob's step, e.g. "
+     "28 x 28 px for Qwen2.5-VL max_pixels, else 1)"),
     ("search_range", {"metavar": "LO:HI"}, "string",
-     "--search range (default: block size .. the model's derived max_model_len; 1 .. 1024 sequences)"),
+     "--search range (default: block size .. the model's derived max_model_len; 1 .. 1024 sequences; a knob's "
+     "domain)"),
 )
 
 

@@ -24,8 +24,9 @@ import math
 from dataclasses import dataclass, field
 
 from diagnostics.errors import UsageError, one_of
+from diagnostics.predict.mm_fit import KNOB_NAMES
 
-SEARCHABLE = ("max_model_len", "max_num_seqs")
+SEARCHABLE = ("max_model_len", "max_num_seqs") + KNOB_NAMES  # engine settings, then multimodal knobs (issue 23)
 
 
 @dataclass
@@ -137,8 +138,11 @@ def parse_range(text: str | None) -> tuple[int, int] | None:
     return bounds
 
 
-def default_range(setting: str, step: int, derived_max_model_len: int) -> tuple[int, int]:
-    """max_model_len: step .. the model's derived max_model_len (models.ModelSpec); max_num_seqs: 1 .. 1024."""
+def default_range(setting: str, step: int, derived_max_model_len: int, knob=None) -> tuple[int, int]:
+    """max_model_len: step .. the model's derived max_model_len (models.ModelSpec); max_num_seqs: 1 .. 1024;
+    a multimodal knob (predict.mm_fit.Knob): its domain (raw units)."""
+    if knob is not None:
+        return knob.lo, knob.hi
     if setting == "max_model_len":
         return step, derived_max_model_len
     return 1, 1024

@@ -17,12 +17,15 @@ from pathlib import Path
 from diagnostics.errors import UsageError
 from diagnostics.outcomes import MEMORY_FAILURES
 from diagnostics.predict.fit import fit
+from diagnostics.predict.mm_fit import KNOB_NAMES, without_knob, apply, find_knob, fit_knob, item_image_size
 from diagnostics.report.markdown import search_section
 from diagnostics.suite.matrix import Combination
-from diagnostics.suite.search import Search, default_range, parse_range
+from diagnostics.suite.search import SEARCHABLE, Search, default_range, parse_range
 
 SEARCH_JSON, SEARCH_MD, SNIPPET = "search.json", "search.md", "cards-snippet.toml"
-SHORT = {"max_model_len": "mml", "max_num_seqs": "seqs"}
+SHORT = {"max_model_len": "mml", "max_num_seqs": "seqs", "max_pixels": "px", "max_slice_nums": "slices",
+         "max_patches": "patches", "pan_and_scan_max_num_crops": "crops", "num_frames": "frames",
+         "limit_mm_per_prompt.image": "images", "limit_mm_per_prompt.video": "videos"}
 
 
 class SearchBroke(Exception):
@@ -43,7 +46,10 @@ def _int_option(value, name: str) -> int | None:
 
 def check_search_options(search: str | None, resolution, range_text) -> None:
     """Before the first start: --search-resolution a positive integer, --search-range LO:HI with LO < HI, and
-    neither without --search (which they shape). UsageError naming the option otherwise."""
+    neither without --search (which they shape), and --search a setting the search knows. UsageError naming the
+    option otherwise."""
+    if search and search not in SEARCHABLE:
+        raise UsageError(f"unknown --search setting {search!r}; accepted: {', '.join(SEARCHABLE)}")
     if not search:
         given = [name for name, value in (("--search-range", range_text), ("--search-resolution", resolution))
                  if value not in (None, "")]
@@ -60,7 +66,8 @@ def predicted_limit(setting: str, model, card, vllm_version, base: dict) -> tupl
     if model is None:
         return None, "no prediction: the estimator does not know this model"
     try:
-        f = fit(setting, model, card, vllm_version, "llm", base)
+        f = fit_knob(setting, model, card, vllm_version, "llm", base) if setting in KNOB_NAMES else \
+            fit(setting, model, card, vllm_version, "llm", base)
     except UsageError as err:
         return None, f"no prediction: {err}"
     if f.value is None:
@@ -68,32 +75,64 @@ def predicted_limit(setting: str, model, card, vllm_version, base: dict) -> tupl
     return int(f.value), f"plan --fit {setting}: {f.value}"
 
 
-def build_search(setting: str, resolution, range_text, base: dict, model, seed: int | None = None) -> Search:
-    """The Search for the options: resolution defaults to the block size (max_model_len) or 1; the range to
-    block .. max_position_embeddings (max_model_len) or 1 .. 1024."""
+def build_search(setting: str, resolution, range_text, base: dict, model, seed: int | None = None,
+                 knob=None) -> Search:
+    """The Search for the options: resolution defaults to the block size (max_model_len), the knob's step (a
+    multimodal knob: 28 x 28 px for Qwen2.5-VL max_pixels) or 1; the range to block .. max_position_embeddings
+    (max_model_len), the knob's domain, or 1 .. 1024."""
     step = _int_option(resolution, "search_resolution") or (
-        int(base.get("block_size") or 16) if setting == "max_model_len" else 1)
+        int(base.get("block_size") or 16) if setting == "max_model_len" else knob.step if knob else 1)
     bounds = parse_range(range_text)
     if bounds is None:
         if setting == "max_model_len" and model is None:
             raise UsageError("--search max_model_len needs --search-range LO:HI for a model the estimator does not "
                              "know")
-        bounds = default_range(setting, step, model.derived_max_model_len if model else 0)
+        bounds = default_range(setting, step, model.derived_max_model_len if model else 0, knob)
     return Search(setting, bounds[0], bounds[1], step, seed=seed)
+
+
+def search_knob(setting: str, model, vllm_version, defaults: dict):
+    """The multimodal knob `setting` names for this model and version (None for an engine setting);
+    UsageError for a model the estimator does not know or a knob it lacks."""
+    if setting not in KNOB_NAMES:
+        return None
+    if model is None:
+        raise UsageError(f"--search {setting} needs a model the estimator knows (its knob's domain and step come "
+                         "from the model's family)")
+    from diagnostics.predict.estimator import plan
+
+    try:
+        settings = plan(model, "3090", vllm_version, "llm", defaults).settings
+    except UsageError:
+        settings = None
+    return find_knob(setting, model, vllm_version, settings)
+
+
+def probe(setting: str, knob, value: int, base: dict, model) -> Combination:
+    """One search start: the engine settings with `setting` at `value`; a knob's start sends one request with an
+    image that fills the knob at that value (predict.mm_fit.item_image_size), so "fits" means such an item
+    went through."""
+    if knob is None:
+        return Combination(id=f"search-{SHORT[setting]}{value}", settings={**base, setting: value},
+                           scenario=f"search:{setting}", request=False)
+    return Combination(id=f"search-{SHORT[setting]}{value}", settings=apply(knob, value, base),
+                       scenario=f"search:{setting}", request=True, image_size=item_image_size(knob, value, model))
 
 
 def run_search(manager, setting: str, resolution=None, range_text=None) -> dict:
     """Run the search through `manager.start` (one engine start per probe); returns what search.json holds.
     Raises SearchBroke when a start fails for a non-memory reason."""
-    base = {k: v for k, v in manager.matrix.defaults.items() if k != setting}
     model, card = manager.model_spec(), manager.card
     vllm_version = manager.machine_info().get("vllm")
+    knob = search_knob(setting, model, vllm_version, manager.matrix.defaults)
+    base = {k: v for k, v in manager.matrix.defaults.items() if k != setting}
+    if knob is not None:
+        base = without_knob(knob, base)
     predicted, note = predicted_limit(setting, model, card, vllm_version, base)
-    search = build_search(setting, resolution, range_text, base, model, predicted)
+    search = build_search(setting, resolution, range_text, base, model, predicted, knob)
     records = []
     while (value := search.next_probe()) is not None:
-        combination = Combination(id=f"search-{SHORT[setting]}{value}", settings={**base, setting: value},
-                                  scenario=f"search:{setting}", request=False)
+        combination = probe(setting, knob, value, base, model)
         record = manager.start(combination).record
         records.append(record)
         outcome = record["outcome"]
@@ -104,7 +143,12 @@ def run_search(manager, setting: str, resolution=None, range_text=None) -> dict:
     summary = {**search.to_json(), "predicted": predicted, "prediction_note": note, "card": card.name,
                "vllm": vllm_version, "model": manager.model, "settings": base,
                "ids": [r["id"] for r in records]}
-    at_limit = next((r for r in records if r["settings"][setting] == search.limit), None)
+    if knob is not None:
+        summary.update(predicted_label=knob.label(predicted) if predicted is not None else "no prediction",
+                       limit_label=knob.label(search.limit),
+                       knob=knob.to_json())
+    ids = dict(zip((v for v, _ in search.probes), summary["ids"]))
+    at_limit = next((r for r in records if r["id"] == ids.get(search.limit)), None)
     write_outputs(manager.run.ensure(), summary, card, at_limit, manager.machine_info())
     return summary
 
@@ -137,3 +181,11 @@ def write_outputs(run_dir: Path, summary: dict, card, at_limit, machine: dict) -
     (run_dir / SEARCH_JSON).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     (run_dir / SEARCH_MD).write_text(search_section(summary), encoding="utf-8")
     (run_dir / SNIPPET).write_text(snippet(card, summary, at_limit, machine), encoding="utf-8")
+
+
+def summary_line(summary: dict, run_dir) -> str:
+    """The terminal summary's line for a finished search (search.json's content)."""
+    return (f"--search {summary['setting']}: measured limit {summary.get('limit_label', summary['limit'])}, "
+            f"predicted {summary.get('predicted_label', summary['predicted'])}; "
+            f"{summary['starts']} starts for a grid of {summary['grid']} (bound {summary['max_starts']}); "
+            f"--cards snippet: {run_dir / 'cards-snippet.toml'}")

@@ -24,6 +24,7 @@ import pytest
 from diagnostics.engine.launch import run_start
 from diagnostics.suite.judge import outcome_of
 from diagnostics.predict.estimator import plan
+from diagnostics.predict.mm_fit import apply, fit_knob
 
 pytestmark = [pytest.mark.cpu_engine, pytest.mark.slow]
 
@@ -47,6 +48,15 @@ SETTINGS = {
     "slices4": {"max_model_len": 4096, "max_num_batched_tokens": 2048, "max_num_seqs": 16,
                 "limit_mm_per_prompt": {"image": 1, "video": 0}, "mm_processor_kwargs": {"max_slice_nums": 4}},
 }
+
+
+# `plan --fit max_slice_nums` for the real MiniCPM-V-2_6 on an L4 (predict/mm_fit.py): the tiny kit keeps the real
+# token arithmetic, so vLLM's budget for it at the answer and one slice above must be the fit's own plans' items.
+FIT_HELD = {"max_model_len": 4096, "max_num_batched_tokens": 2048, "max_num_seqs": 256,
+            "gpu_memory_utilization": 0.8, "limit_mm_per_prompt": {"image": 999, "video": 0}}
+FIT = fit_knob("max_slice_nums", "minicpm-v-2_6", "l4", "0.32.0", "llm", FIT_HELD)
+SETTINGS["fit-slices"] = apply(FIT.knob, FIT.value, FIT_HELD)
+SETTINGS["fit-slices-above"] = apply(FIT.knob, FIT.value + 1, FIT_HELD)
 
 
 @pytest.mark.parametrize("name", STARTED)
@@ -75,8 +85,15 @@ def test_vllms_budget_classes_match_the_estimator_for_the_rows_not_started(tiny_
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     got_rows = json.loads(done.stdout.strip().splitlines()[-1])["rows"]
-    assert len(got_rows) == len(names) == 3
+    assert len(got_rows) == len(names) == 5
     for name, settings, got in zip(names, rows, got_rows):
         predicted = plan(str(tiny_minicpmv26), "cpu", "0.32.0", "llm", settings).profile
         assert (got["encoder_budget"], got["items"], got["modality"]) == (
             predicted["encoder_budget_tokens"], predicted["encoder_items"], predicted["modality"]), name
+    by_name = dict(zip(names, got_rows))
+    assert FIT.at.verdict == "ok" and FIT.above.verdict != "ok"
+    for name, fitted in (("fit-slices", FIT.at), ("fit-slices-above", FIT.above)):
+        got = by_name[name]
+        assert (got["tokens_per_item"]["image"], got["encoder_budget"], got["items"], got["dummy_slices"]) == (
+            fitted.profile["tokens_per_item"], fitted.profile["encoder_budget_tokens"],
+            fitted.profile["encoder_items"], fitted.profile["encoder_slices"] // fitted.profile["encoder_items"]), name

@@ -24,11 +24,17 @@ if importlib.util.find_spec("vllm") is None:
 from diagnostics.kit.vlm import build_vlm_kit
 from diagnostics.models import get_model
 from diagnostics.predict.estimator import plan
+from diagnostics.predict.mm_fit import apply, fit_knob
 
 CHECK_SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "vlm_vllm_check.py"
+# `plan --fit max_pixels` on an L4 (predict/mm_fit.py), held settings explicit so the CPU engine config is the same
+FIT_HELD = {"max_model_len": 32768, "max_num_batched_tokens": 2048, "max_num_seqs": 256,
+            "limit_mm_per_prompt": {"video": 0}}
+FIT = fit_knob("max_pixels", "qwen2.5-vl-7b", "l4", "0.32.0", "llm", FIT_HELD)
+FIT_ROWS = [apply(FIT.knob, v, FIT_HELD) for v in (FIT.value, FIT.value + FIT.knob.step)]
 ROWS = [{"max_model_len": 8192, "max_num_batched_tokens": 8192},
         {"max_model_len": 32768, "max_num_batched_tokens": 8192, "limit_mm_per_prompt": {"video": 0},
-         "mm_processor_kwargs": {"max_pixels": 1003520}}]
+         "mm_processor_kwargs": {"max_pixels": 1003520}}] + FIT_ROWS
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +56,20 @@ def test_vllm_budget_equals_plan(checked, index):
     assert got["tokens_per_item"] == prof["tokens_per_modality"]
     assert (got["encoder_budget"], got["items"], got["modality"]) == (
         prof["encoder_budget_tokens"], prof["encoder_items"], prof["modality"])
+
+
+@pytest.mark.parametrize("index", (2, 3), ids=("fit-value", "one-step-above"))
+def test_fit_answer_items_are_vllms(checked, index):
+    """At plan --fit's max_pixels and one 28 x 28 step above, vLLM's MultiModalBudget gives the tokens per image,
+    encoder budget and items the fit's plans used (the L4 plans, not only the CPU re-plan)."""
+    got = checked["rows"][index]
+    assert "error" not in got, got
+    fitted = FIT.at if index == 2 else FIT.above
+    value = FIT.value + (index - 2) * FIT.knob.step
+    assert got["tokens_per_item"] == {"image": value // 784} == fitted.profile["tokens_per_modality"]
+    assert (got["encoder_budget"], got["items"], got["modality"]) == (
+        fitted.profile["encoder_budget_tokens"], fitted.profile["encoder_items"], fitted.profile["modality"])
+    assert FIT.at.verdict == "ok" and FIT.above.verdict != "ok"
 
 
 def test_vllm_meta_model_equals_plan_weights(checked):

@@ -3,7 +3,7 @@
 Why: hand-written stand-ins for the `pynvml` module miss what the real module does (the v1/v2 memory structs,
 the `_v3` process query behind `@throwOnVersionMismatch`, the generated `NVMLError_*` classes and
 `NVMLLibraryMismatchError`, which is not an `NVMLError`, bytes/str handling, MIG handles). Here the real
-`pynvml.py` runs unchanged; only its library handle is replaced (docs: ../shared/docs/measurement-review.md, Q2):
+`pynvml.py` runs unchanged; only its library handle is replaced (docs/sources/measurement-review.md, Q2):
 
     driver = FakeDriver([FakeGpu("NVIDIA H200", total=143771 * MiB, used=5 * GiB, reserved=600 * MiB)])
     pynvml = driver.install(monkeypatch)          # the real module, now talking to `driver`
@@ -127,6 +127,45 @@ class FakeDriver:
         monkeypatch.setattr(pynvml, "_nvmlGetFunctionPointer_cache", {})
         monkeypatch.setattr(pynvml, "_nvmlLib_refcount", 0)
         return pynvml
+
+
+    # --- what tests do: move a device's memory as cudaMalloc/cudaFree would --------------------------------
+    def alloc(self, index: int, nbytes: int, pid: int | None = None) -> None:
+        """Device `index` allocates `nbytes` more (negative: frees); with `pid`, NVML lists that process with it."""
+        with self._lock:
+            gpu = self.gpus[index]
+            gpu.used += nbytes
+            if pid is not None:
+                held = dict(gpu.processes)
+                held[pid] = (held.get(pid) or 0) + nbytes
+                gpu.processes = [(p, n) for p, n in held.items() if n]
+
+    def release(self, index: int, nbytes: int, pid: int | None = None) -> None:
+        self.alloc(index, -nbytes, pid)
+
+
+class FakeAllocator:
+    """What torch's allocator does to device 0 as NVML sees it (selfcheck's Allocator protocol): a CUDA context at
+    creation, then cudaMalloc/cudaFree. `scale` mis-reports an allocation, `leak` keeps some bytes on free,
+    `invisible` allocates nothing NVML sees; `pid` is the pid NVML lists (another one: a container's namespace)."""
+
+    def __init__(self, driver: FakeDriver, scale=1.0, leak=0, invisible=False, pid: int | None = None):
+        import os
+
+        self.driver, self.scale, self.leak, self.invisible = driver, scale, leak, invisible
+        self.pid = os.getpid() if pid is None else pid
+        self.held: dict[int, int] = {}
+        driver.alloc(0, 200 * MiB, pid=self.pid)  # the CUDA context
+
+    def alloc(self, nbytes: int) -> int:
+        seen = 0 if self.invisible else int(nbytes * self.scale)
+        handle = len(self.held) + 1
+        self.held[handle] = seen
+        self.driver.alloc(0, seen, pid=self.pid)
+        return handle
+
+    def free(self, handle: int) -> None:
+        self.driver.release(0, self.held.pop(handle) - self.leak, pid=self.pid)
 
 
 def _set_handle(ref, address: int) -> None:

@@ -1,4 +1,5 @@
-"""engine/gpus.py and the launcher with claimed GPUs: a fake NVML of four devices, a stand-in engine child."""
+"""engine/gpus.py and the launcher with claimed GPUs: the real nvidia-ml-py over a fake driver of four devices
+(tests/unit/fake_nvml_driver.py), a stand-in engine child."""
 
 from __future__ import annotations
 
@@ -9,13 +10,20 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_pynvml import FakeNVML
+from fake_nvml_driver import MiB, FakeDriver, FakeGpu
 
 from diagnostics.engine import gpus as devices, launch
 from diagnostics.errors import UsageError
 from diagnostics.units import GiB
 
-FOUR = [(f"NVIDIA H100 80GB HBM3 #{i}", 80 * GiB) for i in range(4)]
+BASE_USED = 300 * MiB  # what each idle device shows allocated
+
+
+@pytest.fixture
+def four(monkeypatch):
+    """(driver, the real pynvml module): four 80 GiB H100s, each with BASE_USED allocated."""
+    driver = FakeDriver([FakeGpu(name=f"NVIDIA H100 80GB HBM3 #{i}", total=80 * GiB, used=BASE_USED) for i in range(4)])
+    return driver, driver.install(monkeypatch)
 
 
 def test_gpus_workers_and_claims():
@@ -56,26 +64,25 @@ def test_one_lock_per_gpu(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["engine.lock.gpu0", "engine.lock.gpu1", "engine.lock.gpu2"]
 
 
-def test_device_group_sums_and_keeps_each_peak():
-    nvml = FakeNVML(FOUR)
+def test_device_group_sums_and_keeps_each_peak(four):
+    driver, nvml = four
     group, handle = devices.open_group((1, 3), nvml)
-    nvml.alloc(1, 10 * GiB, pid=111)
-    nvml.alloc(3, 4 * GiB, pid=222)
-    nvml.alloc(0, 50 * GiB, pid=333)  # another worker's GPU: not ours
+    driver.alloc(1, 10 * GiB, pid=111)
+    driver.alloc(3, 4 * GiB, pid=222)
+    driver.alloc(0, 50 * GiB, pid=333)  # another worker's GPU: not ours
     info = group.nvmlDeviceGetMemoryInfo(handle)
-    assert info.used == 2 * (300 << 20) + 14 * GiB and info.total == 160 * GiB
+    assert info.used == 2 * BASE_USED + 14 * GiB and info.total == 160 * GiB
     assert {p.pid for p in group.nvmlDeviceGetComputeRunningProcesses(handle)} == {111, 222}
-    nvml.release(1, 10 * GiB)
+    driver.release(1, 10 * GiB)
     group.nvmlDeviceGetMemoryInfo(handle)
-    assert group.peaks_gib() == {"1": round((10 * GiB + (300 << 20)) / GiB, 4), "3": round((4 * GiB + (300 << 20)) / GiB, 4)}
+    assert group.peaks_gib() == {"1": round((10 * GiB + BASE_USED) / GiB, 4), "3": round((4 * GiB + BASE_USED) / GiB, 4)}
     with pytest.raises(Exception, match="no index 7"):
         devices.open_group((7,), nvml)
 
 
-def test_a_tensor_parallel_start_measures_each_claimed_device(tmp_path, monkeypatch):
+def test_a_tensor_parallel_start_measures_each_claimed_device(tmp_path, monkeypatch, four):
     """run_start with devices=(1, 3): the per-GPU locks, the child's CUDA_VISIBLE_DEVICES, each device's peak."""
-    nvml = FakeNVML(FOUR)
-    monkeypatch.setitem(sys.modules, "pynvml", nvml)  # engine/devices.py opens the claimed GPUs through it
+    driver, _ = four  # engine/devices.py opens the claimed GPUs through the real pynvml, now talking to `driver`
     monkeypatch.setenv(launch.LOCK_ENV, str(tmp_path / "engine.lock"))
     seen_env = tmp_path / "child-env.txt"
     stand_in = ("import os, time; open(%r, 'w').write(os.environ['CUDA_VISIBLE_DEVICES']); time.sleep(0.8)"
@@ -86,11 +93,11 @@ def test_a_tensor_parallel_start_measures_each_claimed_device(tmp_path, monkeypa
 
     def engine_allocates(pid):  # what a TP=2 engine does to its two GPUs while it starts
         def run():
-            nvml.alloc(1, 30 * GiB, pid=pid)
-            nvml.alloc(3, 20 * GiB, pid=pid)
+            driver.alloc(1, 30 * GiB, pid=pid)
+            driver.alloc(3, 20 * GiB, pid=pid)
             time.sleep(0.3)
-            nvml.release(1, 30 * GiB, pid=pid)
-            nvml.release(3, 20 * GiB, pid=pid)
+            driver.release(1, 30 * GiB, pid=pid)
+            driver.release(3, 20 * GiB, pid=pid)
         threading.Thread(target=run, daemon=True).start()
 
     spec = launch.StartSpec(model="m", settings={"tensor_parallel_size": 2}, card="h100-80", load_format="auto",
@@ -101,7 +108,7 @@ def test_a_tensor_parallel_start_measures_each_claimed_device(tmp_path, monkeypa
     spec.timeline_path.parent.mkdir()
     result = launch.run_start(spec)
     assert seen_env.read_text() == "1,3"
-    base = (300 << 20) / GiB
+    base = BASE_USED / GiB
     assert result.device_peaks_gib == {"1": round(30 + base, 4), "3": round(20 + base, 4)}
     assert result.peak_device_gib == round(30 + base, 4)  # the busiest device (engine/devices.py); the sum is the record's
     assert result.peak_process_gib == 50.0

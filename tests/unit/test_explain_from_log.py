@@ -39,7 +39,7 @@ def _util_culprit(e: Explanation):
 
 
 # ---------------------------------------------------------------------------------------- CPU backend (real lines)
-# Verbatim root-cause lines from ../shared/cpu-vllm/README.md §4 (real vLLM 0.32 CPU runs).
+# Verbatim root-cause lines from docs/sources/cpu-vllm.md §4 (real vLLM 0.32 CPU runs).
 CPU_KV_TOO_SMALL = (
     "ValueError: To serve at least one request with the model's max seq len (4096), (0.0 GiB KV cache is needed, "
     "which is larger than the available KV cache memory (0.0 GiB). Based on the available memory, the estimated "

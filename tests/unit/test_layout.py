@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "diagnostics"
 BLOCKED = ("torch", "vllm", "pynvml", "matplotlib")
-VOCABULARY = ("errors", "units", "outcomes", "versions", "cards", "settings", "models", "redact", "quantization")
+VOCABULARY = ("errors", "units", "outcomes", "versions", "cards", "settings", "models", "redact", "quantization",
+              "checkpoint", "decoder")
 PURE_ROOMS = ("predict", "logs", "explain", "families")
 PURE_MODULES = ("suite.judge", "report.content", "report.single", "suite.search", "report.crosscard")
 
@@ -155,3 +157,27 @@ def test_cycle_finder_finds_a_cycle():
 @pytest.mark.parametrize("room", PURE_ROOMS + ("suite", "report", "engine"))
 def test_rooms_exist(room):
     assert (PKG / room / "__init__.py").exists(), f"diagnostics/{room}/ is a package"
+
+
+# Files the product writes (named in docstrings as outputs, not as sources).
+WRITTEN_FILES = {"report.md", "report-full.md", "search.md", "cross-card.md"}
+
+
+def test_every_document_the_code_cites_is_in_the_repository():
+    """A docstring that cites `vllm-memory.md §3` or `the version audit` must point at a file a reader of this
+    repository can open (docs/ or docs/sources/), not at the team's shared folder beside the clone."""
+    docs = {p.name for p in (ROOT / "docs").rglob("*.md")} | {"README.md"}
+    missing = set()
+    package = set(_modules())
+    for path in [*package, *sorted((ROOT / "tests").rglob("*.py"))]:
+        text = path.read_text(errors="replace")
+        if "../shared/" in text and path.name != "test_layout.py":
+            missing.add(f"{path.relative_to(ROOT)}: cites ../shared/")
+        if path not in package:  # tests name files they write (a.md, plan.md)
+            continue
+        for name in re.findall(r"(?<![\w./-])([a-z][a-z0-9-]*(?:-[0-9]+)?\.md)\b", text):
+            if name not in docs and name not in WRITTEN_FILES:
+                missing.add(f"{path.relative_to(ROOT)}: {name}")
+        if re.search(r"\baudit [a-z]\d", text) and "vllm-version-audit.md" not in docs:
+            missing.add(f"{path.relative_to(ROOT)}: audit rows without docs/sources/vllm-version-audit.md")
+    assert not missing, sorted(missing)

@@ -339,3 +339,73 @@ def test_bfloat16_on_a_card_without_it_is_refused_as_vllm_refuses_it(capsys, car
     err = capsys.readouterr().err
     assert "Bfloat16 is only supported on GPUs with compute capability of at least 8.0" in err
     assert main(["plan", "--card", card, "--vllm", vllm, "--set", "dtype=float16"]) == 0
+
+
+# -- --fit KNOB: multimodal knobs (issue #23) ------------------------------------------------------------------------
+
+def test_fit_knob_text_in_the_users_units(capsys):
+    assert main(["plan", "--model", "qwen2.5-vl-7b", "--card", "l4", "--vllm", "0.32.0", "--set", "max_model_len=32768",
+                 "--set", "max_num_batched_tokens=2048", "--set", 'limit_mm_per_prompt={"video":0}',
+                 "--fit", "max_pixels"]) == 0
+    out = capsys.readouterr().out
+    head = out.splitlines()[0]
+    assert head.startswith("largest max_pixels that fits: ") and "x 28 x 28 px: at most" in head
+    assert '(--set mm_processor_kwargs={"max_pixels": ' in head and "verdict: ok" in out
+    assert "just above: max_pixels=" in out and "-> kv_too_small" in out
+
+
+def test_fit_knob_json_and_frontier(capsys):
+    doc = _json(capsys, "--model", "minicpm-v-2_6", "--card", "l4", "--vllm", "0.32.0", "--set", "max_model_len=4096",
+                "--set", "max_num_batched_tokens=2048", "--set", "gpu_memory_utilization=0.8",
+                "--set", 'limit_mm_per_prompt={"video":0}', "--fit", "max_slice_nums")
+    assert doc["setting"] == "max_slice_nums" and doc["label"] == f"{doc['value']} slices"
+    assert doc["at"]["verdict"] == "ok" and doc["above"]["verdict"] != "ok"
+    assert doc["above_value"] == doc["value"] + 1 and doc["knob"]["setting"] == "mm_processor_kwargs"
+    assert main(["plan", "--model", "qwen2.5-vl-7b", "--card", "4090", "--vllm", "0.32.0",
+                 "--set", 'limit_mm_per_prompt={"video":0}', "--fit", "max_model_len,max_pixels"]) == 0
+    out = capsys.readouterr().out
+    assert "largest max_model_len per max_pixels" in out and "1,003,520 (1280 x 28 x 28 px" in out
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--fit", "max_pixels"], "not a multimodal knob of openbmb/MiniCPM-V-2_6"),
+    (["--fit", "max_slice_nums", "--set", 'mm_processor_kwargs={"max_slice_nums":4}'], "together"),
+    (["--fit", "max_slice_nums,max_model_len", "--card", "all"], "a --fit frontier is for one card"),
+    (["--fit", "max_slice_nums,num_frames"], "one engine setting"),
+    (["--fit", "max_slice_nums", "--vllm", "0.8.3"], "not a multimodal knob"),
+])
+def test_fit_knob_errors_one_line_exit_2(argv, fragment, capsys):
+    assert main(["plan", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and "\n" not in err and err.startswith("vllm-memcheck plan: error:")
+
+
+def test_fit_knob_over_cards_one_row_each_in_the_knobs_units(capsys):
+    doc = _json(capsys, "--model", "qwen2.5-vl-7b", "--card", "3090,l4,h100-80", "--vllm", "0.32.0",
+                "--set", "max_model_len=32768", "--set", 'limit_mm_per_prompt={"video":0}', "--fit", "max_pixels")
+    rows = {r["card"]: r for r in doc["rows"]}
+    assert all(r["fit"] == "max_pixels" and r["value"] % 784 == 0 and r["verdict"] == "ok" for r in rows.values())
+    assert rows["l4"]["value"] < rows["3090"]["value"] <= rows["h100-80"]["value"] == 32768 * 784
+    assert rows["h100-80"]["label"].startswith("25,690,112 (32768 x 28 x 28 px")
+    assert main(["plan", "--card", "3090", "--vllm", "0.8.3,0.32.0", "--set", "max_model_len=8192",
+                 "--fit", "max_slice_nums"]) == 0
+    out = capsys.readouterr().out
+    assert "largest max_slice_nums" in out and "not a multimodal knob of openbmb/MiniCPM-V-2_6 in vLLM 0.8.3" in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["--card", "3090", "--set", "max_model_len=8192", "--set", 'limit_mm_per_prompt={"video":0}',
+     "--set", "max_num_batched_tokens=4096", "--fit", "max_slice_nums"],
+    ["--model", "qwen2.5-vl-7b", "--card", "4090", "--set", "max_model_len=32768",
+     "--set", 'limit_mm_per_prompt={"video":0}', "--fit", "max_pixels"],
+    ["--model", "qwen2.5-vl-7b", "--card", "4090", "--set", "max_model_len=32768", "--fit", "max_pixels"],
+    ["--card", "3090", "--set", "max_model_len=8192", "--set", 'limit_mm_per_prompt={"video":0}',
+     "--fit", "max_num_batched_tokens,max_slice_nums"],
+])
+def test_readme_knob_answers_are_what_plan_prints(argv, capsys):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert main(["plan", "--vllm", "0.32.0", *argv]) == 0
+    out = capsys.readouterr().out.splitlines()
+    shown = [line for line in out if line.startswith(("largest", "profile run", "just above", "above:", "9 slices",
+                                                      "1 slice "))]
+    assert shown and all(line in readme for line in shown), [line for line in shown if line not in readme]

@@ -74,7 +74,8 @@ def test_vllm_example_settings_fit_on_l4(version):
 def test_weights_and_offload_and_tp():
     p = plan("minicpm-v-2_6", "a100-80", "0.33.0")
     assert p.components["weights"].value_gib == pytest.approx(16_198_551_008 / 2**30)
-    assert p.components["weights"].basis.startswith("exact")
+    # config arithmetic by vLLM's layer rules is derived, not exact (issue 20: exact = header or vLLM's code)
+    assert p.components["weights"].basis.startswith("derived")
     off = plan("minicpm-v-2_6", "a100-80", "0.33.0", overrides={"cpu_offload_gb": 4})
     assert off.components["weights"].value_gib == pytest.approx(16_198_551_008 / 2**30 - 4)
     tp = plan("minicpm-v-2_6", "a100-80", "0.33.0", overrides={"tensor_parallel_size": 2})
@@ -143,6 +144,17 @@ def test_skip_mm_profiling_removes_the_encoder_term():
     assert p.components["encoder_profile"].value_gib == 0
     assert any("skip_mm_profiling" in n for n in p.notes)
     assert plan("minicpm-v-2_6", "3090", "0.33.0", "llm").components["encoder_profile"].value_gib > 1
+
+
+def test_skip_mm_profiling_says_what_it_no_longer_guards():
+    held = {"max_model_len": 8192}
+    measured = plan("minicpm-v-2_6", "3090", "0.32.0", "llm", held)
+    skipped = plan("minicpm-v-2_6", "3090", "0.32.0", "llm", {**held, "skip_mm_profiling": True})
+    note = next(n for n in skipped.notes if n.startswith("skip_mm_profiling"))
+    pr = measured.profile
+    assert "no longer guards requests" in note
+    assert f"{pr['encoder_items']} {pr['modality']} items of {pr['tokens_per_item']:,} tokens" in note
+    assert f"about {measured.components['encoder_profile'].value_gib:.2f} GiB" in note
 
 
 def test_v1_worked_defaults_through_plan():
@@ -384,3 +396,18 @@ def test_vllm_0_5_3_plans_text_models_and_refuses_minicpmv_for_a_non_memory_reas
 def test_known_limits_are_notes_where_they_apply():
     assert any("0.33 moves cuBLAS" in n for n in plan("minicpm-v-2_6", "h100-80", "0.33.0").notes)
     assert not any("0.33 moves cuBLAS" in n for n in plan("minicpm-v-2_6", "h100-80", "0.32.0").notes)
+
+
+@pytest.mark.parametrize("version", ["0.5.5", "0.6.2", "0.6.3", "0.10.0", "0.32.0"])
+def test_the_calibration_parts_say_eager_exactly_when_the_encoder_profile_does(version):
+    """One decision: `_parts` (what calibrate fits on) re-derived "eager vision attention" and said eager for family
+    VLMs below vLLM 0.6.3 while the encoder profile (the plan's own figure) said linear (code review: 1)."""
+    from diagnostics.models import get_model, stored_models
+
+    for name in ["minicpm-v-2_6", *stored_models()]:
+        try:
+            p = plan(get_model(name), get_card("h100-80"), version, "llm", {"max_model_len": 4096})
+        except UsageError:  # a model this vLLM does not have
+            continue
+        enc = p.profile["parts"]["encoder_raw_bytes"]
+        assert p.profile["parts"]["eager"] == (p.profile["eager_vision_attention"] and enc > 0), (name, version)

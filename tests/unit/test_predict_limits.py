@@ -28,3 +28,32 @@ def test_known_limits_apply_by_version_and_engine():
     assert any("audit c3" in n for n in known_limits(M, Version(0, 8, 5), "V1", {}))
     assert not known_limits(M, Version(0, 8, 5), "V0", {})
     assert any("cuBLAS" in n for n in known_limits(M, Version(0, 33, 0), "V1", {}))
+
+
+# -- multimodal switches and what the profile run no longer guards (issue #23) ------------------------------------
+
+def test_encoder_tp_data_only_with_tp_and_a_supporting_class():
+    from diagnostics.models import get_model
+    from diagnostics.predict.limits import encoder_tp_data
+
+    data2 = {"mm_encoder_tp_mode": "data", "tensor_parallel_size": 2}
+    assert encoder_tp_data(M, data2) and encoder_tp_data(get_model("qwen2.5-vl-7b"), data2)
+    assert not encoder_tp_data(M, {"mm_encoder_tp_mode": "data", "tensor_parallel_size": 1})
+    assert not encoder_tp_data(get_model("internvl3-8b"), data2)  # interns1.py: no supports_encoder_tp_data
+    assert not encoder_tp_data(M, {"mm_encoder_tp_mode": "weights", "tensor_parallel_size": 2})
+
+
+def test_mm_guard_notes():
+    from diagnostics.models import get_model
+    from diagnostics.predict.limits import mm_guard_notes
+
+    v = Version(0, 32, 0)
+    assert "changes nothing" in mm_guard_notes(M, v, {"mm_encoder_tp_mode": "data"}, {})[0]
+    assert "falls back to weights" in mm_guard_notes(get_model("gemma-3-4b"), v, {
+        "mm_encoder_tp_mode": "data", "tensor_parallel_size": 2}, {})[0]
+    above = mm_guard_notes(M, v, {"mm_processor_kwargs": {"max_slice_nums": 12}}, {})
+    assert len(above) == 1 and "does not guard real images" in above[0]
+    assert mm_guard_notes(M, v, {"mm_processor_kwargs": {"max_slice_nums": 9}}, {}) == []
+    frames = mm_guard_notes(M, v, {"mm_dummy_options": {"video": {"num_frames": 4}}}, {"video": 1024})
+    assert len(frames) == 1 and "up to 1,024 tokens" in frames[0]
+    assert mm_guard_notes(M, Version(0, 20, 0), {"mm_dummy_options": {"video": {"num_frames": 4}}}, {"video": 1024}) == []

@@ -13,12 +13,13 @@ from diagnostics.predict.terms import (Term, cuda_graph_term, encoder_term, kv_c
 from diagnostics.units import GiB
 
 
-def test_weights_are_exact_parameter_bytes_sharded_and_offloaded():
+def test_weights_are_derived_parameter_bytes_sharded_and_offloaded():
     w = weights_term(M, {"tensor_parallel_size": 1}, 2)
     assert w.value_gib == w.low_gib == w.high_gib == pytest.approx(16_198_551_008 / GiB)
     assert weights_term(M, {"tensor_parallel_size": 2}, 2).value_gib == pytest.approx(w.value_gib / 2)
     assert weights_term(M, {"cpu_offload_gb": 4}, 2).value_gib == pytest.approx(w.value_gib - 4)
     assert "TP shard" in weights_term(M, {"tensor_parallel_size": 2}, 2).basis
+    assert w.basis.startswith("derived")  # config arithmetic is not `exact` (issue 20)
 
 
 def test_non_torch_adds_nccl_under_tensor_parallelism():
@@ -67,3 +68,16 @@ def test_terms_read_their_coefficients_from_the_object_given():
     bigger = dataclasses.replace(DEFAULT, non_torch_gib=(1.0, 0.5, 1.5), sampler_bytes_per_logit=48)
     assert non_torch_term({}, bigger).value_gib == 1.0
     assert sampler_bytes(M, 1, bigger) == 2 * sampler_bytes(M, 1, DEFAULT)
+
+
+def test_weights_with_mm_encoder_tp_mode_data_keep_the_tower_whole():
+    from diagnostics.models import resampler_params, vision_tower_params
+    from diagnostics.predict.terms import weights_term
+
+    sharded = weights_term(M, {"tensor_parallel_size": 2}, 2).value_gib
+    data = weights_term(M, {"tensor_parallel_size": 2, "mm_encoder_tp_mode": "data"}, 2)
+    tower = vision_tower_params(M.vision) + resampler_params(M.vision, M.hidden)
+    assert data.value_gib - sharded == pytest.approx(tower * 2 / 2 / GiB)
+    assert data.basis.startswith("derived") and "mm_encoder_tp_mode=data" in data.basis
+    assert weights_term(M, {"tensor_parallel_size": 1, "mm_encoder_tp_mode": "data"}, 2).value_gib == \
+        weights_term(M, {}, 2).value_gib

@@ -126,3 +126,44 @@ def test_an_unmeasured_overall_peak_is_a_reason_and_no_kv_marker_only_a_note(): 
               LogRecord(outcome="ok", phase="unknown"), Expectation("ok", "matrix"), Limits(23.19, 22.32))
     assert v.status == "failed" and v.reasons == ["overall peak not measured (limit 22.32 GiB)"]
     assert any("marks no KV cache phase" in n for n in v.notes)
+
+
+@pytest.mark.parametrize("version, default", [("0.6.3", 0.90), ("0.19.0", 0.90), ("0.32.0", 0.92), (None, 0.90),
+                                              ("0.1.0", 0.90)])
+def test_an_unknown_models_utilization_is_the_versions_default_not_a_literal(version, default):
+    """One home for vLLM's default (settings.default_gpu_memory_utilization): the suite's limits said 0.9 for a model
+    the estimator does not know even on V1 0.20+, where vLLM's default is 0.92 (three literal 0.9s disagreed)."""
+    from diagnostics.suite.judge import default_utilization
+
+    assert default_utilization(None, GiB3090, version, {}) == default
+
+
+# -- the estimator's expectation (judge.expect's own branch): clear-cut ok, clear-cut failure, not clear-cut ----------
+def _minicpmv():
+    from diagnostics.models import get_model
+
+    return get_model("minicpm-v-2_6")
+
+
+def test_the_estimator_asserts_a_start_only_when_its_whole_range_is_on_one_side_of_the_card():
+    """code review finding 3: with its clear-cut check deleted this file still passed; these cases fail then."""
+    from diagnostics.predict.estimator import plan
+    from diagnostics.suite.judge import plan_bounds
+
+    model, open_combo = _minicpmv(), SimpleNamespace(expect=None)
+    roomy = {"max_model_len": 4096, "max_num_seqs": 8, "gpu_memory_utilization": 0.9}
+    ok = expect(open_combo, get_card("h100-80"), model, "0.6.3", roomy)
+    low, high = plan_bounds(plan(model, get_card("h100-80"), "0.6.3", "llm", roomy))
+    assert ok == Expectation("ok", "estimator") and high < get_card("h100-80").total_gib
+    # the 16 GB weights alone do not fit a T4: every figure of the range is above the card
+    t4 = get_card("t4")
+    fails = expect(open_combo, t4, model, "0.6.3", {"max_model_len": 4096, "dtype": "float16"})
+    assert fails.basis == "estimator" and fails.outcome in ("oom_weights", "oom_profile", "oom_kv_alloc",
+                                                           "no_kv_cache", "kv_too_small")
+    assert plan_bounds(plan(model, t4, "0.6.3", "llm", {"max_model_len": 4096, "dtype": "float16"}))[0] > t4.total_gib
+    # the profile run at 32K x 256 sequences straddles a 3090: the estimator's range crosses the card, so no assertion
+    edge = {"max_model_len": 32768, "max_num_seqs": 256}
+    low, high = plan_bounds(plan(model, GiB3090, "0.6.3", "llm", edge))
+    assert low <= GiB3090.total_gib <= high
+    near = expect(open_combo, GiB3090, model, "0.6.3", edge)
+    assert near.outcome is None and near.basis.startswith("not asserted: estimator says")

@@ -507,6 +507,31 @@ def test_search_stops_on_a_non_memory_failure_and_rejects_unknown_settings(searc
         in result.stderr.str()
 
 
+# -- --search KNOB (issue #23): the stand-in engine starts up to max_slice_nums 5; each start sends one image ------
+KNOB_LAUNCHER = SEARCH_LAUNCHER.replace(
+    'small = broken or spec.settings["max_model_len"] > 1920',
+    'small = broken or (spec.settings.get("mm_processor_kwargs") or {}).get("max_slice_nums", 9) > 5').replace(
+    "def fake_run_start(spec):\n", "def fake_run_start(spec):\n    print('PROBE', spec.id, spec.request, list(spec.image_size))\n")
+
+
+def test_search_a_knob_sends_an_item_of_the_probed_size(searching):
+    searching.makeconftest(KNOB_LAUNCHER)
+    (searching.path / "knob.toml").write_text(textwrap.dedent(SEARCH_MATRIX).replace(
+        "enforce_eager = true", "enforce_eager = true\nmax_model_len = 4096"))
+    result = run(searching, "-s", "--card=cpu", "--matrix=knob.toml", "--search=max_slice_nums")
+    result.assert_outcomes(passed=1, deselected=1)
+    (run_dir,) = searching.path.glob("reports/2*")
+    summary = json.loads((run_dir / "search.json").read_text())
+    assert summary["limit"] == 5 and summary["grid"] == 9 and summary["starts"] <= summary["max_starts"] == 5
+    assert summary["limit_label"] == "5 slices" and summary["knob"]["setting"] == "mm_processor_kwargs"
+    probes = [line[line.index("PROBE"):].split() for line in result.stdout.str().splitlines() if "PROBE" in line]
+    assert len(probes) == summary["starts"]
+    for _, cid, request, *size in probes:  # one 448 x 448n image per start: it fills max_slice_nums = n
+        n = int(cid.removeprefix("search-slices"))
+        assert request == "True" and size == ["[448,", f"{448 * n}]"]
+    assert "--search max_slice_nums: measured limit 5 slices" in result.stdout.str()
+
+
 def test_without_search_the_search_test_is_not_collected(searching):
     result = run(searching, "--card=cpu", "--matrix=search.toml", "--collect-only", "-q")
     assert "test_startup[never-run]" in result.stdout.str() and "test_search_limit" not in result.stdout.str()
@@ -517,8 +542,11 @@ GPU_BOX = VLLM_STAND_IN + f"""
 import os, sys
 sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
 from pathlib import Path
-from fake_pynvml import FakeNVML
-sys.modules["pynvml"] = FakeNVML([("NVIDIA H100 80GB HBM3", 80 << 30)] * 4)
+import pytest
+from fake_nvml_driver import FakeDriver, FakeGpu
+# the real nvidia-ml-py, answered by a fake driver of four H100s (undone when the process ends)
+FakeDriver([FakeGpu(name="NVIDIA H100 80GB HBM3", total=80 << 30, used=300 << 20) for _ in range(4)]).install(
+    pytest.MonkeyPatch())
 import diagnostics.engine.launch as launch
 from diagnostics.logs.reader import read_log
 
@@ -568,7 +596,6 @@ def stand_in(pytester):
     pytester.makeconftest(GATE_STAND_IN)
     (pytester.path / "m.toml").write_text(GATE_MATRIX)
     return pytester
-
 
 
 def usage_error(result) -> str:
@@ -827,3 +854,44 @@ def test_thresholds_for_an_unknown_card_fail_before_the_first_start(stand_in):  
     (stand_in.path / "m.toml").write_text(GATE_MATRIX + "[thresholds.cpuu]\npeak_gib = 0.001\n")
     err = usage_error(run(stand_in, *GATE_ARGS))
     assert "thresholds for unknown card 'cpuu'" in err
+
+
+# -- the installed plugin (issue #27): a pytest11 entry point, used from another directory --------------------------
+def _entry_point_installed() -> bool:
+    from importlib.metadata import entry_points
+
+    return any(ep.value == "diagnostics.suite.plugin" for ep in entry_points(group="pytest11"))
+
+
+def _pytest_elsewhere(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "VLLM_MEMCHECK"))}
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_installed_plugin_runs_the_shipped_suite_from_any_directory_with_options_in_the_space_form(tmp_path):
+    """No conftest, no -p: the entry point loads the plugin before pytest parses the command line, so
+    `--matrix PATH` is an option, not a test path, and the shipped start-up tests are collected with --pyargs."""
+    assert _entry_point_installed(), "the pytest11 entry point is missing: reinstall (scripts/install.sh)"
+    elsewhere = tmp_path / "their-repo"
+    elsewhere.mkdir()
+    (elsewhere / "m.toml").write_text(textwrap.dedent(MATRIX))
+    done = _pytest_elsewhere(elsewhere, "--pyargs", "diagnostics.suite", "--collect-only", "-q",
+                             "--card", "cpu", "--matrix", str(elsewhere / "m.toml"), "--report-dir", "rd")
+    assert done.returncode == 0, done.stdout + done.stderr
+    collected = [line for line in done.stdout.splitlines() if "::test_startup[" in line]
+    assert [line.rsplit("[", 1)[1] for line in collected] == ["a]", "b]", "c]"]
+    assert "test_startup_matrix.py" in collected[0]
+    bad = _pytest_elsewhere(elsewhere, "--pyargs", "diagnostics.suite", "--card", "nope")
+    assert bad.returncode == 4 and "ERROR: unknown card 'nope'; accepted:" in bad.stderr
+
+
+def test_an_installed_plugin_leaves_a_session_that_does_not_use_it_alone(tmp_path):
+    assert _entry_point_installed(), "the pytest11 entry point is missing: reinstall (scripts/install.sh)"
+    (tmp_path / "test_theirs.py").write_text("def test_theirs():\n    assert True\n")
+    done = _pytest_elsewhere(tmp_path)
+    assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout + done.stderr
+    assert "vllm-memcheck:" not in done.stdout  # no header lines, no summary (only the "plugins:" list names it)
+    assert not (tmp_path / "reports").exists()
+    listed = _pytest_elsewhere(tmp_path, "--help")  # the options are there all the same
+    assert "--card=NAME|auto|cpu" in listed.stdout and "memcheck_card" in listed.stdout

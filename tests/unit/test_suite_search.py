@@ -66,7 +66,7 @@ def test_a_start_above_a_failure_is_reported():
 
 
 @pytest.mark.parametrize("args, match", [
-    (("max_slice_nums", 1, 10, 1), "unknown --search setting"),
+    (("gpu_memory_utilization", 1, 10, 1), "unknown --search setting"),
     (("max_model_len", 100, 10, 16), "is empty"),
     (("max_model_len", 20, 30, 16), "no multiple"),
 ])
@@ -96,3 +96,15 @@ def test_search_options_are_checked_before_the_first_start(search, resolution, r
 
     with pytest.raises(UsageError, match=re.escape(words)):
         check_search_options(search, resolution, range_text)
+
+
+def test_a_knob_search_runs_on_the_knobs_grid_within_the_bound():
+    """max_pixels in 28 x 28 steps (issue 23): 4 .. 4096 tokens is a grid of 4093, found in <= 13 starts."""
+    from diagnostics.predict.mm_fit import find_knob
+
+    knob = find_knob("max_pixels", "qwen2.5-vl-7b", "0.32.0", {"max_model_len": 4096, "use_v1": True})
+    lo, hi = default_range("max_pixels", knob.step, 0, knob)
+    assert (lo, hi) == (4 * 784, 4096 * 784)
+    for limit_tokens in (4, 5, 1280, 3000, 4096):
+        s = run(Search("max_pixels", lo, hi, knob.step, seed=1024 * 784), limit_tokens * 784)
+        assert s.limit == limit_tokens * 784 and len(s.probes) <= s.max_starts == 13

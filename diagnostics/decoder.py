@@ -1,0 +1,283 @@
+"""A text decoder's shape from config.json, as vLLM builds it: dense or MoE MLPs, GQA or MLA attention, and which
+layers hold paged KV (full attention), a window of it (sliding attention) or a fixed state (Mamba/linear attention).
+
+Parameter counts follow vLLM 0.32's layers: vocab rows padded to 64 (layers/vocab_parallel_embedding.py:95-97,
+:289-305, split over TP ranks), column/row-parallel linears split over TP (layers/linear.py:494, :1681), K/V heads
+replicated when fewer than TP ranks (linear.py:1053-1058), RowParallelLinear's bias not split (linear.py:1719),
+FusedMoE splitting each expert's intermediate dim over TP (layers/fused_moe/config.py:1341-1342; with expert
+parallelism whole experts per rank, the same bytes), the router (`GateLinear`) and MLA's down-projections
+replicated (models/deepseek_v2.py:494, :518; qwen3_moe.py:170). Which layers are MoE: deepseek_v2.py:1293-1296
+(first_k_dense_replace, moe_layer_freq), qwen3_moe.py:385-391 (mlp_only_layers, decoder_sparse_step).
+KV per token and layer: 2 x max(1, kv_heads // tp) x head_dim (config/model.py:1650-1670); MLA one latent
+"head" of kv_lora_rank + qk_rope_head_dim on every rank (layers/attention/mla_attention.py:479, :576).
+
+`known` says whether these rules are vLLM's for the architecture (KNOWN_ARCHITECTURES); an unknown one is sized
+with the same generic rules, and every term built on them is an estimate (predict.terms).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from diagnostics.errors import UsageError
+
+VOCAB_PADDING = 64
+
+# Architectures whose vLLM model class these rules follow (checked layer by layer against vLLM's model files).
+KNOWN_ARCHITECTURES = frozenset({
+    "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Qwen2MoeForCausalLM",
+    "Qwen3MoeForCausalLM", "MixtralForCausalLM", "DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM",
+    "QWenLMHeadModel", "ChatGLMModel", "ChatGLMForConditionalGeneration", "InternLM2ForCausalLM",
+    "Phi3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM"})
+KNOWN_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe", "mixtral",
+                               "deepseek_v2", "deepseek_v3", "qwen", "chatglm", "internlm2", "phi3", "gemma2",
+                               "gemma3_text"})
+FULL, SLIDING, LINEAR = "full", "sliding", "linear"
+_LAYER_TYPE_WORDS = {"full_attention": FULL, "attention": FULL, "global": FULL, "sliding_attention": SLIDING,
+                     "sliding_window": SLIDING, "local": SLIDING, "linear_attention": LINEAR, "mamba": LINEAR,
+                     "mamba2": LINEAR, "conv": LINEAR}
+
+
+@dataclass(frozen=True)
+class MoE:
+    experts: int
+    inter: int  # each routed expert's intermediate size
+    shared_inter: int  # the shared experts' total intermediate size (0: none)
+    moe_layers: tuple[int, ...]  # indices of the layers with a MoE MLP
+    shared_gate: bool = False  # Qwen2-MoE's shared_expert_gate (hidden -> 1, replicated)
+
+
+@dataclass(frozen=True)
+class MLA:
+    kv_lora_rank: int
+    qk_rope_head_dim: int
+    qk_nope_head_dim: int
+    v_head_dim: int
+    q_lora_rank: int  # 0: a plain column-parallel q_proj
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """The text decoder of a config: widths, per-layer kinds, MoE / MLA parts. Counts are parameters."""
+
+    architecture: str
+    known: bool
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    tied: bool
+    qkv_bias: bool
+    qk_norm: bool = False
+    norms_per_layer: int = 2
+    moe: MoE | None = None
+    mla: MLA | None = None
+    layer_kinds: tuple[str, ...] = ()  # FULL / SLIDING / LINEAR per layer (empty: all FULL)
+    sliding_window: int = 0
+
+    @property
+    def vocab_padded(self) -> int:
+        return -(-self.vocab // VOCAB_PADDING) * VOCAB_PADDING
+
+    def kinds(self) -> tuple[str, ...]:
+        return self.layer_kinds or (FULL,) * self.layers
+
+    def _attention(self, tp: int) -> tuple[int, int]:
+        """(split parameters per rank, replicated parameters) of one attention layer."""
+        h = self.hidden
+        if self.mla is not None:
+            m = self.mla
+            qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+            rep = h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank
+            split = self.heads * m.kv_lora_rank * (m.qk_nope_head_dim + m.v_head_dim) + self.heads * m.v_head_dim * h
+            if m.q_lora_rank:
+                rep += h * m.q_lora_rank + m.q_lora_rank
+                split += m.q_lora_rank * self.heads * qk
+            else:
+                split += h * self.heads * qk
+            return split // tp, rep
+        q = self.heads * self.head_dim
+        kv_rank = max(1, self.kv_heads // tp) if tp > 1 else self.kv_heads
+        k = kv_rank * self.head_dim
+        split = h * q // tp + 2 * h * k + q // tp * h
+        if self.qkv_bias:
+            split += q // tp + 2 * k
+        return split, (2 * self.head_dim if self.qk_norm else 0)
+
+    def _mlp(self, layer: int, tp: int) -> tuple[int, int]:
+        """(split parameters per rank, replicated parameters) of one layer's MLP or MoE block."""
+        h, moe = self.hidden, self.moe
+        if moe is None or layer not in moe.moe_layers:
+            return 3 * h * (self.intermediate // tp), 0
+        split = moe.experts * 3 * h * (moe.inter // tp) + 3 * h * (moe.shared_inter // tp)
+        return split, h * moe.experts + (h if moe.shared_gate else 0)
+
+    def params_per_rank(self, tp: int = 1) -> int:
+        """Parameters one TP rank holds (tp=1: the whole model as vLLM builds it, padded vocab rows)."""
+        emb = self.vocab_padded // tp * self.hidden * (1 if self.tied else 2)
+        total = emb + self.hidden
+        for i in range(self.layers):
+            # a Mamba/linear-attention layer's mixer is sized as an attention layer of the same widths: an estimate
+            # (no architecture with such layers is in KNOWN_ARCHITECTURES)
+            a_split, a_rep = self._attention(tp)
+            m_split, m_rep = self._mlp(i, tp)
+            total += a_split + a_rep + m_split + m_rep + self.norms_per_layer * self.hidden
+        return total
+
+    def linear_params(self) -> int:
+        """Weights of the decoder layers' linear layers that a quantization method stores packed (attention
+        projections, MLPs and experts; not the router, norms or embeddings), tp=1."""
+        total = 0
+        for i in range(self.layers):
+            a_split, a_rep = self._attention(1)
+            m_split, _ = self._mlp(i, 1)
+            bias = (self.heads + 2 * self.kv_heads) * self.head_dim if self.qkv_bias and self.mla is None else 0
+            total += a_split - bias + (a_rep if self.mla else 0) + m_split
+        return total
+
+    def expert_params(self) -> int:
+        """Weights of the routed experts (every MoE layer), tp=1."""
+        moe = self.moe
+        return 0 if moe is None else len(moe.moe_layers) * moe.experts * 3 * self.hidden * moe.inter
+
+    def kv_bytes_per_token_layer(self, dtype_bytes: int, tp: int = 1, version=None, quant_method: str = "") -> int:
+        """Bytes one attention layer's paged KV holds per token on one rank (version: vLLM's, a tuple-comparable
+        Version; None = the newest rules)."""
+        if self.mla is not None:
+            latent = mla_latent_cache(version, quant_method)
+            if latent:
+                return (self.mla.kv_lora_rank + self.mla.qk_rope_head_dim) * dtype_bytes
+            # before MLA: K and V per local head of ModelConfig.get_head_size(): 256 up to 0.6.x ("pad head_size
+            # 192 to 256", config.py 0.6.6:719-726), qk_nope + qk_rope in 0.7.0 (config.py 0.7.0:733-743)
+            width = 256 if version is not None and version < (0, 7, 0) else \
+                self.mla.qk_nope_head_dim + self.mla.qk_rope_head_dim
+            return 2 * max(1, self.heads // tp) * width * dtype_bytes
+        return 2 * max(1, self.kv_heads // tp) * self.head_dim * dtype_bytes
+
+    def attention_layers(self) -> dict[str, int]:
+        """{kind: number of layers} for FULL, SLIDING and LINEAR."""
+        kinds = self.kinds()
+        return {k: kinds.count(k) for k in (FULL, SLIDING, LINEAR)}
+
+
+MLA_SINCE = (0, 7, 1)  # vLLM's MLA attention (latent KV cache): models/deepseek_v2.py 0.7.1:329-436
+
+
+def mla_latent_cache(version, quant_method: str = "") -> bool:
+    """Whether vLLM caches MLA's latent (one kv_lora_rank + qk_rope_head_dim "head") rather than full K/V heads:
+    from 0.7.1 (config.py 0.7.1:972-999; 0.7.x turns it off for quantizations other than fp8 and
+    compressed-tensors); VLLM_MLA_DISABLE=1 turns it off in every version (not modelled)."""
+    if version is None:
+        return True
+    if version < MLA_SINCE:
+        return False
+    return not (version < (0, 8, 0) and quant_method and quant_method not in ("fp8", "compressed-tensors"))
+
+
+def _int(cfg: dict, *keys, default=None):
+    for k in keys:
+        v = cfg.get(k)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return int(v)
+    return default
+
+
+def _moe(cfg: dict, layers: int, intermediate: int) -> MoE | None:
+    experts = _int(cfg, "num_experts", "num_local_experts", "n_routed_experts", default=0)
+    if not experts:
+        return None
+    inter = _int(cfg, "moe_intermediate_size", default=intermediate)
+    first_dense = _int(cfg, "first_k_dense_replace", default=0)
+    freq = cfg.get("moe_layer_freq", 1)
+    step = _int(cfg, "decoder_sparse_step", default=1) or 1
+    dense_only = set(cfg.get("mlp_only_layers") or [])
+    if isinstance(freq, list):
+        moe_layers = tuple(i for i in range(layers) if i < len(freq) and freq[i])
+    else:
+        freq = int(freq) or 1
+        moe_layers = tuple(i for i in range(layers) if i >= first_dense and i % freq == 0
+                           and i not in dense_only and (i + 1) % step == 0)
+    shared = _int(cfg, "n_shared_experts", "num_shared_experts", default=0) * inter
+    shared = _int(cfg, "shared_expert_intermediate_size", default=shared) or 0
+    return MoE(experts, inter, shared, moe_layers, shared_gate=bool(cfg.get("shared_expert_intermediate_size")))
+
+
+def _mla(cfg: dict) -> MLA | None:
+    if not _int(cfg, "kv_lora_rank"):
+        return None
+    return MLA(int(cfg["kv_lora_rank"]), _int(cfg, "qk_rope_head_dim", default=64),
+               _int(cfg, "qk_nope_head_dim", default=128), _int(cfg, "v_head_dim", default=128),
+               _int(cfg, "q_lora_rank", default=0) or 0)
+
+
+def layer_kinds(cfg: dict, layers: int) -> tuple[tuple[str, ...], int]:
+    """(kind per layer, sliding window in tokens) from `layer_types`, Gemma's alternation (Gemma 2: even layers
+    slide; Gemma 3: all but every `sliding_window_pattern`-th), Qwen3-Next's `full_attention_interval`, or a
+    `sliding_window` on every layer (Mistral v0.1; not when `use_sliding_window` is false, as in Qwen2)."""
+    window = _int(cfg, "sliding_window", default=0) or 0
+    types = cfg.get("layer_types")
+    if isinstance(types, list) and len(types) >= layers:
+        kinds = tuple(_LAYER_TYPE_WORDS.get(str(t).lower(), FULL) for t in types[:layers])
+        return kinds, window
+    mt = str(cfg.get("model_type") or "")
+    if mt == "gemma2" and window:
+        return tuple(SLIDING if i % 2 == 0 else FULL for i in range(layers)), window
+    pattern = _int(cfg, "sliding_window_pattern", default=0)
+    if mt.startswith("gemma3") and window and pattern:
+        return tuple(FULL if (i + 1) % pattern == 0 else SLIDING for i in range(layers)), window
+    interval = _int(cfg, "full_attention_interval", default=0)
+    if interval:
+        return tuple(FULL if (i + 1) % interval == 0 else LINEAR for i in range(layers)), window
+    if window and cfg.get("use_sliding_window", True) is not False and window < _int(
+            cfg, "max_position_embeddings", default=window + 1):
+        return (SLIDING,) * layers, window
+    return (), 0
+
+
+def _chatglm_keys(cfg: dict) -> dict:
+    """ChatGLM-style names (num_layers, multi_query_group_num, kv_channels, padded_vocab_size, ffn_hidden_size)
+    in the Llama names vLLM's ChatGLM model reads them as (model_executor/models/chatglm.py); the SwiGLU
+    dense_h_to_4h is [2 x ffn_hidden_size, hidden] and the qkv has a bias (add_qkv_bias)."""
+    if "num_layers" not in cfg or "num_hidden_layers" in cfg:
+        return cfg
+    heads = int(cfg.get("num_attention_heads") or 0)
+    return {**cfg, "num_hidden_layers": cfg["num_layers"],
+            "num_key_value_heads": cfg.get("multi_query_group_num") if cfg.get("multi_query_attention") else heads,
+            "head_dim": cfg.get("kv_channels"), "intermediate_size": cfg.get("ffn_hidden_size"),
+            "vocab_size": cfg.get("padded_vocab_size", cfg.get("vocab_size")),
+            "attention_bias": bool(cfg.get("add_qkv_bias", True)),
+            "max_position_embeddings": cfg.get("seq_length", cfg.get("max_position_embeddings"))}
+
+
+def normalise(cfg: dict) -> dict:
+    """The text config with ChatGLM-style keys renamed to the Llama names (other configs unchanged)."""
+    return _chatglm_keys(cfg)
+
+
+def decoder_from_config(cfg: dict, architecture: str, where: str, *, qkv_bias: bool | None = None,
+                        intermediate: int | None = None) -> Decoder:
+    """The Decoder of a text config (already normalised). UsageError naming the first missing key."""
+    need = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+    for key in need:
+        if _int(cfg, key) is None:
+            raise UsageError(f"{where} lacks {key!r}; a text model needs hidden_size, num_hidden_layers, "
+                             "num_attention_heads, intermediate_size (or moe_intermediate_size), vocab_size")
+    hidden, layers, heads = int(cfg["hidden_size"]), int(cfg["num_hidden_layers"]), int(cfg["num_attention_heads"])
+    inter = intermediate if intermediate is not None else _int(cfg, "intermediate_size", "moe_intermediate_size")
+    if inter is None:
+        raise UsageError(f"{where} lacks 'intermediate_size'; a text model needs hidden_size, num_hidden_layers, "
+                         "num_attention_heads, intermediate_size (or moe_intermediate_size), vocab_size")
+    mt = str(cfg.get("model_type") or "")
+    kinds, window = layer_kinds(cfg, layers)
+    return Decoder(
+        architecture=architecture, known=architecture in KNOWN_ARCHITECTURES or mt in KNOWN_MODEL_TYPES,
+        hidden=hidden, layers=layers, heads=heads, kv_heads=_int(cfg, "num_key_value_heads", default=heads) or heads,
+        head_dim=_int(cfg, "head_dim", default=hidden // heads) or hidden // heads, intermediate=int(inter),
+        vocab=int(cfg["vocab_size"]), tied=bool(cfg.get("tie_word_embeddings", False)),
+        qkv_bias=bool(cfg.get("attention_bias", mt.startswith("qwen2"))) if qkv_bias is None else qkv_bias,
+        qk_norm=mt.startswith("qwen3") or mt.startswith("gemma3"),
+        norms_per_layer=4 if mt.startswith("gemma") else 2,
+        moe=_moe(cfg, layers, int(inter)), mla=_mla(cfg), layer_kinds=kinds, sliding_window=window)

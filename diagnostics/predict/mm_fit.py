@@ -1,0 +1,459 @@
+"""The largest multimodal knob value that plans ok (`plan --fit max_pixels`, `--fit limit_mm_per_prompt.image`),
+and the frontier between an engine setting and a knob (`plan --fit max_model_len,max_pixels`). Pure, no vLLM.
+
+A *knob* is one number a user sets inside `mm_processor_kwargs` or `limit_mm_per_prompt` that changes the dummy
+items of vLLM's profile run (predict/mm_budget.py): Qwen-VL `max_pixels` (in steps of the model's
+(patch x merge)^2 pixels, 28 x 28 for Qwen2/2.5-VL, 32 x 32 for Qwen3-VL: one step is one LLM token per image),
+InternVL `max_patches` (max_dynamic_patch), MiniCPM-V `max_slice_nums`, Gemma 3 `pan_and_scan_max_num_crops`,
+the per-prompt counts `limit_mm_per_prompt.image` / `.video`, and MiniCPM-V's dummy-options `num_frames` (vLLM
+0.28+). `knobs_of()` is the one place that reads the family tables (families/*.py shapes, families.MODALITIES,
+settings.supported_modalities); everything else here goes through it.
+
+A domain of at most SCAN_ALL values (MiniCPM-V's 1..9 slices, frames) is planned whole: the answer is the largest
+ok value and every failing value below it is listed (`failing_below`). A larger one gets predict/fit.py's search: a
+doubling ladder from the domain's bottom, then bisection at the knob's step, so the answer is a *local* boundary (`value` plans ok, `value + step` does not, or `value` is the domain's top) and a
+ladder that turns ok -> not ok -> ok is listed in `non_monotone` (V1's items = encoder budget // tokens per item
+makes the profile's encoder work a sawtooth in the item size below max_num_batched_tokens). Each value is planned
+through the same path plain `plan` uses, vLLM's start-up refusals (settings.vllm_refusal) included: a value vLLM
+would refuse never counts as ok.
+
+The domain's top of a size knob is the largest item one request can carry: vLLM rejects a prompt longer than
+max_model_len (vllm 0.32 v1/engine/input_processor.py:590), so an item of more tokens cannot be sent whatever
+memory says.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from diagnostics.cards import get_card
+from diagnostics.errors import UsageError, one_of
+from diagnostics.models import ModelSpec, get_model
+from diagnostics.predict import fit as engine_fit
+from diagnostics.predict.estimator import Plan, plan
+from diagnostics.predict.mm_budget import MAX_FRAMES_PER_VIDEO
+from diagnostics.settings import resolve, setting_available, supported_modalities, vllm_refusal
+from diagnostics.versions import default_version, engine as engine_of, parse_version
+
+SCAN_ALL = 64  # a knob domain of at most this many values is planned whole (every failing value below is listed)
+COUNT_TOP = 999  # vLLM V1's default limit_mm_per_prompt (0.8.4+)
+MINICPMV_FRAMES_TOP = MAX_FRAMES_PER_VIDEO  # vLLM's _MAX_FRAMES_PER_VIDEO
+MINICPMV_KWARGS_SINCE = (0, 8, 4)  # max_slice_nums read from mm_processor_kwargs (mm_budget._image_max_slice_nums)
+NUM_FRAMES_SINCE = (0, 28, 0)  # MiniCPM-V's dummy video follows a num_frames dummy option (mm_budget._v1_shapes)
+ALIASES = {"max_dynamic_patch": "max_patches", "limit_mm_per_prompt.images": "limit_mm_per_prompt.image",
+           "limit_mm_per_prompt.videos": "limit_mm_per_prompt.video", "image": "limit_mm_per_prompt.image",
+           "video": "limit_mm_per_prompt.video", "max_num_crops": "pan_and_scan_max_num_crops",
+           "limit_mm_per_prompt.video.num_frames": "num_frames"}
+KNOB_NAMES = ("max_pixels", "max_slice_nums", "max_patches", "pan_and_scan_max_num_crops", "num_frames",
+              "limit_mm_per_prompt.image", "limit_mm_per_prompt.video")  # every knob some model has (knobs_of)
+# the values a frontier walks for a knob, in the knob's units (the raw value is units x Knob.step)
+FRONTIER_UNITS = {"max_pixels": (256, 512, 1024, 1280, 2048, 4096, 8192, 16384),
+                  "count": (1, 2, 4, 8, 16, 32), "max_slice_nums": (1, 2, 3, 4, 6, 9),
+                  "max_patches": (1, 2, 4, 6, 8, 12), "pan_and_scan_max_num_crops": (1, 2, 3, 4, 6, 8),
+                  "num_frames": (1, 2, 4, 8, 12, 16)}
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One multimodal knob of one model and version. Values are raw (pixels, slices, counts), multiples of `step`.
+
+    name: what --fit takes; setting/key: where it goes (`mm_processor_kwargs["max_pixels"]`,
+    `limit_mm_per_prompt["image"]`, `limit_mm_per_prompt["video"]["num_frames"]`); unit: how a value reads
+    ("28 x 28 px", "image"); lo/hi: the domain; current: the value in effect without the knob (None: unset);
+    extra: keys set with it (Gemma 3 do_pan_and_scan, InternVL crop_to_patches) and `note` why."""
+
+    name: str
+    setting: str
+    key: str
+    step: int
+    unit: str
+    lo: int
+    hi: int
+    top_reason: str
+    current: int | None = None
+    extra: tuple = ()
+    note: str = ""
+    guards: bool = True  # False: the knob shapes only the dummy item, not what requests may carry
+    modalities: tuple = ("image",)  # the dummy items it changes
+
+    def label(self, value) -> str:
+        """A value in the units users set: `1003520 (1280 x 28 x 28 px: at most 1280 tokens per image)`."""
+        if value is None:
+            return "none fits"
+        if self.name == "max_pixels":
+            edge = self.unit.split(" ")[0]
+            n = value // self.step
+            return f"{value:,} ({n} x {edge} x {edge} px: at most {n:,} tokens per image)"
+        word = {"limit_mm_per_prompt.image": "image{} per prompt", "limit_mm_per_prompt.video": "video{} per prompt",
+                "max_slice_nums": "slice{}", "max_patches": "tile{} (+ 1 thumbnail)",
+                "pan_and_scan_max_num_crops": "crop{} (+ the full image)", "num_frames": "frame{}"}[self.name]
+        return f"{value:,} {word.format('' if value == 1 else 's')}"
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "setting": self.setting, "key": self.key, "step": self.step, "unit": self.unit,
+                "domain": [self.lo, self.hi], "top_reason": self.top_reason, "current": self.current,
+                "extra": dict(self.extra), "note": self.note, "guards_requests": self.guards}
+
+
+def _top(per_unit_tokens: int, fixed_tokens: int, mml: int, lo: int) -> int:
+    """The largest unit count n with fixed + n x per_unit tokens <= max_model_len (at least lo)."""
+    return max((mml - fixed_tokens) // per_unit_tokens, lo)
+
+
+def knobs_of(model, version=None, settings: dict | None = None) -> list[Knob]:
+    """Every multimodal knob `plan --fit` searches for this model and vLLM version.
+
+    model: a name/path/ModelSpec; settings: resolved settings (Plan.settings) for the domains' tops
+    (max_model_len); default: the version's defaults on a 24 GiB card. [] for a text-only model.
+    The one accessor over the family tables (issue 22 moves them into one module per family)."""
+    model = get_model(model)
+    if model.vision is None:
+        return []
+    v = parse_version(version or default_version())
+    if settings is None:
+        settings = resolve(model, get_card("3090"), v)
+    mml = int(settings["max_model_len"])
+    eng = "V1" if settings.get("use_v1") else engine_of(v)
+    modalities = supported_modalities(model, v, eng)
+    out = _size_knobs(model, v, modalities, mml) if setting_available("mm_processor_kwargs", v) else []
+    default_count = int((settings.get("limit_mm_per_prompt") or {}).get("image", 1))
+    for m in modalities:
+        current = (settings.get("limit_mm_per_prompt") or {}).get(m, default_count)
+        out.append(Knob(f"limit_mm_per_prompt.{m}", "limit_mm_per_prompt", m, 1, m, 1, COUNT_TOP,
+                        f"the search's top ({COUNT_TOP}, vLLM V1's default limit)", int(current), modalities=(m,)))
+    return out
+
+
+def _size_knobs(model: ModelSpec, v, modalities, mml: int) -> list[Knob]:
+    """The family's item-size knob(s): MiniCPM-V max_slice_nums / num_frames, Qwen max_pixels, InternVL
+    max_patches, Gemma 3 pan_and_scan_max_num_crops (families/*.py shapes)."""
+    out: list[Knob] = []
+    tail = f"an item of more tokens cannot be sent: vLLM rejects prompts longer than max_model_len ({mml})"
+    fam = model.family
+    if fam is None:  # MiniCPM-V
+        vis = model.vision
+        if v >= MINICPMV_KWARGS_SINCE:
+            by_length = _top(vis.query_num, vis.query_num, mml, 1)  # (slices + overview) x 64 embeddings
+            top, why = (vis.max_slice_nums, f"the checkpoint's max_slice_num ({vis.max_slice_nums}): vLLM's dummy "
+                        f"image (448 x {448 * vis.max_slice_nums}) gets no more slices above it, so the profile run "
+                        "would not guard larger real images") if by_length >= vis.max_slice_nums else (by_length, tail)
+            out.append(Knob("max_slice_nums", "mm_processor_kwargs", "max_slice_nums", 1, "slice", 1, top, why,
+                            vis.max_slice_nums))
+        if "video" in modalities and v >= NUM_FRAMES_SINCE:
+            out.append(Knob("num_frames", "limit_mm_per_prompt", "video.num_frames", 1, "frame", 1,
+                            MINICPMV_FRAMES_TOP, f"vLLM's _MAX_FRAMES_PER_VIDEO ({MINICPMV_FRAMES_TOP})", None,
+                            note="num_frames is a dummy option: it sizes the profile run's dummy video only; vLLM "
+                                 "still accepts real videos with more frames (up to its per-item maximum), which "
+                                 "the profile run then did not measure", guards=False, modalities=("video",)))
+    elif fam.variant.startswith("qwen"):
+        s = fam.shape
+        unit = s.patch * s.merge
+        lo = -(-s.image_size[0] // unit ** 2)
+        out.append(Knob("max_pixels", "mm_processor_kwargs", "max_pixels", unit * unit, f"{unit} x {unit} px",
+                        lo * unit * unit, _top(1, 0, mml, lo) * unit * unit, tail, s.image_size[1],
+                        note="max_pixels in mm_processor_kwargs sizes images and videos alike (videos_kwargs / "
+                             "images_kwargs scope it to one)", modalities=("image", "video")))
+    elif fam.variant == "internvl":
+        s = fam.shape
+        extra = () if s.crop_to_patches else (("crop_to_patches", True),)
+        out.append(Knob("max_patches", "mm_processor_kwargs", "max_patches", 1, "tile", 1,
+                        _top(s.tokens_per_tile, s.tokens_per_tile, mml, 1), tail,
+                        s.max_patches if s.crop_to_patches else None, extra,
+                        "" if s.crop_to_patches else "the checkpoint's processor has crop_to_patches false (one "
+                        "tile per image): the fit sets crop_to_patches=true, without which max_patches changes "
+                        "nothing"))
+    elif fam.variant == "gemma3":
+        s = fam.shape
+        extra = () if s.pan_and_scan else (("do_pan_and_scan", True),)
+        out.append(Knob("pan_and_scan_max_num_crops", "mm_processor_kwargs", "pan_and_scan_max_num_crops", 1,
+                        "crop", 1, _top(s.tokens_per_image, s.tokens_per_image, mml, 1), tail,
+                        s.pan[1] if s.pan_and_scan else None, extra,
+                        "" if s.pan_and_scan else "pan-and-scan is off in the checkpoint's processor: the fit sets "
+                        "do_pan_and_scan=true, without which the crop count changes nothing"))
+    return out
+
+
+def find_knob(name: str, model, version=None, settings: dict | None = None) -> Knob:
+    """The knob called `name` (aliases: max_dynamic_patch, image, video, ...); UsageError naming the accepted
+    knobs of this model and version otherwise."""
+    knobs = knobs_of(model, version, settings)
+    wanted = ALIASES.get(name, name)
+    for k in knobs:
+        if k.name == wanted:
+            return k
+    m = get_model(model)
+    accepted = ", ".join(k.name for k in knobs) or "none (no vision tower)"
+    v = parse_version(version or default_version())
+    raise UsageError(f"--fit {name}: not a multimodal knob of {m.name} in vLLM {v}; "
+                     f"accepted: {accepted} (or an engine setting: {', '.join(engine_fit.FIT_SETTINGS)})")
+
+
+def is_knob_name(name: str) -> bool:
+    """Does --fit NAME mean a multimodal knob (KNOB_NAMES or an alias) rather than an engine setting?"""
+    return ALIASES.get(name, name) in KNOB_NAMES
+
+
+def check_fit_name(name: str) -> None:
+    """UsageError unless `name` is an engine setting (predict.fit.FIT_SETTINGS) or a knob some model has."""
+    if name not in engine_fit.FIT_SETTINGS and not is_knob_name(name):
+        raise one_of("--fit setting", name, engine_fit.FIT_SETTINGS + KNOB_NAMES)
+
+
+def knob_value(knob: Knob, overrides: dict):
+    """The knob's value already in `overrides` (the user's --set), or None."""
+    given = overrides.get(knob.setting)
+    if not isinstance(given, dict):
+        return None
+    if knob.setting == "mm_processor_kwargs":
+        return given.get(knob.key) if knob.key in given else (given.get("images_kwargs") or {}).get(knob.key)
+    modality, _, option = knob.key.partition(".")
+    item = given.get(modality)
+    if option:
+        return item.get(option) if isinstance(item, dict) else None
+    return item.get("count") if isinstance(item, dict) else item
+
+
+def apply(knob: Knob, value: int, overrides: dict) -> dict:
+    """`overrides` with the knob set to `value` (merged into the user's own mm_processor_kwargs /
+    limit_mm_per_prompt; InternVL's crop_to_patches / Gemma 3's do_pan_and_scan switched on with it)."""
+    out = dict(overrides or {})
+    inner = dict(out.get(knob.setting) or {})
+    if knob.setting == "mm_processor_kwargs":
+        inner.update({knob.key: int(value), **dict(knob.extra)})
+    else:
+        modality, _, option = knob.key.partition(".")
+        cur = inner.get(modality)
+        if option:  # a dummy option: keep the count (999 when unset: vLLM's default with an object)
+            inner[modality] = {**(cur if isinstance(cur, dict) else {} if cur is None else {"count": cur}),
+                               option: int(value)}
+        elif isinstance(cur, dict):
+            inner[modality] = {**cur, "count": int(value)}
+        else:
+            inner[modality] = int(value)
+    out[knob.setting] = inner
+    return out
+
+
+@dataclass
+class KnobFit:
+    """The answer for one knob: as predict.fit.Fit, values raw (pixels, counts), `label` in the user's units."""
+
+    knob: Knob
+    value: int | None
+    at: Plan | None
+    above: Plan | None
+    above_value: int | None
+    plans: int = 0
+    non_monotone: list = field(default_factory=list)
+    refusal: str | None = None  # vLLM's start-up refusal of the held settings (then nothing plans ok)
+    failing_below: list = field(default_factory=list)  # values below `value` that do not plan ok (whole scans)
+
+    @property
+    def setting(self) -> str:
+        return self.knob.name
+
+    @property
+    def step(self) -> int:
+        return self.knob.step
+
+    @property
+    def domain(self) -> tuple[int, int]:
+        return self.knob.lo, self.knob.hi
+
+    @property
+    def top_reason(self) -> str:
+        return self.knob.top_reason
+
+    def notes(self) -> list[str]:
+        """What the answer does not promise (a dummy-only knob, a switched-on companion key, the held
+        skip_mm_profiling)."""
+        out = [self.knob.note] if self.knob.note else []
+        s = (self.at or self.above).settings if (self.at or self.above) else {}
+        p = self.at or self.above
+        profiled = (p.profile.get("modality") or "") if p else ""
+        if p and profiled and not set(profiled.split("+")) & set(self.knob.modalities):
+            out.append(f"the profile run's dummy items are {profiled} items "
+                       f"({p.profile.get('tokens_per_item', 0):,} tokens each), which {self.knob.name} does not "
+                       f"change: fit limit_mm_per_prompt.{profiled.split('+')[0]} or set it to 0 first")
+        if s.get("skip_mm_profiling"):
+            out.append("skip_mm_profiling=true is held: the profile run pushes no dummy item, so every value of "
+                       f"{self.knob.name} plans the same and none is guarded at start-up")
+        return out
+
+    def to_json(self) -> dict:
+        """The `plan --fit KNOB --json` shape (raw values; `label` in the user's units)."""
+        return {"setting": self.knob.name, "knob": self.knob.to_json(), "value": self.value,
+                "label": self.knob.label(self.value), "step": self.knob.step, "domain": [self.knob.lo, self.knob.hi],
+                "at": engine_fit._plan_json(self.at), "above": engine_fit._plan_json(self.above),
+                "above_value": self.above_value, "top_reason": None if self.above else self.knob.top_reason,
+                "plans": self.plans, "non_monotone": list(self.non_monotone), "notes": self.notes(),
+                "refusal": self.refusal, "failing_below": list(self.failing_below)}
+
+
+class _KnobPlanner:
+    """plan() with the knob moved and everything else held; vLLM's refusals make a value not ok."""
+
+    def __init__(self, knob: Knob, model: ModelSpec, card, version, entrypoint, overrides, coefficients):
+        self.knob, self.model, self.card = knob, model, card
+        self.version, self.entrypoint, self.coefficients = version, entrypoint, coefficients
+        self.overrides = dict(overrides or {})
+        self.cache: dict = {}
+
+    def __call__(self, setting: str, value) -> Plan:
+        if value not in self.cache:
+            self.cache[value] = plan(self.model, self.card, self.version, self.entrypoint,
+                                     apply(self.knob, value, self.overrides), self.coefficients)
+        return self.cache[value]
+
+    def refusal(self, value) -> str | None:
+        p = self(self.knob.name, value)
+        return vllm_refusal(p.settings, p.model)
+
+    def ok(self, setting: str, value) -> bool:
+        return self(setting, value).verdict == "ok" and self.refusal(value) is None
+
+
+def check_knob_fit(knob: Knob, overrides: dict) -> None:
+    """UsageError when --set already fixes the knob the fit chooses."""
+    given = knob_value(knob, overrides or {})
+    if given is not None:
+        raise UsageError(f"--fit {knob.name} and --set {knob.setting}={json.dumps(overrides[knob.setting])} "
+                         f"together: the fit chooses {knob.name}; drop it from the --set")
+
+
+def fit_knob(name: str, model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", overrides=None,
+             coefficients=None) -> KnobFit:
+    """The largest value of knob `name` whose plan is ok with `overrides` held (raw units, a multiple of the
+    knob's step), the plan there and one step above. UsageError: unknown knob for this model/version, the knob
+    also in `overrides`, or bad model/card/version/settings. Pure; ~20-40 plans (~0.2 ms each)."""
+    model, card = get_model(model), get_card(card)
+    version = str(parse_version(version or default_version()))
+    overrides = dict(overrides or {})
+    base = plan(model, card, version, entrypoint, overrides, coefficients)  # bad input fails here, once
+    knob = find_knob(name, model, version, base.settings)
+    check_knob_fit(knob, overrides)
+    planner = _KnobPlanner(knob, model, card, version, entrypoint, overrides, coefficients)
+    refusal = vllm_refusal(base.settings, model)
+    failing_below: list = []
+    if (knob.hi - knob.lo) // knob.step + 1 <= SCAN_ALL:
+        value, turns, failing_below = _scan_all(planner, knob)
+    else:
+        value, turns = engine_fit._ladder_bisect(planner, knob.name, knob.lo, knob.hi, knob.step)
+    at = planner(knob.name, value) if value is not None else None
+    above_value = knob.lo if value is None else (value + knob.step if value + knob.step <= knob.hi else None)
+    above = planner(knob.name, above_value) if above_value is not None else None
+    return KnobFit(knob, value, at, above, above_value, len(planner.cache), turns, refusal, failing_below)
+
+
+def _scan_all(planner: _KnobPlanner, knob: Knob) -> tuple[int | None, list, list]:
+    """(largest ok value, values where the verdict turns ok again, failing values below the answer) over every
+    value of a small domain (MiniCPM-V's 1..9 slices: V1 profiles encoder budget // tokens-per-item items, so 7
+    slices can fail where 8 fits)."""
+    values = list(range(knob.lo, knob.hi + 1, knob.step))
+    oks = [planner.ok(knob.name, v) for v in values]
+    turns = [values[i] for i in range(1, len(values)) if oks[i] and not oks[i - 1] and any(oks[:i])]
+    best = max((v for v, ok in zip(values, oks) if ok), default=None)
+    below = [v for v, ok in zip(values, oks) if not ok and best is not None and v < best]
+    return best, turns, below
+
+
+def frontier_values(knob: Knob) -> list[int]:
+    """The knob values a frontier walks (raw), inside the knob's domain."""
+    units = FRONTIER_UNITS["count" if knob.name.startswith("limit_mm_per_prompt") else knob.name]
+    return [u * knob.step for u in units if knob.lo <= u * knob.step <= knob.hi] or [knob.lo]
+
+
+def knob_frontier(fitted: str, ladder_setting: str, model="minicpm-v-2_6", card="3090", version=None,
+                  entrypoint="llm", overrides=None) -> list[tuple]:
+    """[(ladder value, fit), ...]: one of the two names is a knob, the other an engine setting of
+    predict.fit.FIT_SETTINGS. fitted=max_model_len, ladder=max_pixels: the largest max_model_len for each
+    max_pixels of FRONTIER_UNITS (a predict.fit.Fit each); fitted=max_pixels, ladder=max_model_len: the largest
+    max_pixels for each max_model_len of predict.fit.FRONTIER_LADDERS (a KnobFit each). UsageError for two knobs,
+    two engine settings (predict.fit.frontier answers those), an unknown name or a conflicting --set."""
+    model, overrides = get_model(model), dict(overrides or {})
+    version = str(parse_version(version or default_version()))
+    knob_names = [n for n in (fitted, ladder_setting) if is_knob_name(n)]
+    if len(knob_names) != 1:
+        raise UsageError(f"--fit {fitted},{ladder_setting}: a knob frontier pairs one engine setting "
+                         f"({', '.join(engine_fit.FIT_SETTINGS)}) with one multimodal knob")
+    if ladder_setting in overrides:
+        raise UsageError(f"--fit {fitted},{ladder_setting} and --set {ladder_setting}=... together: the frontier "
+                         f"walks {ladder_setting} over its ladder; drop the --set")
+    if is_knob_name(fitted):
+        engine_fit.check_fit(ladder_setting, {})
+        return [(v, fit_knob(fitted, model, card, version, entrypoint, {**overrides, ladder_setting: v}))
+                for v in engine_fit.FRONTIER_LADDERS[ladder_setting]]
+    base = plan(model, card, version, entrypoint, overrides)
+    knob = find_knob(ladder_setting, model, version, base.settings)
+    check_knob_fit(knob, overrides)
+    engine_fit.check_fit(fitted, overrides)
+    return [(v, engine_fit.fit(fitted, model, card, version, entrypoint, apply(knob, v, overrides)))
+            for v in frontier_values(knob)]
+
+
+def without_knob(knob: Knob, overrides: dict) -> dict:
+    """`overrides` with the knob's own key removed (flat and images_kwargs), so a fit can choose it."""
+    out = dict(overrides or {})
+    inner = dict(out.get(knob.setting) or {})
+    inner.pop(knob.key, None)
+    if isinstance(inner.get("images_kwargs"), dict):
+        inner["images_kwargs"] = {k: v for k, v in inner["images_kwargs"].items() if k != knob.key}
+    out[knob.setting] = inner
+    return out
+
+
+def size_knob_fix(p: Plan) -> KnobFit | None:
+    """For explain: the family's item-size knob (one that guards requests: not num_frames) fitted with p's other
+    settings held, when the largest value that plans ok is below the value in effect; else None (no such knob, a
+    CPU card, nothing fits, or the current value already fits)."""
+    if p.card.is_cpu or p.model.vision is None:
+        return None
+    knobs = [k for k in knobs_of(p.model, p.vllm_version, p.settings)
+             if k.guards and k.setting == "mm_processor_kwargs"]
+    if not knobs:
+        return None
+    k = knobs[0]
+    try:
+        f = fit_knob(k.name, p.model, p.card, p.vllm_version, p.entrypoint, without_knob(k, p.overrides),
+                     p.coefficients)
+    except UsageError:
+        return None
+    current = knob_value(k, p.overrides) or k.current
+    if f.value is None or (current is not None and f.value >= int(current)):
+        return None
+    return f
+
+
+def units_phrase(setting: str, value, p: Plan) -> str:
+    """` (1280 x 28 x 28 px: at most 1,280 tokens per image)`-style reading of a knob inside `value` for
+    explain's sentences; "" when `value` holds no knob of this model."""
+    if setting not in ("mm_processor_kwargs",) or not isinstance(value, dict) or p.model.vision is None:
+        return ""
+    for k in knobs_of(p.model, p.vllm_version, p.settings):
+        if k.setting == setting and isinstance(value.get(k.key), int):
+            label = k.label(value[k.key])
+            return f" ({label.split(' (', 1)[1]}" if "(" in label else f" ({label})"
+    return ""
+
+
+def item_image_size(knob: Knob, value: int, model) -> tuple[int, int] | None:
+    """(width, height) of a real image that fills the knob at `value`: the shape vLLM's own dummy item takes
+    (Qwen: the factor-multiple image with the most features under max_pixels, qwen2_vl.py
+    get_image_size_with_most_features; MiniCPM-V 448 x 448n, minicpmv.py:771-774; InternVL a 1 x n tile strip;
+    Gemma 3 native x native*n, gemma3_mm.py). None for knobs a one-image request cannot fill (counts, frames):
+    the search's request then carries the default image."""
+    model = get_model(model)
+    fam = model.family
+    if knob.name == "max_pixels":
+        from diagnostics.families.qwen_vl import _most_features
+
+        h, w = _most_features(fam.shape.patch * fam.shape.merge, int(value))
+        return w, h
+    if knob.name == "max_slice_nums":
+        return model.vision.image_size, model.vision.image_size * int(value)
+    if knob.name == "max_patches":
+        return fam.shape.image_size * int(value), fam.shape.image_size
+    if knob.name == "pan_and_scan_max_num_crops":
+        return fam.shape.image_size, fam.shape.image_size * int(value)
+    return None

@@ -1,0 +1,179 @@
+"""diagnostics/decoder.py: text decoders by vLLM's layer rules from config.json: MoE, MLA, sliding-window and
+hybrid layer kinds, ChatGLM-style keys; the issue-20 done-when numbers on the config path (real configs in
+tests/data/models, see SOURCES.md there)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from diagnostics.decoder import FULL, LINEAR, SLIDING, decoder_from_config, layer_kinds
+from diagnostics.models import get_model, model_from_config
+from diagnostics.predict.estimator import plan
+from diagnostics.quantization import read_quantization
+from diagnostics.units import GiB
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "models"
+
+
+def _cfg(name):
+    return json.loads((DATA / name / "config.json").read_text())
+
+
+def test_qwen3_30b_a3b_moe_parameters_and_tp4_weights():
+    m = get_model(DATA / "qwen3-30b-a3b")
+    assert m.decoder.moe.experts == 128 and len(m.decoder.moe.moe_layers) == 48
+    assert m.params == 30_532_122_624  # published: 30.5 B
+    per_rank = m.decoder.params_per_rank(4) * 2 / GiB
+    assert abs(per_rank / 14.25 - 1) < 0.04  # vLLM printed 14.25 GiB per rank at TP 4 (issue 20)
+    assert m.kv_bytes_per_token() == 48 * 2 * 4 * 128 * 2 and m.kv_bytes_per_token(tp=4) == 48 * 2 * 1 * 128 * 2
+    assert m.kv_bytes_per_token(tp=8) == m.kv_bytes_per_token(tp=4)  # 4 KV heads on 8 ranks: one each, replicated
+
+
+def test_deepseek_v2_lite_mla_moe_weights_and_kv():
+    m = get_model(DATA / "deepseek-v2-lite")
+    moe = m.decoder.moe
+    assert moe.moe_layers == tuple(range(1, 27)) and moe.shared_inter == 2 * 1408  # first_k_dense_replace=1
+    assert abs(m.params / 15.7e9 - 1) < 0.01  # published: 15.7 B
+    assert abs(m.weights_bytes() / GiB / 29.2 - 1) < 0.05
+    assert m.kv_bytes_per_token() == 31_104 == 27 * (512 + 64) * 2  # one latent "head" per layer
+    assert m.kv_bytes_per_token(tp=4) == 31_104  # replicated on every rank
+    p = plan(m, "a100-80", "0.32.0", "serve", {"max_model_len": 8192})
+    assert p.components["weights"].basis.startswith("derived")  # config arithmetic, never `exact`
+
+
+@pytest.mark.parametrize("extra, moe_layers", [
+    ({"first_k_dense_replace": 2}, (2, 3, 4, 5)),
+    ({"moe_layer_freq": 2}, (0, 2, 4)),
+    ({"first_k_dense_replace": 1, "moe_layer_freq": 2}, (2, 4)),
+    ({"moe_layer_freq": [0, 1, 1, 0, 1, 0]}, (1, 2, 4)),
+    ({"decoder_sparse_step": 2}, (1, 3, 5)),
+    ({"mlp_only_layers": [0, 5]}, (1, 2, 3, 4)),
+])
+def test_which_layers_are_moe(extra, moe_layers):
+    cfg = {"hidden_size": 64, "num_hidden_layers": 6, "num_attention_heads": 4, "vocab_size": 128,
+           "intermediate_size": 256, "moe_intermediate_size": 32, "n_routed_experts": 8, **extra}
+    d = decoder_from_config(cfg, "X", "cfg")
+    assert d.moe.moe_layers == moe_layers
+    dense, moe = 3 * 64 * 256, 8 * 3 * 64 * 32 + 64 * 8
+    attn = 4 * 64 * 64  # q, k, v, o; no bias without a qwen2 model_type
+    assert d.params_per_rank(1) == 2 * 128 * 64 + 64 + 6 * (attn + 2 * 64) + len(moe_layers) * moe \
+        + (6 - len(moe_layers)) * dense
+
+
+def test_mixtral_experts_use_intermediate_size_and_qwen2_moe_has_a_gated_shared_expert():
+    mixtral = decoder_from_config({"model_type": "mixtral", "hidden_size": 4096, "num_hidden_layers": 32,
+                                   "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 14336,
+                                   "num_local_experts": 8, "vocab_size": 32000}, "MixtralForCausalLM", "cfg")
+    assert mixtral.known and mixtral.moe.inter == 14336
+    assert abs(mixtral.params_per_rank(1) / 46.7e9 - 1) < 0.01  # Mixtral-8x7B: 46.7 B
+    q2 = decoder_from_config({"model_type": "qwen2_moe", "hidden_size": 2048, "num_hidden_layers": 24,
+                              "num_attention_heads": 16, "intermediate_size": 5632, "moe_intermediate_size": 1408,
+                              "shared_expert_intermediate_size": 5632, "num_experts": 60, "vocab_size": 151936},
+                             "Qwen2MoeForCausalLM", "cfg")
+    assert q2.moe.shared_gate and q2.moe.shared_inter == 5632
+    assert abs(q2.params_per_rank(1) / 14.3e9 - 1) < 0.01  # Qwen1.5-MoE-A2.7B: 14.3 B
+
+
+@pytest.mark.parametrize("cfg, kinds, window", [
+    ({"model_type": "gemma2", "sliding_window": 4096}, (SLIDING, FULL, SLIDING, FULL, SLIDING, FULL), 4096),
+    ({"model_type": "gemma3_text", "sliding_window": 1024, "sliding_window_pattern": 3},
+     (SLIDING, SLIDING, FULL, SLIDING, SLIDING, FULL), 1024),
+    ({"layer_types": ["linear_attention"] * 3 + ["full_attention"] + ["sliding_attention"] * 2},
+     (LINEAR, LINEAR, LINEAR, FULL, SLIDING, SLIDING), 0),
+    ({"full_attention_interval": 3}, (LINEAR, LINEAR, FULL, LINEAR, LINEAR, FULL), 0),
+    ({"model_type": "mistral", "sliding_window": 4096, "max_position_embeddings": 32768}, (SLIDING,) * 6, 4096),
+    ({"model_type": "qwen2", "sliding_window": 4096, "use_sliding_window": False}, (), 0),
+    ({"model_type": "mistral", "sliding_window": None}, (), 0),
+])
+def test_layer_kinds(cfg, kinds, window):
+    assert layer_kinds(cfg, 6) == (kinds, window)
+
+
+def test_only_full_attention_layers_hold_the_whole_length_of_paged_kv():
+    cfg = {"architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "hidden_size": 2304,
+           "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256,
+           "intermediate_size": 9216, "vocab_size": 256000, "sliding_window": 4096, "max_position_embeddings": 8192,
+           "tie_word_embeddings": True}
+    m = model_from_config(cfg)
+    per_layer = 2 * 4 * 256 * 2
+    assert m.kv_bytes_per_token() == 26 * per_layer  # V0 / before the hybrid KV manager: every layer whole
+    assert m.kv_bytes_per_token(max_model_len=8192, windowed=True) == round(13 * per_layer + 13 * per_layer * 4095
+                                                                           / 8192)
+    # a window plus 2 x 2048 in-flight tokens covers all but one of the 8192; 2 x 4096 covers them all
+    assert m.kv_bytes_per_token(max_model_len=8192, windowed=True, in_flight=8192) == 26 * per_layer
+    assert abs(m.params / 2.61e9 - 1) < 0.01  # gemma-2-2b: 2.61 B
+    hybrid = model_from_config({**cfg, "architectures": ["Qwen3NextForCausalLM"], "model_type": "qwen3_next",
+                                "full_attention_interval": 4, "sliding_window": None})
+    assert not hybrid.decoder.known
+    assert hybrid.kv_bytes_per_token() == 6 * per_layer  # 6 of 26 layers are full attention
+    old = plan(m, "l4", "0.6.3", "serve", {"max_model_len": 8192})
+    new = plan(m, "l4", "0.32.0", "serve", {"max_model_len": 8192, "max_num_batched_tokens": 512})
+    assert any("sliding" in n for n in old.notes) and any("linear-attention" in n for n in
+                                                          plan(hybrid, "l4", "0.32.0", "serve", {}).notes)
+    assert new.kv_cache_tokens > old.kv_cache_tokens * 1.15  # sliding layers hold 4095 + 2 x 512 of 8192 tokens
+
+
+def test_chatglm_style_configs_are_sized():
+    cfg = {"architectures": ["ChatGLMModel"], "model_type": "chatglm", "num_layers": 28, "hidden_size": 4096,
+           "num_attention_heads": 32, "multi_query_attention": True, "multi_query_group_num": 2, "kv_channels": 128,
+           "ffn_hidden_size": 13696, "padded_vocab_size": 65024, "seq_length": 8192, "add_qkv_bias": True,
+           "torch_dtype": "float16"}
+    m = model_from_config(cfg)
+    assert (m.layers, m.kv_heads, m.head_dim, m.vocab, m.max_position_embeddings) == (28, 2, 128, 65024, 8192)
+    assert abs(m.params / 6.24e9 - 1) < 0.01  # ChatGLM3-6B: 6.24 B
+    assert m.kv_bytes_per_token() == 2 * 28 * 2 * 128 * 2
+
+
+@pytest.mark.parametrize("qc, method, per_weight", [
+    ({"quant_method": "fbgemm_fp8", "activation_scale_ub": 1200.0}, "fbgemm_fp8", 1.0),
+    ({"quant_method": "mxfp4"}, "mxfp4", 0.5 + 1 / 32),
+    ({"quant_method": "modelopt", "quant_algo": "NVFP4"}, "nvfp4", 0.5 + 1 / 16),
+    ({"quant_method": "modelopt", "quant_algo": "FP8"}, "fp8", 1.0),
+])
+def test_quantizations_that_were_refused_are_sized(qc, method, per_weight):
+    q = read_quantization({"quantization_config": qc})
+    assert (q.method, q.bytes_per_weight()) == (method, per_weight)
+
+
+def test_mxfp4_quantizes_the_experts_only():
+    cfg = {**_cfg("qwen3-30b-a3b"), "quantization_config": {"quant_method": "mxfp4"}}
+    m = model_from_config(cfg)
+    experts = m.decoder.expert_params()
+    assert m.weights_bytes() == int((m.params - experts) * 2 + experts * (0.5 + 1 / 32))
+
+
+def test_an_unknown_architecture_is_an_estimate_with_a_note_naming_it():
+    cfg = {**_cfg("qwen3-30b-a3b"), "architectures": ["NovelForCausalLM"], "model_type": "novel"}
+    p = plan(model_from_config(cfg), "a100-80", "0.32.0", "serve", {"max_model_len": 8192})
+    w, kv = p.components["weights"], p.components["kv_cache"]
+    assert w.basis.startswith("estimate") and "NovelForCausalLM" in w.basis and w.low_gib < w.value_gib < w.high_gib
+    assert kv.basis.startswith("estimate") and "NovelForCausalLM" in kv.basis
+    assert any("NovelForCausalLM" in n and "no vllm-memcheck rules" in n for n in p.notes)
+
+
+@pytest.mark.parametrize("version, per_token", [
+    ("0.6.3", 27 * 2 * 16 * 256 * 2),  # before MLA: K and V of every head, padded to 256 wide
+    ("0.7.0", 27 * 2 * 16 * 192 * 2),  # qk_nope + qk_rope wide
+    ("0.7.1", 27 * 576 * 2),  # MLA's latent cache from 0.7.1
+    ("0.32.0", 31_104),
+])
+def test_mla_kv_per_token_follows_the_version(version, per_token):
+    from diagnostics.versions import parse_version
+
+    m = get_model(DATA / "deepseek-v2-lite")
+    assert m.kv_bytes_per_token(version=parse_version(version)) == per_token
+    p = plan(m, "a100-80", version, "serve", {"max_model_len": 4096, "max_num_seqs": 8})
+    c = p.components
+    assert p.kv_cache_tokens == int(c["kv_cache"].value_gib * GiB // (16 * per_token)) * 16
+
+
+def test_mla_is_off_for_other_quantizations_in_0_7():
+    from diagnostics.versions import parse_version
+
+    cfg = {**_cfg("deepseek-v2-lite"), "quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 128}}
+    m = model_from_config(cfg)
+    assert m.kv_bytes_per_token(version=parse_version("0.7.2")) == 27 * 2 * 16 * 192 * 2
+    assert m.kv_bytes_per_token(version=parse_version("0.8.0")) == 31_104
