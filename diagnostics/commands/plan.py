@@ -190,11 +190,11 @@ def _refuse_md(fmt: str, what: str) -> None:
 
 
 def _run_frontier(args, card, version, overrides, fits, calibration=None) -> int:
-    if any(map(is_knob_name, fits)):
-        points = knob_frontier(fits[0], fits[1], args.model, card, version, args.entrypoint, overrides)
-    else:
-        points = frontier(fits[0], fits[1], args.model, card, version, args.entrypoint, overrides,
-                          coefficients=calibration)
+    if calibration is not None:  # refused, not ignored: the frontier plans with the built-in coefficients
+        raise UsageError("--calibration with a --fit frontier (SETTING,LADDER): the frontier plans with the built-in "
+                         "coefficients; accepted: --fit SETTING --calibration FILE, or the frontier without it")
+    walk = knob_frontier if any(map(is_knob_name, fits)) else frontier
+    points = walk(fits[0], fits[1], args.model, card, version, args.entrypoint, overrides)
     if args.json or args.format == "json":
         emit(json.dumps({"fitted": fits[0], "ladder_setting": fits[1], "card": card.name, "vllm_version": version,
                          "rows": [{fits[1]: v, **f.to_json()} for v, f in points]}, indent=2, default=str), args.out)

@@ -217,7 +217,7 @@ def _ladder_bisect(planner: _Planner, setting: str, lo: int, hi: int, step: int)
 
 
 def frontier(fitted: str, ladder_setting: str, model="minicpm-v-2_6", card="3090", version=None,
-             entrypoint="llm", overrides=None, ladder=None, coefficients=None) -> list[tuple]:
+             entrypoint="llm", overrides=None, ladder=None) -> list[tuple]:
     """[(ladder value, Fit of `fitted` with `ladder_setting` held at that value), ...] over FRONTIER_LADDERS
     (or `ladder`). E.g. fitted="max_model_len", ladder_setting="max_num_seqs": the largest max_model_len for each
     max_num_seqs in 1, 2, 4, ... 1024."""
@@ -230,5 +230,5 @@ def frontier(fitted: str, ladder_setting: str, model="minicpm-v-2_6", card="3090
         raise UsageError(f"--fit {fitted},{ladder_setting} and --set {ladder_setting}=... together: the frontier "
                          f"walks {ladder_setting} over its ladder; drop the --set")
     values = ladder or FRONTIER_LADDERS[ladder_setting]
-    return [(v, fit(fitted, model, card, version, entrypoint, {**overrides, ladder_setting: v}, coefficients))
+    return [(v, fit(fitted, model, card, version, entrypoint, {**overrides, ladder_setting: v}))
             for v in values]

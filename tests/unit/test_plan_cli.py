@@ -279,6 +279,7 @@ def test_fit_and_list_errors_one_line_exit_2(argv, fragment, capsys):
     (["--card", "all", "--calibration", "nope.toml"], "calibration file nope.toml"),
     (["--card", "3090,4090", "--format", "md"], "--format md is the report of one prediction"),
     (["--fit", "max_model_len,max_num_seqs", "--format", "md"], "--format md is the report of one prediction"),
+    (["--fit", "max_model_len,max_num_seqs", "--calibration", "shipped"], "--calibration with a --fit frontier"),
     (["--fit", ","], "--fit ',' names no setting"),
     (["--fit", ""], "--fit '' names no setting"),
     (["--card", "cpu,3090"], "plan --card cpu: the estimator predicts GPU start-ups"),
