@@ -178,6 +178,7 @@ def load_results(path: str | os.PathLike) -> list[dict]:
         path = path / RESULTS_FILE
     if not path.exists():
         return []
+    _check_text(path)
     lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
     while lines and not lines[-1].strip():
         lines.pop()
@@ -198,6 +199,26 @@ def load_results(path: str | os.PathLike) -> list[dict]:
         _check_figures(record, f"{path}:{number}")
         records.append(record)
     return records
+
+
+MAX_RESULTS_BYTES = 512 << 20  # 3,000 records are ~6 MB; far past this it is no sweep's results.jsonl
+
+
+def _check_text(path: Path) -> None:
+    """UsageError for what is no results file at all, before reading it whole: NUL bytes at its start (binary,
+    or a file of zeros: JSON text never holds one), or a size no sweep writes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8192)
+        size = path.stat().st_size
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if b"\0" in head:
+        what = "zero bytes" if head.count(0) == len(head) else "NUL bytes (binary data)"
+        raise UsageError(f"{path}: starts with {what}, not JSON lines; accepted: a sweep's results.jsonl")
+    if size > MAX_RESULTS_BYTES:
+        raise UsageError(f"{path}: {size:,} bytes, more than any sweep writes ({MAX_RESULTS_BYTES >> 20} MiB); "
+                         "accepted: a sweep's results.jsonl")
 
 
 def load_results_noting(path: str | os.PathLike) -> tuple[list[dict], list[str]]:

@@ -236,3 +236,11 @@ def test_a_record_from_elsewhere_is_refused_in_one_line(tmp_path, extra, words):
     path.write_text(json.dumps({"id": "a", "outcome": "ok", **extra}) + "\n")
     with pytest.raises(UsageError, match=re.escape(words)):
         load_results(path)
+
+
+def test_a_results_file_of_zeros_is_refused_before_it_is_read_whole(tmp_path):               # newcomer-3 #206, #361
+    path = tmp_path / "results.jsonl"
+    with open(path, "wb") as f:
+        f.truncate(2 << 30)  # a sparse 2 GiB of NULs: reading it whole took 4-6 GB
+    with pytest.raises(UsageError, match="starts with zero bytes, not JSON lines"):
+        load_results(path)
