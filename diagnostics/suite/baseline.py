@@ -21,7 +21,7 @@ from pathlib import Path
 from diagnostics.errors import UsageError
 from diagnostics.redact import redact
 from diagnostics.suite.comparable import check_comparable
-from diagnostics.suite.results import RESULTS_FILE, load_results_noting
+from diagnostics.suite.results import RESULTS_FILE, check_text, load_results_noting
 from diagnostics.units import plural, utc_now
 
 SCHEMA_VERSION = 1
@@ -359,6 +359,7 @@ def load_results_source(path: str | Path) -> tuple[dict, list[dict]]:
         p = p / RESULTS_FILE
     if not p.is_file():
         raise UsageError(f"{path}: no such results file; accepted: results.jsonl, a run directory or a baseline JSON")
+    check_text(p)  # NUL bytes or a size no sweep writes: refused before it is read whole
     text = p.read_text(encoding="utf-8", errors="replace")
     stripped = text.lstrip()
     if stripped.startswith("{") and '"results"' in text:

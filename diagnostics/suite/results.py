@@ -178,7 +178,7 @@ def load_results(path: str | os.PathLike) -> list[dict]:
         path = path / RESULTS_FILE
     if not path.exists():
         return []
-    _check_text(path)
+    check_text(path)
     lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
     while lines and not lines[-1].strip():
         lines.pop()
@@ -204,7 +204,7 @@ def load_results(path: str | os.PathLike) -> list[dict]:
 MAX_RESULTS_BYTES = 512 << 20  # 3,000 records are ~6 MB; far past this it is no sweep's results.jsonl
 
 
-def _check_text(path: Path) -> None:
+def check_text(path: Path) -> None:
     """UsageError for what is no results file at all, before reading it whole: NUL bytes at its start (binary,
     or a file of zeros: JSON text never holds one), or a size no sweep writes."""
     try:

@@ -220,3 +220,12 @@ def test_a_baseline_of_a_newer_schema_is_refused(tmp_path):                     
     (tmp_path / "b.json").write_text(json.dumps({"schema_version": 99, "name": "p", "results": records()}))
     with pytest.raises(UsageError, match="schema_version 99; this vllm-memcheck reads baselines of schema_version 1"):
         load_results_source(tmp_path / "b.json")
+
+
+def test_compare_refuses_a_results_file_of_zeros_without_reading_it_whole(tmp_path):          # newcomer-3 #361
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / "results.jsonl", "wb") as f:
+        f.truncate(2 << 30)
+    with pytest.raises(UsageError, match="starts with zero bytes, not JSON lines"):
+        load_results_source(run)
