@@ -19,6 +19,8 @@ from diagnostics.cards import get_card
 from diagnostics.errors import UsageError
 from diagnostics.logs.reader import read_log
 from diagnostics.models import get_model
+from diagnostics.predict.estimator import plan
+from diagnostics.predict.fit import refusal
 from diagnostics.predict import calibrate as cal
 from diagnostics.predict.coefficients import DEFAULT, calibration_toml
 from diagnostics.report import check_writable, emit
@@ -155,7 +157,16 @@ def samples_from_log(path: Path, args) -> tuple[list, list[str]]:
     printed = _printed(record.numbers, settings)
     if not printed:
         return [], [f"{path}: the log prints no figure plan predicts"]
-    return [cal.Sample(path.name, get_card(args.card), version, settings, printed, get_model(args.model))], []
+    model, card = get_model(args.model), get_card(args.card)
+    try:
+        planned = plan(model, card, version, "llm", settings)
+    except UsageError:
+        planned = None
+    why = refusal(planned) if planned is not None else None
+    if why:  # e.g. max_model_len=131072 for a 32K model: the log is not of --model, and would fit nonsense
+        raise UsageError(f"calibrate: {path}'s settings are ones vLLM refuses for {model.name}: {why} Is the log "
+                         f"of --model {args.model}? accepted: a log of that model")
+    return [cal.Sample(path.name, card, version, settings, printed, model)], []
 
 
 def samples_from_inputs(path: Path) -> tuple[list, list[str]]:
