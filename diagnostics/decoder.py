@@ -274,12 +274,14 @@ def decoder_from_config(cfg: dict, architecture: str, where: str, *, qkv_bias: b
         raise UsageError(f"{where} lacks 'intermediate_size'; a text model needs hidden_size, num_hidden_layers, "
                          "num_attention_heads, intermediate_size (or moe_intermediate_size), vocab_size")
     mt = str(cfg.get("model_type") or "")
+    # tie_word_embeddings absent: transformers' Gemma configs default it to true (configuration_gemma2.py:83), and
+    # vLLM's Gemma 2 has no lm_head at all (model_executor/models/gemma2.py:368, 0.32); found by the vLLM-exact test
     kinds, window = layer_kinds(cfg, layers)
     return Decoder(
         architecture=architecture, known=architecture in KNOWN_ARCHITECTURES or mt in KNOWN_MODEL_TYPES,
         hidden=hidden, layers=layers, heads=heads, kv_heads=_int(cfg, "num_key_value_heads", default=heads) or heads,
         head_dim=_int(cfg, "head_dim", default=hidden // heads) or hidden // heads, intermediate=int(inter),
-        vocab=int(cfg["vocab_size"]), tied=bool(cfg.get("tie_word_embeddings", False)),
+        vocab=int(cfg["vocab_size"]), tied=bool(cfg.get("tie_word_embeddings", mt.startswith("gemma"))),
         qkv_bias=bool(cfg.get("attention_bias", mt.startswith("qwen2"))) if qkv_bias is None else qkv_bias,
         qk_norm=mt.startswith("qwen3") or mt.startswith("gemma3"),
         norms_per_layer=4 if mt.startswith("gemma") else 2,

@@ -16,6 +16,7 @@ from diagnostics.explain import explain_record
 from diagnostics.logs.reader import read_log_stream
 from diagnostics.logs.record import LogRecord
 from diagnostics.logs.source import read_log_input
+from diagnostics.logs.trace import trace
 from diagnostics.models import get_model
 from diagnostics.explain.words import printed_gib
 from diagnostics.explain.context import record_card, record_model, record_plan, record_version
@@ -26,8 +27,8 @@ from diagnostics.units import fmt_error, fmt_gib, fmt_tokens
 
 HELP = "read a vLLM start-up log (file or -) and say what failed, why, and the smallest fix"
 
-JSON_KEYS = ("outcome", "phase", "reached", "vllm_version", "engine", "numbers", "gpu_processes", "settings",
-             "culprits", "summary", "fix", "prediction")
+JSON_KEYS = ("outcome", "phase", "reached", "vllm_version", "engine", "error_line", "evidence", "failed_engine",
+             "engines", "numbers", "gpu_processes", "settings", "culprits", "summary", "fix", "prediction")
 # The figures issue #2 §4 names, in the order a human reads them; other numeric keys follow.
 MAIN_NUMBERS = ("weights_gib", "activation_peak_gib", "non_torch_gib", "kv_cache_gib", "kv_cache_tokens",
                 "gpu_blocks", "gpu_total_gib", "gpu_memory_utilization", "cuda_graph_gib", "encoder_budget_tokens",
@@ -48,6 +49,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text (= --format json)")
     parser.add_argument("--format", choices=SINGLE_FORMATS, default=None,
                         help="text (default), json, or md: a redacted Markdown report to paste into an issue")
+    parser.add_argument("--trace", action="store_true",
+                        help="say why: for the outcome, the phase, the engine and each figure, the rule (catalogue "
+                             "entry of diagnostics/data/log_messages.toml) and the log line that decided it")
     parser.add_argument("--out", default=None, metavar="FILE", help="write the answer to FILE instead of stdout")
     parser.add_argument("--model", default=None, help="model the log is from (minicpm-v-2_6, a stored VLM "
                                                       "such as qwen2.5-vl-7b, or a directory with config.json); "
@@ -143,13 +147,31 @@ def beside(record, model, card, calibration) -> list[dict]:
     return [] if p is None else [c.to_json() for c in compare(predicted_figures(p), record.numbers)]
 
 
-def as_json(record, answer: dict) -> dict:
-    """The `explain --json` object: JSON_KEYS, numbers as json_numbers prints them, `answer` from explain()."""
-    return {"outcome": record.outcome, "phase": record.phase, "reached": record.reached,
-            "vllm_version": record.vllm_version, "engine": record.engine, "numbers": json_numbers(record.numbers),
-            "gpu_processes": [dict(p) for p in record.gpu_processes], "settings": dict(record.settings),
-            "culprits": answer["culprits"], "summary": answer["summary"], "fix": answer["fix"],
-            "prediction": answer.get("prediction", [])}
+def as_json(record, answer: dict, with_trace: bool = False) -> dict:
+    """The `explain --json` object: JSON_KEYS, the root-cause line and the evidence (docs/architecture.md), the
+    engines of a log that holds several, numbers as json_numbers prints them, `answer` from explain(); `trace`
+    (logs.trace) with --trace."""
+    out = {"outcome": record.outcome, "phase": record.phase, "reached": record.reached,
+           "vllm_version": record.vllm_version, "engine": record.engine, "error_line": record.error_line,
+           "evidence": list(record.evidence), "failed_engine": record.failed_engine,
+           "engines": [dict(e) for e in record.engines], "numbers": json_numbers(record.numbers),
+           "gpu_processes": [dict(p) for p in record.gpu_processes], "settings": dict(record.settings),
+           "culprits": answer["culprits"], "summary": answer["summary"], "fix": answer["fix"],
+           "prediction": answer.get("prediction", [])}
+    if with_trace:
+        out["trace"] = trace(record)
+    return out
+
+
+def trace_text(record) -> list[str]:
+    """`explain --trace` lines: each item, its value, the rule and catalogue row, and the deciding line."""
+    lines = ["why (rule, catalogue entry of diagnostics/data/log_messages.toml, the line that decided it):"]
+    for t in trace(record):
+        rule = " ".join(x for x in (t["rule"] and f"rule {t['rule']}",
+                                    t["catalogue"] and f"(catalogue {t['catalogue']})") if x)
+        where = f"line {t['line_number']}: {t['line'][:200]}" if t["line"] else ""
+        lines.append(f"  {t['item']} = {t['value']}: " + "; ".join(x for x in (t["how"], rule, where) if x))
+    return lines
 
 
 def _fmt(key: str, value) -> str:
@@ -169,6 +191,13 @@ def as_text(record, answer: dict) -> str:
              + (f"   reached: {record.reached}" if record.reached and record.outcome == "unknown" else "")]
     engine = ", ".join(x for x in (record.engine, record.platform) if x)
     lines.append(f"vLLM: {record.vllm_version or 'version not in log'}" + (f" ({engine})" if engine else ""))
+    if record.engines:
+        others = ", ".join(f"{e['engine']} ({e['outcome']})" for e in record.engines
+                           if e["engine"] != record.failed_engine)
+        lines.append(f"engines in this log: {len(record.engines)}; explained: "
+                     f"{record.failed_engine or 'none failed by its own lines'}"
+                     + (f"; the others: {others}" if others else "")
+                     + " (each engine's lines read apart; figures below are the explained engine's)")
     if record.error_line:
         cause = record.error_line if len(record.error_line) <= 400 else record.error_line[:397] + "..."
         lines.append(f"root cause: {cause}")
@@ -213,9 +242,11 @@ def run(args) -> int:
     if fmt == "md":
         text = log_markdown(record, answer, model=args.model, card=args.card)
     elif fmt == "json":
-        text = json.dumps(as_json(record, answer), default=str)
+        text = json.dumps(as_json(record, answer, getattr(args, "trace", False)), default=str)
     else:
         text = as_text(record, answer)
+        if getattr(args, "trace", False):
+            text += "\n" + "\n".join(trace_text(record))
     emit(text, args.out)
     return 0
 

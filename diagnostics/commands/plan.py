@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 
+from diagnostics import vllm_exact
 from diagnostics.errors import UsageError
 from diagnostics.explain import explain_plan
 from diagnostics.models import get_model
@@ -57,6 +58,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--calibration", default=None, metavar="FILE|shipped",
                         help="calibration TOML written by `calibrate --out` (shipped: the fit on the field cases); "
                              "default: the built-in coefficients")
+    parser.add_argument("--no-vllm-exact", action="store_true", dest="no_vllm_exact",
+                        help="plan with the pure rules only; by default, when --vllm is the installed vLLM, the "
+                             "weights and KV bytes per token come from vLLM's own classes (a CPU subprocess, no "
+                             "weights, cached; diagnostics/vllm_exact); VLLM_MEMCHECK_VLLM_EXACT=off in the "
+                             "environment does the same")
     parser.add_argument("--json", action="store_true", help="print one JSON object (= --format json)")
     parser.add_argument("--format", choices=SINGLE_FORMATS, default=None,
                         help="text (default), json, or md: a redacted Markdown report to paste into an issue")
@@ -80,7 +86,20 @@ def build(args, card=None, version=None, overrides=None) -> Plan:
     why = refusal(p)  # predict/fit.py: the one rule plain plan, --fit and the tables apply
     if why:
         raise UsageError(f"vLLM {p.vllm_version} refuses these settings at start-up: {why}")
-    return p
+    exact = ask_vllm(args, p)
+    return p if exact is None else plan(p.model, card, p.vllm_version, args.entrypoint, overrides, calibration, exact)
+
+
+def ask_vllm(args, p: Plan):
+    """vLLM's own figures for the pure plan `p`'s model and settings (diagnostics.vllm_exact) when they apply: the
+    planned version is the installed vLLM and --no-vllm-exact is not given. None otherwise, or when vLLM could not
+    answer (then `p` gets a note saying why)."""
+    if getattr(args, "no_vllm_exact", False) or not vllm_exact.applies(p.vllm_version):
+        return None
+    exact, why_not = vllm_exact.ask(p.model, p.vllm_version, p.settings)
+    if exact is None:
+        p.notes.append(f"vLLM's own code was not asked: {why_not}; the pure rules answer")
+    return exact
 
 
 def run(args) -> int:
@@ -118,8 +137,12 @@ def run(args) -> int:
         _refuse_md(fmt, "a --fit frontier")
         return _run_frontier(args, cards[0], versions[0], overrides, fits, calibration)
     if fits:
-        fitter = fit_knob if is_knob_name(fits[0]) else fit
-        f = fitter(fits[0], args.model, cards[0], versions[0], args.entrypoint, overrides, calibration)
+        if is_knob_name(fits[0]):
+            f = fit_knob(fits[0], args.model, cards[0], versions[0], args.entrypoint, overrides, calibration)
+        else:
+            base = plan(args.model, cards[0], versions[0], args.entrypoint, overrides, calibration)
+            f = fit(fits[0], args.model, cards[0], versions[0], args.entrypoint, overrides, calibration,
+                    ask_vllm(args, base))
         if fmt == "md":
             shown = f.at if f.at is not None else f.above
             explanation = explain_plan(shown) if shown.verdict != "unknown" else None

@@ -7,6 +7,7 @@ from __future__ import annotations
 from diagnostics.explain import kv_advice, oom_advice
 from diagnostics.explain.context import Ctx, record_card, record_model, record_plan, record_version
 from diagnostics.explain.model import Explanation
+from diagnostics.explain.oom_advice import BLAME_NONE
 from diagnostics.explain.search import explain_plan
 from diagnostics.explain.terms import util_direction
 from diagnostics.explain.words import card_phrase, est
@@ -40,7 +41,10 @@ def explain_record(record, model=None, card=None) -> Explanation:
     ctx = Ctx(record, dict(record.numbers or {}), version, engine, model_spec, card_obj, plan)
     advice = ADVICE.get(record.outcome)
     if advice is None:
-        return oom_advice.other(ctx)
+        exp = oom_advice.other(ctx)
+        if record.outcome == "oom_unknown":
+            predict_phase(exp, plan, model_spec is not None, card_obj is not None)
+        return exp
     exp = advice(ctx)
     if plan is not None and plan.verdict != "ok" and not any(c.suggested is not None for c in exp.culprits):
         _add_plan_culprits(exp, plan, record.outcome, engine)
@@ -49,6 +53,44 @@ def explain_record(record, model=None, card=None) -> Explanation:
                         f"{card_phrase(plan.card)}): look for other processes on the device, or a term it "
                         f"underrates.")
     return exp
+
+
+def predict_phase(exp: Explanation, plan, model_known: bool, card_known: bool) -> None:
+    """An OOM whose phase the log does not show: when the log echoes the model and the card (or --model/--card name
+    them), say which phase `plan` expects to exceed the budget for these settings and the fix it re-plans, labelled
+    as a prediction (exp.basis "log+estimate"); "no setting can be blamed" stays only when nothing is known.
+
+    exp: the Explanation oom_advice.other gave (changed in place); plan: record_plan's Plan or None."""
+    if plan is None:
+        missing = [w for w, known in (("the model (--model)", model_known), ("the card (--card)", card_known))
+                   if not known]
+        if missing:
+            exp.summary += (" Name " + " and ".join(missing) + " to have plan predict which phase would exceed the "
+                            "budget for the settings this log echoes.")
+        return
+    budget = plan.card.total_gib * float(plan.settings.get("gpu_memory_utilization") or 0.9)
+    where = f"plan for the settings this log echoes, on {card_phrase(plan.card)}, vLLM {plan.vllm_version}"
+    if plan.verdict == "ok":
+        exp.summary += (f" Prediction ({where}; not read from the log): these settings fit (start-up peak "
+                        f"{est(plan.peak_gib)} GiB, budget {est(budget)} GiB), so the missing memory is one plan does "
+                        f"not see: other processes on the device, or a term it underrates.")
+        exp.basis = "log+estimate"
+        return
+    if plan.verdict not in MEMORY_FAILURES:
+        return
+    sub = explain_plan(plan)
+    phase = (plan.failing_phase or "unknown").replace("_", " ")
+    fix = ", ".join(f"{k}={v}" for k, v in sub.fix.items())
+    exp.summary = exp.summary.replace(BLAME_NONE, " The log does not show which phase ran out of memory.")
+    exp.summary += (f" Prediction ({where}; not read from the log): the {phase} phase is expected to exceed the "
+                    f"budget (plan's verdict {plan.verdict}; start-up peak {est(plan.peak_gib)} GiB, budget "
+                    f"{est(budget)} GiB)." + (f" Re-planned fix: {fix}." if fix else ""))
+    for c in sub.culprits:
+        c.fixes_alone = False  # a prediction: the log did not show this phase
+    exp.culprits = exp.culprits + [c for c in sub.culprits if c.setting not in {k.setting for k in exp.culprits}]
+    exp.fix = dict(sub.fix)
+    exp.basis = "log+estimate"
+    exp.notes.append(f"phase predicted by plan: {plan.failing_phase} ({plan.verdict})")
 
 
 def _add_plan_culprits(exp: Explanation, plan, outcome: str, engine: str) -> None:

@@ -252,6 +252,9 @@ def after_profile(ctx: Ctx) -> Explanation:
     return _with_other_processes(ctx, culprits, head, fix)
 
 
+BLAME_NONE = " The log does not show which phase ran out of memory, so no setting can be blamed from it."
+
+
 def other(ctx: Ctx) -> Explanation:
     """ok, unknown, and failures that are not about memory: said as they are, no culprits."""
     outcome = ctx.record.outcome
@@ -264,6 +267,6 @@ def other(ctx: Ctx) -> Explanation:
         err = ctx.record.error_line
         head += f": {err.strip()}" if err else "."
         if outcome == "oom_unknown":
-            head += " The log does not show which phase ran out of memory, so no setting can be blamed from it."
+            head += BLAME_NONE
             return _with_other_processes(ctx, [], head, {})
     return ctx.explanation([], head, {})

@@ -15,6 +15,7 @@ from diagnostics.explain.terms import margin, shrunk_term, util_direction
 from diagnostics.explain.words import ok_summary, plan_summary, why_sentence
 from diagnostics.outcomes import MEMORY_FAILURES
 from diagnostics.predict import estimator
+from diagnostics.predict.exact import carry
 from diagnostics.settings import default_gpu_memory_utilization
 
 
@@ -31,12 +32,21 @@ class Planner:
         if key not in self.cache:
             overrides = {k: v for k, v in {**self.user, **changes}.items() if v is not None}
             try:
-                self.cache[key] = estimator.plan(self.base.model, self.base.card, self.base.vllm_version,
-                                                 self.base.entrypoint, overrides=overrides,
-                                                 coefficients=self.base.coefficients)
+                self.cache[key] = self._plan(overrides)
             except (UsageError, ValueError, KeyError, TypeError, ZeroDivisionError):
                 self.cache[key] = None
         return self.cache[key]
+
+
+    def _plan(self, overrides: dict):
+        """The re-plan; with the base plan's vLLM figures where they still hold (predict.exact.carry)."""
+        b = self.base
+        p = estimator.plan(b.model, b.card, b.vllm_version, b.entrypoint, overrides=overrides,
+                           coefficients=b.coefficients)
+        exact = carry(b.exact, p.settings)
+        if exact is None:
+            return p
+        return estimator.plan(b.model, b.card, b.vllm_version, b.entrypoint, overrides, b.coefficients, exact)
 
 
 def search_one(planner: Planner, setting: str, outcome: str, accept) -> tuple[Trial | None, Trial | None]:

@@ -104,6 +104,12 @@ def error_figures(body: str) -> ErrorFigures:
         num(("gpu_memory_utilization", gib(m.group("util"))))
         num(("requested_gib", gib(m.group("req"))))
         setting(("gpu_memory_utilization", gib(m.group("util"))))
+    if m := P.EXTERNAL_WEIGHTS_EXCEED.search(body):
+        num(("external_weights_gib", gib(m.group("ext"))))
+        num(("gpu_total_gib", gib(m.group("total"))))
+        num(("gpu_memory_utilization", gib(m.group("util"))))
+        num(("requested_gib", gib(m.group("req"))))
+        setting(("gpu_memory_utilization", gib(m.group("util"))))
     if m := P.NODE_KV_ALLOC.search(body):
         num(("free_gib", gib(m.group("free"))))
         num(("gpu_total_gib", gib(m.group("total"))))
@@ -121,7 +127,8 @@ def error_figures(body: str) -> ErrorFigures:
         num(("max_model_len", int(m.group("mml"))))
         setting(("max_model_len", int(m.group("mml"))))
         num(("kv_cache_tokens", int(m.group("cap"))))
-    if P.OOM.search(body) or P.OOM_GPU.search(body) or P.OOM_GPU_OLD.search(body):
+    if (P.OOM.search(body) or P.OOM_GPU.search(body) or P.OOM_GPU_OLD.search(body) or P.OOM_XPU.search(body)
+            or P.OOM_ALLOC_WARNING.search(body)):
         out.numbers.extend(oom_figures(body))
         out.processes = oom_processes(body)
     if m := P.MM_ITEM_TOO_LARGE.search(body):
@@ -132,23 +139,37 @@ def error_figures(body: str) -> ErrorFigures:
 
 def oom_figures(body: str) -> list[tuple[str, float | int]]:
     """A PyTorch OOM message's sizes (GiB): tried, the GPU's total (also as gpu_total_gib) and free, PyTorch's
-    allocated/reserved, a per-process limit ("allowed")."""
+    allocated/reserved (and the CUDA-graph private pools' share, torch 2.4+), a per-process limit ("allowed"),
+    torch_npu's "current active". Texts: c10/cuda/CUDACachingAllocator.cpp (torch 2.0-2.9), c10/xpu/
+    XPUCachingAllocator.cpp, torch_npu NPUCachingAllocator.cpp (diagnostics/data/log_messages.toml, section torch)."""
     out = []
     if m := P.OOM_TRIED.search(body):
         out.append(("oom_tried_gib", size_gib(m.group("size"))))
-    if m := (P.OOM_GPU.search(body) or P.OOM_GPU_OLD.search(body)):
+    if m := (P.OOM_GPU.search(body) or P.OOM_GPU_OLD.search(body) or P.OOM_XPU.search(body)):
         total = size_gib(m.group("total"))
-        out += [("oom_gpu_index", int(m.group("i"))), ("oom_total_gib", total), ("gpu_total_gib", total),
-                ("oom_free_gib", size_gib(m.group("free")))]
+        out += [("oom_gpu_index", int(m.group("i"))), ("oom_total_gib", total), ("gpu_total_gib", total)]
+        if "free" in m.re.groupindex:
+            out.append(("oom_free_gib", size_gib(m.group("free"))))
         if "alloc" in m.re.groupindex:
             out.append(("oom_allocated_by_pytorch_gib", size_gib(m.group("alloc"))))
+            if m.group("active"):
+                out.append(("oom_active_gib", size_gib(m.group("active"))))
+            if m.group("limit"):
+                out.append(("oom_allowed_gib", size_gib(m.group("limit"))))
             if m.group("res"):
                 out.append(("oom_reserved_by_pytorch_gib", size_gib(m.group("res"))))
+    if m := P.OOM_ALLOC_WARNING.search(body):
+        total = int(m.group("total")) / (1 << 30)
+        # under their own keys: the OutOfMemoryError that may follow carries the figures of the failure itself
+        out += [("alloc_failed_tried_gib", int(m.group("tried")) / (1 << 30)),
+                ("alloc_failed_free_gib", int(m.group("free")) / (1 << 30)), ("gpu_total_gib", total)]
     if m := P.OOM_ALLOWED.search(body):
         out.append(("oom_allowed_gib", size_gib(m.group("size"))))
     if m := P.OOM_ALLOCATED.search(body):
         out += [("oom_allocated_by_pytorch_gib", size_gib(m.group("alloc"))),
                 ("oom_reserved_unallocated_gib", size_gib(m.group("res")))]
+        if m.group("pools"):  # torch 2.4+: part of the allocated figure sits in CUDA-graph private pools
+            out.append(("oom_private_pools_gib", size_gib(m.group("pools"))))
     return out  # the processes' figures come from oom_processes (logs.scan sums them once the log is read)
 
 

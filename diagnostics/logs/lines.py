@@ -28,6 +28,22 @@ class Line:
     ts: str | None
     process: str | None
     cont: bool = False  # may continue the previous line (a wrapped message)
+    engine: str | None = None  # which engine of several printed it: `Stage-0`, `DP1`, `APIServer pid=N` (engine_of)
+
+
+def engine_of(piece: str, process: str | None) -> str | None:
+    """The engine a line belongs to when one log holds several: vllm-omni's `[Stage-N]` tag, a data-parallel rank
+    in the process name (`EngineCore_DP1`, `Worker_DP6_EP6`), else the engine core's or the API server's pid
+    (`vllm serve` run twice). Scan.engine_records splits a log only when two engines show (API-server lines are
+    shared when engine cores or finer tags are there)."""
+    head = piece[:160]
+    if m := P.STAGE_TAG.search(head):
+        return f"Stage-{m.group('stage')}"
+    if m := P.ENGINE_DP.search(head):
+        return f"DP{m.group('dp')}"
+    if process and process.startswith(("APIServer ", "EngineCore pid=")):
+        return process  # two `vllm serve` processes: each has its API server and its engine core
+    return None
 
 
 def _strip_tags(piece: str) -> tuple[str, str | None]:
@@ -39,6 +55,11 @@ def _strip_tags(piece: str) -> tuple[str, str | None]:
     if tag is not None and tag.start() < 60:
         process = f"{tag.group('name') or 'process'} pid={tag.group('pid')}"
         rest = rest[tag.end():]
+    if (stage := P.STAGE_TAG.match(rest.lstrip(" "))) is not None:  # vllm-omni: `(Worker pid=N) [Stage-0] INFO`
+        rest = rest.lstrip(" ")[stage.end():].lstrip(" ")
+        if (more := P.PROCESS_TAG.match(rest)) is not None and process is None:
+            process = f"{more.group('name') or 'process'} pid={more.group('pid')}"
+            rest = rest[more.end():].lstrip(" ")
     rank = P.RANK_TAG.search(rest)
     if rank and rank.start() < 40:
         process = process or f"rank{rank.group('rank')}"
@@ -126,7 +147,7 @@ class LineSplitter:
         raw = piece.rstrip()
         if process and P.PROCESS_TAG_BARE.match(raw):
             raw = "(" + raw  # the tag as vLLM printed it
-        line = Line(self.index, raw, body, level, self.last_ts, process, cont)
+        line = Line(self.index, raw, body, level, self.last_ts, process, cont, engine_of(piece, process))
         self.index += 1
         return line
 

@@ -28,7 +28,27 @@ PHASE_REACHED = {"weights": "weights", "vision_encoder": "profile", "language_mo
                  "request": "ready"}
 KV_FRAMES = {"initialize_cache", "_init_cache_engine", "initialize_from_config", "initialize_kv_cache",
              "_allocate_kv_cache", "_allocate_kv_cache_tensors", "initialize_kv_cache_tensors", "CacheEngine"}
-GRAPH_FRAMES = {"capture_model", "profile_cudagraph_memory", "_capture_cudagraphs", "_warm_up_model"}
+# Graph capture: vLLM's capture steps, torch.cuda.graph's context manager (`with torch.cuda.graph(...)`,
+# `capture_begin`/`capture_end`), V0's CUDAGraphRunner, and frames in a cuda_graph.py / torch/cuda/graphs.py file
+# (GRAPH_FILE, read as the name "<cuda_graph file>").
+GRAPH_FRAMES = {"capture_model", "profile_cudagraph_memory", "_capture_cudagraphs", "_warm_up_model", "capture",
+                "capture_begin", "capture_end", "graph", "CUDAGraphRunner"}
+# A frame in vLLM's cuda_graph.py alone is weak: its wrapper also runs (without capturing) inside the profile run's
+# forward pass, so it decides only when no other frame tells the phase.
+WEAK_GRAPH_FRAME = "<cuda_graph file>"
+GRAPH_FILE = re.compile(r"cuda_?graphs?\.py|cudagraph\w*\.py")
+# The serving loop (V0 async_llm_engine, V1 AsyncLLM's output handler): a failure under it failed a request, however
+# deep the frames below it go.
+# (Only these functions: a start-up traceback also runs through async_llm_engine.py, in from_engine_args/_init_engine.)
+SERVING_FRAMES = {"run_engine_loop", "engine_step", "step_async", "output_handler", "_run_output_handler",
+                  "_log_task_completion"}
+# V0 multiprocessing workers name the method that failed (`Exception in worker VllmWorkerProcess while processing
+# method load_model`, executor/multiproc_worker_utils.py:231 in 0.6): the method -> the phase it runs.
+WORKER_METHOD_PHASE = {"load_model": "weights", "init_device": "startup_check",
+                       "determine_num_available_blocks": "profile", "determine_available_memory": "profile",
+                       "initialize_cache": "kv_cache", "initialize_from_config": "kv_cache",
+                       "capture_model": "cuda_graph", "compile_or_warm_up_model": "warmup",
+                       "execute_model": "request", "start_worker_execution_loop": "request"}
 WARMUP_FRAMES = {"compile_or_warm_up_model", "_warmup_and_capture"}
 REQUEST_FRAMES = {"generate", "add_request", "_run_engine", "chat", "create_chat_completion", "create_completion"}
 PROFILE_FRAMES = {"profile_run", "determine_num_available_blocks", "determine_available_memory", "warming_up_model"}
@@ -47,7 +67,8 @@ OOM_OUTCOME = {"weights": "oom_weights", "vision_encoder": "oom_profile", "langu
 
 # Root-cause lines in the order they are tried: (patterns, outcome, phase; "?" = read the phase from context).
 DECISIVE = (
-    ((P.FREE_LESS, P.FREE_LESS_EXTERNAL, P.NODE_LESS), "insufficient_free_memory", "startup_check"),
+    ((P.FREE_LESS, P.FREE_LESS_EXTERNAL, P.NODE_LESS, P.EXTERNAL_WEIGHTS_EXCEED), "insufficient_free_memory",
+     "startup_check"),
     ((P.NODE_KV_ALLOC,), "oom_kv_alloc", "kv_cache"),
     ((P.NO_KV,), "no_kv_cache", "kv_cache"),
     ((P.KV_TOO_SMALL_ANY, P.KV_TOO_SMALL_V0), "kv_too_small", "kv_cache"),
@@ -72,7 +93,15 @@ def decisive(line: Line, any_level: bool = False) -> tuple[str, str] | None:
         if any(p.search(b) for p in patterns):
             return outcome, phase
     if P.OOM.search(b):
-        return "oom", "request" if P.REQUEST_ERROR.search(b) else "?"
+        if P.REQUEST_ERROR.search(b):
+            return "oom", "request"
+        if P.SAMPLER_WARMUP.search(b):
+            return "oom", "?sampler"  # the sampler/pooler's own message: warm-up, or the profile run's sampler pass
+        if P.WEIGHT_CREATE_FAILED.search(b):
+            return "oom", "weights"
+        if (m := P.WORKER_METHOD.search(b)) and m.group("method") in WORKER_METHOD_PHASE:
+            return "oom", WORKER_METHOD_PHASE[m.group("method")]
+        return "oom", "?"
     if P.VALIDATION.search(b) or P.REQUEST_ERROR.search(b):
         return "error", "request"
     if P.CRASH.search(b):
@@ -118,6 +147,8 @@ def frame_names(lines: list[Line]) -> list[str]:
     for line in lines:
         b = line.body
         if m := P.FRAME_FILE.search(b):
+            if GRAPH_FILE.search(b):
+                names.append("<cuda_graph file>")
             names.append(m.group("func"))
         elif m := P.WORKER_METHOD.search(b):
             names.append(m.group("method"))
@@ -144,6 +175,8 @@ def phase_from_frames(names: list[str]) -> str | None:
         return "language_model" if has & LM_PASS_FRAMES and "profile_run" in has else "profile"
     if warm:
         return "warmup"
+    if WEAK_GRAPH_FRAME in has:
+        return "cuda_graph"
     return None
 
 
@@ -198,10 +231,15 @@ class Decider:
         if "weights_start" in ts and ts["weights_start"] < index and not ("weights_done" in ts and
                                                                            ts["weights_done"] < index):
             return "weights"
+        if self._after("graph_profiling", index) and not self._kv_sized_before(index) and not any(
+                P.GRAPH_ESTIMATE.search(ln.body) for ln in self.lines if self.at["graph_profiling"] < ln.index < index):
+            return "cuda_graph"  # 0.18+ profile_cudagraph_memory captures graphs to estimate their pool
+        if self._after("profile_seq_warning", index) and not self._kv_sized_before(index):
+            return "profile"  # multimodal/profiling.py warns as it builds the profile run's dummy input
         return None
 
     def _kv_sized_before(self, index: int) -> bool:
-        return any(P.AVAILABLE_KV.search(ln.body) or P.KV_TOKENS.search(ln.body)
+        return any(P.AVAILABLE_KV.search(ln.body) or P.KV_TOKENS.search(ln.body) or P.GPU_BLOCKS.search(ln.body)
                    for ln in self.lines if ln.index < index)
 
     def classify(self) -> None:
@@ -236,21 +274,46 @@ class Decider:
             head -= 1
         return head < pos and decisive(self.lines[head], any_level=True) is not None
 
+    def _why(self, how: str, index: int | None = None) -> None:
+        self.rec.provenance["phase"] = {"how": how, "line": index}
+
     def _phase(self, pos: int, line: Line, frames: list[str]) -> str:
         """The phase of a failure whose line does not name it: request after the engine came up, else the frames,
         else the order of the start-up markers before it."""
-        if self._after("ready", line.index) or self._after("request", line.index):
-            return "request"  # the engine was up: whatever failed now failed serving a request
+        for key, how in (("ready", "after the ready marker"), ("request", "after the first request"),
+                         ("serving_failed", "after the serving loop failed")):
+            if self._after(key, line.index):
+                self._why(how, self.at[key])
+                return "request"  # the engine was up: whatever failed now failed serving a request
+        if set(frames) & SERVING_FRAMES:
+            self._why("frames: " + ", ".join(sorted(set(frames) & SERVING_FRAMES)))
+            return "request"
         phase = phase_from_frames(frames)
+        if phase is not None:
+            telling = [f for f in frames if phase_from_frames([f]) is not None]
+            self._why("frames: " + " > ".join(dict.fromkeys(telling or frames)))
         if phase == "sampler" and (self._after("sampler_warmup", line.index) or self._kv_sized_before(line.index)):
             phase = "warmup"  # the profile run ended before it: this is the sampler warm-up
-        return phase or self.phase_from_order(line.index) or "unknown"
+            self._why("sampler frames after the KV cache was sized")
+        if phase is None and (phase := self.phase_from_order(line.index)) is not None:
+            self._why("the start-up lines printed before it")
+        return phase or "unknown"
 
     def _root_cause(self, pos: int, line: Line, outcome: str, phase: str) -> None:
         rec = self.rec
         frames = frames_before(self.lines, pos)
-        if phase == "?":
+        rec.provenance["outcome"] = {"how": "the root-cause line", "line": line.index}
+        if phase == "?sampler":
+            # _dummy_sampler_run raises this text in compile_or_warm_up_model and at the end of profile_run
+            # (v1/worker/gpu_model_runner.py, 0.8-0.33): the profile run only when its frames show it.
+            in_profile = bool(set(frames) & PROFILE_FRAMES) and not self._kv_sized_before(line.index)
+            phase = "sampler" if in_profile else "warmup"
+            self._why("named by the root-cause line" + (" (inside the profile run's frames)" if in_profile else ""),
+                      line.index)
+        elif phase == "?":
             phase = self._phase(pos, line, frames)
+        else:
+            self._why("named by the root-cause line", line.index)
         if outcome == "oom":
             outcome = OOM_OUTCOME.get(phase, "oom_unknown")
         self._reach(PHASE_REACHED.get(phase))
@@ -285,6 +348,7 @@ class Decider:
             ready = marker_lines(self.lines).get("graphs_done")  # V0's last start-up step
         if ready is not None:  # the engine came up; tracebacks before it were survived
             rec.outcome = "ok"
+            rec.provenance["outcome"] = {"how": "the ready marker, no root-cause line", "line": ready}
             rec.evidence.append(next(ln.raw.strip() for ln in self.lines if ln.index == ready))
             self._reach("ready")
             return
@@ -307,15 +371,19 @@ def decide_engine(rec: LogRecord, lines: list[Line], v0_marks: int, v1_marks: in
     """rec.engine from the version (>= 0.11 V1 only, < 0.7 V0 only), else from which engine's marks dominate;
     rec.platform from CUDA hints or the echoed device when no line named it."""
     v = read_version(rec.vllm_version)
-    if rec.engine is None:
-        if v is not None and v >= (0, 11, 0):
-            rec.engine = "V1"
-        elif v is not None and v < (0, 7, 0):
-            rec.engine = "V0"
-        elif v1_marks > v0_marks:
-            rec.engine = "V1"
-        elif v0_marks > v1_marks:
-            rec.engine = "V0"
+    why = None
+    if rec.engine is not None:
+        banner = next((ln.index for ln in lines if P.BANNER_V1.search(ln.body)), None)
+        why = {"how": "the V1 engine banner", "line": banner}
+    elif v is not None and v >= (0, 11, 0):
+        rec.engine, why = "V1", {"how": f"vLLM {rec.vllm_version}: V1 only from 0.11", "line": None}
+    elif v is not None and v < (0, 7, 0):
+        rec.engine, why = "V0", {"how": f"vLLM {rec.vllm_version}: V0 only before 0.7", "line": None}
+    elif v1_marks != v0_marks:
+        rec.engine = "V1" if v1_marks > v0_marks else "V0"
+        why = {"how": f"{v1_marks} V1-only lines/tags against {v0_marks} V0-only ones", "line": None}
+    if why is not None:
+        rec.provenance["engine"] = why
     if rec.platform is None and any(CUDA_HINT.search(ln.body) and not P.NEVER_FAILS.search(ln.body) for ln in lines):
         rec.platform = "cuda"
     if rec.platform is None and isinstance(rec.settings.get("device"), str):

@@ -28,11 +28,16 @@ PROCESS_TAG_BARE = re.compile(r"^(?=[A-Za-z_])" + _tag)  # lost its `(`
 CONTAINER = re.compile(
     r"^(?:\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?\s(?:(?:stdout|stderr) (?P<cri>[FP]) ?)?"
     r"|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ [\w.\-/@]+(?:\[\d+\])?: "
-    r"|[\w.\-]+ +\| )"
+    r"|[\w.\-]+ +\| "
+    r"|bk;t=\d+ |\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z?\] )"  # Buildkite's `bk;t=NNN ` / `[2026-04-13T03:34:55Z] `
 )
 QUOTE = re.compile(r"^(?: {0,3}(?:>|\u258e|\||\u2502) ?)+")  # `> `, GitHub's rendered quote bar `▎ `, `| `
 FENCE = re.compile(r"^\s*(?:```|~~~)")
 RANK_TAG = re.compile(r"\[rank(?P<rank>\d+)\]:")
+# Several engines in one log: vllm-omni's `[Stage-0]` / `[Stage-1]` tags, a data-parallel rank in a process name
+# (`EngineCore_DP1`, `Worker_DP6_EP6`).
+STAGE_TAG = re.compile(r"\[Stage-(?P<stage>\d+)\]")
+ENGINE_DP = re.compile(r"_DP(?P<dp>\d+)(?!\d)")
 # A paste that lost its line ends: another vLLM header further along the same line starts a new line there.
 EMBEDDED_HEADER = re.compile(r" +(?=(?:\([\w .=\-]*pid=\d+[^)]*\) )?(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) "
                              r"\d\d-\d\d \d\d:\d\d:\d\d)")
@@ -115,11 +120,37 @@ GRAPH_PROFILING_RAISE = re.compile(
     rf"CUDA graph memory profiling.*increas(?:e|ing) (?:the )?--gpu-memory-utilization (?:from (?P<cur>{NUM}) )?to "
     rf"(?P<to>{NUM})"
 )
+# 0.34: the profile run saw free memory grow (another process let go) and sized the KV cache from torch's reserve.
+FREE_GREW = re.compile(
+    rf"Free memory grew by (?P<grew>{NUM}) GiB during profiling \(initial (?P<init>{NUM}) GiB, current (?P<cur>{NUM}) "
+    rf"GiB\)\. Sizing the KV cache from the (?P<res>{NUM}) GiB torch reserved"
+)
+GRAPH_PROFILING_DISABLED = re.compile(r"CUDA graph memory profiling is disabled")
+# 0.33+: weights held by another process (a weight server) count against the budget.
+EXTERNAL_WEIGHTS = re.compile(
+    rf"Weights are held outside this process: of the (?P<req>{NUM}) GiB utilization budget, (?P<ext>{NUM}) GiB is "
+    rf"externally held and (?P<eng>{NUM}) GiB remains"
+)
+EXTERNAL_WEIGHTS_EXCEED = re.compile(
+    rf"Externally held weights on device(?: \S+)? \((?P<ext>{NUM})/(?P<total>{NUM}) GiB\) exceed the desired GPU memory "
+    rf"utilization \((?P<util>{NUM}), (?P<req>{NUM}) GiB\)"
+)
+BUDGET_UPDATED = re.compile(rf"Updated engine memory budget after disk fallback: (?P<req>{NUM}) GiB")
+# 0.20+ max_model_len auto-fit: "reduced from %d to %d to fit in available KV cache memory (%s GiB GPU)", "full model
+# context length %d fits", "using max_model_len=%d, which fits".
+AUTO_FIT = re.compile(
+    rf"Auto-fit max_model_len: (?:reduced from (?P<orig>\d+) to (?P<fit>\d+)|full model context length (?P<full>\d+) "
+    rf"fits|using max_model_len=(?P<using>\d+))[^(]*\((?P<kv>{NUM}) GiB"
+)
+NUM_GPU_BLOCKS_OVERRIDE = re.compile(r"Overriding num_gpu_blocks=(?P<n>\d+) with num_gpu_blocks_override=(?P<o>\d+)")
+GRAPH_CAPTURE_SKIPPED = re.compile(r"Skipping (?:encoder and decoder )?CUDA graph capture")
 ENCODER_BUDGET = re.compile(
     rf"Encoder cache will be initialized with a budget of (?P<n>{NUM}) tokens, "
     rf"and profiled with (?P<m>{NUM}) (?P<modality>\w+) items"
 )
-ENCODER_SKIP = re.compile(r"Skipping memory profiling for multimodal encoder")
+ENCODER_SKIP = re.compile(r"Skipping (?:memory profiling for multimodal encoder|encoder profiling for embedding-only)")
+# 0.20+: the profile run estimates the CUDA-graph pool: "Profiling CUDA graph memory: FULL=35 (largest=512), ..."
+GRAPH_PROFILING_START = re.compile(r"Profiling CUDA graph memory: (?P<modes>.*)")
 PROFILE_SEQ_WARNING = re.compile(
     rf"(?:sequence length used for profiling \(max_num_batched_tokens / max_num_seqs = (?P<seq>\d+)\)"
     rf"|context length \((?P<ctx>\d+)\) of the model) is too short to hold the multi-modal embeddings in the "
@@ -131,13 +162,19 @@ CPU_KV_AUTO = re.compile(
 )
 CPU_KV_EXPLICIT = re.compile(rf"Explicitly set \((?P<kv>{NUM})/(?P<total>{NUM})\) GiB for KV cache on node \d+")
 CONFIG_KV_BYTES = re.compile(r"kv_cache_memory_bytes=(?P<b>\d+)")
-INIT_ENGINE = re.compile(rf"init engine \(profile, create kv cache, warmup model\) took (?P<s>{NUM}) s")
+INIT_ENGINE = re.compile(
+    rf"init engine \(profile, create kv cache, warmup model\) took (?P<s>{NUM}) s(?:econds)?"
+    rf"(?: \(compilation: (?P<c>{NUM}) s(?: \W+ language_model: (?P<lm>{NUM}) s, encoder: (?P<enc>{NUM}) s)?\))?"
+)
 APP_STARTUP = re.compile(r"Application startup complete")
 # Ready markers (besides INIT_ENGINE and APP_STARTUP): the API server or uvicorn listening, the engine serving,
 # the LLM class adding/rendering/processing prompts.
 SERVING = re.compile(r"Starting vLLM API server|Uvicorn running on|Started server process|Avg prompt throughput:")
 REQUESTS = re.compile(r"Processed prompts:|Adding requests|Rendering prompts")
-SAMPLER_WARMUP = re.compile(r"[Ww]arming up sampler with (?P<n>\d+) dummy requests")
+# The sampler (0.8+) / pooler (0.10+) warm-up's own OOM text: "CUDA out of memory occurred when warming up sampler
+# with N dummy requests. Please try lowering `max_num_seqs` ..." (it names the phase and the setting).
+SAMPLER_WARMUP = re.compile(r"[Ww]arming up (?:sampler|pooler)(?: \([^)]*\))? with (?P<n>\d+) dummy requests")
+PROFILE_START = re.compile(r"Starting profile run")
 # V0's "Memory profiling results:" block with one figure per line, and V1's DEBUG profiling summary.
 PROFILE_RESULTS = re.compile(r"Memory profiling results:\s*$")
 PROFILE_ITEM = re.compile(
@@ -183,7 +220,7 @@ KV_TOO_SMALL_V0 = re.compile(
 )
 # Case-sensitive on purpose: V0's "If you are running out of memory, consider ..." hint is not a failure.
 OOM = re.compile(
-    r"(?:CUDA|XPU|HIP|NPU|MPS) out of memory|CUDA (?:driver )?error: out of memory|OutOfMemoryError"
+    r"(?:CUDA|XPU|HIP|NPU|MPS) out of memory|MPS backend out of memory|CUDA (?:driver )?error: out of memory|OutOfMemoryError"
     r"|CUBLAS_STATUS_ALLOC_FAILED|cudaErrorMemoryAllocation|CUDA_ERROR_OUT_OF_MEMORY|Cuda failure 'out of memory'"
     r"|(?:CUDA|HIP) out of(?: m\w*)?\s*$"  # a message cut in the paste: `RuntimeError: CUDA out of`
 )
@@ -192,15 +229,30 @@ OOM_GPU = re.compile(  # "capacty": the typo of older torch releases
     rf"GPU (?P<i>\d+) has a total capac(?:i)?ty of (?P<total>{SIZE}) of which (?P<free>{SIZE}) is free"
 )
 # torch < 2.1: `(GPU 0; 22.19 GiB total capacity; 20.87 GiB already allocated; 1.06 GiB free; 21.13 GiB reserved ...)`
+# torch_npu (Ascend) keeps this form with `current active`: `(NPU 0; 60.96 GiB total capacity; 55.91 GiB already
+# allocated; 55.91 GiB current active; 1.80 GiB free; 58.73 GiB reserved in total by PyTorch)`.
 OOM_GPU_OLD = re.compile(
-    rf"\(GPU (?P<i>\d+); (?P<total>{SIZE}) total capacity; (?P<alloc>{SIZE}) already allocated; (?P<free>{SIZE}) free"
+    rf"\((?:GPU|NPU|XPU|MLU) (?P<i>\d+); (?P<total>{SIZE}) total capacity; (?P<alloc>{SIZE}) already allocated; "
+    rf"(?:(?P<active>{SIZE}) current active; )?(?P<free>{SIZE}) free"
     rf"(?:; (?:(?P<limit>{SIZE}) allowed; )?(?P<res>{SIZE}) reserved in total by PyTorch)?"
 )
+# torch 2.5-2.6 XPU: `XPU out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 23.86 GiB. Of the
+# allocated memory ...` (no free figure).
+OOM_XPU = re.compile(rf"GPU (?P<i>\d+) has a total capacity of (?P<total>{SIZE})\. Of the allocated memory")
 # Every process NVML lists on the device: `Process 1111 has 730.00 MiB memory in use.` (pid None = "this process")
 OOM_PROCESS = re.compile(rf"(?:Process (?P<pid>\d+)|(?P<this>this process)) has (?P<size>{SIZE}) memory in use")
 OOM_ALLOWED = re.compile(rf"memory in use\. (?P<size>{SIZE}) allowed;")
+# torch 2.4+ adds `, with X allocated in private pools (e.g., CUDA Graphs),` when graph pools hold memory.
 OOM_ALLOCATED = re.compile(
-    rf"Of the allocated memory (?P<alloc>{SIZE}) is allocated by PyTorch, and (?P<res>{SIZE}) is reserved"
+    rf"Of the allocated memory (?P<alloc>{SIZE}) is allocated by PyTorch, (?:with (?P<pools>{SIZE}) allocated in "
+    rf"private pools \(e\.g\., CUDA Graphs\), )?and (?P<res>{SIZE}) is reserved"
+)
+# PyTorch's C++ warning when cudaMalloc fails (the OutOfMemoryError text follows unless the allocator recovers):
+# `[W830 12:05:56.43 CUDACachingAllocator.cpp:3933] memory allocation failed with OOM on device 0 while trying to
+# allocate 272629760 bytes (free: 125304832, total: 85017624576)`. Figures only; it decides nothing by itself.
+OOM_ALLOC_WARNING = re.compile(
+    r"memory allocation failed with OOM on device (?P<i>\d+) while trying to allocate (?P<tried>\d+) bytes "
+    r"\(free: (?P<free>\d+), total: (?P<total>\d+)\)"
 )
 PROFILE_SANITY = re.compile(r"Error in memory profiling\. Initial free memory")
 MM_ITEM_TOO_LARGE = re.compile(
@@ -208,6 +260,10 @@ MM_ITEM_TOO_LARGE = re.compile(
 )
 VALIDATION = re.compile(r"VLLMValidationError|maximum context length is \d+ tokens")
 REQUEST_ERROR = re.compile(r"Error in model execution")
+# The serving loop failed (V1 AsyncLLM, V0 async_llm_engine): whatever error follows failed a request.
+SERVING_FAILED = re.compile(r"AsyncLLM output_handler failed|Engine background task failed")
+# 0.11: `Failed to create unquantized linear weights: <error>` (linear.py), creating a weight ran out of memory.
+WEIGHT_CREATE_FAILED = re.compile(r"Failed to create unquantized linear weights")
 CRASH = re.compile(
     r"\bdied\b|Fatal Python error|Illegal instruction|SIGILL|SIGSEGV|SIGKILL|Segmentation fault"
     r"|core dumped|^Killed$|exited with code -?\d+|terminated by signal"
@@ -235,3 +291,13 @@ LINKER = re.compile(r"\bld(?:\.\w+)?: (?:cannot find|error:|undefined reference)
 # Request-logger and access lines repeat user text (a prompt may quote an error); they never carry a failure.
 NEVER_FAILS = re.compile(r"Received request \S+: |\] Added request |HTTP/\d(?:\.\d)?\" \d{3} ")
 CALL = re.compile(r"(?:\.|\b)(?P<func>[A-Za-z_]\w*)\(")
+
+# Regexes of this module that read a line's shape (prefixes, tracebacks, generic failure words), not one message
+# of vLLM or PyTorch; every other regex here reads a message of diagnostics/data/log_messages.toml
+# (tests/unit/test_logs_catalogue.py checks both ways).
+STRUCTURE = frozenset({
+    "ANSI", "PROCESS_TAG", "PROCESS_TAG_BARE", "CONTAINER", "QUOTE", "FENCE", "RANK_TAG", "STAGE_TAG",
+    "EMBEDDED_HEADER", "HEADER", "CONFIG_ITEM", "PROFILE_PAIR", "CRASH", "TIMEOUT", "EXCEPTION", "NOISE", "TRACEBACK",
+    "FRAME_FILE", "LINKER", "NEVER_FAILS", "CALL", "VALIDATION", "CONFIG_KV_BYTES", "ENGINE_DP",
+    "BREAKDOWN_OLD_USAGE", "BREAKDOWN_NEW_USAGE", "KV_SUGGEST", "KV_IN_USE", "ESTIMATED_MML",
+})

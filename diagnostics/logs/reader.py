@@ -28,6 +28,9 @@ from typing import BinaryIO
 
 from diagnostics.logs import patterns as P
 from diagnostics.logs.figures import gib, non_default_args, number, reserved_tokens
+from diagnostics.logs.handlers import (auto_fit, blocks_override, budget_updated, external_weights, free_grew,
+                                       graph_capture_skipped, graph_profiling_disabled, graph_profiling_start,
+                                       init_engine, serving_failed, weight_create_failed)
 from diagnostics.logs.lines import Line, LineSplitter
 from diagnostics.logs.outcome import decisive, recognised
 from diagnostics.logs.record import LogRecord
@@ -288,6 +291,7 @@ def _encoder_skip(s: Scan, line: Line, m: re.Match) -> None:
 
 
 def _profile_seq(s: Scan, line: Line, m: re.Match) -> None:
+    s.at.setdefault("profile_seq_warning", line.index)  # the profile run follows (multimodal/profiling.py)
     if m.group("seq"):
         s.num("profiling_seq_len", int(m.group("seq")))
     if m.group("ctx"):
@@ -325,13 +329,12 @@ def _requests(s: Scan, line: Line, m: re.Match) -> None:
 def _sampler_warmup(s: Scan, line: Line, m: re.Match) -> None:
     s.reach("warmup")
     s.at.setdefault("sampler_warmup", line.index)
+    s.num("sampler_warmup_requests", int(m.group("n")))
 
 
 def _profile_start(s: Scan, line: Line, m: re.Match) -> None:
     s.mark("profile_start", line)
 
-
-PROFILE_START = re.compile(r"Starting profile run")
 
 # The line kinds in the order they are tried: the first pattern that matches a line's body decides its handler.
 RULES: tuple[tuple[re.Pattern, Callable[[Scan, Line, re.Match], None]], ...] = (
@@ -367,17 +370,27 @@ RULES: tuple[tuple[re.Pattern, Callable[[Scan, Line, re.Match], None]], ...] = (
     (P.GRAPH_ESTIMATE, _graph_estimate),
     (P.GRAPH_PROFILING_RAISE, _graph_profiling),
     (P.GRAPH_PROFILING_UTIL, _graph_profiling),
+    (P.NUM_GPU_BLOCKS_OVERRIDE, blocks_override),
+    (P.GRAPH_CAPTURE_SKIPPED, graph_capture_skipped),
+    (P.FREE_GREW, free_grew),
+    (P.GRAPH_PROFILING_DISABLED, graph_profiling_disabled),
+    (P.EXTERNAL_WEIGHTS, external_weights),
+    (P.BUDGET_UPDATED, budget_updated),
+    (P.AUTO_FIT, auto_fit),
     (P.ENCODER_BUDGET, _encoder_budget),
     (P.ENCODER_SKIP, _encoder_skip),
+    (P.GRAPH_PROFILING_START, graph_profiling_start),
     (P.PROFILE_SEQ_WARNING, _profile_seq),
     (P.CPU_KV_AUTO, _cpu_kv_auto),
     (P.CPU_KV_EXPLICIT, _cpu_kv_explicit),
-    (P.INIT_ENGINE, _ready),
+    (P.INIT_ENGINE, init_engine),
     (P.APP_STARTUP, _ready),
     (P.SERVING, _ready),
     (P.REQUESTS, _requests),
     (P.SAMPLER_WARMUP, _sampler_warmup),
-    (PROFILE_START, _profile_start),
+    (P.PROFILE_START, _profile_start),
+    (P.SERVING_FAILED, serving_failed),
+    (P.WEIGHT_CREATE_FAILED, weight_create_failed),
 )
 
 
@@ -430,7 +443,7 @@ def read_log(text: str) -> LogRecord:
 
     Never raises on odd text: unrecognisable text is outcome "unknown". Patterns follow vLLM's own log lines
     (vllm-memory.md §2: worker/gpu_worker.py, v1/core/kv_cache_utils.py, the CPU worker; cpu-vllm.md §3-§4)."""
-    return _scan(text).record()
+    return _scan(text).engine_records()
 
 
 def read_log_stream(fh: BinaryIO) -> LogRecord:
@@ -445,4 +458,4 @@ def read_log_stream(fh: BinaryIO) -> LogRecord:
             s.add(line)
     if s.ready_at is None or not any(decisive(ln) for ln in s.lines if ln.index > s.ready_at):
         _serving_failure(s, splitter, reader)
-    return s.record()
+    return s.engine_records()

@@ -16,8 +16,17 @@ from diagnostics.outcomes import MARKER_PHASES, TIMELINE_PHASES
 
 # Where the version comes from, most trusted first: the engine's banner, the server/art banner, collect_env, a pip
 # line, a docker image tag.
+RULE_NAMES = {id(v): k for k, v in vars(P).items() if isinstance(v, re.Pattern)}
 VERSION_RANK = {"banner": 0, "server": 1, "collect_env": 2, "pip": 3, "docker": 4}
 MARKER_PHASE = dict(MARKER_PHASES)
+
+
+def wrap_joins(head: str, tail: str) -> tuple[str, ...]:
+    """How to re-join a message the paste wrapped: with a space, and, when the cut falls between two letters or
+    digits (`CUDA Gra` / `phs`, `is reser` / `ved`), also without one, tried first (the wrong join reads nothing)."""
+    if head[-1:].isalnum() and tail[:1].isalnum():
+        return ("", " ")
+    return (" ",)
 
 
 class Scan:
@@ -37,6 +46,8 @@ class Scan:
         self.version_rank = len(VERSION_RANK)
         self.reached = -1
         self.fails: dict[int, tuple[str, str]] = {}  # line index -> (outcome, phase) its figures decide
+        self.current: tuple[Line, str | None] | None = None  # the line being read and its rule's name
+        self.origin: dict[str, tuple[Line, str | None]] = {}  # "figure:KEY"/"setting:KEY" -> first line, rule
 
     def restart(self) -> None:
         """An engine banner after an earlier start came up (ready, or requests served): a restart in a day of
@@ -52,10 +63,14 @@ class Scan:
         values = self.seen.setdefault(key, [])
         if value not in values:
             values.append(value)
+        if self.current is not None:
+            self.origin.setdefault(f"figure:{key}", self.current)
 
     def setting(self, key: str, value) -> None:
         if value is not None:
             self.rec.settings.setdefault(key, value)
+            if self.current is not None:
+                self.origin.setdefault(f"setting:{key}", self.current)
 
     def mark(self, name: str, line: Line) -> None:
         self.reach(MARKER_PHASE[name])
@@ -129,8 +144,9 @@ class Scan:
         """Read one line (and, when it may continue the line before, the two joined)."""
         if line.cont and self.lines:
             prev = self.lines[-1]
-            self.scan(Line(prev.index, f"{prev.raw} {line.body}", f"{prev.body} {line.body}", prev.level, prev.ts,
-                           prev.process))
+            for sep in wrap_joins(prev.body, line.body):
+                self.scan(Line(prev.index, f"{prev.raw}{sep}{line.body}", f"{prev.body}{sep}{line.body}", prev.level,
+                               prev.ts, prev.process, engine=prev.engine))
         self.lines.append(line)
         self.scan(line)
 
@@ -146,8 +162,11 @@ class Scan:
             self.v0_marks += "/vllm/worker/" in line.body
         rule = next(((pat, handler) for pat, handler in self.rules if pat.search(line.body)), None)
         if rule is not None:
+            self.current = (line, RULE_NAMES.get(id(rule[0])))
             rule[1](self, line, rule[0].search(line.body))
+        self.current = (line, None)
         self.error_numbers(line)
+        self.current = None
         if rule is not None:
             self.hits += 1
 
@@ -160,7 +179,13 @@ class Scan:
         if rec.gpu_processes:  # PyTorch's OOM message: this process's use and what the others hold
             rec.numbers["oom_process_in_use_gib"] = next(p["gib"] for p in rec.gpu_processes if p["this_process"])
             rec.numbers["other_processes_gib"] = sum(p["gib"] for p in rec.gpu_processes if not p["this_process"])
+            source = self.origin.get("figure:oom_gpu_index") or self.origin.get("figure:oom_tried_gib")
+            for key in ("oom_process_in_use_gib", "other_processes_gib"):
+                rec.provenance[f"figure:{key}"] = {"how": "from the process list of the OOM message",
+                                                   "line": source[0].index if source else None}
         decide_engine(rec, self.lines, self.v0_marks, self.v1_marks)
+        for key, (line, rule) in self.origin.items():
+            rec.provenance.setdefault(key, {"how": "read from this line", "line": line.index, "rule": rule})
         if recognised(self.lines, self.hits) or self.fails:
             at = {**self.at, "ready": self.ready_at, "request": self.request_at}
             decider = Decider(self.lines, rec, {k: v for k, v in at.items() if v is not None}, self.fails)
@@ -168,4 +193,36 @@ class Scan:
             self.reached = max(self.reached, decider.reached)
         if self.reached >= 0:
             rec.reached = TIMELINE_PHASES[self.reached]
+        rec.provenance["lines"] = {ln.index: ln.raw for ln in self.lines}
+        return rec
+
+    def engine_records(self) -> LogRecord:
+        """The record, read apart per engine when the log holds several (vllm-omni `[Stage-N]`, DP ranks, two API
+        servers): each engine's record from its own lines and the unlabelled ones; the returned record is the
+        failing engine's (the one whose line decided the outcome), with every engine's summary in `engines`."""
+        whole = self.record()
+        labels = list(dict.fromkeys(ln.engine for ln in self.lines if ln.engine))
+        engines = [x for x in labels if not x.startswith("APIServer")] or labels  # an API server tag is an engine
+        if len(engines) < 2:                                                    # only where nothing finer is
+            return whole
+        parts = {}
+        for label in engines:
+            sub = Scan(self.rules)
+            for line in self.lines:
+                if line.engine == label or line.engine not in engines:  # its own lines and the shared ones
+                    sub.add(line)
+            parts[label] = sub.record()
+        failed = next((ln.engine for ln in self.lines if ln.engine in engines and whole.error_line
+                       and ln.raw.strip() == whole.error_line), None)
+        if failed is None:
+            failed = next((label for label, r in parts.items() if r.outcome not in ("ok", "unknown")), None)
+        rec = parts[failed] if failed is not None else whole
+        rec.engines = [{"engine": label, "outcome": r.outcome, "phase": r.phase,
+                        "numbers": {k: v for k, v in r.numbers.items() if not k.endswith("_all")}}
+                       for label, r in parts.items()]
+        rec.failed_engine = failed
+        if failed is not None:
+            rec.provenance["failed_engine"] = {"how": f"the root-cause line carries the `{failed}` tag",
+                                               "line": next((ln.index for ln in self.lines if ln.engine == failed
+                                                             and ln.raw.strip() == rec.error_line), None)}
         return rec

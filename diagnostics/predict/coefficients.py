@@ -55,6 +55,10 @@ class Coefficients:
     cuda_graph_v0: tuple[float, float, int] = (0.2, 0.8, 256)
     cuda_graph_v1: tuple[float, float, int] = (0.2, 0.6, 512)
     cuda_graph_range: tuple[float, float] = (0.5, 2.0)
+    # under tensor parallelism each captured graph also holds its all-reduce buffers (custom all-reduce registers
+    # every graph's inputs): the high bound is multiplied by this; issue #20 quotes a 0.5.x report of ~2.4 GiB per
+    # GPU under TP where the single-GPU rule gives 1.0 (one report: a range, not a fitted value)
+    cuda_graph_tp_high: float = 2.5
     # VLM families' vision tower (diagnostics.families): bytes per ViT patch = (a x vision hidden + b x vision MLP)
     # x dtype bytes, not sharded by TP. Fitted on Qwen2.5-VL field logs: vllm#16570 (72B, TP 4, one 65,536-patch
     # dummy image: activation peak 2.51 GiB printed) and vllm#18124 (3B at 24 GB: the 458,752-patch dummy video

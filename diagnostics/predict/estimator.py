@@ -18,13 +18,16 @@ from diagnostics.models import ModelSpec, get_model
 from diagnostics.outcomes import MEMORY_TERMS
 from diagnostics.predict import mm_budget
 from diagnostics.predict.coefficients import DEFAULT, Calibration, Coefficients
+from diagnostics.predict.exact import VllmExact, exact_weights_gib
 from diagnostics.predict.limits import known_limits, mm_guard_notes, setting_notes, startup_blocker
 from diagnostics.predict.terms import (Term, activation_term, cuda_graph_term, dtype_bytes, eager_vision_attention,
-                                       encoder_bytes, encoder_term, kv_cache_term, llm_pass_bytes, non_torch_term,
+                                       encoder_bytes, encoder_term, kv_block_bytes, kv_cache_term,
+                                       largest_graph_batch,
+                                       llm_pass_bytes, non_torch_term,
                                        sampler_bytes, scaled_encoder_bytes, weights_term)
 from diagnostics.predict.verdict import StartupTerms, null_block_tokens, verdict as judge_verdict
 from diagnostics.settings import KV_CACHE_DTYPES, engine_choice, resolve
-from diagnostics.units import GiB
+from diagnostics.units import GiB, fmt_gib
 from diagnostics.versions import Version, default_version, engine as engine_of, family as family_of, parse_version
 
 # V1's hybrid KV cache manager: sliding-window layers keep only their window. 0.9.0 still turns every sliding layer
@@ -60,6 +63,7 @@ class Plan:
     cuda_context_gib: float = DEFAULT.cuda_context_gib[0]
     overrides: dict = field(default_factory=dict)
     coefficients: Coefficients = DEFAULT
+    exact: VllmExact | None = None  # what the installed vLLM's own code gave (predict.exact), if it was asked
 
     def to_json(self, culprits=None, fix=None) -> dict:
         """The `plan --json` shape (issue #2 §4)."""
@@ -91,16 +95,19 @@ class _Context:
     db: int
     tp: int
     coef: Coefficients
+    exact: VllmExact | None = None
 
 
 def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", overrides=None,
-         coefficients: Coefficients | Calibration | None = None) -> Plan:
+         coefficients: Coefficients | Calibration | None = None, exact: VllmExact | None = None) -> Plan:
     """Predict every start-up term and the verdict.
 
     model: a name `models.get_model` knows, a directory with config.json, or a ModelSpec; card: a name or Card;
     version: a vLLM version text (default: the installed one, else the newest known); entrypoint: "llm" | "serve";
     overrides: {setting: value} as the user gave them; coefficients: the estimate coefficients, or a Calibration
-    (its group for the card's architecture and the version's family is used). Pure; raises UsageError for bad input.
+    (its group for the card's architecture and the version's family is used); exact: what the installed vLLM's
+    own code computed for this model and these settings (diagnostics.vllm_exact), which replaces the weights and
+    the KV bytes per token. Pure; raises UsageError for bad input.
     """
     model, card = get_model(model), get_card(card)
     v = parse_version(version or default_version())
@@ -111,23 +118,21 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     fam = family_of(v, settings.get("use_v1"))
     coef = coefficients.for_group(card.arch, fam) if isinstance(coefficients, Calibration) else coefficients
     ctx = _Context(model, card, v, engine_of(v, settings.get("use_v1")), fam, settings, dtype_bytes(model, settings),
-                   int(settings.get("tensor_parallel_size", 1)), coef or DEFAULT)
+                   int(settings.get("tensor_parallel_size", 1)), coef or DEFAULT, exact)
     notes = setting_notes(v, ctx.eng, given, settings, engine_choice(model, card, v, given)[1])
-    weights = weights_term(model, settings, ctx.db, notes)
+    weights = weights_term(model, settings, ctx.db, notes) if exact is None else _exact_weights(exact, settings)
     non_torch = non_torch_term(settings, ctx.coef)
     prof, eager, enc = _encoder_profile(ctx, notes)
     enc_b = scaled_encoder_bytes(enc["total"], eager, ctx.coef)
     encoder = encoder_term(enc_b, eager, ctx.coef)
     llm_b, samp_b, rows = _llm_phase_bytes(ctx, prof)
     activation = activation_term(encoder, enc_b, llm_b, ctx.coef)
-    graphs = cuda_graph_term(settings, ctx.eng, ctx.coef)
+    graphs = cuda_graph_term(settings, ctx.eng, ctx.coef, v)
     context_gib = ctx.coef.cuda_context_gib[0]
     peak = context_gib + weights.value_gib + non_torch.value_gib + activation.value_gib
 
     graphs_budgeted = _graphs_budgeted(ctx)
-    kv = kv_cache_term(model, settings, KV_CACHE_DTYPES.get(settings.get("kv_cache_dtype", "auto")) or ctx.db,
-                       _kv_budget_gib(ctx), (weights, non_torch, activation), graphs if graphs_budgeted else None,
-                       windowed=ctx.eng == "V1" and ctx.v >= HYBRID_KV_SINCE, version=ctx.v)
+    kv = _kv_cache(ctx, (weights, non_torch, activation), graphs if graphs_budgeted else None)
     _fit_auto_length(ctx, kv.tokens, notes)
     terms = StartupTerms(weights, non_torch, activation, kv, graphs, graphs_budgeted, enc_b / GiB,
                          llm_b / GiB, samp_b / GiB, peak, context_gib)
@@ -139,8 +144,10 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
         outcome, phase = judge_verdict(card, v, ctx.eng, settings, terms, notes)
     notes += known_limits(model, v, ctx.eng, settings) + _layer_kind_notes(ctx)
     notes += mm_guard_notes(model, v, settings, dict(prof.tokens_per_modality))
+    if exact is not None:
+        notes.append(_exact_note(exact, ctx.tp))
     if graphs.value_gib and not graphs_budgeted:
-        notes.append("CUDA graphs are not in the KV budget in this version: they must fit in what is left")
+        notes.append(_graph_room_note(ctx, terms, outcome))
     if card.is_cpu:
         notes.append("cpu pseudo-card: total memory is read at run time; memory verdicts need [cards.cpu] total_gib")
     components = dict(zip(COMPONENTS, (weights, non_torch, encoder, activation, kv.term, graphs)))
@@ -149,7 +156,56 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     known_kv = settings.get("kv_cache_memory_bytes") is not None or settings.get("num_gpu_blocks_override") \
         or card.total_gib > 0
     return Plan(outcome, str(v), ctx.eng, ctx.fam, card, model, entrypoint, settings, components, profile, peak,
-                kv.tokens if known_kv else None, phase, notes, context_gib, given, ctx.coef)
+                kv.tokens if known_kv else None, phase, notes, context_gib, given, ctx.coef, exact)
+
+
+def _kv_cache(ctx: _Context, used: tuple[Term, ...], graphs_sub: Term | None):
+    """The KV pool: bytes per block from vLLM's own code where it was asked (predict.exact), else the model's rule
+    (sliding windows kept by V1's hybrid KV manager from HYBRID_KV_SINCE)."""
+    s, exact = ctx.settings, ctx.exact
+    kv_db = KV_CACHE_DTYPES.get(s.get("kv_cache_dtype", "auto")) or ctx.db
+    from_vllm = exact is not None and bool(exact.kv_bytes_per_token)
+    block = (s["block_size"] * exact.kv_bytes_per_token if from_vllm else
+             kv_block_bytes(ctx.model, s, kv_db, ctx.eng == "V1" and ctx.v >= HYBRID_KV_SINCE, ctx.v))
+    return kv_cache_term(ctx.model, s, kv_db, _kv_budget_gib(ctx), used, graphs_sub, block, from_vllm)
+
+
+def _exact_weights(exact: VllmExact, settings: dict) -> Term:
+    tp = int(settings.get("tensor_parallel_size", 1))
+    return Term.exact(exact_weights_gib(exact, settings),
+                      f"{exact.label}: parameter and buffer bytes of {exact.model_class}"
+                      + (f" on rank 0 of {tp}" if tp > 1 else ""))
+
+
+def _exact_note(exact: VllmExact, tp: int) -> str:
+    """Which terms came from vLLM's own code, and its KV spec per layer type."""
+    rank = f" per rank (TP {tp})" if tp > 1 else ""
+    kinds = "; ".join(
+        f"{row['layers']} x {row['type']} " + (f"{row['bytes_per_token']:,.0f} B/token" if "bytes_per_token" in row
+                                                else f"{row['state_bytes_per_sequence']:,} B state/sequence")
+        for row in exact.kv_layers) or "no paged KV"
+    per_token = (f"KV {exact.kv_bytes_per_token:,.0f} B/token{rank}" if exact.kv_bytes_per_token is not None
+                 else "no KV bytes per token")
+    fake = (f"; LLM pass {exact.llm_pass_bytes / GiB:.2f} GiB: estimate from a fake-tensor forward of transformers' "
+            f"{exact.llm_pass_class} (torch MemTracker), in place of the formula" if exact.llm_pass_bytes else "")
+    return f"weights and {per_token}: {exact.label} ({kinds}){fake}; --no-vllm-exact plans with the pure rules"
+
+
+def _graph_room_note(ctx: _Context, t: StartupTerms, outcome: str) -> str:
+    """Graphs outside the KV budget must fit in what the resident terms leave: (1 - gpu_memory_utilization) x total
+    plus the freed activation peak, less the CUDA context. Names the oom_cuda_graph risk where the graph estimate's
+    high bound does not fit, even when its value does."""
+    note = "CUDA graphs are not in the KV budget in this version: they must fit in what is left"
+    if ctx.card.total_gib <= 0 or outcome != "ok":  # a failure before capture: no room to speak of
+        return note
+    room = ctx.card.total_gib - (t.cuda_context_gib + t.weights.value_gib + t.non_torch.value_gib
+                                 + t.kv.term.value_gib)
+    if t.graphs.high_gib <= room:
+        return note + f" ({fmt_gib(room)} left; graphs {fmt_gib(t.graphs.low_gib)} - {fmt_gib(t.graphs.high_gib)})"
+    return (f"risk: oom_cuda_graph: CUDA graphs (estimate {fmt_gib(t.graphs.value_gib)}, up to "
+            f"{fmt_gib(t.graphs.high_gib)}) are not in the KV budget in this version and may not fit in the "
+            f"{fmt_gib(room)} left beside the KV cache (1 - gpu_memory_utilization of the card, plus the freed "
+            "activation peak); lower gpu_memory_utilization, max_num_seqs, or set enforce_eager")
 
 
 def _layer_kind_notes(ctx: _Context) -> list[str]:
@@ -240,6 +296,8 @@ def _llm_phase_bytes(ctx: _Context, prof: mm_budget.MMProfile) -> tuple[int, int
     mbt = s["max_num_batched_tokens"]
     rows = (prof.sequences or s["max_num_seqs"]) if ctx.eng == "V0" else min(s["max_num_seqs"], mbt)
     llm_b = int(llm_pass_bytes(model, mbt, ctx.db, ctx.tp) * ctx.coef.llm_activation_scale)
+    if ctx.exact is not None and ctx.exact.llm_pass_bytes:  # measured on fake tensors: no coefficient (issue #20)
+        llm_b = int(ctx.exact.llm_pass_bytes)
     samp_b = sampler_bytes(model, rows, ctx.coef)
     enc_out_b = prof.llm_mm_tokens * model.hidden * ctx.db if not prof.skipped else 0
     return enc_out_b + max(llm_b, mbt * model.hidden * ctx.db + samp_b), samp_b, rows
@@ -252,9 +310,8 @@ def _parts(ctx: _Context, prof: mm_budget.MMProfile, enc: dict, rows: int, eager
     `_encoder_profile`'s own decision (one place: the parts once re-derived it and disagreed for family VLMs)."""
     s, model = ctx.settings, ctx.model
     mbt = s["max_num_batched_tokens"]
-    largest = 0 if s.get("enforce_eager") else min(s["max_num_seqs"] * (1 if ctx.eng == "V0" else 2),
-                                                   (ctx.coef.cuda_graph_v0 if ctx.eng == "V0" else
-                                                    ctx.coef.cuda_graph_v1)[2])
+    largest = largest_graph_batch(s, ctx.eng, ctx.v, (ctx.coef.cuda_graph_v0 if ctx.eng == "V0" else
+                                                      ctx.coef.cuda_graph_v1)[2])
     return {"encoder_raw_bytes": int(enc["total"]), "llm_pass_raw_bytes": llm_pass_bytes(model, mbt, ctx.db, ctx.tp),
             "encoder_outputs_bytes": prof.llm_mm_tokens * model.hidden * ctx.db if not prof.skipped else 0,
             "hidden_bytes": mbt * model.hidden * ctx.db, "sampler_logits": rows * model.vocab_padded,

@@ -29,6 +29,7 @@ from diagnostics.cards import get_card
 from diagnostics.errors import UsageError, one_of
 from diagnostics.models import get_model
 from diagnostics.predict.estimator import Plan, plan
+from diagnostics.predict.exact import carry
 from diagnostics.settings import dtype_for_card, vllm_refusal
 
 UTIL_STEP = 0.01
@@ -100,16 +101,21 @@ def check_fit(setting: str, overrides) -> None:
 class _Planner:
     """plan() with everything but the searched setting fixed; counts its calls and remembers each answer."""
 
-    def __init__(self, model, card, version, entrypoint, overrides, coefficients):
+    def __init__(self, model, card, version, entrypoint, overrides, coefficients, exact=None):
         self.model, self.card = get_model(model), get_card(card)
         self.version, self.entrypoint, self.coefficients = version, entrypoint, coefficients
         self.overrides = dict(overrides or {})
+        self.exact = exact  # vLLM's own figures (predict.exact), carried to each value where they hold
         self.cache: dict = {}
 
     def __call__(self, setting: str, value) -> Plan:
         if value not in self.cache:
-            self.cache[value] = plan(self.model, self.card, self.version, self.entrypoint,
-                                     {**self.overrides, setting: value}, self.coefficients)
+            given = {**self.overrides, setting: value}
+            p = plan(self.model, self.card, self.version, self.entrypoint, given, self.coefficients)
+            exact = carry(self.exact, p.settings)
+            if exact is not None:
+                p = plan(self.model, self.card, self.version, self.entrypoint, given, self.coefficients, exact)
+            self.cache[value] = p
         return self.cache[value]
 
     def ok(self, setting: str, value) -> bool:
@@ -144,15 +150,16 @@ def domain(setting: str, planner: _Planner) -> tuple[int | float, int | float, i
 
 
 def fit(setting: str, model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", overrides=None,
-        coefficients=None) -> Fit:
+        coefficients=None, exact=None) -> Fit:
     """The largest value of `setting` (one of FIT_SETTINGS) whose plan is ok with `overrides` held.
 
     Lengths come out as multiples of the block size, utilization in steps of 0.01. Raises UsageError for an
     unknown setting or bad model/card/version. Pure; about 20-30 plans for an integer setting, 100 for utilization.
+    exact: vLLM's own figures for the base settings (predict.exact), used at each value where they still hold.
     """
     check_fit(setting, overrides)
     overrides = dict(overrides or {})
-    planner = _Planner(model, card, version, entrypoint, overrides, coefficients)
+    planner = _Planner(model, card, version, entrypoint, overrides, coefficients, exact)
     lo, hi, step, top_reason = domain(setting, planner)
     if setting == "gpu_memory_utilization":
         value, turns = _scan_util(planner, setting)

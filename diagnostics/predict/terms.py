@@ -190,16 +190,37 @@ def activation_term(encoder: Term, enc_total_bytes: int, llm_phase_bytes: int, c
     return Term(value, low, high, "estimate: max(encoder pass, encoder outputs + LLM pass + sampler)")
 
 
-def cuda_graph_term(settings: dict, eng: str, coef: Coefficients) -> Term:
-    """Not measured by vLLM before capture; V0 logs warn "1~3 GiB". Scales with the largest captured batch."""
+def largest_graph_batch(settings: dict, eng: str, version, cap: int) -> int:
+    """The largest batch vLLM captures a CUDA graph for (0 with enforce_eager), at most `cap`.
+
+    V0: max_num_seqs padded (batch sizes 1, 2, 4, 8, 16, ... up to it). V1 before 0.10.0 captures [1, 2, 4, 8..512]
+    whatever max_num_seqs is, less the sizes above max_num_batched_tokens (vllm/config.py:3588-3596 in 0.8.0;
+    0.9.x: scheduler cuda_graph_sizes defaults to [512], vllm/config.py:1972, 4449-4470). From 0.10.0 the default
+    is min(2 x max_num_seqs, 512) (vllm/config.py:2451-2456 in 0.10.0; vllm/config/vllm.py:994 in 0.12.0)."""
+    if settings.get("enforce_eager"):
+        return 0
+    seqs = int(settings["max_num_seqs"])
+    if eng == "V0":
+        return min(seqs, cap)
+    if parse_version(version) < (0, 10, 0):
+        return min(512, int(settings.get("max_num_batched_tokens") or 512), cap)
+    return min(2 * seqs, cap)
+
+
+def cuda_graph_term(settings: dict, eng: str, coef: Coefficients, version="0.32.0") -> Term:
+    """Not measured by vLLM before capture; V0 logs warn "1~3 GiB". Scales with the largest captured batch
+    (`largest_graph_batch`: per engine and version)."""
     if settings.get("enforce_eager"):
         return Term.exact(0.0, "exact: enforce_eager")
-    seqs = settings["max_num_seqs"]
     base, slope, cap = coef.cuda_graph_v0 if eng == "V0" else coef.cuda_graph_v1
-    largest = min(seqs if eng == "V0" else 2 * seqs, cap)
+    largest = largest_graph_batch(settings, eng, version, cap)
     value = base + slope * largest / cap
     lo_f, hi_f = coef.cuda_graph_range
-    return Term(value, value * lo_f, value * hi_f, f"estimate: graphs up to batch {largest}")
+    tp = int(settings.get("tensor_parallel_size", 1))
+    if tp > 1:
+        hi_f *= coef.cuda_graph_tp_high
+    return Term(value, value * lo_f, value * hi_f, f"estimate: graphs up to batch {largest}"
+                + (f", all-reduce buffers of TP {tp} in the high bound" if tp > 1 else ""))
 
 
 @dataclass(frozen=True)
@@ -212,15 +233,27 @@ class KVCache:
     tokens: int
 
 
+def kv_block_bytes(model: ModelSpec, settings: dict, db: int, windowed: bool = False, version=None) -> float:
+    """Bytes of one KV block on one rank: block_size x `ModelSpec.kv_bytes_per_token` (MLA latent, K/V heads per
+    rank, sliding windows when `windowed`, V1's hybrid KV manager)."""
+    tp = int(settings.get("tensor_parallel_size", 1))
+    # tokens scheduled but not yet freed: one max_num_batched_tokens per concurrent batch, two under the default
+    # async scheduling from 0.26 (config/vllm.py 0.26.0:525-533), one before (kv_cache_interface.py 0.20.0:435)
+    batches = 2 if version is not None and version >= (0, 26, 0) else 1
+    in_flight = batches * int(settings.get("max_num_batched_tokens") or 0) if windowed else 0
+    return settings["block_size"] * model.kv_bytes_per_token(db, tp, settings.get("max_model_len"), windowed,
+                                                             version, in_flight)
+
+
 def kv_cache_term(model: ModelSpec, settings: dict, db: int, budget_gib: float, used: tuple[Term, ...],
-                  graphs_sub: Term | None, windowed: bool = False, version=None) -> KVCache:
+                  graphs_sub: Term | None, block_bytes: float | None = None, from_vllm: bool = False) -> KVCache:
     """KV = util x total - (weights + non-torch + activation peak) [- CUDA graphs where budgeted], or the fixed
     `kv_cache_memory_bytes` / `num_gpu_blocks_override` (vllm-memory.md §1). `used` is (weights, non_torch,
-    activation); the range takes each term's opposite bound. Bytes per token are one rank's
-    (`ModelSpec.kv_bytes_per_token`: MLA latent, K/V heads per rank, sliding windows when `windowed`, V1's hybrid
-    KV manager); for an architecture without rules the term is an estimate."""
+    activation); the range takes each term's opposite bound. block_bytes: one rank's bytes per KV block
+    (`kv_block_bytes`, or block_size x the bytes per token vLLM's own code gave, predict.exact: `from_vllm`);
+    default: the model's rule for full attention. For an architecture without rules (and no vLLM figure) the term
+    is an estimate."""
     fixed_kv = settings.get("kv_cache_memory_bytes")
-    tp = int(settings.get("tensor_parallel_size", 1))
 
     def kv_for(attr: str, cg_attr: str) -> float:
         if fixed_kv is not None:
@@ -233,18 +266,15 @@ def kv_cache_term(model: ModelSpec, settings: dict, db: int, budget_gib: float, 
     kv_hi = kv_for("low_gib", "low_gib")
     basis = ("exact: kv_cache_memory_bytes" if fixed_kv is not None else
              "derived: util x total - (weights + non_torch + activation peak)" + (" - CUDA graphs" if graphs_sub else ""))
-    # tokens scheduled but not yet freed: one max_num_batched_tokens per concurrent batch, two under the default
-    # async scheduling from 0.26 (config/vllm.py 0.26.0:525-533), one before (kv_cache_interface.py 0.20.0:435)
-    batches = 2 if version is not None and version >= (0, 26, 0) else 1
-    in_flight = batches * int(settings.get("max_num_batched_tokens") or 0) if windowed else 0
-    block_bytes = settings["block_size"] * model.kv_bytes_per_token(db, tp, settings.get("max_model_len"), windowed,
-                                                                    version, in_flight)
+    if block_bytes is None:
+        block_bytes = kv_block_bytes(model, settings, db)
     blocks = int(max(kv_v, 0) * GiB // block_bytes)
     if settings.get("num_gpu_blocks_override"):
         blocks = int(settings["num_gpu_blocks_override"])
         kv_v = kv_lo = kv_hi = blocks * block_bytes / GiB
         basis = "derived: num_gpu_blocks_override x bytes per block"
-    if model.decoder is not None and not model.decoder.known and not basis.startswith("exact"):
+    if (model.decoder is not None and not model.decoder.known and not basis.startswith("exact")
+            and not from_vllm):
         basis = (f"estimate: {basis.split(': ', 1)[1]}; bytes per token from the generic config keys "
                  f"(architecture {model.architecture} has no rules here)")
     term = Term(max(kv_v, 0.0), max(min(kv_lo, kv_hi), 0.0), max(kv_hi, kv_lo, 0.0), basis)

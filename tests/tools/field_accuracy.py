@@ -2,7 +2,7 @@
 
     PYTHONPATH=$PWD python tests/tools/field_accuracy.py [--json] [--verbose]
 
-Reads tests/data/field_cases/cases.jsonl and cases-2.jsonl (real logs, verbatim) and expected.json (what each
+Reads tests/data/field_cases/cases.jsonl, cases-2.jsonl and cases-3.jsonl (real logs, verbatim) and expected.json (what each
 excerpt allows). An outcome is right when it is one the evidence allows (`accept`); a confident wrong answer is
 any other outcome that is not unknown/oom_unknown. A figure is right when the reader holds the printed value under
 the expected key (a figure printed several times must be held with every value); each process of a PyTorch OOM
@@ -30,15 +30,16 @@ KINDS = {1: "PyTorch OOM message", 2: "failure told by figures", 3: "summary lay
 
 
 def load_cases() -> list[tuple[str, str]]:
-    """[(key, log text)] for every field case that carries a log: cases.jsonl by source, cases-2 by id."""
+    """[(key, log text)] for every field case that carries a log: cases.jsonl by source, cases-2/-3 by id."""
     out = []
     for line in (DATA / "cases.jsonl").read_text().splitlines():
         case = json.loads(line)
         if (case.get("log_excerpt") or "").strip():
             out.append((case["source"], case["log_excerpt"]))
-    for line in (DATA / "cases-2.jsonl").read_text().splitlines():
-        case = json.loads(line)
-        out.append((case["id"], case["log"]))
+    for name in ("cases-2.jsonl", "cases-3.jsonl"):
+        for line in (DATA / name).read_text().splitlines():
+            case = json.loads(line)
+            out.append((case["id"], case["log"]))
     return out
 
 

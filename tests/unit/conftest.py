@@ -9,6 +9,7 @@ import os
 import pytest
 
 from diagnostics.engine.launch import LOCK_ENV
+from diagnostics.vllm_exact import OFF_ENV
 
 
 @pytest.fixture(autouse=True)
@@ -23,3 +24,10 @@ def _nested_pytest_is_not_an_xdist_worker(monkeypatch):
     PYTEST_XDIST_* variables and think itself a worker (pytest-benchmark then turns itself off, for one)."""
     for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _pure_plans(monkeypatch):
+    """Unit tests plan with the pure rules: asking the installed vLLM's own classes is a ~30 s subprocess per model
+    (diagnostics/vllm_exact), checked in tests/cpu_backend/test_vllm_exact.py and tests/unit/test_vllm_exact.py."""
+    monkeypatch.setenv(OFF_ENV, "off")

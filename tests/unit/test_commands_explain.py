@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / "tests" / "data" / "logs"
 CASES = [json.loads(x) for x in (ROOT / "tests" / "data" / "field_cases" / "cases.jsonl").read_text().splitlines()
          if x.strip()]
-JSON_KEYS = {"outcome", "phase", "reached", "vllm_version", "engine", "numbers", "gpu_processes", "settings",
-             "culprits", "summary", "fix", "prediction"}
+JSON_KEYS = {"outcome", "phase", "reached", "vllm_version", "engine", "error_line", "evidence", "failed_engine",
+             "engines", "numbers", "gpu_processes", "settings", "culprits", "summary", "fix", "prediction"}
 
 
 def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -318,3 +318,48 @@ def test_options_that_contradict_the_log_are_said_in_one_warning_line(capsys, op
     err = capsys.readouterr().err
     assert f"vllm-memcheck explain: warning: {words}" in err and len(err.strip().splitlines()) == 1
     assert main(["explain", log, "--card", "3090"]) == 0 and capsys.readouterr().err == ""
+
+
+# -- issue 21: --json carries error_line and evidence; --trace says which rule and line decided what ---------------
+def test_json_carries_the_root_cause_line_and_the_evidence(capsys):
+    from diagnostics.commands.explain import JSON_KEYS as CONTRACT
+
+    assert main(["explain", "--json", str(LOGS / "cpu_util_too_high.log")]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(CONTRACT) == set(data)
+    assert "is less than desired CPU memory utilization" in data["error_line"]
+    assert data["evidence"] and data["evidence"][0] == data["error_line"]
+    assert (data["engines"], data["failed_engine"]) == ([], None)
+
+
+OMNI_LOG = """\
+[Stage-0] INFO 03-12 08:21:50 [gpu_model_runner.py:2100] Model loading took 14.2500 GiB and 9.5 seconds
+(Worker pid=2291010) [Stage-0] ERROR 03-12 08:22:28 [multiproc_executor.py:800] torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 139.80 GiB of which 1.20 GiB is free.
+[Stage-1] INFO 03-12 08:22:28 [diffusion_model_runner.py:133] Model loading took 26.4738 GiB and 13.178609 seconds
+"""
+
+
+def test_trace_names_rule_catalogue_entry_and_line_for_outcome_phase_engine_and_figures(tmp_path, capsys):
+    path = tmp_path / "omni.log"
+    path.write_text(OMNI_LOG)
+    assert main(["explain", "--json", "--trace", str(path)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    by = {t["item"]: t for t in data["trace"]}
+    assert (by["outcome"]["value"], by["outcome"]["line_number"]) == ("oom_unknown", 2)
+    assert by["outcome"]["catalogue"].startswith("torch_oom") and by["outcome"]["how"] == "the root-cause line"
+    assert by["failed_engine"]["value"] == "Stage-0" and "[Stage-0]" in by["failed_engine"]["line"]
+    assert by["figure:weights_gib"]["value"] == 14.25
+    assert by["figure:weights_gib"]["catalogue"] == "model_loading_took" and by["figure:weights_gib"]["line_number"] == 1
+    assert by["figure:oom_tried_gib"]["catalogue"].startswith("torch_oom")
+    assert by["engine"]["value"] is not None and by["engine"]["how"]
+    assert main(["explain", "--trace", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "engines in this log: 2; explained: Stage-0" in text
+    assert "figure:weights_gib = 14.25: read from this line; rule WEIGHTS_NEW (catalogue model_loading_took); line 1:" in text
+
+
+def test_trace_of_a_clean_start_points_at_the_ready_marker(capsys):
+    assert main(["explain", "--json", "--trace", str(LOGS / "cpu_auto_ok.log")]) == 0
+    data = json.loads(capsys.readouterr().out)
+    outcome = next(t for t in data["trace"] if t["item"] == "outcome")
+    assert outcome["value"] == "ok" and "init engine" in outcome["line"] and outcome["catalogue"] == "init_engine"

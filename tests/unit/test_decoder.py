@@ -177,3 +177,17 @@ def test_mla_is_off_for_other_quantizations_in_0_7():
     m = model_from_config(cfg)
     assert m.kv_bytes_per_token(version=parse_version("0.7.2")) == 27 * 2 * 16 * 192 * 2
     assert m.kv_bytes_per_token(version=parse_version("0.8.0")) == 31_104
+
+
+def test_gemma_ties_its_embeddings_when_the_config_does_not_say():
+    """google/gemma-2-9b's config.json has no tie_word_embeddings: transformers' Gemma configs default it to true and
+    vLLM's Gemma 2 has no lm_head (9,241,705,984 parameters on vLLM 0.32's meta build, tests/data/models/SOURCES.md)."""
+    cfg = json.loads((Path(__file__).resolve().parents[1] / "data" / "models" / "gemma-2-9b" / "config.json")
+                     .read_text())
+    assert "tie_word_embeddings" not in cfg
+    d = decoder_from_config(cfg, "Gemma2ForCausalLM", "gemma-2-9b")
+    assert d.tied
+    assert not decoder_from_config({**cfg, "tie_word_embeddings": False}, "Gemma2ForCausalLM", "x").tied
+    assert not decoder_from_config({**cfg, "model_type": "llama"}, "LlamaForCausalLM", "x").tied
+    p = plan(str(Path(__file__).resolve().parents[1] / "data" / "models" / "gemma-2-9b"), "a100-80", "0.32.0")
+    assert p.components["weights"].value_gib == pytest.approx(9_241_705_984 * 2 / GiB, rel=1e-3)

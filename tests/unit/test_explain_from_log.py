@@ -282,3 +282,34 @@ def test_v0_kv_too_small_with_known_model_sizes_the_utilization_raise():
     missing_gib = (32768 - 13344) * 57344 / 2**30  # 56 KiB per token for MiniCPM-V-2_6 in bf16
     assert u is not None and u.value == 0.9  # 0.6.3's default: the log does not echo it
     assert (u.suggested - 0.9) * 23.69 >= missing_gib and u.suggested <= 0.9 + (missing_gib + 0.3) / 23.69
+
+
+# -- issue 21: an OOM whose phase the log does not show -> plan's predicted phase, labelled as a prediction --------
+UNKNOWN_PHASE_OOM = (
+    "INFO 03-01 10:00:00 [core.py:70] Initializing a V1 LLM engine (v0.11.0) with config: "
+    "model='openbmb/MiniCPM-V-2_6', max_seq_len=32768, enforce_eager=False\n"
+    "INFO 03-01 10:00:01 [api_server.py:1] non-default args: {'model': 'openbmb/MiniCPM-V-2_6', 'max_model_len': "
+    "32768, 'gpu_memory_utilization': 0.95, 'max_num_seqs': 256, 'limit_mm_per_prompt': {'image': 8}, "
+    "'max_num_batched_tokens': 32768}\n"
+    "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 23.55 GiB "
+    "of which 1.02 GiB is free. Including non-PyTorch memory, this process has 22.50 GiB memory in use. Of the "
+    "allocated memory 21.90 GiB is allocated by PyTorch, and 300.00 MiB is reserved by PyTorch but unallocated.\n")
+
+
+def test_unknown_phase_oom_gets_plans_predicted_phase_and_fix_labelled_as_prediction():
+    rec = read_log(UNKNOWN_PHASE_OOM)
+    assert (rec.outcome, rec.phase) == ("oom_unknown", "unknown")
+    exp = explain_record(rec)
+    assert "Prediction (plan for the settings this log echoes" in exp.summary
+    assert "not read from the log" in exp.summary and "phase is expected to exceed the budget" in exp.summary
+    assert "no setting can be blamed" not in exp.summary
+    assert exp.fix and exp.basis == "log+estimate"
+    assert all(not c.fixes_alone for c in exp.culprits)
+
+
+def test_unknown_phase_oom_without_model_still_blames_nothing_and_says_what_would_help():
+    rec = read_log(UNKNOWN_PHASE_OOM.replace("openbmb/MiniCPM-V-2_6", "some/unknown-model"))
+    exp = explain_record(rec)
+    assert "no setting can be blamed" in exp.summary
+    assert "Name the model (--model)" in exp.summary
+    assert exp.fix == {} and "Prediction" not in exp.summary

@@ -1,7 +1,9 @@
 """The house rules of docs/architecture.md, checked on the code itself (issue #8):
 
 * the pure rooms (`predict/`, `logs/`, `explain/`, `suite/judge`, `report/content` and the shared vocabulary)
-  import with torch, vllm, pynvml and matplotlib blocked, and pull none of them in;
+  import with torch, vllm, pynvml and matplotlib blocked, and pull none of them in; so does `vllm_exact`, the
+  optional vLLM-backed path `plan` imports (vLLM and torch live in `vllm_exact.child` / `vllm_exact.activation`,
+  run in a subprocess);
 * no module over 500 lines (kit templates aside), no function over 60 lines, none with more than 8 parameters;
 * no import cycle between modules of the package.
 """
@@ -22,7 +24,8 @@ BLOCKED = ("torch", "vllm", "pynvml", "matplotlib")
 VOCABULARY = ("errors", "units", "outcomes", "versions", "cards", "settings", "models", "redact", "quantization",
               "checkpoint", "decoder")
 PURE_ROOMS = ("predict", "logs", "explain", "families")
-PURE_MODULES = ("suite.judge", "report.content", "report.single", "suite.search", "report.crosscard")
+PURE_MODULES = ("suite.judge", "report.content", "report.single", "suite.search", "report.crosscard",
+                "vllm_exact")  # the optional vLLM-backed path's front: vLLM and torch only in its child process
 
 
 def _modules() -> list[Path]:

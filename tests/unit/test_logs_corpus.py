@@ -1,6 +1,6 @@
 """The log reader and the explainer on every field case and on inputs written from vLLM's format strings (issue #10).
 
-Field cases: tests/data/field_cases/{cases.jsonl,cases-2.jsonl} (real logs, verbatim) with expected.json (what each
+Field cases: tests/data/field_cases/{cases.jsonl,cases-2.jsonl,cases-3.jsonl} (real logs, verbatim) with expected.json (what each
 excerpt allows). Format inputs: tests/data/log_formats/k*_*.toml, one file per kind of mistake (README there).
 """
 
@@ -30,9 +30,10 @@ def _field_cases() -> list[tuple[str, str, dict]]:
         case = json.loads(line)
         if (case.get("log_excerpt") or "").strip():
             out.append((case["source"], case["log_excerpt"], expected[case["source"]]))
-    for line in (FIELD / "cases-2.jsonl").read_text().splitlines():
-        case = json.loads(line)
-        out.append((case["id"], case["log"], expected[case["id"]]))
+    for name in ("cases-2.jsonl", "cases-3.jsonl"):
+        for line in (FIELD / name).read_text().splitlines():
+            case = json.loads(line)
+            out.append((case["id"], case["log"], expected[case["id"]]))
     return out
 
 
@@ -118,7 +119,7 @@ def test_format_case(label, text, expect):
 def test_every_field_case_has_an_expectation_and_every_kind_is_covered():
     expected = {k for k in json.loads((FIELD / "expected.json").read_text()) if not k.startswith("_")}
     assert expected == {label for label, _, _ in FIELD_CASES}
-    assert len(FIELD_CASES) == 31
+    assert len(FIELD_CASES) == 41
     kinds = {int(p.name[1]) for p in FORMATS.glob("k*_*.toml")}
     assert kinds == set(range(1, 10))
 
@@ -146,7 +147,7 @@ def test_field_case_figures_the_dataset_lists_are_all_expected():
             wanted.update(gib(x) for x in (v if isinstance(v, list) else [v]))
         wanted.update(gib(size) for _, size, _ in expect.get("processes") or [])
         wanted.update(v for v in (expect.get("settings") or {}).values() if isinstance(v, (int, float)))
-        source = next(json.loads(ln) for f in ("cases.jsonl", "cases-2.jsonl")
+        source = next(json.loads(ln) for f in ("cases.jsonl", "cases-2.jsonl", "cases-3.jsonl")
                       for ln in (FIELD / f).read_text().splitlines()
                       if label in (json.loads(ln).get("source"), json.loads(ln).get("id")))
         listed = source.get("reported_numbers") or source.get("numbers") or {}

@@ -173,3 +173,140 @@ def test_exception_logged_before_a_clean_start_was_survived():
 def test_worker_death_without_memory_text_is_a_crash(line):
     rec = read_log("INFO 01-01 00:00:01 [gpu_model_runner.py:1] Starting to load model m...\n" + line)
     assert (rec.outcome, rec.phase) == ("crash", "weights")
+
+
+# -- issue 21: the phase from the message, then the frames ---------------------------------------------------------
+def test_sampler_warmup_oom_names_its_phase_without_frames():
+    rec = read_log("(EngineCore_DP0 pid=1) ERROR 12-23 23:04:22 [core.py:1525] RuntimeError: CUDA out of memory "
+                   "occurred when warming up sampler with 1024 dummy requests. Please try lowering `max_num_seqs` or "
+                   "`gpu_memory_utilization` when initializing the engine.")
+    assert (rec.outcome, rec.phase) == ("oom_warmup", "warmup")
+    assert rec.numbers["sampler_warmup_requests"] == 1024
+
+
+@pytest.mark.parametrize("method, outcome, phase", [
+    ("load_model", "oom_weights", "weights"),
+    ("determine_num_available_blocks", "oom_profile", "unknown"),
+    ("initialize_cache", "oom_kv_alloc", "kv_cache"),
+    ("capture_model", "oom_cuda_graph", "cuda_graph"),
+    ("compile_or_warm_up_model", "oom_warmup", "warmup"),
+    ("init_device", "oom_unknown", "startup_check"),
+])
+def test_v0_worker_method_names_the_phase(method, outcome, phase):
+    rec = read_log(f"(VllmWorkerProcess pid=3897243) ERROR 10-03 18:29:17 multiproc_worker_utils.py:231] Exception "
+                   f"in worker VllmWorkerProcess while processing method {method}: CUDA out of memory. Tried to "
+                   f"allocate 60.00 MiB. GPU 2 has a total capacity of 79.22 GiB of which 2.06 MiB is free.")
+    assert (rec.outcome, rec.phase) == (outcome, phase)
+
+
+def test_weight_creation_failure_is_a_weights_oom():
+    rec = read_log("ERROR 09-30 10:00:00 [linear.py:210] Failed to create unquantized linear weights: CUDA out of "
+                   "memory. Tried to allocate 448.00 MiB. GPU 0 has a total capacity of 23.55 GiB of which 301.31 MiB "
+                   "is free.")
+    assert (rec.outcome, rec.phase) == ("oom_weights", "weights")
+
+
+GRAPH_CAPTURE = """\
+Traceback (most recent call last):
+  File "/usr/lib/python3/site-packages/vllm/worker/model_runner.py", line 1543, in capture
+    with torch.cuda.graph(self._graph, pool=memory_pool, stream=stream):
+  File "/usr/lib/python3/site-packages/torch/cuda/graphs.py", line 185, in __exit__
+    self.cuda_graph.capture_end()
+  File "/usr/lib/python3/site-packages/torch/cuda/graphs.py", line 83, in capture_end
+    super().capture_end()
+RuntimeError: CUDA error: out of memory
+"""
+
+
+def test_graph_capture_frames_make_a_cuda_error_oom_a_graph_oom():
+    rec = read_log(GRAPH_CAPTURE)
+    assert (rec.outcome, rec.phase) == ("oom_cuda_graph", "cuda_graph")
+
+
+def test_vllm_cuda_graph_file_frame_is_graph_capture():
+    rec = read_log('Traceback (most recent call last):\n  File "/x/vllm/compilation/cuda_graph.py", line 120, in '
+                   '__call__\n    output = self.runnable(*args, **kwargs)\nRuntimeError: CUDA error: out of memory')
+    assert rec.outcome == "oom_cuda_graph"
+
+
+def test_a_line_wrapped_mid_word_keeps_its_figures():
+    rec = read_log("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.27 GiB. GPU 0 has a total "
+                   "capacity of 79.33 GiB of which 109.81 MiB is free. Process 2377657 has 79.19 GiB memory in use. "
+                   "Of the allocated memory 67.68 GiB is allocated by PyTorch, with 76.00 MiB allocated in private "
+                   "pools (e.g., CUDA Gra\nphs), and 1.47 GiB is reserved by PyTorch but unallocated.")
+    assert rec.numbers["oom_allocated_by_pytorch_gib"] == pytest.approx(67.68)
+    assert rec.numbers["oom_private_pools_gib"] == pytest.approx(76 / 1024)
+    assert rec.numbers["oom_reserved_unallocated_gib"] == pytest.approx(1.47)
+
+
+def test_oom_after_the_serving_loop_failed_is_a_request_oom():
+    rec = read_log("ERROR 05-01 10:00:00 [async_llm.py:957] AsyncLLM output_handler failed.\n"
+                   "Traceback (most recent call last):\n"
+                   '  File "/x/vllm/v1/engine/async_llm.py", line 420, in output_handler\n'
+                   "    outputs = await engine_core.get_output_async()\n"
+                   "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB.")
+    assert (rec.outcome, rec.phase) == ("oom_request", "request")
+
+
+def test_v0_async_engine_loop_frames_make_a_request_oom():
+    rec = read_log("ERROR 02-10 18:06:30 async_llm_engine.py:66] Engine background task failed\n"
+                   "Traceback (most recent call last):\n"
+                   '  File "/x/vllm/engine/async_llm_engine.py", line 56, in _log_task_completion\n'
+                   "    return_value = task.result()\n"
+                   '  File "/x/vllm/engine/async_llm_engine.py", line 849, in run_engine_loop\n'
+                   "    result = task.result()\n"
+                   '  File "/x/vllm/model_executor/models/qwen2_vl.py", line 880, in _process_image_input\n'
+                   "    image_embeds = self.visual(pixel_values, grid_thw=image_grid_thw)\n"
+                   "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.27 GiB.")
+    assert (rec.outcome, rec.phase) == ("oom_request", "request")
+
+
+def test_oom_right_after_the_profiling_warning_is_a_profile_oom():
+    rec = read_log("INFO 03-01 10:00:00 model_runner.py:1008] Loading model weights took 15.5083 GB\n"
+                   "WARNING 03-01 10:00:05 profiling.py:224] The sequence length used for profiling "
+                   "(max_num_batched_tokens / max_num_seqs = 32) is too short to hold the multi-modal embeddings in "
+                   "the worst case (3072 tokens in total, out of which {'image': 2560} are reserved for multi-modal "
+                   "embeddings). This may cause certain multi-modal inputs to fail during inference.\n"
+                   "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB.")
+    assert rec.outcome == "oom_profile"
+
+
+def test_a_start_up_traceback_through_the_v0_async_engine_is_not_a_request():
+    rec = read_log("Traceback (most recent call last):\n"
+                   '  File "/x/vllm/engine/async_llm_engine.py", line 573, in from_engine_args\n'
+                   "    engine = cls(\n"
+                   '  File "/x/vllm/engine/async_llm_engine.py", line 473, in __init__\n'
+                   "    self.engine = self._init_engine(*args, **kwargs)\n"
+                   '  File "/x/vllm/worker/worker.py", line 183, in load_model\n'
+                   "    self.model_runner.load_model()\n"
+                   "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.27 GiB.")
+    assert (rec.outcome, rec.phase) == ("oom_weights", "weights")
+
+
+def test_a_cuda_graph_wrapper_frame_inside_the_profile_run_is_not_graph_capture():
+    rec = read_log("Traceback (most recent call last):\n"
+                   '  File "/x/vllm/v1/worker/gpu_model_runner.py", line 3100, in profile_run\n'
+                   "    hidden_states, last_hidden_states = self._dummy_run(\n"
+                   '  File "/x/vllm/compilation/cuda_graph.py", line 120, in __call__\n'
+                   "    return self.runnable(*args, **kwargs)\n"
+                   '  File "/x/vllm/model_executor/models/qwen2.py", line 400, in forward\n'
+                   "    hidden_states = self.mlp(hidden_states)\n"
+                   "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.27 GiB.")
+    assert rec.outcome == "oom_profile"
+
+
+def test_the_sampler_message_inside_the_profile_run_is_a_profile_oom():
+    rec = read_log("Traceback (most recent call last):\n"
+                   '  File "/x/vllm/v1/worker/gpu_model_runner.py", line 3397, in profile_run\n'
+                   "    output = self._dummy_sampler_run(last_hidden_states)\n"
+                   '  File "/x/vllm/v1/worker/gpu_model_runner.py", line 3220, in _dummy_sampler_run\n'
+                   "    raise RuntimeError(\n"
+                   "RuntimeError: CUDA out of memory occurred when warming up sampler with 256 dummy requests. Please "
+                   "try lowering `max_num_seqs` or `gpu_memory_utilization` when initializing the engine.")
+    assert (rec.outcome, rec.phase) == ("oom_profile", "sampler")
+
+
+def test_oom_while_profiling_cuda_graph_memory_is_a_graph_oom():
+    rec = read_log("INFO 05-01 10:00:00 [gpu_model_runner.py:5608] Profiling CUDA graph memory: FULL=35 (largest=512)"
+                   "\ntorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 512.00 MiB.")
+    assert rec.outcome == "oom_cuda_graph"

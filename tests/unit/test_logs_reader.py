@@ -40,7 +40,7 @@ def test_cpu_auto_sizing_lines():
     assert rec.numbers == {
         "encoder_budget_tokens": 2048, "encoder_items": 4, "encoder_modality": "image", "kv_cache_gib": 2.6,
         "gpu_total_gib": 11.34, "requested_gib": 3.4, "non_kv_gib": 0.8, "kv_cache_tokens": 10_904_704,
-        "max_model_len": 512, "max_concurrency": 21298.25,
+        "max_model_len": 512, "max_concurrency": 21298.25, "init_engine_s": 24.21,
     }
     assert rec.timestamps == {"profile_start": "11-24 14:06:11", "profile_done": "11-24 14:06:28",
                               "kv_done": "11-24 14:06:28", "ready": "11-24 14:06:35"}
@@ -286,7 +286,7 @@ def test_never_raises_on_spliced_fixtures(names, newline):
     [
         ("real_cpu_ok.log", "ok", "unknown",
          {"max_model_len": 4096, "kv_cache_gib": 0.06, "gpu_total_gib": 8.59, "kv_cache_tokens": 65536,
-          "max_concurrency": 16.0}),
+          "max_concurrency": 16.0, "init_engine_s": 0.22}),
         ("real_cpu_kv_too_small.log", "kv_too_small", "kv_cache",
          {"max_model_len": 4096, "kv_cache_gib": 0.0, "gpu_total_gib": 10.71, "kv_needed_gib": 0.0,
           "estimated_max_model_len": 896}),
@@ -297,7 +297,7 @@ def test_never_raises_on_spliced_fixtures(names, newline):
           "requested_gib": 10.39}),
         ("real_cpu_request_too_long.log", "error", "request",
          {"max_model_len": 16, "kv_cache_gib": 0.06, "gpu_total_gib": 10.71, "kv_cache_tokens": 8192,
-          "max_concurrency": 512.0}),
+          "max_concurrency": 512.0, "init_engine_s": 0.04}),
     ],
 )
 def test_real_cpu_backend_logs(name, outcome, phase, numbers):
@@ -322,7 +322,7 @@ def test_real_cpu_compile_mode_auto_sizing_with_encoder_profile():
     assert rec.numbers == {"max_model_len": 4096, "encoder_budget_tokens": 2048, "encoder_items": 3,
                            "encoder_modality": "image", "kv_cache_gib": 2.3, "gpu_total_gib": 10.71,
                            "requested_gib": 3.21, "non_kv_gib": 0.91, "kv_cache_tokens": 2_411_008,
-                           "max_concurrency": 588.62}
+                           "max_concurrency": 588.62, "init_engine_s": 18.33}
     assert rec.settings["max_num_batched_tokens"] == 2048 and rec.settings["gpu_memory_utilization"] == 0.3
     assert list(rec.timestamps) == ["weights_start", "profile_start", "profile_done", "kv_done", "ready"]
 
@@ -343,7 +343,6 @@ def test_cuda_graph_profiling_utilization_lines(line, cur, eq, same):
     assert rec.numbers.get("gpu_memory_utilization_without_graph_profiling") == eq
     assert rec.numbers["gpu_memory_utilization_same_kv"] == same
     assert rec.outcome == "unknown"  # advice, not a failure
-
 
 
 def test_v0_block_joined_on_one_line_in_a_paste():
@@ -423,3 +422,59 @@ def test_an_earlier_runs_lines_before_the_start_do_not_decide_it(prefix, name, o
     for rec in (read_log(text), read_log_stream(io.BytesIO(text.encode()))):
         assert (rec.outcome, rec.phase) == (outcome, phase)
         assert rec.vllm_version == alone.vllm_version and rec.numbers.get("weights_gib") == alone.numbers.get("weights_gib")
+
+
+# -- issue 21: several engines in one log ----------------------------------------------------------------------
+OMNI = """\
+[Stage-0] INFO 03-12 08:21:50 [gpu_model_runner.py:2100] Model loading took 14.2500 GiB and 9.5 seconds
+(Worker pid=2291010) [Stage-0] ERROR 03-12 08:22:28 [multiproc_executor.py:800] torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 139.80 GiB of which 1.20 GiB is free.
+[Stage-1] INFO 03-12 08:22:28 [diffusion_model_runner.py:133] Model loading took 26.4738 GiB and 13.178609 seconds
+"""
+
+
+def test_vllm_omni_stages_are_read_apart_and_the_failing_one_explained():
+    rec = read_log(OMNI)
+    assert rec.failed_engine == "Stage-0"
+    assert rec.numbers["weights_gib"] == 14.25  # not Stage-1's 26.47
+    assert "weights_gib_all" not in rec.numbers
+    by = {e["engine"]: e for e in rec.engines}
+    assert by["Stage-1"]["numbers"]["weights_gib"] == 26.4738
+    assert by["Stage-1"]["outcome"] == "unknown"
+
+
+def test_data_parallel_ranks_are_engines():
+    text = ("(EngineCore_DP0 pid=11) INFO 05-18 14:27:40 [gpu_worker.py:300] Available KV cache memory: 40.10 GiB\n"
+            "(EngineCore_DP1 pid=12) INFO 05-18 14:27:40 [gpu_worker.py:300] Available KV cache memory: 12.30 GiB\n"
+            "(EngineCore_DP1 pid=12) ERROR 05-18 14:27:49 [core.py:700] ValueError: No available memory for the "
+            "cache blocks.\n")
+    rec = read_log(text)
+    assert (rec.failed_engine, rec.outcome) == ("DP1", "no_kv_cache")
+    assert rec.numbers["kv_cache_gib"] == 12.3 and "kv_cache_gib_all" not in rec.numbers
+
+
+def test_one_engine_logs_carry_no_engine_list():
+    rec = read_log("(EngineCore_DP0 pid=11) INFO 05-18 14:27:40 [gpu_worker.py:300] Available KV cache memory: 4.0 GiB")
+    assert rec.engines == [] and rec.failed_engine is None
+
+
+def test_api_server_lines_are_shared_by_the_dp_engines_they_serve():
+    text = ("(APIServer pid=1) INFO 05-18 14:27:00 [api_server.py:1] vLLM API server version 0.31.0\n"
+            "(APIServer pid=1) INFO 05-18 14:27:01 [api_server.py:2] non-default args: {'max_model_len': 8192}\n"
+            "(EngineCore_DP0 pid=11) INFO 05-18 14:27:40 [gpu_worker.py:300] Available KV cache memory: 40.10 GiB\n"
+            "(EngineCore_DP1 pid=12) ERROR 05-18 14:27:49 [core.py:700] ValueError: No available memory for the "
+            "cache blocks.\n")
+    rec = read_log(text)
+    assert [e["engine"] for e in rec.engines] == ["DP0", "DP1"] and rec.failed_engine == "DP1"
+    assert rec.vllm_version == "0.31.0" and rec.settings["max_model_len"] == 8192
+    assert "kv_cache_gib" not in rec.numbers  # DP0's budget is not DP1's
+
+
+def test_two_vllm_serve_processes_are_told_apart_by_their_engine_cores():
+    text = ("(EngineCore pid=100) INFO 05-18 14:27:30 [gpu_model_runner.py:1] Model loading took 7.10 GiB and 3.0 s\n"
+            "(EngineCore pid=200) INFO 05-18 14:27:31 [gpu_model_runner.py:1] Model loading took 15.50 GiB and 6.0 s\n"
+            "(EngineCore pid=100) INFO 05-18 14:27:40 [gpu_worker.py:300] Available KV cache memory: 9.00 GiB\n"
+            "(EngineCore pid=200) ERROR 05-18 14:27:49 [core.py:700] torch.OutOfMemoryError: CUDA out of memory. "
+            "Tried to allocate 2.00 GiB.\n")
+    rec = read_log(text)
+    assert rec.failed_engine == "EngineCore pid=200"
+    assert rec.numbers["weights_gib"] == 15.5 and "kv_cache_gib" not in rec.numbers

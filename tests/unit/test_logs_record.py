@@ -17,5 +17,6 @@ def log(name: str) -> LogRecord:
 def test_to_json_shape():
     data = log("cpu_auto_ok.log").to_json()
     assert set(data) == {"outcome", "phase", "vllm_version", "engine", "platform", "settings", "numbers",
-                         "error_line", "evidence", "timestamps", "reached", "gpu_processes"}
+                         "error_line", "evidence", "timestamps", "reached", "gpu_processes", "engines",
+                         "failed_engine"}
     assert data["reached"] == "ready" and data["gpu_processes"] == []

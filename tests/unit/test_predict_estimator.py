@@ -398,6 +398,21 @@ def test_known_limits_are_notes_where_they_apply():
     assert not any("0.33 moves cuBLAS" in n for n in plan("minicpm-v-2_6", "h100-80", "0.32.0").notes)
 
 
+def test_graphs_outside_the_kv_budget_that_may_not_fit_are_named_a_risk():
+    """vllm#16570 (V1 run, 0.8.4, 4x A100-40GB, TP 4, util 0.95): the start died in capture_model -> _dummy_run.
+    0.8.4 captures up to batch 512 whatever max_num_seqs (2) is, outside the KV budget; under TP the graphs' high
+    bound does not fit in the ~2.6 GiB left: plan names the risk (the value alone fits, so the verdict stays)."""
+    settings = {"tensor_parallel_size": 4, "gpu_memory_utilization": 0.95, "max_num_seqs": 2, "max_model_len": 4096,
+                "limit_mm_per_prompt": {"image": 1, "video": 0}, "mm_processor_kwargs": {"max_pixels": 1048576}}
+    p = plan("qwen2.5-vl-72b", "a100-40", "0.8.4", "llm", settings)
+    assert "batch 512" in p.components["cuda_graph"].basis
+    assert any(n.startswith("risk: oom_cuda_graph") for n in p.notes), p.notes
+    eager = plan("qwen2.5-vl-72b", "a100-40", "0.8.4", "llm", {**settings, "enforce_eager": True})
+    assert not any("oom_cuda_graph" in n for n in eager.notes)
+    budgeted = plan("qwen2.5-vl-7b", "a100-80", "0.32.0", "llm", {"max_model_len": 8192})  # 0.20+: in the budget
+    assert not any("oom_cuda_graph" in n for n in budgeted.notes)
+
+
 @pytest.mark.parametrize("version", ["0.5.5", "0.6.2", "0.6.3", "0.10.0", "0.32.0"])
 def test_the_calibration_parts_say_eager_exactly_when_the_encoder_profile_does(version):
     """One decision: `_parts` (what calibrate fits on) re-derived "eager vision attention" and said eager for family

@@ -8,8 +8,8 @@ import pytest
 
 from diagnostics.models import MINICPM_V_2_6 as M
 from diagnostics.predict.coefficients import DEFAULT
-from diagnostics.predict.terms import (Term, cuda_graph_term, encoder_term, kv_cache_term, llm_pass_bytes,
-                                       non_torch_term, sampler_bytes, weights_term)
+from diagnostics.predict.terms import (Term, cuda_graph_term, encoder_term, kv_cache_term, largest_graph_batch,
+                                       llm_pass_bytes, non_torch_term, sampler_bytes, weights_term)
 from diagnostics.units import GiB
 
 
@@ -47,6 +47,23 @@ def test_cuda_graphs_scale_with_the_largest_captured_batch():
     assert v0.value_gib == pytest.approx(0.2 + 0.8)  # batch 256 of cap 256
     v1 = cuda_graph_term({"max_num_seqs": 64}, "V1", DEFAULT)
     assert v1.value_gib == pytest.approx(0.2 + 0.6 * 128 / 512) and "batch 128" in v1.basis
+
+
+def test_v1_before_0_10_captures_up_to_512_whatever_max_num_seqs():
+    s = {"max_num_seqs": 2, "max_num_batched_tokens": 8192}
+    assert largest_graph_batch(s, "V1", "0.8.4", 512) == 512  # [1, 2, 4, 8..512] in 0.8.x-0.9.x
+    assert largest_graph_batch({**s, "max_num_batched_tokens": 256}, "V1", "0.9.2", 512) == 256
+    assert largest_graph_batch(s, "V1", "0.10.0", 512) == 4  # min(2 x max_num_seqs, 512) from 0.10.0
+    assert largest_graph_batch(s, "V0", "0.6.3", 256) == 2
+    assert largest_graph_batch({**s, "enforce_eager": True}, "V1", "0.8.4", 512) == 0
+    assert cuda_graph_term(s, "V1", DEFAULT, "0.8.4").value_gib > cuda_graph_term(s, "V1", DEFAULT, "0.32.0").value_gib
+
+
+def test_tensor_parallel_widens_the_graph_range_upwards():
+    one = cuda_graph_term({"max_num_seqs": 256}, "V0", DEFAULT, "0.5.4")
+    four = cuda_graph_term({"max_num_seqs": 256, "tensor_parallel_size": 4}, "V0", DEFAULT, "0.5.4")
+    assert four.value_gib == one.value_gib and four.high_gib == pytest.approx(one.high_gib * 2.5)
+    assert four.high_gib >= 2.4 and "all-reduce buffers of TP 4" in four.basis  # issue #20: ~2.4 GiB measured
 
 
 def test_kv_cache_is_budget_minus_terms_or_the_fixed_pool():

@@ -96,7 +96,7 @@ def test_pngs_fit_githubs_column(written):
 def test_formats_and_inputs_are_checked(tmp_path):
     assert parse_formats("all") == ("md", "json", "html", "png")
     assert parse_formats("md,json") == ("md", "json")
-    with pytest.raises(UsageError, match="unknown report format 'pdf'; accepted: all, html, json, md, png"):
+    with pytest.raises(UsageError, match="unknown report format 'pdf'; accepted: all, benchmark, html, json, md, png"):
         parse_formats("md,pdf")
     with pytest.raises(UsageError, match="no results file"):
         write_reports(tmp_path / "missing")
