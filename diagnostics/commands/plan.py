@@ -137,20 +137,7 @@ def run(args) -> int:
         _refuse_md(fmt, "a --fit frontier")
         return _run_frontier(args, cards[0], versions[0], overrides, fits, calibration)
     if fits:
-        if is_knob_name(fits[0]):
-            f = fit_knob(fits[0], args.model, cards[0], versions[0], args.entrypoint, overrides, calibration)
-        else:
-            base = plan(args.model, cards[0], versions[0], args.entrypoint, overrides, calibration)
-            f = fit(fits[0], args.model, cards[0], versions[0], args.entrypoint, overrides, calibration,
-                    ask_vllm(args, base))
-        if fmt == "md":
-            shown = f.at if f.at is not None else f.above
-            explanation = explain_plan(shown) if shown.verdict != "unknown" else None
-            text = plan_markdown(shown, explanation, fits=[f.above] if f.at is not None and f.above else None)
-        else:
-            text = json.dumps(f.to_json(), indent=2, default=str) if fmt == "json" else format_fit(f)
-        emit(text, args.out)
-        return 0
+        return _run_fit(args, cards[0], versions[0], overrides, fits[0], fmt, calibration)
     p = build(args, cards[0], versions[0], overrides)
     explanation = explain_plan(p) if p.verdict != "unknown" else None
     culprits = [c.to_json() for c in explanation.culprits] if explanation else []
@@ -204,6 +191,23 @@ def format_plan(p: Plan, explanation=None) -> str:
         if explanation.fix:
             lines.append("fix: " + " ".join(f"--set {k}={json.dumps(v)}" for k, v in explanation.fix.items()))
     return "\n".join(lines)
+
+
+def _run_fit(args, card, version, overrides, setting: str, fmt: str, calibration) -> int:
+    """`plan --fit SETTING` (an engine setting or a multimodal knob) in the asked format, to stdout or --out."""
+    if is_knob_name(setting):
+        f = fit_knob(setting, args.model, card, version, args.entrypoint, overrides, calibration)
+    else:
+        base = plan(args.model, card, version, args.entrypoint, overrides, calibration)
+        f = fit(setting, args.model, card, version, args.entrypoint, overrides, calibration, ask_vllm(args, base))
+    if fmt == "md":
+        shown = f.at if f.at is not None else f.above
+        explanation = explain_plan(shown) if shown.verdict != "unknown" else None
+        text = plan_markdown(shown, explanation, fits=[f.above] if f.at is not None and f.above else None)
+    else:
+        text = json.dumps(f.to_json(), indent=2, default=str) if fmt == "json" else format_fit(f)
+    emit(text, args.out)
+    return 0
 
 
 def _refuse_md(fmt: str, what: str) -> None:
