@@ -513,7 +513,7 @@ def newcomer3_cases(Case, CLI, PYTEST) -> list:  # noqa: N803  (the catalogue's 
         ("matrix-bom", ["--card=cpu", "--matrix=matrix-bom.toml"], 0, {}),
         ("matrix-binary", ["--card=cpu", "--matrix=matrix-binary.toml"], 4, {}),
         ("matrix-dir", ["--card=cpu", "--matrix=."], 4, {}), ("matrix-devnull", ["--card=cpu", "--matrix=/dev/null"], 4, {}),
-        ("matrix-vllm-refuses", ["--card=cpu", "--matrix=matrix-vllm-refuses.toml"], 0, {"says": ("refused",)}),
+        ("matrix-vllm-refuses", ["--card=cpu", "--matrix=matrix-vllm-refuses.toml", "-rs"], 0, {"says": ("refused",)}),
         ("matrix-space-syntax", ["--card=cpu", "--matrix", "m.toml"], 0, {}),
         # [cards.cpu] total_gib is how a CPU run gets memory verdicts (estimator's note): the user's own figure
         ("cards-cpu-override", [*base, "--cards=cards-cpu-override.toml"], (0, 1), {}),
