@@ -1,8 +1,9 @@
 """Model shapes (numbers, not weights): built-in MiniCPM-V-2_6, the stored VLM configs and any local config.json.
 
-VLM families besides MiniCPM-V (Qwen2/2.5/3-VL, InternVL3, Gemma 3, LLaVA-1.5/OneVision, Llama-3.2-Vision) are
+VLM families (MiniCPM-V 2.6 / 4.5, Qwen2/2.5/3-VL, InternVL3, Gemma 3, LLaVA-1.5/OneVision, Llama-3.2-Vision) are
 read by diagnostics.families from config.json (+ preprocessor_config.json / video_preprocessor_config.json); the
-short names (qwen2.5-vl-7b, ...) are the stored configs in diagnostics/data/models (numbers, source noted).
+short names (qwen2.5-vl-7b, ...) are the stored configs in diagnostics/data/models (numbers, source noted), and
+each answers to its Hugging Face repository id too (the families' data: families.stored_hub_ids()).
 
 Parameter counts are done layer by layer the way vLLM builds the model (vocab rows padded to a multiple of 64),
 so `weights_bytes()` equals vLLM's meta-device parameter bytes: 8,099,275,504 params = 16,198,551,008 B
@@ -22,27 +23,11 @@ from diagnostics import checkpoint, families
 from diagnostics.checkpoint import TensorTable
 from diagnostics.decoder import FULL, SLIDING, Decoder, decoder_from_config, normalise
 from diagnostics.errors import UsageError
-from diagnostics.families import Family
+from diagnostics.families import Family, minicpmv
+from diagnostics.families.common import VisionSpec
 from diagnostics.quantization import Quantization, decoder_linear_params, read_quantization
 
 VOCAB_PADDING = 64  # vLLM's DEFAULT_VOCAB_PADDING_SIZE for VocabParallelEmbedding / ParallelLMHead
-
-
-@dataclass(frozen=True)
-class VisionSpec:
-    hidden: int  # SigLIP hidden (1152)
-    layers: int  # 27
-    heads: int  # 16
-    mlp: int  # 4304
-    patch: int  # 14
-    image_size: int = 0  # MiniCPM-V: slice edge (448)
-    tower_image_size: int = 0  # MiniCPM-V: position table edge (980 -> 70 x 70 positions)
-    query_num: int = 0  # MiniCPM-V: resampler queries = LLM embeddings per slice (64)
-    max_slice_nums: int = 0  # MiniCPM-V: slices per image besides the overview (9)
-
-    @property
-    def patches_per_slice(self) -> int:
-        return (self.image_size // self.patch) ** 2
 
 
 @dataclass(frozen=True)
@@ -62,7 +47,7 @@ class ModelSpec:
     vision: VisionSpec | None = None
     tie_word_embeddings: bool = False
     source: str = "built-in"
-    family: Family | None = None  # VLM families besides MiniCPM-V (diagnostics.families)
+    family: Family | None = None  # the VLM family (diagnostics.families); None for a text-only model
     rope_factor: float = 1.0  # rope scaling that lengthens the context vLLM derives (see derived_max_model_len)
     max_len_key: str = "max_position_embeddings"  # the config key max_position_embeddings was read from
     model_max_length: int | None = None  # config.json's model_max_length: vLLM accepts a max_model_len up to it
@@ -139,64 +124,32 @@ def llm_params(llm: dict, vocab_rows: int, *, qkv_bias: bool = True) -> int:
     return vocab_rows * hidden * (1 if tied else 2) + layers * per_layer + hidden
 
 
-def vision_tower_params(v: VisionSpec, layers: int | None = None) -> int:
-    """Idefics2/SigLIP NaViT: patch conv (+bias), position table, layers (4 projections, 2 LNs, MLP), post-LN."""
-    d = v.hidden
-    embed = d * 3 * v.patch * v.patch + d + (v.tower_image_size // v.patch) ** 2 * d
-    per_layer = 4 * (d * d + d) + 2 * 2 * d + (d * v.mlp + v.mlp) + (v.mlp * d + d)
-    return embed + (v.layers if layers is None else layers) * per_layer + 2 * d
-
-
-def resampler_params(v: VisionSpec, llm_hidden: int) -> int:
-    """Resampler2_5: query, kv_proj (only when widths differ, no bias), MHA in/out, ln_q/ln_kv/ln_post, proj."""
-    h = llm_hidden
-    kv_proj = h * v.hidden if v.hidden != h else 0
-    attn = 3 * h * h + 3 * h + h * h + h
-    return v.query_num * h + kv_proj + attn + 3 * 2 * h + h * h
-
-
-MINICPM_V_2_6_VISION = VisionSpec(hidden=1152, layers=27, heads=16, mlp=4304, patch=14, image_size=448,
-                                  tower_image_size=980, query_num=64, max_slice_nums=9)
-
-
-def _minicpmv_spec(name, llm: dict, vision: VisionSpec, dtype_bytes=2, source="built-in", drop_last=False,
-                   quantization=None):
-    params = (
-        llm_params(llm, padded_vocab(llm["vocab"]), qkv_bias=True)
-        + vision_tower_params(vision, vision.layers - (1 if drop_last else 0))
-        + resampler_params(vision, llm["hidden"])
-    )
-    return ModelSpec(name=name, architecture="MiniCPMV", hidden=llm["hidden"], layers=llm["layers"],
-                     heads=llm["heads"], kv_heads=llm["kv_heads"], head_dim=llm["head_dim"],
-                     intermediate=llm["intermediate"], vocab=llm["vocab"],
-                     max_position_embeddings=llm["max_position_embeddings"], dtype_bytes=dtype_bytes,
-                     params=params, vision=vision, tie_word_embeddings=llm.get("tied", False), source=source,
-                     quantization=quantization)
-
-
-MINICPM_V_2_6 = _minicpmv_spec(
-    "openbmb/MiniCPM-V-2_6",
-    dict(hidden=3584, layers=28, heads=28, kv_heads=4, head_dim=128, intermediate=18944, vocab=151666,
-         max_position_embeddings=32768),
-    MINICPM_V_2_6_VISION,
-)
-
-BUILT_IN = {"minicpm-v-2_6": MINICPM_V_2_6}
 ALIASES = {"minicpm-v-2_6": "minicpm-v-2_6", "openbmb/minicpm-v-2_6": "minicpm-v-2_6",
            "kit:minicpm-v-2_6": "minicpm-v-2_6", "minicpm-v-2.6": "minicpm-v-2_6"}
 STORED_DIR = Path(__file__).resolve().parent / "data" / "models"
 
 
-# Hugging Face repository of each stored config (what the suite hands vLLM for `--model NAME`).
-HUB_IDS = {
-    "qwen2-vl-2b": "Qwen/Qwen2-VL-2B-Instruct", "qwen2-vl-7b": "Qwen/Qwen2-VL-7B-Instruct",
-    "qwen2.5-vl-3b": "Qwen/Qwen2.5-VL-3B-Instruct", "qwen2.5-vl-7b": "Qwen/Qwen2.5-VL-7B-Instruct",
-    "qwen2.5-vl-72b": "Qwen/Qwen2.5-VL-72B-Instruct", "qwen3-vl-8b": "Qwen/Qwen3-VL-8B-Instruct",
-    "qwen3-vl-30b-a3b": "Qwen/Qwen3-VL-30B-A3B-Instruct", "internvl3-8b": "OpenGVLab/InternVL3-8B-hf",
-    "gemma-3-4b": "google/gemma-3-4b-it", "gemma-3-12b": "google/gemma-3-12b-it", "gemma-3-27b": "google/gemma-3-27b-it",
-    "llava-1.5-7b": "llava-hf/llava-1.5-7b-hf", "llava-onevision-7b": "llava-hf/llava-onevision-qwen2-7b-ov-hf",
-    "llama-3.2-11b-vision": "meta-llama/Llama-3.2-11B-Vision-Instruct",
-}
+def hub_id(name: str) -> str | None:
+    """The Hugging Face repository of a stored config's short name (what the suite hands vLLM), else None."""
+    return families.stored_hub_ids().get(str(name).lower().removeprefix("kit:"))
+
+
+def stored_name(text: str, paths: bool = False) -> str | None:
+    """The stored config a short name (or kit:NAME) or its hub id names (case-insensitive); with paths=True also a
+    path ending in one (.../Qwen/Qwen2.5-VL-7B-Instruct, /models/Qwen2.5-VL-7B-Instruct: a log's local copy)."""
+    key = str(text).strip().rstrip("/").lower()
+    if key.removeprefix("kit:") in stored_models():
+        return key.removeprefix("kit:")
+    hubs = families.stored_hub_ids()
+    by_hub = {hub.lower(): name for name, hub in hubs.items()}
+    if not paths:
+        return by_hub.get(key)
+    by_hub.update({hub.lower().rsplit("/", 1)[-1]: name for name, hub in hubs.items()})
+    for n in (2, 1):  # owner/name, then the repository name alone (a local copy's folder)
+        tail = "/".join(key.split("/")[-n:])
+        if tail in by_hub:
+            return by_hub[tail]
+    return None
 
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")  # owner/name, as the hub spells ids
@@ -209,7 +162,8 @@ def stored_models() -> list[str]:
 
 def accepted() -> str:
     return ("minicpm-v-2_6, openbmb/MiniCPM-V-2_6, kit:minicpm-v-2_6, a stored name (" + ", ".join(stored_models())
-            + ", also as kit:NAME), a directory with config.json, or a Hugging Face id (owner/name)")
+            + ", also as kit:NAME) or its Hugging Face id, a directory with config.json, or a Hugging Face id "
+            "(owner/name)")
 
 
 def get_model(name, hub: bool = False) -> ModelSpec:
@@ -220,11 +174,11 @@ def get_model(name, hub: bool = False) -> ModelSpec:
         return name
     key = str(name).strip()
     if key.lower() in ALIASES:
-        return BUILT_IN[ALIASES[key.lower()]]
-    short = key.lower().removeprefix("kit:")
-    if short in stored_models():
-        return model_from_dir(STORED_DIR / short, name=short)
+        return MINICPM_V_2_6
     path = Path(key).expanduser()
+    short = stored_name(key) if not path.is_dir() else None
+    if short is not None:
+        return model_from_dir(STORED_DIR / short, name=short)
     if path.is_dir():
         return model_from_dir(path)
     if path.name == "config.json" and path.is_file():
@@ -319,18 +273,23 @@ def _llm_fields(cfg: dict, where: str) -> dict:
     )
 
 
+def _vision_spec(v: dict) -> VisionSpec:
+    patch = v.get("patch_size", 14)
+    return VisionSpec(
+        hidden=int(v.get("embed_dim") or v["hidden_size"]), layers=int(v.get("depth") or v["num_hidden_layers"]),
+        heads=int(v.get("num_heads") or v.get("num_attention_heads") or v.get("attention_heads")),
+        mlp=int(v.get("intermediate_size") or int(v["embed_dim"]) * int(v.get("mlp_ratio", 4))),
+        patch=int(patch[0] if isinstance(patch, list) else patch))
+
+
 def _family_spec(cfg: dict, processors: dict, name: str, source: str, dtype_bytes: int) -> ModelSpec:
     """A VLM of diagnostics.families: its text config for the LLM terms, its vision config for the tower."""
     text, v, family, params = families.parse(cfg, processors.get("preprocessor_config.json"),
                                              processors.get("video_preprocessor_config.json"), source)
     f = _llm_fields(text, source)
-    patch = v.get("patch_size", 14)
-    vision = VisionSpec(
-        hidden=int(v.get("embed_dim") or v["hidden_size"]), layers=int(v.get("depth") or v["num_hidden_layers"]),
-        heads=int(v.get("num_heads") or v.get("num_attention_heads") or v.get("attention_heads")),
-        mlp=int(v.get("intermediate_size") or int(v["embed_dim"]) * int(v.get("mlp_ratio", 4))),
-        patch=int(patch[0] if isinstance(patch, list) else patch))
-    return ModelSpec(name=name, architecture=cfg["architectures"][0], hidden=f["hidden"], layers=f["layers"],
+    vision = v if isinstance(v, VisionSpec) else _vision_spec(v)
+    arch = (cfg.get("architectures") or [str(cfg.get("model_type"))])[0]
+    return ModelSpec(name=name, architecture=arch, hidden=f["hidden"], layers=f["layers"],
                      heads=f["heads"], kv_heads=f["kv_heads"], head_dim=f["head_dim"], intermediate=f["intermediate"],
                      vocab=f["vocab"], dtype_bytes=dtype_bytes, params=params,
                      vision=vision, tie_word_embeddings=f["tied"], source=source, family=family,
@@ -346,25 +305,11 @@ def model_from_config(cfg: dict, name: str = "config.json", source: str = "confi
     arch = archs[0] if archs else str(cfg.get("model_type", "unknown"))
     dtype_bytes = _DTYPE_BYTES.get(str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16"), 2)
     dtype_bytes = min(dtype_bytes, 2)  # vLLM's dtype="auto" runs float32 checkpoints in 16-bit on GPUs
-    if arch == "MiniCPMV" or cfg.get("model_type") == "minicpmv":
-        vc = cfg.get("vision_config") or {}
-        slice_cfg = cfg.get("slice_config") or {}
-        vision = VisionSpec(
-            hidden=int(vc.get("hidden_size", 1152)), layers=int(vc.get("num_hidden_layers", 27)),
-            heads=int(vc.get("num_attention_heads", 16)), mlp=int(vc.get("intermediate_size", 4304)),
-            patch=int(vc.get("patch_size", cfg.get("patch_size", 14))), image_size=int(cfg.get("image_size", 448)),
-            tower_image_size=int(vc.get("image_size", 980)), query_num=int(cfg.get("query_num", 64)),
-            # vLLM reads the top-level max_slice_num (default 9); slice_config.max_slice_nums is the HF name
-            max_slice_nums=int(cfg.get("max_slice_num", slice_cfg.get("max_slice_nums", 9))),
-        )
-        return _minicpmv_spec(name, _llm_fields(cfg, source), vision, dtype_bytes, source,
-                              drop_last=bool(cfg.get("drop_vision_last_layer", False)),
-                              quantization=read_quantization(cfg))
     if families.lookup(cfg) is not None:
         return _family_spec(cfg, processors or {}, name, source, dtype_bytes)
     if isinstance(cfg.get("vision_config"), dict) or isinstance(cfg.get("audio_config"), dict):
         raise UsageError(f"{source}: architecture {arch} is not a model family vllm-memcheck knows; supported: "
-                         f"MiniCPMV, {', '.join(families.supported_architectures())}, or a text-only model")
+                         f"{', '.join(families.supported_architectures())}, or a text-only model")
     text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
     text = normalise(text)
     model_type = str(text.get("model_type") or cfg.get("model_type") or "")
@@ -396,3 +341,6 @@ def rope_factor(cfg: dict) -> float:
     if kind in ROPE_UNSCALED or not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 0:
         return 1.0
     return float(factor)
+
+
+MINICPM_V_2_6 = model_from_config(minicpmv.BUILT_IN_CONFIG, name="openbmb/MiniCPM-V-2_6", source="built-in")

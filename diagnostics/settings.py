@@ -26,7 +26,7 @@ import json
 
 from diagnostics.cards import Card
 from diagnostics.errors import UsageError, one_of
-from diagnostics.models import ModelSpec
+from diagnostics.models import ModelSpec, get_model
 from diagnostics.versions import Version, engine, parse_version, v1_fallback
 
 # name -> accepted type(s) (checked after JSON parsing)
@@ -97,10 +97,6 @@ MAX_MODEL_LEN_AUTO = ("auto", -1)  # vLLM 0.14+: fit max_model_len to the KV cac
 AUTO_LEN_SINCE = Version(0, 14, 0)
 DUMMY_OPTIONS_SINCE = Version(0, 12, 0)  # limit_mm_per_prompt values may be {"count", "num_frames", ...}
 DUMMY_OPTION_KEYS = ("count", "num_frames", "width", "height")
-# model classes marked SupportsV0Only in vLLM: architecture -> first version where V1 runs them (audit a7/b5)
-V0_ONLY_UNTIL = {"MiniCPMV": Version(0, 8, 3)}
-# model classes vLLM does not have before a version: architecture -> first version with it
-MODEL_SINCE = {"MiniCPMV": Version(0, 5, 4)}
 
 DTYPES = {"auto": None, "bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4}
 ENTRYPOINTS = ("llm", "serve")
@@ -256,13 +252,11 @@ def default_limit(v: Version, eng: str) -> int:
 
 
 def supported_modalities(model: ModelSpec, v: Version, eng: str) -> tuple[str, ...]:
-    """MiniCPM-V-2_6 takes video from the merged processor (0.7.1+); the legacy registry knew images only.
-    Other VLM families: what their vLLM processor supports (diagnostics.families.MODALITIES)."""
-    if model.vision is None:
+    """What the model's vLLM processor supports in this version (its family's data; MiniCPM-V: video from the
+    merged processor, 0.7.1+)."""
+    if model.vision is None or model.family is None:
         return ()
-    if model.family is not None:
-        return model.family.modalities
-    return ("image",) if v <= (0, 7, 0) else ("image", "video")
+    return model.family.modalities(v)
 
 
 def engine_choice(model: ModelSpec, card: Card, version, given: dict | None = None) -> tuple[str, str | None]:
@@ -271,7 +265,7 @@ def engine_choice(model: ModelSpec, card: Card, version, given: dict | None = No
     db = DTYPES.get(given.get("dtype") or "auto") or model.dtype_bytes
     reason = v1_fallback(v, capability=card.capability, dtype_bytes=db,
                          kv_cache_dtype=given.get("kv_cache_dtype") or "auto",
-                         v0_only_until=V0_ONLY_UNTIL.get(model.architecture))
+                         v0_only_until=model.family.v0_only_until if model.family else None)
     return engine(v, given.get("use_v1"), reason), reason
 
 
@@ -452,6 +446,15 @@ def dtype_for_card(settings: dict, card: Card) -> tuple[dict, str | None]:
                                               "compute capability 8.0 for bfloat16")
 
 
+def _v0_only_until(model_name: str) -> Version | None:
+    """The family's first vLLM whose V1 engine runs this model (None: always, or a name plan does not know)."""
+    try:
+        family = get_model(model_name).family if model_name else None
+    except UsageError:
+        return None
+    return family.v0_only_until if family is not None else None
+
+
 def start_refusal(settings: dict, version, card: Card | None = None, model_name: str = "") -> str | None:
     """Why vLLM `version` cannot start with these settings on this card, in one line naming the setting and the
     version that brought or removed it; None when it can. What the child would otherwise meet as a TypeError
@@ -468,8 +471,10 @@ def start_refusal(settings: dict, version, card: Card | None = None, model_name:
             engine(v, use_v1)
         except UsageError as err:
             return str(err)
-    if use_v1 and v < Version(0, 8, 3) and "minicpm" in model_name.lower():
-        return f"use_v1=true: MiniCPM-V runs on V1 only from vLLM 0.8.3 (V1 of {v} lacks its multimodal embeddings)"
+    v0_until = _v0_only_until(model_name)
+    if use_v1 and v0_until is not None and v < v0_until:
+        return (f"use_v1=true: {model_name} runs on V1 only from vLLM {v0_until} (V1 of {v} lacks its multimodal "
+                "embeddings)")
     if card is not None and card.arch == "blackwell" and v < FIRST_SM120_VLLM:
         return (f"card {card.name} (sm_120) needs vLLM >= {FIRST_SM120_VLLM}: the PyPI wheel of {v} is built for "
                 "CUDA 12.4 or older, without Blackwell kernels")

@@ -4,6 +4,7 @@ for its settings (when the model and card are known), and the helpers every log-
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from diagnostics import cards, models
@@ -21,14 +22,24 @@ PRINTED = ("weights_gib", "activation_peak_gib", "kv_cache_gib", "oom_tried_gib"
 
 
 def record_model(record, model):
-    """The ModelSpec: `model` (a name or directory) when given, else MiniCPM-V-2_6 when the log names it."""
+    """The ModelSpec: `model` (a name or directory) when given, else the stored or built-in model whose hub id, short
+    name or local copy the log names (the engine config's model / tokenizer / served_model_name, its evidence and
+    error lines: `Qwen/Qwen2.5-VL-7B-Instruct`, `/models/Qwen2.5-VL-7B-Instruct`, `openbmb/MiniCPM-V-2_6`)."""
     if model is not None:
         return models.get_model(model)
-    hay = " ".join(str(v) for v in (record.settings or {}).values())
-    hay += " " + " ".join(str(x) for x in record.evidence) + " " + str(record.error_line or "")
-    low = hay.lower().replace(".", "_")
-    if "minicpm-v-2_6" in low or "minicpm_v_2_6" in low:
-        return models.get_model("minicpm-v-2_6")
+    settings = record.settings or {}
+    texts = [settings.get(k) for k in ("model", "tokenizer", "served_model_name")]
+    texts += list(record.evidence) + [record.error_line]
+    for text in texts:
+        for token in re.split(r"[\s'\",=\[\]()]+", str(text or "")):
+            token = token.rstrip(".:;")
+            if not token:
+                continue
+            if token.lower().replace(".", "_").endswith(("minicpm-v-2_6", "minicpm_v_2_6")):
+                return models.get_model("minicpm-v-2_6")
+            name = models.stored_name(token, paths="/" in token)
+            if name is not None:
+                return models.get_model(name)
     return None
 
 

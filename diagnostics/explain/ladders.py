@@ -54,9 +54,8 @@ def util_steps(current: float, direction: int) -> list[float]:
 
 
 def has_video(plan) -> bool:
-    if plan.model.family is not None:
-        return "video" in plan.model.family.modalities
-    return plan.model.vision is not None and plan.family != "v0-legacy"
+    fam = plan.model.family
+    return fam is not None and "video" in fam.modalities(plan.vllm_version)
 
 
 def _max_num_seqs(plan, outcome: str) -> list:
@@ -110,38 +109,20 @@ def _skip_mm_profiling(plan, outcome: str) -> list:
 
 
 def _mm_processor_kwargs(plan, outcome: str) -> list:
-    if plan.model.vision is None or plan.family == "v0-legacy":
+    """Each family's processor knobs (its data: Qwen max_pixels, InternVL max_patches with crop_to_patches,
+    Gemma 3 pan-and-scan off, MiniCPM-V max_slice_nums), smaller first."""
+    if plan.model.family is None or plan.family == "v0-legacy":
         return []  # the legacy dummy-data factory takes no processor kwargs
     kw = dict(plan.settings.get("mm_processor_kwargs") or {})
-    if plan.model.family is not None:
-        steps = _family_kwargs(plan, kw)
-    else:
-        cur = int(kw.get("max_slice_nums", plan.model.vision.max_slice_nums))
-        steps = [{**kw, "max_slice_nums": n} for n in powers_below(cur, 1)]
+    steps = []
+    for knob in plan.model.family.knobs:
+        if knob.setting == "mm_processor_kwargs" and knob.applies(plan.settings):
+            steps += [{**kw, knob.key: x} for x in knob.steps(knob.current(plan.settings))]
     fitted = size_knob_fix(plan)  # the largest value that plans ok (plan --fit KNOB), first
     if fitted is None:
         return steps
     first = fitted.at.overrides["mm_processor_kwargs"]
     return [first] + [x for x in steps if x != first]
-
-
-QWEN_PIXEL_STEPS = (4096, 2048, 1280, 1024, 512, 256)  # tokens per image -> max_pixels = tokens x 28 x 28
-
-
-def _family_kwargs(plan, kw: dict) -> list:
-    """Each family's own processor knob, smaller first: Qwen max_pixels (in 28 x 28 units; Qwen3-VL 32 x 32),
-    InternVL max_patches (with crop_to_patches), Gemma 3 pan-and-scan off."""
-    fam = plan.model.family
-    if fam.variant.startswith("qwen"):
-        unit = (fam.shape.patch * fam.shape.merge) ** 2
-        cur = int(kw.get("max_pixels") or fam.shape.image_size[1])
-        return [{**kw, "max_pixels": t * unit} for t in QWEN_PIXEL_STEPS if t * unit < cur]
-    if fam.variant == "internvl" and kw.get("crop_to_patches", fam.shape.crop_to_patches):
-        cur = int(kw.get("max_patches", fam.shape.max_patches))
-        return [{**kw, "max_patches": n} for n in powers_below(cur, 1)]
-    if fam.variant == "gemma3" and kw.get("do_pan_and_scan", fam.shape.pan_and_scan):
-        return [{**kw, "do_pan_and_scan": False}]
-    return []
 
 
 def _kv_cache_memory_bytes(plan, outcome: str) -> list:

@@ -157,34 +157,27 @@ def rule_culprits(ctx: Ctx, term: str) -> list[Culprit]:
     return out
 
 
-# Each VLM family's own knob for an encoder profile that does not fit (diagnostics.families.KNOBS says why).
-FAMILY_KNOB_SETTINGS = {"qwen": ("mm_processor_kwargs", {"max_pixels": 1003520}),
-                        "internvl": ("mm_processor_kwargs", {"max_patches": 6}),
-                        "gemma3": ("limit_mm_per_prompt", {"image": 1}),
-                        "llava": ("limit_mm_per_prompt", {"image": 1}),
-                        "llava-onevision": ("limit_mm_per_prompt", {"image": 1, "video": 0}),
-                        "mllama": ("max_num_seqs", 16)}
-
-
 def family_culprits(ctx: Ctx, term: str) -> list[Culprit]:
-    """The family's own knob first (Qwen: max_pixels; InternVL: max_patches; Llama-3.2-Vision: max_num_seqs and
-    enforce_eager), when the log's model is one of diagnostics.families."""
+    """The family's advised knobs first (its data, families.*.knobs: Qwen max_pixels; InternVL max_patches;
+    Llama-3.2-Vision max_num_seqs and enforce_eager), when the log's model is a family's with advised knobs; the
+    generic rules name limit_mm_per_prompt after them."""
     family = getattr(ctx.model, "family", None)
     if family is None or term != "encoder_profile":
         return []
-    key = "qwen" if family.variant.startswith("qwen") else family.variant
-    name, sugg = FAMILY_KNOB_SETTINGS[key]
-    why = f"{name}: the {family.variant} knob for the profile run's dummy items: {family.knob}."
+    advised = [k for k in family.knobs if k.advise]
+    out = []
     fitted = size_knob_fix(ctx.plan) if ctx.plan is not None else None
-    if fitted is not None:  # the largest value that plans ok with the log's other settings (plan --fit KNOB)
-        name, sugg = "mm_processor_kwargs", fitted.at.overrides["mm_processor_kwargs"]
-        why = (f"{name}: the largest {fitted.knob.name} that plans ok with the log's other settings is "
-               f"{fitted.knob.label(fitted.value)} (plan --fit {fitted.knob.name}; estimate).")
-    out = [Culprit(name, ctx.settings.get(name), sugg, term, why, False, 0.0, 1)]
-    if key == "mllama":
-        out.append(Culprit("enforce_eager", ctx.settings.get("enforce_eager"), True, term,
-                           "enforce_eager: mllama's cross-attention layers fail CUDA graph capture in vLLM "
-                           "0.6-0.10 (vllm#8879).", False, 0.0, 1))
+    for i, knob in enumerate(advised):
+        if i and knob.setting in ("limit_mm_per_prompt", advised[0].setting):
+            continue  # named in the first knob's sentence
+        why = (f"{knob.setting}: the {family.variant} knob for the profile run's dummy items: {family.knob}." if not i
+               else f"{knob.setting}: {knob.why}.")
+        name, suggested = knob.setting, knob.setting_value({}, knob.suggestion)
+        if not i and fitted is not None:  # the largest value that plans ok with the log's other settings
+            name, suggested = "mm_processor_kwargs", fitted.at.overrides["mm_processor_kwargs"]
+            why = (f"{name}: the largest {fitted.knob.name} that plans ok with the log's other settings is "
+                   f"{fitted.knob.label(fitted.value)} (plan --fit {fitted.knob.name}; estimate).")
+        out.append(Culprit(name, ctx.settings.get(name), suggested, term, why, False, 0.0, 1))
     return out
 
 

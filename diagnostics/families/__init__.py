@@ -1,57 +1,123 @@
-"""Vision-language model families besides MiniCPM-V: architecture lookup, shapes, versions, dummy items, knobs.
+"""Vision-language model families, MiniCPM-V included: one module per family behind one interface.
 
-One module per family (qwen_vl, internvl, gemma3, llava, mllama), each with ARCHITECTURES (HF architecture ->
-variant), SINCE (first vLLM release with the model), parse(config, preprocessor, video preprocessor, where) ->
-(text config, vision config, family shape, params as vLLM builds them) and items(shape, settings, max_model_len,
-counts) -> {modality: Item} (vLLM's get_mm_max_tokens_per_item or its dummy-input path, vLLM 0.32).
+Every module in MODULES (minicpmv, qwen_vl, internvl, gemma3, llava, mllama) declares:
+  ARCHITECTURES  HF architecture -> variant (MiniCPM-V: variant_of(config) picks it from config.json's version)
+  VARIANTS       variant -> common.Variant (modalities, version window, kit, stored configs and hub ids)
+  parse(cfg, preprocessor, video preprocessor, where) -> (text config, vision config or VisionSpec, shape, params)
+  items(shape, settings, seq_len, counts, version) -> {modality: Item} (vLLM's largest dummy items)
+  knobs(shape) -> [Knob] (the settings that change the dummy items, as data)
+and optionally encoder_bytes(model, prof, db, eager, tp, coef) (default: common.tower_encoder_bytes),
+eager_attention(version, rules) (default: never) and modalities(variant, version) (default: the variant's).
+check() raises at import when a module lacks a piece; tests/unit/test_families.py checks the data behind them.
 Pure: no torch, no vllm.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 
 from diagnostics.errors import UsageError
-from diagnostics.families import gemma3, internvl, llava, mllama, qwen_vl
-from diagnostics.families.common import Item
+from diagnostics.families import gemma3, internvl, llava, minicpmv, mllama, qwen_vl
+from diagnostics.families.common import Item, Knob, Kit, Variant, tower_encoder_bytes
 from diagnostics.versions import Version, parse_version, read_version
 
-MODULES = (qwen_vl, internvl, gemma3, llava, mllama)
+MODULES = (minicpmv, qwen_vl, internvl, gemma3, llava, mllama)
+REQUIRED = ("ARCHITECTURES", "VARIANTS", "parse", "items", "knobs")
+
+
+def check(modules=MODULES) -> None:
+    """RuntimeError naming the module and the piece when a family module lacks part of the interface."""
+    for mod in modules:
+        for name in REQUIRED:
+            if not hasattr(mod, name):
+                raise RuntimeError(f"family module {mod.__name__} lacks {name}")
+        variants = set(getattr(mod, "VARIANT_NAMES", ())) | set(mod.ARCHITECTURES.values())
+        for variant in variants:
+            if not isinstance(mod.VARIANTS.get(variant), Variant):
+                raise RuntimeError(f"family module {mod.__name__} lacks VARIANTS[{variant!r}]")
+
+
+check()
 BY_ARCHITECTURE = {arch: (mod, variant) for mod in MODULES for arch, variant in mod.ARCHITECTURES.items()}
-MODALITIES = {
-    "qwen2-vl": ("image", "video"), "qwen2.5-vl": ("image", "video"), "qwen3-vl": ("image", "video"),
-    "qwen3-vl-moe": ("image", "video"), "internvl": ("image", "video"), "gemma3": ("image",),
-    "llava": ("image",), "llava-onevision": ("image", "video"), "mllama": ("image",),
-}
-# The family's own knob for a profile run that does not fit (explain's advice names it).
-KNOBS = {
-    "qwen": 'mm_processor_kwargs={"max_pixels": 1003520} (1280 x 28 x 28: 1,280 tokens per image instead of '
-            '16,384) or limit_mm_per_prompt={"video": 0}',
-    "internvl": 'mm_processor_kwargs={"max_patches": 6} (max_dynamic_patch in the original InternVLChatModel '
-                'format) or limit_mm_per_prompt={"video": 0}',
-    "gemma3": 'limit_mm_per_prompt={"image": 1} and do_pan_and_scan off (mm_processor_kwargs)',
-    "llava": 'limit_mm_per_prompt={"image": 1}',
-    "llava-onevision": 'limit_mm_per_prompt={"video": 0} or {"image": 1}',
-    "mllama": "max_num_seqs (each dummy sequence carries one 4-tile image through the vision encoder) and "
-              "enforce_eager=True",
-}
 
 
 @dataclass(frozen=True)
 class Family:
-    """What ModelSpec carries for a non-MiniCPM VLM: variant, parsed shape, modalities, versions."""
+    """What ModelSpec carries for a VLM: the variant, its module and parsed shape; every family question
+    (modalities, version window, dummy items, knobs, kit, encoder bytes) is asked through it."""
 
     variant: str
-    module: str  # diagnostics.families.<module>
+    module: ModuleType
     shape: object
-    modalities: tuple[str, ...]
-    since: Version
-    until: Version | None  # first vLLM release without the model
-    last: str | None = None  # the last release with it, when removed
+
+    @property
+    def info(self) -> Variant:
+        return self.module.VARIANTS[self.variant]
+
+    @property
+    def since(self) -> Version:
+        return read_version(self.info.window.since)
+
+    @property
+    def until(self) -> Version | None:
+        return read_version(self.info.window.until) if self.info.window.until else None
+
+    @property
+    def v0_only_until(self) -> Version | None:
+        w = self.info.window
+        return read_version(w.v0_only_until) if w.v0_only_until else None
+
+    @property
+    def kit(self) -> Kit:
+        return self.info.kit
+
+    def modalities(self, version=None) -> tuple[str, ...]:
+        fn = getattr(self.module, "modalities", None)
+        return fn(self.variant, parse_version(version)) if fn and version is not None else self.info.modalities
+
+    @property
+    def knobs(self) -> list[Knob]:
+        """The settings that change this model's dummy items, as data (common.Knob), the family's own first."""
+        return list(self.module.knobs(self.shape))
 
     @property
     def knob(self) -> str:
-        return KNOBS["qwen" if self.variant.startswith("qwen") else self.variant]
+        """The advised knobs in one line (explain's advice names them)."""
+        return " or ".join(k.text() for k in self.knobs if k.advise)
+
+    def items(self, settings: dict, seq_len: int, counts: dict[str, int], version) -> dict[str, Item]:
+        """Largest dummy item per active modality (counts: modality -> items per prompt, as vLLM asks)."""
+        return self.module.items(self.shape, settings, seq_len, counts, parse_version(version))
+
+    def tokens_per_item(self, knob: Knob, value, settings: dict, version, seq_len: int | None = None) -> int | None:
+        """vLLM's max tokens per item of knob.modality with the knob at `value` (None: the knob changes no item's
+        tokens). settings: resolved settings (max_model_len is the default seq_len)."""
+        if knob.modality is None:
+            return None
+        s = {**settings, knob.setting: knob.setting_value(settings, value)}
+        got = self.items(s, seq_len or int(settings.get("max_model_len") or 0), {knob.modality: 1}, version)
+        return got[knob.modality].per_item if knob.modality in got else None
+
+    def encoder_bytes(self, model, prof, db: int, eager: bool, tp: int, coef) -> dict:
+        fn = getattr(self.module, "encoder_bytes", tower_encoder_bytes)
+        return fn(model, prof, db, eager, tp, coef)
+
+    def eager_attention(self, version, rules: str) -> bool:
+        """Does the vision tower compute L^2 attention scores (eager) in this vLLM version and rule family?"""
+        fn = getattr(self.module, "eager_attention", None)
+        return bool(fn and fn(parse_version(version), rules))
+
+    def refusal(self, version, name: str) -> str | None:
+        """Why this vLLM has no model class for this model (before `since`, from `until`), else None."""
+        v = parse_version(version)
+        who = name if name == self.variant else f"{name} ({self.variant})"
+        if v < self.since:
+            return f"{who} needs vLLM >= {self.since}: vLLM {v} has no model class for it"
+        if self.until is not None and v >= self.until:
+            return (f"{who} is not in vLLM {v}: removed in {self.until}; plan for --vllm "
+                    f"{self.info.window.last} or earlier")
+        return None
 
 
 def supported_architectures() -> list[str]:
@@ -59,38 +125,36 @@ def supported_architectures() -> list[str]:
 
 
 def lookup(cfg: dict):
-    """(module, variant) for a config.json dict, or None when its architecture is not a VLM family here."""
+    """(module, variant) for a config.json dict, or None when its architecture is not a VLM family here.
+
+    UsageError when the architecture is a family's but the config's version has no rules here (MiniCPM-V 2.0)."""
     for arch in cfg.get("architectures") or []:
         if arch in BY_ARCHITECTURE:
-            return BY_ARCHITECTURE[arch]
+            mod, variant = BY_ARCHITECTURE[arch]
+            pick = getattr(mod, "variant_of", None)
+            return (mod, pick(cfg) if pick else variant)
+    if cfg.get("model_type") in getattr(minicpmv, "MODEL_TYPES", ()):
+        return minicpmv, minicpmv.variant_of(cfg)
     return None
 
 
 def parse(cfg: dict, pre: dict, video_pre: dict, where: str):
-    """-> (text config, vision config, Family, params); UsageError when a field the family needs is missing."""
+    """-> (text config, vision config or VisionSpec, Family, params); UsageError when a needed field is missing."""
     mod, variant = lookup(cfg)
     try:
         text, vision, shape, params = mod.parse(cfg, pre or {}, video_pre or {}, where)
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(f"{where}: cannot read a {variant} config ({type(exc).__name__}: {exc})") from None
-    until = getattr(mod, "UNTIL", {}).get(variant)
-    family = Family(variant, mod.__name__.rsplit(".", 1)[-1], shape, MODALITIES[variant],
-                    read_version(mod.SINCE[variant]), read_version(until) if until else None,
-                    getattr(mod, "LAST", {}).get(variant))
-    return text, vision, family, params
+    return text, vision, Family(variant, mod, shape), params
 
 
 def check_version(family: Family, version, name: str) -> None:
-    """UsageError naming the releases that have this model when `version` is outside them."""
-    v = parse_version(version)
-    if v < family.since:
-        raise UsageError(f"{name} ({family.variant}) needs vLLM >= {family.since}; planning for {v}")
-    if family.until is not None and v >= family.until:
-        raise UsageError(f"{name} ({family.variant}) is not in vLLM {v}: removed in {family.until}; plan for "
-                         f"--vllm {family.last} or earlier")
+    """UsageError naming the releases that have this model when `version` is outside them (every family alike)."""
+    why = family.refusal(version, name)
+    if why:
+        raise UsageError(why)
 
 
-def items(family: Family, settings: dict, seq_len: int, counts: dict[str, int]) -> dict[str, Item]:
-    """Largest dummy item per active modality (counts: modality -> items per prompt, as MultiModalBudget asks)."""
-    mod = {m.__name__.rsplit(".", 1)[-1]: m for m in MODULES}[family.module]
-    return mod.items(family.shape, settings, seq_len, counts)
+def stored_hub_ids() -> dict[str, str]:
+    """Stored config name (diagnostics/data/models/NAME) -> Hugging Face repository, from every family's data."""
+    return {name: hub for mod in MODULES for info in mod.VARIANTS.values() for name, hub in info.stored.items()}

@@ -1,4 +1,5 @@
-"""Shared pieces of the VLM families: one dummy item, the family's parsed shape, and parameter counts.
+"""Shared pieces of the VLM families: the tower's shape, one dummy item, the version window, the knobs as data,
+the kit, the default encoder bytes, and parameter counts.
 
 Parameter counts follow how vLLM builds each module (vocab rows padded to a multiple of 64 for
 VocabParallelEmbedding / ParallelLMHead, tied heads share the embedding), so `ModelSpec.params` equals the
@@ -7,11 +8,31 @@ parameter count of vLLM's model built on the meta device (tests/tools/vlm_vllm_c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 
 from diagnostics.errors import UsageError
 
 VOCAB_PADDING = 64  # vLLM's DEFAULT_VOCAB_PADDING_SIZE
+
+
+@dataclass(frozen=True)
+class VisionSpec:
+    """The vision tower's shape (ModelSpec.vision). The last four fields are MiniCPM-V's (0 elsewhere)."""
+
+    hidden: int  # SigLIP hidden (1152)
+    layers: int  # 27
+    heads: int  # 16
+    mlp: int  # 4304
+    patch: int  # 14
+    image_size: int = 0  # MiniCPM-V: slice edge (448)
+    tower_image_size: int = 0  # MiniCPM-V: position table edge (980 -> 70 x 70 positions)
+    query_num: int = 0  # MiniCPM-V: resampler queries = LLM embeddings per slice (64)
+    max_slice_nums: int = 0  # MiniCPM-V: slices per image besides the overview (9)
+
+    @property
+    def patches_per_slice(self) -> int:
+        return (self.image_size // self.patch) ** 2
 
 
 @dataclass(frozen=True)
@@ -22,6 +43,131 @@ class Item:
     tokens: int  # embedding positions in the LLM (vLLM's max tokens per item)
     patches: int  # ViT patch tokens the vision tower processes for this item
     slices: int = 1  # tiles / crops / frames (batched as separate tower inputs)
+    largest: int = 0  # patches of the largest slice (vLLM pads a batch to it); 0: patches // slices
+    budget_tokens: int = 0  # tokens MultiModalBudget divides by when they differ from this dummy's (0: tokens)
+
+    @property
+    def max_slice_patches(self) -> int:
+        return self.largest or self.patches // max(self.slices, 1)
+
+    @property
+    def per_item(self) -> int:
+        """vLLM's max tokens per item of this modality (what the encoder budget divides by)."""
+        return self.budget_tokens or self.tokens
+
+
+@dataclass(frozen=True)
+class Window:
+    """The vLLM releases that have a model: `since` (first with its class), `until` (first without it, with `last`
+    the last with it), `v0_only_until` (first release whose V1 engine runs it; SupportsV0Only before)."""
+
+    since: str
+    until: str | None = None
+    last: str | None = None
+    v0_only_until: str | None = None
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A setting that changes the profile run's dummy items, as data (explain's advice, its ladders, `plan --fit`).
+
+    setting: the vLLM setting (mm_processor_kwargs, limit_mm_per_prompt, max_num_seqs, ...); key: the key inside a
+    dict-valued setting (max_pixels, max_patches, video, ...), None when the setting itself is the value;
+    unit: what one value counts (pixels, tiles, slices, items, sequences, flag); default: its value when unset;
+    suggestion: the value explain names; ladder: candidate values, largest first (steps() keeps those below the
+    current value); halve: candidates are instead the powers of two below the current value down to 1;
+    modality: the modality whose tokens per item the value changes (None: it changes counts, not tokens);
+    requires: (mm_processor_kwargs key, its default) that must be true for the knob to act; advise: explain names
+    it first in its rules of thumb; why: one sentence."""
+
+    setting: str
+    key: str | None
+    unit: str
+    default: object
+    suggestion: object
+    why: str
+    ladder: tuple = ()
+    halve: bool = False
+    modality: str | None = None
+    requires: tuple[str, object] | None = None
+    advise: bool = True
+
+    def applies(self, settings: dict) -> bool:
+        if self.requires is None:
+            return True
+        return bool((settings.get("mm_processor_kwargs") or {}).get(self.requires[0], self.requires[1]))
+
+    def current(self, settings: dict):
+        """The knob's value in a resolved settings dict (its default when unset)."""
+        if self.key is None:
+            return settings.get(self.setting, self.default)
+        value = (settings.get(self.setting) or {}).get(self.key)
+        return self.default if value is None else value
+
+    def setting_value(self, settings: dict, value):
+        """The whole setting's value with this knob at `value` (other keys of a dict setting kept)."""
+        if self.key is None:
+            return value
+        return {**(settings.get(self.setting) or {}), self.key: value}
+
+    def steps(self, current) -> list:
+        """Candidate values below `current`, nearest first (`plan --fit` and explain walk these)."""
+        if self.halve:
+            out, p = [], 1 << (max(int(current) - 1, 1).bit_length() - 1) if current else 0
+            while p >= 1:
+                if p < int(current):
+                    out.append(p)
+                p //= 2
+            return out
+        return [x for x in self.ladder if current is None or x < current]
+
+    def text(self) -> str:
+        value = self.setting_value({}, self.suggestion)
+        return f"{self.setting}={json.dumps(value) if isinstance(value, dict) else value} ({self.why})"
+
+
+@dataclass(frozen=True)
+class Kit:
+    """What a kit directory needs besides the stored configs: the local tokenizer's special tokens (None: no kit
+    tokenizer, with `no_kit` saying why), its eos, tokenizer_config extras, the transformers processor classes the
+    kit re-exports, the one-image prompt in vLLM's example chat format, and whether the CPU backend needs the
+    torchvision stub visible to transformers."""
+
+    prompt: str
+    tokens: tuple[str, ...] | None = None
+    eos: str = ""
+    extra: dict = field(default_factory=dict)
+    image_processor: str | None = None
+    video_processor: str | None = None
+    torchvision_stub: bool = True
+    no_kit: str = ""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Everything a family module declares per variant: modalities, version window, kit, stored configs (short
+    name -> Hugging Face repository), and the V0 profile-run rules it follows."""
+
+    modalities: tuple[str, ...]
+    window: Window
+    kit: Kit
+    stored: dict = field(default_factory=dict)
+    v0_sequence_video: bool = False  # V0 builds the dummy video for each dummy sequence's length (MiniCPM-V)
+    encoder_decoder: bool = False  # V0 gives every one of max_num_seqs dummy sequences its items (mllama)
+
+
+def tower_encoder_bytes(model, prof, db: int, eager: bool, tp: int, coef) -> dict:
+    """Peak bytes of a VLM's tower on every dummy item at once (flash / SDPA varlen attention, no L^2 scores):
+    coef.vlm_tower_per_patch bytes per ViT patch (pixels, residual, norms, q/k/v, MLP, rotary tables; fitted on two
+    Qwen2.5-VL field logs, not sharded by TP) plus the projector's output (LLM embeddings of every item).
+    model: ModelSpec; prof: the profile run (vit_tokens_padded, llm_mm_tokens). Returns {"total", "vpm",
+    "resampler" (the projector here), "scores" (0), "largest_alloc"} in bytes."""
+    vis, n = model.vision, prof.vit_tokens_padded
+    a, b = coef.vlm_tower_per_patch
+    vpm = n * (a * vis.hidden + b * vis.mlp) * db
+    projector = prof.llm_mm_tokens * model.hidden * db
+    return {"total": vpm + projector, "vpm": vpm, "resampler": projector, "scores": 0,
+            "largest_alloc": max(n * vis.mlp * db, projector)}
 
 
 def padded_vocab(vocab: int, multiple: int = VOCAB_PADDING) -> int:

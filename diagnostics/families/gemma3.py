@@ -11,10 +11,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from diagnostics.families.common import Item, decoder_params, need, siglip_params
+from diagnostics.families.common import Item, Kit, Knob, Variant, Window, decoder_params, need, siglip_params
 
 ARCHITECTURES = {"Gemma3ForConditionalGeneration": "gemma3"}
-SINCE = {"gemma3": "0.8.0"}
+KIT = Kit("<bos><start_of_turn>user\n<start_of_image>What is in the image?<end_of_turn>\n<start_of_turn>model\n",
+          ("<pad>", "<eos>", "<bos>", "<start_of_image>", "<end_of_image>", "<image_soft_token>", "\n", "\n\n",
+           "\n\n\n", "\n\n\n\n"), "<eos>",
+          {"extra_special_tokens": {"image_token": "<image_soft_token>", "boi_token": "<start_of_image>",
+                                    "eoi_token": "<end_of_image>"}},
+          image_processor="transformers.models.gemma3.image_processing_pil_gemma3.Gemma3ImageProcessorPil")
+VARIANTS = {"gemma3": Variant(("image",), Window("0.8.0"), KIT,
+                              stored={"gemma-3-4b": "google/gemma-3-4b-it", "gemma-3-12b": "google/gemma-3-12b-it",
+                                      "gemma-3-27b": "google/gemma-3-27b-it"})}
 TEXT_DEFAULTS = dict(vocab_size=262208, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
                      num_attention_heads=8, num_key_value_heads=4, head_dim=256, max_position_embeddings=131072)
 PAN_AND_SCAN = dict(pan_and_scan_min_crop_size=256, pan_and_scan_max_num_crops=4,
@@ -60,7 +68,18 @@ def _crops(s: Gemma3Shape, width: int, height: int, kwargs: dict) -> int:
     return n
 
 
-def items(s: Gemma3Shape, settings: dict, seq_len: int, counts: dict[str, int]) -> dict[str, Item]:
+def knobs(s: Gemma3Shape) -> list[Knob]:
+    """One image per prompt, and pan-and-scan off (its crops multiply the tokens per image)."""
+    return [
+        Knob("limit_mm_per_prompt", "image", "items", 1, 1,
+             "one image per prompt, and do_pan_and_scan off in mm_processor_kwargs", ladder=(1,)),
+        Knob("mm_processor_kwargs", "do_pan_and_scan", "flag", s.pan_and_scan, False,
+             "no pan-and-scan crops: 256 tokens per image", ladder=(False,), modality="image",
+             requires=("do_pan_and_scan", s.pan_and_scan), advise=False),
+    ]
+
+
+def items(s: Gemma3Shape, settings: dict, seq_len: int, counts: dict[str, int], version=None) -> dict[str, Item]:
     if not counts.get("image"):
         return {}
     kwargs = settings.get("mm_processor_kwargs") or {}

@@ -14,10 +14,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diagnostics.families.common import Item, decoder_params, need, vit_layer_params
+from diagnostics.families.common import Item, Kit, Knob, Variant, Window, decoder_params, need, vit_layer_params
 
 ARCHITECTURES = {"InternVLForConditionalGeneration": "internvl"}
-SINCE = {"internvl": "0.10.0"}
+KIT = Kit("<|im_start|>user\n<image>\nWhat is in the image?<|im_end|>\n<|im_start|>assistant\n",
+          ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"), "<|im_end|>",
+          {"extra_special_tokens": {"start_image_token": "<img>", "end_image_token": "</img>",
+                                    "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"}},
+          image_processor="transformers.models.got_ocr2.image_processing_pil_got_ocr2.GotOcr2ImageProcessorPil",
+          video_processor="transformers.models.internvl.video_processing_internvl.InternVLVideoProcessor")
+VARIANTS = {"internvl": Variant(("image", "video"), Window("0.10.0"), KIT,
+                                stored={"internvl3-8b": "OpenGVLab/InternVL3-8B-hf"})}
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,17 @@ def parse(cfg: dict, pre: dict, video_pre: dict, where: str):
     return text, v, shape, decoder_params(text, qkv_bias=qwen) + tower + projector
 
 
-def items(s: InternVLShape, settings: dict, seq_len: int, counts: dict[str, int]) -> dict[str, Item]:
+def knobs(s: InternVLShape) -> list[Knob]:
+    """max_patches (tiles per image, only with crop_to_patches), then video off."""
+    return [
+        Knob("mm_processor_kwargs", "max_patches", "tiles", s.max_patches, 6,
+             "max_dynamic_patch in the original InternVLChatModel format", halve=True, modality="image",
+             requires=("crop_to_patches", s.crop_to_patches)),
+        Knob("limit_mm_per_prompt", "video", "items", 1, 0, "no dummy video in the profile run", ladder=(0,)),
+    ]
+
+
+def items(s: InternVLShape, settings: dict, seq_len: int, counts: dict[str, int], version=None) -> dict[str, Item]:
     kwargs = {**(settings.get("mm_processor_kwargs") or {})}
     kwargs.update(kwargs.get("images_kwargs") or {})
     crop = bool(kwargs.get("crop_to_patches", s.crop_to_patches))

@@ -11,10 +11,23 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from diagnostics.families.common import Item, decoder_params, feature_layers, need, vit_layer_params
+from diagnostics.families.common import (Item, Kit, Knob, Variant, Window, decoder_params, feature_layers, need,
+                                         vit_layer_params)
 
 ARCHITECTURES = {"LlavaForConditionalGeneration": "llava", "LlavaOnevisionForConditionalGeneration": "llava-onevision"}
-SINCE = {"llava": "0.3.0", "llava-onevision": "0.6.2"}
+_TF = "transformers.models."
+VARIANTS = {
+    "llava": Variant(("image",), Window("0.3.0"), Kit(
+        "USER: <image>\nWhat is in the image? ASSISTANT:", ("<unk>", "<s>", "</s>", "<image>", "<pad>"), "</s>",
+        image_processor=_TF + "clip.image_processing_pil_clip.CLIPImageProcessorPil"),
+        stored={"llava-1.5-7b": "llava-hf/llava-1.5-7b-hf"}),
+    "llava-onevision": Variant(("image", "video"), Window("0.6.2"), Kit(
+        "<|im_start|>user <image>\nWhat is in the image?<|im_end|><|im_start|>assistant\n",
+        ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"), "<|im_end|>",
+        image_processor=_TF + "llava_onevision.image_processing_pil_llava_onevision.LlavaOnevisionImageProcessorPil",
+        video_processor=_TF + "llava_onevision.video_processing_llava_onevision.LlavaOnevisionVideoProcessor"),
+        stored={"llava-onevision-7b": "llava-hf/llava-onevision-qwen2-7b-ov-hf"}),
+}
 ONEVISION_IMAGE = (944, 1153)  # (height, width): llava_onevision.py get_image_size_with_most_features
 ONEVISION_MAX_FRAMES = 16  # llava_onevision.py _MAX_FRAMES_PER_VIDEO
 
@@ -99,7 +112,15 @@ def onevision_image_tokens(s: LlavaShape, height: int, width: int) -> int:
     return unpadded + newline + base
 
 
-def items(s: LlavaShape, settings: dict, seq_len: int, counts: dict[str, int]) -> dict[str, Item]:
+def knobs(s: LlavaShape) -> list[Knob]:
+    """limit_mm_per_prompt: one image (LLaVA-1.5); video off and one image (OneVision)."""
+    if s.variant == "llava":
+        return [Knob("limit_mm_per_prompt", "image", "items", 1, 1, "one dummy image per prompt", ladder=(1,))]
+    return [Knob("limit_mm_per_prompt", None, "items", {"image": 1, "video": 1}, {"image": 1, "video": 0},
+                 "one image and no video per prompt")]
+
+
+def items(s: LlavaShape, settings: dict, seq_len: int, counts: dict[str, int], version=None) -> dict[str, Item]:
     grid = s.image_size // s.patch
     out: dict[str, Item] = {}
     if counts.get("image"):

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diagnostics.families.common import Item, need, padded_vocab
+from diagnostics.families.common import Item, Kit, Knob, Variant, Window, need, padded_vocab
 
 ARCHITECTURES = {"MllamaForConditionalGeneration": "mllama"}
-SINCE = {"mllama": "0.6.2"}
-UNTIL = {"mllama": "0.11.0"}  # first release without it
-LAST = {"mllama": "0.10.2"}  # vLLM 0.32 registry: removed architectures -> last version
+# until: the first release without it; last: vLLM 0.32's registry of removed architectures
+VARIANTS = {"mllama": Variant(("image",), Window("0.6.2", until="0.11.0", last="0.10.2"), Kit(
+    "<|image|><|begin_of_text|>What is in the image?",
+    no_kit="vLLM 0.32 has no mllama module, so no kit tokenizer is written for it"),
+    stored={"llama-3.2-11b-vision": "meta-llama/Llama-3.2-11B-Vision-Instruct"}, encoder_decoder=True)}
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,17 @@ def parse(cfg: dict, pre: dict, video_pre: dict, where: str):
     return text, v, shape, vision + out_dim * h + h + llm
 
 
-def items(s: MllamaShape, settings: dict, seq_len: int, counts: dict[str, int]) -> dict[str, Item]:
+def knobs(s: MllamaShape) -> list[Knob]:
+    """max_num_seqs (each dummy sequence carries one image through the tower), and eager mode."""
+    return [
+        Knob("max_num_seqs", None, "sequences", 256, 16,
+             f"each dummy sequence carries one {s.max_tiles}-tile image through the vision encoder", halve=True),
+        Knob("enforce_eager", None, "flag", False, True,
+             "mllama's cross-attention layers fail CUDA graph capture in vLLM 0.6-0.10 (vllm#8879)"),
+    ]
+
+
+def items(s: MllamaShape, settings: dict, seq_len: int, counts: dict[str, int], version=None) -> dict[str, Item]:
     if not counts.get("image"):
         return {}
     n = s.max_tiles * s.patches_per_tile

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from diagnostics.families.common import Item, decoder_params, need
+from diagnostics.families.common import Item, Kit, Knob, Variant, Window, decoder_params, need
 
 ARCHITECTURES = {
     "Qwen2VLForConditionalGeneration": "qwen2-vl",
@@ -20,7 +20,35 @@ ARCHITECTURES = {
     "Qwen3VLForConditionalGeneration": "qwen3-vl",
     "Qwen3VLMoeForConditionalGeneration": "qwen3-vl-moe",
 }
-SINCE = {"qwen2-vl": "0.6.1", "qwen2.5-vl": "0.7.2", "qwen3-vl": "0.11.0", "qwen3-vl-moe": "0.11.0"}
+QWEN_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
+               "<|image_pad|>", "<|video_pad|>")
+QWEN_IMAGE_PROMPT = ("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What is in the image?<|im_end|>\n"
+                     "<|im_start|>assistant\n")
+_TF = "transformers.models."
+# the kit re-exports transformers' PIL image processor and its video processor (kit/vlm.py says why)
+_QWEN2_IMAGE = _TF + "qwen2_vl.image_processing_pil_qwen2_vl.Qwen2VLImageProcessorPil"
+_QWEN2_VIDEO = _TF + "qwen2_vl.video_processing_qwen2_vl.Qwen2VLVideoProcessor"
+_QWEN3_VIDEO = _TF + "qwen3_vl.video_processing_qwen3_vl.Qwen3VLVideoProcessor"
+
+
+def _kit(video: str) -> Kit:
+    return Kit(QWEN_IMAGE_PROMPT, QWEN_TOKENS, "<|im_end|>", image_processor=_QWEN2_IMAGE, video_processor=video)
+
+
+VARIANTS = {
+    "qwen2-vl": Variant(("image", "video"), Window("0.6.1"), _kit(_QWEN2_VIDEO),
+                        stored={"qwen2-vl-2b": "Qwen/Qwen2-VL-2B-Instruct",
+                                "qwen2-vl-7b": "Qwen/Qwen2-VL-7B-Instruct"}),
+    "qwen2.5-vl": Variant(("image", "video"), Window("0.7.2"), _kit(_QWEN2_VIDEO),
+                          stored={"qwen2.5-vl-3b": "Qwen/Qwen2.5-VL-3B-Instruct",
+                                  "qwen2.5-vl-7b": "Qwen/Qwen2.5-VL-7B-Instruct",
+                                  "qwen2.5-vl-72b": "Qwen/Qwen2.5-VL-72B-Instruct"}),
+    "qwen3-vl": Variant(("image", "video"), Window("0.11.0"), _kit(_QWEN3_VIDEO),
+                        stored={"qwen3-vl-8b": "Qwen/Qwen3-VL-8B-Instruct"}),
+    "qwen3-vl-moe": Variant(("image", "video"), Window("0.11.0"), _kit(_QWEN3_VIDEO),
+                            stored={"qwen3-vl-30b-a3b": "Qwen/Qwen3-VL-30B-A3B-Instruct"}),
+}
+PIXEL_STEPS = (4096, 2048, 1280, 1024, 512, 256)  # tokens per image -> max_pixels = tokens x (patch x merge)^2
 MAX_FRAMES_PER_VIDEO = 14  # qwen2_vl.py _MAX_FRAMES_PER_VIDEO
 MAX_ASPECT = 200
 
@@ -135,7 +163,18 @@ def _tokens(s: QwenVLShape, hw: tuple[int, int], size: tuple[int, int], frames: 
     return grid_t * (h // s.patch) * (w // s.patch) // (s.merge ** 2)
 
 
-def items(s: QwenVLShape, settings: dict, seq_len: int, counts: dict[str, int]) -> dict[str, Item]:
+def knobs(s: QwenVLShape) -> list[Knob]:
+    """max_pixels in (patch x merge)^2 units (28 x 28; Qwen3-VL 32 x 32), then video off."""
+    unit = (s.patch * s.merge) ** 2
+    return [
+        Knob("mm_processor_kwargs", "max_pixels", "pixels", s.image_size[1], 1280 * 28 * 28,
+             f"1280 x 28 x 28: at most 1,280 tokens per image; this checkpoint allows {s.image_size[1] // unit:,}",
+             ladder=tuple(t * unit for t in PIXEL_STEPS), modality="image"),
+        Knob("limit_mm_per_prompt", "video", "items", 1, 0, "no dummy video in the profile run", ladder=(0,)),
+    ]
+
+
+def items(s: QwenVLShape, settings: dict, seq_len: int, counts: dict[str, int], version=None) -> dict[str, Item]:
     """Largest dummy image / video (vLLM's get_mm_max_tokens_per_item) for the active modalities in `counts`."""
     kwargs = settings.get("mm_processor_kwargs") or {}
     unit, per_token = s.patch * s.merge, s.merge ** 2

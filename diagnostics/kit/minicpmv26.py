@@ -11,22 +11,18 @@ import json
 import shutil
 from pathlib import Path
 
-from diagnostics.predict import slicing
+from diagnostics.families import minicpmv, minicpmv_slicing as slicing
 from diagnostics.errors import UsageError, one_of
 
 TEMPLATES = Path(__file__).with_name("templates")
 SIZES = ("real", "tiny")
 WEIGHTS = ("none", "random")
 
-SPECIAL_TOKENS = [
-    "<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>",
-    "<image>", "</image>", "<slice>", "</slice>", "<image_id>", "</image_id>",
-    "<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>", "<point>", "</point>",
-]
-BOS, EOS, UNK = "<|im_start|>", "<|im_end|>", "<unk>"
+SPECIAL_TOKENS = list(minicpmv.SPECIAL_TOKENS)
+BOS, EOS, UNK = "<|im_start|>", minicpmv.KIT.eos, "<unk>"
 
 # One image request in the MiniCPM-V chat format; (<image>./</image>) is where vLLM puts the slices.
-IMAGE_PROMPT = "<|im_start|>user\n(<image>./</image>)\nWhat is in the image?<|im_end|>\n<|im_start|>assistant\n"
+IMAGE_PROMPT = minicpmv.IMAGE_PROMPT
 
 LLM_SHAPES = {
     "real": dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
@@ -113,7 +109,7 @@ def make_preprocessor_config() -> dict:
 
 
 def image_processor_source() -> str:
-    """diagnostics/predict/slicing.py (the one slicing rule) followed by the image processor class."""
+    """diagnostics/families/minicpmv_slicing.py (the one slicing rule) followed by the image processor class."""
     return Path(slicing.__file__).read_text() + (TEMPLATES / "image_processing_minicpmv.py").read_text()
 
 

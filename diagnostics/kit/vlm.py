@@ -13,58 +13,27 @@ import json
 import shutil
 from pathlib import Path
 
+from diagnostics import families
 from diagnostics.errors import UsageError
+from diagnostics.families import qwen_vl
+from diagnostics.families.common import Kit
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
 CONFIG_FILES = ("config.json", "preprocessor_config.json", "video_preprocessor_config.json", "processor_config.json")
 
-_QWEN = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
-         "<|image_pad|>", "<|video_pad|>"]
-# model_type -> (special tokens, eos, tokenizer_config extras: the named tokens transformers' processors read)
-FAMILY_TOKENS: dict[str, tuple[list[str], str, dict]] = {
-    "qwen2_vl": (_QWEN, "<|im_end|>", {}),
-    "qwen2_5_vl": (_QWEN, "<|im_end|>", {}),
-    "qwen3_vl": (_QWEN, "<|im_end|>", {}),
-    "qwen3_vl_moe": (_QWEN, "<|im_end|>", {}),
-    "internvl": (["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"],
-                 "<|im_end|>", {"extra_special_tokens": {"start_image_token": "<img>", "end_image_token": "</img>",
-                                                         "context_image_token": "<IMG_CONTEXT>",
-                                                         "video_token": "<video>"}}),
-    "gemma3": (["<pad>", "<eos>", "<bos>", "<start_of_image>", "<end_of_image>", "<image_soft_token>",
-                "\n", "\n\n", "\n\n\n", "\n\n\n\n"], "<eos>",
-               {"extra_special_tokens": {"image_token": "<image_soft_token>", "boi_token": "<start_of_image>",
-                                         "eoi_token": "<end_of_image>"}}),
-    "llava": (["<unk>", "<s>", "</s>", "<image>", "<pad>"], "</s>", {}),
-    "llava_onevision": (["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"], "<|im_end|>", {}),
-}
-
-
 # transformers builds video processors only with torchvision (no PIL fallback), which the CPU install cannot have;
-# the kit names the same transformers class through a one-line remote-code file (auto_map), so it loads; it runs
-# nothing from torchvision unless a real video is processed (the CPU-backend test sends images only).
-VIDEO_PROCESSORS = {
-    "qwen2_vl": "transformers.models.qwen2_vl.video_processing_qwen2_vl.Qwen2VLVideoProcessor",
-    "qwen2_5_vl": "transformers.models.qwen2_vl.video_processing_qwen2_vl.Qwen2VLVideoProcessor",
-    "qwen3_vl": "transformers.models.qwen3_vl.video_processing_qwen3_vl.Qwen3VLVideoProcessor",
-    "qwen3_vl_moe": "transformers.models.qwen3_vl.video_processing_qwen3_vl.Qwen3VLVideoProcessor",
-    "internvl": "transformers.models.internvl.video_processing_internvl.InternVLVideoProcessor",
-    "llava_onevision": "transformers.models.llava_onevision.video_processing_llava_onevision."
-                       "LlavaOnevisionVideoProcessor",
-}
+# the kit names the family's transformers class (Kit.video_processor) through a one-line remote-code file
+# (auto_map), so it loads; it runs nothing from torchvision unless a real video is processed (the CPU-backend test
+# sends images only). With torchvision "visible" to transformers the image processor is named explicitly too: its
+# PIL variant (Kit.image_processor).
 VIDEO_MODULE = "video_processing_kit"
 IMAGE_MODULE = "image_processing_kit"
-# ... and with torchvision "visible" to transformers, the image processor is named explicitly: its PIL variant
-IMAGE_PROCESSORS = {
-    "qwen2_vl": "transformers.models.qwen2_vl.image_processing_pil_qwen2_vl.Qwen2VLImageProcessorPil",
-    "qwen2_5_vl": "transformers.models.qwen2_vl.image_processing_pil_qwen2_vl.Qwen2VLImageProcessorPil",
-    "qwen3_vl": "transformers.models.qwen2_vl.image_processing_pil_qwen2_vl.Qwen2VLImageProcessorPil",
-    "qwen3_vl_moe": "transformers.models.qwen2_vl.image_processing_pil_qwen2_vl.Qwen2VLImageProcessorPil",
-    "internvl": "transformers.models.got_ocr2.image_processing_pil_got_ocr2.GotOcr2ImageProcessorPil",
-    "gemma3": "transformers.models.gemma3.image_processing_pil_gemma3.Gemma3ImageProcessorPil",
-    "llava": "transformers.models.clip.image_processing_pil_clip.CLIPImageProcessorPil",
-    "llava_onevision": "transformers.models.llava_onevision.image_processing_pil_llava_onevision."
-                       "LlavaOnevisionImageProcessorPil",
-}
+
+
+def family_kit(config: dict) -> Kit | None:
+    """The kit data of a config.json's family (None: not a family here)."""
+    found = families.lookup(config)
+    return found[0].VARIANTS[found[1]].kit if found else None
 
 
 def _reexport(out_dir: Path, module_name: str, dotted: str, alias: str) -> str:
@@ -75,17 +44,17 @@ def _reexport(out_dir: Path, module_name: str, dotted: str, alias: str) -> str:
     return f"{module_name}.{alias}"
 
 
-def _write_image_processor(out_dir: Path, model_type: str) -> None:
+def _write_image_processor(out_dir: Path, kit: Kit) -> None:
     path = out_dir / "preprocessor_config.json"
     config = json.loads(path.read_text())
-    ref = _reexport(out_dir, IMAGE_MODULE, IMAGE_PROCESSORS[model_type], "KitImageProcessor")
+    ref = _reexport(out_dir, IMAGE_MODULE, kit.image_processor, "KitImageProcessor")
     config["auto_map"] = {"AutoImageProcessor": ref}
     path.write_text(json.dumps(config, indent=2) + "\n")
 
 
-def _write_video_processor(out_dir: Path, model_type: str) -> None:
+def _write_video_processor(out_dir: Path, kit: Kit) -> None:
     """video_processing_kit.py re-exporting the family's transformers class, named in the video config's auto_map."""
-    dotted = VIDEO_PROCESSORS.get(model_type)
+    dotted = kit.video_processor
     if dotted is None:
         return
     ref = _reexport(out_dir, VIDEO_MODULE, dotted, "KitVideoProcessor")
@@ -120,25 +89,22 @@ def stored_models() -> list[str]:
 
 
 def kit_families() -> list[str]:
-    """Stored configs build_vlm_kit can write (a kit tokenizer exists for their model_type)."""
-    return [n for n in stored_models()
-            if json.loads((MODELS_DIR / n / "config.json").read_text()).get("model_type") in FAMILY_TOKENS]
-
-
-# One image request per family, in the chat format of vLLM's examples/offline_inference/vision_language.py.
-IMAGE_PROMPTS = {
-    "qwen": None,  # QWEN_IMAGE_PROMPT, below
-    "internvl": "<|im_start|>user\n<image>\nWhat is in the image?<|im_end|>\n<|im_start|>assistant\n",
-    "gemma3": "<bos><start_of_turn>user\n<start_of_image>What is in the image?<end_of_turn>\n<start_of_turn>model\n",
-    "llava": "USER: <image>\nWhat is in the image? ASSISTANT:",
-    "llava-onevision": "<|im_start|>user <image>\nWhat is in the image?<|im_end|><|im_start|>assistant\n",
-    "mllama": "<|image|><|begin_of_text|>What is in the image?",
-}
+    """Stored configs build_vlm_kit can write (their family's kit has tokens and an image processor)."""
+    out = []
+    for n in stored_models():
+        kit = family_kit(json.loads((MODELS_DIR / n / "config.json").read_text()))
+        if kit is not None and kit.tokens and kit.image_processor:
+            out.append(n)
+    return out
 
 
 def image_prompt(variant: str) -> str:
-    """The one-image prompt for a diagnostics.families variant (Qwen-VL's vision tokens, LLaVA's <image>, ...)."""
-    return QWEN_IMAGE_PROMPT if variant.startswith("qwen") else IMAGE_PROMPTS[variant]
+    """The one-image prompt of a family variant, in the chat format of vLLM's
+    examples/offline_inference/vision_language.py (the family's Kit.prompt); UsageError for an unknown variant."""
+    for mod in families.MODULES:
+        if variant in mod.VARIANTS:
+            return mod.VARIANTS[variant].kit.prompt
+    raise UsageError(f"unknown model family {variant!r}")
 
 
 def build_vlm_kit(name: str, out_dir, force: bool = False) -> Path:
@@ -148,9 +114,11 @@ def build_vlm_kit(name: str, out_dir, force: bool = False) -> Path:
         raise UsageError(f"no stored model config {name!r}; stored: {', '.join(stored_models())}")
     config = json.loads((src / "config.json").read_text())
     model_type = config.get("model_type")
-    if model_type not in FAMILY_TOKENS:
-        raise UsageError(f"stored model {name!r} ({model_type}) has no kit tokenizer; kit families: "
-                         f"{', '.join(sorted(FAMILY_TOKENS))}")
+    kit = family_kit(config)
+    if kit is None or not kit.tokens or not kit.image_processor:
+        why = kit.no_kit if kit is not None and kit.no_kit else "no kit tokenizer"
+        raise UsageError(f"stored model {name!r} ({model_type}) has no kit: {why}; kit models: "
+                         f"{', '.join(kit_families())}")
     out_dir = Path(out_dir)
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         raise UsageError(f"OUT_DIR {str(out_dir)!r} is not empty; pass --force to overwrite the kit files in it")
@@ -158,13 +126,13 @@ def build_vlm_kit(name: str, out_dir, force: bool = False) -> Path:
     for fname in CONFIG_FILES[1:]:
         if (src / fname).is_file():
             shutil.copyfile(src / fname, out_dir / fname)
-    _write_video_processor(out_dir, model_type)
-    _write_image_processor(out_dir, model_type)
+    _write_video_processor(out_dir, kit)
+    _write_image_processor(out_dir, kit)
 
     from diagnostics.kit.tokenizer import TokenizerSpec, build_tokenizer
 
-    tokens, eos, extra = FAMILY_TOKENS[model_type]
-    tok = build_tokenizer(out_dir, TokenizerSpec(tuple(tokens), eos=eos, pad=tokens[0], extra_config=extra))
+    tokens, eos = kit.tokens, kit.eos
+    tok = build_tokenizer(out_dir, TokenizerSpec(tuple(tokens), eos=eos, pad=tokens[0], extra_config=kit.extra))
     _point_token_ids(config, model_type, tok.special_ids)
     config["_memcheck_kit"] = {"size": "real", "weights": "none", "source": name}
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -180,8 +148,7 @@ TINY_QWEN25VL_VISION = dict(depth=2, hidden_size=32, intermediate_size=64, num_h
                             patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
                             fullatt_block_indexes=[1], hidden_act="silu", in_chans=3, tokens_per_second=2)
 TINY_MAX_PIXELS = 64 * 28 * 28
-QWEN_IMAGE_PROMPT = ("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What is in the image?<|im_end|>\n"
-                     "<|im_start|>assistant\n")
+QWEN_IMAGE_PROMPT = qwen_vl.QWEN_IMAGE_PROMPT
 
 
 def build_tiny_qwen25vl(out_dir, seed: int = 0) -> Path:
@@ -193,8 +160,9 @@ def build_tiny_qwen25vl(out_dir, seed: int = 0) -> Path:
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokens, eos, extra = FAMILY_TOKENS["qwen2_5_vl"]
-    tok = build_tokenizer(out_dir, TokenizerSpec(tuple(tokens), eos=eos, pad=tokens[0], extra_config=extra,
+    kit = qwen_vl.VARIANTS["qwen2.5-vl"].kit
+    tokens, eos = kit.tokens, kit.eos
+    tok = build_tokenizer(out_dir, TokenizerSpec(tuple(tokens), eos=eos, pad=tokens[0], extra_config=kit.extra,
                                                  vocab_size=TINY_QWEN25VL["vocab_size"]))
     ids = tok.special_ids
     text = dict(TINY_QWEN25VL, rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]}, rope_theta=1000000.0,
@@ -212,7 +180,7 @@ def build_tiny_qwen25vl(out_dir, seed: int = 0) -> Path:
     pre = json.loads((MODELS_DIR / "qwen2.5-vl-7b" / "preprocessor_config.json").read_text())
     pre["max_pixels"] = TINY_MAX_PIXELS
     (out_dir / "preprocessor_config.json").write_text(json.dumps(pre, indent=2) + "\n")
-    _write_video_processor(out_dir, "qwen2_5_vl")
-    _write_image_processor(out_dir, "qwen2_5_vl")
+    _write_video_processor(out_dir, kit)
+    _write_image_processor(out_dir, kit)
     (out_dir / "generation_config.json").write_text(json.dumps({"eos_token_id": ids[eos]}) + "\n")
     return out_dir

@@ -111,7 +111,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     """
     model, card = get_model(model), get_card(card)
     v = parse_version(version or default_version())
-    if model.family is not None:
+    if model.family is not None:  # a model class this vLLM does not have: refused, every family alike
         check_version(model.family, v, model.name)
     given = dict(overrides or {})
     settings = resolve(model, card, v, entrypoint, given)
@@ -267,7 +267,7 @@ def _encoder_profile(ctx: _Context, notes: list[str]) -> tuple[mm_budget.MMProfi
         notes.append(f"vLLM {ctx.v} drops the dummy items of {prof.dropped} of {prof.sequences} dummy sequences: "
                      f"their {prof.tokens_per_item}+3-token prompt is longer than the sequence, so the profile run "
                      "has less encoder work (audit b4)")
-    eager = eager_vision_attention(ctx.v, ctx.fam) and ctx.model.family is None  # MiniCPM-V's na_vit only
+    eager = eager_vision_attention(ctx.model, ctx.v, ctx.fam)
     if ctx.model.vision is None:
         return prof, eager, {"total": 0, "largest_alloc": 0}
     return prof, eager, encoder_bytes(ctx.model, prof, ctx.db, eager, ctx.tp, ctx.coef)
@@ -278,7 +278,7 @@ def _unguarded(ctx: _Context, prof: mm_budget.MMProfile) -> str:
     measured, which the KV cache now takes, so the first batch of items that size can run out of memory."""
     if prof.empty or ctx.model.vision is None:
         return "skip_mm_profiling: the encoder is not profiled (no dummy items here either)"
-    eager = eager_vision_attention(ctx.v, ctx.fam) and ctx.model.family is None
+    eager = eager_vision_attention(ctx.model, ctx.v, ctx.fam)
     full = encoder_bytes(ctx.model, dataclasses.replace(prof, skipped=False), ctx.db, eager, ctx.tp, ctx.coef)
     gib = scaled_encoder_bytes(full["total"], eager, ctx.coef) / GiB
     return (f"skip_mm_profiling: the profile run no longer guards requests: {prof.items} {prof.modality} items of "

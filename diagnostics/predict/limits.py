@@ -6,20 +6,17 @@ Sources: docs/vllm-version-audit.md (rows named in each sentence) and vllm-memor
 
 from __future__ import annotations
 
+from diagnostics.families import minicpmv
 from diagnostics.models import ModelSpec
-from diagnostics.settings import MODEL_SINCE, V0_ONLY_UNTIL
 from diagnostics.versions import Version
 
 
 def startup_blocker(model: ModelSpec, v: Version, eng: str) -> str | None:
-    """Why this vLLM cannot start this model at all (not a memory reason), or None.
-
-    MiniCPM-V: not in vLLM before 0.5.4; on V1 before 0.8.3 it has no `get_multimodal_embeddings` (0.7.x profile
-    run fails) and 0.8.0-0.8.2 mark it SupportsV0Only, so VLLM_USE_V1=1 raises (audit a7/b5)."""
-    since = MODEL_SINCE.get(model.architecture)
-    if since is not None and v < since:
-        return f"vLLM {v} has no {model.architecture} model class (added in {since}): the start fails before memory"
-    until = V0_ONLY_UNTIL.get(model.architecture)
+    """Why this start fails for a reason that is not memory, or None: a model class marked SupportsV0Only (its
+    family's window: MiniCPM-V before 0.8.3, whose V1 in 0.7.x has no `get_multimodal_embeddings` and 0.8.0-0.8.2
+    raise for VLLM_USE_V1=1, audit a7/b5) started on V1. A model class this vLLM lacks is refused before
+    (families.check_version)."""
+    until = model.family.v0_only_until if model.family is not None else None
     if eng == "V1" and until is not None and v < until:
         return (f"{model.architecture} cannot run on the V1 engine before vLLM {until} (SupportsV0Only; no "
                 f"get_multimodal_embeddings): with use_v1=true the start fails for a reason that is not memory")
@@ -94,7 +91,8 @@ def mm_guard_notes(model: ModelSpec, v: Version, settings: dict, tokens_per_item
         notes.append(f"mm_encoder_tp_mode=data: the vision tower's weights are whole on each of the {tp} ranks "
                      "(in the weights term) and each rank encodes 1/tp of the profile run's items at full width "
                      "(about the activation bytes of weights mode, which encodes every item at 1/tp width)")
-    if model.family is None and v >= (0, 8, 4):
+    minicpm = model.family is not None and model.family.module is minicpmv
+    if minicpm and v >= (0, 8, 4):
         asked = (settings.get("mm_processor_kwargs") or {}).get("max_slice_nums")
         if asked is not None and int(asked) > model.vision.max_slice_nums:
             notes.append(f"max_slice_nums={asked} is above the checkpoint's max_slice_num "
@@ -102,7 +100,7 @@ def mm_guard_notes(model: ModelSpec, v: Version, settings: dict, tokens_per_item
                          f"{448 * model.vision.max_slice_nums}, minicpmv.py:768-774) does not grow with it, so the "
                          "profile run does not guard real images cut into more slices")
     frames = ((settings.get("mm_dummy_options") or {}).get("video") or {}).get("num_frames")
-    if frames and v >= (0, 28, 0) and model.family is None and tokens_per_item.get("video"):
+    if frames and v >= (0, 28, 0) and minicpm and tokens_per_item.get("video"):
         notes.append(f"limit_mm_per_prompt video num_frames={frames} sizes only the profile run's dummy video; "
                      f"vLLM still accepts real videos of up to {tokens_per_item['video']:,} tokens, which the "
                      "profile run then did not measure")

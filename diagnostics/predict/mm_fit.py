@@ -6,7 +6,7 @@ items of vLLM's profile run (predict/mm_budget.py): Qwen-VL `max_pixels` (in ste
 (patch x merge)^2 pixels, 28 x 28 for Qwen2/2.5-VL, 32 x 32 for Qwen3-VL: one step is one LLM token per image),
 InternVL `max_patches` (max_dynamic_patch), MiniCPM-V `max_slice_nums`, Gemma 3 `pan_and_scan_max_num_crops`,
 the per-prompt counts `limit_mm_per_prompt.image` / `.video`, and MiniCPM-V's dummy-options `num_frames` (vLLM
-0.28+). `knobs_of()` is the one place that reads the family tables (families/*.py shapes, families.MODALITIES,
+0.28+). `knobs_of()` is the one place that reads the family tables (families/*.py shapes,
 settings.supported_modalities); everything else here goes through it.
 
 A domain of at most SCAN_ALL values (MiniCPM-V's 1..9 slices, frames) is planned whole: the answer is the largest
@@ -32,15 +32,16 @@ from diagnostics.errors import UsageError, one_of
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.predict import fit as engine_fit
 from diagnostics.predict.estimator import Plan, plan
-from diagnostics.predict.mm_budget import MAX_FRAMES_PER_VIDEO
+from diagnostics.families import minicpmv
+from diagnostics.families.minicpmv import MAX_FRAMES_PER_VIDEO
 from diagnostics.settings import resolve, setting_available, supported_modalities, vllm_refusal
 from diagnostics.versions import default_version, engine as engine_of, parse_version
 
 SCAN_ALL = 64  # a knob domain of at most this many values is planned whole (every failing value below is listed)
 COUNT_TOP = 999  # vLLM V1's default limit_mm_per_prompt (0.8.4+)
 MINICPMV_FRAMES_TOP = MAX_FRAMES_PER_VIDEO  # vLLM's _MAX_FRAMES_PER_VIDEO
-MINICPMV_KWARGS_SINCE = (0, 8, 4)  # max_slice_nums read from mm_processor_kwargs (mm_budget._image_max_slice_nums)
-NUM_FRAMES_SINCE = (0, 28, 0)  # MiniCPM-V's dummy video follows a num_frames dummy option (mm_budget._v1_shapes)
+MINICPMV_KWARGS_SINCE = (0, 8, 4)  # max_slice_nums read from mm_processor_kwargs (families/minicpmv.py _image_max_slice_nums)
+NUM_FRAMES_SINCE = (0, 28, 0)  # MiniCPM-V's dummy video follows a num_frames dummy option (families/minicpmv.py items)
 ALIASES = {"max_dynamic_patch": "max_patches", "limit_mm_per_prompt.images": "limit_mm_per_prompt.image",
            "limit_mm_per_prompt.videos": "limit_mm_per_prompt.video", "image": "limit_mm_per_prompt.image",
            "video": "limit_mm_per_prompt.video", "max_num_crops": "pan_and_scan_max_num_crops",
@@ -131,7 +132,7 @@ def _size_knobs(model: ModelSpec, v, modalities, mml: int) -> list[Knob]:
     out: list[Knob] = []
     tail = f"an item of more tokens cannot be sent: vLLM rejects prompts longer than max_model_len ({mml})"
     fam = model.family
-    if fam is None:  # MiniCPM-V
+    if fam.module is minicpmv:
         vis = model.vision
         if v >= MINICPMV_KWARGS_SINCE:
             by_length = _top(vis.query_num, vis.query_num, mml, 1)  # (slices + overview) x 64 embeddings

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diagnostics.models import ModelSpec, resampler_params, vision_tower_params
+from diagnostics.families import minicpmv
+from diagnostics.models import ModelSpec
 from diagnostics.predict.coefficients import DEFAULT, Coefficients
 from diagnostics.predict.limits import encoder_tp_data
 from diagnostics.predict.mm_budget import MMProfile
@@ -94,8 +95,8 @@ def tower_params(model: ModelSpec) -> tuple[int, bool]:
     """(vision tower + projector parameters, exact?): MiniCPM-V's SigLIP + resampler as vLLM builds them; other
     families 4 d^2 + 3 d mlp per layer (attention and a gated MLP, norms and biases left out: an estimate)."""
     v = model.vision
-    if model.family is None:
-        return vision_tower_params(v) + resampler_params(v, model.hidden), True
+    if model.family is not None and model.family.module is minicpmv:
+        return minicpmv.tower_params(v) + minicpmv.resampler_params(v, model.hidden), True
     return v.layers * (4 * v.hidden * v.hidden + 3 * v.hidden * v.mlp), False
 
 
@@ -106,53 +107,23 @@ def non_torch_term(settings: dict, coef: Coefficients) -> Term:
     return Term(value + extra, low + extra, high + extra, "estimate: cuBLAS/NCCL workspaces (field logs: 0.11-0.43 GiB)")
 
 
-def eager_vision_attention(version, family: str) -> bool:
-    """SigLIP eager attention (L^2 scores) in vLLM's na_vit.py: 0.5.4 - 0.6.2. xformers from 0.6.3."""
-    return family == "v0-legacy" and parse_version(version) < (0, 6, 3)
+def eager_vision_attention(model: ModelSpec, version, family: str) -> bool:
+    """Does the model's vision tower compute L^2 attention scores in this version (its family says: MiniCPM-V's
+    na_vit.py SigLIP is eager in 0.5.4 - 0.6.2, xformers from 0.6.3; the other families' towers never)?"""
+    return model.family is not None and model.family.eager_attention(version, family)
 
 
 def encoder_bytes(model: ModelSpec, prof: MMProfile, db: int, eager: bool, tp: int = 1,
                   coef: Coefficients = DEFAULT) -> dict:
-    """Peak bytes of the vision pass on all dummy slices at once: max(SigLIP tower, resampler).
+    """Peak bytes of the vision pass on all dummy items at once, as the model's family computes it
+    (families/minicpmv.py: max(SigLIP tower, resampler); the others: families.common.tower_encoder_bytes).
 
     Returns {"total", "vpm", "resampler", "scores", "largest_alloc"} in bytes.
     """
-    vis, H = model.vision, model.hidden
-    if prof.empty or prof.skipped:
+    if prof.empty or prof.skipped or model.family is None:
         return {"total": 0, "vpm": 0, "resampler": 0, "scores": 0, "largest_alloc": 0}
-    if model.family is not None:
-        return family_encoder_bytes(model, prof, db, coef)
-    n = prof.vit_tokens_padded
-    b = prof.slices
-    p = n // b if b else 0
-    pixels = n * 3 * vis.patch * vis.patch * db
-    # one layer: residual, LN output, q/k/v, and the MLP's fc1 + activation (vllm-memory.md §3.1)
-    linear = n * (4 * vis.hidden + 2 * vis.mlp) * db // tp
-    scores = 0
-    largest = n * vis.mlp * db // tp
-    if eager:  # bf16 scores, fp32 softmax, bf16 cast: heads x P^2 x 8 B per slice, + the (B,1,P,P) mask
-        scores = b * (vis.heads // tp) * p * p * (db + 4 + db) + b * p * p * db
-        largest = b * (vis.heads // tp) * p * p * 4
-    vpm = pixels + linear + scores
-    # Resampler2_5: pos-embed, ln_kv(kv_proj(x)), x + pos, MHA k and v -- five (N, H) tensors -- plus the
-    # tower output and the explicit (need_weights) attention scores of Q queries over P patches per head
-    heads_r = max(H // 128, 1)
-    resampler = pixels + n * vis.hidden * db + 5 * n * H * db // tp + 2 * b * (heads_r // tp or 1) * vis.query_num * p * db
-    return {"total": max(vpm, resampler), "vpm": vpm, "resampler": resampler, "scores": scores,
-            "largest_alloc": max(largest, n * H * db // tp)}
+    return model.family.encoder_bytes(model, prof, db, eager, tp, coef)
 
-
-def family_encoder_bytes(model: ModelSpec, prof: MMProfile, db: int, coef: Coefficients = DEFAULT) -> dict:
-    """Peak bytes of a family VLM's tower on every dummy item at once (flash / SDPA varlen attention, no L^2
-    scores): coef.vlm_tower_per_patch bytes per ViT patch (pixels, residual, norms, q/k/v, MLP, rotary tables;
-    fitted on two Qwen2.5-VL field logs, not sharded by TP) plus the projector's output (LLM embeddings of every
-    item). Returns {"total", "vpm", "resampler" (the projector here), "scores" (0), "largest_alloc"} in bytes."""
-    vis, n = model.vision, prof.vit_tokens_padded
-    a, b = coef.vlm_tower_per_patch
-    vpm = n * (a * vis.hidden + b * vis.mlp) * db
-    projector = prof.llm_mm_tokens * model.hidden * db
-    return {"total": vpm + projector, "vpm": vpm, "resampler": projector, "scores": 0,
-            "largest_alloc": max(n * vis.mlp * db, projector)}
 
 def scaled_encoder_bytes(raw_bytes: int, eager: bool, coef: Coefficients) -> int:
     """The encoder pass's bytes: the shape-derived `encoder_bytes(...)["total"]` times the calibrated factor for

@@ -35,7 +35,6 @@ from diagnostics.settings import dtype_for_card, start_refusal
 from diagnostics.suite import judge as verdicts
 from diagnostics.suite.judge import Measurement
 from diagnostics.suite import run
-from diagnostics.kit.vlm import image_prompt
 from diagnostics.suite import hub
 from diagnostics.suite.gate import Gate
 from diagnostics.suite.matrix import check_threshold_cards, load_matrix
@@ -286,14 +285,15 @@ class Manager:
         return model.vision is not None and (limit is None or limit > 0)
 
     def image_prompt(self) -> str | None:
-        """The family's one-image prompt for a diagnostics.families VLM; None: the launcher's default."""
+        """The family's one-image prompt (its kit data); None for a text model: the launcher's default."""
         model = self.model_spec()
-        return image_prompt(model.family.variant) if model is not None and model.family is not None else None
+        return model.family.kit.prompt if model is not None and model.family is not None else None
 
     def engine_env(self) -> dict:
-        """A VLM family on the CPU backend needs the torchvision stub visible to transformers (kit/cpu_shim)."""
+        """The torchvision stub visible to transformers when the family's kit re-exports its processors (kit/cpu_shim)."""
         model = self.model_spec()
-        return {"VLLM_MEMCHECK_TORCHVISION_STUB": "visible"} if model is not None and model.family is not None else {}
+        stub = model is not None and model.family is not None and model.family.kit.torchvision_stub
+        return {"VLLM_MEMCHECK_TORCHVISION_STUB": "visible"} if stub else {}
 
     def settings_for(self, combination) -> dict:
         return {**self.matrix.defaults, **combination.settings}

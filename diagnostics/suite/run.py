@@ -15,7 +15,7 @@ from diagnostics.kit import build_minicpmv26
 from diagnostics.predict.coefficients import Calibration, load_calibration_arg
 from diagnostics.kit.tiny_text import build_tiny_text
 from diagnostics.kit.vlm import build_vlm_kit, kit_families
-from diagnostics.models import HUB_IDS, stored_models
+from diagnostics.models import hub_id, stored_models, stored_name
 from diagnostics.suite.matrix import SHIPPED_MATRIX
 from diagnostics.suite.results import RESULTS_FILE, latest_run_dir, load_results, new_run_dir
 
@@ -114,9 +114,12 @@ def check_model_path(model: str) -> None:
 
 
 def stored_vlm(model: str) -> str | None:
-    """The stored config name behind `qwen2.5-vl-7b` or `kit:qwen2.5-vl-7b`, else None."""
+    """The stored config name behind `qwen2.5-vl-7b`, `kit:qwen2.5-vl-7b` or its hub id
+    (`Qwen/Qwen2.5-VL-7B-Instruct`), else None."""
     name = (model or "").lower().removeprefix("kit:")
-    return name if name in stored_models() else None
+    if name in stored_models():
+        return name
+    return stored_name(model) if model and not model.startswith("kit:") and "/" in model else None
 
 
 def check_model(model: str) -> None:
@@ -262,7 +265,7 @@ class ModelDir:
         if not self.model.startswith("kit:"):
             local = Path(self.model).expanduser()
             if not local.exists() and stored_vlm(self.model):
-                return HUB_IDS[stored_vlm(self.model)]  # the short name's Hugging Face repository
+                return hub_id(stored_vlm(self.model))  # the short name's Hugging Face repository
             return str(local.resolve()) if local.exists() else self.model
         if self.built is None:
             self._tmp = Path(tempfile.mkdtemp(prefix="memcheck-kit-"))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from diagnostics.predict import slicing
+from diagnostics.families import minicpmv_slicing as slicing
 from diagnostics.cli import main as cli_main
 from diagnostics.errors import UsageError
 from diagnostics.kit import CPU_SHIM_DIR, IMAGE_PROMPT, KIT_FILES, build_minicpmv26, kit_marker

@@ -28,7 +28,7 @@ def _rows(prefix: str) -> list[list[str]]:
 def get_stored() -> set[str]:
     from diagnostics.models import stored_models
 
-    return set(stored_models())
+    return set(stored_models()) | {"minicpm-v-2_6"}  # the built-in MiniCPM-V-2_6 has rows too
 
 
 def _tokens(text: str) -> dict[str, int]:

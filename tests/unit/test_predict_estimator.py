@@ -386,9 +386,9 @@ def test_max_model_len_auto_reports_the_length_vllm_would_choose():
     assert any(f"would choose max_model_len={fixed.kv_cache_tokens}" in n for n in p.notes)
 
 
-def test_vllm_0_5_3_plans_text_models_and_refuses_minicpmv_for_a_non_memory_reason():
-    p = plan("minicpm-v-2_6", "a100-80", "0.5.3")
-    assert (p.verdict, p.failing_phase) == ("error", "startup_check") and any("0.5.4" in n for n in p.notes)
+def test_vllm_0_5_3_plans_text_models_and_refuses_minicpmv_as_every_family_is_refused():
+    with pytest.raises(UsageError, match=r"needs vLLM >= 0\.5\.4: vLLM 0\.5\.3 has no model class"):
+        plan("minicpm-v-2_6", "a100-80", "0.5.3")
     text = plan(_llama_128k(), "a100-80", "0.5.3", overrides={"max_model_len": 8192})
     assert text.verdict == "ok" and text.engine == "V0"
 

@@ -5,10 +5,20 @@ from __future__ import annotations
 import pytest
 
 from diagnostics.cards import get_card
-from diagnostics.predict.mm_budget import image_item, profile, video_item
+from diagnostics.families.minicpmv import image_item as _image_item, video_item as _video_item
+from diagnostics.predict.mm_budget import profile
 from diagnostics.models import MINICPM_V_2_6 as M
 from diagnostics.settings import resolve
-from diagnostics.versions import family
+from diagnostics.versions import family, parse_version
+
+
+def image_item(model, settings, version):
+    """MiniCPM-V's largest dummy image, from its family module (families/minicpmv.py)."""
+    return _image_item(model.family.shape, settings, parse_version(version))
+
+
+def video_item(model, settings, version, n_images, n_videos, seq_len):
+    return _video_item(model.family.shape, settings, parse_version(version), n_images, n_videos, seq_len)
 
 NO_VIDEO = {"image": 1, "video": 0}
 

@@ -88,7 +88,7 @@ def test_terms_read_their_coefficients_from_the_object_given():
 
 
 def test_weights_with_mm_encoder_tp_mode_data_keep_the_tower_whole():
-    from diagnostics.models import resampler_params, vision_tower_params
+    from diagnostics.families.minicpmv import resampler_params, tower_params as vision_tower_params
     from diagnostics.predict.terms import weights_term
 
     sharded = weights_term(M, {"tensor_parallel_size": 2}, 2).value_gib

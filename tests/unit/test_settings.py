@@ -296,8 +296,9 @@ def test_what_a_version_and_card_can_start_is_not_refused():
 
 
 def test_minicpmv_on_v1_before_0_8_3_and_a_5090_before_0_9_are_refused():
-    assert "MiniCPM-V runs on V1 only from vLLM 0.8.3" in start_refusal({"use_v1": True}, "0.7.3",
-                                                                          model_name="kit:minicpm-v-2_6")
+    assert "kit:minicpm-v-2_6 runs on V1 only from vLLM 0.8.3" in start_refusal({"use_v1": True}, "0.7.3",
+                                                                                 model_name="kit:minicpm-v-2_6")
+    assert start_refusal({"use_v1": True}, "0.7.3", model_name="qwen2.5-vl-7b") is None  # the window is per family
     assert "sm_120" in start_refusal({}, "0.8.5", get_card("5090"))
     assert start_refusal({}, "0.9.0", get_card("5090")) is None
 

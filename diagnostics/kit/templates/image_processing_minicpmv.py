@@ -1,6 +1,6 @@
 
 
-# ---- MiniCPM-V-2_6 image processor (vllm-memcheck model kit); the slicing rule above is diagnostics/predict/slicing.py ----
+# ---- MiniCPM-V-2_6 image processor (vllm-memcheck model kit); the slicing rule above is diagnostics/families/minicpmv_slicing.py ----
 
 from typing import TypedDict
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from diagnostics.predict.slicing import find_best_resize, get_sliced_grid, slice_image
+from diagnostics.families.minicpmv_slicing import find_best_resize, get_sliced_grid, slice_image
 
 # (w, h, max_slice_nums, grid, slices incl. overview, embeddings) — each row computed by hand:
 CASES = [
