@@ -18,6 +18,7 @@ V1 (0.7 opt-in, default from 0.8.0)
   gpu_memory_utilization 0.90, 0.92 from 0.20.0. limit_mm_per_prompt 1 until 0.8.3, 999 from 0.8.4; from 0.12.0
   a modality's limit may be a dummy-options object {"count", "num_frames", "width", "height"} (count 999 unset).
   max_model_len "auto" / -1 (0.14+) fits the length to the KV cache after profiling (`plan` reports it).
+0.34 (CUDA): extensible KV cache -> gpu_memory_utilization 1.0, else 0.92 (config/cache.py:493-501); block_size 64.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import json
 
 from diagnostics.cards import Card
 from diagnostics.errors import UsageError, one_of
+from diagnostics.setting_values import batch_refusal, check_once, check_value, heads_refusal
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.versions import Version, engine, parse_version, v1_fallback
 
@@ -55,6 +57,7 @@ KNOWN_SETTINGS: dict[str, tuple] = {
     "performance_mode": (str,),
     "kv_cache_dtype": (str,),
     "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": (bool, int),
+    "enable_extensible_kv_cache": (bool,),
 }
 
 # first vLLM version that has the setting (older ones reject it)
@@ -66,6 +69,7 @@ SETTING_SINCE: dict[str, Version] = {
     "limit_mm_per_prompt": Version(0, 5, 4),
     "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": Version(0, 18, 0),
     "mm_processor_kwargs": Version(0, 6, 2),  # not an EngineArgs field in 0.5.5 (TypeError); vLLM PR #8657
+    "enable_extensible_kv_cache": Version(0, 34, 0),  # 0.34 config/cache.py:395, engine/arg_utils.py:615
 }
 SETTING_UNTIL: dict[str, Version] = {  # first version without it
     "swap_space": Version(0, 18, 0),
@@ -81,7 +85,6 @@ ENGINE_DEFAULTS: dict = {
     "mm_processor_kwargs": {},
     "kv_cache_memory_bytes": None,
     "dtype": "auto",
-    "block_size": 16,
     "cpu_offload_gb": 0,
     "tensor_parallel_size": 1,
     "load_format": "auto",
@@ -90,6 +93,23 @@ ENGINE_DEFAULTS: dict = {
     "mm_encoder_tp_mode": "weights",
     "kv_cache_dtype": "auto",
 }
+
+# vLLM defaults that changed at a release and depend on nothing else: setting -> ((since, default), ...), oldest first
+VERSIONED_DEFAULTS: dict[str, tuple[tuple[Version, object], ...]] = {
+    "block_size": ((Version(0, 4, 0), 16), (Version(0, 34, 0), 64)),  # config/cache.py:185 (0.33: 16, 0.34: 64)
+    # os.getenv(..., "0") in 0.19.0 envs.py:1654-1655, "1" from 0.20.0 envs.py:1724-1725 (its log's "default since
+    # v0.21.0", gpu_worker.py:456, is wrong; docs/vllm-releases.md)
+    "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": ((Version(0, 18, 0), False), (Version(0, 20, 0), True)),
+}
+EXTENSIBLE_KV_SINCE = Version(0, 34, 0)
+
+
+def dated_default(setting: str, version):
+    """The default of a VERSIONED_DEFAULTS setting in `version` (None before its first entry). KeyError for a
+    setting not in the table; UsageError for a version outside the planned range."""
+    v = parse_version(version)
+    return next((value for since, value in reversed(VERSIONED_DEFAULTS[setting]) if v >= since), None)
+
 
 # bytes per KV element: "auto" follows the model dtype; fp8 variants store one byte (vLLM CacheDType)
 KV_CACHE_DTYPES = {"auto": None, "bfloat16": 2, "float16": 2, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "fp8_inc": 1}
@@ -117,13 +137,6 @@ def _parse_value(text: str):
         return text
 
 
-# vLLM's load formats: LoadFormats in vllm/model_executor/model_loader/__init__.py:33 (0.32), plus the older
-# bitsandbytes and gguf (vllm/config.py LoadFormat, 0.6-0.10); vLLM lowercases the value (config/load.py:136)
-LOAD_FORMATS = ("auto", "bitsandbytes", "dummy", "fastsafetensors", "gguf", "hf", "instanttensor", "ipc_cache",
-                "mistral", "modelexpress", "npcache", "pt", "runai_streamer", "runai_streamer_sharded", "safetensors",
-                "sharded_state", "tensorizer")
-
-
 def check_setting(key: str, value) -> object:
     """Type-check one setting; returns the value (ints accepted where floats are). UsageError otherwise."""
     if key not in KNOWN_SETTINGS:
@@ -132,9 +145,7 @@ def check_setting(key: str, value) -> object:
     if value is None and key in ("kv_cache_memory_bytes", "num_gpu_blocks_override", "max_num_batched_tokens",
                                  "use_v1", "max_model_len", "max_num_seqs"):
         return None
-    if isinstance(value, bool) and bool not in accepted:
-        raise UsageError(f"setting {key}={value!r} has the wrong type; accepted: {_type_names(accepted)}")
-    if not isinstance(value, accepted):
+    if (isinstance(value, bool) and bool not in accepted) or not isinstance(value, accepted):
         raise UsageError(f"setting {key}={value!r} has the wrong type; accepted: {_type_names(accepted)}")
     if key == "gpu_memory_utilization" and not 0 < value <= 1:
         raise UsageError(f"setting gpu_memory_utilization={value!r} is out of range; accepted: 0 < value <= 1")
@@ -143,17 +154,9 @@ def check_setting(key: str, value) -> object:
     if key in ("max_num_seqs", "max_num_batched_tokens", "block_size", "tensor_parallel_size",
                "num_gpu_blocks_override") and value < 1:
         raise UsageError(f"setting {key}={value!r} must be a positive integer")
-    if key in ("cpu_offload_gb", "swap_space", "kv_cache_memory_bytes") and value < 0:
-        raise UsageError(f"setting {key}={value!r} must be >= 0")
+    check_value(key, value)  # setting_values.py: negative sizes, load_format, max_slice_nums
     if key == "limit_mm_per_prompt":
         _check_limits(value)
-    if key == "load_format" and value.lower() not in LOAD_FORMATS:
-        raise one_of("load_format", value, LOAD_FORMATS)
-    if key == "mm_processor_kwargs":
-        slices = value.get("max_slice_nums")
-        if "max_slice_nums" in value and (isinstance(slices, bool) or not isinstance(slices, int) or slices < 1):
-            raise UsageError(f"setting mm_processor_kwargs={json.dumps(value)} is invalid: max_slice_nums must be "
-                             "a positive integer (MiniCPM-V's image slices); accepted: e.g. {\"max_slice_nums\": 9}")
     choices = {"dtype": DTYPES, "kv_cache_dtype": KV_CACHE_DTYPES, "mm_encoder_tp_mode": ("weights", "data")}
     if key in choices and value not in choices[key]:
         raise one_of(key, value, choices[key])
@@ -205,11 +208,7 @@ def parse_set(items) -> dict:
             raise UsageError(f"--set {item!r} is not KEY=VALUE; accepted keys: {', '.join(sorted(KNOWN_SETTINGS))}")
         key, _, text = item.partition("=")
         key = key.strip().replace("-", "_")
-        value = check_setting(key, _parse_value(text))
-        if key in out and out[key] != value:
-            raise UsageError(f"--set {key} given twice ({json.dumps(out[key])} and {json.dumps(value)}); accepted: "
-                             "one value per setting")
-        out[key] = value
+        out[key] = check_once(out, key, check_setting(key, _parse_value(text)))
     return out
 
 
@@ -293,7 +292,8 @@ def resolve(model: ModelSpec, card: Card, version, entrypoint: str = "llm", over
         raise one_of("entrypoint", entrypoint, ENTRYPOINTS)
     given = _checked(overrides, v)
     eng, _ = engine_choice(model, card, v, given)
-    s: dict = {"max_model_len": model.derived_max_model_len, **ENGINE_DEFAULTS}
+    s: dict = {"max_model_len": model.derived_max_model_len, **ENGINE_DEFAULTS,
+               "block_size": dated_default("block_size", v)}
     if v < (0, 11, 0):
         s["max_seq_len_to_capture"] = 8192
     if v < (0, 18, 0):
@@ -333,10 +333,7 @@ def vllm_refusal(s: dict, model: ModelSpec) -> str | None:
                 "Please increase max_num_batched_tokens or decrease max_model_len.")
     if mbt < seqs:
         return f"max_num_batched_tokens ({mbt}) must be greater than or equal to max_num_seqs ({seqs})."
-    tp, heads = int(s.get("tensor_parallel_size") or 1), getattr(model, "heads", None)
-    if heads and heads % tp:  # ModelConfig.verify_with_parallel_config (vllm/config/model.py, 0.32)
-        return (f"Total number of attention heads ({heads}) must be divisible by tensor parallel size ({tp}).")
-    return None
+    return heads_refusal(s, model)  # setting_values.py: tensor_parallel_size must divide the heads
 
 
 def _v0_batch(model: ModelSpec, v: Version, s: dict, given: dict) -> None:
@@ -364,7 +361,9 @@ def _v1_batch(card: Card, v: Version, entrypoint: str, s: dict, given: dict) -> 
     if v < (0, 12, 0):
         s["enable_chunked_prefill"] = True
     s.setdefault("enable_chunked_prefill", True)
-    s.setdefault("gpu_memory_utilization", default_gpu_memory_utilization(v))
+    if v >= EXTENSIBLE_KV_SINCE:
+        s["enable_extensible_kv_cache"] = extensible_kv_cache(card, v, s)
+    s.setdefault("gpu_memory_utilization", default_gpu_memory_utilization(v, s.get("enable_extensible_kv_cache")))
     d_mbt, d_seqs = _v1_batch_defaults(card, v, entrypoint)
     if s.get("performance_mode") == "throughput":
         d_mbt, d_seqs = d_mbt * 2, d_seqs * 2
@@ -377,6 +376,19 @@ def _v1_batch(card: Card, v: Version, entrypoint: str, s: dict, given: dict) -> 
         s["max_num_batched_tokens"] = mbt
     if given.get("max_num_seqs") is None:
         s["max_num_seqs"] = min(s["max_num_seqs"], s["max_num_batched_tokens"])
+
+
+def extensible_kv_cache(card: Card, version, s: dict) -> bool:
+    """Does vLLM >= 0.34 size this start's KV cache from memory measured after warmup (extensible KV cache)? Unset: on
+    for CUDA without kv_cache_memory_bytes / num_gpu_blocks_override (0.34 config/vllm.py:3180-3254); vLLM's refusals
+    of a true are UsageErrors. False before 0.34 and on the CPU backend."""
+    v, asked = parse_version(version), s.get("enable_extensible_kv_cache")
+    fixed = next((k for k in ("kv_cache_memory_bytes", "num_gpu_blocks_override") if s.get(k) is not None), None)
+    if asked and (v < EXTENSIBLE_KV_SINCE or card.is_cpu or fixed):
+        why = f"cannot go with {fixed}, which overrides its measured size" if fixed else "needs a CUDA card"
+        raise UsageError(f"setting enable_extensible_kv_cache=true {why} (vLLM >= {EXTENSIBLE_KV_SINCE}; planning "
+                         f"for {card.name}, {v}); accepted here: false or unset")
+    return v >= EXTENSIBLE_KV_SINCE and not card.is_cpu and not fixed and asked is not False
 
 
 def _limits(model: ModelSpec, v: Version, eng: str, given: dict) -> tuple[dict, dict]:
@@ -405,11 +417,14 @@ def _limits(model: ModelSpec, v: Version, eng: str, given: dict) -> tuple[dict, 
     return counts, options
 
 
-def default_gpu_memory_utilization(version) -> float:
+def default_gpu_memory_utilization(version, extensible: bool | None = False) -> float:
     """vLLM's default gpu_memory_utilization (a fraction of the card's total) for a version: 0.90; 0.92 on V1 from
-    0.20.0 (the one home of this default: settings resolution, the suite's limits and explain's ladders read it).
-    UsageError for a version outside the planned range."""
+    0.20.0; 1.0 with 0.34's extensible KV cache (`extensible`; config/cache.py:493-501). The one home of this
+    default: settings resolution, the suite's limits and explain's ladders read it. UsageError for a version
+    outside the planned range."""
     v = parse_version(version)
+    if extensible and v >= EXTENSIBLE_KV_SINCE:
+        return 1.0
     return 0.92 if (engine(v) == "V1" and v >= (0, 20, 0)) else 0.90
 
 
@@ -421,8 +436,12 @@ def version_default(setting: str, version) -> tuple[bool, object]:
     v = parse_version(version)
     if setting in ENGINE_DEFAULTS:
         return True, ENGINE_DEFAULTS[setting]
+    if setting in VERSIONED_DEFAULTS and dated_default(setting, v) is not None:
+        return True, dated_default(setting, v)
     eng = engine(v)
     if setting == "gpu_memory_utilization":
+        if v >= EXTENSIBLE_KV_SINCE:  # 1.0 with the extensible KV cache (card- and setting-dependent), else 0.92
+            return False, None
         return True, default_gpu_memory_utilization(v)
     if setting == "limit_mm_per_prompt":
         return True, default_limit(v, eng)
@@ -478,7 +497,4 @@ def start_refusal(settings: dict, version, card: Card | None = None, model_name:
     if card is not None and card.arch == "blackwell" and v < FIRST_SM120_VLLM:
         return (f"card {card.name} (sm_120) needs vLLM >= {FIRST_SM120_VLLM}: the PyPI wheel of {v} is built for "
                 "CUDA 12.4 or older, without Blackwell kernels")
-    mbt, seqs = settings.get("max_num_batched_tokens"), settings.get("max_num_seqs")
-    if isinstance(mbt, int) and isinstance(seqs, int) and mbt < seqs:  # vllm_refusal's rule, for any model
-        return f"max_num_batched_tokens ({mbt}) must be greater than or equal to max_num_seqs ({seqs})."
-    return None
+    return batch_refusal(settings)  # vllm_refusal's rule that needs no model

@@ -2,7 +2,7 @@
 
 Tolerant parsing of what users paste: "0.6.3.post1", "v0.8.4", "0.7.2.dev62+g56534cd5", "0.10.0-b4",
 "0.9.0.1" all reduce to (major, minor, patch). Anything outside the range we have rules for
-(0.4.0 .. 0.33.x) is a UsageError that names the accepted range. 0.4.0 - 0.5.3 share 0.5.4's V0 rules (same
+(0.4.0 .. 0.34.x) is a UsageError that names the accepted range. 0.4.0 - 0.5.3 share 0.5.4's V0 rules (same
 `determine_num_available_blocks`, same scheduler defaults); MiniCPM-V-2_6 itself needs 0.5.4 (`plan` says so).
 
 Engine choice (`engine`): V0 before 0.8.0; from 0.8.0 V1 unless VLLM_USE_V1=0 or vLLM's V1 oracle falls back
@@ -13,7 +13,9 @@ Families (docs/architecture.md):
   v0-legacy    V0 engine 0.4.0 - 0.7.0 (legacy input registry, 64-token dummy images)
   v0-merged    V0 engine 0.7.1 - 0.10.x (merged multimodal processor)
   v1           V1 engine 0.7 - 0.26 (non_kv = weights + torch peak increase + non-torch increase)
-  v1-consumed  V1 engine 0.27+ (non_kv = total consumed + transient peak headroom)
+  v1-consumed  V1 engine 0.27+ (non_kv = total consumed + transient peak headroom); from 0.34 on CUDA the
+               extensible KV cache sizes the pool from memory measured after warmup and graph capture
+               (settings.extensible_kv_cache, predict.estimator)
 """
 
 from __future__ import annotations
@@ -41,14 +43,14 @@ def _releases() -> tuple[str, ...]:
     out += [f"0.8.{p}" for p in range(6)]
     out += [f"0.9.{p}" for p in range(3)]
     out += [f"0.10.{p}" for p in range(3)]
-    out += [f"0.{m}.0" for m in range(11, 34)]
+    out += [f"0.{m}.0" for m in range(11, 35)]
     return tuple(out)
 
 
 KNOWN_VERSIONS: tuple[str, ...] = _releases()
 OLDEST = "0.4.0"
-NEWEST = "0.33.0"
-ACCEPTED_RANGE = f"{OLDEST} .. 0.33.x (e.g. 0.6.3, v0.8.4, 0.10.1.post1)"
+NEWEST = "0.34.0"
+ACCEPTED_RANGE = f"{OLDEST} .. 0.34.x (e.g. 0.6.3, v0.8.4, 0.10.1.post1)"
 
 _VERSION_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?")
 
@@ -64,7 +66,7 @@ def read_version(text) -> Version | None:
 
 def supported(v: Version) -> bool:
     """Is `v` inside the range we have rules for?"""
-    return Version(0, 4, 0) <= v < Version(0, 34, 0)
+    return Version(0, 4, 0) <= v < Version(0, 35, 0)
 
 
 def parse_version(text) -> Version:

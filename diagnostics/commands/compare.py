@@ -15,6 +15,7 @@ from diagnostics.suite.baseline import (
     format_tolerances,
     load_results_source,
     parse_tolerances,
+    planned_cause,
 )
 
 HELP = "compare two results files; exit 1 on a memory/start-up regression"
@@ -44,7 +45,8 @@ def run(args) -> int:
             "tolerances": comparison.tolerances,
             "warnings": comparison.warnings,
             "vllm": {"baseline": comparison.versions[0], "candidate": comparison.versions[1]},
-            "rows": [{"id": r.id, "status": r.status, "changes": r.changes} for r in comparison.rows],
+            "rows": [{"id": r.id, "status": r.status, "changes": r.changes, "planned": planned_cause(r)}
+                     for r in comparison.rows],
         }, indent=2))
     else:
         print(format_table(comparison))

@@ -6,8 +6,10 @@ start-up memory and the verdict, without a GPU; `--format md` is a redacted Mark
 there and what fails one step above. `--fit max_model_len,max_num_seqs` prints the frontier over a ladder of
 max_num_seqs. `--fit max_pixels` (or another multimodal knob: max_slice_nums, max_patches, num_frames,
 limit_mm_per_prompt.image, ...) answers "how big may my images be" in the knob's units (predict/mm_fit.py), and
-`--fit max_model_len,max_pixels` prints that frontier. Several cards or versions (`--card all`, `--vllm 0.6.3,0.32.0`) print one table, a row each
-(predict/fleet.py), with or without a one-setting --fit.
+`--fit max_model_len,max_pixels` prints that frontier. Several cards (`--card all`) print one table, a row each
+(predict/fleet.py), with or without a one-setting --fit. One card and several releases (`--vllm 0.20.0..0.34.0`
+or `--vllm 0.6.3,0.32.0`) print the start-up memory changelog (predict/changelog.py): release by release, what
+moves and the vLLM rule that moved it.
 
 Defaults: --model minicpm-v-2_6, --card 3090 (the seed's card, so a bare `plan` answers the classic question),
 --vllm the installed vLLM (read from package metadata, vllm is not imported) else the newest known.
@@ -21,12 +23,14 @@ from diagnostics import vllm_exact
 from diagnostics.errors import UsageError
 from diagnostics.explain import explain_plan
 from diagnostics.models import get_model
+from diagnostics.predict.changelog import changelog, format_markdown as changelog_markdown, format_text as changelog_text
 from diagnostics.predict.coefficients import load_calibration_arg
 from diagnostics.predict.estimator import Plan, plan
 from diagnostics.predict.fit import Fit, fit, frontier, max_concurrency, refusal
 from diagnostics.predict.fleet import expand_cards, expand_versions, fleet
 from diagnostics.predict.mm_fit import KnobFit, check_fit_name, find_knob, fit_knob, is_knob_name, knob_frontier
 from diagnostics.report import SINGLE_FORMATS, check_writable, emit, output_format, plan_markdown
+from diagnostics.redact import Redactor
 from diagnostics.settings import parse_set
 from diagnostics.units import fmt_gib, fmt_tokens
 
@@ -45,7 +49,7 @@ def add_arguments(parser) -> None:
                                                        "or all: one table, a row per card")
     parser.add_argument("--vllm", default=None, metavar="VERSION",
                         help="vLLM version to plan for (default: the installed vLLM, else the newest known); "
-                             "a comma list or all: one table, a row per version")
+                             "A..B, a comma list or all: on one card, the start-up changelog release by release")
     parser.add_argument("--fit", default=None, metavar="SETTING[,LADDER]",
                         help="the largest max_model_len / max_num_seqs / max_num_batched_tokens / "
                              "gpu_memory_utilization, or multimodal knob (max_pixels, max_slice_nums, max_patches, "
@@ -117,6 +121,8 @@ def run(args) -> int:
     overrides = parse_set(args.sets)
     # every form of plan honours --calibration (a missing or broken file is refused here, before any planning)
     calibration = load_calibration_arg(args.calibration) if args.calibration else None
+    if len(cards) == 1 and len(versions) > 1 and not fits:
+        return _run_changelog(args, cards[0], versions, overrides, calibration)
     if len(cards) > 1 or len(versions) > 1:
         if len(fits) == 2:
             raise UsageError("a --fit frontier is for one card and one version; give one --card and one --vllm")
@@ -148,6 +154,30 @@ def run(args) -> int:
         text = json.dumps(p.to_json(culprits, fix), indent=2, default=str)
     else:
         text = format_plan(p, explanation)
+    emit(text, args.out)
+    return 0
+
+
+def _run_changelog(args, card, versions, overrides, calibration=None) -> int:
+    """One card, several releases: the start-up memory changelog (predict/changelog.py), with plain plan's
+    refusals: a cpu card is refused outright, a release that lacks or refuses the settings is a row saying why."""
+    _refuse_cpu(card, args)
+    if calibration is not None:  # refused, not ignored: the changelog plans with the built-in coefficients
+        raise UsageError("--calibration with a release changelog (one card, several --vllm): it plans with the "
+                         "built-in coefficients; accepted: --calibration with one --vllm, or several --card")
+    steps = changelog(args.model, card, versions, args.entrypoint, overrides)
+    planned = next((s.plan for s in steps if s.plan is not None), None)
+    name = planned.model.name if planned else getattr(args.model, "name", str(args.model))
+    title = (f"{name} on {card.name} ({card.total_gib:.2f} GiB), {args.entrypoint}, vLLM {versions[0]} .. "
+             f"{versions[-1]}" + (f", --set {json.dumps(overrides, sort_keys=True)}" if overrides else ""))
+    fmt = output_format(args.json, args.format)
+    if fmt == "json":
+        text = json.dumps({"model": name, "card": card.name, "entrypoint": args.entrypoint, "settings": overrides,
+                           "releases": [s.to_json() for s in steps]}, indent=2, default=str)
+    elif fmt == "md":
+        text = Redactor.for_this_machine().text(changelog_markdown(steps, title))
+    else:
+        text = changelog_text(steps, title)
     emit(text, args.out)
     return 0
 

@@ -56,6 +56,27 @@ def budget_updated(s: Scan, line: Line, m: re.Match) -> None:
     s.num("requested_gib", gib(m.group("req")))
 
 
+def extensible_measured(s: Scan, line: Line, m: re.Match) -> None:
+    """0.34 v1/worker/extensible_kv_cache.py:693-707: memory after warmup and the KV blocks it fits (GiB, blocks)."""
+    for key, group in (("free_after_warmup_gib", "free"), ("kv_committed_gib", "committed"),
+                       ("transient_kept_gib", "kept"), ("transient_peak_gib", "peak"), ("torch_growth_gib", "growth"),
+                       ("extensible_kv_gib", "kv"), ("requested_gib", "req")):
+        s.num(key, gib(m.group(group)))
+    s.num("extensible_kv_blocks", int(m.group("blocks")))
+
+
+def extensible_extended(s: Scan, line: Line, m: re.Match) -> None:
+    """0.34 extensible_kv_cache.py:536-540: the KV cache's final committed size (blocks, GiB)."""
+    s.num("extensible_kv_blocks", int(m.group("blocks")))
+    s.num("extensible_kv_gib", gib(m.group("kv")))
+
+
+def extensible_util_cap(s: Scan, line: Line, m: re.Match) -> None:
+    """0.34 extensible_kv_cache.py:662-676: an explicit util below 1.0 keeps free memory out of the KV cache."""
+    s.num("requested_gib", gib(m.group("req")))
+    s.num("util_withheld_gib", gib(m.group("held")))
+
+
 def auto_fit(s: Scan, line: Line, m: re.Match) -> None:
     """max_model_len auto-fit (0.20+, kv_cache_utils / kv_cache_planning): the length chosen and the KV memory."""
     if m.group("orig"):

@@ -136,6 +136,19 @@ EXTERNAL_WEIGHTS_EXCEED = re.compile(
     rf"utilization \((?P<util>{NUM}), (?P<req>{NUM}) GiB\)"
 )
 BUDGET_UPDATED = re.compile(rf"Updated engine memory budget after disk fallback: (?P<req>{NUM}) GiB")
+# 0.34 extensible KV cache (v1/worker/extensible_kv_cache.py): the pool sized from memory measured after warmup and
+# graph capture, the blocks finally committed, and a gpu_memory_utilization below 1.0 that withholds free memory.
+EXTENSIBLE_MEASURED = re.compile(
+    rf"Memory after warmup: (?P<free>{NUM}) GiB free, (?P<committed>{NUM}) GiB committed to the KV cache, "
+    rf"(?P<kept>{NUM}) GiB kept for transient activations \((?P<peak>{NUM}) GiB allocated at peak, (?P<growth>{NUM}) "
+    rf"GiB of torch reservation growth\); (?P<blocks>\d+) KV cache blocks \((?P<kv>{NUM}) GiB\) fit within the "
+    rf"requested (?P<req>{NUM}) GiB"
+)
+EXTENSIBLE_EXTENDED = re.compile(rf"Extended KV cache to (?P<blocks>\d+) blocks \((?P<kv>{NUM}) GiB\)")
+EXTENSIBLE_UTIL_CAP = re.compile(
+    rf"gpu_memory_utilization=(?P<util>{NUM}) caps this instance at (?P<req>{NUM}) GiB, keeping (?P<held>{NUM}) GiB "
+    rf"of free device memory out of the KV cache"
+)
 # 0.20+ max_model_len auto-fit: "reduced from %d to %d to fit in available KV cache memory (%s GiB GPU)", "full model
 # context length %d fits", "using max_model_len=%d, which fits".
 AUTO_FIT = re.compile(

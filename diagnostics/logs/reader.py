@@ -28,7 +28,8 @@ from typing import BinaryIO
 
 from diagnostics.logs import patterns as P
 from diagnostics.logs.figures import gib, non_default_args, number, reserved_tokens
-from diagnostics.logs.handlers import (auto_fit, blocks_override, budget_updated, external_weights, free_grew,
+from diagnostics.logs.handlers import (auto_fit, blocks_override, budget_updated, extensible_extended,
+                                       extensible_measured, extensible_util_cap, external_weights, free_grew,
                                        graph_capture_skipped, graph_profiling_disabled, graph_profiling_start,
                                        init_engine, serving_failed, weight_create_failed)
 from diagnostics.logs.lines import Line, LineSplitter
@@ -376,6 +377,9 @@ RULES: tuple[tuple[re.Pattern, Callable[[Scan, Line, re.Match], None]], ...] = (
     (P.GRAPH_PROFILING_DISABLED, graph_profiling_disabled),
     (P.EXTERNAL_WEIGHTS, external_weights),
     (P.BUDGET_UPDATED, budget_updated),
+    (P.EXTENSIBLE_MEASURED, extensible_measured),
+    (P.EXTENSIBLE_EXTENDED, extensible_extended),
+    (P.EXTENSIBLE_UTIL_CAP, extensible_util_cap),
     (P.AUTO_FIT, auto_fit),
     (P.ENCODER_BUDGET, _encoder_budget),
     (P.ENCODER_SKIP, _encoder_skip),

@@ -20,13 +20,12 @@ from diagnostics.predict import mm_budget
 from diagnostics.predict.coefficients import DEFAULT, Calibration, Coefficients
 from diagnostics.predict.exact import VllmExact, exact_weights_gib
 from diagnostics.predict.limits import known_limits, mm_guard_notes, setting_notes, startup_blocker
-from diagnostics.predict.terms import (Term, activation_term, cuda_graph_term, dtype_bytes, eager_vision_attention,
-                                       encoder_bytes, encoder_term, kv_block_bytes, kv_cache_term,
-                                       largest_graph_batch,
-                                       llm_pass_bytes, non_torch_term,
+from diagnostics.predict.terms import (KVCache, Term, activation_term, cuda_graph_term, dtype_bytes,
+                                       eager_vision_attention, encoder_bytes, encoder_term, kv_block_bytes,
+                                       kv_cache_term, largest_graph_batch, llm_pass_bytes, non_torch_term,
                                        sampler_bytes, scaled_encoder_bytes, weights_term)
 from diagnostics.predict.verdict import StartupTerms, null_block_tokens, verdict as judge_verdict
-from diagnostics.settings import KV_CACHE_DTYPES, engine_choice, resolve
+from diagnostics.settings import KV_CACHE_DTYPES, dated_default, engine_choice, resolve
 from diagnostics.units import GiB, fmt_gib
 from diagnostics.versions import Version, default_version, engine as engine_of, family as family_of, parse_version
 
@@ -132,7 +131,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     peak = context_gib + weights.value_gib + non_torch.value_gib + activation.value_gib
 
     graphs_budgeted = _graphs_budgeted(ctx)
-    kv = _kv_cache(ctx, (weights, non_torch, activation), graphs if graphs_budgeted else None)
+    kv = _kv_cache(ctx, (weights, non_torch, activation), graphs, graphs_budgeted, notes)
     _fit_auto_length(ctx, kv.tokens, notes)
     terms = StartupTerms(weights, non_torch, activation, kv, graphs, graphs_budgeted, enc_b / GiB,
                          llm_b / GiB, samp_b / GiB, peak, context_gib)
@@ -153,21 +152,33 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     components = dict(zip(COMPONENTS, (weights, non_torch, encoder, activation, kv.term, graphs)))
     profile = _profile_json(prof, settings, rows, eager, enc, llm_b)
     profile["parts"] = _parts(ctx, prof, enc, rows, eager)
+    profile["cuda_graph_budgeted"] = graphs_budgeted
     known_kv = settings.get("kv_cache_memory_bytes") is not None or settings.get("num_gpu_blocks_override") \
         or card.total_gib > 0
     return Plan(outcome, str(v), ctx.eng, ctx.fam, card, model, entrypoint, settings, components, profile, peak,
                 kv.tokens if known_kv else None, phase, notes, context_gib, given, ctx.coef, exact)
 
 
-def _kv_cache(ctx: _Context, used: tuple[Term, ...], graphs_sub: Term | None):
+def _kv_cache(ctx: _Context, used: tuple[Term, Term, Term], graphs: Term, graphs_budgeted: bool,
+              notes: list[str]) -> KVCache:
     """The KV pool: bytes per block from vLLM's own code where it was asked (predict.exact), else the model's rule
-    (sliding windows kept by V1's hybrid KV manager from HYBRID_KV_SINCE)."""
+    (sliding windows kept by V1's hybrid KV manager from HYBRID_KV_SINCE); the budget estimate-based (util x total
+    - non-KV) or, 0.34's default on CUDA, the extensible KV cache (`_extensible_budget`)."""
     s, exact = ctx.settings, ctx.exact
     kv_db = KV_CACHE_DTYPES.get(s.get("kv_cache_dtype", "auto")) or ctx.db
     from_vllm = exact is not None and bool(exact.kv_bytes_per_token)
     block = (s["block_size"] * exact.kv_bytes_per_token if from_vllm else
              kv_block_bytes(ctx.model, s, kv_db, ctx.eng == "V1" and ctx.v >= HYBRID_KV_SINCE, ctx.v))
-    return kv_cache_term(ctx.model, s, kv_db, _kv_budget_gib(ctx), used, graphs_sub, block, from_vllm)
+    if s.get("enable_extensible_kv_cache") and ctx.card.total_gib > 0:
+        budget, graphs_sub = _extensible_budget(ctx, used[2], graphs, graphs_budgeted, notes)
+        kv = kv_cache_term(ctx.model, s, kv_db, budget, used, graphs_sub, block, from_vllm)
+        kv.term.basis = kv.term.basis.replace(
+            "util x total - (weights + non_torch + activation peak) - CUDA graphs",
+            "extensible KV cache, min(util x total, free at start - margin) - (weights + non_torch + CUDA graphs) - "
+            "activation peak" + (" - graph estimate" if graphs_budgeted else ""), 1)
+        return kv
+    return kv_cache_term(ctx.model, s, kv_db, _kv_budget_gib(ctx), used, graphs if graphs_budgeted else None, block,
+                         from_vllm)
 
 
 def _exact_weights(exact: VllmExact, settings: dict) -> Term:
@@ -227,11 +238,41 @@ def _layer_kind_notes(ctx: _Context) -> list[str]:
 
 def _graphs_budgeted(ctx: _Context) -> bool:
     """V1 subtracts its CUDA-graph estimate from the KV budget when VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS is on:
-    default "1" from 0.20.0, "0" in 0.18-0.19, absent before (envs.py; audit c5)."""
+    its default is settings.VERSIONED_DEFAULTS' (os.getenv(..., "0") in 0.19.0 envs.py:1654-1655, "1" from 0.20.0
+    envs.py:1724-1725), absent before 0.18 (never subtracted)."""
     s = ctx.settings
     if ctx.eng != "V1" or s.get("enforce_eager") or ctx.v < (0, 18, 0):
         return False
-    return bool(s.get("VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS", ctx.v >= (0, 20, 0)))
+    return bool(s.get("VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS",
+                      dated_default("VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS", ctx.v)))
+
+
+EXTENSIBLE_MARGIN_FLOOR_GIB = 1.0  # 0.34 v1/worker/extensible_kv_cache.py:64 KV_CACHE_MARGIN_FLOOR_BYTES (CUDA)
+EXTENSIBLE_MARGIN_FRACTION = 0.75  # :65 KV_CACHE_MARGIN_FRACTION
+
+
+def _extensible_budget(ctx: _Context, activation: Term, graphs: Term, graphs_budgeted: bool,
+                       notes: list[str]) -> tuple[float, Term]:
+    """vLLM 0.34's extensible KV cache (CUDA default): the pool is sized after warmup and graph capture from the
+    memory then free, `measure_kv_cache_bytes` (0.34 v1/worker/extensible_kv_cache.py:592-618):
+
+        non_kv_used = weights + non-torch + CUDA graphs (captured, so measured)
+        peak        = transient activation peak + the graph estimate when VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS
+                      is on (reserved_headroom_bytes = peak_activation_memory, gpu_worker.py:771-773, :946-948)
+        margin      = max(1 GiB, 0.75 x peak)
+        KV          = min(util x total - non_kv_used, free at start - non_kv_used - margin) - peak
+
+    Returns (budget GiB = min(util x total, free at start - margin), the graph term to subtract: the captured
+    graphs, twice when the estimate is also kept free). `derived` on the same terms as the estimate-based budget."""
+    total, util = ctx.card.total_gib, float(ctx.settings["gpu_memory_utilization"])
+    k = 2 if graphs_budgeted else 1
+    peak = activation.value_gib + (graphs.value_gib if graphs_budgeted else 0.0)
+    margin = max(EXTENSIBLE_MARGIN_FLOOR_GIB, EXTENSIBLE_MARGIN_FRACTION * peak)
+    notes.append(f"vLLM {ctx.v} sizes the KV cache from memory measured after warmup and CUDA graph capture "
+                 f"(extensible KV cache), keeping a {margin:.2f} GiB margin and the activation peak free; "
+                 "set enable_extensible_kv_cache=false for the estimate-based budget")
+    return (min(util * total, total - ctx.coef.cuda_context_gib[0] - margin),
+            Term(graphs.value_gib * k, graphs.low_gib * k, graphs.high_gib * k, graphs.basis))
 
 
 def _kv_budget_gib(ctx: _Context) -> float:

@@ -30,7 +30,8 @@ from diagnostics.errors import UsageError, one_of
 from diagnostics.models import get_model
 from diagnostics.predict.estimator import Plan, plan
 from diagnostics.predict.exact import carry
-from diagnostics.settings import dtype_for_card, vllm_refusal
+from diagnostics.settings import dated_default, dtype_for_card, vllm_refusal
+from diagnostics.versions import default_version
 
 UTIL_STEP = 0.01
 SEQS_TOP = 4096
@@ -140,7 +141,7 @@ def domain(setting: str, planner: _Planner) -> tuple[int | float, int | float, i
     """(lo, hi, step, why the search stops at hi) for `setting`."""
     if setting == "gpu_memory_utilization":
         return UTIL_STEP, 1.0, UTIL_STEP, "gpu_memory_utilization cannot exceed 1.0"
-    block = int(planner.overrides.get("block_size") or 16)
+    block = int(planner.overrides.get("block_size") or dated_default("block_size", planner.version or default_version()))
     if setting == "max_model_len":
         top = planner.model.derived_max_model_len // block * block
         return block, top, block, f"the model's derived max_model_len ({planner.model.derived_max_model_len})"

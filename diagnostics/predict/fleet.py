@@ -46,7 +46,8 @@ def _once(names: list[str], option: str, text: str) -> None:
 
 def expand_versions(text: str | None) -> list[str]:
     """None -> [the installed vLLM, else the newest known]; "all" -> every release we have rules for
-    (versions.KNOWN_VERSIONS, oldest first); "0.6.3,0.8.4" -> those (each range-checked: UsageError)."""
+    (versions.KNOWN_VERSIONS, oldest first); "0.6.3,0.8.4" -> those (each range-checked: UsageError);
+    "0.20.0..0.34.0" -> both ends and every known release between them (a comma list may mix both forms)."""
     if text is None:
         return [default_version()]
     text = text.strip()
@@ -54,11 +55,23 @@ def expand_versions(text: str | None) -> list[str]:
         return list(KNOWN_VERSIONS)
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
-        raise UsageError(f"--vllm {text!r} names no version; accepted: a version, a comma list, or all")
+        raise UsageError(f"--vllm {text!r} names no version; accepted: a version, a comma list, A..B, or all")
     _once(names, "--vllm", text)
-    versions = [str(parse_version(n)) for n in names]
-    _once(versions, "--vllm", text)  # 0.6.3 and v0.6.3 are one version
-    return versions
+    out: list[str] = []
+    for name in names:
+        for v in (_release_range(name) if ".." in name else [str(parse_version(name))]):
+            if v not in out:
+                out.append(v)
+    return out
+
+
+def _release_range(text: str) -> list[str]:
+    lo_text, _, hi_text = text.partition("..")
+    lo, hi = parse_version(lo_text), parse_version(hi_text)
+    if lo > hi:
+        raise UsageError(f"--vllm {text!r} runs backwards; accepted: OLDER..NEWER, e.g. 0.20.0..0.34.0")
+    inner = [k for k in KNOWN_VERSIONS if lo < parse_version(k) < hi]
+    return [str(lo)] + inner + ([str(hi)] if hi != lo else [])
 
 
 @dataclass

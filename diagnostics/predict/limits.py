@@ -55,6 +55,10 @@ def known_limits(model: ModelSpec, v: Version, eng: str, settings: dict) -> list
     if v >= (0, 33, 0):
         notes.append("vLLM 0.33 moves cuBLAS workspaces into the start-up baseline and adds a second sampler "
                      "pass to the profile run; neither is modelled (each well under 1 GiB)")
+    if settings.get("enable_extensible_kv_cache"):
+        notes.append(f"vLLM {v}'s extensible KV cache also keeps the warmup steps' own peak free when it exceeds "
+                     "the profile run's (record_transient_peak, v1/worker/extensible_kv_cache.py:268) and caps "
+                     "torch's allocator 0.5 GiB below what is left; plan uses the profiled peak only")
     if model.vision is None and settings.get("max_model_len", 0) > 32768 and model.source != "built-in":
         notes.append("max_model_len comes from the config's length keys and rope scaling as vLLM derives them; "
                      "the tokenizer_config.json's model_max_length, which vLLM also reads, is not")

@@ -49,7 +49,8 @@ def verdict(card: Card, v: Version, eng: str, s: dict, t: StartupTerms, notes: l
         return ("kv_too_small", "kv_cache") if t.kv.tokens < s["max_model_len"] else ("ok", None)
     util = float(s["gpu_memory_utilization"])
     free_at_start = total - t.cuda_context_gib
-    if eng == "V1" and v >= (0, 9, 1) and util * total > free_at_start:
+    # 0.34 skips the check with the extensible KV cache: util is only a cap there (v1/worker/utils.py:783-788)
+    if eng == "V1" and v >= (0, 9, 1) and util * total > free_at_start and not s.get("enable_extensible_kv_cache"):
         notes.append(f"V1 asks for util x total = {fmt_gib(util * total)} up front but only "
                      f"~{fmt_gib(free_at_start)} is free after the CUDA context")
         return "insufficient_free_memory", "startup_check"

@@ -318,6 +318,14 @@ def _num(value) -> str:
     return f"{value:.2f}"
 
 
+def planned_cause(row: Row) -> list[str]:
+    """For a regression across vLLM versions: the planned term that moved the same way (predict/changelog.py)."""
+    from diagnostics.predict.changelog import regression_cause
+
+    cause = regression_cause(row.old or {}, row.new or {}) if row.status == "regressed" else None
+    return [f"planned: {cause}"] if cause else []
+
+
 def format_table(comparison: Comparison, tablefmt: str = "github") -> str:
     """Side-by-side table (old | new per metric) followed by warnings and a one-line summary."""
     from tabulate import tabulate
@@ -334,7 +342,7 @@ def format_table(comparison: Comparison, tablefmt: str = "github") -> str:
             _num(peak_gib(o)), _num(peak_gib(n)),
             _num(o.get("kv_cache_tokens")), _num(n.get("kv_cache_tokens")),
             _num(o.get("startup_s")), _num(n.get("startup_s")),
-            "; ".join(row.changes) if row.status != "same" or row.changes else "",
+            "; ".join(row.changes + planned_cause(row)) if row.status != "same" or row.changes else "",
         ])
     old_v, new_v = (v or "version unknown" for v in comparison.versions)
     lines = [f"baseline: vLLM {old_v} | candidate: vLLM {new_v}",

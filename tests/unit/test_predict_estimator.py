@@ -398,6 +398,33 @@ def test_known_limits_are_notes_where_they_apply():
     assert not any("0.33 moves cuBLAS" in n for n in plan("minicpm-v-2_6", "h100-80", "0.32.0").notes)
 
 
+def test_0_34_extensible_kv_cache_follows_measure_kv_cache_bytes():
+    """0.34 v1/worker/extensible_kv_cache.py:592-618: KV = min(util x total - non_kv_used, free - non_kv_used -
+    margin) - peak, margin = max(1 GiB, 0.75 x peak), peak = activation + the graph estimate (flag on)."""
+    p = plan("minicpm-v-2_6", "h100-80", "0.34.0")
+    c = {k: t.value_gib for k, t in p.components.items()}
+    peak = c["activation_peak"] + c["cuda_graph"]
+    margin = max(1.0, 0.75 * peak)
+    free = p.card.total_gib - p.cuda_context_gib
+    want = min(p.card.total_gib, free - margin) - c["weights"] - c["non_torch"] - 2 * c["cuda_graph"] - \
+        c["activation_peak"]
+    assert c["kv_cache"] == pytest.approx(want, abs=1e-6)
+    assert p.settings["block_size"] == 64 and p.kv_cache_tokens % 64 == 0
+    assert any("extensible KV cache" in n for n in p.notes)
+    off = plan("minicpm-v-2_6", "h100-80", "0.34.0", overrides={"enable_extensible_kv_cache": False})
+    assert off.components["kv_cache"].value_gib == pytest.approx(
+        0.92 * off.card.total_gib - sum(off.components[k].value_gib for k in
+                                        ("weights", "non_torch", "activation_peak", "cuda_graph")), abs=1e-6)
+
+
+def test_0_34_extensible_kv_cache_skips_the_free_memory_check():
+    """util 1.0 would fail the free-memory check; 0.34 skips it with the extensible KV cache
+    (v1/worker/utils.py:783-788), and keeps it when the cache is estimate-based."""
+    assert plan("minicpm-v-2_6", "h100-80", "0.34.0").verdict != "insufficient_free_memory"
+    assert plan("minicpm-v-2_6", "h100-80", "0.34.0", overrides={
+        "enable_extensible_kv_cache": False, "gpu_memory_utilization": 1.0}).verdict == "insufficient_free_memory"
+
+
 def test_graphs_outside_the_kv_budget_that_may_not_fit_are_named_a_risk():
     """vllm#16570 (V1 run, 0.8.4, 4x A100-40GB, TP 4, util 0.95): the start died in capture_model -> _dummy_run.
     0.8.4 captures up to batch 512 whatever max_num_seqs (2) is, outside the KV budget; under TP the graphs' high

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from diagnostics.cards import get_card
 from diagnostics.errors import UsageError
-from diagnostics.models import MINICPM_V_2_6 as M
-from diagnostics.settings import KNOWN_SETTINGS, parse_set, resolve, setting_available
+from diagnostics.models import MINICPM_V_2_6 as M, get_model
+from diagnostics.settings import KNOWN_SETTINGS, dated_default, parse_set, resolve, setting_available
 
 
 def test_parse_set_json_then_text():
@@ -169,7 +172,6 @@ def test_audit_a9_v1_overrides_enable_chunked_prefill_false_before_0_12(version,
     assert (s["enable_chunked_prefill"], s["max_num_batched_tokens"]) == (True, mbt)
     s = resolve(M, get_card(card), "0.12.0", entry, {"enable_chunked_prefill": False})
     assert s["enable_chunked_prefill"] is False and s["max_num_batched_tokens"] == 32768  # honoured from 0.12
-
 
 
 def _text_model(max_len: int):
@@ -375,3 +377,56 @@ def test_start_refusal_names_a_batch_smaller_than_the_sequences_for_any_model():
     why = start_refusal({"max_num_batched_tokens": 16, "max_num_seqs": 32, "max_model_len": 16}, "0.32.0")
     assert why == "max_num_batched_tokens (16) must be greater than or equal to max_num_seqs (32)."
     assert start_refusal({"max_num_batched_tokens": 32, "max_num_seqs": 32}, "0.32.0") is None
+
+
+# -- dated defaults, read from each release's source (scripts/release_check.py -> tests/data/vllm_releases) --------
+RELEASES = Path(__file__).resolve().parents[1] / "data" / "vllm_releases"
+
+
+def _env_fact(version: str, name: str) -> dict:
+    return json.loads((RELEASES / f"{version}.json").read_text())["envs"][name]
+
+
+@pytest.mark.parametrize("version, at, default", [
+    ("0.19.0", "vllm/envs.py:1654", "'0'"),  # os.getenv("VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS", "0")
+    ("0.20.0", "vllm/envs.py:1724", "'1'"),  # os.getenv(..., "1"): on by default from 0.20.0
+    ("0.21.0", "vllm/envs.py:1768", "'1'"),
+])
+def test_cuda_graph_estimate_is_on_by_default_from_0_20_0_as_envs_py_reads(version, at, default):
+    """Settles 0.20 vs 0.21: vLLM 0.20.0's envs.py:1724-1725 already defaults the env var to "1" (0.19.0's
+    envs.py:1654-1655 to "0"), although 0.20.0's gpu_worker.py:456-457 logs "enabled (default since v0.21.0)".
+    The facts file is what scripts/release_check.py read from each wheel; the rule must agree with it."""
+    fact = _env_fact(version, "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS")
+    assert (fact["at"], fact["default"]) == (at, default)
+    assert dated_default("VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS", version) is (default == "'1'")
+
+
+def test_the_0_20_0_log_line_names_0_21_0_although_0_20_0_turned_it_on():
+    """What users read in a 0.20.0 log: the claim this project does not follow (gpu_worker.py:456)."""
+    logs = json.loads((RELEASES / "0.20.0.json").read_text())["log_strings"]
+    line = next(t for t in logs if t.startswith("CUDA graph memory profiling is enabled"))
+    assert "default since v0.21.0" in line and logs[line] == "vllm/v1/worker/gpu_worker.py:455"
+
+
+def test_0_34_defaults_block_64_and_util_1_with_the_extensible_kv_cache():
+    """0.34 config/cache.py:185 DEFAULT_BLOCK_SIZE = 64; util None -> 1.0 with the extensible KV cache (:493-501),
+    which is on for CUDA unless kv_cache_memory_bytes / num_gpu_blocks_override is set (config/vllm.py:3198-3210)."""
+    m = get_model("minicpm-v-2_6")
+    s = resolve(m, get_card("4090"), "0.34.0")
+    assert (s["block_size"], s["gpu_memory_utilization"], s["enable_extensible_kv_cache"]) == (64, 1.0, True)
+    s = resolve(m, get_card("4090"), "0.34.0", overrides={"kv_cache_memory_bytes": 4 << 30})
+    assert (s["gpu_memory_utilization"], s["enable_extensible_kv_cache"]) == (0.92, False)
+    s = resolve(m, get_card("4090"), "0.34.0", overrides={"enable_extensible_kv_cache": False})
+    assert s["gpu_memory_utilization"] == 0.92
+    assert resolve(m, get_card("4090"), "0.33.0")["block_size"] == 16
+    assert "enable_extensible_kv_cache" not in resolve(m, get_card("4090"), "0.33.0")
+
+
+@pytest.mark.parametrize("version, overrides, words", [
+    ("0.34.0", {"enable_extensible_kv_cache": True, "kv_cache_memory_bytes": 1 << 30}, "cannot go with"),
+    ("0.33.0", {"enable_extensible_kv_cache": True}, "needs vLLM >= 0.34.0"),
+    ("0.34.0", {"enable_extensible_kv_cache": True, "num_gpu_blocks_override": 100}, "overrides its measured size"),
+])
+def test_extensible_kv_cache_where_vllm_refuses_it_is_a_usage_error(version, overrides, words):
+    with pytest.raises(UsageError, match=words):
+        resolve(get_model("minicpm-v-2_6"), get_card("4090"), version, overrides=overrides)

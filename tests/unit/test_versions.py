@@ -30,7 +30,7 @@ def test_versions_compare_numerically_not_as_text():
     assert sorted(map(parse_version, ["0.10.1", "0.6.3", "0.33.0", "0.9.0"]))[0] == (0, 6, 3)
 
 
-@pytest.mark.parametrize("bad", ["0.3.3", "0.1.dev4927+geda5043", "1.0.0", "0.34.0", "latest", "", None])
+@pytest.mark.parametrize("bad", ["0.3.3", "0.1.dev4927+geda5043", "1.0.0", "0.35.0", "latest", "", None])
 def test_unsupported_or_garbage_is_usage_error_naming_range(bad):
     with pytest.raises(UsageError) as exc:
         parse_version(bad)
@@ -90,6 +90,7 @@ def test_audit_a6_no_fallback_outside_the_rules(version, kwargs):
         ("0.26.0", None, "V1", "v1"),
         ("0.27.0", None, "V1", "v1-consumed"),
         ("0.33.0", None, "V1", "v1-consumed"),
+        ("0.34.0", None, "V1", "v1-consumed"),
     ],
 )
 def test_engine_and_family(version, use_v1, eng, fam):
@@ -106,7 +107,7 @@ def test_impossible_engine_choices():
 
 def test_known_versions_are_sorted_and_end_at_newest():
     parsed = [parse_version(v) for v in KNOWN_VERSIONS]
-    assert parsed == sorted(parsed) and KNOWN_VERSIONS[-1] == NEWEST == "0.33.0"
+    assert parsed == sorted(parsed) and KNOWN_VERSIONS[-1] == NEWEST == "0.34.0"
     assert "0.6.3" in KNOWN_VERSIONS and "0.8.1" in KNOWN_VERSIONS and "0.20.0" in KNOWN_VERSIONS
 
 
