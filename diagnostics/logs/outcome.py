@@ -77,6 +77,11 @@ MARKERS = (("weights_start", P.START_LOAD), ("weights_done", P.WEIGHTS_OLD), ("w
            ("graphs_done", P.GRAPHS_DONE))
 CUDA_HINT = re.compile(r"CUDA out of memory|# CUDA blocks|cuda:\d")
 
+# PyTorch's OOM text ends with a link to its docs ("See documentation for Memory Management  (https://pytorch.org/
+# docs/stable/notes/cuda.html#environment-variables)"): no fact, and a narrow paste wraps it onto a line of its own,
+# so the root-cause line is the same whether or not the link stayed on it.
+DOCS_LINK = re.compile(r"\s*\(https://pytorch\.org/docs/[^)\s]*\)\s*$")
+
 
 def can_fail(line: Line) -> bool:
     """Lines logged at INFO/DEBUG/WARNING never decide a failure; unleveled lines (stderr, tracebacks) may."""
@@ -321,7 +326,7 @@ class Decider:
         if phase == "profile":
             phase = "unknown"  # the profile run, but which part of it the log does not say
         rec.outcome, rec.phase = outcome, phase
-        rec.error_line = line.raw.strip()
+        rec.error_line = DOCS_LINK.sub("", line.raw).strip()
         rec.evidence.append(line.raw.strip())
         if frames:
             rec.evidence.append("frames: " + " > ".join(dict.fromkeys(frames)))

@@ -310,3 +310,18 @@ def test_oom_while_profiling_cuda_graph_memory_is_a_graph_oom():
     rec = read_log("INFO 05-01 10:00:00 [gpu_model_runner.py:5608] Profiling CUDA graph memory: FULL=35 (largest=512)"
                    "\ntorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 512.00 MiB.")
     assert rec.outcome == "oom_cuda_graph"
+
+
+def test_the_root_cause_line_is_the_same_whether_or_not_pytorchs_docs_link_was_wrapped_off_it():
+    """A narrow paste wraps PyTorch's OOM text before its "(https://pytorch.org/docs/...)" tail; the link carries no
+    fact, so the root-cause line leaves it out either way (found by test_logs_disguises' wrap)."""
+    from diagnostics.logs.reader import read_log
+
+    oom = ("[rank0]: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has a total "
+           "capacity of 23.69 GiB of which 1.20 GiB is free. See documentation for Memory Management  "
+           "(https://pytorch.org/docs/stable/notes/cuda.html#environment-variables)")
+    cut = oom.index("  (https")
+    whole = read_log(oom + "\n")
+    wrapped = read_log(oom[:cut] + "\n" + oom[cut + 1:] + "\n")
+    assert whole.error_line == wrapped.error_line
+    assert whole.error_line.endswith("See documentation for Memory Management")
