@@ -318,7 +318,7 @@ def newcomer3_cases(Case, CLI, PYTEST) -> list:  # noqa: N803  (the catalogue's 
                       ("plan-set-dup-key", ["--set", "max_model_len=4096", "--set", "max_model_len=8192"]),
                       ("plan-set-bf16-v100", ["--card", "v100-16", "--set", "dtype=bfloat16"]),
                       ("plan-set-bf16-t4", ["--card", "t4", "--vllm", "0.6.3", "--set", "dtype=bfloat16"]),
-                      ("plan-vllm-future-minor", ["--vllm", "0.34.0"]), ("plan-vllm-1.0", ["--vllm", "1.0.0"]),
+                      ("plan-vllm-future-minor", ["--vllm", "0.35.0"]), ("plan-vllm-1.0", ["--vllm", "1.0.0"]),
                       ("plan-vllm-empty", ["--vllm", ""]), ("plan-vllm-comma", ["--vllm", ","]),
                       ("plan-vllm-all-and-one", ["--vllm", "all,0.6.3"]), ("plan-vllm-dup", ["--vllm", "0.6.3,0.6.3"]),
                       ("plan-card-empty", ["--card", ""]), ("plan-card-dup", ["--card", "3090,3090"]),
