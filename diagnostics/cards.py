@@ -118,13 +118,19 @@ def get_card(name, extra_cards_file=None) -> Card:
     return table[key]
 
 
+MAX_CARD_GIB = 65536  # GiB; no accelerator comes near it, and larger (or inf, nan) breaks the arithmetic
+
+
 def load_cards_toml(path) -> dict[str, Card]:
     """Read `[cards.NAME]` tables: fields override a built-in card of that name or define a new one."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except OSError as exc:
         raise UsageError(f"cannot read cards file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"cards file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                         f"{exc.start}); accepted: a TOML file with [cards.NAME] tables") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"cards file {path} is not valid TOML: {exc}") from exc
     tables = data.get("cards")
@@ -136,13 +142,16 @@ def load_cards_toml(path) -> dict[str, Card]:
         where = f"cards file {path}: [cards.{raw_name}]"
         if not isinstance(fields, dict):
             raise UsageError(f"{where} must be a table")
+        if name in ("all", "auto") or "," in name or not name:
+            raise UsageError(f"{where}: {raw_name!r} cannot name a card (--card takes all, auto and comma lists); "
+                             "accepted: a name without commas, other than all and auto")
         for key, value in fields.items():
             if key not in _TOML_FIELDS:
                 raise UsageError(f"{where}: unknown key {key!r}; accepted: {', '.join(sorted(_TOML_FIELDS))}")
             if not isinstance(value, _TOML_FIELDS[key]) or isinstance(value, bool):
                 raise UsageError(f"{where}: {key} has the wrong type ({type(value).__name__})")
-            if key.endswith("_gib") and value < 0:
-                raise UsageError(f"{where}: {key} must be >= 0, got {value}")
+            if key.endswith("_gib") and not 0 <= value <= MAX_CARD_GIB:  # nan and inf fail this too
+                raise UsageError(f"{where}: {key} must be a number from 0 to {MAX_CARD_GIB:,} (GiB), got {value}")
         base = CARDS.get(name)
         if base is None and "total_gib" not in fields:
             raise UsageError(f"{where}: a new card needs total_gib")

@@ -262,9 +262,12 @@ def decoder_from_config(cfg: dict, architecture: str, where: str, *, qkv_bias: b
     """The Decoder of a text config (already normalised). UsageError naming the first missing key."""
     need = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
     for key in need:
-        if _int(cfg, key) is None:
+        if key not in cfg or cfg[key] is None:
             raise UsageError(f"{where} lacks {key!r}; a text model needs hidden_size, num_hidden_layers, "
                              "num_attention_heads, intermediate_size (or moe_intermediate_size), vocab_size")
+        raw = cfg[key]  # 0 heads divide by zero; a text or a fraction is no size
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw < 1 or raw != int(raw):
+            raise UsageError(f"{where}: {key} is {raw!r}; accepted: a positive integer")
     hidden, layers, heads = int(cfg["hidden_size"]), int(cfg["num_hidden_layers"]), int(cfg["num_attention_heads"])
     inter = intermediate if intermediate is not None else _int(cfg, "intermediate_size", "moe_intermediate_size")
     if inter is None:

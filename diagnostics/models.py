@@ -225,10 +225,14 @@ def model_from_hub(repo_id: str) -> ModelSpec:
 
 
 def _need(cfg: dict, key: str, where: str):
+    """A size the text model cannot be without: present and a positive integer (0 heads divide by zero)."""
     if key not in cfg:
         raise UsageError(f"{where} lacks {key!r}; a text model needs hidden_size, num_hidden_layers, "
                          "num_attention_heads, intermediate_size, vocab_size")
-    return cfg[key]
+    value = cfg[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{where}: {key} is {value!r}; accepted: a positive integer")
+    return value
 
 
 # The keys vLLM reads a model's length from, smallest wins; model_max_length, when set, overrides them

@@ -27,6 +27,7 @@ import json
 
 from diagnostics.cards import Card
 from diagnostics.errors import UsageError, one_of
+from diagnostics.setting_values import batch_refusal, check_once, check_value, heads_refusal
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.versions import Version, engine, parse_version, v1_fallback
 
@@ -144,9 +145,7 @@ def check_setting(key: str, value) -> object:
     if value is None and key in ("kv_cache_memory_bytes", "num_gpu_blocks_override", "max_num_batched_tokens",
                                  "use_v1", "max_model_len", "max_num_seqs"):
         return None
-    if isinstance(value, bool) and bool not in accepted:
-        raise UsageError(f"setting {key}={value!r} has the wrong type; accepted: {_type_names(accepted)}")
-    if not isinstance(value, accepted):
+    if (isinstance(value, bool) and bool not in accepted) or not isinstance(value, accepted):
         raise UsageError(f"setting {key}={value!r} has the wrong type; accepted: {_type_names(accepted)}")
     if key == "gpu_memory_utilization" and not 0 < value <= 1:
         raise UsageError(f"setting gpu_memory_utilization={value!r} is out of range; accepted: 0 < value <= 1")
@@ -155,6 +154,7 @@ def check_setting(key: str, value) -> object:
     if key in ("max_num_seqs", "max_num_batched_tokens", "block_size", "tensor_parallel_size",
                "num_gpu_blocks_override") and value < 1:
         raise UsageError(f"setting {key}={value!r} must be a positive integer")
+    check_value(key, value)  # setting_values.py: negative sizes, load_format, max_slice_nums
     if key == "limit_mm_per_prompt":
         _check_limits(value)
     choices = {"dtype": DTYPES, "kv_cache_dtype": KV_CACHE_DTYPES, "mm_encoder_tp_mode": ("weights", "data")}
@@ -208,7 +208,7 @@ def parse_set(items) -> dict:
             raise UsageError(f"--set {item!r} is not KEY=VALUE; accepted keys: {', '.join(sorted(KNOWN_SETTINGS))}")
         key, _, text = item.partition("=")
         key = key.strip().replace("-", "_")
-        out[key] = check_setting(key, _parse_value(text))
+        out[key] = check_once(out, key, check_setting(key, _parse_value(text)))
     return out
 
 
@@ -333,7 +333,7 @@ def vllm_refusal(s: dict, model: ModelSpec) -> str | None:
                 "Please increase max_num_batched_tokens or decrease max_model_len.")
     if mbt < seqs:
         return f"max_num_batched_tokens ({mbt}) must be greater than or equal to max_num_seqs ({seqs})."
-    return None
+    return heads_refusal(s, model)  # setting_values.py: tensor_parallel_size must divide the heads
 
 
 def _v0_batch(model: ModelSpec, v: Version, s: dict, given: dict) -> None:
@@ -497,4 +497,4 @@ def start_refusal(settings: dict, version, card: Card | None = None, model_name:
     if card is not None and card.arch == "blackwell" and v < FIRST_SM120_VLLM:
         return (f"card {card.name} (sm_120) needs vLLM >= {FIRST_SM120_VLLM}: the PyPI wheel of {v} is built for "
                 "CUDA 12.4 or older, without Blackwell kernels")
-    return None
+    return batch_refusal(settings)  # vllm_refusal's rule that needs no model

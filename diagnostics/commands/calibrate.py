@@ -19,9 +19,11 @@ from diagnostics.cards import get_card
 from diagnostics.errors import UsageError
 from diagnostics.logs.reader import read_log
 from diagnostics.models import get_model
+from diagnostics.predict.estimator import plan
+from diagnostics.predict.fit import refusal
 from diagnostics.predict import calibrate as cal
 from diagnostics.predict.coefficients import DEFAULT, calibration_toml
-from diagnostics.report import check_writable
+from diagnostics.report import check_writable, emit
 from diagnostics.report.accuracy import markdown, text
 from diagnostics.settings import KNOWN_SETTINGS
 from diagnostics.suite.results import RESULTS_FILE, load_results
@@ -45,6 +47,12 @@ def run(args) -> int:
     check_writable(args.out, "--out")  # before the fit, not a traceback after it
     check_writable(args.markdown, "--markdown")
     samples, skipped = [], []
+    seen = {}
+    for source in args.sources:  # one source twice would count each sample twice (and survive leave-one-out)
+        key = Path(source).resolve()
+        if key in seen:
+            raise UsageError(f"calibrate: {source} is {seen[key]} again; accepted: each source once")
+        seen[key] = source
     for source in args.sources:
         got, why = load_source(Path(source), args)
         samples += got
@@ -62,17 +70,17 @@ def run(args) -> int:
                        + (["--out", args.out] if args.out else []) + (["--markdown", args.markdown] if args.markdown
                                                                         else []))
     if args.out:
-        Path(args.out).write_text(calibration_toml(calibration, [f"written by: {command}"]), encoding="utf-8")
+        emit(calibration_toml(calibration, [f"written by: {command}"]), args.out)  # a full device: one line
         print(f"calibration: {args.out}")
     if args.markdown:
-        Path(args.markdown).write_text(markdown(samples, fit, rows, spread, skipped, command), encoding="utf-8")
+        emit(markdown(samples, fit, rows, spread, skipped, command), args.markdown)
         print(f"accuracy document: {args.markdown}")
     return 0
 
 
 def load_source(path: Path, args) -> tuple[list, list[str]]:
     """(samples, skipped-with-reason lines) of one SOURCE."""
-    if path.is_dir() or path.name == RESULTS_FILE:
+    if path.is_dir() or path.name == RESULTS_FILE or path.suffix == ".jsonl":  # a results file by any name
         return samples_from_run(path)
     if not path.is_file():
         raise UsageError(f"calibrate: {path} does not exist; accepted: {ACCEPTED}")
@@ -149,7 +157,16 @@ def samples_from_log(path: Path, args) -> tuple[list, list[str]]:
     printed = _printed(record.numbers, settings)
     if not printed:
         return [], [f"{path}: the log prints no figure plan predicts"]
-    return [cal.Sample(path.name, get_card(args.card), version, settings, printed, get_model(args.model))], []
+    model, card = get_model(args.model), get_card(args.card)
+    try:
+        planned = plan(model, card, version, "llm", settings)
+    except UsageError:
+        planned = None
+    why = refusal(planned) if planned is not None else None
+    if why:  # e.g. max_model_len=131072 for a 32K model: the log is not of --model, and would fit nonsense
+        raise UsageError(f"calibrate: {path}'s settings are ones vLLM refuses for {model.name}: {why} Is the log "
+                         f"of --model {args.model}? accepted: a log of that model")
+    return [cal.Sample(path.name, card, version, settings, printed, model)], []
 
 
 def samples_from_inputs(path: Path) -> tuple[list, list[str]]:

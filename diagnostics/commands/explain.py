@@ -86,6 +86,31 @@ def _resolve(model, card):
         get_card(card)
 
 
+def mismatch_warnings(record, model, card) -> list[str]:
+    """What --model / --card say against what the log itself shows (its device total, its platform, the model it
+    names): the answer is then for the named ones, and says so instead of mixing them silently."""
+    from diagnostics.explain.context import record_model
+
+    out = []
+    numbers = record.numbers or {}
+    total = numbers.get("gpu_total_gib") or numbers.get("oom_total_gib")
+    if card is not None:
+        named = get_card(card)
+        if named.is_cpu and (record.platform or "") == "cuda":
+            out.append(f"--card {named.name} on a log of a CUDA start: the prediction cannot use the log's GPU")
+        elif total and not named.is_cpu and abs(named.total_gib - float(total)) > 0.05 * float(total):
+            out.append(f"the log shows a {float(total):.2f} GiB device; --card {named.name} is {named.total_gib:.2f} "
+                       "GiB: the prediction is for the card you named, not the one the log ran on")
+    if model is not None:
+        shown = record_model(record, None)
+        named_model = get_model(model)
+        if shown is not None and shown.name != named_model.name:
+            also = "" if named_model.name == model else f" ({named_model.name})"
+            out.append(f"the log names {shown.name}; --model {model}{also} is another model: the answer mixes the "
+                       "two")
+    return out
+
+
 def _fallback_summary(record) -> str:
     if record.outcome == "ok":
         return "The engine started; the log shows no start-up failure."
@@ -203,8 +228,13 @@ def as_text(record, answer: dict) -> str:
 
 
 def run(args) -> int:
+    for option, value in (("--model", args.model), ("--card", args.card)):
+        if value is not None and not value.strip():
+            raise UsageError(f"{option} '' names nothing; accepted: leave {option} out, or give a name")
     record = read_input(args.logfile)
     _resolve(args.model, args.card)
+    for line in mismatch_warnings(record, args.model, args.card):
+        print(f"vllm-memcheck explain: warning: {line}", file=sys.stderr)
     answer = explain(record, model=args.model, card=args.card)
     calibration = load_calibration_arg(args.calibration) if args.calibration else None
     answer["prediction"] = beside(record, args.model, args.card, calibration)

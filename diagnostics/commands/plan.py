@@ -26,12 +26,12 @@ from diagnostics.models import get_model
 from diagnostics.predict.changelog import changelog, format_markdown as changelog_markdown, format_text as changelog_text
 from diagnostics.predict.coefficients import load_calibration_arg
 from diagnostics.predict.estimator import Plan, plan
-from diagnostics.predict.fit import Fit, fit, frontier, max_concurrency
+from diagnostics.predict.fit import Fit, fit, frontier, max_concurrency, refusal
 from diagnostics.predict.fleet import expand_cards, expand_versions, fleet
 from diagnostics.predict.mm_fit import KnobFit, check_fit_name, find_knob, fit_knob, is_knob_name, knob_frontier
-from diagnostics.report import SINGLE_FORMATS, emit, output_format, plan_markdown
+from diagnostics.report import SINGLE_FORMATS, check_writable, emit, output_format, plan_markdown
 from diagnostics.redact import Redactor
-from diagnostics.settings import parse_set, vllm_refusal
+from diagnostics.settings import parse_set
 from diagnostics.units import fmt_gib, fmt_tokens
 
 HELP = "predict every term of vLLM's start-up memory for a model, card and vLLM version"
@@ -87,9 +87,9 @@ def build(args, card=None, version=None, overrides=None) -> Plan:
     calibration = load_calibration_arg(args.calibration) if args.calibration else None
     overrides = parse_set(args.sets) if overrides is None else overrides
     p = plan(args.model, card, version if version is not None else args.vllm, args.entrypoint, overrides, calibration)
-    refusal = vllm_refusal(p.settings, p.model)
-    if refusal:
-        raise UsageError(f"vLLM {p.vllm_version} refuses these settings at start-up: {refusal}")
+    why = refusal(p)  # predict/fit.py: the one rule plain plan, --fit and the tables apply
+    if why:
+        raise UsageError(f"vLLM {p.vllm_version} refuses these settings at start-up: {why}")
     exact = ask_vllm(args, p)
     return p if exact is None else plan(p.model, card, p.vllm_version, args.entrypoint, overrides, calibration, exact)
 
@@ -111,35 +111,43 @@ def run(args) -> int:
     args.model = get_model(args.model, hub=True)  # once: a hub id's headers are read a single time
     if len(fits) > 2:
         raise UsageError(f"--fit {args.fit!r} names {len(fits)} settings; accepted: SETTING or SETTING,LADDER_SETTING")
+    if args.fit is not None and not fits:
+        raise UsageError(f"--fit {args.fit!r} names no setting; accepted: SETTING or SETTING,LADDER_SETTING")
     for name in fits:
         check_fit_name(name)
+    check_writable(args.out, "--out")
+    fmt = output_format(args.json, args.format)
     cards, versions = expand_cards(args.card, args.cards), expand_versions(args.vllm)
     overrides = parse_set(args.sets)
+    # every form of plan honours --calibration (a missing or broken file is refused here, before any planning)
+    calibration = load_calibration_arg(args.calibration) if args.calibration else None
     if len(cards) == 1 and len(versions) > 1 and not fits:
-        return _run_changelog(args, cards[0], versions, overrides)
+        return _run_changelog(args, cards[0], versions, overrides, calibration)
     if len(cards) > 1 or len(versions) > 1:
         if len(fits) == 2:
             raise UsageError("a --fit frontier is for one card and one version; give one --card and one --vllm")
-        rows = fleet(args.model, cards, versions, args.entrypoint, overrides, fits[0] if fits else None)
-        print(json.dumps({"rows": [r.to_json() for r in rows]}, indent=2) if args.json else format_fleet(rows))
+        _refuse_md(fmt, "a table of several cards or versions")
+        if any(c.is_cpu for c in cards):
+            _refuse_cpu(next(c for c in cards if c.is_cpu), args)
+        rows = fleet(args.model, cards, versions, args.entrypoint, overrides, fits[0] if fits else None, calibration)
+        refusals = {r.refusal for r in rows}
+        if len(refusals) == 1 and None not in refusals:  # refused everywhere alike: one line, as plain plan says it
+            names = ", ".join(dict.fromkeys(r.version for r in rows))
+            raise UsageError(f"vLLM {names} {'refuses' if len(versions) == 1 else 'refuse'} these settings at "
+                             f"start-up: {refusals.pop()}")
+        emit(json.dumps({"rows": [r.to_json() for r in rows]}, indent=2) if fmt == "json" else format_fleet(rows),
+             args.out)
         return 0
     _refuse_cpu(cards[0], args)
     if len(fits) == 2:
-        return _run_frontier(args, cards[0], versions[0], overrides, fits)
+        _refuse_md(fmt, "a --fit frontier")
+        return _run_frontier(args, cards[0], versions[0], overrides, fits, calibration)
     if fits:
-        if is_knob_name(fits[0]):
-            f = fit_knob(fits[0], args.model, cards[0], versions[0], args.entrypoint, overrides)
-        else:
-            base = plan(args.model, cards[0], versions[0], args.entrypoint, overrides)
-            f = fit(fits[0], args.model, cards[0], versions[0], args.entrypoint, overrides, None,
-                    ask_vllm(args, base))
-        print(json.dumps(f.to_json(), indent=2, default=str) if args.json else format_fit(f))
-        return 0
+        return _run_fit(args, cards[0], versions[0], overrides, fits[0], fmt, calibration)
     p = build(args, cards[0], versions[0], overrides)
     explanation = explain_plan(p) if p.verdict != "unknown" else None
     culprits = [c.to_json() for c in explanation.culprits] if explanation else []
     fix = dict(explanation.fix) if explanation else {}
-    fmt = output_format(args.json, args.format)
     if fmt == "md":
         text = plan_markdown(p, explanation, fits=None)  # fits: the plans of a --fit search (issue #14)
     elif fmt == "json":
@@ -150,13 +158,16 @@ def run(args) -> int:
     return 0
 
 
-def _run_changelog(args, card, versions, overrides) -> int:
+def _run_changelog(args, card, versions, overrides, calibration=None) -> int:
     """One card, several releases: the start-up memory changelog (predict/changelog.py), with plain plan's
     refusals: a cpu card is refused outright, a release that lacks or refuses the settings is a row saying why."""
     _refuse_cpu(card, args)
+    if calibration is not None:  # refused, not ignored: the changelog plans with the built-in coefficients
+        raise UsageError("--calibration with a release changelog (one card, several --vllm): it plans with the "
+                         "built-in coefficients; accepted: --calibration with one --vllm, or several --card")
     steps = changelog(args.model, card, versions, args.entrypoint, overrides)
     planned = next((s.plan for s in steps if s.plan is not None), None)
-    name = planned.model.name if planned else str(args.model)
+    name = planned.model.name if planned else getattr(args.model, "name", str(args.model))
     title = (f"{name} on {card.name} ({card.total_gib:.2f} GiB), {args.entrypoint}, vLLM {versions[0]} .. "
              f"{versions[-1]}" + (f", --set {json.dumps(overrides, sort_keys=True)}" if overrides else ""))
     fmt = output_format(args.json, args.format)
@@ -212,14 +223,40 @@ def format_plan(p: Plan, explanation=None) -> str:
     return "\n".join(lines)
 
 
-def _run_frontier(args, card, version, overrides, fits) -> int:
+def _run_fit(args, card, version, overrides, setting: str, fmt: str, calibration) -> int:
+    """`plan --fit SETTING` (an engine setting or a multimodal knob) in the asked format, to stdout or --out."""
+    if is_knob_name(setting):
+        f = fit_knob(setting, args.model, card, version, args.entrypoint, overrides, calibration)
+    else:
+        base = plan(args.model, card, version, args.entrypoint, overrides, calibration)
+        f = fit(setting, args.model, card, version, args.entrypoint, overrides, calibration, ask_vllm(args, base))
+    if fmt == "md":
+        shown = f.at if f.at is not None else f.above
+        explanation = explain_plan(shown) if shown.verdict != "unknown" else None
+        text = plan_markdown(shown, explanation, fits=[f.above] if f.at is not None and f.above else None)
+    else:
+        text = json.dumps(f.to_json(), indent=2, default=str) if fmt == "json" else format_fit(f)
+    emit(text, args.out)
+    return 0
+
+
+def _refuse_md(fmt: str, what: str) -> None:
+    if fmt == "md":
+        raise UsageError(f"--format md is the report of one prediction; {what} prints as text or JSON; accepted "
+                         "here: --format text|json (or one --card and one --vllm for --format md)")
+
+
+def _run_frontier(args, card, version, overrides, fits, calibration=None) -> int:
+    if calibration is not None:  # refused, not ignored: the frontier plans with the built-in coefficients
+        raise UsageError("--calibration with a --fit frontier (SETTING,LADDER): the frontier plans with the built-in "
+                         "coefficients; accepted: --fit SETTING --calibration FILE, or the frontier without it")
     walk = knob_frontier if any(map(is_knob_name, fits)) else frontier
     points = walk(fits[0], fits[1], args.model, card, version, args.entrypoint, overrides)
-    if args.json:
-        print(json.dumps({"fitted": fits[0], "ladder_setting": fits[1], "card": card.name, "vllm_version": version,
-                          "rows": [{fits[1]: v, **f.to_json()} for v, f in points]}, indent=2, default=str))
+    if args.json or args.format == "json":
+        emit(json.dumps({"fitted": fits[0], "ladder_setting": fits[1], "card": card.name, "vllm_version": version,
+                         "rows": [{fits[1]: v, **f.to_json()} for v, f in points]}, indent=2, default=str), args.out)
     else:
-        print(format_frontier(fits[0], fits[1], card, version, points))
+        emit(format_frontier(fits[0], fits[1], card, version, points), args.out)
     return 0
 
 
@@ -241,10 +278,11 @@ def format_fit(f: Fit) -> str:
     lines = []
     if f.value is None:
         p = f.above
+        why = refusal(p) if not isinstance(f, KnobFit) else None  # a KnobFit names its refusal below
         lines.append(f"no {f.setting} from {_label(f, f.domain[0])} to {_label(f, f.domain[1])} plans ok on "
-                     f"{p.card.name} "
-                     f"with vLLM {p.vllm_version}; at {_label(f, f.domain[0])}: {p.verdict}"
-                     + (f" (phase: {p.failing_phase})" if p.failing_phase else ""))
+                     f"{p.card.name} with vLLM {p.vllm_version}; at {_label(f, f.domain[0])}: "
+                     + (f"vLLM refuses the settings at start-up: {why}" if why else p.verdict)
+                     + (f" (phase: {p.failing_phase})" if p.failing_phase and not why else ""))
         lines += [f"note: {n}" for n in p.notes + (f.notes() if isinstance(f, KnobFit) else [])]
         if isinstance(f, KnobFit) and f.refusal:
             lines.append(f"vLLM {p.vllm_version} refuses the held settings at start-up: {f.refusal}")
@@ -258,9 +296,14 @@ def format_fit(f: Fit) -> str:
         lines.append(f"above: none searched; {f.setting} stops at {f.top_reason}")
     else:
         a = f.above
-        lines.append(f"just above: {f.setting}={_label(f, _above_value(f))} -> {a.verdict}"
-                     + (f" (phase: {a.failing_phase})" if a.failing_phase else "")
-                     + f"; peak {fmt_gib(a.peak_gib)}, KV cache {fmt_tokens(a.kv_cache_tokens)} tokens")
+        why = refusal(a)
+        if why:
+            lines.append(f"just above: {f.setting}={_label(f, _above_value(f))} -> vLLM {a.vllm_version} refuses "
+                         f"it at start-up: {why}")
+        else:
+            lines.append(f"just above: {f.setting}={_label(f, _above_value(f))} -> {a.verdict}"
+                         + (f" (phase: {a.failing_phase})" if a.failing_phase else "")
+                         + f"; peak {fmt_gib(a.peak_gib)}, KV cache {fmt_tokens(a.kv_cache_tokens)} tokens")
     if f.non_monotone:
         lines.append(f"warning: not monotone in {f.setting}: ok again at "
                      f"{', '.join(_label(f, v) for v in f.non_monotone)} after a failing value; the answer is the "

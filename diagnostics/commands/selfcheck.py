@@ -65,6 +65,10 @@ def resolve_card(name: str, device_name: str, cards_file=None):
 
 
 def run(args, allocator=None, nvml=None) -> int:
+    if args.cards:
+        load_cards_toml(args.cards)  # a broken --cards file: one line, whatever the box has
+    if args.card.strip().lower() != "auto":
+        get_card(args.card, extra_cards_file=args.cards)  # an unknown --card: named now, not "no usable GPU"
     try:
         card = resolve_card(args.card, gpu_name(nvml=nvml), args.cards)  # NVML first: no GPU, no torch needed
         checks = run_checks(card, allocator or TorchAllocator(), nvml=nvml)

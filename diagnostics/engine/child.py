@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
 import time
 import traceback
@@ -264,7 +265,38 @@ def run(spec: dict) -> int:
     return code
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PARENT_DIED = signal.SIGUSR2  # sent by the kernel when the launcher dies; vLLM does not use it
+
+
+def die_with_parent() -> bool:
+    """Linux: when the launcher (pytest) dies, even by SIGKILL, the kernel signals this process
+    (prctl(PR_SET_PDEATHSIG), man 2 prctl), and the handler kills this start's whole process group (the engine,
+    vLLM's EngineCore and worker processes: the launcher started it with start_new_session=True), so no orphan
+    keeps device memory while the next run measures. False where prctl is not available (the launcher's own
+    SIGINT/SIGTERM handling still kills the group then)."""
+    def kill_group(signum, frame):
+        try:
+            os.killpg(os.getpgid(0), signal.SIGKILL)
+        finally:
+            os._exit(128 + signum)
+
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(PARENT_DIED), 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    signal.signal(PARENT_DIED, kill_group)
+    if os.getppid() == 1:  # the launcher died before prctl took effect
+        kill_group(int(PARENT_DIED), None)
+    return True
+
+
 def main(argv: list[str]) -> int:
+    die_with_parent()
     if len(argv) != 1:
         print("usage: python -m diagnostics.engine.child SPEC.json", file=sys.stderr)
         return 2

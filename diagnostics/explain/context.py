@@ -14,8 +14,8 @@ from diagnostics.explain.model import Explanation
 from diagnostics.explain.search import Planner
 from diagnostics.explain.words import breakdown, fix_words
 from diagnostics.predict import estimator
-from diagnostics.settings import KNOWN_SETTINGS, check_setting, setting_available
-from diagnostics.versions import NEWEST, parse_version
+from diagnostics.settings import KNOWN_SETTINGS, check_setting, setting_available, vllm_refusal
+from diagnostics.versions import KNOWN_VERSIONS, NEWEST, default_engine, parse_version
 
 PRINTED = ("weights_gib", "activation_peak_gib", "kv_cache_gib", "oom_tried_gib", "estimated_max_model_len",
            "kv_cache_tokens", "gpu_blocks", "free_gib", "requested_gib", "budget_gib")
@@ -59,11 +59,17 @@ def record_card(record, card):
 
 
 def record_version(record) -> str:
-    """The log's vLLM version as the planner reads it; the newest known when missing or out of range."""
+    """The log's vLLM version as the planner reads it; when missing or out of range the newest known, or for a
+    log that shows the V0 engine the newest known whose default engine is V0 (a V1 release would plan a V1
+    start the log did not make)."""
+    newest = NEWEST_V0 if record.engine == "V0" else NEWEST
     try:
-        return str(parse_version(record.vllm_version)) if record.vllm_version else NEWEST
+        return str(parse_version(record.vllm_version)) if record.vllm_version else newest
     except UsageError:
-        return NEWEST
+        return newest
+
+
+NEWEST_V0 = max((v for v in KNOWN_VERSIONS if default_engine(v) == "V0"), key=parse_version)
 
 
 def _log_overrides(record, version: str) -> dict:
@@ -89,9 +95,11 @@ def record_plan(record, model_spec, card, version: str, coefficients=None):
     overrides = _log_overrides(record, version)
     for attempt in (overrides, {k: v for k, v in overrides.items() if k != "use_v1"}):
         try:
-            return estimator.plan(model_spec, card, version, "llm", overrides=attempt, coefficients=coefficients)
+            p = estimator.plan(model_spec, card, version, "llm", overrides=attempt, coefficients=coefficients)
         except (UsageError, ValueError, TypeError, KeyError):
             continue
+        # settings vLLM refuses for this model (e.g. another model's max_model_len): no start to predict
+        return None if vllm_refusal(p.settings, p.model) else p
     return None
 
 

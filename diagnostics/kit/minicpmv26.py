@@ -114,6 +114,17 @@ def image_processor_source() -> str:
 
 
 def _check_out_dir(out_dir: Path, force: bool) -> None:
+    try:
+        _check_out_path(out_dir, force)
+    except OSError as exc:  # a name too long for the file system, a symlink loop: one line naming OUT_DIR
+        raise UsageError(f"cannot use OUT_DIR {str(out_dir)[:80]!r}: {exc.strerror or exc}; accepted: a "
+                         "directory path this user can create") from None
+
+
+def _check_out_path(out_dir: Path, force: bool) -> None:
+    if out_dir.is_symlink() and not out_dir.exists():
+        raise UsageError(f"OUT_DIR {str(out_dir)!r} is a symlink that leads nowhere (or to itself); accepted: a "
+                         "directory path")
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"OUT_DIR {str(out_dir)!r} exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:

@@ -46,12 +46,14 @@ FRAMES_ABOVE = 600  # lines above a failure read with it (outcome.frames_before 
 
 # -- handlers: (scan, line, match) -> None ------------------------------------------------------------------------
 def _banner_v1(s: Scan, line: Line, m: re.Match) -> None:
+    s.restart()  # a start-up begins here: one after an earlier start came up is a restart
     s.version(m.group("version"))
     s.rec.engine = "V1"
     s.config(m.group("config"))
 
 
 def _banner_v0(s: Scan, line: Line, m: re.Match) -> None:
+    s.restart()
     s.version(m.group("version"))
     s.v0_marks += 2
     s.config(m.group("config"))

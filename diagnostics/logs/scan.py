@@ -49,6 +49,14 @@ class Scan:
         self.current: tuple[Line, str | None] | None = None  # the line being read and its rule's name
         self.origin: dict[str, tuple[Line, str | None]] = {}  # "figure:KEY"/"setting:KEY" -> first line, rule
 
+    def restart(self) -> None:
+        """An engine banner after an earlier start came up (ready, or requests served): a restart in a day of
+        server log begins a new start-up, so nothing the earlier one printed (its ready and metrics lines, its
+        figures, its markers) may decide this one. The scan starts afresh; line indexes go on."""
+        if self.ready_at is None and self.request_at is None:
+            return
+        self.__init__(self.rules)
+
     def num(self, key: str, value) -> None:
         if value is None:
             return

@@ -53,11 +53,30 @@ def read_text_input(path: str, *, stdin: BinaryIO | None = None, progress: bool 
         data = _read_capped(stream, name, progress)
     else:
         try:
+            check_readable_file(path)
             with open(path, "rb") as stream:
                 data = _read_capped(stream, name, progress)
         except OSError as exc:
             raise UsageError(f"cannot read log file {path!r}: {exc.strerror or exc}; accepted: {ACCEPTED}") from None
     return decode_log(data, name)
+
+
+def check_readable_file(path: str) -> bool:
+    """True for a regular file; False for a device (/dev/null, /dev/zero: read like a stream); UsageError for a
+    FIFO or a socket, which would block until something writes to it (`cat fifo | ... -` reads one on purpose).
+    A path that cannot be stat'ed is left for open() to name its error."""
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket"
+        raise UsageError(f"{path!r} is {kind}, not a file: reading it would wait for a writer; accepted: "
+                         f"{ACCEPTED} (e.g. cat {path} | ... explain -)")
+    return stat.S_ISREG(mode)
 
 
 def _read_capped(stream: BinaryIO, name: str, progress: bool) -> bytes:
@@ -112,8 +131,13 @@ def describe_binary(sample: bytes) -> str | None:
         return None
     if sample.count(0) == len(sample):
         return "all zero bytes"
-    controls = sum(1 for b in sample if b < 32 and b not in (9, 10, 12, 13, 27))  # tab, LF, FF, CR, ESC (colours)
-    if sample.count(0) or controls > 0.1 * len(sample):
+    # NUL bytes alone do not make a log binary: logrotate's copytruncate pads a log with them, and a UTF-16 chunk
+    # inside a UTF-8 log is half NULs. Binary is what is left when they are dropped: control bytes, or bytes that
+    # are not text in any encoding a log arrives in (random data is ~40% invalid UTF-8; Latin-1 text a few %).
+    text = sample.replace(b"\0", b"")
+    controls = sum(1 for b in text if b < 32 and b not in (9, 10, 12, 13, 27))  # tab, LF, FF, CR, ESC (colours)
+    invalid = text.decode("utf-8", errors="replace").count("\ufffd")
+    if controls > 0.05 * len(text) or invalid > 0.2 * len(text):
         return "binary data"
     return None
 
@@ -130,10 +154,15 @@ def decode_log(data: bytes, name: str = "the input", depth: int = 0) -> str:
         if len(inner) > MAX_BYTES:
             raise UsageError(f"{name} unpacks to more than {MAX_BYTES // MiB} MiB; accepted: {ACCEPTED}")
         return decode_log(inner, f"{name} ({kind})", depth + 1)
-    what = describe_binary(data[:SNIFF])
+    what = describe_binary(data.lstrip(b"\0")[:SNIFF] or data[:SNIFF])
     if what is not None:
         raise UsageError(f"{name} is {what} ({len(data):,} bytes read), not a text log; accepted: {ACCEPTED}")
     codec = next((c for bom, c in BOMS if data.startswith(bom)), None) or utf16_without_bom(data[:SNIFF]) or "utf-8"
+    if codec in ("utf-8", "utf-8-sig"):
+        text_bytes = data.replace(b"\0", b"")  # copytruncate padding, a UTF-16 chunk's high bytes: not text
+        if data and not text_bytes:
+            raise UsageError(f"{name} is all zero bytes ({len(data):,} bytes read); accepted: {ACCEPTED}")
+        data = text_bytes
     text = data.decode(codec, errors="replace")
     if not text.strip():
         raise UsageError(f"{name} is empty" + (f" ({len(data):,} bytes of white space)" if data else "")
@@ -202,10 +231,60 @@ def _head(stream, size: int = SNIFF) -> bytes:
     return b"".join(parts)
 
 
-def open_log(stream, name: str, progress: bool = False, depth: int = 0):
+NUL_RUN_CAP = 64 * MiB  # leading NUL bytes read from a stream that is not a regular file before "all zero bytes"
+
+
+class _NoNul:
+    """`read(n)` over a stream, without its NUL bytes (never an empty read before the end). `cap`: how many NULs
+    in a row may be skipped before UsageError (None: no limit, for a regular file of known size)."""
+
+    def __init__(self, raw, name: str, cap: int | None):
+        self.raw, self.name, self.cap, self.dropped = raw, name, cap, 0
+
+    def read(self, n: int = -1) -> bytes:
+        run = 0
+        while True:
+            data = self.raw.read(n if n > 0 else CHUNK)
+            if not data:
+                return b""
+            clean = data.replace(b"\0", b"")
+            self.dropped += len(data) - len(clean)
+            if clean:
+                return clean
+            run += len(data)
+            if self.cap is not None and run > self.cap:
+                raise UsageError(f"{self.name} is all zero bytes ({run:,} bytes read, no text); accepted: {ACCEPTED}")
+
+
+def _skip_holes(fh, name: str) -> None:
+    """A sparse file that starts with a hole (a log truncated by logrotate's copytruncate while vLLM kept its
+    offset): seek to the first data instead of reading gigabytes of zeros; UsageError when it is all hole."""
+    import errno
+    import os
+
+    if not hasattr(os, "SEEK_DATA"):
+        return
+    try:
+        fh.seek(os.lseek(fh.fileno(), 0, os.SEEK_DATA))
+    except OSError as exc:  # ENXIO: no data at all; anything else (not seekable): read from the start
+        size = os.fstat(fh.fileno()).st_size
+        if exc.errno == errno.ENXIO and size:
+            raise UsageError(f"{name} is all zero bytes ({size:,} bytes, no data); accepted: {ACCEPTED}") from None
+        fh.seek(0)
+
+
+def open_log(stream, name: str, progress: bool = False, depth: int = 0, regular: bool = False):
     """A `.read(n)` stream of UTF-8 log bytes from `stream` (decompressed, transcoded, capped); UsageError for
-    empty or binary input, found from its first SNIFF bytes (so /dev/zero answers at once)."""
+    empty or binary input, found from its first SNIFF bytes (so /dev/zero answers at once). NUL bytes of a UTF-8
+    log (copytruncate padding before it, NULs between its lines) are dropped; `regular`: `stream` is a regular
+    file, so a leading run of NULs is read to its end, however long (else NUL_RUN_CAP)."""
     head = _head(stream)
+    if head[:4] == b"\0\0\0\0" or (head and head.count(0) == len(head)):  # padding first: find the text
+        nonul = _NoNul(_Stream(head, stream, name), name, None if regular else NUL_RUN_CAP)
+        text_head = _head(nonul)
+        if not text_head:
+            raise UsageError(f"{name} is all zero bytes ({nonul.dropped:,} bytes read); accepted: {ACCEPTED}")
+        return open_log(_Stream(text_head, nonul, name), name, progress, depth, regular)
     packed = _compression(head)
     if packed is not None and depth < 2:
         kind = packed[0]
@@ -221,7 +300,8 @@ def open_log(stream, name: str, progress: bool = False, depth: int = 0):
     if codec is not None and codec != "utf-8-sig":
         return _Stream(b"", _Transcode(_Stream(head, stream, name), codec), name, MAX_STREAM_BYTES, progress)
     skip = len(codecs.BOM_UTF8) if codec == "utf-8-sig" else 0
-    return _Stream(head[skip:], stream, name, MAX_STREAM_BYTES, progress)
+    rest = _NoNul(stream, name, None) if not isinstance(stream, _Stream) else stream
+    return _Stream(head[skip:].replace(b"\0", b""), rest, name, MAX_STREAM_BYTES, progress)
 
 
 def read_log_input(path: str, reader, *, stdin: BinaryIO | None = None, progress: bool | None = None):
@@ -233,8 +313,11 @@ def read_log_input(path: str, reader, *, stdin: BinaryIO | None = None, progress
     try:
         if path == "-":
             return reader(open_log(stdin if stdin is not None else sys.stdin.buffer, name, progress))
+        regular = check_readable_file(path)
         with open(path, "rb") as fh:
-            return reader(open_log(fh, name, progress))
+            if regular:
+                _skip_holes(fh, name)
+            return reader(open_log(fh, name, progress, regular=regular))
     except (EOFError, lzma.LZMAError, zlib.error) as exc:
         raise UsageError(f"{name} is compressed data that does not unpack ({exc}); accepted: {ACCEPTED}") from None
     except OSError as exc:

@@ -13,6 +13,7 @@ import io
 from typing import BinaryIO
 
 CHUNK = 4 << 20
+MAX_LINE = 256 << 10  # longer lines (a base64 image in a request log) are cut here; no vLLM memory line is that long
 # Every line that can end a served engine: exception/error lines ("Error", "ERROR"), the kernel's OOM killer and
 # signals ("Killed", "SIGKILL", "SIGSEGV"), shells' "... (core dumped)". Lines without them are never read.
 FAILURE_KEYS = (b"rror", b"RROR", b"Killed", b"SIG", b"core dumped")
@@ -65,11 +66,18 @@ class ChunkReader:
             start -= shift
 
     def line(self) -> bytes | None:
-        """The next line (without its newline), or None at the end."""
+        """The next line (without its newline), or None at the end. A line longer than MAX_LINE comes back cut
+        to MAX_LINE bytes and the rest of it is skipped unread by the patterns (a 64 MiB line costs a read, not
+        minutes of regular expressions)."""
         if self.pos >= len(self.buf) and not self._fill():
             return None
         start, end = self._line_end(self.pos)
-        out = self.buf[start:end]
+        out = self.buf[start:min(end, start + MAX_LINE)]
+        while end >= len(self.buf) and end - start >= self.chunk:  # cut at the chunk: skip to the line's end
+            self.pos = len(self.buf)
+            if not self._fill():
+                return out
+            start, end = self._line_end(0)
         self.pos = end + 1
         return out
 

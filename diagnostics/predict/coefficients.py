@@ -24,6 +24,7 @@ A calibration TOML (`python -m diagnostics calibrate`, shipped: `diagnostics/dat
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,15 +88,22 @@ class Calibration:
         return self.groups.get(f"{arch}/{family}", self.coefficients)
 
 
+MAX_COEFFICIENT = 1e6  # larger (or inf, nan) overflows the estimator's arithmetic; no fitted value comes near
+
+
+def _usable(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and abs(x) <= MAX_COEFFICIENT
+
+
 def _coerce(where: str, name: str, value):
     default = getattr(DEFAULT, name)
     if isinstance(default, tuple):
-        if not isinstance(value, list) or len(value) != len(default) or not all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
-            raise UsageError(f"{where}: {name} must be a list of {len(default)} numbers, got {value!r}")
+        if not isinstance(value, list) or len(value) != len(default) or not all(_usable(x) for x in value):
+            raise UsageError(f"{where}: {name} must be a list of {len(default)} finite numbers (|x| <= "
+                             f"{MAX_COEFFICIENT:g}), got {value!r}")
         return tuple(type(d)(x) for d, x in zip(default, value))
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise UsageError(f"{where}: {name} must be a number, got {value!r}")
+    if not _usable(value):
+        raise UsageError(f"{where}: {name} must be a finite number (|x| <= {MAX_COEFFICIENT:g}), got {value!r}")
     return float(value)
 
 
@@ -116,6 +124,9 @@ def load_calibration(path: str | Path) -> Calibration:
     except OSError as exc:
         raise UsageError(f"calibration file {path}: cannot read it ({exc.strerror}); accepted: a TOML file "
                          "written by `python -m diagnostics calibrate`") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"calibration file {path}: not UTF-8 text; accepted: a TOML file written by "
+                         "`python -m diagnostics calibrate`") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"calibration file {path}: not TOML ({exc})") from None
     if not any(isinstance(data.get(k), dict) for k in ("calibration", "coefficients", "groups")):

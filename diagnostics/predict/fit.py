@@ -30,7 +30,7 @@ from diagnostics.errors import UsageError, one_of
 from diagnostics.models import get_model
 from diagnostics.predict.estimator import Plan, plan
 from diagnostics.predict.exact import carry
-from diagnostics.settings import dated_default
+from diagnostics.settings import dated_default, dtype_for_card, vllm_refusal
 from diagnostics.versions import default_version
 
 UTIL_STEP = 0.01
@@ -120,7 +120,21 @@ class _Planner:
         return self.cache[value]
 
     def ok(self, setting: str, value) -> bool:
-        return self(setting, value).verdict == "ok"
+        """Plans ok and vLLM would start it: a value vLLM refuses at start-up (refusal()) is never an answer."""
+        p = self(setting, value)
+        return p.verdict == "ok" and refusal(p) is None
+
+
+def refusal(p: Plan) -> str | None:
+    """What vLLM raises at start-up for the plan's resolved settings, or None: settings.vllm_refusal
+    (max_num_batched_tokens below max_model_len without chunked prefill, below max_num_seqs, max_model_len above
+    the derived length, heads not divisible by tensor_parallel_size) and bfloat16 on a card below compute
+    capability 8.0 (settings.dtype_for_card). Plain `plan`, `--fit` and the tables all apply this one rule."""
+    why = vllm_refusal(p.settings, p.model)
+    if why is None and dtype_for_card(p.settings, p.card)[1]:
+        why = (f"Bfloat16 is only supported on GPUs with compute capability of at least 8.0 ({p.card.label} is "
+               f"{p.card.arch}); use --set dtype=float16 (same bytes per parameter)")
+    return why
 
 
 def domain(setting: str, planner: _Planner) -> tuple[int | float, int | float, int | float, str]:

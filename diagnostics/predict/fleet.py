@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from diagnostics.cards import CPU_CARD, Card, get_card, list_cards, load_cards_toml
 from diagnostics.errors import UsageError
 from diagnostics.predict.estimator import Plan, plan
-from diagnostics.predict.fit import Fit, check_fit, fit, max_concurrency
+from diagnostics.predict.fit import Fit, check_fit, fit, max_concurrency, refusal
 from diagnostics.versions import KNOWN_VERSIONS, default_version, parse_version
 
 ALL = "all"
@@ -18,6 +18,8 @@ ALL = "all"
 def expand_cards(text: str | None, cards_file=None) -> list[Card]:
     """"3090" -> [3090]; "3090,4090,l40s" -> those; "all" -> every built-in GPU card (not the cpu pseudo-card, whose
     total is known only at run time) plus those of `cards_file`. UsageError names an unknown card."""
+    if text is not None and not text.strip():
+        raise UsageError("--card '' names no card; accepted: a card name, a comma list, or all")
     text = (text or "3090").strip().lower()
     if text == ALL:
         cards = [c for c in list_cards() if c.name != CPU_CARD]
@@ -29,7 +31,17 @@ def expand_cards(text: str | None, cards_file=None) -> list[Card]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise UsageError(f"--card {text!r} names no card; accepted: a card name, a comma list, or all")
+    _once(names, "--card", text)
     return [get_card(n, extra_cards_file=cards_file) for n in names]
+
+
+def _once(names: list[str], option: str, text: str) -> None:
+    """UsageError for `all` inside a list or a name twice (a table would show the same row twice)."""
+    if ALL in (n.lower() for n in names) and len(names) > 1:
+        raise UsageError(f"{option} {text!r}: all stands alone; accepted: all, or a comma list of names")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"{option} {text!r} names {', '.join(twice)} twice; accepted: each once")
 
 
 def expand_versions(text: str | None) -> list[str]:
@@ -44,6 +56,7 @@ def expand_versions(text: str | None) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
         raise UsageError(f"--vllm {text!r} names no version; accepted: a version, a comma list, A..B, or all")
+    _once(names, "--vllm", text)
     out: list[str] = []
     for name in names:
         for v in (_release_range(name) if ".." in name else [str(parse_version(name))]):
@@ -72,6 +85,7 @@ class Row:
     plan: Plan | None
     fit: Fit | None = None
     error: str | None = None
+    refusal: str | None = None  # what vLLM raises at start-up for these settings there (its words), if anything
 
     def to_json(self) -> dict:
         p = self.plan
@@ -90,8 +104,10 @@ class Row:
 
 
 def fleet(model, cards: list[Card], versions: list[str], entrypoint="llm", overrides=None,
-          fit_setting: str | None = None) -> list[Row]:
-    """A Row per (card, version), cards outer. With `fit_setting`, each row is that setting's fit there."""
+          fit_setting: str | None = None, coefficients=None) -> list[Row]:
+    """A Row per (card, version), cards outer. With `fit_setting`, each row is that setting's fit there.
+    `coefficients`: a calibration (predict/coefficients.py) or None for the built-in ones. Settings vLLM refuses
+    at start-up there (fit.refusal) give a row without a plan, its `error` in vLLM's words, as plain `plan` says."""
     from diagnostics.predict.mm_fit import fit_knob, is_knob_name  # a multimodal knob: --fit max_pixels
 
     knob = bool(fit_setting) and is_knob_name(fit_setting)
@@ -102,10 +118,18 @@ def fleet(model, cards: list[Card], versions: list[str], entrypoint="llm", overr
         for version in versions:
             try:
                 if fit_setting:
-                    f = (fit_knob if knob else fit)(fit_setting, model, card, version, entrypoint, overrides)
-                    rows.append(Row(card, version, f.at if f.at is not None else f.above, f))
-                else:
-                    rows.append(Row(card, version, plan(model, card, version, entrypoint, overrides)))
+                    f = (fit_knob if knob else fit)(fit_setting, model, card, version, entrypoint, overrides,
+                                                    coefficients)
+                    why = refusal(f.above) if f.at is None and f.above is not None else None
+                    rows.append(Row(card, version, None, f, error=f"vLLM {f.above.vllm_version} refuses these "
+                                                                  f"settings at start-up: {why}", refusal=why) if why
+                                else Row(card, version, f.at if f.at is not None else f.above, f))
+                    continue
+                p = plan(model, card, version, entrypoint, overrides, coefficients)
+                why = refusal(p)
+                rows.append(Row(card, version, None, error=f"vLLM {p.vllm_version} refuses these settings at "
+                                                           f"start-up: {why}", refusal=why) if why
+                            else Row(card, version, p))
             except UsageError as err:
                 rows.append(Row(card, version, None, error=str(err)))
     return rows

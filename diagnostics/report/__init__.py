@@ -32,6 +32,8 @@ def parse_formats(text: str) -> tuple[str, ...]:
     if text.strip() == "all":
         return ALL_FORMATS
     formats = tuple(f.strip() for f in text.split(",") if f.strip())
+    if "all" in formats:  # `all,md` is all of them (md included)
+        return FORMATS
     for f in formats:
         if f not in FORMATS:
             raise one_of("report format", f, FORMATS + ("all",))
@@ -51,7 +53,8 @@ def write_reports(run_dir, formats=ALL_FORMATS, out_dir=None, redactor=None) -> 
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a file of that name, a read-only place: one line, before anything is built
-        raise UsageError(f"cannot write reports to {str(out)!r}: {exc.strerror or exc}; accepted: a directory this "
+        why = "it exists and is not a directory" if out.exists() and not out.is_dir() else exc.strerror or exc
+        raise UsageError(f"cannot write reports to {str(out)!r}: {why}; accepted: a directory this "
                          "user can write (created when missing)") from None
     report = build_report(run_dir, red)
     written: list[Path] = []

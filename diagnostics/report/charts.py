@@ -108,8 +108,10 @@ def memory_figure(combination: dict, timeline: list[dict], card: dict) -> Figure
         series = device if any(v is not None for v in device) else process
         i_peak = max((i for i, v in enumerate(series) if v is not None), key=lambda i: series[i])
         ax.plot([t[i_peak]], [series[i_peak]], marker="o", color="#1c4587", ms=5)
-    levels = _card_lines(ax, card, combination)
-    top = max(tops + levels + [peak_of(combination) or 0, 1.0])
+    # on the CPU backend the "card total" is the host's memory: drawn, it would squash a 2 GiB curve flat; the
+    # limits the sweep asserted (limits_gib) are still drawn
+    levels = _card_lines(ax, _engine_lines(card), combination)
+    top = max(tops + levels + [peak_of(combination) or 0, 0.1 if _is_cpu(card) else 1.0])
     ax.set_ylim(0, top * 1.08)
     if t:
         ax.set_xlim(min(t), max(t) if max(t) > min(t) else min(t) + 1)
@@ -126,6 +128,21 @@ def memory_figure(combination: dict, timeline: list[dict], card: dict) -> Figure
     line_handles, _ = ax.get_legend_handles_labels()
     fig.legend(handles=line_handles + phase_handles, loc="outside lower center", ncol=4, fontsize=8, frameon=False)
     return fig
+
+
+def _is_cpu(card: dict) -> bool:
+    return card.get("name") == "cpu"
+
+
+def _engine_lines(card: dict) -> dict:
+    """The card profile whose lines a chart draws: on the CPU backend without the host's total (and the threshold
+    derived from it), which no engine is measured against."""
+    if not _is_cpu(card):
+        return card
+    return {k: v for k, v in card.items() if k not in ("total_gib", "profile_threshold_gib", "headroom_gib")}
+
+
+EXPECTED_ALPHA = 0.5  # an expected failure's bar: the failure colour, lighter (the legend's "(expected)" swatch)
 
 
 def _bar_color(outcome: str) -> str:
@@ -159,9 +176,12 @@ def overview_figure(report: dict) -> Figure:
     colors = [_bar_color(c["outcome"]) for c in combos][::-1]
     bars = ax.barh(ids, peaks, color=colors, height=0.65)
     card = report.get("card") or {}
-    top = max(peaks + [card.get("total_gib") or 0, 1.0])
+    card = _engine_lines(card)  # the host's memory is no line to measure the engine against (see memory_figure)
+    top = max(peaks + [card.get("total_gib") or 0, 0.1 if _is_cpu(report.get("card") or {}) else 1.0])
     for bar, c in zip(bars, combos[::-1]):
         value = peak_of(c)
+        if expected_failure(c):
+            bar.set_alpha(EXPECTED_ALPHA)
         if c.get("passed") is False:  # a thick outline, not a hatch: the label inside must stay readable
             bar.set_edgecolor("#000000")
             bar.set_linewidth(2.5)
@@ -188,10 +208,10 @@ def overview_figure(report: dict) -> Figure:
     handles += [Patch(color="#6aa84f", label="came up"), Patch(color="#cc4125", label="memory failure"),
                 Patch(color="#999999", label="other failure")]
     if any(expected_failure(c) for c in combos):  # the label says "(expected)"; the legend says what it means
-        handles.append(Patch(facecolor="#cc4125", alpha=0.5, label="(expected): the matrix expects this failure"))
+        handles.append(Patch(facecolor="#cc4125", alpha=EXPECTED_ALPHA, label="(expected): the matrix expects this failure"))
     if any(c.get("passed") is False for c in combos):
         handles.append(Patch(facecolor="white", edgecolor="#000000", linewidth=2.5, label="failed a check"))
-    fig.legend(handles=handles, loc="outside lower center", ncol=6, fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)  # 6 columns clipped
     ax.grid(axis="x", color="#dddddd", lw=0.6)
     return fig
 

@@ -18,7 +18,7 @@ from diagnostics.models import get_model
 from diagnostics.outcomes import MEMORY_FAILURES
 from diagnostics.redact import Redactor
 from diagnostics.settings import ENGINE_DEFAULTS, resolve, version_default
-from diagnostics.suite.results import RESULTS_FILE, load_results
+from diagnostics.suite.results import RESULTS_FILE, file_stem, load_results
 from diagnostics.units import fmt_gib, fmt_tokens, utc_now
 
 REPORT_SCHEMA_VERSION = 1
@@ -60,16 +60,49 @@ def load_records(source: str | Path) -> tuple[Path, list[dict]]:
     records = [r for r in records if isinstance(r.get("id"), str)]
     if not records:
         raise UsageError(f"{path}: no result records; expected JSON lines with 'id' and 'outcome' (a sweep's results.jsonl)")
+    ids = [r["id"] for r in records]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:  # a line repeated or two runs pasted together: which one is the combination's?
+        raise UsageError(f"{path}: more than one record for {', '.join(twice[:3])}{' ...' if len(twice) > 3 else ''}; "
+                         "accepted: one record per combination id (a run's results.jsonl as the sweep wrote it)")
+    for label, fact in (("models", lambda r: r.get("model")), ("cards", _card_name)):
+        values = sorted({str(v) for v in map(fact, records) if v})
+        if len(values) > 1:  # one verdict would be written for two runs' records
+            raise UsageError(f"{path}: records of {len(values)} {label} ({', '.join(values[:3])}); accepted: one "
+                             "run's results.jsonl (several runs: pass each as its own RUN for a cross-card report)")
     return run_dir, records
 
 
+def _card_name(record: dict):
+    card = record.get("card")
+    info = record.get("machine_info") if isinstance(record.get("machine_info"), dict) else {}
+    return (card.get("name") if isinstance(card, dict) else card) or info.get("card")
+
+
+def owned_file(run_dir: Path, name) -> Path | None:
+    """The file a record names (`log_file`, `timeline_file`) when it is a regular file inside the run directory,
+    else None: an absolute path, a `..` that climbs out, or a symlink that leads out is never read, so a results
+    file from someone else cannot put /etc/passwd into a paste-ready report."""
+    if not isinstance(name, str) or not name or "\0" in name or Path(name).is_absolute():
+        return None
+    try:
+        root = Path(run_dir).resolve()
+        path = (root / name).resolve()
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a name the OS refuses
+        return None
+    if not path.is_relative_to(root):
+        return None
+    try:
+        return path if path.is_file() else None
+    except OSError:
+        return None
+
+
 def read_timeline(run_dir: Path, record: dict) -> list[dict]:
-    """Rows of the combination's timeline CSV (t_s, device_used_gib, process_gib, phase); [] when absent."""
-    name = record.get("timeline_file")
-    if not name:
-        return []
-    path = run_dir / name
-    if not path.is_file():
+    """Rows of the combination's timeline CSV (t_s, device_used_gib, process_gib, phase); [] when absent or
+    not the run's own file (owned_file)."""
+    path = owned_file(run_dir, record.get("timeline_file"))
+    if path is None:
         return []
     rows = []
     with open(path, newline="", encoding="utf-8") as f:
@@ -95,10 +128,10 @@ def _float(text) -> float | None:
 
 
 def log_tail(run_dir: Path, record: dict, lines: int = LOG_TAIL_LINES) -> list[str] | None:
-    name = record.get("log_file")
-    if not name or not (run_dir / name).is_file():
+    path = owned_file(run_dir, record.get("log_file"))
+    if path is None:
         return None
-    text = (run_dir / name).read_text(encoding="utf-8", errors="replace")
+    text = path.read_text(encoding="utf-8", errors="replace")
     return text.rstrip("\n").split("\n")[-lines:]
 
 
@@ -287,9 +320,8 @@ def _combination(run_dir: Path, record: dict) -> dict:
 
 
 def chart_name(combination_id: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", combination_id) + ".png"
+    """charts/<file_stem>.png: never outside charts/, never shared by two ids (suite/results.file_stem)."""
+    return file_stem(combination_id) + ".png"
 
 
 def plan_accuracy(records: list[dict]) -> dict:

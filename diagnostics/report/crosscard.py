@@ -16,10 +16,10 @@ from diagnostics.units import utc_now
 
 def _column(records: list[dict]) -> dict:
     first = records[0]
-    card = (first.get("card") or {}).get("name") or "?"
+    profile = first.get("card") if isinstance(first.get("card"), dict) else {"name": first.get("card")}  # or its name
     machine = first.get("machine_info") or {}
-    return {"card": card, "vllm": machine.get("vllm"), "gpu_name": machine.get("gpu_name"),
-            "total_gib": (first.get("card") or {}).get("total_gib"), "run": first.get("run")}
+    return {"card": profile.get("name") or machine.get("card") or "?", "vllm": machine.get("vllm"),
+            "gpu_name": machine.get("gpu_name"), "total_gib": profile.get("total_gib"), "run": first.get("run")}
 
 
 def build_cross_card(sources, redactor: Redactor | None = None) -> dict:

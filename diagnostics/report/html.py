@@ -7,7 +7,9 @@ from html import escape
 from pathlib import Path
 
 from diagnostics.report.markdown import (
+    ACCURACY_HEADERS,
     TABLE_HEADERS,
+    accuracy_rows,
     environment_rows,
     failures,
     suggested_settings,
@@ -55,18 +57,46 @@ def _image(src: str, base: Path | None) -> str:
     return escape(src)
 
 
+def _search_html(summary: dict) -> list[str]:
+    """The limit search (markdown.search_section's content): measured vs predicted, then each probe."""
+    rows = [[str(i), str(p["value"]), "starts" if p["fits"] else "fails (a probe above the limit: expected)"]
+            for i, p in enumerate(summary.get("probes") or [], 1)]
+    out = [f"<h2>Limit search: {escape(str(summary['setting']))} on {escape(str(summary['card']))}</h2>",
+           f"<p>Measured limit <strong>{escape(str(summary['limit']))}</strong> (largest value that started, "
+           f"resolution {escape(str(summary['resolution']))}); predicted {escape(str(summary['predicted']))} "
+           f"({escape(str(summary['prediction_note']))}).</p>",
+           f"<p>{escape(str(summary['starts']))} engine starts for a grid of {escape(str(summary['grid']))} values "
+           f"({escape(str(summary['lo']))}..{escape(str(summary['hi']))}).</p>",
+           _table(["start", "value", "result"], rows, numeric_from=1)]
+    if summary.get("contradictions"):
+        out.append(f"<p>Warning: a start above a failed one came up: {escape(str(summary['contradictions']))}.</p>")
+    return out
+
+
 def render_html(report: dict, with_charts: bool = True, base: Path | None = None) -> str:
     """The report as one HTML page; with `base` (where the charts were written) the PNGs are embedded."""
     title = f"vLLM start-up memory report: run {report['run']}"
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>",
-           f"<h1>{escape(title)}</h1>", f"<p><strong>Verdict.</strong> {escape(report['verdict'])}</p>",
-           "<h2>Environment</h2>", _table(["", "value"], environment_rows(report)),
-           "<h2>Combinations</h2>", _table(TABLE_HEADERS, table_rows(report), numeric_from=2)]
+           f"<h1>{escape(title)}</h1>", f"<p><strong>Verdict.</strong> {escape(report['verdict'])}</p>"]
+    accuracy = report.get("plan_accuracy") or {}
+    if accuracy:  # what report.md says too: how well plan called the run
+        out.append(f"<p><strong>Prediction.</strong> {escape(accuracy['line'])}.</p>")
+    out += ["<h2>Environment</h2>", _table(["", "value"], environment_rows(report)),
+            "<h2>Combinations</h2>", _table(TABLE_HEADERS, table_rows(report), numeric_from=2)]
+    if accuracy.get("rows"):
+        out += ["<h2>Predicted vs measured</h2>",
+                "<p>plan's figure for the settings each start used, beside what vLLM printed (source vllm) or the "
+                "launcher measured; error = (plan - actual) / actual.</p>",
+                _table(ACCURACY_HEADERS, accuracy_rows(accuracy["rows"]), numeric_from=2)]
+    search = report.get("search")
+    if search:
+        out += _search_html(search)
+    probes = set((search or {}).get("ids") or [])
     if with_charts:
         overview = report["charts"]["overview"]
         out.append(f'<img src="{_image(overview, base)}" alt="peak memory per combination" width="900">')
-    fails = failures(report)
+    fails = [c for c in failures(report) if c["id"] not in probes]  # a probe that failed is the search's answer
     if fails:
         out.append("<h2>Failures</h2>")
         for c in fails:

@@ -17,6 +17,7 @@ from diagnostics.errors import UsageError
 from diagnostics.explain.context import record_card, record_model, record_plan, record_version
 from diagnostics.predict.estimator import plan as replan
 from diagnostics.redact import Redactor
+from diagnostics.settings import vllm_refusal
 from diagnostics.units import fmt_gib, fmt_tokens
 
 # The figures both reports compare, in the order vLLM's start-up meets them: (numbers key, plan component or None).
@@ -109,6 +110,8 @@ def check_fix(plan, fix: dict) -> dict | None:
                    plan.coefficients)
     except UsageError:
         return None
+    if vllm_refusal(p.settings, p.model):  # `plan` would exit 2 on these settings: no re-plan to offer
+        return None
     return {"verdict": p.verdict, "peak_gib": p.peak_gib, "kv_cache_tokens": p.kv_cache_tokens,
             "phase": p.failing_phase}
 
@@ -188,7 +191,8 @@ def log_verdict(record, answer: dict, plan, check: dict | None) -> str:
     if record.outcome != "ok" or answer["fix"]:
         parts.append(fix_sentence(answer["fix"], check, plan.card.label if plan is not None else None))
     if plan is not None:
-        assumed = "" if record.vllm_version else f", assuming vLLM {plan.vllm_version} (the newest known)"
+        newest = "the newest known" + (" with V0 as its default engine" if record.engine == "V0" else "")
+        assumed = "" if record.vllm_version else f", assuming vLLM {plan.vllm_version} ({newest})"
         parts.append(f"For the settings the log echoes (vLLM's defaults for the rest){assumed}, plan predicts "
                      f"{plan.verdict}"
                      + (f" ({plan.failing_phase})" if plan.failing_phase else "") + ".")

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from diagnostics.errors import UsageError
 from diagnostics.redact import redact
-from diagnostics.suite.results import RESULTS_FILE, load_results_noting
+from diagnostics.suite.comparable import check_comparable
+from diagnostics.suite.results import RESULTS_FILE, check_text, load_results_noting
 from diagnostics.units import plural, utc_now
 
 SCHEMA_VERSION = 1
@@ -28,6 +29,7 @@ DEFAULT_TOLERANCES = {"peak": 0.05, "kv_tokens": 0.05, "startup": 0.20}
 STATUSES = ("improved", "regressed", "same", "new", "missing", "incomparable")
 FAILING = ("regressed", "missing")  # statuses that fail the gate
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MAX_NAME = 100  # <name>.json.tmp must fit a file system's 255-byte name (checked before the sweep, not after)
 
 
 # -- tolerances -----------------------------------------------------------------------------------------
@@ -38,6 +40,10 @@ def parse_tolerances(spec: str | None) -> dict[str, float | None]:
     if spec is None or not spec.strip():
         return tolerances
     accepted = ", ".join(DEFAULT_TOLERANCES)
+    keys = [item.partition(":")[0].strip() for item in spec.split(",") if item.strip()]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise UsageError(f"tolerance {twice[0]} given twice in {spec!r}; accepted: each of {accepted} once")
     for item in spec.split(","):
         item = item.strip()
         if not item:
@@ -154,9 +160,9 @@ def machine_info_of(results: list[dict]) -> dict:
 
 def check_name(name: str, flag: str = "baseline name") -> None:
     """UsageError unless `name` can name a baseline file (letters, digits, '.', '_', '-')."""
-    if not _NAME_RE.match(name or ""):
-        raise UsageError(f"bad baseline name {name!r} ({flag}); accepted: letters, digits, '.', '_' and '-' "
-                         "(e.g. pinned)")
+    if not _NAME_RE.match(name or "") or len(name) > MAX_NAME:
+        raise UsageError(f"bad baseline name {name[:40]!r}{'...' if len(name or '') > 40 else ''} ({flag}); "
+                         f"accepted: up to {MAX_NAME} letters, digits, '.', '_' and '-' (e.g. pinned)")
 
 
 def save_baseline(results: list[dict], name: str, directory: str | Path) -> Path:
@@ -189,6 +195,10 @@ def _read_baseline_file(path: Path) -> tuple[dict, list[dict]]:
     if (not isinstance(document, dict) or not isinstance(document.get("results"), list)
             or not all(isinstance(r, dict) for r in document["results"])):
         raise UsageError(f"{path}: not a baseline; expected a JSON object with 'results' (written by --save-baseline)")
+    version = document.get("schema_version", SCHEMA_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
+        raise UsageError(f"{path}: schema_version {version!r}; this vllm-memcheck reads baselines of schema_version "
+                         f"{SCHEMA_VERSION} (a newer one wrote it? update vllm-memcheck)")
     meta = {k: v for k, v in document.items() if k != "results"}
     meta.setdefault("machine_info", machine_info_of(document["results"]))
     meta["path"] = str(path)
@@ -208,7 +218,8 @@ def load_baseline(
     as_path = Path(text)
     if as_path.suffix == ".json" or "/" in text or "\\" in text or as_path.is_file():
         if not as_path.is_file():
-            raise UsageError(f"baseline file {text!r} does not exist; accepted: a FILE written by --save-baseline or a NAME")
+            what = "is a directory" if as_path.is_dir() else "does not exist"
+            raise UsageError(f"baseline file {text!r} {what}; accepted: a FILE written by --save-baseline or a NAME")
         return _read_baseline_file(as_path)
     if not _NAME_RE.match(text):
         raise UsageError(f"bad baseline name {text!r}; accepted: letters, digits, '.', '_' and '-' or a FILE path")
@@ -345,8 +356,11 @@ def compare(old: list[dict], new: list[dict], tolerances: dict | None = None,
     """Per-combination comparison of two result lists (matched by id). `given`: the tolerance keys the user named;
     the others are derived from the records' measured spread where they have one (row_tolerance). None: every
     tolerance as given. Rows whose records name different cache states are "incomparable" (check_cache_states
-    refuses such inputs unless allowed)."""
+    refuses such inputs unless allowed). UsageError (one line) when the two cannot be compared like with like
+    (suite/comparable.py: empty baseline, duplicate ids, other model, card, load format, units or settings, peaks
+    missing on one side)."""
     tol = dict(DEFAULT_TOLERANCES) if tolerances is None else {**DEFAULT_TOLERANCES, **tolerances}
+    check_comparable(old, new, tol)
     old_by_id = {r["id"]: r for r in old if r.get("id")}
     new_by_id = {r["id"]: r for r in new if r.get("id")}
     rows = []
@@ -436,6 +450,7 @@ def load_results_source(path: str | Path) -> tuple[dict, list[dict]]:
         p = p / RESULTS_FILE
     if not p.is_file():
         raise UsageError(f"{path}: no such results file; accepted: results.jsonl, a run directory or a baseline JSON")
+    check_text(p)  # NUL bytes or a size no sweep writes: refused before it is read whole
     text = p.read_text(encoding="utf-8", errors="replace")
     stripped = text.lstrip()
     if stripped.startswith("{") and '"results"' in text:

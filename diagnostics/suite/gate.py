@@ -17,6 +17,7 @@ from diagnostics.errors import UsageError
 from diagnostics.suite import run
 from diagnostics.suite.baseline import (cache_state_of, check_cache_states, check_name, compare, format_table,
                                        given_keys, load_baseline, parse_tolerances, save_baseline)
+from diagnostics.suite.comparable import refuse_duplicate_ids, refuse_empty_baseline, refuse_unlike_runs
 
 
 @dataclass
@@ -50,10 +51,16 @@ class Gate:
         `machine_info()` gives this machine's info (card, driver, vLLM): asked only to look a baseline up."""
         if self.save_name:
             check_name(self.save_name, "--save-baseline")
+        if self.save_if_missing and not self.compare_name:
+            raise UsageError("--save-baseline-if-missing without --compare-baseline: nothing to record it as; "
+                             "accepted: --compare-baseline=NAME --save-baseline-if-missing, or --save-baseline=NAME")
         if self.compare_name:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the fallback's warning is in meta["warnings"]
-                self.baseline = load_baseline(self.compare_name, self.baseline_dir, machine_info())
+                info = machine_info()
+                self.baseline = load_baseline(self.compare_name, self.baseline_dir, info)
+            if self.baseline is not None:  # what is wrong with the baseline alone: now, not after the sweep
+                self._refuse_baseline(self.baseline[1], info)
             if self.baseline is not None and self.cache_state:  # like with like, before the first start
                 self.baseline[0].setdefault("warnings", []).extend(check_cache_states(
                     cache_state_of(self.baseline[1]), self.cache_state, self.allow_cache_mismatch,
@@ -66,6 +73,18 @@ class Gate:
         if self.save_name or (self.compare_name and self.baseline is None):
             run.check_writable_dir(self.baseline_dir, "--baseline-dir")
 
+    def _refuse_baseline(self, old: list[dict], info: dict) -> None:
+        """The gate's refusals (suite/comparable.py) that need only the baseline and this machine: empty, ids
+        twice, another card. UsageError naming --compare-baseline."""
+        try:
+            refuse_empty_baseline(old)
+            refuse_duplicate_ids(old, "baseline")
+            if info and info.get("card"):
+                refuse_unlike_runs([r for r in old if isinstance(r, dict)],
+                                   [{"machine_info": {"card": info.get("card")}}])
+        except UsageError as err:
+            raise UsageError(f"--compare-baseline={self.compare_name}: {err}") from None
+
     def finish(self, results: list[dict], notes: list[str]) -> bool:
         """Compare and/or save at the end of the session; True when the gate fails the session."""
         failed = False
@@ -74,15 +93,25 @@ class Gate:
             self.lines.append(f"no baseline {self.compare_name!r} yet under {self.baseline_dir}/; recorded this run "
                               f"as it (--save-baseline-if-missing): {path}")
         elif self.compare_name:
-            meta, old = self.baseline
-            comparison = compare(old, results, self.tolerances, self.given)
-            comparison.warnings = [*meta.get("warnings", []), *notes, *comparison.warnings]
-            self.lines.append(f"compared with baseline {meta.get('path')}:")
-            self.lines.append(format_table(comparison))
-            if comparison.regressed:
-                self.lines.append("regression beyond tolerance, or combinations missing: the session fails")
-                failed = True
+            failed = self._compare(results, notes)
         if self.save_name:
             path = save_baseline(results, self.save_name, self.baseline_dir)
             self.lines.append(f"saved baseline {self.save_name!r}: {path}")
         return failed
+
+    def _compare(self, results: list[dict], notes: list[str]) -> bool:
+        """The comparison's table into self.lines; True when the session fails (a regression, a missing
+        combination, or two runs that cannot be compared like with like: suite/comparable.py)."""
+        meta, old = self.baseline
+        try:
+            comparison = compare(old, results, self.tolerances, self.given)
+        except UsageError as err:
+            self.lines.append(f"vllm-memcheck: the gate cannot compare with baseline {meta.get('path')}: {err}; "
+                              "the session fails")
+            return True
+        comparison.warnings = [*meta.get("warnings", []), *notes, *comparison.warnings]
+        self.lines.append(f"compared with baseline {meta.get('path')}:")
+        self.lines.append(format_table(comparison))
+        if comparison.regressed:
+            self.lines.append("regression beyond tolerance, or combinations missing: the session fails")
+        return comparison.regressed

@@ -55,7 +55,7 @@ class MatrixError(UsageError):
 
     def __init__(self, path: Path | str, line: int | None, what: str):
         self.path, self.line, self.what = str(path), line, what
-        super().__init__(f"{path}:{line if line else '?'}: {what}")
+        super().__init__(f"{path}:{line}: {what}" if line else f"{path}: {what}")
 
 
 @dataclass(frozen=True)
@@ -109,9 +109,12 @@ def combination_id(settings: dict) -> str:
 def load_matrix(path: Path | str) -> Matrix:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a UTF-8 BOM (Windows editors) is not part of the TOML
     except OSError as err:
         raise MatrixError(path, None, f"cannot read the matrix file ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise MatrixError(path, None, f"not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+                                      "accepted: a TOML file") from None
     return parse_matrix(text, path)
 
 
@@ -222,6 +225,9 @@ class _Builder:
                  worst_case_default: bool | None = None) -> Combination:
         """One [scenarios.NAME] table: its settings, expect, request and thresholds (over the common ones)."""
         table = f"scenarios.{name}"
+        if not name.strip() or any(ord(ch) < 32 for ch in name):
+            raise self.fail("scenarios", None, f"scenario name {name!r} names nothing; accepted: a non-empty name "
+                                               "without control characters, e.g. [scenarios.big-images]")
         if not isinstance(body, dict):
             raise self.fail("scenarios", name, f"scenario {name!r} must be a table")
         settings = {k: v for k, v in body.items() if k not in SCENARIO_RESERVED}
@@ -253,6 +259,9 @@ class _Builder:
             if key not in ("name", "model", "request", "description", "worst_case"):
                 raise self.fail("matrix", key, f"unknown key {key!r} in [matrix]; accepted: description, model, name, "
                                 "request, worst_case")
+        for key in ("name", "model", "description"):
+            if key in meta and not isinstance(meta[key], str):
+                raise self.fail("matrix", key, f"{key} in [matrix] must be text, not {meta[key]!r}")
         request_default = meta.get("request", False)
         if not isinstance(request_default, bool):
             raise self.fail("matrix", "request", f"request in [matrix] must be true or false, not {request_default!r}")
@@ -277,6 +286,19 @@ class _Builder:
         model = meta.get("model")
         return Matrix(name=str(meta.get("name", self.path.stem)), model=model, defaults=dict(defaults),
                       combinations=combinations, path=self.path)
+
+
+def check_threshold_cards(matrix: Matrix, cards_file=None) -> None:
+    """A [thresholds.CARD] for a card no profile knows (a typo like cpuu) would never apply, and the test would
+    pass unchecked: MatrixError naming it. Known: the built-in cards and those of `cards_file` (--cards)."""
+    from diagnostics.cards import list_cards, load_cards_toml
+
+    known = {c.name for c in list_cards()} | set(load_cards_toml(cards_file) if cards_file else ())
+    named = {card for combo in matrix.combinations for card in combo.thresholds}
+    unknown = sorted(str(n) for n in named if str(n).strip().lower() not in known)
+    if unknown:
+        raise MatrixError(matrix.path or "<matrix>", None, f"thresholds for unknown card {unknown[0]!r}; accepted: "
+                                                           f"{', '.join(sorted(known))} (or a card of --cards)")
 
 
 def describe(combo: Combination) -> str:

@@ -38,10 +38,9 @@ from diagnostics.suite.starts import DEFAULT_IMAGE_SIZE, no_gpu_line  # noqa: F4
 from diagnostics.suite.judge import Measurement
 from diagnostics.suite import hub
 from diagnostics.suite.gate import Gate
-from diagnostics.suite.matrix import load_matrix
+from diagnostics.suite.matrix import check_threshold_cards, load_matrix
 from diagnostics.suite.results import ResultWriter, load_results, load_results_noting, make_record, with_repeats
-from diagnostics.suite.search import SEARCHABLE
-from diagnostics.suite.search_run import SearchBroke, run_search, summary_line
+from diagnostics.suite.search_run import SearchBroke, check_search_options, run_search, summary_line
 from diagnostics.units import plural
 
 MANAGER_NAME = "vllm-memcheck-manager"
@@ -163,6 +162,7 @@ class Manager:
         is_cpu = bool(self.card and self.card.is_cpu)
         matrix = run.option(config, "matrix") or (run.CPU_MATRIX if is_cpu else None)
         self.matrix = load_matrix(run.matrix_path(matrix, run.option(config, "model")))
+        check_threshold_cards(self.matrix, self.cards_file)
         self.model = (run.option(config, "model") or self.matrix.model
                       or (run.CPU_DEFAULT_MODEL if is_cpu else run.DEFAULT_MODEL))
         run.check_model(self.model)
@@ -177,13 +177,12 @@ class Manager:
         self.calibration = run.calibration(run.option(config, "calibration"))
         self.resume = bool(run.option(config, "resume"))
         self.search = run.option(config, "search")
-        if self.search and self.search not in SEARCHABLE:
-            raise UsageError(f"unknown --search setting {self.search!r}; accepted: {', '.join(SEARCHABLE)}")
+        check_search_options(self.search, *(run.option(config, f"search_{k}") for k in ("resolution", "range")))
         self.search_lines: list[str] = []
         self.gpus = devices.parse_gpus(run.option(config, "gpus"))
         # absolute: the engine child runs in another working directory
         self.run = run.RunDir.prepare(Path(run.option(config, "report_dir") or "reports").resolve(), self.resume,
-                                      self.is_worker)
+                                      self.is_worker, self.model)
         self.notices += [self.run.notice] if self.run.notice else []
         if not self.is_worker and self.skip_reason is None and self._uses_xdist():
             self.run.export()

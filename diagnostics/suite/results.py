@@ -8,13 +8,17 @@ An interrupted sweep keeps every finished result (each line is written in one ca
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
+import re
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
 from diagnostics.errors import UsageError
+from diagnostics.outcomes import OUTCOMES
 from diagnostics.predict.accuracy import compare, prediction_record, verdict_right
 from diagnostics.units import utc_now
 
@@ -194,6 +198,16 @@ def _json_default(value):
     raise TypeError(f"result field of type {type(value).__name__} is not JSON-serialisable: {value!r}")
 
 
+def file_stem(combination_id: str) -> str:
+    """The file name stem of a combination's log, timeline and chart: the id with anything but letters, digits,
+    '.', '_' and '-' replaced by '_' (never a path: no '/', no '..'), at most 100 characters. When the id had to
+    change, 8 hex digits of its SHA-1 are appended, so ids `a/b` and `a_b` never share a file."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", str(combination_id)).lstrip(".") or "_"
+    if stem == combination_id and len(stem) <= 100:
+        return stem
+    return f"{stem[:80]}-{hashlib.sha1(str(combination_id).encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+
+
 def load_results(path: str | os.PathLike) -> list[dict]:
     """Every complete record of a results.jsonl (or of a run directory).
 
@@ -205,6 +219,7 @@ def load_results(path: str | os.PathLike) -> list[dict]:
         path = path / RESULTS_FILE
     if not path.exists():
         return []
+    check_text(path)
     lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
     while lines and not lines[-1].strip():
         lines.pop()
@@ -227,6 +242,26 @@ def load_results(path: str | os.PathLike) -> list[dict]:
     return records
 
 
+MAX_RESULTS_BYTES = 512 << 20  # 3,000 records are ~6 MB; far past this it is no sweep's results.jsonl
+
+
+def check_text(path: Path) -> None:
+    """UsageError for what is no results file at all, before reading it whole: NUL bytes at its start (binary,
+    or a file of zeros: JSON text never holds one), or a size no sweep writes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8192)
+        size = path.stat().st_size
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if b"\0" in head:
+        what = "zero bytes" if head.count(0) == len(head) else "NUL bytes (binary data)"
+        raise UsageError(f"{path}: starts with {what}, not JSON lines; accepted: a sweep's results.jsonl")
+    if size > MAX_RESULTS_BYTES:
+        raise UsageError(f"{path}: {size:,} bytes, more than any sweep writes ({MAX_RESULTS_BYTES >> 20} MiB); "
+                         "accepted: a sweep's results.jsonl")
+
+
 def load_results_noting(path: str | os.PathLike) -> tuple[list[dict], list[str]]:
     """load_results, with what it warned about (a truncated last line) returned as text instead of dropped."""
     with warnings.catch_warnings(record=True) as caught:
@@ -239,12 +274,75 @@ NUMERIC_FIELDS = ("peak_device_gib", "peak_process_gib", "profile_peak_gib", "st
                   "kv_cache_gib", "kv_cache_tokens", "weights_gib", "activation_peak_gib")
 
 
+# the JSON type of each structured field a record carries (null is always accepted): what make_record writes
+SHAPES = {"settings": dict, "machine_info": dict, "card": (dict, str), "diagnosis": dict, "phase_peaks_gib": dict,
+          "limits_gib": dict, "vllm_numbers": dict, "prediction": dict, "request": dict, "sampler": dict,
+          "device_peaks_gib": dict, "reasons": list, "notes": list, "accuracy": list, "devices": list,
+          "id": str, "run": str, "model": str, "scenario": str, "outcome": str, "phase": str, "expected": str,
+          "log_file": str, "timeline_file": str, "load_format": str, "status": str}
+ITEM_SHAPES = {"accuracy": dict, "reasons": str, "notes": str}  # what each list holds
+_JSON_NAMES = {dict: "a JSON object", list: "a JSON list", str: "text"}
+
+
+def _shape_name(kind) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(_JSON_NAMES[k] for k in kinds)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+NON_NEGATIVE = ("peak_device_gib", "peak_process_gib", "startup_s", "wall_s", "kv_cache_tokens")
+NESTED_NUMBERS = {"card": ("total_gib", "profile_threshold_gib", "headroom_gib"), "machine_info": ("gpu_total_gib",)}
+NUMBER_TABLES = ("phase_peaks_gib", "limits_gib", "device_peaks_gib")  # objects whose every value is a figure
+
+
+def _check_number(value, name: str, where: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not math.isfinite(value)):
+        raise UsageError(f"{where}: {name} is {_short(value)}; expected a finite number or null "
+                         "(a sweep's results.jsonl)")
+
+
 def _check_figures(record: dict, where: str) -> None:
-    """A figure that is neither a number nor null means the file was edited or damaged: say where, not crash later."""
+    """A figure that is neither a finite number nor null, or a field of the wrong JSON type, means the file was
+    edited or damaged: say where (UsageError, one line), not crash later or print NaN."""
     for key in NUMERIC_FIELDS:
+        _check_number(record.get(key), key, where)
+        if key in NON_NEGATIVE and (record.get(key) or 0) < 0:
+            raise UsageError(f"{where}: {key} is {record[key]!r}; expected a figure >= 0 or null")
+    version = record.get("schema_version")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)
+                                or not 1 <= version <= SCHEMA_VERSION):
+        raise UsageError(f"{where}: schema_version {_short(version)}; this vllm-memcheck reads schema_version "
+                         f"{SCHEMA_VERSION} (a newer one wrote it? update vllm-memcheck)")
+    outcome = record.get("outcome")
+    if isinstance(outcome, str) and outcome not in OUTCOMES:
+        raise UsageError(f"{where}: outcome {_short(outcome)} is none of {', '.join(OUTCOMES)}")
+    for key, kind in SHAPES.items():
         value = record.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise UsageError(f"{where}: {key} is {value!r}; expected a number or null (a sweep's results.jsonl)")
+        if value is not None and not isinstance(value, kind):
+            raise UsageError(f"{where}: {key} is {_short(value)}; expected {_shape_name(kind)} or null "
+                             "(a sweep's results.jsonl)")
+        item_kind = ITEM_SHAPES.get(key)
+        if item_kind and value and not all(isinstance(item, item_kind) for item in value):
+            raise UsageError(f"{where}: {key} holds {_short(value)}; expected a list of {_shape_name(item_kind)}")
+    for key, inner in NESTED_NUMBERS.items():
+        table = record.get(key)
+        for name in inner if isinstance(table, dict) else ():
+            _check_number(table.get(name), f"{key}.{name}", where)
+    for key in NUMBER_TABLES:
+        for name, value in (record.get(key) or {}).items():
+            _check_number(value, f"{key}.{name}", where)
+    diagnosis = record.get("diagnosis") or {}
+    culprits = diagnosis.get("culprits")
+    if culprits is not None and not (isinstance(culprits, list) and all(isinstance(c, dict) for c in culprits)):
+        raise UsageError(f"{where}: diagnosis.culprits is {_short(culprits)}; expected a list of JSON objects")
+    for key in ("summary", "error_line"):
+        if diagnosis.get(key) is not None and not isinstance(diagnosis[key], str):
+            raise UsageError(f"{where}: diagnosis.{key} is {_short(diagnosis[key])}; expected text or null")
 
 
 def finished_ids(run_dir: str | os.PathLike) -> set[str]:

@@ -17,7 +17,7 @@ from diagnostics.kit.tiny_text import build_tiny_text
 from diagnostics.kit.vlm import build_vlm_kit, kit_families
 from diagnostics.models import hub_id, stored_models, stored_name
 from diagnostics.suite.matrix import SHIPPED_MATRIX
-from diagnostics.suite.results import latest_run_dir, load_results, new_run_dir
+from diagnostics.suite.results import RESULTS_FILE, latest_run_dir, load_results, new_run_dir
 
 RUN_DIR_ENV = "VLLM_MEMCHECK_RUN_DIR"  # the xdist controller hands its run directory to the workers
 DEFAULT_MODEL = "openbmb/MiniCPM-V-2_6"
@@ -124,7 +124,8 @@ def check_model_path(model: str) -> None:
         return
     path = Path(model).expanduser()
     if not (path / "config.json").is_file():
-        what = "has no config.json" if path.is_dir() else "does not exist"
+        what = ("has no config.json" if path.is_dir() else "is a file, not a model directory" if path.exists()
+                else "does not exist")
         raise UsageError(f"model path {model!r} {what}; accepted: a local model directory with config.json, a hub "
                          f"id (org/name), or {', '.join(KIT_MODELS)}")
 
@@ -141,7 +142,7 @@ def stored_vlm(model: str) -> str | None:
 def check_model(model: str) -> None:
     """UsageError for an unknown kit:* name or a local path that is no model directory."""
     kits = [k for k in KIT_MODELS if not k.startswith("kit:NAME")] + [f"kit:{n}" for n in kit_families()]
-    if model.startswith("kit:") and model not in kits:
+    if model.lower().startswith("kit:") and model not in kits:  # KIT:x would reach vLLM as a hub id, per start
         raise UsageError(f"unknown model kit {model!r}; accepted: {', '.join(kits)}")
     check_model_path(model)
 
@@ -168,6 +169,9 @@ def calibration(text: str | None) -> Calibration | None:
     return None if not text else load_calibration_arg(str(text))
 
 
+MIN_ENGINE_TIMEOUT_S = 1.0  # below this every start would "time out" and be counted against plan
+
+
 def engine_timeout(text) -> float | None:
     """--engine-timeout in seconds: DEFAULT_ENGINE_TIMEOUT_S when not given, None (no limit) for 0."""
     if text is None:
@@ -176,8 +180,9 @@ def engine_timeout(text) -> float | None:
         seconds = float(text)
     except ValueError:
         seconds = math.nan
-    if not math.isfinite(seconds) or seconds < 0:
-        raise UsageError(f"bad engine_timeout {text!r}; accepted: a number of seconds > 0, or 0 for no limit")
+    if not math.isfinite(seconds) or seconds < 0 or 0 < seconds < MIN_ENGINE_TIMEOUT_S:
+        raise UsageError(f"bad engine_timeout {text!r}; accepted: a number of seconds >= {MIN_ENGINE_TIMEOUT_S:g} "
+                         "(an engine start takes longer), or 0 for no limit")
     return seconds or None
 
 
@@ -237,8 +242,10 @@ class RunDir:
     _exported: bool = False
 
     @classmethod
-    def prepare(cls, report_dir: Path, resume: bool, is_worker: bool) -> "RunDir":
-        """--resume: the latest run. An xdist worker: the run the controller exported (RUN_DIR_ENV)."""
+    def prepare(cls, report_dir: Path, resume: bool, is_worker: bool, model: str | None = None) -> "RunDir":
+        """--resume: the latest run. An xdist worker: the run the controller exported (RUN_DIR_ENV). UsageError
+        when the run to resume holds one id twice or records of another model than `model` (this session's): its
+        table would mix them."""
         run = cls(report_dir)
         inherited = os.environ.get(RUN_DIR_ENV) if is_worker else None
         if inherited:
@@ -249,7 +256,17 @@ class RunDir:
                 run.notice = f"--resume: no earlier run under {report_dir}/; starting a new one"
         if run.path is not None and resume:
             records = load_results(run.path)
-            run.finished = frozenset(r["id"] for r in records if r.get("id"))
+            ids = [r["id"] for r in records if r.get("id")]
+            twice = sorted({i for i in ids if ids.count(i) > 1})
+            if twice:
+                raise UsageError(f"--resume: {run.path / RESULTS_FILE} has more than one record for "
+                                 f"{', '.join(map(str, twice[:3]))}; accepted: a run as the sweep wrote it (start a new "
+                                 "run: leave out --resume)")
+            others = sorted({str(r["model"]) for r in records if r.get("model") and model and r["model"] != model})
+            if others:
+                raise UsageError(f"--resume: the latest run ({run.path.name}) is of {', '.join(others)}, not {model}; "
+                                 "accepted: --resume with the run's own model (or leave out --resume)")
+            run.finished = frozenset(ids)
             run.failed = {r["id"]: r for r in records if r.get("id") and r.get("status") == "failed"}
         return run
 

@@ -130,9 +130,12 @@ def parse_range(text: str | None) -> tuple[int, int] | None:
     try:
         if not sep:
             raise ValueError
-        return int(lo), int(hi)
+        bounds = int(lo), int(hi)
     except ValueError:
         raise UsageError(f"bad --search-range {text!r}; accepted: LO:HI, two integers (e.g. 512:32768)") from None
+    if not 1 <= bounds[0] < bounds[1]:
+        raise UsageError(f"bad --search-range {text!r}; accepted: LO:HI with 1 <= LO < HI (e.g. 512:32768)")
+    return bounds
 
 
 def default_range(setting: str, step: int, derived_max_model_len: int, knob=None) -> tuple[int, int]:

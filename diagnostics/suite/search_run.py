@@ -20,7 +20,7 @@ from diagnostics.predict.fit import fit
 from diagnostics.predict.mm_fit import KNOB_NAMES, without_knob, apply, find_knob, fit_knob, item_image_size
 from diagnostics.report.markdown import search_section
 from diagnostics.suite.matrix import Combination
-from diagnostics.suite.search import Search, default_range, parse_range
+from diagnostics.suite.search import SEARCHABLE, Search, default_range, parse_range
 
 SEARCH_JSON, SEARCH_MD, SNIPPET = "search.json", "search.md", "cards-snippet.toml"
 SHORT = {"max_model_len": "mml", "max_num_seqs": "seqs", "max_pixels": "px", "max_slice_nums": "slices",
@@ -42,6 +42,23 @@ def _int_option(value, name: str) -> int | None:
     if n < 1:
         raise UsageError(f"bad --{name.replace('_', '-')} {value!r}; accepted: a positive integer")
     return n
+
+
+def check_search_options(search: str | None, resolution, range_text) -> None:
+    """Before the first start: --search-resolution a positive integer, --search-range LO:HI with LO < HI, and
+    neither without --search (which they shape), and --search a setting the search knows. UsageError naming the
+    option otherwise."""
+    if search and search not in SEARCHABLE:
+        raise UsageError(f"unknown --search setting {search!r}; accepted: {', '.join(SEARCHABLE)}")
+    if not search:
+        given = [name for name, value in (("--search-range", range_text), ("--search-resolution", resolution))
+                 if value not in (None, "")]
+        if given:
+            raise UsageError(f"{' and '.join(given)} without --search: nothing is searched; accepted: "
+                             "--search=max_model_len|max_num_seqs with them, or neither")
+        return
+    _int_option(resolution, "search_resolution")
+    parse_range(range_text)
 
 
 def predicted_limit(setting: str, model, card, vllm_version, base: dict) -> tuple[int | None, str]:

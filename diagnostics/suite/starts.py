@@ -19,7 +19,7 @@ from diagnostics.engine.nvml import NoGPU
 from diagnostics.errors import UsageError
 from diagnostics.kit import IMAGE_PROMPT
 from diagnostics.suite import hub, run
-from diagnostics.suite.results import ResultWriter
+from diagnostics.suite.results import ResultWriter, file_stem
 from diagnostics.suite.worst_case import PLACEHOLDERS, worst_case
 from diagnostics.units import utc_now
 
@@ -92,8 +92,8 @@ def start_spec(manager, combination, settings: dict, model_path: str, case: dict
         load_format=manager.load_format, timeout_s=manager.engine_timeout,
         request=combination.request and not warm_up,
         image_size=combination.image_size or DEFAULT_IMAGE_SIZE, env={**manager.engine_env(), **hub.start_env(model_path), **env},
-        log_path=run_dir / "logs" / f"{name}.log",
-        timeline_path=run_dir / "timelines" / f"{name}.csv", id=combination.id,
+        log_path=run_dir / "logs" / f"{file_stem(name)}.log",
+        timeline_path=run_dir / "timelines" / f"{file_stem(name)}.csv", id=combination.id,
         image=manager.sends_image(settings) if combination.request else None, prompt=manager.image_prompt(),
         devices=manager.devices_for(settings), worst_case=None if warm_up else case,
         planted_budget_bytes=(combination.planted_budget_mib << 20

@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # newcomer3_inputs.py beside this file
+
 ROOT = Path(__file__).resolve().parents[2]
 LOGS = ROOT / "tests" / "data" / "logs"
 OOM_LOG = LOGS / "gpu_v063_profile_vision_oom.log"
@@ -49,6 +51,10 @@ class Case:
     env: dict = field(default_factory=dict)
     timeout: float = 60.0
     one_line: bool = True  # a CLI usage error is one stderr line (False: argparse's help is the answer)
+    avoid: tuple[str, ...] = ()  # substrings the output must NOT contain (a leaked file, a wrong answer)
+    stdout: str | None = None  # a path standard output goes to (e.g. /dev/full); then only stderr is judged
+    creates: str | None = None  # a sandbox path (glob) that must exist afterwards (--out honoured)
+    absent: str | None = None  # a sandbox glob that must match nothing afterwards (no write outside the run)
 
 
 # -- the sandbox: input files and a stand-in pytest project --------------------------------------------------------
@@ -352,9 +358,14 @@ def plugin_cases() -> list[Case]:
     return c
 
 
-CASES = explain_cases() + plan_cases() + model_kit_cases() + report_compare_cases() + plugin_cases()
+from newcomer3_inputs import newcomer3_cases, newcomer3_sandbox  # noqa: E402  (the newcomer-3 pass's inputs)
+
+CASES = (explain_cases() + plan_cases() + model_kit_cases() + report_compare_cases() + plugin_cases()
+         + newcomer3_cases(Case, CLI, PYTEST))
 CWD_OF = {"plugin-resume-failed-run": "proj-failed", "plugin-resume-garbage-run": "proj-garbage",
-          "plugin-ini-timeout-text": "proj-ini"}
+          "plugin-ini-timeout-text": "proj-ini", "n3-plugin-ini-bad-card": "pini", "n3-plugin-ini-resume-str": "pini2",
+          "n3-plugin-resume-dup-lines": "rr3", "n3-plugin-resume-other-matrix": "rr4",
+          "n3-plugin-resume-latest-missing-dir": "rr1", "n3-plugin-resume-latest-dotdot": "rr2"}
 
 
 # -- running and judging ---------------------------------------------------------------------------------------------
@@ -375,21 +386,24 @@ def run_case(case: Case, sandbox: Path, python: str) -> tuple[int | None, str, s
     stdin = subprocess.DEVNULL
     if case.stdin:
         stdin = open(case.stdin if case.stdin.startswith("/") else sandbox / case.stdin, "rb")
+    stdout = open(case.stdout, "wb") if case.stdout else subprocess.PIPE
     t0 = time.monotonic()
     try:
-        proc = subprocess.run(cmd, cwd=cwd, env=env, stdin=stdin, capture_output=True, timeout=case.timeout,
-                              preexec_fn=_limit_memory)
-        rc, out, err = proc.returncode, proc.stdout, proc.stderr
+        proc = subprocess.run(cmd, cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
+                              timeout=case.timeout, preexec_fn=_limit_memory)
+        rc, out, err = proc.returncode, proc.stdout or b"", proc.stderr
     except subprocess.TimeoutExpired as exc:
         rc, out, err = None, exc.stdout or b"", exc.stderr or b""
     finally:
         if stdin is not subprocess.DEVNULL:
             stdin.close()
+        if case.stdout:
+            stdout.close()
     decode = lambda b: b.decode("utf-8", errors="replace")  # noqa: E731
     return rc, decode(out), decode(err), time.monotonic() - t0
 
 
-def problems(case: Case, rc: int | None, out: str, err: str) -> list[str]:
+def problems(case: Case, rc: int | None, out: str, err: str, sandbox: Path | None = None) -> list[str]:
     found = []
     both = out + err
     if rc is None:
@@ -407,6 +421,13 @@ def problems(case: Case, rc: int | None, out: str, err: str) -> list[str]:
     missing = [word for word in case.says if word.lower() not in both.lower()]
     if missing:
         found.append("does not say " + ", ".join(repr(w) for w in missing))
+    said = [word for word in case.avoid if word.lower() in both.lower()]
+    if said:
+        found.append("says " + ", ".join(repr(w) for w in said))
+    if sandbox is not None and case.creates and not list(sandbox.glob(case.creates)):
+        found.append(f"did not write {case.creates}")
+    if sandbox is not None and case.absent and list(sandbox.glob(case.absent)):
+        found.append(f"wrote {', '.join(str(p.relative_to(sandbox)) for p in sandbox.glob(case.absent))}")
     return found
 
 
@@ -436,9 +457,10 @@ def main(argv: list[str] | None = None) -> int:
         sandbox = Path(tmp)
         make_sandbox(sandbox)
         resume_projects(sandbox)
+        newcomer3_sandbox(sandbox)
         for case in cases:
             rc, out, err, took = run_case(case, sandbox, args.python)
-            found = problems(case, rc, out, err)
+            found = problems(case, rc, out, err, sandbox)
             bad += bool(found)
             rows.append({"id": case.id, "rc": rc, "seconds": round(took, 1), "problems": found,
                          "answer": first_line(out, err)})
@@ -446,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{mark:7} {case.id:42} rc={rc!s:4} {took:5.1f}s  {'; '.join(found) or first_line(out, err)}",
                   flush=True)
     tracebacks = sum("traceback" in r["problems"] for r in rows)
-    print(f"\n{len(cases)} bad inputs, {bad} with a problem ({tracebacks} tracebacks)")
+    hangs = sum(any(p.startswith("no answer within") for p in r["problems"]) for r in rows)
+    print(f"\n{len(cases)} bad inputs, {bad} with a problem ({tracebacks} tracebacks, {hangs} hangs)")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
     return 1 if bad else 0

@@ -147,3 +147,19 @@ def test_audit_a15_a800_is_its_own_card_and_not_an_a100():
 def test_capability_per_architecture(name, capability):
     # only "below 8.0" matters (vLLM 0.8.0-0.10.1 falls back to V0 there, audit a6)
     assert get_card(name).capability == capability
+
+
+@pytest.mark.parametrize("data, words", [                                                   # newcomer-3 #143-#158
+    (b"[cards.mine]\ntotal_gib = inf\n", "total_gib must be a number from 0 to 65,536 (GiB), got inf"),
+    (b"[cards.mine]\ntotal_gib = nan\n", "got nan"),
+    (b"[cards.mine]\ntotal_gib = 1e308\n", "got 1e+308"),
+    (b"\xff\xfe[cards.mine]\n", "is not UTF-8 text (byte 0xff at offset 0)"),
+    (b'[cards."a,b"]\ntotal_gib = 24\n', "'a,b' cannot name a card"),
+    (b"[cards.all]\ntotal_gib = 24\n", "'all' cannot name a card"),
+])
+def test_a_cards_file_the_arithmetic_cannot_use_is_one_line(tmp_path, data, words):
+    (tmp_path / "c.toml").write_bytes(data)
+    with pytest.raises(UsageError) as err:
+        load_cards_toml(tmp_path / "c.toml")
+    assert words in str(err.value) and "\n" not in str(err.value)
+

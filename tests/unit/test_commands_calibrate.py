@@ -74,3 +74,20 @@ def test_an_unwritable_output_is_refused_before_the_fit(option, path, says, caps
     assert main(["calibrate", log, "--model", "minicpm-v-2_6", "--card", "3090", option, path]) == 2
     captured = capsys.readouterr()
     assert f"{option} {path!r}: {says}" in captured.err and "coefficient" not in captured.out
+
+
+def test_one_source_twice_is_refused_and_a_results_file_by_any_name_is_results(capsys):     # newcomer-3 #324, #362
+    assert main(["calibrate", str(INPUTS), str(INPUTS)]) == 2
+    assert "is " + str(INPUTS) + " again; accepted: each source once" in capsys.readouterr().err
+    main(["calibrate", str(ROOT / "tests" / "data" / "results" / "sweep-a10.jsonl")])
+    assert "needs --model and --card and --vllm" not in capsys.readouterr().err  # not taken for a log
+
+
+def test_a_log_whose_settings_vllm_refuses_for_the_model_is_not_fitted(tmp_path, capsys):     # newcomer-3 #320
+    log = tmp_path / "kv.log"  # vllm#6124 (Phi-3-vision, max_model_len 131072), named as MiniCPM-V-2_6 (32K)
+    log.write_text("INFO 07-04 01:04:14 gpu_executor.py:84] # GPU blocks: 5970, # CPU blocks: 682\n[rank0]: "
+                   "ValueError: The model's max seq len (131072) is larger than the maximum number of tokens that can "
+                   "be stored in KV cache (95520). Try increasing `gpu_memory_utilization` or decreasing "
+                   "`max_model_len` when initializing the engine.\n")
+    assert main(["calibrate", str(log), "--model", "minicpm-v-2_6", "--card", "3090", "--vllm", "0.6.3"]) == 2
+    assert "settings are ones vLLM refuses for openbmb/MiniCPM-V-2_6" in capsys.readouterr().err

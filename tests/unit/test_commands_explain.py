@@ -305,6 +305,21 @@ def test_a_real_kv_pool_that_vllm_printed_as_0_0_gib_never_reads_0_00_gib():
     assert "| KV cache (GiB)   | < 0.05 (printed as 0) |" in md.stdout
 
 
+@pytest.mark.parametrize("option, words", [                                                   # newcomer-3 defect 12
+    (["--card", "h100-80"], "the log shows a 23.69 GiB device; --card h100-80 is 79.10 GiB"),
+    (["--card", "cpu"], "--card cpu on a log of a CUDA start"),
+    (["--model", "qwen2.5-vl-7b"], "the log names openbmb/MiniCPM-V-2_6; --model qwen2.5-vl-7b is another model"),
+])
+def test_options_that_contradict_the_log_are_said_in_one_warning_line(capsys, option, words):
+    from diagnostics.cli import main
+
+    log = str(Path(__file__).resolve().parents[1] / "data" / "logs" / "gpu_v063_profile_vision_oom.log")
+    assert main(["explain", log, *option]) == 0
+    err = capsys.readouterr().err
+    assert f"vllm-memcheck explain: warning: {words}" in err and len(err.strip().splitlines()) == 1
+    assert main(["explain", log, "--card", "3090"]) == 0 and capsys.readouterr().err == ""
+
+
 # -- issue 21: --json carries error_line and evidence; --trace says which rule and line decided what ---------------
 def test_json_carries_the_root_cause_line_and_the_evidence(capsys):
     from diagnostics.commands.explain import JSON_KEYS as CONTRACT

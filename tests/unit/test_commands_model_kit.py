@@ -31,3 +31,13 @@ def test_model_kit_without_tokenizers_is_one_line_naming_the_install(tmp_path):
                           capture_output=True, cwd=I9_ROOT, env={"PYTHONPATH": f"{fake}:{I9_ROOT}", "PATH": "/usr/bin"})
     line = usage_line(proc)
     assert "tokenizers" in line and "pip install" in line
+
+
+def test_an_out_dir_the_file_system_refuses_is_one_line(tmp_path, capsys):                  # newcomer-3 #332, #334
+    from diagnostics.cli import main
+
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    for out, words in ((tmp_path / ("k" * 300), "File name too long"), (tmp_path / "loop", "a symlink that leads")):
+        assert main(["model-kit", "minicpm-v-2_6", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and len(err.splitlines()) == 1

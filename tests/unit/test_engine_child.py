@@ -73,3 +73,47 @@ def test_worst_case_prompt_is_exact_for_text_and_repeats_the_placeholders_for_it
     assert request["prompt"] == "user: <img><img><vid>" + FILLER * 7 + " what?"
     images, video = request["multi_modal_data"]["image"], request["multi_modal_data"]["video"]
     assert [im.size for im in images] == [(32, 64), (32, 64)] and video.shape == (3, 16, 16, 3)
+
+
+def test_the_engine_group_dies_with_its_launcher_even_on_sigkill(tmp_path):                 # newcomer-3 defect 14
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    import pytest
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("prctl(PR_SET_PDEATHSIG) is Linux's")
+    root = Path(__file__).resolve().parents[2]
+    engine = ("from diagnostics.engine.child import die_with_parent; import subprocess, sys, time; "
+              "assert die_with_parent(); p = subprocess.Popen(['sleep', '60']); "  # stands in for EngineCore
+              "print(p.pid, flush=True); time.sleep(60)")
+    launcher = ("import subprocess, sys, time; "
+                f"c = subprocess.Popen([sys.executable, '-c', {engine!r}], start_new_session=True, "
+                "stdout=subprocess.PIPE, text=True); "
+                "print(c.pid, c.stdout.readline().strip(), flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", launcher], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(root)})
+    child, grandchild = map(int, proc.stdout.readline().split())
+    proc.kill()  # SIGKILL: no handler of the launcher runs
+    proc.wait()
+    deadline = time.monotonic() + 10
+    def alive(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, only not reaped
+        except OSError:
+            return False
+
+    while time.monotonic() < deadline and (alive(child) or alive(grandchild)):
+        time.sleep(0.1)
+    try:
+        assert not alive(child) and not alive(grandchild)
+    finally:
+        for pid in (child, grandchild):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

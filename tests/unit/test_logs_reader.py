@@ -345,7 +345,6 @@ def test_cuda_graph_profiling_utilization_lines(line, cur, eq, same):
     assert rec.outcome == "unknown"  # advice, not a failure
 
 
-
 def test_v0_block_joined_on_one_line_in_a_paste():
     block = [ln for ln in (LOGS / "gpu_v0_block_ok.log").read_text().splitlines() if not ln.startswith("#")][3:6]
     joined = read_log(" ".join(block)).numbers
@@ -400,6 +399,29 @@ def test_the_stream_reader_skips_serving_lines_and_stops_at_the_first_failure():
     assert rec.numbers["oom_tried_gib"] == 2.0 and "ValueError" not in (rec.error_line or "")
     ok = read_log_stream(io.BytesIO((start + prompt + serving).encode()))
     assert (ok.outcome, ok.reached) == ("ok", "ready") and ok.error_line is None
+
+
+# -- a restart begins a new start-up (newcomer-3 defect 2, #14, #352, #353) ----------------------------------------
+METRICS = "INFO 11-24 15:01:02 metrics.py:351] Avg prompt throughput: 0.0 tokens/s, Running: 0 reqs\n"
+
+
+@pytest.mark.parametrize("prefix", [METRICS, METRICS * 3, (LOGS / "gpu_v0_block_ok.log").read_text() + METRICS])
+@pytest.mark.parametrize("name, outcome, phase", [
+    ("gpu_v063_profile_vision_oom.log", "oom_profile", "vision_encoder"),
+    ("gpu_v1_free_memory_error.log", None, None),  # whatever it reads as alone
+])
+def test_an_earlier_runs_lines_before_the_start_do_not_decide_it(prefix, name, outcome, phase):
+    import io
+
+    from diagnostics.logs.reader import read_log_stream
+
+    alone = read_log((LOGS / name).read_text())
+    outcome, phase = outcome or alone.outcome, phase or alone.phase
+    assert (alone.outcome, alone.phase) == (outcome, phase)
+    text = prefix + (LOGS / name).read_text()
+    for rec in (read_log(text), read_log_stream(io.BytesIO(text.encode()))):
+        assert (rec.outcome, rec.phase) == (outcome, phase)
+        assert rec.vllm_version == alone.vllm_version and rec.numbers.get("weights_gib") == alone.numbers.get("weights_gib")
 
 
 # -- issue 21: several engines in one log ----------------------------------------------------------------------

@@ -139,3 +139,50 @@ def read_all_big(stream) -> int:
     while chunk := stream.read(1 << 20):
         total += len(chunk)
     return total
+
+
+# -- newcomer-3 defect 10 and #1, #10, #16, #19, #354-#356: readable logs are read, a FIFO is refused ----------
+def _explain(path) -> str:
+    from diagnostics.logs.reader import read_log_stream
+
+    return read_log_input(str(path), read_log_stream).outcome
+
+
+OOM = (__import__("pathlib").Path(__file__).resolve().parents[1] / "data" / "logs" / "gpu_v063_profile_vision_oom.log")
+
+
+@pytest.mark.parametrize("nuls", [4096, 8192, 65536])
+def test_a_log_after_copytruncate_nul_padding_is_read(tmp_path, nuls):
+    (tmp_path / "l.log").write_bytes(b"\0" * nuls + OOM.read_bytes())
+    assert _explain(tmp_path / "l.log") == "oom_profile"
+    assert decode_log(b"\0" * nuls + OOM.read_bytes()).startswith("# fixture")
+
+
+def test_nuls_between_lines_and_mixed_encodings_are_read(tmp_path):
+    lines = OOM.read_text().split("\n")
+    (tmp_path / "nul.log").write_bytes("\n\0".join(lines).encode())
+    mixed = (lines[0].encode() + b"\n" + "INFO host caf\xe9 started".encode("latin-1") + b"\n"
+             + "\n".join(lines[1:4]).encode("utf-16-le") + b"\n" + "\n".join(lines[4:]).encode())
+    (tmp_path / "mixed.log").write_bytes(mixed)
+    assert _explain(tmp_path / "nul.log") == "oom_profile" and _explain(tmp_path / "mixed.log") == "oom_profile"
+    assert describe_binary(mixed[:8192]) is None and describe_binary(bytes(range(256)) * 16) == "binary data"
+
+
+def test_a_sparse_log_that_starts_with_a_hole_is_read_and_an_all_hole_one_refused(tmp_path):
+    hole = tmp_path / "hole.log"
+    with open(hole, "wb") as f:
+        f.truncate(1 << 30)
+    with pytest.raises(UsageError, match="is all zero bytes"):
+        _explain(hole)
+    with open(hole, "ab") as f:
+        f.write(OOM.read_bytes())
+    assert _explain(hole) == "oom_profile"
+
+
+def test_a_fifo_is_refused_in_one_line_not_waited_on(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "fifo")
+    for read in (lambda p: _explain(p), read_text_input):
+        with pytest.raises(UsageError, match=r"is a FIFO \(named pipe\), not a file: reading it would wait"):
+            read(str(tmp_path / "fifo"))

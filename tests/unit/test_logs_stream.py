@@ -56,3 +56,17 @@ def test_switching_from_lines_to_candidates_mid_stream():
     assert [reader.line() for _ in range(3)] == [b"a", b"b", b"INFO ready"]
     assert reader.candidate(above=5) == ([b"INFO x", b"INFO y"], b"ERROR boom")
     assert reader.candidate() is None
+
+
+def test_an_over_long_line_is_cut_and_the_rest_skipped_in_bounded_time():                 # newcomer-3 #13, defect 16
+    import time
+
+    from diagnostics.logs.stream import MAX_LINE
+
+    data = b"INFO " + b"y" * (64 << 20) + b"\nnext line\n"
+    reader = ChunkReader.of(data)
+    t0 = time.monotonic()
+    first = reader.line()
+    assert len(first) == MAX_LINE and first.startswith(b"INFO yyy")
+    assert reader.line() == b"next line" and reader.line() is None
+    assert time.monotonic() - t0 < 5

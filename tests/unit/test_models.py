@@ -216,3 +216,18 @@ def test_the_derived_max_model_len_follows_vllms_keys_and_rope_rules(over, lengt
 
     m = model_from_config(_text_config(**over))
     assert (m.max_position_embeddings, m.max_len_key, m.derived_max_model_len) == (length, key, derived)
+
+
+@pytest.mark.parametrize("heads", [0, -4, "32", 1.5])
+def test_a_config_with_no_usable_head_count_is_one_line(tmp_path, heads):                  # newcomer-3 #136
+    import json as _json
+
+    from diagnostics.errors import UsageError
+    from diagnostics.models import get_model
+
+    cfg = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 4096, "num_hidden_layers": 2,
+           "num_attention_heads": heads, "intermediate_size": 11008, "vocab_size": 32000,
+           "max_position_embeddings": 4096, "torch_dtype": "float16"}
+    (tmp_path / "config.json").write_text(_json.dumps(cfg))
+    with pytest.raises(UsageError, match="num_attention_heads is .*; accepted: a positive integer"):
+        get_model(str(tmp_path))

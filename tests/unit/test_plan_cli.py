@@ -274,6 +274,73 @@ def test_fit_and_list_errors_one_line_exit_2(argv, fragment, capsys):
     assert fragment in err and "\n" not in err and err.startswith("vllm-memcheck plan: error:")
 
 
+@pytest.mark.parametrize("argv, words", [                                                   # newcomer-3 defects 1, 3
+    (["--fit", "max_model_len", "--calibration", "nope.toml"], "calibration file nope.toml: cannot read it"),
+    (["--card", "all", "--calibration", "nope.toml"], "calibration file nope.toml"),
+    (["--card", "3090,4090", "--format", "md"], "--format md is the report of one prediction"),
+    (["--fit", "max_model_len,max_num_seqs", "--format", "md"], "--format md is the report of one prediction"),
+    (["--fit", "max_model_len,max_num_seqs", "--calibration", "shipped"], "--calibration with a --fit frontier"),
+    (["--fit", ","], "--fit ',' names no setting"),
+    (["--fit", ""], "--fit '' names no setting"),
+    (["--card", "cpu,3090"], "plan --card cpu: the estimator predicts GPU start-ups"),
+    (["--card", "all", "--set", "max_model_len=1000000"], "greater than the derived max_model_len"),
+    (["--vllm", "0.6.3,0.7.3", "--calibration", "shipped"], "--calibration with a release changelog"),
+])
+def test_fit_and_tables_refuse_in_one_line_what_plain_plan_refuses(capsys, argv, words):
+    assert main(["plan", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1
+
+
+def test_fit_and_tables_honour_out_and_format_md(tmp_path, capsys):                       # newcomer-3 defect 3
+    fit_out, fleet_out = tmp_path / "fit.txt", tmp_path / "fleet.txt"
+    assert main(["plan", "--fit", "max_model_len", "--out", str(fit_out)]) == 0
+    assert main(["plan", "--card", "3090,4090", "--out", str(fleet_out)]) == 0
+    assert capsys.readouterr().out == ""
+    assert fit_out.read_text().startswith("largest max_model_len that fits:") and "4090" in fleet_out.read_text()
+    assert main(["plan", "--fit", "max_model_len", "--format", "md"]) == 0
+    assert capsys.readouterr().out.startswith("# vLLM start-up memory prediction")
+    values = []
+    for extra in ([], ["--calibration", "shipped"]):
+        assert main(["plan", "--card", "3090", "--vllm", "0.6.3", "--fit", "max_model_len", "--json", *extra]) == 0
+        values.append(json.loads(capsys.readouterr().out)["value"])
+    assert values[0] != values[1]  # the calibration moves the answer (it was ignored: the same 7,984 twice)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("argv", [["plan"], ["plan", "--card", "all"],
+                                  ["explain", str(Path(__file__).resolve().parents[1] / "data" / "logs"
+                                                  / "gpu_v063_profile_vision_oom.log")]])
+def test_a_full_standard_output_is_one_line_and_a_non_zero_exit(argv):                       # newcomer-3 #27, #162
+    root = Path(__file__).resolve().parents[2]
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "diagnostics", *argv], stdout=full, stderr=subprocess.PIPE,
+                              text=True, cwd=root, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"vllm-memcheck {argv[0]}: error: cannot write the answer to "
+                                                "standard output (No space left on device); accepted: a writable "
+                                                "standard output, or --out FILE where the command has it"]
+
+
+def test_version_and_empty_explain_options_and_selfcheck_card_are_one_line(capsys):        # newcomer-3 #35, #346, #351
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("vllm-memcheck ")
+    log = str(Path(__file__).resolve().parents[1] / "data" / "logs" / "gpu_v063_profile_vision_oom.log")
+    assert main(["explain", log, "--model", ""]) == 2
+    assert "--model '' names nothing" in capsys.readouterr().err
+    assert main(["selfcheck", "--card", "bogus"]) == 2
+    assert "unknown card 'bogus'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("card, vllm", [("v100-16", "0.32.0"), ("t4", "0.6.3")])              # newcomer-3 #74, #75
+def test_bfloat16_on_a_card_without_it_is_refused_as_vllm_refuses_it(capsys, card, vllm):
+    assert main(["plan", "--card", card, "--vllm", vllm, "--set", "dtype=bfloat16"]) == 2
+    err = capsys.readouterr().err
+    assert "Bfloat16 is only supported on GPUs with compute capability of at least 8.0" in err
+    assert main(["plan", "--card", card, "--vllm", vllm, "--set", "dtype=float16"]) == 0
+
+
 # -- --fit KNOB: multimodal knobs (issue #23) ------------------------------------------------------------------------
 
 def test_fit_knob_text_in_the_users_units(capsys):

@@ -43,3 +43,14 @@ def test_a_toml_that_is_no_calibration_is_refused(tmp_path, text, says):
     path.write_text(text)
     with pytest.raises(UsageError, match=re.escape(says)):
         load_calibration(path)
+
+
+@pytest.mark.parametrize("value", ["1e308", "nan", "inf", "-inf"])
+def test_a_coefficient_the_arithmetic_cannot_use_is_one_line(tmp_path, value):            # newcomer-3 #328, #330
+    from diagnostics.errors import UsageError
+    from diagnostics.predict.coefficients import load_calibration
+
+    path = tmp_path / "cal.toml"
+    path.write_text(f"[calibration]\nname = 'x'\n[coefficients]\nencoder_scale_linear = {value}\n")
+    with pytest.raises(UsageError, match=r"encoder_scale_linear must be a finite number"):
+        load_calibration(path)

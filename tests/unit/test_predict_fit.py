@@ -114,3 +114,22 @@ def test_frontier_needs_two_settings():
     with pytest.raises(UsageError, match="two different settings"):
         frontier("max_model_len", "max_model_len")
     assert set(fitmod.FRONTIER_LADDERS) == set(FIT_SETTINGS)
+
+
+def test_a_value_vllm_refuses_at_start_up_is_never_the_answer():                          # newcomer-3 defect 1
+    from diagnostics.predict.fit import refusal
+
+    f = fit("max_model_len", version="0.6.3", overrides={"max_num_batched_tokens": 2048, "max_num_seqs": 8})
+    assert f.value == 2048 and refusal(f.at) is None  # V0 refuses max_num_batched_tokens < max_model_len
+    assert "is smaller than max_model_len (2064)" in refusal(f.above)
+    seqs = fit("max_num_seqs", version="0.6.3", overrides={"max_num_batched_tokens": 16, "max_model_len": 16})
+    assert seqs.value == 16 and "must be greater than or equal to max_num_seqs (17)" in refusal(seqs.above)
+
+
+def test_fit_uses_the_calibration_it_is_given():                                           # newcomer-3 defect 3
+    from diagnostics.predict.coefficients import load_calibration_arg
+
+    shipped = load_calibration_arg("shipped")
+    plain = fit("max_model_len", card="3090", version="0.6.3")
+    calibrated = fit("max_model_len", card="3090", version="0.6.3", coefficients=shipped)
+    assert calibrated.at.coefficients.name != plain.at.coefficients.name and calibrated.value != plain.value

@@ -63,3 +63,36 @@ def test_fit_per_row():
     with pytest.raises(UsageError, match="together"):
         fleet("minicpm-v-2_6", expand_cards("3090"), ["0.32.0"], "llm", SETTINGS, fit_setting="max_model_len")
     assert len(list_cards()) == 20  # 19 GPU cards + cpu since main added one
+
+
+def test_settings_vllm_refuses_are_a_row_in_vllms_words_not_ok():                          # newcomer-3 defect 1
+    cards = expand_cards("3090,4090")
+    overrides = {"max_model_len": 4096, "max_num_batched_tokens": 2048, "max_num_seqs": 8}
+    rows = fleet("minicpm-v-2_6", cards, ["0.6.3", "0.32.0"], overrides=overrides)
+    v0 = [r for r in rows if r.version == "0.6.3"]
+    assert all(r.plan is None and "vLLM 0.6.3 refuses these settings at start-up: max_num_batched_tokens (2048) "
+               "is smaller than max_model_len (4096)" in r.error for r in v0)
+    assert all(r.plan is not None for r in rows if r.version == "0.32.0")  # V1 chunks prefill: it starts
+    big = fleet("minicpm-v-2_6", expand_cards("a10,h100-80"), ["0.32.0"], overrides={"max_model_len": 1000000})
+    assert all(r.plan is None and "greater than the derived max_model_len" in r.error for r in big)
+
+
+def test_the_table_uses_the_calibration_it_is_given():                                    # newcomer-3 defect 3
+    from diagnostics.predict.coefficients import load_calibration_arg
+
+    (row,) = fleet("minicpm-v-2_6", expand_cards("3090"), ["0.6.3"], coefficients=load_calibration_arg("shipped"))
+    (plain,) = fleet("minicpm-v-2_6", expand_cards("3090"), ["0.6.3"])
+    assert row.plan.coefficients.name != plain.plan.coefficients.name and row.plan.peak_gib != plain.plan.peak_gib
+
+
+@pytest.mark.parametrize("card, vllm, words", [                                             # newcomer-3 #106-#111
+    ("", None, "--card '' names no card"),
+    ("3090,3090", None, "names 3090 twice"),
+    ("all,3090", None, "all stands alone"),
+    ("3090", "0.6.3,0.6.3", "names 0.6.3 twice"),
+    ("3090", "all,0.6.3", "all stands alone"),
+])
+def test_a_card_or_version_list_that_names_nothing_or_twice_is_refused(card, vllm, words):
+    with pytest.raises(UsageError, match=words):
+        expand_cards(card)
+        expand_versions(vllm)

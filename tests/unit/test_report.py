@@ -211,3 +211,41 @@ def test_report_html_is_one_file_with_the_charts_embedded(tmp_path):
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert html.count('src="data:image/png;base64,') == 2  # the overview and the one combination
     assert 'src="charts/' not in html
+
+
+def test_all_in_a_format_list_is_every_format_and_a_file_as_out_is_named_so(tmp_path, capsys):  # newcomer-3 #193, #197
+    from diagnostics.cli import main
+    from diagnostics.report import FORMATS, parse_formats
+
+    assert parse_formats("all,md") == FORMATS
+    (tmp_path / "afile").write_text("x")
+    results = Path(__file__).resolve().parents[1] / "data" / "results" / "sweep-a10.jsonl"
+    assert main(["report", str(results), "--format", "md", "--out", str(tmp_path / "afile")]) == 2
+    assert "it exists and is not a directory" in capsys.readouterr().err
+
+
+def test_report_html_says_what_report_md_says(tmp_path):                                     # newcomer-3 defect 9
+    """The prediction line, the predicted-vs-measured table and a --search run's result are in report.html too,
+    and a search probe that failed is the search's answer, not a failure."""
+    from diagnostics.redact import Redactor
+    from diagnostics.report.content import build_report
+    from diagnostics.report.html import render_html
+
+    run = tmp_path / "run"
+    run.mkdir()
+    records = [json.loads(line) for line in RESULTS.read_text().splitlines()]
+    records[0]["plan_verdict_right"] = True
+    records[0]["accuracy"] = [{"figure": "peak_gib", "predicted": 20.0, "actual": 20.4, "source": "nvml",
+                               "error": -0.02}]
+    probe = {**records[3], "id": "search-mml1024", "scenario": "search:max_model_len"}
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [records[0], probe]))
+    (run / "search.json").write_text(json.dumps({
+        "setting": "max_model_len", "lo": 256, "hi": 2048, "resolution": 16, "grid": 113, "max_starts": 8, "seed": None,
+        "starts": 2, "probes": [{"value": 1024, "fits": False}, {"value": 896, "fits": True}], "limit": 896,
+        "done": True, "contradictions": [], "predicted": 1024, "prediction_note": "plan --fit max_model_len: 1024",
+        "card": "a10", "vllm": "0.6.3", "model": "m", "settings": {}, "ids": ["search-mml1024"]}))
+    html = render_html(build_report(run, Redactor()), with_charts=False)
+    assert "<strong>Prediction.</strong> plan&#x27;s verdict right for 1 of 1 starts." in html
+    assert "<h2>Predicted vs measured</h2>" in html and "peak_gib" in html
+    assert "Limit search: max_model_len on a10" in html and "Measured limit <strong>896</strong>" in html
+    assert "<h2>Failures</h2>" not in html  # the failed probe is the search's answer

@@ -53,8 +53,8 @@ def test_chart_lines_follow_the_limits_the_sweep_asserted():
     fig = memory_figure(combo, rows, {"name": "cpu", "total_gib": 10.96, "profile_threshold_gib": 0.0, "headroom_gib": 0.0})
     FigureCanvasAgg(fig).draw()
     texts = figure_texts(fig)
-    assert {"card total 10.96 GiB", "profile threshold 6.00 GiB",
-            "peak limit 7.50 GiB (the overall peak the test allows)"} <= set(texts)
+    assert {"profile threshold 6.00 GiB", "peak limit 7.50 GiB (the overall peak the test allows)"} <= set(texts)
+    assert "card total 10.96 GiB" not in texts  # the host's memory: no line on a CPU chart (newcomer-3 defect 9)
 
 
 # -- issue #9: expected failures marked, CPU runs labelled host memory -------------------------------------------
@@ -101,3 +101,36 @@ def test_overview_marks_plans_predicted_peak_only_beside_device_measurements():
     fig = overview_figure(report)
     FigureCanvasAgg(fig).draw()
     assert "plan's predicted peak" not in figure_texts(fig)
+
+
+def test_overview_legend_fits_and_expected_failures_are_drawn_lighter(tmp_path):             # newcomer-3 defect 9
+    from diagnostics.report.charts import EXPECTED_ALPHA, expected_failure, overview_figure
+
+    report = build_report(RESULTS, Redactor())
+    report["combinations"][-1]["expected"] = report["combinations"][-1]["outcome"]  # the fixture's oom, expected
+    fig = overview_figure(report)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    page = fig.get_window_extent(renderer)
+    for legend in fig.legends:
+        box = legend.get_window_extent(renderer)
+        assert page.x0 <= box.x0 and box.x1 <= page.x1, (box, page)  # nothing cut off left or right
+    ax = fig.axes[0]
+    alphas = {round(bar.get_alpha() or 1.0, 2) for bar in ax.patches}
+    assert any(expected_failure(c) for c in report["combinations"]) and EXPECTED_ALPHA in alphas
+
+
+def test_cpu_charts_follow_the_curve_not_the_hosts_memory():                                 # newcomer-3 defect 9
+    from diagnostics.report.charts import memory_figure, overview_figure
+
+    card = {"name": "cpu", "total_gib": 23.59, "profile_threshold_gib": 23.09}
+    combo = {"id": "ok-256", "outcome": "ok", "peak_device_gib": None, "peak_process_gib": 2.1, "settings": {}}
+    timeline = [{"t_s": 0.0, "device_used_gib": None, "process_gib": 0.5, "phase": "init"},
+                {"t_s": 5.0, "device_used_gib": None, "process_gib": 2.1, "phase": "ready"}]
+    assert memory_figure(combo, timeline, card).axes[0].get_ylim()[1] < 3
+    report = {"combinations": [{**combo, "passed": True, "prediction": None}], "card": card,
+              "environment": {"gpu": "vLLM CPU backend", "vllm": "0.32.0"}}
+    assert overview_figure(report).axes[0].get_xlim()[1] < 3

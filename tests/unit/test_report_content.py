@@ -53,3 +53,135 @@ def test_verdict_says_when_weights_were_dummy(tmp_path):
     dummy.write_text("".join(json.dumps({**r, "load_format": "dummy"}) + "\n" for r in records))
     md_dummy = (write_reports(dummy, formats=("md",), out_dir=tmp_path / "dummy", redactor=Redactor())[0]).read_text()
     assert "Weights were dummy (load_format=dummy)" in md_dummy.split("## Environment")[0]
+
+
+# -- no byte from outside the run directory (newcomer-3 defect 6) -------------------------------------------------
+import os  # noqa: E402
+
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from diagnostics.errors import UsageError  # noqa: E402
+from diagnostics.report.content import owned_file, read_timeline  # noqa: E402
+from diagnostics.report.html import render_html  # noqa: E402
+from diagnostics.report.jsonreport import render_json  # noqa: E402
+from diagnostics.report.markdown import fit_sweep  # noqa: E402
+
+SECRET = "OUTSIDE-THE-RUN-7f3a9c"  # the content of a file outside the run directory; no path contains it
+
+
+def _key_paths(value, prefix=()):
+    """Every key path of a record (dict keys, list indices), leaves and containers alike."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield (*prefix, key)
+            yield from _key_paths(inner, (*prefix, key))
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            yield (*prefix, i)
+            yield from _key_paths(inner, (*prefix, i))
+
+
+def _plant(record: dict, path: tuple, value) -> None:
+    target = record
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+
+
+def _outside(root: Path) -> dict[str, str]:
+    """Ways a record can name a file outside `root/run`: absolute, climbing '..', a symlink inside that leads out."""
+    secret = root / "outside" / "secret.log"
+    secret.parent.mkdir(exist_ok=True)
+    secret.write_text("".join(f"{SECRET} line {i}\n" for i in range(30)))
+    (root / "outside" / "results.jsonl").write_text("")  # nothing a report could take from here either
+    run = root / "run"
+    (run / "logs").mkdir(parents=True, exist_ok=True)
+    link = run / "logs" / "link.log"
+    if not link.is_symlink():
+        link.symlink_to(secret)
+    return {"absolute": str(secret), "climbing": "../outside/secret.log",
+            "deep": "../" * 12 + str(secret).lstrip("/"), "inner-climb": "logs/../../outside/secret.log",
+            "symlink": "logs/link.log", "directory": str(secret.parent)}
+
+
+BASE = [json.loads(line) for line in RESULTS.read_text().splitlines()]
+PATHS = sorted({p for r in BASE for p in _key_paths(r)}, key=str)
+
+
+def _text_leaves(record: dict) -> list[tuple]:
+    """Key paths whose value is text: a path can be planted in all of them at once and the record still loads."""
+    paths = []
+    for path in _key_paths(record):
+        target = record
+        for key in path:
+            target = target[key]
+        if isinstance(target, str):
+            paths.append(path)
+    return paths
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(form=st.sampled_from(["absolute", "climbing", "deep", "inner-climb", "symlink", "directory"]),
+       extra=st.sampled_from(PATHS), which=st.integers(0, len(BASE) - 1),
+       outcomes=st.lists(st.sampled_from(["ok", "oom_profile", "crash", "unknown"]), min_size=len(BASE),
+                         max_size=len(BASE)))
+def test_no_report_carries_a_byte_from_outside_the_run_directory(tmp_path, form, extra, which, outcomes):
+    """The path goes into every text field of every record (log_file and timeline_file included, failed and ok
+    records alike), and into one more field of any type; no report format may carry the file's content."""
+    planted = _outside(tmp_path)[form]
+    records = json.loads(json.dumps(BASE))
+    for i, (record, outcome) in enumerate(zip(records, outcomes)):
+        for path in _text_leaves(record):
+            _plant(record, path, planted)
+        record["id"] = f"{planted}#{i}"  # still a path, one id per record
+        record["outcome"], record["passed"] = outcome, outcome == "ok"  # a path as outcome is refused on load
+        record["log_file"] = record["timeline_file"] = planted
+    run = tmp_path / "run"
+
+    def rendered() -> list[str]:
+        (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        report = build_report(run, Redactor())
+        md, full = fit_sweep(report, lambda text: text)
+        return [md, full or "", render_json(report), render_html(report, base=tmp_path / "html")]
+
+    assert not any(SECRET in text for text in rendered()), form  # every text field: loads, and leaks nothing
+    try:
+        _plant(records[which], extra, planted)
+        texts = rendered()
+    except (KeyError, IndexError, TypeError):  # the field is not in this record
+        return
+    except UsageError:  # a record the loader refuses (a path where a number belongs): nothing is written
+        return
+    assert not any(SECRET in text for text in texts), (extra, form)
+
+
+def test_owned_file_reads_only_regular_files_inside_the_run_directory(tmp_path):
+    forms = _outside(tmp_path)
+    run = tmp_path / "run"
+    (run / "logs" / "a.log").write_text("mine\n")
+    (run / "timelines").mkdir()
+    (run / "timelines" / "a.csv").write_text("t_s,device_used_gib,process_gib,phase\n0.5,1.0,1.0,init\n")
+    assert owned_file(run, "logs/a.log") == (run / "logs" / "a.log").resolve()
+    for name in [*forms.values(), "", None, 5, "logs", "logs/a.log\0x"]:
+        assert owned_file(run, name) is None, name
+    assert read_timeline(run, {"timeline_file": "timelines/a.csv"})[0]["t_s"] == 0.5
+    os.symlink(tmp_path / "outside" / "secret.log", run / "timelines" / "b.csv")
+    assert read_timeline(run, {"timeline_file": "timelines/b.csv"}) == []
+
+
+def test_one_id_twice_is_refused_whatever_the_order(tmp_path):                              # newcomer-3 #166, #167
+    lines = RESULTS.read_text().splitlines()
+    for i, text in enumerate((lines + [lines[0]], [lines[0].replace('"ok"', '"oom_profile"', 1)] + lines)):
+        run = tmp_path / f"r{i}"
+        run.mkdir()
+        (run / "results.jsonl").write_text("\n".join(text) + "\n")
+        with pytest.raises(UsageError, match="more than one record for mml2048-seqs16-util0.9"):
+            build_report(run, Redactor())
+
+
+def test_records_of_two_models_or_cards_are_not_one_run(tmp_path):                            # newcomer-3 #188
+    records = BASE[:2] + [{**r, "model": "Qwen/Qwen2-VL-7B-Instruct"} for r in BASE[2:]]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(UsageError, match="records of 2 models"):
+        build_report(tmp_path, Redactor())

@@ -70,3 +70,14 @@ def test_cli_writes_markdown_json_and_one_chart(tmp_path, capsys):
     assert main(["report", str(a10), str(l4), "--out", str(out), "--format", "html"]) == 2
     assert "accepted --format for several runs" in capsys.readouterr().err
     assert main(["report", str(a10), str(tmp_path / "missing")]) == 2
+
+
+def test_records_whose_card_is_a_name_make_a_column_too(tmp_path):                          # newcomer-3 #360
+    a, b = _run(tmp_path, "a", "3090", "0.6.3", 1.0), _run(tmp_path, "b", "4090", "0.6.3", 1.0)
+    for run_dir, name in ((a, "3090"), (b, "4090")):
+        records = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+        for r in records:
+            r["card"] = name  # what the single-run report also accepts
+        (run_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    report = build_cross_card([a, b])
+    assert [c["card"] for c in report["columns"]] == ["3090", "4090"]

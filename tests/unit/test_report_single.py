@@ -148,3 +148,33 @@ def test_log_report_shows_how_far_the_start_got_and_the_processes_the_oom_messag
     assert "this process: 14.90 GiB" in listed
     others = next(r for r in content["figures"] if r["figure"] == "other_processes_gib")
     assert others["printed"] == pytest.approx(record.numbers["other_processes_gib"])
+
+
+KV_LOG = ("INFO 07-04 01:04:14 gpu_executor.py:84] # GPU blocks: 5970, # CPU blocks: 682\n"  # vllm#6124, verbatim
+          "[rank0]: ValueError: The model's max seq len (131072) is larger than the maximum number of tokens that can "
+          "be stored in KV cache (95520). Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when "
+          "initializing the engine.\n")
+
+
+def test_the_readme_example_prints_no_replan_command_that_plan_refuses(tmp_path, capsys):  # newcomer-3 defect 5
+    import shlex
+
+    from diagnostics.cli import main
+
+    (tmp_path / "vllm.log").write_text(KV_LOG)
+    assert main(["explain", str(tmp_path / "vllm.log"), "--format", "md", "--model", "minicpm-v-2_6",
+                 "--card", "3090"]) == 0
+    md = capsys.readouterr().out
+    assert "0.33.0" not in md  # the log is V0: never planned as the newest (V1) release
+    commands = [line for line in md.splitlines() if line.startswith("python -m diagnostics plan")]
+    for command in commands:  # whatever it offers must run
+        assert main(shlex.split(command)[3:]) == 0, command
+
+
+def test_a_v0_log_without_a_version_is_planned_with_a_v0_release():                          # newcomer-3 defect 5
+    from diagnostics.explain.context import record_version
+    from diagnostics.versions import default_engine
+
+    record = read_log(KV_LOG)
+    assert record.engine == "V0" and record.vllm_version is None
+    assert default_engine(record_version(record)) == "V0"

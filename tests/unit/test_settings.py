@@ -174,7 +174,6 @@ def test_audit_a9_v1_overrides_enable_chunked_prefill_false_before_0_12(version,
     assert s["enable_chunked_prefill"] is False and s["max_num_batched_tokens"] == 32768  # honoured from 0.12
 
 
-
 def _text_model(max_len: int):
     from diagnostics.models import model_from_config
 
@@ -338,6 +337,46 @@ def test_a_limit_plan_would_drop_is_refused_not_dropped():
         resolve(M, get_card("3090"), "0.6.3", overrides={"limit_mm_per_prompt": {"image": 1, "video": 2}})
     s = resolve(M, get_card("3090"), "0.6.3", overrides={"limit_mm_per_prompt": {"image": 1, "video": 0}})
     assert s["limit_mm_per_prompt"] == {"image": 1}
+
+
+@pytest.mark.parametrize("key, value, words", [                                             # newcomer-3 #77-#82
+    ("mm_processor_kwargs", {"max_slice_nums": "nine"}, "max_slice_nums must be a positive integer"),
+    ("mm_processor_kwargs", {"max_slice_nums": 0}, "max_slice_nums must be a positive integer"),
+    ("cpu_offload_gb", -1, "cpu_offload_gb=-1 must be >= 0"),
+    ("kv_cache_memory_bytes", -1, "kv_cache_memory_bytes=-1 must be >= 0"),
+])
+def test_values_vllm_cannot_take_are_one_line(key, value, words):
+    import re
+
+    from diagnostics.settings import check_setting
+
+    with pytest.raises(UsageError, match=re.escape(words)):
+        check_setting(key, value)
+
+
+def test_a_setting_given_twice_and_a_tp_that_does_not_divide_the_heads_are_refused():       # newcomer-3 #67, #70, #71
+    from diagnostics.settings import vllm_refusal
+
+    with pytest.raises(UsageError, match="--set max_model_len given twice .4096 and 8192."):
+        parse_set(["max_model_len=4096", "max_model_len=8192"])
+    assert parse_set(["max_model_len=4096", "max_model_len=4096"]) == {"max_model_len": 4096}
+    s = resolve(M, get_card("3090"), "0.32.0", "llm", {"tensor_parallel_size": 3})
+    assert vllm_refusal(s, M) == "Total number of attention heads (28) must be divisible by tensor parallel size (3)."
+    assert vllm_refusal({**s, "tensor_parallel_size": 2}, M) is None
+
+
+def test_an_unknown_load_format_is_refused_and_vllms_own_are_taken():                        # newcomer-3 #93
+    from diagnostics.settings import check_setting
+
+    with pytest.raises(UsageError, match="unknown load_format 'bogus'; accepted: auto, bitsandbytes, dummy"):
+        check_setting("load_format", "bogus")
+    assert check_setting("load_format", "dummy") == "dummy" and check_setting("load_format", "SafeTensors")
+
+
+def test_start_refusal_names_a_batch_smaller_than_the_sequences_for_any_model():             # newcomer-3 #259
+    why = start_refusal({"max_num_batched_tokens": 16, "max_num_seqs": 32, "max_model_len": 16}, "0.32.0")
+    assert why == "max_num_batched_tokens (16) must be greater than or equal to max_num_seqs (32)."
+    assert start_refusal({"max_num_batched_tokens": 32, "max_num_seqs": 32}, "0.32.0") is None
 
 
 # -- dated defaults, read from each release's source (scripts/release_check.py -> tests/data/vllm_releases) --------

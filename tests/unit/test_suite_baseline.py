@@ -153,13 +153,13 @@ def test_turning_a_check_off_ignores_it():
 def test_new_missing_and_other_machine():
     old, new = records(), records()[1:]
     new.append({**records()[0], "id": "extra"})
-    for r in new:
-        r["machine_info"] = {**r["machine_info"], "card": "3090", "gpu_name": "NVIDIA GeForce RTX 3090", "driver": "560.1"}
+    for r in new:  # another driver on the same card: compared, with a warning naming both
+        r["machine_info"] = {**r["machine_info"], "driver": "560.1"}
     c = compare(old, new)
     rows = by_id(c.rows)
     assert rows["extra"].status == "new" and rows["mml2048-seqs16-util0.9"].status == "missing"
     assert c.regressed  # issue #9: a combination the candidate did not run fails the gate
-    assert any("NVIDIA A10 (driver 550.54.15)" in w and "NVIDIA GeForce RTX 3090 (driver 560.1)" in w for w in c.warnings)
+    assert any("NVIDIA A10 (driver 550.54.15)" in w and "NVIDIA A10 (driver 560.1)" in w for w in c.warnings)
 
 
 def test_format_table_is_side_by_side():
@@ -276,3 +276,26 @@ def test_default_tolerance_comes_from_the_measured_spread_with_a_floor():
     assert "tolerance (why)" in table and "kv_tokens 1% (floor: spread 0.00% over 3 starts)" in table
     # without `given` (callers from before): every tolerance as given, no tolerance column
     assert "tolerance (why)" not in format_table(compare([old], [worse], DEFAULT_TOLERANCES))
+
+
+def test_a_tolerance_twice_and_a_directory_as_baseline_file_are_named(tmp_path):            # newcomer-3 #224, #288
+    with pytest.raises(UsageError, match="tolerance peak given twice in 'peak:5%,peak:20%'"):
+        parse_tolerances("peak:5%,peak:20%")
+    (tmp_path / "d").mkdir()
+    with pytest.raises(UsageError, match="baseline file .*d/' is a directory"):
+        load_baseline(str(tmp_path / "d") + "/", tmp_path)
+
+
+def test_a_baseline_of_a_newer_schema_is_refused(tmp_path):                                   # newcomer-3 #223
+    (tmp_path / "b.json").write_text(json.dumps({"schema_version": 99, "name": "p", "results": records()}))
+    with pytest.raises(UsageError, match="schema_version 99; this vllm-memcheck reads baselines of schema_version 1"):
+        load_results_source(tmp_path / "b.json")
+
+
+def test_compare_refuses_a_results_file_of_zeros_without_reading_it_whole(tmp_path):          # newcomer-3 #361
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / "results.jsonl", "wb") as f:
+        f.truncate(2 << 30)
+    with pytest.raises(UsageError, match="starts with zero bytes, not JSON lines"):
+        load_results_source(run)

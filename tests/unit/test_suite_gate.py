@@ -54,3 +54,32 @@ def test_finish_fails_on_a_regression_and_on_missing_combinations(tmp_path):
     assert "REGRESSION: 1 regressed, 1 same" in "\n".join(gate.lines)
     gate.lines.clear()
     assert gate.finish([line("a", "0.32.0"), line("b", "0.32.0")], []) is False
+
+
+def test_an_empty_or_foreign_card_baseline_fails_before_the_first_start(tmp_path):     # newcomer-3 defect 4
+    import json
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"schema_version": 1, "name": "pinned", "results": []}))
+    with pytest.raises(UsageError, match=r"--compare-baseline=.*empty.json: the baseline has no result records"):
+        Gate(tmp_path, compare_name=str(empty)).check(info)
+    save_baseline([line("a")], "pinned", tmp_path)
+    with pytest.raises(UsageError, match=r"differ in card \(cpu vs 3090\)"):
+        Gate(tmp_path, compare_name="pinned").check(lambda: {**info(), "card": "3090"})
+
+
+def test_a_candidate_of_another_model_fails_the_session_with_one_line(tmp_path):          # newcomer-3 defect 4
+    save_baseline([{**line("a"), "model": "m1"}], "pinned", tmp_path)
+    gate = Gate(tmp_path, compare_name="pinned", tolerances={"peak": 0.05, "kv_tokens": 0.05, "startup": None})
+    gate.check(info)
+    assert gate.finish([{**line("a", "0.32.0"), "model": "m2"}], []) is True
+    assert len(gate.lines) == 1 and "the gate cannot compare" in gate.lines[0] and "differ in model" in gate.lines[0]
+
+
+def test_a_baseline_name_too_long_for_a_file_is_refused_before_the_sweep(tmp_path):       # newcomer-3 #280
+    with pytest.raises(UsageError, match=r"bad baseline name 'bbbb.*'\.\.\. \(--save-baseline\); accepted: up to 100"):
+        Gate(tmp_path, save_name="b" * 300).check(info)
+
+
+def test_save_baseline_if_missing_alone_is_refused(tmp_path):                                # newcomer-3 #289
+    with pytest.raises(UsageError, match="--save-baseline-if-missing without --compare-baseline"):
+        Gate(tmp_path, save_if_missing=True).check(info)

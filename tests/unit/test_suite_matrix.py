@@ -204,3 +204,24 @@ def test_worst_case_and_a_planted_budget_per_matrix_and_scenario():             
         parse_matrix('[matrix]\nworst_case = "yes"\n[scenarios.a]\nmax_model_len = 256\n')
     with pytest.raises(MatrixError, match="planted_budget_mib in \\[scenarios.a\\] must be a positive whole number"):
         parse_matrix("[scenarios.a]\nmax_model_len = 256\nplanted_budget_mib = 0\n")
+
+
+@pytest.mark.parametrize("data, words", [                                                  # newcomer-3 appendix
+    (b"\xff\xfe[scenarios.a]\nmax_model_len = 256\n", "not UTF-8 text (byte 0xff at offset 0)"),
+    (b'[matrix]\nmodel = 123\n[scenarios.a]\nmax_model_len = 256\n', "model in [matrix] must be text, not 123"),
+    (b'[matrix]\nname = ["x"]\n[scenarios.a]\nmax_model_len = 256\n', "name in [matrix] must be text"),
+    (b'[matrix]\ndescription = 5\n[scenarios.a]\nmax_model_len = 256\n', "description in [matrix] must be text"),
+    (b'[scenarios.""]\nmax_model_len = 256\n', "scenario name '' names nothing"),
+])
+def test_a_matrix_the_sweep_cannot_use_is_one_line(tmp_path, data, words):
+    path = tmp_path / "m.toml"
+    path.write_bytes(data)
+    with pytest.raises(MatrixError) as err:
+        load_matrix(path)
+    assert words in str(err.value) and "\n" not in str(err.value) and ":?:" not in str(err.value)
+
+
+def test_a_utf8_bom_matrix_reads(tmp_path):                                                 # newcomer-3 #255
+    path = tmp_path / "m.toml"
+    path.write_bytes("\ufeff[scenarios.a]\nmax_model_len = 256\n".encode())
+    assert load_matrix(path).ids() == ["a"]

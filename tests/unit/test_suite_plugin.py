@@ -585,7 +585,8 @@ GATE_ARGS = ("--card=cpu", "--matrix=m.toml", "--benchmark-disable", "-s")
 def gate_line(rid: str, vllm: str = "0.31.0", peak: float = 1.25, **extra) -> dict:
     return {"schema_version": 1, "run": "r", "id": rid, "outcome": "ok", "status": "passed", "passed": True,
             "expected": "ok", "peak_process_gib": peak, "peak_device_gib": None, "kv_cache_tokens": 131072,
-            "startup_s": 1.5, "settings": {"max_model_len": 256},
+            "startup_s": 1.5, "settings": {"enforce_eager": True, "kv_cache_memory_bytes": 67108864,  # GATE_MATRIX's
+                                           "max_model_len": {"a": 256, "b": 512}.get(rid, 1024)},
             "machine_info": {"card": "cpu", "gpu_name": "vLLM CPU backend", "driver": None, "vllm": vllm}, **extra}
 
 
@@ -595,7 +596,6 @@ def stand_in(pytester):
     pytester.makeconftest(GATE_STAND_IN)
     (pytester.path / "m.toml").write_text(GATE_MATRIX)
     return pytester
-
 
 
 def usage_error(result) -> str:
@@ -914,6 +914,12 @@ def test_bad_repeat_and_a_baseline_of_another_cache_state_are_usage_errors(flow,
     result = run(flow, "--card=cpu", "--matrix=flow.toml", f"--compare-baseline={baseline}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "baseline ran with warm compile caches, the candidate with cold" in result.stderr.str()
+
+
+def test_thresholds_for_an_unknown_card_fail_before_the_first_start(stand_in):              # newcomer-3 #245
+    (stand_in.path / "m.toml").write_text(GATE_MATRIX + "[thresholds.cpuu]\npeak_gib = 0.001\n")
+    err = usage_error(run(stand_in, *GATE_ARGS))
+    assert "thresholds for unknown card 'cpuu'" in err
 
 
 # -- the installed plugin (issue #27): a pytest11 entry point, used from another directory --------------------------

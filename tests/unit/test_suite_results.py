@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import datetime, timezone
 
 import pytest
@@ -211,3 +212,52 @@ def test_spread_and_with_repeats():                                             
     peak = record["repeat"]["figures"]["peak"]
     assert (peak["min"], peak["max"], peak["n"]) == (2.0, 2.2, 2)  # only starts with the chosen outcome
     assert record["repeat"]["starts"][2]["outcome"] == "oom_request"
+
+
+def test_file_stem_never_leaves_its_directory_and_never_joins_two_ids():                  # newcomer-3 defect 6
+    from diagnostics.suite.results import file_stem
+
+    assert file_stem("mml2048-seqs16-util0.9") == "mml2048-seqs16-util0.9"  # a plain id keeps its name
+    stems = {i: file_stem(i) for i in ("../../../escaped", "a/b", "a_b", "..", ".", "x" * 300, "ログ", "")}
+    for rid, stem in stems.items():
+        assert "/" not in stem and not stem.startswith(".") and 0 < len(stem) <= 100, rid
+    assert len(set(stems.values())) == len(stems)
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("peak_device_gib", float("nan"), "peak_device_gib is nan; expected a finite number"),
+    ("startup_s", float("inf"), "startup_s is inf"),
+    ("settings", "max_model_len=4096", "settings is 'max_model_len=4096'; expected a JSON object"),
+    ("card", 3090, "card is 3090; expected a JSON object or text"),
+    ("diagnosis", {"culprits": ["x"]}, "diagnosis.culprits is ['x']; expected a list of JSON objects"),
+    ("phase_peaks_gib", {"profile": "big"}, "phase_peaks_gib.profile is 'big'"),
+])
+def test_a_damaged_record_is_one_line_naming_file_line_and_field(tmp_path, field, value, words):  # newcomer-3 #171
+    import json as _json
+    from diagnostics.suite.results import load_results
+
+    path = tmp_path / "results.jsonl"
+    path.write_text(_json.dumps({"id": "a", "outcome": "ok", field: value}) + "\n")
+    with pytest.raises(UsageError) as err:
+        load_results(path)
+    assert str(err.value).startswith(f"{path}:1: ") and words in str(err.value)
+
+
+@pytest.mark.parametrize("extra, words", [                                                  # newcomer-3 #173, #180, #184
+    ({"schema_version": 999}, "schema_version 999; this vllm-memcheck reads schema_version 1"),
+    ({"outcome": "exploded"}, "outcome 'exploded' is none of ok, "),
+    ({"peak_device_gib": -3.0}, "peak_device_gib is -3.0; expected a figure >= 0"),
+])
+def test_a_record_from_elsewhere_is_refused_in_one_line(tmp_path, extra, words):
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps({"id": "a", "outcome": "ok", **extra}) + "\n")
+    with pytest.raises(UsageError, match=re.escape(words)):
+        load_results(path)
+
+
+def test_a_results_file_of_zeros_is_refused_before_it_is_read_whole(tmp_path):               # newcomer-3 #206, #361
+    path = tmp_path / "results.jsonl"
+    with open(path, "wb") as f:
+        f.truncate(2 << 30)  # a sparse 2 GiB of NULs: reading it whole took 4-6 GB
+    with pytest.raises(UsageError, match="starts with zero bytes, not JSON lines"):
+        load_results(path)

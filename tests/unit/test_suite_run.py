@@ -22,7 +22,7 @@ def test_model_load_format_and_timeout_checks():
     assert run.engine_timeout(None) == run.DEFAULT_ENGINE_TIMEOUT_S and run.engine_timeout("120") == 120.0
     assert run.engine_timeout("0") is None and run.engine_timeout(0.0) is None  # issue #9: 0 is no limit, not 900
     for bad in ("soon", "-5", "nan", "inf"):
-        with pytest.raises(UsageError, match=f"bad engine_timeout '{bad}'; accepted: a number of seconds > 0, or 0"):
+        with pytest.raises(UsageError, match=f"bad engine_timeout '{bad}'; accepted: a number of seconds >= 1 .an engine start takes longer., or 0"):
             run.engine_timeout(bad)
 
 
@@ -104,3 +104,42 @@ def test_repeat_count_and_cache_env(tmp_path):                                  
     assert env == {"VLLM_CACHE_ROOT": str(tmp_path / "c" / "vllm"), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "c" / "inductor"),
                    "TRITON_CACHE_DIR": str(tmp_path / "c" / "triton")}
     assert set(env) == set(run.CACHE_ENV)
+
+
+def test_a_miscased_kit_and_a_timeout_no_start_can_meet_are_refused_before_the_first_start():  # newcomer-3 #268, #274
+    from diagnostics.errors import UsageError
+    from diagnostics.suite import run as suite_run
+
+    with pytest.raises(UsageError, match="unknown model kit 'KIT:tiny-text'"):
+        suite_run.check_model("KIT:tiny-text")
+    with pytest.raises(UsageError, match=r"bad engine_timeout '1e-9'; accepted: a number of seconds >= 1"):
+        suite_run.engine_timeout("1e-9")
+    assert suite_run.engine_timeout("0") is None and suite_run.engine_timeout("30") == 30.0
+
+
+def test_a_model_path_that_is_a_file_is_named_so(tmp_path):                                   # newcomer-3 #272
+    from diagnostics.errors import UsageError
+    from diagnostics.suite import run as suite_run
+
+    (tmp_path / "m.toml").write_text("x")
+    with pytest.raises(UsageError, match="is a file, not a model directory"):
+        suite_run.check_model_path(str(tmp_path / "m.toml"))
+
+
+def test_resume_refuses_a_run_with_an_id_twice_or_of_another_model(tmp_path):                # newcomer-3 #309, #310
+    import json as _json
+
+    from diagnostics.errors import UsageError
+    from diagnostics.suite import run as suite_run
+
+    run_dir = tmp_path / "r1"
+    run_dir.mkdir()
+    (tmp_path / "latest").write_text("r1\n")
+    ok = {"schema_version": 1, "id": "a", "outcome": "ok", "status": "passed", "passed": True, "model": "kit:tiny-text"}
+    (run_dir / "results.jsonl").write_text(_json.dumps(ok) + "\n" + _json.dumps({**ok, "outcome": "oom_profile"}) + "\n")
+    with pytest.raises(UsageError, match="has more than one record for a"):
+        suite_run.RunDir.prepare(tmp_path, resume=True, is_worker=False, model="kit:tiny-text")
+    (run_dir / "results.jsonl").write_text(_json.dumps({**ok, "model": "other"}) + "\n")
+    with pytest.raises(UsageError, match="the latest run .r1. is of other, not kit:tiny-text"):
+        suite_run.RunDir.prepare(tmp_path, resume=True, is_worker=False, model="kit:tiny-text")
+    assert suite_run.RunDir.prepare(tmp_path, resume=True, is_worker=False, model="other").finished == {"a"}

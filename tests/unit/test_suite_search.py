@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -79,6 +80,22 @@ def test_ranges():
     with pytest.raises(UsageError, match="accepted: LO:HI"):
         parse_range("4096")
     assert default_range("max_model_len", 16, 4096) == (16, 4096) and default_range("max_num_seqs", 1, 0) == (1, 1024)
+
+
+@pytest.mark.parametrize("search, resolution, range_text, words", [                         # newcomer-3 #299-#304
+    ("max_model_len", None, "abc", "bad --search-range 'abc'"),
+    ("max_model_len", None, "4096:512", "accepted: LO:HI with 1 <= LO < HI"),
+    ("max_model_len", "0", "256:512", "bad --search-resolution '0'"),
+    ("max_model_len", "big", None, "bad --search-resolution 'big'"),
+    (None, None, "abc", "--search-range without --search"),
+    (None, "-5", None, "--search-resolution without --search"),
+])
+def test_search_options_are_checked_before_the_first_start(search, resolution, range_text, words):
+    from diagnostics.errors import UsageError
+    from diagnostics.suite.search_run import check_search_options
+
+    with pytest.raises(UsageError, match=re.escape(words)):
+        check_search_options(search, resolution, range_text)
 
 
 def test_a_knob_search_runs_on_the_knobs_grid_within_the_bound():
