@@ -178,7 +178,7 @@ def _hub_call(repo_id: str, what: str):
         yield
     except UsageError:
         raise
-    except Exception as exc:  # noqa: BLE001 - every failure of the remote read becomes one line, named
+    except Exception as exc:
         raise UsageError(f"--model {repo_id}: cannot read its {what} from the Hugging Face hub ({_why(exc)}); "
                          f"{accepted}") from None
     finally:

@@ -93,7 +93,7 @@ class Redactor:
         users, hosts = set(), set()
         try:
             users.add(getpass.getuser())
-        except Exception:  # noqa: BLE001 - no passwd entry in some containers; nothing to learn then
+        except Exception:
             pass
         try:
             host = socket.gethostname()

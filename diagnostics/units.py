@@ -6,7 +6,7 @@ everything inside the pipeline keeps floats in GiB or ints in bytes/tokens.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -46,7 +46,7 @@ def plural(n: int, word: str, plural_form: str | None = None) -> str:
 
 def utc_now(timespec: str = "seconds") -> str:
     """The current UTC time as ISO 8601 with a `Z`: `2026-11-30T15:54:18Z` (timespec as datetime.isoformat)."""
-    return datetime.now(timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def fmt_error(err: float | None) -> str:

@@ -129,7 +129,7 @@ def explain(record, model=None, card=None) -> dict:
         doc = explain_record(record, model=model, card=card).to_json()
     except UsageError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the reading is still worth printing; say why culprits are missing
+    except Exception as exc:
         print(f"vllm-memcheck explain: warning: explainer failed ({type(exc).__name__}: {exc}); outcome only",
               file=sys.stderr)
         return {"culprits": [], "summary": _fallback_summary(record), "fix": {}}

@@ -66,7 +66,7 @@ class StartDevices:
     baselines: list
 
     @classmethod
-    def open(cls, devices: list) -> "StartDevices":
+    def open(cls, devices: list) -> StartDevices:
         nvml, handles = open_devices(devices)
         try:
             names = [nvml_text(nvml.nvmlDeviceGetName(h)) for h in handles]

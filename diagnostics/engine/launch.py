@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from diagnostics.engine import gpus as devices, timeline
 from diagnostics.engine.devices import DeviceNotClean, StartDevices, pin_cuda_order, start_devices
@@ -214,7 +214,7 @@ def kill_group(pgid: int, sig: int) -> None:
 
 def first_stamp(log_path: Path) -> str | None:
     try:
-        with open(log_path, "r", encoding="utf-8", errors="replace") as f:
+        with open(log_path, encoding="utf-8", errors="replace") as f:
             m = timeline.LOG_STAMP.search(f.read(1 << 16))
     except OSError:
         return None
@@ -231,7 +231,7 @@ class _Paths:
     spec: Path
 
     @classmethod
-    def of(cls, spec: StartSpec) -> "_Paths":
+    def of(cls, spec: StartSpec) -> _Paths:
         log, timeline = Path(spec.log_path).resolve(), Path(spec.timeline_path).resolve()
         log.parent.mkdir(parents=True, exist_ok=True)
         timeline.parent.mkdir(parents=True, exist_ok=True)

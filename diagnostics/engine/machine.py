@@ -97,7 +97,7 @@ def _torch_info(with_torch: bool) -> tuple[str | None, str | None]:
 
             cuda = torch.version.cuda
             version = torch.__version__
-        except Exception:  # noqa: BLE001 - a broken torch install is itself worth reporting as metadata only
+        except Exception:
             pass
     return version, cuda
 

@@ -20,7 +20,8 @@ import threading
 import time
 from array import array
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
+from collections.abc import Callable
 
 from diagnostics.engine.nvml import DeviceMemory, open_nvml
 
@@ -296,12 +297,12 @@ class Sampler:
             deadline = max(deadline, now)  # behind (a stall): go on from now, no burst of catch-up readings
             stopped = self._wait(deadline - now)
 
-    def start(self) -> "Sampler":
+    def start(self) -> Sampler:
         self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
         self._thread.start()
         return self
 
-    def stop(self, timeout_s: float = 5.0) -> "Sampler":
+    def stop(self, timeout_s: float = 5.0) -> Sampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)

@@ -102,7 +102,7 @@ KV_SUGGEST = re.compile(
     rf"or `--kv-cache-memory=(?P<b>\d+)`(?: \((?P<b_gib>{NUM}) GiB\))? to fully utilize gpu memory"
 )
 KV_IN_USE = re.compile(rf"Current kv cache memory in use is (?P<kv>{NUM}) (?P<unit>GiB|bytes)")
-GPU_BLOCKS = re.compile(rf"# (?:GPU|CUDA|cuda|\w+) blocks: (?P<gpu>\d+)(?:, # CPU blocks: (?P<cpu>\d+))?")
+GPU_BLOCKS = re.compile(r"# (?:GPU|CUDA|cuda|\w+) blocks: (?P<gpu>\d+)(?:, # CPU blocks: (?P<cpu>\d+))?")
 KV_TOKENS = re.compile(rf"\b(?P<dev>GPU \+ host|GPU|CPU|\w+) KV cache size: (?P<tokens>{NUM}) tokens")
 CONCURRENCY = re.compile(rf"Maximum concurrency for (?P<mml>{NUM}) tokens per request: (?P<x>{NUM})x")
 # V0-only start-up lines around graph capture (0.5-0.6: "Capturing the model for CUDA graphs", "CUDA graphs can take
@@ -165,9 +165,9 @@ ENCODER_SKIP = re.compile(r"Skipping (?:memory profiling for multimodal encoder|
 # 0.20+: the profile run estimates the CUDA-graph pool: "Profiling CUDA graph memory: FULL=35 (largest=512), ..."
 GRAPH_PROFILING_START = re.compile(r"Profiling CUDA graph memory: (?P<modes>.*)")
 PROFILE_SEQ_WARNING = re.compile(
-    rf"(?:sequence length used for profiling \(max_num_batched_tokens / max_num_seqs = (?P<seq>\d+)\)"
-    rf"|context length \((?P<ctx>\d+)\) of the model) is too short to hold the multi-modal embeddings in the "
-    rf"worst case \((?P<total>\d+) tokens in total, out of which (?P<reserved>\{{[^}}]*\}}|\d+) are reserved"
+    r"(?:sequence length used for profiling \(max_num_batched_tokens / max_num_seqs = (?P<seq>\d+)\)"
+    r"|context length \((?P<ctx>\d+)\) of the model) is too short to hold the multi-modal embeddings in the "
+    r"worst case \((?P<total>\d+) tokens in total, out of which (?P<reserved>\{[^}]*\}|\d+) are reserved"
 )
 CPU_KV_AUTO = re.compile(
     rf"Auto set \((?P<kv>{NUM})/(?P<total>{NUM})\) GiB for KV cache on node \d+, with (?P<req>{NUM}) GiB "

@@ -33,7 +33,7 @@ class ChunkReader:
         self._next: dict[bytes, int] = {}
 
     @classmethod
-    def of(cls, data: str | bytes, chunk: int = CHUNK) -> "ChunkReader":
+    def of(cls, data: str | bytes, chunk: int = CHUNK) -> ChunkReader:
         raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else bytes(data)
         return cls(io.BytesIO(raw), chunk)
 

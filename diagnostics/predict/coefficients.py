@@ -66,7 +66,7 @@ class Coefficients:
     vlm_tower_per_patch: tuple[int, int] = (8, 3)
     name: str = "built-in"  # which calibration these are
 
-    def replace(self, **changes) -> "Coefficients":
+    def replace(self, **changes) -> Coefficients:
         return dataclasses.replace(self, **changes)
 
 

@@ -55,7 +55,7 @@ def figure_rows(samples, rows) -> list[list[str]]:
     for r in rows:
         s = by[r.sample]
         unit = UNITS.get(r.figure, "")
-        fmt = (lambda x: "-" if x is None else (f"{x:,.0f}" if unit in ("tokens", "count") else f"{x:.2f}"))
+        fmt = (lambda x, unit=unit: "-" if x is None else (f"{x:,.0f}" if unit in ("tokens", "count") else f"{x:.2f}"))
         out.append([r.sample, getattr(s.model, "name", "-").rsplit("/", 1)[-1], s.card.name, s.version,
                     f"{LABELS.get(r.figure, r.figure)} [{unit}]", fmt(r.printed),
                     f"{fmt(r.before)} ({fmt_error(r.error('before'))})",

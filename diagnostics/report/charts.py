@@ -11,13 +11,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
-from diagnostics.outcomes import MEMORY_FAILURES, TIMELINE_PHASES  # noqa: E402
-from diagnostics.redact import Redactor  # noqa: E402
-from diagnostics.report.content import CHARTS_DIR, chart_name, peak_of, read_timeline  # noqa: E402
-from diagnostics.units import fmt_gib  # noqa: E402
+from diagnostics.outcomes import MEMORY_FAILURES, TIMELINE_PHASES
+from diagnostics.redact import Redactor
+from diagnostics.report.content import CHARTS_DIR, chart_name, peak_of, read_timeline
+from diagnostics.units import fmt_gib
 
 WIDTH_IN, HEIGHT_IN, DPI = 9, 4, 100
 Y_LABEL = "memory (GiB)"

@@ -158,7 +158,7 @@ def resolved_defaults(record: dict) -> dict | None:
         info = record.get("machine_info") or {}
         entrypoint = "serve" if str(record.get("entrypoint") or "llm").startswith("serve") else "llm"
         defaults = resolve(get_model(record["model"]), get_card(card_name), info.get("vllm"), entrypoint, {})
-    except Exception:  # noqa: BLE001 - any failure here only means "use version_default"
+    except Exception:
         return None
     defaults = dict(defaults)
     defaults["trust_remote_code"] = False  # vLLM's own default (resolve() assumes the suite's True)

@@ -191,7 +191,8 @@ def _read_baseline_file(path: Path) -> tuple[dict, list[dict]]:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise UsageError(f"{path}: not a readable baseline ({exc}); expected a JSON file written by --save-baseline")
+        raise UsageError(f"{path}: not a readable baseline ({exc}); expected a JSON file written by --save-baseline") \
+            from None
     if (not isinstance(document, dict) or not isinstance(document.get("results"), list)
             or not all(isinstance(r, dict) for r in document["results"])):
         raise UsageError(f"{path}: not a baseline; expected a JSON object with 'results' (written by --save-baseline)")

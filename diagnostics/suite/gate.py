@@ -36,7 +36,7 @@ class Gate:
     lines: list[str] = field(default_factory=list)  # what the terminal summary prints
 
     @classmethod
-    def from_config(cls, config, cache_state: str | None = None) -> "Gate":
+    def from_config(cls, config, cache_state: str | None = None) -> Gate:
         spec = run.option(config, "fail_on_regression")
         compare_name = run.option(config, "compare_baseline")
         return cls(baseline_dir=Path(run.option(config, "baseline_dir") or ".memcheck/baselines"),

@@ -94,7 +94,7 @@ def asked_for(config: pytest.Config) -> bool:
     return given or "gpu" in str(getattr(config.option, "markexpr", "") or "")
 
 
-def activate(config: pytest.Config) -> "Manager":
+def activate(config: pytest.Config) -> Manager:
     """The session's Manager, built and registered on first use. UsageError for a bad option."""
     if MANAGER_KEY not in config.stash:
         manager = config.stash[MANAGER_KEY] = Manager(config)
@@ -126,7 +126,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
-def memcheck(request: pytest.FixtureRequest) -> "Manager":
+def memcheck(request: pytest.FixtureRequest) -> Manager:
     """The session's Manager: `memcheck.start(combination, benchmark)`, then `memcheck.verify(measurement)`."""
     return activate(request.config)
 

@@ -14,7 +14,7 @@ import math
 import os
 import re
 import warnings
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 from diagnostics.errors import UsageError
@@ -236,7 +236,8 @@ def load_results(path: str | os.PathLike) -> list[dict]:
                 warnings.warn(f"{path}:{number}: truncated last line skipped ({exc}); the run was cut short while "
                               "writing it", stacklevel=2)
                 continue
-            raise UsageError(f"{path}:{number}: not a result record ({exc}); expected one JSON object per line")
+            raise UsageError(f"{path}:{number}: not a result record ({exc}); expected one JSON object per line") \
+                from None
         _check_figures(record, f"{path}:{number}")
         records.append(record)
     return records
@@ -354,7 +355,7 @@ def new_run_dir(report_dir: str | os.PathLike, now: datetime | None = None) -> P
     """Create `<report_dir>/<YYYYMMDD-HHMMSS>` (UTC; `-2`, `-3`... when taken) and point `latest` at it."""
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    base = (now or datetime.now(timezone.utc)).strftime(RUN_NAME_FORMAT)
+    base = (now or datetime.now(UTC)).strftime(RUN_NAME_FORMAT)
     name, n = base, 1
     while True:
         run_dir = report_dir / name

@@ -242,7 +242,7 @@ class RunDir:
     _exported: bool = False
 
     @classmethod
-    def prepare(cls, report_dir: Path, resume: bool, is_worker: bool, model: str | None = None) -> "RunDir":
+    def prepare(cls, report_dir: Path, resume: bool, is_worker: bool, model: str | None = None) -> RunDir:
         """--resume: the latest run. An xdist worker: the run the controller exported (RUN_DIR_ENV). UsageError
         when the run to resume holds one id twice or records of another model than `model` (this session's): its
         table would mix them."""

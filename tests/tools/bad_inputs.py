@@ -358,7 +358,7 @@ def plugin_cases() -> list[Case]:
     return c
 
 
-from newcomer3_inputs import newcomer3_cases, newcomer3_sandbox  # noqa: E402  (the newcomer-3 pass's inputs)
+from newcomer3_inputs import newcomer3_cases, newcomer3_sandbox
 
 CASES = (explain_cases() + plan_cases() + model_kit_cases() + report_compare_cases() + plugin_cases()
          + newcomer3_cases(Case, CLI, PYTEST))
@@ -399,7 +399,7 @@ def run_case(case: Case, sandbox: Path, python: str) -> tuple[int | None, str, s
             stdin.close()
         if case.stdout:
             stdout.close()
-    decode = lambda b: b.decode("utf-8", errors="replace")  # noqa: E731
+    decode = lambda b: b.decode("utf-8", errors="replace")
     return rc, decode(out), decode(err), time.monotonic() - t0
 
 

@@ -18,10 +18,10 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from diagnostics.cards import get_card  # noqa: E402
-from diagnostics.logs.reader import read_log  # noqa: E402
-from diagnostics.models import get_model  # noqa: E402
-from diagnostics.units import GiB  # noqa: E402
+from diagnostics.cards import get_card
+from diagnostics.logs.reader import read_log
+from diagnostics.models import get_model
+from diagnostics.units import GiB
 
 CASES = ROOT / "tests" / "data" / "field_cases" / "cases.jsonl"
 MINICPM = "minicpm-v-2_6"
@@ -230,7 +230,7 @@ def table(rows: list[Row], markdown: bool = False) -> str:
     head = ["case", "figure", "printed", "estimator", "error", "status", "note"]
     body = []
     for r in rows:
-        fmt = (lambda x: "-" if x is None else (f"{x:,.0f}" if r.unit in ("count", "tokens", "B", "flag")
+        fmt = (lambda x, r=r: "-" if x is None else (f"{x:,.0f}" if r.unit in ("count", "tokens", "B", "flag")
                                                 else f"{x:.2f}"))
         status = r.status if r.within is None else (f"{r.status} (<= {r.bound * 100:.0f}%)" if r.relative
                                                    else f"{r.status} (<= {r.bound:g})")

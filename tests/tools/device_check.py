@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import pynvml as N  # noqa: E402
+import pynvml as N
 
-from diagnostics.cards import card_for_gpu_name  # noqa: E402
+from diagnostics.cards import card_for_gpu_name
 
 MiB = 1 << 20
 ALLOC = ("import torch, os; x = torch.empty(1 << 30, dtype=torch.uint8, device='cuda'); f, t = torch.cuda.mem_get_info();"

@@ -234,7 +234,7 @@ def newcomer3_sandbox(root: Path) -> None:
         (root / project / "reports" / "latest").write_text("r1\n")
 
 
-def newcomer3_cases(Case, CLI, PYTEST) -> list:  # noqa: N803  (the catalogue's own classes)
+def newcomer3_cases(Case, CLI, PYTEST) -> list:
     """One Case per appendix row (see the module docstring for the rows left out)."""
     c = []
 

@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.tools import conformance_render  # noqa: E402
+from tests.tools import conformance_render
 
 PROBE = Path(__file__).with_name("conformance_probe.py")
 DEFAULT_VERSIONS = ("0.8.5", "0.9.2", "0.10.1", "0.10.2", "0.11.0", "0.12.0", "0.13.0", "0.20.0", "0.27.0",

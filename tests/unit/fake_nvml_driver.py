@@ -66,7 +66,7 @@ class FakeGpu:
     compute_capability: tuple[int, int] = (8, 6)
     processes: list[tuple[int, int | None]] = field(default_factory=list)
     mig_mode: int | None = None  # None: no MIG support; 0: disabled; 1: enabled
-    mig: list["FakeGpu"] = field(default_factory=list)
+    mig: list[FakeGpu] = field(default_factory=list)
     errors: dict = field(default_factory=dict)  # C entry point -> code (always) or [codes] (next calls)
     pci_bus_id: str = ""
 

@@ -85,8 +85,8 @@ def test_a_tensor_parallel_start_measures_each_claimed_device(tmp_path, monkeypa
     driver, _ = four  # engine/devices.py opens the claimed GPUs through the real pynvml, now talking to `driver`
     monkeypatch.setenv(launch.LOCK_ENV, str(tmp_path / "engine.lock"))
     seen_env = tmp_path / "child-env.txt"
-    stand_in = ("import os, time; open(%r, 'w').write(os.environ['CUDA_VISIBLE_DEVICES']); time.sleep(0.8)"
-                % str(seen_env))
+    stand_in = (f"import os, time; open({str(seen_env)!r}, 'w').write(os.environ['CUDA_VISIBLE_DEVICES']); "
+                "time.sleep(0.8)")
     real_popen = subprocess.Popen
     monkeypatch.setattr(launch.subprocess, "Popen",
                         lambda args, **kw: real_popen([sys.executable, "-c", stand_in], **kw))

@@ -86,7 +86,7 @@ def test_empty_cuda_visible_devices_is_no_gpu_and_junk_is_a_usage_error():      
 def test_indices_uuids_and_uuid_prefixes_name_the_right_card(monkeypatch):            # review F7
     driver = FakeDriver([FakeGpu("NVIDIA GeForce RTX 3090"), FakeGpu("NVIDIA GeForce RTX 4090")])
     pynvml = driver.install(monkeypatch)
-    names = lambda devices: [pynvml.nvmlDeviceGetName(h) for h in nvml_mod.open_devices(devices, pynvml)[1]]  # noqa: E731
+    names = lambda devices: [pynvml.nvmlDeviceGetName(h) for h in nvml_mod.open_devices(devices, pynvml)[1]]
     assert names([1, 0]) == ["NVIDIA GeForce RTX 4090", "NVIDIA GeForce RTX 3090"]
     assert names([driver.gpus[1].uuid]) == ["NVIDIA GeForce RTX 4090"]
     assert names([driver.gpus[1].uuid[:12]]) == ["NVIDIA GeForce RTX 4090"]  # CUDA takes prefixes, NVML does not

@@ -74,7 +74,7 @@ def test_pure_rooms_import_with_heavy_libraries_blocked():
 def test_the_blocker_would_catch_a_heavy_import(tmp_path):
     """The check above can fail: a module importing matplotlib is refused by the same blocker."""
     (tmp_path / "heavy_mod.py").write_text("import matplotlib\n")
-    code = "import sys; sys.path.insert(0, %r)\n" % str(tmp_path) + BLOCKER.format(blocked=BLOCKED, names=["heavy_mod"])
+    code = f"import sys; sys.path.insert(0, {str(tmp_path)!r})\n" + BLOCKER.format(blocked=BLOCKED, names=["heavy_mod"])
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "blocked in a pure module: matplotlib" in done.stderr
 

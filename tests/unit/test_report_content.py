@@ -56,16 +56,16 @@ def test_verdict_says_when_weights_were_dummy(tmp_path):
 
 
 # -- no byte from outside the run directory (newcomer-3 defect 6) -------------------------------------------------
-import os  # noqa: E402
+import os
 
-import pytest  # noqa: E402
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from diagnostics.errors import UsageError  # noqa: E402
-from diagnostics.report.content import owned_file, read_timeline  # noqa: E402
-from diagnostics.report.html import render_html  # noqa: E402
-from diagnostics.report.jsonreport import render_json  # noqa: E402
-from diagnostics.report.markdown import fit_sweep  # noqa: E402
+from diagnostics.errors import UsageError
+from diagnostics.report.content import owned_file, read_timeline
+from diagnostics.report.html import render_html
+from diagnostics.report.jsonreport import render_json
+from diagnostics.report.markdown import fit_sweep
 
 SECRET = "OUTSIDE-THE-RUN-7f3a9c"  # the content of a file outside the run directory; no path contains it
 

@@ -11,7 +11,7 @@ def test_fence_outgrows_backticks_in_the_log():
 
 
 # -- one look: the cells, labels and limit the sweep, log and plan reports share ----------------------------
-from diagnostics.report.markdown import (GITHUB_LIMIT, LABELS, LOG_FIGURE_HEADERS, PLAN_FIGURE_HEADERS,  # noqa: E402
+from diagnostics.report.markdown import (GITHUB_LIMIT, LABELS, LOG_FIGURE_HEADERS, PLAN_FIGURE_HEADERS,
                                          TABLE_HEADERS, cell, culprit_lines, details, difference_cell,
                                          fit_to_limit, render_log_markdown, render_plan_markdown)
 

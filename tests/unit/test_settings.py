@@ -275,7 +275,7 @@ def test_audit_a8_cpu_backend_max_num_seqs_in_0_9(version, entry, seqs):
 
 # -- before a real start (issue #16, compatibility review items 3, 5, 6, 11) ------------------------------------
 
-from diagnostics.settings import dtype_for_card, start_refusal  # noqa: E402
+from diagnostics.settings import dtype_for_card, start_refusal
 
 
 @pytest.mark.parametrize("settings, version, fragment", [

@@ -209,7 +209,7 @@ def test_the_gate_compares_each_starts_own_increase_when_both_have_a_baseline():
 
 
 # -- cache state and tolerances from measured spread (issue 25) ---------------------------------------------------
-from diagnostics.suite.baseline import (  # noqa: E402
+from diagnostics.suite.baseline import (
     SPREAD_FLOORS,
     SPREAD_MULTIPLE,
     cache_state_of,
@@ -217,7 +217,7 @@ from diagnostics.suite.baseline import (  # noqa: E402
     given_keys,
     row_tolerance,
 )
-from diagnostics.suite.results import with_repeats  # noqa: E402
+from diagnostics.suite.results import with_repeats
 
 
 def repeated(record: dict, peaks: list[float], tokens: list[int], state: str = "cold") -> dict:

@@ -38,9 +38,9 @@ def test_matches_and_plan_bounds():
 
 
 # -- limits, expectation and the verdict on one start ---------------------------------------------------------
-from diagnostics.cards import get_card  # noqa: E402
-from diagnostics.logs.record import LogRecord  # noqa: E402
-from diagnostics.suite.judge import Expectation, Limits, expect, judge, limits_for  # noqa: E402
+from diagnostics.cards import get_card
+from diagnostics.logs.record import LogRecord
+from diagnostics.suite.judge import Expectation, Limits, expect, judge, limits_for
 
 GiB3090 = get_card("3090")
 CPU = get_card("cpu")
@@ -129,7 +129,7 @@ def test_an_unmeasured_overall_peak_is_a_reason_and_no_kv_marker_only_a_note(): 
 
 
 # -- a request that fails after the engine came up (issue 25) -----------------------------------------------------
-from diagnostics.suite.judge import failed_request, settle_request_outcome  # noqa: E402
+from diagnostics.suite.judge import failed_request, settle_request_outcome
 
 CPU_OOM = ("RuntimeError: Worker failed with error '[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: "
            "can't allocate memory: you tried to allocate 1046528 bytes. Error code 12 (Cannot allocate memory)'")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 
@@ -87,7 +87,7 @@ def test_missing_file_means_no_results(tmp_path):
 
 
 def test_new_run_dir_names_by_utc_timestamp_and_updates_latest(tmp_path):
-    t = datetime(2026, 11, 24, 15, 1, 2, tzinfo=timezone.utc)
+    t = datetime(2026, 11, 24, 15, 1, 2, tzinfo=UTC)
     first = new_run_dir(tmp_path / "reports", now=t)
     assert first.name == "20261124-150102" and first.is_dir()
     assert latest_run_dir(tmp_path / "reports") == first

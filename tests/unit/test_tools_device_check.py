@@ -12,7 +12,7 @@ import pytest
 from fake_nvml_driver import FakeDriver, FakeGpu, MiB
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import device_check  # noqa: E402
+import device_check
 
 DRIVERS = {
     "h200": lambda: FakeDriver([FakeGpu("NVIDIA H200", total=143771 * MiB, used=8 * MiB, reserved=600 * MiB)]),
