@@ -19,7 +19,6 @@ from diagnostics.logs.source import read_log_input
 from diagnostics.logs.trace import trace
 from diagnostics.models import get_model
 from diagnostics.explain.words import printed_gib
-from diagnostics.explain.context import record_card, record_model, record_plan, record_version
 from diagnostics.predict.accuracy import compare, predicted_figures
 from diagnostics.predict.coefficients import load_calibration_arg
 from diagnostics.report import SINGLE_FORMATS, emit, log_markdown, output_format
@@ -121,30 +120,32 @@ def _fallback_summary(record) -> str:
     return f"vLLM stopped with {record.outcome}{where}: {record.error_line}"
 
 
-def explain(record, model=None, card=None) -> dict:
-    """{"culprits": [Culprit.to_json()...], "summary", "fix"} from Explanation.to_json (the `plan --json` shape).
+def explain(record, model=None, card=None, calibration=None) -> dict:
+    """{"culprits": [Culprit.to_json()...], "summary", "fix"} from Explanation.to_json (the `plan --json` shape),
+    and "plan": the Plan they were worked out with (`calibration`: --calibration's coefficients), which the
+    figures beside vLLM's and the Markdown report reuse (not printed by --json).
 
     An explainer failure other than a UsageError is reported on stderr and answered with the outcome alone."""
     try:
-        doc = explain_record(record, model=model, card=card).to_json()
+        exp = explain_record(record, model=model, card=card, coefficients=calibration)
     except UsageError:
         raise
     except Exception as exc:
         print(f"vllm-memcheck explain: warning: explainer failed ({type(exc).__name__}: {exc}); outcome only",
               file=sys.stderr)
-        return {"culprits": [], "summary": _fallback_summary(record), "fix": {}}
-    return {"culprits": doc["culprits"], "summary": doc["summary"] or _fallback_summary(record), "fix": doc["fix"]}
+        return {"culprits": [], "summary": _fallback_summary(record), "fix": {}, "plan": None}
+    doc = exp.to_json()
+    return {"culprits": doc["culprits"], "summary": doc["summary"] or _fallback_summary(record), "fix": doc["fix"],
+            "plan": exp.plan}
 
 
-def beside(record, model, card, calibration) -> list[dict]:
-    """plan's figure beside each figure vLLM printed, with the error, planned for the log's version and echoed
-    settings (explain.context: the model from --model or the log, the card from --card or the printed total).
-    [] when the log printed no figure, or names no model or GPU card plan knows."""
-    if not record.numbers:
+def beside(record, plan) -> list[dict]:
+    """plan's figure beside each figure vLLM printed, with the error: `plan` is the one explain() worked out (the
+    log's version and echoed settings, the model from --model or the log, the card from --card or the printed
+    total, --calibration's coefficients). [] when the log printed no figure, or there is no plan."""
+    if not record.numbers or plan is None:
         return []
-    p = record_plan(record, record_model(record, model), record_card(record, card), record_version(record),
-                    calibration)
-    return [] if p is None else [c.to_json() for c in compare(predicted_figures(p), record.numbers)]
+    return [c.to_json() for c in compare(predicted_figures(plan), record.numbers)]
 
 
 def as_json(record, answer: dict, with_trace: bool = False) -> dict:
@@ -235,9 +236,9 @@ def run(args) -> int:
     _resolve(args.model, args.card)
     for line in mismatch_warnings(record, args.model, args.card):
         print(f"vllm-memcheck explain: warning: {line}", file=sys.stderr)
-    answer = explain(record, model=args.model, card=args.card)
     calibration = load_calibration_arg(args.calibration) if args.calibration else None
-    answer["prediction"] = beside(record, args.model, args.card, calibration)
+    answer = explain(record, model=args.model, card=args.card, calibration=calibration)
+    answer["prediction"] = beside(record, answer["plan"])
     fmt = output_format(args.json, args.format)
     if fmt == "md":
         text = log_markdown(record, answer, model=args.model, card=args.card)

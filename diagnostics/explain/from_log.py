@@ -26,16 +26,24 @@ ADVICE = {
 }
 
 
-def explain_record(record, model=None, card=None) -> Explanation:
+def explain_record(record, model=None, card=None, coefficients=None) -> Explanation:
     """Explain an observed start-up from its log record; vLLM's printed figures win over the estimator.
 
     record: a diagnostics.logs.record.LogRecord; model: a model name or directory (default: the one the log
-    names, if known); card: a card name or Card (default: the CPU backend or the card nearest the printed total).
-    UsageError for an unknown model or card."""
+    names, if known); card: a card name or Card (default: the CPU backend or the card nearest the printed total);
+    coefficients: Coefficients or a Calibration for the plan (`--calibration`; default: the built-in ones).
+    The Explanation carries that plan (`.plan`, None when none could be made): model -> card -> plan is worked
+    out here once. UsageError for an unknown model or card."""
     version = record_version(record)
     model_spec = record_model(record, model)
     card_obj = record_card(record, card)
-    plan = record_plan(record, model_spec, card_obj, version)
+    plan = record_plan(record, model_spec, card_obj, version, coefficients)
+    exp = _explain(record, version, model_spec, card_obj, plan)
+    exp.plan = plan
+    return exp
+
+
+def _explain(record, version: str, model_spec, card_obj, plan) -> Explanation:
     engine = record.engine or (plan.engine if plan is not None else ("V1" if parse_version(version) >= (0, 8, 0)
                                                                       else "V0"))
     ctx = Ctx(record, dict(record.numbers or {}), version, engine, model_spec, card_obj, plan)

@@ -53,6 +53,9 @@ class Explanation:
     fix: dict
     basis: str = "estimate"
     notes: list[str] = field(default_factory=list)
+    # the Plan this explanation was worked out with (explain_record: the log's settings, model, card and the
+    # coefficients asked for), so the Markdown report and plan's figures reuse it instead of planning again
+    plan: object | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict:
         """{"outcome", "phase", "culprits": [Culprit.to_json()...], "summary", "fix", "basis"}."""

@@ -223,12 +223,14 @@ def _log_environment(record, model_spec, card, card_given: bool) -> list[list[st
 def log_report(record, answer: dict, model=None, card=None, redactor: Redactor | None = None) -> dict:
     """The redacted content of `explain --format md`.
 
-    record: a logs.record.LogRecord; answer: commands.explain.explain()'s {"culprits", "summary", "fix"};
+    record: a logs.record.LogRecord; answer: commands.explain.explain()'s {"culprits", "summary", "fix", "plan"};
     model / card: what the user passed (--model, --card), None to take them from the log.
     UsageError for an unknown model or card."""
     model_spec = record_model(record, model)
     card_obj = record_card(record, card)
-    plan = record_plan(record, model_spec, card_obj, record_version(record))
+    # the plan explain() worked the answer out with (its --calibration too); planned here only for an answer
+    # that does not carry one
+    plan = answer["plan"] if "plan" in answer else record_plan(record, model_spec, card_obj, record_version(record))
     check = check_fix(plan, answer["fix"])
     notes = list(plan.notes) if plan is not None else []
     modality = record.numbers.get("encoder_modality")

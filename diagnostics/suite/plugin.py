@@ -367,7 +367,7 @@ class Manager:
         log.settings.update({k: v for k, v in settings.items() if k not in log.settings})
         verdicts.settle_request_outcome(result, log)  # a request that ran out of memory: oom_request
         try:
-            explanation = explain_record(log, model=self.model_spec(), card=self.card)
+            explanation = explain_record(log, model=self.model_spec(), card=self.card, coefficients=self.calibration)
         except UsageError:
             explanation = None
         vllm_version = self.machine_info().get("vllm")

@@ -363,3 +363,19 @@ def test_trace_of_a_clean_start_points_at_the_ready_marker(capsys):
     data = json.loads(capsys.readouterr().out)
     outcome = next(t for t in data["trace"] if t["item"] == "outcome")
     assert outcome["value"] == "ok" and "init engine" in outcome["line"] and outcome["catalogue"] == "init_engine"
+
+
+def test_calibration_reaches_the_markdown_report_and_the_culprits_through_one_plan(tmp_path, capsys):
+    """model -> card -> plan is worked out once (explain_record) and carried by the answer: --calibration used to
+    reach only the figures beside vLLM's, while the Markdown report and the culprits planned again with the built-in
+    coefficients (code review, finding 4)."""
+    log = str(LOGS / "gpu_v1_new_breakdown_ok.log")
+    assert main(["explain", log, "--json", "--calibration", "shipped"]) == 0
+    calibrated = {c["figure"]: c["predicted"] for c in json.loads(capsys.readouterr().out)["prediction"]}
+    assert main(["explain", log, "--format", "md", "--calibration", "shipped"]) == 0
+    with_cal = capsys.readouterr().out
+    assert main(["explain", log, "--format", "md"]) == 0
+    built_in = capsys.readouterr().out
+    row = next(line for line in with_cal.splitlines() if line.startswith("| activation peak (GiB)"))
+    assert f"| {calibrated['activation_peak_gib']:.2f} " in row  # the calibrated plan's figure, as --json has it
+    assert row not in built_in  # and not the built-in coefficients' figure
