@@ -36,6 +36,13 @@ class Version(NamedTuple):
         return f"{self.major}.{self.minor}.{self.patch}"
 
 
+# The range we have rules for: the one place a new release changes it (scripts/release_check.py covers one); the
+# known releases, the accepted range's text and `supported` are all derived from these two.
+OLDEST = "0.4.0"
+NEWEST = "0.34.0"
+_NEWEST_MINOR = int(NEWEST.split(".")[1])
+
+
 def _releases() -> tuple[str, ...]:
     out = [f"0.4.{p}" for p in range(4)] + [f"0.5.{p}" for p in range(6)]
     out += [f"0.6.{p}" for p in range(7)]
@@ -43,14 +50,12 @@ def _releases() -> tuple[str, ...]:
     out += [f"0.8.{p}" for p in range(6)]
     out += [f"0.9.{p}" for p in range(3)]
     out += [f"0.10.{p}" for p in range(3)]
-    out += [f"0.{m}.0" for m in range(11, 35)]
+    out += [f"0.{m}.0" for m in range(11, _NEWEST_MINOR + 1)]
     return tuple(out)
 
 
 KNOWN_VERSIONS: tuple[str, ...] = _releases()
-OLDEST = "0.4.0"
-NEWEST = "0.34.0"
-ACCEPTED_RANGE = f"{OLDEST} .. 0.34.x (e.g. 0.6.3, v0.8.4, 0.10.1.post1)"
+ACCEPTED_RANGE = f"{OLDEST} .. 0.{_NEWEST_MINOR}.x (e.g. 0.6.3, v0.8.4, 0.10.1.post1)"
 
 _VERSION_RE = re.compile(r"^\s*v?(\d+)\.(\d+)(?:\.(\d+))?")
 
@@ -66,7 +71,8 @@ def read_version(text) -> Version | None:
 
 def supported(v: Version) -> bool:
     """Is `v` inside the range we have rules for?"""
-    return Version(0, 4, 0) <= v < Version(0, 35, 0)
+    oldest = Version(*map(int, OLDEST.split(".")))
+    return oldest <= v < Version(0, _NEWEST_MINOR + 1, 0)
 
 
 def parse_version(text) -> Version:

@@ -140,3 +140,15 @@ def test_read_version_is_lenient_and_parse_version_checks_the_range():
     assert parse_version("0.10.1.post1") == (0, 10, 1)
     with pytest.raises(UsageError, match="unsupported vLLM version"):
         parse_version("0.3.3")
+
+
+def test_the_planned_range_is_one_fact():
+    """NEWEST and OLDEST decide the known releases, the accepted range's text and `supported` (they were four
+    literals: the release list, NEWEST, the range text and the bound in `supported`)."""
+    from diagnostics import versions
+
+    newest, oldest = versions.parse_version(versions.NEWEST), versions.parse_version(versions.OLDEST)
+    assert versions.KNOWN_VERSIONS[0] == versions.OLDEST and versions.KNOWN_VERSIONS[-1] == versions.NEWEST
+    assert f"0.{newest.minor}.x" in versions.ACCEPTED_RANGE and versions.OLDEST in versions.ACCEPTED_RANGE
+    assert versions.supported(Version(0, newest.minor, 9)) and not versions.supported(Version(0, newest.minor + 1, 0))
+    assert versions.supported(oldest) and not versions.supported(Version(oldest.major, oldest.minor - 1, 9))
