@@ -141,6 +141,9 @@ class Kit:
     video_processor: str | None = None
     torchvision_stub: bool = True
     no_kit: str = ""
+    # (image, video): one item's placeholder in the family's chat prompt (None: the family has no such item); the
+    # suite's worst-case request repeats them (suite/worst_case.py)
+    placeholders: tuple[str | None, str | None] = (None, None)
 
 
 @dataclass(frozen=True)

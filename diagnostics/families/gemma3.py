@@ -19,7 +19,8 @@ KIT = Kit("<bos><start_of_turn>user\n<start_of_image>What is in the image?<end_o
            "\n\n\n", "\n\n\n\n"), "<eos>",
           {"extra_special_tokens": {"image_token": "<image_soft_token>", "boi_token": "<start_of_image>",
                                     "eoi_token": "<end_of_image>"}},
-          image_processor="transformers.models.gemma3.image_processing_pil_gemma3.Gemma3ImageProcessorPil")
+          image_processor="transformers.models.gemma3.image_processing_pil_gemma3.Gemma3ImageProcessorPil",
+          placeholders=("<start_of_image>", None))
 VARIANTS = {"gemma3": Variant(("image",), Window("0.8.0"), KIT,
                               stored={"gemma-3-4b": "google/gemma-3-4b-it", "gemma-3-12b": "google/gemma-3-12b-it",
                                       "gemma-3-27b": "google/gemma-3-27b-it"})}

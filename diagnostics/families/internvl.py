@@ -22,7 +22,8 @@ KIT = Kit("<|im_start|>user\n<image>\nWhat is in the image?<|im_end|>\n<|im_star
           {"extra_special_tokens": {"start_image_token": "<img>", "end_image_token": "</img>",
                                     "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"}},
           image_processor="transformers.models.got_ocr2.image_processing_pil_got_ocr2.GotOcr2ImageProcessorPil",
-          video_processor="transformers.models.internvl.video_processing_internvl.InternVLVideoProcessor")
+          video_processor="transformers.models.internvl.video_processing_internvl.InternVLVideoProcessor",
+          placeholders=("<image>", "<video>"))
 VARIANTS = {"internvl": Variant(("image", "video"), Window("0.10.0"), KIT,
                                 stored={"internvl3-8b": "OpenGVLab/InternVL3-8B-hf"})}
 

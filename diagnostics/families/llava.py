@@ -19,13 +19,14 @@ _TF = "transformers.models."
 VARIANTS = {
     "llava": Variant(("image",), Window("0.3.0"), Kit(
         "USER: <image>\nWhat is in the image? ASSISTANT:", ("<unk>", "<s>", "</s>", "<image>", "<pad>"), "</s>",
-        image_processor=_TF + "clip.image_processing_pil_clip.CLIPImageProcessorPil"),
+        image_processor=_TF + "clip.image_processing_pil_clip.CLIPImageProcessorPil", placeholders=("<image>", None)),
         stored={"llava-1.5-7b": "llava-hf/llava-1.5-7b-hf"}),
     "llava-onevision": Variant(("image", "video"), Window("0.6.2"), Kit(
         "<|im_start|>user <image>\nWhat is in the image?<|im_end|><|im_start|>assistant\n",
         ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"), "<|im_end|>",
         image_processor=_TF + "llava_onevision.image_processing_pil_llava_onevision.LlavaOnevisionImageProcessorPil",
-        video_processor=_TF + "llava_onevision.video_processing_llava_onevision.LlavaOnevisionVideoProcessor"),
+        video_processor=_TF + "llava_onevision.video_processing_llava_onevision.LlavaOnevisionVideoProcessor",
+        placeholders=("<image>", "<video>")),
         stored={"llava-onevision-7b": "llava-hf/llava-onevision-qwen2-7b-ov-hf"}),
 }
 ONEVISION_IMAGE = (944, 1153)  # (height, width): llava_onevision.py get_image_size_with_most_features

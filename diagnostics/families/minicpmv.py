@@ -44,6 +44,7 @@ SPECIAL_TOKENS = ("<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<imag
 # One image request in the MiniCPM-V chat format; (<image>./</image>) is where vLLM puts the slices.
 IMAGE_PROMPT = "<|im_start|>user\n(<image>./</image>)\nWhat is in the image?<|im_end|>\n<|im_start|>assistant\n"
 KIT = Kit(prompt=IMAGE_PROMPT, tokens=SPECIAL_TOKENS, eos="<|im_end|>", torchvision_stub=False,
+          placeholders=("(<image>./</image>)", "(<video>./</video>)"),
           no_kit="diagnostics/kit/minicpmv26.py writes its own checkpoint (remote-code processor, tiny or real)")
 VARIANTS = {
     # MiniCPMV in vLLM from 0.5.4; SupportsV0Only in 0.8.0-0.8.2 and no V1 multimodal embeddings in 0.7.x (audit a7/b5)

@@ -20,7 +20,7 @@ ARCHITECTURES = {"MllamaForConditionalGeneration": "mllama"}
 # until: the first release without it; last: vLLM 0.32's registry of removed architectures
 VARIANTS = {"mllama": Variant(("image",), Window("0.6.2", until="0.11.0", last="0.10.2"), Kit(
     "<|image|><|begin_of_text|>What is in the image?",
-    no_kit="vLLM 0.32 has no mllama module, so no kit tokenizer is written for it"),
+    no_kit="vLLM 0.32 has no mllama module, so no kit tokenizer is written for it", placeholders=("<|image|>", None)),
     stored={"llama-3.2-11b-vision": "meta-llama/Llama-3.2-11B-Vision-Instruct"}, encoder_decoder=True)}
 
 

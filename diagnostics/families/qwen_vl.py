@@ -32,7 +32,9 @@ _QWEN3_VIDEO = _TF + "qwen3_vl.video_processing_qwen3_vl.Qwen3VLVideoProcessor"
 
 
 def _kit(video: str) -> Kit:
-    return Kit(QWEN_IMAGE_PROMPT, QWEN_TOKENS, "<|im_end|>", image_processor=_QWEN2_IMAGE, video_processor=video)
+    return Kit(QWEN_IMAGE_PROMPT, QWEN_TOKENS, "<|im_end|>", image_processor=_QWEN2_IMAGE, video_processor=video,
+               placeholders=("<|vision_start|><|image_pad|><|vision_end|>",
+                             "<|vision_start|><|video_pad|><|vision_end|>"))
 
 
 VARIANTS = {

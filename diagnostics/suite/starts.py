@@ -20,7 +20,7 @@ from diagnostics.errors import UsageError
 from diagnostics.kit import IMAGE_PROMPT
 from diagnostics.suite import hub, run
 from diagnostics.suite.results import ResultWriter, file_stem
-from diagnostics.suite.worst_case import PLACEHOLDERS, worst_case
+from diagnostics.suite.worst_case import worst_case
 from diagnostics.units import utc_now
 
 DEFAULT_IMAGE_SIZE = (1344, 1344)  # MiniCPM-V-2_6 at its slicing maximum (9 slices + the overview)
@@ -40,8 +40,8 @@ def worst_case_for(manager, combination, settings: dict) -> dict | None:
         pytest.fail(f"vllm-memcheck: {combination.id}: no worst-case request ({err}); set max_model_len in the "
                     "matrix or pass --worst-case=off", pytrace=False)
     data = case.to_json()
-    if case.placeholder_family:
-        data["placeholders"] = list(PLACEHOLDERS[case.placeholder_family])
+    if case.placeholders:
+        data["placeholders"] = list(case.placeholders)
         data["prompt"] = manager.image_prompt() or IMAGE_PROMPT
     return data
 

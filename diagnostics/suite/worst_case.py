@@ -28,17 +28,6 @@ BATCH_CAP = 4  # concurrent worst-case prompts where max_num_seqs allows more th
 MIN_TEXT_TOKENS = 16  # text the prompt keeps besides the items (template and filler)
 SAMPLING = {"temperature": 1.0, "top_p": 0.9, "top_k": 50, "logprobs": 20, "presence_penalty": 0.5,
             "frequency_penalty": 0.5, "repetition_penalty": 1.1, "seed": 0}
-# The family's placeholder of one item in its chat prompt (kit/vlm.py IMAGE_PROMPTS, kit/minicpmv26.py IMAGE_PROMPT):
-# (image placeholder, video placeholder). The worst-case prompt repeats them in place of the one-image placeholder.
-PLACEHOLDERS = {
-    "minicpmv": ("(<image>./</image>)", "(<video>./</video>)"),
-    "qwen": ("<|vision_start|><|image_pad|><|vision_end|>", "<|vision_start|><|video_pad|><|vision_end|>"),
-    "internvl": ("<image>", "<video>"),
-    "gemma3": ("<start_of_image>", None),
-    "llava": ("<image>", None),
-    "llava-onevision": ("<image>", "<video>"),
-    "mllama": ("<|image|>", None),
-}
 
 
 @dataclass(frozen=True)
@@ -63,7 +52,7 @@ class WorstCase:
     batch: int
     sampling: dict
     items: tuple[Items, ...] = ()
-    placeholder_family: str | None = None  # key of PLACEHOLDERS
+    placeholders: tuple[str | None, str | None] | None = None  # (image, video): the family kit's (Kit.placeholders)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def to_json(self) -> dict:
@@ -87,15 +76,6 @@ def describe(case: dict) -> str:
                      f"({i['tokens']} tokens each)")
     sampling = ", ".join(f"{k}={v}" for k, v in (case.get("sampling") or {}).items() if k != "seed")
     return "; ".join(parts) + f"; sampling {sampling}"
-
-
-def _family_key(model) -> str | None:
-    if model.vision is None or model.family is None:
-        return None
-    variant = model.family.variant
-    if variant.startswith("minicpm"):
-        return "minicpmv"
-    return "qwen" if variant.startswith("qwen") else variant
 
 
 def _family_geometry(model, settings: dict, modality: str, version) -> tuple[int, int, str, str | None]:
@@ -175,12 +155,12 @@ def worst_case(model, card, version, settings: dict, max_tokens: int = MAX_TOKEN
     seqs = int(s.get("max_num_seqs") or 1)
     batch = min(seqs, BATCH_CAP)
     items: list[Items] = []
-    key = _family_key(model) if model is not None else None
-    if key is not None:
+    family = model.family if model is not None and model.vision is not None else None
+    if family is not None:
         limits = {m: int(n) for m, n in (s.get("limit_mm_per_prompt") or {}).items() if isinstance(n, int) and n > 0}
         room = prompt_tokens - MIN_TEXT_TOKENS
         items = _family_items(model, s, version, limits, room)
         if limits and not items:
             notes.append(f"no multimodal item fits a {prompt_tokens}-token prompt: text only")
     return WorstCase(mml, prompt_tokens, max_tokens, batch, dict(SAMPLING), tuple(items),
-                     key if items else None, tuple(notes))
+                     family.kit.placeholders if family is not None and items else None, tuple(notes))

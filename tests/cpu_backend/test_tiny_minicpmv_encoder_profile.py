@@ -93,10 +93,10 @@ def worst_case_for(model_dir, settings: dict) -> dict:
     from diagnostics.cards import get_card
     from diagnostics.kit import IMAGE_PROMPT
     from diagnostics.models import get_model
-    from diagnostics.suite.worst_case import PLACEHOLDERS, worst_case
+    from diagnostics.suite.worst_case import worst_case
 
     case = worst_case(get_model(str(model_dir)), get_card("cpu"), "0.32.0", settings)
-    return case.to_json() | {"placeholders": list(PLACEHOLDERS[case.placeholder_family]), "prompt": IMAGE_PROMPT}
+    return case.to_json() | {"placeholders": list(case.placeholders), "prompt": IMAGE_PROMPT}
 
 
 def test_vllms_budget_classes_match_the_estimator_for_the_rows_not_started(tiny_minicpmv26, cpu_start, tmp_path):

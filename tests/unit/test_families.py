@@ -123,3 +123,13 @@ def test_a_model_class_this_vllm_lacks_is_refused_alike_for_every_family():
     for fam, version in ((minicpm, "0.10.1"), (_family("qwen3-vl-8b"), "0.10.2")):
         with pytest.raises(UsageError, match="has no model class for it"):
             families.check_version(fam, version, "x")
+
+
+def test_every_variants_kit_names_the_placeholders_of_its_modalities():
+    """The worst-case request (suite/worst_case.py) repeats each item's placeholder from the family's kit: a table
+    keyed by a "qwen" prefix held them before; now a variant without its placeholder fails here."""
+    for module in families.MODULES:
+        for name, variant in module.VARIANTS.items():
+            image, video = variant.kit.placeholders
+            assert image and image in variant.kit.prompt, (module.__name__, name)
+            assert (video is not None) == ("video" in variant.modalities), (module.__name__, name)

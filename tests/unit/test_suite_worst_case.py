@@ -49,7 +49,7 @@ def test_qwen_image_follows_max_pixels():
                                               "mm_processor_kwargs": {"max_pixels": 1003520}})
     (image,) = case.items
     assert image.width * image.height <= 1003520 and image.tokens == image.width * image.height // (28 * 28)
-    assert case.placeholder_family == "qwen"
+    assert case.placeholders == ("<|vision_start|><|image_pad|><|vision_end|>", "<|vision_start|><|video_pad|><|vision_end|>")
 
 
 def test_text_model_and_sampling():
