@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from diagnostics.errors import UsageError
-from diagnostics.explain.terms import UTIL_RAISE_CURES, need_gib, term, util_direction
+from diagnostics.explain.terms import UTIL_RAISE_CURES, need_gib, resident_gib, term, util_direction
 from diagnostics.predict.mm_fit import size_knob_fix
 from diagnostics.settings import DTYPES, default_gpu_memory_utilization
 from diagnostics.units import GiB, MiB
@@ -134,7 +134,13 @@ def _kv_cache_memory_bytes(plan, outcome: str) -> list:
         return [int(math.ceil(base * k * GiB / (256 * MiB)) * 256 * MiB) for k in (1, 1.5, 2, 4)]
     kv = term(plan, "kv_cache")
     if kv > need > 0:
-        return [int(math.ceil(max(need, kv * f) * GiB / (256 * MiB)) * 256 * MiB) for f in (0.75, 0.5, 0.25)]
+        steps = [int(math.ceil(max(need, kv * f) * GiB / (256 * MiB)) * 256 * MiB) for f in (0.75, 0.5, 0.25)]
+        # a pool far above the card (a typo's extra zeros): halving never gets there, so also the largest pool the
+        # card leaves once the rest is resident (whole 256 MiB, rounded down)
+        fits = float(plan.card.total_gib) - (resident_gib(plan) - kv)
+        if need < fits < kv * 0.25:
+            steps.append(int(math.floor(fits * GiB / (256 * MiB)) * 256 * MiB))
+        return steps
     return []
 
 

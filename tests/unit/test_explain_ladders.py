@@ -78,3 +78,21 @@ def test_the_fitted_knob_value_comes_first_and_the_fix_keeps_the_profile_run():
     assert ex.fix == {"mm_processor_kwargs": {"max_pixels": 16531424}}
     knob = next(c for c in ex.culprits if c.setting == "mm_processor_kwargs")
     assert "(21086 x 28 x 28 px: at most 21,086 tokens per image)" in knob.why
+
+
+def test_a_kv_pool_far_above_the_card_offers_the_largest_pool_the_card_holds():
+    """kv_cache_memory_bytes=10**15 (a typo's zeros) was answered with a 232,830 GiB "fix" (halving from the
+    pool never reaches the card); now the ladder has the largest whole-256-MiB pool the card leaves, and it plans."""
+    from diagnostics.cards import get_card
+    from diagnostics.explain.search import explain_plan
+    from diagnostics.models import get_model
+
+    p = estimator.plan(get_model("minicpm-v-2_6"), get_card("3090"), "0.32.0", "llm",
+                       {"kv_cache_memory_bytes": 10**15})
+    assert p.verdict == "oom_kv_alloc"
+    steps = ladder("kv_cache_memory_bytes", p, p.verdict)
+    assert steps and min(steps) < get_card("3090").total_gib * (1 << 30) and min(steps) % (256 << 20) == 0
+    fix = explain_plan(p).fix
+    assert fix.get("kv_cache_memory_bytes", 10**15) < get_card("3090").total_gib * (1 << 30)
+    again = estimator.plan(get_model("minicpm-v-2_6"), get_card("3090"), "0.32.0", "llm", {**p.overrides, **fix})
+    assert again.verdict == "ok"
