@@ -133,6 +133,6 @@ def markdown(samples, fit, rows, spread, skipped, command: str) -> str:
     out += ["", "Not fitted on:", ""] + [f"* {line}" for line in skipped]
     out += ["", "## Beyond the fit", "", "vLLM's own classes against the pure rules (weights, KV spec per layer) and "
             "the profile run's LLM pass on fake tensors against the formula, leave-one-out: docs/vllm-exact.md "
-            "(issue #20; written by hand from tests/cpu_backend/test_vllm_exact.py and "
+            "(issue #20; written by hand from tests/cpu_backend/test_vllm_exact_agreement.py and "
             "`python tests/tools/activation_check.py field`)."]
     return "\n".join(out) + "\n"

@@ -20,7 +20,7 @@ from diagnostics.vllm_exact import engine_settings, model_dir, run_child
 
 TEXT = ROOT / "tests" / "data" / "models"
 CARD = "a100-80"
-# case -> (model, settings as the user gives them); planned on CARD, as tests/cpu_backend/test_vllm_exact.py does
+# case -> (model, settings as the user gives them); planned on CARD, as tests/cpu_backend/test_vllm_exact_agreement.py does
 CASES = {
     "deepseek-v2-lite": (str(TEXT / "deepseek-v2-lite"), {"max_model_len": 4096}),
     "qwen3-next-80b-a3b": (str(TEXT / "qwen3-next-80b-a3b"), {"max_model_len": 4096}),

@@ -29,5 +29,5 @@ def _nested_pytest_is_not_an_xdist_worker(monkeypatch):
 @pytest.fixture(autouse=True)
 def _pure_plans(monkeypatch):
     """Unit tests plan with the pure rules: asking the installed vLLM's own classes is a ~30 s subprocess per model
-    (diagnostics/vllm_exact), checked in tests/cpu_backend/test_vllm_exact.py and tests/unit/test_vllm_exact.py."""
+    (diagnostics/vllm_exact), checked in tests/cpu_backend/test_vllm_exact_agreement.py and tests/unit/test_vllm_exact.py."""
     monkeypatch.setenv(OFF_ENV, "off")

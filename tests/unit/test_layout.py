@@ -184,3 +184,16 @@ def test_every_document_the_code_cites_is_in_the_repository():
         if re.search(r"\baudit [a-z]\d", text) and "vllm-version-audit.md" not in docs:
             missing.add(f"{path.relative_to(ROOT)}: audit rows without docs/sources/vllm-version-audit.md")
     assert not missing, sorted(missing)
+
+
+def test_no_two_test_files_share_a_name():
+    """tests/ has no __init__.py files, so pytest imports each test file by its base name: two files of one name
+    (tests/unit/x.py and tests/cpu_backend/x.py) stop the whole run at collection ("import file mismatch")."""
+    seen: dict[str, str] = {}
+    clashes = []
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        rel = str(path.relative_to(ROOT))
+        if path.name in seen:
+            clashes.append(f"{seen[path.name]} and {rel}")
+        seen.setdefault(path.name, rel)
+    assert not clashes, clashes

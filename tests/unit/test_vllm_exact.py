@@ -1,7 +1,7 @@
 """diagnostics.vllm_exact: when plan asks the installed vLLM, what it hands the child, and the cache.
 
 The child's answers used here are real (tests/data/vllm_exact, checked against the live child by
-tests/cpu_backend/test_vllm_exact.py); no vLLM is started by these tests except the one timed out on purpose."""
+tests/cpu_backend/test_vllm_exact_agreement.py); no vLLM is started by these tests except the one timed out on purpose."""
 
 from __future__ import annotations
 
