@@ -14,17 +14,41 @@ LOAD_FORMATS = ("auto", "bitsandbytes", "dummy", "fastsafetensors", "gguf", "hf"
                 "sharded_state", "tensorizer")
 
 
+# mm_processor_kwargs keys the families' processors read as counts (whole numbers >= 1) and their upper bound: a
+# pixel count past 10**9 (a 31,623-pixel square) is no image, and the Qwen resize's divisor search would not end
+MM_COUNTS = {"max_slice_nums": 10**6, "max_dynamic_patch": 10**6, "min_dynamic_patch": 10**6, "max_patches": 10**6,
+             "pan_and_scan_max_num_crops": 10**6, "pan_and_scan_min_crop_size": 10**9, "num_frames": 10**6,
+             "max_pixels": 10**9, "min_pixels": 10**9}
+MM_FLAGS = ("do_pan_and_scan",)
+
+
 def check_value(key: str, value) -> None:
-    """Sizes that cannot be negative, a load format vLLM has, MiniCPM-V's max_slice_nums a positive integer."""
+    """Sizes that cannot be negative, a load format vLLM has, mm_processor_kwargs' counts whole numbers >= 1 within
+    MM_COUNTS' bounds, its flags true or false, and min_pixels <= max_pixels."""
     if key in ("cpu_offload_gb", "swap_space", "kv_cache_memory_bytes") and value < 0:
         raise UsageError(f"setting {key}={value!r} must be >= 0")
     if key == "load_format" and value.lower() not in LOAD_FORMATS:
         raise one_of("load_format", value, LOAD_FORMATS)
     if key == "mm_processor_kwargs":
-        slices = value.get("max_slice_nums")
-        if "max_slice_nums" in value and (isinstance(slices, bool) or not isinstance(slices, int) or slices < 1):
-            raise UsageError(f"setting mm_processor_kwargs={json.dumps(value)} is invalid: max_slice_nums must be "
-                             "a positive integer (MiniCPM-V's image slices); accepted: e.g. {\"max_slice_nums\": 9}")
+        _check_mm_kwargs(value)
+
+
+def _check_mm_kwargs(value: dict) -> None:
+    def bad(why: str) -> UsageError:
+        return UsageError(f"setting mm_processor_kwargs={json.dumps(value)} is invalid: {why}")
+
+    for name, top in MM_COUNTS.items():
+        if name in value:
+            v = value[name]
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
+                raise bad(f"{name} must be a whole number from 1 to {top:,}; accepted: e.g. "
+                          f"{{\"{name}\": {9 if 'slice' in name else 4 if 'patch' in name or 'crops' in name else 1003520}}}")
+    for name in MM_FLAGS:
+        if name in value and not isinstance(value[name], bool):
+            raise bad(f"{name} must be true or false")
+    if isinstance(value.get("min_pixels"), int) and isinstance(value.get("max_pixels"), int) \
+            and value["min_pixels"] > value["max_pixels"]:
+        raise bad("min_pixels is above max_pixels")
 
 
 def check_once(given: dict, key: str, value):

@@ -340,8 +340,8 @@ def test_a_limit_plan_would_drop_is_refused_not_dropped():
 
 
 @pytest.mark.parametrize("key, value, words", [                                             # newcomer-3 #77-#82
-    ("mm_processor_kwargs", {"max_slice_nums": "nine"}, "max_slice_nums must be a positive integer"),
-    ("mm_processor_kwargs", {"max_slice_nums": 0}, "max_slice_nums must be a positive integer"),
+    ("mm_processor_kwargs", {"max_slice_nums": "nine"}, "max_slice_nums must be a whole number from 1 to 1,000,000"),
+    ("mm_processor_kwargs", {"max_slice_nums": 0}, "max_slice_nums must be a whole number from 1 to 1,000,000"),
     ("cpu_offload_gb", -1, "cpu_offload_gb=-1 must be >= 0"),
     ("kv_cache_memory_bytes", -1, "kv_cache_memory_bytes=-1 must be >= 0"),
 ])

@@ -1,0 +1,45 @@
+"""setting_values.py: mm_processor_kwargs values the families' processors cannot take are one line (newcomer pass:
+they were tracebacks in the Qwen/InternVL/Gemma 3 item arithmetic, and max_pixels=1e18 never finished)."""
+
+from __future__ import annotations
+
+import pytest
+
+from diagnostics.cli import main
+from diagnostics.errors import UsageError
+from diagnostics.setting_values import check_value
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"max_pixels": -1}, "max_pixels must be a whole number from 1 to 1,000,000,000"),
+    ({"max_pixels": "big"}, "max_pixels must be a whole number"),
+    ({"max_pixels": 12.5}, "max_pixels must be a whole number"),
+    ({"max_pixels": 0}, "max_pixels must be a whole number"),
+    ({"max_pixels": 10**18}, "max_pixels must be a whole number from 1 to 1,000,000,000"),
+    ({"max_dynamic_patch": "x"}, "max_dynamic_patch must be a whole number"),
+    ({"max_dynamic_patch": -1}, "max_dynamic_patch must be a whole number"),
+    ({"pan_and_scan_max_num_crops": -2}, "pan_and_scan_max_num_crops must be a whole number"),
+    ({"do_pan_and_scan": "yes"}, "do_pan_and_scan must be true or false"),
+    ({"min_pixels": 10_000_000, "max_pixels": 1000}, "min_pixels is above max_pixels"),
+    ({"num_frames": 0}, "num_frames must be a whole number"),
+])
+def test_a_processor_value_the_family_cannot_take_is_one_line(kwargs, words):
+    with pytest.raises(UsageError, match=words):
+        check_value("mm_processor_kwargs", kwargs)
+
+
+@pytest.mark.parametrize("model, kwargs", [
+    ("qwen2.5-vl-7b", '{"max_pixels":-1}'), ("qwen2.5-vl-7b", '{"max_pixels":1e30}'),
+    ("qwen3-vl-8b", '{"max_pixels":0.5}'), ("internvl3-8b", '{"max_dynamic_patch":"x"}'),
+    ("gemma-3-4b", '{"do_pan_and_scan":"yes"}'),
+])
+def test_plan_answers_them_in_one_line_and_exit_2(model, kwargs, capsys):
+    assert main(["plan", "--model", model, "--no-vllm-exact", "--set", f"mm_processor_kwargs={kwargs}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vllm-memcheck plan: error: setting mm_processor_kwargs=") and "\n" not in err
+
+
+def test_values_the_families_take_still_plan(capsys):
+    check_value("mm_processor_kwargs", {"max_pixels": 1003520, "min_pixels": 3136, "do_pan_and_scan": True})
+    assert main(["plan", "--model", "qwen2.5-vl-7b", "--no-vllm-exact", "--set",
+                 'mm_processor_kwargs={"max_pixels":1003520}']) == 0
