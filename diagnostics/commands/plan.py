@@ -225,11 +225,12 @@ def format_plan(p: Plan, explanation=None) -> str:
 
 def _run_fit(args, card, version, overrides, setting: str, fmt: str, calibration) -> int:
     """`plan --fit SETTING` (an engine setting or a multimodal knob) in the asked format, to stdout or --out."""
+    base = plan(args.model, card, version, args.entrypoint, overrides, calibration)
+    exact = ask_vllm(args, base)  # the figures plain plan uses, where they hold at each value
     if is_knob_name(setting):
-        f = fit_knob(setting, args.model, card, version, args.entrypoint, overrides, calibration)
+        f = fit_knob(setting, args.model, card, version, args.entrypoint, overrides, calibration, exact)
     else:
-        base = plan(args.model, card, version, args.entrypoint, overrides, calibration)
-        f = fit(setting, args.model, card, version, args.entrypoint, overrides, calibration, ask_vllm(args, base))
+        f = fit(setting, args.model, card, version, args.entrypoint, overrides, calibration, exact)
     if fmt == "md":
         shown = f.at if f.at is not None else f.above
         explanation = explain_plan(shown) if shown.verdict != "unknown" else None

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from diagnostics.cards import get_card
 from diagnostics.errors import UsageError, one_of
 from diagnostics.models import ModelSpec, get_model
+from diagnostics.predict.exact import carry
 from diagnostics.predict import fit as engine_fit
 from diagnostics.predict.estimator import Plan, plan
 from diagnostics.families import minicpmv
@@ -295,16 +296,22 @@ class KnobFit:
 class _KnobPlanner:
     """plan() with the knob moved and everything else held; vLLM's refusals make a value not ok."""
 
-    def __init__(self, knob: Knob, model: ModelSpec, card, version, entrypoint, overrides, coefficients):
+    def __init__(self, knob: Knob, model: ModelSpec, card, version, entrypoint, overrides, coefficients,
+                 exact=None):
         self.knob, self.model, self.card = knob, model, card
         self.version, self.entrypoint, self.coefficients = version, entrypoint, coefficients
         self.overrides = dict(overrides or {})
+        self.exact = exact  # vLLM's own figures for the base settings (predict.exact), carried where they hold
         self.cache: dict = {}
 
     def __call__(self, setting: str, value) -> Plan:
         if value not in self.cache:
-            self.cache[value] = plan(self.model, self.card, self.version, self.entrypoint,
-                                     apply(self.knob, value, self.overrides), self.coefficients)
+            given = apply(self.knob, value, self.overrides)
+            p = plan(self.model, self.card, self.version, self.entrypoint, given, self.coefficients)
+            exact = carry(self.exact, p.settings)
+            if exact is not None:  # the same figures plain plan uses at this value
+                p = plan(self.model, self.card, self.version, self.entrypoint, given, self.coefficients, exact)
+            self.cache[value] = p
         return self.cache[value]
 
     def refusal(self, value) -> str | None:
@@ -324,17 +331,19 @@ def check_knob_fit(knob: Knob, overrides: dict) -> None:
 
 
 def fit_knob(name: str, model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", overrides=None,
-             coefficients=None) -> KnobFit:
+             coefficients=None, exact=None) -> KnobFit:
     """The largest value of knob `name` whose plan is ok with `overrides` held (raw units, a multiple of the
-    knob's step), the plan there and one step above. UsageError: unknown knob for this model/version, the knob
-    also in `overrides`, or bad model/card/version/settings. Pure; ~20-40 plans (~0.2 ms each)."""
+    knob's step), the plan there and one step above. `exact`: vLLM's own figures for the base settings
+    (predict.exact; plan --fit asks them when the planned version is the installed one), used at each value where
+    they hold, as plain plan uses them. UsageError: unknown knob for this model/version, the knob also in
+    `overrides`, or bad model/card/version/settings. Pure; ~20-40 plans (~0.2 ms each)."""
     model, card = get_model(model), get_card(card)
     version = str(parse_version(version or default_version()))
     overrides = dict(overrides or {})
     base = plan(model, card, version, entrypoint, overrides, coefficients)  # bad input fails here, once
     knob = find_knob(name, model, version, base.settings)
     check_knob_fit(knob, overrides)
-    planner = _KnobPlanner(knob, model, card, version, entrypoint, overrides, coefficients)
+    planner = _KnobPlanner(knob, model, card, version, entrypoint, overrides, coefficients, exact)
     refusal = vllm_refusal(base.settings, model)
     failing_below: list = []
     if (knob.hi - knob.lo) // knob.step + 1 <= SCAN_ALL:
