@@ -50,5 +50,8 @@ def test_all_cards_all_versions(benchmark):
     rows = benchmark(fleet, "minicpm-v-2_6", cards, versions, "llm", SETTINGS)
     mean = _mean(benchmark, time.perf_counter() - t0)
     assert len(rows) == len(cards) * len(versions) == 19 * len(versions)
-    assert {r.plan.verdict for r in rows} >= {"ok", "oom_weights"}
+    # a row vLLM refuses at start-up, or a release without the model (plain plan's refusals, issue 26), has no
+    # plan and says why
+    assert all((r.plan is None) == (r.error is not None) for r in rows)
+    assert {r.plan.verdict for r in rows if r.plan is not None} >= {"ok", "oom_weights"}
     print(f"\nplan --card all --vllm all: {len(rows)} plans in {mean * 1000:.0f} ms")
