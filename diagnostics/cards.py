@@ -152,6 +152,9 @@ def load_cards_toml(path) -> dict[str, Card]:
                 raise UsageError(f"{where}: {key} has the wrong type ({type(value).__name__})")
             if key.endswith("_gib") and not 0 <= value <= MAX_CARD_GIB:  # nan and inf fail this too
                 raise UsageError(f"{where}: {key} must be a number from 0 to {MAX_CARD_GIB:,} (GiB), got {value}")
+        if fields.get("total_gib") == 0 and name != CPU_CARD:  # no memory: every plan would read "unknown"
+            raise UsageError(f"{where}: total_gib must be above 0 (the card's memory in GiB); only [cards.cpu] "
+                             "reads its total at run time")
         base = CARDS.get(name)
         if base is None and "total_gib" not in fields:
             raise UsageError(f"{where}: a new card needs total_gib")

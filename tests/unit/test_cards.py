@@ -163,3 +163,18 @@ def test_a_cards_file_the_arithmetic_cannot_use_is_one_line(tmp_path, data, word
         load_cards_toml(tmp_path / "c.toml")
     assert words in str(err.value) and "\n" not in str(err.value)
 
+
+
+def test_a_card_of_no_memory_is_refused_in_one_line(tmp_path):
+    """[cards.zero] total_gib = 0 was taken, and every plan on it read verdict "unknown" (newcomer pass)."""
+    import pytest
+
+    from diagnostics.cards import load_cards_toml
+    from diagnostics.errors import UsageError
+
+    path = tmp_path / "cards.toml"
+    path.write_text("[cards.zero]\ntotal_gib = 0\n")
+    with pytest.raises(UsageError, match=r"\[cards.zero\]: total_gib must be above 0"):
+        load_cards_toml(path)
+    path.write_text("[cards.cpu]\ntotal_gib = 0\n")
+    assert "cpu" in load_cards_toml(path)
