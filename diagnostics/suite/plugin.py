@@ -170,9 +170,9 @@ class Manager:
             run.check_cpu_model(self.model)
         self.load_format = run.load_format_for(self.model, run.option(config, "load_format"))
         self.engine_timeout = run.engine_timeout(run.option(config, "engine_timeout"))
-        self.cache_state = run.option(config, "cache_state") or "cold"
+        self.cache_state = run.choice(config, "cache_state", run.CACHE_STATES, "cold")
         self.repeat = run.repeat_count(run.option(config, "repeat"))
-        self.worst_case_mode = run.option(config, "worst_case") or "auto"
+        self.worst_case_mode = run.choice(config, "worst_case", run.WORST_CASE_MODES, "auto")
         self.gate = Gate.from_config(config, self.cache_state)
         self.calibration = run.calibration(run.option(config, "calibration"))
         self.resume = bool(run.option(config, "resume"))

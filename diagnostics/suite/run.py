@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from diagnostics.errors import UsageError
+from diagnostics.errors import UsageError, one_of
 from diagnostics.kit import build_minicpmv26
 from diagnostics.predict.coefficients import Calibration, load_calibration_arg
 from diagnostics.kit.tiny_text import build_tiny_text
@@ -36,6 +36,7 @@ MAX_REPEAT = 20
 # (name, CLI kwargs, ini type, help). The ini twin is memcheck_<name>: memcheck_card, memcheck_report_dir, ...
 # (prefixed, because bare names like `model` or `resume` would collide with other plugins' ini keys).
 INI_PREFIX = "memcheck_"
+WORST_CASE_MODES = ("auto", "on", "off")
 OPTIONS = (
     ("card", {"metavar": "NAME|auto|cpu"}, "string",
      "card profile to measure against (3090, l4, a100-80, ...); auto: detect through NVML (default); "
@@ -46,7 +47,7 @@ OPTIONS = (
      "local checkpoint directory on the fly"),
     ("matrix", {"metavar": "FILE"}, "string", "TOML matrix of settings (default: the shipped MiniCPM-V-2_6 matrix; "
      "data/vlm.toml for a stored VLM name such as qwen2.5-vl-7b)"),
-    ("load_format", {"choices": LOAD_FORMATS}, "string", "auto (real weights) or dummy (random weights, no download)"),
+    ("load_format", {"metavar": "|".join(LOAD_FORMATS)}, "string", "auto (real weights) or dummy (random weights, no download)"),
     ("engine_timeout", {"metavar": "SECONDS"}, "string",
      f"kill a start-up (its whole process group) after this many seconds (default {DEFAULT_ENGINE_TIMEOUT_S:g}; "
      "0: no limit)"),
@@ -69,11 +70,11 @@ OPTIONS = (
     ("gpus", {"metavar": "I,J,..."}, "string",
      "NVML indices of the GPUs to use: with pytest-xdist each worker takes its own (gwK the K-th, wrapping), a "
      "tensor_parallel_size=N start the worker's and the next N-1 (default with -n: every GPU NVML sees)"),
-    ("worst_case", {"choices": ("auto", "on", "off")}, "string",
+    ("worst_case", {"metavar": "|".join(WORST_CASE_MODES)}, "string",
      "after each start, the worst-case request (a max_model_len prompt with the largest items the settings allow, "
      "sampling with top_p/top_k/logprobs, a small batch where max_num_seqs > 1); auto (default): the matrix's "
      "worst_case, else on for GPU cards and off on the cpu card"),
-    ("cache_state", {"choices": CACHE_STATES}, "string",
+    ("cache_state", {"metavar": "|".join(CACHE_STATES)}, "string",
      "compile caches of each start: cold (default: fresh VLLM_CACHE_ROOT, TORCHINDUCTOR_CACHE_DIR, TRITON_CACHE_DIR), "
      "warm (one discarded warm-up start with the same settings first), user (whatever the user's caches hold); "
      "the record names it and the gate compares only like with like"),
@@ -152,6 +153,15 @@ def matrix_path(matrix: str | None, model: str | None) -> Path | str:
     if matrix:
         return matrix
     return SHIPPED_VLM_MATRIX if model and stored_vlm(model) else SHIPPED_MATRIX
+
+
+def choice(config, name: str, accepted, default: str) -> str:
+    """An option (or its ini twin) that takes one of `accepted`, checked here rather than by argparse's `choices`:
+    a bad value is one usage line either way, and the ini twin is checked too (argparse never sees it)."""
+    value = str(option(config, name) or default)
+    if value not in accepted:
+        raise one_of(f"--{name.replace('_', '-')} value", value, accepted)
+    return value
 
 
 def load_format_for(model: str, load_format: str | None) -> str:

@@ -961,3 +961,16 @@ def test_an_installed_plugin_leaves_a_session_that_does_not_use_it_alone(tmp_pat
     assert not (tmp_path / "reports").exists()
     listed = _pytest_elsewhere(tmp_path, "--help")  # the options are there all the same
     assert "--card=NAME|auto|cpu" in listed.stdout and "memcheck_card" in listed.stdout
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--cache-state=hot"], "ERROR: unknown --cache-state value 'hot'; accepted: cold, user, warm"),
+    (["--worst-case", "maybe"], "ERROR: unknown --worst-case value 'maybe'; accepted: auto, off, on"),
+    (["-o", "memcheck_cache_state=hot"], "ERROR: unknown --cache-state value 'hot'; accepted: cold, user, warm"),
+])
+def test_a_bad_choice_is_one_usage_line_from_the_command_line_or_the_ini(project, args, says):
+    """argparse's `choices` printed pytest's five-line usage block (README promises one line) and never saw the
+    ini twin, which was taken as given (newcomer pass)."""
+    result = run(project, "--card=cpu", "--matrix=tiny.toml", "--collect-only", *args)
+    err = [line for line in result.stderr.str().splitlines() if line.strip()]
+    assert result.ret == 4 and err == [says], err
