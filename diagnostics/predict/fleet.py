@@ -67,6 +67,8 @@ def expand_versions(text: str | None) -> list[str]:
 
 def _release_range(text: str) -> list[str]:
     lo_text, _, hi_text = text.partition("..")
+    if not lo_text.strip() or not hi_text.strip():
+        raise UsageError(f"--vllm {text!r}: a range needs both ends; accepted: OLDER..NEWER, e.g. 0.20.0..0.34.0")
     lo, hi = parse_version(lo_text), parse_version(hi_text)
     if lo > hi:
         raise UsageError(f"--vllm {text!r} runs backwards; accepted: OLDER..NEWER, e.g. 0.20.0..0.34.0")

@@ -96,3 +96,12 @@ def test_a_card_or_version_list_that_names_nothing_or_twice_is_refused(card, vll
     with pytest.raises(UsageError, match=words):
         expand_cards(card)
         expand_versions(vllm)
+
+
+@pytest.mark.parametrize("text", ["..0.6.3", "0.6.3..", " .. "])
+def test_a_range_with_a_missing_end_says_so(text):
+    """It said "cannot read vLLM version ''" (newcomer pass)."""
+    from diagnostics.predict.fleet import expand_versions
+
+    with pytest.raises(UsageError, match="a range needs both ends; accepted: OLDER..NEWER"):
+        expand_versions(text)
