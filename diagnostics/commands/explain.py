@@ -232,14 +232,17 @@ def run(args) -> int:
     for option, value in (("--model", args.model), ("--card", args.card)):
         if value is not None and not value.strip():
             raise UsageError(f"{option} '' names nothing; accepted: leave {option} out, or give a name")
+    fmt = output_format(args.json, args.format)
+    if fmt == "md" and getattr(args, "trace", False):  # refused, not ignored: the report has no trace section
+        raise UsageError("--trace with --format md: the report for a thread has no trace; accepted: --trace with the "
+                         "text answer or --json")
+    calibration = load_calibration_arg(args.calibration) if args.calibration else None
     record = read_input(args.logfile)
     _resolve(args.model, args.card)
     for line in mismatch_warnings(record, args.model, args.card):
         print(f"vllm-memcheck explain: warning: {line}", file=sys.stderr)
-    calibration = load_calibration_arg(args.calibration) if args.calibration else None
     answer = explain(record, model=args.model, card=args.card, calibration=calibration)
     answer["prediction"] = beside(record, answer["plan"])
-    fmt = output_format(args.json, args.format)
     if fmt == "md":
         text = log_markdown(record, answer, model=args.model, card=args.card)
     elif fmt == "json":

@@ -379,3 +379,10 @@ def test_calibration_reaches_the_markdown_report_and_the_culprits_through_one_pl
     row = next(line for line in with_cal.splitlines() if line.startswith("| activation peak (GiB)"))
     assert f"| {calibrated['activation_peak_gib']:.2f} " in row  # the calibrated plan's figure, as --json has it
     assert row not in built_in  # and not the built-in coefficients' figure
+
+
+def test_trace_with_the_markdown_report_is_refused_not_ignored(capsys):
+    """--trace --format md printed the report without a word about the trace (newcomer pass)."""
+    assert main(["explain", str(LOGS / "gpu_v1_new_breakdown_ok.log"), "--trace", "--format", "md"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--trace with --format md" in err and "\n" not in err
