@@ -217,23 +217,10 @@ def cache_env(root: Path) -> dict:
             "TRITON_CACHE_DIR": str(root / "triton")}
 
 
-CPU_MAX_PARAMS = 10**9  # a billion parameters and more (float32 on the CPU backend: 4 GiB+) is no CPU-sized start
-
-
 def check_cpu_model(model: str) -> None:
-    """--card=cpu cannot start a real-size model (the 16 GB MiniCPM-V-2_6, or any stored model or local config of a
-    billion parameters and more, by its hub id, short name or kit name): refuse in one line, naming what works."""
-    params = 0
-    if model not in CPU_REFUSED:
-        from diagnostics.models import get_model  # a stored name or a local config.json: read, never fetched
-
-        try:
-            params = get_model(model.removeprefix("kit:")).params
-        except UsageError:  # a tiny kit, a hub id plan does not store: vLLM itself will say
-            params = 0
-    if model in CPU_REFUSED or params >= CPU_MAX_PARAMS:
-        size = "the 16 GB model" if model in CPU_REFUSED else f"{params / 1e9:.1f} billion parameters"
-        raise UsageError(f"--card=cpu cannot start {model} ({size}) on vLLM's CPU backend; use the CPU "
+    """--card=cpu cannot start the 16 GB MiniCPM-V-2_6 (real shapes): refuse in one line, naming what works."""
+    if model in CPU_REFUSED:
+        raise UsageError(f"--card=cpu cannot start {model} (the 16 GB model) on vLLM's CPU backend; use the CPU "
                          f"matrix {CPU_MATRIX.name} (the default with --card=cpu) with --model=kit:tiny-text or "
                          "--model=kit:minicpm-v-2_6-tiny")
 
