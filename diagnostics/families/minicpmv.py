@@ -1,13 +1,15 @@
-"""MiniCPM-V 2.6 and 4.5 (architecture MiniCPMV; the variant is config.json's `version`): shapes, params, the
-dummy items of every vLLM version, the encoder bytes, knobs and kit.
+"""MiniCPM-V 2.6, 4.0 and 4.5 (architecture MiniCPMV; the variant is config.json's `version`): shapes, params,
+the dummy items of every vLLM version, the encoder bytes, knobs and kit.
 
 vLLM picks the model class by config.json's version (model_executor/models/minicpmv.py get_version_by_config and
 _SUPPORT_VERSION, 0.32): 2.6 = MiniCPMV2_6 (Qwen2 LLM with qkv bias, SigLIP-400M Idefics2 tower, Resampler2_5),
-4.5 = MiniCPMV4_5 (Qwen3 LLM: no qkv bias, q/k RMSNorm; the same tower; Resampler4_5 = Resampler2_5 plus a
+4.0 = MiniCPMV4_0 (LlamaForCausalLM over the MiniCPM4 LLM: no qkv bias, head_dim from config.json; the same tower
+and Resampler2_5; minicpmv.py:2231-2280, 0.32; first in 0.10.1), 4.5 = MiniCPMV4_5 (Qwen3 LLM: no qkv bias, q/k RMSNorm; the same tower; Resampler4_5 = Resampler2_5 plus a
 temporal position table held as a buffer, not a parameter, which packs video frames in the real processor).
 A config without a version is 2.0 / 2.5 in vLLM: no rules here, refused. MiniCPMV4_5 first appears in vLLM 0.10.2
 (0.10.1's minicpmv.py has MiniCPMV4_0 but no MiniCPMV4_5). vLLM's MiniCPMVProcessingInfo counts both versions' dummy
-items the same way (0.32 minicpmv.py:719-833), from each config's image_size, max_slice_num and query_num: 4.5's
+items the same way, 4.0 too (0.32 minicpmv.py:697-833; 0.10.1 minicpmv.py:356 already lists 4.0 with 2.6), from
+each config's image_size, max_slice_num and query_num: 4.5's
 video packing (Resampler4_5's temporal_ids, several frames into one 64-token group) happens only for real videos;
 the dummy video is frames of query_num tokens each, as for 2.6 (vLLM 0.32 counted video 1024 = 16 x 64 for 4.5).
 
@@ -34,7 +36,11 @@ from diagnostics.versions import Version
 
 MODEL_TYPES = ("minicpmv",)
 ARCHITECTURES = {"MiniCPMV": "minicpm-v-2_6"}  # the variant comes from config.json's version (variant_of)
-BY_VERSION = {"2.6": "minicpm-v-2_6", "4.5": "minicpm-v-4_5"}
+BY_VERSION = {"2.6": "minicpm-v-2_6", "4.0": "minicpm-v-4", "4.5": "minicpm-v-4_5"}
+# How vLLM builds each variant's LLM (decoder_params keywords): Qwen2ForCausalLM (qkv bias), LlamaForCausalLM
+# (attention_bias false in the config), Qwen3ForCausalLM (q_norm / k_norm, no bias)
+LLM_RULES = {"minicpm-v-2_6": dict(qkv_bias=True), "minicpm-v-4": dict(qkv_bias=False),
+             "minicpm-v-4_5": dict(qkv_bias=False, qk_norm=True)}
 VARIANT_NAMES = tuple(BY_VERSION.values())
 MAX_FRAMES_PER_VIDEO = 16  # vLLM _MAX_FRAMES_PER_VIDEO, from 0.8.3
 
@@ -50,6 +56,9 @@ VARIANTS = {
     # MiniCPMV in vLLM from 0.5.4; SupportsV0Only in 0.8.0-0.8.2 and no V1 multimodal embeddings in 0.7.x (audit a7/b5)
     "minicpm-v-2_6": Variant(("image", "video"), Window("0.5.4", v0_only_until="0.8.3"), KIT,
                              v0_sequence_video=True),
+    # MiniCPMV4_0 from 0.10.1 (0.10.0's _SUPPORT_VERSION stops at 2.6)
+    "minicpm-v-4": Variant(("image", "video"), Window("0.10.1"), KIT, stored={"minicpm-v-4": "openbmb/MiniCPM-V-4"},
+                           v0_sequence_video=True),
     "minicpm-v-4_5": Variant(("image", "video"), Window("0.10.2"), KIT,
                              stored={"minicpm-v-4_5": "openbmb/MiniCPM-V-4_5"}, v0_sequence_video=True),
 }
@@ -78,8 +87,13 @@ def variant_of(cfg: dict) -> str:
     if key not in BY_VERSION:
         got = version if version is not None else "none (vLLM reads it as 2.0 / 2.5)"
         raise UsageError(f"MiniCPM-V config version {got} has no rules in vllm-memcheck; accepted: versions "
-                         f"{', '.join(BY_VERSION)} (openbmb/MiniCPM-V-2_6, openbmb/MiniCPM-V-4_5)")
+                         f"{', '.join(BY_VERSION)} ({', '.join(hub_ids())})")
     return BY_VERSION[key]
+
+
+def hub_ids() -> list[str]:
+    """The Hugging Face ids of the versions with rules here (2.6 is built in)."""
+    return ["openbmb/MiniCPM-V-2_6"] + [h for v in BY_VERSION.values() for h in VARIANTS[v].stored.values()]
 
 
 def tower_params(v: VisionSpec, layers: int | None = None) -> int:
@@ -114,8 +128,7 @@ def parse(cfg: dict, pre: dict, video_pre: dict, where: str):
     )
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size"):
         need(cfg, key, where)
-    qwen3 = variant == "minicpm-v-4_5"  # Qwen3ForCausalLM: no qkv bias, q_norm / k_norm per layer
-    llm = decoder_params(cfg, qkv_bias=not qwen3, qk_norm=qwen3)
+    llm = decoder_params(cfg, **LLM_RULES[variant])
     drop = 1 if cfg.get("drop_vision_last_layer", False) else 0
     params = llm + tower_params(vision, vision.layers - drop) + resampler_params(vision, int(cfg["hidden_size"]))
     return cfg, vision, MiniCPMVShape(variant, vision), params
