@@ -1,6 +1,6 @@
 """Vision-language model families, MiniCPM-V included: one module per family behind one interface.
 
-Every module in MODULES (minicpmv, qwen_vl, internvl, gemma3, llava, mllama) declares:
+Every module in MODULES (minicpmv, minicpmo, qwen_vl, internvl, gemma3, llava, mllama) declares:
   ARCHITECTURES  HF architecture -> variant (MiniCPM-V: variant_of(config) picks it from config.json's version)
   VARIANTS       variant -> common.Variant (modalities, version window, kit, stored configs and hub ids)
   parse(cfg, preprocessor, video preprocessor, where) -> (text config, vision config or VisionSpec, shape, params)
@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from diagnostics.errors import UsageError
-from diagnostics.families import gemma3, internvl, llava, minicpmv, mllama, qwen_vl
+from diagnostics.families import gemma3, internvl, llava, minicpmo, minicpmv, mllama, qwen_vl
 from diagnostics.families.common import Item, Knob, Kit, Variant, tower_encoder_bytes
 from diagnostics.versions import Version, parse_version, read_version
 
-MODULES = (minicpmv, qwen_vl, internvl, gemma3, llava, mllama)
+MODULES = (minicpmv, minicpmo, qwen_vl, internvl, gemma3, llava, mllama)
 REQUIRED = ("ARCHITECTURES", "VARIANTS", "parse", "items", "knobs")
 
 

@@ -192,14 +192,16 @@ def _embeddings_image(vis: VisionSpec, settings: dict, v: Version) -> int:
     return sp.embeddings(vis.query_num)
 
 
-def video_frames(s: MiniCPMVShape, settings: dict, v: Version, n_images: int, n_videos: int, seq_len: int) -> int:
-    image_tokens = image_item(s, settings, v).tokens * n_images
+def video_frames(s: MiniCPMVShape, settings: dict, v: Version, n_images: int, n_videos: int, seq_len: int,
+                 reserved: int = 0) -> int:
+    """Frames of the dummy video; `reserved`: tokens other modalities take first (MiniCPM-o's dummy audios)."""
+    image_tokens = image_item(s, settings, v).tokens * n_images + reserved
     per_frame = s.vision.query_num
     if v < (0, 8, 3):  # 66 tokens a frame, and 4 tokens reserved per image (minicpmv.py:445-457)
         per_frame += 2
         image_tokens += 4 * n_images
     elif separator_tokens(v):  # frames come from embedding counts; only the per-item total has separators
-        image_tokens = _embeddings_image(s.vision, settings, v) * n_images
+        image_tokens = _embeddings_image(s.vision, settings, v) * n_images + reserved
     frames = (seq_len - image_tokens) // per_frame // max(n_videos, 1)
     if v >= (0, 8, 3):
         frames = min(frames, MAX_FRAMES_PER_VIDEO)
@@ -207,10 +209,11 @@ def video_frames(s: MiniCPMVShape, settings: dict, v: Version, n_images: int, n_
 
 
 def video_item(s: MiniCPMVShape, settings: dict, v: Version, n_images: int, n_videos: int, seq_len: int,
-               frames_cap: int | None = None) -> Item:
-    """The largest dummy video; `frames_cap` is a dummy-options num_frames (0.28+: it lowers the dummy's frames)."""
+               frames_cap: int | None = None, reserved: int = 0) -> Item:
+    """The largest dummy video; `frames_cap` is a dummy-options num_frames (0.28+: it lowers the dummy's frames);
+    `reserved`: tokens other modalities take first (video_frames)."""
     vis = s.vision
-    frames = video_frames(s, settings, v, n_images, n_videos, seq_len)
+    frames = video_frames(s, settings, v, n_images, n_videos, seq_len, reserved)
     if frames_cap:
         frames = min(frames, frames_cap)
     # frames counted with <image>/</image> in 0.7.1-0.8.2 and 0.10.1-0.12.x (1056 = 16 x 66); 0.8.3 only changed
@@ -220,18 +223,20 @@ def video_item(s: MiniCPMVShape, settings: dict, v: Version, n_images: int, n_vi
     return Item("video", frames * per_frame, frames * frame_patches, frames, largest=frame_patches)
 
 
-def items(s: MiniCPMVShape, settings: dict, seq_len: int, counts: dict[str, int], v: Version) -> dict[str, Item]:
+def items(s: MiniCPMVShape, settings: dict, seq_len: int, counts: dict[str, int], v: Version,
+          reserved: int = 0) -> dict[str, Item]:
     """The largest dummy image / video for the modalities in `counts` (items per prompt) at seq_len tokens; from
-    0.28 a dummy-options num_frames lowers the video's frames, and budget_tokens keeps the uncapped count."""
+    0.28 a dummy-options num_frames lowers the video's frames, and budget_tokens keeps the uncapped count.
+    `reserved`: tokens other modalities' dummy items take before the video's frames are counted (MiniCPM-o)."""
     out: dict[str, Item] = {}
     n_img = counts.get("image", 0)
     if n_img:
         out["image"] = image_item(s, settings, v)
     if counts.get("video"):
-        full = video_item(s, settings, v, n_img, counts["video"], seq_len)
+        full = video_item(s, settings, v, n_img, counts["video"], seq_len, reserved=reserved)
         cap = ((settings.get("mm_dummy_options") or {}).get("video") or {}).get("num_frames")
         if cap and v >= (0, 28, 0):
-            capped = video_item(s, settings, v, n_img, counts["video"], seq_len, frames_cap=cap)
+            capped = video_item(s, settings, v, n_img, counts["video"], seq_len, frames_cap=cap, reserved=reserved)
             full = Item("video", capped.tokens, capped.patches, capped.slices, capped.largest, full.tokens)
         out["video"] = full
     return out

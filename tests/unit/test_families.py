@@ -76,6 +76,7 @@ def test_every_family_module_has_every_piece_and_a_missing_one_fails_the_check()
 
 
 def test_every_variant_has_a_window_a_kit_and_knobs_vllm_knows():
+    from diagnostics.setting_values import MODALITIES
     from diagnostics.settings import KNOWN_SETTINGS
     from diagnostics.versions import read_version
 
@@ -88,7 +89,7 @@ def test_every_variant_has_a_window_a_kit_and_knobs_vllm_knows():
         assert read_version(w.since) and (w.until is None) == (w.last is None), d.name
         assert fam.kit.prompt and (fam.kit.tokens or fam.kit.no_kit), d.name
         assert fam.knobs and all(k.setting in KNOWN_SETTINGS for k in fam.knobs), d.name
-        assert set(fam.info.modalities) <= {"image", "video", "audio"} and fam.info.modalities, d.name
+        assert set(fam.info.modalities) <= set(MODALITIES) and fam.info.modalities, d.name
         seen += 1
     assert seen >= 15
 
