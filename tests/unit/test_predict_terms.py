@@ -98,3 +98,11 @@ def test_weights_with_mm_encoder_tp_mode_data_keep_the_tower_whole():
     assert data.basis.startswith("derived") and "mm_encoder_tp_mode=data" in data.basis
     assert weights_term(M, {"tensor_parallel_size": 1, "mm_encoder_tp_mode": "data"}, 2).value_gib == \
         weights_term(M, {}, 2).value_gib
+
+
+def test_encoder_term_widens_down_to_a_familys_own_low_figure():
+    """MiniCPM-o's Whisper pass: eager scores give the figure, SDPA the low end (families/minicpmo.py)."""
+    t = encoder_term(4 * GiB, False, DEFAULT, low_bytes=GiB)
+    lo_f, hi_f = DEFAULT.encoder_range_linear
+    assert (t.value_gib, t.low_gib, t.high_gib) == (4.0, lo_f, 4 * hi_f) and "SDPA" in t.basis
+    assert encoder_term(4 * GiB, False, DEFAULT, low_bytes=8 * GiB) == encoder_term(4 * GiB, False, DEFAULT)
