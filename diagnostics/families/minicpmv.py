@@ -4,14 +4,18 @@ the dummy items of every vLLM version, the encoder bytes, knobs and kit.
 vLLM picks the model class by config.json's version (model_executor/models/minicpmv.py get_version_by_config and
 _SUPPORT_VERSION, 0.32): 2.6 = MiniCPMV2_6 (Qwen2 LLM with qkv bias, SigLIP-400M Idefics2 tower, Resampler2_5),
 4.0 = MiniCPMV4_0 (LlamaForCausalLM over the MiniCPM4 LLM: no qkv bias, head_dim from config.json; the same tower
-and Resampler2_5; minicpmv.py:2231-2280, 0.32; first in 0.10.1), 4.5 = MiniCPMV4_5 (Qwen3 LLM: no qkv bias, q/k RMSNorm; the same tower; Resampler4_5 = Resampler2_5 plus a
-temporal position table held as a buffer, not a parameter, which packs video frames in the real processor).
+and Resampler2_5; minicpmv.py:2231-2280, 0.32; first in 0.10.1), 4.5 = MiniCPMV4_5 (Qwen3 LLM: no qkv bias, q/k
+RMSNorm; the same tower; Resampler4_5 = Resampler2_5 plus a temporal position table held as a buffer, not a
+parameter).
 A config without a version is 2.0 / 2.5 in vLLM: no rules here, refused. MiniCPMV4_5 first appears in vLLM 0.10.2
 (0.10.1's minicpmv.py has MiniCPMV4_0 but no MiniCPMV4_5). vLLM's MiniCPMVProcessingInfo counts both versions' dummy
 items the same way, 4.0 too (0.32 minicpmv.py:697-833; 0.10.1 minicpmv.py:356 already lists 4.0 with 2.6), from
-each config's image_size, max_slice_num and query_num: 4.5's
-video packing (Resampler4_5's temporal_ids, several frames into one 64-token group) happens only for real videos;
-the dummy video is frames of query_num tokens each, as for 2.6 (vLLM 0.32 counted video 1024 = 16 x 64 for 4.5).
+each config's image_size, max_slice_num and query_num. 4.5's video packing (Resampler4_5 merging frames that
+share a temporal id into one 64-token group, the 3D resampler) happens in none of the releases read (0.10.2,
+0.11, 0.13, 0.20, 0.28, 0.32, 0.34): the processor sends a video's frames through the image processor and keeps
+only pixel_values, image_sizes and tgt_sizes (0.32 minicpmv.py:937-967, out_keys; the same in 0.10.2 :790), so
+Resampler4_5 gets temporal_ids None and every frame, dummy or real, is query_num tokens, as for 2.6 (vLLM 0.32
+counted video 1024 = 16 x 64 for 4.5).
 
 v0-legacy (0.5.4 - 0.7.0 V0): every dummy image is a 448 x 448 black image = 1 slice = 1024 patches counted as
   `query_num` (64) tokens; images only.

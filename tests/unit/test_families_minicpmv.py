@@ -82,3 +82,12 @@ def test_4_0_is_refused_before_0_10_1_and_counts_its_items_as_2_6_does():
         pv = parse_version(v)
         assert minicpmv.image_item(s4, {}, pv) == minicpmv.image_item(s26, {}, pv)
         assert minicpmv.video_item(s4, {}, pv, 1, 1, 32768) == minicpmv.video_item(s26, {}, pv, 1, 1, 32768)
+
+
+def test_4_5_packs_no_video_frames_as_vllm_sends_no_temporal_ids():
+    """vLLM keeps only pixel_values / image_sizes / tgt_sizes from a video's frames (0.32 minicpmv.py:937-967), so
+    Resampler4_5's 3D packing never runs: 16 frames x 64 tokens, as vLLM 0.32 printed (figures JSON)."""
+    rows = json.loads(FIGURES.read_text())["models"]["minicpm-v-4_5"]["rows"]
+    printed = next(r["vllm"]["tokens_per_item"]["video"] for r in rows if "video" in r["vllm"]["tokens_per_item"])
+    v = minicpmv.video_item(get_model("minicpm-v-4_5").family.shape, {}, parse_version("0.32.0"), 1, 1, 32768)
+    assert (v.slices, v.tokens) == (16, 16 * 64) and v.tokens == printed
