@@ -84,3 +84,21 @@ def test_the_audio_knob_is_data():
     knobs = get_model("minicpm-o-2_6").family.knobs
     audio = next(k for k in knobs if k.key == "audio")
     assert audio.setting == "limit_mm_per_prompt" and audio.steps(1) == [0]
+
+
+def test_a_real_minicpm_o_start_printed_plans_audio_reserved_video_and_encoder_budget():
+    """OpenBMB/MiniCPM-V#794 (vLLM 0.7.2.dev62, VLLM_USE_V1=1, max_model_len 4096, max_num_seqs 5) printed an
+    encoder budget of 2574 tokens and 1 video item: 2574 = 39 frames x 66, the frames left after the image's
+    668 + 4 and the audio's 810 + 2 tokens (0.7.2 minicpmo.py:176-193); without the audio it would be 51 frames.
+    The budget equals the video (not 8192) only with max_num_batched_tokens <= 2574: the server's 2048 default, so
+    the start is planned as `serve`. Weights: the log's 15.7985 against the parameters' 15.69 GiB (0.7 % more:
+    buffers and allocator rounding the parameter count does not hold; not fitted)."""
+    case = next(json.loads(line) for line in (ROOT / "tests" / "data" / "field_cases" / "cases.jsonl").open()
+                if json.loads(line)["source"] == "OpenBMB/MiniCPM-V#794")
+    printed = case["reported_numbers"]
+    s = case["settings"]
+    p = plan(case["model"], "a100-80", "0.7.2", "serve", overrides={
+        "use_v1": bool(s["VLLM_USE_V1"]), "max_model_len": s["max_model_len"], "max_num_seqs": s["max_num_seqs"]})
+    assert p.profile["encoder_budget_tokens"] == printed["encoder_cache_budget_tokens"] == 2574
+    assert (p.profile["encoder_items"], p.profile["modality"]) == (printed["profiled_video_items"], "video")
+    assert 0 < printed["weights_gb"] - p.components["weights"].value_gib < 0.15
