@@ -33,7 +33,6 @@ from diagnostics.models import ModelSpec, get_model
 from diagnostics.predict.exact import carry
 from diagnostics.predict import fit as engine_fit
 from diagnostics.predict.estimator import Plan, plan
-from diagnostics.families import minicpmv
 from diagnostics.families.minicpmv import MAX_FRAMES_PER_VIDEO
 from diagnostics.settings import resolve, setting_available, supported_modalities, vllm_refusal
 from diagnostics.versions import default_version, engine as engine_of, parse_version
@@ -46,9 +45,11 @@ NUM_FRAMES_SINCE = (0, 28, 0)  # MiniCPM-V's dummy video follows a num_frames du
 ALIASES = {"max_dynamic_patch": "max_patches", "limit_mm_per_prompt.images": "limit_mm_per_prompt.image",
            "limit_mm_per_prompt.videos": "limit_mm_per_prompt.video", "image": "limit_mm_per_prompt.image",
            "video": "limit_mm_per_prompt.video", "max_num_crops": "pan_and_scan_max_num_crops",
-           "limit_mm_per_prompt.video.num_frames": "num_frames"}
+           "limit_mm_per_prompt.video.num_frames": "num_frames",
+           "limit_mm_per_prompt.audios": "limit_mm_per_prompt.audio", "audio": "limit_mm_per_prompt.audio"}
 KNOB_NAMES = ("max_pixels", "max_slice_nums", "max_patches", "pan_and_scan_max_num_crops", "num_frames",
-              "limit_mm_per_prompt.image", "limit_mm_per_prompt.video")  # every knob some model has (knobs_of)
+              "limit_mm_per_prompt.image", "limit_mm_per_prompt.video",
+              "limit_mm_per_prompt.audio")  # every knob some model has (knobs_of); audio: MiniCPM-o
 # the values a frontier walks for a knob, in the knob's units (the raw value is units x Knob.step)
 FRONTIER_UNITS = {"max_pixels": (256, 512, 1024, 1280, 2048, 4096, 8192, 16384),
                   "count": (1, 2, 4, 8, 16, 32), "max_slice_nums": (1, 2, 3, 4, 6, 9),
@@ -88,6 +89,7 @@ class Knob:
             n = value // self.step
             return f"{value:,} ({n} x {edge} x {edge} px: at most {n:,} tokens per image)"
         word = {"limit_mm_per_prompt.image": "image{} per prompt", "limit_mm_per_prompt.video": "video{} per prompt",
+                "limit_mm_per_prompt.audio": "audio{} per prompt",
                 "max_slice_nums": "slice{}", "max_patches": "tile{} (+ 1 thumbnail)",
                 "pan_and_scan_max_num_crops": "crop{} (+ the full image)", "num_frames": "frame{}"}[self.name]
         return f"{value:,} {word.format('' if value == 1 else 's')}"
@@ -133,7 +135,7 @@ def _size_knobs(model: ModelSpec, v, modalities, mml: int) -> list[Knob]:
     out: list[Knob] = []
     tail = f"an item of more tokens cannot be sent: vLLM rejects prompts longer than max_model_len ({mml})"
     fam = model.family
-    if fam.module is minicpmv:
+    if fam.variant.startswith("minicpm"):  # MiniCPM-V and MiniCPM-o (its image and video rules are MiniCPM-V's)
         vis = model.vision
         if v >= MINICPMV_KWARGS_SINCE:
             by_length = _top(vis.query_num, vis.query_num, mml, 1)  # (slices + overview) x 64 embeddings

@@ -159,8 +159,8 @@ def test_bad_knobs_are_usage_errors(call, fragment):
 
 
 def test_every_knob_name_and_alias_is_known():
-    names = {k.name for m in ("minicpm-v-2_6", "qwen2.5-vl-7b", "internvl3-8b", "gemma-3-4b", "llava-onevision-7b")
-             for k in knobs_of(m, V)}
+    models = ("minicpm-v-2_6", "qwen2.5-vl-7b", "internvl3-8b", "gemma-3-4b", "llava-onevision-7b", "minicpm-o-2_6")
+    names = {k.name for m in models for k in knobs_of(m, V)}
     assert names == set(KNOB_NAMES)
     assert set(ALIASES.values()) <= set(KNOB_NAMES)
 
@@ -181,3 +181,14 @@ def test_search_images_fill_the_knob_at_the_probed_value():
             largest.profile["tokens_per_modality"]["image"] == (3000 if n == 3001 else n)
     assert item_image_size(find_knob("max_slice_nums", "minicpm-v-2_6", V), 4, "minicpm-v-2_6") == (448, 1792)
     assert item_image_size(find_knob("limit_mm_per_prompt.image", qwen, V), 3, qwen) is None
+
+
+def test_minicpm_o_has_minicpm_vs_size_knobs_and_an_audio_count():
+    """MiniCPM-o's image and video rules are MiniCPM-V's, so max_slice_nums is searched; audio is a count knob
+    (before: no size knob for MiniCPM-o, and an audio knob had no words)."""
+    from diagnostics.predict.mm_fit import knobs_of
+
+    knobs = {k.name: k for k in knobs_of("minicpm-o-2_6", "0.29.0")}
+    assert {"max_slice_nums", "num_frames", "limit_mm_per_prompt.audio"} <= set(knobs)
+    assert knobs["limit_mm_per_prompt.audio"].modalities == ("audio",)
+    assert knobs["limit_mm_per_prompt.audio"].label(2) == "2 audios per prompt"
