@@ -250,10 +250,13 @@ class KnobFit:
     non_monotone: list = field(default_factory=list)
     refusal: str | None = None  # vLLM's start-up refusal of the held settings (then nothing plans ok)
     failing_below: list = field(default_factory=list)  # values below `value` that do not plan ok (whole scans)
+    asked: str = ""  # the name the user asked for (an alias such as max_dynamic_patch); the answer uses it
 
     @property
     def setting(self) -> str:
-        return self.knob.name
+        """The knob as the user named it (`max_dynamic_patch` stays `max_dynamic_patch`; Knob.name is the canonical
+        `max_patches`)."""
+        return self.asked or self.knob.name
 
     @property
     def step(self) -> int:
@@ -285,7 +288,7 @@ class KnobFit:
 
     def to_json(self) -> dict:
         """The `plan --fit KNOB --json` shape (raw values; `label` in the user's units)."""
-        return {"setting": self.knob.name, "knob": self.knob.to_json(), "value": self.value,
+        return {"setting": self.setting, "knob": self.knob.to_json(), "value": self.value,
                 "label": self.knob.label(self.value), "step": self.knob.step, "domain": [self.knob.lo, self.knob.hi],
                 "at": engine_fit._plan_json(self.at), "above": engine_fit._plan_json(self.above),
                 "above_value": self.above_value, "top_reason": None if self.above else self.knob.top_reason,
@@ -353,7 +356,7 @@ def fit_knob(name: str, model="minicpm-v-2_6", card="3090", version=None, entryp
     at = planner(knob.name, value) if value is not None else None
     above_value = knob.lo if value is None else (value + knob.step if value + knob.step <= knob.hi else None)
     above = planner(knob.name, above_value) if above_value is not None else None
-    return KnobFit(knob, value, at, above, above_value, len(planner.cache), turns, refusal, failing_below)
+    return KnobFit(knob, value, at, above, above_value, len(planner.cache), turns, refusal, failing_below, name)
 
 
 def _scan_all(planner: _KnobPlanner, knob: Knob) -> tuple[int | None, list, list]:

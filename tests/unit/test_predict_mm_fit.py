@@ -181,3 +181,11 @@ def test_search_images_fill_the_knob_at_the_probed_value():
             largest.profile["tokens_per_modality"]["image"] == (3000 if n == 3001 else n)
     assert item_image_size(find_knob("max_slice_nums", "minicpm-v-2_6", V), 4, "minicpm-v-2_6") == (448, 1792)
     assert item_image_size(find_knob("limit_mm_per_prompt.image", qwen, V), 3, qwen) is None
+
+
+def test_an_alias_is_answered_in_the_name_asked_for():                                     # newcomer pass
+    held = INTERIOR[3][3]
+    f = fit_knob("max_dynamic_patch", "internvl3-8b", "l4", V, "llm", held)
+    assert (f.setting, f.knob.name, f.to_json()["setting"]) == ("max_dynamic_patch", "max_patches",
+                                                                 "max_dynamic_patch")
+    assert f.value == fit_knob("max_patches", "internvl3-8b", "l4", V, "llm", held).value
