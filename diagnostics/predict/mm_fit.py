@@ -176,9 +176,11 @@ def _size_knobs(model: ModelSpec, v, modalities, mml: int) -> list[Knob]:
     return out
 
 
-def find_knob(name: str, model, version=None, settings: dict | None = None) -> Knob:
-    """The knob called `name` (aliases: max_dynamic_patch, image, video, ...); UsageError naming the accepted
-    knobs of this model and version otherwise."""
+def find_knob(name: str, model, version=None, settings: dict | None = None, option: str = "--fit",
+              engine_settings: tuple | None = None) -> Knob:
+    """The knob called `name` (aliases: max_dynamic_patch, image, video, ...); UsageError naming `option`, the
+    accepted knobs of this model and version and the engine settings `option` also takes (default: --fit's)
+    otherwise."""
     knobs = knobs_of(model, version, settings)
     wanted = ALIASES.get(name, name)
     for k in knobs:
@@ -187,8 +189,9 @@ def find_knob(name: str, model, version=None, settings: dict | None = None) -> K
     m = get_model(model)
     accepted = ", ".join(k.name for k in knobs) or "none (no vision tower)"
     v = parse_version(version or default_version())
-    raise UsageError(f"--fit {name}: not a multimodal knob of {m.name} in vLLM {v}; "
-                     f"accepted: {accepted} (or an engine setting: {', '.join(engine_fit.FIT_SETTINGS)})")
+    engines = engine_fit.FIT_SETTINGS if engine_settings is None else engine_settings
+    raise UsageError(f"{option} {name}: not a multimodal knob of {m.name} in vLLM {v}; "
+                     f"accepted: {accepted} (or an engine setting: {', '.join(engines)})")
 
 
 def is_knob_name(name: str) -> bool:

@@ -105,7 +105,16 @@ def search_knob(setting: str, model, vllm_version, defaults: dict):
         settings = plan(model, "3090", vllm_version, "llm", defaults).settings
     except UsageError:
         settings = None
-    return find_knob(setting, model, vllm_version, settings)
+    return find_knob(setting, model, vllm_version, settings, "--search",
+                     tuple(s for s in SEARCHABLE if s not in KNOB_NAMES))
+
+
+def check_search_model(setting: str | None, model, vllm_version, defaults: dict) -> None:
+    """At collection, before any start: `--search KNOB` on a model that lacks the knob (a text model has none) is
+    one UsageError line naming the knob and the model's knobs. A model the estimator does not know (None) is
+    left to run_search, which says so."""
+    if setting in KNOB_NAMES and model is not None:
+        search_knob(setting, model, vllm_version, defaults)
 
 
 def probe(setting: str, knob, value: int, base: dict, model) -> Combination:

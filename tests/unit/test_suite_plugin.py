@@ -532,6 +532,21 @@ def test_search_a_knob_sends_an_item_of_the_probed_size(searching):
     assert "--search max_slice_nums: measured limit 5 slices" in result.stdout.str()
 
 
+def test_search_a_knob_of_a_text_model_is_refused_at_collection(searching):               # newcomer pass
+    (searching.path / "text").mkdir()
+    (searching.path / "text" / "config.json").write_text(json.dumps({
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 512,
+        "max_position_embeddings": 4096, "torch_dtype": "float32"}))
+    result = run(searching, "--card=cpu", "--matrix=search.toml", f"--model={searching.path / 'text'}",
+                 "--search=max_pixels")
+    err = result.stderr.str().strip()
+    assert result.ret == 4 and "PROBE" not in result.stdout.str()
+    line = err.splitlines()[-1]
+    assert "--search max_pixels: not a multimodal knob of" in line and \
+        "accepted: none (no vision tower) (or an engine setting: max_model_len, max_num_seqs)" in line
+
+
 def test_without_search_the_search_test_is_not_collected(searching):
     result = run(searching, "--card=cpu", "--matrix=search.toml", "--collect-only", "-q")
     assert "test_startup[never-run]" in result.stdout.str() and "test_search_limit" not in result.stdout.str()
