@@ -5,8 +5,8 @@ A *knob* is one number a user sets inside `mm_processor_kwargs` or `limit_mm_per
 items of vLLM's profile run (predict/mm_budget.py): Qwen-VL `max_pixels` (in steps of the model's
 (patch x merge)^2 pixels, 28 x 28 for Qwen2/2.5-VL, 32 x 32 for Qwen3-VL: one step is one LLM token per image),
 InternVL `max_patches` (max_dynamic_patch), MiniCPM-V `max_slice_nums`, Gemma 3 `pan_and_scan_max_num_crops`,
-the per-prompt counts `limit_mm_per_prompt.image` / `.video`, and MiniCPM-V's dummy-options `num_frames` (vLLM
-0.28+). `knobs_of()` is the one place that reads the family tables (families/*.py shapes,
+the per-prompt counts `limit_mm_per_prompt.image` / `.video`, and the dummy-options `num_frames` of MiniCPM-V
+(vLLM 0.28+) and Qwen2-VL / Qwen2.5-VL (0.12+, families/qwen_vl.py NUM_FRAMES_SINCE). `knobs_of()` is the one place that reads the family tables (families/*.py shapes,
 settings.supported_modalities); everything else here goes through it.
 
 A domain of at most SCAN_ALL values (MiniCPM-V's 1..9 slices, frames) is planned whole: the answer is the largest
@@ -33,7 +33,7 @@ from diagnostics.models import ModelSpec, get_model
 from diagnostics.predict.exact import carry
 from diagnostics.predict import fit as engine_fit
 from diagnostics.predict.estimator import Plan, plan
-from diagnostics.families import minicpmv
+from diagnostics.families import minicpmv, qwen_vl
 from diagnostics.families.minicpmv import MAX_FRAMES_PER_VIDEO
 from diagnostics.settings import resolve, setting_available, supported_modalities, vllm_refusal
 from diagnostics.versions import default_version, engine as engine_of, parse_version
@@ -156,6 +156,13 @@ def _size_knobs(model: ModelSpec, v, modalities, mml: int) -> list[Knob]:
                         lo * unit * unit, _top(1, 0, mml, lo) * unit * unit, tail, s.image_size[1],
                         note="max_pixels in mm_processor_kwargs sizes images and videos alike (videos_kwargs / "
                              "images_kwargs scope it to one)", modalities=("image", "video")))
+        if "video" in modalities and not fam.variant.startswith("qwen3") and v >= qwen_vl.NUM_FRAMES_SINCE:
+            out.append(Knob("num_frames", "limit_mm_per_prompt", "video.num_frames", 1, "frame", 1,
+                            qwen_vl.MAX_FRAMES_PER_VIDEO,
+                            f"vLLM's _MAX_FRAMES_PER_VIDEO ({qwen_vl.MAX_FRAMES_PER_VIDEO}, qwen2_vl.py:120)", None,
+                            note="num_frames is a dummy option: it lowers the profile run's dummy video only "
+                                 "(qwen2_vl.py get_dummy_mm_data); vLLM still accepts real videos of more frames, "
+                                 "which the profile run then did not measure", guards=False, modalities=("video",)))
     elif fam.variant == "internvl":
         s = fam.shape
         extra = () if s.crop_to_patches else (("crop_to_patches", True),)
