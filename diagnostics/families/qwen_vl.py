@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from diagnostics.families.common import Item, Kit, Knob, Variant, Window, decoder_params, need
 
+# mm_processor_kwargs keys items() reads (flat or per modality); others go to the HF processor unmodelled
+MM_KWARGS = ("max_pixels", "min_pixels", "size", "images_kwargs", "videos_kwargs")
 ARCHITECTURES = {
     "Qwen2VLForConditionalGeneration": "qwen2-vl",
     "Qwen2_5_VLForConditionalGeneration": "qwen2.5-vl",

@@ -79,12 +79,32 @@ def encoder_tp_data(model: ModelSpec, settings: dict) -> bool:
             and model.architecture in ENCODER_TP_DATA)
 
 
+def unread_mm_kwargs_notes(model: ModelSpec, v: Version, settings: dict) -> list[str]:
+    """A note naming mm_processor_kwargs keys the family does not read (its MM_KWARGS), e.g. a typo `max_pixel`.
+    A warning, not a refusal, as vLLM: it checks no key names and passes them on to the Hugging Face processor
+    (vllm 0.32 multimodal/processing/context.py:413-420, get_allowed_kwarg_only_overrides with
+    allow_var_kwargs=True), and a transformers processor ignores a key it does not know with a warning
+    (transformers processing_utils.py ProcessorMixin._merge_kwargs); plan counts such a key as changing nothing."""
+    family = model.family
+    given = settings.get("mm_processor_kwargs") or {}
+    if family is None or not given:
+        return []
+    reads = tuple(getattr(family.module, "MM_KWARGS", ()))
+    unread = sorted(k for k in given if k not in reads)
+    if not unread:
+        return []
+    return [f"mm_processor_kwargs {', '.join(unread)}: not a key plan reads for {family.variant} (it reads: "
+            f"{', '.join(reads) or 'none'}); vLLM {v} does not check key names and hands them to the processor, "
+            "where a transformers processor ignores an unknown key with a warning (a remote-code one may differ), "
+            "so plan counts it as changing nothing; a typo of a key above?"]
+
+
 def mm_guard_notes(model: ModelSpec, v: Version, settings: dict, tokens_per_item: dict) -> list[str]:
     """What the multimodal switches change, and when a setting leaves real requests bigger than what the profile
     run measured (the profile run no longer guards them). tokens_per_item: the profile's per-modality maxima."""
     if model.vision is None:
         return []
-    notes = []
+    notes = unread_mm_kwargs_notes(model, v, settings)
     mode, tp = settings.get("mm_encoder_tp_mode"), int(settings.get("tensor_parallel_size", 1))
     if mode == "data" and tp == 1:
         notes.append("mm_encoder_tp_mode=data changes nothing with tensor_parallel_size=1")

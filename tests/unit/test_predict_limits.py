@@ -57,3 +57,16 @@ def test_mm_guard_notes():
     frames = mm_guard_notes(M, v, {"mm_dummy_options": {"video": {"num_frames": 4}}}, {"video": 1024})
     assert len(frames) == 1 and "up to 1,024 tokens" in frames[0]
     assert mm_guard_notes(M, Version(0, 20, 0), {"mm_dummy_options": {"video": {"num_frames": 4}}}, {"video": 1024}) == []
+
+
+def test_an_unknown_mm_processor_kwargs_key_is_named_with_the_keys_the_family_reads():    # newcomer pass
+    from diagnostics.predict.estimator import plan
+
+    notes = plan("qwen2.5-vl-7b", "4090", "0.32.0", "llm", {"mm_processor_kwargs": {"max_pixel": 1000}}).notes
+    (note,) = [n for n in notes if n.startswith("mm_processor_kwargs max_pixel:")]
+    assert "not a key plan reads for qwen2.5-vl (it reads: max_pixels, min_pixels, size" in note
+    assert "does not check key names" in note  # vLLM's own behaviour: passed on, not refused
+    known = plan("qwen2.5-vl-7b", "4090", "0.32.0", "llm", {"mm_processor_kwargs": {"max_pixels": 1003520}}).notes
+    assert not any("not a key plan reads" in n for n in known)
+    assert not any("not a key plan reads" in n for n in plan(M, "3090", "0.32.0", "llm", {
+        "mm_processor_kwargs": {"max_slice_nums": 4}}).notes)
