@@ -30,6 +30,7 @@ from diagnostics.versions import Version
 
 ARCHITECTURES = {"MiniCPMO": "minicpm-o-2_6"}
 BY_VERSION = {"2.6": "minicpm-o-2_6"}  # MiniCPMO.__new__ picks the class by version; none: 2.6 (0.32 :1011-1045)
+MM_KWARGS = minicpmv.MM_KWARGS  # the image processor is MiniCPM-V's; no mm_processor_kwargs key sizes the audio
 AUDIO_PLACEHOLDER = "(<audio>./</audio>)"  # MiniCPMOProcessingInfo.audio_pattern
 AUDIO_CHUNKS = 30  # get_max_audio_chunks_with_most_features
 AUDIO_SECONDS = 30  # the dummy audio: 30 chunks of audio_chunk_length 1 s

@@ -6,7 +6,6 @@ Sources: docs/vllm-version-audit.md (rows named in each sentence) and vllm-memor
 
 from __future__ import annotations
 
-from diagnostics.families import minicpmv
 from diagnostics.families.qwen_vl import NUM_FRAMES_SINCE
 from diagnostics.models import ModelSpec
 from diagnostics.versions import Version
@@ -65,8 +64,9 @@ def known_limits(model: ModelSpec, v: Version, eng: str, settings: dict) -> list
 
 # Model classes with `supports_encoder_tp_data = True` in vLLM 0.32 (minicpmv.py:1219, qwen2_vl.py:1306,
 # qwen2_5_vl.py:1324, qwen3_vl.py:1962; Qwen3-VL-MoE subclasses Qwen3-VL); others fall back to "weights"
-# (config/model.py:822-830). The HF-format InternVL runs as interns1.py, which lacks it.
-ENCODER_TP_DATA = ("MiniCPMV", "Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration",
+# (config/model.py:822-830). The HF-format InternVL runs as interns1.py, which lacks it. MiniCPMO inherits
+# MiniCPMVBaseModel's flag (minicpmo.py:1004, class MiniCPMO(MiniCPMOBaseModel, MiniCPMV2_6)).
+ENCODER_TP_DATA = ("MiniCPMV", "MiniCPMO", "Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration",
                    "Qwen3VLForConditionalGeneration", "Qwen3VLMoeForConditionalGeneration")
 
 
@@ -113,7 +113,7 @@ def mm_guard_notes(model: ModelSpec, v: Version, settings: dict, tokens_per_item
         notes.append(f"mm_encoder_tp_mode=data: the vision tower's weights are whole on each of the {tp} ranks "
                      "(in the weights term) and each rank encodes 1/tp of the profile run's items at full width "
                      "(about the activation bytes of weights mode, which encodes every item at 1/tp width)")
-    minicpm = model.family is not None and model.family.module is minicpmv
+    minicpm = model.family is not None and model.family.variant.startswith("minicpm")  # MiniCPM-o: MiniCPM-V's rules
     if minicpm and v >= (0, 8, 4):
         asked = (settings.get("mm_processor_kwargs") or {}).get("max_slice_nums")
         if asked is not None and int(asked) > model.vision.max_slice_nums:

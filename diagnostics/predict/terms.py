@@ -95,7 +95,7 @@ def tower_params(model: ModelSpec) -> tuple[int, bool]:
     """(vision tower + projector parameters, exact?): MiniCPM-V's SigLIP + resampler as vLLM builds them; other
     families 4 d^2 + 3 d mlp per layer (attention and a gated MLP, norms and biases left out: an estimate)."""
     v = model.vision
-    if model.family is not None and model.family.module is minicpmv:
+    if model.family is not None and model.family.variant.startswith("minicpm"):  # MiniCPM-o: MiniCPM-V's tower
         return minicpmv.tower_params(v) + minicpmv.resampler_params(v, model.hidden), True
     return v.layers * (4 * v.hidden * v.hidden + 3 * v.hidden * v.mlp), False
 
