@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,10 @@ CANNOT_BUILD = {"llama-3.2-11b-vision": "vLLM 0.32 has no MllamaForConditionalGe
 # (configuration_minicpm.py), which a stored config.json does not ship. Its parameters and multimodal budget are
 # checked on vLLM 0.32's classes through the real-size kit instead (tests/data/vllm-0.32-vlm-figures.json,
 # tests/tools/vlm_vllm_check.py --meta; tests/unit/test_models_doc.py holds plan to those figures).
-REMOTE_CODE = {"minicpm-v-4_5": "configuration_minicpm"}
+# Every stored config whose auto_map names a remote-code config class (MiniCPM-V-4, -4.5, MiniCPM-o-2_6): its module.
+REMOTE_CODE = {name: auto["AutoConfig"].split(".")[0] for name in stored_models()
+               if "AutoConfig" in (auto := json.loads((STORED_DIR / name / "config.json").read_text()).get("auto_map")
+                                   or {})}
 
 
 TP4 = ("qwen2.5-vl-72b", "qwen3-next-80b-a3b")  # over 80 GiB of weights: planned on 4 ranks
