@@ -4,7 +4,9 @@ Every module in MODULES (minicpmv, minicpmo, qwen_vl, internvl, gemma3, llava, m
   ARCHITECTURES  HF architecture -> variant (MiniCPM-V: variant_of(config) picks it from config.json's version)
   VARIANTS       variant -> common.Variant (modalities, version window, kit, stored configs and hub ids)
   parse(cfg, preprocessor, video preprocessor, where) -> (text config, vision config or VisionSpec, shape, params)
-  items(shape, settings, seq_len, counts, version) -> {modality: Item} (vLLM's largest dummy items)
+  items(shape, settings, seq_len, counts, version) -> {modality: Item} (vLLM's largest dummy items; modalities
+    are setting_values.MODALITIES: image, video, audio; a modality the version's encoder budget leaves out has no
+    Item, as MiniCPM-o's audio from vLLM 0.30)
   knobs(shape) -> [Knob] (the settings that change the dummy items, as data)
 and optionally encoder_bytes(model, prof, db, eager, tp, coef) (default: common.tower_encoder_bytes),
 eager_attention(version, rules) (default: never) and modalities(variant, version) (default: the variant's).
