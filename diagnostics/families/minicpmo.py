@@ -172,22 +172,24 @@ def audio_encoder_bytes(a: AudioSpec, n_audio: int, llm_hidden: int, db: int, tp
     """Peak bytes of the Whisper pass on `n_audio` dummy audios at once (an estimate: vLLM pads every audio to the
     longest and runs apm on the batch, minicpmo.py:796-870, 0.32). One audio: the mel input (mel_bins x 3000), the
     two conv outputs, then per layer the residual, LayerNorm output, q/k/v and fc1 + activation over 1500 positions,
-    the (B, 1, 1500, 1500) chunk mask, and transformers' WhisperAttention scores: eager (heads x 1500^2, bf16 scores
-    + fp32 softmax + bf16 cast) when the config names no attention implementation, SDPA (no scores) otherwise.
+    the (B, 1, 1500, 1500) chunk mask, and transformers' WhisperAttention scores: eager when the audio config names
+    no attention implementation (transformers 5.19 AttentionInterface.get_interface falls back to
+    eager_attention_forward, modeling_utils.py:5127-5145), whose QK^T, + mask and softmax (in the input dtype,
+    modeling_whisper.py:229-236) are three heads x 1500^2 tensors; SDPA (no scores) where one is named.
     Returns {"total" (eager), "low" (SDPA), "vpm" (the tower), "resampler" (projector + pooled output), "scores",
     "largest_alloc"} in bytes."""
     frames = AUDIO_SECONDS * SAMPLING_RATE // HOP_LENGTH
     n = frames // 2  # conv2 stride 2: 1500 positions
     d, f = a.d_model, a.ffn
     per = (a.mel_bins * frames + d * frames + d * n) * db + n * (5 * d + 2 * f) * db + n * n * db
-    scores = a.heads * n * n * (db + 4 + db)
+    scores = a.heads * n * n * 3 * db
     out_tokens = AUDIO_CHUNKS * audio_embeddings_per_chunk(a.pool_step)
     projector = n * (f // 4) * db + n * llm_hidden * db * 2 + out_tokens * llm_hidden * db
     low = n_audio * per
     total = n_audio * (per + scores)
     return {"total": total + n_audio * projector // tp, "low": low + n_audio * projector // tp, "vpm": total,
             "resampler": n_audio * projector // tp, "scores": n_audio * scores,
-            "largest_alloc": max(n_audio * a.heads * n * n * 4, n_audio * n * f * db)}
+            "largest_alloc": max(n_audio * a.heads * n * n * db, n_audio * n * f * db)}
 
 
 def encoder_bytes(model, prof, db: int, eager: bool, tp: int, coef) -> dict:

@@ -68,7 +68,7 @@ def test_audio_is_profiled_before_0_30_with_video_off_and_its_whisper_pass_is_co
     assert new.profile["modality"] == "image" and "audio" not in new.profile["tokens_per_modality"]
     a = get_model("minicpm-o-2_6").family.shape.audio
     one = minicpmo.audio_encoder_bytes(a, 1, 3584, 2, 1)
-    assert 0 < one["low"] < one["total"] and one["scores"] == 16 * 1500 * 1500 * 8  # eager scores per audio
+    assert 0 < one["low"] < one["total"] and one["scores"] == 16 * 1500 * 1500 * 3 * 2  # eager: QK^T, + mask, softmax
     assert minicpmo.audio_encoder_bytes(a, 10, 3584, 2, 1)["total"] == 10 * one["total"]
 
 
