@@ -144,6 +144,7 @@ class Kit:
     # (image, video): one item's placeholder in the family's chat prompt (None: the family has no such item); the
     # suite's worst-case request repeats them (suite/worst_case.py)
     placeholders: tuple[str | None, str | None] = (None, None)
+    audio_placeholder: str | None = None  # one audio item's placeholder (MiniCPM-o); the suite sends no audio yet
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ AUDIO_SINCE_BUDGET_DROP = Version(0, 30, 0)  # MiniCPMV's get_mm_max_tokens_per_
 
 KIT = Kit(prompt=minicpmv.IMAGE_PROMPT, tokens=minicpmv.SPECIAL_TOKENS + ("<audio>", "</audio>"),
           eos=minicpmv.KIT.eos, torchvision_stub=False, placeholders=minicpmv.KIT.placeholders,
+          audio_placeholder=AUDIO_PLACEHOLDER,
           no_kit="tests/tools/minicpmo_kit.py writes the real-size directory vLLM's MiniCPMOProcessor loads")
 VARIANTS = {
     "minicpm-o-2_6": Variant(("image", "video", "audio"), Window("0.7.1", v0_only_until="0.8.3"), KIT,

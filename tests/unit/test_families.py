@@ -134,3 +134,5 @@ def test_every_variants_kit_names_the_placeholders_of_its_modalities():
             image, video = variant.kit.placeholders
             assert image and image in variant.kit.prompt, (module.__name__, name)
             assert (video is not None) == ("video" in variant.modalities), (module.__name__, name)
+            audio = variant.kit.audio_placeholder
+            assert (audio is not None) == ("audio" in variant.modalities), (module.__name__, name)
