@@ -10,8 +10,10 @@ as 30 x `<audio>` + 25 `<unk>` + `</audio>` (vllm/transformers_utils/processors/
 What the encoder budget counts per audio, by version (read from each release's minicpmo.py / minicpmv.py):
   0.7.1 - 0.8.x: MiniCPMO's get_mm_max_tokens_per_item, 27 a chunk with the separators: 810 (0.7.2 :140-170).
   0.9.0 - 0.10.0 and 0.13 - 0.29: no get_mm_max_tokens_per_item; the dummy audio is processed and its embedding
-    positions counted, 750 (as the image's 640 there; derived, not run).
-  0.10.1 - 0.12.x: the whole placeholder, 810 (as the image's 671 there; derived, not run).
+    positions counted: the `<unk>`s its placeholder selects (PromptUpdateDetails.select_text(..., "<unk>"), 0.13
+    minicpmo.py:371-374; select_token_ids in 0.29 :527-534; 0.13 multimodal/profiling.py:281 get_num_embeds), 750.
+  0.10.1 - 0.12.x: the whole placeholder (get_mm_max_contiguous_tokens counts item.length, 0.12
+    multimodal/profiling.py:283, 354), 810. Both as the image's 640 / 671 there; read, not run.
   0.30+: MiniCPMVProcessingInfo.get_mm_max_tokens_per_item returns image and video only (0.32 minicpmv.py:822-829)
     and MiniCPMO does not extend it, so MultiModalBudget leaves audio out (encoder_budget.py:98-114): no audio in the
     encoder budget and no audio in the profile run (checked with vLLM 0.32, tests/data/vllm-0.32-vlm-figures.json).
