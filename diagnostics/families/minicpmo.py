@@ -195,7 +195,7 @@ def audio_encoder_bytes(a: AudioSpec, n_audio: int, llm_hidden: int, db: int, tp
             "largest_alloc": max(n_audio * a.heads * n * n * db, n_audio * n * f * db)}
 
 
-def encoder_bytes(model, prof, db: int, eager: bool, tp: int, coef) -> dict:
+def encoder_bytes(model, prof, db: int, eager: bool, tp: int, coef, version=None) -> dict:
     """The profile run's encoder bytes: MiniCPM-V's vision pass, or the Whisper pass when the profiled items are
     audios (vLLM before 0.30 with video off: 750 / 810 tokens an audio beat the 640-token image)."""
     n_audio = dict(prof.items_by_modality).get("audio", 0)
