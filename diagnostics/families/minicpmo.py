@@ -204,3 +204,19 @@ def encoder_bytes(model, prof, db: int, eager: bool, tp: int, coef, version=None
         return vision
     audio = audio_encoder_bytes(model.family.shape.audio, n_audio, model.hidden, db, tp)
     return audio if audio["total"] >= vision["total"] else vision
+
+
+# The item-size knobs, the worst-case request's pixel sizes and the vision tower's parameters are MiniCPM-V's: the
+# interface pieces a sibling branch (issue 22, s2-22s) makes every family module declare, delegated here so that this
+# module is complete whichever branch lands first (minicpmv's size_knobs / geometry / vision_tower_params).
+def size_knobs(s: MiniCPMOShape, v: Version, modalities: tuple[str, ...]):
+    return minicpmv.size_knobs(s.vision_shape, v, modalities)
+
+
+def geometry(s: MiniCPMOShape, settings: dict, modality: str, v: Version):
+    """Pixel size of the largest image / video frame (MiniCPM-V's); an audio has none (the suite sends no audio)."""
+    return minicpmv.geometry(s.vision_shape, settings, modality, v)
+
+
+def vision_tower_params(v, llm_hidden: int) -> int:
+    return minicpmv.vision_tower_params(v, llm_hidden)
