@@ -1,6 +1,6 @@
 """plan's verdict and KV pool against every recorded real start-up report it can be planned for (issue 20).
 
-Run: VLLM_MEMCHECK_VLLM_EXACT=off .venv/bin/python tests/tools/plan_accuracy.py [--json | --markdown]
+Run: VLLM_MEMCHECK_VLLM_EXACT=off .venv/bin/python tests/tools/plan_accuracy.py [--json | --markdown | --write-docs]
 
 Reads every record of tests/data/field_cases/*.jsonl (real logs from public threads) and plans the ones that
 tests/data/field_cases/plan-inputs.toml gives plan's inputs for (model config, card, vLLM version, entry point,
@@ -155,7 +155,9 @@ def score(file: str, rid: str, rec: dict, inputs: dict | None) -> Score:
     s.verdict_right = (p.verdict in s.accept) if s.accept else None
     if not inputs.get("no_kv"):
         got = printed_kv(rec, int(inputs.get("block_size", p.settings.get("block_size") or 16)))
-        if got is not None:
+        if got is not None and got[1] <= 0:  # a negative "Available KV cache memory": the verdict scores it
+            s.kv_source = f"printed pool {got[1]:g} {got[0]} (none left): verdict only"
+        elif got is not None:
             s.kv_unit, s.kv_printed, s.kv_source = got
             s.kv_planned = (p.kv_cache_tokens if s.kv_unit == "tokens" else p.components["kv_cache"].value_gib)
     return s
@@ -242,14 +244,30 @@ def text(scores: list[Score]) -> str:
     return "\n".join(out)
 
 
+DOCS = ROOT / "docs" / "accuracy.md"
+BEGIN, END = "<!-- plan_accuracy:begin -->", "<!-- plan_accuracy:end -->"
+
+
+def write_docs(scores: list[Score], path: Path = DOCS) -> None:
+    """Put markdown(scores) between docs/accuracy.md's plan_accuracy markers (raises ValueError without them)."""
+    text = path.read_text()
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{path}: no {BEGIN} ... {END} markers")
+    head, rest = text.split(BEGIN, 1)
+    path.write_text(head + BEGIN + "\n" + markdown(scores) + "\n" + END + rest.split(END, 1)[1])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     g = ap.add_mutually_exclusive_group()
     g.add_argument("--json", action="store_true", help="one JSON object: cases and totals")
     g.add_argument("--markdown", action="store_true", help="the docs/accuracy.md section's table and totals")
+    g.add_argument("--write-docs", action="store_true", help="rewrite that section of docs/accuracy.md in place")
     a = ap.parse_args(argv)
     scores = run()
-    if a.json:
+    if a.write_docs:
+        write_docs(scores)
+    elif a.json:
         print(json.dumps({"cases": [s.to_json() for s in scores], "totals": totals(scores)}, indent=1))
     elif a.markdown:
         print(markdown(scores))
