@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import tomllib
@@ -33,6 +34,7 @@ os.environ["VLLM_MEMCHECK_VLLM_EXACT"] = "off"  # pure rules: plan() itself take
 
 from diagnostics.cards import Card, get_card  # noqa: E402
 from diagnostics.logs.reader import read_log  # noqa: E402
+from diagnostics.models import ALIASES, stored_name  # noqa: E402
 from diagnostics.predict.estimator import plan  # noqa: E402
 
 FIELD = ROOT / "tests" / "data" / "field_cases"
@@ -163,18 +165,32 @@ def score(file: str, rid: str, rec: dict, inputs: dict | None) -> Score:
     return s
 
 
+QUANTIZED = re.compile(r"awq|gptq|bnb|int4|int8|w4a16|w8a8|fp8|nvfp4|autoround|gguf", re.I)
+NOT_CUDA = re.compile(r"rocm|amd|gfx\d|mi50|mi300|xpu|intel|arc pro|npu|ascend|atlas|windows", re.I)
+
+
 def _default_reason(rec: dict) -> str:
-    """Why a record without plan inputs is not scored, from what it lacks."""
+    """Why a record without plan inputs is not scored, from what it lacks (one line)."""
+    model, gpu = str(rec.get("model") or ""), str(rec.get("gpu") or "")
     gaps = []
+    if NOT_CUDA.search(gpu + " " + str(rec.get("vllm_version") or "")):
+        gaps.append(f"not an NVIDIA CUDA card ({gpu[:40]})")
     if not rec.get("vllm_version"):
         gaps.append("vLLM version not stated")
-    gpu = str(rec.get("gpu") or "")
-    if not gpu or gpu.lower().startswith(("none", "not named", "not in")):
+    if not gpu or gpu.lower().startswith(("none", "not named", "not in")) or "truncated" in gpu:
         gaps.append("card not named")
     out = rec.get("outcome") or rec.get("truth_outcome") or ""
     if out in ("other", "unknown", ""):
         gaps.append(f"outcome {out or 'not stated'}")
-    gaps.append(f"model {str(rec.get('model'))[:60]!r}: no plan inputs recorded")
+    first = model.split(" ")[0] if model else ""
+    if QUANTIZED.search(model):
+        gaps.append(f"quantized checkpoint {first[:50]!r} (no stored config of it)")
+    elif not first or first.lower().startswith(("not", "vlm")):
+        gaps.append("model not named")
+    elif stored_name(first, paths=True) is None and first.lower() not in ALIASES:
+        gaps.append(f"no config plan reads for {first[:50]!r}")
+    else:
+        gaps.append(f"{first[:50]!r} is known but the report does not give enough to plan it (settings)")
     return "; ".join(gaps)
 
 

@@ -67,6 +67,15 @@ def test_card_total_from_the_log_keeps_the_cards_margins():
     assert c.total_gib - c.profile_threshold_gib == pytest.approx(base.total_gib - base.profile_threshold_gib)
 
 
+def test_an_unscored_report_says_what_it_lacks(scores):
+    reasons = {s.id: s.skipped for s in scores if s.skipped}
+    assert "quantized checkpoint" in reasons["vllm-project/vllm#22173"]
+    assert "not an NVIDIA CUDA card" in reasons["vllm-ascend-5020-oom-npu-old-format-current-active"]
+    assert "card not named" in reasons["vllm-project/vllm#6623"]
+    assert "no config plan reads" in reasons["vllm-project/vllm#7768"]
+    assert all(r and "\n" not in r for r in reasons.values())
+
+
 def test_totals_count_what_the_table_shows(scores):
     t = pa.totals(scores)
     assert t["scored"] + t["skipped"] == len(scores)
