@@ -55,6 +55,15 @@ def test_printed_pool_prefers_tokens_and_converts_blocks():
     assert pa.printed_kv({"numbers": {}}, 16) is None
 
 
+def test_v0_llama_activation_matches_the_printed_peaks():
+    # vllm#10517 (0.6.4, RTX 3090): peak_torch_memory - weights printed 2.07 / 2.99 GiB at 20,000 / 29,000 tokens
+    from diagnostics.predict.estimator import plan
+    for mml, printed in ((20000, 17.06 - 14.9888), (29000, 17.98 - 14.9888)):
+        p = plan(str(pa.ROOT / "tests/data/calibration/models/llama-3.1-8b-instruct"), "3090", "0.6.4", "serve",
+                 {"max_model_len": mml, "gpu_memory_utilization": 0.9})
+        assert abs(p.components["activation_peak"].value_gib / printed - 1) < 0.02, (mml, printed)
+
+
 def test_a_negative_printed_pool_is_left_to_the_verdict(scores):
     s = next(s for s in scores if s.id == "gh-file-no-kv-v0230-qwen25vl7b-a100-80-gmu022")
     assert s.kv_error is None and "verdict only" in s.kv_source and s.verdict_right
