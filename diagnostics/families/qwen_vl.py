@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from diagnostics.families.common import Item, Kit, Knob, Variant, Window, decoder_params, need
+from diagnostics.families.common import Geometry, Item, Kit, Knob, SizeKnob, Variant, Window, decoder_params, need
 
 ARCHITECTURES = {
     "Qwen2VLForConditionalGeneration": "qwen2-vl",
@@ -170,6 +170,23 @@ def largest_image(s: QwenVLShape, settings: dict) -> tuple[int, int]:
     items() counts (vLLM 0.32 qwen2_vl.py Qwen2VLProcessingInfo.get_image_size_with_most_features)."""
     kwargs = settings.get("mm_processor_kwargs") or {}
     return _most_features(s.patch * s.merge, _scoped_size(kwargs, "images_kwargs", s.image_size)[1])
+
+
+def size_knobs(s: QwenVLShape, v=None, modalities: tuple[str, ...] = ()) -> list[SizeKnob]:
+    """max_pixels in (patch x merge)^2 steps (one LLM token per image each; 28 x 28, Qwen3-VL 32 x 32), from the
+    processor's min_pixels up: images and videos alike."""
+    unit = s.patch * s.merge
+    return [SizeKnob("max_pixels", "mm_processor_kwargs", "max_pixels", unit * unit, f"{unit} x {unit} px",
+                     -(-s.image_size[0] // unit ** 2), 1, current=s.image_size[1],
+                     note="max_pixels in mm_processor_kwargs sizes images and videos alike (videos_kwargs / "
+                          "images_kwargs scope it to one)", modalities=("image", "video"),
+                     frontier=(256, 512, 1024, 1280, 2048, 4096, 8192, 16384))]
+
+
+def geometry(s: QwenVLShape, settings: dict, modality: str, v=None) -> Geometry:
+    """The image with the most features at the settings' max_pixels; a video frame is the same size."""
+    h, w = largest_image(s, settings)
+    return Geometry(w, h)
 
 
 def knobs(s: QwenVLShape) -> list[Knob]:
