@@ -79,14 +79,20 @@ STAND_IN = """
 """
 
 
-def test_pytest_collects_the_family_matrix_for_a_hub_id(pytester):
+@pytest.mark.parametrize("hub, first, last", [
+    ("openbmb/MiniCPM-V-4_5", "mml4096-seqs16-kwmax_slice_nums9-mmvideo1",
+     "mml32768-seqs256-kwmax_slice_nums4-mmvideo0"),
+    ("Qwen/Qwen2.5-VL-7B-Instruct", "mml4096-seqs16-kwmax_pixels12845056-mmvideo1",
+     "mml32768-seqs256-kwmax_pixels1003520-mmvideo0"),
+])
+def test_pytest_collects_the_family_matrix_for_a_hub_id(pytester, hub, first, last):
     pytester.makepyfile(test_startup=textwrap.dedent(STAND_IN))
     pytester.makeconftest("import diagnostics.suite.plugin as _plugin\n_plugin.vllm_missing = lambda: None\n")
     result = pytester.runpytest_subprocess("-p", "diagnostics.suite.plugin", "-p", "no:cacheprovider", "-m", "gpu",
-                                           "--card=4090", "--model=openbmb/MiniCPM-V-4_5", "--collect-only", "-q")
+                                           "--card=4090", f"--model={hub}", "--collect-only", "-q")
     assert result.ret == 0, result.stderr.str()
     ids = [line.split("[", 1)[1].rstrip("]") for line in result.outlines if "test_startup[" in line]
     assert len(ids) == 3 * 3 * 2 * 2 + 2, ids
-    assert "mml4096-seqs16-kwmax_slice_nums9-mmvideo1" in ids and "mml32768-seqs256-kwmax_slice_nums4-mmvideo0" in ids
+    assert ids[0] == first and last in ids and ids[-2:] == ["defaults", "one-image"]
     assert not any("util" in i for i in ids)
     assert "(38 combinations)" in result.stdout.str()
