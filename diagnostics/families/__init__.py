@@ -11,6 +11,7 @@ Every module in MODULES (minicpmv, qwen_vl, internvl, gemma3, llava, mllama) dec
   geometry(shape, settings, modality, version) -> Geometry (the pixel size of the largest item the suite's
                  worst-case request sends)
 and optionally encoder_bytes(model, prof, db, eager, tp, coef) (default: common.tower_encoder_bytes),
+vision_tower_params(vision, llm hidden) (the tower + projector parameters as vLLM builds them; default: an estimate),
 eager_attention(version, rules) (default: never) and modalities(variant, version) (default: the variant's).
 check() raises at import when a module lacks a piece; tests/unit/test_families.py checks the data behind them.
 Pure: no torch, no vllm.
@@ -115,6 +116,12 @@ class Family:
     def encoder_bytes(self, model, prof, db: int, eager: bool, tp: int, coef) -> dict:
         fn = getattr(self.module, "encoder_bytes", tower_encoder_bytes)
         return fn(model, prof, db, eager, tp, coef)
+
+    def vision_tower_params(self, model) -> int | None:
+        """The vision tower + projector parameters as vLLM builds them (exact), or None where the family module does
+        not count them (predict.terms then estimates). model: ModelSpec."""
+        fn = getattr(self.module, "vision_tower_params", None)
+        return fn(model.vision, model.hidden) if fn else None
 
     def eager_attention(self, version, rules: str) -> bool:
         """Does the vision tower compute L^2 attention scores (eager) in this vLLM version and rule family?"""

@@ -93,6 +93,12 @@ def tower_params(v: VisionSpec, layers: int | None = None) -> int:
     return embed + (v.layers if layers is None else layers) * per_layer + 2 * d
 
 
+def vision_tower_params(v: VisionSpec, llm_hidden: int) -> int:
+    """The whole vision side as vLLM builds it (the tower with every layer + the resampler; optional interface
+    piece, Family.vision_tower_params)."""
+    return tower_params(v) + resampler_params(v, llm_hidden)
+
+
 def resampler_params(v: VisionSpec, llm_hidden: int) -> int:
     """Resampler2_5 / Resampler4_5: query, kv_proj (only when widths differ, no bias), MHA in/out, ln_q/ln_kv/ln_post,
     proj (Resampler4_5's temporal table is a non-persistent buffer)."""

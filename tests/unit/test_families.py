@@ -197,3 +197,15 @@ def test_every_variants_kit_names_the_placeholders_of_its_modalities():
             image, video = variant.kit.placeholders
             assert image and image in variant.kit.prompt, (module.__name__, name)
             assert (video is not None) == ("video" in variant.modalities), (module.__name__, name)
+
+
+def test_a_family_counts_its_vision_tower_exactly_only_where_its_module_says_how():
+    """predict.terms asks Family.vision_tower_params (it tested `family.module is minicpmv` before): MiniCPM-V's
+    SigLIP + resampler as vLLM builds them; None for a module without the optional piece (terms then estimates)."""
+    from diagnostics.families.minicpmv import resampler_params, tower_params
+    from diagnostics.models import get_model
+
+    m = get_model("minicpm-v-4_5")
+    assert m.family.vision_tower_params(m) == tower_params(m.vision) + resampler_params(m.vision, m.hidden)
+    q = get_model("qwen2.5-vl-7b")
+    assert q.family.vision_tower_params(q) is None
