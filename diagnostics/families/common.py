@@ -216,6 +216,9 @@ class Variant:
     stored: dict = field(default_factory=dict)
     v0_sequence_video: bool = False  # V0 builds the dummy video for each dummy sequence's length (MiniCPM-V)
     encoder_decoder: bool = False  # V0 gives every one of max_num_seqs dummy sequences its items (mllama)
+    # vLLM's model class has supports_encoder_tp_data = True (0.32: minicpmv.py:1219, qwen2_vl.py:1306,
+    # qwen2_5_vl.py:1324, qwen3_vl.py:1962), so mm_encoder_tp_mode="data" takes effect (config/model.py:822-830)
+    encoder_tp_data: bool = False
 
 
 def tower_encoder_bytes(model, prof, db: int, eager: bool, tp: int, coef) -> dict:

@@ -52,9 +52,10 @@ KIT = Kit(prompt=IMAGE_PROMPT, tokens=SPECIAL_TOKENS, eos="<|im_end|>", torchvis
 VARIANTS = {
     # MiniCPMV in vLLM from 0.5.4; SupportsV0Only in 0.8.0-0.8.2 and no V1 multimodal embeddings in 0.7.x (audit a7/b5)
     "minicpm-v-2_6": Variant(("image", "video"), Window("0.5.4", v0_only_until="0.8.3"), KIT,
-                             v0_sequence_video=True),
+                             v0_sequence_video=True, encoder_tp_data=True),
     "minicpm-v-4_5": Variant(("image", "video"), Window("0.10.2"), KIT,
-                             stored={"minicpm-v-4_5": "openbmb/MiniCPM-V-4_5"}, v0_sequence_video=True),
+                             stored={"minicpm-v-4_5": "openbmb/MiniCPM-V-4_5"}, v0_sequence_video=True,
+                             encoder_tp_data=True),
 }
 
 # openbmb/MiniCPM-V-2_6's config.json, the numbers plan uses for the built-in minicpm-v-2_6 (docs/minicpmv26-kit.md)

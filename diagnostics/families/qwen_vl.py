@@ -40,15 +40,17 @@ def _kit(video: str) -> Kit:
 VARIANTS = {
     "qwen2-vl": Variant(("image", "video"), Window("0.6.1"), _kit(_QWEN2_VIDEO),
                         stored={"qwen2-vl-2b": "Qwen/Qwen2-VL-2B-Instruct",
-                                "qwen2-vl-7b": "Qwen/Qwen2-VL-7B-Instruct"}),
+                                "qwen2-vl-7b": "Qwen/Qwen2-VL-7B-Instruct"}, encoder_tp_data=True),
     "qwen2.5-vl": Variant(("image", "video"), Window("0.7.2"), _kit(_QWEN2_VIDEO),
                           stored={"qwen2.5-vl-3b": "Qwen/Qwen2.5-VL-3B-Instruct",
                                   "qwen2.5-vl-7b": "Qwen/Qwen2.5-VL-7B-Instruct",
-                                  "qwen2.5-vl-72b": "Qwen/Qwen2.5-VL-72B-Instruct"}),
+                                  "qwen2.5-vl-72b": "Qwen/Qwen2.5-VL-72B-Instruct"},
+                          encoder_tp_data=True),
     "qwen3-vl": Variant(("image", "video"), Window("0.11.0"), _kit(_QWEN3_VIDEO),
-                        stored={"qwen3-vl-8b": "Qwen/Qwen3-VL-8B-Instruct"}),
+                        stored={"qwen3-vl-8b": "Qwen/Qwen3-VL-8B-Instruct"}, encoder_tp_data=True),
     "qwen3-vl-moe": Variant(("image", "video"), Window("0.11.0"), _kit(_QWEN3_VIDEO),
-                            stored={"qwen3-vl-30b-a3b": "Qwen/Qwen3-VL-30B-A3B-Instruct"}),
+                            stored={"qwen3-vl-30b-a3b": "Qwen/Qwen3-VL-30B-A3B-Instruct"},
+                            encoder_tp_data=True),
 }
 PIXEL_STEPS = (4096, 2048, 1280, 1024, 512, 256)  # tokens per image -> max_pixels = tokens x (patch x merge)^2
 MAX_FRAMES_PER_VIDEO = 14  # qwen2_vl.py _MAX_FRAMES_PER_VIDEO

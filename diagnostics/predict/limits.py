@@ -65,18 +65,13 @@ def known_limits(model: ModelSpec, v: Version, eng: str, settings: dict) -> list
     return notes
 
 
-# Model classes with `supports_encoder_tp_data = True` in vLLM 0.32 (minicpmv.py:1219, qwen2_vl.py:1306,
-# qwen2_5_vl.py:1324, qwen3_vl.py:1962; Qwen3-VL-MoE subclasses Qwen3-VL); others fall back to "weights"
-# (config/model.py:822-830). The HF-format InternVL runs as interns1.py, which lacks it.
-ENCODER_TP_DATA = ("MiniCPMV", "Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration",
-                   "Qwen3VLForConditionalGeneration", "Qwen3VLMoeForConditionalGeneration")
-
-
 def encoder_tp_data(model: ModelSpec, settings: dict) -> bool:
-    """Does mm_encoder_tp_mode="data" take effect: TP > 1 and a model class that supports it (vLLM 0.32
-    config/model.py:822-830 falls back to "weights" otherwise)? The vision tower is then whole on every rank."""
+    """Does mm_encoder_tp_mode="data" take effect: TP > 1 and a model class that supports it (its family's
+    Variant.encoder_tp_data: MiniCPM-V, Qwen2/2.5/3-VL; vLLM 0.32 config/model.py:822-830 falls back to "weights"
+    otherwise; the HF-format InternVL runs as interns1.py, which lacks it)? The vision tower is then whole on every
+    rank."""
     return (settings.get("mm_encoder_tp_mode") == "data" and int(settings.get("tensor_parallel_size", 1)) > 1
-            and model.architecture in ENCODER_TP_DATA)
+            and model.family is not None and model.family.info.encoder_tp_data)
 
 
 def mm_guard_notes(model: ModelSpec, v: Version, settings: dict, tokens_per_item: dict) -> list[str]:
