@@ -7,7 +7,6 @@ Sources: docs/vllm-version-audit.md (rows named in each sentence) and vllm-memor
 from __future__ import annotations
 
 from diagnostics.families import minicpmv
-from diagnostics.families.qwen_vl import NUM_FRAMES_SINCE
 from diagnostics.models import ModelSpec
 from diagnostics.versions import Version
 
@@ -122,8 +121,9 @@ def mm_guard_notes(model: ModelSpec, v: Version, settings: dict, tokens_per_item
                      "options (num_frames, width, height) change the dummy items from 0.28")
     frames = (options.get("video") or {}).get("num_frames")
     variant = model.family.variant if model.family is not None else ""
-    # who lowers the dummy video to num_frames: MiniCPM-V from 0.28, Qwen2-VL / Qwen2.5-VL from 0.12 (qwen_vl.py)
-    honoured = (minicpm and v >= (0, 28, 0)) or (variant in ("qwen2-vl", "qwen2.5-vl") and v >= NUM_FRAMES_SINCE)
+    # who lowers the dummy video to num_frames: a family whose size knobs have it in this version (its module's
+    # data: MiniCPM-V from 0.28, Qwen2-VL / Qwen2.5-VL from 0.12)
+    honoured = model.family is not None and any(k.name == "num_frames" for k in model.family.size_knobs(v, ("video",)))
     if frames and not honoured and not minicpm and tokens_per_item.get("video"):
         notes.append(f"limit_mm_per_prompt video num_frames={frames} is not modelled for {variant or model.name}: "
                      "plan counts the dummy video at full frames")
