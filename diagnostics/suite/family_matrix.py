@@ -29,12 +29,15 @@ def _unique(values: list) -> list:
 
 def knob_values(knob: Knob) -> list:
     """The values a knob's axis takes: its value when unset (Knob.default), then the advised one (Knob.suggestion),
-    or, where they are equal, the first of Knob.steps below the default; a flag takes both values."""
+    or, where they are equal, the first of Knob.steps below the default; a flag takes both values. None (a value
+    the knob's data leaves unset) is no value: a knob with none gives no axis."""
     if knob.unit == "flag":
         return [bool(knob.default), not bool(knob.default)]
     if knob.suggestion != knob.default:
-        return _unique([knob.default, knob.suggestion])
-    return [knob.default] + knob.steps(knob.default)[:1]
+        values = [knob.default, knob.suggestion]
+    else:
+        values = [knob.default] + (knob.steps(knob.default)[:1] if knob.default is not None else [])
+    return _unique([v for v in values if v is not None])
 
 
 def knob_axes(knobs: list[Knob]) -> dict[str, list]:
@@ -47,6 +50,8 @@ def knob_axes(knobs: list[Knob]) -> dict[str, list]:
         if k.setting in BASE_AXES:
             continue
         values = knob_values(k)
+        if not values:
+            continue
         if k.key is not None:
             need = {}
             if k.requires and k.requires[0] != k.key and not k.requires[1] and k.setting == "mm_processor_kwargs":

@@ -31,7 +31,7 @@ def test_every_stored_models_hub_id_gets_a_matrix_whose_axes_are_its_knobs(name)
     fam = get_model(name).family
     matrix = default_matrix(None, hub_id(name))
     axes = _axes(matrix)
-    knob_settings = {k.setting for k in fam.knobs}
+    knob_settings = {k.setting for k in fam.knobs if knob_values(k)}
     assert set(axes) == set(BASE_AXES) | knob_settings, name
     assert "gpu_memory_utilization" not in axes  # vlm.toml's third axis is not a knob
     shipped = load_matrix(SHIPPED_VLM_MATRIX)
@@ -59,6 +59,9 @@ def test_the_knob_values_come_from_the_knobs_data():
     # a flag takes both values; a knob whose advice is its default takes the next step down
     assert knob_values(Knob("enforce_eager", None, "flag", False, True, "x")) == [False, True]
     assert knob_values(Knob("mm_processor_kwargs", "max_slice_nums", "slices", 4, 4, "x", halve=True)) == [4, 2]
+    # a value the data leaves unset (None) is no axis value; a knob with none gives no axis
+    assert knob_values(Knob("mm_processor_kwargs", "max_frames", "frames", None, 8, "x")) == [8]
+    assert knob_axes([Knob("mm_processor_kwargs", "k", "n", None, None, "x")]) == {}
     # two knobs on one dict setting combine into one axis
     both = knob_axes([Knob("mm_processor_kwargs", "a", "n", 2, 1, "x"),
                       Knob("mm_processor_kwargs", "b", "n", 3, 1, "x")])
