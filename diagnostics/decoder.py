@@ -115,11 +115,17 @@ class Decoder:
         split = moe.experts * 3 * h * (moe.inter // tp) + 3 * h * (moe.shared_inter // tp)
         return split, h * moe.experts + (h if moe.shared_gate else 0)
 
-    def params_per_rank(self, tp: int = 1) -> int:
-        """Parameters one TP rank holds (tp=1: the whole model as vLLM builds it, padded vocab rows)."""
-        emb = self.vocab_padded // tp * self.hidden * (1 if self.tied else 2)
-        total = emb + self.hidden
-        for i in range(self.layers):
+    def params_per_rank(self, tp: int = 1, start: int = 0, end: int | None = None, vocab_tables: int | None = None,
+                        final_norm: bool = True) -> int:
+        """Parameters one TP rank holds (tp=1: the whole model as vLLM builds it, padded vocab rows).
+
+        A pipeline stage (predict.pipeline.Stage) holds decoder layers [start, end), `vocab_tables` vocab-parallel
+        tables (embedding and/or an untied lm_head; default: the whole model's, 1 tied or 2) and the final norm
+        when `final_norm`."""
+        tables = (1 if self.tied else 2) if vocab_tables is None else vocab_tables
+        emb = self.vocab_padded // tp * self.hidden * tables
+        total = emb + (self.hidden if final_norm else 0)
+        for i in range(start, self.layers if end is None else end):
             # a Mamba/linear-attention layer's mixer is sized as an attention layer of the same widths: an estimate
             # (no architecture with such layers is in KNOWN_ARCHITECTURES)
             a_split, a_rep = self._attention(tp)

@@ -51,27 +51,44 @@ def dtype_bytes(model: ModelSpec, settings: dict) -> int:
     return DTYPES.get(settings.get("dtype", "auto")) or model.dtype_bytes
 
 
-def weights_term(model: ModelSpec, settings: dict, db: int, notes: list[str] | None = None) -> Term:
+def weights_term(model: ModelSpec, settings: dict, db: int, notes: list[str] | None = None, stage=None) -> Term:
     """Weight bytes on one TP rank (GiB), less `cpu_offload_gb`.
 
     From the checkpoint's safetensors headers when a text model has them (predict.shards: `exact` as stored,
     `derived` when cast/padded/split by vLLM's layer rules); else the parameter count of config.json by vLLM's
     layer rules (`derived`; vision-language models always, their family arithmetic being checked against vLLM's
     meta-device build while their checkpoints hold tensors vLLM does not build, e.g. MiniCPM-V's tiny kit +7.8 %);
-    for an architecture without rules both are an `estimate` with a range. Appends what it notes."""
+    for an architecture without rules both are an `estimate` with a range. Appends what it notes.
+    stage: one pipeline stage (predict.pipeline.Stage): its layers, embeddings and head only (headers: by each
+    tensor's layer index; config: the same layer rules over the stage's layers)."""
     tp = int(settings.get("tensor_parallel_size", 1))
     offload = float(settings.get("cpu_offload_gb") or 0) * GiB
     known = model.decoder is None or model.decoder.known
     if model.checkpoint is not None and model.vision is None:
-        rw = rank_weights(model.checkpoint, model, db, tp)
+        rw = rank_weights(model.checkpoint, model, db, tp, stage)
         if notes is not None:
             notes.extend(n for n in rw.notes if n not in notes)
         value, low, high, basis = rw.value, rw.low, rw.high, rw.basis
+    elif stage is not None and stage.size > 1 and model.decoder is not None and model.quantization is None:
+        value = model.decoder.params_per_rank(tp, stage.start, stage.end, int(stage.embed) + int(stage.head),
+                                              stage.final_norm) * db
+        low, high = value, value
+        basis = (f"derived: parameter count from the config by vLLM's layer rules ({stage.label()}"
+                 + (", TP shard)" if tp > 1 else ")"))
+        if stage.rule != "vllm":
+            high = value + model.decoder.vocab_padded // tp * model.hidden * db * (2 - int(stage.embed)
+                                                                                  - int(stage.head))
+            basis = "estimate" + basis[basis.index(":"):] + "; embeddings/lm_head placement assumed first/last"
     else:
         value = (model.decoder.params_per_rank(tp) * db if model.decoder is not None and model.quantization is None
                  else model.weights_bytes(db) / tp)
         low = high = value
         basis = "derived: parameter count from the config by vLLM's layer rules" + (" (TP shard)" if tp > 1 else "")
+        if stage is not None and stage.size > 1:  # quantized config arithmetic: the stage's share of the layers
+            value = value * stage.layers / model.layers
+            low, high = value * 0.9, value * 1.1
+            basis = (f"estimate: the quantized model's bytes x {stage.layers}/{model.layers} layers "
+                     f"({stage.label()}); embeddings not placed")
         if not known:
             low, high = value * WEIGHTS_UNKNOWN_RANGE[0], value * WEIGHTS_UNKNOWN_RANGE[1]
             basis = (f"estimate: no safetensors headers; config.json sized as a Llama-style decoder, architecture "
@@ -101,9 +118,11 @@ def tower_params(model: ModelSpec) -> tuple[int, bool]:
 
 
 def non_torch_term(settings: dict, coef: Coefficients) -> Term:
-    """cuBLAS/NCCL workspaces (vLLM's `non_torch_memory`), plus NCCL buffers under tensor parallelism."""
+    """cuBLAS/NCCL workspaces (vLLM's `non_torch_memory`), plus NCCL buffers under tensor or pipeline
+    parallelism."""
     value, low, high = coef.non_torch_gib
-    extra = coef.nccl_extra_gib if int(settings.get("tensor_parallel_size", 1)) > 1 else 0.0
+    world = int(settings.get("tensor_parallel_size", 1)) * int(settings.get("pipeline_parallel_size", 1))
+    extra = coef.nccl_extra_gib if world > 1 else 0.0
     return Term(value + extra, low + extra, high + extra, "estimate: cuBLAS/NCCL workspaces (field logs: 0.11-0.43 GiB)")
 
 
