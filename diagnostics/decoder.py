@@ -45,6 +45,7 @@ class MoE:
     shared_inter: int  # the shared experts' total intermediate size (0: none)
     moe_layers: tuple[int, ...]  # indices of the layers with a MoE MLP
     shared_gate: bool = False  # Qwen2-MoE's shared_expert_gate (hidden -> 1, replicated)
+    top_k: int = 0  # num_experts_per_tok (0: the config does not say)
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,8 @@ def _moe(cfg: dict, layers: int, intermediate: int) -> MoE | None:
                            and i not in dense_only and (i + 1) % step == 0)
     shared = _int(cfg, "n_shared_experts", "num_shared_experts", default=0) * inter
     shared = _int(cfg, "shared_expert_intermediate_size", default=shared) or 0
-    return MoE(experts, inter, shared, moe_layers, shared_gate=bool(cfg.get("shared_expert_intermediate_size")))
+    return MoE(experts, inter, shared, moe_layers, shared_gate=bool(cfg.get("shared_expert_intermediate_size")),
+               top_k=_int(cfg, "num_experts_per_tok", "moe_topk", default=0) or 0)
 
 
 def _mla(cfg: dict) -> MLA | None:

@@ -17,6 +17,7 @@ from diagnostics.families import check_version
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.outcomes import MEMORY_TERMS
 from diagnostics.predict import mm_budget, pipeline
+from diagnostics.predict.moe import DEFAULT_TOP_K, moe_layer_bytes
 from diagnostics.predict.coefficients import DEFAULT, Calibration, Coefficients
 from diagnostics.predict.exact import VllmExact, exact_weights_gib
 from diagnostics.predict.limits import known_limits, mm_guard_notes, setting_notes, startup_blocker
@@ -291,6 +292,13 @@ def _layer_kind_notes(ctx: _Context) -> list[str]:
     if n[LINEAR]:
         out.append(f"{n[LINEAR]} of {d.layers} layers are Mamba/linear-attention: only the {n[FULL]} full-attention "
                    "layers hold paged KV; their per-request state is not modelled (KV tokens are an upper bound)")
+    if d.moe is not None and d.moe.moe_layers:
+        mbt = int(ctx.settings["max_num_batched_tokens"])
+        m = moe_layer_bytes(d, mbt, ctx.db, ctx.tp, ctx.v)
+        out.append(f"MoE layers: the profile run's LLM pass is sized from one MoE layer's fused-MoE buffers at "
+                   f"{mbt:,} tokens x top-{d.moe.top_k or DEFAULT_TOP_K} experts: {fmt_gib(m.value / GiB)} per rank "
+                   f"(estimate {fmt_gib(m.low / GiB)} - {fmt_gib(m.high / GiB)}: the kernel depends on the card; "
+                   f"vLLM {ctx.v}'s {m.rule} Triton layout, predict.moe)")
     return out
 
 
@@ -395,7 +403,7 @@ def _llm_phase_bytes(ctx: _Context, prof: mm_budget.MMProfile, sampler: bool = T
     s, model = ctx.settings, ctx.model
     mbt = s["max_num_batched_tokens"]
     rows = (prof.sequences or s["max_num_seqs"]) if ctx.eng == "V0" else min(s["max_num_seqs"], mbt)
-    llm_b = int(llm_pass_bytes(model, mbt, ctx.db, ctx.tp) * ctx.coef.llm_activation_scale)
+    llm_b = int(llm_pass_bytes(model, mbt, ctx.db, ctx.tp, ctx.v) * ctx.coef.llm_activation_scale)
     if ctx.exact is not None and ctx.exact.llm_pass_bytes:  # measured on fake tensors: no coefficient (issue #20)
         llm_b = int(ctx.exact.llm_pass_bytes)
     samp_b = sampler_bytes(model, rows, ctx.coef) if sampler else 0
@@ -412,7 +420,7 @@ def _parts(ctx: _Context, prof: mm_budget.MMProfile, enc: dict, rows: int, eager
     mbt = s["max_num_batched_tokens"]
     largest = largest_graph_batch(s, ctx.eng, ctx.v, (ctx.coef.cuda_graph_v0 if ctx.eng == "V0" else
                                                       ctx.coef.cuda_graph_v1)[2])
-    return {"encoder_raw_bytes": int(enc["total"]), "llm_pass_raw_bytes": llm_pass_bytes(model, mbt, ctx.db, ctx.tp),
+    return {"encoder_raw_bytes": int(enc["total"]), "llm_pass_raw_bytes": llm_pass_bytes(model, mbt, ctx.db, ctx.tp, ctx.v),
             "encoder_outputs_bytes": prof.llm_mm_tokens * model.hidden * ctx.db if not prof.skipped else 0,
             "hidden_bytes": mbt * model.hidden * ctx.db, "sampler_logits": rows * model.vocab_padded,
             "eager": eager and bool(enc["total"]),

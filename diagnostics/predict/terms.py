@@ -19,6 +19,7 @@ from diagnostics.models import ModelSpec
 from diagnostics.predict.coefficients import DEFAULT, Coefficients
 from diagnostics.predict.limits import encoder_tp_data
 from diagnostics.predict.mm_budget import MMProfile
+from diagnostics.predict.moe import moe_layer_bytes
 from diagnostics.predict.shards import rank_weights
 from diagnostics.settings import DTYPES
 from diagnostics.units import GiB
@@ -161,9 +162,16 @@ def encoder_term(enc_total_bytes: int, eager: bool, coef: Coefficients) -> Term:
     return Term(gib, gib * lo_f, gib * hi_f, basis)
 
 
-def llm_pass_bytes(model: ModelSpec, tokens: int, db: int, tp: int = 1) -> int:
-    """Prefill activations of one decoder layer at its MLP: residual, normed input, gate_up (2I) and act (I)."""
-    return tokens * (2 * model.hidden + 3 * model.intermediate // tp) * db
+def llm_pass_bytes(model: ModelSpec, tokens: int, db: int, tp: int = 1, version=None) -> int:
+    """Prefill activations of one decoder layer at its MLP: residual, normed input, gate_up (2I) and act (I); for a
+    model with MoE layers the larger of that (if it has dense layers) and a MoE layer's fused-MoE scratch buffers
+    (predict.moe.moe_layer_bytes, per vLLM version). Bytes on one TP rank."""
+    dense = tokens * (2 * model.hidden + 3 * model.intermediate // tp) * db
+    d = model.decoder
+    if d is None or d.moe is None or not d.moe.moe_layers:
+        return dense
+    moe = moe_layer_bytes(d, tokens, db, tp, version).value
+    return max(moe, dense) if len(d.moe.moe_layers) < d.layers else moe
 
 
 def sampler_bytes(model: ModelSpec, rows: int, coef: Coefficients) -> int:
