@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from diagnostics import checkpoint, families
+from diagnostics import checkpoint, families, gguf_header
 from diagnostics.checkpoint import TensorTable
 from diagnostics.decoder import FULL, SLIDING, Decoder, decoder_from_config, normalise
 from diagnostics.errors import UsageError
@@ -212,7 +212,7 @@ def model_from_dir(path, name: str | None = None) -> ModelSpec:
     processors = {f: _read_json(path / f, required=False)
                   for f in ("preprocessor_config.json", "video_preprocessor_config.json")}
     spec = model_from_config(cfg, name=name or str(path), source=str(path / "config.json"), processors=processors)
-    table = checkpoint.read_local(path)
+    table = checkpoint.read_local(path) or gguf_header.read_local_gguf(path)
     return dataclasses.replace(spec, checkpoint=table) if table is not None else spec
 
 

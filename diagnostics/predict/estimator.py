@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 from diagnostics.cards import Card, get_card
 from diagnostics.decoder import FULL, LINEAR, SLIDING
+from diagnostics.errors import UsageError
 from diagnostics.families import check_version
+from diagnostics.gguf_header import GGUF_SINCE, GGUF_UNTIL
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.outcomes import MEMORY_TERMS
 from diagnostics.predict import mm_budget, pipeline
@@ -111,8 +113,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     """
     model, card = get_model(model), get_card(card)
     v = parse_version(version or default_version())
-    if model.family is not None:  # a model class this vLLM does not have: refused, every family alike
-        check_version(model.family, v, model.name)
+    _check_version(model, v)
     given = dict(overrides or {})
     settings = resolve(model, card, v, entrypoint, given)
     fam = family_of(v, settings.get("use_v1"))
@@ -158,6 +159,16 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
         or card.total_gib > 0
     return Plan(outcome, str(v), ctx.eng, ctx.fam, card, model, entrypoint, settings, components, profile, peak,
                 kv.tokens if known_kv else None, phase, notes, context_gib, given, ctx.coef, exact)
+
+
+def _check_version(model: ModelSpec, v: Version) -> None:
+    """UsageError (one line) when vLLM `v` cannot build the model: a VLM family it does not have (every family
+    alike), or a GGUF checkpoint outside the versions that load GGUF (diagnostics.gguf_header)."""
+    if model.family is not None:
+        check_version(model.family, v, model.name)
+    if model.checkpoint is not None and model.checkpoint.fmt == "gguf" and not GGUF_SINCE <= v < GGUF_UNTIL:
+        raise UsageError(f"model {model.name}: a GGUF checkpoint loads in vLLM {GGUF_SINCE} to {GGUF_UNTIL} "
+                         f"(exclusive), not {v}; accepted: --vllm in that range, or a safetensors checkpoint")
 
 
 def _judge(ctx: _Context, terms: StartupTerms, notes: list[str]) -> tuple[str, str | None]:

@@ -153,7 +153,7 @@ def rank_weights(table: TensorTable, model, db: int, tp: int = 1, stage=None) ->
     tensor's layer index in its name)."""
     tied = bool(model.tie_word_embeddings)
     value = spread = 0.0
-    changed, unknown_names = stage is not None and stage.size > 1, []
+    changed, unknown_names = (stage is not None and stage.size > 1) or table.adjusted, []
     for t in table.tensors:
         if not _loaded(t, model.layers, tied):
             changed = True
