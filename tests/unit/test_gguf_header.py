@@ -4,8 +4,6 @@ line. When the `gguf` package is importable the writer is checked against its GG
 
 from __future__ import annotations
 
-import json
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -13,61 +11,12 @@ from pathlib import Path
 import pytest
 
 from diagnostics.errors import UsageError
-from diagnostics.gguf_header import GGML_TYPES, read_gguf
+from diagnostics.gguf_header import read_gguf
 from diagnostics.models import get_model
 from diagnostics.predict.estimator import plan
+from header_kit import H, INTER, V, llama_gguf, write_gguf
 
 ROOT = Path(__file__).resolve().parents[2]
-TYPE_ID = {name: i for i, (name, _, _) in GGML_TYPES.items()}
-H, I, V = 256, 512, 1024  # hidden, intermediate, vocab: whole K-quant blocks of 256
-
-
-def _s(text: str) -> bytes:
-    raw = text.encode()
-    return struct.pack("<Q", len(raw)) + raw
-
-
-def write_gguf(path: Path, tensors: list[tuple[str, tuple[int, ...], str]], version: int = 3, cut: int = 0,
-               magic: bytes = b"GGUF") -> Path:
-    """A GGUF file: metadata (a string, a u32, a string array, an i32 array), the tensor infos (dims innermost
-    first) and zero-filled data at 32-byte aligned offsets; `cut` bytes dropped from the end."""
-    meta = (_s("general.architecture") + struct.pack("<I", 8) + _s("llama")
-            + _s("general.alignment") + struct.pack("<I", 4) + struct.pack("<I", 32)
-            + _s("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 3) + _s("a") + _s("bb") + _s("<s>")
-            + _s("tokenizer.ggml.token_type") + struct.pack("<IIQ", 9, 5, 3) + struct.pack("<3i", 1, 1, 3))
-    infos, offset, sizes = b"", 0, []
-    for name, dims, tname in tensors:
-        _, block, size = GGML_TYPES[TYPE_ID[tname]]
-        n = 1
-        for d in dims:
-            n *= d
-        nbytes = n // block * size
-        infos += _s(name) + struct.pack("<I", len(dims)) + struct.pack(f"<{len(dims)}Q", *dims)
-        infos += struct.pack("<IQ", TYPE_ID[tname], offset)
-        sizes.append(nbytes)
-        offset = -(-(offset + nbytes) // 32) * 32
-    head = magic + struct.pack("<IQQ", version, len(tensors), 4) + meta + infos
-    head += b"\0" * (-len(head) % 32)
-    data = head + b"\0" * offset
-    path.write_bytes(data[:len(data) - cut] if cut else data)
-    return path
-
-
-def llama_gguf(d: Path, v_type: str = "Q6_K") -> Path:
-    """A 2-layer Llama GGUF (Q4_K weights, `v_type` for attn_v, F32 norms, Q6_K output) plus its config.json."""
-    t = [("token_embd.weight", (H, V), "Q4_K"), ("output_norm.weight", (H,), "F32"), ("output.weight", (H, V), "Q6_K")]
-    for i in range(2):
-        p = f"blk.{i}."
-        t += [(p + "attn_q.weight", (H, H), "Q4_K"), (p + "attn_k.weight", (H, 64), "Q4_K"),
-              (p + "attn_v.weight", (H, 64), v_type), (p + "attn_output.weight", (H, H), "Q4_K"),
-              (p + "ffn_gate.weight", (H, I), "Q4_K"), (p + "ffn_up.weight", (H, I), "Q4_K"),
-              (p + "ffn_down.weight", (I, H), "Q4_K"), (p + "attn_norm.weight", (H,), "F32"),
-              (p + "ffn_norm.weight", (H,), "F32")]
-    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": H, "num_hidden_layers": 2,
-           "num_attention_heads": 4, "num_key_value_heads": 1, "intermediate_size": I, "vocab_size": V,
-           "max_position_embeddings": 2048, "torch_dtype": "bfloat16"}
-    (d / "config.json").write_text(json.dumps(cfg))
-    return write_gguf(d / "model-Q4_K_M.gguf", t)
 
 
 def test_the_header_is_read_names_mapped_and_blocks_sized(tmp_path):
@@ -78,7 +27,7 @@ def test_the_header_is_read_names_mapped_and_blocks_sized(tmp_path):
     assert (q.dtype, q.shape, q.nbytes) == ("GGUF_Q4_K", (H, H), H * H // 256 * 144)
     assert by["lm_head.weight"].nbytes == V * H // 256 * 210  # Q6_K: 210 bytes per 256 values
     assert by["model.norm.weight"].dtype == "F32" and by["model.norm.weight"].nbytes == 4 * H
-    assert by["model.layers.1.mlp.down_proj.weight"].shape == (H, I)  # rows x columns, as torch
+    assert by["model.layers.1.mlp.down_proj.weight"].shape == (H, INTER)  # rows x columns, as torch
 
 
 def test_merged_shards_of_different_types_are_padded_as_vllm_does(tmp_path):
@@ -88,7 +37,7 @@ def test_merged_shards_of_different_types_are_padded_as_vllm_does(tmp_path):
     # q (256 rows) and k (64 rows) are Q4_K (144 B per block); v is Q6_K (210 B): every shard gets 210 B rows
     assert by["model.layers.0.self_attn.q_proj.weight"].nbytes == H * 210
     assert by["model.layers.0.self_attn.k_proj.weight"].nbytes == 64 * 210
-    assert by["model.layers.0.mlp.gate_proj.weight"].nbytes == I * 144  # gate/up both Q4_K: no padding
+    assert by["model.layers.0.mlp.gate_proj.weight"].nbytes == INTER * 144  # gate/up both Q4_K: no padding
 
 
 def test_plan_sizes_weights_from_the_gguf_header(tmp_path):
@@ -97,7 +46,7 @@ def test_plan_sizes_weights_from_the_gguf_header(tmp_path):
     w = plan(model, "a10", "0.10.0", "llm", {"max_model_len": 2048}).components["weights"]
     emb = V * H // 256 * 144
     head = V * H // 256 * 210
-    layer = (2 * H * H + 2 * 64 * H + 3 * H * I) // 256 * 144 + 2 * H * 2  # norms cast to bf16
+    layer = (2 * H * H + 2 * 64 * H + 3 * H * INTER) // 256 * 144 + 2 * H * 2  # norms cast to bf16
     assert w.value_gib * 2**30 == pytest.approx(emb + head + 2 * layer + H * 2)
     assert w.basis.startswith("derived") and "GGUF" in w.basis
 
