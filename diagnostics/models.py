@@ -106,6 +106,11 @@ class ModelSpec:
     def is_multimodal(self) -> bool:
         return self.vision is not None
 
+    @property
+    def is_gguf(self) -> bool:
+        """Whether the weights are a GGUF file (diagnostics.gguf_header)."""
+        return self.checkpoint is not None and self.checkpoint.fmt == "gguf"
+
 
 def padded_vocab(vocab: int, multiple: int = VOCAB_PADDING) -> int:
     return -(-vocab // multiple) * multiple

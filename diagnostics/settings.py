@@ -262,8 +262,8 @@ def engine_choice(model: ModelSpec, card: Card, version, given: dict | None = No
     """(engine, why vLLM's V1 oracle picks V0 or None) for this model, card and the user's settings."""
     v, given = parse_version(version), given or {}
     db = DTYPES.get(given.get("dtype") or "auto") or model.dtype_bytes
-    reason = v1_fallback(v, capability=card.capability, dtype_bytes=db,
-                         kv_cache_dtype=given.get("kv_cache_dtype") or "auto",
+    reason = v1_fallback(v, capability=card.capability, dtype_bytes=db, pp=given.get("pipeline_parallel_size") or 1,
+                         kv_cache_dtype=given.get("kv_cache_dtype") or "auto", gguf=model.is_gguf,
                          v0_only_until=model.family.v0_only_until if model.family else None)
     return engine(v, given.get("use_v1"), reason), reason
 

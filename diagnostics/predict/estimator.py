@@ -166,7 +166,7 @@ def _check_version(model: ModelSpec, v: Version) -> None:
     alike), or a GGUF checkpoint outside the versions that load GGUF (diagnostics.gguf_header)."""
     if model.family is not None:
         check_version(model.family, v, model.name)
-    if model.checkpoint is not None and model.checkpoint.fmt == "gguf" and not GGUF_SINCE <= v < GGUF_UNTIL:
+    if model.is_gguf and not GGUF_SINCE <= v < GGUF_UNTIL:
         raise UsageError(f"model {model.name}: a GGUF checkpoint loads in vLLM {GGUF_SINCE} to {GGUF_UNTIL} "
                          f"(exclusive), not {v}; accepted: --vllm in that range, or a safetensors checkpoint")
 

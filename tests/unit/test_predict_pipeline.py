@@ -136,3 +136,9 @@ def test_pp_from_a_real_header_split_by_layer_index(tmp_path):
     assert [(s.start, s.end) for s in stages] == [(0, 2), (2, 3)]
     got = [rank_weights(table, model, 2, stage=s).value for s in stages]
     assert got == [1024 * 64 * 2 + 64 * 128 * 2 + 64 * 256 * 2, 64 * 384 * 2 + 1024 * 64 * 2 + 64 * 2]
+
+
+def test_pp_sends_0_8_to_v0_and_runs_on_v1_from_0_9():
+    pp = {"pipeline_parallel_size": 2, "max_model_len": 1024}
+    assert plan(DSV2L, "l4", "0.8.5", "llm", pp).engine == "V0"  # the V1 oracle's PP fallback (no Ray)
+    assert plan(DSV2L, "l4", "0.9.2", "llm", pp).engine == "V1"
