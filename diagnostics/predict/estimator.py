@@ -25,8 +25,8 @@ from diagnostics.predict.exact import VllmExact, exact_weights_gib
 from diagnostics.predict.limits import known_limits, mm_guard_notes, setting_notes, startup_blocker
 from diagnostics.predict.terms import (KVCache, Term, activation_term, cuda_graph_term, dtype_bytes,
                                        eager_vision_attention, encoder_bytes, encoder_term, kv_block_bytes,
-                                       kv_cache_term, largest_graph_batch, llm_pass_bytes, non_torch_term,
-                                       sampler_bytes, scaled_encoder_bytes, weights_term)
+                                       kv_cache_term, largest_graph_batch, llm_pass_bytes, llm_pass_spread,
+                                       non_torch_term, sampler_bytes, scaled_encoder_bytes, weights_term)
 from diagnostics.predict.verdict import StartupTerms, null_block_tokens, verdict as judge_verdict
 from diagnostics.settings import KV_CACHE_DTYPES, dated_default, engine_choice, resolve
 from diagnostics.units import GiB, fmt_gib
@@ -129,7 +129,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     enc_b = scaled_encoder_bytes(enc["total"], eager, ctx.coef)
     encoder = encoder_term(enc_b, eager, ctx.coef)
     llm_b, samp_b, rows = _llm_phase_bytes(ctx, prof)
-    activation = activation_term(encoder, enc_b, llm_b, ctx.coef)
+    activation = activation_term(encoder, enc_b, llm_b, ctx.coef, _spread(ctx))
     graphs, graphs_budgeted = cuda_graph_term(settings, ctx.eng, ctx.coef, v), _graphs_budgeted(ctx)
     context_gib = ctx.coef.cuda_context_gib[0]
     whole, per_stage = ctx, []
@@ -159,6 +159,11 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
         or card.total_gib > 0
     return Plan(outcome, str(v), ctx.eng, ctx.fam, card, model, entrypoint, settings, components, profile, peak,
                 kv.tokens if known_kv else None, phase, notes, context_gib, given, ctx.coef, exact)
+
+
+def _spread(ctx: _Context) -> float:
+    """terms.llm_pass_spread for the context's model at max_num_batched_tokens."""
+    return llm_pass_spread(ctx.model, int(ctx.settings["max_num_batched_tokens"]), ctx.db, ctx.tp, ctx.v)
 
 
 def _check_version(model: ModelSpec, v: Version) -> None:
@@ -212,7 +217,7 @@ def _worst_stage(ctx: _Context, stages: list[pipeline.Stage], prof: mm_budget.MM
         sink: list[str] = []
         w = weights_term(ctx.model, ctx.settings, ctx.db, sink, st)
         phase = _llm_phase_bytes(sctx, prof, sampler=st.is_last)
-        act = activation_term(enc[0], enc[1], phase[0], ctx.coef)
+        act = activation_term(enc[0], enc[1], phase[0], ctx.coef, _spread(sctx))
         kv = _kv_cache(sctx, (w, non_torch, act), graphs[0], graphs[1], sink)
         rows_out.append(f"{st.label()}: weights {fmt_gib(w.value_gib)}, activation {fmt_gib(act.value_gib)}, "
                         f"KV {fmt_gib(kv.term.value_gib)} = {kv.blocks:,} blocks")

@@ -179,12 +179,24 @@ def sampler_bytes(model: ModelSpec, rows: int, coef: Coefficients) -> int:
     return int(rows * model.vocab_padded * coef.sampler_bytes_per_logit)
 
 
-def activation_term(encoder: Term, enc_total_bytes: int, llm_phase_bytes: int, coef: Coefficients) -> Term:
-    """vLLM's activation peak: max(encoder pass, encoder outputs + LLM pass + sampler), GiB with its range."""
+def llm_pass_spread(model: ModelSpec, tokens: int, db: int, tp: int = 1, version=None) -> float:
+    """How far the LLM pass's high bound reaches past its value (a ratio >= 1): a MoE layer's kernel-dependent
+    buffers (predict.moe: MoEPass.high / value) when a MoE layer is the largest, else 1.0."""
+    d = model.decoder
+    if d is None or d.moe is None or not d.moe.moe_layers:
+        return 1.0
+    m = moe_layer_bytes(d, tokens, db, tp, version)
+    return m.high / m.value if llm_pass_bytes(model, tokens, db, tp, version) == m.value else 1.0
+
+
+def activation_term(encoder: Term, enc_total_bytes: int, llm_phase_bytes: int, coef: Coefficients,
+                    spread: float = 1.0) -> Term:
+    """vLLM's activation peak: max(encoder pass, encoder outputs + LLM pass + sampler), GiB with its range;
+    `spread` widens the LLM side's high bound (llm_pass_spread: a MoE layer's kernel-dependent buffers)."""
     llm_g = llm_phase_bytes / GiB
     value = max(enc_total_bytes, llm_phase_bytes) / GiB
     low = max(encoder.low_gib, llm_g * coef.llm_range[0])
-    high = max(encoder.high_gib, llm_g * coef.llm_range[1])
+    high = max(encoder.high_gib, llm_g * coef.llm_range[1] * spread)
     return Term(value, low, high, "estimate: max(encoder pass, encoder outputs + LLM pass + sampler)")
 
 

@@ -56,3 +56,14 @@ def test_a_model_with_dense_layers_takes_the_larger_layer():
     assert llm_pass_bytes(DSV2L, 8192, 2, 2, "0.32.0") == max(dense, moe)
     assert llm_pass_bytes(DSV2L, 8192, 2, 2, "0.10.0") == max(dense, moe_layer_bytes(DSV2L.decoder, 8192, 2, 2,
                                                                                        "0.10.0").value)
+
+
+def test_the_activation_range_covers_the_kernels():
+    from diagnostics.predict.estimator import plan
+
+    p = plan(QWEN3, "a100-80", "0.10.0", "serve", {"tensor_parallel_size": 4, "max_num_batched_tokens": 8192})
+    act = p.components["activation_peak"]
+    m = moe_layer_bytes(QWEN3.decoder, 8192, 2, 4, "0.10.0")
+    assert m.high / m.value > 1.5  # 0.10's shared cache13 layout against 0.32's modular one and the extras
+    assert act.high_gib >= act.value_gib * m.high / m.value
+    assert any(n.startswith("MoE layers:") for n in p.notes)
