@@ -169,7 +169,7 @@ def accepted(hub: bool = True) -> str:
     """What a model argument may be; with hub=False (a command that reads no config from the hub) without the
     'any Hugging Face id' clause, so a refusal never lists as accepted what it just refused."""
     return ("minicpm-v-2_6, openbmb/MiniCPM-V-2_6, kit:minicpm-v-2_6, a stored name (" + ", ".join(stored_models())
-            + ", also as kit:NAME) or its Hugging Face id, a directory with config.json"
+            + ", also as kit:NAME) or its Hugging Face id, a directory with config.json (or a .gguf file beside one)"
             + (", or a Hugging Face id (owner/name)" if hub else ""))
 
 
@@ -190,6 +190,10 @@ def get_model(name, hub: bool = False) -> ModelSpec:
         return model_from_dir(path)
     if path.name == "config.json" and path.is_file():
         return model_from_dir(path.parent)
+    if path.suffix == ".gguf" and path.is_file():  # vLLM takes the file; its config.json sits beside it here
+        spec = model_from_config(_read_json(path.parent / "config.json", required=True), name=str(path),
+                                 source=str(path.parent / "config.json"))
+        return dataclasses.replace(spec, checkpoint=gguf_header.read_gguf(path))
     if hub and HUB_ID.fullmatch(key) and not path.exists():
         return model_from_hub(key)
     if HUB_ID.fullmatch(key) and not path.exists():  # an id this command does not look up on the hub

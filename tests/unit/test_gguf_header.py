@@ -101,3 +101,13 @@ def test_the_writer_against_the_gguf_package(tmp_path):
     theirs = {t.name: int(t.n_bytes) for t in reader.tensors}
     assert sorted(theirs.values()) == sorted(ours.values()) and len(theirs) == 21
     assert str(reader.fields["general.architecture"].contents()) == "llama"
+
+
+def test_a_gguf_file_path_is_its_directorys_config_and_that_file(tmp_path):
+    path = llama_gguf(tmp_path)
+    write_gguf(tmp_path / "other-Q8_0.gguf", [("output.weight", (H, V), "Q8_0")])  # a second file: not read
+    model = get_model(path)
+    assert model.is_gguf and len(model.checkpoint.tensors) == 21 and model.checkpoint.source.startswith(str(path))
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(UsageError, match="config.json"):
+        get_model(path)
