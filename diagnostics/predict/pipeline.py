@@ -12,7 +12,7 @@ vLLM builds them, so that weights, activations and KV can be planned per stage.
   DeepSeek-V2/V3 likewise, untied (deepseek_v2.py:1459-1488, :1917-1925). Qwen2-MoE, Qwen3-MoE, Mixtral, Gemma 2/3,
   InternLM2 and ChatGLM build embed_tokens, norm and lm_head on every stage (qwen3_moe.py:468, :479, :580;
   qwen2_moe.py:372, :388, :462; mixtral.py:316, :336, :406; gemma2.py:259, :270; gemma3.py:300, :313, :392;
-  internlm2.py:285, :348; chatglm.py:287, :330, :344). An architecture outside both lists is planned with the
+  internlm2.py:274, :285, :348; chatglm.py:287, :330, :344). An architecture outside both lists is planned with the
   first/last rule and called an estimate.
 * The sampler of the profile run runs on the last stage only (v1/worker/gpu_model_runner.py:6196-6200, 0.32).
 * The KV pool: every worker sizes its own blocks from its own free memory and layers, then all take the fewest
