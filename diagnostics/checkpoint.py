@@ -57,6 +57,7 @@ class TensorTable:
     source: str
     fmt: str = "safetensors"
     adjusted: bool = False
+    files: int = 1  # GGUF: how many files (a split set: vLLM >= 0.20.0)
 
     def total_bytes(self) -> int:
         return sum(t.nbytes for t in self.tensors)

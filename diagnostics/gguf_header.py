@@ -7,7 +7,7 @@ type and the value (arrays: u32 element type, u64 count, elements); then per ten
 (default 32). A tensor's bytes are n_elements / block_size x type_size (gguf-py constants.py GGML_QUANT_SIZES).
 
 How vLLM holds them (model_executor/layers/quantization/gguf.py, 0.23.0; GGUF support is in 0.6.0 - 0.23.x and gone
-from 0.24.0): linear, embedding and MoE weights keep their GGUF blocks as stored (GGUFLinearMethod.create_weights
+from 0.24.0; a split `-NNNNN-of-MMMMM.gguf` set loads from 0.20.0): linear, embedding and MoE weights keep their GGUF blocks as stored (GGUFLinearMethod.create_weights
 :440-486, GGUFEmbeddingMethod :671, GGUFMoEMethod :562), dequantized per call, never at load; the supported types
 are F32/F16/BF16 and the standard, K- and I-matrix quants (:164-194; others raise "Unsupported GGUF quantization
 type", :488-492); a merged layer (qkv, gate_up) whose shards have different types is padded to the widest row
@@ -31,6 +31,7 @@ from diagnostics.versions import Version
 MAGIC = b"GGUF"
 GGUF_SINCE = Version(0, 6, 0)  # quantization/gguf.py first in 0.6.0 (not in 0.5.4; 0.5.5 not checked)
 GGUF_UNTIL = Version(0, 24, 0)  # gone from 0.24.0 (quantization/gguf.py and model_loader/gguf_loader.py)
+GGUF_SPLIT_SINCE = Version(0, 20, 0)  # split `-NNNNN-of-MMMMM.gguf` sets: gguf_loader.py 0.20.0:79-100 (0.19.0: one file)
 QK_K = 256
 # ggml type id -> (name, block size, type size): gguf-py constants.py GGML_QUANT_SIZES
 GGML_TYPES: dict[int, tuple[str, int, int]] = {
@@ -152,14 +153,43 @@ def read_gguf(path) -> TensorTable:
     return TensorTable(tuple(padded), f"{path} (1 GGUF file)", fmt="gguf", adjusted=padded != tensors)
 
 
+_SHARD = re.compile(r"-(\d+)-of-(\d+)\.gguf$")
+
+
+def shard_files(path) -> list[Path]:
+    """The files vLLM loads for a GGUF path: every existing `-NNNNN-of-MMMMM.gguf` shard of its set, else the file
+    itself (`GGUFModelLoader._get_all_gguf_files`, model_loader/gguf_loader.py 0.20.0:79-100)."""
+    path = Path(path)
+    m = _SHARD.search(path.name)
+    if not m:
+        return [path]
+    width, total = len(m.group(1)), int(m.group(2))
+    stem = path.name[:m.start(1)]
+    found = [path.parent / f"{stem}{i:0{width}d}-of-{total:0{width}d}.gguf" for i in range(1, total + 1)]
+    return [f for f in found if f.is_file()] or [path]
+
+
+def read_gguf_files(path) -> TensorTable:
+    """The tensor table of a GGUF file, or of its whole shard set when it is one shard (vLLM >= 0.20.0 loads split
+    GGUF; the table's `files` says how many, and predict refuses a set on older versions)."""
+    files = shard_files(path)
+    if len(files) == 1:
+        return read_gguf(files[0])
+    tables = [read_gguf(f) for f in files]
+    return TensorTable(tuple(t for tab in tables for t in tab.tensors), f"{path} ({len(files)} GGUF files)",
+                       fmt="gguf", adjusted=any(tab.adjusted for tab in tables), files=len(files))
+
+
 def read_local_gguf(directory) -> TensorTable | None:
-    """The one `.gguf` file of a checkpoint directory (None: none). Several are refused in one line: vLLM loads a
-    single GGUF file (model_executor/model_loader/gguf_loader.py, 0.23.0)."""
+    """The GGUF weights of a checkpoint directory (None: no `.gguf` file): one file, or the shards of one split
+    set. Other mixes (e.g. a Q4_K_M and a Q8_0 file) are refused in one line: pass the file."""
     ggufs = sorted(Path(directory).glob("*.gguf"))
-    if len(ggufs) > 1:
-        raise UsageError(f"{directory} holds {len(ggufs)} GGUF files ({ggufs[0].name}, ...); accepted: one GGUF "
-                         "file (vLLM loads a single-file GGUF; merge split files with gguf-split)")
-    return read_gguf(ggufs[0]) if ggufs else None
+    if not ggufs:
+        return None
+    if len(ggufs) > 1 and set(shard_files(ggufs[0])) != set(ggufs):
+        raise UsageError(f"{directory} holds {len(ggufs)} GGUF files that are not one split set ({ggufs[0].name}, "
+                         "...); accepted: --model naming the .gguf file to plan")
+    return read_gguf_files(ggufs[0])
 
 
 def _tensor(r: _Reader) -> tuple[str, tuple[int, ...], int, int]:

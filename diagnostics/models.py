@@ -193,7 +193,7 @@ def get_model(name, hub: bool = False) -> ModelSpec:
     if path.suffix == ".gguf" and path.is_file():  # vLLM takes the file; its config.json sits beside it here
         spec = model_from_config(_read_json(path.parent / "config.json", required=True), name=str(path),
                                  source=str(path.parent / "config.json"))
-        return dataclasses.replace(spec, checkpoint=gguf_header.read_gguf(path))
+        return dataclasses.replace(spec, checkpoint=gguf_header.read_gguf_files(path))
     if hub and HUB_ID.fullmatch(key) and not path.exists():
         return model_from_hub(key)
     if HUB_ID.fullmatch(key) and not path.exists():  # an id this command does not look up on the hub

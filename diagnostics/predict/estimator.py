@@ -15,7 +15,7 @@ from diagnostics.cards import Card, get_card
 from diagnostics.decoder import FULL, LINEAR, SLIDING
 from diagnostics.errors import UsageError
 from diagnostics.families import check_version
-from diagnostics.gguf_header import GGUF_SINCE, GGUF_UNTIL
+from diagnostics.gguf_header import GGUF_SINCE, GGUF_SPLIT_SINCE, GGUF_UNTIL
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.outcomes import MEMORY_TERMS
 from diagnostics.predict import mm_budget, pipeline
@@ -174,6 +174,9 @@ def _check_version(model: ModelSpec, v: Version) -> None:
     if model.is_gguf and not GGUF_SINCE <= v < GGUF_UNTIL:
         raise UsageError(f"model {model.name}: a GGUF checkpoint loads in vLLM {GGUF_SINCE} to {GGUF_UNTIL} "
                          f"(exclusive), not {v}; accepted: --vllm in that range, or a safetensors checkpoint")
+    if model.is_gguf and model.checkpoint.files > 1 and v < GGUF_SPLIT_SINCE:
+        raise UsageError(f"model {model.name}: a split GGUF ({model.checkpoint.files} files) loads from vLLM "
+                         f"{GGUF_SPLIT_SINCE}, not {v}; accepted: a newer --vllm, or one merged .gguf file")
 
 
 def _judge(ctx: _Context, terms: StartupTerms, notes: list[str]) -> tuple[str, str | None]:

@@ -111,3 +111,15 @@ def test_a_gguf_file_path_is_its_directorys_config_and_that_file(tmp_path):
     (tmp_path / "config.json").unlink()
     with pytest.raises(UsageError, match="config.json"):
         get_model(path)
+
+
+def test_a_split_set_is_read_whole_and_needs_0_20(tmp_path):
+    llama_gguf(tmp_path).unlink()  # its config.json stays; the weights come as a set of two shards
+    write_gguf(tmp_path / "m-00001-of-00002.gguf", [("token_embd.weight", (H, V), "Q4_K")])
+    write_gguf(tmp_path / "m-00002-of-00002.gguf", [("output.weight", (H, V), "Q6_K")])
+    table = get_model(tmp_path / "m-00002-of-00002.gguf").checkpoint
+    assert table.files == 2 and {t.name for t in table.tensors} == {"model.embed_tokens.weight", "lm_head.weight"}
+    assert get_model(tmp_path).checkpoint.files == 2
+    plan(get_model(tmp_path), "a10", "0.20.0", "llm", {"max_model_len": 2048})
+    with pytest.raises(UsageError, match="split GGUF \\(2 files\\) loads from vLLM 0.20.0"):
+        plan(get_model(tmp_path), "a10", "0.19.0", "llm", {"max_model_len": 2048})
