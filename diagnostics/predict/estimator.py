@@ -139,10 +139,10 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     else:
         kv = _kv_cache(ctx, (weights, non_torch, activation), graphs, graphs_budgeted, notes)
     peak = context_gib + weights.value_gib + non_torch.value_gib + activation.value_gib
-    _fit_auto_length(ctx, kv.tokens, notes)
+    _fit_auto_length(ctx, _pp_check_tokens(whole, per_stage) or kv.tokens, notes)
     terms = StartupTerms(weights, non_torch, activation, kv, graphs, graphs_budgeted, enc_b / GiB,
                          llm_b / GiB, samp_b / GiB, peak, context_gib)
-    outcome, phase = _judge(whole, terms, notes)
+    outcome, phase = _judge(whole, terms, notes, per_stage)
     notes += known_limits(model, v, ctx.eng, settings) + _layer_kind_notes(whole)
     notes += mm_guard_notes(model, v, settings, dict(prof.tokens_per_modality))
     if exact is not None:
@@ -179,13 +179,40 @@ def _check_version(model: ModelSpec, v: Version) -> None:
                          f"{GGUF_SPLIT_SINCE}, not {v}; accepted: a newer --vllm, or one merged .gguf file")
 
 
-def _judge(ctx: _Context, terms: StartupTerms, notes: list[str]) -> tuple[str, str | None]:
-    """(outcome, failing phase): a start-up check that refuses the model, else predict.verdict's order of checks."""
+def _judge(ctx: _Context, terms: StartupTerms, notes: list[str], per_stage: list[dict]) -> tuple[str, str | None]:
+    """(outcome, failing phase): a start-up check that refuses the model, else predict.verdict's order of checks;
+    under pipeline parallelism in 0.14-0.16, vLLM's one-request check over the whole model (`_pp_check_tokens`)."""
     blocker = startup_blocker(ctx.model, ctx.v, ctx.eng)
     if blocker:
         notes.append(blocker)
         return "error", "startup_check"
-    return judge_verdict(ctx.card, ctx.v, ctx.eng, ctx.settings, terms, notes)
+    outcome, phase = judge_verdict(ctx.card, ctx.v, ctx.eng, ctx.settings, terms, notes)
+    pp_tokens, mml = _pp_check_tokens(ctx, per_stage), int(ctx.settings["max_model_len"])
+    if pp_tokens is not None and pp_tokens < mml and outcome in ("ok", "oom_kv_alloc", "oom_cuda_graph"):
+        notes.append(f"vLLM {ctx.v} checks one max_model_len request over all {ctx.model.layers} layers against the "
+                     f"smallest pipeline stage's KV memory, which holds {pp_tokens:,} such tokens < {mml:,} (each "
+                     "stage holds only its layers; vLLM 0.17 checks per stage; vllm#34076)")
+        return "kv_too_small", "kv_cache"
+    return outcome, phase
+
+
+PP_WHOLE_MODEL_CHECK = (Version(0, 14, 0), Version(0, 17, 0))
+
+
+def _pp_check_tokens(ctx: _Context, per_stage: list[dict]) -> int | None:
+    """Tokens vLLM 0.14-0.16 counts for its one-request check and max_model_len=auto under pipeline parallelism:
+    the smallest worker's KV memory over the whole model's KV bytes per token (`min(available_memory)` against the
+    global KV groups, v1/core/kv_cache_utils.py 0.14.0:1503-1521, 0.16.0:1510-1525); None for other versions (0.13
+    checks each worker with its own layers, 0.12.0:1331-1337; 0.17 projects the groups per worker, 0.32:2600-2646),
+    without PP, or with a fixed pool."""
+    s = ctx.settings
+    fixed = s.get("kv_cache_memory_bytes") is not None or s.get("num_gpu_blocks_override")
+    if not per_stage or fixed or not PP_WHOLE_MODEL_CHECK[0] <= ctx.v < PP_WHOLE_MODEL_CHECK[1]:
+        return None
+    kv_db = KV_CACHE_DTYPES.get(s.get("kv_cache_dtype", "auto")) or ctx.db
+    per_token = kv_block_bytes(ctx.model, s, kv_db, ctx.eng == "V1" and ctx.v >= HYBRID_KV_SINCE, ctx.v) / \
+        s["block_size"]
+    return int(min(st["kv_cache_gib"] for st in per_stage) * GiB // per_token)
 
 
 def _pipeline_stages(ctx: _Context, notes: list[str]) -> tuple[list[pipeline.Stage], _Context]:

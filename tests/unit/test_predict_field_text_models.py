@@ -45,6 +45,9 @@ def scores() -> list[tuple[str, str, float, float]]:
     for stage, printed in ((0, 12.13), (1, 11.33)):  # ranks 0-1 and 2-3
         out.append((c["id"], f"KV [GiB] of PP stage {stage} (llm inferred)", printed,
                     p.profile["pipeline_stages"][stage]["kv_cache_gib"]))
+    c = CASES["vllm-34076-kv-too-small-qwen3-coder-30b-a3b-fp8-pp2-mixed-cards"]  # vLLM's whole-model PP check
+    need = c["numbers"]["max_model_len"] * QWEN3.kv_bytes_per_token(2, version=parse_version("0.15.0")) / GiB
+    out.append((c["id"], "KV of one 262,144-token request, all 48 layers [GiB]", c["numbers"]["kv_needed_gib"], need))
     c = CASES["vllm-17469-oom-v085-qwen3-moe-tp4"]
     p = plan(QWEN3, "a10", "0.8.5", "serve", {"tensor_parallel_size": 4})
     out.append((c["id"], "weights per rank [GiB]", c["numbers"]["weights_gib"], p.components["weights"].value_gib))

@@ -142,3 +142,13 @@ def test_pp_sends_0_8_to_v0_and_runs_on_v1_from_0_9():
     pp = {"pipeline_parallel_size": 2, "max_model_len": 1024}
     assert plan(DSV2L, "l4", "0.8.5", "llm", pp).engine == "V0"  # the V1 oracle's PP fallback (no Ray)
     assert plan(DSV2L, "l4", "0.9.2", "llm", pp).engine == "V1"
+
+
+@pytest.mark.parametrize("version, verdict", [("0.13.0", "ok"), ("0.15.0", "kv_too_small"), ("0.16.0", "kv_too_small"),
+                                              ("0.17.0", "ok")])
+def test_0_14_to_0_16_check_one_request_over_all_layers_against_one_stage(version, verdict):
+    # each stage holds ~197k tokens of its own 13-14 layers, but only ~95k at all 27 layers' bytes per token
+    p = plan(DSV2L, "l4", version, "serve", {"tensor_parallel_size": 2, "pipeline_parallel_size": 2,
+                                            "max_model_len": 150000, "gpu_memory_utilization": 0.5})
+    assert p.verdict == verdict and p.kv_cache_tokens > 150000
+    assert any("vllm#34076" in n for n in p.notes) == (verdict == "kv_too_small")
