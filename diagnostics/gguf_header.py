@@ -233,3 +233,14 @@ def _pad_merged(tensors: list[TensorInfo]) -> list[TensorInfo]:
             t = tensors[i]
             out[i] = TensorInfo(t.name, t.dtype, t.shape, t.shape[0] * widest)
     return out
+
+
+def gguf_version_check(name: str, table: TensorTable, version) -> None:
+    """UsageError (one line) when vLLM `version` does not load this GGUF checkpoint: before GGUF_SINCE, from
+    GGUF_UNTIL, or a split set before GGUF_SPLIT_SINCE."""
+    if not GGUF_SINCE <= version < GGUF_UNTIL:
+        raise UsageError(f"model {name}: a GGUF checkpoint loads in vLLM {GGUF_SINCE} to {GGUF_UNTIL} (exclusive), "
+                         f"not {version}; accepted: --vllm in that range, or a safetensors checkpoint")
+    if table.files > 1 and version < GGUF_SPLIT_SINCE:
+        raise UsageError(f"model {name}: a split GGUF ({table.files} files) loads from vLLM {GGUF_SPLIT_SINCE}, "
+                         f"not {version}; accepted: a newer --vllm, or one merged .gguf file")

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 
 from diagnostics.cards import Card, get_card
 from diagnostics.decoder import FULL, LINEAR, SLIDING
-from diagnostics.errors import UsageError
 from diagnostics.families import check_version
-from diagnostics.gguf_header import GGUF_SINCE, GGUF_SPLIT_SINCE, GGUF_UNTIL
+from diagnostics.gguf_header import gguf_version_check
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.outcomes import MEMORY_TERMS
 from diagnostics.predict import mm_budget, pipeline
@@ -171,12 +170,8 @@ def _check_version(model: ModelSpec, v: Version) -> None:
     alike), or a GGUF checkpoint outside the versions that load GGUF (diagnostics.gguf_header)."""
     if model.family is not None:
         check_version(model.family, v, model.name)
-    if model.is_gguf and not GGUF_SINCE <= v < GGUF_UNTIL:
-        raise UsageError(f"model {model.name}: a GGUF checkpoint loads in vLLM {GGUF_SINCE} to {GGUF_UNTIL} "
-                         f"(exclusive), not {v}; accepted: --vllm in that range, or a safetensors checkpoint")
-    if model.is_gguf and model.checkpoint.files > 1 and v < GGUF_SPLIT_SINCE:
-        raise UsageError(f"model {model.name}: a split GGUF ({model.checkpoint.files} files) loads from vLLM "
-                         f"{GGUF_SPLIT_SINCE}, not {v}; accepted: a newer --vllm, or one merged .gguf file")
+    if model.is_gguf:
+        gguf_version_check(model.name, model.checkpoint, v)
 
 
 def _judge(ctx: _Context, terms: StartupTerms, notes: list[str], per_stage: list[dict]) -> tuple[str, str | None]:
@@ -196,23 +191,16 @@ def _judge(ctx: _Context, terms: StartupTerms, notes: list[str], per_stage: list
     return outcome, phase
 
 
-PP_WHOLE_MODEL_CHECK = (Version(0, 14, 0), Version(0, 17, 0))
-
-
 def _pp_check_tokens(ctx: _Context, per_stage: list[dict]) -> int | None:
-    """Tokens vLLM 0.14-0.16 counts for its one-request check and max_model_len=auto under pipeline parallelism:
-    the smallest worker's KV memory over the whole model's KV bytes per token (`min(available_memory)` against the
-    global KV groups, v1/core/kv_cache_utils.py 0.14.0:1503-1521, 0.16.0:1510-1525); None for other versions (0.13
-    checks each worker with its own layers, 0.12.0:1331-1337; 0.17 projects the groups per worker, 0.32:2600-2646),
-    without PP, or with a fixed pool."""
+    """pipeline.whole_model_check_tokens for this plan: the whole model's KV bytes per token as `_kv_cache` counts
+    them; None without PP or with a fixed pool."""
     s = ctx.settings
-    fixed = s.get("kv_cache_memory_bytes") is not None or s.get("num_gpu_blocks_override")
-    if not per_stage or fixed or not PP_WHOLE_MODEL_CHECK[0] <= ctx.v < PP_WHOLE_MODEL_CHECK[1]:
+    if not per_stage or s.get("kv_cache_memory_bytes") is not None or s.get("num_gpu_blocks_override"):
         return None
     kv_db = KV_CACHE_DTYPES.get(s.get("kv_cache_dtype", "auto")) or ctx.db
-    per_token = kv_block_bytes(ctx.model, s, kv_db, ctx.eng == "V1" and ctx.v >= HYBRID_KV_SINCE, ctx.v) / \
-        s["block_size"]
-    return int(min(st["kv_cache_gib"] for st in per_stage) * GiB // per_token)
+    block = kv_block_bytes(ctx.model, s, kv_db, ctx.eng == "V1" and ctx.v >= HYBRID_KV_SINCE, ctx.v)
+    return pipeline.whole_model_check_tokens([st["kv_cache_gib"] * GiB for st in per_stage], block / s["block_size"],
+                                             ctx.v)
 
 
 def _pipeline_stages(ctx: _Context, notes: list[str]) -> tuple[list[pipeline.Stage], _Context]:

@@ -31,6 +31,7 @@ from diagnostics.versions import Version, parse_version
 
 PP_SINCE = Version(0, 5, 1)
 SPREAD_SINCE = Version(0, 8, 0)
+WHOLE_MODEL_CHECK = (Version(0, 14, 0), Version(0, 17, 0))  # see whole_model_check_tokens
 ENDS_ON_THEIR_STAGE = frozenset({"LlamaForCausalLM", "MistralForCausalLM", "Phi3ForCausalLM", "Qwen2ForCausalLM",
                                  "Qwen3ForCausalLM", "DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM"})
 ENDS_ON_EVERY_STAGE = frozenset({"Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "MixtralForCausalLM",
@@ -132,3 +133,15 @@ def stage_model(model, stage: Stage):
                                                         if stage.start <= i < stage.end))
     dec = dataclasses.replace(d, layers=stage.layers, layer_kinds=kinds if d.layer_kinds else (), moe=moe)
     return dataclasses.replace(model, layers=stage.layers, decoder=dec)
+
+
+def whole_model_check_tokens(stage_kv_bytes: list[float], whole_bytes_per_token: float, version) -> int | None:
+    """Tokens vLLM 0.14-0.16 counts for its one-request check (and max_model_len=auto) under pipeline parallelism:
+    the smallest worker's KV memory (bytes) over the whole model's KV bytes per token, as `min(available_memory)`
+    meets the global KV groups (v1/core/kv_cache_utils.py 0.14.0:1503-1521, 0.16.0:1510-1525; vllm#34076). None for
+    other versions: 0.13 checks each worker with its own layers (0.12.0:1331-1337), 0.17 projects the groups per
+    worker (0.32:2600-2646)."""
+    v = parse_version(version)
+    if not WHOLE_MODEL_CHECK[0] <= v < WHOLE_MODEL_CHECK[1] or not stage_kv_bytes:
+        return None
+    return int(min(stage_kv_bytes) // whole_bytes_per_token)

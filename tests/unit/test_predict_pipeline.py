@@ -152,3 +152,9 @@ def test_0_14_to_0_16_check_one_request_over_all_layers_against_one_stage(versio
                                             "max_model_len": 150000, "gpu_memory_utilization": 0.5})
     assert p.verdict == verdict and p.kv_cache_tokens > 150000
     assert any("vllm#34076" in n for n in p.notes) == (verdict == "kv_too_small")
+
+
+def test_the_whole_model_check_counts_the_smallest_stage_at_all_layers_bytes():
+    # vllm#34076: 3.18 GiB on the smallest worker at Qwen3-30B-A3B's 98,304 B per token (48 layers)
+    assert pipeline.whole_model_check_tokens([3.18 * 2**30, 20 * 2**30], 98_304, "0.15.2") == 34_734
+    assert pipeline.whole_model_check_tokens([3.18 * 2**30], 98_304, "0.17.0") is None
