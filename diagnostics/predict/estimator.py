@@ -67,7 +67,7 @@ class Plan:
     exact: VllmExact | None = None  # what the installed vLLM's own code gave (predict.exact), if it was asked
 
     def to_json(self, culprits=None, fix=None) -> dict:
-        """The `plan --json` shape (issue #2 §4)."""
+        """The `plan --json` shape (issue #2 §4); with pipeline parallelism also every stage's figures."""
         c = self.components
         return {
             "verdict": self.verdict,
@@ -82,6 +82,7 @@ class Plan:
             "kv_cache_tokens": self.kv_cache_tokens,
             "culprits": list(culprits or []),
             "fix": dict(fix or {}),
+            **({"pipeline_stages": self.profile["pipeline_stages"]} if "pipeline_stages" in self.profile else {}),
         }
 
 

@@ -158,3 +158,9 @@ def test_the_whole_model_check_counts_the_smallest_stage_at_all_layers_bytes():
     # vllm#34076: 3.18 GiB on the smallest worker at Qwen3-30B-A3B's 98,304 B per token (48 layers)
     assert pipeline.whole_model_check_tokens([3.18 * 2**30, 20 * 2**30], 98_304, "0.15.2") == 34_734
     assert pipeline.whole_model_check_tokens([3.18 * 2**30], 98_304, "0.17.0") is None
+
+
+def test_plan_json_lists_the_stages_only_under_pp():
+    p = plan(DSV2L, "l4", "0.32.0", "llm", {"pipeline_parallel_size": 2, "max_model_len": 1024})
+    assert [s["stage"] for s in p.to_json()["pipeline_stages"]] == [0, 1]
+    assert "pipeline_stages" not in plan(DSV2L, "l4", "0.32.0", "llm", {"max_model_len": 1024}).to_json()
