@@ -45,7 +45,7 @@ def test_buffers_follow_each_versions_layout(version, rule):
 
 def test_a_moe_model_profiles_more_than_its_dense_intermediate_says():
     dense_formula = 8192 * (2 * 2048 + 3 * 6144 // 4) * 2  # what plan used before: config intermediate_size 6144
-    moe = llm_pass_bytes(QWEN3, 8192, 2, 4, "0.32.0")
+    moe = llm_pass_bytes(QWEN3, 8192, 2, 4, version="0.32.0")
     assert moe > 3 * dense_formula  # 8 experts per token x hidden 2048, twice, against 3 x 1536
     assert moe == moe_layer_bytes(QWEN3.decoder, 8192, 2, 4, "0.32.0").value
 
@@ -53,8 +53,8 @@ def test_a_moe_model_profiles_more_than_its_dense_intermediate_says():
 def test_a_model_with_dense_layers_takes_the_larger_layer():
     dense = 8192 * (2 * 2048 + 3 * 10944 // 2) * 2  # DeepSeek-V2-Lite's first (dense) layer on TP 2
     moe = moe_layer_bytes(DSV2L.decoder, 8192, 2, 2, "0.32.0").value
-    assert llm_pass_bytes(DSV2L, 8192, 2, 2, "0.32.0") == max(dense, moe)
-    assert llm_pass_bytes(DSV2L, 8192, 2, 2, "0.10.0") == max(dense, moe_layer_bytes(DSV2L.decoder, 8192, 2, 2,
+    assert llm_pass_bytes(DSV2L, 8192, 2, 2, version="0.32.0") == max(dense, moe)
+    assert llm_pass_bytes(DSV2L, 8192, 2, 2, version="0.10.0") == max(dense, moe_layer_bytes(DSV2L.decoder, 8192, 2, 2,
                                                                                        "0.10.0").value)
 
 
