@@ -45,6 +45,7 @@ class MoE:
     shared_inter: int  # the shared experts' total intermediate size (0: none)
     moe_layers: tuple[int, ...]  # indices of the layers with a MoE MLP
     shared_gate: bool = False  # Qwen2-MoE's shared_expert_gate (hidden -> 1, replicated)
+    top_k: int = 0  # num_experts_per_tok (0: the config does not say)
 
 
 @dataclass(frozen=True)
@@ -115,11 +116,17 @@ class Decoder:
         split = moe.experts * 3 * h * (moe.inter // tp) + 3 * h * (moe.shared_inter // tp)
         return split, h * moe.experts + (h if moe.shared_gate else 0)
 
-    def params_per_rank(self, tp: int = 1) -> int:
-        """Parameters one TP rank holds (tp=1: the whole model as vLLM builds it, padded vocab rows)."""
-        emb = self.vocab_padded // tp * self.hidden * (1 if self.tied else 2)
-        total = emb + self.hidden
-        for i in range(self.layers):
+    def params_per_rank(self, tp: int = 1, start: int = 0, end: int | None = None, vocab_tables: int | None = None,
+                        final_norm: bool = True) -> int:
+        """Parameters one TP rank holds (tp=1: the whole model as vLLM builds it, padded vocab rows).
+
+        A pipeline stage (predict.pipeline.Stage) holds decoder layers [start, end), `vocab_tables` vocab-parallel
+        tables (embedding and/or an untied lm_head; default: the whole model's, 1 tied or 2) and the final norm
+        when `final_norm`."""
+        tables = (1 if self.tied else 2) if vocab_tables is None else vocab_tables
+        emb = self.vocab_padded // tp * self.hidden * tables
+        total = emb + (self.hidden if final_norm else 0)
+        for i in range(start, self.layers if end is None else end):
             # a Mamba/linear-attention layer's mixer is sized as an attention layer of the same widths: an estimate
             # (no architecture with such layers is in KNOWN_ARCHITECTURES)
             a_split, a_rep = self._attention(tp)
@@ -202,7 +209,8 @@ def _moe(cfg: dict, layers: int, intermediate: int) -> MoE | None:
                            and i not in dense_only and (i + 1) % step == 0)
     shared = _int(cfg, "n_shared_experts", "num_shared_experts", default=0) * inter
     shared = _int(cfg, "shared_expert_intermediate_size", default=shared) or 0
-    return MoE(experts, inter, shared, moe_layers, shared_gate=bool(cfg.get("shared_expert_intermediate_size")))
+    return MoE(experts, inter, shared, moe_layers, shared_gate=bool(cfg.get("shared_expert_intermediate_size")),
+               top_k=_int(cfg, "num_experts_per_tok", "moe_topk", default=0) or 0)
 
 
 def _mla(cfg: dict) -> MLA | None:

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from diagnostics import checkpoint, families
+from diagnostics import checkpoint, families, gguf_header
 from diagnostics.checkpoint import TensorTable
 from diagnostics.decoder import FULL, SLIDING, Decoder, decoder_from_config, normalise
 from diagnostics.errors import UsageError
@@ -106,6 +106,11 @@ class ModelSpec:
     def is_multimodal(self) -> bool:
         return self.vision is not None
 
+    @property
+    def is_gguf(self) -> bool:
+        """Whether the weights are a GGUF file (diagnostics.gguf_header)."""
+        return self.checkpoint is not None and self.checkpoint.fmt == "gguf"
+
 
 def padded_vocab(vocab: int, multiple: int = VOCAB_PADDING) -> int:
     return -(-vocab // multiple) * multiple
@@ -164,7 +169,7 @@ def accepted(hub: bool = True) -> str:
     """What a model argument may be; with hub=False (a command that reads no config from the hub) without the
     'any Hugging Face id' clause, so a refusal never lists as accepted what it just refused."""
     return ("minicpm-v-2_6, openbmb/MiniCPM-V-2_6, kit:minicpm-v-2_6, a stored name (" + ", ".join(stored_models())
-            + ", also as kit:NAME) or its Hugging Face id, a directory with config.json"
+            + ", also as kit:NAME) or its Hugging Face id, a directory with config.json (or a .gguf file beside one)"
             + (", or a Hugging Face id (owner/name)" if hub else ""))
 
 
@@ -185,6 +190,10 @@ def get_model(name, hub: bool = False) -> ModelSpec:
         return model_from_dir(path)
     if path.name == "config.json" and path.is_file():
         return model_from_dir(path.parent)
+    if path.suffix == ".gguf" and path.is_file():  # vLLM takes the file; its config.json sits beside it here
+        spec = model_from_config(_read_json(path.parent / "config.json", required=True), name=str(path),
+                                 source=str(path.parent / "config.json"))
+        return dataclasses.replace(spec, checkpoint=gguf_header.read_gguf_files(path))
     if hub and HUB_ID.fullmatch(key) and not path.exists():
         return model_from_hub(key)
     if HUB_ID.fullmatch(key) and not path.exists():  # an id this command does not look up on the hub
@@ -217,7 +226,7 @@ def model_from_dir(path, name: str | None = None) -> ModelSpec:
     processors = {f: _read_json(path / f, required=False)
                   for f in ("preprocessor_config.json", "video_preprocessor_config.json")}
     spec = model_from_config(cfg, name=name or str(path), source=str(path / "config.json"), processors=processors)
-    table = checkpoint.read_local(path)
+    table = checkpoint.read_local(path) or gguf_header.read_local_gguf(path)
     return dataclasses.replace(spec, checkpoint=table) if table is not None else spec
 
 

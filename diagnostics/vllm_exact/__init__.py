@@ -105,6 +105,8 @@ def ask(model: ModelSpec, version: str, settings: dict, timeout_s: float = DEFAU
     directory = model_dir(model)
     if directory is None:
         return None, f"{model.name} has no config.json here for vLLM's own code"
+    if int(settings.get("pipeline_parallel_size") or 1) > 1 or model.is_gguf:  # one stage-less bf16 build only
+        return None, "vLLM's own classes are asked for one whole model here, not a pipeline stage or GGUF blocks"
     eng = engine_settings(settings)
     path = cache_dir() / f"{cache_key(directory, version, eng)}.json"
     answer = None

@@ -87,6 +87,12 @@ def test_a_model_vllm_cannot_build_gives_the_reason(on, monkeypatch):
     assert got is None and "could not build" in why and "ValidationError" in why
 
 
+def test_pipeline_stages_are_not_asked_of_vllms_whole_model_build(on, monkeypatch):
+    monkeypatch.setattr(vllm_exact, "run_child", _no_child)
+    got, why = vllm_exact.ask(get_model(str(DS)), "0.32.0", _resolved({"pipeline_parallel_size": 2}))
+    assert got is None and "pipeline stage" in why
+
+
 def test_a_child_past_its_timeout_is_a_reason_not_a_crash(on):
     got, why = vllm_exact.ask(get_model(str(DS)), "0.32.0", {"max_model_len": 1234}, timeout_s=0.01)
     assert got is None and "timed out" in why
