@@ -163,6 +163,53 @@ class Decoder:
         return {k: kinds.count(k) for k in (FULL, SLIDING, LINEAR)}
 
 
+# V1's hybrid KV cache manager (kv_cache_utils.py 0.32.0:1362-1490 `_get_kv_cache_groups_uniform_page_size`): layers of
+# one KV spec are split into groups of `group_size` layers (the last padded), every group draws same-size blocks from
+# one pool, and a block holds one page of each of group_size layers. group_size is the fewest layers of any kind
+# (0.9.2:826); from 0.12.0 the most when that is under 1.25 x the fewest (0.12.0:1017), 1.5 x from 0.18.0
+# (0.18.0:1043; 0.32.0:1467-1478).
+GROUP_MAX_FACTORS = (((0, 18, 0), 1.5), ((0, 12, 0), 1.25))
+
+
+def kv_group_size(counts: list[int], version=None) -> int:
+    """Layers per KV cache group for layer kinds of `counts` layers each (vLLM's rule by version; None: newest).
+    Counts of 0 are ignored; ValueError when none is positive."""
+    counts = [c for c in counts if c > 0]
+    if not counts:
+        raise ValueError("no layers to group")
+    least, most = min(counts), max(counts)
+    for since, factor in GROUP_MAX_FACTORS:
+        if version is None or version >= since:
+            return most if most < least * factor else least
+    return least
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def hybrid_pool_bytes_per_token(counts: dict[str, int], per_layer: int, block_size: int, max_model_len: int,
+                                window: int, in_flight: int, version=None) -> float:
+    """Bytes per token of V1's hybrid KV pool for full-attention and sliding-window layers, as its capacity counts
+    them: the bytes one max_model_len request holds / max_model_len (vLLM reports concurrency x max_model_len tokens,
+    kv_cache_utils.py 0.32.0:1195-1228, :2300-2308).
+
+    counts: {FULL: n, SLIDING: n} layers; per_layer: one layer's KV bytes per token on this rank (B); block_size:
+    tokens per block; window: sliding_window (tokens); in_flight: tokens scheduled but not yet freed
+    (VllmConfig.max_in_flight_tokens). One block = group_size pages (kv_cache_utils.py 0.32.0:1520-1551); a request
+    takes cdiv(max_model_len, block_size) blocks in each full-attention group (kv_cache_interface.py 0.32.0:602-607)
+    and cdiv(min(window - 1 + in_flight, max_model_len), block_size) + 1 in each sliding group (0.32.0:862-896; the
+    +1 since 0.9.2, kv_cache_interface.py 0.9.2). Groups per kind: cdiv(layers, group_size) (padded,
+    kv_cache_utils.py 0.32.0:1479-1489). The GPU's block size for both kinds (FlashAttention's MultipleOf(16),
+    v1/attention/backends/flash_attn.py 0.32.0:355-366); the CPU backend's 32-token sliding blocks differ by <1 %."""
+    full, sliding = counts.get(FULL, 0), counts.get(SLIDING, 0)
+    gs = kv_group_size([full, sliding], version)
+    window_tokens = min(window - 1 + in_flight, max_model_len)
+    blocks = cdiv(full, gs) * cdiv(max_model_len, block_size) + cdiv(sliding, gs) * (cdiv(window_tokens, block_size)
+                                                                                      + 1)
+    return gs * block_size * per_layer * blocks / max_model_len
+
+
 MLA_SINCE = (0, 7, 1)  # vLLM's MLA attention (latent KV cache): models/deepseek_v2.py 0.7.1:329-436
 
 
@@ -225,7 +272,9 @@ def layer_kinds(cfg: dict, layers: int) -> tuple[tuple[str, ...], int]:
     mt = str(cfg.get("model_type") or "")
     if mt == "gemma2" and window:
         return tuple(SLIDING if i % 2 == 0 else FULL for i in range(layers)), window
-    pattern = _int(cfg, "sliding_window_pattern", default=0)
+    # Gemma 3 without the key: transformers' Gemma3TextConfig default of 6 (configuration_gemma3.py:109-115, which
+    # writes the layer_types vLLM reads)
+    pattern = _int(cfg, "sliding_window_pattern", default=6 if mt.startswith("gemma3") else 0)
     if mt.startswith("gemma3") and window and pattern:
         return tuple(FULL if (i + 1) % pattern == 0 else SLIDING for i in range(layers)), window
     interval = _int(cfg, "full_attention_interval", default=0)

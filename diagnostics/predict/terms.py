@@ -213,7 +213,7 @@ def kv_block_bytes(model: ModelSpec, settings: dict, db: int, windowed: bool = F
     batches = 2 if version is not None and version >= (0, 26, 0) else 1
     in_flight = batches * int(settings.get("max_num_batched_tokens") or 0) if windowed else 0
     return settings["block_size"] * model.kv_bytes_per_token(db, tp, settings.get("max_model_len"), windowed,
-                                                             version, in_flight)
+                                                             version, in_flight, int(settings["block_size"]))
 
 
 def kv_cache_term(model: ModelSpec, settings: dict, db: int, budget_gib: float, used: tuple[Term, ...],
