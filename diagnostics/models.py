@@ -21,8 +21,9 @@ from pathlib import Path
 
 from diagnostics import checkpoint, families
 from diagnostics.checkpoint import TensorTable
-from diagnostics.decoder import (FULL, LINEAR, SLIDING, Decoder, decoder_from_config, hybrid_pool_bytes_per_token,
-                                 layer_kinds, normalise)
+from diagnostics.decoder import (FULL, LINEAR, SLIDING, STATE_POOL_SINCE, Decoder, decoder_from_config,
+                                 hybrid_pool_bytes_per_token, layer_kinds, normalise, rope_cache_values,
+                                 state_pool_bytes_per_token)
 from diagnostics.errors import UsageError
 from diagnostics.families import Family, minicpmv
 from diagnostics.families.common import VisionSpec
@@ -58,6 +59,7 @@ class ModelSpec:
     # a VLM's text decoder (no `decoder` here): its layer kinds and sliding window (diagnostics.decoder.layer_kinds)
     layer_kinds: tuple[str, ...] = ()
     sliding_window: int = 0
+    rope_values: int = 0  # the rotary cos/sin caches vLLM keeps as buffers (diagnostics.decoder.rope_cache_values)
 
     def kv_bytes_per_token(self, dtype_bytes: int | None = None, tp: int = 1, max_model_len: int | None = None,
                            windowed: bool = False, version=None, in_flight: int = 0, block_size: int = 16) -> float:
@@ -70,8 +72,10 @@ class ModelSpec:
         blocks of `block_size` tokens, a sliding layer's min(window - 1 + in_flight, max_model_len) tokens plus one
         block (in_flight: tokens scheduled but not yet freed, max_num_batched_tokens per concurrent batch);
         diagnostics.decoder.hybrid_pool_bytes_per_token. version: vLLM's (MLA's latent cache from 0.7.1,
-        diagnostics.decoder.mla_latent_cache; the group rule); None = the newest rules. An int where no windowed
-        rule applies, else a float."""
+        diagnostics.decoder.mla_latent_cache; the group rule); None = the newest rules. windowed with
+        Mamba/linear-attention layers whose state rule is known (Qwen3-Next's gated delta net, from 0.20): the
+        pool's bytes per token with the state's blocks, diagnostics.decoder.state_pool_bytes_per_token. An int
+        where neither pool rule applies, else a float."""
         db = dtype_bytes or self.dtype_bytes
         d = self.decoder
         if d is None and not self.layer_kinds:
@@ -83,6 +87,12 @@ class ModelSpec:
         n, window = self.attention_layers(), self.window
         if windowed and max_model_len and window and n[SLIDING]:
             return hybrid_pool_bytes_per_token(n, per, block_size, int(max_model_len), window, in_flight, version)
+        state = d.linear_state if d is not None else None
+        if (windowed and max_model_len and state is not None and n[LINEAR] and not n[SLIDING]
+                and (version is None or version >= STATE_POOL_SINCE)):
+            # the state keeps the model's dtype (mamba_cache_dtype "auto"), whatever kv_cache_dtype says
+            return state_pool_bytes_per_token(n, per, state.state_bytes(self.dtype_bytes, tp), block_size,
+                                              int(max_model_len), version)
         return int(n[FULL] * per + n[SLIDING] * per)
 
     def attention_layers(self) -> dict[str, int]:
@@ -317,7 +327,7 @@ def _family_spec(cfg: dict, processors: dict, name: str, source: str, dtype_byte
                      vocab=f["vocab"], dtype_bytes=dtype_bytes, params=params,
                      vision=vision, tie_word_embeddings=f["tied"], source=source, family=family,
                      quantization=read_quantization(cfg), layer_kinds=kinds, sliding_window=window,
-                     **_length_fields(cfg, text))
+                     rope_values=rope_cache_values(text, f["head_dim"]), **_length_fields(cfg, text))
 
 
 def model_from_config(cfg: dict, name: str = "config.json", source: str = "config.json",
@@ -348,7 +358,9 @@ def model_from_config(cfg: dict, name: str = "config.json", source: str = "confi
                      kv_heads=dec.kv_heads, head_dim=dec.head_dim, intermediate=dec.intermediate,
                      vocab=dec.vocab, dtype_bytes=dtype_bytes, params=dec.params_per_rank(1), vision=None,
                      tie_word_embeddings=dec.tied, source=source, quantization=read_quantization(cfg),
-                     decoder=dec, **_length_fields(cfg, text))
+                     decoder=dec, rope_values=rope_cache_values(text, dec.head_dim,
+                                                                dec.mla.qk_rope_head_dim if dec.mla else None),
+                     **_length_fields(cfg, text))
 
 
 # rope types whose `factor` vLLM does not apply to max_position_embeddings (already scaled, or per-frequency)

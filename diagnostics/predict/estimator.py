@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from diagnostics.cards import Card, get_card
-from diagnostics.decoder import FULL, LINEAR, SLIDING, kv_group_size
+from diagnostics.decoder import FULL, LINEAR, SLIDING, STATE_POOL_SINCE, kv_group_size, state_pool_block_size
 from diagnostics.families import check_version
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.outcomes import MEMORY_TERMS
@@ -219,10 +219,10 @@ def _graph_room_note(ctx: _Context, t: StartupTerms, outcome: str) -> str:
             "activation peak); lower gpu_memory_utilization, max_num_seqs, or set enforce_eager")
 
 
-def _group_words(n: dict, version) -> str:
-    """How vLLM groups the sliding and full layers (diagnostics.decoder.kv_group_size), padding included."""
-    gs = kv_group_size([n[FULL], n[SLIDING]], version)
-    pad = sum(-c % gs for c in (n[FULL], n[SLIDING]) if c)
+def _group_words(n: dict, version, other: str = SLIDING) -> str:
+    """How vLLM groups the full and the `other` layers (diagnostics.decoder.kv_group_size), padding included."""
+    gs = kv_group_size([n[FULL], n[other]], version)
+    pad = sum(-c % gs for c in (n[FULL], n[other]) if c)
     return f"layers grouped {gs} to a block" + (f", {pad} padding layer{'s' if pad > 1 else ''} counted" if pad else "")
 
 
@@ -236,7 +236,18 @@ def _layer_kind_notes(ctx: _Context) -> list[str]:
             f"each, plus one block; {_group_words(n, ctx.v)}"
             if ctx.eng == "V1" and ctx.v >= HYBRID_KV_SINCE else
             "this engine gives them the whole length like full-attention layers"))
-    if n[LINEAR]:
+    state = m.decoder.linear_state if m.decoder is not None else None
+    if n[LINEAR] and state is not None and ctx.eng == "V1" and ctx.v >= STATE_POOL_SINCE and not n[SLIDING]:
+        s = ctx.settings
+        tp = int(s.get("tensor_parallel_size", 1))
+        db = KV_CACHE_DTYPES.get(s.get("kv_cache_dtype", "auto")) or ctx.db
+        per = m.decoder.kv_bytes_per_token_layer(db, tp, ctx.v)
+        sb = state.state_bytes(m.dtype_bytes, tp)
+        out.append(f"{n[LINEAR]} of {m.layers} layers are linear attention (gated delta net): each holds "
+                   f"{sb:,} B of state per request on this rank; vLLM raises the attention block to "
+                   f"{state_pool_block_size(per, sb, int(s['block_size']))} tokens so a page holds one state, and "
+                   f"the KV figure counts the state's blocks; {_group_words(n, ctx.v, LINEAR)}")
+    elif n[LINEAR]:
         out.append(f"{n[LINEAR]} of {m.layers} layers are Mamba/linear-attention: only the {n[FULL]} full-attention "
                    "layers hold paged KV; their per-request state is not modelled (KV tokens are an upper bound)")
     return out

@@ -56,13 +56,15 @@ class VllmExact:
 
 
 def kv_bytes_per_token(layers: tuple, pool: dict | None) -> float | None:
-    """Bytes per token per rank of the KV pool. Attention-only models: vLLM's own pool sizing (blocks x page /
-    tokens, which counts sliding-window layers the way its scheduler does). With Mamba/linear-attention state
-    layers the pool's block size is chosen per platform to match the state's page (the CPU child cannot show the
-    GPU's choice), so the per-token cost is the attention layers' page bytes / block size, the state apart."""
+    """Bytes per token per rank of the KV pool: vLLM's own pool sizing (blocks x page / tokens, which counts
+    sliding-window layers and Mamba/linear-attention state the way its scheduler does). With state layers the
+    block size is chosen per platform to match the state's page: the pool counts only when the child sized it
+    with the GPU's choice (`gpu_hybrid_alignment`, diagnostics.vllm_exact.child.align_hybrid_for_gpu); an older
+    answer without it gives the attention layers' page bytes / block size, the state apart (a lower bound)."""
     if not layers:
         return None
-    if any("state_bytes_per_sequence" in row for row in layers) or not pool or not pool.get("bytes_per_token"):
+    state = any("state_bytes_per_sequence" in row for row in layers)
+    if (state and not (pool or {}).get("gpu_hybrid_alignment")) or not pool or not pool.get("bytes_per_token"):
         return float(sum(row["bytes_per_token"] * row["layers"] for row in layers if "bytes_per_token" in row))
     return float(pool["bytes_per_token"])
 

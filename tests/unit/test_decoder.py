@@ -4,13 +4,14 @@ tests/data/models, see SOURCES.md there)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from diagnostics.decoder import (FULL, LINEAR, SLIDING, decoder_from_config, hybrid_pool_bytes_per_token,
-                                 kv_group_size, layer_kinds)
+                                 kv_group_size, layer_kinds, state_pool_block_size)
 from diagnostics.models import get_model, model_from_config
 from diagnostics.predict.estimator import plan
 from diagnostics.quantization import read_quantization
@@ -220,3 +221,68 @@ def test_gemma3_sliding_layers_are_grouped_and_padded_as_vllm_does():
     assert hybrid_pool_bytes_per_token({FULL: 5, SLIDING: 29}, per_layer, 16, 4096, 1024, 16384) == got
     # before the hybrid manager (V0, 0.9.0) every layer holds the whole length
     assert m.kv_bytes_per_token() == 34 * per_layer
+
+
+NEXT = DATA / "qwen3-next-80b-a3b"
+VLLM_ANSWERS = json.loads((Path(__file__).resolve().parents[1] / "data" / "vllm_exact" / "answers-0.32.0.json")
+                          .read_text())
+
+
+def test_qwen3_next_linear_attention_state_as_vllm_shapes_it():
+    """conv 8,192 x 3 and 32 x 128 x 128 temporal values per layer at TP 1 (gated_delta_net_state_shape)."""
+    state = get_model(NEXT).decoder.linear_state
+    assert state.state_bytes(2, 4) == 2048 * 3 * 2 + 8 * 128 * 128 * 2 == 274_432  # bf16 ("auto"), per rank of 4
+    # vLLM's own MambaSpec (stored answer, TP 1, the GPU's "auto" dtype): the state, before padding to a page
+    mamba = next(r for r in VLLM_ANSWERS["qwen3-next-80b-a3b"]["kv_layers"] if r["type"] == "MambaSpec")
+    assert state.state_bytes(2, 1) == mamba["state_bytes_per_sequence"] == 1_097_728
+    assert dataclasses.replace(state, ssm_dtype_bytes=4).state_bytes(2, 1) == 8192 * 3 * 2 + 32 * 128 * 128 * 4
+    with pytest.raises(ValueError):
+        state.state_bytes(2, 3)
+
+
+def test_qwen3_next_pool_counts_the_state_blocks_by_version():
+    m = get_model(NEXT)
+    per = 2 * 1 * 256 * 2  # one of 2 KV heads per rank at TP 4
+    assert state_pool_block_size(per, 274_432) == 272  # 16 x cdiv(274,432, 16 x 1,024)
+    # 12 full + 36 linear layers: 4 groups of 12; a 4096-token request: cdiv(4096, 272) = 16 attention blocks and
+    # 2 state blocks in each of the 3 state groups (prefix caching's "align" mode, default from 0.26)
+    new = m.kv_bytes_per_token(tp=4, max_model_len=4096, windowed=True, block_size=16)
+    assert new == 12 * 272 * per * (16 + 3 * 2) / 4096 == 17_952
+    mid = m.kv_bytes_per_token(tp=4, max_model_len=4096, windowed=True, version=parse_version("0.25.0"))
+    assert mid == 12 * 272 * per * (16 + 3 * 1) / 4096  # one state block per group before 0.26
+    old = m.kv_bytes_per_token(tp=4, max_model_len=4096, windowed=True, version=parse_version("0.19.0"))
+    assert old == 12 * per  # not modelled before 0.20: the attention layers alone (the note says so)
+
+
+def test_qwen3_next_pool_agrees_with_vllms_own_sizing_on_the_gpu_block():
+    """vLLM 0.32's get_kv_cache_configs on the block size its GPU start-up picks (stored answer of
+    diagnostics.vllm_exact.child, tests/tools/vllm_exact_answers.py)."""
+    answer = VLLM_ANSWERS["qwen3-next-80b-a3b-tp4"]["kv_pool"]
+    assert answer["gpu_hybrid_alignment"]["block_size"] == 272
+    got = get_model(NEXT).kv_bytes_per_token(tp=4, max_model_len=4096, windowed=True, block_size=16)
+    assert abs(got / answer["bytes_per_token"] - 1) < 0.005
+
+
+@pytest.mark.parametrize("case", ["gemma-3-4b", "gemma-3-27b"])
+def test_gemma3_pool_agrees_with_vllms_own_sizing(case):
+    """vLLM 0.32 on the CPU (its backend's 32-token sliding blocks, 4,096 tokens in flight): within 0.5 %."""
+    answer = VLLM_ANSWERS[case]["kv_pool"]
+    got = get_model(case).kv_bytes_per_token(max_model_len=4096, windowed=True, in_flight=16384, block_size=16)
+    assert abs(got / answer["bytes_per_token"] - 1) < 0.005
+
+
+@pytest.mark.parametrize("name, rope", [
+    ("gemma-3-4b", (131_072 * 8 + 131_072) * 256),  # linear x 8 for the global layers, unscaled local ones
+    ("gemma-3-27b", (131_072 * 8 + 131_072) * 128),
+    (DATA / "qwen3-next-80b-a3b", 262_144 * 64),  # partial_rotary_factor 0.25 of 256
+    (DATA / "deepseek-v2-lite", 4096 * 40 * 64),  # deepseek_yarn: original length x factor, qk_rope_head_dim
+    (DATA / "gemma-2-9b", 8192 * 256),
+    ("qwen2.5-vl-7b", 128_000 * 4 * 128),  # M-RoPE: 4 x max_position_embeddings
+])
+def test_rotary_caches_are_counted_as_vllm_registers_them(name, rope):
+    """The values of vLLM's cos_sin_cache buffers (get_rope): the stored vLLM answers' buffers hold them plus a few
+    scale scalars."""
+    assert get_model(name).rope_values == rope
+    key = {"gemma-2-9b": "gemma-2-9b", "deepseek-v2-lite": "deepseek-v2-lite"}.get(Path(str(name)).name)
+    if key:
+        assert 0 <= VLLM_ANSWERS[key]["weights"]["buffer_bytes"] - rope * 2 < 1024
