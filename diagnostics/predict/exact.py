@@ -88,7 +88,7 @@ def _setting(settings: dict, key: str):
 def carry(exact: VllmExact | None, new: dict) -> VllmExact | None:
     """vLLM's answer (asked with `exact.settings`) reused for a plan at the resolved `new` settings (explain's
     counterfactuals, plan --fit), or None where it no longer holds: a setting that changes the build, or
-    max_model_len with sliding-window layers (their pool depends on it). A changed max_num_batched_tokens drops
+    max_model_len with sliding-window or Mamba/linear-attention state layers (their pool depends on it). A changed max_num_batched_tokens drops
     the fake-tensor LLM pass (measured at the old one)."""
     if exact is None:
         return None
@@ -96,8 +96,9 @@ def carry(exact: VllmExact | None, new: dict) -> VllmExact | None:
     if any(_setting(old, k) != _setting(new, k) for k in BUILD_SETTINGS if k != "tensor_parallel_size") or \
             int(old.get("tensor_parallel_size") or 1) != int(new.get("tensor_parallel_size") or 1):
         return None
-    if old.get("max_model_len") != new.get("max_model_len") and any("sliding_window" in r for r in exact.kv_layers):
-        return None
+    if old.get("max_model_len") != new.get("max_model_len") and any(
+            "sliding_window" in r or "state_bytes_per_sequence" in r for r in exact.kv_layers):
+        return None  # a sliding window's or a state's share of the pool per token depends on max_model_len
     if old.get("max_num_batched_tokens") != new.get("max_num_batched_tokens"):
         return dataclasses.replace(exact, llm_pass_bytes=None)
     return exact

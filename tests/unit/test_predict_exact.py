@@ -100,6 +100,8 @@ def test_counterfactuals_carry_vllms_figures_only_where_they_hold():
     assert carry(ds, {**base, "tensor_parallel_size": 2}) is None
     assert carry(ds, {**base, "kv_cache_dtype": "fp8"}) is None
     assert carry(gemma, {**base, "max_model_len": 2048}) is None  # its sliding-window pool depends on it
+    nxt = VllmExact.from_json(ANSWERS["qwen3-next-80b-a3b"], base)  # the state's blocks per token depend on it too
+    assert carry(nxt, base) is nxt and carry(nxt, {**base, "max_model_len": 8192}) is None
     assert carry(gemma, {**base, "max_num_batched_tokens": 2048}).llm_pass_bytes is None
     assert carry(None, base) is None
 
