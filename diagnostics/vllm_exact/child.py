@@ -175,7 +175,12 @@ def ask(model_dir: str, settings: dict) -> dict:
     vllm_config = engine_config(model_dir, settings)
     tp = int(settings.get("tensor_parallel_size") or 1)
     model = build_meta_model(vllm_config, tp)
-    gpu_blocks = align_hybrid_for_gpu(vllm_config)
+    try:
+        gpu_blocks = align_hybrid_for_gpu(vllm_config)
+    except Exception as exc:  # the pool is then the CPU's, read as attention pages only (predict.exact)
+        gpu_blocks, why = None, f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+    else:
+        why = None
     specs = kv_specs(vllm_config)
     out = {"vllm_version": vllm.__version__, "tensor_parallel_size": tp,
            "architecture": vllm_config.model_config.architectures[0],
@@ -184,6 +189,8 @@ def ask(model_dir: str, settings: dict) -> dict:
     out["kv_pool"] = pool(vllm_config, specs) if specs else None
     if gpu_blocks is not None and out["kv_pool"] is not None:
         out["kv_pool"]["gpu_hybrid_alignment"] = gpu_blocks
+    elif why and out["kv_pool"] is not None:
+        out["kv_pool"]["gpu_hybrid_alignment_error"] = why
     out["llm_pass"] = fake_llm_pass(model_dir, settings, tp)
     return out
 
