@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from diagnostics.cards import Card, get_card
-from diagnostics.decoder import FULL, LINEAR, SLIDING
+from diagnostics.decoder import FULL, LINEAR, SLIDING, STATE_POOL_SINCE, kv_group_size, state_pool_block_size
 from diagnostics.families import check_version
 from diagnostics.gguf_header import gguf_version_check
 from diagnostics.models import ModelSpec, get_model
@@ -313,19 +313,36 @@ def _graph_room_note(ctx: _Context, t: StartupTerms, outcome: str) -> str:
             "activation peak); lower gpu_memory_utilization, max_num_seqs, or set enforce_eager")
 
 
+def _group_words(n: dict, version, other: str = SLIDING) -> str:
+    """How vLLM groups the full and the `other` layers (diagnostics.decoder.kv_group_size), padding included."""
+    gs = kv_group_size([n[FULL], n[other]], version)
+    pad = sum(-c % gs for c in (n[FULL], n[other]) if c)
+    return f"layers grouped {gs} to a block" + (f", {pad} padding layer{'s' if pad > 1 else ''} counted" if pad else "")
+
+
 def _layer_kind_notes(ctx: _Context) -> list[str]:
     """What the KV figure does with sliding-window and Mamba/linear-attention layers (diagnostics.decoder)."""
-    d = ctx.model.decoder
-    if d is None:
-        return []
-    n, out = d.attention_layers(), []
+    m = ctx.model
+    n, out = m.attention_layers(), []
     if n[SLIDING]:
-        out.append(f"{n[SLIDING]} of {d.layers} layers use a {d.sliding_window}-token sliding window: " + (
-            "V1's hybrid KV manager keeps only the window, so the KV cache holds more max_model_len tokens"
+        out.append(f"{n[SLIDING]} of {m.layers} layers use a {m.window}-token sliding window: " + (
+            "V1's hybrid KV manager keeps min(window - 1 + tokens in flight, max_model_len) tokens of a request in "
+            f"each, plus one block; {_group_words(n, ctx.v)}"
             if ctx.eng == "V1" and ctx.v >= HYBRID_KV_SINCE else
             "this engine gives them the whole length like full-attention layers"))
-    if n[LINEAR]:
-        out.append(f"{n[LINEAR]} of {d.layers} layers are Mamba/linear-attention: only the {n[FULL]} full-attention "
+    state = m.decoder.linear_state if m.decoder is not None else None
+    if n[LINEAR] and state is not None and ctx.eng == "V1" and ctx.v >= STATE_POOL_SINCE and not n[SLIDING]:
+        s = ctx.settings
+        tp = int(s.get("tensor_parallel_size", 1))
+        db = KV_CACHE_DTYPES.get(s.get("kv_cache_dtype", "auto")) or ctx.db
+        per = m.decoder.kv_bytes_per_token_layer(db, tp, ctx.v)
+        sb = state.state_bytes(m.dtype_bytes, tp)
+        out.append(f"{n[LINEAR]} of {m.layers} layers are linear attention (gated delta net): each holds "
+                   f"{sb:,} B of state per request on this rank; vLLM raises the attention block to "
+                   f"{state_pool_block_size(per, sb, int(s['block_size']))} tokens so a page holds one state, and "
+                   f"the KV figure counts the state's blocks; {_group_words(n, ctx.v, LINEAR)}")
+    elif n[LINEAR]:
+        out.append(f"{n[LINEAR]} of {m.layers} layers are Mamba/linear-attention: only the {n[FULL]} full-attention "
                    "layers hold paged KV; their per-request state is not modelled (KV tokens are an upper bound)")
     if d.moe is not None and d.moe.moe_layers:
         mbt = int(ctx.settings["max_num_batched_tokens"])

@@ -60,9 +60,16 @@ def cache_dir() -> Path:
     return Path(base) / "vllm-exact"
 
 
+# what the child computes; a new revision leaves older cached answers unread (2: hybrid state pools sized on the
+# GPU's block alignment, issue 20)
+CHILD_REVISION = 2
+
+
 def cache_key(directory: Path, version: str, settings: dict) -> str:
-    """sha256 over the config files' bytes, the vLLM version and the engine settings (sorted JSON)."""
+    """sha256 over the config files' bytes, the vLLM version, the engine settings (sorted JSON) and CHILD_REVISION."""
     h = hashlib.sha256(f"{version}\n{json.dumps(settings, sort_keys=True)}\n".encode())
+    if CHILD_REVISION > 1:
+        h.update(f"child revision {CHILD_REVISION}\n".encode())
     for name in CONFIG_FILES:
         path = directory / name
         if path.is_file():
