@@ -31,7 +31,8 @@ from diagnostics.units import utc_now
 EXIT_START_FAILED = 1
 EXIT_REQUEST_FAILED = 3
 TEXT_PROMPT = "The quick brown fox jumps over the lazy dog."
-NOT_ENGINE_KWARGS = ("use_v1",)  # settings that are environment variables, not LLM(...) arguments
+# settings that are environment variables, not LLM(...) arguments
+NOT_ENGINE_KWARGS = ("use_v1", "VLLM_PP_LAYER_PARTITION")
 
 
 def engine_kwargs(spec: dict) -> dict:
@@ -45,6 +46,8 @@ def engine_kwargs(spec: dict) -> dict:
 def apply_env_settings(settings: dict) -> None:
     if settings.get("use_v1") is not None:
         os.environ["VLLM_USE_V1"] = "1" if settings["use_v1"] else "0"
+    if settings.get("VLLM_PP_LAYER_PARTITION") is not None:  # read by get_pp_indices (distributed/utils.py:142)
+        os.environ["VLLM_PP_LAYER_PARTITION"] = str(settings["VLLM_PP_LAYER_PARTITION"])
 
 
 def make_image(size):

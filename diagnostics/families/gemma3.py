@@ -29,7 +29,8 @@ VARIANTS = {"gemma3": Variant(("image",), Window("0.8.0"), KIT,
                               stored={"gemma-3-4b": "google/gemma-3-4b-it", "gemma-3-12b": "google/gemma-3-12b-it",
                                       "gemma-3-27b": "google/gemma-3-27b-it"})}
 TEXT_DEFAULTS = dict(vocab_size=262208, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
-                     num_attention_heads=8, num_key_value_heads=4, head_dim=256, max_position_embeddings=131072)
+                     num_attention_heads=8, num_key_value_heads=4, head_dim=256, max_position_embeddings=131072,
+                     model_type="gemma3_text", sliding_window=4096)
 PAN_AND_SCAN = dict(pan_and_scan_min_crop_size=256, pan_and_scan_max_num_crops=4,
                     pan_and_scan_min_ratio_to_activate=1.2)  # Gemma3ProcessorKwargs defaults
 

@@ -320,7 +320,8 @@ class Manager:
 
     def devices_for(self, settings: dict) -> tuple | None:
         """The GPUs this worker's start claims (engine/gpus.py): with --gpus or under xdist, the worker's own
-        GPU and the next tensor_parallel_size - 1; None (the visible device, the machine-wide lock) otherwise."""
+        GPU and the next tensor_parallel_size x pipeline_parallel_size - 1; None (the visible device, the
+        machine-wide lock) otherwise."""
         if self.card is None or self.card.is_cpu or not (self.gpus or self._uses_xdist() or self.is_worker):
             return None
         gpus = self.gpus
@@ -331,7 +332,8 @@ class Manager:
             gpus = [g["index"] for g in found]
         worker = devices.worker_index(self.config.workerinput["workerid"] if self.is_worker else None)
         try:
-            return devices.pick_devices(worker, gpus, settings.get("tensor_parallel_size", 1))
+            return devices.pick_devices(worker, gpus, int(settings.get("tensor_parallel_size") or 1)
+                                        * int(settings.get("pipeline_parallel_size") or 1))
         except UsageError as err:
             pytest.fail(str(err), pytrace=False)
 

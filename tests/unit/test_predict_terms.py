@@ -41,6 +41,20 @@ def test_llm_pass_and_sampler_bytes_by_hand():
     assert sampler_bytes(M, 256, DEFAULT) == 256 * M.vocab_padded * 24
 
 
+def test_an_eager_profile_pass_holds_the_layer_input_and_qwen2_keeps_gate_up():
+    # vLLM runs the decoder loop as written in V0 / enforce_eager: the caller's layer input is a third hidden-size
+    # tensor at the MLP (llama.py 0.6.4:338-342), and Qwen2MLP's gate_up is alive at down_proj (qwen2.py 0.6.4:88-92)
+    llama = dataclasses.replace(M, architecture="LlamaForCausalLM", vision=None)
+    qwen2 = dataclasses.replace(M, architecture="Qwen2ForCausalLM", vision=None)
+    h, i = M.hidden, M.intermediate
+    assert llm_pass_bytes(llama, 1000, 2, eager=True) == 1000 * (3 * h + 3 * i) * 2
+    assert llm_pass_bytes(qwen2, 1000, 2, eager=True) == 1000 * (4 * h + 3 * i) * 2
+    assert llm_pass_bytes(qwen2, 1000, 2, tp=2, eager=True) == 1000 * (4 * h + 3 * i // 2) * 2
+    for m in (llama, qwen2, M):  # compiled (V1's default) and architectures whose loop is not checked: unchanged
+        assert llm_pass_bytes(m, 1000, 2) == 1000 * (2 * h + 3 * i) * 2
+    assert llm_pass_bytes(M, 1000, 2, eager=True) == 1000 * (2 * h + 3 * i) * 2
+
+
 def test_cuda_graphs_scale_with_the_largest_captured_batch():
     assert cuda_graph_term({"enforce_eager": True, "max_num_seqs": 256}, "V1", DEFAULT).value_gib == 0.0
     v0 = cuda_graph_term({"max_num_seqs": 256}, "V0", DEFAULT)
@@ -98,3 +112,18 @@ def test_weights_with_mm_encoder_tp_mode_data_keep_the_tower_whole():
     assert data.basis.startswith("derived") and "mm_encoder_tp_mode=data" in data.basis
     assert weights_term(M, {"tensor_parallel_size": 1, "mm_encoder_tp_mode": "data"}, 2).value_gib == \
         weights_term(M, {}, 2).value_gib
+
+
+def test_rotary_caches_vllm_keeps_are_named_where_they_matter():
+    """Gemma 3 4B: 0.56 GiB of cos/sin caches (131,072 x 8 scaled + 131,072 local rows x 256 in bf16), vLLM's own
+    buffer figure (tests/data/vllm_exact); MiniCPM-V-2_6's 8 MiB are left unsaid. The weights figure is unchanged."""
+    from diagnostics.models import get_model
+
+    notes: list[str] = []
+    gemma = get_model("gemma-3-4b")
+    w = weights_term(gemma, {"tensor_parallel_size": 1}, 2, notes)
+    assert w.value_gib == pytest.approx(gemma.weights_bytes(2) / GiB)
+    assert any("0.56 GiB of rotary cos/sin caches" in n for n in notes)
+    quiet: list[str] = []
+    weights_term(M, {"tensor_parallel_size": 1}, 2, quiet)
+    assert not any("rotary" in n for n in quiet)
