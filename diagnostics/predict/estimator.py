@@ -344,13 +344,14 @@ def _layer_kind_notes(ctx: _Context) -> list[str]:
     elif n[LINEAR]:
         out.append(f"{n[LINEAR]} of {m.layers} layers are Mamba/linear-attention: only the {n[FULL]} full-attention "
                    "layers hold paged KV; their per-request state is not modelled (KV tokens are an upper bound)")
-    if d.moe is not None and d.moe.moe_layers:
+    d = m.decoder
+    if d is not None and d.moe is not None and d.moe.moe_layers:
         mbt = int(ctx.settings["max_num_batched_tokens"])
-        m = moe_layer_bytes(d, mbt, ctx.db, ctx.tp, ctx.v)
+        moe = moe_layer_bytes(d, mbt, ctx.db, ctx.tp, ctx.v)
         out.append(f"MoE layers: the profile run's LLM pass is sized from one MoE layer's fused-MoE buffers at "
-                   f"{mbt:,} tokens x top-{d.moe.top_k or DEFAULT_TOP_K} experts: {fmt_gib(m.value / GiB)} per rank "
-                   f"(estimate {fmt_gib(m.low / GiB)} - {fmt_gib(m.high / GiB)}: the kernel depends on the card; "
-                   f"vLLM {ctx.v}'s {m.rule} Triton layout, predict.moe)")
+                   f"{mbt:,} tokens x top-{d.moe.top_k or DEFAULT_TOP_K} experts: {fmt_gib(moe.value / GiB)} per "
+                   f"rank (estimate {fmt_gib(moe.low / GiB)} - {fmt_gib(moe.high / GiB)}: the kernel depends on the "
+                   f"card; vLLM {ctx.v}'s {moe.rule} Triton layout, predict.moe)")
     return out
 
 
