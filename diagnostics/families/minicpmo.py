@@ -45,8 +45,10 @@ KIT = Kit(prompt=minicpmv.IMAGE_PROMPT, tokens=minicpmv.SPECIAL_TOKENS + ("<audi
           audio_placeholder=AUDIO_PLACEHOLDER,
           no_kit="tests/tools/minicpmo_kit.py writes the real-size directory vLLM's MiniCPMOProcessor loads")
 VARIANTS = {
+    # supports_encoder_tp_data: MiniCPMO subclasses MiniCPMV2_6 (vLLM 0.32 minicpmo.py:1004, minicpmv.py:1219)
     "minicpm-o-2_6": Variant(("image", "video", "audio"), Window("0.7.1", v0_only_until="0.8.3"), KIT,
-                             stored={"minicpm-o-2_6": "openbmb/MiniCPM-o-2_6"}, v0_sequence_video=True),
+                             stored={"minicpm-o-2_6": "openbmb/MiniCPM-o-2_6"}, v0_sequence_video=True,
+                             encoder_tp_data=True),
 }
 
 
@@ -206,15 +208,17 @@ def encoder_bytes(model, prof, db: int, eager: bool, tp: int, coef, version=None
     return audio if audio["total"] >= vision["total"] else vision
 
 
-# The item-size knobs, the worst-case request's pixel sizes and the vision tower's parameters are MiniCPM-V's: the
-# interface pieces a sibling branch (issue 22, s2-22s) makes every family module declare, delegated here so that this
-# module is complete whichever branch lands first (minicpmv's size_knobs / geometry / vision_tower_params).
+# The item-size knobs (plan --fit, the suite's search), the worst-case request's pixel sizes and the vision tower's
+# parameters are MiniCPM-V's.
 def size_knobs(s: MiniCPMOShape, v: Version, modalities: tuple[str, ...]):
     return minicpmv.size_knobs(s.vision_shape, v, modalities)
 
 
 def geometry(s: MiniCPMOShape, settings: dict, modality: str, v: Version):
-    """Pixel size of the largest image / video frame (MiniCPM-V's); an audio has none (the suite sends no audio)."""
+    """Pixel size of the largest image / video frame (MiniCPM-V's); ValueError for an audio, which has none (the
+    suite's worst-case request sends images and videos only)."""
+    if modality not in ("image", "video"):
+        raise ValueError(f"MiniCPM-o's {modality} has no pixel geometry")
     return minicpmv.geometry(s.vision_shape, settings, modality, v)
 
 

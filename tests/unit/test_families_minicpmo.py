@@ -102,3 +102,14 @@ def test_a_real_minicpm_o_start_printed_plans_audio_reserved_video_and_encoder_b
     assert p.profile["encoder_budget_tokens"] == printed["encoder_cache_budget_tokens"] == 2574
     assert (p.profile["encoder_items"], p.profile["modality"]) == (printed["profiled_video_items"], "video")
     assert 0 < printed["weights_gb"] - p.components["weights"].value_gib < 0.15
+
+
+def test_size_knobs_geometry_and_tower_are_minicpm_vs_and_an_audio_has_no_geometry():
+    o, v = get_model("minicpm-o-2_6"), MINICPM_V_2_6
+    assert ([k.name for k in o.family.size_knobs("0.32.0", ("image", "video"))] ==
+            [k.name for k in v.family.size_knobs("0.32.0", ("image", "video"))] == ["max_slice_nums", "num_frames"])
+    assert o.family.geometry({}, "image", "0.32.0") == v.family.geometry({}, "image", "0.32.0")
+    assert o.family.vision_tower_params(o) == v.family.vision_tower_params(v)  # the same SigLIP + resampler
+    with pytest.raises(ValueError, match="audio has no pixel geometry"):
+        o.family.geometry({}, "audio", "0.32.0")
+    assert o.family.info.encoder_tp_data  # MiniCPMO inherits MiniCPMVBaseModel's supports_encoder_tp_data
