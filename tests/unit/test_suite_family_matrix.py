@@ -104,9 +104,6 @@ def test_pytest_collects_the_family_matrix_for_a_hub_id(pytester, hub, first, la
 def test_minicpm_o_s_matrix_turns_its_audio_off_as_it_turns_video_off():
     """The audio knob is data (families/minicpmo.py knobs): pytest -m gpu --model openbmb/MiniCPM-o-2_6 crosses
     {"audio": 0} with {"video": 0}; limit_mm_per_prompt accepts audio (setting_values.MODALITIES)."""
-    from diagnostics.models import get_model
-    from diagnostics.suite.family_matrix import default_matrix, knob_axes
-
     axes = knob_axes(get_model("minicpm-o-2_6").family.knobs)
     assert {"video": 0, "audio": 0} in axes["limit_mm_per_prompt"] and len(axes["limit_mm_per_prompt"]) == 4
     assert default_matrix(None, "openbmb/MiniCPM-o-2_6").name == "vlm-minicpm-o-2_6"
