@@ -374,6 +374,9 @@ def _rope_rows(rope: dict, max_position: int) -> int:
     M-RoPE (mrope_section: mrope.py:347-351, positions_factor 4 by default)."""
     kind = str(rope.get("rope_type") or rope.get("type") or "default")
     factor = float(rope.get("factor") or 1)
+    if kind in ("longrope", "su") and rope.get("original_max_position_embeddings"):
+        # Phi-3's short and long caches concatenated (phi3_long_rope_scaled_rope.py:80-95)
+        return int(rope["original_max_position_embeddings"]) + max_position
     if kind == "linear":
         return int(max_position * factor)
     if kind in ("yarn", "deepseek_yarn", "deepseek_llama_scaling") and rope.get("original_max_position_embeddings"):
@@ -382,6 +385,31 @@ def _rope_rows(rope: dict, max_position: int) -> int:
     if "mrope_section" in rope or kind == "mrope":
         return max_position * 4
     return max_position
+
+
+# M-RoPE's cache holds 4 x max_position rows from vLLM 0.7.2 (MRotaryEmbedding.cache_max_position_num,
+# rotary_embedding.py 0.7.2:779-780; 0.7.0 :760-790 builds max_position rows)
+MROPE_X4_FROM = (0, 7, 2)
+
+
+def uses_mrope(cfg: dict) -> bool:
+    """Does the text config's rope take vLLM's MRotaryEmbedding (mrope_section, or rope type mrope)?"""
+    rope = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+    rope = rope if isinstance(rope, dict) else {}
+    if isinstance(rope.get("full_attention"), dict):
+        rope = rope["full_attention"]
+    return "mrope_section" in rope or str(rope.get("rope_type") or rope.get("type")) == "mrope"
+
+
+def rope_values_in(values: int, mrope: bool, version) -> int:
+    """The rotary cache values (`rope_cache_values`, vLLM 0.32's rule) as vLLM `version` builds them: the same in
+    every release from 0.4.0 (a buffer in the model dtype: `cache.to(torch.get_default_dtype())` 0.4.0
+    rotary_embedding.py:65-66, `cache.to(dtype)` 0.5.4 :83-84, 0.6.4 :96-98, 0.8.2 :100-102, 0.32 base.py:58-63)
+    except M-RoPE's before 0.7.2 (MROPE_X4_FROM): max_position rows, not 4 x. version: a Version tuple or None
+    (the newest rule)."""
+    if mrope and version is not None and tuple(version)[:3] < MROPE_X4_FROM:
+        return values // 4
+    return values
 
 
 def rope_cache_values(cfg: dict, head_dim: int, rope_dim: int | None = None) -> int:
@@ -397,6 +425,8 @@ def rope_cache_values(cfg: dict, head_dim: int, rope_dim: int | None = None) -> 
     rope = rope if isinstance(rope, dict) else {}
     if isinstance(rope.get("full_attention"), dict):  # transformers 5's per-layer-type rope_parameters
         rope = rope["full_attention"]
+    if "original_max_position_embeddings" not in rope and cfg.get("original_max_position_embeddings"):
+        rope = {**rope, "original_max_position_embeddings": cfg["original_max_position_embeddings"]}  # Phi-3
     partial = float(cfg.get("partial_rotary_factor") or rope.get("partial_rotary_factor") or 1.0)
     rotary_dim = rope_dim or int(head_dim * partial)
     total = _rope_rows(rope, max_position) * rotary_dim

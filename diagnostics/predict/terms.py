@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from diagnostics.decoder import rope_values_in
 from diagnostics.families import minicpmv
 from diagnostics.models import ModelSpec
 from diagnostics.predict.coefficients import DEFAULT, Coefficients
@@ -52,8 +53,31 @@ def dtype_bytes(model: ModelSpec, settings: dict) -> int:
     return DTYPES.get(settings.get("dtype", "auto")) or model.dtype_bytes
 
 
-def weights_term(model: ModelSpec, settings: dict, db: int, notes: list[str] | None = None, stage=None) -> Term:
-    """Weight bytes on one TP rank (GiB), less `cpu_offload_gb`.
+def rope_cache_bytes(model: ModelSpec, db: int, version=None, stage=None) -> int:
+    """Bytes of vLLM's rotary cos/sin caches on one rank: `model.rope_values` (diagnostics.decoder.rope_cache_values)
+    as vLLM `version` builds them (decoder.rope_values_in) x db, the model dtype's bytes (the buffer is cast to it:
+    rotary_embedding/base.py:58-63, 0.32). Not sharded: get_rope builds them whole in every attention layer's
+    module, once per distinct rope config (`_ROPE_DICT`, rotary_embedding/__init__.py:74-85, 0.32), and the model is
+    built on the GPU, so every TP rank holds them; a pipeline stage builds only its own layers (the others are
+    PPMissingLayer: models/utils.py make_layers), so a stage with decoder layers holds them and one without none.
+    Known gap: DeepSeek's yarn cache stays float32 where FlashInfer's rope kernel is enabled on CUDA
+    (deepseek_scaling_rope.py:56-62, 0.14+; off unless the rotary_embedding custom op is on): counted in db here."""
+    if stage is not None and stage.layers <= 0:
+        return 0
+    return rope_values_in(model.rope_values, model.rope_mrope, version) * db
+
+
+def _mib(nbytes: int) -> str:
+    mib = nbytes / (1 << 20)
+    return f"{mib:,.0f}" if mib >= 10 else f"{mib:.2g}"
+
+
+def weights_term(model: ModelSpec, settings: dict, db: int, notes: list[str] | None = None, stage=None,
+                 version=None) -> Term:
+    """Weight bytes on one TP rank (GiB), less `cpu_offload_gb`, plus vLLM's rotary cos/sin caches
+    (`rope_cache_bytes` for vLLM `version`, a Version or None for the newest rule): what vLLM's "Model loading
+    took X GiB" counts (Llama-3.1-8B on 0.6.4: 14.9575 GiB of parameters + 32 MiB of caches = the 14.9888 GiB
+    printed). The basis ends "+ N MiB rotary caches", and a header's `exact` becomes `derived` with them.
 
     From the checkpoint's safetensors headers when a text model has them (predict.shards: `exact` as stored,
     `derived` when cast/padded/split by vLLM's layer rules); else the parameter count of config.json by vLLM's
@@ -98,12 +122,6 @@ def weights_term(model: ModelSpec, settings: dict, db: int, notes: list[str] | N
                 notes.append(f"architecture {model.architecture} has no vllm-memcheck rules: weights and KV are "
                              "sized as a Llama-style decoder from the generic config keys (estimates); a checkpoint "
                              "directory with its safetensors files gives the weights from its headers")
-    # vLLM's rotary cos/sin caches are buffers on every rank (diagnostics.decoder.rope_cache_values): not yet in this
-    # figure (the shipped calibration and the documented figures were fitted without them); named where they matter
-    rope = model.rope_values * db
-    if rope >= ROPE_NOTE_BYTES and notes is not None:
-        notes.append(f"vLLM also keeps {rope / GiB:.2f} GiB of rotary cos/sin caches per rank (get_rope buffers, "
-                     "derived from the rope config) that the weights figure leaves out")
     if encoder_tp_data(model, settings):  # vLLM 0.32 config/model.py:822-830; the tower is not sharded
         tower, exact = tower_params(model)
         extra = tower * db * (1 - 1 / tp)
@@ -111,11 +129,19 @@ def weights_term(model: ModelSpec, settings: dict, db: int, notes: list[str] | N
         value, low, high = value + extra, low + extra - spread, high + extra + spread
         basis = (basis if exact else "estimate" + basis[basis.index(":"):]) + \
             " + the vision tower whole on every rank (mm_encoder_tp_mode=data)"
-    gib = [max(x - offload, 0) / GiB for x in (value, low, high)]
+    rope = rope_cache_bytes(model, db, version, stage)  # buffers: cpu_offload_gb moves parameters only
+    if rope:
+        basis = ("derived" + basis[basis.index(":"):] if basis.startswith("exact") else basis) + \
+            f" + {_mib(rope)} MiB rotary caches"
+        if rope >= ROPE_NOTE_BYTES and notes is not None:
+            notes.append(f"the weights include {rope / GiB:.2f} GiB of rotary cos/sin caches per rank (vLLM's "
+                         "get_rope buffers, sized by the config's max_position_embeddings and rope scaling: a "
+                         "smaller max_model_len does not shrink them)")
+    gib = [(max(x - offload, 0) + rope) / GiB for x in (value, low, high)]
     return Term(gib[0], min(gib), max(gib), basis)
 
 
-ROPE_NOTE_BYTES = 64 << 20  # rotary caches from this size are named in a note (Gemma 3: 0.56 GiB)
+ROPE_NOTE_BYTES = 64 << 20  # rotary caches from this size get a note (Gemma 3 4B: 0.56 GiB)
 
 
 def tower_params(model: ModelSpec) -> tuple[int, bool]:
