@@ -139,7 +139,9 @@ def test_rotary_caches_are_in_the_weights_as_vllm_counts_them():
 
 def test_rotary_caches_follow_the_vllm_version_and_the_pipeline_stage():
     """M-RoPE's cache has 4 x max_position rows from 0.7.2, max_position rows before (Qwen2.5-VL-7B: 128,000 x 128
-    values in bf16 x 4 or x 1); a pipeline stage without decoder layers holds none."""
+    values in bf16 x 4 or x 1), and again 1 x for Qwen3-VL's decoder from 0.32 (262,144 x 128 in bf16: 64 MiB, the
+    buffer bytes vLLM 0.32's own build reports, docs/vllm-exact.md); a pipeline stage without decoder layers holds
+    none."""
     from diagnostics.models import get_model
     from diagnostics.predict.pipeline import Stage
     from diagnostics.predict.terms import rope_cache_bytes
@@ -152,6 +154,9 @@ def test_rotary_caches_follow_the_vllm_version_and_the_pipeline_stage():
     old = weights_term(qwen, {}, 2, None, None, Version(0, 6, 4))
     new = weights_term(qwen, {}, 2, None, None, Version(0, 32, 0))
     assert (new.value_gib - old.value_gib) * GiB == pytest.approx(131_072_000 - 32_768_000)
+    qwen3 = get_model("qwen3-vl-8b")
+    assert rope_cache_bytes(qwen3, 2, Version(0, 32, 0)) == 262_144 * 128 * 2 == rope_cache_bytes(qwen3, 2)
+    assert rope_cache_bytes(qwen3, 2, Version(0, 31, 0)) == 4 * 262_144 * 128 * 2
     assert rope_cache_bytes(M, 2, stage=Stage(1, 2, 28, 28, False, True, True)) == 0
     assert rope_cache_bytes(M, 2, stage=Stage(1, 2, 14, 28, False, True, True)) == 32_768 * 128 * 2
 
