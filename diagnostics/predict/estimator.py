@@ -12,15 +12,14 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from diagnostics.cards import Card, get_card
-from diagnostics.decoder import FULL, LINEAR, SLIDING, STATE_POOL_SINCE, kv_group_size, state_pool_block_size
 from diagnostics.families import check_version
 from diagnostics.gguf_header import gguf_version_check
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.outcomes import MEMORY_TERMS
 from diagnostics.predict import mm_budget, pipeline
-from diagnostics.predict.moe import DEFAULT_TOP_K, moe_layer_bytes
 from diagnostics.predict.coefficients import DEFAULT, Calibration, Coefficients
 from diagnostics.predict.exact import VllmExact, exact_weights_gib
+from diagnostics.predict.layer_notes import HYBRID_KV_SINCE, layer_kind_notes
 from diagnostics.predict.limits import known_limits, mm_guard_notes, setting_notes, startup_blocker
 from diagnostics.predict.terms import (KVCache, Term, activation_term, cuda_graph_term, dtype_bytes,
                                        eager_vision_attention, encoder_bytes, encoder_term, kv_block_bytes,
@@ -34,7 +33,6 @@ from diagnostics.versions import Version, default_version, engine as engine_of, 
 # V1's hybrid KV cache manager: sliding-window layers keep only their window. 0.9.0 still turns every sliding layer
 # of a mixed model into full attention (v1/core/kv_cache_utils.py 0.9.0:660-693); 0.9.2 has the manager
 # (kv_cache_utils.py 0.9.2:744-786); 0.9.1 not checked.
-HYBRID_KV_SINCE = (0, 9, 2)
 # The component names of `Plan.components`, in the order vLLM's start-up meets them.
 COMPONENTS = tuple(MEMORY_TERMS)
 
@@ -143,7 +141,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     terms = StartupTerms(weights, non_torch, activation, kv, graphs, graphs_budgeted, enc_b / GiB,
                          llm_b / GiB, samp_b / GiB, peak, context_gib)
     outcome, phase = _judge(whole, terms, notes, per_stage)
-    notes += known_limits(model, v, ctx.eng, settings) + _layer_kind_notes(whole)
+    notes += known_limits(model, v, ctx.eng, settings) + layer_kind_notes(whole)
     notes += mm_guard_notes(model, v, settings, dict(prof.tokens_per_modality))
     if exact is not None:
         notes.append(_exact_note(exact, ctx.tp))
@@ -311,48 +309,6 @@ def _graph_room_note(ctx: _Context, t: StartupTerms, outcome: str) -> str:
             f"{fmt_gib(t.graphs.high_gib)}) are not in the KV budget in this version and may not fit in the "
             f"{fmt_gib(room)} left beside the KV cache (1 - gpu_memory_utilization of the card, plus the freed "
             "activation peak); lower gpu_memory_utilization, max_num_seqs, or set enforce_eager")
-
-
-def _group_words(n: dict, version, other: str = SLIDING) -> str:
-    """How vLLM groups the full and the `other` layers (diagnostics.decoder.kv_group_size), padding included."""
-    gs = kv_group_size([n[FULL], n[other]], version)
-    pad = sum(-c % gs for c in (n[FULL], n[other]) if c)
-    return f"layers grouped {gs} to a block" + (f", {pad} padding layer{'s' if pad > 1 else ''} counted" if pad else "")
-
-
-def _layer_kind_notes(ctx: _Context) -> list[str]:
-    """What the KV figure does with sliding-window and Mamba/linear-attention layers (diagnostics.decoder)."""
-    m = ctx.model
-    n, out = m.attention_layers(), []
-    if n[SLIDING]:
-        out.append(f"{n[SLIDING]} of {m.layers} layers use a {m.window}-token sliding window: " + (
-            "V1's hybrid KV manager keeps min(window - 1 + tokens in flight, max_model_len) tokens of a request in "
-            f"each, plus one block; {_group_words(n, ctx.v)}"
-            if ctx.eng == "V1" and ctx.v >= HYBRID_KV_SINCE else
-            "this engine gives them the whole length like full-attention layers"))
-    state = m.decoder.linear_state if m.decoder is not None else None
-    if n[LINEAR] and state is not None and ctx.eng == "V1" and ctx.v >= STATE_POOL_SINCE and not n[SLIDING]:
-        s = ctx.settings
-        tp = int(s.get("tensor_parallel_size", 1))
-        db = KV_CACHE_DTYPES.get(s.get("kv_cache_dtype", "auto")) or ctx.db
-        per = m.decoder.kv_bytes_per_token_layer(db, tp, ctx.v)
-        sb = state.state_bytes(m.dtype_bytes, tp)
-        out.append(f"{n[LINEAR]} of {m.layers} layers are linear attention (gated delta net): each holds "
-                   f"{sb:,} B of state per request on this rank; vLLM raises the attention block to "
-                   f"{state_pool_block_size(per, sb, int(s['block_size']))} tokens so a page holds one state, and "
-                   f"the KV figure counts the state's blocks; {_group_words(n, ctx.v, LINEAR)}")
-    elif n[LINEAR]:
-        out.append(f"{n[LINEAR]} of {m.layers} layers are Mamba/linear-attention: only the {n[FULL]} full-attention "
-                   "layers hold paged KV; their per-request state is not modelled (KV tokens are an upper bound)")
-    d = m.decoder
-    if d is not None and d.moe is not None and d.moe.moe_layers:
-        mbt = int(ctx.settings["max_num_batched_tokens"])
-        moe = moe_layer_bytes(d, mbt, ctx.db, ctx.tp, ctx.v)
-        out.append(f"MoE layers: the profile run's LLM pass is sized from one MoE layer's fused-MoE buffers at "
-                   f"{mbt:,} tokens x top-{d.moe.top_k or DEFAULT_TOP_K} experts: {fmt_gib(moe.value / GiB)} per "
-                   f"rank (estimate {fmt_gib(moe.low / GiB)} - {fmt_gib(moe.high / GiB)}: the kernel depends on the "
-                   f"card; vLLM {ctx.v}'s {moe.rule} Triton layout, predict.moe)")
-    return out
 
 
 def _graphs_budgeted(ctx: _Context) -> bool:

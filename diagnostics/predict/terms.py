@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from diagnostics.decoder import rope_values_in
-from diagnostics.families import minicpmv
 from diagnostics.models import ModelSpec
 from diagnostics.predict.coefficients import DEFAULT, Coefficients
 from diagnostics.predict.limits import encoder_tp_data
@@ -153,11 +152,13 @@ ROPE_NOTE_BYTES = 64 << 20  # rotary caches from this size get a note (Gemma 3 4
 
 
 def tower_params(model: ModelSpec) -> tuple[int, bool]:
-    """(vision tower + projector parameters, exact?): MiniCPM-V's SigLIP + resampler as vLLM builds them; other
-    families 4 d^2 + 3 d mlp per layer (attention and a gated MLP, norms and biases left out: an estimate)."""
+    """(vision tower + projector parameters, exact?): the family's own count where its module has one
+    (Family.vision_tower_params: MiniCPM-V's SigLIP + resampler as vLLM builds them); else 4 d^2 + 3 d mlp per layer
+    (attention and a gated MLP, norms and biases left out: an estimate)."""
     v = model.vision
-    if model.family is not None and model.family.module is minicpmv:
-        return minicpmv.tower_params(v) + minicpmv.resampler_params(v, model.hidden), True
+    exact = model.family.vision_tower_params(model) if model.family is not None else None
+    if exact is not None:
+        return exact, True
     return v.layers * (4 * v.hidden * v.hidden + 3 * v.hidden * v.mlp), False
 
 

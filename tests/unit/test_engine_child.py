@@ -57,6 +57,14 @@ def test_the_pp_layer_partition_is_an_environment_variable(monkeypatch):
     assert os.environ["VLLM_PP_LAYER_PARTITION"] == "20,7"  # read by get_pp_indices (distributed/utils.py:142)
 
 
+def test_every_vllm_env_setting_is_exported_not_passed_to_llm(monkeypatch):  # was an LLM(...) kwarg: a TypeError
+    monkeypatch.delenv("VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS", raising=False)
+    settings = {"max_num_seqs": 4, "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": False}
+    assert engine_kwargs({"settings": settings}) == {"max_num_seqs": 4}
+    apply_env_settings(settings)
+    assert os.environ["VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS"] == "0"
+
+
 # -- the worst-case request's prompt (issue 25), with a real tokenizer of the kits --------------------------------
 def kit_tokenizer(tmp_path):
     pytest.importorskip("tokenizers")
