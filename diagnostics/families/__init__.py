@@ -1,34 +1,51 @@
 """Vision-language model families, MiniCPM-V included: one module per family behind one interface.
 
-Every module in MODULES (minicpmv, qwen_vl, internvl, gemma3, llava, mllama) declares:
+Every module of this package with ARCHITECTURES is a family (MODULES, found by discover()) and declares:
   ARCHITECTURES  HF architecture -> variant (MiniCPM-V: variant_of(config) picks it from config.json's version)
   VARIANTS       variant -> common.Variant (modalities, version window, kit, stored configs and hub ids)
   parse(cfg, preprocessor, video preprocessor, where) -> (text config, vision config or VisionSpec, shape, params)
   items(shape, settings, seq_len, counts, version) -> {modality: Item} (vLLM's largest dummy items)
   knobs(shape) -> [Knob] (the settings that change the dummy items, as data)
 and optionally encoder_bytes(model, prof, db, eager, tp, coef) (default: common.tower_encoder_bytes),
-eager_attention(version, rules) (default: never) and modalities(variant, version) (default: the variant's).
+eager_attention(version, rules) (default: never), modalities(variant, version) (default: the variant's) and
+geometry(shape, settings, modality, version) -> (width, height, basis, note) of a real item as large as vLLM's dummy
+(default: suite/worst_case.py's table).
 check() raises at import when a module lacks a piece; tests/unit/test_families.py checks the data behind them.
 Pure: no torch, no vllm.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from dataclasses import dataclass
 from types import ModuleType
 
 from diagnostics.errors import UsageError
-from diagnostics.families import gemma3, internvl, llava, minicpmv, mllama, qwen_vl
+from diagnostics.families import minicpmv
 from diagnostics.families.common import Item, Knob, Kit, Variant, tower_encoder_bytes
 from diagnostics.versions import Version, parse_version, read_version
 
-MODULES = (minicpmv, qwen_vl, internvl, gemma3, llava, mllama)
 REQUIRED = ("ARCHITECTURES", "VARIANTS", "parse", "items", "knobs")
+
+
+def discover() -> tuple[ModuleType, ...]:
+    """Every module of this package that declares ARCHITECTURES (a family), MiniCPM-V first, then by name: a new
+    family is its module alone, no list to extend here."""
+    found = [importlib.import_module(f"{__name__}.{info.name}") for info in pkgutil.iter_modules(__path__)]
+    return (minicpmv,) + tuple(m for m in found if hasattr(m, "ARCHITECTURES") and m is not minicpmv)
+
+
+MODULES = discover()
 
 
 def check(modules=MODULES) -> None:
     """RuntimeError naming the module and the piece when a family module lacks part of the interface."""
+    owner: dict[str, str] = {}
     for mod in modules:
+        for arch in getattr(mod, "ARCHITECTURES", {}):
+            if owner.setdefault(arch, mod.__name__) != mod.__name__:
+                raise RuntimeError(f"family modules {owner[arch]} and {mod.__name__} both claim {arch}")
         for name in REQUIRED:
             if not hasattr(mod, name):
                 raise RuntimeError(f"family module {mod.__name__} lacks {name}")

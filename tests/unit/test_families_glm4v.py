@@ -1,0 +1,102 @@
+"""GLM-4.1V / 4.5V against vLLM's glm4_1v.py: vLLM 0.32's own figures (tests/tools/vlm_vllm_check.py on the stored
+glm-4.1v-9b-thinking, tests/data/vllm-0.32-vlm-figures.json) and the dummy-item rules of older releases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from diagnostics import families
+from diagnostics.errors import UsageError
+from diagnostics.families import glm4v
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = ROOT / "diagnostics" / "data" / "models"
+FIGURES = json.loads((ROOT / "tests" / "data" / "vllm-0.32-vlm-figures.json").read_text())["models"]
+
+
+def _parse(cfg=None):
+    d = MODELS / "glm-4.1v-9b-thinking"
+    return glm4v.parse(cfg or json.loads((d / "config.json").read_text()),
+                       json.loads((d / "preprocessor_config.json").read_text()),
+                       json.loads((d / "video_preprocessor_config.json").read_text()), str(d))
+
+
+def _image(settings, version, seq_len=65536):
+    return glm4v.items(_parse()[2], settings, seq_len, {"image": 1}, version)["image"].tokens
+
+
+def test_params_equal_vllm_0_32_meta_build_per_part():
+    cfg = json.loads((MODELS / "glm-4.1v-9b-thinking" / "config.json").read_text())
+    _, spec, _, params = _parse()
+    meta = FIGURES["glm-4.1v-9b-thinking"]["meta"]
+    assert params == meta["params"]
+    visual = glm4v.vision_params(cfg["vision_config"])
+    assert visual == meta["by_prefix"]["visual"] == 892_498_432
+    assert params - visual == meta["by_prefix"]["language_model"]  # 4 norms per layer, q/k/v biases
+    assert (spec.hidden, spec.mlp) == (1536, 4096)  # the blocks' MLP is out_hidden_size wide, not the merger's 13696
+
+
+def test_the_flat_config_layout_counts_the_same():
+    """Checkpoints saved before transformers 4.57 keep the text fields at the top level."""
+    cfg = json.loads((MODELS / "glm-4.1v-9b-thinking" / "config.json").read_text())
+    flat = {**{k: v for k, v in cfg.items() if k != "text_config"}, **cfg["text_config"]}
+    assert _parse(flat)[3] == _parse()[3]
+
+
+def test_image_tokens_follow_each_vllm_0_32_row():
+    for row in FIGURES["glm-4.1v-9b-thinking"]["rows"]:
+        seq = row["vllm"]["max_model_len"]
+        assert _image(row["settings"], "0.32.0", seq) == row["vllm"]["tokens_per_item"]["image"], row["settings"]
+
+
+def test_before_0_17_the_dummy_image_is_a_16_frame_square_whatever_max_pixels_says():
+    shape = _parse()[2]
+    assert glm4v.dummy_image(shape, {}, glm4v.Version(0, 16, 0)) == (1708, 1708)
+    assert glm4v.dummy_image(shape, {}, glm4v.Version(0, 17, 0)) == (4844, 4844)
+    assert _image({}, "0.16.0") == 3721 and _image({}, "0.17.0") == 29929
+    small = {"mm_processor_kwargs": {"max_pixels": 3211264}}
+    assert _image(small, "0.16.0") == 3721  # vLLM before 0.17 reads no max_pixels, transformers ignores it
+    assert _image(small, "0.17.0") == 2025
+    edge = {"mm_processor_kwargs": {"size": {"shortest_edge": 12544, "longest_edge": 1605632}}}
+    assert _image(edge, "0.16.0") == _image(edge, "0.32.0") == 1024  # the HF processor's own size applies always
+
+
+def test_video_frames_per_release():
+    shape = _parse()[2]
+    both = {"image": 1, "video": 1}
+    old = glm4v.items(shape, {}, 65536, both, "0.16.0")["video"]
+    assert (old.slices, old.tokens) == (600, 30000)  # the first-overflow loop never overflows: 600 frames
+    mid = glm4v.items(shape, {}, 65536, both, "0.25.0")["video"]
+    assert (mid.slices, mid.tokens) == (2, 29929)  # 3 frames of 4844 px already overflow 65536 - 29929
+    new = glm4v.items(shape, {}, 65536, both, "0.32.0")["video"]
+    assert (new.slices, new.tokens) == (7, 33856)  # the frame count with the most tokens that fit
+    assert new.tokens <= 65536 - 29929
+
+
+def test_the_two_frame_floor_starts_in_0_13():
+    shape = _parse()[2]
+    tight = {"mm_processor_kwargs": {"size": {"shortest_edge": 12544, "longest_edge": 1605632}}}
+    assert glm4v.items(shape, tight, 2048, {"image": 1, "video": 1}, "0.12.0")["video"].slices == 1
+    assert glm4v.items(shape, tight, 2048, {"image": 1, "video": 1}, "0.13.0")["video"].slices == 2
+
+
+def test_window_refuses_releases_without_the_class():
+    fam = families.parse(json.loads((MODELS / "glm-4.1v-9b-thinking" / "config.json").read_text()), {}, {}, "g")[2]
+    families.check_version(fam, "0.9.2", "glm")
+    with pytest.raises(UsageError, match=r"needs vLLM >= 0\.9\.2"):
+        families.check_version(fam, "0.9.0", "glm")
+    moe = families.Family("glm4.5v", glm4v, None)
+    with pytest.raises(UsageError, match=r"needs vLLM >= 0\.10\.1"):
+        families.check_version(moe, "0.10.0", "glm-4.5v")
+
+
+def test_max_pixels_knob_steps_in_tokens_per_image():
+    fam = families.parse(json.loads((MODELS / "glm-4.1v-9b-thinking" / "config.json").read_text()),
+                         json.loads((MODELS / "glm-4.1v-9b-thinking" / "preprocessor_config.json").read_text()),
+                         {}, "g")[2]
+    pixels = next(k for k in fam.knobs if k.key == "max_pixels")
+    assert pixels.default == 47040000
+    assert fam.tokens_per_item(pixels, 2048 * 2 * 28 * 28, {"max_model_len": 65536}, "0.32.0") == 2025
