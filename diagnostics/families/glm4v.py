@@ -51,7 +51,7 @@ VARIANTS = {
     # 0.9.2 is the first release whose registry has Glm4vForConditionalGeneration, 0.10.1 the first with the MoE
     "glm4.1v": Variant(("image", "video"), Window("0.9.2"), KIT,
                        stored={"glm-4.1v-9b-thinking": "zai-org/GLM-4.1V-9B-Thinking"}),
-    "glm4.5v": Variant(("image", "video"), Window("0.10.1"), KIT),
+    "glm4.5v": Variant(("image", "video"), Window("0.10.1"), KIT, stored={"glm-4.5v": "zai-org/GLM-4.5V"}),
 }
 OLD_TARGET_PIXELS = 28 * 28 * 2 * 30000  # _get_vision_info's default max_image_pixels (every release)
 OLD_TARGET_FRAMES = 16  # _get_vision_info's default num_frames: the image target before 0.17

@@ -100,3 +100,14 @@ def test_max_pixels_knob_steps_in_tokens_per_image():
     pixels = next(k for k in fam.knobs if k.key == "max_pixels")
     assert pixels.default == 47040000
     assert fam.tokens_per_item(pixels, 2048 * 2 * 28 * 28, {"max_model_len": 65536}, "0.32.0") == 2025
+
+
+def test_glm_4_5v_moe_decoder_equals_vllm_0_32_meta_build():
+    """Glm4MoeForCausalLM: one dense layer, then 128 routed experts + 1 shared, the router and its score-correction
+    bias; q/k/v biases (vLLM 0.32 glm4_moe.py)."""
+    d = MODELS / "glm-4.5v"
+    cfg = json.loads((d / "config.json").read_text())
+    params = glm4v.parse(cfg, json.loads((d / "preprocessor_config.json").read_text()), {}, str(d))[3]
+    meta = FIGURES["glm-4.5v"]["meta"]
+    assert params == meta["params"] == 107_744_749_696
+    assert params - glm4v.vision_params(cfg["vision_config"]) == meta["by_prefix"]["language_model"]
