@@ -289,11 +289,14 @@ def _family_spec(cfg: dict, processors: dict, name: str, source: str, dtype_byte
     f = _llm_fields(text, source)
     vision = v if isinstance(v, VisionSpec) else _vision_spec(v)
     arch = (cfg.get("architectures") or [str(cfg.get("model_type"))])[0]
+    # an MLA language model (Kimi-VL's DeepSeek-V3) caches one latent per layer, not K and V heads: its KV rules
+    # come from diagnostics.decoder (the parameter count stays the family's: tower + LLM)
+    dec = decoder_from_config(normalise(text), arch, source) if text.get("kv_lora_rank") else None
     return ModelSpec(name=name, architecture=arch, hidden=f["hidden"], layers=f["layers"],
                      heads=f["heads"], kv_heads=f["kv_heads"], head_dim=f["head_dim"], intermediate=f["intermediate"],
                      vocab=f["vocab"], dtype_bytes=dtype_bytes, params=params,
                      vision=vision, tie_word_embeddings=f["tied"], source=source, family=family,
-                     quantization=read_quantization(cfg), **_length_fields(cfg, text))
+                     quantization=read_quantization(cfg), decoder=dec, **_length_fields(cfg, text))
 
 
 def model_from_config(cfg: dict, name: str = "config.json", source: str = "config.json",

@@ -68,7 +68,9 @@ def weights_term(model: ModelSpec, settings: dict, db: int, notes: list[str] | N
             notes.extend(n for n in rw.notes if n not in notes)
         value, low, high, basis = rw.value, rw.low, rw.high, rw.basis
     else:
-        value = (model.decoder.params_per_rank(tp) * db if model.decoder is not None and model.quantization is None
+        # a VLM's decoder (an MLA LLM) holds the LLM alone: its weights are the family's count (tower included)
+        value = (model.decoder.params_per_rank(tp) * db
+                 if model.decoder is not None and model.quantization is None and model.vision is None
                  else model.weights_bytes(db) / tp)
         low = high = value
         basis = "derived: parameter count from the config by vLLM's layer rules" + (" (TP shard)" if tp > 1 else "")

@@ -54,3 +54,17 @@ def test_plan_profiles_the_dummy_image_on_vllm_0_32():
                 {"max_model_len": 32768, "max_num_batched_tokens": 8192}).profile
     assert prof["tokens_per_modality"] == {"image": 1089}
     assert (prof["encoder_budget_tokens"], prof["encoder_items"]) == (8192, 8192 // 1089)
+
+
+def test_the_mla_llm_caches_one_latent_per_layer_and_the_weights_keep_the_tower():
+    """vLLM 0.32 (diagnostics.vllm_exact on the stored config, a100-80, max_model_len 4096): 1,375,824 KV tokens,
+    MLAAttentionSpec; before the MLA rules reached family models plan counted 16 K and V heads of 128 per layer
+    (8,192 B per layer instead of 1,152) and planned 193,552 tokens."""
+    from diagnostics.models import get_model
+    from diagnostics.predict.estimator import plan
+
+    model = get_model("kimi-vl-a3b-instruct")
+    assert model.kv_bytes_per_token() == 27 * (512 + 64) * 2
+    p = plan("kimi-vl-a3b-instruct", "a100-80", "0.32.0", "llm", {"max_model_len": 4096})
+    assert p.components["weights"].value_gib * 2 ** 30 == pytest.approx(model.params * 2)  # tower and projector too
+    assert abs(p.kv_cache_tokens - 1_375_824) <= 0.02 * 1_375_824
