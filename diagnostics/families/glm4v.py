@@ -29,6 +29,9 @@ from diagnostics.families.common import Item, Kit, Knob, Variant, VisionSpec, Wi
 from diagnostics.families.qwen_vl import smart_resize
 from diagnostics.versions import Version, parse_version
 
+# mm_processor_kwargs keys items() reads (max_pixels from vLLM 0.17; size.longest_edge always); others go to the HF
+# processor unmodelled
+MM_KWARGS = ("max_pixels", "size")
 ARCHITECTURES = {
     "Glm4vForConditionalGeneration": "glm4.1v",
     "Glm4vMoeForConditionalGeneration": "glm4.5v",

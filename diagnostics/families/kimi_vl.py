@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from diagnostics.decoder import decoder_from_config
 from diagnostics.families.common import Item, Kit, Knob, Variant, VisionSpec, Window, need, vit_layer_params
 
+MM_KWARGS = ()  # no mm_processor_kwargs key changes the dummy items plan counts (the dummy image is a fixed size)
 ARCHITECTURES = {"KimiVLForConditionalGeneration": "kimi-vl"}
 IMAGE_PLACEHOLDER = "<|media_start|>image<|media_content|><|media_pad|><|media_end|>"  # get_placeholder_str :300
 KIT = Kit("<|im_user|>user<|im_middle|>" + IMAGE_PLACEHOLDER + "What is in the image?<|im_end|>"

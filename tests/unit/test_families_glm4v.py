@@ -111,3 +111,13 @@ def test_glm_4_5v_moe_decoder_equals_vllm_0_32_meta_build():
     meta = FIGURES["glm-4.5v"]["meta"]
     assert params == meta["params"] == 107_744_749_696
     assert params - glm4v.vision_params(cfg["vision_config"]) == meta["by_prefix"]["language_model"]
+
+
+def test_max_pixels_and_size_are_keys_plan_reads_and_a_typo_is_noted():
+    from diagnostics.models import get_model
+    from diagnostics.predict.limits import unread_mm_kwargs_notes
+
+    model, v = get_model("glm-4.1v-9b-thinking"), glm4v.Version(0, 32, 0)
+    assert unread_mm_kwargs_notes(model, v, {"mm_processor_kwargs": {"max_pixels": 1, "size": {}}}) == []
+    (note,) = unread_mm_kwargs_notes(model, v, {"mm_processor_kwargs": {"max_pixel": 1}})
+    assert "max_pixel:" in note and "max_pixels, size" in note
