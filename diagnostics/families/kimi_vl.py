@@ -8,6 +8,8 @@ scaled down to at most `in_token_limit` 14 px patches, padded to whole 2 x 2 mer
 The processor is the checkpoint's remote code (KimiVLProcessor), which the CPU install cannot load offline, so the
 multimodal budget is derived from vLLM's formula over the stored preprocessor config, not checked by a vLLM run.
 Knob: limit_mm_per_prompt {"image": N} (the tokens per item are fixed by the dummy image's size).
+Before vLLM 0.14 MoonViT's attention over the packed dummy images is quadratic in their total patches on a default
+install (PACKED_SDPA_UNTIL, eager_attention, encoder_bytes): the field's 7-64 GB encoder profiles (Kimi-VL #57).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import math
 from dataclasses import dataclass
 
 from diagnostics.decoder import decoder_from_config
-from diagnostics.families.common import Item, Kit, Knob, Variant, VisionSpec, Window, need, vit_layer_params
+from diagnostics.families.common import (Item, Kit, Knob, Variant, VisionSpec, Window, need, tower_encoder_bytes,
+                                         vit_layer_params)
+from diagnostics.versions import Version, parse_version
 
 MM_KWARGS = ()  # no mm_processor_kwargs key changes the dummy items plan counts (the dummy image is a fixed size)
 ARCHITECTURES = {"KimiVLForConditionalGeneration": "kimi-vl"}
@@ -29,6 +33,13 @@ KIT = Kit("<|im_user|>user<|im_middle|>" + IMAGE_PLACEHOLDER + "What is in the i
 VARIANTS = {"kimi-vl": Variant(("image",), Window("0.8.5"), KIT,
                                stored={"kimi-vl-a3b-instruct": "moonshotai/Kimi-VL-A3B-Instruct"})}
 DUMMY_IMAGE = (1024, 1024)  # kimi_vl.py MaxImageTokenMeta (width, height)
+# MoonViT's attention before vLLM 0.14 (0.13.0 moonvit.py:120-160, 433-444, 486): flash_attn_varlen_func only where
+# the `flash_attn` package is installed (vLLM does not install it), else sdpa_attention over the whole packed
+# sequence of every image in the pass, with a dense (1, L, L) boolean mask and 3-D q/k/v, which PyTorch's fused
+# SDPA kernels refuse (they need 4-D inputs): the math path's L^2 scores per head. From 0.14 MMEncoderAttention
+# (varlen, per image).
+PACKED_SDPA_UNTIL = Version(0, 14, 0)
+FP32 = 4
 
 
 @dataclass(frozen=True)
@@ -89,3 +100,23 @@ def items(s: KimiVLShape, settings: dict, seq_len: int, counts: dict[str, int], 
         return {}
     t = image_tokens(s, *DUMMY_IMAGE)
     return {"image": Item("image", t, t * s.kernel[0] * s.kernel[1])}
+
+
+def eager_attention(version, rules: str) -> bool:
+    """MoonViT computes L^2 scores over the packed dummy images in vLLM 0.8.5 - 0.13 (PACKED_SDPA_UNTIL says why)."""
+    return parse_version(version) < PACKED_SDPA_UNTIL
+
+
+def encoder_bytes(model, prof, db: int, eager: bool, tp: int, coef) -> dict:
+    """common.tower_encoder_bytes, plus with eager attention the math SDPA path over the packed sequence of all
+    L = prof.vit_tokens_padded patches: q @ k^T and its softmax, (heads / tp) x L^2 each in fp32 (torch >= 2.5's
+    math SDPA upcasts bf16/fp16 unless allow_fp16_bf16_reduction_math_sdp is set; vLLM 0.8.5 ships torch 2.6), and
+    the boolean mask with its additive copy, L^2 x (1 + db). An estimate for vLLM's default install: with the
+    flash_attn package present vLLM < 0.14 takes the varlen kernel and these bytes vanish."""
+    out = tower_encoder_bytes(model, prof, db, eager, tp, coef)
+    if not eager:
+        return out
+    n, heads = prof.vit_tokens_padded, max(model.vision.heads // tp, 1)
+    scores = heads * n * n * 2 * FP32 + n * n * (1 + db)
+    return {**out, "total": out["total"] + scores, "vpm": out["vpm"] + scores, "scores": scores,
+            "largest_alloc": max(out["largest_alloc"], heads * n * n * FP32)}

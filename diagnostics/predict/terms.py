@@ -111,7 +111,8 @@ def non_torch_term(settings: dict, coef: Coefficients) -> Term:
 
 def eager_vision_attention(model: ModelSpec, version, family: str) -> bool:
     """Does the model's vision tower compute L^2 attention scores in this version (its family says: MiniCPM-V's
-    na_vit.py SigLIP is eager in 0.5.4 - 0.6.2, xformers from 0.6.3; the other families' towers never)?"""
+    na_vit.py SigLIP is eager in 0.5.4 - 0.6.2, xformers from 0.6.3; Kimi-VL's MoonViT before 0.14; the others
+    never)?"""
     return model.family is not None and model.family.eager_attention(version, family)
 
 
@@ -139,7 +140,8 @@ def encoder_term(enc_total_bytes: int, eager: bool, coef: Coefficients) -> Term:
     gib = enc_total_bytes / GiB
     if not gib:
         return Term.exact(0.0, "exact: none")
-    basis = ("derived: eager SigLIP attention scores (slices x heads x 1024^2 x 8 B) + linear activations"
+    basis = ("derived: eager vision attention scores (L^2 per head: MiniCPM-V's SigLIP slices x heads x 1024^2 x "
+             "8 B, Kimi-VL's MoonViT over its packed images) + linear activations"
              if eager else "estimate: linear-in-tokens tower/resampler activations")
     return Term(gib, gib * lo_f, gib * hi_f, basis)
 

@@ -68,3 +68,19 @@ def test_the_mla_llm_caches_one_latent_per_layer_and_the_weights_keep_the_tower(
     p = plan("kimi-vl-a3b-instruct", "a100-80", "0.32.0", "llm", {"max_model_len": 4096})
     assert p.components["weights"].value_gib * 2 ** 30 == pytest.approx(model.params * 2)  # tower and projector too
     assert abs(p.kv_cache_tokens - 1_375_824) <= 0.02 * 1_375_824
+
+
+def test_before_0_14_moonvit_attends_over_the_packed_dummy_images():
+    """vLLM 0.13 moonvit.py sdpa_attention: one dense mask over every image in the pass, 3-D q/k/v (the math path);
+    0.14 MMEncoderAttention is varlen per image. 3 dummy images of 4,356 patches: 16 heads x 13,068^2 x 2 x 4 B."""
+    from diagnostics.predict.estimator import plan
+
+    settings = {"max_model_len": 32768, "max_num_batched_tokens": 4096}
+    old = plan("kimi-vl-a3b-instruct", "h100-80", "0.13.0", "llm", settings)
+    new = plan("kimi-vl-a3b-instruct", "h100-80", "0.14.0", "llm", settings)
+    assert old.profile["vit_tokens"] == new.profile["vit_tokens"] == 3 * 4356
+    n = 3 * 4356
+    extra = (16 * n * n * 8 + n * n * 3) / 2 ** 30
+    assert old.components["encoder_profile"].value_gib - new.components["encoder_profile"].value_gib == (
+        pytest.approx(extra, rel=1e-6))
+    assert kimi_vl.eager_attention("0.13.0", "v1") and not kimi_vl.eager_attention("0.14.0", "v1")
