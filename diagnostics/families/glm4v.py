@@ -15,10 +15,10 @@ the budget counts the embeddings of a dummy item that the HF processor processes
 * video: frames = the count whose video tokens fit max_model_len less the images' tokens (before 0.26: the first
   count past which they stop fitting, under 28 x 28 x 2 x 30000, divided among the videos, 0.16.0 :914-947; from 0.26
   the count with the most tokens that fit under the video processor's longest_edge, 0.32.0 :1161-1193), at least 2
-  from 0.13 (Glm4vDummyInputsBuilder._get_dummy_videos, 0.32.0 :1487-1499), each frame the dummy image; the video processor needs
-  torchvision, so the video item is derived from the source, not checked against vLLM's own run.
-Knobs: mm_processor_kwargs max_pixels (vLLM 0.17+; pixels, a multiple of (patch x merge)^2 = 28 x 28 per token)
-and size.longest_edge (every release), limit_mm_per_prompt {"video": 0}.
+  from 0.13 (Glm4vDummyInputsBuilder._get_dummy_videos, 0.32.0 :1487-1499), each frame the dummy image; the video
+  processor needs torchvision, so the video item is derived from the source, not checked against vLLM's own run.
+Knobs: mm_processor_kwargs max_pixels (vLLM 0.17+; an area: an image is resized as 2 frames, so 2 x 28 x 28 pixels
+per token) and size.longest_edge (every release), limit_mm_per_prompt {"video": 0}.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ ARCHITECTURES = {
 _TF = "transformers.models.glm4v."
 IMAGE_PLACEHOLDER = "<|begin_of_image|><|image|><|end_of_image|>"
 VIDEO_PLACEHOLDER = "<|begin_of_video|><|video|><|end_of_video|>"
-# vLLM examples/offline_inference/vision_language.py run_glm4_1v: the GLM-4 chat format
+# the GLM-4 chat format around vLLM's placeholders (Glm4vForConditionalGeneration.get_placeholder_str, 0.32.0 :1767)
 KIT = Kit(f"[gMASK]<sop><|user|>\n{IMAGE_PLACEHOLDER}What is in the image?<|assistant|>\n",
           ("<|endoftext|>", "[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>", "<|begin_of_image|>",
            "<|end_of_image|>", "<|image|>", "<|begin_of_video|>", "<|end_of_video|>", "<|video|>"), "<|endoftext|>",

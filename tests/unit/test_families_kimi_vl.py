@@ -1,5 +1,5 @@
-"""Kimi-VL against vLLM's kimi_vl.py: the parameter count of vLLM 0.32's meta build (tests/data/vllm-0.32-vlm-figures.json)
-and vLLM's image-token formula over the stored preprocessor config."""
+"""Kimi-VL against vLLM's kimi_vl.py: the parameter count of vLLM 0.32's meta build and its budget rows
+(tests/data/vllm-0.32-vlm-figures.json), vLLM's image-token formula over the stored preprocessor config."""
 
 from __future__ import annotations
 
