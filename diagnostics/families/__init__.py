@@ -5,11 +5,14 @@ Every module of this package with ARCHITECTURES is a family (MODULES, found by d
   VARIANTS       variant -> common.Variant (modalities, version window, kit, stored configs and hub ids)
   parse(cfg, preprocessor, video preprocessor, where) -> (text config, vision config or VisionSpec, shape, params)
   items(shape, settings, seq_len, counts, version) -> {modality: Item} (vLLM's largest dummy items)
-  knobs(shape) -> [Knob] (the settings that change the dummy items, as data)
+  knobs(shape) -> [Knob] (the settings that change the dummy items, as data: explain's advice and ladders)
+  size_knobs(shape, version, modalities) -> [SizeKnob] (the knobs that size one item, with their domain per
+                 max_model_len, as `plan --fit` and the suite's search and matrix walk them; [] when none)
+  geometry(shape, settings, modality, version) -> Geometry (the pixel size of the largest item the suite's
+                 worst-case request sends)
 and optionally encoder_bytes(model, prof, db, eager, tp, coef) (default: common.tower_encoder_bytes),
-eager_attention(version, rules) (default: never), modalities(variant, version) (default: the variant's) and
-geometry(shape, settings, modality, version) -> (width, height, basis, note) of a real item as large as vLLM's dummy
-(default: suite/worst_case.py's table).
+vision_tower_params(vision, llm hidden) (the tower + projector parameters as vLLM builds them; default: an estimate),
+eager_attention(version, rules) (default: never) and modalities(variant, version) (default: the variant's).
 check() raises at import when a module lacks a piece; tests/unit/test_families.py checks the data behind them.
 Pure: no torch, no vllm.
 """
@@ -23,10 +26,10 @@ from types import ModuleType
 
 from diagnostics.errors import UsageError
 from diagnostics.families import minicpmv
-from diagnostics.families.common import Item, Knob, Kit, Variant, tower_encoder_bytes
+from diagnostics.families.common import Geometry, Item, Knob, Kit, SizeKnob, Variant, tower_encoder_bytes
 from diagnostics.versions import Version, parse_version, read_version
 
-REQUIRED = ("ARCHITECTURES", "VARIANTS", "parse", "items", "knobs")
+REQUIRED = ("ARCHITECTURES", "VARIANTS", "parse", "items", "knobs", "size_knobs", "geometry")
 
 
 def discover() -> tuple[ModuleType, ...]:
@@ -103,6 +106,15 @@ class Family:
         """The advised knobs in one line (explain's advice names them)."""
         return " or ".join(k.text() for k in self.knobs if k.advise)
 
+    def size_knobs(self, version, modalities: tuple[str, ...]) -> list[SizeKnob]:
+        """The knobs that size one dummy item in this vLLM version with these modalities active (common.SizeKnob:
+        name, setting, step, domain per max_model_len), as `plan --fit` walks them; [] when the family has none."""
+        return list(self.module.size_knobs(self.shape, parse_version(version), tuple(modalities)))
+
+    def geometry(self, settings: dict, modality: str, version) -> Geometry:
+        """(width, height, basis, note) of the largest `modality` item in pixels (a video: each frame)."""
+        return self.module.geometry(self.shape, settings, modality, parse_version(version))
+
     def items(self, settings: dict, seq_len: int, counts: dict[str, int], version) -> dict[str, Item]:
         """Largest dummy item per active modality (counts: modality -> items per prompt, as vLLM asks)."""
         return self.module.items(self.shape, settings, seq_len, counts, parse_version(version))
@@ -119,6 +131,12 @@ class Family:
     def encoder_bytes(self, model, prof, db: int, eager: bool, tp: int, coef) -> dict:
         fn = getattr(self.module, "encoder_bytes", tower_encoder_bytes)
         return fn(model, prof, db, eager, tp, coef)
+
+    def vision_tower_params(self, model) -> int | None:
+        """The vision tower + projector parameters as vLLM builds them (exact), or None where the family module does
+        not count them (predict.terms then estimates). model: ModelSpec."""
+        fn = getattr(self.module, "vision_tower_params", None)
+        return fn(model.vision, model.hidden) if fn else None
 
     def eager_attention(self, version, rules: str) -> bool:
         """Does the vision tower compute L^2 attention scores (eager) in this vLLM version and rule family?"""

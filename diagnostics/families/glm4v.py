@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diagnostics.families.common import Item, Kit, Knob, Variant, VisionSpec, Window, decoder_params, need
+from diagnostics.families.common import (Geometry, Item, Kit, Knob, SizeKnob, Variant, VisionSpec, Window,
+                                         decoder_params, need)
 from diagnostics.families.qwen_vl import smart_resize
 from diagnostics.versions import Version, parse_version
 
@@ -183,11 +184,24 @@ def dummy_image(s: Glm4vShape, settings: dict, version: Version) -> tuple[int, i
     return _resize(s, (BIG, BIG), 1, MIN_PIXELS_VLLM, _vllm_max(_kwargs(settings), s.image_size[1]))
 
 
-def geometry(s: Glm4vShape, settings: dict, modality: str, version) -> tuple[int, int, str, str | None]:
-    """(width, height, basis, note) of a real item as large as vLLM's dummy of `modality` (a video: each frame): the
-    dummy image itself, which the HF processor keeps (suite/worst_case.py sends it)."""
+def geometry(s: Glm4vShape, settings: dict, modality: str, version) -> Geometry:
+    """vLLM's dummy image of this release (a video: each frame is that image), which the HF processor keeps."""
     h, w = dummy_image(s, settings, version)
-    return w, h, "derived", None
+    return Geometry(w, h)
+
+
+def size_knobs(s: Glm4vShape, v=None, modalities: tuple[str, ...] = ()) -> list[SizeKnob]:
+    """max_pixels (vLLM 0.17+, IMAGE_TARGET_SINCE) in steps of 2 x (patch x merge)^2 pixels, one image token each
+    (the HF processor resizes an image as 2 frames), from the processor's shortest_edge area up; before 0.17 vLLM's
+    dummy image does not follow it (the processor's size.longest_edge does, a nested key --fit does not walk)."""
+    if v is None or parse_version(v) < IMAGE_TARGET_SINCE:
+        return []
+    unit = 2 * (s.patch * s.merge) ** 2
+    return [SizeKnob("max_pixels", "mm_processor_kwargs", "max_pixels", unit, f"2 x {s.patch * s.merge} x "
+                     f"{s.patch * s.merge} px", -(-s.image_size[0] // unit), 1, current=s.image_size[1],
+                     note="an area: vLLM sizes its dummy image by it (glm4_1v.py _get_image_max_pixels) and from "
+                          "0.26 the dummy video's frame count too", modalities=("image",),
+                     frontier=(256, 512, 1024, 2048, 4096, 8192, 16384))]
 
 
 def _video_frames(s: Glm4vShape, target, max_tokens: int, videos: int, version: Version, video_max: int) -> int:

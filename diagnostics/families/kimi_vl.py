@@ -18,8 +18,8 @@ import math
 from dataclasses import dataclass
 
 from diagnostics.decoder import decoder_from_config
-from diagnostics.families.common import (Item, Kit, Knob, Variant, VisionSpec, Window, need, tower_encoder_bytes,
-                                         vit_layer_params)
+from diagnostics.families.common import (Geometry, Item, Kit, Knob, SizeKnob, Variant, VisionSpec, Window, need,
+                                         tower_encoder_bytes, vit_layer_params)
 from diagnostics.versions import Version, parse_version
 
 MM_KWARGS = ()  # no mm_processor_kwargs key changes the dummy items plan counts (the dummy image is a fixed size)
@@ -87,6 +87,16 @@ def image_tokens(s: KimiVLShape, width: int, height: int) -> int:
     pad_h = (kh * s.patch - height % (kh * s.patch)) % (kh * s.patch)
     pad_w = (kw * s.patch - width % (kw * s.patch)) % (kw * s.patch)
     return ((height + pad_h) // (kh * s.patch)) * ((width + pad_w) // (kw * s.patch))
+
+
+def size_knobs(s: KimiVLShape, v=None, modalities: tuple[str, ...] = ()) -> list[SizeKnob]:
+    """None: the dummy image has a fixed size (MaxImageTokenMeta); the image count is the knob."""
+    return []
+
+
+def geometry(s: KimiVLShape, settings: dict, modality: str, version=None) -> Geometry:
+    """vLLM's 1024 x 1024 dummy image (kimi_vl.py MaxImageTokenMeta)."""
+    return Geometry(*DUMMY_IMAGE)
 
 
 def knobs(s: KimiVLShape) -> list[Knob]:

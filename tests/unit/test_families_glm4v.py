@@ -121,3 +121,18 @@ def test_max_pixels_and_size_are_keys_plan_reads_and_a_typo_is_noted():
     assert unread_mm_kwargs_notes(model, v, {"mm_processor_kwargs": {"max_pixels": 1, "size": {}}}) == []
     (note,) = unread_mm_kwargs_notes(model, v, {"mm_processor_kwargs": {"max_pixel": 1}})
     assert "max_pixel:" in note and "max_pixels, size" in note
+
+
+def test_fit_walks_max_pixels_from_0_17_in_steps_of_one_image_token():
+    from diagnostics.predict.mm_fit import find_knob
+
+    fam = families.parse(json.loads((MODELS / "glm-4.1v-9b-thinking" / "config.json").read_text()),
+                         json.loads((MODELS / "glm-4.1v-9b-thinking" / "preprocessor_config.json").read_text()),
+                         {}, "g")[2]
+    assert fam.size_knobs("0.16.0", ("image",)) == []  # vLLM's dummy image ignores max_pixels before 0.17
+    (k,) = fam.size_knobs("0.32.0", ("image",))
+    assert (k.name, k.step, k.lo) == ("max_pixels", 2 * 28 * 28, 8)  # 12,544 px shortest_edge = 8 tokens
+    assert fam.items({"mm_processor_kwargs": {"max_pixels": 2025 * k.step}}, 65536, {"image": 1},
+                     "0.32.0")["image"].tokens == 2025
+    knob = find_knob("max_pixels", "glm-4.1v-9b-thinking", "0.32.0", {"max_model_len": 32768})
+    assert knob.label(2048 * k.step) == "3,211,264 (2048 x 2 x 28 x 28 px: at most 2,048 tokens per image)"

@@ -65,7 +65,7 @@ def test_no_max_model_len_no_worst_case():
         worst_case(None, get_card("cpu"), "0.32.0", {})
 
 
-def test_a_family_module_with_its_own_geometry_answers_for_itself():
+def test_glms_worst_case_image_is_vllms_dummy_image_of_the_release():
     """glm4v.geometry: vLLM's dummy image per release (a 16-frame square before 0.17, the processor's area after)."""
     model, card = get_model("glm-4.1v-9b-thinking"), get_card("a100-80")
     limits = {"max_model_len": 65536, "limit_mm_per_prompt": {"image": 1, "video": 0}}
