@@ -62,11 +62,13 @@ def test_the_mla_llm_caches_one_latent_per_layer_and_the_weights_keep_the_tower(
     (8,192 B per layer instead of 1,152) and planned 193,552 tokens."""
     from diagnostics.models import get_model
     from diagnostics.predict.estimator import plan
+    from diagnostics.predict.terms import rope_cache_bytes
 
     model = get_model("kimi-vl-a3b-instruct")
     assert model.kv_bytes_per_token() == 27 * (512 + 64) * 2
     p = plan("kimi-vl-a3b-instruct", "a100-80", "0.32.0", "llm", {"max_model_len": 4096})
-    assert p.components["weights"].value_gib * 2 ** 30 == pytest.approx(model.params * 2)  # tower and projector too
+    # tower and projector too, and vLLM's rotary caches (MLA's 64-wide rope, predict.terms.rope_cache_bytes)
+    assert p.components["weights"].value_gib * 2 ** 30 == pytest.approx(model.params * 2 + rope_cache_bytes(model, 2))
     assert abs(p.kv_cache_tokens - 1_375_824) <= 0.02 * 1_375_824
 
 
