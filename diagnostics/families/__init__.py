@@ -1,6 +1,6 @@
 """Vision-language model families, MiniCPM-V included: one module per family behind one interface.
 
-Every module in MODULES (minicpmv, qwen_vl, internvl, gemma3, llava, mllama) declares:
+Every module of this package with ARCHITECTURES is a family (MODULES, found by discover()) and declares:
   ARCHITECTURES  HF architecture -> variant (MiniCPM-V: variant_of(config) picks it from config.json's version)
   VARIANTS       variant -> common.Variant (modalities, version window, kit, stored configs and hub ids)
   parse(cfg, preprocessor, video preprocessor, where) -> (text config, vision config or VisionSpec, shape, params)
@@ -19,21 +19,36 @@ Pure: no torch, no vllm.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from dataclasses import dataclass
 from types import ModuleType
 
 from diagnostics.errors import UsageError
-from diagnostics.families import gemma3, internvl, llava, minicpmv, mllama, qwen_vl
+from diagnostics.families import minicpmv
 from diagnostics.families.common import Geometry, Item, Knob, Kit, SizeKnob, Variant, tower_encoder_bytes
 from diagnostics.versions import Version, parse_version, read_version
 
-MODULES = (minicpmv, qwen_vl, internvl, gemma3, llava, mllama)
 REQUIRED = ("ARCHITECTURES", "VARIANTS", "parse", "items", "knobs", "size_knobs", "geometry")
+
+
+def discover() -> tuple[ModuleType, ...]:
+    """Every module of this package that declares ARCHITECTURES (a family), MiniCPM-V first, then by name: a new
+    family is its module alone, no list to extend here."""
+    found = [importlib.import_module(f"{__name__}.{info.name}") for info in pkgutil.iter_modules(__path__)]
+    return (minicpmv,) + tuple(m for m in found if hasattr(m, "ARCHITECTURES") and m is not minicpmv)
+
+
+MODULES = discover()
 
 
 def check(modules=MODULES) -> None:
     """RuntimeError naming the module and the piece when a family module lacks part of the interface."""
+    owner: dict[str, str] = {}
     for mod in modules:
+        for arch in getattr(mod, "ARCHITECTURES", {}):
+            if owner.setdefault(arch, mod.__name__) != mod.__name__:
+                raise RuntimeError(f"family modules {owner[arch]} and {mod.__name__} both claim {arch}")
         for name in REQUIRED:
             if not hasattr(mod, name):
                 raise RuntimeError(f"family module {mod.__name__} lacks {name}")

@@ -203,6 +203,9 @@ class Kit:
     # (image, video): one item's placeholder in the family's chat prompt (None: the family has no such item); the
     # suite's worst-case request repeats them (suite/worst_case.py)
     placeholders: tuple[str | None, str | None] = (None, None)
+    # config.json key -> special token: ids vLLM reads from the config (not the tokenizer), pointed at the kit
+    # tokenizer's (kit/vlm.py); keys a family does not name here fall back to kit/vlm.py's TOKEN_ID_KEYS
+    token_ids: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -77,8 +77,8 @@ TOKEN_ID_KEYS = {
 GEMMA3_IMAGE_TOKEN = "<image_soft_token>"
 
 
-def _point_token_ids(config: dict, model_type: str, ids: dict[str, int]) -> None:
-    for key, token in TOKEN_ID_KEYS.items():
+def _point_token_ids(config: dict, model_type: str, ids: dict[str, int], kit: Kit | None = None) -> None:
+    for key, token in {**TOKEN_ID_KEYS, **(kit.token_ids if kit else {})}.items():
         if key in config:
             config[key] = ids[GEMMA3_IMAGE_TOKEN if model_type == "gemma3" and key == "image_token_index" else token]
 
@@ -133,7 +133,7 @@ def build_vlm_kit(name: str, out_dir, force: bool = False) -> Path:
 
     tokens, eos = kit.tokens, kit.eos
     tok = build_tokenizer(out_dir, TokenizerSpec(tuple(tokens), eos=eos, pad=tokens[0], extra_config=kit.extra))
-    _point_token_ids(config, model_type, tok.special_ids)
+    _point_token_ids(config, model_type, tok.special_ids, kit)
     config["_memcheck_kit"] = {"size": "real", "weights": "none", "source": name}
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return out_dir

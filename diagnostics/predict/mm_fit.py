@@ -79,10 +79,9 @@ class Knob:
         """A value in the units users set: `1003520 (1280 x 28 x 28 px: at most 1280 tokens per image)`."""
         if value is None:
             return "none fits"
-        if self.name == "max_pixels":
-            edge = self.unit.split(" ")[0]
+        if self.name == "max_pixels":  # the step's own unit: "28 x 28 px" (Qwen), "2 x 28 x 28 px" (GLM-4.1V)
             n = value // self.step
-            return f"{value:,} ({n} x {edge} x {edge} px: at most {n:,} tokens per image)"
+            return f"{value:,} ({n} x {self.unit}: at most {n:,} tokens per image)"
         word = self.word or COUNT_WORDS.get(self.name) or self.unit + "{}"
         return f"{value:,} {word.format('' if value == 1 else 's')}"
 

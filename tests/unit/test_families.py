@@ -25,7 +25,7 @@ def test_every_stored_config_resolves_to_a_family():
 
 
 def test_unknown_architecture_is_not_a_family():
-    assert families.lookup({"architectures": ["KimiVLForConditionalGeneration"]}) is None
+    assert families.lookup({"architectures": ["Step3VLForConditionalGeneration"]}) is None
 
 
 def test_mllama_is_refused_from_0_11_with_the_last_release_named():
@@ -73,6 +73,20 @@ def test_every_family_module_has_every_piece_and_a_missing_one_fails_the_check()
     no_variant.ARCHITECTURES = {"FakeForConditionalGeneration": "fake"}
     with pytest.raises(RuntimeError, match=r"lacks VARIANTS\['fake'\]"):
         families.check([no_variant])
+
+
+def test_family_modules_are_found_without_a_list_and_two_claiming_one_architecture_fail():
+    from diagnostics.families import glm4v, qwen_vl
+
+    assert families.MODULES[0].__name__.endswith("minicpmv") and glm4v in families.MODULES
+    assert families.BY_ARCHITECTURE["Glm4vForConditionalGeneration"] == (glm4v, "glm4.1v")
+    import types
+
+    twin = types.ModuleType("diagnostics.families.twin")
+    for name in families.REQUIRED:
+        setattr(twin, name, getattr(qwen_vl, name))
+    with pytest.raises(RuntimeError, match="qwen_vl and diagnostics.families.twin both claim"):
+        families.check([qwen_vl, twin])
 
 
 @pytest.mark.parametrize("piece", ["size_knobs", "geometry"])
