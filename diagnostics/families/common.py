@@ -72,7 +72,8 @@ class Knob:
     """A setting that changes the profile run's dummy items, as data (explain's advice, its ladders, `plan --fit`).
 
     setting: the vLLM setting (mm_processor_kwargs, limit_mm_per_prompt, max_num_seqs, ...); key: the key inside a
-    dict-valued setting (max_pixels, max_patches, video, ...), None when the setting itself is the value;
+    dict-valued setting (max_pixels, max_patches, video, ...; dotted for a nested one: size.longest_edge), None when
+    the setting itself is the value;
     unit: what one value counts (pixels, tiles, slices, items, sequences, flag); default: its value when unset;
     suggestion: the value explain names; ladder: candidate values, largest first (steps() keeps those below the
     current value); halve: candidates are instead the powers of two below the current value down to 1;
@@ -101,14 +102,17 @@ class Knob:
         """The knob's value in a resolved settings dict (its default when unset)."""
         if self.key is None:
             return settings.get(self.setting, self.default)
-        value = (settings.get(self.setting) or {}).get(self.key)
+        value = settings.get(self.setting) or {}
+        for part in self.key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
         return self.default if value is None else value
 
     def setting_value(self, settings: dict, value):
-        """The whole setting's value with this knob at `value` (other keys of a dict setting kept)."""
+        """The whole setting's value with this knob at `value` (other keys of a dict setting kept, at every level
+        of a dotted key)."""
         if self.key is None:
             return value
-        return {**(settings.get(self.setting) or {}), self.key: value}
+        return _set_in(settings.get(self.setting) or {}, self.key.split("."), value)
 
     def steps(self, current) -> list:
         """Candidate values below `current`, nearest first (`plan --fit` and explain walk these)."""
@@ -126,12 +130,19 @@ class Knob:
         return f"{self.setting}={json.dumps(value) if isinstance(value, dict) else value} ({self.why})"
 
 
+def _set_in(d: dict, path: list[str], value) -> dict:
+    """A copy of `d` with d[path[0]][path[1]]... = value (dicts on the way copied, missing ones made)."""
+    inner = d.get(path[0]) if isinstance(d.get(path[0]), dict) else {}
+    return {**d, path[0]: value if len(path) == 1 else _set_in(inner, path[1:], value)}
+
+
 @dataclass(frozen=True)
 class Kit:
     """What a kit directory needs besides the stored configs: the local tokenizer's special tokens (None: no kit
     tokenizer, with `no_kit` saying why), its eos, tokenizer_config extras, the transformers processor classes the
     kit re-exports, the one-image prompt in vLLM's example chat format, and whether the CPU backend needs the
-    torchvision stub visible to transformers."""
+    torchvision stub visible to transformers. config_tokens: config.json keys holding token ids vLLM matches in the
+    prompt -> the kit token they name (kit/vlm.py points them at the kit tokenizer's ids)."""
 
     prompt: str
     tokens: tuple[str, ...] | None = None
@@ -144,6 +155,7 @@ class Kit:
     # (image, video): one item's placeholder in the family's chat prompt (None: the family has no such item); the
     # suite's worst-case request repeats them (suite/worst_case.py)
     placeholders: tuple[str | None, str | None] = (None, None)
+    config_tokens: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -159,11 +171,12 @@ class Variant:
     encoder_decoder: bool = False  # V0 gives every one of max_num_seqs dummy sequences its items (mllama)
 
 
-def tower_encoder_bytes(model, prof, db: int, eager: bool, tp: int, coef) -> dict:
+def tower_encoder_bytes(model, prof, db: int, eager: bool, tp: int, coef, version=None) -> dict:
     """Peak bytes of a VLM's tower on every dummy item at once (flash / SDPA varlen attention, no L^2 scores):
     coef.vlm_tower_per_patch bytes per ViT patch (pixels, residual, norms, q/k/v, MLP, rotary tables; fitted on two
     Qwen2.5-VL field logs, not sharded by TP) plus the projector's output (LLM embeddings of every item).
-    model: ModelSpec; prof: the profile run (vit_tokens_padded, llm_mm_tokens). Returns {"total", "vpm",
+    model: ModelSpec; prof: the profile run (vit_tokens_padded, llm_mm_tokens); version: unused (the same rule in
+    every release). Returns {"total", "vpm",
     "resampler" (the projector here), "scores" (0), "largest_alloc"} in bytes."""
     vis, n = model.vision, prof.vit_tokens_padded
     a, b = coef.vlm_tower_per_patch

@@ -68,19 +68,19 @@ def _write_video_processor(out_dir: Path, kit: Kit) -> None:
     path.write_text(json.dumps(video, indent=2) + "\n")
 
 
-# config.json keys that vLLM matches against the prompt's token ids (LLaVA and Gemma 3 take them from the config,
-# not from the tokenizer): the kit points them at its own tokenizer's ids. Ids, not shapes: memory is unchanged.
+# config.json keys that vLLM matches against the prompt's token ids (LLaVA, Gemma 3, Mistral 3 take them from the
+# config, not from the tokenizer): the kit points them at its own tokenizer's ids. Ids, not shapes: memory is
+# unchanged. A family whose tokens differ says so in its Kit.config_tokens.
 TOKEN_ID_KEYS = {
     "image_token_index": "<image>", "video_token_index": "<video>",
     "boi_token_index": "<start_of_image>", "eoi_token_index": "<end_of_image>",
 }
-GEMMA3_IMAGE_TOKEN = "<image_soft_token>"
 
 
-def _point_token_ids(config: dict, model_type: str, ids: dict[str, int]) -> None:
-    for key, token in TOKEN_ID_KEYS.items():
+def _point_token_ids(config: dict, kit: Kit, ids: dict[str, int]) -> None:
+    for key, token in {**TOKEN_ID_KEYS, **kit.config_tokens}.items():
         if key in config:
-            config[key] = ids[GEMMA3_IMAGE_TOKEN if model_type == "gemma3" and key == "image_token_index" else token]
+            config[key] = ids[token]
 
 
 def stored_models() -> list[str]:
@@ -133,7 +133,7 @@ def build_vlm_kit(name: str, out_dir, force: bool = False) -> Path:
 
     tokens, eos = kit.tokens, kit.eos
     tok = build_tokenizer(out_dir, TokenizerSpec(tuple(tokens), eos=eos, pad=tokens[0], extra_config=kit.extra))
-    _point_token_ids(config, model_type, tok.special_ids)
+    _point_token_ids(config, kit, tok.special_ids)
     config["_memcheck_kit"] = {"size": "real", "weights": "none", "source": name}
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return out_dir
