@@ -1,13 +1,15 @@
 """Vision-language model families, MiniCPM-V included: one module per family behind one interface.
 
-Every module in MODULES (minicpmv, qwen_vl, internvl, gemma3, llava, mllama) declares:
+Every module in MODULES (minicpmv, qwen_vl, internvl, gemma3, llava, mllama, mistral3) declares:
   ARCHITECTURES  HF architecture -> variant (MiniCPM-V: variant_of(config) picks it from config.json's version)
   VARIANTS       variant -> common.Variant (modalities, version window, kit, stored configs and hub ids)
   parse(cfg, preprocessor, video preprocessor, where) -> (text config, vision config or VisionSpec, shape, params)
   items(shape, settings, seq_len, counts, version) -> {modality: Item} (vLLM's largest dummy items)
   knobs(shape) -> [Knob] (the settings that change the dummy items, as data)
-and optionally encoder_bytes(model, prof, db, eager, tp, coef) (default: common.tower_encoder_bytes),
-eager_attention(version, rules) (default: never) and modalities(variant, version) (default: the variant's).
+and optionally encoder_bytes(model, prof, db, eager, tp, coef, version) (default: common.tower_encoder_bytes),
+eager_attention(version, rules) (default: never), modalities(variant, version) (default: the variant's) and
+geometry(shape, settings, modality, version) -> (width, height, basis, note) of the largest item (the suite's
+worst-case request; default: suite/worst_case.py's table).
 check() raises at import when a module lacks a piece; tests/unit/test_families.py checks the data behind them.
 Pure: no torch, no vllm.
 """
@@ -18,11 +20,11 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from diagnostics.errors import UsageError
-from diagnostics.families import gemma3, internvl, llava, minicpmv, mllama, qwen_vl
+from diagnostics.families import gemma3, internvl, llava, minicpmv, mistral3, mllama, qwen_vl
 from diagnostics.families.common import Item, Knob, Kit, Variant, tower_encoder_bytes
 from diagnostics.versions import Version, parse_version, read_version
 
-MODULES = (minicpmv, qwen_vl, internvl, gemma3, llava, mllama)
+MODULES = (minicpmv, qwen_vl, internvl, gemma3, llava, mllama, mistral3)
 REQUIRED = ("ARCHITECTURES", "VARIANTS", "parse", "items", "knobs")
 
 
@@ -99,9 +101,11 @@ class Family:
         got = self.items(s, seq_len or int(settings.get("max_model_len") or 0), {knob.modality: 1}, version)
         return got[knob.modality].per_item if knob.modality in got else None
 
-    def encoder_bytes(self, model, prof, db: int, eager: bool, tp: int, coef) -> dict:
+    def encoder_bytes(self, model, prof, db: int, eager: bool, tp: int, coef, version=None) -> dict:
+        """The encoder pass's bytes (the family's encoder_bytes, default common.tower_encoder_bytes); version: the
+        vLLM release (None: unknown, the module's newest rule)."""
         fn = getattr(self.module, "encoder_bytes", tower_encoder_bytes)
-        return fn(model, prof, db, eager, tp, coef)
+        return fn(model, prof, db, eager, tp, coef, parse_version(version) if version is not None else None)
 
     def eager_attention(self, version, rules: str) -> bool:
         """Does the vision tower compute L^2 attention scores (eager) in this vLLM version and rule family?"""

@@ -84,6 +84,9 @@ def _family_geometry(model, settings: dict, modality: str, version) -> tuple[int
     from diagnostics.versions import parse_version
 
     s, variant = model.family.shape, model.family.variant
+    own = getattr(model.family.module, "geometry", None)  # a family that says it itself (families/__init__.py)
+    if own is not None:
+        return own(s, settings, modality, parse_version(version))
     kwargs = settings.get("mm_processor_kwargs") or {}
     if variant.startswith("minicpm"):
         side = s.vision.image_size

@@ -133,3 +133,18 @@ def test_every_variants_kit_names_the_placeholders_of_its_modalities():
             image, video = variant.kit.placeholders
             assert image and image in variant.kit.prompt, (module.__name__, name)
             assert (video is not None) == ("video" in variant.modalities), (module.__name__, name)
+
+
+def test_every_stored_model_has_a_worst_case_request_the_suite_can_send():
+    """suite/worst_case.py asks each family for its largest item's size (a module's own geometry(), else its table):
+    a family neither answers fails here, not as an AttributeError in a GPU run."""
+    from diagnostics.cards import get_card
+    from diagnostics.models import get_model, stored_models
+    from diagnostics.suite.worst_case import worst_case
+
+    for name in stored_models():
+        model = get_model(name)
+        if model.family.refusal("0.32.0", name):
+            continue
+        w = worst_case(model, get_card("h100-80"), "0.32.0", {"max_model_len": 8192})
+        assert all(i.width > 0 and i.height > 0 for i in w.items), name  # items that fit 8192 tokens
