@@ -1,6 +1,7 @@
 """Vision-language model families, MiniCPM-V included: one module per family behind one interface.
 
-Every module in MODULES (minicpmv, qwen_vl, internvl, gemma3, llava, mllama, mistral3) declares:
+Every module in MODULES (minicpmv, qwen_vl, internvl, gemma3, llava, mllama, mistral3, phi4mm)
+declares:
   ARCHITECTURES  HF architecture -> variant (MiniCPM-V: variant_of(config) picks it from config.json's version)
   VARIANTS       variant -> common.Variant (modalities, version window, kit, stored configs and hub ids)
   parse(cfg, preprocessor, video preprocessor, where) -> (text config, vision config or VisionSpec, shape, params)
@@ -20,11 +21,11 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from diagnostics.errors import UsageError
-from diagnostics.families import gemma3, internvl, llava, minicpmv, mistral3, mllama, qwen_vl
+from diagnostics.families import gemma3, internvl, llava, minicpmv, mistral3, mllama, phi4mm, qwen_vl
 from diagnostics.families.common import Item, Knob, Kit, Variant, tower_encoder_bytes
 from diagnostics.versions import Version, parse_version, read_version
 
-MODULES = (minicpmv, qwen_vl, internvl, gemma3, llava, mllama, mistral3)
+MODULES = (minicpmv, qwen_vl, internvl, gemma3, llava, mllama, mistral3, phi4mm)
 REQUIRED = ("ARCHITECTURES", "VARIANTS", "parse", "items", "knobs")
 
 

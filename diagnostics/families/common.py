@@ -156,6 +156,9 @@ class Kit:
     # suite's worst-case request repeats them (suite/worst_case.py)
     placeholders: tuple[str | None, str | None] = (None, None)
     config_tokens: dict = field(default_factory=dict)
+    # a configuration module of the kit's own (diagnostics/kit/templates/NAME.py, "NAME.Class") for a model type
+    # transformers does not know (remote code on the hub): the kit copies it and names it in config.json's auto_map
+    config_class: str | None = None
 
 
 @dataclass(frozen=True)

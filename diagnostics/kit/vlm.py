@@ -19,6 +19,7 @@ from diagnostics.families import qwen_vl
 from diagnostics.families.common import Kit
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 CONFIG_FILES = ("config.json", "preprocessor_config.json", "video_preprocessor_config.json", "processor_config.json")
 
 # transformers builds video processors only with torchvision (no PIL fallback), which the CPU install cannot have;
@@ -107,15 +108,18 @@ def image_prompt(variant: str) -> str:
     raise UsageError(f"unknown model family {variant!r}")
 
 
-def build_vlm_kit(name: str, out_dir, force: bool = False) -> Path:
-    """Write the kit directory for stored model `name`; raises UsageError for an unknown name or a busy out_dir."""
+def build_vlm_kit(name: str, out_dir, force: bool = False, meta_only: bool = False) -> Path:
+    """Write the kit directory for stored model `name`; raises UsageError for an unknown name or a busy out_dir.
+
+    meta_only: a family whose processor the kit cannot provide (remote code) still gets a directory vLLM can build
+    its model from on the meta device (config, its Kit.config_class, tokenizer): parameters, not the budget."""
     src = MODELS_DIR / name
     if not (src / "config.json").is_file():
         raise UsageError(f"no stored model config {name!r}; stored: {', '.join(stored_models())}")
     config = json.loads((src / "config.json").read_text())
     model_type = config.get("model_type")
     kit = family_kit(config)
-    if kit is None or not kit.tokens or not kit.image_processor:
+    if kit is None or not kit.tokens or not (kit.image_processor or meta_only):
         why = kit.no_kit if kit is not None and kit.no_kit else "no kit tokenizer"
         raise UsageError(f"stored model {name!r} ({model_type}) has no kit: {why}; kit models: "
                          f"{', '.join(kit_families())}")
@@ -126,8 +130,13 @@ def build_vlm_kit(name: str, out_dir, force: bool = False) -> Path:
     for fname in CONFIG_FILES[1:]:
         if (src / fname).is_file():
             shutil.copyfile(src / fname, out_dir / fname)
-    _write_video_processor(out_dir, kit)
-    _write_image_processor(out_dir, kit)
+    if kit.image_processor:
+        _write_video_processor(out_dir, kit)
+        _write_image_processor(out_dir, kit)
+    if kit.config_class:
+        module = kit.config_class.split(".")[0]
+        shutil.copyfile(TEMPLATES / f"{module}.py", out_dir / f"{module}.py")
+        config["auto_map"] = {"AutoConfig": kit.config_class}
 
     from diagnostics.kit.tokenizer import TokenizerSpec, build_tokenizer
 
