@@ -1,7 +1,7 @@
 """Vision-language model families, MiniCPM-V included: one module per family behind one interface.
 
-Every module in MODULES (minicpmv, qwen_vl, internvl, gemma3, llava, mllama, mistral3, phi4mm)
-declares:
+Every module of this package that declares ARCHITECTURES is a family (MODULES finds them: adding a family is adding
+its module, no list to edit; minicpmv first, the others by name) and declares:
   ARCHITECTURES  HF architecture -> variant (MiniCPM-V: variant_of(config) picks it from config.json's version)
   VARIANTS       variant -> common.Variant (modalities, version window, kit, stored configs and hub ids)
   parse(cfg, preprocessor, video preprocessor, where) -> (text config, vision config or VisionSpec, shape, params)
@@ -17,15 +17,25 @@ Pure: no torch, no vllm.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from dataclasses import dataclass
 from types import ModuleType
 
 from diagnostics.errors import UsageError
-from diagnostics.families import gemma3, internvl, llava, minicpmv, mistral3, mllama, phi4mm, qwen_vl
+from diagnostics.families import minicpmv
 from diagnostics.families.common import Item, Knob, Kit, Variant, tower_encoder_bytes
 from diagnostics.versions import Version, parse_version, read_version
 
-MODULES = (minicpmv, qwen_vl, internvl, gemma3, llava, mllama, mistral3, phi4mm)
+
+def discover() -> tuple[ModuleType, ...]:
+    """The family modules of this package: every submodule with ARCHITECTURES, minicpmv first, then by name."""
+    found = [importlib.import_module(f"{__name__}.{m.name}") for m in sorted(pkgutil.iter_modules(__path__),
+                                                                          key=lambda m: m.name)]
+    return (minicpmv,) + tuple(m for m in found if hasattr(m, "ARCHITECTURES") and m is not minicpmv)
+
+
+MODULES = discover()
 REQUIRED = ("ARCHITECTURES", "VARIANTS", "parse", "items", "knobs")
 
 

@@ -57,8 +57,7 @@ def parse(cfg: dict, pre: dict, video_pre: dict, where: str):
     text = {**need(cfg, "text_config", where)}
     text.setdefault("tie_word_embeddings", cfg.get("tie_word_embeddings", False))
     v = need(cfg, "vision_config", where)
-    d, patch = int(v["hidden_size"]), int(v["patch_size"])
-    edge = int(v["image_size"])
+    patch, edge = int(v["patch_size"]), int(v["image_size"])
     longest = int(((pre.get("size") or {}).get("longest_edge")) or edge)
     merge = int(cfg.get("spatial_merge_size", 2))
     shape = Mistral3Shape(edge, longest, patch, merge)

@@ -148,3 +148,13 @@ def test_every_stored_model_has_a_worst_case_request_the_suite_can_send():
             continue
         w = worst_case(model, get_card("h100-80"), "0.32.0", {"max_model_len": 8192})
         assert all(i.width > 0 and i.height > 0 for i in w.items), name  # items that fit 8192 tokens
+
+
+def test_a_family_is_found_by_its_module_alone():
+    """No list to edit: every module of diagnostics/families with ARCHITECTURES is a family (minicpmv first)."""
+    from pathlib import Path
+
+    names = {p.stem for p in Path(families.__file__).parent.glob("*.py")}
+    found = [m.__name__.rsplit(".", 1)[1] for m in families.MODULES]
+    assert found[0] == "minicpmv" and set(found) == names - {"__init__", "common", "minicpmv_slicing"}
+    assert families.BY_ARCHITECTURE["Mistral3ForConditionalGeneration"][1] == "mistral3"
