@@ -160,10 +160,12 @@ def stored_models() -> list[str]:
     return sorted(p.name for p in STORED_DIR.iterdir() if (p / "config.json").is_file())
 
 
-def accepted() -> str:
+def accepted(hub: bool = True) -> str:
+    """What a model argument may be; with hub=False (a command that reads no config from the hub) without the
+    'any Hugging Face id' clause, so a refusal never lists as accepted what it just refused."""
     return ("minicpm-v-2_6, openbmb/MiniCPM-V-2_6, kit:minicpm-v-2_6, a stored name (" + ", ".join(stored_models())
-            + ", also as kit:NAME) or its Hugging Face id, a directory with config.json, or a Hugging Face id "
-            "(owner/name)")
+            + ", also as kit:NAME) or its Hugging Face id, a directory with config.json"
+            + (", or a Hugging Face id (owner/name)" if hub else ""))
 
 
 def get_model(name, hub: bool = False) -> ModelSpec:
@@ -185,7 +187,10 @@ def get_model(name, hub: bool = False) -> ModelSpec:
         return model_from_dir(path.parent)
     if hub and HUB_ID.fullmatch(key) and not path.exists():
         return model_from_hub(key)
-    raise UsageError(f"unknown model {key!r}; accepted: {accepted()}")
+    if HUB_ID.fullmatch(key) and not path.exists():  # an id this command does not look up on the hub
+        raise UsageError(f"model {key!r} is not a stored model and this command reads no config from the hub "
+                         f"(plan --model {key} does); accepted: {accepted(hub=False)}")
+    raise UsageError(f"unknown model {key!r}; accepted: {accepted(hub)}")
 
 
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4}

@@ -17,6 +17,7 @@ Defaults: --model minicpm-v-2_6, --card 3090 (the seed's card, so a bare `plan` 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from diagnostics import vllm_exact
@@ -233,8 +234,14 @@ def _run_fit(args, card, version, overrides, setting: str, fmt: str, calibration
         f = fit(setting, args.model, card, version, args.entrypoint, overrides, calibration, exact)
     if fmt == "md":
         shown = f.at if f.at is not None else f.above
+        if f.at is None:  # nothing fits: the report is the plan at the domain's bottom, and says so
+            shown = dataclasses.replace(shown, notes=[
+                f"plan --fit {f.setting}: no value from {_label(f, f.domain[0])} to {_label(f, f.domain[1])} plans "
+                f"ok; this report is the plan at the lowest, {_label(f, f.domain[0])}, which does not fit",
+                *shown.notes])
         explanation = explain_plan(shown) if shown.verdict != "unknown" else None
-        text = plan_markdown(shown, explanation, fits=[f.above] if f.at is not None and f.above else None)
+        text = plan_markdown(shown, explanation, fits=[f.above] if f.at is not None and f.above else
+                             [] if f.at is None else None)
     else:
         text = json.dumps(f.to_json(), indent=2, default=str) if fmt == "json" else format_fit(f)
     emit(text, args.out)

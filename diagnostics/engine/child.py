@@ -138,6 +138,17 @@ def plant_budget(budget_bytes: int) -> list[dict]:
     return capped
 
 
+def plant_with_control(llm, budget_bytes: int) -> dict:
+    """plant_budget, then a small text control request under it (the budget admits an ordinary request):
+    {"bytes", "capped", "control_ok"}."""
+    from vllm import SamplingParams
+
+    planted = {"bytes": budget_bytes, "capped": plant_budget(budget_bytes)}
+    control = llm.generate([TEXT_PROMPT], SamplingParams(max_tokens=4, temperature=0.0), use_tqdm=False)
+    planted["control_ok"] = bool(control and control[0].outputs)
+    return planted
+
+
 def _mm_data(case: dict) -> dict:
     data = {}
     for item in case.get("items") or []:
@@ -187,10 +198,8 @@ def serve_worst_case(llm, spec: dict, sent: dict) -> dict:
         target - fixed - len(tokenizer.encode(case.get("prompt") or "")) + OVERSHOOT)
     sent["tries"] = []
     budget = spec.get("planted_budget_bytes")
-    if budget:  # and a small control request under it: the budget admits an ordinary request
-        sent["planted_budget"] = {"bytes": budget, "capped": plant_budget(int(budget))}
-        control = llm.generate([TEXT_PROMPT], SamplingParams(max_tokens=4, temperature=0.0), use_tqdm=False)
-        sent["planted_budget"]["control_ok"] = bool(control and control[0].outputs)
+    if budget:
+        sent["planted_budget"] = plant_with_control(llm, int(budget))
     params = SamplingParams(max_tokens=int(case["max_tokens"]), **case["sampling"])
     for _ in range(WORST_CASE_TRIES):
         request = worst_case_prompt(tokenizer, case, case.get("prompt"), filler)
@@ -243,12 +252,17 @@ def run(spec: dict) -> int:
     result["startup_s"] = round(result["engine_ready_wall"] - t_start, 3)
     code = 0
     if spec.get("request"):
+        # a planted budget without a worst case caps the one request (the --search probes on the cpu card);
+        # with a worst case it caps that one (serve_worst_case), after this request ran unbudgeted
+        planted = {}
         try:
-            result["request"] = serve_one(llm, spec)
+            if spec.get("planted_budget_bytes") and not spec.get("worst_case"):
+                planted["planted_budget"] = plant_with_control(llm, int(spec["planted_budget_bytes"]))
+            result["request"] = {**serve_one(llm, spec), **planted}
         except BaseException as exc:
             traceback.print_exc()
             result["request"] = {"ok": False, "image": bool(spec.get("image")), "prompt_tokens": None,
-                                 "output_ids": [], "error": f"{type(exc).__name__}: {exc}"}
+                                 "output_ids": [], "error": f"{type(exc).__name__}: {exc}", **planted}
             code = EXIT_REQUEST_FAILED
     if spec.get("worst_case") and code == 0:
         sent = {"worst_case": spec["worst_case"]}

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 from diagnostics.families.common import Item, Kit, Knob, Variant, Window, decoder_params, need, siglip_params
 
+# mm_processor_kwargs keys items() reads; others go to the HF processor unmodelled
+MM_KWARGS = ("do_pan_and_scan", "pan_and_scan_min_crop_size", "pan_and_scan_max_num_crops",
+             "pan_and_scan_min_ratio_to_activate")
 ARCHITECTURES = {"Gemma3ForConditionalGeneration": "gemma3"}
 KIT = Kit("<bos><start_of_turn>user\n<start_of_image>What is in the image?<end_of_turn>\n<start_of_turn>model\n",
           ("<pad>", "<eos>", "<bos>", "<start_of_image>", "<end_of_image>", "<image_soft_token>", "\n", "\n\n",

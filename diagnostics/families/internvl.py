@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from diagnostics.families.common import Item, Kit, Knob, Variant, Window, decoder_params, need, vit_layer_params
 
+# mm_processor_kwargs keys items() reads; others go to the HF processor unmodelled
+MM_KWARGS = ("max_patches", "max_dynamic_patch", "crop_to_patches", "images_kwargs")
 ARCHITECTURES = {"InternVLForConditionalGeneration": "internvl"}
 KIT = Kit("<|im_start|>user\n<image>\nWhat is in the image?<|im_end|>\n<|im_start|>assistant\n",
           ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"), "<|im_end|>",

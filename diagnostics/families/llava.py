@@ -15,6 +15,7 @@ from diagnostics.errors import UsageError
 from diagnostics.families.common import (Item, Kit, Knob, Variant, Window, decoder_params, feature_layers, need,
                                          vit_layer_params)
 
+MM_KWARGS = ()  # no mm_processor_kwargs key changes the dummy items plan counts
 ARCHITECTURES = {"LlavaForConditionalGeneration": "llava", "LlavaOnevisionForConditionalGeneration": "llava-onevision"}
 _TF = "transformers.models."
 VARIANTS = {

@@ -33,6 +33,8 @@ from diagnostics.families.minicpmv_slicing import slice_image
 from diagnostics.versions import Version
 
 MODEL_TYPES = ("minicpmv",)
+# mm_processor_kwargs keys items() reads; others go to the HF processor unmodelled
+MM_KWARGS = ("max_slice_nums",)
 ARCHITECTURES = {"MiniCPMV": "minicpm-v-2_6"}  # the variant comes from config.json's version (variant_of)
 BY_VERSION = {"2.6": "minicpm-v-2_6", "4.5": "minicpm-v-4_5"}
 VARIANT_NAMES = tuple(BY_VERSION.values())

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from diagnostics.families.common import Item, Kit, Knob, Variant, Window, need, padded_vocab
 
+MM_KWARGS = ()  # no mm_processor_kwargs key changes the dummy items plan counts
 ARCHITECTURES = {"MllamaForConditionalGeneration": "mllama"}
 # until: the first release without it; last: vLLM 0.32's registry of removed architectures
 VARIANTS = {"mllama": Variant(("image",), Window("0.6.2", until="0.11.0", last="0.10.2"), Kit(

@@ -4,7 +4,8 @@ Follows vLLM 0.32 `model_executor/models/qwen2_vl.py` (Qwen2VLProcessingInfo: ge
 get_max_image_tokens, _get_max_video_frames, get_num_frames_with_most_features with _MAX_FRAMES_PER_VIDEO = 14)
 and `qwen3_vl.py` (get_max_video_tokens: a 2-frame video at the video processor's longest_edge / temporal patch),
 with transformers' smart_resize. Knobs: mm_processor_kwargs max_pixels / min_pixels / size (flat, or inside
-images_kwargs / videos_kwargs), and limit_mm_per_prompt {"video": 0}.
+images_kwargs / videos_kwargs), limit_mm_per_prompt {"video": 0}, and (Qwen2-VL / Qwen2.5-VL, vLLM 0.12+) the
+video dummy option num_frames, which lowers the profile run's dummy video only (NUM_FRAMES_SINCE).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 
 from diagnostics.families.common import Item, Kit, Knob, Variant, Window, decoder_params, need
 
+# mm_processor_kwargs keys items() reads (flat or per modality); others go to the HF processor unmodelled
+MM_KWARGS = ("max_pixels", "min_pixels", "size", "images_kwargs", "videos_kwargs")
 ARCHITECTURES = {
     "Qwen2VLForConditionalGeneration": "qwen2-vl",
     "Qwen2_5_VLForConditionalGeneration": "qwen2.5-vl",
@@ -52,6 +55,12 @@ VARIANTS = {
 }
 PIXEL_STEPS = (4096, 2048, 1280, 1024, 512, 256)  # tokens per image -> max_pixels = tokens x (patch x merge)^2
 MAX_FRAMES_PER_VIDEO = 14  # qwen2_vl.py _MAX_FRAMES_PER_VIDEO
+# From 0.12 Qwen2-VL / Qwen2.5-VL's dummy builder hands limit_mm_per_prompt's video options to _get_dummy_videos
+# (qwen2_vl.py:1052-1072 in 0.12.0, :1207-1232 in 0.32.0), which lowers the dummy video to min(frames, num_frames)
+# (multimodal/profiling.py:190-205 in 0.12.0; multimodal/processing/dummy_inputs.py:116-136 in 0.32.0). 0.11 and
+# before take no options. MultiModalBudget still divides by get_mm_max_tokens_per_item, the uncapped video
+# (multimodal/encoder_budget.py:20-33, qwen2_vl.py:980-987, 1179-1194 in 0.32.0).
+NUM_FRAMES_SINCE = (0, 12, 0)
 MAX_ASPECT = 200
 
 
@@ -204,5 +213,16 @@ def items(s: QwenVLShape, settings: dict, seq_len: int, counts: dict[str, int], 
                 total += 1
             frames = max(min(total // max(counts["video"], 1), MAX_FRAMES_PER_VIDEO), 1)
             t = _tokens(s, target, vid_size, frames)
+            cap = num_frames_option(settings)
+            if cap and version is not None and version >= NUM_FRAMES_SINCE and cap < frames:
+                tc = _tokens(s, target, vid_size, cap)  # the dummy video the profile run encodes
+                out["video"] = Item("video", tc, tc * per_token, slices=cap, budget_tokens=t)
+                return out
         out["video"] = Item("video", t, t * per_token, slices=frames)
     return out
+
+
+def num_frames_option(settings: dict) -> int | None:
+    """limit_mm_per_prompt's video num_frames dummy option (settings.resolve puts it in mm_dummy_options), or None."""
+    cap = ((settings.get("mm_dummy_options") or {}).get("video") or {}).get("num_frames")
+    return int(cap) if cap else None

@@ -60,6 +60,7 @@ def _banner_v0(s: Scan, line: Line, m: re.Match) -> None:
 
 
 def _api_version(s: Scan, line: Line, m: re.Match) -> None:
+    s.restart()  # a server's banner after an earlier start came up: a restart, even when no engine banner follows
     s.version(m.group("version"), "server")
 
 

@@ -107,12 +107,35 @@ def _coerce(where: str, name: str, value):
     return float(value)
 
 
+GRAPH_RULES = ("cuda_graph_v0", "cuda_graph_v1")  # (base GiB, slope GiB, batch cap): a line, not three sizes
+
+
+def _check_sign(where: str, name: str, value) -> None:
+    """Every coefficient is a memory size, a factor or bytes: none may be negative (a negative one would plan
+    negative memory). A CUDA-graph rule (base, slope, cap) is a fitted line (predict.calibrate.fit_graphs): its
+    intercept or slope may be negative as long as the figure base + slope x batch / cap is >= 0 over captured
+    batches 1..cap, and cap is >= 1. UsageError naming the file and the coefficient otherwise."""
+    if name in GRAPH_RULES:
+        base, slope, cap = value
+        if cap < 1 or min(base + slope / cap, base + slope) < 0:
+            raise UsageError(f"{where}: {name} = {list(value)} gives a negative CUDA-graph figure (base + slope x "
+                             "batch / cap); accepted: cap >= 1 and base + slope / cap >= 0 and base + slope >= 0")
+        return
+    numbers = value if isinstance(value, tuple) else (value,)
+    if any(x < 0 for x in numbers):
+        raise UsageError(f"{where}: {name} = {list(value) if isinstance(value, tuple) else value} is negative; "
+                         "accepted: numbers >= 0 (memory sizes, factors and bytes cannot be negative)")
+
+
 def coefficients_from(table: dict, where: str, base: Coefficients = DEFAULT, name: str = "") -> Coefficients:
-    """A Coefficients from a TOML table {field: value}; UsageError naming the file for unknown fields or bad values."""
+    """A Coefficients from a TOML table {field: value}; UsageError naming the file for unknown fields, bad values or
+    negative ones (_check_sign)."""
     unknown = sorted(set(table) - set(FIELDS))
     if unknown:
         raise UsageError(f"{where}: unknown coefficient {unknown[0]!r}; accepted: {', '.join(FIELDS)}")
     changes = {k: _coerce(where, k, v) for k, v in table.items()}
+    for k, v in changes.items():
+        _check_sign(where, k, v)
     return dataclasses.replace(base, name=name or base.name, **changes)
 
 

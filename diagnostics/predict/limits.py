@@ -7,6 +7,7 @@ Sources: docs/vllm-version-audit.md (rows named in each sentence) and vllm-memor
 from __future__ import annotations
 
 from diagnostics.families import minicpmv
+from diagnostics.families.qwen_vl import NUM_FRAMES_SINCE
 from diagnostics.models import ModelSpec
 from diagnostics.versions import Version
 
@@ -37,10 +38,7 @@ def setting_notes(v: Version, eng: str, overrides: dict, settings: dict, fallbac
     if settings.get("kv_cache_dtype", "auto") != "auto":
         notes.append(f"kv_cache_dtype={settings['kv_cache_dtype']}: KV bytes per token follow that dtype")
     options = settings.get("mm_dummy_options") or {}
-    if options and v < (0, 28, 0):
-        notes.append(f"vLLM {v} reads only the count of a limit_mm_per_prompt object for MiniCPM-V; its dummy "
-                     "options (num_frames, width, height) change the dummy items from 0.28")
-    elif any(k in o for o in options.values() for k in ("width", "height")):
+    if any(k in o for o in options.values() for k in ("width", "height")):
         notes.append("limit_mm_per_prompt width/height dummy options are not modelled (frames and slices are "
                       "counted at full size)")
     return notes
@@ -79,12 +77,32 @@ def encoder_tp_data(model: ModelSpec, settings: dict) -> bool:
             and model.architecture in ENCODER_TP_DATA)
 
 
+def unread_mm_kwargs_notes(model: ModelSpec, v: Version, settings: dict) -> list[str]:
+    """A note naming mm_processor_kwargs keys the family does not read (its MM_KWARGS), e.g. a typo `max_pixel`.
+    A warning, not a refusal, as vLLM: it checks no key names and passes them on to the Hugging Face processor
+    (vllm 0.32 multimodal/processing/context.py:413-420, get_allowed_kwarg_only_overrides with
+    allow_var_kwargs=True), and a transformers processor ignores a key it does not know with a warning
+    (transformers processing_utils.py ProcessorMixin._merge_kwargs); plan counts such a key as changing nothing."""
+    family = model.family
+    given = settings.get("mm_processor_kwargs") or {}
+    if family is None or not given:
+        return []
+    reads = tuple(getattr(family.module, "MM_KWARGS", ()))
+    unread = sorted(k for k in given if k not in reads)
+    if not unread:
+        return []
+    return [f"mm_processor_kwargs {', '.join(unread)}: not a key plan reads for {family.variant} (it reads: "
+            f"{', '.join(reads) or 'none'}); vLLM {v} does not check key names and hands them to the processor, "
+            "where a transformers processor ignores an unknown key with a warning (a remote-code one may differ), "
+            "so plan counts it as changing nothing; a typo of a key above?"]
+
+
 def mm_guard_notes(model: ModelSpec, v: Version, settings: dict, tokens_per_item: dict) -> list[str]:
     """What the multimodal switches change, and when a setting leaves real requests bigger than what the profile
     run measured (the profile run no longer guards them). tokens_per_item: the profile's per-modality maxima."""
     if model.vision is None:
         return []
-    notes = []
+    notes = unread_mm_kwargs_notes(model, v, settings)
     mode, tp = settings.get("mm_encoder_tp_mode"), int(settings.get("tensor_parallel_size", 1))
     if mode == "data" and tp == 1:
         notes.append("mm_encoder_tp_mode=data changes nothing with tensor_parallel_size=1")
@@ -103,8 +121,18 @@ def mm_guard_notes(model: ModelSpec, v: Version, settings: dict, tokens_per_item
                          f"({model.vision.max_slice_nums}): vLLM's dummy image (448 x "
                          f"{448 * model.vision.max_slice_nums}, minicpmv.py:768-774) does not grow with it, so the "
                          "profile run does not guard real images cut into more slices")
-    frames = ((settings.get("mm_dummy_options") or {}).get("video") or {}).get("num_frames")
-    if frames and v >= (0, 28, 0) and minicpm and tokens_per_item.get("video"):
+    options = settings.get("mm_dummy_options") or {}
+    if options and minicpm and v < (0, 28, 0):
+        notes.append(f"vLLM {v} reads only the count of a limit_mm_per_prompt object for MiniCPM-V; its dummy "
+                     "options (num_frames, width, height) change the dummy items from 0.28")
+    frames = (options.get("video") or {}).get("num_frames")
+    variant = model.family.variant if model.family is not None else ""
+    # who lowers the dummy video to num_frames: MiniCPM-V from 0.28, Qwen2-VL / Qwen2.5-VL from 0.12 (qwen_vl.py)
+    honoured = (minicpm and v >= (0, 28, 0)) or (variant in ("qwen2-vl", "qwen2.5-vl") and v >= NUM_FRAMES_SINCE)
+    if frames and not honoured and not minicpm and tokens_per_item.get("video"):
+        notes.append(f"limit_mm_per_prompt video num_frames={frames} is not modelled for {variant or model.name}: "
+                     "plan counts the dummy video at full frames")
+    if frames and honoured and tokens_per_item.get("video"):
         notes.append(f"limit_mm_per_prompt video num_frames={frames} sizes only the profile run's dummy video; "
                      f"vLLM still accepts real videos of up to {tokens_per_item['video']:,} tokens, which the "
                      "profile run then did not measure")

@@ -5,8 +5,8 @@ A *knob* is one number a user sets inside `mm_processor_kwargs` or `limit_mm_per
 items of vLLM's profile run (predict/mm_budget.py): Qwen-VL `max_pixels` (in steps of the model's
 (patch x merge)^2 pixels, 28 x 28 for Qwen2/2.5-VL, 32 x 32 for Qwen3-VL: one step is one LLM token per image),
 InternVL `max_patches` (max_dynamic_patch), MiniCPM-V `max_slice_nums`, Gemma 3 `pan_and_scan_max_num_crops`,
-the per-prompt counts `limit_mm_per_prompt.image` / `.video`, and MiniCPM-V's dummy-options `num_frames` (vLLM
-0.28+). `knobs_of()` is the one place that reads the family tables (families/*.py shapes,
+the per-prompt counts `limit_mm_per_prompt.image` / `.video`, and the dummy-options `num_frames` of MiniCPM-V
+(vLLM 0.28+) and Qwen2-VL / Qwen2.5-VL (0.12+, families/qwen_vl.py NUM_FRAMES_SINCE). `knobs_of()` is the one place that reads the family tables (families/*.py shapes,
 settings.supported_modalities); everything else here goes through it.
 
 A domain of at most SCAN_ALL values (MiniCPM-V's 1..9 slices, frames) is planned whole: the answer is the largest
@@ -33,7 +33,7 @@ from diagnostics.models import ModelSpec, get_model
 from diagnostics.predict.exact import carry
 from diagnostics.predict import fit as engine_fit
 from diagnostics.predict.estimator import Plan, plan
-from diagnostics.families import minicpmv
+from diagnostics.families import minicpmv, qwen_vl
 from diagnostics.families.minicpmv import MAX_FRAMES_PER_VIDEO
 from diagnostics.settings import resolve, setting_available, supported_modalities, vllm_refusal
 from diagnostics.versions import default_version, engine as engine_of, parse_version
@@ -156,6 +156,13 @@ def _size_knobs(model: ModelSpec, v, modalities, mml: int) -> list[Knob]:
                         lo * unit * unit, _top(1, 0, mml, lo) * unit * unit, tail, s.image_size[1],
                         note="max_pixels in mm_processor_kwargs sizes images and videos alike (videos_kwargs / "
                              "images_kwargs scope it to one)", modalities=("image", "video")))
+        if "video" in modalities and not fam.variant.startswith("qwen3") and v >= qwen_vl.NUM_FRAMES_SINCE:
+            out.append(Knob("num_frames", "limit_mm_per_prompt", "video.num_frames", 1, "frame", 1,
+                            qwen_vl.MAX_FRAMES_PER_VIDEO,
+                            f"vLLM's _MAX_FRAMES_PER_VIDEO ({qwen_vl.MAX_FRAMES_PER_VIDEO}, qwen2_vl.py:120)", None,
+                            note="num_frames is a dummy option: it lowers the profile run's dummy video only "
+                                 "(qwen2_vl.py get_dummy_mm_data); vLLM still accepts real videos of more frames, "
+                                 "which the profile run then did not measure", guards=False, modalities=("video",)))
     elif fam.variant == "internvl":
         s = fam.shape
         extra = () if s.crop_to_patches else (("crop_to_patches", True),)
@@ -176,9 +183,11 @@ def _size_knobs(model: ModelSpec, v, modalities, mml: int) -> list[Knob]:
     return out
 
 
-def find_knob(name: str, model, version=None, settings: dict | None = None) -> Knob:
-    """The knob called `name` (aliases: max_dynamic_patch, image, video, ...); UsageError naming the accepted
-    knobs of this model and version otherwise."""
+def find_knob(name: str, model, version=None, settings: dict | None = None, option: str = "--fit",
+              engine_settings: tuple | None = None) -> Knob:
+    """The knob called `name` (aliases: max_dynamic_patch, image, video, ...); UsageError naming `option`, the
+    accepted knobs of this model and version and the engine settings `option` also takes (default: --fit's)
+    otherwise."""
     knobs = knobs_of(model, version, settings)
     wanted = ALIASES.get(name, name)
     for k in knobs:
@@ -187,8 +196,9 @@ def find_knob(name: str, model, version=None, settings: dict | None = None) -> K
     m = get_model(model)
     accepted = ", ".join(k.name for k in knobs) or "none (no vision tower)"
     v = parse_version(version or default_version())
-    raise UsageError(f"--fit {name}: not a multimodal knob of {m.name} in vLLM {v}; "
-                     f"accepted: {accepted} (or an engine setting: {', '.join(engine_fit.FIT_SETTINGS)})")
+    engines = engine_fit.FIT_SETTINGS if engine_settings is None else engine_settings
+    raise UsageError(f"{option} {name}: not a multimodal knob of {m.name} in vLLM {v}; "
+                     f"accepted: {accepted} (or an engine setting: {', '.join(engines)})")
 
 
 def is_knob_name(name: str) -> bool:
@@ -250,10 +260,13 @@ class KnobFit:
     non_monotone: list = field(default_factory=list)
     refusal: str | None = None  # vLLM's start-up refusal of the held settings (then nothing plans ok)
     failing_below: list = field(default_factory=list)  # values below `value` that do not plan ok (whole scans)
+    asked: str = ""  # the name the user asked for (an alias such as max_dynamic_patch); the answer uses it
 
     @property
     def setting(self) -> str:
-        return self.knob.name
+        """The knob as the user named it (`max_dynamic_patch` stays `max_dynamic_patch`; Knob.name is the canonical
+        `max_patches`)."""
+        return self.asked or self.knob.name
 
     @property
     def step(self) -> int:
@@ -285,7 +298,7 @@ class KnobFit:
 
     def to_json(self) -> dict:
         """The `plan --fit KNOB --json` shape (raw values; `label` in the user's units)."""
-        return {"setting": self.knob.name, "knob": self.knob.to_json(), "value": self.value,
+        return {"setting": self.setting, "knob": self.knob.to_json(), "value": self.value,
                 "label": self.knob.label(self.value), "step": self.knob.step, "domain": [self.knob.lo, self.knob.hi],
                 "at": engine_fit._plan_json(self.at), "above": engine_fit._plan_json(self.above),
                 "above_value": self.above_value, "top_reason": None if self.above else self.knob.top_reason,
@@ -353,7 +366,7 @@ def fit_knob(name: str, model="minicpm-v-2_6", card="3090", version=None, entryp
     at = planner(knob.name, value) if value is not None else None
     above_value = knob.lo if value is None else (value + knob.step if value + knob.step <= knob.hi else None)
     above = planner(knob.name, above_value) if above_value is not None else None
-    return KnobFit(knob, value, at, above, above_value, len(planner.cache), turns, refusal, failing_below)
+    return KnobFit(knob, value, at, above, above_value, len(planner.cache), turns, refusal, failing_below, name)
 
 
 def _scan_all(planner: _KnobPlanner, knob: Knob) -> tuple[int | None, list, list]:

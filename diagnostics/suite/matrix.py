@@ -3,7 +3,9 @@
 Layout of a matrix file (see diagnostics/data/minicpm-v-2_6.toml)::
 
     [matrix]                 # optional: name, model (used when --model is not given), request (bool),
-                             # worst_case (bool: the worst-case request after each start; unset: on for GPU cards)
+                             # worst_case (bool: the worst-case request after each start; unset: on for GPU cards),
+                             # planted_budget_mib (cpu card: every start's, the --search probes' too, unless a
+                             # scenario sets its own)
     [defaults]               # engine settings every combination gets (trust_remote_code, dtype, ...)
     [axes]                   # setting = [values, ...]; the cartesian product, in file order
     [thresholds.CARD]        # optional, all combinations: profile_peak_gib / peak_gib for that card
@@ -23,7 +25,7 @@ import itertools
 import json
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from diagnostics.errors import UsageError
@@ -78,6 +80,7 @@ class Matrix:
     defaults: dict
     combinations: list[Combination]
     path: Path | None = None
+    planted_budget_mib: int | None = None  # [matrix] planted_budget_mib: every start's (the --search probes too)
 
     def ids(self) -> list[str]:
         return [c.id for c in self.combinations]
@@ -240,13 +243,18 @@ class _Builder:
         thresholds = dict(common_thresholds)
         if "thresholds" in body:
             thresholds.update(self.thresholds(table, body["thresholds"]))
+        budget = self.budget(table, body)
+        return Combination(id=name, settings=settings, scenario=name, expect=expect, thresholds=thresholds,
+                           request=request, worst_case=self.flag(table, body, "worst_case", worst_case_default),
+                           planted_budget_mib=budget)
+
+    def budget(self, table: str, body: dict) -> int | None:
+        """planted_budget_mib of [table]: None or a positive whole number of MiB (MatrixError otherwise)."""
         budget = body.get("planted_budget_mib")
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0):
             raise self.fail(table, "planted_budget_mib",
                             f"planted_budget_mib in [{table}] must be a positive whole number of MiB, not {budget!r}")
-        return Combination(id=name, settings=settings, scenario=name, expect=expect, thresholds=thresholds,
-                           request=request, worst_case=self.flag(table, body, "worst_case", worst_case_default),
-                           planted_budget_mib=budget)
+        return budget
 
     def build(self, data: dict) -> Matrix:
         allowed = {"matrix", "defaults", "axes", "scenarios", "thresholds"}
@@ -256,9 +264,9 @@ class _Builder:
                                 f"unknown table [{key}]; accepted: {', '.join(sorted(allowed))}")
         meta = data.get("matrix", {})
         for key, value in meta.items():
-            if key not in ("name", "model", "request", "description", "worst_case"):
+            if key not in ("name", "model", "request", "description", "worst_case", "planted_budget_mib"):
                 raise self.fail("matrix", key, f"unknown key {key!r} in [matrix]; accepted: description, model, name, "
-                                "request, worst_case")
+                                "planted_budget_mib, request, worst_case")
         for key in ("name", "model", "description"):
             if key in meta and not isinstance(meta[key], str):
                 raise self.fail("matrix", key, f"{key} in [matrix] must be text, not {meta[key]!r}")
@@ -276,6 +284,9 @@ class _Builder:
         for name, body in data.get("scenarios", {}).items():
             combinations.append(self.scenario(name, body, common_thresholds, request_default, worst_case))
 
+        budget = self.budget("matrix", meta)
+        combinations = [c if c.planted_budget_mib or not budget else replace(c, planted_budget_mib=budget)
+                        for c in combinations]
         if not combinations:
             raise MatrixError(self.path, 1, "the matrix has no combinations: give [axes] or at least one [scenarios.NAME]")
         seen: dict[str, Combination] = {}
@@ -285,7 +296,7 @@ class _Builder:
             seen[combo.id] = combo
         model = meta.get("model")
         return Matrix(name=str(meta.get("name", self.path.stem)), model=model, defaults=dict(defaults),
-                      combinations=combinations, path=self.path)
+                      combinations=combinations, path=self.path, planted_budget_mib=budget)
 
 
 def check_threshold_cards(matrix: Matrix, cards_file=None) -> None:

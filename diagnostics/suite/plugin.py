@@ -40,7 +40,8 @@ from diagnostics.suite import hub
 from diagnostics.suite.gate import Gate
 from diagnostics.suite.matrix import check_threshold_cards, load_matrix
 from diagnostics.suite.results import ResultWriter, load_results, load_results_noting, make_record, with_repeats
-from diagnostics.suite.search_run import SearchBroke, check_search_options, run_search, summary_line
+from diagnostics.suite.search_run import (KNOB_NAMES, SearchBroke, check_search_model, check_search_options, run_search,
+                                          summary_line)
 from diagnostics.units import plural
 
 MANAGER_NAME = "vllm-memcheck-manager"
@@ -198,6 +199,10 @@ class Manager:
         self.warmup: dict | None = None  # the discarded warm-up start of the current combination (--cache-state=warm)
         self._snapshot: str | None = None
         self._trapped = self._header_shown = False
+        if self.search in KNOB_NAMES and not self.is_worker:  # a knob the model lacks: one line now
+            check_search_model(self.search, self.model_spec(),
+                               self.machine_info().get("vllm") if self.skip_reason is None else None,
+                               self.matrix.defaults)
 
     # -- configure-time checks -------------------------------------------------------------------------------
     def _card(self, card_name: str):

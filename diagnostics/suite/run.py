@@ -15,7 +15,7 @@ from diagnostics.kit import build_minicpmv26
 from diagnostics.predict.coefficients import Calibration, load_calibration_arg
 from diagnostics.kit.tiny_text import build_tiny_text
 from diagnostics.kit.vlm import build_vlm_kit, kit_families
-from diagnostics.models import hub_id, stored_models, stored_name
+from diagnostics.models import ALIASES, hub_id, stored_models, stored_name
 from diagnostics.suite.matrix import SHIPPED_MATRIX
 from diagnostics.suite.results import RESULTS_FILE, latest_run_dir, load_results, new_run_dir
 
@@ -27,7 +27,7 @@ DEFAULT_ENGINE_TIMEOUT_S = 900.0
 KIT_MODELS = ("kit:minicpm-v-2_6", "kit:minicpm-v-2_6-tiny", "kit:tiny-text", "kit:NAME (a stored VLM config)")
 SHIPPED_VLM_MATRIX = Path(__file__).parents[1] / "data" / "vlm.toml"
 CPU_MATRIX = Path(__file__).resolve().parents[1] / "data" / "cpu-tiny.toml"  # what --card=cpu runs by default
-CPU_REFUSED = ("openbmb/MiniCPM-V-2_6", "kit:minicpm-v-2_6")  # real shapes: ~16 GB of weights
+CPU_REFUSED = tuple(ALIASES)  # MiniCPM-V-2_6 by any of its names (real shapes: ~16 GB of weights), lower case
 LOAD_FORMATS = ("auto", "dummy")
 CACHE_STATES = ("cold", "warm", "user")
 CACHE_ENV = ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")  # fresh when cold, shared when warm
@@ -158,7 +158,11 @@ def matrix_path(matrix: str | None, model: str | None) -> Path | str:
 def choice(config, name: str, accepted, default: str) -> str:
     """An option (or its ini twin) that takes one of `accepted`, checked here rather than by argparse's `choices`:
     a bad value is one usage line either way, and the ini twin is checked too (argparse never sees it)."""
-    value = str(option(config, name) or default)
+    return checked(name, str(option(config, name) or default), accepted)
+
+
+def checked(name: str, value: str, accepted) -> str:
+    """`value` when it is one of `accepted`, else UsageError naming --NAME, the value and what is accepted."""
     if value not in accepted:
         raise one_of(f"--{name.replace('_', '-')} value", value, accepted)
     return value
@@ -166,9 +170,7 @@ def choice(config, name: str, accepted, default: str) -> str:
 
 def load_format_for(model: str, load_format: str | None) -> str:
     """The load format to use; the MiniCPM-V kits are written without weights: only dummy weights load them."""
-    load_format = load_format or "auto"
-    if load_format not in LOAD_FORMATS:
-        raise UsageError(f"bad load_format {load_format!r}; accepted: {', '.join(LOAD_FORMATS)}")
+    load_format = checked("load_format", load_format or "auto", LOAD_FORMATS)
     return "dummy" if model.startswith("kit:minicpm") or (model.startswith("kit:") and stored_vlm(model)) \
         else load_format
 
@@ -218,8 +220,9 @@ def cache_env(root: Path) -> dict:
 
 
 def check_cpu_model(model: str) -> None:
-    """--card=cpu cannot start the 16 GB MiniCPM-V-2_6 (real shapes): refuse in one line, naming what works."""
-    if model in CPU_REFUSED:
+    """--card=cpu cannot start the 16 GB MiniCPM-V-2_6 (real shapes) by any of its names, in any case: refuse in one
+    line, naming what works."""
+    if str(model).strip().lower() in CPU_REFUSED:
         raise UsageError(f"--card=cpu cannot start {model} (the 16 GB model) on vLLM's CPU backend; use the CPU "
                          f"matrix {CPU_MATRIX.name} (the default with --card=cpu) with --model=kit:tiny-text or "
                          "--model=kit:minicpm-v-2_6-tiny")

@@ -105,18 +105,30 @@ def search_knob(setting: str, model, vllm_version, defaults: dict):
         settings = plan(model, "3090", vllm_version, "llm", defaults).settings
     except UsageError:
         settings = None
-    return find_knob(setting, model, vllm_version, settings)
+    return find_knob(setting, model, vllm_version, settings, "--search",
+                     tuple(s for s in SEARCHABLE if s not in KNOB_NAMES))
 
 
-def probe(setting: str, knob, value: int, base: dict, model) -> Combination:
+def check_search_model(setting: str | None, model, vllm_version, defaults: dict) -> None:
+    """At collection, before any start: `--search KNOB` on a model that lacks the knob (a text model has none) is
+    one UsageError line naming the knob and the model's knobs. A model the estimator does not know (None) is
+    left to run_search, which says so."""
+    if setting in KNOB_NAMES and model is not None:
+        search_knob(setting, model, vllm_version, defaults)
+
+
+def probe(setting: str, knob, value: int, base: dict, model, budget_mib: int | None = None) -> Combination:
     """One search start: the engine settings with `setting` at `value`; a knob's start sends one request with an
     image that fills the knob at that value (predict.mm_fit.item_image_size), so "fits" means such an item
-    went through."""
+    went through. `budget_mib`: the matrix's planted_budget_mib (cpu card: the request runs under a memory budget
+    planted after start-up, engine/child.py plant_budget, so "fits" is real on a backend whose starts never fail
+    for the knob)."""
     if knob is None:
         return Combination(id=f"search-{SHORT[setting]}{value}", settings={**base, setting: value},
-                           scenario=f"search:{setting}", request=False)
+                           scenario=f"search:{setting}", request=False, planted_budget_mib=budget_mib)
     return Combination(id=f"search-{SHORT[setting]}{value}", settings=apply(knob, value, base),
-                       scenario=f"search:{setting}", request=True, image_size=item_image_size(knob, value, model))
+                       scenario=f"search:{setting}", request=True, image_size=item_image_size(knob, value, model),
+                       planted_budget_mib=budget_mib)
 
 
 def run_search(manager, setting: str, resolution=None, range_text=None) -> dict:
@@ -129,10 +141,14 @@ def run_search(manager, setting: str, resolution=None, range_text=None) -> dict:
     if knob is not None:
         base = without_knob(knob, base)
     predicted, note = predicted_limit(setting, model, card, vllm_version, base)
+    budget = getattr(manager.matrix, "planted_budget_mib", None)
+    if budget:  # plan models the card, not a budget planted after start-up: the prediction is not the limit's
+        note += (f"; the starts ran under a planted budget of {budget} MiB after start-up (cpu card, a test of the "
+                 "search): plan does not model it")
     search = build_search(setting, resolution, range_text, base, model, predicted, knob)
     records = []
     while (value := search.next_probe()) is not None:
-        combination = probe(setting, knob, value, base, model)
+        combination = probe(setting, knob, value, base, model, budget)
         record = manager.start(combination).record
         records.append(record)
         outcome = record["outcome"]
@@ -142,7 +158,7 @@ def run_search(manager, setting: str, resolution=None, range_text=None) -> dict:
         search.record(value, outcome == "ok")
     summary = {**search.to_json(), "predicted": predicted, "prediction_note": note, "card": card.name,
                "vllm": vllm_version, "model": manager.model, "settings": base,
-               "ids": [r["id"] for r in records]}
+               "ids": [r["id"] for r in records], "planted_budget_mib": budget}
     if knob is not None:
         summary.update(predicted_label=knob.label(predicted) if predicted is not None else "no prediction",
                        limit_label=knob.label(search.limit),

@@ -158,7 +158,7 @@ def test_plan_reads_a_hub_id_through_huggingface_hubs_functions(tmp_path, monkey
     monkeypatch.setattr(huggingface_hub, "get_safetensors_metadata", fake_metadata)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [])
-    with pytest.raises(UsageError, match="unknown model"):
+    with pytest.raises(UsageError, match="is not a stored model and this command reads no config from the hub"):
         get_model("org/tiny-llama")  # without hub=True an id is not looked up
     m = get_model("org/tiny-llama", hub=True)
     assert m.checkpoint.source.startswith("hub:org/tiny-llama") and m.checkpoint.total_bytes() == 262144

@@ -34,13 +34,13 @@ def test_kit_lines_without_any_prefix():
 
 
 def test_prefixes_logging_prefix_and_tqdm_carriage_returns():
-    text = (
+    text = (  # the server's banner first, as a server prints it (after served prompts it would begin a restart)
+        "(APIServer pid=9) INFO 01-01 00:00:00 [api_server.py:1] vLLM API server version 0.8.5\n"
         "[myapp] INFO 01-01 00:00:01 [gpu_model_runner.py:1] Model loading took 15.1 GiB memory and 1.0 seconds\n"
         "(VllmWorkerProcess pid=7) INFO 01-01 00:00:02 worker.py:1] Memory profiling takes 5.00 seconds\n"
         "Processed prompts:   0%|          | 0/1 [00:00<?, ?it/s]\r(Worker pid=8) INFO 01-01 00:00:03 "
         "[kv_cache_utils.py:1] GPU KV cache size: 65,536 tokens\r"
         "Processed prompts: 100%|##########| 1/1 [00:01<00:00,  1.00it/s]\n"
-        "(APIServer pid=9) INFO 01-01 00:00:04 [api_server.py:1] vLLM API server version 0.8.5\n"
     )
     rec = read_log(text)
     assert rec.numbers["weights_gib"] == 15.1 and rec.numbers["kv_cache_tokens"] == 65536

@@ -478,3 +478,17 @@ def test_two_vllm_serve_processes_are_told_apart_by_their_engine_cores():
     rec = read_log(text)
     assert rec.failed_engine == "EngineCore pid=200"
     assert rec.numbers["weights_gib"] == 15.5 and "kv_cache_gib" not in rec.numbers
+
+
+SECOND_START = (
+    "(APIServer pid=900) INFO 11-25 09:00:00 [api_server.py:1800] vLLM API server version 0.32.0\n"
+    "(EngineCore pid=901) ERROR 11-25 09:00:40 [core.py:700] torch.OutOfMemoryError: CUDA out of memory. Tried to "
+    "allocate 2.00 GiB. GPU 0 has a total capacity of 23.64 GiB of which 1.20 GiB is free.\n")
+
+
+@pytest.mark.parametrize("earlier", ["real_cpu_ok.log", "gpu_v1_new_breakdown_ok.log"])
+def test_a_restart_that_prints_only_the_api_server_banner_is_a_new_start(earlier):        # newcomer pass
+    alone = read_log(SECOND_START)
+    rec = read_log((LOGS / earlier).read_text() + SECOND_START)
+    assert alone.outcome != "oom_request"
+    assert (rec.outcome, rec.phase) == (alone.outcome, alone.phase)

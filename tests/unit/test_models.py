@@ -231,3 +231,12 @@ def test_a_config_with_no_usable_head_count_is_one_line(tmp_path, heads):       
     (tmp_path / "config.json").write_text(_json.dumps(cfg))
     with pytest.raises(UsageError, match="num_attention_heads is .*; accepted: a positive integer"):
         get_model(str(tmp_path))
+
+
+def test_an_id_a_command_does_not_look_up_is_not_listed_as_accepted_in_its_own_refusal():   # newcomer pass
+    with pytest.raises(UsageError) as err:
+        get_model("someone/NotAModel-7B")
+    text = str(err.value)
+    assert "plan --model someone/NotAModel-7B" in text and "or a Hugging Face id (owner/name)" not in text
+    with pytest.raises(UsageError, match=r"unknown model 'nope'.*or a Hugging Face id \(owner/name\)"):
+        get_model("nope", hub=True)

@@ -367,6 +367,24 @@ def test_fit_knob_json_and_frontier(capsys):
     assert "largest max_model_len per max_pixels" in out and "1,003,520 (1280 x 28 x 28 px" in out
 
 
+def test_fit_knob_alias_answers_in_the_name_asked(capsys):                                  # newcomer pass
+    assert main(["plan", "--model", "internvl3-8b", "--card", "l4", "--vllm", "0.32.0", "--set", "max_model_len=32768",
+                 "--set", "max_num_batched_tokens=2048", "--set", 'limit_mm_per_prompt={"video":0}',
+                 "--fit", "max_dynamic_patch", "--no-vllm-exact"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("largest max_dynamic_patch that fits: ") and "just above: max_dynamic_patch=" in out
+
+
+def test_fit_md_when_nothing_fits_says_so(capsys):                                      # newcomer pass
+    argv = ["plan", "--card", "t4", "--vllm", "0.32.0", "--fit", "max_slice_nums", "--no-vllm-exact"]
+    assert main(argv) == 0 and capsys.readouterr().out.startswith("no max_slice_nums from 1 slice to 9 slices")
+    assert main([*argv, "--format", "md"]) == 0
+    md = capsys.readouterr().out
+    assert "plan --fit max_slice_nums: no value from 1 slice to 9 slices plans ok; this report is the plan at the " \
+           "lowest, 1 slice, which does not fit" in md
+    assert "## What fits" in md and "Nothing fits on this card." in md
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (["--fit", "max_pixels"], "not a multimodal knob of openbmb/MiniCPM-V-2_6"),
     (["--fit", "max_slice_nums", "--set", 'mm_processor_kwargs={"max_slice_nums":4}'], "together"),

@@ -54,3 +54,22 @@ def test_a_coefficient_the_arithmetic_cannot_use_is_one_line(tmp_path, value):  
     path.write_text(f"[calibration]\nname = 'x'\n[coefficients]\nencoder_scale_linear = {value}\n")
     with pytest.raises(UsageError, match=r"encoder_scale_linear must be a finite number"):
         load_calibration(path)
+
+
+@pytest.mark.parametrize("line, says", [
+    ("encoder_scale_linear = -0.5", "encoder_scale_linear = -0.5 is negative; accepted: numbers >= 0"),
+    ("non_torch_gib = [0.3, -0.1, 0.6]", "non_torch_gib = [0.3, -0.1, 0.6] is negative"),
+    ("cuda_graph_v1 = [-0.5, 0.2, 512]", "cuda_graph_v1 = [-0.5, 0.2, 512] gives a negative CUDA-graph figure"),
+])
+def test_a_negative_coefficient_is_one_line(tmp_path, line, says):                       # newcomer pass
+    from diagnostics.errors import UsageError
+    from diagnostics.predict.coefficients import load_calibration
+
+    path = tmp_path / "cal.toml"
+    path.write_text(f"[calibration]\nname = 'x'\n[coefficients]\n{line}\n")
+    with pytest.raises(UsageError, match=re.escape(says)) as err:
+        load_calibration(path)
+    assert "\n" not in str(err.value)
+    # a fitted graph line may have a negative intercept while every captured batch's figure stays >= 0
+    path.write_text("[calibration]\nname = 'x'\n[coefficients]\ncuda_graph_v1 = [-0.001, 0.8, 512]\n")
+    assert load_calibration(path).coefficients.cuda_graph_v1 == (-0.001, 0.8, 512)

@@ -56,4 +56,33 @@ def test_mm_guard_notes():
     assert mm_guard_notes(M, v, {"mm_processor_kwargs": {"max_slice_nums": 9}}, {}) == []
     frames = mm_guard_notes(M, v, {"mm_dummy_options": {"video": {"num_frames": 4}}}, {"video": 1024})
     assert len(frames) == 1 and "up to 1,024 tokens" in frames[0]
-    assert mm_guard_notes(M, Version(0, 20, 0), {"mm_dummy_options": {"video": {"num_frames": 4}}}, {"video": 1024}) == []
+    (older,) = mm_guard_notes(M, Version(0, 20, 0), {"mm_dummy_options": {"video": {"num_frames": 4}}}, {"video": 1024})
+    assert "reads only the count of a limit_mm_per_prompt object for MiniCPM-V" in older  # not the dummy-only note
+
+
+def test_an_unknown_mm_processor_kwargs_key_is_named_with_the_keys_the_family_reads():    # newcomer pass
+    from diagnostics.predict.estimator import plan
+
+    notes = plan("qwen2.5-vl-7b", "4090", "0.32.0", "llm", {"mm_processor_kwargs": {"max_pixel": 1000}}).notes
+    (note,) = [n for n in notes if n.startswith("mm_processor_kwargs max_pixel:")]
+    assert "not a key plan reads for qwen2.5-vl (it reads: max_pixels, min_pixels, size" in note
+    assert "does not check key names" in note  # vLLM's own behaviour: passed on, not refused
+    known = plan("qwen2.5-vl-7b", "4090", "0.32.0", "llm", {"mm_processor_kwargs": {"max_pixels": 1003520}}).notes
+    assert not any("not a key plan reads" in n for n in known)
+    assert not any("not a key plan reads" in n for n in plan(M, "3090", "0.32.0", "llm", {
+        "mm_processor_kwargs": {"max_slice_nums": 4}}).notes)
+
+
+def test_num_frames_notes_follow_the_family_that_honours_it():                            # issue 23
+    from diagnostics.predict.estimator import plan
+
+    frames = {"limit_mm_per_prompt": {"video": {"count": 1, "num_frames": 2}}}
+    qwen = plan("qwen2.5-vl-7b", "a100-40", "0.20.0", "llm", {"max_model_len": 32768, **frames}).notes
+    assert any(n.startswith("limit_mm_per_prompt video num_frames=2 sizes only the profile run's dummy video")
+               for n in qwen)
+    assert not any("for MiniCPM-V" in n for n in qwen)  # Qwen2.5-VL honours it from 0.12 (families/qwen_vl.py)
+    qwen3 = plan("qwen3-vl-8b", "a100-40", "0.32.0", "llm", frames).notes
+    assert "limit_mm_per_prompt video num_frames=2 is not modelled for qwen3-vl: plan counts the dummy video at " \
+           "full frames" in qwen3
+    assert any("reads only the count of a limit_mm_per_prompt object for MiniCPM-V" in n
+               for n in plan(M, "3090", "0.20.0", "llm", frames).notes)

@@ -25,6 +25,7 @@ INTERIOR = [
     ("minicpm-v-2_6", "max_slice_nums", "l4",
      {"max_model_len": 4096, "max_num_batched_tokens": 2048, "gpu_memory_utilization": 0.8, **NO_VIDEO}),
     ("minicpm-v-2_6", "num_frames", "l4", {"max_model_len": 4096, "max_num_batched_tokens": 8192}),
+    ("qwen2.5-vl-7b", "num_frames", "3090", {"max_model_len": 32768, "max_num_batched_tokens": 2048}),
 ]
 
 
@@ -181,3 +182,31 @@ def test_search_images_fill_the_knob_at_the_probed_value():
             largest.profile["tokens_per_modality"]["image"] == (3000 if n == 3001 else n)
     assert item_image_size(find_knob("max_slice_nums", "minicpm-v-2_6", V), 4, "minicpm-v-2_6") == (448, 1792)
     assert item_image_size(find_knob("limit_mm_per_prompt.image", qwen, V), 3, qwen) is None
+
+
+def test_an_alias_is_answered_in_the_name_asked_for():                                     # newcomer pass
+    held = INTERIOR[3][3]
+    f = fit_knob("max_dynamic_patch", "internvl3-8b", "l4", V, "llm", held)
+    assert (f.setting, f.knob.name, f.to_json()["setting"]) == ("max_dynamic_patch", "max_patches",
+                                                                 "max_dynamic_patch")
+    assert f.value == fit_knob("max_patches", "internvl3-8b", "l4", V, "llm", held).value
+
+
+def test_qwen_num_frames_lowers_the_dummy_video_from_0_12_only():
+    """vLLM 0.12+ qwen2_vl.py get_dummy_mm_data hands the video options to _get_dummy_videos (min(frames,
+    num_frames)); 0.11 takes none, and Qwen3-VL's builder is not modelled: no knob there."""
+    held = {"max_model_len": 32768, "max_num_batched_tokens": 2048}
+    free = plan("qwen2.5-vl-7b", "3090", V, "llm", held).profile
+    capped = plan("qwen2.5-vl-7b", "3090", V, "llm",
+                  {**held, "limit_mm_per_prompt": {"video": {"count": 1, "num_frames": 2}}}).profile
+    assert (free["modality"], free["encoder_slices"], capped["encoder_slices"]) == ("video", 4, 2)
+    # the tower encodes half the frames; MultiModalBudget still counts the uncapped video's tokens per item
+    assert capped["vit_tokens"] * 2 == free["vit_tokens"] and capped["tokens_per_item"] == free["tokens_per_item"]
+    k = find_knob("num_frames", "qwen2-vl-7b", V)
+    assert (k.lo, k.hi, k.guards, k.modalities) == (1, 14, False, ("video",)) and "dummy option" in k.note
+    for model, version in (("qwen2.5-vl-7b", "0.11.0"), ("qwen3-vl-8b", V)):
+        with pytest.raises(UsageError, match="--fit num_frames: not a multimodal knob"):
+            find_knob("num_frames", model, version)
+    older = plan("qwen2.5-vl-7b", "3090", "0.12.0", "llm",
+                 {**held, "limit_mm_per_prompt": {"video": {"count": 1, "num_frames": 2}}}).profile
+    assert older["encoder_slices"] == 2

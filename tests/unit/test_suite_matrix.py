@@ -206,6 +206,24 @@ def test_worst_case_and_a_planted_budget_per_matrix_and_scenario():             
         parse_matrix("[scenarios.a]\nmax_model_len = 256\nplanted_budget_mib = 0\n")
 
 
+def test_a_matrix_wide_planted_budget_reaches_every_start_unless_a_scenario_sets_its_own():  # issue 23
+    matrix = parse_matrix(textwrap.dedent("""
+        [matrix]
+        planted_budget_mib = 104
+        [axes]
+        max_model_len = [256]
+        [scenarios.own]
+        max_model_len = 512
+        planted_budget_mib = 8
+    """))
+    by_id = {c.id: c for c in matrix.combinations}
+    assert matrix.planted_budget_mib == 104  # what the --search probes get (suite/search_run.py)
+    assert (by_id["mml256"].planted_budget_mib, by_id["own"].planted_budget_mib) == (104, 8)
+    assert parse_matrix("[scenarios.a]\nmax_model_len = 256\n").planted_budget_mib is None
+    with pytest.raises(MatrixError, match="planted_budget_mib in \\[matrix\\] must be a positive whole number"):
+        parse_matrix("[matrix]\nplanted_budget_mib = -4\n[scenarios.a]\nmax_model_len = 256\n")
+
+
 @pytest.mark.parametrize("data, words", [                                                  # newcomer-3 appendix
     (b"\xff\xfe[scenarios.a]\nmax_model_len = 256\n", "not UTF-8 text (byte 0xff at offset 0)"),
     (b'[matrix]\nmodel = 123\n[scenarios.a]\nmax_model_len = 256\n', "model in [matrix] must be text, not 123"),

@@ -511,13 +511,14 @@ def test_search_stops_on_a_non_memory_failure_and_rejects_unknown_settings(searc
 KNOB_LAUNCHER = SEARCH_LAUNCHER.replace(
     'small = broken or spec.settings["max_model_len"] > 1920',
     'small = broken or (spec.settings.get("mm_processor_kwargs") or {}).get("max_slice_nums", 9) > 5').replace(
-    "def fake_run_start(spec):\n", "def fake_run_start(spec):\n    print('PROBE', spec.id, spec.request, list(spec.image_size))\n")
+    "def fake_run_start(spec):\n", "def fake_run_start(spec):\n    print('PROBE', spec.id, spec.request, spec.planted_budget_bytes, list(spec.image_size))\n")
 
 
 def test_search_a_knob_sends_an_item_of_the_probed_size(searching):
     searching.makeconftest(KNOB_LAUNCHER)
     (searching.path / "knob.toml").write_text(textwrap.dedent(SEARCH_MATRIX).replace(
-        "enforce_eager = true", "enforce_eager = true\nmax_model_len = 4096"))
+        "enforce_eager = true", "enforce_eager = true\nmax_model_len = 4096").replace(
+        "[matrix]", "[matrix]\nplanted_budget_mib = 64"))
     result = run(searching, "-s", "--card=cpu", "--matrix=knob.toml", "--search=max_slice_nums")
     result.assert_outcomes(passed=1, deselected=1)
     (run_dir,) = searching.path.glob("reports/2*")
@@ -526,10 +527,27 @@ def test_search_a_knob_sends_an_item_of_the_probed_size(searching):
     assert summary["limit_label"] == "5 slices" and summary["knob"]["setting"] == "mm_processor_kwargs"
     probes = [line[line.index("PROBE"):].split() for line in result.stdout.str().splitlines() if "PROBE" in line]
     assert len(probes) == summary["starts"]
-    for _, cid, request, *size in probes:  # one 448 x 448n image per start: it fills max_slice_nums = n
+    for _, cid, request, budget, *size in probes:  # one 448 x 448n image per start: it fills max_slice_nums = n
         n = int(cid.removeprefix("search-slices"))
         assert request == "True" and size == ["[448,", f"{448 * n}]"]
+        assert budget == str(64 << 20)  # the matrix's planted budget reaches every probe (cpu card)
+    assert summary["planted_budget_mib"] == 64 and "plan does not model it" in summary["prediction_note"]
     assert "--search max_slice_nums: measured limit 5 slices" in result.stdout.str()
+
+
+def test_search_a_knob_of_a_text_model_is_refused_at_collection(searching):               # newcomer pass
+    (searching.path / "text").mkdir()
+    (searching.path / "text" / "config.json").write_text(json.dumps({
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128,
+        "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 512,
+        "max_position_embeddings": 4096, "torch_dtype": "float32"}))
+    result = run(searching, "--card=cpu", "--matrix=search.toml", f"--model={searching.path / 'text'}",
+                 "--search=max_pixels")
+    err = result.stderr.str().strip()
+    assert result.ret == 4 and "PROBE" not in result.stdout.str()
+    line = err.splitlines()[-1]
+    assert "--search max_pixels: not a multimodal knob of" in line and \
+        "accepted: none (no vision tower) (or an engine setting: max_model_len, max_num_seqs)" in line
 
 
 def test_without_search_the_search_test_is_not_collected(searching):

@@ -17,7 +17,7 @@ def test_model_load_format_and_timeout_checks():
     run.check_model("openbmb/MiniCPM-V-2_6")  # a hub id is left to vLLM
     assert run.load_format_for("kit:minicpm-v-2_6-tiny", "auto") == "dummy"  # the kit has no weights
     assert run.load_format_for("kit:tiny-text", None) == "auto"
-    with pytest.raises(UsageError, match="bad load_format 'pt'; accepted: auto, dummy"):
+    with pytest.raises(UsageError, match="unknown --load-format value 'pt'; accepted: auto, dummy"):
         run.load_format_for("m", "pt")
     assert run.engine_timeout(None) == run.DEFAULT_ENGINE_TIMEOUT_S and run.engine_timeout("120") == 120.0
     assert run.engine_timeout("0") is None and run.engine_timeout(0.0) is None  # issue #9: 0 is no limit, not 900
@@ -143,3 +143,14 @@ def test_resume_refuses_a_run_with_an_id_twice_or_of_another_model(tmp_path):   
     with pytest.raises(UsageError, match="the latest run .r1. is of other, not kit:tiny-text"):
         suite_run.RunDir.prepare(tmp_path, resume=True, is_worker=False, model="kit:tiny-text")
     assert suite_run.RunDir.prepare(tmp_path, resume=True, is_worker=False, model="other").finished == {"a"}
+
+
+@pytest.mark.parametrize("name", ["openbmb/MiniCPM-V-2_6", "minicpm-v-2_6", "MiniCPM-V-2.6", "kit:minicpm-v-2_6"])
+def test_cpu_card_refuses_the_16_gb_model_by_any_of_its_names(name):                      # newcomer pass B8
+    with pytest.raises(UsageError, match="--card=cpu cannot start"):
+        run.check_cpu_model(name)
+
+
+@pytest.mark.parametrize("name", ["kit:tiny-text", "kit:minicpm-v-2_6-tiny"])
+def test_cpu_card_takes_the_tiny_kits(name):
+    run.check_cpu_model(name)
