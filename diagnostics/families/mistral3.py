@@ -29,6 +29,8 @@ from diagnostics.families.common import (Item, Kit, Knob, Variant, Window, decod
                                          tower_encoder_bytes)
 from diagnostics.versions import Version
 
+# mm_processor_kwargs keys items() reads (0.29+; earlier releases read none); others go to the HF processor unmodelled
+MM_KWARGS = ("size", "images_kwargs")
 ARCHITECTURES = {"Mistral3ForConditionalGeneration": "mistral3"}
 KIT = Kit("<s>[INST]What is in the image?\n[IMG][/INST]",
           ("<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[IMG]", "[IMG_BREAK]", "[IMG_END]"), "</s>",

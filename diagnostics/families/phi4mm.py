@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from diagnostics.families.common import Item, Kit, Knob, Variant, Window, decoder_params, vit_layer_params
 from diagnostics.versions import Version
 
+# mm_processor_kwargs keys items() reads (0.8.5+); others go to the HF processor unmodelled
+MM_KWARGS = ("dynamic_hd", "images_kwargs")
 ARCHITECTURES = {"Phi4MMForCausalLM": "phi4mm"}
 KIT = Kit("<|user|><|image_1|>What is in the image?<|end|><|assistant|>",
           ("<|endoftext|>", "<|user|>", "<|assistant|>", "<|end|>", "<|image_1|>", "<|audio_1|>"), "<|end|>",

@@ -106,3 +106,12 @@ def test_the_suites_worst_case_request_sends_the_dummy_sized_images():
     small = worst_case(get_model(NAME), get_card("h100-80"), "0.32.0",
                        {"max_model_len": 32768, "mm_processor_kwargs": {"size": {"longest_edge": 784}}})
     assert (small.items[0].width, small.items[0].tokens) == (784, 784)
+
+
+def test_a_flat_longest_edge_is_named_as_a_key_plan_does_not_read():
+    from diagnostics.models import get_model
+    from diagnostics.predict.limits import unread_mm_kwargs_notes
+
+    notes = unread_mm_kwargs_notes(get_model(NAME), families.parse_version("0.32.0"),
+                                   {"mm_processor_kwargs": {"size": {"longest_edge": 1024}, "longest_edge": 1024}})
+    assert len(notes) == 1 and notes[0].startswith("mm_processor_kwargs longest_edge: not a key")

@@ -97,3 +97,12 @@ def test_meta_only_kit_carries_the_kits_config_class_and_no_processor(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["auto_map"] == {"AutoConfig": "configuration_phi4mm.Phi4MMConfig"}
     assert (out / "configuration_phi4mm.py").is_file() and not (out / "image_processing_kit.py").exists()
+
+
+def test_dynamic_hd_is_a_key_plan_reads_and_a_typo_is_named():
+    from diagnostics.models import get_model
+    from diagnostics.predict.limits import unread_mm_kwargs_notes
+
+    model, v = get_model(NAME), parse_version("0.32.0")
+    assert unread_mm_kwargs_notes(model, v, {"mm_processor_kwargs": {"dynamic_hd": 16}}) == []
+    assert "dynamic_hdd" in unread_mm_kwargs_notes(model, v, {"mm_processor_kwargs": {"dynamic_hdd": 16}})[0]
