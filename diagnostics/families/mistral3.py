@@ -97,7 +97,7 @@ def _edge(s: Mistral3Shape, settings: dict, version) -> int:
 
 
 def geometry(s: Mistral3Shape, settings: dict, modality: str, version) -> tuple[int, int, str, str | None]:
-    """(width, height, basis, note) of the largest image: the dummy's edge x edge (get_image_size_with_most_features)."""
+    """(width, height, basis, note) of the largest image: the dummy edge x edge (get_image_size_with_most_features)."""
     edge = _edge(s, settings, version)
     rows = (edge - 1) // (s.patch * s.merge) + 1
     return edge, edge, "derived", (f"each image's prompt also holds {rows} [IMG_BREAK] / [IMG_END] positions "
