@@ -10,7 +10,8 @@ its module, no list to edit; minicpmv first, the others by name) and declares:
 and optionally encoder_bytes(model, prof, db, eager, tp, coef, version) (default: common.tower_encoder_bytes),
 eager_attention(version, rules) (default: never), modalities(variant, version) (default: the variant's) and
 geometry(shape, settings, modality, version) -> (width, height, basis, note) of the largest item (the suite's
-worst-case request; default: suite/worst_case.py's table).
+worst-case request; default: suite/worst_case.py's table) and known_gaps(shape, version, settings) -> [str] (what
+plan does not model for this family, one sentence each, among plan's notes).
 check() raises at import when a module lacks a piece; tests/unit/test_families.py checks the data behind them.
 Pure: no torch, no vllm.
 """

@@ -54,6 +54,8 @@ class Phi4MMShape:
     dynamic_hd: int  # the image processor's (preprocessor_config.json)
     audio_rate: int  # compression_rate: log-mel frames per audio token
     layer_idx: int  # image feature layer (img_processor.layer_idx, default -2)
+    lora_widths: int = 0  # per LLM layer: in + out widths of qkv, o, gate_up, down (a LoRA slot's A + B per rank)
+    layers: int = 0
 
 
 def parse(cfg: dict, pre: dict, video_pre: dict, where: str):
@@ -61,8 +63,14 @@ def parse(cfg: dict, pre: dict, video_pre: dict, where: str):
     img = cfg.get("img_processor")
     layer_idx = int(img.get("layer_idx", -2)) if isinstance(img, dict) else -2
     audio = cfg["embd_layer"]["audio_embd_layer"]
-    shape = Phi4MMShape(int(pre.get("dynamic_hd", 36)), int(audio.get("compression_rate", 8)), layer_idx)
     h = int(cfg["hidden_size"])
+    heads = int(cfg["num_attention_heads"])
+    hd = h // heads
+    qkv = (heads + 2 * int(cfg.get("num_key_value_heads") or heads)) * hd
+    inter = int(cfg["intermediate_size"])
+    widths = (h + qkv) + (heads * hd + h) + (h + 2 * inter) + (inter + h)
+    shape = Phi4MMShape(int(pre.get("dynamic_hd", 36)), int(audio.get("compression_rate", 8)), layer_idx, widths,
+                        int(cfg["num_hidden_layers"]))
     params = decoder_params(text, qkv_bias=False) + image_params(h, layer_idx) + audio_params(cfg, h)
     vision = {**SIGLIP, "patch_size": VIT_PATCH, "image_size": VIT_IMAGE, "num_attention_heads": 16}
     return text, vision, shape, params
@@ -158,6 +166,20 @@ def _dynamic_hd(s: Phi4MMShape, settings: dict, version) -> int:
 def geometry(s: Phi4MMShape, settings: dict, modality: str, version) -> tuple[int, int, str, str | None]:
     """(width, height, basis, note) of the dummy image: 448 x (448 x dynamic_hd), get_image_size_with_most_features."""
     return VIT_IMAGE, VIT_IMAGE * _dynamic_hd(s, settings, version), "derived", None
+
+
+LORA_RANK = 320  # vLLM's Phi-4-multimodal example: max_lora_rank=320 (the speech adapter's rank)
+
+
+def known_gaps(s: Phi4MMShape, version, settings: dict) -> list[str]:
+    """The LoRA slots: vLLM serves the checkpoint's vision and speech adapters as LoRA (enable_lora=True,
+    max_lora_rank=320); plan counts no LoRA memory. Estimate: max_loras x layers x rank x (A + B widths) x 2 B."""
+    rank = int(settings.get("max_lora_rank") or LORA_RANK)
+    slots = int(settings.get("max_loras") or 1)
+    gib = slots * s.layers * rank * s.lora_widths * 2 / 2 ** 30
+    return [f"Phi-4-multimodal's image and audio adapters run as vLLM LoRA (enable_lora=True, max_lora_rank={rank}): "
+            f"plan does not count the LoRA slots, about {gib:.2f} GiB for {slots} slot(s) in 16-bit (estimate: "
+            f"{s.layers} layers x rank {rank} x the LLM's projection widths, not checked)"]
 
 
 def audio_tokens(s: Phi4MMShape) -> tuple[int, int]:

@@ -106,3 +106,12 @@ def test_dynamic_hd_is_a_key_plan_reads_and_a_typo_is_named():
     model, v = get_model(NAME), parse_version("0.32.0")
     assert unread_mm_kwargs_notes(model, v, {"mm_processor_kwargs": {"dynamic_hd": 16}}) == []
     assert "dynamic_hdd" in unread_mm_kwargs_notes(model, v, {"mm_processor_kwargs": {"dynamic_hdd": 16}})[0]
+
+
+def test_plan_names_the_lora_slots_it_does_not_count():
+    from diagnostics.predict.estimator import plan
+
+    notes = plan(NAME, "a100-80", "0.32.0", "llm", {"max_model_len": 8192}).notes
+    (lora,) = [n for n in notes if "LoRA" in n]
+    # 32 layers x 320 x (8192 + 6144 + 19456 + 11264) x 2 B = 0.86 GiB: the LLM's qkv, o, gate_up, down widths
+    assert "about 0.86 GiB for 1 slot(s)" in lora and "not checked" in lora
