@@ -172,6 +172,9 @@ class Variant:
     stored: dict = field(default_factory=dict)
     v0_sequence_video: bool = False  # V0 builds the dummy video for each dummy sequence's length (MiniCPM-V)
     encoder_decoder: bool = False  # V0 gives every one of max_num_seqs dummy sequences its items (mllama)
+    # hf_overrides that make vLLM build a stored config directory (no weights) as it builds the real checkpoint,
+    # where vLLM decides from the weights (Mistral 3: the checkpoint's own lm_head unties the head)
+    stored_hf_overrides: dict = field(default_factory=dict)
 
 
 def tower_encoder_bytes(model, prof, db: int, eager: bool, tp: int, coef, version=None) -> dict:

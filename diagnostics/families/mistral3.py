@@ -37,8 +37,11 @@ KIT = Kit("<s>[INST]What is in the image?\n[IMG][/INST]",
           image_processor="transformers.models.pixtral.image_processing_pil_pixtral.PixtralImageProcessorPil",
           placeholders=("[IMG]", None), config_tokens={"image_token_index": "[IMG]"})
 # since: first release whose registry has Mistral3ForConditionalGeneration (0.8.2's has not; 0.8.3's has)
+# stored_hf_overrides: transformers 5's Mistral3Config defaults tie_word_embeddings to true; vLLM 0.32 unties the
+# head when the checkpoint ships lm_head.weight (config/model.py:1242-1267), as the real one does
 VARIANTS = {"mistral3": Variant(("image",), Window("0.8.3"), KIT,
-                                stored={"mistral-small-3.1-24b": "mistralai/Mistral-Small-3.1-24B-Instruct-2503"})}
+                                stored={"mistral-small-3.1-24b": "mistralai/Mistral-Small-3.1-24B-Instruct-2503"},
+                                stored_hf_overrides={"tie_word_embeddings": False})}
 PROCESSOR_EDGE_SINCE = Version(0, 29, 0)  # get_vision_encoder_info reads the processor's size["longest_edge"]
 # PixtralHFVisionModel without xformers (no longer a vLLM dependency from 0.12.0) builds transformers'
 # generate_block_attention_mask: one (L, L) mask in the model dtype over every image's patches packed in one sequence

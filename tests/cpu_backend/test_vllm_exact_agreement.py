@@ -58,11 +58,7 @@ CASES = _cases()
 DISAGREE = {"gemma-3-4b": "KV tokens +4.6 %: vLLM pads the sliding-window/full layer groups (29 + 5 -> 30 + 5) "
                           "and holds window blocks per request the family rules do not count",
             "gemma-3-27b": "KV tokens +16 %: vLLM pads the sliding-window/full layer groups and holds window "
-                           "blocks per request the family rules do not count",
-            # not a rule gap: a stored directory has no checkpoint, so vLLM keeps transformers 5's Mistral3Config
-            # default tie_word_embeddings=True (23,340,272,640 params); the real checkpoint ships lm_head.weight and
-            # vLLM unties it (config/model.py:1242-1267), which plan counts (24,011,361,280; docs/models.md)
-            "mistral-small-3.1-24b": "weights -2.8 %: vLLM ties the LM head for a directory without a checkpoint"}
+                           "blocks per request the family rules do not count"}
 
 
 def _pure(model, settings):
@@ -76,7 +72,7 @@ def _pure(model, settings):
 def answers() -> dict:
     pure = {case: _pure(model, settings) for case, (model, settings) in CASES.items()}
     jobs = [{"model": str(model_dir(get_model(CASES[case][0]))),
-             "settings": CASES[case][1] if isinstance(p, UsageError) else engine_settings(p.settings)}
+             "settings": CASES[case][1] if isinstance(p, UsageError) else engine_settings(p.settings, p.model)}
             for case, p in pure.items()]
     got = run_child(jobs, timeout_s=1200)
     return {case: (pure[case], answer) for case, answer in zip(CASES, got)}
