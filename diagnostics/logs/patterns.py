@@ -102,7 +102,10 @@ KV_SUGGEST = re.compile(
     rf"or `--kv-cache-memory=(?P<b>\d+)`(?: \((?P<b_gib>{NUM}) GiB\))? to fully utilize gpu memory"
 )
 KV_IN_USE = re.compile(rf"Current kv cache memory in use is (?P<kv>{NUM}) (?P<unit>GiB|bytes)")
-GPU_BLOCKS = re.compile(r"# (?:GPU|CUDA|cuda|\w+) blocks: (?P<gpu>\d+)(?:, # CPU blocks: (?P<cpu>\d+))?")
+# "# GPU blocks: N, # CPU blocks: M" (V0 executors; V1 0.7-0.8 without the CPU half). Another accelerator's name
+# stands for GPU (NPU, XPU, HPU), never CPU: a quoted line that lost its leading "# " would otherwise be read from its
+# CPU half (vllm#10517), so "GPU blocks:" is also read without the "# ".
+GPU_BLOCKS = re.compile(r"(?:(?:# )?(?:GPU|CUDA|cuda)|# (?!CPU\b)\w+) blocks: (?P<gpu>\d+)(?:, # CPU blocks: (?P<cpu>\d+))?")
 KV_TOKENS = re.compile(rf"\b(?P<dev>GPU \+ host|GPU|CPU|\w+) KV cache size: (?P<tokens>{NUM}) tokens")
 CONCURRENCY = re.compile(rf"Maximum concurrency for (?P<mml>{NUM}) tokens per request: (?P<x>{NUM})x")
 # V0-only start-up lines around graph capture (0.5-0.6: "Capturing the model for CUDA graphs", "CUDA graphs can take

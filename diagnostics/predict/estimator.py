@@ -336,12 +336,19 @@ def _llm_phase_bytes(ctx: _Context, prof: mm_budget.MMProfile) -> tuple[int, int
     s, model = ctx.settings, ctx.model
     mbt = s["max_num_batched_tokens"]
     rows = (prof.sequences or s["max_num_seqs"]) if ctx.eng == "V0" else min(s["max_num_seqs"], mbt)
-    llm_b = int(llm_pass_bytes(model, mbt, ctx.db, ctx.tp) * ctx.coef.llm_activation_scale)
+    llm_b = int(llm_pass_bytes(model, mbt, ctx.db, ctx.tp, _eager_forward(ctx)) * ctx.coef.llm_activation_scale)
     if ctx.exact is not None and ctx.exact.llm_pass_bytes:  # measured on fake tensors: no coefficient (issue #20)
         llm_b = int(ctx.exact.llm_pass_bytes)
     samp_b = sampler_bytes(model, rows, ctx.coef)
     enc_out_b = prof.llm_mm_tokens * model.hidden * ctx.db if not prof.skipped else 0
     return enc_out_b + max(llm_b, mbt * model.hidden * ctx.db + samp_b), samp_b, rows
+
+
+def _eager_forward(ctx: _Context) -> bool:
+    """Whether the profile pass runs the model's Python forward as written: V0 (no torch.compile by default), or V1
+    with enforce_eager (V1 compiles only without it: vllm/config.py 0.8.0:3479-3491; 0.15 logs 'Enforce eager set,
+    overriding optimization level to -O0')."""
+    return ctx.eng == "V0" or bool(ctx.settings.get("enforce_eager"))
 
 
 def _parts(ctx: _Context, prof: mm_budget.MMProfile, enc: dict, rows: int, eager: bool) -> dict:
@@ -353,7 +360,8 @@ def _parts(ctx: _Context, prof: mm_budget.MMProfile, enc: dict, rows: int, eager
     mbt = s["max_num_batched_tokens"]
     largest = largest_graph_batch(s, ctx.eng, ctx.v, (ctx.coef.cuda_graph_v0 if ctx.eng == "V0" else
                                                       ctx.coef.cuda_graph_v1)[2])
-    return {"encoder_raw_bytes": int(enc["total"]), "llm_pass_raw_bytes": llm_pass_bytes(model, mbt, ctx.db, ctx.tp),
+    return {"encoder_raw_bytes": int(enc["total"]), "llm_pass_raw_bytes": llm_pass_bytes(model, mbt, ctx.db, ctx.tp,
+                                                                                  _eager_forward(ctx)),
             "encoder_outputs_bytes": prof.llm_mm_tokens * model.hidden * ctx.db if not prof.skipped else 0,
             "hidden_bytes": mbt * model.hidden * ctx.db, "sampler_logits": rows * model.vocab_padded,
             "eager": eager and bool(enc["total"]),

@@ -143,9 +143,32 @@ def encoder_term(enc_total_bytes: int, eager: bool, coef: Coefficients) -> Term:
     return Term(gib, gib * lo_f, gib * hi_f, basis)
 
 
-def llm_pass_bytes(model: ModelSpec, tokens: int, db: int, tp: int = 1) -> int:
-    """Prefill activations of one decoder layer at its MLP: residual, normed input, gate_up (2I) and act (I)."""
-    return tokens * (2 * model.hidden + 3 * model.intermediate // tp) * db
+# Text decoders whose Python forward vLLM runs eagerly in the profile pass with the fused add-norm loop
+# `hidden_states, residual = layer(positions, hidden_states, ..., residual)`: the caller's `hidden_states` (the layer's
+# input, normed in place by input_layernorm) stays referenced until the layer returns, beside the residual and the MLP's
+# own input (llama.py 0.6.4:338-342 with LlamaDecoderLayer.forward :252-268; qwen2.py 0.6.4:318-326; 0.32 the same
+# loop). Mistral checkpoints load as LlamaForCausalLM's module (registry 0.6.4 "MistralForCausalLM": llama);
+# Qwen3Model is Qwen2Model's loop (qwen3.py 0.8.5).
+EAGER_LOOP_HOLDS_INPUT = frozenset({"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"})
+# ... of which the MLP keeps `gate_up` referenced while down_proj writes its output (`gate_up, _ = gate_up_proj(x);
+# x = act_fn(gate_up); x, _ = down_proj(x)`: Qwen2MLP, qwen2.py 0.6.4:88-92, 0.32 :111-115; Qwen3 reuses it); LlamaMLP
+# rebinds `x` and frees gate_up before down_proj (llama.py 0.6.4:92-96, 0.32 :118-122).
+MLP_KEEPS_GATE_UP = frozenset({"Qwen2ForCausalLM", "Qwen3ForCausalLM"})
+
+
+def llm_pass_bytes(model: ModelSpec, tokens: int, db: int, tp: int = 1, eager: bool = False) -> int:
+    """Prefill activations (bytes) of one decoder layer at its MLP peak over `tokens` batched tokens on one TP rank.
+
+    Default: residual, normed input, gate_up (2I) and act (I): tokens x (2H + 3I/tp) x db. eager (V0's profile pass,
+    V1 with enforce_eager: vLLM's Python forward runs as written) for the text decoders of EAGER_LOOP_HOLDS_INPUT: the
+    layer's input held by the caller is a third hidden-size tensor (3H + 3I/tp), and an MLP that keeps gate_up alive
+    peaks at down_proj with its output beside it (4H + 3I/tp). Field check (plan_accuracy.py): Llama-3.1-8B on vLLM
+    0.6.4 printed 2.07 / 2.99 GiB at 20,000 / 29,000 tokens, 3H + 3I gives 2.06 / 2.99 (2H + 3I: 1.91 / 2.77). Under
+    torch.compile (V1's default) the compiler decides lifetimes: the default stays."""
+    held = 2
+    if eager and model.vision is None and model.architecture in EAGER_LOOP_HOLDS_INPUT:
+        held = 4 if model.architecture in MLP_KEEPS_GATE_UP else 3
+    return tokens * (held * model.hidden + 3 * model.intermediate // tp) * db
 
 
 def sampler_bytes(model: ModelSpec, rows: int, coef: Coefficients) -> int:

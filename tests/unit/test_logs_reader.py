@@ -480,6 +480,15 @@ def test_two_vllm_serve_processes_are_told_apart_by_their_engine_cores():
     assert rec.numbers["weights_gib"] == 15.5 and "kv_cache_gib" not in rec.numbers
 
 
+def test_a_block_line_that_lost_its_leading_hash_is_not_read_from_its_cpu_half():
+    # vllm#10517 (a comment's markdown ate the "# " of "# GPU blocks"): the CPU count was read as the GPU blocks
+    rec = read_log("Loading model weights took 14.9888 GB\nGPU blocks: 1952, # CPU blocks: 2048\n")
+    assert rec.numbers["gpu_blocks"] == 1952 and rec.numbers.get("cpu_blocks") == 2048
+    rec = read_log("INFO 10-23 19:55:16 gpu_executor.py:1] # NPU blocks: 700, # CPU blocks: 512\n")
+    assert rec.numbers["gpu_blocks"] == 700  # other accelerators' names still read
+    assert "gpu_blocks" not in read_log("INFO 10-23 19:55:16 worker.py:1] # CPU blocks: 512\n").numbers
+
+
 SECOND_START = (
     "(APIServer pid=900) INFO 11-25 09:00:00 [api_server.py:1800] vLLM API server version 0.32.0\n"
     "(EngineCore pid=901) ERROR 11-25 09:00:40 [core.py:700] torch.OutOfMemoryError: CUDA out of memory. Tried to "

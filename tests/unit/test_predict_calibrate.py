@@ -28,7 +28,9 @@ def test_field_inputs_fit_reproduces_the_llm_figure_and_says_what_it_rests_on():
     rows = cal.evaluate(samples, fit)
     act = next(r for r in rows if r.figure == "activation_peak_gib")
     assert abs(act.error("fitted")) < 0.01  # in-sample: one figure, one coefficient
-    assert abs(act.error("loo")) > 0.1  # without its own case the fit falls back: the error is honest
+    # without its own case the fit falls back to the built-in scale: the error is honest (8 % since the eager
+    # profile pass holds the layer input and Qwen2MLP's gate_up, terms.llm_pass_bytes; 24 % before)
+    assert act.loo == act.before and abs(act.error("loo")) > 0.05
     weights = next(r for r in rows if r.figure == "weights_gib")
     assert abs(weights.error("before")) < 0.02 and weights.before == weights.loo  # exact terms are not fitted
 

@@ -41,6 +41,20 @@ def test_llm_pass_and_sampler_bytes_by_hand():
     assert sampler_bytes(M, 256, DEFAULT) == 256 * M.vocab_padded * 24
 
 
+def test_an_eager_profile_pass_holds_the_layer_input_and_qwen2_keeps_gate_up():
+    # vLLM runs the decoder loop as written in V0 / enforce_eager: the caller's layer input is a third hidden-size
+    # tensor at the MLP (llama.py 0.6.4:338-342), and Qwen2MLP's gate_up is alive at down_proj (qwen2.py 0.6.4:88-92)
+    llama = dataclasses.replace(M, architecture="LlamaForCausalLM", vision=None)
+    qwen2 = dataclasses.replace(M, architecture="Qwen2ForCausalLM", vision=None)
+    h, i = M.hidden, M.intermediate
+    assert llm_pass_bytes(llama, 1000, 2, eager=True) == 1000 * (3 * h + 3 * i) * 2
+    assert llm_pass_bytes(qwen2, 1000, 2, eager=True) == 1000 * (4 * h + 3 * i) * 2
+    assert llm_pass_bytes(qwen2, 1000, 2, tp=2, eager=True) == 1000 * (4 * h + 3 * i // 2) * 2
+    for m in (llama, qwen2, M):  # compiled (V1's default) and architectures whose loop is not checked: unchanged
+        assert llm_pass_bytes(m, 1000, 2) == 1000 * (2 * h + 3 * i) * 2
+    assert llm_pass_bytes(M, 1000, 2, eager=True) == 1000 * (2 * h + 3 * i) * 2
+
+
 def test_cuda_graphs_scale_with_the_largest_captured_batch():
     assert cuda_graph_term({"enforce_eager": True, "max_num_seqs": 256}, "V1", DEFAULT).value_gib == 0.0
     v0 = cuda_graph_term({"max_num_seqs": 256}, "V0", DEFAULT)
