@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,19 @@ CANNOT_BUILD = {"llama-3.2-11b-vision": "vLLM 0.32 has no MllamaForConditionalGe
 # (configuration_minicpm.py), which a stored config.json does not ship. Its parameters and multimodal budget are
 # checked on vLLM 0.32's classes through the real-size kit instead (tests/data/vllm-0.32-vlm-figures.json,
 # tests/tools/vlm_vllm_check.py --meta; tests/unit/test_models_doc.py holds plan to those figures).
-REMOTE_CODE = {"minicpm-v-4_5": "configuration_minicpm", "phi-4-multimodal": "configuration_phi4mm"}
+# Read from the stored configs themselves (an auto_map AutoConfig module the directory does not ship), so a new
+# remote-code family needs no entry here: minicpm-v-4_5 (configuration_minicpm), phi-4-multimodal
+# (configuration_phi4mm, checked through build_vlm_kit(meta_only=True)).
+def _remote_code() -> dict:
+    out = {}
+    for name in stored_models():
+        module = (json.loads((STORED_DIR / name / "config.json").read_text()).get("auto_map") or {}).get("AutoConfig")
+        if module and not (STORED_DIR / name / f"{module.split('.')[0]}.py").is_file():
+            out[name] = module.split(".")[0]
+    return out
+
+
+REMOTE_CODE = _remote_code()
 
 
 TP4 = ("qwen2.5-vl-72b", "qwen3-next-80b-a3b")  # over 80 GiB of weights: planned on 4 ranks
