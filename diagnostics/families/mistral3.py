@@ -7,7 +7,8 @@ Mistral3ProcessingInfo has no get_mm_max_tokens_per_item, so vLLM processes one 
 (Mistral3DummyInputsBuilder.get_dummy_mm_data, mistral3.py:262) of edge x edge pixels
 (get_image_size_with_most_features, mistral3.py:247); its tokens are ceil(edge / (patch x merge))^2 embeddings
 (Mistral3HFEncoderInfo.get_patch_grid_size, mistral3.py:190-203; the [IMG_BREAK] / [IMG_END] positions are not
-embeddings, PromptUpdateDetails.select_token_id). The edge, per vLLM release:
+embeddings, PromptUpdateDetails.select_token_id; 0.8.3 alone budgets (ncols + 1) x nrows, BREAKS_UNTIL). The edge,
+per vLLM release:
   0.8.3 - 0.28: vision_config.image_size (get_vision_encoder_info(hf_config): 1540 for Mistral-Small-3.1);
                 mm_processor_kwargs do not change the dummy image.
   0.29+:        the image processor's size["longest_edge"], overridden by mm_processor_kwargs
@@ -42,6 +43,7 @@ KIT = Kit("<s>[INST]What is in the image?\n[IMG][/INST]",
 VARIANTS = {"mistral3": Variant(("image",), Window("0.8.3"), KIT,
                                 stored={"mistral-small-3.1-24b": "mistralai/Mistral-Small-3.1-24B-Instruct-2503"},
                                 stored_hf_overrides={"tie_word_embeddings": False})}
+BREAKS_UNTIL = Version(0, 8, 4)  # the first release whose budget counts the image's embeddings only
 PROCESSOR_EDGE_SINCE = Version(0, 29, 0)  # get_vision_encoder_info reads the processor's size["longest_edge"]
 # PixtralHFVisionModel without xformers (no longer a vLLM dependency from 0.12.0) builds transformers'
 # generate_block_attention_mask: one (L, L) mask in the model dtype over every image's patches packed in one sequence
@@ -127,8 +129,14 @@ def knobs(s: Mistral3Shape) -> list[Knob]:
 def items(s: Mistral3Shape, settings: dict, seq_len: int, counts: dict[str, int], version=None) -> dict[str, Item]:
     if not counts.get("image"):
         return {}
-    tokens = _tokens(_edge(s, settings, version), s.patch * s.merge)
-    return {"image": Item("image", tokens, tokens * s.merge * s.merge)}
+    unit = s.patch * s.merge
+    edge = _edge(s, settings, version)
+    tokens = _tokens(edge, unit)
+    # 0.8.3: get_mm_max_tokens_per_item = PixtralHFEncoderInfo.get_num_image_tokens = (ncols + 1) x nrows, the
+    # [IMG_BREAK] / [IMG_END] positions counted (0.8.3 pixtral.py:956-968); 0.8.4+ counts embeddings only
+    side = (edge - 1) // unit + 1
+    budget = (side + 1) * side if version is not None and version < BREAKS_UNTIL else 0
+    return {"image": Item("image", tokens, tokens * s.merge * s.merge, budget_tokens=budget)}
 
 
 def encoder_bytes(model, prof, db: int, eager: bool, tp: int, coef, version=None) -> dict:

@@ -115,3 +115,11 @@ def test_a_flat_longest_edge_is_named_as_a_key_plan_does_not_read():
     notes = unread_mm_kwargs_notes(get_model(NAME), families.parse_version("0.32.0"),
                                    {"mm_processor_kwargs": {"size": {"longest_edge": 1024}, "longest_edge": 1024}})
     assert len(notes) == 1 and notes[0].startswith("mm_processor_kwargs longest_edge: not a key")
+
+
+def test_0_8_3_budgets_the_break_tokens_too():
+    """0.8.3's get_mm_max_tokens_per_item counted (ncols + 1) x nrows; 0.8.4 counts the 55 x 55 embeddings."""
+    shape = _parse()[2]
+    old = mistral3.items(shape, {}, 32768, {"image": 1}, families.parse_version("0.8.3"))["image"]
+    new = mistral3.items(shape, {}, 32768, {"image": 1}, families.parse_version("0.8.4"))["image"]
+    assert (old.per_item, old.tokens, new.per_item) == (56 * 55, 3025, 3025)
