@@ -50,10 +50,14 @@ class TensorInfo:
 
 @dataclass(frozen=True)
 class TensorTable:
-    """Every tensor of a checkpoint (all shards), and where the headers were read."""
+    """Every tensor of a checkpoint (all shards), and where the headers were read. fmt: "safetensors" or "gguf"
+    (diagnostics.gguf_header); adjusted: some tensor's bytes are vLLM's on-load size, not the stored size."""
 
     tensors: tuple[TensorInfo, ...]
     source: str
+    fmt: str = "safetensors"
+    adjusted: bool = False
+    files: int = 1  # GGUF: how many files (a split set: vLLM >= 0.20.0)
 
     def total_bytes(self) -> int:
         return sum(t.nbytes for t in self.tensors)

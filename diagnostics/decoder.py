@@ -45,6 +45,7 @@ class MoE:
     shared_inter: int  # the shared experts' total intermediate size (0: none)
     moe_layers: tuple[int, ...]  # indices of the layers with a MoE MLP
     shared_gate: bool = False  # Qwen2-MoE's shared_expert_gate (hidden -> 1, replicated)
+    top_k: int = 0  # num_experts_per_tok (0: the config does not say)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,30 @@ class MLA:
     qk_nope_head_dim: int
     v_head_dim: int
     q_lora_rank: int  # 0: a plain column-parallel q_proj
+
+
+@dataclass(frozen=True)
+class GatedDeltaNet:
+    """A Qwen3-Next / Qwen3.5 linear-attention (gated delta net) layer's per-request state, as vLLM 0.32 holds it:
+    a conv state of conv_dim x (kernel - 1) values and a temporal state of v_heads x head_v x head_k, both split
+    over TP ranks (MambaStateShapeCalculator.gated_delta_net_state_shape, layers/mamba/mamba_utils.py:280-301;
+    models/qwen3_next.py:893-912). ssm_dtype_bytes: the checkpoint's mamba_ssm_dtype (Qwen3.5,
+    models/config.py:855-866); 0: "auto", the conv state's dtype (mamba_utils.py:98-110)."""
+
+    k_heads: int
+    v_heads: int
+    head_k: int
+    head_v: int
+    conv_kernel: int
+    ssm_dtype_bytes: int = 0
+
+    def state_bytes(self, dtype_bytes: int, tp: int = 1) -> int:
+        """Bytes of one layer's state for one request on one rank (B); ValueError where TP does not divide it."""
+        conv_dim = self.head_k * self.k_heads * 2 + self.head_v * self.v_heads
+        if conv_dim % tp or self.v_heads % tp:
+            raise ValueError(f"{tp} ranks do not divide the linear-attention state ({self.v_heads} value heads)")
+        conv = conv_dim // tp * (self.conv_kernel - 1) * dtype_bytes
+        return conv + self.v_heads // tp * self.head_v * self.head_k * (self.ssm_dtype_bytes or dtype_bytes)
 
 
 @dataclass(frozen=True)
@@ -77,6 +102,7 @@ class Decoder:
     mla: MLA | None = None
     layer_kinds: tuple[str, ...] = ()  # FULL / SLIDING / LINEAR per layer (empty: all FULL)
     sliding_window: int = 0
+    linear_state: GatedDeltaNet | None = None  # the LINEAR layers' state where vLLM's rule for it is known
 
     @property
     def vocab_padded(self) -> int:
@@ -115,11 +141,17 @@ class Decoder:
         split = moe.experts * 3 * h * (moe.inter // tp) + 3 * h * (moe.shared_inter // tp)
         return split, h * moe.experts + (h if moe.shared_gate else 0)
 
-    def params_per_rank(self, tp: int = 1) -> int:
-        """Parameters one TP rank holds (tp=1: the whole model as vLLM builds it, padded vocab rows)."""
-        emb = self.vocab_padded // tp * self.hidden * (1 if self.tied else 2)
-        total = emb + self.hidden
-        for i in range(self.layers):
+    def params_per_rank(self, tp: int = 1, start: int = 0, end: int | None = None, vocab_tables: int | None = None,
+                        final_norm: bool = True) -> int:
+        """Parameters one TP rank holds (tp=1: the whole model as vLLM builds it, padded vocab rows).
+
+        A pipeline stage (predict.pipeline.Stage) holds decoder layers [start, end), `vocab_tables` vocab-parallel
+        tables (embedding and/or an untied lm_head; default: the whole model's, 1 tied or 2) and the final norm
+        when `final_norm`."""
+        tables = (1 if self.tied else 2) if vocab_tables is None else vocab_tables
+        emb = self.vocab_padded // tp * self.hidden * tables
+        total = emb + (self.hidden if final_norm else 0)
+        for i in range(start, self.layers if end is None else end):
             # a Mamba/linear-attention layer's mixer is sized as an attention layer of the same widths: an estimate
             # (no architecture with such layers is in KNOWN_ARCHITECTURES)
             a_split, a_rep = self._attention(tp)
@@ -163,6 +195,88 @@ class Decoder:
         return {k: kinds.count(k) for k in (FULL, SLIDING, LINEAR)}
 
 
+# V1's hybrid KV cache manager (kv_cache_utils.py 0.32.0:1362-1490 `_get_kv_cache_groups_uniform_page_size`): layers of
+# one KV spec are split into groups of `group_size` layers (the last padded), every group draws same-size blocks from
+# one pool, and a block holds one page of each of group_size layers. group_size is the fewest layers of any kind
+# (0.9.2:826); from 0.12.0 the most when that is under 1.25 x the fewest (0.12.0:1017), 1.5 x from 0.18.0
+# (0.18.0:1043; 0.32.0:1467-1478).
+GROUP_MAX_FACTORS = (((0, 18, 0), 1.5), ((0, 12, 0), 1.25))
+
+
+def kv_group_size(counts: list[int], version=None) -> int:
+    """Layers per KV cache group for layer kinds of `counts` layers each (vLLM's rule by version; None: newest).
+    Counts of 0 are ignored; ValueError when none is positive."""
+    counts = [c for c in counts if c > 0]
+    if not counts:
+        raise ValueError("no layers to group")
+    least, most = min(counts), max(counts)
+    for since, factor in GROUP_MAX_FACTORS:
+        if version is None or version >= since:
+            return most if most < least * factor else least
+    return least
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def hybrid_pool_bytes_per_token(counts: dict[str, int], per_layer: int, block_size: int, max_model_len: int,
+                                window: int, in_flight: int, version=None) -> float:
+    """Bytes per token of V1's hybrid KV pool for full-attention and sliding-window layers, as its capacity counts
+    them: the bytes one max_model_len request holds / max_model_len (vLLM reports concurrency x max_model_len tokens,
+    kv_cache_utils.py 0.32.0:1195-1228, :2300-2308).
+
+    counts: {FULL: n, SLIDING: n} layers; per_layer: one layer's KV bytes per token on this rank (B); block_size:
+    tokens per block; window: sliding_window (tokens); in_flight: tokens scheduled but not yet freed
+    (VllmConfig.max_in_flight_tokens). One block = group_size pages (kv_cache_utils.py 0.32.0:1520-1551); a request
+    takes cdiv(max_model_len, block_size) blocks in each full-attention group (kv_cache_interface.py 0.32.0:602-607)
+    and cdiv(min(window - 1 + in_flight, max_model_len), block_size) + 1 in each sliding group (0.32.0:862-896; the
+    +1 since 0.9.2, kv_cache_interface.py 0.9.2). Groups per kind: cdiv(layers, group_size) (padded,
+    kv_cache_utils.py 0.32.0:1479-1489). The GPU's block size for both kinds (FlashAttention's MultipleOf(16),
+    v1/attention/backends/flash_attn.py 0.32.0:355-366); the CPU backend's 32-token sliding blocks differ by <1 %."""
+    full, sliding = counts.get(FULL, 0), counts.get(SLIDING, 0)
+    gs = kv_group_size([full, sliding], version)
+    window_tokens = min(window - 1 + in_flight, max_model_len)
+    blocks = cdiv(full, gs) * cdiv(max_model_len, block_size) + cdiv(sliding, gs) * (cdiv(window_tokens, block_size)
+                                                                                      + 1)
+    return gs * block_size * per_layer * blocks / max_model_len
+
+
+# Hybrid attention + Mamba/linear-attention pools: the platform raises the block size until an attention page holds
+# a state page (Platform._align_hybrid_block_size, platforms/interface.py 0.20.0:560-620, 0.32.0:939-1122; before
+# 0.20 in models/config.py, not checked here), and a request holds 2 state blocks per group under prefix caching's
+# "align" mode, on by default for hybrid models from 0.26.0 (config/model.py 0.26.0:1896; models/config.py
+# 0.32.0:684-688; kv_cache_interface.py 0.32.0:1076-1082), 1 before.
+STATE_POOL_SINCE = (0, 20, 0)
+STATE_ALIGN_MODE_SINCE = (0, 26, 0)
+FA_KERNEL_BLOCK = 16  # FlashAttention's MultipleOf(16) (v1/attention/backends/flash_attn.py 0.32.0:355-366)
+
+
+def state_pool_block_size(per_layer: int, state_bytes: int, block_size: int = 16) -> int:
+    """The attention block size (tokens) vLLM's GPU start-up picks so one attention page holds one state page:
+    k x cdiv(state, k x per_layer) with k = max(16, block_size) (interface.py 0.32.0:1060-1098), never below
+    block_size."""
+    k = max(FA_KERNEL_BLOCK, block_size)
+    return max(block_size, k * cdiv(state_bytes, k * per_layer))
+
+
+def state_pool_bytes_per_token(counts: dict[str, int], per_layer: int, state_bytes: int, block_size: int,
+                               max_model_len: int, version=None) -> float:
+    """Bytes per token of V1's pool for full-attention and Mamba/linear-attention (LINEAR) layers, as its capacity
+    counts them (bytes one max_model_len request holds / max_model_len; kv_cache_utils.py 0.32.0:1195-1228).
+
+    per_layer: one attention layer's KV bytes per token on this rank (B); state_bytes: one LINEAR layer's state per
+    request (B). Pages are state_pool_block_size() x per_layer (the state page padded to it); layers are grouped as
+    for sliding windows (kv_group_size); a request takes cdiv(max_model_len, block) blocks per attention group and
+    2 (1 before STATE_ALIGN_MODE_SINCE) per state group (MambaSpec.max_memory_usage_bytes)."""
+    full, linear = counts.get(FULL, 0), counts.get(LINEAR, 0)
+    bs = state_pool_block_size(per_layer, state_bytes, block_size)
+    gs = kv_group_size([full, linear], version)
+    per_state = 2 if version is None or version >= STATE_ALIGN_MODE_SINCE else 1
+    blocks = cdiv(full, gs) * cdiv(max_model_len, bs) + cdiv(linear, gs) * per_state
+    return gs * bs * per_layer * blocks / max_model_len
+
+
 MLA_SINCE = (0, 7, 1)  # vLLM's MLA attention (latent KV cache): models/deepseek_v2.py 0.7.1:329-436
 
 
@@ -202,7 +316,8 @@ def _moe(cfg: dict, layers: int, intermediate: int) -> MoE | None:
                            and i not in dense_only and (i + 1) % step == 0)
     shared = _int(cfg, "n_shared_experts", "num_shared_experts", default=0) * inter
     shared = _int(cfg, "shared_expert_intermediate_size", default=shared) or 0
-    return MoE(experts, inter, shared, moe_layers, shared_gate=bool(cfg.get("shared_expert_intermediate_size")))
+    return MoE(experts, inter, shared, moe_layers, shared_gate=bool(cfg.get("shared_expert_intermediate_size")),
+               top_k=_int(cfg, "num_experts_per_tok", "moe_topk", default=0) or 0)
 
 
 def _mla(cfg: dict) -> MLA | None:
@@ -225,7 +340,9 @@ def layer_kinds(cfg: dict, layers: int) -> tuple[tuple[str, ...], int]:
     mt = str(cfg.get("model_type") or "")
     if mt == "gemma2" and window:
         return tuple(SLIDING if i % 2 == 0 else FULL for i in range(layers)), window
-    pattern = _int(cfg, "sliding_window_pattern", default=0)
+    # Gemma 3 without the key: transformers' Gemma3TextConfig default of 6 (configuration_gemma3.py:109-115, which
+    # writes the layer_types vLLM reads)
+    pattern = _int(cfg, "sliding_window_pattern", default=6 if mt.startswith("gemma3") else 0)
     if mt.startswith("gemma3") and window and pattern:
         return tuple(FULL if (i + 1) % pattern == 0 else SLIDING for i in range(layers)), window
     interval = _int(cfg, "full_attention_interval", default=0)
@@ -235,6 +352,58 @@ def layer_kinds(cfg: dict, layers: int) -> tuple[tuple[str, ...], int]:
             cfg, "max_position_embeddings", default=window + 1):
         return (SLIDING,) * layers, window
     return (), 0
+
+
+_SSM_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def _gated_delta_net(cfg: dict, kinds: tuple[str, ...]) -> GatedDeltaNet | None:
+    """The LINEAR layers' state of a Qwen3-Next / Qwen3.5 config (linear_num_key_heads, linear_num_value_heads,
+    linear_key_head_dim, linear_value_head_dim, linear_conv_kernel_dim); None for another kind of state."""
+    keys = ("linear_num_key_heads", "linear_num_value_heads", "linear_key_head_dim", "linear_value_head_dim",
+            "linear_conv_kernel_dim")
+    if LINEAR not in kinds or any(_int(cfg, k) is None for k in keys):
+        return None
+    return GatedDeltaNet(*(int(cfg[k]) for k in keys), _SSM_DTYPE_BYTES.get(str(cfg.get("mamba_ssm_dtype")), 0))
+
+
+def _rope_rows(rope: dict, max_position: int) -> int:
+    """Rows of one rotary cos/sin cache: vLLM 0.32 `get_rope` (layers/rotary_embedding/__init__.py:32-351) builds
+    max_position rows (base.py:94-103), x factor for linear scaling (linear_scaling_rope.py:85-92), the original
+    length x factor for yarn / deepseek_yarn (yarn_scaling_rope.py:79, deepseek_scaling_rope.py:106), x 4 for
+    M-RoPE (mrope_section: mrope.py:347-351, positions_factor 4 by default)."""
+    kind = str(rope.get("rope_type") or rope.get("type") or "default")
+    factor = float(rope.get("factor") or 1)
+    if kind == "linear":
+        return int(max_position * factor)
+    if kind in ("yarn", "deepseek_yarn", "deepseek_llama_scaling") and rope.get("original_max_position_embeddings"):
+        rows = int(int(rope["original_max_position_embeddings"]) * factor)
+        return rows * 4 if "mrope_section" in rope else rows
+    if "mrope_section" in rope or kind == "mrope":
+        return max_position * 4
+    return max_position
+
+
+def rope_cache_values(cfg: dict, head_dim: int, rope_dim: int | None = None) -> int:
+    """Values of the rotary cos/sin caches vLLM registers as buffers (`cos_sin_cache`, rotary_embedding/base.py:58-63;
+    x the model dtype's bytes, whole on every TP rank): rows (_rope_rows) x rotary_dim values, cos and sin halves.
+    rotary_dim: rope_dim (MLA's qk_rope_head_dim) or head_dim x partial_rotary_factor (__init__.py:63-72). `get_rope`
+    keeps one cache per distinct rope config (__init__.py:74-85): Gemma 3 has two, the global layers' (scaled) and the
+    sliding layers' (rope_local_base_freq, unscaled; models/gemma3.py:150-163). `cfg`: the text config."""
+    max_position = _int(cfg, "max_position_embeddings", default=0) or 0
+    if not max_position or not head_dim:
+        return 0
+    rope = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+    rope = rope if isinstance(rope, dict) else {}
+    if isinstance(rope.get("full_attention"), dict):  # transformers 5's per-layer-type rope_parameters
+        rope = rope["full_attention"]
+    partial = float(cfg.get("partial_rotary_factor") or rope.get("partial_rotary_factor") or 1.0)
+    rotary_dim = rope_dim or int(head_dim * partial)
+    total = _rope_rows(rope, max_position) * rotary_dim
+    if str(cfg.get("model_type") or "").startswith("gemma3") and layer_kinds(cfg, _int(cfg, "num_hidden_layers",
+                                                                                        default=0) or 0)[0]:
+        total += max_position * rotary_dim  # the local (sliding) layers' unscaled cache
+    return total
 
 
 def _chatglm_keys(cfg: dict) -> dict:
@@ -285,4 +454,5 @@ def decoder_from_config(cfg: dict, architecture: str, where: str, *, qkv_bias: b
         qkv_bias=bool(cfg.get("attention_bias", mt.startswith("qwen2"))) if qkv_bias is None else qkv_bias,
         qk_norm=mt.startswith("qwen3") or mt.startswith("gemma3"),
         norms_per_layer=4 if mt.startswith("gemma") else 2,
-        moe=_moe(cfg, layers, int(inter)), mla=_mla(cfg), layer_kinds=kinds, sliding_window=window)
+        moe=_moe(cfg, layers, int(inter)), mla=_mla(cfg), layer_kinds=kinds, sliding_window=window,
+        linear_state=_gated_delta_net(cfg, kinds))

@@ -19,9 +19,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from diagnostics import checkpoint, families
+from diagnostics import checkpoint, families, gguf_header
 from diagnostics.checkpoint import TensorTable
-from diagnostics.decoder import FULL, SLIDING, Decoder, decoder_from_config, normalise
+from diagnostics.decoder import (FULL, LINEAR, SLIDING, STATE_POOL_SINCE, Decoder, decoder_from_config,
+                                 hybrid_pool_bytes_per_token, layer_kinds, normalise, rope_cache_values,
+                                 state_pool_bytes_per_token)
 from diagnostics.errors import UsageError
 from diagnostics.families import Family, minicpmv
 from diagnostics.families.common import VisionSpec
@@ -54,28 +56,56 @@ class ModelSpec:
     quantization: Quantization | None = None  # from config.json's quantization_config
     decoder: Decoder | None = None  # text models: MoE / MLA / layer kinds (diagnostics.decoder)
     checkpoint: TensorTable | None = None  # the safetensors headers of a local directory or hub id
+    # a VLM's text decoder (no `decoder` here): its layer kinds and sliding window (diagnostics.decoder.layer_kinds)
+    layer_kinds: tuple[str, ...] = ()
+    sliding_window: int = 0
+    rope_values: int = 0  # the rotary cos/sin caches vLLM keeps as buffers (diagnostics.decoder.rope_cache_values)
 
     def kv_bytes_per_token(self, dtype_bytes: int | None = None, tp: int = 1, max_model_len: int | None = None,
-                           windowed: bool = False, version=None, in_flight: int = 0) -> int:
+                           windowed: bool = False, version=None, in_flight: int = 0, block_size: int = 16) -> float:
         """Paged KV bytes per token on one TP rank: 57,344 B for MiniCPM-V-2_6 in bf16 (tp=1).
 
         K and V of max(1, kv_heads // tp) heads per attention layer (vllm/config/model.py:1650-1670); MLA one
         latent of kv_lora_rank + qk_rope_head_dim on every rank; Mamba/linear-attention layers none (their state
-        is per request). windowed (V1's hybrid KV manager) with max_model_len: a sliding-window layer holds
-        min(window - 1 + in_flight, max_model_len) tokens of a max_model_len request (in_flight: the tokens
-        scheduled but not yet freed, max_num_batched_tokens per concurrent batch; v1/kv_cache_interface.py:859-880),
-        and vLLM's capacity is max concurrency x max_model_len (v1/core/kv_cache_utils.py:1195-1225, :2300-2308). version: vLLM's (MLA's latent cache from 0.7.1,
-        diagnostics.decoder.mla_latent_cache); None = the newest rules."""
+        is per request). windowed (V1's hybrid KV manager) with max_model_len and sliding-window layers: the
+        pool's bytes per token as vLLM counts its capacity (concurrency x max_model_len): layer groups, padding,
+        blocks of `block_size` tokens, a sliding layer's min(window - 1 + in_flight, max_model_len) tokens plus one
+        block (in_flight: tokens scheduled but not yet freed, max_num_batched_tokens per concurrent batch);
+        diagnostics.decoder.hybrid_pool_bytes_per_token. version: vLLM's (MLA's latent cache from 0.7.1,
+        diagnostics.decoder.mla_latent_cache; the group rule); None = the newest rules. windowed with
+        Mamba/linear-attention layers whose state rule is known (Qwen3-Next's gated delta net, from 0.20): the
+        pool's bytes per token with the state's blocks, diagnostics.decoder.state_pool_bytes_per_token. An int
+        where neither pool rule applies, else a float."""
         db = dtype_bytes or self.dtype_bytes
-        if self.decoder is None:
-            return 2 * self.layers * max(1, self.kv_heads // tp) * self.head_dim * db
         d = self.decoder
-        quant = self.quantization.method if self.quantization is not None else ""
-        per, n = d.kv_bytes_per_token_layer(db, tp, version, quant), d.attention_layers()
-        sliding = n[SLIDING] * per
-        if windowed and max_model_len and d.sliding_window:
-            sliding = sliding * min(d.sliding_window - 1 + in_flight, max_model_len) / max_model_len
-        return int(round(n[FULL] * per + sliding))
+        if d is None and not self.layer_kinds:
+            return 2 * self.layers * max(1, self.kv_heads // tp) * self.head_dim * db
+        if d is None:
+            per = 2 * max(1, self.kv_heads // tp) * self.head_dim * db
+        else:
+            per = d.kv_bytes_per_token_layer(db, tp, version, self.quantization.method if self.quantization else "")
+        n, window = self.attention_layers(), self.window
+        if windowed and max_model_len and window and n[SLIDING]:
+            return hybrid_pool_bytes_per_token(n, per, block_size, int(max_model_len), window, in_flight, version)
+        state = d.linear_state if d is not None else None
+        if (windowed and max_model_len and state is not None and n[LINEAR] and not n[SLIDING]
+                and (version is None or version >= STATE_POOL_SINCE)):
+            # the state keeps the model's dtype (mamba_cache_dtype "auto"), whatever kv_cache_dtype says
+            return state_pool_bytes_per_token(n, per, state.state_bytes(self.dtype_bytes, tp), block_size,
+                                              int(max_model_len), version)
+        return int(n[FULL] * per + n[SLIDING] * per)
+
+    def attention_layers(self) -> dict[str, int]:
+        """{kind: number of text layers} for FULL, SLIDING and LINEAR (all FULL without layer kinds)."""
+        if self.decoder is not None:
+            return self.decoder.attention_layers()
+        kinds = self.layer_kinds or (FULL,) * self.layers
+        return {k: kinds.count(k) for k in (FULL, SLIDING, LINEAR)}
+
+    @property
+    def window(self) -> int:
+        """The text layers' sliding window in tokens (0: none)."""
+        return self.decoder.sliding_window if self.decoder is not None else self.sliding_window
 
     def weights_bytes(self, dtype_bytes: int | None = None) -> int:
         """Parameter bytes as vLLM stores them: quantized decoder linear weights at their packed size (scales and
@@ -105,6 +135,11 @@ class ModelSpec:
     @property
     def is_multimodal(self) -> bool:
         return self.vision is not None
+
+    @property
+    def is_gguf(self) -> bool:
+        """Whether the weights are a GGUF file (diagnostics.gguf_header)."""
+        return self.checkpoint is not None and self.checkpoint.fmt == "gguf"
 
 
 def padded_vocab(vocab: int, multiple: int = VOCAB_PADDING) -> int:
@@ -164,7 +199,7 @@ def accepted(hub: bool = True) -> str:
     """What a model argument may be; with hub=False (a command that reads no config from the hub) without the
     'any Hugging Face id' clause, so a refusal never lists as accepted what it just refused."""
     return ("minicpm-v-2_6, openbmb/MiniCPM-V-2_6, kit:minicpm-v-2_6, a stored name (" + ", ".join(stored_models())
-            + ", also as kit:NAME) or its Hugging Face id, a directory with config.json"
+            + ", also as kit:NAME) or its Hugging Face id, a directory with config.json (or a .gguf file beside one)"
             + (", or a Hugging Face id (owner/name)" if hub else ""))
 
 
@@ -185,6 +220,10 @@ def get_model(name, hub: bool = False) -> ModelSpec:
         return model_from_dir(path)
     if path.name == "config.json" and path.is_file():
         return model_from_dir(path.parent)
+    if path.suffix == ".gguf" and path.is_file():  # vLLM takes the file; its config.json sits beside it here
+        spec = model_from_config(_read_json(path.parent / "config.json", required=True), name=str(path),
+                                 source=str(path.parent / "config.json"))
+        return dataclasses.replace(spec, checkpoint=gguf_header.read_gguf_files(path))
     if hub and HUB_ID.fullmatch(key) and not path.exists():
         return model_from_hub(key)
     if HUB_ID.fullmatch(key) and not path.exists():  # an id this command does not look up on the hub
@@ -217,7 +256,7 @@ def model_from_dir(path, name: str | None = None) -> ModelSpec:
     processors = {f: _read_json(path / f, required=False)
                   for f in ("preprocessor_config.json", "video_preprocessor_config.json")}
     spec = model_from_config(cfg, name=name or str(path), source=str(path / "config.json"), processors=processors)
-    table = checkpoint.read_local(path)
+    table = checkpoint.read_local(path) or gguf_header.read_local_gguf(path)
     return dataclasses.replace(spec, checkpoint=table) if table is not None else spec
 
 
@@ -294,11 +333,15 @@ def _family_spec(cfg: dict, processors: dict, name: str, source: str, dtype_byte
     f = _llm_fields(text, source)
     vision = v if isinstance(v, VisionSpec) else _vision_spec(v)
     arch = (cfg.get("architectures") or [str(cfg.get("model_type"))])[0]
+    # Gemma 3's 5:1 sliding/full text layers (vLLM keeps only the window of the sliding ones); a top-level
+    # use_sliding_window: false (Qwen2-VL) turns a text config's window off as in the text models
+    kinds, window = layer_kinds({"use_sliding_window": cfg.get("use_sliding_window", True), **text}, f["layers"])
     return ModelSpec(name=name, architecture=arch, hidden=f["hidden"], layers=f["layers"],
                      heads=f["heads"], kv_heads=f["kv_heads"], head_dim=f["head_dim"], intermediate=f["intermediate"],
                      vocab=f["vocab"], dtype_bytes=dtype_bytes, params=params,
                      vision=vision, tie_word_embeddings=f["tied"], source=source, family=family,
-                     quantization=read_quantization(cfg), **_length_fields(cfg, text))
+                     quantization=read_quantization(cfg), layer_kinds=kinds, sliding_window=window,
+                     rope_values=rope_cache_values(text, f["head_dim"]), **_length_fields(cfg, text))
 
 
 def model_from_config(cfg: dict, name: str = "config.json", source: str = "config.json",
@@ -329,7 +372,9 @@ def model_from_config(cfg: dict, name: str = "config.json", source: str = "confi
                      kv_heads=dec.kv_heads, head_dim=dec.head_dim, intermediate=dec.intermediate,
                      vocab=dec.vocab, dtype_bytes=dtype_bytes, params=dec.params_per_rank(1), vision=None,
                      tie_word_embeddings=dec.tied, source=source, quantization=read_quantization(cfg),
-                     decoder=dec, **_length_fields(cfg, text))
+                     decoder=dec, rope_values=rope_cache_values(text, dec.head_dim,
+                                                                dec.mla.qk_rope_head_dim if dec.mla else None),
+                     **_length_fields(cfg, text))
 
 
 # rope types whose `factor` vLLM does not apply to max_position_embeddings (already scaled, or per-frequency)

@@ -46,7 +46,7 @@ KNOWN_SETTINGS: dict[str, tuple] = {
     "enable_chunked_prefill": (bool,),
     "block_size": (int,),
     "cpu_offload_gb": (int, float),
-    "tensor_parallel_size": (int,),
+    "tensor_parallel_size": (int,), "pipeline_parallel_size": (int,), "VLLM_PP_LAYER_PARTITION": (str,),
     "max_seq_len_to_capture": (int,),
     "use_v1": (bool,),
     "load_format": (str,),
@@ -86,7 +86,7 @@ ENGINE_DEFAULTS: dict = {
     "kv_cache_memory_bytes": None,
     "dtype": "auto",
     "cpu_offload_gb": 0,
-    "tensor_parallel_size": 1,
+    "tensor_parallel_size": 1, "pipeline_parallel_size": 1,
     "load_format": "auto",
     "trust_remote_code": False,
     "num_gpu_blocks_override": None,
@@ -151,7 +151,7 @@ def check_setting(key: str, value) -> object:
         raise UsageError(f"setting gpu_memory_utilization={value!r} is out of range; accepted: 0 < value <= 1")
     if key == "max_model_len":
         return _check_max_model_len(value)
-    if key in ("max_num_seqs", "max_num_batched_tokens", "block_size", "tensor_parallel_size",
+    if key in ("max_num_seqs", "max_num_batched_tokens", "block_size", "tensor_parallel_size", "pipeline_parallel_size",
                "num_gpu_blocks_override") and value < 1:
         raise UsageError(f"setting {key}={value!r} must be a positive integer")
     check_value(key, value)  # setting_values.py: negative sizes, load_format, max_slice_nums
@@ -262,8 +262,8 @@ def engine_choice(model: ModelSpec, card: Card, version, given: dict | None = No
     """(engine, why vLLM's V1 oracle picks V0 or None) for this model, card and the user's settings."""
     v, given = parse_version(version), given or {}
     db = DTYPES.get(given.get("dtype") or "auto") or model.dtype_bytes
-    reason = v1_fallback(v, capability=card.capability, dtype_bytes=db,
-                         kv_cache_dtype=given.get("kv_cache_dtype") or "auto",
+    reason = v1_fallback(v, capability=card.capability, dtype_bytes=db, pp=given.get("pipeline_parallel_size") or 1,
+                         kv_cache_dtype=given.get("kv_cache_dtype") or "auto", gguf=model.is_gguf,
                          v0_only_until=model.family.v0_only_until if model.family else None)
     return engine(v, given.get("use_v1"), reason), reason
 

@@ -86,14 +86,18 @@ def parse_version(text) -> Version:
 
 
 def v1_fallback(version, *, capability: tuple[int, int] | None = None, dtype_bytes: int | None = None,
-                kv_cache_dtype: str = "auto", v0_only_until: Version | None = None) -> str | None:
+                kv_cache_dtype: str = "auto", v0_only_until: Version | None = None, pp: int = 1,
+                gguf: bool = False) -> str | None:
     """Why vLLM's V1 oracle (`EngineArgs._is_v1_supported_oracle`, 0.8.0-0.10.x) sends this start to V0, or None.
 
     capability: the card's CUDA compute capability (None: not a CUDA card); dtype_bytes: 4 for float32;
     v0_only_until: the first version whose model class is no longer `SupportsV0Only` (MiniCPM-V: 0.8.3).
     Sources (audit a6/a7, the wheels' arg_utils.py): "Compute Capability < 8.0" (0.8.0 :1475, 0.8.5 :1354,
     0.10.1 :1403, gone in 0.10.2); `V1_SUPPORTED_DTYPES = [bfloat16, float16]` (0.8.5 :1383, gone in 0.9.2);
-    "--kv-cache-dtype" unless FlashAttention 3 (Hopper) supports fp8 (0.8.5 :1359-1373, 0.9.2 :1366-1382).
+    "--kv-cache-dtype" unless FlashAttention 3 (Hopper) supports fp8 (0.8.5 :1359-1373, 0.9.2 :1366-1382);
+    pp > 1 (pipeline_parallel_size) up to 0.8.x: "PP" (0.8.0 :1590), then "Pipeline Parallelism without Ray
+    distributed executor" (0.8.3 :1521-1527, 0.8.5 :1476-1482; the default mp executor is not Ray), accepted with
+    mp from 0.9.0 (:1378); gguf (a GGUF checkpoint): V1_UNSUPPORTED_QUANT (0.8.0 :1505, 0.8.5 :1389), gone in 0.9.0.
     """
     v = parse_version(version)
     if not (0, 8, 0) <= v < (0, 11, 0):
@@ -106,6 +110,10 @@ def v1_fallback(version, *, capability: tuple[int, int] | None = None, dtype_byt
         return f"dtype float32: V1 in vLLM {v} supports only float16/bfloat16 and falls back to V0"
     if kv_cache_dtype != "auto" and v < (0, 10, 0) and (capability is None or capability < (9, 0)):
         return f"kv_cache_dtype={kv_cache_dtype}: V1 in vLLM {v} has no such KV cache here and falls back to V0"
+    if pp > 1 and v < (0, 9, 0):
+        return f"pipeline_parallel_size={pp}: V1 in vLLM {v} runs it only with Ray and falls back to V0"
+    if gguf and v < (0, 9, 0):
+        return f"a GGUF checkpoint: V1 in vLLM {v} does not support GGUF and falls back to V0"
     return None
 
 

@@ -1,18 +1,19 @@
-"""`model-kit minicpm-v-2_6 OUT_DIR [--size real|tiny] [--weights none|random] [--force]`: write the checkpoint
-directory (config, image processor, processor, tokenizer, optional random weights) vLLM needs for MiniCPM-V-2_6.
+"""`model-kit minicpm-v-2_6|minicpm-v-4_5 OUT_DIR [--size real|tiny] [--weights none|random] [--force]`: write the
+checkpoint directory (config, image processor, processor, tokenizer, optional random weights) vLLM needs for
+MiniCPM-V-2_6 or MiniCPM-V-4_5 (config.json version 4.5: vLLM's MiniCPMV4_5, a Qwen3 LLM).
 """
 
 from __future__ import annotations
 
 from diagnostics.errors import UsageError, one_of
 
-HELP = "write a MiniCPM-V-2_6 checkpoint directory (real shapes or tiny) for load_format=dummy"
+HELP = "write a MiniCPM-V-2_6 or -4_5 checkpoint directory (real shapes or tiny) for load_format=dummy"
 
-MODELS = ("minicpm-v-2_6", "openbmb/MiniCPM-V-2_6")
+MODELS = ("minicpm-v-2_6", "openbmb/MiniCPM-V-2_6", "minicpm-v-4_5", "openbmb/MiniCPM-V-4_5")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("model", help="minicpm-v-2_6 (the only kit so far)")
+    parser.add_argument("model", help="minicpm-v-2_6 or minicpm-v-4_5 (or their hub ids)")
     parser.add_argument("out_dir", metavar="OUT_DIR", help="directory to write (created; must be empty unless --force)")
     parser.add_argument("--size", default="real", metavar="{real,tiny}", help="real (Qwen2-7B + SigLIP-400M shapes) or tiny (CPU-sized)")
     parser.add_argument("--weights", default="none", metavar="{none,random}",
@@ -28,13 +29,14 @@ def run(args) -> int:
     from diagnostics.kit import build_minicpmv26
 
     try:
-        out = build_minicpmv26(args.out_dir, size=args.size, weights=args.weights, force=args.force)
+        version = "4.5" if "4_5" in args.model else "2.6"
+        out = build_minicpmv26(args.out_dir, size=args.size, weights=args.weights, force=args.force, version=version)
     except ModuleNotFoundError as err:  # an optional library the kit writer needs (tokenizers, safetensors, numpy)
         missing = (err.name or str(err)).split(".")[0]
         raise UsageError(f"model-kit needs the Python package {missing!r}, which is not installed here; "
                          f"`pip install {missing}`, or reinstall with scripts/install.sh "
                          "(every flavour brings it)") from None
     load = "load_format='dummy'" if args.weights == "none" else "its random weights"
-    print(f"wrote MiniCPM-V-2_6 kit ({args.size}, weights {args.weights}) to {out}")
+    print(f"wrote MiniCPM-V-{version.replace('.', '_')} kit ({args.size}, weights {args.weights}) to {out}")
     print(f"start it with: LLM(model={str(out)!r}, trust_remote_code=True, ...) using {load}")
     return 0

@@ -31,20 +31,32 @@ from diagnostics.units import utc_now
 EXIT_START_FAILED = 1
 EXIT_REQUEST_FAILED = 3
 TEXT_PROMPT = "The quick brown fox jumps over the lazy dog."
-NOT_ENGINE_KWARGS = ("use_v1",)  # settings that are environment variables, not LLM(...) arguments
+# settings that are environment variables, not LLM(...) arguments: use_v1 (VLLM_USE_V1) and every VLLM_* setting
+# (VLLM_PP_LAYER_PARTITION, read by get_pp_indices, distributed/utils.py:142; VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS,
+# read by gpu_worker.py through vllm/envs.py)
+NOT_ENGINE_KWARGS = ("use_v1",)
+
+
+def is_env_setting(key: str) -> bool:
+    return key in NOT_ENGINE_KWARGS or key.startswith("VLLM_")
 
 
 def engine_kwargs(spec: dict) -> dict:
     """LLM(...) keyword arguments from the spec's settings (None means: leave vLLM's default)."""
-    kwargs = {k: v for k, v in spec.get("settings", {}).items() if v is not None and k not in NOT_ENGINE_KWARGS}
+    kwargs = {k: v for k, v in spec.get("settings", {}).items() if v is not None and not is_env_setting(k)}
     if spec.get("load_format"):
         kwargs["load_format"] = spec["load_format"]
     return kwargs
 
 
 def apply_env_settings(settings: dict) -> None:
+    """Export the settings that are environment variables (vllm/envs.py reads them when vLLM asks): booleans as
+    vLLM's "1"/"0"."""
     if settings.get("use_v1") is not None:
         os.environ["VLLM_USE_V1"] = "1" if settings["use_v1"] else "0"
+    for key, value in settings.items():
+        if key.startswith("VLLM_") and value is not None:
+            os.environ[key] = ("1" if value else "0") if isinstance(value, bool) else str(value)
 
 
 def make_image(size):

@@ -48,11 +48,12 @@ def worker_index(worker_id: str | None) -> int:
 
 def pick_devices(worker: int, gpus: list[int], count: int = 1) -> tuple[int, ...]:
     """The `count` GPUs worker number `worker` claims: its own (gpus[worker % len]) and the next ones, wrapping.
-    UsageError when the list has fewer than `count` GPUs (tensor_parallel_size too large for --gpus)."""
+    count: tensor_parallel_size x pipeline_parallel_size (every rank of the start). UsageError when the list has
+    fewer than `count` GPUs."""
     count = int(count or 1)
     if count > len(gpus):
-        raise UsageError(f"tensor_parallel_size={count} needs {count} GPUs but --gpus gives {len(gpus)} "
-                         f"({','.join(map(str, gpus))})")
+        raise UsageError(f"tensor_parallel_size x pipeline_parallel_size = {count} needs {count} GPUs but --gpus "
+                         f"gives {len(gpus)} ({','.join(map(str, gpus))})")
     first = worker % len(gpus)
     return tuple(gpus[(first + k) % len(gpus)] for k in range(count))
 

@@ -6,12 +6,16 @@ its module, no list to edit; minicpmv first, the others by name) and declares:
   VARIANTS       variant -> common.Variant (modalities, version window, kit, stored configs and hub ids)
   parse(cfg, preprocessor, video preprocessor, where) -> (text config, vision config or VisionSpec, shape, params)
   items(shape, settings, seq_len, counts, version) -> {modality: Item} (vLLM's largest dummy items)
-  knobs(shape) -> [Knob] (the settings that change the dummy items, as data)
+  knobs(shape) -> [Knob] (the settings that change the dummy items, as data: explain's advice and ladders)
+  size_knobs(shape, version, modalities) -> [SizeKnob] (the knobs that size one item, with their domain per
+                 max_model_len, as `plan --fit` and the suite's search and matrix walk them; [] when none)
+  geometry(shape, settings, modality, version) -> Geometry (the pixel size of the largest item the suite's
+                 worst-case request sends)
 and optionally encoder_bytes(model, prof, db, eager, tp, coef, version) (default: common.tower_encoder_bytes),
-eager_attention(version, rules) (default: never), modalities(variant, version) (default: the variant's) and
-geometry(shape, settings, modality, version) -> (width, height, basis, note) of the largest item (the suite's
-worst-case request; default: suite/worst_case.py's table) and known_gaps(shape, version, settings) -> [str] (what
-plan does not model for this family, one sentence each, among plan's notes).
+vision_tower_params(vision, llm hidden) (the tower + projector parameters as vLLM builds them; default: an estimate),
+eager_attention(version, rules) (default: never), modalities(variant, version) (default: the variant's),
+known_gaps(shape, version, settings) -> [str] (what plan does not model for this family, among plan's notes) and
+MM_KWARGS (the mm_processor_kwargs keys items() reads).
 check() raises at import when a module lacks a piece; tests/unit/test_families.py checks the data behind them.
 Pure: no torch, no vllm.
 """
@@ -25,7 +29,7 @@ from types import ModuleType
 
 from diagnostics.errors import UsageError
 from diagnostics.families import minicpmv
-from diagnostics.families.common import Item, Knob, Kit, Variant, tower_encoder_bytes
+from diagnostics.families.common import Geometry, Item, Knob, Kit, SizeKnob, Variant, tower_encoder_bytes
 from diagnostics.versions import Version, parse_version, read_version
 
 
@@ -37,7 +41,7 @@ def discover() -> tuple[ModuleType, ...]:
 
 
 MODULES = discover()
-REQUIRED = ("ARCHITECTURES", "VARIANTS", "parse", "items", "knobs")
+REQUIRED = ("ARCHITECTURES", "VARIANTS", "parse", "items", "knobs", "size_knobs", "geometry")
 
 
 def check(modules=MODULES) -> None:
@@ -100,6 +104,15 @@ class Family:
         """The advised knobs in one line (explain's advice names them)."""
         return " or ".join(k.text() for k in self.knobs if k.advise)
 
+    def size_knobs(self, version, modalities: tuple[str, ...]) -> list[SizeKnob]:
+        """The knobs that size one dummy item in this vLLM version with these modalities active (common.SizeKnob:
+        name, setting, step, domain per max_model_len), as `plan --fit` walks them; [] when the family has none."""
+        return list(self.module.size_knobs(self.shape, parse_version(version), tuple(modalities)))
+
+    def geometry(self, settings: dict, modality: str, version) -> Geometry:
+        """(width, height, basis, note) of the largest `modality` item in pixels (a video: each frame)."""
+        return self.module.geometry(self.shape, settings, modality, parse_version(version))
+
     def items(self, settings: dict, seq_len: int, counts: dict[str, int], version) -> dict[str, Item]:
         """Largest dummy item per active modality (counts: modality -> items per prompt, as vLLM asks)."""
         return self.module.items(self.shape, settings, seq_len, counts, parse_version(version))
@@ -118,6 +131,12 @@ class Family:
         vLLM release (None: unknown, the module's newest rule)."""
         fn = getattr(self.module, "encoder_bytes", tower_encoder_bytes)
         return fn(model, prof, db, eager, tp, coef, parse_version(version) if version is not None else None)
+
+    def vision_tower_params(self, model) -> int | None:
+        """The vision tower + projector parameters as vLLM builds them (exact), or None where the family module does
+        not count them (predict.terms then estimates). model: ModelSpec."""
+        fn = getattr(self.module, "vision_tower_params", None)
+        return fn(model.vision, model.hidden) if fn else None
 
     def eager_attention(self, version, rules: str) -> bool:
         """Does the vision tower compute L^2 attention scores (eager) in this vLLM version and rule family?"""

@@ -137,6 +137,65 @@ def _set_in(d: dict, path: list[str], value) -> dict:
 
 
 @dataclass(frozen=True)
+class SizeKnob:
+    """A knob that sizes one dummy item, as `plan --fit` and the suite's search walk it (predict/mm_fit.Knob is this
+    at one max_model_len). A family module's size_knobs(shape, version, modalities) returns them.
+
+    name: what --fit takes; setting/key: where the value goes (`mm_processor_kwargs["max_pixels"]`,
+    `limit_mm_per_prompt["video"]["num_frames"]`); step: raw units per step (Qwen max_pixels: (patch x merge)^2
+    pixels = one LLM token); unit: how a step reads ("28 x 28 px", "slice"); lo: the domain's bottom, in steps;
+    per_step_tokens / fixed_tokens: LLM tokens of the item at n steps = fixed + n x per_step (0 per step: the top
+    is `cap`); cap / cap_reason: a top in steps whatever max_model_len allows; current: the raw value in effect
+    without the knob (None: unset); extra: keys set with it; note: why; guards: False when the knob shapes only
+    the dummy item, not what requests may carry; modalities: the dummy items it changes; word: a value's label
+    ("slice{}": "{}" takes the plural s; "" for max_pixels, labelled in pixels); frontier: the step counts a
+    `plan --fit A,B` frontier walks."""
+
+    name: str
+    setting: str
+    key: str
+    step: int
+    unit: str
+    lo: int
+    per_step_tokens: int
+    fixed_tokens: int = 0
+    cap: int | None = None
+    cap_reason: str = ""
+    current: int | None = None
+    extra: tuple = ()
+    note: str = ""
+    guards: bool = True
+    modalities: tuple = ("image",)
+    word: str = ""
+    frontier: tuple = ()
+
+    def top(self, max_model_len: int) -> tuple[int, str]:
+        """(the domain's top as a raw value, why it is the top) at this max_model_len (tokens): vLLM rejects a
+        prompt longer than max_model_len (vllm 0.32 v1/engine/input_processor.py:590), so an item of more tokens
+        cannot be sent whatever memory says; `cap` bounds it below that."""
+        tail = ("an item of more tokens cannot be sent: vLLM rejects prompts longer than max_model_len "
+                f"({max_model_len})")
+        if not self.per_step_tokens:
+            return self.cap * self.step, self.cap_reason
+        n = max((max_model_len - self.fixed_tokens) // self.per_step_tokens, self.lo)
+        if self.cap is not None and n >= self.cap:
+            return self.cap * self.step, self.cap_reason
+        return n * self.step, tail
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The pixel size of a family's largest item of one modality (a video: each frame), as the suite's worst-case
+    request sends it: width, height, basis ("derived": vLLM's own dummy size; "estimate": a size of that many
+    tokens that is not vLLM's pick) and a note saying which when it is an estimate."""
+
+    width: int
+    height: int
+    basis: str = "derived"
+    note: str | None = None
+
+
+@dataclass(frozen=True)
 class Kit:
     """What a kit directory needs besides the stored configs: the local tokenizer's special tokens (None: no kit
     tokenizer, with `no_kit` saying why), its eos, tokenizer_config extras, the transformers processor classes the
@@ -172,6 +231,9 @@ class Variant:
     stored: dict = field(default_factory=dict)
     v0_sequence_video: bool = False  # V0 builds the dummy video for each dummy sequence's length (MiniCPM-V)
     encoder_decoder: bool = False  # V0 gives every one of max_num_seqs dummy sequences its items (mllama)
+    # vLLM's model class has supports_encoder_tp_data = True (0.32: minicpmv.py:1219, qwen2_vl.py:1306,
+    # qwen2_5_vl.py:1324, qwen3_vl.py:1962), so mm_encoder_tp_mode="data" takes effect (config/model.py:822-830)
+    encoder_tp_data: bool = False
     # hf_overrides that make vLLM build a stored config directory (no weights) as it builds the real checkpoint,
     # where vLLM decides from the weights (Mistral 3: the checkpoint's own lm_head unties the head)
     stored_hf_overrides: dict = field(default_factory=dict)

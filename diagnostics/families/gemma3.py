@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from diagnostics.families.common import Item, Kit, Knob, Variant, Window, decoder_params, need, siglip_params
+from diagnostics.families.common import (Geometry, Item, Kit, Knob, SizeKnob, Variant, Window, decoder_params, need,
+                                         siglip_params)
 
 # mm_processor_kwargs keys items() reads; others go to the HF processor unmodelled
 MM_KWARGS = ("do_pan_and_scan", "pan_and_scan_min_crop_size", "pan_and_scan_max_num_crops",
@@ -28,7 +29,8 @@ VARIANTS = {"gemma3": Variant(("image",), Window("0.8.0"), KIT,
                               stored={"gemma-3-4b": "google/gemma-3-4b-it", "gemma-3-12b": "google/gemma-3-12b-it",
                                       "gemma-3-27b": "google/gemma-3-27b-it"})}
 TEXT_DEFAULTS = dict(vocab_size=262208, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
-                     num_attention_heads=8, num_key_value_heads=4, head_dim=256, max_position_embeddings=131072)
+                     num_attention_heads=8, num_key_value_heads=4, head_dim=256, max_position_embeddings=131072,
+                     model_type="gemma3_text", sliding_window=4096)
 PAN_AND_SCAN = dict(pan_and_scan_min_crop_size=256, pan_and_scan_max_num_crops=4,
                     pan_and_scan_min_ratio_to_activate=1.2)  # Gemma3ProcessorKwargs defaults
 
@@ -70,6 +72,26 @@ def _crops(s: Gemma3Shape, width: int, height: int, kwargs: dict) -> int:
     if min(int(math.ceil(long / n)), short) < min_crop:
         return 0
     return n
+
+
+def size_knobs(s: Gemma3Shape, v=None, modalities: tuple[str, ...] = ()) -> list[SizeKnob]:
+    """pan_and_scan_max_num_crops: crops per image (+ the full image), each tokens_per_image; it acts only with
+    do_pan_and_scan, which the fit sets when the checkpoint's processor has it off."""
+    return [SizeKnob("pan_and_scan_max_num_crops", "mm_processor_kwargs", "pan_and_scan_max_num_crops", 1, "crop", 1,
+                     s.tokens_per_image, s.tokens_per_image, current=s.pan[1] if s.pan_and_scan else None,
+                     extra=() if s.pan_and_scan else (("do_pan_and_scan", True),),
+                     note="" if s.pan_and_scan else "pan-and-scan is off in the checkpoint's processor: the fit sets "
+                     "do_pan_and_scan=true, without which the crop count changes nothing",
+                     word="crop{} (+ the full image)", frontier=(1, 2, 3, 4, 6, 8))]
+
+
+def geometry(s: Gemma3Shape, settings: dict, modality: str, v=None) -> Geometry:
+    """items()' own dummy image: native x (native x max crops) with pan-and-scan, else the native square."""
+    kwargs = settings.get("mm_processor_kwargs") or {}
+    crops = int(kwargs.get("pan_and_scan_max_num_crops", s.pan[1]))
+    if not kwargs.get("do_pan_and_scan", s.pan_and_scan):
+        crops = 1
+    return Geometry(s.image_size, s.image_size * crops)
 
 
 def knobs(s: Gemma3Shape) -> list[Knob]:

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diagnostics.families.common import Item, Kit, Knob, Variant, Window, decoder_params, need, vit_layer_params
+from diagnostics.families.common import (Geometry, Item, Kit, Knob, SizeKnob, Variant, Window, decoder_params, need,
+                                         vit_layer_params)
 
 # mm_processor_kwargs keys items() reads; others go to the HF processor unmodelled
 MM_KWARGS = ("max_patches", "max_dynamic_patch", "crop_to_patches", "images_kwargs")
@@ -61,6 +62,28 @@ def parse(cfg: dict, pre: dict, video_pre: dict, where: str):
     projector = 2 * shuffled + shuffled * h + h + h * h + h
     qwen = str(text.get("model_type", "qwen2")).startswith("qwen2")
     return text, v, shape, decoder_params(text, qkv_bias=qwen) + tower + projector
+
+
+def size_knobs(s: InternVLShape, v=None, modalities: tuple[str, ...] = ()) -> list[SizeKnob]:
+    """max_patches: tiles per image (+ a thumbnail), each tokens_per_tile; it acts only with crop_to_patches, which
+    the fit sets when the checkpoint's processor has it off."""
+    return [SizeKnob("max_patches", "mm_processor_kwargs", "max_patches", 1, "tile", 1, s.tokens_per_tile,
+                     s.tokens_per_tile, current=s.max_patches if s.crop_to_patches else None,
+                     extra=() if s.crop_to_patches else (("crop_to_patches", True),),
+                     note="" if s.crop_to_patches else "the checkpoint's processor has crop_to_patches false (one "
+                     "tile per image): the fit sets crop_to_patches=true, without which max_patches changes nothing",
+                     word="tile{} (+ 1 thumbnail)", frontier=(1, 2, 4, 6, 8, 12))]
+
+
+def geometry(s: InternVLShape, settings: dict, modality: str, v=None) -> Geometry:
+    """An image of max_patches x 1 tiles (vLLM processes its own dummy image; this is not its pick); a video frame
+    is one tile."""
+    if modality != "image":
+        return Geometry(s.image_size, s.image_size)
+    kwargs = settings.get("mm_processor_kwargs") or {}
+    patches = int(kwargs.get("max_patches", kwargs.get("max_dynamic_patch", s.max_patches)))
+    return Geometry(s.image_size * patches, s.image_size, "estimate",
+                    "a max_patches x 1 tile grid (not vLLM's own pick)")
 
 
 def knobs(s: InternVLShape) -> list[Knob]:

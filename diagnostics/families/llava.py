@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass
 
 from diagnostics.errors import UsageError
-from diagnostics.families.common import (Item, Kit, Knob, Variant, Window, decoder_params, feature_layers, need,
-                                         vit_layer_params)
+from diagnostics.families.common import (Geometry, Item, Kit, Knob, SizeKnob, Variant, Window, decoder_params,
+                                         feature_layers, need, vit_layer_params)
 
 MM_KWARGS = ()  # no mm_processor_kwargs key changes the dummy items plan counts
 ARCHITECTURES = {"LlavaForConditionalGeneration": "llava", "LlavaOnevisionForConditionalGeneration": "llava-onevision"}
@@ -116,6 +116,19 @@ def onevision_image_tokens(s: LlavaShape, height: int, width: int) -> int:
     if ratio > 1.1:
         unpadded, newline = int(cur_h // ratio) * int(cur_w // ratio), int(cur_h // ratio)
     return unpadded + newline + base
+
+
+def size_knobs(s: LlavaShape, v=None, modalities: tuple[str, ...] = ()) -> list[SizeKnob]:
+    """None: LLaVA's items have a fixed size (the tower's square; OneVision's anyres dummy); counts are the knobs."""
+    return []
+
+
+def geometry(s: LlavaShape, settings: dict, modality: str, v=None) -> Geometry:
+    """OneVision's dummy image (ONEVISION_IMAGE); LLaVA-1.5's image and every video frame: the tower's square."""
+    if s.variant == "llava-onevision" and modality == "image":
+        h, w = ONEVISION_IMAGE
+        return Geometry(w, h)
+    return Geometry(s.image_size, s.image_size)
 
 
 def knobs(s: LlavaShape) -> list[Knob]:

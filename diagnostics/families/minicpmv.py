@@ -28,7 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from diagnostics.errors import UsageError
-from diagnostics.families.common import Item, Kit, Knob, Variant, VisionSpec, Window, decoder_params, need
+from diagnostics.families.common import (Geometry, Item, Kit, Knob, SizeKnob, Variant, VisionSpec, Window,
+                                         decoder_params, need)
 from diagnostics.families.minicpmv_slicing import slice_image
 from diagnostics.versions import Version
 
@@ -39,6 +40,8 @@ ARCHITECTURES = {"MiniCPMV": "minicpm-v-2_6"}  # the variant comes from config.j
 BY_VERSION = {"2.6": "minicpm-v-2_6", "4.5": "minicpm-v-4_5"}
 VARIANT_NAMES = tuple(BY_VERSION.values())
 MAX_FRAMES_PER_VIDEO = 16  # vLLM _MAX_FRAMES_PER_VIDEO, from 0.8.3
+KWARGS_SINCE = (0, 8, 4)  # max_slice_nums read from mm_processor_kwargs (_image_max_slice_nums)
+NUM_FRAMES_SINCE = (0, 28, 0)  # the dummy video follows a dummy-options num_frames (items)
 
 SPECIAL_TOKENS = ("<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "</image>", "<slice>",
                   "</slice>", "<image_id>", "</image_id>", "<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>",
@@ -51,9 +54,10 @@ KIT = Kit(prompt=IMAGE_PROMPT, tokens=SPECIAL_TOKENS, eos="<|im_end|>", torchvis
 VARIANTS = {
     # MiniCPMV in vLLM from 0.5.4; SupportsV0Only in 0.8.0-0.8.2 and no V1 multimodal embeddings in 0.7.x (audit a7/b5)
     "minicpm-v-2_6": Variant(("image", "video"), Window("0.5.4", v0_only_until="0.8.3"), KIT,
-                             v0_sequence_video=True),
+                             v0_sequence_video=True, encoder_tp_data=True),
     "minicpm-v-4_5": Variant(("image", "video"), Window("0.10.2"), KIT,
-                             stored={"minicpm-v-4_5": "openbmb/MiniCPM-V-4_5"}, v0_sequence_video=True),
+                             stored={"minicpm-v-4_5": "openbmb/MiniCPM-V-4_5"}, v0_sequence_video=True,
+                             encoder_tp_data=True),
 }
 
 # openbmb/MiniCPM-V-2_6's config.json, the numbers plan uses for the built-in minicpm-v-2_6 (docs/minicpmv26-kit.md)
@@ -90,6 +94,12 @@ def tower_params(v: VisionSpec, layers: int | None = None) -> int:
     embed = d * 3 * v.patch * v.patch + d + (v.tower_image_size // v.patch) ** 2 * d
     per_layer = 4 * (d * d + d) + 2 * 2 * d + (d * v.mlp + v.mlp) + (v.mlp * d + d)
     return embed + (v.layers if layers is None else layers) * per_layer + 2 * d
+
+
+def vision_tower_params(v: VisionSpec, llm_hidden: int) -> int:
+    """The whole vision side as vLLM builds it (the tower with every layer + the resampler; optional interface
+    piece, Family.vision_tower_params)."""
+    return tower_params(v) + resampler_params(v, llm_hidden)
 
 
 def resampler_params(v: VisionSpec, llm_hidden: int) -> int:
@@ -140,8 +150,39 @@ def knobs(s: MiniCPMVShape) -> list[Knob]:
     ]
 
 
+def size_knobs(s: MiniCPMVShape, v: Version, modalities: tuple[str, ...]) -> list[SizeKnob]:
+    """max_slice_nums (from 0.8.4: (slices + 1) x query_num tokens per image, at most the checkpoint's
+    max_slice_num) and, with video on from 0.28, the dummy-options num_frames (the dummy video's frames only)."""
+    vis, out = s.vision, []
+    if v >= KWARGS_SINCE:
+        out.append(SizeKnob("max_slice_nums", "mm_processor_kwargs", "max_slice_nums", 1, "slice", 1, vis.query_num,
+                            vis.query_num, cap=vis.max_slice_nums,
+                            cap_reason=f"the checkpoint's max_slice_num ({vis.max_slice_nums}): vLLM's dummy image "
+                            f"(448 x {448 * vis.max_slice_nums}) gets no more slices above it, so the profile run "
+                            "would not guard larger real images", current=vis.max_slice_nums, word="slice{}",
+                            frontier=(1, 2, 3, 4, 6, 9)))
+    if "video" in modalities and v >= NUM_FRAMES_SINCE:
+        out.append(SizeKnob("num_frames", "limit_mm_per_prompt", "video.num_frames", 1, "frame", 1, 0,
+                            cap=MAX_FRAMES_PER_VIDEO,
+                            cap_reason=f"vLLM's _MAX_FRAMES_PER_VIDEO ({MAX_FRAMES_PER_VIDEO})",
+                            note="num_frames is a dummy option: it sizes the profile run's dummy video only; vLLM "
+                                 "still accepts real videos with more frames (up to its per-item maximum), which "
+                                 "the profile run then did not measure", guards=False, modalities=("video",),
+                            word="frame{}", frontier=(1, 2, 4, 8, 12, 16)))
+    return out
+
+
+def geometry(s: MiniCPMVShape, settings: dict, modality: str, v: Version) -> Geometry:
+    """A video frame is one image_size square slice; the image is vLLM's get_image_size_with_most_features
+    (image_size x image_size * max_slice_nums)."""
+    side = s.vision.image_size
+    if modality == "video":
+        return Geometry(side, side)
+    return Geometry(side, side * _image_max_slice_nums(s.vision, settings, v))
+
+
 def _image_max_slice_nums(vis: VisionSpec, settings: dict, v: Version) -> int:
-    if v < (0, 8, 4):  # 0.7.x passes hf_config's max_slice_num explicitly (minicpmv.py:393, 427-428)
+    if v < KWARGS_SINCE:  # 0.7.x passes hf_config's max_slice_num explicitly (minicpmv.py:393, 427-428)
         return vis.max_slice_nums
     kwargs = settings.get("mm_processor_kwargs") or {}
     return int(kwargs.get("max_slice_nums", vis.max_slice_nums))
@@ -219,7 +260,7 @@ def items(s: MiniCPMVShape, settings: dict, seq_len: int, counts: dict[str, int]
     if counts.get("video"):
         full = video_item(s, settings, v, n_img, counts["video"], seq_len)
         cap = ((settings.get("mm_dummy_options") or {}).get("video") or {}).get("num_frames")
-        if cap and v >= (0, 28, 0):
+        if cap and v >= NUM_FRAMES_SINCE:
             capped = video_item(s, settings, v, n_img, counts["video"], seq_len, frames_cap=cap)
             full = Item("video", capped.tokens, capped.patches, capped.slices, capped.largest, full.tokens)
         out["video"] = full

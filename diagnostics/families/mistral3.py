@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diagnostics.families.common import (Item, Kit, Knob, Variant, Window, decoder_params, feature_layers, need,
-                                         tower_encoder_bytes)
+from diagnostics.families.common import (Geometry, Item, Kit, Knob, SizeKnob, Variant, Window, decoder_params,
+                                         feature_layers, need, tower_encoder_bytes)
 from diagnostics.versions import Version
 
 # mm_processor_kwargs keys items() reads (0.29+; earlier releases read none); others go to the HF processor unmodelled
@@ -101,12 +101,17 @@ def _edge(s: Mistral3Shape, settings: dict, version) -> int:
     return edge
 
 
-def geometry(s: Mistral3Shape, settings: dict, modality: str, version) -> tuple[int, int, str, str | None]:
-    """(width, height, basis, note) of the largest image: the dummy edge x edge (get_image_size_with_most_features)."""
+def geometry(s: Mistral3Shape, settings: dict, modality: str, version=None) -> Geometry:
+    """The largest image: the dummy edge x edge (get_image_size_with_most_features). Its prompt also holds one
+    [IMG_BREAK] / [IMG_END] position per row of merged patches, which are not embeddings (get_replacement)."""
     edge = _edge(s, settings, version)
-    rows = (edge - 1) // (s.patch * s.merge) + 1
-    return edge, edge, "derived", (f"each image's prompt also holds {rows} [IMG_BREAK] / [IMG_END] positions "
-                                   "that are not embeddings (mistral3.py get_replacement)")
+    return Geometry(edge, edge)
+
+
+def size_knobs(s: Mistral3Shape, v=None, modalities: tuple[str, ...] = ()) -> list[SizeKnob]:
+    """None for `plan --fit`: an image's tokens grow as ceil(longest_edge / 28)^2, and a SizeKnob's domain is linear
+    in its steps; explain's ladders walk longest_edge (knobs())."""
+    return []
 
 
 def _tokens(edge: int, unit: int) -> int:

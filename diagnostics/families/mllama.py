@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diagnostics.families.common import Item, Kit, Knob, Variant, Window, need, padded_vocab
+from diagnostics.families.common import Geometry, Item, Kit, Knob, SizeKnob, Variant, Window, need, padded_vocab
 
 MM_KWARGS = ()  # no mm_processor_kwargs key changes the dummy items plan counts
 ARCHITECTURES = {"MllamaForConditionalGeneration": "mllama"}
@@ -61,6 +61,17 @@ def parse(cfg: dict, pre: dict, video_pre: dict, where: str):
            + cross * (self_layer + 2 * hd + 2) + h)
     shape = MllamaShape(size, p, tiles)
     return text, v, shape, vision + out_dim * h + h + llm
+
+
+def size_knobs(s: MllamaShape, v=None, modalities: tuple[str, ...] = ()) -> list[SizeKnob]:
+    """None: vLLM's dummy image always has max_tiles tiles; max_num_seqs (an engine setting) is the knob."""
+    return []
+
+
+def geometry(s: MllamaShape, settings: dict, modality: str, v=None) -> Geometry:
+    """A 2 x 2 tile image for max_tiles >= 4 (tiles x 560 px; vLLM's own dummy is not this size)."""
+    side = 2 if s.max_tiles >= 4 else 1
+    return Geometry(s.image_size * side, s.image_size * side, "estimate", "a 2 x 2 tile image (max_tiles 4)")
 
 
 def knobs(s: MllamaShape) -> list[Knob]:

@@ -28,11 +28,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from diagnostics.families.common import Item, Kit, Knob, Variant, Window, decoder_params, vit_layer_params
+from diagnostics.families.common import (Geometry, Item, Kit, Knob, SizeKnob, Variant, Window, decoder_params,
+                                         vit_layer_params)
 from diagnostics.versions import Version
 
 # mm_processor_kwargs keys items() reads (0.8.5+); others go to the HF processor unmodelled
 MM_KWARGS = ("dynamic_hd", "images_kwargs")
+FIT_KNOBS = ("dynamic_hd",)  # the size knob `plan --fit` may name (size_knobs)
 ARCHITECTURES = {"Phi4MMForCausalLM": "phi4mm"}
 KIT = Kit("<|user|><|image_1|>What is in the image?<|end|><|assistant|>",
           ("<|endoftext|>", "<|user|>", "<|assistant|>", "<|end|>", "<|image_1|>", "<|audio_1|>"), "<|end|>",
@@ -163,9 +165,20 @@ def _dynamic_hd(s: Phi4MMShape, settings: dict, version) -> int:
     return int(kwargs.get("dynamic_hd") or (kwargs.get("images_kwargs") or {}).get("dynamic_hd") or s.dynamic_hd)
 
 
-def geometry(s: Phi4MMShape, settings: dict, modality: str, version) -> tuple[int, int, str, str | None]:
-    """(width, height, basis, note) of the dummy image: 448 x (448 x dynamic_hd), get_image_size_with_most_features."""
-    return VIT_IMAGE, VIT_IMAGE * _dynamic_hd(s, settings, version), "derived", None
+def geometry(s: Phi4MMShape, settings: dict, modality: str, version=None) -> Geometry:
+    """The dummy image: 448 x (448 x dynamic_hd) px, get_image_size_with_most_features (phi4mm.py:760-769)."""
+    return Geometry(VIT_IMAGE, VIT_IMAGE * _dynamic_hd(s, settings, version))
+
+
+def size_knobs(s: Phi4MMShape, v=None, modalities: tuple[str, ...] = ()) -> list[SizeKnob]:
+    """dynamic_hd (0.8.5+): the dummy image's 448 px crops; its tokens are 273 + 272 x crops (the global view's
+    16 x 16 + 16 newlines + separator, then 16 x 16 + 16 newlines per crop: _compute_num_image_tokens)."""
+    if v is not None and v < PROCESSOR_SINCE:
+        return []
+    side = VIT_IMAGE // VIT_PATCH // COMPRESSION
+    return [SizeKnob("dynamic_hd", "mm_processor_kwargs", "dynamic_hd", 1, "crop", 1, side * side + side,
+                     side * side + 1 + side, current=s.dynamic_hd, word="crop{} of 448 px",
+                     frontier=(1, 2, 4, 8, 16, 36))]
 
 
 LORA_RANK = 320  # vLLM's Phi-4-multimodal example: max_lora_rank=320 (the speech adapter's rank)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from diagnostics.families.common import Item, Kit, Knob, Variant, Window, decoder_params, need
+from diagnostics.families.common import Geometry, Item, Kit, Knob, SizeKnob, Variant, Window, decoder_params, need
 
 # mm_processor_kwargs keys items() reads (flat or per modality); others go to the HF processor unmodelled
 MM_KWARGS = ("max_pixels", "min_pixels", "size", "images_kwargs", "videos_kwargs")
@@ -43,15 +43,17 @@ def _kit(video: str) -> Kit:
 VARIANTS = {
     "qwen2-vl": Variant(("image", "video"), Window("0.6.1"), _kit(_QWEN2_VIDEO),
                         stored={"qwen2-vl-2b": "Qwen/Qwen2-VL-2B-Instruct",
-                                "qwen2-vl-7b": "Qwen/Qwen2-VL-7B-Instruct"}),
+                                "qwen2-vl-7b": "Qwen/Qwen2-VL-7B-Instruct"}, encoder_tp_data=True),
     "qwen2.5-vl": Variant(("image", "video"), Window("0.7.2"), _kit(_QWEN2_VIDEO),
                           stored={"qwen2.5-vl-3b": "Qwen/Qwen2.5-VL-3B-Instruct",
                                   "qwen2.5-vl-7b": "Qwen/Qwen2.5-VL-7B-Instruct",
-                                  "qwen2.5-vl-72b": "Qwen/Qwen2.5-VL-72B-Instruct"}),
+                                  "qwen2.5-vl-72b": "Qwen/Qwen2.5-VL-72B-Instruct"},
+                          encoder_tp_data=True),
     "qwen3-vl": Variant(("image", "video"), Window("0.11.0"), _kit(_QWEN3_VIDEO),
-                        stored={"qwen3-vl-8b": "Qwen/Qwen3-VL-8B-Instruct"}),
+                        stored={"qwen3-vl-8b": "Qwen/Qwen3-VL-8B-Instruct"}, encoder_tp_data=True),
     "qwen3-vl-moe": Variant(("image", "video"), Window("0.11.0"), _kit(_QWEN3_VIDEO),
-                            stored={"qwen3-vl-30b-a3b": "Qwen/Qwen3-VL-30B-A3B-Instruct"}),
+                            stored={"qwen3-vl-30b-a3b": "Qwen/Qwen3-VL-30B-A3B-Instruct"},
+                            encoder_tp_data=True),
 }
 PIXEL_STEPS = (4096, 2048, 1280, 1024, 512, 256)  # tokens per image -> max_pixels = tokens x (patch x merge)^2
 MAX_FRAMES_PER_VIDEO = 14  # qwen2_vl.py _MAX_FRAMES_PER_VIDEO
@@ -179,6 +181,33 @@ def largest_image(s: QwenVLShape, settings: dict) -> tuple[int, int]:
     items() counts (vLLM 0.32 qwen2_vl.py Qwen2VLProcessingInfo.get_image_size_with_most_features)."""
     kwargs = settings.get("mm_processor_kwargs") or {}
     return _most_features(s.patch * s.merge, _scoped_size(kwargs, "images_kwargs", s.image_size)[1])
+
+
+def size_knobs(s: QwenVLShape, v=None, modalities: tuple[str, ...] = ()) -> list[SizeKnob]:
+    """max_pixels in (patch x merge)^2 steps (one LLM token per image each; 28 x 28, Qwen3-VL 32 x 32), from the
+    processor's min_pixels up: images and videos alike; with video on, Qwen2-VL / 2.5-VL's dummy-options num_frames
+    from NUM_FRAMES_SINCE (qwen2_vl.py get_dummy_mm_data; Qwen3-VL's builder is not modelled)."""
+    unit = s.patch * s.merge
+    out = [SizeKnob("max_pixels", "mm_processor_kwargs", "max_pixels", unit * unit, f"{unit} x {unit} px",
+                    -(-s.image_size[0] // unit ** 2), 1, current=s.image_size[1],
+                    note="max_pixels in mm_processor_kwargs sizes images and videos alike (videos_kwargs / "
+                         "images_kwargs scope it to one)", modalities=("image", "video"),
+                    frontier=(256, 512, 1024, 1280, 2048, 4096, 8192, 16384))]
+    if "video" in modalities and not s.variant.startswith("qwen3") and v is not None and v >= NUM_FRAMES_SINCE:
+        out.append(SizeKnob("num_frames", "limit_mm_per_prompt", "video.num_frames", 1, "frame", 1, 0,
+                            cap=MAX_FRAMES_PER_VIDEO,
+                            cap_reason=f"vLLM's _MAX_FRAMES_PER_VIDEO ({MAX_FRAMES_PER_VIDEO}, qwen2_vl.py:120)",
+                            note="num_frames is a dummy option: it lowers the profile run's dummy video only "
+                                 "(qwen2_vl.py get_dummy_mm_data); vLLM still accepts real videos of more frames, "
+                                 "which the profile run then did not measure", guards=False, modalities=("video",),
+                            word="frame{}", frontier=(1, 2, 4, 8, 12, 16)))
+    return out
+
+
+def geometry(s: QwenVLShape, settings: dict, modality: str, v=None) -> Geometry:
+    """The image with the most features at the settings' max_pixels; a video frame is the same size."""
+    h, w = largest_image(s, settings)
+    return Geometry(w, h)
 
 
 def knobs(s: QwenVLShape) -> list[Knob]:

@@ -1,8 +1,11 @@
-"""Write a MiniCPM-V-2_6 checkpoint directory vLLM accepts with trust_remote_code=True, without the model hub.
+"""Write a MiniCPM-V-2_6 (or 4.5) checkpoint directory vLLM accepts with trust_remote_code=True, without the hub.
 
 `real` has the real shapes (Qwen2-7B + SigLIP-400M; use it with load_format="dummy" on a GPU); `tiny` has the
 smallest shapes vLLM's CPU backend accepts but the real token arithmetic (64 queries per 448-px slice, up to
-9 slices + overview), so the encoder-profile item counts equal the real model's.
+9 slices + overview), so the encoder-profile item counts equal the real model's. version "4.5" writes config.json
+`version` 4.5, which makes vLLM pick MiniCPMV4_5 (0.32 minicpmv.py get_version_by_config, _SUPPORT_VERSION): a
+Qwen3 LLM (no qkv bias, q/k RMSNorm; real: the stored openbmb/MiniCPM-V-4_5 config's shapes) and Resampler4_5;
+its processor and dummy items are 2.6's (MiniCPMVProcessingInfo counts both alike).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from diagnostics.errors import UsageError, one_of
 TEMPLATES = Path(__file__).with_name("templates")
 SIZES = ("real", "tiny")
 WEIGHTS = ("none", "random")
+VERSIONS = ("2.6", "4.5")
 
 SPECIAL_TOKENS = list(minicpmv.SPECIAL_TOKENS)
 BOS, EOS, UNK = "<|im_start|>", minicpmv.KIT.eos, "<unk>"
@@ -30,6 +34,9 @@ LLM_SHAPES = {
     "tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
                  head_dim=64, intermediate_size=256, vocab_size=512, max_position_embeddings=32768),
 }
+# MiniCPM-V-4_5's Qwen3-8B (diagnostics/data/models/minicpm-v-4_5/config.json); tiny 4.5 keeps LLM_SHAPES["tiny"]
+LLM_SHAPES_4_5_REAL = dict(hidden_size=4096, num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8,
+                           head_dim=128, intermediate_size=12288, vocab_size=151748, max_position_embeddings=40960)
 VISION_SHAPES = {
     "real": dict(hidden_size=1152, num_hidden_layers=27, num_attention_heads=16, intermediate_size=4304),
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128),
@@ -42,8 +49,9 @@ KIT_FILES = (
 )
 
 
-def make_config(size: str, weights: str, special_ids: dict[str, int]) -> dict:
-    """config.json for `size`: Qwen2 fields at the top level, a SigLIP vision_config, MiniCPM-V 2.6 fields."""
+def make_config(size: str, weights: str, special_ids: dict[str, int], version: str = "2.6") -> dict:
+    """config.json for `size`: Qwen2 (4.5: Qwen3) fields at the top level, a SigLIP vision_config, MiniCPM-V fields."""
+    llm = LLM_SHAPES_4_5_REAL if (size, version) == ("real", "4.5") else LLM_SHAPES[size]
     vision = dict(VISION_SHAPES[size], model_type="siglip_vision_model", num_channels=3, patch_size=PATCH,
                   image_size=TOWER_IMAGE_SIZE, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,
                   attention_dropout=0.0)
@@ -51,15 +59,16 @@ def make_config(size: str, weights: str, special_ids: dict[str, int]) -> dict:
         "architectures": ["MiniCPMV"],
         "model_type": "minicpmv",
         "auto_map": {"AutoConfig": "configuration_minicpm.MiniCPMVConfig"},
-        "version": 2.6,
-        **LLM_SHAPES[size],
+        "version": float(version),
+        **llm,
+        **({"attention_bias": False} if version == "4.5" else {}),
         "hidden_act": "silu",
         "rms_norm_eps": 1e-6,
         "rope_theta": 1000000.0,
         "tie_word_embeddings": False,
         "use_sliding_window": False,
         "sliding_window": 131072,
-        "max_window_layers": LLM_SHAPES[size]["num_hidden_layers"],
+        "max_window_layers": llm["num_hidden_layers"],
         "attention_dropout": 0.0,
         "initializer_range": 0.02,
         "use_cache": True,
@@ -77,11 +86,11 @@ def make_config(size: str, weights: str, special_ids: dict[str, int]) -> dict:
         "vision_batch_size": 16,
         "drop_vision_last_layer": False,
         "vision_config": vision,
-        "_memcheck_kit": {"size": size, "weights": weights},
+        "_memcheck_kit": {"size": size, "weights": weights, **({"version": version} if version != "2.6" else {})},
     }
 
 
-def make_preprocessor_config() -> dict:
+def make_preprocessor_config(version: str = "2.6") -> dict:
     return {
         "image_processor_type": "MiniCPMVImageProcessor",
         "auto_map": {
@@ -104,7 +113,7 @@ def make_preprocessor_config() -> dict:
         "unk": UNK,
         "im_id_start": "<image_id>",
         "im_id_end": "</image_id>",
-        "version": 2.6,
+        "version": float(version),
     }
 
 
@@ -135,16 +144,20 @@ def _check_out_path(out_dir: Path, force: bool) -> None:
         raise UsageError(f"cannot create OUT_DIR {str(out_dir)!r}: {exc.strerror}") from None
 
 
-def build_minicpmv26(out_dir, size: str = "tiny", weights: str = "none", force: bool = False) -> Path:
-    """Write the MiniCPM-V-2_6 kit directory and return its path.
+def build_minicpmv26(out_dir, size: str = "tiny", weights: str = "none", force: bool = False,
+                     version: str = "2.6") -> Path:
+    """Write the MiniCPM-V-2_6 kit directory (version "4.5": MiniCPM-V-4_5's) and return its path.
 
     size: "real" | "tiny"; weights: "none" (use load_format="dummy") | "random" (tiny only: model.safetensors).
     A non-empty out_dir needs force=True (kit files are overwritten, a stale model.safetensors removed).
+    UsageError naming the accepted values for a bad size, weights or version.
     """
     if size not in SIZES:
         raise one_of("kit size", size, SIZES)
     if weights not in WEIGHTS:
         raise one_of("kit weights", weights, WEIGHTS)
+    if version not in VERSIONS:
+        raise one_of("kit version", version, VERSIONS)
     if size == "real" and weights == "random":
         raise UsageError("--size real --weights random would write 16 GB of random weights; "
                          "use --weights none with load_format=dummy")
@@ -158,9 +171,9 @@ def build_minicpmv26(out_dir, size: str = "tiny", weights: str = "none", force: 
     tok = build_tokenizer(out_dir, TokenizerSpec(tuple(SPECIAL_TOKENS), bos=BOS, eos=EOS, unk=UNK,
                                                  vocab_size=LLM_SHAPES["tiny"]["vocab_size"],
                                                  chat_template=chat_template))
-    config = make_config(size, weights, tok.special_ids)
+    config = make_config(size, weights, tok.special_ids, version)
     _write_json(out_dir / "config.json", config)
-    _write_json(out_dir / "preprocessor_config.json", make_preprocessor_config())
+    _write_json(out_dir / "preprocessor_config.json", make_preprocessor_config(version))
     _write_json(out_dir / "generation_config.json", {
         "bos_token_id": tok.special_ids[BOS], "eos_token_id": [tok.special_ids[EOS], tok.special_ids["<|endoftext|>"]],
         "pad_token_id": tok.special_ids["<|endoftext|>"], "do_sample": False,

@@ -16,7 +16,9 @@ def checkpoint_layout(config: dict) -> dict[str, tuple[int, ...]]:
 
 
 def _llm_layout(config: dict) -> dict[str, tuple[int, ...]]:
-    """`llm.`: the Qwen2 decoder (q/k/v with bias, o, gated MLP, two RMSNorms per layer), untied LM head."""
+    """`llm.`: the Qwen2 decoder (q/k/v with bias, o, gated MLP, two RMSNorms per layer), untied LM head; for
+    config version 4.5 the Qwen3 decoder (no q/k/v bias, q_norm / k_norm of head_dim per layer)."""
+    qwen3 = float(config.get("version") or 0) == 4.5
     h = config["hidden_size"]
     heads = config["num_attention_heads"]
     kv_heads = config.get("num_key_value_heads") or heads
@@ -31,10 +33,15 @@ def _llm_layout(config: dict) -> dict[str, tuple[int, ...]]:
     for i in range(config["num_hidden_layers"]):
         p = f"llm.model.layers.{i}."
         t[p + "self_attn.q_proj.weight"] = (heads * head_dim, h)
-        t[p + "self_attn.q_proj.bias"] = (heads * head_dim,)
         for name in ("k_proj", "v_proj"):
             t[p + f"self_attn.{name}.weight"] = (kv_heads * head_dim, h)
-            t[p + f"self_attn.{name}.bias"] = (kv_heads * head_dim,)
+        if qwen3:
+            t[p + "self_attn.q_norm.weight"] = (head_dim,)
+            t[p + "self_attn.k_norm.weight"] = (head_dim,)
+        else:
+            t[p + "self_attn.q_proj.bias"] = (heads * head_dim,)
+            for name in ("k_proj", "v_proj"):
+                t[p + f"self_attn.{name}.bias"] = (kv_heads * head_dim,)
         t[p + "self_attn.o_proj.weight"] = (h, heads * head_dim)
         t[p + "mlp.gate_proj.weight"] = (inter, h)
         t[p + "mlp.up_proj.weight"] = (inter, h)

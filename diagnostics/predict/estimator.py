@@ -12,18 +12,19 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from diagnostics.cards import Card, get_card
-from diagnostics.decoder import FULL, LINEAR, SLIDING
 from diagnostics.families import check_version
+from diagnostics.gguf_header import gguf_version_check
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.outcomes import MEMORY_TERMS
-from diagnostics.predict import mm_budget
+from diagnostics.predict import mm_budget, pipeline
 from diagnostics.predict.coefficients import DEFAULT, Calibration, Coefficients
 from diagnostics.predict.exact import VllmExact, exact_weights_gib
+from diagnostics.predict.layer_notes import HYBRID_KV_SINCE, layer_kind_notes
 from diagnostics.predict.limits import known_limits, mm_guard_notes, setting_notes, startup_blocker
 from diagnostics.predict.terms import (KVCache, Term, activation_term, cuda_graph_term, dtype_bytes,
                                        eager_vision_attention, encoder_bytes, encoder_term, kv_block_bytes,
-                                       kv_cache_term, largest_graph_batch, llm_pass_bytes, non_torch_term,
-                                       sampler_bytes, scaled_encoder_bytes, weights_term)
+                                       kv_cache_term, largest_graph_batch, llm_pass_bytes, llm_pass_spread,
+                                       non_torch_term, sampler_bytes, scaled_encoder_bytes, weights_term)
 from diagnostics.predict.verdict import StartupTerms, null_block_tokens, verdict as judge_verdict
 from diagnostics.settings import KV_CACHE_DTYPES, dated_default, engine_choice, resolve
 from diagnostics.units import GiB, fmt_gib
@@ -32,7 +33,6 @@ from diagnostics.versions import Version, default_version, engine as engine_of, 
 # V1's hybrid KV cache manager: sliding-window layers keep only their window. 0.9.0 still turns every sliding layer
 # of a mixed model into full attention (v1/core/kv_cache_utils.py 0.9.0:660-693); 0.9.2 has the manager
 # (kv_cache_utils.py 0.9.2:744-786); 0.9.1 not checked.
-HYBRID_KV_SINCE = (0, 9, 2)
 # The component names of `Plan.components`, in the order vLLM's start-up meets them.
 COMPONENTS = tuple(MEMORY_TERMS)
 
@@ -65,7 +65,7 @@ class Plan:
     exact: VllmExact | None = None  # what the installed vLLM's own code gave (predict.exact), if it was asked
 
     def to_json(self, culprits=None, fix=None) -> dict:
-        """The `plan --json` shape (issue #2 §4)."""
+        """The `plan --json` shape (issue #2 §4); with pipeline parallelism also every stage's figures."""
         c = self.components
         return {
             "verdict": self.verdict,
@@ -80,6 +80,7 @@ class Plan:
             "kv_cache_tokens": self.kv_cache_tokens,
             "culprits": list(culprits or []),
             "fix": dict(fix or {}),
+            **({"pipeline_stages": self.profile["pipeline_stages"]} if "pipeline_stages" in self.profile else {}),
         }
 
 
@@ -110,8 +111,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     """
     model, card = get_model(model), get_card(card)
     v = parse_version(version or default_version())
-    if model.family is not None:  # a model class this vLLM does not have: refused, every family alike
-        check_version(model.family, v, model.name)
+    _check_version(model, v)
     given = dict(overrides or {})
     settings = resolve(model, card, v, entrypoint, given)
     fam = family_of(v, settings.get("use_v1"))
@@ -119,29 +119,29 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     ctx = _Context(model, card, v, engine_of(v, settings.get("use_v1")), fam, settings, dtype_bytes(model, settings),
                    int(settings.get("tensor_parallel_size", 1)), coef or DEFAULT, exact)
     notes = setting_notes(v, ctx.eng, given, settings, engine_choice(model, card, v, given)[1])
-    weights = weights_term(model, settings, ctx.db, notes) if exact is None else _exact_weights(exact, settings)
+    stages, ctx = _pipeline_stages(ctx, notes)
+    exact, weights = ctx.exact, weights_term(model, settings, ctx.db, notes) if ctx.exact is None else \
+        _exact_weights(ctx.exact, settings)
     non_torch = non_torch_term(settings, ctx.coef)
     prof, eager, enc = _encoder_profile(ctx, notes)
     enc_b = scaled_encoder_bytes(enc["total"], eager, ctx.coef)
     encoder = encoder_term(enc_b, eager, ctx.coef)
     llm_b, samp_b, rows = _llm_phase_bytes(ctx, prof)
-    activation = activation_term(encoder, enc_b, llm_b, ctx.coef)
-    graphs = cuda_graph_term(settings, ctx.eng, ctx.coef, v)
+    activation = activation_term(encoder, enc_b, llm_b, ctx.coef, _spread(ctx))
+    graphs, graphs_budgeted = cuda_graph_term(settings, ctx.eng, ctx.coef, v), _graphs_budgeted(ctx)
     context_gib = ctx.coef.cuda_context_gib[0]
+    whole, per_stage = ctx, []
+    if stages:
+        ctx, weights, (llm_b, samp_b, rows), activation, kv = _worst_stage(
+            ctx, stages, prof, (encoder, enc_b), non_torch, (graphs, graphs_budgeted), notes, per_stage)
+    else:
+        kv = _kv_cache(ctx, (weights, non_torch, activation), graphs, graphs_budgeted, notes)
     peak = context_gib + weights.value_gib + non_torch.value_gib + activation.value_gib
-
-    graphs_budgeted = _graphs_budgeted(ctx)
-    kv = _kv_cache(ctx, (weights, non_torch, activation), graphs, graphs_budgeted, notes)
-    _fit_auto_length(ctx, kv.tokens, notes)
+    _fit_auto_length(ctx, _pp_check_tokens(whole, per_stage) or kv.tokens, notes)
     terms = StartupTerms(weights, non_torch, activation, kv, graphs, graphs_budgeted, enc_b / GiB,
                          llm_b / GiB, samp_b / GiB, peak, context_gib)
-    blocker = startup_blocker(model, v, ctx.eng)
-    if blocker:
-        notes.append(blocker)
-        outcome, phase = "error", "startup_check"
-    else:
-        outcome, phase = judge_verdict(card, v, ctx.eng, settings, terms, notes)
-    notes += known_limits(model, v, ctx.eng, settings) + _layer_kind_notes(ctx)
+    outcome, phase = _judge(whole, terms, notes, per_stage)
+    notes += known_limits(model, v, ctx.eng, settings) + layer_kind_notes(whole)
     notes += mm_guard_notes(model, v, settings, dict(prof.tokens_per_modality))
     if exact is not None:
         notes.append(_exact_note(exact, ctx.tp))
@@ -151,12 +151,104 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
         notes.append("cpu pseudo-card: total memory is read at run time; memory verdicts need [cards.cpu] total_gib")
     components = dict(zip(COMPONENTS, (weights, non_torch, encoder, activation, kv.term, graphs)))
     profile = _profile_json(prof, settings, rows, eager, enc, llm_b)
-    profile["parts"] = _parts(ctx, prof, enc, rows, eager)
-    profile["cuda_graph_budgeted"] = graphs_budgeted
+    profile.update(parts=_parts(ctx, prof, enc, rows, eager), cuda_graph_budgeted=graphs_budgeted,
+                   **({"pipeline_stages": per_stage} if per_stage else {}))
     known_kv = settings.get("kv_cache_memory_bytes") is not None or settings.get("num_gpu_blocks_override") \
         or card.total_gib > 0
     return Plan(outcome, str(v), ctx.eng, ctx.fam, card, model, entrypoint, settings, components, profile, peak,
                 kv.tokens if known_kv else None, phase, notes, context_gib, given, ctx.coef, exact)
+
+
+def _spread(ctx: _Context) -> float:
+    """terms.llm_pass_spread for the context's model at max_num_batched_tokens."""
+    return llm_pass_spread(ctx.model, int(ctx.settings["max_num_batched_tokens"]), ctx.db, ctx.tp, ctx.v)
+
+
+def _check_version(model: ModelSpec, v: Version) -> None:
+    """UsageError (one line) when vLLM `v` cannot build the model: a VLM family it does not have (every family
+    alike), or a GGUF checkpoint outside the versions that load GGUF (diagnostics.gguf_header)."""
+    if model.family is not None:
+        check_version(model.family, v, model.name)
+    if model.is_gguf:
+        gguf_version_check(model.name, model.checkpoint, v)
+
+
+def _judge(ctx: _Context, terms: StartupTerms, notes: list[str], per_stage: list[dict]) -> tuple[str, str | None]:
+    """(outcome, failing phase): a start-up check that refuses the model, else predict.verdict's order of checks;
+    under pipeline parallelism in 0.14-0.16, vLLM's one-request check over the whole model (`_pp_check_tokens`)."""
+    blocker = startup_blocker(ctx.model, ctx.v, ctx.eng)
+    if blocker:
+        notes.append(blocker)
+        return "error", "startup_check"
+    outcome, phase = judge_verdict(ctx.card, ctx.v, ctx.eng, ctx.settings, terms, notes)
+    pp_tokens, mml = _pp_check_tokens(ctx, per_stage), int(ctx.settings["max_model_len"])
+    if pp_tokens is not None and pp_tokens < mml and outcome in ("ok", "oom_kv_alloc", "oom_cuda_graph"):
+        notes.append(f"vLLM {ctx.v} checks one max_model_len request over all {ctx.model.layers} layers against the "
+                     f"smallest pipeline stage's KV memory, which holds {pp_tokens:,} such tokens < {mml:,} (each "
+                     "stage holds only its layers; vLLM 0.17 checks per stage; vllm#34076)")
+        return "kv_too_small", "kv_cache"
+    return outcome, phase
+
+
+def _pp_check_tokens(ctx: _Context, per_stage: list[dict]) -> int | None:
+    """pipeline.whole_model_check_tokens for this plan: the whole model's KV bytes per token as `_kv_cache` counts
+    them; None without PP or with a fixed pool."""
+    s = ctx.settings
+    if not per_stage or s.get("kv_cache_memory_bytes") is not None or s.get("num_gpu_blocks_override"):
+        return None
+    kv_db = KV_CACHE_DTYPES.get(s.get("kv_cache_dtype", "auto")) or ctx.db
+    block = kv_block_bytes(ctx.model, s, kv_db, ctx.eng == "V1" and ctx.v >= HYBRID_KV_SINCE, ctx.v)
+    return pipeline.whole_model_check_tokens([st["kv_cache_gib"] * GiB for st in per_stage], block / s["block_size"],
+                                             ctx.v)
+
+
+def _pipeline_stages(ctx: _Context, notes: list[str]) -> tuple[list[pipeline.Stage], _Context]:
+    """(the pipeline stages (predict.pipeline) when pipeline_parallel_size > 1, else [], the context): vLLM's own
+    classes were asked for the whole model, so under PP the context drops them (noted). A VLLM_PP_LAYER_PARTITION
+    is checked even for one stage, as vLLM's get_pp_indices checks it (distributed/utils.py:142-151, 0.32)."""
+    pp = int(ctx.settings.get("pipeline_parallel_size") or 1)
+    part = ctx.settings.get("VLLM_PP_LAYER_PARTITION")
+    if pp == 1:
+        if part is not None:
+            pipeline.partition(ctx.model.layers, 1, ctx.v, part)
+        return [], ctx
+    stages = pipeline.stages(ctx.model, pp, ctx.v, part)
+    if ctx.exact is not None:
+        notes.append("pipeline_parallel_size > 1: vLLM's own classes were asked for the whole model, not one stage; "
+                     "the per-stage terms use the pure rules")
+        ctx = dataclasses.replace(ctx, exact=None)
+    return stages, ctx
+
+
+def _worst_stage(ctx: _Context, stages: list[pipeline.Stage], prof: mm_budget.MMProfile, enc: tuple[Term, int],
+                 non_torch: Term, graphs: tuple[Term, bool], notes: list[str], table: list[dict]):
+    """Every pipeline stage planned as its own worker (its layers, embeddings/head, the sampler on the last stage
+    only: v1/worker/gpu_model_runner.py:6196-6200, 0.32), and the stage vLLM's KV pool follows: the one with the
+    fewest KV blocks (every worker takes the smallest count: v1/core/kv_cache_utils.py:2662-2677, 0.32; V0
+    executor/distributed_gpu_executor.py:44, 0.6.0). Returns (that stage's context, weights Term, (LLM phase
+    bytes, sampler bytes, sampler rows), activation Term, KVCache); notes every stage's figures and appends them
+    to `table` ({stage, layers [start, end), weights_gib, activation_gib, kv_cache_gib, kv_blocks}, GiB)."""
+    rows_out, best = [], None
+    for st in stages:
+        sctx = dataclasses.replace(ctx, model=pipeline.stage_model(ctx.model, st))
+        sink: list[str] = []
+        w = weights_term(ctx.model, ctx.settings, ctx.db, sink, st)
+        phase = _llm_phase_bytes(sctx, prof, sampler=st.is_last)
+        act = activation_term(enc[0], enc[1], phase[0], ctx.coef, _spread(sctx))
+        kv = _kv_cache(sctx, (w, non_torch, act), graphs[0], graphs[1], sink)
+        rows_out.append(f"{st.label()}: weights {fmt_gib(w.value_gib)}, activation {fmt_gib(act.value_gib)}, "
+                        f"KV {fmt_gib(kv.term.value_gib)} = {kv.blocks:,} blocks")
+        table.append({"stage": st.index, "layers": [st.start, st.end], "weights_gib": round(w.value_gib, 3),
+                      "activation_gib": round(act.value_gib, 3), "kv_cache_gib": round(kv.term.value_gib, 3),
+                      "kv_blocks": kv.blocks})
+        key = (kv.blocks, kv.value_gib)
+        if best is None or key < best[0]:
+            best = (key, st, sctx, w, phase, act, kv, sink)
+    _, st, sctx, w, phase, act, kv, sink = best
+    notes.extend(n for n in sink if n not in notes)
+    notes.append(f"pipeline_parallel_size={st.size}: " + "; ".join(rows_out) + f". vLLM keeps the fewest KV blocks "
+                 f"of any worker, so the plan is stage {st.index}'s")
+    return sctx, w, phase, act, kv
 
 
 def _kv_cache(ctx: _Context, used: tuple[Term, Term, Term], graphs: Term, graphs_budgeted: bool,
@@ -217,23 +309,6 @@ def _graph_room_note(ctx: _Context, t: StartupTerms, outcome: str) -> str:
             f"{fmt_gib(t.graphs.high_gib)}) are not in the KV budget in this version and may not fit in the "
             f"{fmt_gib(room)} left beside the KV cache (1 - gpu_memory_utilization of the card, plus the freed "
             "activation peak); lower gpu_memory_utilization, max_num_seqs, or set enforce_eager")
-
-
-def _layer_kind_notes(ctx: _Context) -> list[str]:
-    """What the KV figure does with sliding-window and Mamba/linear-attention layers (diagnostics.decoder)."""
-    d = ctx.model.decoder
-    if d is None:
-        return []
-    n, out = d.attention_layers(), []
-    if n[SLIDING]:
-        out.append(f"{n[SLIDING]} of {d.layers} layers use a {d.sliding_window}-token sliding window: " + (
-            "V1's hybrid KV manager keeps only the window, so the KV cache holds more max_model_len tokens"
-            if ctx.eng == "V1" and ctx.v >= HYBRID_KV_SINCE else
-            "this engine gives them the whole length like full-attention layers"))
-    if n[LINEAR]:
-        out.append(f"{n[LINEAR]} of {d.layers} layers are Mamba/linear-attention: only the {n[FULL]} full-attention "
-                   "layers hold paged KV; their per-request state is not modelled (KV tokens are an upper bound)")
-    return out
 
 
 def _graphs_budgeted(ctx: _Context) -> bool:
@@ -327,19 +402,20 @@ def _unguarded(ctx: _Context, prof: mm_budget.MMProfile) -> str:
             "cache takes that memory, and a batch of real items that size can run out of memory later")
 
 
-def _llm_phase_bytes(ctx: _Context, prof: mm_budget.MMProfile) -> tuple[int, int, int]:
+def _llm_phase_bytes(ctx: _Context, prof: mm_budget.MMProfile, sampler: bool = True) -> tuple[int, int, int]:
     """(encoder outputs + max(LLM pass, hidden states + sampler), sampler bytes, sampler rows) of the profile run.
 
     V0 builds max_num_seqs dummy sequences (fewer when dummy images fill max_num_batched_tokens); V1's
-    `_dummy_sampler_run` samples max_num_seqs rows.
+    `_dummy_sampler_run` samples max_num_seqs rows. sampler=False: a pipeline stage before the last, which runs
+    no sampler (gpu_model_runner.py:6196-6200, 0.32).
     """
     s, model = ctx.settings, ctx.model
     mbt = s["max_num_batched_tokens"]
     rows = (prof.sequences or s["max_num_seqs"]) if ctx.eng == "V0" else min(s["max_num_seqs"], mbt)
-    llm_b = int(llm_pass_bytes(model, mbt, ctx.db, ctx.tp, _eager_forward(ctx)) * ctx.coef.llm_activation_scale)
+    llm_b = int(llm_pass_bytes(model, mbt, ctx.db, ctx.tp, _eager_forward(ctx), ctx.v) * ctx.coef.llm_activation_scale)
     if ctx.exact is not None and ctx.exact.llm_pass_bytes:  # measured on fake tensors: no coefficient (issue #20)
         llm_b = int(ctx.exact.llm_pass_bytes)
-    samp_b = sampler_bytes(model, rows, ctx.coef)
+    samp_b = sampler_bytes(model, rows, ctx.coef) if sampler else 0
     enc_out_b = prof.llm_mm_tokens * model.hidden * ctx.db if not prof.skipped else 0
     return enc_out_b + max(llm_b, mbt * model.hidden * ctx.db + samp_b), samp_b, rows
 
@@ -361,7 +437,7 @@ def _parts(ctx: _Context, prof: mm_budget.MMProfile, enc: dict, rows: int, eager
     largest = largest_graph_batch(s, ctx.eng, ctx.v, (ctx.coef.cuda_graph_v0 if ctx.eng == "V0" else
                                                       ctx.coef.cuda_graph_v1)[2])
     return {"encoder_raw_bytes": int(enc["total"]), "llm_pass_raw_bytes": llm_pass_bytes(model, mbt, ctx.db, ctx.tp,
-                                                                                  _eager_forward(ctx)),
+                                                                                  _eager_forward(ctx), ctx.v),
             "encoder_outputs_bytes": prof.llm_mm_tokens * model.hidden * ctx.db if not prof.skipped else 0,
             "hidden_bytes": mbt * model.hidden * ctx.db, "sampler_logits": rows * model.vocab_padded,
             "eager": eager and bool(enc["total"]),

@@ -56,13 +56,15 @@ class VllmExact:
 
 
 def kv_bytes_per_token(layers: tuple, pool: dict | None) -> float | None:
-    """Bytes per token per rank of the KV pool. Attention-only models: vLLM's own pool sizing (blocks x page /
-    tokens, which counts sliding-window layers the way its scheduler does). With Mamba/linear-attention state
-    layers the pool's block size is chosen per platform to match the state's page (the CPU child cannot show the
-    GPU's choice), so the per-token cost is the attention layers' page bytes / block size, the state apart."""
+    """Bytes per token per rank of the KV pool: vLLM's own pool sizing (blocks x page / tokens, which counts
+    sliding-window layers and Mamba/linear-attention state the way its scheduler does). With state layers the
+    block size is chosen per platform to match the state's page: the pool counts only when the child sized it
+    with the GPU's choice (`gpu_hybrid_alignment`, diagnostics.vllm_exact.child.align_hybrid_for_gpu); an older
+    answer without it gives the attention layers' page bytes / block size, the state apart (a lower bound)."""
     if not layers:
         return None
-    if any("state_bytes_per_sequence" in row for row in layers) or not pool or not pool.get("bytes_per_token"):
+    state = any("state_bytes_per_sequence" in row for row in layers)
+    if (state and not (pool or {}).get("gpu_hybrid_alignment")) or not pool or not pool.get("bytes_per_token"):
         return float(sum(row["bytes_per_token"] * row["layers"] for row in layers if "bytes_per_token" in row))
     return float(pool["bytes_per_token"])
 
@@ -86,7 +88,7 @@ def _setting(settings: dict, key: str):
 def carry(exact: VllmExact | None, new: dict) -> VllmExact | None:
     """vLLM's answer (asked with `exact.settings`) reused for a plan at the resolved `new` settings (explain's
     counterfactuals, plan --fit), or None where it no longer holds: a setting that changes the build, or
-    max_model_len with sliding-window layers (their pool depends on it). A changed max_num_batched_tokens drops
+    max_model_len with sliding-window or Mamba/linear-attention state layers (their pool depends on it). A changed max_num_batched_tokens drops
     the fake-tensor LLM pass (measured at the old one)."""
     if exact is None:
         return None
@@ -94,8 +96,9 @@ def carry(exact: VllmExact | None, new: dict) -> VllmExact | None:
     if any(_setting(old, k) != _setting(new, k) for k in BUILD_SETTINGS if k != "tensor_parallel_size") or \
             int(old.get("tensor_parallel_size") or 1) != int(new.get("tensor_parallel_size") or 1):
         return None
-    if old.get("max_model_len") != new.get("max_model_len") and any("sliding_window" in r for r in exact.kv_layers):
-        return None
+    if old.get("max_model_len") != new.get("max_model_len") and any(
+            "sliding_window" in r or "state_bytes_per_sequence" in r for r in exact.kv_layers):
+        return None  # a sliding window's or a state's share of the pool per token depends on max_model_len
     if old.get("max_num_batched_tokens") != new.get("max_num_batched_tokens"):
         return dataclasses.replace(exact, llm_pass_bytes=None)
     return exact

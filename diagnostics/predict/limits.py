@@ -7,7 +7,6 @@ Sources: docs/vllm-version-audit.md (rows named in each sentence) and vllm-memor
 from __future__ import annotations
 
 from diagnostics.families import minicpmv
-from diagnostics.families.qwen_vl import NUM_FRAMES_SINCE
 from diagnostics.models import ModelSpec
 from diagnostics.versions import Version
 
@@ -66,18 +65,13 @@ def known_limits(model: ModelSpec, v: Version, eng: str, settings: dict) -> list
     return notes
 
 
-# Model classes with `supports_encoder_tp_data = True` in vLLM 0.32 (minicpmv.py:1219, qwen2_vl.py:1306,
-# qwen2_5_vl.py:1324, qwen3_vl.py:1962; Qwen3-VL-MoE subclasses Qwen3-VL); others fall back to "weights"
-# (config/model.py:822-830). The HF-format InternVL runs as interns1.py, which lacks it.
-ENCODER_TP_DATA = ("MiniCPMV", "Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration",
-                   "Qwen3VLForConditionalGeneration", "Qwen3VLMoeForConditionalGeneration")
-
-
 def encoder_tp_data(model: ModelSpec, settings: dict) -> bool:
-    """Does mm_encoder_tp_mode="data" take effect: TP > 1 and a model class that supports it (vLLM 0.32
-    config/model.py:822-830 falls back to "weights" otherwise)? The vision tower is then whole on every rank."""
+    """Does mm_encoder_tp_mode="data" take effect: TP > 1 and a model class that supports it (its family's
+    Variant.encoder_tp_data: MiniCPM-V, Qwen2/2.5/3-VL; vLLM 0.32 config/model.py:822-830 falls back to "weights"
+    otherwise; the HF-format InternVL runs as interns1.py, which lacks it)? The vision tower is then whole on every
+    rank."""
     return (settings.get("mm_encoder_tp_mode") == "data" and int(settings.get("tensor_parallel_size", 1)) > 1
-            and model.architecture in ENCODER_TP_DATA)
+            and model.family is not None and model.family.info.encoder_tp_data)
 
 
 def unread_mm_kwargs_notes(model: ModelSpec, v: Version, settings: dict) -> list[str]:
@@ -130,8 +124,9 @@ def mm_guard_notes(model: ModelSpec, v: Version, settings: dict, tokens_per_item
                      "options (num_frames, width, height) change the dummy items from 0.28")
     frames = (options.get("video") or {}).get("num_frames")
     variant = model.family.variant if model.family is not None else ""
-    # who lowers the dummy video to num_frames: MiniCPM-V from 0.28, Qwen2-VL / Qwen2.5-VL from 0.12 (qwen_vl.py)
-    honoured = (minicpm and v >= (0, 28, 0)) or (variant in ("qwen2-vl", "qwen2.5-vl") and v >= NUM_FRAMES_SINCE)
+    # who lowers the dummy video to num_frames: a family whose size knobs have it in this version (its module's
+    # data: MiniCPM-V from 0.28, Qwen2-VL / Qwen2.5-VL from 0.12)
+    honoured = model.family is not None and any(k.name == "num_frames" for k in model.family.size_knobs(v, ("video",)))
     if frames and not honoured and not minicpm and tokens_per_item.get("video"):
         notes.append(f"limit_mm_per_prompt video num_frames={frames} is not modelled for {variant or model.name}: "
                      "plan counts the dummy video at full frames")

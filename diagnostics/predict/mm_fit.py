@@ -6,8 +6,9 @@ items of vLLM's profile run (predict/mm_budget.py): Qwen-VL `max_pixels` (in ste
 (patch x merge)^2 pixels, 28 x 28 for Qwen2/2.5-VL, 32 x 32 for Qwen3-VL: one step is one LLM token per image),
 InternVL `max_patches` (max_dynamic_patch), MiniCPM-V `max_slice_nums`, Gemma 3 `pan_and_scan_max_num_crops`,
 the per-prompt counts `limit_mm_per_prompt.image` / `.video`, and the dummy-options `num_frames` of MiniCPM-V
-(vLLM 0.28+) and Qwen2-VL / Qwen2.5-VL (0.12+, families/qwen_vl.py NUM_FRAMES_SINCE). `knobs_of()` is the one place that reads the family tables (families/*.py shapes,
-settings.supported_modalities); everything else here goes through it.
+(vLLM 0.28+) and Qwen2-VL / Qwen2.5-VL (0.12+, families/qwen_vl.py NUM_FRAMES_SINCE). `knobs_of()` is the one
+accessor: the item-size knobs are each family module's size_knobs (its data: step, domain per max_model_len,
+label), the counts are the same for every family (settings.supported_modalities).
 
 A domain of at most SCAN_ALL values (MiniCPM-V's 1..9 slices, frames) is planned whole: the answer is the largest
 ok value and every failing value below it is listed (`failing_below`). A larger one gets predict/fit.py's search: a
@@ -27,33 +28,32 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from diagnostics import families as _families
 from diagnostics.cards import get_card
 from diagnostics.errors import UsageError, one_of
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.predict.exact import carry
 from diagnostics.predict import fit as engine_fit
 from diagnostics.predict.estimator import Plan, plan
-from diagnostics.families import minicpmv, qwen_vl
-from diagnostics.families.minicpmv import MAX_FRAMES_PER_VIDEO
 from diagnostics.settings import resolve, setting_available, supported_modalities, vllm_refusal
 from diagnostics.versions import default_version, engine as engine_of, parse_version
 
 SCAN_ALL = 64  # a knob domain of at most this many values is planned whole (every failing value below is listed)
 COUNT_TOP = 999  # vLLM V1's default limit_mm_per_prompt (0.8.4+)
-MINICPMV_FRAMES_TOP = MAX_FRAMES_PER_VIDEO  # vLLM's _MAX_FRAMES_PER_VIDEO
-MINICPMV_KWARGS_SINCE = (0, 8, 4)  # max_slice_nums read from mm_processor_kwargs (families/minicpmv.py _image_max_slice_nums)
-NUM_FRAMES_SINCE = (0, 28, 0)  # MiniCPM-V's dummy video follows a num_frames dummy option (families/minicpmv.py items)
 ALIASES = {"max_dynamic_patch": "max_patches", "limit_mm_per_prompt.images": "limit_mm_per_prompt.image",
            "limit_mm_per_prompt.videos": "limit_mm_per_prompt.video", "image": "limit_mm_per_prompt.image",
            "video": "limit_mm_per_prompt.video", "max_num_crops": "pan_and_scan_max_num_crops",
            "limit_mm_per_prompt.video.num_frames": "num_frames"}
-KNOB_NAMES = ("max_pixels", "max_slice_nums", "max_patches", "pan_and_scan_max_num_crops", "num_frames",
-              "limit_mm_per_prompt.image", "limit_mm_per_prompt.video")  # every knob some model has (knobs_of)
-# the values a frontier walks for a knob, in the knob's units (the raw value is units x Knob.step)
-FRONTIER_UNITS = {"max_pixels": (256, 512, 1024, 1280, 2048, 4096, 8192, 16384),
-                  "count": (1, 2, 4, 8, 16, 32), "max_slice_nums": (1, 2, 3, 4, 6, 9),
-                  "max_patches": (1, 2, 4, 6, 8, 12), "pan_and_scan_max_num_crops": (1, 2, 3, 4, 6, 8),
-                  "num_frames": (1, 2, 4, 8, 12, 16)}
+# every knob some model has (knobs_of): these, what a family module lists in its FIT_KNOBS, and a count per modality
+# some family has (limit_mm_per_prompt.audio with Phi-4-multimodal): no edit here to add a family
+KNOB_NAMES = tuple(dict.fromkeys(
+    ("max_pixels", "max_slice_nums", "max_patches", "pan_and_scan_max_num_crops", "num_frames",
+     "limit_mm_per_prompt.image", "limit_mm_per_prompt.video")
+    + tuple(n for m in _families.MODULES for n in getattr(m, "FIT_KNOBS", ()))
+    + tuple(f"limit_mm_per_prompt.{x}" for m in _families.MODULES for v in m.VARIANTS.values() for x in v.modalities)))
+# the values a frontier walks for a count knob (the raw value is units x Knob.step; a size knob's are its family's)
+COUNT_FRONTIER = (1, 2, 4, 8, 16, 32)
+COUNT_WORDS = {"limit_mm_per_prompt.image": "image{} per prompt", "limit_mm_per_prompt.video": "video{} per prompt"}
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,8 @@ class Knob:
     note: str = ""
     guards: bool = True  # False: the knob shapes only the dummy item, not what requests may carry
     modalities: tuple = ("image",)  # the dummy items it changes
+    word: str = ""  # a value's label ("slice{}"; the counts' labels are COUNT_WORDS)
+    frontier: tuple = ()  # the values a frontier walks, in steps (the counts': COUNT_FRONTIER)
 
     def label(self, value) -> str:
         """A value in the units users set: `1003520 (1280 x 28 x 28 px: at most 1280 tokens per image)`."""
@@ -87,9 +89,7 @@ class Knob:
             edge = self.unit.split(" ")[0]
             n = value // self.step
             return f"{value:,} ({n} x {edge} x {edge} px: at most {n:,} tokens per image)"
-        word = {"limit_mm_per_prompt.image": "image{} per prompt", "limit_mm_per_prompt.video": "video{} per prompt",
-                "max_slice_nums": "slice{}", "max_patches": "tile{} (+ 1 thumbnail)",
-                "pan_and_scan_max_num_crops": "crop{} (+ the full image)", "num_frames": "frame{}"}[self.name]
+        word = self.word or COUNT_WORDS.get(self.name) or self.unit + "{}"
         return f"{value:,} {word.format('' if value == 1 else 's')}"
 
     def to_json(self) -> dict:
@@ -98,17 +98,12 @@ class Knob:
                 "extra": dict(self.extra), "note": self.note, "guards_requests": self.guards}
 
 
-def _top(per_unit_tokens: int, fixed_tokens: int, mml: int, lo: int) -> int:
-    """The largest unit count n with fixed + n x per_unit tokens <= max_model_len (at least lo)."""
-    return max((mml - fixed_tokens) // per_unit_tokens, lo)
-
-
 def knobs_of(model, version=None, settings: dict | None = None) -> list[Knob]:
     """Every multimodal knob `plan --fit` searches for this model and vLLM version.
 
     model: a name/path/ModelSpec; settings: resolved settings (Plan.settings) for the domains' tops
     (max_model_len); default: the version's defaults on a 24 GiB card. [] for a text-only model.
-    The one accessor over the family tables (issue 22 moves them into one module per family)."""
+    The size knobs come from the family module (Family.size_knobs), the counts from the active modalities."""
     model = get_model(model)
     if model.vision is None:
         return []
@@ -128,58 +123,13 @@ def knobs_of(model, version=None, settings: dict | None = None) -> list[Knob]:
 
 
 def _size_knobs(model: ModelSpec, v, modalities, mml: int) -> list[Knob]:
-    """The family's item-size knob(s): MiniCPM-V max_slice_nums / num_frames, Qwen max_pixels, InternVL
-    max_patches, Gemma 3 pan_and_scan_max_num_crops (families/*.py shapes)."""
+    """The family's item-size knob(s), from its module's size_knobs (families/*.py: MiniCPM-V max_slice_nums /
+    num_frames, Qwen max_pixels, InternVL max_patches, Gemma 3 pan_and_scan_max_num_crops), at this max_model_len."""
     out: list[Knob] = []
-    tail = f"an item of more tokens cannot be sent: vLLM rejects prompts longer than max_model_len ({mml})"
-    fam = model.family
-    if fam.module is minicpmv:
-        vis = model.vision
-        if v >= MINICPMV_KWARGS_SINCE:
-            by_length = _top(vis.query_num, vis.query_num, mml, 1)  # (slices + overview) x 64 embeddings
-            top, why = (vis.max_slice_nums, f"the checkpoint's max_slice_num ({vis.max_slice_nums}): vLLM's dummy "
-                        f"image (448 x {448 * vis.max_slice_nums}) gets no more slices above it, so the profile run "
-                        "would not guard larger real images") if by_length >= vis.max_slice_nums else (by_length, tail)
-            out.append(Knob("max_slice_nums", "mm_processor_kwargs", "max_slice_nums", 1, "slice", 1, top, why,
-                            vis.max_slice_nums))
-        if "video" in modalities and v >= NUM_FRAMES_SINCE:
-            out.append(Knob("num_frames", "limit_mm_per_prompt", "video.num_frames", 1, "frame", 1,
-                            MINICPMV_FRAMES_TOP, f"vLLM's _MAX_FRAMES_PER_VIDEO ({MINICPMV_FRAMES_TOP})", None,
-                            note="num_frames is a dummy option: it sizes the profile run's dummy video only; vLLM "
-                                 "still accepts real videos with more frames (up to its per-item maximum), which "
-                                 "the profile run then did not measure", guards=False, modalities=("video",)))
-    elif fam.variant.startswith("qwen"):
-        s = fam.shape
-        unit = s.patch * s.merge
-        lo = -(-s.image_size[0] // unit ** 2)
-        out.append(Knob("max_pixels", "mm_processor_kwargs", "max_pixels", unit * unit, f"{unit} x {unit} px",
-                        lo * unit * unit, _top(1, 0, mml, lo) * unit * unit, tail, s.image_size[1],
-                        note="max_pixels in mm_processor_kwargs sizes images and videos alike (videos_kwargs / "
-                             "images_kwargs scope it to one)", modalities=("image", "video")))
-        if "video" in modalities and not fam.variant.startswith("qwen3") and v >= qwen_vl.NUM_FRAMES_SINCE:
-            out.append(Knob("num_frames", "limit_mm_per_prompt", "video.num_frames", 1, "frame", 1,
-                            qwen_vl.MAX_FRAMES_PER_VIDEO,
-                            f"vLLM's _MAX_FRAMES_PER_VIDEO ({qwen_vl.MAX_FRAMES_PER_VIDEO}, qwen2_vl.py:120)", None,
-                            note="num_frames is a dummy option: it lowers the profile run's dummy video only "
-                                 "(qwen2_vl.py get_dummy_mm_data); vLLM still accepts real videos of more frames, "
-                                 "which the profile run then did not measure", guards=False, modalities=("video",)))
-    elif fam.variant == "internvl":
-        s = fam.shape
-        extra = () if s.crop_to_patches else (("crop_to_patches", True),)
-        out.append(Knob("max_patches", "mm_processor_kwargs", "max_patches", 1, "tile", 1,
-                        _top(s.tokens_per_tile, s.tokens_per_tile, mml, 1), tail,
-                        s.max_patches if s.crop_to_patches else None, extra,
-                        "" if s.crop_to_patches else "the checkpoint's processor has crop_to_patches false (one "
-                        "tile per image): the fit sets crop_to_patches=true, without which max_patches changes "
-                        "nothing"))
-    elif fam.variant == "gemma3":
-        s = fam.shape
-        extra = () if s.pan_and_scan else (("do_pan_and_scan", True),)
-        out.append(Knob("pan_and_scan_max_num_crops", "mm_processor_kwargs", "pan_and_scan_max_num_crops", 1,
-                        "crop", 1, _top(s.tokens_per_image, s.tokens_per_image, mml, 1), tail,
-                        s.pan[1] if s.pan_and_scan else None, extra,
-                        "" if s.pan_and_scan else "pan-and-scan is off in the checkpoint's processor: the fit sets "
-                        "do_pan_and_scan=true, without which the crop count changes nothing"))
+    for k in model.family.size_knobs(v, tuple(modalities)):
+        hi, why = k.top(mml)
+        out.append(Knob(k.name, k.setting, k.key, k.step, k.unit, k.lo * k.step, hi, why, k.current, k.extra, k.note,
+                        k.guards, k.modalities, k.word, k.frontier))
     return out
 
 
@@ -383,7 +333,7 @@ def _scan_all(planner: _KnobPlanner, knob: Knob) -> tuple[int | None, list, list
 
 def frontier_values(knob: Knob) -> list[int]:
     """The knob values a frontier walks (raw), inside the knob's domain."""
-    units = FRONTIER_UNITS["count" if knob.name.startswith("limit_mm_per_prompt") else knob.name]
+    units = knob.frontier or COUNT_FRONTIER
     return [u * knob.step for u in units if knob.lo <= u * knob.step <= knob.hi] or [knob.lo]
 
 
@@ -391,7 +341,7 @@ def knob_frontier(fitted: str, ladder_setting: str, model="minicpm-v-2_6", card=
                   entrypoint="llm", overrides=None) -> list[tuple]:
     """[(ladder value, fit), ...]: one of the two names is a knob, the other an engine setting of
     predict.fit.FIT_SETTINGS. fitted=max_model_len, ladder=max_pixels: the largest max_model_len for each
-    max_pixels of FRONTIER_UNITS (a predict.fit.Fit each); fitted=max_pixels, ladder=max_model_len: the largest
+    max_pixels of its frontier (a predict.fit.Fit each); fitted=max_pixels, ladder=max_model_len: the largest
     max_pixels for each max_model_len of predict.fit.FRONTIER_LADDERS (a KnobFit each). UsageError for two knobs,
     two engine settings (predict.fit.frontier answers those), an unknown name or a conflicting --set."""
     model, overrides = get_model(model), dict(overrides or {})
@@ -467,16 +417,7 @@ def item_image_size(knob: Knob, value: int, model) -> tuple[int, int] | None:
     Gemma 3 native x native*n, gemma3_mm.py). None for knobs a one-image request cannot fill (counts, frames):
     the search's request then carries the default image."""
     model = get_model(model)
-    fam = model.family
-    if knob.name == "max_pixels":
-        from diagnostics.families.qwen_vl import _most_features
-
-        h, w = _most_features(fam.shape.patch * fam.shape.merge, int(value))
-        return w, h
-    if knob.name == "max_slice_nums":
-        return model.vision.image_size, model.vision.image_size * int(value)
-    if knob.name == "max_patches":
-        return fam.shape.image_size * int(value), fam.shape.image_size
-    if knob.name == "pan_and_scan_max_num_crops":
-        return fam.shape.image_size, fam.shape.image_size * int(value)
-    return None
+    if knob.setting != "mm_processor_kwargs" or "image" not in knob.modalities:
+        return None
+    g = model.family.geometry({knob.setting: {**dict(knob.extra), knob.key: int(value)}}, "image", default_version())
+    return g.width, g.height

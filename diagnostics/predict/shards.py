@@ -95,6 +95,28 @@ def _loaded(t: TensorInfo, layers: int, tied: bool) -> bool:
     return not (tied and classify(t.name) == "vocab" and "lm_head" in t.name.lower())
 
 
+_HEADS = ("lm_head", "output_layer", "embed_out", "output")  # the VOCAB modules that are an LM head
+
+
+def on_stage(t: TensorInfo, stage) -> bool:
+    """Whether a pipeline stage (predict.pipeline.Stage; None: no PP) loads tensor `t`: a decoder layer's tensors
+    on the stage that holds the layer, the input embedding where `stage.embed`, an untied LM head where
+    `stage.head`, a final norm (a norm outside the layers) where `stage.final_norm`; anything else on every stage
+    (vLLM builds PPMissingLayer for the rest: model_executor/models/utils.py:900-919, 0.32)."""
+    if stage is None:
+        return True
+    m = _LAYER.search(t.name)
+    if m:
+        return stage.start <= int(m.group(1)) < stage.end
+    kind = classify(t.name)
+    if kind == "vocab":
+        module, _ = _module_and_leaf(t.name)
+        return stage.head if module in _HEADS else stage.embed
+    if kind == "norm":
+        return stage.final_norm
+    return True
+
+
 def _cast(t: TensorInfo, db: int) -> float:
     """Bytes once loaded: 16/32-bit weights in the run's dtype; quantized words, scales and fp32 params as stored."""
     width = FLOAT_BYTES.get(t.dtype)
@@ -124,15 +146,19 @@ def _share(t: TensorInfo, kind: str, tp: int, model) -> float:
     return 1.0 / tp
 
 
-def rank_weights(table: TensorTable, model, db: int, tp: int = 1) -> RankWeights:
+def rank_weights(table: TensorTable, model, db: int, tp: int = 1, stage=None) -> RankWeights:
     """Bytes one TP rank holds after loading `table` into the model vLLM builds for `model` (a ModelSpec: layers,
-    heads, kv_heads, tie_word_embeddings, decoder.known, quantization). db: the run's bytes per 16/32-bit weight."""
+    heads, kv_heads, tie_word_embeddings, decoder.known, quantization). db: the run's bytes per 16/32-bit weight.
+    stage: a pipeline stage (predict.pipeline.Stage): only the tensors that stage loads (`on_stage`, by each
+    tensor's layer index in its name)."""
     tied = bool(model.tie_word_embeddings)
     value = spread = 0.0
-    changed, unknown_names = False, []
+    changed, unknown_names = (stage is not None and stage.size > 1) or table.adjusted, []
     for t in table.tensors:
         if not _loaded(t, model.layers, tied):
             changed = True
+            continue
+        if not on_stage(t, stage):
             continue
         kind = classify(t.name)
         loaded = _cast(t, db)
@@ -155,15 +181,23 @@ def rank_weights(table: TensorTable, model, db: int, tp: int = 1) -> RankWeights
         basis = (f"estimate: {table.source} headers; {len(unknown_names)} tensor(s) match no TP rule "
                  f"(e.g. {unknown_names[0]}), counted whole per rank (low: split)")
     elif changed:
-        basis = f"derived: {table.source} headers, cast/padded/split per rank by vLLM's layer rules"
+        basis = f"derived: {table.source} headers, cast/padded/split per rank by vLLM's layer rules" + (
+            f" ({stage.label()})" if stage is not None and stage.size > 1 else "")
     elif model.vision is not None:
         basis = (f"derived: {table.source} headers as stored; a vision-language model's tensors that vLLM does not "
                  "build (e.g. a dropped last tower layer) are not subtracted")
     else:
         basis = f"exact: {table.source} headers ({len(table.tensors)} tensors, loaded as stored)"
+    if stage is not None and stage.size > 1 and stage.rule != "vllm" and known:
+        missing = sum(_cast(t, db) * _share(t, "vocab", tp, model) for t in table.tensors
+                      if classify(t.name) == "vocab" and not on_stage(t, stage) and _loaded(t, model.layers, tied))
+        high += missing
+        basis = "estimate: " + basis.split(": ", 1)[1] + (
+            f"; which stages build the embeddings and lm_head of {model.architecture} is not read from vLLM "
+            "(first/last assumed; high: on every stage)")
     q = getattr(model, "quantization", None)
     if q is not None and q.method == "mxfp4":
-        pad = _mxfp4_padding(table, model, tp)
+        pad = _mxfp4_padding(table, model, tp, stage)
         high += pad
         if pad:
             basis = "estimate: " + basis.split(": ", 1)[1] + "; MXFP4 experts padded on load by some MoE backends"
@@ -172,7 +206,7 @@ def rank_weights(table: TensorTable, model, db: int, tp: int = 1) -> RankWeights
     return RankWeights(value, low, high, basis, notes, table.total_bytes())
 
 
-def _mxfp4_padding(table: TensorTable, model, tp: int) -> float:
+def _mxfp4_padding(table: TensorTable, model, tp: int, stage=None) -> float:
     """Extra bytes per rank if the MoE backend rounds hidden up to 256 and the rank's intermediate up to 128
     (Marlin, the widest rounding in vLLM 0.32's mxfp4 oracle)."""
     d = model.decoder
@@ -180,5 +214,5 @@ def _mxfp4_padding(table: TensorTable, model, tp: int) -> float:
         return 0.0
     h, i = d.hidden, d.moe.inter // tp
     factor = (-(-h // 256) * 256 / h) * (-(-i // 128) * 128 / i) - 1
-    experts = sum(t.nbytes for t in table.tensors if classify(t.name) == "expert") / tp
+    experts = sum(t.nbytes for t in table.tensors if classify(t.name) == "expert" and on_stage(t, stage)) / tp
     return experts * factor

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from diagnostics.families import minicpmv
 from diagnostics.models import ModelSpec
 from diagnostics.predict.coefficients import DEFAULT, Coefficients
 from diagnostics.predict.limits import encoder_tp_data
 from diagnostics.predict.mm_budget import MMProfile
+from diagnostics.predict.moe import moe_layer_bytes
 from diagnostics.predict.shards import rank_weights
 from diagnostics.settings import DTYPES
 from diagnostics.units import GiB
@@ -51,27 +51,44 @@ def dtype_bytes(model: ModelSpec, settings: dict) -> int:
     return DTYPES.get(settings.get("dtype", "auto")) or model.dtype_bytes
 
 
-def weights_term(model: ModelSpec, settings: dict, db: int, notes: list[str] | None = None) -> Term:
+def weights_term(model: ModelSpec, settings: dict, db: int, notes: list[str] | None = None, stage=None) -> Term:
     """Weight bytes on one TP rank (GiB), less `cpu_offload_gb`.
 
     From the checkpoint's safetensors headers when a text model has them (predict.shards: `exact` as stored,
     `derived` when cast/padded/split by vLLM's layer rules); else the parameter count of config.json by vLLM's
     layer rules (`derived`; vision-language models always, their family arithmetic being checked against vLLM's
     meta-device build while their checkpoints hold tensors vLLM does not build, e.g. MiniCPM-V's tiny kit +7.8 %);
-    for an architecture without rules both are an `estimate` with a range. Appends what it notes."""
+    for an architecture without rules both are an `estimate` with a range. Appends what it notes.
+    stage: one pipeline stage (predict.pipeline.Stage): its layers, embeddings and head only (headers: by each
+    tensor's layer index; config: the same layer rules over the stage's layers)."""
     tp = int(settings.get("tensor_parallel_size", 1))
     offload = float(settings.get("cpu_offload_gb") or 0) * GiB
     known = model.decoder is None or model.decoder.known
     if model.checkpoint is not None and model.vision is None:
-        rw = rank_weights(model.checkpoint, model, db, tp)
+        rw = rank_weights(model.checkpoint, model, db, tp, stage)
         if notes is not None:
             notes.extend(n for n in rw.notes if n not in notes)
         value, low, high, basis = rw.value, rw.low, rw.high, rw.basis
+    elif stage is not None and stage.size > 1 and model.decoder is not None and model.quantization is None:
+        value = model.decoder.params_per_rank(tp, stage.start, stage.end, int(stage.embed) + int(stage.head),
+                                              stage.final_norm) * db
+        low, high = value, value
+        basis = (f"derived: parameter count from the config by vLLM's layer rules ({stage.label()}"
+                 + (", TP shard)" if tp > 1 else ")"))
+        if stage.rule != "vllm":
+            high = value + model.decoder.vocab_padded // tp * model.hidden * db * (2 - int(stage.embed)
+                                                                                  - int(stage.head))
+            basis = "estimate" + basis[basis.index(":"):] + "; embeddings/lm_head placement assumed first/last"
     else:
         value = (model.decoder.params_per_rank(tp) * db if model.decoder is not None and model.quantization is None
                  else model.weights_bytes(db) / tp)
         low = high = value
         basis = "derived: parameter count from the config by vLLM's layer rules" + (" (TP shard)" if tp > 1 else "")
+        if stage is not None and stage.size > 1:  # quantized config arithmetic: the stage's share of the layers
+            value = value * stage.layers / model.layers
+            low, high = value * 0.9, value * 1.1
+            basis = (f"estimate: the quantized model's bytes x {stage.layers}/{model.layers} layers "
+                     f"({stage.label()}); embeddings not placed")
         if not known:
             low, high = value * WEIGHTS_UNKNOWN_RANGE[0], value * WEIGHTS_UNKNOWN_RANGE[1]
             basis = (f"estimate: no safetensors headers; config.json sized as a Llama-style decoder, architecture "
@@ -80,6 +97,12 @@ def weights_term(model: ModelSpec, settings: dict, db: int, notes: list[str] | N
                 notes.append(f"architecture {model.architecture} has no vllm-memcheck rules: weights and KV are "
                              "sized as a Llama-style decoder from the generic config keys (estimates); a checkpoint "
                              "directory with its safetensors files gives the weights from its headers")
+    # vLLM's rotary cos/sin caches are buffers on every rank (diagnostics.decoder.rope_cache_values): not yet in this
+    # figure (the shipped calibration and the documented figures were fitted without them); named where they matter
+    rope = model.rope_values * db
+    if rope >= ROPE_NOTE_BYTES and notes is not None:
+        notes.append(f"vLLM also keeps {rope / GiB:.2f} GiB of rotary cos/sin caches per rank (get_rope buffers, "
+                     "derived from the rope config) that the weights figure leaves out")
     if encoder_tp_data(model, settings):  # vLLM 0.32 config/model.py:822-830; the tower is not sharded
         tower, exact = tower_params(model)
         extra = tower * db * (1 - 1 / tp)
@@ -91,19 +114,26 @@ def weights_term(model: ModelSpec, settings: dict, db: int, notes: list[str] | N
     return Term(gib[0], min(gib), max(gib), basis)
 
 
+ROPE_NOTE_BYTES = 64 << 20  # rotary caches from this size are named in a note (Gemma 3: 0.56 GiB)
+
+
 def tower_params(model: ModelSpec) -> tuple[int, bool]:
-    """(vision tower + projector parameters, exact?): MiniCPM-V's SigLIP + resampler as vLLM builds them; other
-    families 4 d^2 + 3 d mlp per layer (attention and a gated MLP, norms and biases left out: an estimate)."""
+    """(vision tower + projector parameters, exact?): the family's own count where its module has one
+    (Family.vision_tower_params: MiniCPM-V's SigLIP + resampler as vLLM builds them); else 4 d^2 + 3 d mlp per layer
+    (attention and a gated MLP, norms and biases left out: an estimate)."""
     v = model.vision
-    if model.family is not None and model.family.module is minicpmv:
-        return minicpmv.tower_params(v) + minicpmv.resampler_params(v, model.hidden), True
+    exact = model.family.vision_tower_params(model) if model.family is not None else None
+    if exact is not None:
+        return exact, True
     return v.layers * (4 * v.hidden * v.hidden + 3 * v.hidden * v.mlp), False
 
 
 def non_torch_term(settings: dict, coef: Coefficients) -> Term:
-    """cuBLAS/NCCL workspaces (vLLM's `non_torch_memory`), plus NCCL buffers under tensor parallelism."""
+    """cuBLAS/NCCL workspaces (vLLM's `non_torch_memory`), plus NCCL buffers under tensor or pipeline
+    parallelism."""
     value, low, high = coef.non_torch_gib
-    extra = coef.nccl_extra_gib if int(settings.get("tensor_parallel_size", 1)) > 1 else 0.0
+    world = int(settings.get("tensor_parallel_size", 1)) * int(settings.get("pipeline_parallel_size", 1))
+    extra = coef.nccl_extra_gib if world > 1 else 0.0
     return Term(value + extra, low + extra, high + extra, "estimate: cuBLAS/NCCL workspaces (field logs: 0.11-0.43 GiB)")
 
 
@@ -156,7 +186,7 @@ EAGER_LOOP_HOLDS_INPUT = frozenset({"LlamaForCausalLM", "MistralForCausalLM", "Q
 MLP_KEEPS_GATE_UP = frozenset({"Qwen2ForCausalLM", "Qwen3ForCausalLM"})
 
 
-def llm_pass_bytes(model: ModelSpec, tokens: int, db: int, tp: int = 1, eager: bool = False) -> int:
+def llm_pass_bytes(model: ModelSpec, tokens: int, db: int, tp: int = 1, eager: bool = False, version=None) -> int:
     """Prefill activations (bytes) of one decoder layer at its MLP peak over `tokens` batched tokens on one TP rank.
 
     Default: residual, normed input, gate_up (2I) and act (I): tokens x (2H + 3I/tp) x db. eager (V0's profile pass,
@@ -164,11 +194,18 @@ def llm_pass_bytes(model: ModelSpec, tokens: int, db: int, tp: int = 1, eager: b
     layer's input held by the caller is a third hidden-size tensor (3H + 3I/tp), and an MLP that keeps gate_up alive
     peaks at down_proj with its output beside it (4H + 3I/tp). Field check (plan_accuracy.py): Llama-3.1-8B on vLLM
     0.6.4 printed 2.07 / 2.99 GiB at 20,000 / 29,000 tokens, 3H + 3I gives 2.06 / 2.99 (2H + 3I: 1.91 / 2.77). Under
-    torch.compile (V1's default) the compiler decides lifetimes: the default stays."""
+    torch.compile (V1's default) the compiler decides lifetimes: the default stays. A model with MoE layers: the
+    larger of that (if it has dense layers) and a MoE layer's fused-MoE scratch buffers (predict.moe.moe_layer_bytes,
+    per vLLM `version`)."""
     held = 2
     if eager and model.vision is None and model.architecture in EAGER_LOOP_HOLDS_INPUT:
         held = 4 if model.architecture in MLP_KEEPS_GATE_UP else 3
-    return tokens * (held * model.hidden + 3 * model.intermediate // tp) * db
+    dense = tokens * (held * model.hidden + 3 * model.intermediate // tp) * db
+    d = model.decoder
+    if d is None or d.moe is None or not d.moe.moe_layers:
+        return dense
+    moe = moe_layer_bytes(d, tokens, db, tp, version).value
+    return max(moe, dense) if len(d.moe.moe_layers) < d.layers else moe
 
 
 def sampler_bytes(model: ModelSpec, rows: int, coef: Coefficients) -> int:
@@ -176,12 +213,24 @@ def sampler_bytes(model: ModelSpec, rows: int, coef: Coefficients) -> int:
     return int(rows * model.vocab_padded * coef.sampler_bytes_per_logit)
 
 
-def activation_term(encoder: Term, enc_total_bytes: int, llm_phase_bytes: int, coef: Coefficients) -> Term:
-    """vLLM's activation peak: max(encoder pass, encoder outputs + LLM pass + sampler), GiB with its range."""
+def llm_pass_spread(model: ModelSpec, tokens: int, db: int, tp: int = 1, version=None) -> float:
+    """How far the LLM pass's high bound reaches past its value (a ratio >= 1): a MoE layer's kernel-dependent
+    buffers (predict.moe: MoEPass.high / value) when a MoE layer is the largest, else 1.0."""
+    d = model.decoder
+    if d is None or d.moe is None or not d.moe.moe_layers:
+        return 1.0
+    m = moe_layer_bytes(d, tokens, db, tp, version)
+    return m.high / m.value if llm_pass_bytes(model, tokens, db, tp, version=version) == m.value else 1.0
+
+
+def activation_term(encoder: Term, enc_total_bytes: int, llm_phase_bytes: int, coef: Coefficients,
+                    spread: float = 1.0) -> Term:
+    """vLLM's activation peak: max(encoder pass, encoder outputs + LLM pass + sampler), GiB with its range;
+    `spread` widens the LLM side's high bound (llm_pass_spread: a MoE layer's kernel-dependent buffers)."""
     llm_g = llm_phase_bytes / GiB
     value = max(enc_total_bytes, llm_phase_bytes) / GiB
     low = max(encoder.low_gib, llm_g * coef.llm_range[0])
-    high = max(encoder.high_gib, llm_g * coef.llm_range[1])
+    high = max(encoder.high_gib, llm_g * coef.llm_range[1] * spread)
     return Term(value, low, high, "estimate: max(encoder pass, encoder outputs + LLM pass + sampler)")
 
 
@@ -237,7 +286,7 @@ def kv_block_bytes(model: ModelSpec, settings: dict, db: int, windowed: bool = F
     batches = 2 if version is not None and version >= (0, 26, 0) else 1
     in_flight = batches * int(settings.get("max_num_batched_tokens") or 0) if windowed else 0
     return settings["block_size"] * model.kv_bytes_per_token(db, tp, settings.get("max_model_len"), windowed,
-                                                             version, in_flight)
+                                                             version, in_flight, int(settings["block_size"]))
 
 
 def kv_cache_term(model: ModelSpec, settings: dict, db: int, budget_gib: float, used: tuple[Term, ...],

@@ -33,9 +33,15 @@ class StartupTerms:
     cuda_context_gib: float
 
 
+NULL_BLOCK_SINCE = (0, 29, 0)
+
+
 def null_block_tokens(v: Version, s: dict) -> int:
-    """vLLM 0.33 reserves one null block before its one-request check (kv_cache_planning.py:170-178; audit c9)."""
-    return s["block_size"] if v >= (0, 33, 0) else 0
+    """vLLM reserves one null block before its one-request check and max_model_len auto-fit from 0.29.0
+    (v1/core/kv_cache_utils.py 0.29.0:2316-2321 and :974-983, 0.32.0:2627-2633; kv_cache_planning.py 0.33.0:170-178;
+    absent in 0.28.0; audit c9 had it from 0.33). Tokens: block_size (a hybrid pool's block is one page of a group's
+    layers, fewer tokens at the averaged per-token cost: the check is then slightly strict there)."""
+    return s["block_size"] if v >= NULL_BLOCK_SINCE else 0
 
 
 def verdict(card: Card, v: Version, eng: str, s: dict, t: StartupTerms, notes: list[str]) -> tuple[str, str | None]:

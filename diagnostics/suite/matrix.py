@@ -43,6 +43,7 @@ ID_PREFIX = {
     "kv_cache_memory_bytes": "kv",
     "enforce_eager": "eager",
     "limit_mm_per_prompt": "mm",
+    "mm_processor_kwargs": "kw",
     "dtype": "",
 }
 
@@ -129,6 +130,12 @@ def parse_matrix(text: str, path: Path | str = "<matrix>") -> Matrix:
         line = int(match.group(1)) if match else getattr(err, "lineno", None)
         what = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(err))
         raise MatrixError(path, line, f"not valid TOML: {what}") from None
+    return build_matrix(data, text, path)
+
+
+def build_matrix(data: dict, text: str = "", path: Path | str = "<matrix>") -> Matrix:
+    """A Matrix from parsed TOML data (`text`, when given, lets an error name its line); MatrixError as
+    parse_matrix. suite/family_matrix.py builds a stored VLM's matrix through it."""
     return _Builder(text, Path(path) if not isinstance(path, Path) else path).build(data)
 
 

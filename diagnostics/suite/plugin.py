@@ -38,7 +38,8 @@ from diagnostics.suite.starts import DEFAULT_IMAGE_SIZE, no_gpu_line  # noqa: F4
 from diagnostics.suite.judge import Measurement
 from diagnostics.suite import hub
 from diagnostics.suite.gate import Gate
-from diagnostics.suite.matrix import check_threshold_cards, load_matrix
+from diagnostics.suite.family_matrix import default_matrix
+from diagnostics.suite.matrix import check_threshold_cards
 from diagnostics.suite.results import ResultWriter, load_results, load_results_noting, make_record, with_repeats
 from diagnostics.suite.search_run import (KNOB_NAMES, SearchBroke, check_search_model, check_search_options, run_search,
                                           summary_line)
@@ -162,7 +163,7 @@ class Manager:
         self.skip_reason = self.skip_reason or vllm_missing()
         is_cpu = bool(self.card and self.card.is_cpu)
         matrix = run.option(config, "matrix") or (run.CPU_MATRIX if is_cpu else None)
-        self.matrix = load_matrix(run.matrix_path(matrix, run.option(config, "model")))
+        self.matrix = default_matrix(matrix, run.option(config, "model"))
         check_threshold_cards(self.matrix, self.cards_file)
         self.model = (run.option(config, "model") or self.matrix.model
                       or (run.CPU_DEFAULT_MODEL if is_cpu else run.DEFAULT_MODEL))
@@ -319,7 +320,8 @@ class Manager:
 
     def devices_for(self, settings: dict) -> tuple | None:
         """The GPUs this worker's start claims (engine/gpus.py): with --gpus or under xdist, the worker's own
-        GPU and the next tensor_parallel_size - 1; None (the visible device, the machine-wide lock) otherwise."""
+        GPU and the next tensor_parallel_size x pipeline_parallel_size - 1; None (the visible device, the
+        machine-wide lock) otherwise."""
         if self.card is None or self.card.is_cpu or not (self.gpus or self._uses_xdist() or self.is_worker):
             return None
         gpus = self.gpus
@@ -330,7 +332,8 @@ class Manager:
             gpus = [g["index"] for g in found]
         worker = devices.worker_index(self.config.workerinput["workerid"] if self.is_worker else None)
         try:
-            return devices.pick_devices(worker, gpus, settings.get("tensor_parallel_size", 1))
+            return devices.pick_devices(worker, gpus, int(settings.get("tensor_parallel_size") or 1)
+                                        * int(settings.get("pipeline_parallel_size") or 1))
         except UsageError as err:
             pytest.fail(str(err), pytrace=False)
 

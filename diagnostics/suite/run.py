@@ -24,7 +24,8 @@ DEFAULT_MODEL = "openbmb/MiniCPM-V-2_6"
 CPU_DEFAULT_MODEL = "kit:tiny-text"  # --card=cpu without a model: what the CPU backend starts in seconds
 DEFAULT_REGRESSION_SPEC = "peak:5%,kv_tokens:5%,startup:20%"
 DEFAULT_ENGINE_TIMEOUT_S = 900.0
-KIT_MODELS = ("kit:minicpm-v-2_6", "kit:minicpm-v-2_6-tiny", "kit:tiny-text", "kit:NAME (a stored VLM config)")
+KIT_MODELS = ("kit:minicpm-v-2_6", "kit:minicpm-v-2_6-tiny", "kit:minicpm-v-4_5", "kit:minicpm-v-4_5-tiny",
+              "kit:tiny-text", "kit:NAME (a stored VLM config)")
 SHIPPED_VLM_MATRIX = Path(__file__).parents[1] / "data" / "vlm.toml"
 CPU_MATRIX = Path(__file__).resolve().parents[1] / "data" / "cpu-tiny.toml"  # what --card=cpu runs by default
 CPU_REFUSED = tuple(ALIASES)  # MiniCPM-V-2_6 by any of its names (real shapes: ~16 GB of weights), lower case
@@ -327,6 +328,9 @@ class ModelDir:
     def _build(self, out: Path) -> Path:
         if self.model == "kit:tiny-text":
             return Path(build_tiny_text(out))
+        if self.model.startswith("kit:minicpm-v-4_5"):  # kit/minicpmv26.py writes 4.5 too (remote-code processor)
+            size = "tiny" if self.model.endswith("-tiny") else "real"
+            return Path(build_minicpmv26(out, size=size, weights="none", version="4.5"))
         if stored_vlm(self.model):
             return build_vlm_kit(stored_vlm(self.model), out)
         size = "tiny" if self.model.endswith("-tiny") else "real"

@@ -78,42 +78,6 @@ def describe(case: dict) -> str:
     return "; ".join(parts) + f"; sampling {sampling}"
 
 
-def _family_geometry(model, settings: dict, modality: str, version) -> tuple[int, int, str, str | None]:
-    """(width, height, basis, note) of the family's largest item of `modality` (a video: each frame)."""
-    from diagnostics.families import llava, minicpmv, qwen_vl
-    from diagnostics.versions import parse_version
-
-    s, variant = model.family.shape, model.family.variant
-    own = getattr(model.family.module, "geometry", None)  # a family that says it itself (families/__init__.py)
-    if own is not None:
-        return own(s, settings, modality, parse_version(version))
-    kwargs = settings.get("mm_processor_kwargs") or {}
-    if variant.startswith("minicpm"):
-        side = s.vision.image_size
-        if modality == "video":
-            return side, side, "derived", None  # each frame one 448 x 448 slice
-        slices = minicpmv._image_max_slice_nums(s.vision, settings, parse_version(version))
-        return side, side * slices, "derived", None  # vLLM's get_image_size_with_most_features
-    if variant.startswith("qwen"):
-        h, w = qwen_vl.largest_image(s, settings)
-        return w, h, "derived", None
-    if variant == "llava-onevision" and modality == "image":
-        h, w = llava.ONEVISION_IMAGE
-        return w, h, "derived", None
-    if variant == "gemma3":
-        crops = int(kwargs.get("pan_and_scan_max_num_crops", s.pan[1]))
-        if not kwargs.get("do_pan_and_scan", s.pan_and_scan):
-            crops = 1
-        return s.image_size, s.image_size * crops, "derived", None  # gemma3.items' own (width, height)
-    if variant == "internvl" and modality == "image":
-        patches = int(kwargs.get("max_patches", kwargs.get("max_dynamic_patch", s.max_patches)))
-        return s.image_size * patches, s.image_size, "estimate", "a max_patches x 1 tile grid (not vLLM's own pick)"
-    if variant == "mllama":
-        side = 2 if s.max_tiles >= 4 else 1
-        return s.image_size * side, s.image_size * side, "estimate", "a 2 x 2 tile image (max_tiles 4)"
-    return s.image_size, s.image_size, "derived", None  # llava 1.5 and the video frames: the tower's square input
-
-
 def _family_items(model, settings: dict, version, limits: dict, room: int) -> list[Items]:
     """Images first (as many of the largest as the limit and the prompt allow), then one video with the most
     frames the rest of the prompt leaves: the family's own items() (vLLM's dummy-input arithmetic)."""
@@ -124,14 +88,15 @@ def _family_items(model, settings: dict, version, limits: dict, room: int) -> li
         if item is not None and item.tokens:
             n_img = min(limits["image"], room // item.tokens)
         if n_img:
-            w, h, basis, note = _family_geometry(model, settings, "image", version)
-            out.append(Items("image", n_img, w, h, item.tokens, basis=basis, note=note))
+            g = model.family.geometry(settings, "image", version)
+            out.append(Items("image", n_img, g.width, g.height, item.tokens, basis=g.basis, note=g.note))
             room -= n_img * item.tokens
     if limits.get("video") and room > 0:
         video = model.family.items(settings, room, {"image": n_img, "video": 1}, version).get("video")
         if video is not None and 0 < video.tokens <= room:
-            w, h, basis, note = _family_geometry(model, settings, "video", version)
-            out.append(Items("video", 1, w, h, video.tokens, frames=video.slices, basis=basis, note=note))
+            g = model.family.geometry(settings, "video", version)
+            out.append(Items("video", 1, g.width, g.height, video.tokens, frames=video.slices, basis=g.basis,
+                             note=g.note))
     return out
 
 

@@ -68,9 +68,16 @@ def cache_dir() -> Path:
     return Path(base) / "vllm-exact"
 
 
+# what the child computes; a new revision leaves older cached answers unread (2: hybrid state pools sized on the
+# GPU's block alignment, issue 20)
+CHILD_REVISION = 2
+
+
 def cache_key(directory: Path, version: str, settings: dict) -> str:
-    """sha256 over the config files' bytes, the vLLM version and the engine settings (sorted JSON)."""
+    """sha256 over the config files' bytes, the vLLM version, the engine settings (sorted JSON) and CHILD_REVISION."""
     h = hashlib.sha256(f"{version}\n{json.dumps(settings, sort_keys=True)}\n".encode())
+    if CHILD_REVISION > 1:
+        h.update(f"child revision {CHILD_REVISION}\n".encode())
     for name in CONFIG_FILES:
         path = directory / name
         if path.is_file():
@@ -113,6 +120,8 @@ def ask(model: ModelSpec, version: str, settings: dict, timeout_s: float = DEFAU
     directory = model_dir(model)
     if directory is None:
         return None, f"{model.name} has no config.json here for vLLM's own code"
+    if int(settings.get("pipeline_parallel_size") or 1) > 1 or model.is_gguf:  # one stage-less bf16 build only
+        return None, "vLLM's own classes are asked for one whole model here, not a pipeline stage or GGUF blocks"
     eng = engine_settings(settings, model)
     path = cache_dir() / f"{cache_key(directory, version, eng)}.json"
     answer = None

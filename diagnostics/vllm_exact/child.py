@@ -85,6 +85,36 @@ def weights(model) -> dict:
             "buffer_bytes": sum(b.numel() * b.element_size() for b in buffers)}
 
 
+def align_hybrid_for_gpu(vllm_config) -> dict | None:
+    """For a hybrid attention + Mamba/linear-attention model, the block size and padded Mamba page vLLM's GPU
+    start-up picks: `Platform._align_hybrid_block_size` (vllm/platforms/interface.py:939-1122, called from
+    update_block_size_for_backend :750-794 by the executor, v1/executor/uniproc_executor.py:75) with the CUDA
+    FlashAttention backend's kernel block sizes (MultipleOf(16) on sm80-sm90, v1/attention/backends/flash_attn.py
+    :355-366) in place of the CPU backend's MultipleOf(32). Sets them on vllm_config.cache_config (the layers'
+    specs read them) and returns {"block_size", "mamba_page_size_padded", "mamba_ssm_cache_dtype"}; None for other
+    models."""
+    if not vllm_config.model_config.is_hybrid:
+        return None
+    from vllm.platforms.interface import Platform
+    from vllm.v1.attention.backends.flash_attn import FlashAttentionBackend
+
+    class _Cuda(Platform):  # only the backend list differs from the base class's rule
+        @classmethod
+        def _find_non_ssm_backends(cls, vllm_config):
+            return [FlashAttentionBackend]
+
+    # the CPU platform stores the SSM state in float32 for its GDN kernels (vllm/platforms/cpu.py:303-321); a GPU keeps
+    # the value the model's config left: the checkpoint's mamba_ssm_dtype (Qwen3.5, models/config.py:855-866), else
+    # "auto" (the conv state's dtype, layers/mamba/mamba_utils.py:98-110)
+    hf = vllm_config.model_config.hf_text_config
+    vllm_config.cache_config.mamba_ssm_cache_dtype = (getattr(hf, "mamba_ssm_dtype", None)
+                                                      or getattr(hf, "mamba_ssm_cache_dtype", None) or "auto")
+    _Cuda._align_hybrid_block_size(vllm_config, FlashAttentionBackend)
+    cache = vllm_config.cache_config
+    return {"block_size": int(cache.block_size), "mamba_page_size_padded": cache.mamba_page_size_padded,
+            "mamba_ssm_cache_dtype": str(cache.mamba_ssm_cache_dtype)}
+
+
 def kv_specs(vllm_config) -> dict:
     from vllm.model_executor.layers.attention_layer_base import AttentionLayerBase
     from vllm.config import get_layers_from_vllm_config
@@ -112,8 +142,8 @@ def spec_summary(specs: dict) -> list[dict]:
                            dtype=str(spec.dtype))
             if getattr(spec, "sliding_window", None):
                 row["sliding_window"] = int(spec.sliding_window)
-            if type(spec).__name__.startswith("Mamba"):
-                row["state_bytes_per_sequence"] = int(spec.page_size_bytes)
+            if type(spec).__name__.startswith("Mamba"):  # the state itself; the page may be padded to a block's
+                row["state_bytes_per_sequence"] = int(spec.real_page_size_bytes)
             else:
                 row["bytes_per_token"] = spec.page_size_bytes / spec.block_size
             rows[key] = row
@@ -145,12 +175,22 @@ def ask(model_dir: str, settings: dict) -> dict:
     vllm_config = engine_config(model_dir, settings)
     tp = int(settings.get("tensor_parallel_size") or 1)
     model = build_meta_model(vllm_config, tp)
+    try:
+        gpu_blocks = align_hybrid_for_gpu(vllm_config)
+    except Exception as exc:  # the pool is then the CPU's, read as attention pages only (predict.exact)
+        gpu_blocks, why = None, f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+    else:
+        why = None
     specs = kv_specs(vllm_config)
     out = {"vllm_version": vllm.__version__, "tensor_parallel_size": tp,
            "architecture": vllm_config.model_config.architectures[0],
            "dtype": str(vllm_config.model_config.dtype).removeprefix("torch."),
            "weights": weights(model), "kv_layers": spec_summary(specs)}
     out["kv_pool"] = pool(vllm_config, specs) if specs else None
+    if gpu_blocks is not None and out["kv_pool"] is not None:
+        out["kv_pool"]["gpu_hybrid_alignment"] = gpu_blocks
+    elif why and out["kv_pool"] is not None:
+        out["kv_pool"]["gpu_hybrid_alignment_error"] = why
     out["llm_pass"] = fake_llm_pass(model_dir, settings, tp)
     return out
 

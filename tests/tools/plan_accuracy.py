@@ -32,10 +32,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 os.environ["VLLM_MEMCHECK_VLLM_EXACT"] = "off"  # pure rules: plan() itself takes no exact terms unless handed them
 
-from diagnostics.cards import Card, get_card  # noqa: E402
-from diagnostics.logs.reader import read_log  # noqa: E402
-from diagnostics.models import ALIASES, stored_name  # noqa: E402
-from diagnostics.predict.estimator import plan  # noqa: E402
+from diagnostics.cards import Card, get_card
+from diagnostics.logs.reader import read_log
+from diagnostics.models import ALIASES, stored_name
+from diagnostics.predict.estimator import plan
 
 FIELD = ROOT / "tests" / "data" / "field_cases"
 INPUTS = FIELD / "plan-inputs.toml"

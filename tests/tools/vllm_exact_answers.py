@@ -28,6 +28,9 @@ CASES = {
     "qwen3-30b-a3b-tp4": (str(TEXT / "qwen3-30b-a3b"), {"max_model_len": 4096, "tensor_parallel_size": 4}),
     "qwen2.5-32b-tp2": (str(ROOT / "tests" / "data" / "calibration" / "models" / "qwen2.5-32b-instruct"),
                         {"max_model_len": 10000, "tensor_parallel_size": 2}),
+    "qwen3-next-80b-a3b-tp4": (str(TEXT / "qwen3-next-80b-a3b"), {"max_model_len": 4096, "tensor_parallel_size": 4}),
+    "gemma-3-4b": ("gemma-3-4b", {"max_model_len": 4096}),  # 29 sliding + 5 full text layers: padded groups
+    "gemma-3-27b": ("gemma-3-27b", {"max_model_len": 4096}),
 }
 
 

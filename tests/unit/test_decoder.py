@@ -4,15 +4,18 @@ tests/data/models, see SOURCES.md there)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
-from diagnostics.decoder import FULL, LINEAR, SLIDING, decoder_from_config, layer_kinds
+from diagnostics.decoder import (FULL, LINEAR, SLIDING, decoder_from_config, hybrid_pool_bytes_per_token,
+                                 kv_group_size, layer_kinds, state_pool_block_size)
 from diagnostics.models import get_model, model_from_config
 from diagnostics.predict.estimator import plan
 from diagnostics.quantization import read_quantization
+from diagnostics.versions import parse_version
 from diagnostics.units import GiB
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "models"
@@ -81,6 +84,8 @@ def test_mixtral_experts_use_intermediate_size_and_qwen2_moe_has_a_gated_shared_
     ({"model_type": "gemma2", "sliding_window": 4096}, (SLIDING, FULL, SLIDING, FULL, SLIDING, FULL), 4096),
     ({"model_type": "gemma3_text", "sliding_window": 1024, "sliding_window_pattern": 3},
      (SLIDING, SLIDING, FULL, SLIDING, SLIDING, FULL), 1024),
+    # no pattern key (the stored Gemma 3 configs): transformers' default of 6, every sixth layer full
+    ({"model_type": "gemma3_text", "sliding_window": 1024}, (SLIDING,) * 5 + (FULL,), 1024),
     ({"layer_types": ["linear_attention"] * 3 + ["full_attention"] + ["sliding_attention"] * 2},
      (LINEAR, LINEAR, LINEAR, FULL, SLIDING, SLIDING), 0),
     ({"full_attention_interval": 3}, (LINEAR, LINEAR, FULL, LINEAR, LINEAR, FULL), 0),
@@ -100,10 +105,11 @@ def test_only_full_attention_layers_hold_the_whole_length_of_paged_kv():
     m = model_from_config(cfg)
     per_layer = 2 * 4 * 256 * 2
     assert m.kv_bytes_per_token() == 26 * per_layer  # V0 / before the hybrid KV manager: every layer whole
-    assert m.kv_bytes_per_token(max_model_len=8192, windowed=True) == round(13 * per_layer + 13 * per_layer * 4095
-                                                                           / 8192)
-    # a window plus 2 x 2048 in-flight tokens covers all but one of the 8192; 2 x 4096 covers them all
-    assert m.kv_bytes_per_token(max_model_len=8192, windowed=True, in_flight=8192) == 26 * per_layer
+    # vLLM's pool: 2 groups of 13 layers; a request holds 512 blocks of 16 tokens in the full group and
+    # cdiv(4095, 16) + 1 = 257 in the sliding one
+    assert m.kv_bytes_per_token(max_model_len=8192, windowed=True) == 13 * 16 * per_layer * (512 + 257) / 8192
+    # a window plus 2 x 4096 in-flight tokens covers all 8192, and the sliding group still takes one block more
+    assert m.kv_bytes_per_token(max_model_len=8192, windowed=True, in_flight=8192) == 26 * per_layer * 1025 / 1024
     assert abs(m.params / 2.61e9 - 1) < 0.01  # gemma-2-2b: 2.61 B
     hybrid = model_from_config({**cfg, "architectures": ["Qwen3NextForCausalLM"], "model_type": "qwen3_next",
                                 "full_attention_interval": 4, "sliding_window": None})
@@ -191,3 +197,92 @@ def test_gemma_ties_its_embeddings_when_the_config_does_not_say():
     assert not decoder_from_config({**cfg, "model_type": "llama"}, "LlamaForCausalLM", "x").tied
     p = plan(str(Path(__file__).resolve().parents[1] / "data" / "models" / "gemma-2-9b"), "a100-80", "0.32.0")
     assert p.components["weights"].value_gib == pytest.approx(9_241_705_984 * 2 / GiB, rel=1e-3)
+
+
+@pytest.mark.parametrize("counts, version, size", [
+    ([29, 5], None, 5), ([52, 10], "0.9.2", 10),  # Gemma 3 4B / 27B: the full layers set the group
+    ([12, 13], "0.32.0", 13), ([12, 13], "0.12.0", 13), ([12, 13], "0.11.0", 12),  # gpt-oss-20b + eagle
+    ([20, 28], "0.18.0", 28), ([20, 28], "0.17.0", 20),  # 1.25 x before 0.18, 1.5 x from it
+    ([0, 26], None, 26),
+])
+def test_kv_group_size_follows_vllms_rule_by_version(counts, version, size):
+    assert kv_group_size(counts, parse_version(version) if version else None) == size
+
+
+def test_gemma3_sliding_layers_are_grouped_and_padded_as_vllm_does():
+    """Gemma 3 4B (29 sliding + 5 full): 7 groups of 5 layers (one padding layer), a 4096-token request holds 256
+    blocks in the full group and cdiv(min(1023 + 16384, 4096), 16) + 1 = 257 in each of the 6 sliding groups."""
+    m = get_model("gemma-3-4b")
+    assert m.attention_layers() == {FULL: 5, SLIDING: 29, LINEAR: 0} and m.window == 1024
+    per_layer = 2 * 4 * 256 * 2
+    got = m.kv_bytes_per_token(max_model_len=4096, windowed=True, in_flight=16384, block_size=16)
+    assert got == 5 * 16 * per_layer * (256 + 6 * 257) / 4096
+    assert got > 34 * per_layer  # the padding layer and the extra block cost more than every layer whole
+    assert hybrid_pool_bytes_per_token({FULL: 5, SLIDING: 29}, per_layer, 16, 4096, 1024, 16384) == got
+    # before the hybrid manager (V0, 0.9.0) every layer holds the whole length
+    assert m.kv_bytes_per_token() == 34 * per_layer
+
+
+NEXT = DATA / "qwen3-next-80b-a3b"
+VLLM_ANSWERS = json.loads((Path(__file__).resolve().parents[1] / "data" / "vllm_exact" / "answers-0.32.0.json")
+                          .read_text())
+
+
+def test_qwen3_next_linear_attention_state_as_vllm_shapes_it():
+    """conv 8,192 x 3 and 32 x 128 x 128 temporal values per layer at TP 1 (gated_delta_net_state_shape)."""
+    state = get_model(NEXT).decoder.linear_state
+    assert state.state_bytes(2, 4) == 2048 * 3 * 2 + 8 * 128 * 128 * 2 == 274_432  # bf16 ("auto"), per rank of 4
+    # vLLM's own MambaSpec (stored answer, TP 1, the GPU's "auto" dtype): the state, before padding to a page
+    mamba = next(r for r in VLLM_ANSWERS["qwen3-next-80b-a3b"]["kv_layers"] if r["type"] == "MambaSpec")
+    assert state.state_bytes(2, 1) == mamba["state_bytes_per_sequence"] == 1_097_728
+    assert dataclasses.replace(state, ssm_dtype_bytes=4).state_bytes(2, 1) == 8192 * 3 * 2 + 32 * 128 * 128 * 4
+    with pytest.raises(ValueError):
+        state.state_bytes(2, 3)
+
+
+def test_qwen3_next_pool_counts_the_state_blocks_by_version():
+    m = get_model(NEXT)
+    per = 2 * 1 * 256 * 2  # one of 2 KV heads per rank at TP 4
+    assert state_pool_block_size(per, 274_432) == 272  # 16 x cdiv(274,432, 16 x 1,024)
+    # 12 full + 36 linear layers: 4 groups of 12; a 4096-token request: cdiv(4096, 272) = 16 attention blocks and
+    # 2 state blocks in each of the 3 state groups (prefix caching's "align" mode, default from 0.26)
+    new = m.kv_bytes_per_token(tp=4, max_model_len=4096, windowed=True, block_size=16)
+    assert new == 12 * 272 * per * (16 + 3 * 2) / 4096 == 17_952
+    mid = m.kv_bytes_per_token(tp=4, max_model_len=4096, windowed=True, version=parse_version("0.25.0"))
+    assert mid == 12 * 272 * per * (16 + 3 * 1) / 4096  # one state block per group before 0.26
+    old = m.kv_bytes_per_token(tp=4, max_model_len=4096, windowed=True, version=parse_version("0.19.0"))
+    assert old == 12 * per  # not modelled before 0.20: the attention layers alone (the note says so)
+
+
+def test_qwen3_next_pool_agrees_with_vllms_own_sizing_on_the_gpu_block():
+    """vLLM 0.32's get_kv_cache_configs on the block size its GPU start-up picks (stored answer of
+    diagnostics.vllm_exact.child, tests/tools/vllm_exact_answers.py)."""
+    answer = VLLM_ANSWERS["qwen3-next-80b-a3b-tp4"]["kv_pool"]
+    assert answer["gpu_hybrid_alignment"]["block_size"] == 272
+    got = get_model(NEXT).kv_bytes_per_token(tp=4, max_model_len=4096, windowed=True, block_size=16)
+    assert abs(got / answer["bytes_per_token"] - 1) < 0.005
+
+
+@pytest.mark.parametrize("case", ["gemma-3-4b", "gemma-3-27b"])
+def test_gemma3_pool_agrees_with_vllms_own_sizing(case):
+    """vLLM 0.32 on the CPU (its backend's 32-token sliding blocks, 4,096 tokens in flight): within 0.5 %."""
+    answer = VLLM_ANSWERS[case]["kv_pool"]
+    got = get_model(case).kv_bytes_per_token(max_model_len=4096, windowed=True, in_flight=16384, block_size=16)
+    assert abs(got / answer["bytes_per_token"] - 1) < 0.005
+
+
+@pytest.mark.parametrize("name, rope", [
+    ("gemma-3-4b", (131_072 * 8 + 131_072) * 256),  # linear x 8 for the global layers, unscaled local ones
+    ("gemma-3-27b", (131_072 * 8 + 131_072) * 128),
+    (DATA / "qwen3-next-80b-a3b", 262_144 * 64),  # partial_rotary_factor 0.25 of 256
+    (DATA / "deepseek-v2-lite", 4096 * 40 * 64),  # deepseek_yarn: original length x factor, qk_rope_head_dim
+    (DATA / "gemma-2-9b", 8192 * 256),
+    ("qwen2.5-vl-7b", 128_000 * 4 * 128),  # M-RoPE: 4 x max_position_embeddings
+])
+def test_rotary_caches_are_counted_as_vllm_registers_them(name, rope):
+    """The values of vLLM's cos_sin_cache buffers (get_rope): the stored vLLM answers' buffers hold them plus a few
+    scale scalars."""
+    assert get_model(name).rope_values == rope
+    key = {"gemma-2-9b": "gemma-2-9b", "deepseek-v2-lite": "deepseek-v2-lite"}.get(Path(str(name)).name)
+    if key:
+        assert 0 <= VLLM_ANSWERS[key]["weights"]["buffer_bytes"] - rope * 2 < 1024

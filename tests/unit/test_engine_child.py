@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from types import SimpleNamespace
 
 import pytest
 
-from diagnostics.engine.child import engine_kwargs, engine_of, safe_torch_stats, torch_stats
+from diagnostics.engine.child import apply_env_settings, engine_kwargs, engine_of, safe_torch_stats, torch_stats
 
 
 def fake_torch(monkeypatch, initialized: bool, allocated: int = 5 << 30):
@@ -46,6 +47,22 @@ def test_engine_of_names_the_engine_class_that_runs():                          
 def test_engine_kwargs_leave_out_env_settings_and_unset_values():
     spec = {"settings": {"use_v1": True, "max_num_seqs": 4, "dtype": None}, "load_format": "dummy"}
     assert engine_kwargs(spec) == {"max_num_seqs": 4, "load_format": "dummy"}
+
+
+def test_the_pp_layer_partition_is_an_environment_variable(monkeypatch):
+    monkeypatch.delenv("VLLM_PP_LAYER_PARTITION", raising=False)
+    settings = {"pipeline_parallel_size": 2, "VLLM_PP_LAYER_PARTITION": "20,7"}
+    assert engine_kwargs({"settings": settings}) == {"pipeline_parallel_size": 2}
+    apply_env_settings(settings)
+    assert os.environ["VLLM_PP_LAYER_PARTITION"] == "20,7"  # read by get_pp_indices (distributed/utils.py:142)
+
+
+def test_every_vllm_env_setting_is_exported_not_passed_to_llm(monkeypatch):  # was an LLM(...) kwarg: a TypeError
+    monkeypatch.delenv("VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS", raising=False)
+    settings = {"max_num_seqs": 4, "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS": False}
+    assert engine_kwargs({"settings": settings}) == {"max_num_seqs": 4}
+    apply_env_settings(settings)
+    assert os.environ["VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS"] == "0"
 
 
 # -- the worst-case request's prompt (issue 25), with a real tokenizer of the kits --------------------------------

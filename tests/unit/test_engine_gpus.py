@@ -35,7 +35,7 @@ def test_gpus_workers_and_claims():
     gpus = [0, 2, 3]
     assert [devices.pick_devices(w, gpus) for w in range(4)] == [(0,), (2,), (3,), (0,)]
     assert devices.pick_devices(2, gpus, 2) == (3, 0)  # tensor parallel: own GPU, then the next, wrapping
-    with pytest.raises(UsageError, match="tensor_parallel_size=4 needs 4 GPUs but --gpus gives 3"):
+    with pytest.raises(UsageError, match="pipeline_parallel_size = 4 needs 4 GPUs but --gpus gives 3"):
         devices.pick_devices(0, gpus, 4)
     assert devices.child_devices_env((3, 0)) == {"CUDA_VISIBLE_DEVICES": "3,0", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 

@@ -75,6 +75,70 @@ def test_every_family_module_has_every_piece_and_a_missing_one_fails_the_check()
         families.check([no_variant])
 
 
+@pytest.mark.parametrize("piece", ["size_knobs", "geometry"])
+def test_a_family_module_without_its_size_knobs_or_geometry_fails_the_check(piece):
+    """plan --fit's item-size knobs and the worst-case request's item geometry are asked of the family module (they
+    were branches on the variant in predict/mm_fit.py and suite/worst_case.py): a module lacking one fails here."""
+    import types
+
+    from diagnostics.families import gemma3
+
+    assert piece in families.REQUIRED
+    lacking = types.ModuleType("diagnostics.families.fake")
+    for name in families.REQUIRED:
+        if name != piece:
+            setattr(lacking, name, getattr(gemma3, name))
+    with pytest.raises(RuntimeError, match=f"fake lacks {piece}"):
+        families.check([lacking])
+
+
+def _all_families():
+    from diagnostics.models import get_model, stored_models
+
+    return [(name, get_model(name).family) for name in ("minicpm-v-2_6", *stored_models())]
+
+
+def test_every_familys_size_knobs_are_fit_knobs_with_a_domain_label_and_frontier():
+    from diagnostics.families.common import SizeKnob
+    from diagnostics.predict.mm_fit import KNOB_NAMES
+
+    seen = set()
+    for name, fam in _all_families():
+        for k in fam.size_knobs("0.32.0", fam.modalities("0.32.0")):
+            assert isinstance(k, SizeKnob), name
+            assert k.name in KNOB_NAMES and k.setting in ("mm_processor_kwargs", "limit_mm_per_prompt"), name
+            assert k.frontier and (k.word or k.name == "max_pixels"), name
+            hi, why = k.top(32768)
+            assert hi >= k.lo * k.step and why, name
+            seen.add(k.name)
+    assert seen >= {"max_pixels", "max_slice_nums", "num_frames", "max_patches", "pan_and_scan_max_num_crops"}
+
+
+def test_a_size_knobs_top_is_what_max_model_len_lets_one_item_carry_or_its_cap():
+    fam = _family("minicpm-v-4_5")
+    slices = next(k for k in fam.size_knobs("0.32.0", ("image",)) if k.name == "max_slice_nums")
+    assert slices.top(32768) == (9, slices.cap_reason)  # 10 x 64 tokens fit: the checkpoint's max_slice_num caps
+    assert slices.top(320)[0] == 4 and "max_model_len (320)" in slices.top(320)[1]  # (4 + 1) x 64 = 320
+    assert [k.name for k in fam.size_knobs("0.8.3", ("image", "video"))] == []  # mm_processor_kwargs from 0.8.4
+    qwen = next(iter(_family("qwen2.5-vl-7b").size_knobs("0.32.0", ("image",))))
+    assert qwen.step == 28 * 28 and qwen.top(8192) == (8192 * 784, qwen.top(8192)[1])
+
+
+def test_every_familys_largest_item_has_a_geometry_with_its_basis():
+    for name, fam in _all_families():
+        for modality in fam.info.modalities:
+            g = fam.geometry({}, modality, "0.32.0")
+            assert g.width > 0 and g.height > 0, (name, modality)
+            assert g.basis in ("derived", "estimate") and (g.note is None) == (g.basis == "derived"), name
+    qwen = _family("qwen2.5-vl-7b")
+    g = qwen.geometry({"mm_processor_kwargs": {"max_pixels": 1280 * 784}}, "image", "0.32.0")
+    assert g.width * g.height <= 1280 * 784 and g.width % 28 == 0 and g.height % 28 == 0
+    minicpm = _family("minicpm-v-4_5")
+    assert (minicpm.geometry({"mm_processor_kwargs": {"max_slice_nums": 3}}, "image", "0.32.0").height ==
+            448 * 3)
+    assert minicpm.geometry({"mm_processor_kwargs": {"max_slice_nums": 3}}, "image", "0.8.3").height == 448 * 9
+
+
 def test_every_variant_has_a_window_a_kit_and_knobs_vllm_knows():
     from diagnostics.settings import KNOWN_SETTINGS
     from diagnostics.versions import read_version
@@ -158,3 +222,15 @@ def test_a_family_is_found_by_its_module_alone():
     found = [m.__name__.rsplit(".", 1)[1] for m in families.MODULES]
     assert found[0] == "minicpmv" and set(found) == names - {"__init__", "common", "minicpmv_slicing"}
     assert families.BY_ARCHITECTURE["Mistral3ForConditionalGeneration"][1] == "mistral3"
+
+
+def test_a_family_counts_its_vision_tower_exactly_only_where_its_module_says_how():
+    """predict.terms asks Family.vision_tower_params (it tested `family.module is minicpmv` before): MiniCPM-V's
+    SigLIP + resampler as vLLM builds them; None for a module without the optional piece (terms then estimates)."""
+    from diagnostics.families.minicpmv import resampler_params, tower_params
+    from diagnostics.models import get_model
+
+    m = get_model("minicpm-v-4_5")
+    assert m.family.vision_tower_params(m) == tower_params(m.vision) + resampler_params(m.vision, m.hidden)
+    q = get_model("qwen2.5-vl-7b")
+    assert q.family.vision_tower_params(q) is None

@@ -102,7 +102,7 @@ def test_the_suites_worst_case_request_sends_the_dummy_sized_images():
 
     w = worst_case(get_model(NAME), get_card("h100-80"), "0.32.0", {"max_model_len": 32768})
     (images,) = w.items
-    assert (images.width, images.height, images.tokens) == (1540, 1540, 3025) and "55 [IMG_BREAK]" in images.note
+    assert (images.width, images.height, images.tokens, images.basis) == (1540, 1540, 3025, "derived")
     small = worst_case(get_model(NAME), get_card("h100-80"), "0.32.0",
                        {"max_model_len": 32768, "mm_processor_kwargs": {"size": {"longest_edge": 784}}})
     assert (small.items[0].width, small.items[0].tokens) == (784, 784)

@@ -115,3 +115,17 @@ def test_plan_names_the_lora_slots_it_does_not_count():
     (lora,) = [n for n in notes if "LoRA" in n]
     # 32 layers x 320 x (8192 + 6144 + 19456 + 11264) x 2 B = 0.86 GiB: the LLM's qkv, o, gate_up, down widths
     assert "about 0.86 GiB for 1 slot(s)" in lora and "not checked" in lora
+
+
+def test_plan_fit_walks_dynamic_hd_from_0_8_5_with_vllms_token_line():
+    from diagnostics.families import common
+    from diagnostics.predict.mm_fit import find_knob
+
+    knob = find_knob("dynamic_hd", NAME, "0.32.0")
+    assert (knob.setting, knob.key, knob.lo) == ("mm_processor_kwargs", "dynamic_hd", 1)
+    (size,) = phi4mm.size_knobs(_shape(), parse_version("0.32.0"))
+    hd_tokens = FIGURES["vllm_functions"]["image_tokens_by_dynamic_hd"]
+    assert all(size.fixed_tokens + int(n) * size.per_step_tokens == t for n, t in hd_tokens.items())
+    assert isinstance(size, common.SizeKnob) and phi4mm.size_knobs(_shape(), parse_version("0.8.4")) == []
+    with pytest.raises(UsageError, match="not a multimodal knob"):
+        find_knob("dynamic_hd", NAME, "0.8.4")

@@ -281,6 +281,29 @@ def test_random_weights_match_the_layout(tiny):
         assert f.get_tensor("llm.lm_head.weight").std() > 0
 
 
+def test_a_4_5_kit_is_minicpm_v_4_5_with_qwen3_weights_and_the_stored_models_count(tmp_path):
+    """version 4.5: config.json version 4.5 (vLLM's MiniCPMV4_5), a Qwen3 LLM (q/k norms, no qkv bias); plan reads
+    the kit as MiniCPM-V-4.5, the real-size kit has the stored openbmb/MiniCPM-V-4_5's parameter count."""
+    from safetensors import safe_open
+
+    from diagnostics.models import get_model
+
+    tiny45 = build_minicpmv26(tmp_path / "tiny45", size="tiny", weights="random", version="4.5")
+    cfg = _config(tiny45)
+    assert cfg["version"] == 4.5 and cfg["_memcheck_kit"]["version"] == "4.5" and cfg["attention_bias"] is False
+    layout = checkpoint_layout(cfg)
+    assert layout["llm.model.layers.0.self_attn.q_norm.weight"] == (64,)
+    assert "llm.model.layers.0.self_attn.q_proj.bias" not in layout
+    with safe_open(str(tiny45 / "model.safetensors"), framework="numpy") as f:
+        assert set(f.keys()) == set(layout)
+    model = get_model(str(tiny45))
+    assert model.family.variant == "minicpm-v-4_5" and model.params == parameter_count(cfg)
+    real45 = build_minicpmv26(tmp_path / "real45", size="real", version="4.5")
+    assert get_model(str(real45)).params == get_model("minicpm-v-4_5").params == 8_696_386_800
+    assert cli_main(["model-kit", "openbmb/MiniCPM-V-4_5", str(tmp_path / "cli45"), "--size", "tiny"]) == 0
+    assert _config(tmp_path / "cli45")["version"] == 4.5
+
+
 # -- command line and API errors -----------------------------------------------------------------------------
 
 def test_cli_writes_and_refuses(tmp_path, capsys):
@@ -304,6 +327,8 @@ def test_cli_writes_and_refuses(tmp_path, capsys):
 
 
 def test_api_rejects_bad_choices(tmp_path):
+    with pytest.raises(UsageError, match="accepted: 2.6, 4.5"):
+        build_minicpmv26(tmp_path / "a", version="4.0")
     with pytest.raises(UsageError, match="accepted: real, tiny"):
         build_minicpmv26(tmp_path / "a", size="small")
     with pytest.raises(UsageError, match="accepted: none, random"):

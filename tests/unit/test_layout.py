@@ -25,7 +25,8 @@ VOCABULARY = ("errors", "units", "outcomes", "versions", "cards", "settings", "m
               "checkpoint", "decoder")
 PURE_ROOMS = ("predict", "logs", "explain", "families")
 PURE_MODULES = ("suite.judge", "report.content", "report.single", "suite.search", "report.crosscard",
-                "vllm_exact")  # the optional vLLM-backed path's front: vLLM and torch only in its child process
+                "vllm_exact",  # the optional vLLM-backed path's front: vLLM and torch only in its child process
+                "suite.family_matrix")
 
 
 def _modules() -> list[Path]:

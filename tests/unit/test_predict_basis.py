@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from diagnostics.models import get_model, stored_models
-from header_kit import llama_dir
+from header_kit import llama_dir, llama_gguf
 from diagnostics.predict.basis import check
 from diagnostics.predict.estimator import plan
 
@@ -78,3 +78,19 @@ def test_a_header_checkpoint_is_exact_only_when_loaded_as_stored(tmp_path):
     assert p1.components["weights"].basis.startswith("derived")  # layer 2 past num_hidden_layers is dropped
     assert p2.components["weights"].basis.startswith("derived")
     assert check("weights", p1.components["weights"].basis) is None
+
+
+def test_pipeline_stages_and_gguf_keep_the_contract(tmp_path):
+    (tmp_path / "gguf").mkdir()
+    llama_gguf(tmp_path / "gguf")
+    (tmp_path / "kit").mkdir()
+    models = [*_configs(tmp_path)[-4:], llama_dir(tmp_path / "kit", vocab=1024), tmp_path / "gguf"]
+    breaches = []
+    for model in models:
+        spec = get_model(model)
+        for settings in ({"pipeline_parallel_size": 2}, {"pipeline_parallel_size": 2, "tensor_parallel_size": 2}):
+            p = plan(spec, "h100-80", "0.10.0", "serve", {**settings, "max_model_len": 2048})
+            breaches += [f"{spec.name} {settings}: {why}" for name, term in p.components.items()
+                         if (why := check(name, term.basis))]
+            assert not p.components["weights"].basis.startswith("exact"), (spec.name, settings)
+    assert not breaches, breaches[:5]

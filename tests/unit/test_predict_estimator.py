@@ -356,10 +356,12 @@ def test_audit_rank7_c3_v1_before_0_9_1_loses_the_cuda_context_from_kv():
     assert not any("audit c3" in n for n in later.notes)
 
 
-def test_audit_c9_0_33_reserves_a_null_block_before_the_one_request_check():
+def test_audit_c9_0_29_on_reserves_a_null_block_before_the_one_request_check():
     exact = {"max_model_len": 4096, "num_gpu_blocks_override": 256}  # 256 x 16 = 4096 tokens: one request, exactly
-    assert plan("minicpm-v-2_6", "h100-80", "0.32.0", overrides=exact).verdict == "ok"
-    assert plan("minicpm-v-2_6", "h100-80", "0.33.0", overrides=exact).verdict == "kv_too_small"
+    assert plan("minicpm-v-2_6", "h100-80", "0.28.0", overrides=exact).verdict == "ok"
+    # from 0.29 (kv_cache_utils.py 0.29.0:2316-2321; the audit had 0.33)
+    for version in ("0.29.0", "0.32.0", "0.33.0"):
+        assert plan("minicpm-v-2_6", "h100-80", version, overrides=exact).verdict == "kv_too_small"
 
 
 def test_kv_cache_dtype_fp8_halves_kv_bytes_per_token():

@@ -28,10 +28,17 @@ def test_mla_kv_is_the_latent_per_layer():
     assert ds.label == "exact (vLLM 0.32.0's own code)"
 
 
-def test_state_layers_leave_only_attention_per_token():
+def test_state_layers_take_vllms_pool_on_the_gpus_block_size():
+    """Qwen3-Next: the child sized the pool with the GPU's hybrid block alignment (544 tokens at TP 1 in bf16), so
+    the per-token cost holds the state's blocks: 12 layers x 544 x 2,048 B x (8 + 3 x 2) blocks / 4096 tokens."""
     nxt = exact("qwen3-next-80b-a3b")
-    assert nxt.kv_bytes_per_token == 12 * 2 * 2 * 256 * 2  # 12 full-attention layers, 2 KV heads of 256
+    assert ANSWERS["qwen3-next-80b-a3b"]["kv_pool"]["gpu_hybrid_alignment"]["block_size"] == 544
+    # (vLLM's pool: bytes used / int(concurrency x max_model_len) tokens, hence the approximation)
+    assert nxt.kv_bytes_per_token == pytest.approx(12 * 544 * 2048 * (8 + 3 * 2) / 4096, rel=1e-6)
     assert any("state_bytes_per_sequence" in row for row in nxt.kv_layers)
+    # an answer from before the alignment: the attention layers alone (12 full-attention layers, 2 KV heads of 256)
+    old = {k: v for k, v in ANSWERS["qwen3-next-80b-a3b"]["kv_pool"].items() if k != "gpu_hybrid_alignment"}
+    assert kv_bytes_per_token(nxt.kv_layers, old) == 12 * 2 * 2 * 256 * 2
 
 
 def test_sliding_window_takes_vllms_pool_figure():
@@ -93,6 +100,8 @@ def test_counterfactuals_carry_vllms_figures_only_where_they_hold():
     assert carry(ds, {**base, "tensor_parallel_size": 2}) is None
     assert carry(ds, {**base, "kv_cache_dtype": "fp8"}) is None
     assert carry(gemma, {**base, "max_model_len": 2048}) is None  # its sliding-window pool depends on it
+    nxt = VllmExact.from_json(ANSWERS["qwen3-next-80b-a3b"], base)  # the state's blocks per token depend on it too
+    assert carry(nxt, base) is nxt and carry(nxt, {**base, "max_model_len": 8192}) is None
     assert carry(gemma, {**base, "max_num_batched_tokens": 2048}).llm_pass_bytes is None
     assert carry(None, base) is None
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from diagnostics.models import get_model
+from diagnostics.predict import pipeline
 from diagnostics.predict.estimator import plan
 from diagnostics.units import GiB
 from diagnostics.versions import parse_version
@@ -19,6 +20,9 @@ CASES = {c["id"]: c for c in map(json.loads, (ROOT / "tests/data/field_cases/tex
                                  .splitlines())}
 QWEN3 = get_model(ROOT / "tests/data/models/qwen3-30b-a3b")
 DSV2L = get_model(ROOT / "tests/data/models/deepseek-v2-lite")
+# vllm PR 20665's run: TP 2 x PP 2 on four L4s (inferred from its four workers and the N=704 MoE config name), an
+# LLM(...) script (inferred: no API-server lines), vLLM of July 2025 planned as 0.10.0
+PR20665 = {"tensor_parallel_size": 2, "pipeline_parallel_size": 2, "max_model_len": 1024}
 
 
 def scores() -> list[tuple[str, str, float, float]]:
@@ -32,8 +36,18 @@ def scores() -> list[tuple[str, str, float, float]]:
     out.append((c["id"], "CPU blocks (swap_space=4 // block bytes)", c["numbers"]["cpu_blocks"], 4 * GiB // block))
     c = CASES["vllm-pr20665-ok-deepseek-v2-lite-4xL4-tp2-pp2"]
     per_token = 12.13 * GiB / c["numbers"]["kv_cache_tokens"]  # the first PP stage: 14 of 27 layers
-    planned = DSV2L.kv_bytes_per_token(tp=2, version=parse_version("0.10.0")) * 14 / 27
+    first = pipeline.stage_model(DSV2L, pipeline.stages(DSV2L, 2, "0.10.0")[0])
+    planned = first.kv_bytes_per_token(tp=2, version=parse_version("0.10.0"))
     out.append((c["id"], "KV bytes per token (14-layer stage)", per_token, planned))
+    p = plan(DSV2L, "l4", "0.10.0", "llm", PR20665)
+    out.append((c["id"], "KV tokens (PP 2 x TP 2, min of the stages; llm inferred)", c["numbers"]["kv_cache_tokens"],
+                p.kv_cache_tokens))
+    for stage, printed in ((0, 12.13), (1, 11.33)):  # ranks 0-1 and 2-3
+        out.append((c["id"], f"KV [GiB] of PP stage {stage} (llm inferred)", printed,
+                    p.profile["pipeline_stages"][stage]["kv_cache_gib"]))
+    c = CASES["vllm-34076-kv-too-small-qwen3-coder-30b-a3b-fp8-pp2-mixed-cards"]  # vLLM's whole-model PP check
+    need = c["numbers"]["max_model_len"] * QWEN3.kv_bytes_per_token(2, version=parse_version("0.15.0")) / GiB
+    out.append((c["id"], "KV of one 262,144-token request, all 48 layers [GiB]", c["numbers"]["kv_needed_gib"], need))
     c = CASES["vllm-17469-oom-v085-qwen3-moe-tp4"]
     p = plan(QWEN3, "a10", "0.8.5", "serve", {"tensor_parallel_size": 4})
     out.append((c["id"], "weights per rank [GiB]", c["numbers"]["weights_gib"], p.components["weights"].value_gib))
@@ -44,6 +58,11 @@ def scores() -> list[tuple[str, str, float, float]]:
 def test_plan_is_close_to_what_vllm_printed(case, figure, printed, planned):
     bound = 0.10 if "inferred" in figure else 0.01
     assert abs(planned / printed - 1) <= bound, (case, figure, printed, planned)
+
+
+def test_the_pp2_start_that_worked_is_called_ok():
+    c = CASES["vllm-pr20665-ok-deepseek-v2-lite-4xL4-tp2-pp2"]
+    assert plan(DSV2L, "l4", "0.10.0", "llm", PR20665).verdict in c["accept"]
 
 
 def test_the_a10_tp4_start_that_ran_out_of_memory_is_not_called_ok():

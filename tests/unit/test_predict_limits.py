@@ -40,6 +40,10 @@ def test_encoder_tp_data_only_with_tp_and_a_supporting_class():
     assert encoder_tp_data(M, data2) and encoder_tp_data(get_model("qwen2.5-vl-7b"), data2)
     assert not encoder_tp_data(M, {"mm_encoder_tp_mode": "data", "tensor_parallel_size": 1})
     assert not encoder_tp_data(get_model("internvl3-8b"), data2)  # interns1.py: no supports_encoder_tp_data
+    # the flag is the family's data (Variant.encoder_tp_data), per variant: MiniCPM-V-4.5 (MiniCPMV4_5 is a
+    # MiniCPMVBaseModel, minicpmv.py:1219) and Qwen3-VL-MoE (a Qwen3-VL subclass) have it, Gemma 3 and LLaVA not
+    assert encoder_tp_data(get_model("minicpm-v-4_5"), data2) and encoder_tp_data(get_model("qwen3-vl-30b-a3b"), data2)
+    assert not encoder_tp_data(get_model("gemma-3-4b"), data2) and not encoder_tp_data(get_model("llava-1.5-7b"), data2)
     assert not encoder_tp_data(M, {"mm_encoder_tp_mode": "weights", "tensor_parallel_size": 2})
 
 

@@ -112,3 +112,18 @@ def test_weights_with_mm_encoder_tp_mode_data_keep_the_tower_whole():
     assert data.basis.startswith("derived") and "mm_encoder_tp_mode=data" in data.basis
     assert weights_term(M, {"tensor_parallel_size": 1, "mm_encoder_tp_mode": "data"}, 2).value_gib == \
         weights_term(M, {}, 2).value_gib
+
+
+def test_rotary_caches_vllm_keeps_are_named_where_they_matter():
+    """Gemma 3 4B: 0.56 GiB of cos/sin caches (131,072 x 8 scaled + 131,072 local rows x 256 in bf16), vLLM's own
+    buffer figure (tests/data/vllm_exact); MiniCPM-V-2_6's 8 MiB are left unsaid. The weights figure is unchanged."""
+    from diagnostics.models import get_model
+
+    notes: list[str] = []
+    gemma = get_model("gemma-3-4b")
+    w = weights_term(gemma, {"tensor_parallel_size": 1}, 2, notes)
+    assert w.value_gib == pytest.approx(gemma.weights_bytes(2) / GiB)
+    assert any("0.56 GiB of rotary cos/sin caches" in n for n in notes)
+    quiet: list[str] = []
+    weights_term(M, {"tensor_parallel_size": 1}, 2, quiet)
+    assert not any("rotary" in n for n in quiet)

@@ -56,3 +56,13 @@ def test_unknown_total_checks_only_a_fixed_pool():
     assert verdict(cpu, Version(0, 32, 0), "V1", S, terms(), []) == ("unknown", None)
     fixed = {**S, "kv_cache_memory_bytes": 1 << 30}
     assert verdict(cpu, Version(0, 32, 0), "V1", fixed, terms(), []) == ("ok", None)
+
+
+def test_the_one_request_check_holds_back_the_null_block_from_0_29():
+    """A pool of exactly max_model_len tokens: 0.28 starts it; from 0.29 vLLM plans against the pool less the null
+    block (kv_cache_utils.py 0.29.0:2316-2321, 0.32.0:2627-2633), so one max_model_len request no longer fits."""
+    s = {**S, "block_size": 16}
+    exact = terms(kv=KVCache(Term.exact(3.0), 3.0, 256, 4096))
+    assert verdict(CARD, Version(0, 28, 0), "V1", s, exact, [])[0] == "ok"
+    assert verdict(CARD, Version(0, 29, 0), "V1", s, exact, []) == ("kv_too_small", "kv_cache")
+    assert verdict(CARD, Version(0, 32, 0), "V1", s, terms(kv=KVCache(Term.exact(3.0), 3.0, 257, 4112)), [])[0] == "ok"

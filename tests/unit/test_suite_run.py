@@ -84,6 +84,24 @@ def test_vlm_kits_are_accepted_built_and_load_dummy_weights(tmp_path):
         model_dir.cleanup()
 
 
+def test_minicpm_v_4_5_kits_are_accepted_and_built_as_4_5_with_its_family_matrix(tmp_path):
+    import json
+
+    from diagnostics.suite.family_matrix import default_matrix
+
+    for name in ("kit:minicpm-v-4_5", "kit:minicpm-v-4_5-tiny"):
+        run.check_model(name)
+        assert run.load_format_for(name, None) == "dummy"  # no weights written
+    assert default_matrix(None, "kit:minicpm-v-4_5").name == "vlm-minicpm-v-4_5"
+    model_dir = run.ModelDir("kit:minicpm-v-4_5-tiny")
+    try:
+        with open(os.path.join(model_dir.path([]), "config.json")) as f:
+            config = json.load(f)
+        assert config["version"] == 4.5 and config["hidden_size"] == 128
+    finally:
+        model_dir.cleanup()
+
+
 def test_calibration_option_none_shipped_file_and_bad_file(tmp_path):
     assert run.calibration(None) is None  # the built-in coefficients
     shipped = run.calibration("shipped")

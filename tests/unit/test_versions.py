@@ -52,6 +52,9 @@ def test_issue11_0_4_and_0_5_0_to_0_5_3_share_the_v0_legacy_rules(text):
         ("0.8.2", {"v0_only_until": Version(0, 8, 3)}, "V0-only"),  # a7: MiniCPM-V SupportsV0Only
         ("0.9.1", {"dtype_bytes": 4}, "float32"),  # a6: dtype other than fp16/bf16
         ("0.9.2", {"kv_cache_dtype": "fp8", "capability": (8, 6)}, "kv_cache_dtype=fp8"),  # c10
+        ("0.8.0", {"pp": 2}, "pipeline_parallel_size=2"),  # "PP" (arg_utils.py 0.8.0:1590)
+        ("0.8.5", {"pp": 4}, "only with Ray"),  # 0.8.5:1476-1482, the default executor is mp
+        ("0.8.5", {"gguf": True}, "GGUF"),  # V1_UNSUPPORTED_QUANT (0.8.5:1389)
     ],
 )
 def test_audit_a6_a7_v1_oracle_falls_back_to_v0(version, kwargs, reason):
@@ -69,6 +72,7 @@ def test_audit_a6_a7_v1_oracle_falls_back_to_v0(version, kwargs, reason):
         ("0.9.2", {"kv_cache_dtype": "fp8", "capability": (9, 0)}),  # FlashAttention 3 has fp8 on Hopper
         ("0.8.5", {"capability": (8, 0)}),
         ("0.11.0", {"capability": (7, 0), "dtype_bytes": 4}),  # no oracle (V0 is gone)
+        ("0.9.0", {"pp": 2, "gguf": True}),  # mp runs PP on V1 from 0.9.0 (:1378); gguf left the list
     ],
 )
 def test_audit_a6_no_fallback_outside_the_rules(version, kwargs):

@@ -58,6 +58,14 @@ def test_cache_key_follows_config_bytes_version_and_settings(tmp_path):
     assert k != vllm_exact.cache_key(tmp_path, "0.32.0", {"max_model_len": 4096})
 
 
+def test_a_new_child_revision_leaves_older_cached_answers_unread(tmp_path, monkeypatch):
+    """Answers cached before the child sized hybrid state pools on the GPU's blocks hold the old Qwen3-Next figure."""
+    (tmp_path / "config.json").write_text('{"a": 1}')
+    k = vllm_exact.cache_key(tmp_path, "0.32.0", {"max_model_len": 4096})
+    monkeypatch.setattr(vllm_exact, "CHILD_REVISION", 1)
+    assert vllm_exact.cache_key(tmp_path, "0.32.0", {"max_model_len": 4096}) != k
+
+
 def _resolved(settings: dict, model: Path = DS) -> dict:
     return plan(str(model), "a100-80", "0.32.0", "llm", settings).settings
 
@@ -85,6 +93,12 @@ def test_a_model_vllm_cannot_build_gives_the_reason(on, monkeypatch):
     monkeypatch.setattr(vllm_exact, "run_child", _no_child)
     got, why = vllm_exact.ask(get_model(str(DS)), "0.32.0", _resolved({"max_model_len": 4096}))
     assert got is None and "could not build" in why and "ValidationError" in why
+
+
+def test_pipeline_stages_are_not_asked_of_vllms_whole_model_build(on, monkeypatch):
+    monkeypatch.setattr(vllm_exact, "run_child", _no_child)
+    got, why = vllm_exact.ask(get_model(str(DS)), "0.32.0", _resolved({"pipeline_parallel_size": 2}))
+    assert got is None and "pipeline stage" in why
 
 
 def test_a_child_past_its_timeout_is_a_reason_not_a_crash(on):
