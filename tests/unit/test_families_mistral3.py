@@ -123,3 +123,11 @@ def test_0_8_3_budgets_the_break_tokens_too():
     old = mistral3.items(shape, {}, 32768, {"image": 1}, families.parse_version("0.8.3"))["image"]
     new = mistral3.items(shape, {}, 32768, {"image": 1}, families.parse_version("0.8.4"))["image"]
     assert (old.per_item, old.tokens, new.per_item) == (56 * 55, 3025, 3025)
+
+
+def test_the_suites_family_matrix_nests_the_longest_edge_axis():
+    from diagnostics.models import get_model
+    from diagnostics.suite.family_matrix import knob_axes
+
+    axes = knob_axes(get_model(NAME).family.knobs)
+    assert axes["mm_processor_kwargs"] == [{"size": {"longest_edge": 1540}}, {"size": {"longest_edge": 1024}}]
