@@ -122,7 +122,7 @@ def decisive(line: Line, any_level: bool = False) -> tuple[str, str] | None:
     if P.NOISE.search(b):
         return None
     m = P.EXCEPTION.search(b)
-    if m and not b.startswith((" ", "\t")) and "Warning" not in m.group("cls"):
+    if m and not b.startswith((" ", "\t")) and "Warning" not in (m.group("cls") or m.group("bare")):
         return "error", "?"
     if b.startswith("CUDA error:"):
         return "error", "?"

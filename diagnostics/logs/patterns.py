@@ -288,7 +288,10 @@ CRASH = re.compile(
 TIMEOUT = re.compile(r"[Tt]imed out waiting for|TimeoutError")
 CAPTURE_ERROR = re.compile(r"during capture|operation not permitted when stream is capturing", re.IGNORECASE)
 # `torch.OutOfMemoryError: ...`, `ValueError: ...`, `RuntimeError: ...`; the class name ends in Error/Exception.
-EXCEPTION = re.compile(r"(?:^|\s|:\s)(?P<cls>(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception))(?::\s*(?P<msg>.*)|$)")
+# A bare class name (no message) only where a traceback's last line puts it, at the start or after `: `; a word
+# that merely ends in Error at the end of a line (`Authorization: Bearer Ab12Error`, a token) is not an exception.
+_exc_name = r"(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception)"
+EXCEPTION = re.compile(rf"(?:^|\s|:\s)(?P<cls>{_exc_name}):\s*(?P<msg>.*)|(?:^\s*|:\s)(?P<bare>{_exc_name})\s*$")
 # Lines that follow a failure or a shutdown and never name a root cause.
 NOISE = re.compile(
     r"EngineDeadError|Engine core initialization failed|See root cause above|See stack trace \(above\)"

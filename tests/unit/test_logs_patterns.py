@@ -53,3 +53,10 @@ def test_the_cpu_allocators_out_of_memory_is_an_oom():                          
     line = ("RuntimeError: [enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
             "you tried to allocate 1046528 bytes. Error code 12 (Cannot allocate memory)")
     assert P.OOM.search(line) and not P.OOM.search("DefaultCPUAllocator: allocated 12 bytes")
+
+
+def test_a_bare_exception_name_counts_only_where_a_traceback_puts_it():
+    assert P.EXCEPTION.search("torch.OutOfMemoryError").group("bare") == "torch.OutOfMemoryError"
+    assert P.EXCEPTION.search("ERROR: EngineDeadError").group("bare") == "EngineDeadError"
+    assert P.EXCEPTION.search("ValueError: No available memory").group("cls") == "ValueError"
+    assert P.EXCEPTION.search("DEBUG request headers: Authorization: Bearer A00000000Error") is None

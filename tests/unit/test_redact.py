@@ -180,9 +180,21 @@ def test_planted_secrets_never_reach_any_report_format(other, name, value, value
 LOGS = Path(__file__).resolve().parents[1] / "data" / "logs"
 
 
+def _reads_as_nothing(token: str) -> bool:
+    """A planted secret that is not itself a log message: Hypothesis also draws string constants from the code under
+    test (`VLLMValidationError`), and a log whose token *is* an error message is rightly read as that error."""
+    from diagnostics.logs.reader import read_log
+
+    return read_log(f"DEBUG x {token}").outcome == "unknown"
+
+
+quiet_values = values.filter(_reads_as_nothing)
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(other=users.map(lambda u: u.replace("zq", "zo", 1)), name=secret_names, value=values, value2=values,
-       value3=values, bearer=values, hf=hf_tokens, sk=sk_tokens, aws=aws_keys, user=users, host=hosts)
+@given(other=users.map(lambda u: u.replace("zq", "zo", 1)), name=secret_names, value=quiet_values,
+       value2=quiet_values, value3=quiet_values, bearer=quiet_values, hf=hf_tokens, sk=sk_tokens, aws=aws_keys,
+       user=users, host=hosts)
 def test_planted_secrets_never_reach_the_single_log_report(other, name, value, value2, value3, bearer, hf, sk, aws,
                                                            user, host):
     from diagnostics.cli import main
