@@ -6,7 +6,7 @@ a learned spatial_merge_size^2 patch merger and two linears; the LLM is vLLM's L
 Mistral3ProcessingInfo has no get_mm_max_tokens_per_item, so vLLM processes one dummy image
 (Mistral3DummyInputsBuilder.get_dummy_mm_data, mistral3.py:262) of edge x edge pixels
 (get_image_size_with_most_features, mistral3.py:247); its tokens are ceil(edge / (patch x merge))^2 embeddings
-(Mistral3HFEncoderInfo.get_patch_grid_size, mistral3.py:190-203; the [IMG_BREAK] / [IMG_END] positions are not
+(Mistral3HFEncoderInfo.get_patch_grid_size, mistral3.py:183-203; the [IMG_BREAK] / [IMG_END] positions are not
 embeddings, PromptUpdateDetails.select_token_id; 0.8.3 alone budgets (ncols + 1) x nrows, BREAKS_UNTIL). The edge,
 per vLLM release:
   0.8.3 - 0.28: vision_config.image_size (get_vision_encoder_info(hf_config): 1540 for Mistral-Small-3.1);

@@ -15,7 +15,7 @@ Dummy items (one per modality, get_mm_max_tokens_per_item is not defined, so vLL
       VISION_ENCODER_TO_PROCESSING_CONFIG, no knob; the dummy sequence carries the audios or the images, whichever
       has more tokens.
   0.8.5+ (V1, Phi4MMDummyInputsBuilder.get_dummy_mm_data, 0.32 phi4mm.py:838): an image of 448 x (448 x dynamic_hd)
-      pixels (get_image_size_with_most_features, phi4mm.py:760-769; dynamic_hd from the image processor, 36 in the
+      pixels (get_image_size_with_most_features, phi4mm.py:758-769; dynamic_hd from the image processor, 36 in the
       checkpoint, mm_processor_kwargs {"dynamic_hd": N}) and an audio of _AUDIO_MAX_SOUNDFILE_SIZE = 241,000
       samples at 16 kHz (phi4mm.py:68): (241000 - 400) // 160 + 1 = 1,504 log-mel frames, ceil(1504 / 8) = 188
       tokens (get_audio_num_frames, _compute_audio_embed_size).
@@ -166,7 +166,7 @@ def _dynamic_hd(s: Phi4MMShape, settings: dict, version) -> int:
 
 
 def geometry(s: Phi4MMShape, settings: dict, modality: str, version=None) -> Geometry:
-    """The dummy image: 448 x (448 x dynamic_hd) px, get_image_size_with_most_features (phi4mm.py:760-769)."""
+    """The dummy image: 448 x (448 x dynamic_hd) px, get_image_size_with_most_features (phi4mm.py:758-769)."""
     return Geometry(VIT_IMAGE, VIT_IMAGE * _dynamic_hd(s, settings, version))
 
 
