@@ -374,6 +374,9 @@ def _rope_rows(rope: dict, max_position: int) -> int:
     M-RoPE (mrope_section: mrope.py:347-351, positions_factor 4 by default)."""
     kind = str(rope.get("rope_type") or rope.get("type") or "default")
     factor = float(rope.get("factor") or 1)
+    if kind in ("longrope", "su") and rope.get("original_max_position_embeddings"):
+        # Phi-3's short and long caches concatenated (phi3_long_rope_scaled_rope.py:80-95)
+        return int(rope["original_max_position_embeddings"]) + max_position
     if kind == "linear":
         return int(max_position * factor)
     if kind in ("yarn", "deepseek_yarn", "deepseek_llama_scaling") and rope.get("original_max_position_embeddings"):
@@ -382,6 +385,42 @@ def _rope_rows(rope: dict, max_position: int) -> int:
     if "mrope_section" in rope or kind == "mrope":
         return max_position * 4
     return max_position
+
+
+# M-RoPE's cache holds 4 x max_position rows from vLLM 0.7.2 (MRotaryEmbedding.cache_max_position_num,
+# rotary_embedding.py 0.7.2:779-780; 0.7.0 :760-790 builds max_position rows)
+MROPE_X4_FROM = (0, 7, 2)
+# ... except Qwen3-VL / Qwen3-VL-MoE / Qwen3.5's decoder from 0.32.0: positions_factor 1 unless video pruning is on
+# (models/qwen3_vl.py:1818-1831 mrope_positions_factor, qwen3_vl_moe.py:77, qwen3_5.py:165; mrope.py:319-355)
+MROPE_X1_QWEN3_FROM = (0, 32, 0)
+MROPE, MROPE_QWEN3 = "mrope", "mrope-qwen3"
+
+
+def mrope_kind(cfg: dict) -> str:
+    """"" when the text config's rope is not vLLM's MRotaryEmbedding (mrope_section, or rope type mrope), else
+    MROPE, or MROPE_QWEN3 for the Qwen3-VL / Qwen3.5 decoders (model_type qwen3_vl*, qwen3_5*)."""
+    rope = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+    rope = rope if isinstance(rope, dict) else {}
+    if isinstance(rope.get("full_attention"), dict):
+        rope = rope["full_attention"]
+    if "mrope_section" not in rope and str(rope.get("rope_type") or rope.get("type")) != "mrope":
+        return ""
+    return MROPE_QWEN3 if str(cfg.get("model_type") or "").startswith(("qwen3_vl", "qwen3_5")) else MROPE
+
+
+def rope_values_in(values: int, mrope: str, version) -> int:
+    """The rotary cache values (`rope_cache_values`: M-RoPE at 4 x max_position rows) as vLLM `version` builds them
+    (a Version tuple, or None for the newest rule): the same rule in every release from 0.4.0 (a buffer in the model
+    dtype: `cache.to(torch.get_default_dtype())` 0.4.0 rotary_embedding.py:65-66, `cache.to(dtype)` 0.5.4 :83-84,
+    0.6.4 :96-98, 0.8.2 :100-102, 0.32 base.py:58-63) except M-RoPE (`mrope_kind`): max_position rows before 0.7.2
+    (MROPE_X4_FROM), and for MROPE_QWEN3 from 0.32.0 (MROPE_X1_QWEN3_FROM; video pruning, which keeps 4 x, is not
+    modelled here)."""
+    if not mrope:
+        return values
+    v = None if version is None else tuple(version)[:3]
+    if (v is not None and v < MROPE_X4_FROM) or (mrope == MROPE_QWEN3 and (v is None or v >= MROPE_X1_QWEN3_FROM)):
+        return values // 4
+    return values
 
 
 def rope_cache_values(cfg: dict, head_dim: int, rope_dim: int | None = None) -> int:
@@ -397,6 +436,8 @@ def rope_cache_values(cfg: dict, head_dim: int, rope_dim: int | None = None) -> 
     rope = rope if isinstance(rope, dict) else {}
     if isinstance(rope.get("full_attention"), dict):  # transformers 5's per-layer-type rope_parameters
         rope = rope["full_attention"]
+    if "original_max_position_embeddings" not in rope and cfg.get("original_max_position_embeddings"):
+        rope = {**rope, "original_max_position_embeddings": cfg["original_max_position_embeddings"]}  # Phi-3
     partial = float(cfg.get("partial_rotary_factor") or rope.get("partial_rotary_factor") or 1.0)
     rotary_dim = rope_dim or int(head_dim * partial)
     total = _rope_rows(rope, max_position) * rotary_dim

@@ -23,7 +23,7 @@ from diagnostics import checkpoint, families, gguf_header
 from diagnostics.checkpoint import TensorTable
 from diagnostics.decoder import (FULL, LINEAR, SLIDING, STATE_POOL_SINCE, Decoder, decoder_from_config,
                                  hybrid_pool_bytes_per_token, layer_kinds, normalise, rope_cache_values,
-                                 state_pool_bytes_per_token)
+                                 mrope_kind, state_pool_bytes_per_token)
 from diagnostics.errors import UsageError
 from diagnostics.families import Family, minicpmv
 from diagnostics.families.common import VisionSpec
@@ -60,6 +60,7 @@ class ModelSpec:
     layer_kinds: tuple[str, ...] = ()
     sliding_window: int = 0
     rope_values: int = 0  # the rotary cos/sin caches vLLM keeps as buffers (diagnostics.decoder.rope_cache_values)
+    rope_mrope: str = ""  # those caches are M-RoPE's (decoder.mrope_kind; rows per version: decoder.rope_values_in)
 
     def kv_bytes_per_token(self, dtype_bytes: int | None = None, tp: int = 1, max_model_len: int | None = None,
                            windowed: bool = False, version=None, in_flight: int = 0, block_size: int = 16) -> float:
@@ -341,7 +342,8 @@ def _family_spec(cfg: dict, processors: dict, name: str, source: str, dtype_byte
                      vocab=f["vocab"], dtype_bytes=dtype_bytes, params=params,
                      vision=vision, tie_word_embeddings=f["tied"], source=source, family=family,
                      quantization=read_quantization(cfg), layer_kinds=kinds, sliding_window=window,
-                     rope_values=rope_cache_values(text, f["head_dim"]), **_length_fields(cfg, text))
+                     rope_values=rope_cache_values(text, f["head_dim"]), rope_mrope=mrope_kind(text),
+                     **_length_fields(cfg, text))
 
 
 def model_from_config(cfg: dict, name: str = "config.json", source: str = "config.json",
@@ -374,6 +376,7 @@ def model_from_config(cfg: dict, name: str = "config.json", source: str = "confi
                      tie_word_embeddings=dec.tied, source=source, quantization=read_quantization(cfg),
                      decoder=dec, rope_values=rope_cache_values(text, dec.head_dim,
                                                                 dec.mla.qk_rope_head_dim if dec.mla else None),
+                     rope_mrope=mrope_kind(text),
                      **_length_fields(cfg, text))
 
 

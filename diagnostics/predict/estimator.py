@@ -120,8 +120,8 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
                    int(settings.get("tensor_parallel_size", 1)), coef or DEFAULT, exact)
     notes = setting_notes(v, ctx.eng, given, settings, engine_choice(model, card, v, given)[1])
     stages, ctx = _pipeline_stages(ctx, notes)
-    exact, weights = ctx.exact, weights_term(model, settings, ctx.db, notes) if ctx.exact is None else \
-        _exact_weights(ctx.exact, settings)
+    exact, weights = ctx.exact, weights_term(model, settings, ctx.db, notes, None, ctx.v) if ctx.exact is None \
+        else _exact_weights(ctx.exact, settings)
     non_torch = non_torch_term(settings, ctx.coef)
     prof, eager, enc = _encoder_profile(ctx, notes)
     enc_b = scaled_encoder_bytes(enc["total"], eager, ctx.coef)
@@ -232,7 +232,7 @@ def _worst_stage(ctx: _Context, stages: list[pipeline.Stage], prof: mm_budget.MM
     for st in stages:
         sctx = dataclasses.replace(ctx, model=pipeline.stage_model(ctx.model, st))
         sink: list[str] = []
-        w = weights_term(ctx.model, ctx.settings, ctx.db, sink, st)
+        w = weights_term(ctx.model, ctx.settings, ctx.db, sink, st, ctx.v)
         phase = _llm_phase_bytes(sctx, prof, sampler=st.is_last)
         act = activation_term(enc[0], enc[1], phase[0], ctx.coef, _spread(sctx))
         kv = _kv_cache(sctx, (w, non_torch, act), graphs[0], graphs[1], sink)

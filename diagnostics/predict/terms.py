@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from diagnostics.decoder import rope_values_in
 from diagnostics.models import ModelSpec
 from diagnostics.predict.coefficients import DEFAULT, Coefficients
 from diagnostics.predict.limits import encoder_tp_data
@@ -51,8 +52,33 @@ def dtype_bytes(model: ModelSpec, settings: dict) -> int:
     return DTYPES.get(settings.get("dtype", "auto")) or model.dtype_bytes
 
 
-def weights_term(model: ModelSpec, settings: dict, db: int, notes: list[str] | None = None, stage=None) -> Term:
-    """Weight bytes on one TP rank (GiB), less `cpu_offload_gb`.
+def rope_cache_bytes(model: ModelSpec, db: int, version=None, stage=None) -> int:
+    """Bytes of vLLM's rotary cos/sin caches on one rank: `model.rope_values` (diagnostics.decoder.rope_cache_values)
+    as vLLM `version` builds them (decoder.rope_values_in) x db, the model dtype's bytes (the buffer is cast to it:
+    rotary_embedding/base.py:58-63, 0.32). Not sharded: get_rope builds them whole in every attention layer's
+    module, once per distinct rope config (`_ROPE_DICT`, rotary_embedding/__init__.py:74-85, 0.32), and the model is
+    built on the GPU (`with target_device:` model_loader/loader.py 0.6.4:314-315, base_loader.py 0.32:74), so every TP
+    rank holds them and "Model loading took" counts them (a device-memory difference: worker/model_runner.py
+    0.6.4:1073-1077); a pipeline stage builds only its own layers (the others are PPMissingLayer: models/utils.py
+    0.32:886-916), so a stage with decoder layers holds them and one without none. Known gaps: a Gemma 3 stage with
+    layers of one kind only (its other cache is still counted; a stage of 6 layers or more has both), and DeepSeek's
+    yarn cache kept float32 where FlashInfer's rope kernel is enabled on CUDA (deepseek_scaling_rope.py:56-62, 0.14+;
+    off unless the rotary_embedding custom op is on): counted in db here."""
+    if stage is not None and stage.layers <= 0:
+        return 0
+    return rope_values_in(model.rope_values, model.rope_mrope, version) * db
+
+
+def _mib(nbytes: int) -> str:
+    mib = nbytes / (1 << 20)
+    return f"{mib:,.0f}" if mib >= 10 else f"{mib:.2g}"
+
+
+def weights_term(model: ModelSpec, settings: dict, db: int, notes: list[str] | None = None, stage=None,
+                 version=None) -> Term:
+    """Weight bytes on one TP rank (GiB), less `cpu_offload_gb`, + vLLM's rotary caches (`rope_cache_bytes` for
+    `version`, a Version or None: the newest rule; `_rope_basis`), as "Model loading took" counts them (Llama-3.1-8B,
+    0.6.4: 14.9575 GiB of parameters + 32 MiB = the 14.9888 GiB printed).
 
     From the checkpoint's safetensors headers when a text model has them (predict.shards: `exact` as stored,
     `derived` when cast/padded/split by vLLM's layer rules); else the parameter count of config.json by vLLM's
@@ -97,12 +123,6 @@ def weights_term(model: ModelSpec, settings: dict, db: int, notes: list[str] | N
                 notes.append(f"architecture {model.architecture} has no vllm-memcheck rules: weights and KV are "
                              "sized as a Llama-style decoder from the generic config keys (estimates); a checkpoint "
                              "directory with its safetensors files gives the weights from its headers")
-    # vLLM's rotary cos/sin caches are buffers on every rank (diagnostics.decoder.rope_cache_values): not yet in this
-    # figure (the shipped calibration and the documented figures were fitted without them); named where they matter
-    rope = model.rope_values * db
-    if rope >= ROPE_NOTE_BYTES and notes is not None:
-        notes.append(f"vLLM also keeps {rope / GiB:.2f} GiB of rotary cos/sin caches per rank (get_rope buffers, "
-                     "derived from the rope config) that the weights figure leaves out")
     if encoder_tp_data(model, settings):  # vLLM 0.32 config/model.py:822-830; the tower is not sharded
         tower, exact = tower_params(model)
         extra = tower * db * (1 - 1 / tp)
@@ -110,11 +130,25 @@ def weights_term(model: ModelSpec, settings: dict, db: int, notes: list[str] | N
         value, low, high = value + extra, low + extra - spread, high + extra + spread
         basis = (basis if exact else "estimate" + basis[basis.index(":"):]) + \
             " + the vision tower whole on every rank (mm_encoder_tp_mode=data)"
-    gib = [max(x - offload, 0) / GiB for x in (value, low, high)]
-    return Term(gib[0], min(gib), max(gib), basis)
+    rope = rope_cache_bytes(model, db, version, stage)  # buffers: cpu_offload_gb moves parameters only
+    gib = [(max(x - offload, 0) + rope) / GiB for x in (value, low, high)]
+    return Term(gib[0], min(gib), max(gib), _rope_basis(basis, rope, notes))
 
 
-ROPE_NOTE_BYTES = 64 << 20  # rotary caches from this size are named in a note (Gemma 3: 0.56 GiB)
+def _rope_basis(basis: str, rope: int, notes: list[str] | None) -> str:
+    """The weights basis with `rope` bytes of rotary caches added ("+ N MiB rotary caches"; an `exact` header figure
+    becomes `derived`: the caches are not in the checkpoint); from ROPE_NOTE_BYTES a note says what sizes them."""
+    if not rope:
+        return basis
+    if rope >= ROPE_NOTE_BYTES and notes is not None:
+        notes.append(f"the weights include {rope / GiB:.2f} GiB of rotary cos/sin caches per rank (vLLM's get_rope "
+                     "buffers, sized by the config's max_position_embeddings and rope scaling: a smaller "
+                     "max_model_len does not shrink them)")
+    return ("derived" + basis[basis.index(":"):] if basis.startswith("exact") else basis) + \
+        f" + {_mib(rope)} MiB rotary caches"
+
+
+ROPE_NOTE_BYTES = 64 << 20  # rotary caches from this size get a note (Gemma 3 4B: 0.56 GiB)
 
 
 def tower_params(model: ModelSpec) -> tuple[int, bool]:

@@ -69,11 +69,10 @@ def _cases() -> dict:
 CASES = _cases()
 # case -> what the pure rules still get wrong (measured by this test after the issue-20 merge). Gemma 3 4B (+4.6 %)
 # and 27B (+16 %) KV tokens were here until the pure rules took the hybrid pool's padded layer groups, the extra
-# block of a sliding group and Gemma 3's 5:1 layer kinds (diagnostics.decoder.hybrid_pool_bytes_per_token); the 4B
-# now agrees (+1.3 %), the 27B's bytes per token too (575,531 vs 577,281 B, -0.3 %).
-DISAGREE = {"gemma-3-27b": "KV tokens +2.3 %: the bytes per token agree (-0.3 %), but the pure weights leave out "
-                           "vLLM's 0.28 GiB of rotary cos/sin caches (a plan note names them), and its KV pool is "
-                           "only ~15 GiB on an A100-80, so the budget is 1.9 % larger"}
+# block of a sliding group and Gemma 3's 5:1 layer kinds (diagnostics.decoder.hybrid_pool_bytes_per_token); the 27B
+# stayed (+2.3 %) until the pure weights counted vLLM's 0.28 GiB of rotary cos/sin caches (predict.terms.
+# rope_cache_bytes): its KV pool is only ~15 GiB on an A100-80, so 0.28 GiB moved its budget 1.9 %.
+DISAGREE: dict[str, str] = {}
 
 
 def _pure(model, settings):
@@ -114,11 +113,10 @@ def test_pure_rules_agree_with_vllms_own_classes(answers, case):
     assert "error" not in answer, answer
     exact = _exact_plan(case, answer)
     assert exact.components["weights"].basis.startswith("exact (vLLM 0.32.0's own code)")
-    # the pure rules count parameters; vLLM's figure also holds its buffers (rotary caches: up to 0.56 GiB for
-    # Gemma 3), which are on the GPU after loading and stay in the exact term (the pure plan names them in a note;
-    # diagnostics.decoder.rope_cache_values matches vLLM's cos_sin_cache bytes, tests/unit/test_decoder.py)
+    # vLLM's figure holds its buffers too (rotary caches: up to 0.56 GiB for Gemma 3), on the GPU after loading; the
+    # pure weights count them since predict.terms.rope_cache_bytes (tests/unit/test_decoder.py: cos_sin_cache bytes)
     w_pure = pure.components["weights"].value_gib
-    w_exact = exact.components["weights"].value_gib - answer["weights"]["buffer_bytes"] / GiB
+    w_exact = exact.components["weights"].value_gib
     assert abs(w_pure - w_exact) <= WEIGHTS_TOL * w_exact, (w_pure, w_exact)
     assert abs(pure.kv_cache_tokens - exact.kv_cache_tokens) <= KV_TOL * exact.kv_cache_tokens, (
         pure.kv_cache_tokens, exact.kv_cache_tokens)

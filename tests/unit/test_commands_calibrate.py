@@ -39,7 +39,7 @@ def test_explain_shows_vllms_figure_plans_figure_and_the_error(capsys):
     weights = next(c for c in data["prediction"] if c["figure"] == "weights_gib")
     assert weights["actual"] == 15.1 and abs(weights["error"]) < 0.01
     assert main(["explain", str(log)]) == 0  # model and card from the log (MiniCPM-V-2_6, 23.56 GiB total: 3090)
-    assert "vLLM's figure vs plan's:\n  weights_gib: vLLM 15.10 GiB, plan 15.09 GiB (-0.1%)" in capsys.readouterr().out
+    assert "vLLM's figure vs plan's:\n  weights_gib: vLLM 15.10 GiB, plan 15.09 GiB (-0.0%)" in capsys.readouterr().out
     assert main(["explain", str(ROOT / "tests" / "data" / "logs" / "cpu_explicit_ok.log"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["prediction"] == []  # CPU backend: no device plan
 

@@ -286,3 +286,14 @@ def test_rotary_caches_are_counted_as_vllm_registers_them(name, rope):
     key = {"gemma-2-9b": "gemma-2-9b", "deepseek-v2-lite": "deepseek-v2-lite"}.get(Path(str(name)).name)
     if key:
         assert 0 <= VLLM_ANSWERS[key]["weights"]["buffer_bytes"] - rope * 2 < 1024
+
+
+def test_phi3_longrope_keeps_its_short_and_long_caches():
+    """Phi-3's longrope: vLLM concatenates the short cache (original_max_position_embeddings rows, a top-level key in
+    Phi-3's config) and the long one (max_position_embeddings rows): phi3_long_rope_scaled_rope.py:80-95 (0.32)."""
+    from diagnostics.decoder import rope_cache_values
+
+    cfg = {"model_type": "phi3", "max_position_embeddings": 131_072, "original_max_position_embeddings": 4096,
+           "rope_scaling": {"type": "longrope", "short_factor": [1.0] * 48, "long_factor": [1.0] * 48}}
+    assert rope_cache_values(cfg, 96) == (4096 + 131_072) * 96
+    assert rope_cache_values({**cfg, "rope_scaling": None}, 96) == 131_072 * 96

@@ -39,8 +39,8 @@ def test_with_a_plan_the_family_knob_is_the_largest_value_that_fits_in_its_units
     p = plan("qwen2.5-vl-7b", "4090", "0.32.0", "llm", held)
     record = SimpleNamespace(settings=held, error_line=None, platform=None, phase="vision_encoder")
     culprit = family_culprits(Ctx(record, {}, "0.32.0", "V1", p.model, p.card, p), "encoder_profile")[0]
-    assert culprit.suggested == {"max_pixels": 16527504}
-    assert "21081 x 28 x 28 px" in culprit.why and "plan --fit max_pixels" in culprit.why
+    assert culprit.suggested == {"max_pixels": 15926960}
+    assert "20315 x 28 x 28 px" in culprit.why and "plan --fit max_pixels" in culprit.why
     refit = plan("qwen2.5-vl-7b", "4090", "0.32.0", "llm", {**held, "mm_processor_kwargs": culprit.suggested})
     assert refit.verdict == "ok"
 

@@ -44,7 +44,8 @@ def test_4_5_is_refused_before_0_10_2_and_planned_from_it():
     p = plan("minicpm-v-4_5", "h100-80", "0.32.0", overrides={"max_model_len": 32768,
                                                                "max_num_batched_tokens": 8192})
     assert p.profile["tokens_per_modality"] == {"image": 640, "video": 1024}
-    assert p.components["weights"].value_gib == pytest.approx(8_696_386_800 * 2 / 2**30)
+    rope = 40_960 * 128 * 2  # Qwen3's rotary cache: max_position_embeddings x head_dim in bf16
+    assert p.components["weights"].value_gib == pytest.approx((8_696_386_800 * 2 + rope) / 2**30)
 
 
 def test_4_5_dummy_items_follow_the_version_rules_with_its_own_numbers():

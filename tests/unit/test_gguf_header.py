@@ -47,7 +47,8 @@ def test_plan_sizes_weights_from_the_gguf_header(tmp_path):
     emb = V * H // 256 * 144
     head = V * H // 256 * 210
     layer = (2 * H * H + 2 * 64 * H + 3 * H * INTER) // 256 * 144 + 2 * H * 2  # norms cast to bf16
-    assert w.value_gib * 2**30 == pytest.approx(emb + head + 2 * layer + H * 2)
+    rope = 2048 * (H // 4) * 2  # vLLM's rotary cache: max_position_embeddings x head_dim in bf16
+    assert w.value_gib * 2**30 == pytest.approx(emb + head + 2 * layer + H * 2 + rope)
     assert w.basis.startswith("derived") and "GGUF" in w.basis
 
 

@@ -229,8 +229,8 @@ def test_fit_text_names_the_answer_and_what_fails_above(capsys):
     assert main(["plan", "--card", "3090", "--vllm", "0.32.0", "--set", "max_num_seqs=32",
                  "--fit", "max_model_len"]) == 0
     out = capsys.readouterr().out
-    assert "largest max_model_len that fits: 8,576 (a multiple of the block size 16)" in out
-    assert "just above: max_model_len=8,592 -> kv_too_small (phase: kv_cache)" in out
+    assert "largest max_model_len that fits: 8,416 (a multiple of the block size 16)" in out
+    assert "just above: max_model_len=8,432 -> kv_too_small (phase: kv_cache)" in out
     assert "weights" in out and "verdict: ok" in out
 
 

@@ -130,4 +130,4 @@ def test_cli_markdown_form_for_an_upgrade_pr(tmp_path):
     assert main(["plan", "--card", "h100-80", "--vllm", "0.33.0..0.34.0", "--format", "md", "--out", str(out)]) == 0
     text = out.read_text()
     assert text.startswith("### openbmb/MiniCPM-V-2_6 on h100-80") and "| 0.34.0 | ok |" in text
-    assert "- **0.34.0**" in text and "kv_tokens 847,024 -> 774,272" in text
+    assert "- **0.34.0**" in text and "kv_tokens 846,880 -> 774,144" in text

@@ -73,15 +73,16 @@ def test_vllm_example_settings_fit_on_l4(version):
 
 def test_weights_and_offload_and_tp():
     p = plan("minicpm-v-2_6", "a100-80", "0.33.0")
-    assert p.components["weights"].value_gib == pytest.approx(16_198_551_008 / 2**30)
+    rope = 32_768 * 128 * 2  # + vLLM's rotary cos/sin cache (get_rope buffer, not offloaded)
+    assert p.components["weights"].value_gib == pytest.approx((16_198_551_008 + rope) / 2**30)
     # config arithmetic by vLLM's layer rules is derived, not exact (issue 20: exact = header or vLLM's code)
     assert p.components["weights"].basis.startswith("derived")
     off = plan("minicpm-v-2_6", "a100-80", "0.33.0", overrides={"cpu_offload_gb": 4})
-    assert off.components["weights"].value_gib == pytest.approx(16_198_551_008 / 2**30 - 4)
+    assert off.components["weights"].value_gib == pytest.approx((16_198_551_008 + rope) / 2**30 - 4)
     tp = plan("minicpm-v-2_6", "a100-80", "0.33.0", overrides={"tensor_parallel_size": 2})
-    assert tp.components["weights"].value_gib == pytest.approx(16_198_551_008 / 2**31)
+    assert tp.components["weights"].value_gib == pytest.approx((16_198_551_008 / 2 + rope) / 2**30)  # cache whole
     fp32 = plan("minicpm-v-2_6", "a100-80", "0.33.0", overrides={"dtype": "float32"})
-    assert fp32.components["weights"].value_gib == pytest.approx(2 * 16_198_551_008 / 2**30)
+    assert fp32.components["weights"].value_gib == pytest.approx(2 * (16_198_551_008 + rope) / 2**30)  # cache too
 
 
 def test_v0_kv_formula_and_block_flooring():
@@ -267,9 +268,9 @@ def test_llama32_vision_is_refused_for_vllm_0_11_and_later_and_planned_before():
                 overrides={"max_model_len": 1024, "max_num_seqs": 32, "enforce_eager": True}).verdict == "ok"
 
 
-def test_qwen25vl_weights_are_vllms_parameter_bytes():
-    p = plan("qwen2.5-vl-7b", "h100-80", "0.32.0")
-    assert p.components["weights"].value_gib * 2**30 == pytest.approx(16_584_333_312)
+def test_qwen25vl_weights_are_vllms_parameter_and_rotary_cache_bytes():
+    p = plan("qwen2.5-vl-7b", "h100-80", "0.32.0")  # + M-RoPE's 4 x 128,000 x 128 cache in bf16
+    assert p.components["weights"].value_gib * 2**30 == pytest.approx(16_584_333_312 + 131_072_000)
 
 
 def test_qwen25vl_field_logs_the_tower_coefficient_was_fitted_on():
@@ -311,7 +312,8 @@ def test_audit_rank2_b5_minicpmv_on_v1_before_0_8_3_cannot_start_for_a_non_memor
 
 def test_audit_rank3_b4_video_off_on_0_7_3_drops_the_dummy_images_and_starts():
     p = plan("minicpm-v-2_6", "3090", "0.7.3", overrides={"limit_mm_per_prompt": {"video": 0}})
-    assert (p.verdict, p.kv_cache_tokens) == ("ok", 37_984)  # the audit's own arithmetic with the encoder removed
+    # the audit's own arithmetic with the encoder removed (37,984), less the 8 MiB rotary cache in the weights
+    assert (p.verdict, p.kv_cache_tokens) == ("ok", 37_824)
     assert p.profile["encoder_items"] == 0 and any("audit b4" in n for n in p.notes)
     assert plan("minicpm-v-2_6", "3090", "0.7.3").verdict == "oom_profile"  # with video the items stay
 

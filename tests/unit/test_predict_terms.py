@@ -14,9 +14,11 @@ from diagnostics.units import GiB
 
 
 def test_weights_are_derived_parameter_bytes_sharded_and_offloaded():
+    rope = 32_768 * 128 * 2  # Qwen2's cos/sin cache: max_position_embeddings x head_dim in bf16, whole per rank
     w = weights_term(M, {"tensor_parallel_size": 1}, 2)
-    assert w.value_gib == w.low_gib == w.high_gib == pytest.approx(16_198_551_008 / GiB)
-    assert weights_term(M, {"tensor_parallel_size": 2}, 2).value_gib == pytest.approx(w.value_gib / 2)
+    assert w.value_gib == w.low_gib == w.high_gib == pytest.approx((16_198_551_008 + rope) / GiB)
+    assert weights_term(M, {"tensor_parallel_size": 2}, 2).value_gib == pytest.approx(
+        (16_198_551_008 / 2 + rope) / GiB)
     assert weights_term(M, {"cpu_offload_gb": 4}, 2).value_gib == pytest.approx(w.value_gib - 4)
     assert "TP shard" in weights_term(M, {"tensor_parallel_size": 2}, 2).basis
     assert w.basis.startswith("derived")  # config arithmetic is not `exact` (issue 20)
@@ -114,16 +116,96 @@ def test_weights_with_mm_encoder_tp_mode_data_keep_the_tower_whole():
         weights_term(M, {}, 2).value_gib
 
 
-def test_rotary_caches_vllm_keeps_are_named_where_they_matter():
-    """Gemma 3 4B: 0.56 GiB of cos/sin caches (131,072 x 8 scaled + 131,072 local rows x 256 in bf16), vLLM's own
-    buffer figure (tests/data/vllm_exact); MiniCPM-V-2_6's 8 MiB are left unsaid. The weights figure is unchanged."""
+def test_rotary_caches_are_in_the_weights_as_vllm_counts_them():
+    """Gemma 3 4B: 603,979,776 B of cos/sin caches (131,072 x 8 scaled + 131,072 local rows x 256 in bf16), vLLM
+    0.32's own cos_sin_cache buffers (tests/unit/test_decoder.py), added whole on every TP rank; the basis says so
+    and a note says max_model_len does not shrink them (0.56 GiB); MiniCPM-V-2_6's 8 MiB get no note."""
     from diagnostics.models import get_model
 
     notes: list[str] = []
     gemma = get_model("gemma-3-4b")
     w = weights_term(gemma, {"tensor_parallel_size": 1}, 2, notes)
-    assert w.value_gib == pytest.approx(gemma.weights_bytes(2) / GiB)
-    assert any("0.56 GiB of rotary cos/sin caches" in n for n in notes)
+    assert w.value_gib == pytest.approx((gemma.weights_bytes(2) + 603_979_776) / GiB)
+    assert w.basis.startswith("derived") and w.basis.endswith("+ 576 MiB rotary caches")
+    assert any("0.56 GiB of rotary cos/sin caches" in n and "max_model_len" in n for n in notes)
+    bare = dataclasses.replace(gemma, rope_values=0)
+    for tp in (1, 2, 4):  # whole on every rank
+        assert (weights_term(gemma, {"tensor_parallel_size": tp}, 2).value_gib
+                - weights_term(bare, {"tensor_parallel_size": tp}, 2).value_gib) * GiB == pytest.approx(603_979_776)
     quiet: list[str] = []
-    weights_term(M, {"tensor_parallel_size": 1}, 2, quiet)
-    assert not any("rotary" in n for n in quiet)
+    mini = weights_term(M, {"tensor_parallel_size": 1}, 2, quiet)
+    assert mini.basis.endswith("+ 8 MiB rotary caches") and not any("rotary" in n for n in quiet)
+
+
+def test_rotary_caches_follow_the_vllm_version_and_the_pipeline_stage():
+    """M-RoPE's cache has 4 x max_position rows from 0.7.2, max_position rows before (Qwen2.5-VL-7B: 128,000 x 128
+    values in bf16 x 4 or x 1), and again 1 x for Qwen3-VL's decoder from 0.32 (262,144 x 128 in bf16: 64 MiB, the
+    buffer bytes vLLM 0.32's own build reports, docs/vllm-exact.md); a pipeline stage without decoder layers holds
+    none."""
+    from diagnostics.models import get_model
+    from diagnostics.predict.pipeline import Stage
+    from diagnostics.predict.terms import rope_cache_bytes
+    from diagnostics.versions import Version
+
+    qwen = get_model("qwen2.5-vl-7b")
+    assert rope_cache_bytes(qwen, 2, Version(0, 32, 0)) == 131_072_000 == rope_cache_bytes(qwen, 2)
+    assert rope_cache_bytes(qwen, 2, Version(0, 7, 0)) == 32_768_000
+    assert rope_cache_bytes(qwen, 2, Version(0, 7, 2)) == 131_072_000
+    old = weights_term(qwen, {}, 2, None, None, Version(0, 6, 4))
+    new = weights_term(qwen, {}, 2, None, None, Version(0, 32, 0))
+    assert (new.value_gib - old.value_gib) * GiB == pytest.approx(131_072_000 - 32_768_000)
+    qwen3 = get_model("qwen3-vl-8b")
+    assert rope_cache_bytes(qwen3, 2, Version(0, 32, 0)) == 262_144 * 128 * 2 == rope_cache_bytes(qwen3, 2)
+    assert rope_cache_bytes(qwen3, 2, Version(0, 31, 0)) == 4 * 262_144 * 128 * 2
+    assert rope_cache_bytes(M, 2, stage=Stage(1, 2, 28, 28, False, True, True)) == 0
+    assert rope_cache_bytes(M, 2, stage=Stage(1, 2, 14, 28, False, True, True)) == 32_768 * 128 * 2
+
+
+def test_a_header_figure_with_rotary_caches_is_derived(tmp_path):
+    """The caches are not in the checkpoint (persistent=False buffers): a header `exact` as stored becomes
+    `derived` once they are added (a Llama with 4,096 positions x head_dim 16 in bf16: 128 KiB)."""
+    from header_kit import llama_dir, write_header_only
+
+    from diagnostics.models import get_model
+    from diagnostics.predict.shards import rank_weights
+
+    llama_dir(tmp_path, vocab=1024)
+    t = {"model.embed_tokens.weight": ("BF16", (1024, 64)), "model.norm.weight": ("BF16", (64,)),
+         "lm_head.weight": ("BF16", (1024, 64))}
+    for i in range(2):  # the two layers of num_hidden_layers only: loaded as stored
+        p = f"model.layers.{i}."
+        t.update({p + n: ("BF16", shape) for n, shape in (
+            ("self_attn.q_proj.weight", (64, 64)), ("self_attn.k_proj.weight", (32, 64)),
+            ("self_attn.v_proj.weight", (32, 64)), ("self_attn.o_proj.weight", (64, 64)),
+            ("mlp.gate_proj.weight", (128, 64)), ("mlp.up_proj.weight", (128, 64)), ("mlp.down_proj.weight", (64, 128)),
+            ("input_layernorm.weight", (64,)), ("post_attention_layernorm.weight", (64,)))})
+    write_header_only(tmp_path / "model.safetensors", t)
+    model = get_model(tmp_path)
+    rw = rank_weights(model.checkpoint, model, 2, 1)
+    assert rw.basis.startswith("exact")
+    w = weights_term(model, {}, 2)
+    assert w.value_gib * GiB == pytest.approx(rw.value + 4096 * 16 * 2)
+    assert w.basis == "derived" + rw.basis[len("exact"):] + " + 0.12 MiB rotary caches"
+
+
+@pytest.mark.parametrize("case, model, version", [
+    ("vllm-10517-ok-v064-llama31-8b-3090-20k", "calibration/models/llama-3.1-8b-instruct", "0.6.4"),
+    ("gh-file-ok-v082-v0-llama32-3b-t4", "models/llama-3.2-3b", "0.8.2"),
+])
+def test_weights_are_what_vllm_printed_as_model_loading(case, model, version):
+    """Real logs (tests/data/field_cases/plan-reports.jsonl): "Model loading took" is the parameters + the 32 MiB
+    rotary cache (131,072 positions x head_dim 128 in 16 bits): Llama-3.1-8B 14.9888, Llama-3.2-3B 6.0160 GiB, within
+    1 MiB (0.8.2 prints a device-memory difference: 6.0155 GiB planned); without the cache both were 0.03 GiB low."""
+    import json
+    from pathlib import Path
+
+    from diagnostics.models import get_model
+    from diagnostics.versions import parse_version
+
+    data = Path(__file__).resolve().parents[1] / "data"
+    printed = next(json.loads(line) for line in (data / "field_cases" / "plan-reports.jsonl").open()
+                   if json.loads(line)["id"] == case)["numbers"]["weights_gib"]
+    m = get_model(data / model)
+    w = weights_term(m, {"tensor_parallel_size": 1}, 2, None, None, parse_version(version))
+    assert abs(w.value_gib - printed) < 1 / 1024, (w.value_gib, printed)
+    assert w.basis.endswith("+ 32 MiB rotary caches")

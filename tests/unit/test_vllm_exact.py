@@ -137,7 +137,7 @@ def test_installed_version_is_read_without_importing_vllm():
 
 def test_plan_fit_searches_with_vllms_figures(on, monkeypatch, capsys):
     """Gemma 2: vLLM sizes its sliding-window pool itself (349,440 B/token at 4096 on the CPU's blocks), and its
-    weights hold 4 MiB of rotary buffers the pure rules do not count: the fit's plans must show vLLM's figures."""
+    weights are its parameters + buffers (4 MiB of rotary caches): the fit's plans must show vLLM's figures."""
     gemma = DATA / "models" / "gemma-2-9b"
     _seed(on, {"max_model_len": 4096}, ANSWERS["gemma-2-9b"], gemma)
     monkeypatch.setattr(vllm_exact, "run_child", _no_child)
