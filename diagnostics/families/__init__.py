@@ -1,6 +1,7 @@
 """Vision-language model families, MiniCPM-V included: one module per family behind one interface.
 
-Every module of this package with ARCHITECTURES is a family (MODULES, found by discover()) and declares:
+Every module of this package that declares ARCHITECTURES is a family (MODULES finds them: adding a family is adding
+its module, no list to edit; minicpmv first, the others by name) and declares:
   ARCHITECTURES  HF architecture -> variant (MiniCPM-V: variant_of(config) picks it from config.json's version)
   VARIANTS       variant -> common.Variant (modalities, version window, kit, stored configs and hub ids)
   parse(cfg, preprocessor, video preprocessor, where) -> (text config, vision config or VisionSpec, shape, params)
@@ -10,9 +11,11 @@ Every module of this package with ARCHITECTURES is a family (MODULES, found by d
                  max_model_len, as `plan --fit` and the suite's search and matrix walk them; [] when none)
   geometry(shape, settings, modality, version) -> Geometry (the pixel size of the largest item the suite's
                  worst-case request sends)
-and optionally encoder_bytes(model, prof, db, eager, tp, coef) (default: common.tower_encoder_bytes),
+and optionally encoder_bytes(model, prof, db, eager, tp, coef, version) (default: common.tower_encoder_bytes),
 vision_tower_params(vision, llm hidden) (the tower + projector parameters as vLLM builds them; default: an estimate),
-eager_attention(version, rules) (default: never) and modalities(variant, version) (default: the variant's).
+eager_attention(version, rules) (default: never), modalities(variant, version) (default: the variant's),
+known_gaps(shape, version, settings) -> [str] (what plan does not model for this family, among plan's notes) and
+MM_KWARGS (the mm_processor_kwargs keys items() reads).
 check() raises at import when a module lacks a piece; tests/unit/test_families.py checks the data behind them.
 Pure: no torch, no vllm.
 """
@@ -20,6 +23,7 @@ Pure: no torch, no vllm.
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from dataclasses import dataclass
 from types import ModuleType
@@ -52,6 +56,9 @@ def check(modules=MODULES) -> None:
         for name in REQUIRED:
             if not hasattr(mod, name):
                 raise RuntimeError(f"family module {mod.__name__} lacks {name}")
+        fn = getattr(mod, "encoder_bytes", None)  # called with the vLLM version (Family.encoder_bytes)
+        if fn is not None and "version" not in inspect.signature(fn).parameters:
+            raise RuntimeError(f"family module {mod.__name__}'s encoder_bytes takes no version")
         variants = set(getattr(mod, "VARIANT_NAMES", ())) | set(mod.ARCHITECTURES.values())
         for variant in variants:
             if not isinstance(mod.VARIANTS.get(variant), Variant):
@@ -128,9 +135,11 @@ class Family:
         got = self.items(s, seq_len or int(settings.get("max_model_len") or 0), {knob.modality: 1}, version)
         return got[knob.modality].per_item if knob.modality in got else None
 
-    def encoder_bytes(self, model, prof, db: int, eager: bool, tp: int, coef) -> dict:
+    def encoder_bytes(self, model, prof, db: int, eager: bool, tp: int, coef, version=None) -> dict:
+        """The encoder pass's bytes (the family's encoder_bytes, default common.tower_encoder_bytes); version: the
+        vLLM release (None: unknown, the module's newest rule)."""
         fn = getattr(self.module, "encoder_bytes", tower_encoder_bytes)
-        return fn(model, prof, db, eager, tp, coef)
+        return fn(model, prof, db, eager, tp, coef, parse_version(version) if version is not None else None)
 
     def vision_tower_params(self, model) -> int | None:
         """The vision tower + projector parameters as vLLM builds them (exact), or None where the family module does

@@ -48,9 +48,9 @@ KIT = Kit(f"[gMASK]<sop><|user|>\n{IMAGE_PLACEHOLDER}What is in the image?<|assi
           video_processor=_TF + "video_processing_glm4v.Glm4vVideoProcessor",
           placeholders=(IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER),
           # vLLM's dummy text decodes these ids from config.json (Glm4vDummyInputsBuilder.get_dummy_text)
-          token_ids={"image_token_id": "<|image|>", "video_token_id": "<|video|>",
-                     "image_start_token_id": "<|begin_of_image|>", "image_end_token_id": "<|end_of_image|>",
-                     "video_start_token_id": "<|begin_of_video|>", "video_end_token_id": "<|end_of_video|>"})
+          config_tokens={"image_token_id": "<|image|>", "video_token_id": "<|video|>",
+                         "image_start_token_id": "<|begin_of_image|>", "image_end_token_id": "<|end_of_image|>",
+                         "video_start_token_id": "<|begin_of_video|>", "video_end_token_id": "<|end_of_video|>"})
 VARIANTS = {
     # 0.9.2 is the first release whose registry has Glm4vForConditionalGeneration, 0.10.1 the first with the MoE
     "glm4.1v": Variant(("image", "video"), Window("0.9.2"), KIT,

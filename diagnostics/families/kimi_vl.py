@@ -117,12 +117,13 @@ def eager_attention(version, rules: str) -> bool:
     return parse_version(version) < PACKED_SDPA_UNTIL
 
 
-def encoder_bytes(model, prof, db: int, eager: bool, tp: int, coef) -> dict:
+def encoder_bytes(model, prof, db: int, eager: bool, tp: int, coef, version=None) -> dict:
     """common.tower_encoder_bytes, plus with eager attention the math SDPA path over the packed sequence of all
     L = prof.vit_tokens_padded patches: q @ k^T and its softmax, (heads / tp) x L^2 each in fp32 (torch >= 2.5's
     math SDPA upcasts bf16/fp16 unless allow_fp16_bf16_reduction_math_sdp is set; vLLM 0.8.5 ships torch 2.6), and
     the boolean mask with its additive copy, L^2 x (1 + db). An estimate for vLLM's default install: with the
-    flash_attn package present vLLM < 0.14 takes the varlen kernel and these bytes vanish."""
+    flash_attn package present vLLM < 0.14 takes the varlen kernel and these bytes vanish. version: unused (the
+    family's eager_attention(version) already decides `eager`)."""
     out = tower_encoder_bytes(model, prof, db, eager, tp, coef)
     if not eager:
         return out

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from diagnostics import families as _families
 from diagnostics.cards import get_card
 from diagnostics.errors import UsageError, one_of
 from diagnostics.models import ModelSpec, get_model
@@ -43,8 +44,13 @@ ALIASES = {"max_dynamic_patch": "max_patches", "limit_mm_per_prompt.images": "li
            "limit_mm_per_prompt.videos": "limit_mm_per_prompt.video", "image": "limit_mm_per_prompt.image",
            "video": "limit_mm_per_prompt.video", "max_num_crops": "pan_and_scan_max_num_crops",
            "limit_mm_per_prompt.video.num_frames": "num_frames"}
-KNOB_NAMES = ("max_pixels", "max_slice_nums", "max_patches", "pan_and_scan_max_num_crops", "num_frames",
-              "limit_mm_per_prompt.image", "limit_mm_per_prompt.video")  # every knob some model has (knobs_of)
+# every knob some model has (knobs_of): these, what a family module lists in its FIT_KNOBS, and a count per modality
+# some family has (limit_mm_per_prompt.audio with Phi-4-multimodal): no edit here to add a family
+KNOB_NAMES = tuple(dict.fromkeys(
+    ("max_pixels", "max_slice_nums", "max_patches", "pan_and_scan_max_num_crops", "num_frames",
+     "limit_mm_per_prompt.image", "limit_mm_per_prompt.video")
+    + tuple(n for m in _families.MODULES for n in getattr(m, "FIT_KNOBS", ()))
+    + tuple(f"limit_mm_per_prompt.{x}" for m in _families.MODULES for v in m.VARIANTS.values() for x in v.modalities)))
 # the values a frontier walks for a count knob (the raw value is units x Knob.step; a size knob's are its family's)
 COUNT_FRONTIER = (1, 2, 4, 8, 16, 32)
 COUNT_WORDS = {"limit_mm_per_prompt.image": "image{} per prompt", "limit_mm_per_prompt.video": "video{} per prompt"}

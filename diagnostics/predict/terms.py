@@ -184,15 +184,16 @@ def eager_vision_attention(model: ModelSpec, version, family: str) -> bool:
 
 
 def encoder_bytes(model: ModelSpec, prof: MMProfile, db: int, eager: bool, tp: int = 1,
-                  coef: Coefficients = DEFAULT) -> dict:
+                  coef: Coefficients = DEFAULT, version=None) -> dict:
     """Peak bytes of the vision pass on all dummy items at once, as the model's family computes it
-    (families/minicpmv.py: max(SigLIP tower, resampler); the others: families.common.tower_encoder_bytes).
+    (families/minicpmv.py: max(SigLIP tower, resampler); the others: families.common.tower_encoder_bytes; a family
+    whose tower changed across releases reads `version`, e.g. Mistral 3's dense block mask in 0.12 - 0.28).
 
     Returns {"total", "vpm", "resampler", "scores", "largest_alloc"} in bytes.
     """
     if prof.empty or prof.skipped or model.family is None:
         return {"total": 0, "vpm": 0, "resampler": 0, "scores": 0, "largest_alloc": 0}
-    return model.family.encoder_bytes(model, prof, db, eager, tp, coef)
+    return model.family.encoder_bytes(model, prof, db, eager, tp, coef, version)
 
 
 def scaled_encoder_bytes(raw_bytes: int, eager: bool, coef: Coefficients) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,19 @@ CANNOT_BUILD = {"llama-3.2-11b-vision": "vLLM 0.32 has no MllamaForConditionalGe
 # (configuration_minicpm.py), which a stored config.json does not ship. Its parameters and multimodal budget are
 # checked on vLLM 0.32's classes through the real-size kit instead (tests/data/vllm-0.32-vlm-figures.json,
 # tests/tools/vlm_vllm_check.py --meta; tests/unit/test_models_doc.py holds plan to those figures).
-REMOTE_CODE = {"minicpm-v-4_5": "configuration_minicpm"}
+# Read from the stored configs themselves (an auto_map AutoConfig module the directory does not ship), so a new
+# remote-code family needs no entry here: minicpm-v-4_5 (configuration_minicpm), phi-4-multimodal
+# (configuration_phi4mm, checked through build_vlm_kit(meta_only=True)).
+def _remote_code() -> dict:
+    out = {}
+    for name in stored_models():
+        module = (json.loads((STORED_DIR / name / "config.json").read_text()).get("auto_map") or {}).get("AutoConfig")
+        if module and not (STORED_DIR / name / f"{module.split('.')[0]}.py").is_file():
+            out[name] = module.split(".")[0]
+    return out
+
+
+REMOTE_CODE = _remote_code()
 
 
 # over 80 GiB of weights (qwen2.5-vl-72b, glm-4.5v, ...): planned on 4 ranks; a stored model is found by its size
@@ -74,7 +87,7 @@ def _pure(model, settings):
 def answers() -> dict:
     pure = {case: _pure(model, settings) for case, (model, settings) in CASES.items()}
     jobs = [{"model": str(model_dir(get_model(CASES[case][0]))),
-             "settings": CASES[case][1] if isinstance(p, UsageError) else engine_settings(p.settings)}
+             "settings": CASES[case][1] if isinstance(p, UsageError) else engine_settings(p.settings, p.model)}
             for case, p in pure.items()]
     got = run_child(jobs, timeout_s=1200)
     return {case: (pure[case], answer) for case, answer in zip(CASES, got)}

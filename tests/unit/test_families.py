@@ -213,6 +213,31 @@ def test_every_variants_kit_names_the_placeholders_of_its_modalities():
             assert (video is not None) == ("video" in variant.modalities), (module.__name__, name)
 
 
+def test_every_stored_model_has_a_worst_case_request_the_suite_can_send():
+    """suite/worst_case.py asks each family for its largest item's size (a module's own geometry(), else its table):
+    a family neither answers fails here, not as an AttributeError in a GPU run."""
+    from diagnostics.cards import get_card
+    from diagnostics.models import get_model, stored_models
+    from diagnostics.suite.worst_case import worst_case
+
+    for name in stored_models():
+        model = get_model(name)
+        if model.family.refusal("0.32.0", name):
+            continue
+        w = worst_case(model, get_card("h100-80"), "0.32.0", {"max_model_len": 8192})
+        assert all(i.width > 0 and i.height > 0 for i in w.items), name  # items that fit 8192 tokens
+
+
+def test_a_family_is_found_by_its_module_alone():
+    """No list to edit: every module of diagnostics/families with ARCHITECTURES is a family (minicpmv first)."""
+    from pathlib import Path
+
+    names = {p.stem for p in Path(families.__file__).parent.glob("*.py")}
+    found = [m.__name__.rsplit(".", 1)[1] for m in families.MODULES]
+    assert found[0] == "minicpmv" and set(found) == names - {"__init__", "common", "minicpmv_slicing"}
+    assert families.BY_ARCHITECTURE["Mistral3ForConditionalGeneration"][1] == "mistral3"
+
+
 def test_a_family_counts_its_vision_tower_exactly_only_where_its_module_says_how():
     """predict.terms asks Family.vision_tower_params (it tested `family.module is minicpmv` before): MiniCPM-V's
     SigLIP + resampler as vLLM builds them; None for a module without the optional piece (terms then estimates)."""
@@ -223,3 +248,18 @@ def test_a_family_counts_its_vision_tower_exactly_only_where_its_module_says_how
     assert m.family.vision_tower_params(m) == tower_params(m.vision) + resampler_params(m.vision, m.hidden)
     q = get_model("qwen2.5-vl-7b")
     assert q.family.vision_tower_params(q) is None
+
+
+def test_an_encoder_bytes_that_takes_no_version_fails_the_check():
+    """Family.encoder_bytes passes the vLLM version; a module written to the older signature was a TypeError at plan
+    time (found merging two family branches), now an import-time failure naming the module."""
+    import types
+
+    from diagnostics.families import gemma3
+
+    old = types.ModuleType("diagnostics.families.fake")
+    for name in families.REQUIRED:
+        setattr(old, name, getattr(gemma3, name))
+    old.encoder_bytes = lambda model, prof, db, eager, tp, coef: {}
+    with pytest.raises(RuntimeError, match="fake's encoder_bytes takes no version"):
+        families.check([old])

@@ -367,7 +367,7 @@ def test_vlm_kit_writes_the_stored_configs_a_tokenizer_and_points_token_ids_at_i
 
 def test_vlm_kit_points_the_token_ids_a_family_names_in_its_kit(tmp_path):
     """GLM-4.1V: vLLM's dummy text decodes config.json's image_token_id / video_*_token_id (glm4_1v.py
-    get_dummy_text); the family's Kit.token_ids points them at the kit tokenizer (ids absent from it: empty text)."""
+    get_dummy_text); the family's Kit.config_tokens points them at the kit tokenizer (ids absent from it: empty text)."""
     import json
 
     from diagnostics.kit.vlm import build_vlm_kit
