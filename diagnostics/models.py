@@ -334,6 +334,9 @@ def _family_spec(cfg: dict, processors: dict, name: str, source: str, dtype_byte
     f = _llm_fields(text, source)
     vision = v if isinstance(v, VisionSpec) else _vision_spec(v)
     arch = (cfg.get("architectures") or [str(cfg.get("model_type"))])[0]
+    # an MLA language model (Kimi-VL's DeepSeek-V3) caches one latent per layer, not K and V heads: its KV rules
+    # come from diagnostics.decoder (the parameter count stays the family's: tower + LLM)
+    dec = decoder_from_config(normalise(text), arch, source) if text.get("kv_lora_rank") else None
     # Gemma 3's 5:1 sliding/full text layers (vLLM keeps only the window of the sliding ones); a top-level
     # use_sliding_window: false (Qwen2-VL) turns a text config's window off as in the text models
     kinds, window = layer_kinds({"use_sliding_window": cfg.get("use_sliding_window", True), **text}, f["layers"])
@@ -341,8 +344,9 @@ def _family_spec(cfg: dict, processors: dict, name: str, source: str, dtype_byte
                      heads=f["heads"], kv_heads=f["kv_heads"], head_dim=f["head_dim"], intermediate=f["intermediate"],
                      vocab=f["vocab"], dtype_bytes=dtype_bytes, params=params,
                      vision=vision, tie_word_embeddings=f["tied"], source=source, family=family,
-                     quantization=read_quantization(cfg), layer_kinds=kinds, sliding_window=window,
-                     rope_values=rope_cache_values(text, f["head_dim"]), rope_mrope=mrope_kind(text),
+                     quantization=read_quantization(cfg), decoder=dec, layer_kinds=kinds, sliding_window=window,
+                     rope_values=rope_cache_values(text, f["head_dim"], dec.mla.qk_rope_head_dim if dec else None),
+                     rope_mrope=mrope_kind(text),
                      **_length_fields(cfg, text))
 
 

@@ -117,11 +117,10 @@ def _mm_processor_kwargs(plan, outcome: str) -> list:
     Gemma 3 pan-and-scan off, MiniCPM-V max_slice_nums), smaller first."""
     if plan.model.family is None or plan.family == "v0-legacy":
         return []  # the legacy dummy-data factory takes no processor kwargs
-    kw = dict(plan.settings.get("mm_processor_kwargs") or {})
     steps = []
     for knob in plan.model.family.knobs:
         if knob.setting == "mm_processor_kwargs" and knob.applies(plan.settings):
-            steps += [{**kw, knob.key: x} for x in knob.steps(knob.current(plan.settings))]
+            steps += [knob.setting_value(plan.settings, x) for x in knob.steps(knob.current(plan.settings))]
     fitted = size_knob_fix(plan)  # the largest value that plans ok (plan --fit KNOB), first
     if fitted is None:
         return steps

@@ -1,6 +1,7 @@
 """Vision-language model families, MiniCPM-V included: one module per family behind one interface.
 
-Every module in MODULES (minicpmv, minicpmo, qwen_vl, internvl, gemma3, llava, mllama) declares:
+Every module of this package that declares ARCHITECTURES is a family (MODULES finds them: adding a family is adding
+its module, no list to edit; minicpmv first, the others by name) and declares:
   ARCHITECTURES  HF architecture -> variant (MiniCPM-V: variant_of(config) picks it from config.json's version)
   VARIANTS       variant -> common.Variant (modalities, version window, kit, stored configs and hub ids)
   parse(cfg, preprocessor, video preprocessor, where) -> (text config, vision config or VisionSpec, shape, params)
@@ -12,33 +13,54 @@ Every module in MODULES (minicpmv, minicpmo, qwen_vl, internvl, gemma3, llava, m
                  max_model_len, as `plan --fit` and the suite's search and matrix walk them; [] when none)
   geometry(shape, settings, modality, version) -> Geometry (the pixel size of the largest item the suite's
                  worst-case request sends)
-and optionally encoder_bytes(model, prof, db, eager, tp, coef) (default: common.tower_encoder_bytes),
+and optionally encoder_bytes(model, prof, db, eager, tp, coef, version) (default: common.tower_encoder_bytes),
 vision_tower_params(vision, llm hidden) (the tower + projector parameters as vLLM builds them; default: an estimate),
-eager_attention(version, rules) (default: never) and modalities(variant, version) (default: the variant's).
+eager_attention(version, rules) (default: never), modalities(variant, version) (default: the variant's),
+known_gaps(shape, version, settings) -> [str] (what plan does not model for this family, among plan's notes) and
+MM_KWARGS (the mm_processor_kwargs keys items() reads).
 check() raises at import when a module lacks a piece; tests/unit/test_families.py checks the data behind them.
 Pure: no torch, no vllm.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
 from dataclasses import dataclass
 from types import ModuleType
 
 from diagnostics.errors import UsageError
-from diagnostics.families import gemma3, internvl, llava, minicpmo, minicpmv, mllama, qwen_vl
+from diagnostics.families import minicpmv
 from diagnostics.families.common import Geometry, Item, Knob, Kit, SizeKnob, Variant, tower_encoder_bytes
 from diagnostics.versions import Version, parse_version, read_version
 
-MODULES = (minicpmv, minicpmo, qwen_vl, internvl, gemma3, llava, mllama)
 REQUIRED = ("ARCHITECTURES", "VARIANTS", "parse", "items", "knobs", "size_knobs", "geometry")
+
+
+def discover() -> tuple[ModuleType, ...]:
+    """Every module of this package that declares ARCHITECTURES (a family), MiniCPM-V first, then by name: a new
+    family is its module alone, no list to extend here."""
+    found = [importlib.import_module(f"{__name__}.{info.name}") for info in pkgutil.iter_modules(__path__)]
+    return (minicpmv,) + tuple(m for m in found if hasattr(m, "ARCHITECTURES") and m is not minicpmv)
+
+
+MODULES = discover()
 
 
 def check(modules=MODULES) -> None:
     """RuntimeError naming the module and the piece when a family module lacks part of the interface."""
+    owner: dict[str, str] = {}
     for mod in modules:
+        for arch in getattr(mod, "ARCHITECTURES", {}):
+            if owner.setdefault(arch, mod.__name__) != mod.__name__:
+                raise RuntimeError(f"family modules {owner[arch]} and {mod.__name__} both claim {arch}")
         for name in REQUIRED:
             if not hasattr(mod, name):
                 raise RuntimeError(f"family module {mod.__name__} lacks {name}")
+        fn = getattr(mod, "encoder_bytes", None)  # called with the vLLM version (Family.encoder_bytes)
+        if fn is not None and "version" not in inspect.signature(fn).parameters:
+            raise RuntimeError(f"family module {mod.__name__}'s encoder_bytes takes no version")
         variants = set(getattr(mod, "VARIANT_NAMES", ())) | set(mod.ARCHITECTURES.values())
         for variant in variants:
             if not isinstance(mod.VARIANTS.get(variant), Variant):
@@ -115,9 +137,11 @@ class Family:
         got = self.items(s, seq_len or int(settings.get("max_model_len") or 0), {knob.modality: 1}, version)
         return got[knob.modality].per_item if knob.modality in got else None
 
-    def encoder_bytes(self, model, prof, db: int, eager: bool, tp: int, coef) -> dict:
+    def encoder_bytes(self, model, prof, db: int, eager: bool, tp: int, coef, version=None) -> dict:
+        """The encoder pass's bytes (the family's encoder_bytes, default common.tower_encoder_bytes); version: the
+        vLLM release (None: unknown, the module's newest rule)."""
         fn = getattr(self.module, "encoder_bytes", tower_encoder_bytes)
-        return fn(model, prof, db, eager, tp, coef)
+        return fn(model, prof, db, eager, tp, coef, parse_version(version) if version is not None else None)
 
     def vision_tower_params(self, model) -> int | None:
         """The vision tower + projector parameters as vLLM builds them (exact), or None where the family module does

@@ -72,7 +72,8 @@ class Knob:
     """A setting that changes the profile run's dummy items, as data (explain's advice, its ladders, `plan --fit`).
 
     setting: the vLLM setting (mm_processor_kwargs, limit_mm_per_prompt, max_num_seqs, ...); key: the key inside a
-    dict-valued setting (max_pixels, max_patches, video, ...), None when the setting itself is the value;
+    dict-valued setting (max_pixels, max_patches, video, ...; dotted for a nested one: size.longest_edge), None when
+    the setting itself is the value;
     unit: what one value counts (pixels, tiles, slices, items, sequences, flag); default: its value when unset;
     suggestion: the value explain names; ladder: candidate values, largest first (steps() keeps those below the
     current value); halve: candidates are instead the powers of two below the current value down to 1;
@@ -101,14 +102,17 @@ class Knob:
         """The knob's value in a resolved settings dict (its default when unset)."""
         if self.key is None:
             return settings.get(self.setting, self.default)
-        value = (settings.get(self.setting) or {}).get(self.key)
+        value = settings.get(self.setting) or {}
+        for part in self.key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
         return self.default if value is None else value
 
     def setting_value(self, settings: dict, value):
-        """The whole setting's value with this knob at `value` (other keys of a dict setting kept)."""
+        """The whole setting's value with this knob at `value` (other keys of a dict setting kept, at every level
+        of a dotted key)."""
         if self.key is None:
             return value
-        return {**(settings.get(self.setting) or {}), self.key: value}
+        return _set_in(settings.get(self.setting) or {}, self.key.split("."), value)
 
     def steps(self, current) -> list:
         """Candidate values below `current`, nearest first (`plan --fit` and explain walk these)."""
@@ -124,6 +128,12 @@ class Knob:
     def text(self) -> str:
         value = self.setting_value({}, self.suggestion)
         return f"{self.setting}={json.dumps(value) if isinstance(value, dict) else value} ({self.why})"
+
+
+def _set_in(d: dict, path: list[str], value) -> dict:
+    """A copy of `d` with d[path[0]][path[1]]... = value (dicts on the way copied, missing ones made)."""
+    inner = d.get(path[0]) if isinstance(d.get(path[0]), dict) else {}
+    return {**d, path[0]: value if len(path) == 1 else _set_in(inner, path[1:], value)}
 
 
 @dataclass(frozen=True)
@@ -190,7 +200,8 @@ class Kit:
     """What a kit directory needs besides the stored configs: the local tokenizer's special tokens (None: no kit
     tokenizer, with `no_kit` saying why), its eos, tokenizer_config extras, the transformers processor classes the
     kit re-exports, the one-image prompt in vLLM's example chat format, and whether the CPU backend needs the
-    torchvision stub visible to transformers."""
+    torchvision stub visible to transformers. config_tokens: config.json keys holding token ids vLLM matches in the
+    prompt -> the kit token they name (kit/vlm.py points them at the kit tokenizer's ids)."""
 
     prompt: str
     tokens: tuple[str, ...] | None = None
@@ -204,6 +215,10 @@ class Kit:
     # suite's worst-case request repeats them (suite/worst_case.py)
     placeholders: tuple[str | None, str | None] = (None, None)
     audio_placeholder: str | None = None  # one audio item's placeholder (MiniCPM-o); the suite sends no audio yet
+    config_tokens: dict = field(default_factory=dict)
+    # a configuration module of the kit's own (diagnostics/kit/templates/NAME.py, "NAME.Class") for a model type
+    # transformers does not know (remote code on the hub): the kit copies it and names it in config.json's auto_map
+    config_class: str | None = None
 
 
 @dataclass(frozen=True)
@@ -220,13 +235,17 @@ class Variant:
     # vLLM's model class has supports_encoder_tp_data = True (0.32: minicpmv.py:1219, qwen2_vl.py:1306,
     # qwen2_5_vl.py:1324, qwen3_vl.py:1962), so mm_encoder_tp_mode="data" takes effect (config/model.py:822-830)
     encoder_tp_data: bool = False
+    # hf_overrides that make vLLM build a stored config directory (no weights) as it builds the real checkpoint,
+    # where vLLM decides from the weights (Mistral 3: the checkpoint's own lm_head unties the head)
+    stored_hf_overrides: dict = field(default_factory=dict)
 
 
-def tower_encoder_bytes(model, prof, db: int, eager: bool, tp: int, coef) -> dict:
+def tower_encoder_bytes(model, prof, db: int, eager: bool, tp: int, coef, version=None) -> dict:
     """Peak bytes of a VLM's tower on every dummy item at once (flash / SDPA varlen attention, no L^2 scores):
     coef.vlm_tower_per_patch bytes per ViT patch (pixels, residual, norms, q/k/v, MLP, rotary tables; fitted on two
     Qwen2.5-VL field logs, not sharded by TP) plus the projector's output (LLM embeddings of every item).
-    model: ModelSpec; prof: the profile run (vit_tokens_padded, llm_mm_tokens). Returns {"total", "vpm",
+    model: ModelSpec; prof: the profile run (vit_tokens_padded, llm_mm_tokens); version: unused (the same rule in
+    every release). Returns {"total", "vpm",
     "resampler" (the projector here), "scores" (0), "largest_alloc"} in bytes."""
     vis, n = model.vision, prof.vit_tokens_padded
     a, b = coef.vlm_tower_per_patch

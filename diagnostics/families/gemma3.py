@@ -24,7 +24,7 @@ KIT = Kit("<bos><start_of_turn>user\n<start_of_image>What is in the image?<end_o
           {"extra_special_tokens": {"image_token": "<image_soft_token>", "boi_token": "<start_of_image>",
                                     "eoi_token": "<end_of_image>"}},
           image_processor="transformers.models.gemma3.image_processing_pil_gemma3.Gemma3ImageProcessorPil",
-          placeholders=("<start_of_image>", None))
+          placeholders=("<start_of_image>", None), config_tokens={"image_token_index": "<image_soft_token>"})
 VARIANTS = {"gemma3": Variant(("image",), Window("0.8.0"), KIT,
                               stored={"gemma-3-4b": "google/gemma-3-4b-it", "gemma-3-12b": "google/gemma-3-12b-it",
                                       "gemma-3-27b": "google/gemma-3-27b-it"})}

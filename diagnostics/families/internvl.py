@@ -1,4 +1,4 @@
-"""InternVL3 / InternVL2.5 in Hugging Face format (InternVLForConditionalGeneration): shapes, params, items.
+"""InternVL3.5 / InternVL3 / InternVL2.5 in Hugging Face format (InternVLForConditionalGeneration): shapes, params, items.
 
 vLLM 0.32 serves this architecture with `interns1.py` (InternS1ForConditionalGeneration): InternViT with class
 token, layer scale and mean pooling, a LayerNorm + 2-layer projector over pixel-shuffled (1/downsample_ratio)^2
@@ -28,7 +28,8 @@ KIT = Kit("<|im_start|>user\n<image>\nWhat is in the image?<|im_end|>\n<|im_star
           video_processor="transformers.models.internvl.video_processing_internvl.InternVLVideoProcessor",
           placeholders=("<image>", "<video>"))
 VARIANTS = {"internvl": Variant(("image", "video"), Window("0.10.0"), KIT,
-                                stored={"internvl3-8b": "OpenGVLab/InternVL3-8B-hf"})}
+                                stored={"internvl3-8b": "OpenGVLab/InternVL3-8B-hf",
+                                        "internvl3_5-8b": "OpenGVLab/InternVL3_5-8B-HF"})}
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,9 @@ def parse(cfg: dict, pre: dict, video_pre: dict, where: str):
     shuffled = d * int(round(1 / float(cfg.get("downsample_ratio", 0.5)))) ** 2
     h = int(text["hidden_size"])
     projector = 2 * shuffled + shuffled * h + h + h * h + h
-    qwen = str(text.get("model_type", "qwen2")).startswith("qwen2")
-    return text, v, shape, decoder_params(text, qkv_bias=qwen) + tower + projector
+    llm = str(text.get("model_type", "qwen2"))  # InternVL3: Qwen2.5 (q/k/v biases); InternVL3.5: Qwen3 (q/k norms)
+    return text, v, shape, decoder_params(text, qkv_bias=llm.startswith("qwen2"),
+                                          qk_norm=llm.startswith("qwen3")) + tower + projector
 
 
 def size_knobs(s: InternVLShape, v=None, modalities: tuple[str, ...] = ()) -> list[SizeKnob]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from diagnostics.errors import UsageError
 from diagnostics.families.common import (Geometry, Item, Kit, Knob, SizeKnob, Variant, Window, decoder_params,
                                          feature_layers, need, vit_layer_params)
 
@@ -53,6 +54,9 @@ def parse(cfg: dict, pre: dict, video_pre: dict, where: str):
     text.update(need(cfg, "text_config", where))
     text.setdefault("tie_word_embeddings", cfg.get("tie_word_embeddings", False))
     v = need(cfg, "vision_config", where)
+    if v.get("model_type") == "pixtral":  # vLLM's llava.py serves it with PixtralHFProcessingInfo, not these rules
+        raise UsageError(f"{where}: a LlavaForConditionalGeneration with a Pixtral vision tower (Pixtral-12B in HF "
+                         "format) is not a model family vllm-memcheck knows yet; known: docs/models.md")
     shape = LlavaShape(variant, int(v["image_size"]), int(v["patch_size"]),
                        str(cfg.get("vision_feature_select_strategy", "default")),
                        tuple(tuple(p) for p in cfg.get("image_grid_pinpoints") or ()),

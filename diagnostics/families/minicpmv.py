@@ -294,7 +294,7 @@ def eager_attention(v: Version, rules: str) -> bool:
     return rules == "v0-legacy" and v < (0, 6, 3)
 
 
-def encoder_bytes(model, prof, db: int, eager: bool, tp: int, coef) -> dict:
+def encoder_bytes(model, prof, db: int, eager: bool, tp: int, coef, version=None) -> dict:
     """Peak bytes of the vision pass on all dummy slices at once: max(SigLIP tower, resampler).
 
     model: ModelSpec; prof: the profile run (slices, vit_tokens_padded). Returns {"total", "vpm", "resampler",

@@ -19,6 +19,7 @@ from diagnostics.families import qwen_vl
 from diagnostics.families.common import Kit
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 CONFIG_FILES = ("config.json", "preprocessor_config.json", "video_preprocessor_config.json", "processor_config.json")
 
 # transformers builds video processors only with torchvision (no PIL fallback), which the CPU install cannot have;
@@ -68,19 +69,19 @@ def _write_video_processor(out_dir: Path, kit: Kit) -> None:
     path.write_text(json.dumps(video, indent=2) + "\n")
 
 
-# config.json keys that vLLM matches against the prompt's token ids (LLaVA and Gemma 3 take them from the config,
-# not from the tokenizer): the kit points them at its own tokenizer's ids. Ids, not shapes: memory is unchanged.
+# config.json keys that vLLM matches against the prompt's token ids (LLaVA, Gemma 3, Mistral 3 take them from the
+# config, not from the tokenizer): the kit points them at its own tokenizer's ids. Ids, not shapes: memory is
+# unchanged. A family whose tokens differ says so in its Kit.config_tokens.
 TOKEN_ID_KEYS = {
     "image_token_index": "<image>", "video_token_index": "<video>",
     "boi_token_index": "<start_of_image>", "eoi_token_index": "<end_of_image>",
 }
-GEMMA3_IMAGE_TOKEN = "<image_soft_token>"
 
 
-def _point_token_ids(config: dict, model_type: str, ids: dict[str, int]) -> None:
-    for key, token in TOKEN_ID_KEYS.items():
+def _point_token_ids(config: dict, kit: Kit, ids: dict[str, int]) -> None:
+    for key, token in {**TOKEN_ID_KEYS, **kit.config_tokens}.items():
         if key in config:
-            config[key] = ids[GEMMA3_IMAGE_TOKEN if model_type == "gemma3" and key == "image_token_index" else token]
+            config[key] = ids[token]
 
 
 def stored_models() -> list[str]:
@@ -107,15 +108,18 @@ def image_prompt(variant: str) -> str:
     raise UsageError(f"unknown model family {variant!r}")
 
 
-def build_vlm_kit(name: str, out_dir, force: bool = False) -> Path:
-    """Write the kit directory for stored model `name`; raises UsageError for an unknown name or a busy out_dir."""
+def build_vlm_kit(name: str, out_dir, force: bool = False, meta_only: bool = False) -> Path:
+    """Write the kit directory for stored model `name`; raises UsageError for an unknown name or a busy out_dir.
+
+    meta_only: a family whose processor the kit cannot provide (remote code) still gets a directory vLLM can build
+    its model from on the meta device (config, its Kit.config_class, tokenizer): parameters, not the budget."""
     src = MODELS_DIR / name
     if not (src / "config.json").is_file():
         raise UsageError(f"no stored model config {name!r}; stored: {', '.join(stored_models())}")
     config = json.loads((src / "config.json").read_text())
     model_type = config.get("model_type")
     kit = family_kit(config)
-    if kit is None or not kit.tokens or not kit.image_processor:
+    if kit is None or not kit.tokens or not (kit.image_processor or meta_only):
         why = kit.no_kit if kit is not None and kit.no_kit else "no kit tokenizer"
         raise UsageError(f"stored model {name!r} ({model_type}) has no kit: {why}; kit models: "
                          f"{', '.join(kit_families())}")
@@ -126,14 +130,19 @@ def build_vlm_kit(name: str, out_dir, force: bool = False) -> Path:
     for fname in CONFIG_FILES[1:]:
         if (src / fname).is_file():
             shutil.copyfile(src / fname, out_dir / fname)
-    _write_video_processor(out_dir, kit)
-    _write_image_processor(out_dir, kit)
+    if kit.image_processor:
+        _write_video_processor(out_dir, kit)
+        _write_image_processor(out_dir, kit)
+    if kit.config_class:
+        module = kit.config_class.split(".")[0]
+        shutil.copyfile(TEMPLATES / f"{module}.py", out_dir / f"{module}.py")
+        config["auto_map"] = {"AutoConfig": kit.config_class}
 
     from diagnostics.kit.tokenizer import TokenizerSpec, build_tokenizer
 
     tokens, eos = kit.tokens, kit.eos
     tok = build_tokenizer(out_dir, TokenizerSpec(tuple(tokens), eos=eos, pad=tokens[0], extra_config=kit.extra))
-    _point_token_ids(config, model_type, tok.special_ids)
+    _point_token_ids(config, kit, tok.special_ids)
     config["_memcheck_kit"] = {"size": "real", "weights": "none", "source": name}
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return out_dir

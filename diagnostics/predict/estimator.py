@@ -386,7 +386,7 @@ def _encoder_profile(ctx: _Context, notes: list[str]) -> tuple[mm_budget.MMProfi
     eager = eager_vision_attention(ctx.model, ctx.v, ctx.fam)
     if ctx.model.vision is None:
         return prof, eager, {"total": 0, "largest_alloc": 0}
-    return prof, eager, encoder_bytes(ctx.model, prof, ctx.db, eager, ctx.tp, ctx.coef)
+    return prof, eager, encoder_bytes(ctx.model, prof, ctx.db, eager, ctx.tp, ctx.coef, ctx.v)
 
 
 def _unguarded(ctx: _Context, prof: mm_budget.MMProfile) -> str:
@@ -395,7 +395,7 @@ def _unguarded(ctx: _Context, prof: mm_budget.MMProfile) -> str:
     if prof.empty or ctx.model.vision is None:
         return "skip_mm_profiling: the encoder is not profiled (no dummy items here either)"
     eager = eager_vision_attention(ctx.model, ctx.v, ctx.fam)
-    full = encoder_bytes(ctx.model, dataclasses.replace(prof, skipped=False), ctx.db, eager, ctx.tp, ctx.coef)
+    full = encoder_bytes(ctx.model, dataclasses.replace(prof, skipped=False), ctx.db, eager, ctx.tp, ctx.coef, ctx.v)
     gib = scaled_encoder_bytes(full["total"], eager, ctx.coef) / GiB
     return (f"skip_mm_profiling: the profile run no longer guards requests: {prof.items} {prof.modality} items of "
             f"{prof.tokens_per_item:,} tokens (about {gib:.2f} GiB of encoder activations) are not measured, the KV "

@@ -58,6 +58,9 @@ def known_limits(model: ModelSpec, v: Version, eng: str, settings: dict) -> list
     if model.vision is None and settings.get("max_model_len", 0) > 32768 and model.source != "built-in":
         notes.append("max_model_len comes from the config's length keys and rope scaling as vLLM derives them; "
                      "the tokenizer_config.json's model_max_length, which vLLM also reads, is not")
+    gaps = getattr(model.family.module, "known_gaps", None) if model.family is not None else None
+    if gaps is not None:  # a family's own (families/__init__.py)
+        notes += gaps(model.family.shape, v, settings)
     return notes
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from diagnostics import families as _families
 from diagnostics.cards import get_card
 from diagnostics.errors import UsageError, one_of
 from diagnostics.models import ModelSpec, get_model
@@ -44,9 +45,13 @@ ALIASES = {"max_dynamic_patch": "max_patches", "limit_mm_per_prompt.images": "li
            "video": "limit_mm_per_prompt.video", "max_num_crops": "pan_and_scan_max_num_crops",
            "limit_mm_per_prompt.video.num_frames": "num_frames",
            "limit_mm_per_prompt.audios": "limit_mm_per_prompt.audio", "audio": "limit_mm_per_prompt.audio"}
-KNOB_NAMES = ("max_pixels", "max_slice_nums", "max_patches", "pan_and_scan_max_num_crops", "num_frames",
-              "limit_mm_per_prompt.image", "limit_mm_per_prompt.video",
-              "limit_mm_per_prompt.audio")  # every knob some model has (knobs_of); audio: MiniCPM-o
+# every knob some model has (knobs_of): these, what a family module lists in its FIT_KNOBS, and a count per modality
+# some family has (limit_mm_per_prompt.audio with Phi-4-multimodal, MiniCPM-o): no edit here to add a family
+KNOB_NAMES = tuple(dict.fromkeys(
+    ("max_pixels", "max_slice_nums", "max_patches", "pan_and_scan_max_num_crops", "num_frames",
+     "limit_mm_per_prompt.image", "limit_mm_per_prompt.video")
+    + tuple(n for m in _families.MODULES for n in getattr(m, "FIT_KNOBS", ()))
+    + tuple(f"limit_mm_per_prompt.{x}" for m in _families.MODULES for v in m.VARIANTS.values() for x in v.modalities)))
 # the values a frontier walks for a count knob (the raw value is units x Knob.step; a size knob's are its family's)
 COUNT_FRONTIER = (1, 2, 4, 8, 16, 32)
 COUNT_WORDS = {"limit_mm_per_prompt.image": "image{} per prompt", "limit_mm_per_prompt.video": "video{} per prompt",
@@ -82,10 +87,9 @@ class Knob:
         """A value in the units users set: `1003520 (1280 x 28 x 28 px: at most 1280 tokens per image)`."""
         if value is None:
             return "none fits"
-        if self.name == "max_pixels":
-            edge = self.unit.split(" ")[0]
+        if self.name == "max_pixels":  # the step's own unit: "28 x 28 px" (Qwen), "2 x 28 x 28 px" (GLM-4.1V)
             n = value // self.step
-            return f"{value:,} ({n} x {edge} x {edge} px: at most {n:,} tokens per image)"
+            return f"{value:,} ({n} x {self.unit}: at most {n:,} tokens per image)"
         word = self.word or COUNT_WORDS.get(self.name) or self.unit + "{}"
         return f"{value:,} {word.format('' if value == 1 else 's')}"
 

@@ -52,6 +52,12 @@ def dtype_bytes(model: ModelSpec, settings: dict) -> int:
     return DTYPES.get(settings.get("dtype", "auto")) or model.dtype_bytes
 
 
+def _decoder_counts(model: ModelSpec) -> bool:
+    """Does the decoder's count give the weights: a text model, unquantized (a VLM's decoder, an MLA LLM's rules
+    for Kimi-VL, holds the LLM alone; its family's count has the tower too)?"""
+    return model.decoder is not None and model.quantization is None and model.vision is None
+
+
 def rope_cache_bytes(model: ModelSpec, db: int, version=None, stage=None) -> int:
     """Bytes of vLLM's rotary cos/sin caches on one rank: `model.rope_values` (diagnostics.decoder.rope_cache_values)
     as vLLM `version` builds them (decoder.rope_values_in) x db, the model dtype's bytes (the buffer is cast to it:
@@ -95,7 +101,7 @@ def weights_term(model: ModelSpec, settings: dict, db: int, notes: list[str] | N
         if notes is not None:
             notes.extend(n for n in rw.notes if n not in notes)
         value, low, high, basis = rw.value, rw.low, rw.high, rw.basis
-    elif stage is not None and stage.size > 1 and model.decoder is not None and model.quantization is None:
+    elif stage is not None and stage.size > 1 and _decoder_counts(model):
         value = model.decoder.params_per_rank(tp, stage.start, stage.end, int(stage.embed) + int(stage.head),
                                               stage.final_norm) * db
         low, high = value, value
@@ -106,8 +112,7 @@ def weights_term(model: ModelSpec, settings: dict, db: int, notes: list[str] | N
                                                                                   - int(stage.head))
             basis = "estimate" + basis[basis.index(":"):] + "; embeddings/lm_head placement assumed first/last"
     else:
-        value = (model.decoder.params_per_rank(tp) * db if model.decoder is not None and model.quantization is None
-                 else model.weights_bytes(db) / tp)
+        value = model.decoder.params_per_rank(tp) * db if _decoder_counts(model) else model.weights_bytes(db) / tp
         low = high = value
         basis = "derived: parameter count from the config by vLLM's layer rules" + (" (TP shard)" if tp > 1 else "")
         if stage is not None and stage.size > 1:  # quantized config arithmetic: the stage's share of the layers
@@ -173,20 +178,22 @@ def non_torch_term(settings: dict, coef: Coefficients) -> Term:
 
 def eager_vision_attention(model: ModelSpec, version, family: str) -> bool:
     """Does the model's vision tower compute L^2 attention scores in this version (its family says: MiniCPM-V's
-    na_vit.py SigLIP is eager in 0.5.4 - 0.6.2, xformers from 0.6.3; the other families' towers never)?"""
+    na_vit.py SigLIP is eager in 0.5.4 - 0.6.2, xformers from 0.6.3; Kimi-VL's MoonViT before 0.14; the others
+    never)?"""
     return model.family is not None and model.family.eager_attention(version, family)
 
 
 def encoder_bytes(model: ModelSpec, prof: MMProfile, db: int, eager: bool, tp: int = 1,
-                  coef: Coefficients = DEFAULT) -> dict:
+                  coef: Coefficients = DEFAULT, version=None) -> dict:
     """Peak bytes of the vision pass on all dummy items at once, as the model's family computes it
-    (families/minicpmv.py: max(SigLIP tower, resampler); the others: families.common.tower_encoder_bytes).
+    (families/minicpmv.py: max(SigLIP tower, resampler); the others: families.common.tower_encoder_bytes; a family
+    whose tower changed across releases reads `version`, e.g. Mistral 3's dense block mask in 0.12 - 0.28).
 
     Returns {"total", "vpm", "resampler", "scores", "largest_alloc"} in bytes.
     """
     if prof.empty or prof.skipped or model.family is None:
         return {"total": 0, "vpm": 0, "resampler": 0, "scores": 0, "largest_alloc": 0}
-    return model.family.encoder_bytes(model, prof, db, eager, tp, coef)
+    return model.family.encoder_bytes(model, prof, db, eager, tp, coef, version)
 
 
 def scaled_encoder_bytes(raw_bytes: int, eager: bool, coef: Coefficients) -> int:
@@ -203,7 +210,8 @@ def encoder_term(enc_total_bytes: int, eager: bool, coef: Coefficients, low_byte
     gib = enc_total_bytes / GiB
     if not gib:
         return Term.exact(0.0, "exact: none")
-    basis = ("derived: eager SigLIP attention scores (slices x heads x 1024^2 x 8 B) + linear activations"
+    basis = ("derived: eager vision attention scores (L^2 per head: MiniCPM-V's SigLIP slices x heads x 1024^2 x "
+             "8 B, Kimi-VL's MoonViT over its packed images) + linear activations"
              if eager else "estimate: linear-in-tokens tower/resampler activations")
     if low_bytes is not None and low_bytes < enc_total_bytes:
         return Term(gib, low_bytes / GiB * lo_f, gib * hi_f,

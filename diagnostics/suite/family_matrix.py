@@ -56,7 +56,7 @@ def knob_axes(knobs: list[Knob]) -> dict[str, list]:
             need = {}
             if k.requires and k.requires[0] != k.key and not k.requires[1] and k.setting == "mm_processor_kwargs":
                 need = {k.requires[0]: True}
-            values = [{**need, k.key: v} for v in values]
+            values = [{**need, **k.setting_value({}, v)} for v in values]  # a dotted key nests (size.longest_edge)
         groups.setdefault(k.setting, []).append(values)
     axes = {}
     for setting, lists in groups.items():

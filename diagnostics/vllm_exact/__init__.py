@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from diagnostics.models import ModelSpec
+from diagnostics.models import STORED_DIR, ModelSpec
 from diagnostics.predict.exact import VllmExact
 from diagnostics.versions import installed_version, read_version
 
@@ -50,9 +50,17 @@ def model_dir(model: ModelSpec) -> Path | None:
     return source.parent if source.name == "config.json" and source.is_file() else None
 
 
-def engine_settings(settings: dict) -> dict:
-    """The subset of plan's resolved settings the child hands to EngineArgs ("auto" values left to vLLM)."""
-    return {k: settings[k] for k in SETTING_KEYS if settings.get(k) not in (None, "auto")}
+def engine_settings(settings: dict, model: ModelSpec | None = None) -> dict:
+    """The subset of plan's resolved settings the child hands to EngineArgs ("auto" values left to vLLM); for a
+    stored config directory, the family's stored_hf_overrides merged under the user's hf_overrides (what vLLM would
+    read from the real checkpoint's weights, which the directory lacks)."""
+    eng = {k: settings[k] for k in SETTING_KEYS if settings.get(k) not in (None, "auto")}
+    directory = model_dir(model) if model is not None else None
+    if directory is not None and directory.parent == STORED_DIR and model.family is not None:
+        extra = model.family.info.stored_hf_overrides
+        if extra:
+            eng["hf_overrides"] = {**extra, **(eng.get("hf_overrides") or {})}
+    return eng
 
 
 def cache_dir() -> Path:
@@ -114,7 +122,7 @@ def ask(model: ModelSpec, version: str, settings: dict, timeout_s: float = DEFAU
         return None, f"{model.name} has no config.json here for vLLM's own code"
     if int(settings.get("pipeline_parallel_size") or 1) > 1 or model.is_gguf:  # one stage-less bf16 build only
         return None, "vLLM's own classes are asked for one whole model here, not a pipeline stage or GGUF blocks"
-    eng = engine_settings(settings)
+    eng = engine_settings(settings, model)
     path = cache_dir() / f"{cache_key(directory, version, eng)}.json"
     answer = None
     if path.is_file():

@@ -38,13 +38,23 @@ CANNOT_BUILD = {"llama-3.2-11b-vision": "vLLM 0.32 has no MllamaForConditionalGe
 # (configuration_minicpm.py), which a stored config.json does not ship. Its parameters and multimodal budget are
 # checked on vLLM 0.32's classes through the real-size kit instead (tests/data/vllm-0.32-vlm-figures.json,
 # tests/tools/vlm_vllm_check.py --meta; tests/unit/test_models_doc.py holds plan to those figures).
-# Every stored config whose auto_map names a remote-code config class (MiniCPM-V-4, -4.5, MiniCPM-o-2_6): its module.
-REMOTE_CODE = {name: auto["AutoConfig"].split(".")[0] for name in stored_models()
-               if "AutoConfig" in (auto := json.loads((STORED_DIR / name / "config.json").read_text()).get("auto_map")
-                                   or {})}
+# Read from the stored configs themselves (an auto_map AutoConfig module the directory does not ship), so a new
+# remote-code family needs no entry here: minicpm-v-4_5 (configuration_minicpm), phi-4-multimodal
+# (configuration_phi4mm, checked through build_vlm_kit(meta_only=True)).
+def _remote_code() -> dict:
+    out = {}
+    for name in stored_models():
+        module = (json.loads((STORED_DIR / name / "config.json").read_text()).get("auto_map") or {}).get("AutoConfig")
+        if module and not (STORED_DIR / name / f"{module.split('.')[0]}.py").is_file():
+            out[name] = module.split(".")[0]
+    return out
 
 
-TP4 = ("qwen2.5-vl-72b", "qwen3-next-80b-a3b")  # over 80 GiB of weights: planned on 4 ranks
+REMOTE_CODE = _remote_code()
+
+
+# over 80 GiB of weights (qwen2.5-vl-72b, glm-4.5v, ...): planned on 4 ranks; a stored model is found by its size
+TP4 = tuple(n for n in stored_models() if get_model(n).weights_bytes() > 70 * GiB) + ("qwen3-next-80b-a3b",)
 
 
 def _cases() -> dict:
@@ -77,7 +87,7 @@ def _pure(model, settings):
 def answers() -> dict:
     pure = {case: _pure(model, settings) for case, (model, settings) in CASES.items()}
     jobs = [{"model": str(model_dir(get_model(CASES[case][0]))),
-             "settings": CASES[case][1] if isinstance(p, UsageError) else engine_settings(p.settings)}
+             "settings": CASES[case][1] if isinstance(p, UsageError) else engine_settings(p.settings, p.model)}
             for case, p in pure.items()]
     got = run_child(jobs, timeout_s=1200)
     return {case: (pure[case], answer) for case, answer in zip(CASES, got)}

@@ -7,8 +7,11 @@ init -> model class, parameter count and bytes, by top-level prefix. Installs th
 (diagnostics/kit/cpu_shim/torchvision_stub.py) first, since the CPU install cannot have torchvision.
 Prints one JSON object on the last stdout line; a row that fails gives {"error": "..."} instead of numbers.
 
-usage: python tests/tools/vlm_vllm_check.py MODEL_DIR ROWS_JSON [--meta]
+usage: python tests/tools/vlm_vllm_check.py MODEL_DIR ROWS_JSON [--meta [META_JSON]]
   ROWS_JSON: a list of EngineArgs kwargs dicts (model and load_format are filled in)
+  META_JSON: EngineArgs kwargs for the meta build (default {"max_model_len": 4096}); e.g. hf_overrides
+    {"tie_word_embeddings": false} builds what vLLM builds for a checkpoint that ships its own lm_head
+    (ModelConfig.maybe_untie_word_embeddings, vllm/config/model.py:1242), which a weightless kit cannot show
 """
 
 from __future__ import annotations
@@ -73,7 +76,11 @@ def main(argv: list[str]) -> int:
     model_dir, rows = argv[0], json.loads(argv[1])
     result = {"rows": [_guarded(budget_row, model_dir, row) for row in rows]}
     if "--meta" in argv:
-        result["meta"] = _guarded(meta_params, model_dir, {"max_model_len": 4096})
+        after = argv[argv.index("--meta") + 1:]
+        meta_row = json.loads(after[0]) if after else {"max_model_len": 4096}
+        result["meta"] = _guarded(meta_params, model_dir, meta_row)
+        if after:
+            result["meta"]["settings"] = meta_row
     print(json.dumps(result))
     return 0
 

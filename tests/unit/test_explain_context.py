@@ -49,6 +49,13 @@ def test_a_local_copys_path_names_the_stored_model():
     assert record_model(_record({"model": "openbmb/MiniCPM-V-2_6"}), None).name == "openbmb/MiniCPM-V-2_6"
 
 
+def test_the_new_families_are_named_by_the_path_or_hub_id_a_log_prints():
+    assert record_model(_record({"model": "/models/GLM-4.1V-9B-Thinking"}), None).name == "glm-4.1v-9b-thinking"
+    assert record_model(_record({"model": "zai-org/GLM-4.5V"}), None).name == "glm-4.5v"
+    assert record_model(_record({"tokenizer": "moonshotai/Kimi-VL-A3B-Instruct"}), None).name == "kimi-vl-a3b-instruct"
+    assert record_model(_record({"model": "/ckpt/InternVL3_5-8B-HF"}), None).name == "internvl3_5-8b"
+
+
 def test_a_model_no_family_stores_is_not_guessed():
     assert record_model(_record({"model": "Qwen/Qwen2.5-7B-Instruct"}), None) is None  # a text model, not stored
     assert record_model(_record({"model": "Qwen/Qwen2.5-VL-32B-Instruct"}), None) is None  # no stored 32B config

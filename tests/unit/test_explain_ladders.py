@@ -52,6 +52,10 @@ def test_each_vlm_family_searches_its_own_processor_knob():
     internvl = plan("internvl3-8b", "4090", "0.32.0", overrides={"mm_processor_kwargs": {"crop_to_patches": True}})
     assert LADDERS["mm_processor_kwargs"](internvl, "oom_profile")[0] == {"crop_to_patches": True, "max_patches": 8}
     assert LADDERS["mm_processor_kwargs"](plan("llava-1.5-7b", "4090", "0.32.0"), "oom_profile") == []
+    # a nested knob (Mistral 3's size.longest_edge) is stepped inside its dict, the user's other kwargs kept
+    mistral = plan("mistral-small-3.1-24b", "4090", "0.32.0", overrides={"mm_processor_kwargs": {"do_resize": True}})
+    steps = LADDERS["mm_processor_kwargs"](mistral, "oom_profile")
+    assert steps[0] == {"do_resize": True, "size": {"longest_edge": 1232}} and steps[-1]["size"] == {"longest_edge": 448}
 
 
 def test_dtype_ladder_offers_16_bit_only_for_float32():

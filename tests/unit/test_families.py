@@ -25,7 +25,7 @@ def test_every_stored_config_resolves_to_a_family():
 
 
 def test_unknown_architecture_is_not_a_family():
-    assert families.lookup({"architectures": ["KimiVLForConditionalGeneration"]}) is None
+    assert families.lookup({"architectures": ["Step3VLForConditionalGeneration"]}) is None
 
 
 def test_mllama_is_refused_from_0_11_with_the_last_release_named():
@@ -73,6 +73,20 @@ def test_every_family_module_has_every_piece_and_a_missing_one_fails_the_check()
     no_variant.ARCHITECTURES = {"FakeForConditionalGeneration": "fake"}
     with pytest.raises(RuntimeError, match=r"lacks VARIANTS\['fake'\]"):
         families.check([no_variant])
+
+
+def test_family_modules_are_found_without_a_list_and_two_claiming_one_architecture_fail():
+    from diagnostics.families import glm4v, qwen_vl
+
+    assert families.MODULES[0].__name__.endswith("minicpmv") and glm4v in families.MODULES
+    assert families.BY_ARCHITECTURE["Glm4vForConditionalGeneration"] == (glm4v, "glm4.1v")
+    import types
+
+    twin = types.ModuleType("diagnostics.families.twin")
+    for name in families.REQUIRED:
+        setattr(twin, name, getattr(qwen_vl, name))
+    with pytest.raises(RuntimeError, match="qwen_vl and diagnostics.families.twin both claim"):
+        families.check([qwen_vl, twin])
 
 
 @pytest.mark.parametrize("piece", ["size_knobs", "geometry"])
@@ -202,6 +216,31 @@ def test_every_variants_kit_names_the_placeholders_of_its_modalities():
             assert (audio is not None) == ("audio" in variant.modalities), (module.__name__, name)
 
 
+def test_every_stored_model_has_a_worst_case_request_the_suite_can_send():
+    """suite/worst_case.py asks each family for its largest item's size (a module's own geometry(), else its table):
+    a family neither answers fails here, not as an AttributeError in a GPU run."""
+    from diagnostics.cards import get_card
+    from diagnostics.models import get_model, stored_models
+    from diagnostics.suite.worst_case import worst_case
+
+    for name in stored_models():
+        model = get_model(name)
+        if model.family.refusal("0.32.0", name):
+            continue
+        w = worst_case(model, get_card("h100-80"), "0.32.0", {"max_model_len": 8192})
+        assert all(i.width > 0 and i.height > 0 for i in w.items), name  # items that fit 8192 tokens
+
+
+def test_a_family_is_found_by_its_module_alone():
+    """No list to edit: every module of diagnostics/families with ARCHITECTURES is a family (minicpmv first)."""
+    from pathlib import Path
+
+    names = {p.stem for p in Path(families.__file__).parent.glob("*.py")}
+    found = [m.__name__.rsplit(".", 1)[1] for m in families.MODULES]
+    assert found[0] == "minicpmv" and set(found) == names - {"__init__", "common", "minicpmv_slicing"}
+    assert families.BY_ARCHITECTURE["Mistral3ForConditionalGeneration"][1] == "mistral3"
+
+
 def test_a_family_counts_its_vision_tower_exactly_only_where_its_module_says_how():
     """predict.terms asks Family.vision_tower_params (it tested `family.module is minicpmv` before): MiniCPM-V's
     SigLIP + resampler as vLLM builds them; None for a module without the optional piece (terms then estimates)."""
@@ -212,3 +251,18 @@ def test_a_family_counts_its_vision_tower_exactly_only_where_its_module_says_how
     assert m.family.vision_tower_params(m) == tower_params(m.vision) + resampler_params(m.vision, m.hidden)
     q = get_model("qwen2.5-vl-7b")
     assert q.family.vision_tower_params(q) is None
+
+
+def test_an_encoder_bytes_that_takes_no_version_fails_the_check():
+    """Family.encoder_bytes passes the vLLM version; a module written to the older signature was a TypeError at plan
+    time (found merging two family branches), now an import-time failure naming the module."""
+    import types
+
+    from diagnostics.families import gemma3
+
+    old = types.ModuleType("diagnostics.families.fake")
+    for name in families.REQUIRED:
+        setattr(old, name, getattr(gemma3, name))
+    old.encoder_bytes = lambda model, prof, db, eager, tp, coef: {}
+    with pytest.raises(RuntimeError, match="fake's encoder_bytes takes no version"):
+        families.check([old])

@@ -37,3 +37,13 @@ def test_feature_layers_counts_negative_indices_from_the_end():
 def test_need_names_the_missing_field():
     with pytest.raises(UsageError, match="'vision_config'"):
         common.need({}, "vision_config", "x/config.json")
+
+
+def test_a_dotted_knob_key_reads_and_writes_inside_the_nested_dict():
+    knob = common.Knob("mm_processor_kwargs", "size.longest_edge", "pixels", 1540, 1024, "why")
+    assert knob.current({}) == 1540 and knob.current({"mm_processor_kwargs": {"size": {"longest_edge": 896}}}) == 896
+    assert knob.current({"mm_processor_kwargs": {"size": 7}}) == 1540  # not a dict: the default
+    kept = {"mm_processor_kwargs": {"size": {"shortest_edge": 1}, "x": 2}}
+    assert knob.setting_value(kept, 784) == {"size": {"shortest_edge": 1, "longest_edge": 784}, "x": 2}
+    assert kept["mm_processor_kwargs"]["size"] == {"shortest_edge": 1}  # the settings themselves are not changed
+    assert knob.text().startswith('mm_processor_kwargs={"size": {"longest_edge": 1024}}')

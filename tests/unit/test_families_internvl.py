@@ -35,3 +35,16 @@ def test_video_frames_fill_what_the_image_leaves():
     shape = _parse()[2]
     video = internvl.items(shape, {}, 4096, {"image": 1, "video": 1})["video"]
     assert video.tokens == (4096 - 256) // 256 * 256
+
+
+def test_internvl3_5_counts_qwen3_q_k_norms_as_vllm_0_32_built_it():
+    """InternVL3.5 in HF format: the same InternS1ForConditionalGeneration with a Qwen3 LLM (q/k RMSNorms, no q/k/v
+    biases). vLLM 0.32 on the meta device (tests/data/vllm-0.32-vlm-figures.json): vision_tower 304,012,288 +
+    multi_modal_projector 33,570,816 + language_model 8,190,735,360 = 8,528,318,464."""
+    d = MODELS / "internvl3_5-8b"
+    params = internvl.parse(json.loads((d / "config.json").read_text()),
+                            json.loads((d / "preprocessor_config.json").read_text()), {}, str(d))[3]
+    figures = json.loads((MODELS.parents[2] / "tests" / "data" / "vllm-0.32-vlm-figures.json").read_text())
+    meta = figures["models"]["internvl3_5-8b"]["meta"]
+    assert params == meta["params"] == 304_012_288 + 33_570_816 + 8_190_735_360
+    assert meta["by_prefix"]["language_model"] == 8_190_735_360  # Qwen3-8B's published total

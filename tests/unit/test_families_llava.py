@@ -33,3 +33,17 @@ def test_onevision_params_equal_vllms_and_video_rule():
 def test_best_resolution_prefers_the_grid_keeping_most_pixels():
     pins = [(384, 384), (384, 768), (768, 768)]
     assert llava.select_best_resolution(300, 700, pins) == (384, 768)
+
+
+def test_a_llava_config_with_a_pixtral_tower_is_refused_not_read_as_llava_1_5():
+    """mistral-community/pixtral-12b: vLLM's llava.py routes it to PixtralHFProcessingInfo (other rules)."""
+    import pytest
+
+    from diagnostics import families
+    from diagnostics.errors import UsageError
+
+    cfg = {"architectures": ["LlavaForConditionalGeneration"], "text_config": {"hidden_size": 5120},
+           "vision_config": {"model_type": "pixtral", "hidden_size": 1024, "image_size": 1024, "patch_size": 16}}
+    with pytest.raises(UsageError, match="Pixtral vision tower") as err:
+        families.parse(cfg, {}, {}, "pixtral-12b/config.json")
+    assert "\n" not in str(err.value)

@@ -365,6 +365,20 @@ def test_vlm_kit_writes_the_stored_configs_a_tokenizer_and_points_token_ids_at_i
         build_vlm_kit("llava-1.5-7b", out)
 
 
+def test_vlm_kit_points_the_token_ids_a_family_names_in_its_kit(tmp_path):
+    """GLM-4.1V: vLLM's dummy text decodes config.json's image_token_id / video_*_token_id (glm4_1v.py
+    get_dummy_text); the family's Kit.config_tokens points them at the kit tokenizer (ids absent from it: empty text)."""
+    import json
+
+    from diagnostics.kit.vlm import build_vlm_kit
+
+    out = build_vlm_kit("glm-4.1v-9b-thinking", tmp_path / "glm")
+    config = json.loads((out / "config.json").read_text())
+    ids = {t["content"]: t["id"] for t in json.loads((out / "tokenizer.json").read_text())["added_tokens"]}
+    assert config["image_token_id"] == ids["<|image|>"] and config["video_start_token_id"] == ids["<|begin_of_video|>"]
+    assert config["text_config"]["vocab_size"] == 151552  # shapes untouched
+
+
 def test_image_processor_loads_without_trust_after_the_trusted_load(real):              # compat review item 4
     """vLLM 0.5.5/0.6.3 load the image processor without trust_remote_code; the kit's class registers itself as
     openbmb's does, so the untrusted load after the trusted one finds it (without: ValueError, custom code)."""

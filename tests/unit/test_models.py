@@ -132,10 +132,10 @@ def test_a_directory_with_only_the_config_files_is_a_model(tmp_path):
 
 
 def test_an_unknown_vision_language_architecture_is_one_line(tmp_path):
-    cfg = {"architectures": ["KimiVLForConditionalGeneration"], "vision_config": {"hidden_size": 1},
+    cfg = {"architectures": ["Step3VLForConditionalGeneration"], "vision_config": {"hidden_size": 1},
            "text_config": {"hidden_size": 8}}
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(UsageError, match="architecture KimiVLForConditionalGeneration is not a model family") as e:
+    with pytest.raises(UsageError, match="architecture Step3VLForConditionalGeneration is not a model family") as e:
         get_model(tmp_path)
     assert "\n" not in str(e.value) and "Qwen2_5_VLForConditionalGeneration" in str(e.value)
 

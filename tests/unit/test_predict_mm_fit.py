@@ -165,7 +165,8 @@ def test_bad_knobs_are_usage_errors(call, fragment):
 
 
 def test_every_knob_name_and_alias_is_known():
-    models = ("minicpm-v-2_6", "qwen2.5-vl-7b", "internvl3-8b", "gemma-3-4b", "llava-onevision-7b", "minicpm-o-2_6")
+    models = ("minicpm-v-2_6", "qwen2.5-vl-7b", "internvl3-8b", "gemma-3-4b", "llava-onevision-7b", "phi-4-multimodal",
+              "minicpm-o-2_6")
     names = {k.name for m in models for k in knobs_of(m, V)}
     assert names == set(KNOB_NAMES)
     assert set(ALIASES.values()) <= set(KNOB_NAMES)

@@ -43,7 +43,9 @@ def test_every_stored_models_hub_id_gets_a_matrix_whose_axes_are_its_knobs(name)
         elif k.key is None or not isinstance(got[0], dict):
             assert all(v in got for v in knob_values(k)), name
         else:
-            assert [v for v in knob_values(k)] == list(dict.fromkeys(d[k.key] for d in got)), (name, k.key)
+            # Knob.current reads the key inside each axis value (nested for a dotted key: size.longest_edge)
+            assert [v for v in knob_values(k)] == list(dict.fromkeys(k.current({k.setting: d}) for d in got)), (
+                name, k.key)
     assert {c.scenario for c in matrix.combinations} >= {"defaults", "one-image"}  # vlm.toml's scenarios kept
     assert matrix.name == f"vlm-{fam.variant}"
 

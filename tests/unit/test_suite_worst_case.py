@@ -63,3 +63,13 @@ def test_text_model_and_sampling():
 def test_no_max_model_len_no_worst_case():
     with pytest.raises(UsageError, match="max_model_len"):
         worst_case(None, get_card("cpu"), "0.32.0", {})
+
+
+def test_glms_worst_case_image_is_vllms_dummy_image_of_the_release():
+    """glm4v.geometry: vLLM's dummy image per release (a 16-frame square before 0.17, the processor's area after)."""
+    model, card = get_model("glm-4.1v-9b-thinking"), get_card("a100-80")
+    limits = {"max_model_len": 65536, "limit_mm_per_prompt": {"image": 1, "video": 0}}
+    new = worst_case(model, card, "0.32.0", limits).items[0]
+    old = worst_case(model, card, "0.16.0", limits).items[0]
+    assert (new.width, new.height, new.tokens) == (4844, 4844, 29929)
+    assert (old.width, old.height, old.tokens) == (1708, 1708, 3721)

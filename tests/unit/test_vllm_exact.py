@@ -150,3 +150,22 @@ def test_plan_fit_searches_with_vllms_figures(on, monkeypatch, capsys):
     w = ANSWERS["gemma-2-9b"]["weights"]
     assert exact_fit["at"]["components"]["weights_gib"] == round((w["param_bytes"] + w["buffer_bytes"]) / GiB, 2)
     assert exact_fit["at"]["kv_cache_tokens"] != pure_fit["at"]["kv_cache_tokens"]
+
+
+def test_a_stored_directory_is_built_as_the_real_checkpoint_with_the_familys_hf_overrides(tmp_path):
+    """Mistral-Small-3.1's checkpoint ships lm_head.weight, so vLLM 0.32 unties the head; its stored directory has no
+    weights and vLLM would tie it (23,340,272,640 instead of 24,011,361,280 parameters), unless told."""
+    from diagnostics.models import STORED_DIR, get_model
+    from diagnostics.predict.estimator import plan
+    from diagnostics.vllm_exact import engine_settings
+
+    p = plan("mistral-small-3.1-24b", "a100-80", "0.32.0", "llm", {"max_model_len": 4096})
+    assert engine_settings(p.settings, p.model)["hf_overrides"] == {"tie_word_embeddings": False}
+    assert "hf_overrides" not in engine_settings(p.settings)  # no model: plan's settings alone
+    copy = tmp_path / "Mistral-Small-3.1-24B-Instruct-2503"  # the user's own directory: vLLM reads its weights
+    copy.mkdir()
+    (copy / "config.json").write_text((STORED_DIR / "mistral-small-3.1-24b" / "config.json").read_text())
+    local = get_model(str(copy))
+    assert "hf_overrides" not in engine_settings(p.settings, local)
+    g = plan("gemma-3-4b", "a100-80", "0.32.0", "llm", {"max_model_len": 4096})
+    assert "hf_overrides" not in engine_settings(g.settings, g.model)
