@@ -20,6 +20,8 @@ MM_COUNTS = {"max_slice_nums": 10**6, "max_dynamic_patch": 10**6, "min_dynamic_p
              "pan_and_scan_max_num_crops": 10**6, "pan_and_scan_min_crop_size": 10**9, "num_frames": 10**6,
              "max_pixels": 10**9, "min_pixels": 10**9}
 MM_FLAGS = ("do_pan_and_scan",)
+# The modalities limit_mm_per_prompt may name and a family may declare (Variant.modalities): MiniCPM-o adds audio
+MODALITIES = ("image", "video", "audio")
 
 
 def check_value(key: str, value) -> None:

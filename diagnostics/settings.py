@@ -27,7 +27,7 @@ import json
 
 from diagnostics.cards import Card
 from diagnostics.errors import UsageError, one_of
-from diagnostics.setting_values import batch_refusal, check_once, check_value, heads_refusal
+from diagnostics.setting_values import MODALITIES, batch_refusal, check_once, check_value, heads_refusal
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.versions import Version, engine, parse_version, v1_fallback
 
@@ -182,10 +182,10 @@ def _check_max_model_len(value) -> int | str:
 def _check_limits(value: dict) -> None:
     """limit_mm_per_prompt: modality -> non-negative int, or (0.12+) a dummy-options object."""
     bad = UsageError(f"setting limit_mm_per_prompt={json.dumps(value)} is invalid; accepted: a JSON object like "
-                     "{\"image\": 1, \"video\": 0} (non-negative ints) or, for vLLM >= 0.12, "
-                     "{\"video\": {\"count\": 1, \"num_frames\": 8}}")
+                     "{\"image\": 1, \"video\": 0} (modalities " + ", ".join(MODALITIES) + "; non-negative ints) "
+                     "or, for vLLM >= 0.12, {\"video\": {\"count\": 1, \"num_frames\": 8}}")
     for m, n in value.items():
-        if m not in ("image", "video"):
+        if m not in MODALITIES:
             raise bad
         if isinstance(n, dict):
             if not n or any(k not in DUMMY_OPTION_KEYS or isinstance(x, bool) or not isinstance(x, int) or x < 0

@@ -86,15 +86,19 @@ def _limit_mm_per_prompt(plan, outcome: str) -> list:
     if plan.model.vision is None:
         return []
     lim = dict(plan.settings.get("limit_mm_per_prompt") or {})
-    video_on = has_video(plan)
-    image, video = int(lim.get("image", 1)), int(lim.get("video", 1 if video_on else 0))
-    out = []
-    if video_on and video > 0:
-        out.append({**lim, "video": 0})
+    fam = plan.model.family
+    modalities = fam.modalities(plan.vllm_version) if fam is not None else ("image",)
+    # every modality besides image the family has in this version (video, MiniCPM-o's audio) off, one at a time,
+    # then all of them; then one image, alone and with the others off
+    others = [m for m in modalities if m != "image" and not isinstance(lim.get(m, 1), dict) and int(lim.get(m, 1))]
+    image = int(lim.get("image", 1))
+    out = [{**lim, m: 0} for m in others]
+    if len(others) > 1:
+        out.append({**lim, **dict.fromkeys(others, 0)})
     if image > 1:
         out.append({**lim, "image": 1})
-        if video_on and video > 0:
-            out.append({**lim, "image": 1, "video": 0})
+        if others:
+            out.append({**lim, "image": 1, **dict.fromkeys(others, 0)})
     return out
 
 

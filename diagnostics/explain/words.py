@@ -76,8 +76,10 @@ def profile_phrase(plan) -> str:
 
 
 def _why_encoder(setting, base, trial: Trial, new: str, tail: str) -> str:
+    modality = (base.profile or {}).get("modality") or "image"
+    encoder = "audio encoder" if modality == "audio" else "encoders" if "audio" in modality else "vision encoder"
     lead = (f"{assign(setting, base.settings.get(setting))} makes the profile run push {profile_phrase(base)} "
-            f"through the vision encoder, about {est(term(base, 'encoder_profile'))} GiB")
+            f"through the {encoder}, about {est(term(base, 'encoder_profile'))} GiB")
     if setting == "max_model_len" and base.engine == "V0":
         lead += f" (it sets max_num_batched_tokens={fmt_tokens(base.settings.get('max_num_batched_tokens') or 0)})"
     res = profile_phrase(trial.plan) or "no encoder profile"

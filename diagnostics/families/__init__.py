@@ -5,7 +5,9 @@ its module, no list to edit; minicpmv first, the others by name) and declares:
   ARCHITECTURES  HF architecture -> variant (MiniCPM-V: variant_of(config) picks it from config.json's version)
   VARIANTS       variant -> common.Variant (modalities, version window, kit, stored configs and hub ids)
   parse(cfg, preprocessor, video preprocessor, where) -> (text config, vision config or VisionSpec, shape, params)
-  items(shape, settings, seq_len, counts, version) -> {modality: Item} (vLLM's largest dummy items)
+  items(shape, settings, seq_len, counts, version) -> {modality: Item} (vLLM's largest dummy items; modalities
+    are setting_values.MODALITIES: image, video, audio; a modality the version's encoder budget leaves out has no
+    Item, as MiniCPM-o's audio from vLLM 0.30)
   knobs(shape) -> [Knob] (the settings that change the dummy items, as data: explain's advice and ladders)
   size_knobs(shape, version, modalities) -> [SizeKnob] (the knobs that size one item, with their domain per
                  max_model_len, as `plan --fit` and the suite's search and matrix walk them; [] when none)

@@ -214,6 +214,7 @@ class Kit:
     # (image, video): one item's placeholder in the family's chat prompt (None: the family has no such item); the
     # suite's worst-case request repeats them (suite/worst_case.py)
     placeholders: tuple[str | None, str | None] = (None, None)
+    audio_placeholder: str | None = None  # one audio item's placeholder (MiniCPM-o); the suite sends no audio yet
     config_tokens: dict = field(default_factory=dict)
     # a configuration module of the kit's own (diagnostics/kit/templates/NAME.py, "NAME.Class") for a model type
     # transformers does not know (remote code on the hub): the kit copies it and names it in config.json's auto_map

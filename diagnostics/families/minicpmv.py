@@ -1,15 +1,21 @@
-"""MiniCPM-V 2.6 and 4.5 (architecture MiniCPMV; the variant is config.json's `version`): shapes, params, the
-dummy items of every vLLM version, the encoder bytes, knobs and kit.
+"""MiniCPM-V 2.6, 4.0 and 4.5 (architecture MiniCPMV; the variant is config.json's `version`): shapes, params,
+the dummy items of every vLLM version, the encoder bytes, knobs and kit.
 
 vLLM picks the model class by config.json's version (model_executor/models/minicpmv.py get_version_by_config and
 _SUPPORT_VERSION, 0.32): 2.6 = MiniCPMV2_6 (Qwen2 LLM with qkv bias, SigLIP-400M Idefics2 tower, Resampler2_5),
-4.5 = MiniCPMV4_5 (Qwen3 LLM: no qkv bias, q/k RMSNorm; the same tower; Resampler4_5 = Resampler2_5 plus a
-temporal position table held as a buffer, not a parameter, which packs video frames in the real processor).
+4.0 = MiniCPMV4_0 (LlamaForCausalLM over the MiniCPM4 LLM: no qkv bias, head_dim from config.json; the same tower
+and Resampler2_5; minicpmv.py:2231-2280, 0.32; first in 0.10.1), 4.5 = MiniCPMV4_5 (Qwen3 LLM: no qkv bias, q/k
+RMSNorm; the same tower; Resampler4_5 = Resampler2_5 plus a temporal position table held as a buffer, not a
+parameter).
 A config without a version is 2.0 / 2.5 in vLLM: no rules here, refused. MiniCPMV4_5 first appears in vLLM 0.10.2
 (0.10.1's minicpmv.py has MiniCPMV4_0 but no MiniCPMV4_5). vLLM's MiniCPMVProcessingInfo counts both versions' dummy
-items the same way (0.32 minicpmv.py:719-833), from each config's image_size, max_slice_num and query_num: 4.5's
-video packing (Resampler4_5's temporal_ids, several frames into one 64-token group) happens only for real videos;
-the dummy video is frames of query_num tokens each, as for 2.6 (vLLM 0.32 counted video 1024 = 16 x 64 for 4.5).
+items the same way, 4.0 too (0.32 minicpmv.py:697-833; 0.10.1 minicpmv.py:356 already lists 4.0 with 2.6), from
+each config's image_size, max_slice_num and query_num. 4.5's video packing (Resampler4_5 merging frames that
+share a temporal id into one 64-token group, the 3D resampler) happens in none of the releases read (0.10.2,
+0.11, 0.13, 0.20, 0.28, 0.32, 0.34): the processor sends a video's frames through the image processor and keeps
+only pixel_values, image_sizes and tgt_sizes (0.32 minicpmv.py:937-967, out_keys; the same in 0.10.2 :790), so
+Resampler4_5 gets temporal_ids None and every frame, dummy or real, is query_num tokens, as for 2.6 (vLLM 0.32
+counted video 1024 = 16 x 64 for 4.5).
 
 v0-legacy (0.5.4 - 0.7.0 V0): every dummy image is a 448 x 448 black image = 1 slice = 1024 patches counted as
   `query_num` (64) tokens; images only.
@@ -37,7 +43,11 @@ MODEL_TYPES = ("minicpmv",)
 # mm_processor_kwargs keys items() reads; others go to the HF processor unmodelled
 MM_KWARGS = ("max_slice_nums",)
 ARCHITECTURES = {"MiniCPMV": "minicpm-v-2_6"}  # the variant comes from config.json's version (variant_of)
-BY_VERSION = {"2.6": "minicpm-v-2_6", "4.5": "minicpm-v-4_5"}
+BY_VERSION = {"2.6": "minicpm-v-2_6", "4.0": "minicpm-v-4", "4.5": "minicpm-v-4_5"}
+# How vLLM builds each variant's LLM (decoder_params keywords): Qwen2ForCausalLM (qkv bias), LlamaForCausalLM
+# (attention_bias false in the config), Qwen3ForCausalLM (q_norm / k_norm, no bias)
+LLM_RULES = {"minicpm-v-2_6": dict(qkv_bias=True), "minicpm-v-4": dict(qkv_bias=False),
+             "minicpm-v-4_5": dict(qkv_bias=False, qk_norm=True)}
 VARIANT_NAMES = tuple(BY_VERSION.values())
 MAX_FRAMES_PER_VIDEO = 16  # vLLM _MAX_FRAMES_PER_VIDEO, from 0.8.3
 KWARGS_SINCE = (0, 8, 4)  # max_slice_nums read from mm_processor_kwargs (_image_max_slice_nums)
@@ -55,6 +65,9 @@ VARIANTS = {
     # MiniCPMV in vLLM from 0.5.4; SupportsV0Only in 0.8.0-0.8.2 and no V1 multimodal embeddings in 0.7.x (audit a7/b5)
     "minicpm-v-2_6": Variant(("image", "video"), Window("0.5.4", v0_only_until="0.8.3"), KIT,
                              v0_sequence_video=True, encoder_tp_data=True),
+    # MiniCPMV4_0 from 0.10.1 (0.10.0's _SUPPORT_VERSION stops at 2.6)
+    "minicpm-v-4": Variant(("image", "video"), Window("0.10.1"), KIT, stored={"minicpm-v-4": "openbmb/MiniCPM-V-4"},
+                           v0_sequence_video=True, encoder_tp_data=True),
     "minicpm-v-4_5": Variant(("image", "video"), Window("0.10.2"), KIT,
                              stored={"minicpm-v-4_5": "openbmb/MiniCPM-V-4_5"}, v0_sequence_video=True,
                              encoder_tp_data=True),
@@ -84,8 +97,13 @@ def variant_of(cfg: dict) -> str:
     if key not in BY_VERSION:
         got = version if version is not None else "none (vLLM reads it as 2.0 / 2.5)"
         raise UsageError(f"MiniCPM-V config version {got} has no rules in vllm-memcheck; accepted: versions "
-                         f"{', '.join(BY_VERSION)} (openbmb/MiniCPM-V-2_6, openbmb/MiniCPM-V-4_5)")
+                         f"{', '.join(BY_VERSION)} ({', '.join(hub_ids())})")
     return BY_VERSION[key]
+
+
+def hub_ids() -> list[str]:
+    """The Hugging Face ids of the versions with rules here (2.6 is built in)."""
+    return ["openbmb/MiniCPM-V-2_6"] + [h for v in BY_VERSION.values() for h in VARIANTS[v].stored.values()]
 
 
 def tower_params(v: VisionSpec, layers: int | None = None) -> int:
@@ -126,8 +144,7 @@ def parse(cfg: dict, pre: dict, video_pre: dict, where: str):
     )
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size"):
         need(cfg, key, where)
-    qwen3 = variant == "minicpm-v-4_5"  # Qwen3ForCausalLM: no qkv bias, q_norm / k_norm per layer
-    llm = decoder_params(cfg, qkv_bias=not qwen3, qk_norm=qwen3)
+    llm = decoder_params(cfg, **LLM_RULES[variant])
     drop = 1 if cfg.get("drop_vision_last_layer", False) else 0
     params = llm + tower_params(vision, vision.layers - drop) + resampler_params(vision, int(cfg["hidden_size"]))
     return cfg, vision, MiniCPMVShape(variant, vision), params
@@ -222,14 +239,16 @@ def _embeddings_image(vis: VisionSpec, settings: dict, v: Version) -> int:
     return sp.embeddings(vis.query_num)
 
 
-def video_frames(s: MiniCPMVShape, settings: dict, v: Version, n_images: int, n_videos: int, seq_len: int) -> int:
-    image_tokens = image_item(s, settings, v).tokens * n_images
+def video_frames(s: MiniCPMVShape, settings: dict, v: Version, n_images: int, n_videos: int, seq_len: int,
+                 reserved: int = 0) -> int:
+    """Frames of the dummy video; `reserved`: tokens other modalities take first (MiniCPM-o's dummy audios)."""
+    image_tokens = image_item(s, settings, v).tokens * n_images + reserved
     per_frame = s.vision.query_num
     if v < (0, 8, 3):  # 66 tokens a frame, and 4 tokens reserved per image (minicpmv.py:445-457)
         per_frame += 2
         image_tokens += 4 * n_images
     elif separator_tokens(v):  # frames come from embedding counts; only the per-item total has separators
-        image_tokens = _embeddings_image(s.vision, settings, v) * n_images
+        image_tokens = _embeddings_image(s.vision, settings, v) * n_images + reserved
     frames = (seq_len - image_tokens) // per_frame // max(n_videos, 1)
     if v >= (0, 8, 3):
         frames = min(frames, MAX_FRAMES_PER_VIDEO)
@@ -237,10 +256,11 @@ def video_frames(s: MiniCPMVShape, settings: dict, v: Version, n_images: int, n_
 
 
 def video_item(s: MiniCPMVShape, settings: dict, v: Version, n_images: int, n_videos: int, seq_len: int,
-               frames_cap: int | None = None) -> Item:
-    """The largest dummy video; `frames_cap` is a dummy-options num_frames (0.28+: it lowers the dummy's frames)."""
+               frames_cap: int | None = None, reserved: int = 0) -> Item:
+    """The largest dummy video; `frames_cap` is a dummy-options num_frames (0.28+: it lowers the dummy's frames);
+    `reserved`: tokens other modalities take first (video_frames)."""
     vis = s.vision
-    frames = video_frames(s, settings, v, n_images, n_videos, seq_len)
+    frames = video_frames(s, settings, v, n_images, n_videos, seq_len, reserved)
     if frames_cap:
         frames = min(frames, frames_cap)
     # frames counted with <image>/</image> in 0.7.1-0.8.2 and 0.10.1-0.12.x (1056 = 16 x 66); 0.8.3 only changed
@@ -250,18 +270,20 @@ def video_item(s: MiniCPMVShape, settings: dict, v: Version, n_images: int, n_vi
     return Item("video", frames * per_frame, frames * frame_patches, frames, largest=frame_patches)
 
 
-def items(s: MiniCPMVShape, settings: dict, seq_len: int, counts: dict[str, int], v: Version) -> dict[str, Item]:
+def items(s: MiniCPMVShape, settings: dict, seq_len: int, counts: dict[str, int], v: Version,
+          reserved: int = 0) -> dict[str, Item]:
     """The largest dummy image / video for the modalities in `counts` (items per prompt) at seq_len tokens; from
-    0.28 a dummy-options num_frames lowers the video's frames, and budget_tokens keeps the uncapped count."""
+    0.28 a dummy-options num_frames lowers the video's frames, and budget_tokens keeps the uncapped count.
+    `reserved`: tokens other modalities' dummy items take before the video's frames are counted (MiniCPM-o)."""
     out: dict[str, Item] = {}
     n_img = counts.get("image", 0)
     if n_img:
         out["image"] = image_item(s, settings, v)
     if counts.get("video"):
-        full = video_item(s, settings, v, n_img, counts["video"], seq_len)
+        full = video_item(s, settings, v, n_img, counts["video"], seq_len, reserved=reserved)
         cap = ((settings.get("mm_dummy_options") or {}).get("video") or {}).get("num_frames")
         if cap and v >= NUM_FRAMES_SINCE:
-            capped = video_item(s, settings, v, n_img, counts["video"], seq_len, frames_cap=cap)
+            capped = video_item(s, settings, v, n_img, counts["video"], seq_len, frames_cap=cap, reserved=reserved)
             full = Item("video", capped.tokens, capped.patches, capped.slices, capped.largest, full.tokens)
         out["video"] = full
     return out

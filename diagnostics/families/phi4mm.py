@@ -38,7 +38,8 @@ FIT_KNOBS = ("dynamic_hd",)  # the size knob `plan --fit` may name (size_knobs)
 ARCHITECTURES = {"Phi4MMForCausalLM": "phi4mm"}
 KIT = Kit("<|user|><|image_1|>What is in the image?<|end|><|assistant|>",
           ("<|endoftext|>", "<|user|>", "<|assistant|>", "<|end|>", "<|image_1|>", "<|audio_1|>"), "<|end|>",
-          placeholders=("<|image_1|>", None), config_class="configuration_phi4mm.Phi4MMConfig",
+          placeholders=("<|image_1|>", None), audio_placeholder="<|audio_1|>",  # phi4mm.py:1065 get_placeholder_str
+          config_class="configuration_phi4mm.Phi4MMConfig",
           no_kit="Phi4MMProcessor is remote code on the hub (processing_phi4mm.py): the kit builds the model on the "
                  "meta device (parameters) but vLLM's multimodal budget needs that processor")
 # since: 0.8.0's registry has Phi4MMForCausalLM (0.7.3's has not); V0 only (SupportsV0Only) until 0.8.5

@@ -125,7 +125,7 @@ def plan(model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", ove
     non_torch = non_torch_term(settings, ctx.coef)
     prof, eager, enc = _encoder_profile(ctx, notes)
     enc_b = scaled_encoder_bytes(enc["total"], eager, ctx.coef)
-    encoder = encoder_term(enc_b, eager, ctx.coef)
+    encoder = encoder_term(enc_b, eager, ctx.coef, enc.get("low") and scaled_encoder_bytes(enc["low"], eager, ctx.coef))
     llm_b, samp_b, rows = _llm_phase_bytes(ctx, prof)
     activation = activation_term(encoder, enc_b, llm_b, ctx.coef, _spread(ctx))
     graphs, graphs_budgeted = cuda_graph_term(settings, ctx.eng, ctx.coef, v), _graphs_budgeted(ctx)

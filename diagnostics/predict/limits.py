@@ -6,7 +6,6 @@ Sources: docs/vllm-version-audit.md (rows named in each sentence) and vllm-memor
 
 from __future__ import annotations
 
-from diagnostics.families import minicpmv
 from diagnostics.models import ModelSpec
 from diagnostics.versions import Version
 
@@ -110,7 +109,7 @@ def mm_guard_notes(model: ModelSpec, v: Version, settings: dict, tokens_per_item
         notes.append(f"mm_encoder_tp_mode=data: the vision tower's weights are whole on each of the {tp} ranks "
                      "(in the weights term) and each rank encodes 1/tp of the profile run's items at full width "
                      "(about the activation bytes of weights mode, which encodes every item at 1/tp width)")
-    minicpm = model.family is not None and model.family.module is minicpmv
+    minicpm = model.family is not None and model.family.variant.startswith("minicpm")  # MiniCPM-o: MiniCPM-V's rules
     if minicpm and v >= (0, 8, 4):
         asked = (settings.get("mm_processor_kwargs") or {}).get("max_slice_nums")
         if asked is not None and int(asked) > model.vision.max_slice_nums:

@@ -39,6 +39,7 @@ class MMProfile:
     sequences: int = 0  # V0: dummy sequences of the profile run (each carries its items); 0 for V1
     tokens_per_modality: tuple[tuple[str, int], ...] = ()  # V1: vLLM's max tokens per item of each active modality
     dropped: int = 0  # V0 0.7.1-0.8.2: dummy sequences whose items vLLM dropped (prompt longer than the sequence)
+    items_by_modality: tuple[tuple[str, int], ...] = ()  # the dummy items of each modality in the encoder batch
 
     @property
     def empty(self) -> bool:
@@ -81,24 +82,35 @@ def _v0_legacy(model, settings, v, limits) -> MMProfile:
 
 def _v0_merged(model, settings, v, limits) -> MMProfile:
     """V0 merged registry: MBT // (per-sequence maximum) dummy sequences, each with its items; the dummy video is
-    built for the sequence's length, not max_model_len."""
+    built for the sequence's length, not max_model_len. Modalities besides image and video (MiniCPM-o's audio)
+    ride along in every sequence with their own per-item tokens."""
     mml, mbt = settings["max_model_len"], settings["max_num_batched_tokens"]
     n_img, n_vid = limits.get("image", 0), limits.get("video", 0)
+    others = {m: n for m, n in limits.items() if m not in ("image", "video") and n}
     # per-item maximum as the registry computes it: one item of each active modality at max_model_len
-    top = _items(model, settings, v, {"image": 1 if n_img else 0, "video": 1 if n_vid else 0}, mml)
+    top = _items(model, settings, v, {"image": 1 if n_img else 0, "video": 1 if n_vid else 0,
+                                      **dict.fromkeys(others, 1)}, mml)
     img, vid_max = top.get("image"), top.get("video")
-    max_mm = (n_img * img.tokens if img else 0) + (n_vid * vid_max.tokens if vid_max else 0)
+    rest = {m: top[m] for m in others if m in top}
+    max_mm = ((n_img * img.tokens if img else 0) + (n_vid * vid_max.tokens if vid_max else 0)
+              + sum(others[m] * it.tokens for m, it in rest.items()))
     seqs = max(1, min(settings["max_num_seqs"], mbt // max_mm))
-    vid = _items(model, settings, v, {"image": n_img, "video": n_vid}, mbt // seqs).get("video") if n_vid else None
-    carrying = _carrying(v, mbt, seqs, (n_img * (img.tokens + 3) if img else 0) + (n_vid * vid.tokens if vid else 0))
-    items = carrying * (n_img + n_vid)
-    slices = carrying * ((n_img * img.slices if img else 0) + (n_vid * vid.slices if vid else 0))
-    patches = carrying * ((n_img * img.patches if img else 0) + (n_vid * vid.patches if vid else 0))
-    largest = max(img.max_slice_patches if img else 0, vid.max_slice_patches if vid else 0)
-    modality = "+".join(m for m, n in (("image", n_img), ("video", n_vid)) if n) if carrying else None
-    tokens = (n_img * img.tokens if img else 0) + (n_vid * vid.tokens if vid else 0)
+    vid = (_items(model, settings, v, {"image": n_img, "video": n_vid, **others}, mbt // seqs).get("video")
+           if n_vid else None)
+    rest_tokens = sum(others[m] * it.tokens for m, it in rest.items())
+    carrying = _carrying(v, mbt, seqs, (n_img * (img.tokens + 3) if img else 0) + (n_vid * vid.tokens if vid else 0)
+                         + rest_tokens)
+    per_seq = {"image": (n_img, img), "video": (n_vid, vid), **{m: (others[m], it) for m, it in rest.items()}}
+    per_seq = {m: (n, it) for m, (n, it) in per_seq.items() if n and it is not None}
+    items = carrying * sum(n for n, _ in per_seq.values())
+    slices = carrying * sum(n * it.slices for n, it in per_seq.values())
+    patches = carrying * sum(n * it.patches for n, it in per_seq.values())
+    largest = max([it.max_slice_patches for _, it in per_seq.values() if it.slices] or [0])
+    modality = "+".join(per_seq) if carrying and per_seq else None
+    tokens = sum(n * it.tokens for n, it in per_seq.values())
     return MMProfile(modality, items, slices, patches, slices * largest, None, max_mm, carrying * tokens,
-                     sequences=seqs, dropped=seqs - carrying)
+                     sequences=seqs, dropped=seqs - carrying,
+                     items_by_modality=tuple((m, carrying * n) for m, (n, _) in per_seq.items()))
 
 
 def _carrying(v: Version, mbt: int, seqs: int, prompt_len: int) -> int:
@@ -130,12 +142,14 @@ def _v0_family(model, settings, v, limits) -> MMProfile:
     patches = seqs * sum(limits[m] * shapes[m].patches for m in shapes)
     largest = max(s.max_slice_patches for s in shapes.values())
     return MMProfile("+".join(shapes), items, slices, patches, slices * largest, None, per_seq, seqs * per_seq,
-                     sequences=seqs)
+                     sequences=seqs, items_by_modality=tuple((m, seqs * limits[m]) for m in shapes))
 
 
 def _v1(model, settings, v, limits) -> MMProfile:
     mml, mbt, seqs = settings["max_model_len"], settings["max_num_batched_tokens"], settings["max_num_seqs"]
     shapes = family_shapes(model, settings, v, limits, mml)
+    if not shapes:  # the active modalities are none the encoder budget counts (MiniCPM-o's audio from 0.30)
+        return NO_PROFILE
     if v >= (0, 20, 0):  # encoder_budget.py:184 key=(tokens, name): video wins a tie
         modality = max(shapes, key=lambda m: (shapes[m].per_item, m))
     else:  # key=tokens: the first in dict order (image) wins a tie (0.13.0 v1/worker/utils.py:78)
@@ -156,4 +170,5 @@ def _v1(model, settings, v, limits) -> MMProfile:
     skipped = bool(settings.get("skip_mm_profiling"))
     return MMProfile(modality, items, items * item.slices, items * item.patches,
                      items * item.slices * item.max_slice_patches, budget, T, items * item.tokens, skipped=skipped,
-                     tokens_per_modality=tuple(sorted((m, s.per_item) for m, s in shapes.items())))
+                     tokens_per_modality=tuple(sorted((m, s.per_item) for m, s in shapes.items())),
+                     items_by_modality=((modality, items),))

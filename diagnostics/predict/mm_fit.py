@@ -43,9 +43,10 @@ COUNT_TOP = 999  # vLLM V1's default limit_mm_per_prompt (0.8.4+)
 ALIASES = {"max_dynamic_patch": "max_patches", "limit_mm_per_prompt.images": "limit_mm_per_prompt.image",
            "limit_mm_per_prompt.videos": "limit_mm_per_prompt.video", "image": "limit_mm_per_prompt.image",
            "video": "limit_mm_per_prompt.video", "max_num_crops": "pan_and_scan_max_num_crops",
-           "limit_mm_per_prompt.video.num_frames": "num_frames"}
+           "limit_mm_per_prompt.video.num_frames": "num_frames",
+           "limit_mm_per_prompt.audios": "limit_mm_per_prompt.audio", "audio": "limit_mm_per_prompt.audio"}
 # every knob some model has (knobs_of): these, what a family module lists in its FIT_KNOBS, and a count per modality
-# some family has (limit_mm_per_prompt.audio with Phi-4-multimodal): no edit here to add a family
+# some family has (limit_mm_per_prompt.audio with Phi-4-multimodal, MiniCPM-o): no edit here to add a family
 KNOB_NAMES = tuple(dict.fromkeys(
     ("max_pixels", "max_slice_nums", "max_patches", "pan_and_scan_max_num_crops", "num_frames",
      "limit_mm_per_prompt.image", "limit_mm_per_prompt.video")
@@ -53,7 +54,8 @@ KNOB_NAMES = tuple(dict.fromkeys(
     + tuple(f"limit_mm_per_prompt.{x}" for m in _families.MODULES for v in m.VARIANTS.values() for x in v.modalities)))
 # the values a frontier walks for a count knob (the raw value is units x Knob.step; a size knob's are its family's)
 COUNT_FRONTIER = (1, 2, 4, 8, 16, 32)
-COUNT_WORDS = {"limit_mm_per_prompt.image": "image{} per prompt", "limit_mm_per_prompt.video": "video{} per prompt"}
+COUNT_WORDS = {"limit_mm_per_prompt.image": "image{} per prompt", "limit_mm_per_prompt.video": "video{} per prompt",
+               "limit_mm_per_prompt.audio": "audio{} per prompt"}
 
 
 @dataclass(frozen=True)

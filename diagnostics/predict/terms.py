@@ -202,8 +202,10 @@ def scaled_encoder_bytes(raw_bytes: int, eager: bool, coef: Coefficients) -> int
     return int(raw_bytes * (coef.encoder_scale_eager if eager else coef.encoder_scale_linear))
 
 
-def encoder_term(enc_total_bytes: int, eager: bool, coef: Coefficients) -> Term:
-    """The encoder profile's peak (GiB) with its range: eager attention's scores are exact, the rest estimated."""
+def encoder_term(enc_total_bytes: int, eager: bool, coef: Coefficients, low_bytes: int | None = None) -> Term:
+    """The encoder profile's peak (GiB) with its range: eager attention's scores are exact, the rest estimated.
+    low_bytes: the family's own lower figure where its attention kind is not known (MiniCPM-o's Whisper pass with
+    SDPA instead of eager scores), which widens the range down to it."""
     lo_f, hi_f = coef.encoder_range_eager if eager else coef.encoder_range_linear
     gib = enc_total_bytes / GiB
     if not gib:
@@ -211,6 +213,9 @@ def encoder_term(enc_total_bytes: int, eager: bool, coef: Coefficients) -> Term:
     basis = ("derived: eager vision attention scores (L^2 per head: MiniCPM-V's SigLIP slices x heads x 1024^2 x "
              "8 B, Kimi-VL's MoonViT over its packed images) + linear activations"
              if eager else "estimate: linear-in-tokens tower/resampler activations")
+    if low_bytes is not None and low_bytes < enc_total_bytes:
+        return Term(gib, low_bytes / GiB * lo_f, gib * hi_f,
+                    "estimate: encoder activations; the range spans eager attention scores (the figure) and SDPA")
     return Term(gib, gib * lo_f, gib * hi_f, basis)
 
 

@@ -59,3 +59,11 @@ def test_the_new_families_are_named_by_the_path_or_hub_id_a_log_prints():
 def test_a_model_no_family_stores_is_not_guessed():
     assert record_model(_record({"model": "Qwen/Qwen2.5-7B-Instruct"}), None) is None  # a text model, not stored
     assert record_model(_record({"model": "Qwen/Qwen2.5-VL-32B-Instruct"}), None) is None  # no stored 32B config
+
+
+def test_minicpm_v_4_is_not_taken_for_4_5_and_minicpm_o_is_recognised():
+    """openbmb/MiniCPM-V-4 is a prefix of openbmb/MiniCPM-V-4_5: each log names its own stored model."""
+    for text, name in (("openbmb/MiniCPM-V-4_5", "minicpm-v-4_5"), ("openbmb/MiniCPM-V-4", "minicpm-v-4"),
+                       ("/models/MiniCPM-V-4", "minicpm-v-4"), ("/data/MiniCPM-o-2_6/", "minicpm-o-2_6")):
+        assert record_model(_record({"model": text}), None).name == name, text
+        assert record_model(_record(error_line=f"loading {text} failed"), None).name == name, text

@@ -100,3 +100,15 @@ def test_a_kv_pool_far_above_the_card_offers_the_largest_pool_the_card_holds():
     assert fix.get("kv_cache_memory_bytes", 10**15) < get_card("3090").total_gib * (1 << 30)
     again = estimator.plan(get_model("minicpm-v-2_6"), get_card("3090"), "0.32.0", "llm", {**p.overrides, **fix})
     assert again.verdict == "ok"
+
+
+def test_the_limit_ladder_turns_off_every_modality_the_family_has_audio_included():
+    """MiniCPM-o profiles a dummy audio too: the ladder offers audio off as it offers video off (before: image and
+    video only, so an audio-heavy profile run had no limit step)."""
+    o = estimator.plan("minicpm-o-2_6", "3090", "0.29.0", overrides={"limit_mm_per_prompt": {"image": 2}})
+    assert ladder("limit_mm_per_prompt", o, "oom_profile") == [
+        {"image": 2, "video": 0, "audio": 999}, {"image": 2, "video": 999, "audio": 0},
+        {"image": 2, "video": 0, "audio": 0}, {"image": 1, "video": 999, "audio": 999},
+        {"image": 1, "video": 0, "audio": 0}]
+    v = estimator.plan("minicpm-v-2_6", "3090", "0.29.0", overrides={"limit_mm_per_prompt": {"image": 2}})
+    assert all("audio" not in step for step in ladder("limit_mm_per_prompt", v, "oom_profile"))

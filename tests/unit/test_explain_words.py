@@ -29,3 +29,18 @@ def test_a_printed_zero_is_rounding_not_an_empty_pool():
     assert printed_gib(15.7985) == "15.7985 GiB" and printed_gib(0.5) == "0.50 GiB"
     assert printed_gib(0.0) == "under 0.05 GiB (printed as 0)"
     assert "KV cache under 0.05 GiB (printed as 0)" in breakdown({"kv_cache_gib": 0.0})
+
+
+def test_an_audio_profile_run_goes_through_the_audio_encoder():
+    """MiniCPM-o before vLLM 0.30 with video off profiles dummy audios: the advice names the audio encoder."""
+    from diagnostics.explain.model import Trial
+    from diagnostics.explain.words import _why_encoder
+    from diagnostics.predict.estimator import plan
+
+    base = plan("minicpm-o-2_6", "l4", "0.29.0", overrides={"limit_mm_per_prompt": {"video": 0}})
+    after = plan("minicpm-o-2_6", "l4", "0.29.0", overrides={"limit_mm_per_prompt": {"video": 0},
+                                                             "max_num_batched_tokens": 4096})
+    assert base.profile["modality"] == "audio"
+    text = _why_encoder("max_num_batched_tokens", base, Trial("max_num_batched_tokens", 4096, 1, after, True, 1.0),
+                        "max_num_batched_tokens=4096", "which fits")
+    assert "dummy audios through the audio encoder" in text

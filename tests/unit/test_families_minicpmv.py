@@ -1,5 +1,5 @@
-"""MiniCPM-V 2.6 and 4.5 (families/minicpmv.py): the variant from config.json's version, parameters as vLLM 0.32
-builds MiniCPMV2_6 / MiniCPMV4_5, the version window, and the dummy items (vLLM's MiniCPMVProcessingInfo)."""
+"""MiniCPM-V 2.6, 4.0 and 4.5 (families/minicpmv.py): the variant from config.json's version, parameters as vLLM
+0.32 builds MiniCPMV2_6 / MiniCPMV4_0 / MiniCPMV4_5, the version window, and the dummy items (vLLM's MiniCPMVProcessingInfo)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from diagnostics.models import MINICPM_V_2_6, get_model, model_from_config
 from diagnostics.predict.estimator import plan
 from diagnostics.versions import parse_version
 
-STORED = Path(__file__).resolve().parents[2] / "diagnostics" / "data" / "models" / "minicpm-v-4_5" / "config.json"
+MODELS = Path(__file__).resolve().parents[2] / "diagnostics" / "data" / "models"
+STORED = MODELS / "minicpm-v-4_5" / "config.json"
+FIGURES = Path(__file__).resolve().parents[2] / "tests" / "data" / "vllm-0.32-vlm-figures.json"
 CHECKPOINT_BYTES = 17_391_790_560  # openbmb/MiniCPM-V-4_5 model.safetensors.index.json total_size (bf16)
 
 
@@ -23,7 +25,7 @@ def test_the_variant_is_config_versions():
     assert MINICPM_V_2_6.family.variant == "minicpm-v-2_6"
     cfg = json.loads(STORED.read_text())
     del cfg["version"]  # vLLM reads 2.0 / 2.5 then: no rules here
-    with pytest.raises(UsageError, match="version none .*accepted: versions 2.6, 4.5"):
+    with pytest.raises(UsageError, match="version none .*accepted: versions 2.6, 4.0, 4.5 .*openbmb/MiniCPM-V-4,"):
         model_from_config(cfg)
 
 
@@ -60,3 +62,33 @@ def test_knobs_are_data_and_max_slice_nums_changes_tokens_per_image():
     slices = next(k for k in fam.knobs if k.key == "max_slice_nums")
     assert slices.steps(9) == [8, 4, 2, 1] and not slices.advise
     assert fam.tokens_per_item(slices, 4, {"max_model_len": 32768}, "0.32.0") == 320
+
+
+def test_4_0_parameters_equal_vllms_minicpmv4_0_on_the_meta_device():
+    meta = json.loads(FIGURES.read_text())["models"]["minicpm-v-4"]["meta"]
+    m = get_model("openbmb/MiniCPM-V-4")  # the hub id answers
+    assert m.name == "minicpm-v-4" and m.family.variant == "minicpm-v-4"
+    assert meta["model_class"] == "MiniCPMV4_0" and m.params == meta["params"] == 4_059_655_920
+    # LlamaForCausalLM: no q/k/v biases; head_dim 128 from config.json (32 x 128 = 4096 != hidden 2560)
+    cfg = json.loads((MODELS / "minicpm-v-4" / "config.json").read_text())
+    assert model_from_config(dict(cfg, version=2.6)).params - m.params == 32 * (4096 + 2 * 256)
+    assert model_from_config({k: v for k, v in cfg.items() if k != "head_dim"}).params < m.params
+
+
+def test_4_0_is_refused_before_0_10_1_and_counts_its_items_as_2_6_does():
+    with pytest.raises(UsageError, match=r"minicpm-v-4 needs vLLM >= 0\.10\.1: vLLM 0\.10\.0 has no model class"):
+        plan("minicpm-v-4", "h100-80", "0.10.0")
+    s4, s26 = get_model("minicpm-v-4").family.shape, MINICPM_V_2_6.family.shape
+    for v in ("0.10.1", "0.11.0", "0.32.0"):
+        pv = parse_version(v)
+        assert minicpmv.image_item(s4, {}, pv) == minicpmv.image_item(s26, {}, pv)
+        assert minicpmv.video_item(s4, {}, pv, 1, 1, 32768) == minicpmv.video_item(s26, {}, pv, 1, 1, 32768)
+
+
+def test_4_5_packs_no_video_frames_as_vllm_sends_no_temporal_ids():
+    """vLLM keeps only pixel_values / image_sizes / tgt_sizes from a video's frames (0.32 minicpmv.py:937-967), so
+    Resampler4_5's 3D packing never runs: 16 frames x 64 tokens, as vLLM 0.32 printed (figures JSON)."""
+    rows = json.loads(FIGURES.read_text())["models"]["minicpm-v-4_5"]["rows"]
+    printed = next(r["vllm"]["tokens_per_item"]["video"] for r in rows if "video" in r["vllm"]["tokens_per_item"])
+    v = minicpmv.video_item(get_model("minicpm-v-4_5").family.shape, {}, parse_version("0.32.0"), 1, 1, 32768)
+    assert (v.slices, v.tokens) == (16, 16 * 64) and v.tokens == printed

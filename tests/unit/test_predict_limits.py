@@ -90,3 +90,15 @@ def test_num_frames_notes_follow_the_family_that_honours_it():                  
            "full frames" in qwen3
     assert any("reads only the count of a limit_mm_per_prompt object for MiniCPM-V" in n
                for n in plan(M, "3090", "0.20.0", "llm", frames).notes)
+
+
+def test_minicpm_o_gets_minicpm_vs_notes_and_its_encoder_tp_data():
+    """MiniCPMO subclasses MiniCPMV2_6 in vLLM (minicpmo.py:1004): data mode holds, and the max_slice_nums guard
+    note is said for it too (before: both were keyed to the MiniCPM-V module only)."""
+    from diagnostics.models import get_model
+    from diagnostics.predict.limits import encoder_tp_data, mm_guard_notes
+
+    o = get_model("minicpm-o-2_6")
+    assert encoder_tp_data(o, {"mm_encoder_tp_mode": "data", "tensor_parallel_size": 2})
+    (above,) = mm_guard_notes(o, Version(0, 32, 0), {"mm_processor_kwargs": {"max_slice_nums": 12}}, {})
+    assert "does not guard real images" in above

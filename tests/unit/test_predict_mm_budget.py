@@ -236,3 +236,22 @@ def test_dummy_options_num_frames_lowers_the_dummy_video_from_0_28():
     assert (p.tokens_per_item, p.items, p.slices) == (1024, 8, 8 * 4)  # T from the maximum, frames from the option
     p = _profile("0.27.0", "3090", 32768, 8192, limits=opts)
     assert p.slices == 8 * 16  # before 0.28 MiniCPM-V ignores the dummy options
+
+
+def test_v0_merged_carries_a_third_modality_and_v1_counts_items_by_modality():
+    """MiniCPM-o on 0.7.3 V0: every dummy sequence carries its image, video and audio (810 tokens with the chunk
+    separators); the video's frames come after the image's 668 + 4 and the audio's 810 + 2 tokens (0.7.2
+    minicpmo.py:176-193): (8192 - 672 - 812) // 66 = 101 frames. Before, audio was dropped from the sequence."""
+    from diagnostics.models import get_model
+
+    o = get_model("minicpm-o-2_6")
+    s = resolve(o, get_card("a100-80"), "0.7.3", "llm", {"max_model_len": 8192})
+    p = profile(o, s, "0.7.3", "v0-merged")
+    assert p.modality == "image+video+audio" and p.tokens_per_item == 668 + 101 * 66 + 810
+    assert dict(p.items_by_modality) == {"image": 1, "video": 1, "audio": 1}
+    v1 = resolve(o, get_card("a100-80"), "0.29.0", "llm", {"max_model_len": 32768, "max_num_batched_tokens": 8192,
+                                                           "limit_mm_per_prompt": {"video": 0}})
+    p = profile(o, v1, "0.29.0", family("0.29.0"))
+    assert (p.modality, dict(p.items_by_modality), p.slices) == ("audio", {"audio": 8192 // 750}, 0)
+    none = resolve(o, get_card("a100-80"), "0.32.0", "llm", {"limit_mm_per_prompt": {"image": 0, "video": 0}})
+    assert profile(o, none, "0.32.0", family("0.32.0")).empty  # audio alone: 0.30+ profiles nothing

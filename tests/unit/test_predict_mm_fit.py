@@ -165,8 +165,9 @@ def test_bad_knobs_are_usage_errors(call, fragment):
 
 
 def test_every_knob_name_and_alias_is_known():
-    names = {k.name for m in ("minicpm-v-2_6", "qwen2.5-vl-7b", "internvl3-8b", "gemma-3-4b", "llava-onevision-7b",
-                              "phi-4-multimodal") for k in knobs_of(m, V)}
+    models = ("minicpm-v-2_6", "qwen2.5-vl-7b", "internvl3-8b", "gemma-3-4b", "llava-onevision-7b", "phi-4-multimodal",
+              "minicpm-o-2_6")
+    names = {k.name for m in models for k in knobs_of(m, V)}
     assert names == set(KNOB_NAMES)
     assert set(ALIASES.values()) <= set(KNOB_NAMES)
 
@@ -215,3 +216,14 @@ def test_qwen_num_frames_lowers_the_dummy_video_from_0_12_only():
     older = plan("qwen2.5-vl-7b", "3090", "0.12.0", "llm",
                  {**held, "limit_mm_per_prompt": {"video": {"count": 1, "num_frames": 2}}}).profile
     assert older["encoder_slices"] == 2
+
+
+def test_minicpm_o_has_minicpm_vs_size_knobs_and_an_audio_count():
+    """MiniCPM-o's image and video rules are MiniCPM-V's, so max_slice_nums is searched; audio is a count knob
+    (before: no size knob for MiniCPM-o, and an audio knob had no words)."""
+    from diagnostics.predict.mm_fit import knobs_of
+
+    knobs = {k.name: k for k in knobs_of("minicpm-o-2_6", "0.29.0")}
+    assert {"max_slice_nums", "num_frames", "limit_mm_per_prompt.audio"} <= set(knobs)
+    assert knobs["limit_mm_per_prompt.audio"].modalities == ("audio",)
+    assert knobs["limit_mm_per_prompt.audio"].label(2) == "2 audios per prompt"

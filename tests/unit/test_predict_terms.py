@@ -116,6 +116,14 @@ def test_weights_with_mm_encoder_tp_mode_data_keep_the_tower_whole():
         weights_term(M, {}, 2).value_gib
 
 
+def test_encoder_term_widens_down_to_a_familys_own_low_figure():
+    """MiniCPM-o's Whisper pass: eager scores give the figure, SDPA the low end (families/minicpmo.py)."""
+    t = encoder_term(4 * GiB, False, DEFAULT, low_bytes=GiB)
+    lo_f, hi_f = DEFAULT.encoder_range_linear
+    assert (t.value_gib, t.low_gib, t.high_gib) == (4.0, lo_f, 4 * hi_f) and "SDPA" in t.basis
+    assert encoder_term(4 * GiB, False, DEFAULT, low_bytes=8 * GiB) == encoder_term(4 * GiB, False, DEFAULT)
+
+
 def test_rotary_caches_are_in_the_weights_as_vllm_counts_them():
     """Gemma 3 4B: 603,979,776 B of cos/sin caches (131,072 x 8 scaled + 131,072 local rows x 256 in bf16), vLLM
     0.32's own cos_sin_cache buffers (tests/unit/test_decoder.py), added whole on every TP rank; the basis says so

@@ -27,7 +27,7 @@ def test_parse_set_json_then_text():
         ("max_num_seqs=lots", "max_num_seqs"),
         ("gpu_memory_utilization=1.5", "0 < value <= 1"),
         ("enforce_eager=3", "true/false"),
-        ('limit_mm_per_prompt={"audio":1}', "limit_mm_per_prompt"),
+        ('limit_mm_per_prompt={"speech":1}', "modalities image, video, audio"),
         ("dtype=int3", "float16"),
         ("max_model_len=0", "positive"),
     ],
@@ -430,3 +430,14 @@ def test_0_34_defaults_block_64_and_util_1_with_the_extensible_kv_cache():
 def test_extensible_kv_cache_where_vllm_refuses_it_is_a_usage_error(version, overrides, words):
     with pytest.raises(UsageError, match=words):
         resolve(get_model("minicpm-v-2_6"), get_card("4090"), version, overrides=overrides)
+
+
+def test_audio_limit_is_a_modality_and_a_model_without_audio_refuses_it():
+    """limit_mm_per_prompt knows audio (MiniCPM-o); a model whose processor has no audio says so in one line."""
+    assert parse_set(['limit_mm_per_prompt={"audio":0,"image":2}']) == {
+        "limit_mm_per_prompt": {"audio": 0, "image": 2}}
+    with pytest.raises(UsageError, match=r"names 'audio', which .* does not profile .*accepted: image, video"):
+        resolve(M, get_card("l4"), "0.32.0", "llm", {"limit_mm_per_prompt": {"audio": 1}})
+    resolve(M, get_card("l4"), "0.32.0", "llm", {"limit_mm_per_prompt": {"audio": 0}})  # 0 is allowed, as vLLM does
+    o = resolve(get_model("minicpm-o-2_6"), get_card("l4"), "0.32.0", "llm", {"limit_mm_per_prompt": {"audio": 2}})
+    assert o["limit_mm_per_prompt"] == {"image": 999, "video": 999, "audio": 2}

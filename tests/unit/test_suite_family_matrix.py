@@ -101,3 +101,11 @@ def test_pytest_collects_the_family_matrix_for_a_hub_id(pytester, hub, first, la
     assert ids[0] == first and last in ids and ids[-2:] == ["defaults", "one-image"]
     assert not any("util" in i for i in ids)
     assert "(38 combinations)" in result.stdout.str()
+
+
+def test_minicpm_o_s_matrix_turns_its_audio_off_as_it_turns_video_off():
+    """The audio knob is data (families/minicpmo.py knobs): pytest -m gpu --model openbmb/MiniCPM-o-2_6 crosses
+    {"audio": 0} with {"video": 0}; limit_mm_per_prompt accepts audio (setting_values.MODALITIES)."""
+    axes = knob_axes(get_model("minicpm-o-2_6").family.knobs)
+    assert {"video": 0, "audio": 0} in axes["limit_mm_per_prompt"] and len(axes["limit_mm_per_prompt"]) == 4
+    assert default_matrix(None, "openbmb/MiniCPM-o-2_6").name == "vlm-minicpm-o-2_6"
