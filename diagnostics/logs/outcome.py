@@ -79,8 +79,9 @@ CUDA_HINT = re.compile(r"CUDA out of memory|# CUDA blocks|cuda:\d")
 
 # PyTorch's OOM text ends with a link to its docs ("See documentation for Memory Management  (https://pytorch.org/
 # docs/stable/notes/cuda.html#environment-variables)"): no fact, and a narrow paste wraps it onto a line of its own,
-# so the root-cause line is the same whether or not the link stayed on it.
-DOCS_LINK = re.compile(r"\s*\(https://pytorch\.org/docs/[^)\s]*\)\s*$")
+# so the root-cause line is the same whether or not the link (or the sentence before it) stayed on it.
+DOCS_LINK = re.compile(r"\s*(?:See documentation for Memory Management\s*)?(?:\(https://pytorch\.org/docs/[^)\s]*\))?"
+                       r"\s*$")
 
 
 def can_fail(line: Line) -> bool:
