@@ -167,7 +167,14 @@ class Redactor:
 
     # -- learning ---------------------------------------------------------------------------------------
     def learn(self, obj: object) -> None:
-        """Collect user names seen in home paths and `user@host` anywhere in obj, so they go everywhere."""
+        """Collect user and host names seen in home paths, `user@host`, host names and the values of name keys
+        (`hostname`, `host`, `node`, `user`, `username`: a results.jsonl's machine_info) anywhere in obj, so they go
+        everywhere."""
+        for key, value in _named_values(obj):
+            if key in ("hostname", "host", "host_name", "node", "nodename", "node_name"):
+                self._add_fqdn(value)
+            elif key in ("user", "username", "user_name", "login"):
+                self.add_user(value)
         for text in _strings(obj):
             for pattern in _HOME_PATTERNS[:3]:
                 for m in pattern.finditer(text):
@@ -293,6 +300,19 @@ class Redactor:
         if isinstance(obj, (list, tuple)):
             return [self.obj(v) for v in obj]
         return obj
+
+
+def _named_values(obj: object):
+    """(lower-case key, value) of every string value under a string key, at any depth."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(k, str) and isinstance(v, str):
+                yield k.lower(), v
+            else:
+                yield from _named_values(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _named_values(v)
 
 
 def _strings(obj: object):
