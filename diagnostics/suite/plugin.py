@@ -3,15 +3,13 @@
 Hook wiring only, in pytest-memray's shape: module-level `pytest_addoption` (suite/run.py's OPTIONS table, every
 CLI option with an ini twin `memcheck_<name>`); one `Manager` holds the session's state and hooks, built at
 configure when the session asks for it (`asked_for`), else when a collected test needs a memcheck fixture, and
-registered with the plugin manager; markers come from the MARKERS table. What a test
-asserts and its failure text are suite/judge.py's; the results.jsonl record is suite/results.py's; the
+registered with the plugin manager; markers come from the MARKERS table. What a test asserts and its failure text are suite/judge.py's; the results.jsonl record is suite/results.py's; the
 terminal table is report/terminal.py's.
 
 One test = one engine start (diagnostics.engine.launch.run_start, own process group, timed through
 pytest-benchmark's pedantic mode). Its result is appended to `<report-dir>/<run>/results.jsonl` at once.
 The cpu card (vLLM's CPU backend) measures the summed RSS of the process tree and asserts only the thresholds a
-matrix states for card "cpu"; --card=cpu defaults to the CPU matrix diagnostics/data/cpu-tiny.toml (the 16 GB model is refused there).
-A failing test's message is the diagnosis (one paragraph); the numbers are in its "vllm-memcheck" section.
+matrix states for card "cpu"; --card=cpu defaults to the CPU matrix diagnostics/data/cpu-tiny.toml. A failing test's message is the diagnosis (one paragraph); the numbers are in its "vllm-memcheck" section.
 """
 
 from __future__ import annotations
@@ -73,6 +71,11 @@ def detect_gpu() -> tuple[str | None, str | None]:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     run.add_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, args: list) -> None:
+    run.reroot(early_config, args)  # `--matrix /elsewhere/m.toml` (space form) moved the rootdir
 
 
 MEMCHECK_FIXTURES = {"memcheck", COMBINATION_FIXTURE, SEARCH_FIXTURE}

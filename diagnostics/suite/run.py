@@ -3,6 +3,7 @@ directory (`<report-dir>/<run>/`, shared with xdist workers) and the model direc
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import shutil
@@ -339,3 +340,37 @@ class ModelDir:
     def cleanup(self) -> None:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def reroot(config, args: list) -> None:
+    """Redo pytest's rootdir and ini-file choice once this plugin's options are known. pytest picks them
+    (_pytest/config/__init__.py Config._preparse -> findpaths.determine_setup, pytest 9.2) before it loads pytest11
+    entry points, so the value of `--matrix /elsewhere/m.toml` (space form) counts as a path to test: the rootdir
+    moves to its directory, the project's ini (testpaths, markers, addopts) goes unread and every test module under
+    the working directory is collected (a test imported into two modules runs twice). With the values known, the
+    choice is made again from the true positional arguments; when it differs, the config takes it (its ini's addopts
+    prepended to `args`, as pytest does). Called from pytest_load_initial_conftests, before any conftest loads."""
+    import inspect
+
+    from _pytest.config.findpaths import determine_setup
+
+    ns = config.known_args_namespace
+    values = {str(getattr(ns, f"memcheck_{name}", None)) for name, kwargs, *_ in OPTIONS if not kwargs.get("action")}
+    if not values & {str(a) for a in args}:  # no option value that pytest could have taken for a path
+        return
+    given = {"inifile": ns.inifilename, "override_ini": ns.override_ini, "args": ns.file_or_dir,
+             "rootdir_cmd_arg": ns.rootdir or None, "invocation_dir": config.invocation_params.dir}
+    wanted = inspect.signature(determine_setup).parameters
+    rootpath, inipath, inicfg, *_ = determine_setup(**{k: v for k, v in given.items() if k in wanted})
+    if (rootpath, inipath) == (config.rootpath, config.inipath):
+        return
+    old_cut = str(config.inipath.parent if config.inipath else config.rootpath)
+    had_addopts = bool(config.getini("addopts"))
+    config._rootpath, config._inipath, config._inicfg = rootpath, inipath, inicfg
+    config._inicache.clear()
+    config._parser.extra_info.update(rootdir=str(rootpath), inifile=str(inipath))
+    if not had_addopts and config.getini("addopts"):
+        args[:] = list(config.getini("addopts")) + args
+        config.known_args_namespace = config._parser.parse_known_args(args, namespace=copy.copy(config.option))
+    if ns.confcutdir in (None, old_cut):  # pytest's default, not the user's --confcutdir
+        config.known_args_namespace.confcutdir = str(inipath.parent if inipath else rootpath)

@@ -992,3 +992,18 @@ def test_a_bad_choice_is_one_usage_line_from_the_command_line_or_the_ini(project
     result = run(project, "--card=cpu", "--matrix=tiny.toml", "--collect-only", *args)
     err = [line for line in result.stderr.str().splitlines() if line.strip()]
     assert result.ret == 4 and err == [says], err
+
+
+def test_matrix_outside_the_rootdir_with_a_space_collects_as_the_equals_form(project, tmp_path_factory):
+    # pytest picks the rootdir before it knows --matrix: the value counted as a path, the ini went unread and a
+    # module outside testpaths was collected too (each combination twice)
+    project.makeini("[pytest]\ntestpaths = tests\n")
+    (project.path / "tests").mkdir()
+    (project.path / "tests" / "test_startup.py").write_text(textwrap.dedent(STAND_IN))
+    outside = tmp_path_factory.mktemp("elsewhere") / "m.toml"
+    outside.write_text(textwrap.dedent(MATRIX))
+    for form in ([f"--matrix={outside}"], ["--matrix", str(outside)]):
+        result = run(project, "-m", "gpu", "--card=cpu", "--collect-only", "-q", *form)
+        assert result.ret == 0, form
+        assert [line for line in result.outlines if "::test_startup[" in line] == [
+            f"tests/test_startup.py::test_startup[{s}]" for s in "abc"], form
