@@ -40,7 +40,7 @@ from diagnostics.suite.family_matrix import default_matrix
 from diagnostics.suite.matrix import check_threshold_cards
 from diagnostics.suite.results import ResultWriter, load_results, load_results_noting, make_record, with_repeats
 from diagnostics.suite.search_run import (KNOB_NAMES, SearchBroke, check_search_model, check_search_options, run_search,
-                                          summary_line)
+                                          search_setting, summary_line)
 from diagnostics.units import plural
 
 MANAGER_NAME = "vllm-memcheck-manager"
@@ -181,7 +181,7 @@ class Manager:
         self.gate = Gate.from_config(config, self.cache_state)
         self.calibration = run.calibration(run.option(config, "calibration"))
         self.resume = bool(run.option(config, "resume"))
-        self.search = run.option(config, "search")
+        self.search = search_setting(run.option(config, "search"))  # max_dynamic_patch: max_patches, as plan --fit
         check_search_options(self.search, *(run.option(config, f"search_{k}") for k in ("resolution", "range")))
         self.search_lines: list[str] = []
         self.gpus = devices.parse_gpus(run.option(config, "gpus"))

@@ -550,6 +550,15 @@ def test_search_a_knob_of_a_text_model_is_refused_at_collection(searching):     
         "accepted: none (no vision tower) (or an engine setting: max_model_len, max_num_seqs)" in line
 
 
+def test_search_takes_the_knob_aliases_plan_fit_takes(searching):                          # newcomer pass
+    result = run(searching, "--collect-only", "-q", "--card=3090", "--model=OpenGVLab/InternVL3_5-8B-HF",
+                 "--search=max_dynamic_patch")  # plan --fit max_dynamic_patch's alias of max_patches
+    assert result.ret == 0, result.stderr.str()
+    assert "test_search_limit" in result.stdout.str() and "test_startup[" not in result.stdout.str()
+    result = run(searching, "--collect-only", "--card=3090", "--search=max_dynamic_patchez")
+    assert result.ret == 4 and "(or an alias: max_dynamic_patch, " in result.stderr.str()
+
+
 def test_without_search_the_search_test_is_not_collected(searching):
     result = run(searching, "--card=cpu", "--matrix=search.toml", "--collect-only", "-q")
     assert "test_startup[never-run]" in result.stdout.str() and "test_search_limit" not in result.stdout.str()
