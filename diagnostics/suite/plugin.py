@@ -172,7 +172,7 @@ class Manager:
                       or (run.CPU_DEFAULT_MODEL if is_cpu else run.DEFAULT_MODEL))
         run.check_model(self.model)
         if is_cpu:
-            run.check_cpu_model(self.model)
+            run.check_cpu_model(self.model, run.option(config, "model"))  # --model: no real-size model
         self.load_format = run.load_format_for(self.model, run.option(config, "load_format"))
         self.engine_timeout = run.engine_timeout(run.option(config, "engine_timeout"))
         self.cache_state = run.choice(config, "cache_state", run.CACHE_STATES, "cold")

@@ -221,13 +221,34 @@ def cache_env(root: Path) -> dict:
             "TRITON_CACHE_DIR": str(root / "triton")}
 
 
-def check_cpu_model(model: str) -> None:
-    """--card=cpu cannot start the 16 GB MiniCPM-V-2_6 (real shapes) by any of its names, in any case: refuse in one
-    line, naming what works."""
-    if str(model).strip().lower() in CPU_REFUSED:
-        raise UsageError(f"--card=cpu cannot start {model} (the 16 GB model) on vLLM's CPU backend; use the CPU "
+def check_cpu_model(model: str, asked: str | None = None) -> None:
+    """--card=cpu cannot start the 16 GB MiniCPM-V-2_6 (real shapes) by any of its names, in any case, nor a
+    real-size model the user named with --model (`asked`: a stored model by short name, hub id or kit:NAME, or
+    kit:minicpm-v-4_5; kit:tiny-text and kit:*-tiny stay allowed). A matrix's own model is checked against the first
+    list only. UsageError, one line naming what works."""
+    size = "the 16 GB model" if str(model).strip().lower() in CPU_REFUSED else cpu_real_size(asked)
+    if size:
+        raise UsageError(f"--card=cpu cannot start {asked or model} ({size}) on vLLM's CPU backend; use the CPU "
                          f"matrix {CPU_MATRIX.name} (the default with --card=cpu) with --model=kit:tiny-text or "
-                         "--model=kit:minicpm-v-2_6-tiny")
+                         "--model=kit:minicpm-v-2_6-tiny (or another kit:*-tiny)")
+
+
+def cpu_real_size(model: str | None) -> str | None:
+    """Why `model` (the user's --model) is too big for the CPU backend ("a real-size model of N billion
+    parameters"), or None: a tiny kit, a local directory or hub id plan does not store."""
+    name = str(model or "").strip()
+    if not name or name.lower() == CPU_DEFAULT_MODEL or name.lower().endswith("-tiny"):
+        return None
+    stored = stored_vlm(name)
+    if stored is None and name.lower() not in ("kit:minicpm-v-2_6", "kit:minicpm-v-4_5"):
+        return None
+    from diagnostics.models import get_model
+
+    try:
+        params = get_model(stored or name.removeprefix("kit:")).params
+    except UsageError:
+        params = 0
+    return f"a real-size model of {params / 1e9:.1f} billion parameters" if params else "a real-size model"
 
 
 def check_writable_dir(path: Path, flag: str) -> None:

@@ -723,7 +723,8 @@ def test_card_cpu_without_a_matrix_picks_the_cpu_matrix_and_a_kit(stand_in):
     assert "model kit:tiny-text" in out and "cpu-tiny.toml" in out
 
 
-@pytest.mark.parametrize("model", ["openbmb/MiniCPM-V-2_6", "kit:minicpm-v-2_6"])
+@pytest.mark.parametrize("model", ["openbmb/MiniCPM-V-2_6", "kit:minicpm-v-2_6", "qwen2.5-vl-7b",
+                                   "kit:qwen2.5-vl-7b", "moonshotai/Kimi-VL-A3B-Instruct"])  # newcomer pass: any size
 def test_card_cpu_refuses_the_16_gb_model_in_one_line(stand_in, model):
     err = usage_error(run(stand_in, "--card=cpu", "--matrix=m.toml", f"--model={model}", "--collect-only"))
     line = next(line for line in err.splitlines() if line.startswith("ERROR:"))
