@@ -143,11 +143,29 @@ def stored_vlm(model: str) -> str | None:
 
 
 def check_model(model: str) -> None:
-    """UsageError for an unknown kit:* name or a local path that is no model directory."""
+    """UsageError for an unknown kit:* name, a local path that is no model directory, or one whose config.json
+    plan cannot read (local_model_spec)."""
     kits = [k for k in KIT_MODELS if not k.startswith("kit:NAME")] + [f"kit:{n}" for n in kit_families()]
     if model.lower().startswith("kit:") and model not in kits:  # KIT:x would reach vLLM as a hub id, per start
         raise UsageError(f"unknown model kit {model!r}; accepted: {', '.join(kits)}")
     check_model_path(model)
+    local_model_spec(model)
+
+
+def local_model_spec(model: str | None):
+    """The diagnostics.models.ModelSpec of a --model that is a local directory (relative paths too), read from its
+    config.json as plan reads it; None for a kit, a stored name or a hub id. UsageError, one line naming --model,
+    for a config.json plan cannot read (not JSON, no architecture it knows)."""
+    from diagnostics.models import get_model
+
+    path = Path(str(model or "")).expanduser()
+    if not model or str(model).startswith("kit:") or not (path / "config.json").is_file():
+        return None
+    try:
+        return get_model(path)
+    except UsageError as err:
+        raise UsageError(f"--model {model}: {err}" + ("" if "accepted" in str(err) else
+                         "; accepted: a model directory whose config.json is a Hugging Face config (JSON)")) from None
 
 
 def matrix_path(matrix: str | None, model: str | None) -> Path | str:
