@@ -394,7 +394,8 @@ def reroot(config, args: list) -> None:
     from _pytest.config.findpaths import determine_setup
 
     ns = config.known_args_namespace
-    values = {str(getattr(ns, f"memcheck_{name}", None)) for name, kwargs, *_ in OPTIONS if not kwargs.get("action")}
+    values = {str(getattr(ns, f"memcheck_{name}", None) or "") for name, kwargs, *_ in OPTIONS
+              if not kwargs.get("action")} - {""}
     if not values & {str(a) for a in args}:  # no option value that pytest could have taken for a path
         return
     given = {"inifile": ns.inifilename, "override_ini": ns.override_ini, "args": ns.file_or_dir,
