@@ -22,6 +22,13 @@ MM_COUNTS = {"max_slice_nums": 10**6, "max_dynamic_patch": 10**6, "min_dynamic_p
 MM_FLAGS = ("do_pan_and_scan",)
 # The modalities limit_mm_per_prompt may name and a family may declare (Variant.modalities): MiniCPM-o adds audio
 MODALITIES = ("image", "video", "audio")
+# limit_mm_per_prompt's dummy-options keys per modality, as vLLM 0.32 declares them (vllm/config/multimodal.py:212-239:
+# BaseDummyOptions.count ge=0; VideoDummyOptions num_frames/width/height gt=0; ImageDummyOptions width/height gt=0;
+# each forbids other keys). AudioDummyOptions.length is not modelled here, so only count is accepted for audio. The
+# upper bounds are ours (as MM_COUNTS): past them the item arithmetic would not end.
+DUMMY_OPTIONS = {"image": ("count", "width", "height"), "video": ("count", "num_frames", "width", "height"),
+                 "audio": ("count",)}
+DUMMY_BOUNDS = {"count": (0, 10**9), "num_frames": (1, 10**6), "width": (1, 10**5), "height": (1, 10**5)}
 
 
 def check_value(key: str, value) -> None:
@@ -33,6 +40,25 @@ def check_value(key: str, value) -> None:
         raise one_of("load_format", value, LOAD_FORMATS)
     if key == "mm_processor_kwargs":
         _check_mm_kwargs(value)
+    if key == "limit_mm_per_prompt" and isinstance(value, dict):
+        _check_dummy_options(value)
+
+
+def _check_dummy_options(value: dict) -> None:
+    """limit_mm_per_prompt's per-modality dummy options: only the keys vLLM's *DummyOptions class of that modality
+    has, each a whole number within DUMMY_BOUNDS (num_frames, width, height > 0 as vLLM's Field(gt=0))."""
+    for m, opts in value.items():
+        if m not in DUMMY_OPTIONS or not isinstance(opts, dict):
+            continue  # settings._check_limits answers unknown modalities and plain counts
+        for k, x in opts.items():
+            head = f"setting limit_mm_per_prompt={json.dumps(value)} is invalid: {m}.{k}"
+            if k not in DUMMY_OPTIONS[m]:
+                raise UsageError(f"{head} is not a dummy option of {m}; accepted keys for {m}: "
+                                 f"{', '.join(DUMMY_OPTIONS[m])}")
+            lo, hi = DUMMY_BOUNDS[k]
+            if isinstance(x, bool) or not isinstance(x, int) or not lo <= x <= hi:
+                raise UsageError(f"{head} must be a whole number from {lo} to {hi:,} (vLLM 0.32 "
+                                 f"config/multimodal.py: {k} {'ge=0' if lo == 0 else 'gt=0'})")
 
 
 def _check_mm_kwargs(value: dict) -> None:

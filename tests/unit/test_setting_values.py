@@ -43,3 +43,31 @@ def test_values_the_families_take_still_plan(capsys):
     check_value("mm_processor_kwargs", {"max_pixels": 1003520, "min_pixels": 3136, "do_pan_and_scan": True})
     assert main(["plan", "--model", "qwen2.5-vl-7b", "--no-vllm-exact", "--set",
                  'mm_processor_kwargs={"max_pixels":1003520}']) == 0
+
+
+@pytest.mark.parametrize("limits, words", [
+    ({"video": {"count": 1, "num_frames": 0}}, "video.num_frames must be a whole number from 1"),
+    ({"video": {"count": 1, "width": 0}}, "video.width must be a whole number from 1"),
+    ({"image": {"count": 1, "height": 0}}, "image.height must be a whole number from 1"),
+    ({"image": {"count": 1, "num_frames": 4}}, "image.num_frames is not a dummy option of image; accepted keys for "
+                                               "image: count, width, height"),
+    ({"image": {"count": -1}}, "image.count must be a whole number from 0"),
+    ({"audio": {"count": 1, "num_frames": 4}}, "accepted keys for audio: count"),
+])
+def test_dummy_options_follow_vllm_bounds(limits, words):
+    """vLLM 0.32 config/multimodal.py:212-239: count ge=0, num_frames/width/height gt=0, extra keys forbidden."""
+    with pytest.raises(UsageError, match=words):
+        check_value("limit_mm_per_prompt", limits)
+
+
+def test_plan_refuses_zero_frames_in_one_line(capsys):
+    assert main(["plan", "--model", "qwen2.5-vl-7b", "--card", "4090", "--vllm", "0.32.0", "--no-vllm-exact",
+                 "--set", "max_model_len=16384", "--set",
+                 'limit_mm_per_prompt={"video":{"count":1,"num_frames":0}}']) == 2
+    err = capsys.readouterr().err.strip()
+    assert "video.num_frames must be a whole number from 1" in err and "\n" not in err
+
+
+def test_dummy_options_vllm_takes_still_pass():
+    check_value("limit_mm_per_prompt", {"video": {"count": 1, "num_frames": 4, "width": 64, "height": 64},
+                                        "image": {"count": 0, "width": 1, "height": 1}, "audio": 1})
