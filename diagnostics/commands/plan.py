@@ -284,6 +284,7 @@ def _above_value(f):
 def format_fit(f: Fit) -> str:
     """`plan --fit`: the answer line, the plan at the answer (terms), and what fails one step above."""
     lines = []
+    floor = [f"note: {f.floor}"] if getattr(f, "floor", None) else []  # predict/fit.py image_floor
     if f.value is None:
         p = f.above
         why = refusal(p) if not isinstance(f, KnobFit) else None  # a KnobFit names its refusal below
@@ -291,7 +292,7 @@ def format_fit(f: Fit) -> str:
                      f"{p.card.name} with vLLM {p.vllm_version}; at {_label(f, f.domain[0])}: "
                      + (f"vLLM refuses the settings at start-up: {why}" if why else p.verdict)
                      + (f" (phase: {p.failing_phase})" if p.failing_phase and not why else ""))
-        lines += [f"note: {n}" for n in p.notes + (f.notes() if isinstance(f, KnobFit) else [])]
+        lines += [f"note: {n}" for n in p.notes + (f.notes() if isinstance(f, KnobFit) else [])] + floor
         if isinstance(f, KnobFit) and f.refusal:
             lines.append(f"vLLM {p.vllm_version} refuses the held settings at start-up: {f.refusal}")
         return "\n".join(lines)
@@ -321,7 +322,7 @@ def format_fit(f: Fit) -> str:
                      "does not plan ok (every value was planned)")
     if isinstance(f, KnobFit):
         lines += [f"note: {n}" for n in f.notes()]
-    return "\n".join(lines)
+    return "\n".join(lines + floor)
 
 
 def format_frontier(fitted: str, ladder_setting: str, card, version: str, points) -> str:
