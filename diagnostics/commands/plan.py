@@ -200,8 +200,11 @@ def format_plan(p: Plan, explanation=None) -> str:
              f"gpu_memory_utilization={s['gpu_memory_utilization']} "
              f"limit_mm_per_prompt={json.dumps(s.get('limit_mm_per_prompt', {}))} enforce_eager={s['enforce_eager']}")
     pr = p.profile
-    prof = (f"profile run: {pr['encoder_items']} dummy {pr['modality'] or '-'} items, {pr['encoder_slices']} slices, "
-            f"{pr['vit_tokens']:,} ViT tokens; LLM pass {pr['max_num_batched_tokens']:,} tokens; "
+    items = (f"{pr['encoder_items']} dummy {pr['modality'] or '-'} items, {pr['encoder_slices']} slices, "
+             f"{pr['vit_tokens']:,} ViT tokens")
+    if pr.get("encoder_skipped"):  # skip_mm_profiling: the items are what the run would push, not what it pushes
+        items = f"no dummy item (skip_mm_profiling=true; without it: {items})"
+    prof = (f"profile run: {items}; LLM pass {pr['max_num_batched_tokens']:,} tokens; "
             f"sampler {pr['sampler_rows']} rows")
     if pr.get("encoder_budget_tokens"):
         prof += f"; encoder budget {pr['encoder_budget_tokens']:,} tokens"
