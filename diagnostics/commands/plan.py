@@ -235,6 +235,10 @@ def _run_fit(args, card, version, overrides, setting: str, fmt: str, calibration
         f = fit_knob(setting, args.model, card, version, args.entrypoint, overrides, calibration, exact)
     else:
         f = fit(setting, args.model, card, version, args.entrypoint, overrides, calibration, exact)
+    held = f.refusal if isinstance(f, KnobFit) else refusal(f.above) if f.refused_everywhere else None
+    if f.value is None and held:  # as plain plan: the held settings are refused whatever the fitted value
+        raise UsageError(f"vLLM {f.above.vllm_version} refuses these settings at start-up at every {f.setting} "
+                         f"tried: {held}")
     if fmt == "md":
         shown = f.at if f.at is not None else f.above
         if f.at is None:  # nothing fits: the report is the plan at the domain's bottom, and says so

@@ -62,6 +62,7 @@ class Fit:
     plans: int = 0
     non_monotone: list = field(default_factory=list)
     floor: str | None = None  # why the domain starts above one block (max_model_len: one image prompt must fit)
+    refused_everywhere: bool = False  # nothing fits and vLLM refuses every value planned: the held settings' fault
 
     def to_json(self) -> dict:
         """The `plan --fit --json` shape of one fit (GiB, tokens)."""
@@ -71,6 +72,7 @@ class Fit:
             "above_value": self.above.settings[self.setting] if self.above else None,
             "top_reason": None if self.above else self.top_reason,
             "plans": self.plans, "non_monotone": list(self.non_monotone), "floor": self.floor,
+            "refused_everywhere": self.refused_everywhere,
         }
 
 
@@ -196,7 +198,8 @@ def fit(setting: str, model="minicpm-v-2_6", card="3090", version=None, entrypoi
     else:
         nxt = round(value + step, 2) if isinstance(step, float) else value + step
         above = planner(setting, nxt) if nxt <= hi + 1e-9 else None
-    return Fit(setting, value, step, at, above, (lo, hi), top_reason, len(planner.cache), turns, floor)
+    refused = value is None and all(refusal(p) for p in planner.cache.values())
+    return Fit(setting, value, step, at, above, (lo, hi), top_reason, len(planner.cache), turns, floor, refused)
 
 
 def _scan_util(planner: _Planner, setting: str) -> tuple[float | None, list]:

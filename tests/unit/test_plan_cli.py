@@ -428,3 +428,13 @@ def test_readme_knob_answers_are_what_plan_prints(argv, capsys):
     shown = [line for line in out if line.startswith(("largest", "profile run", "just above", "above:", "9 slices",
                                                       "1 slice "))]
     assert shown and all(line in readme for line in shown), [line for line in shown if line not in readme]
+
+
+@pytest.mark.parametrize("fit", ["max_model_len", "gpu_memory_utilization", "max_slice_nums"])
+def test_fit_with_settings_vllm_refuses_everywhere_exits_2_as_plain_plan(fit, capsys):
+    """It printed "vLLM refuses the settings" with exit 0 while plain plan exits 2 on the same --set."""
+    argv = ["plan", "--card", "4090", "--vllm", "0.32.0", "--no-vllm-exact", "--set", "max_num_seqs=1000000000"]
+    assert main([*argv, "--fit", fit]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"refuses these settings at start-up at every {fit} tried: max_num_batched_tokens" in err
+    assert "\n" not in err
