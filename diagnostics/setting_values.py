@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from diagnostics.errors import UsageError, one_of
+from diagnostics.versions import Version
 
 # vLLM's load formats: LoadFormats in vllm/model_executor/model_loader/__init__.py:33 (0.32), plus the older
 # bitsandbytes and gguf (vllm/config.py LoadFormat, 0.6-0.10); vLLM lowercases the value (config/load.py:136)
@@ -13,6 +14,9 @@ LOAD_FORMATS = ("auto", "bitsandbytes", "dummy", "fastsafetensors", "gguf", "hf"
                 "mistral", "modelexpress", "npcache", "pt", "runai_streamer", "runai_streamer_sharded", "safetensors",
                 "sharded_state", "tensorizer")
 
+# load formats vLLM dropped: gguf is gone from the LoadFormats of 0.24.0 (model_loader/__init__.py:33 there; 0.23.0:40
+# has it), bitsandbytes from 0.28.0 (0.27.0:36 has it, 0.28.0 not)
+LOAD_FORMAT_UNTIL = {"gguf": Version(0, 24, 0), "bitsandbytes": Version(0, 28, 0)}
 
 # mm_processor_kwargs keys the families' processors read as counts (whole numbers >= 1) and their upper bound: a
 # pixel count past 10**9 (a 31,623-pixel square) is no image, and the Qwen resize's divisor search would not end
@@ -77,6 +81,21 @@ def _check_mm_kwargs(value: dict) -> None:
     if isinstance(value.get("min_pixels"), int) and isinstance(value.get("max_pixels"), int) \
             and value["min_pixels"] > value["max_pixels"]:
         raise bad("min_pixels is above max_pixels")
+
+
+def check_load_format(given: dict, v: Version, model) -> dict:
+    """`given` (the checked --set values), unless load_format names a loader vLLM `v` lacks (LOAD_FORMAT_UNTIL) or
+    gguf for a checkpoint with no .gguf file (vLLM's GGUFModelLoader raises "Unrecognised GGUF reference",
+    model_loader/gguf_loader.py:77, 0.23.0): UsageError, one line."""
+    fmt = str(given.get("load_format") or "auto").lower()
+    until = LOAD_FORMAT_UNTIL.get(fmt)
+    if until is not None and v >= until:
+        raise UsageError(f"setting load_format={fmt}: vLLM {v} has no {fmt} loader (gone since vLLM {until}); "
+                         f"accepted: a load format of {v} such as auto or safetensors, or --vllm below {until}")
+    if fmt == "gguf" and not model.is_gguf:
+        raise UsageError(f"setting load_format=gguf: {model.name} has no .gguf file (vLLM's GGUF loader needs one); "
+                         "accepted: load_format=auto, or a .gguf checkpoint as --model")
+    return given
 
 
 def check_once(given: dict, key: str, value):

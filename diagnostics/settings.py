@@ -27,7 +27,8 @@ import json
 
 from diagnostics.cards import Card
 from diagnostics.errors import UsageError, one_of
-from diagnostics.setting_values import MODALITIES, batch_refusal, check_once, check_value, heads_refusal
+from diagnostics.setting_values import (MODALITIES, batch_refusal, check_load_format, check_once, check_value,
+                                         heads_refusal)
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.versions import Version, engine, parse_version, v1_fallback
 
@@ -290,7 +291,7 @@ def resolve(model: ModelSpec, card: Card, version, entrypoint: str = "llm", over
     v = parse_version(version)
     if entrypoint not in ENTRYPOINTS:
         raise one_of("entrypoint", entrypoint, ENTRYPOINTS)
-    given = _checked(overrides, v)
+    given = check_load_format(_checked(overrides, v), v, model)  # setting_values.py: a loader vLLM v lacks
     eng, _ = engine_choice(model, card, v, given)
     s: dict = {"max_model_len": model.derived_max_model_len, **ENGINE_DEFAULTS,
                "block_size": dated_default("block_size", v)}
@@ -393,8 +394,7 @@ def extensible_kv_cache(card: Card, version, s: dict) -> bool:
 
 def _limits(model: ModelSpec, v: Version, eng: str, given: dict) -> tuple[dict, dict]:
     """({modality: items per prompt}, {modality: dummy options other than count}) as vLLM reads them."""
-    limit = default_limit(v, eng)
-    user = dict(given.get("limit_mm_per_prompt") or {})
+    limit, user = default_limit(v, eng), dict(given.get("limit_mm_per_prompt") or {})
     counts, options = {}, {}
     supported = supported_modalities(model, v, eng)
     for m, n in user.items():  # a value plan would otherwise drop in silence

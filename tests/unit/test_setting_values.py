@@ -71,3 +71,23 @@ def test_plan_refuses_zero_frames_in_one_line(capsys):
 def test_dummy_options_vllm_takes_still_pass():
     check_value("limit_mm_per_prompt", {"video": {"count": 1, "num_frames": 4, "width": 64, "height": 64},
                                         "image": {"count": 0, "width": 1, "height": 1}, "audio": 1})
+
+
+@pytest.mark.parametrize("version, fmt, words", [
+    ("0.32.0", "gguf", "setting load_format=gguf: vLLM 0.32.0 has no gguf loader (gone since vLLM 0.24.0)"),
+    ("0.32.0", "GGUF", "setting load_format=gguf: vLLM 0.32.0 has no gguf loader"),
+    ("0.32.0", "bitsandbytes", "vLLM 0.32.0 has no bitsandbytes loader (gone since vLLM 0.28.0)"),
+    ("0.20.0", "gguf", "setting load_format=gguf: openbmb/MiniCPM-V-2_6 has no .gguf file"),
+])
+def test_a_load_format_the_version_or_checkpoint_cannot_load_is_refused(version, fmt, words, capsys):
+    """load_format=gguf planned as a normal start on 0.32 (LoadFormats, model_loader/__init__.py:33, has no gguf)."""
+    assert main(["plan", "--card", "4090", "--vllm", version, "--no-vllm-exact", "--set", f"load_format={fmt}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and "\n" not in err
+
+
+def test_load_formats_the_version_has_still_plan():
+    assert main(["plan", "--card", "4090", "--vllm", "0.32.0", "--no-vllm-exact", "--set",
+                 "load_format=safetensors"]) == 0
+    assert main(["plan", "--card", "4090", "--vllm", "0.23.0", "--no-vllm-exact", "--set",
+                 "load_format=bitsandbytes"]) == 0
