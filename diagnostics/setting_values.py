@@ -98,6 +98,16 @@ def check_load_format(given: dict, v: Version, model) -> dict:
     return given
 
 
+# settings that are environment variables vLLM reads as text (VLLM_PP_LAYER_PARTITION: get_pp_indices splits the text
+# on commas, vllm/distributed/utils.py:142, 0.32): `--set VLLM_PP_LAYER_PARTITION=36` parses as the number 36
+ENV_TEXT = ("VLLM_PP_LAYER_PARTITION",)
+
+
+def env_text(key: str, value):
+    """`value`, as the text the environment would hold when `key` is one of ENV_TEXT and `value` a whole number."""
+    return str(value) if key in ENV_TEXT and isinstance(value, int) and not isinstance(value, bool) else value
+
+
 def check_once(given: dict, key: str, value):
     """`value`, unless `--set KEY=...` came twice with two values: UsageError (the last would win silently)."""
     if key in given and given[key] != value:

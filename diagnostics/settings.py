@@ -28,7 +28,7 @@ import json
 from diagnostics.cards import Card
 from diagnostics.errors import UsageError, one_of
 from diagnostics.setting_values import (MODALITIES, batch_refusal, check_load_format, check_once, check_value,
-                                         heads_refusal)
+                                         env_text, heads_refusal)
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.versions import Version, engine, parse_version, v1_fallback
 
@@ -209,7 +209,7 @@ def parse_set(items) -> dict:
             raise UsageError(f"--set {item!r} is not KEY=VALUE; accepted keys: {', '.join(sorted(KNOWN_SETTINGS))}")
         key, _, text = item.partition("=")
         key = key.strip().replace("-", "_")
-        out[key] = check_once(out, key, check_setting(key, _parse_value(text)))
+        out[key] = check_once(out, key, check_setting(key, env_text(key, _parse_value(text))))
     return out
 
 

@@ -441,3 +441,12 @@ def test_audio_limit_is_a_modality_and_a_model_without_audio_refuses_it():
     resolve(M, get_card("l4"), "0.32.0", "llm", {"limit_mm_per_prompt": {"audio": 0}})  # 0 is allowed, as vLLM does
     o = resolve(get_model("minicpm-o-2_6"), get_card("l4"), "0.32.0", "llm", {"limit_mm_per_prompt": {"audio": 2}})
     assert o["limit_mm_per_prompt"] == {"image": 999, "video": 999, "audio": 2}
+
+
+def test_pp_layer_partition_of_one_stage_is_the_text_vllm_reads():
+    """`--set VLLM_PP_LAYER_PARTITION=36` parses as the number 36; vLLM reads the environment's text "36"
+    (distributed/utils.py:142, 0.32). It was refused as "the wrong type"; now the partition's own rule answers."""
+    from diagnostics.cli import main
+    assert parse_set(["VLLM_PP_LAYER_PARTITION=28"]) == {"VLLM_PP_LAYER_PARTITION": "28"}
+    assert main(["plan", "--card", "4090", "--vllm", "0.32.0", "--no-vllm-exact", "--set",
+                 "VLLM_PP_LAYER_PARTITION=28"]) == 0
