@@ -108,6 +108,17 @@ def env_text(key: str, value):
     return str(value) if key in ENV_TEXT and isinstance(value, int) and not isinstance(value, bool) else value
 
 
+def unique_keys(pairs: list) -> dict:
+    """json.loads' object_pairs_hook: a JSON object with a key twice (`{"image":1,"image":2}`) is UsageError, where
+    json would keep the last value in silence."""
+    keys = [k for k, _ in pairs]
+    twice = next((k for k in keys if keys.count(k) > 1), None)
+    if twice is not None:
+        text = "{" + ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in pairs) + "}"
+        raise UsageError(f"--set value {text} has the key {json.dumps(twice)} twice; accepted: each key once")
+    return dict(pairs)
+
+
 def check_once(given: dict, key: str, value):
     """`value`, unless `--set KEY=...` came twice with two values: UsageError (the last would win silently)."""
     if key in given and given[key] != value:

@@ -28,7 +28,7 @@ import json
 from diagnostics.cards import Card
 from diagnostics.errors import UsageError, one_of
 from diagnostics.setting_values import (MODALITIES, batch_refusal, check_load_format, check_once, check_value,
-                                         env_text, heads_refusal)
+                                         env_text, heads_refusal, unique_keys)
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.versions import Version, engine, parse_version, v1_fallback
 
@@ -130,7 +130,7 @@ def setting_available(name: str, version) -> bool:
 
 def _parse_value(text: str):
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=unique_keys)  # setting_values.py: a key twice is refused
     except ValueError:
         low = text.strip().lower()
         if low in ("true", "false"):
@@ -146,12 +146,12 @@ def check_setting(key: str, value) -> object:
     if value is None and key in ("kv_cache_memory_bytes", "num_gpu_blocks_override", "max_num_batched_tokens",
                                  "use_v1", "max_model_len", "max_num_seqs"):
         return None
+    if key == "max_model_len":
+        return _check_max_model_len(value)
     if (isinstance(value, bool) and bool not in accepted) or not isinstance(value, accepted):
         raise UsageError(f"setting {key}={value!r} has the wrong type; accepted: {_type_names(accepted)}")
     if key == "gpu_memory_utilization" and not 0 < value <= 1:
         raise UsageError(f"setting gpu_memory_utilization={value!r} is out of range; accepted: 0 < value <= 1")
-    if key == "max_model_len":
-        return _check_max_model_len(value)
     if key in ("max_num_seqs", "max_num_batched_tokens", "block_size", "tensor_parallel_size", "pipeline_parallel_size",
                "num_gpu_blocks_override") and value < 1:
         raise UsageError(f"setting {key}={value!r} must be a positive integer")
@@ -169,14 +169,14 @@ def check_setting(key: str, value) -> object:
 
 
 def _check_max_model_len(value) -> int | str:
-    if isinstance(value, str):
-        if value.strip().lower() != "auto":
-            raise UsageError(f"setting max_model_len={value!r} has the wrong type; accepted: integer, -1 or auto")
-        return "auto"
-    if value == -1:
+    """A positive integer, or "auto" for -1 / auto; one wording for every bad value (4096.0 said "integer or text")."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or isinstance(value, str) and \
+            value.strip().lower() != "auto":
+        raise UsageError(f"setting max_model_len={value!r} has the wrong type; accepted: integer, -1 or auto")
+    if isinstance(value, str) or value == -1:
         return "auto"
     if value < 1:
-        raise UsageError(f"setting max_model_len={value!r} must be a positive integer (or -1 / auto)")
+        raise UsageError(f"setting max_model_len={value!r} is out of range; accepted: a positive integer, -1 or auto")
     return value
 
 

@@ -240,3 +240,10 @@ def test_an_id_a_command_does_not_look_up_is_not_listed_as_accepted_in_its_own_r
     assert "plan --model someone/NotAModel-7B" in text and "or a Hugging Face id (owner/name)" not in text
     with pytest.raises(UsageError, match=r"unknown model 'nope'.*or a Hugging Face id \(owner/name\)"):
         get_model("nope", hub=True)
+
+
+@pytest.mark.parametrize("name", ["", "  "])
+def test_an_empty_model_name_says_so(name):
+    """`--model ''` read the working directory as a checkpoint ("model directory . has no config.json")."""
+    with pytest.raises(UsageError, match="^model name is empty; accepted: minicpm-v-2_6"):
+        get_model(name, hub=True)
