@@ -142,10 +142,11 @@ def refusal(p: Plan) -> str | None:
 
 def image_floor(planner: _Planner, top: int, block: int) -> tuple[int, str | None]:
     """(lowest max_model_len, why) when images are accepted (limit_mm_per_prompt.image > 0): the largest dummy image
-    item's tokens + 1, rounded up to the block size. vLLM rejects a prompt longer than max_model_len (vllm 0.32
-    v1/engine/input_processor.py:590), so below that no prompt with the largest image the held settings accept can
-    be served, and a fit there (MiniCPM-V-2_6 on a 4090 answered 16 tokens) would be a text-only answer with an
-    image-sized profile. (block, None) when no image is accepted."""
+    item's tokens + 1, rounded up to the block size. vLLM rejects a prompt longer than max_model_len, and one as long
+    when it generates (at least one output token; vllm 0.32 v1/engine/input_processor.py:574-600, hence the + 1), so
+    below that no prompt with the largest image the held settings accept can be served, and a fit there (MiniCPM-V-2_6
+    on a 4090 answered 16 tokens) would be a text-only answer with an image-sized profile. A floor, not a note: the
+    fit's question is what to set for the images the settings accept. (block, None) when no image is accepted."""
     p = planner("max_model_len", top)
     if not (p.settings.get("limit_mm_per_prompt") or {}).get("image"):
         return block, None
