@@ -1,0 +1,136 @@
+"""Write diagnostics/data/text_architectures.toml from vLLM's own source, release by release; rerunnable.
+
+For every release unzipped under --src (/tmp/vllm-src/<version>, the `vllm/` tree of that release's wheel; see
+docs: `pip download vllm==X.Y.Z.* --no-deps`, which picks the newest post release of that patch) that is one of
+diagnostics.versions.KNOWN_VERSIONS, it reads, without importing vLLM:
+
+* the model registry: vllm/model_executor/models/registry.py (0.6.4 on), else models/__init__.py (0.4.0-0.6.3).
+  The text architectures are the keys of its text-generation dict (`_TEXT_GENERATION_MODELS`, 0.6.4 on;
+  `_GENERATION_MODELS`, 0.5.0-0.6.3; `_MODELS`, 0.4.x); a release registers an architecture when any of its
+  `_*MODELS*` dicts names it (so a move between dicts is not a removal; `_PREVIOUSLY_SUPPORTED_MODELS`,
+  `_OOT_SUPPORTED_MODELS` and the ROCm lists are not registrations);
+* get_rope's rope_scaling types: vllm/model_executor/layers/rotary_embedding.py (or the rotary_embedding/
+  package's __init__.py), every `scaling_type == "x"` / `scaling_type in {...}` literal.
+
+and writes, per architecture and rope type, the first release read that has it and, when the newest release read
+lacks it, the last one that had it. A release not under --src is not read: `releases` in the file says which were.
+
+usage: python tests/tools/text_arch_windows.py [--src /tmp/vllm-src] [--out diagnostics/data/text_architectures.toml]
+                                               [--check]   (exit 1 when --out differs from what the sources give)
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from diagnostics.versions import KNOWN_VERSIONS, parse_version  # noqa: E402
+
+OUT = ROOT / "diagnostics" / "data" / "text_architectures.toml"
+TEXT_DICTS = ("_TEXT_GENERATION_MODELS", "_GENERATION_MODELS", "_MODELS")
+NOT_REGISTRATIONS = ("_PREVIOUSLY_SUPPORTED_MODELS", "_OOT_SUPPORTED_MODELS", "_OOT_MODELS")
+_ROPE_EQ = re.compile(r"(?:scaling_type|rope_type)\s*==\s*[\"'](\w+)[\"']")
+_ROPE_IN = re.compile(r"(?:scaling_type|rope_type)\s+(?:not\s+)?in\s*[\(\[\{]([^\)\]\}]*)[\)\]\}]")
+
+
+def registry_file(tree: Path) -> Path | None:
+    models = tree / "vllm" / "model_executor" / "models"
+    for name in ("registry.py", "__init__.py"):
+        if (models / name).is_file() and "_MODELS" in (models / name).read_text():
+            return models / name
+    return None
+
+
+def read_registry(path: Path) -> tuple[set[str], set[str]]:
+    """(text-generation architectures, every registered architecture) from a registry module's dict literals."""
+    dicts: dict[str, set[str]] = {}
+    for node in ast.parse(path.read_text()).body:
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else \
+            node.target if isinstance(node, ast.AnnAssign) else None
+        if not isinstance(target, ast.Name) or not isinstance(getattr(node, "value", None), ast.Dict):
+            continue
+        name = target.id
+        if "_MODELS" not in name or name in NOT_REGISTRATIONS or "ROCM" in name:
+            continue
+        dicts[name] = {k.value for k in node.value.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+    text = next((dicts[n] for n in TEXT_DICTS if n in dicts), set())
+    return text, set().union(*dicts.values()) if dicts else set()
+
+
+def read_rope_types(tree: Path) -> set[str]:
+    layers = tree / "vllm" / "model_executor" / "layers"
+    path = layers / "rotary_embedding.py"
+    if not path.is_file():
+        path = layers / "rotary_embedding" / "__init__.py"
+    if not path.is_file():
+        return set()
+    src = path.read_text()
+    found = set(_ROPE_EQ.findall(src))
+    for group in _ROPE_IN.findall(src):
+        found |= set(re.findall(r"[\"'](\w+)[\"']", group))
+    return found
+
+
+def windows(present: dict[str, set[str]], releases: list[str]) -> dict[str, tuple[str, str | None]]:
+    """name -> (first release having it, last release having it when the newest lacks it, else None)."""
+    out = {}
+    for name in sorted(set().union(*present.values())):
+        have = [r for r in releases if name in present[r]]
+        out[name] = (have[0], None if releases[-1] in have else have[-1])
+    return out
+
+
+def build(src: Path) -> str:
+    releases = sorted((d.name for d in src.iterdir() if d.name in KNOWN_VERSIONS and registry_file(d)),
+                      key=parse_version)
+    text_ever: set[str] = set()
+    registered, rope = {}, {}
+    for rel in releases:
+        path = registry_file(src / rel)
+        text, every = read_registry(path)
+        text_ever |= text
+        registered[rel], rope[rel] = every, read_rope_types(src / rel)
+    arch = {a: w for a, w in windows(registered, releases).items() if a in text_ever}
+    lines = ["# Generated by tests/tools/text_arch_windows.py from vLLM's own source; do not edit by hand.",
+             "# architectures: the text-generation architectures of vLLM's model registry",
+             "# (vllm/model_executor/models/registry.py; models/__init__.py before 0.6.4), with the first release",
+             "# read that registers each and, when the newest release read lacks it, the last one that did.",
+             "# rope_types: the rope_scaling types get_rope knows (vllm/model_executor/layers/rotary_embedding.py).",
+             "# A version X.Y.Z is the newest post release of that patch (pip's vllm==X.Y.Z.*).",
+             f"releases = [{', '.join(repr(r).replace(chr(39), chr(34)) for r in releases)}]", "",
+             "[architectures]"]
+    lines += [_row(a, w) for a, w in arch.items()]
+    lines += ["", "[rope_types]"]
+    lines += [_row(t, w) for t, w in windows(rope, releases).items()]
+    return "\n".join(lines) + "\n"
+
+
+def _row(name: str, window: tuple[str, str | None]) -> str:
+    first, last = window
+    return f'{name} = {{ since = "{first}"' + (f', last = "{last}" }}' if last else " }")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--src", type=Path, default=Path("/tmp/vllm-src"))
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args(argv)
+    text = build(args.src)
+    if args.check:
+        same = args.out.is_file() and args.out.read_text() == text
+        print("up to date" if same else f"{args.out} differs from what {args.src} gives")
+        return 0 if same else 1
+    args.out.write_text(text)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
