@@ -136,6 +136,9 @@ def run(args) -> int:
             names = ", ".join(dict.fromkeys(r.version for r in rows))
             raise UsageError(f"vLLM {names} {'refuses' if len(versions) == 1 else 'refuse'} these settings at "
                              f"start-up: {refusals.pop()}")
+        errors = {r.error for r in rows if r.plan is None}
+        if len(errors) == 1 and None not in errors and all(r.plan is None for r in rows):  # e.g. a knob's modality off
+            raise UsageError(errors.pop())
         emit(json.dumps({"rows": [r.to_json() for r in rows]}, indent=2) if fmt == "json" else format_fleet(rows),
              args.out)
         return 0

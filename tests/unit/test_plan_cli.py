@@ -438,3 +438,11 @@ def test_fit_with_settings_vllm_refuses_everywhere_exits_2_as_plain_plan(fit, ca
     err = capsys.readouterr().err.strip()
     assert f"refuses these settings at start-up at every {fit} tried: max_num_batched_tokens" in err
     assert "\n" not in err
+
+
+def test_a_table_whose_every_row_fails_alike_exits_2_in_one_line(capsys):
+    """--card 4090,3090 --fit max_pixels with image and video off printed a table of identical n/a rows, exit 0."""
+    assert main(["plan", "--model", "qwen2.5-vl-7b", "--card", "4090,3090", "--vllm", "0.32.0", "--no-vllm-exact",
+                 "--fit", "max_pixels", "--set", 'limit_mm_per_prompt={"image":0,"video":0}']) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--fit max_pixels: image and video are off" in err and "\n" not in err
