@@ -249,6 +249,8 @@ def _run_fit(args, card, version, overrides, setting: str, fmt: str, calibration
                 f"plan --fit {f.setting}: no value from {_label(f, f.domain[0])} to {_label(f, f.domain[1])} plans "
                 f"ok; this report is the plan at the lowest, {_label(f, f.domain[0])}, which does not fit",
                 *shown.notes])
+        if getattr(f, "floor", None):  # predict/fit.py image_floor: why the search starts above one block
+            shown = dataclasses.replace(shown, notes=[f.floor, *shown.notes])
         explanation = explain_plan(shown) if shown.verdict != "unknown" else None
         text = plan_markdown(shown, explanation, fits=[f.above] if f.at is not None and f.above else
                              [] if f.at is None else None)

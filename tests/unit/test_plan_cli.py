@@ -446,3 +446,12 @@ def test_a_table_whose_every_row_fails_alike_exits_2_in_one_line(capsys):
                  "--fit", "max_pixels", "--set", 'limit_mm_per_prompt={"image":0,"video":0}']) == 2
     err = capsys.readouterr().err.strip()
     assert "--fit max_pixels: image and video are off" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("fmt", ["text", "md"])
+def test_fit_max_model_len_says_where_it_starts_and_why(fmt, capsys):
+    assert main(["plan", "--card", "4090", "--vllm", "0.32.0", "--no-vllm-exact", "--fit", "max_model_len",
+                 "--format", fmt]) == 0
+    out = capsys.readouterr().out
+    assert "max_model_len starts at 656: one largest image item is 640 tokens" in out
+    assert "largest max_model_len that fits: 16 " not in out
