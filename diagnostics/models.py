@@ -212,6 +212,8 @@ def get_model(name, hub: bool = False) -> ModelSpec:
     if isinstance(name, ModelSpec):
         return name
     key = str(name).strip()
+    if not key:  # Path("") is the working directory: it would be read as a checkpoint directory
+        raise UsageError(f"model name is empty; accepted: {accepted(hub)}")
     if key.lower() in ALIASES:
         return MINICPM_V_2_6
     path = Path(key).expanduser()
