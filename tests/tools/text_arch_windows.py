@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from diagnostics.versions import KNOWN_VERSIONS, parse_version  # noqa: E402
+from diagnostics.versions import KNOWN_VERSIONS, parse_version
 
 OUT = ROOT / "diagnostics" / "data" / "text_architectures.toml"
 TEXT_DICTS = ("_TEXT_GENERATION_MODELS", "_GENERATION_MODELS", "_MODELS")
