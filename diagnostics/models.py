@@ -61,6 +61,7 @@ class ModelSpec:
     sliding_window: int = 0
     rope_values: int = 0  # the rotary cos/sin caches vLLM keeps as buffers (diagnostics.decoder.rope_cache_values)
     rope_mrope: str = ""  # those caches are M-RoPE's (decoder.mrope_kind; rows per version: decoder.rope_values_in)
+    rope_type: str = ""  # text models: rope_scaling's rope_type / type as get_rope reads it ("" without rope_scaling)
 
     def kv_bytes_per_token(self, dtype_bytes: int | None = None, tp: int = 1, max_model_len: int | None = None,
                            windowed: bool = False, version=None, in_flight: int = 0, block_size: int = 16) -> float:
@@ -211,6 +212,8 @@ def get_model(name, hub: bool = False) -> ModelSpec:
     if isinstance(name, ModelSpec):
         return name
     key = str(name).strip()
+    if not key:  # Path("") is the working directory: it would be read as a checkpoint directory
+        raise UsageError(f"model name is empty; accepted: {accepted(hub)}")
     if key.lower() in ALIASES:
         return MINICPM_V_2_6
     path = Path(key).expanduser()
@@ -414,8 +417,15 @@ def model_from_config(cfg: dict, name: str = "config.json", source: str = "confi
                      tie_word_embeddings=dec.tied, source=source, quantization=read_quantization(cfg),
                      decoder=dec, rope_values=rope_cache_values(text, dec.head_dim,
                                                                 dec.mla.qk_rope_head_dim if dec.mla else None),
-                     rope_mrope=mrope_kind(text),
+                     rope_mrope=mrope_kind(text), rope_type=rope_type(text),
                      **_length_fields(cfg, text))
+
+
+def rope_type(cfg: dict) -> str:
+    """rope_scaling's `rope_type` (else its older `type` key) as vLLM's get_rope dispatches on it; "" when the
+    config has no rope_scaling / rope_parameters dict."""
+    rope = cfg.get("rope_scaling") or cfg.get("rope_parameters")
+    return str(rope.get("rope_type") or rope.get("type") or "") if isinstance(rope, dict) else ""
 
 
 # rope types whose `factor` vLLM does not apply to max_position_embeddings (already scaled, or per-frequency)

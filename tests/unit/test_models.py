@@ -242,6 +242,13 @@ def test_an_id_a_command_does_not_look_up_is_not_listed_as_accepted_in_its_own_r
         get_model("nope", hub=True)
 
 
+@pytest.mark.parametrize("name", ["", "  "])
+def test_an_empty_model_name_says_so(name):
+    """`--model ''` read the working directory as a checkpoint ("model directory . has no config.json")."""
+    with pytest.raises(UsageError, match="^model name is empty; accepted: minicpm-v-2_6"):
+        get_model(name, hub=True)
+
+
 def _qwen3_dir(path, layers_in_file, lm_head=True, name="model.safetensors", **cfg):
     """A 4-layer Qwen3 config.json and one header-only safetensors file holding only `layers_in_file`."""
     from header_kit import write_header_only
