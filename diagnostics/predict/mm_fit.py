@@ -154,7 +154,13 @@ def find_knob(name: str, model, version=None, settings: dict | None = None, opti
 
 def is_knob_name(name: str) -> bool:
     """Does --fit NAME mean a multimodal knob (KNOB_NAMES or an alias) rather than an engine setting?"""
-    return ALIASES.get(name, name) in KNOB_NAMES
+    return knob_name(name) in KNOB_NAMES
+
+
+def knob_name(name: str) -> str:
+    """The canonical knob name behind an alias (max_dynamic_patch -> max_patches, image ->
+    limit_mm_per_prompt.image); any other name unchanged. plan --fit and pytest --search share it."""
+    return ALIASES.get(name, name)
 
 
 def check_fit_name(name: str) -> None:
