@@ -404,6 +404,12 @@ def reroot(config, args: list) -> None:
     rootpath, inipath, inicfg, *_ = determine_setup(**{k: v for k, v in given.items() if k in wanted})
     if (rootpath, inipath) == (config.rootpath, config.inipath):
         return
+    if not all(hasattr(config, a) for a in ("_rootpath", "_inipath", "_inicfg", "_inicache")):  # another pytest
+        import warnings
+
+        warnings.warn(f"vllm-memcheck: pytest took an option's value for a test path (rootdir {config.rootpath}); "
+                      "write such options as --matrix=PATH", stacklevel=1)
+        return
     old_cut = str(config.inipath.parent if config.inipath else config.rootpath)
     had_addopts = bool(config.getini("addopts"))
     config._rootpath, config._inipath, config._inicfg = rootpath, inipath, inicfg
