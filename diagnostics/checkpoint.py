@@ -7,7 +7,9 @@ formats (GPTQ/AWQ int32 words, fp8, mxfp4 U8 blocks and E8M0 scales, NVFP4 F4 pa
 as stored without knowing their dtype's width.
 
 * `read_local(dir)`: `model.safetensors.index.json` (its `weight_map` names the shards) or every `*.safetensors`
-  file of the directory; None when the directory has none (config arithmetic is then the fallback).
+  file of the directory (every shard a `-NNNNN-of-NNNNN` name promises must be there); None when the directory has
+  none (config arithmetic is then the fallback). Each entry is checked as the safetensors reader checks it
+  (`tensor_info`); `missing_parts` names the decoder layers / embedding / lm_head a table lacks.
 * `read_hub(repo_id)`: the same headers read remotely by `huggingface_hub.get_safetensors_metadata` (HTTP range
   requests for the headers only, as hf-mem does); one-line UsageError when offline, not found or not safetensors.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import struct
 import urllib.parse
@@ -29,6 +32,16 @@ INDEX_FILE = "model.safetensors.index.json"
 MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit on the JSON header (100 MB)
 # element widths of the dtypes that can be converted on load (the rest are kept as stored)
 FLOAT_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2}
+# bits per element of every dtype the safetensors format accepts (safetensors 0.8's Dtype; its reader refuses any
+# other name, and a tensor whose data_offsets span is not numel x bits / 8: "invalid shape, data type, or offset")
+DTYPE_BITS = {"BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8,
+              "F8_E8M0": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
+              "I32": 32, "U32": 32, "F32": 32, "C64": 64, "F64": 64, "I64": 64, "U64": 64}
+# the language model's own decoder layers (not a vision tower's): model.layers.N / language_model.model.layers.N
+LAYER = re.compile(r"^(?:model\.|language_model\.model\.|model\.language_model\.|transformer\.encoder\.)?"
+                   r"layers\.(\d+)\.")
+# a shard of an index-less set: model-00001-of-00004.safetensors (huggingface_hub's / transformers' naming)
+SHARD_NAME = re.compile(r"^(?P<stem>.+)-(?P<i>\d+)-of-(?P<n>\d+)\.safetensors$")
 
 
 @dataclass(frozen=True)
@@ -73,21 +86,38 @@ class TensorTable:
         return {t.name for t in self.tensors}
 
 
+def _is_count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def tensor_info(name: str, dtype, shape, offsets, where: str) -> TensorInfo:
+    """One header entry checked as the safetensors reader checks it: dtype one of DTYPE_BITS, shape and
+    data_offsets non-negative integers, end - begin == numel x bits / 8. UsageError (one line) otherwise."""
+    if dtype not in DTYPE_BITS:
+        raise UsageError(f"{where}: tensor {name!r} has dtype {dtype!r}; accepted: the safetensors dtypes "
+                         f"{', '.join(DTYPE_BITS)}")
+    if not isinstance(shape, (list, tuple)) or not all(_is_count(d) for d in shape):
+        raise UsageError(f"{where}: tensor {name!r} has shape {shape!r}; accepted: a list of non-negative integers")
+    if (not isinstance(offsets, (list, tuple)) or len(offsets) != 2 or not all(_is_count(x) for x in offsets)
+            or offsets[1] < offsets[0]):
+        raise UsageError(f"{where}: tensor {name!r} has data_offsets {offsets!r}; accepted: [begin, end], "
+                         "non-negative integers, begin <= end")
+    info = TensorInfo(name, dtype, tuple(shape), offsets[1] - offsets[0])
+    if info.numel * DTYPE_BITS[dtype] != 8 * info.nbytes:
+        raise UsageError(f"{where}: tensor {name!r} spans {info.nbytes} bytes but shape {list(shape)} of {dtype} "
+                         f"takes {info.numel * DTYPE_BITS[dtype] / 8:g}; accepted: data_offsets end - begin = "
+                         "numel x dtype size")
+    return info
+
+
 def _tensors_of_header(header: dict, where: str) -> list[TensorInfo]:
     out = []
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        try:
-            begin, end = (int(x) for x in entry["data_offsets"])
-            shape = tuple(int(d) for d in entry["shape"])
-            dtype = str(entry["dtype"])
-        except (KeyError, TypeError, ValueError):
-            raise UsageError(f"{where}: tensor {name!r} has no dtype/shape/data_offsets; not a safetensors header") \
-                from None
-        if end < begin:
-            raise UsageError(f"{where}: tensor {name!r} has data_offsets {begin}..{end}; not a safetensors header")
-        out.append(TensorInfo(name, dtype, shape, end - begin))
+        if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
+            raise UsageError(f"{where}: tensor {name!r} has no dtype/shape/data_offsets; not a safetensors header")
+        out.append(tensor_info(name, entry["dtype"], entry["shape"], entry["data_offsets"], where))
     return out
 
 
@@ -132,11 +162,63 @@ def _shard_files(directory: Path) -> list[Path]:
             raise UsageError(f"{index} names {len(missing)} shard(s) not in the directory, e.g. {missing[0]}; "
                              "accepted: a directory holding every shard the index names")
         return [directory / f for f in files]
-    return sorted(directory.glob("*.safetensors"))
+    files = sorted(directory.glob("*.safetensors"))
+    _check_shard_set(directory, files)
+    return files
+
+
+def _check_shard_set(directory: Path, files: list[Path]) -> None:
+    """Without an index, every shard a `-NNNNN-of-NNNNN` name promises must be there: vLLM globs the directory's
+    *.safetensors and loads what it finds (model_loader/default_loader.py:229-230, 0.32), then refuses the
+    parameters no file filled ("Following weights were not initialized from checkpoint", :562-567)."""
+    names = {f.name for f in files}
+    for f in files:
+        m = SHARD_NAME.match(f.name)
+        if not m:
+            continue
+        width, n = len(m["i"]), int(m["n"])
+        want = [f"{m['stem']}-{i:0{width}d}-of-{m['n']}.safetensors" for i in range(1, n + 1)]
+        missing = [w for w in want if w not in names]
+        if missing:
+            raise UsageError(f"{directory}: {f.name} is one of {n} shards and {len(missing)} are missing (e.g. "
+                             f"{missing[0]}), with no {INDEX_FILE}; accepted: a directory holding every shard")
+
+
+def missing_parts(table: TensorTable, layers: int, tied: bool | None) -> list[str]:
+    """What a checkpoint lacks for the language model vLLM builds: decoder layers 0..layers-1 without a tensor
+    (by the layer index in LAYER-style names), and, where `tied` is not None (text models), the input embedding
+    and, untied, the lm_head. [] when complete, or when no tensor name is a decoder layer this reader knows
+    (nothing to compare). vLLM refuses such a checkpoint at load: default_loader.py:562-567 (0.32)."""
+    seen = {int(m.group(1)) for t in table.tensors if (m := LAYER.search(t.name))}
+    if not seen:
+        return []
+    out = []
+    gone = [i for i in range(layers) if i not in seen]
+    if gone:
+        out.append(f"decoder layers {_spans(gone)} of num_hidden_layers={layers}")
+    if tied is None:
+        return out
+    parts = [set(t.name.lower().split(".")[:-1]) for t in table.tensors]
+    if not any(p & {"embed_tokens", "wte", "word_embeddings", "tok_embeddings"} for p in parts):
+        out.append("the input embedding (embed_tokens)")
+    if not tied and not any(p & {"lm_head", "output_layer", "embed_out"} for p in parts):
+        out.append("lm_head (tie_word_embeddings is false)")
+    return out
+
+
+def _spans(ix: list[int]) -> str:
+    """[3, 4, 5, 9] -> '3-5, 9'."""
+    spans, start = [], ix[0]
+    for a, b in zip(ix, ix[1:] + [None]):
+        if b != a + 1:
+            spans.append(f"{start}-{a}" if a > start else str(a))
+            start = b
+    return ", ".join(spans)
 
 
 def read_local(directory) -> TensorTable | None:
-    """The tensor table of a local checkpoint directory, or None when it holds no safetensors file."""
+    """The tensor table of a local checkpoint directory, or None when it holds no safetensors file. UsageError
+    (one line) for a bad header, an index naming absent shards, or an index-less shard set with shards missing."""
     directory = Path(directory)
     files = _shard_files(directory)
     if not files:
@@ -153,8 +235,8 @@ def table_from_hub_metadata(meta, repo_id: str) -> TensorTable:
     tensors = []
     for fname, fmeta in sorted(meta.files_metadata.items()):
         for name, info in fmeta.tensors.items():
-            begin, end = info.data_offsets
-            tensors.append(TensorInfo(name, str(info.dtype), tuple(info.shape), int(end) - int(begin)))
+            tensors.append(tensor_info(name, str(info.dtype), list(info.shape), list(info.data_offsets),
+                                       f"hub:{repo_id}/{fname}"))
     n = len(meta.files_metadata)
     return TensorTable(tuple(tensors), f"hub:{repo_id} ({n} safetensors file{'s' if n > 1 else ''})")
 

@@ -61,6 +61,7 @@ class ModelSpec:
     sliding_window: int = 0
     rope_values: int = 0  # the rotary cos/sin caches vLLM keeps as buffers (diagnostics.decoder.rope_cache_values)
     rope_mrope: str = ""  # those caches are M-RoPE's (decoder.mrope_kind; rows per version: decoder.rope_values_in)
+    rope_type: str = ""  # text models: rope_scaling's rope_type / type as get_rope reads it ("" without rope_scaling)
 
     def kv_bytes_per_token(self, dtype_bytes: int | None = None, tp: int = 1, max_model_len: int | None = None,
                            windowed: bool = False, version=None, in_flight: int = 0, block_size: int = 16) -> float:
@@ -211,6 +212,8 @@ def get_model(name, hub: bool = False) -> ModelSpec:
     if isinstance(name, ModelSpec):
         return name
     key = str(name).strip()
+    if not key:  # Path("") is the working directory: it would be read as a checkpoint directory
+        raise UsageError(f"model name is empty; accepted: {accepted(hub)}")
     if key.lower() in ALIASES:
         return MINICPM_V_2_6
     path = Path(key).expanduser()
@@ -258,7 +261,21 @@ def model_from_dir(path, name: str | None = None) -> ModelSpec:
                   for f in ("preprocessor_config.json", "video_preprocessor_config.json")}
     spec = model_from_config(cfg, name=name or str(path), source=str(path / "config.json"), processors=processors)
     table = checkpoint.read_local(path) or gguf_header.read_local_gguf(path)
-    return dataclasses.replace(spec, checkpoint=table) if table is not None else spec
+    return _with_checkpoint(spec, table) if table is not None else spec
+
+
+def _with_checkpoint(spec: ModelSpec, table: TensorTable) -> ModelSpec:
+    """spec with its tensor table; UsageError (one line) when safetensors headers lack part of the language model
+    the config describes (checkpoint.missing_parts): vLLM refuses to start from such a checkpoint
+    (model_loader/default_loader.py:562-567, 0.32), and a weight figure from part of the table would be wrong."""
+    if table.fmt == "safetensors":
+        missing = checkpoint.missing_parts(table, spec.layers, spec.tie_word_embeddings if spec.vision is None
+                                           else None)
+        if missing:
+            raise UsageError(f"{table.source}: the checkpoint lacks {' and '.join(missing)} that {spec.source} "
+                             "describes; "
+                             "accepted: a complete checkpoint (every shard, or an index naming them)")
+    return dataclasses.replace(spec, checkpoint=table)
 
 
 def model_from_hub(repo_id: str) -> ModelSpec:
@@ -266,7 +283,7 @@ def model_from_hub(repo_id: str) -> ModelSpec:
     (no weights). UsageError, one line, when the hub cannot be reached (offline) or the id is unknown."""
     cfg = checkpoint.read_hub_config(repo_id)
     spec = model_from_config(cfg, name=repo_id, source=f"hub:{repo_id}/config.json")
-    return dataclasses.replace(spec, checkpoint=checkpoint.read_hub(repo_id))
+    return _with_checkpoint(spec, checkpoint.read_hub(repo_id))
 
 
 def _need(cfg: dict, key: str, where: str):
@@ -350,11 +367,31 @@ def _family_spec(cfg: dict, processors: dict, name: str, source: str, dtype_byte
                      **_length_fields(cfg, text))
 
 
+# config counts the plan walks one by one (layers) or multiplies out (heads, experts), and their bound: far above
+# any released model (the largest have a few hundred layers, 128 heads, 512 experts), low enough that a typo such
+# as num_hidden_layers=10**9 is refused at once instead of iterating for hours
+MAX_COUNT = 10_000
+COUNT_KEYS = ("num_hidden_layers", "num_layers", "n_layer", "depth", "num_attention_heads", "num_key_value_heads",
+              "num_heads", "multi_query_group_num", "num_experts", "num_local_experts", "n_routed_experts")
+
+
+def _check_counts(cfg: dict, source: str) -> None:
+    """UsageError (one line) when a COUNT_KEYS value of the config or of a sub-config (text_config,
+    vision_config, ...) exceeds MAX_COUNT."""
+    for where, sub in [("", cfg)] + [(f"{k}.", v) for k, v in cfg.items() if isinstance(v, dict)]:
+        for key in COUNT_KEYS:
+            v = sub.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v > MAX_COUNT:
+                raise UsageError(f"{source}: {where}{key} is {v!r}; accepted: at most {MAX_COUNT:,} (far above any "
+                                 "released model, whose largest have a few hundred layers and 512 experts)")
+
+
 def model_from_config(cfg: dict, name: str = "config.json", source: str = "config.json",
                       processors: dict | None = None) -> ModelSpec:
     """ModelSpec for a config.json dict; processors: {"preprocessor_config.json": {...}, ...} where present.
 
     UsageError (one line, naming the architecture) for a vision-language architecture no family here knows."""
+    _check_counts(cfg, source)
     archs = cfg.get("architectures") or []
     arch = archs[0] if archs else str(cfg.get("model_type", "unknown"))
     dtype_bytes = _DTYPE_BYTES.get(str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16"), 2)
@@ -380,8 +417,15 @@ def model_from_config(cfg: dict, name: str = "config.json", source: str = "confi
                      tie_word_embeddings=dec.tied, source=source, quantization=read_quantization(cfg),
                      decoder=dec, rope_values=rope_cache_values(text, dec.head_dim,
                                                                 dec.mla.qk_rope_head_dim if dec.mla else None),
-                     rope_mrope=mrope_kind(text),
+                     rope_mrope=mrope_kind(text), rope_type=rope_type(text),
                      **_length_fields(cfg, text))
+
+
+def rope_type(cfg: dict) -> str:
+    """rope_scaling's `rope_type` (else its older `type` key) as vLLM's get_rope dispatches on it; "" when the
+    config has no rope_scaling / rope_parameters dict."""
+    rope = cfg.get("rope_scaling") or cfg.get("rope_parameters")
+    return str(rope.get("rope_type") or rope.get("type") or "") if isinstance(rope, dict) else ""
 
 
 # rope types whose `factor` vLLM does not apply to max_position_embeddings (already scaled, or per-frequency)

@@ -27,7 +27,8 @@ import json
 
 from diagnostics.cards import Card
 from diagnostics.errors import UsageError, one_of
-from diagnostics.setting_values import MODALITIES, batch_refusal, check_once, check_value, heads_refusal
+from diagnostics.setting_values import (MODALITIES, batch_refusal, check_load_format, check_once, check_value,
+                                         env_text, heads_refusal, unique_keys)
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.versions import Version, engine, parse_version, v1_fallback
 
@@ -129,7 +130,7 @@ def setting_available(name: str, version) -> bool:
 
 def _parse_value(text: str):
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=unique_keys)  # setting_values.py: a key twice is refused
     except ValueError:
         low = text.strip().lower()
         if low in ("true", "false"):
@@ -145,12 +146,12 @@ def check_setting(key: str, value) -> object:
     if value is None and key in ("kv_cache_memory_bytes", "num_gpu_blocks_override", "max_num_batched_tokens",
                                  "use_v1", "max_model_len", "max_num_seqs"):
         return None
+    if key == "max_model_len":
+        return _check_max_model_len(value)
     if (isinstance(value, bool) and bool not in accepted) or not isinstance(value, accepted):
         raise UsageError(f"setting {key}={value!r} has the wrong type; accepted: {_type_names(accepted)}")
     if key == "gpu_memory_utilization" and not 0 < value <= 1:
         raise UsageError(f"setting gpu_memory_utilization={value!r} is out of range; accepted: 0 < value <= 1")
-    if key == "max_model_len":
-        return _check_max_model_len(value)
     if key in ("max_num_seqs", "max_num_batched_tokens", "block_size", "tensor_parallel_size", "pipeline_parallel_size",
                "num_gpu_blocks_override") and value < 1:
         raise UsageError(f"setting {key}={value!r} must be a positive integer")
@@ -168,14 +169,14 @@ def check_setting(key: str, value) -> object:
 
 
 def _check_max_model_len(value) -> int | str:
-    if isinstance(value, str):
-        if value.strip().lower() != "auto":
-            raise UsageError(f"setting max_model_len={value!r} has the wrong type; accepted: integer, -1 or auto")
-        return "auto"
-    if value == -1:
+    """A positive integer, or "auto" for -1 / auto; one wording for every bad value (4096.0 said "integer or text")."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or isinstance(value, str) and \
+            value.strip().lower() != "auto":
+        raise UsageError(f"setting max_model_len={value!r} has the wrong type; accepted: integer, -1 or auto")
+    if isinstance(value, str) or value == -1:
         return "auto"
     if value < 1:
-        raise UsageError(f"setting max_model_len={value!r} must be a positive integer (or -1 / auto)")
+        raise UsageError(f"setting max_model_len={value!r} is out of range; accepted: a positive integer, -1 or auto")
     return value
 
 
@@ -208,7 +209,7 @@ def parse_set(items) -> dict:
             raise UsageError(f"--set {item!r} is not KEY=VALUE; accepted keys: {', '.join(sorted(KNOWN_SETTINGS))}")
         key, _, text = item.partition("=")
         key = key.strip().replace("-", "_")
-        out[key] = check_once(out, key, check_setting(key, _parse_value(text)))
+        out[key] = check_once(out, key, check_setting(key, env_text(key, _parse_value(text))))
     return out
 
 
@@ -290,7 +291,7 @@ def resolve(model: ModelSpec, card: Card, version, entrypoint: str = "llm", over
     v = parse_version(version)
     if entrypoint not in ENTRYPOINTS:
         raise one_of("entrypoint", entrypoint, ENTRYPOINTS)
-    given = _checked(overrides, v)
+    given = check_load_format(_checked(overrides, v), v, model)  # setting_values.py: a loader vLLM v lacks
     eng, _ = engine_choice(model, card, v, given)
     s: dict = {"max_model_len": model.derived_max_model_len, **ENGINE_DEFAULTS,
                "block_size": dated_default("block_size", v)}
@@ -393,8 +394,7 @@ def extensible_kv_cache(card: Card, version, s: dict) -> bool:
 
 def _limits(model: ModelSpec, v: Version, eng: str, given: dict) -> tuple[dict, dict]:
     """({modality: items per prompt}, {modality: dummy options other than count}) as vLLM reads them."""
-    limit = default_limit(v, eng)
-    user = dict(given.get("limit_mm_per_prompt") or {})
+    limit, user = default_limit(v, eng), dict(given.get("limit_mm_per_prompt") or {})
     counts, options = {}, {}
     supported = supported_modalities(model, v, eng)
     for m, n in user.items():  # a value plan would otherwise drop in silence

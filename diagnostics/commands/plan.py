@@ -136,6 +136,9 @@ def run(args) -> int:
             names = ", ".join(dict.fromkeys(r.version for r in rows))
             raise UsageError(f"vLLM {names} {'refuses' if len(versions) == 1 else 'refuse'} these settings at "
                              f"start-up: {refusals.pop()}")
+        errors = {r.error for r in rows if r.plan is None}
+        if len(errors) == 1 and None not in errors and all(r.plan is None for r in rows):  # e.g. a knob's modality off
+            raise UsageError(errors.pop())
         emit(json.dumps({"rows": [r.to_json() for r in rows]}, indent=2) if fmt == "json" else format_fleet(rows),
              args.out)
         return 0
@@ -200,8 +203,11 @@ def format_plan(p: Plan, explanation=None) -> str:
              f"gpu_memory_utilization={s['gpu_memory_utilization']} "
              f"limit_mm_per_prompt={json.dumps(s.get('limit_mm_per_prompt', {}))} enforce_eager={s['enforce_eager']}")
     pr = p.profile
-    prof = (f"profile run: {pr['encoder_items']} dummy {pr['modality'] or '-'} items, {pr['encoder_slices']} slices, "
-            f"{pr['vit_tokens']:,} ViT tokens; LLM pass {pr['max_num_batched_tokens']:,} tokens; "
+    items = (f"{pr['encoder_items']} dummy {pr['modality'] or '-'} items, {pr['encoder_slices']} slices, "
+             f"{pr['vit_tokens']:,} ViT tokens")
+    if pr.get("encoder_skipped"):  # skip_mm_profiling: the items are what the run would push, not what it pushes
+        items = f"no dummy item (skip_mm_profiling=true; without it: {items})"
+    prof = (f"profile run: {items}; LLM pass {pr['max_num_batched_tokens']:,} tokens; "
             f"sampler {pr['sampler_rows']} rows")
     if pr.get("encoder_budget_tokens"):
         prof += f"; encoder budget {pr['encoder_budget_tokens']:,} tokens"
@@ -232,6 +238,10 @@ def _run_fit(args, card, version, overrides, setting: str, fmt: str, calibration
         f = fit_knob(setting, args.model, card, version, args.entrypoint, overrides, calibration, exact)
     else:
         f = fit(setting, args.model, card, version, args.entrypoint, overrides, calibration, exact)
+    held = f.refusal if isinstance(f, KnobFit) else refusal(f.above) if f.refused_everywhere else None
+    if f.value is None and held:  # as plain plan: the held settings are refused whatever the fitted value
+        raise UsageError(f"vLLM {f.above.vllm_version} refuses these settings at start-up at every {f.setting} "
+                         f"tried: {held}")
     if fmt == "md":
         shown = f.at if f.at is not None else f.above
         if f.at is None:  # nothing fits: the report is the plan at the domain's bottom, and says so
@@ -239,6 +249,8 @@ def _run_fit(args, card, version, overrides, setting: str, fmt: str, calibration
                 f"plan --fit {f.setting}: no value from {_label(f, f.domain[0])} to {_label(f, f.domain[1])} plans "
                 f"ok; this report is the plan at the lowest, {_label(f, f.domain[0])}, which does not fit",
                 *shown.notes])
+        if getattr(f, "floor", None):  # predict/fit.py image_floor: why the search starts above one block
+            shown = dataclasses.replace(shown, notes=[f.floor, *shown.notes])
         explanation = explain_plan(shown) if shown.verdict != "unknown" else None
         text = plan_markdown(shown, explanation, fits=[f.above] if f.at is not None and f.above else
                              [] if f.at is None else None)
@@ -284,6 +296,7 @@ def _above_value(f):
 def format_fit(f: Fit) -> str:
     """`plan --fit`: the answer line, the plan at the answer (terms), and what fails one step above."""
     lines = []
+    floor = [f"note: {f.floor}"] if getattr(f, "floor", None) else []  # predict/fit.py image_floor
     if f.value is None:
         p = f.above
         why = refusal(p) if not isinstance(f, KnobFit) else None  # a KnobFit names its refusal below
@@ -291,7 +304,7 @@ def format_fit(f: Fit) -> str:
                      f"{p.card.name} with vLLM {p.vllm_version}; at {_label(f, f.domain[0])}: "
                      + (f"vLLM refuses the settings at start-up: {why}" if why else p.verdict)
                      + (f" (phase: {p.failing_phase})" if p.failing_phase and not why else ""))
-        lines += [f"note: {n}" for n in p.notes + (f.notes() if isinstance(f, KnobFit) else [])]
+        lines += [f"note: {n}" for n in p.notes + (f.notes() if isinstance(f, KnobFit) else [])] + floor
         if isinstance(f, KnobFit) and f.refusal:
             lines.append(f"vLLM {p.vllm_version} refuses the held settings at start-up: {f.refusal}")
         return "\n".join(lines)
@@ -321,7 +334,7 @@ def format_fit(f: Fit) -> str:
                      "does not plan ok (every value was planned)")
     if isinstance(f, KnobFit):
         lines += [f"note: {n}" for n in f.notes()]
-    return "\n".join(lines)
+    return "\n".join(lines + floor)
 
 
 def format_frontier(fitted: str, ladder_setting: str, card, version: str, points) -> str:

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 
 from diagnostics.cards import Card, get_card
 from diagnostics.families import check_version
+from diagnostics.errors import UsageError
 from diagnostics.gguf_header import gguf_version_check
 from diagnostics.models import ModelSpec, get_model
 from diagnostics.outcomes import MEMORY_TERMS
 from diagnostics.predict import mm_budget, pipeline
+from diagnostics.predict.architectures import text_refusal
 from diagnostics.predict.coefficients import DEFAULT, Calibration, Coefficients
 from diagnostics.predict.exact import VllmExact, exact_weights_gib
 from diagnostics.predict.layer_notes import HYBRID_KV_SINCE, layer_kind_notes
@@ -166,9 +168,13 @@ def _spread(ctx: _Context) -> float:
 
 def _check_version(model: ModelSpec, v: Version) -> None:
     """UsageError (one line) when vLLM `v` cannot build the model: a VLM family it does not have (every family
-    alike), or a GGUF checkpoint outside the versions that load GGUF (diagnostics.gguf_header)."""
+    alike), a text architecture or rope_scaling type it does not register (predict.architectures), or a GGUF
+    checkpoint outside the versions that load GGUF (diagnostics.gguf_header)."""
     if model.family is not None:
         check_version(model.family, v, model.name)
+    why = text_refusal(model, v)
+    if why:
+        raise UsageError(why)
     if model.is_gguf:
         gguf_version_check(model.name, model.checkpoint, v)
 

@@ -61,6 +61,8 @@ class Fit:
     top_reason: str
     plans: int = 0
     non_monotone: list = field(default_factory=list)
+    floor: str | None = None  # why the domain starts above one block (max_model_len: one image prompt must fit)
+    refused_everywhere: bool = False  # nothing fits and vLLM refuses every value planned: the held settings' fault
 
     def to_json(self) -> dict:
         """The `plan --fit --json` shape of one fit (GiB, tokens)."""
@@ -69,7 +71,8 @@ class Fit:
             "at": _plan_json(self.at), "above": _plan_json(self.above),
             "above_value": self.above.settings[self.setting] if self.above else None,
             "top_reason": None if self.above else self.top_reason,
-            "plans": self.plans, "non_monotone": list(self.non_monotone),
+            "plans": self.plans, "non_monotone": list(self.non_monotone), "floor": self.floor,
+            "refused_everywhere": self.refused_everywhere,
         }
 
 
@@ -137,6 +140,27 @@ def refusal(p: Plan) -> str | None:
     return why
 
 
+def image_floor(planner: _Planner, top: int, block: int) -> tuple[int, str | None]:
+    """(lowest max_model_len, why) when images are accepted (limit_mm_per_prompt.image > 0): the largest dummy image
+    item's tokens + 1, rounded up to the block size. vLLM rejects a prompt longer than max_model_len, and one as long
+    when it generates (at least one output token; vllm 0.32 v1/engine/input_processor.py:574-600, hence the + 1), so
+    below that no prompt with the largest image the held settings accept can be served, and a fit there (MiniCPM-V-2_6
+    on a 4090 answered 16 tokens) would be a text-only answer with an image-sized profile. A floor, not a note: the
+    fit's question is what to set for the images the settings accept. (block, None) when no image is accepted."""
+    p = planner("max_model_len", top)
+    if not (p.settings.get("limit_mm_per_prompt") or {}).get("image"):
+        return block, None
+    prof = p.profile
+    tokens = (prof.get("tokens_per_modality") or {}).get("image") or (
+        prof.get("tokens_per_item") if prof.get("modality") == "image" else None)
+    if not tokens:
+        return block, None
+    lo = min(-(-(tokens + 1) // block) * block, top)
+    return lo, (f"max_model_len starts at {lo:,}: one largest image item is {tokens:,} tokens, and vLLM rejects a "
+                f"prompt longer than max_model_len; for a text-only answer --set limit_mm_per_prompt="
+                '\'{"image":0}\', for smaller images fit both (--fit max_model_len,<image size knob>)')
+
+
 def domain(setting: str, planner: _Planner) -> tuple[int | float, int | float, int | float, str]:
     """(lo, hi, step, why the search stops at hi) for `setting`."""
     if setting == "gpu_memory_utilization":
@@ -162,6 +186,9 @@ def fit(setting: str, model="minicpm-v-2_6", card="3090", version=None, entrypoi
     overrides = dict(overrides or {})
     planner = _Planner(model, card, version, entrypoint, overrides, coefficients, exact)
     lo, hi, step, top_reason = domain(setting, planner)
+    floor = None
+    if setting == "max_model_len":
+        lo, floor = image_floor(planner, int(hi), int(step))
     if setting == "gpu_memory_utilization":
         value, turns = _scan_util(planner, setting)
     else:
@@ -172,7 +199,8 @@ def fit(setting: str, model="minicpm-v-2_6", card="3090", version=None, entrypoi
     else:
         nxt = round(value + step, 2) if isinstance(step, float) else value + step
         above = planner(setting, nxt) if nxt <= hi + 1e-9 else None
-    return Fit(setting, value, step, at, above, (lo, hi), top_reason, len(planner.cache), turns)
+    refused = value is None and all(refusal(p) for p in planner.cache.values())
+    return Fit(setting, value, step, at, above, (lo, hi), top_reason, len(planner.cache), turns, floor, refused)
 
 
 def _scan_util(planner: _Planner, setting: str) -> tuple[float | None, list]:

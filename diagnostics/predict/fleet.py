@@ -122,7 +122,8 @@ def fleet(model, cards: list[Card], versions: list[str], entrypoint="llm", overr
                 if fit_setting:
                     f = (fit_knob if knob else fit)(fit_setting, model, card, version, entrypoint, overrides,
                                                     coefficients)
-                    why = refusal(f.above) if f.at is None and f.above is not None else None
+                    held = f.refusal if knob else refusal(f.above) if f.refused_everywhere else None
+                    why = held if f.at is None and f.above is not None else None  # as plan --fit: refused everywhere
                     rows.append(Row(card, version, None, f, error=f"vLLM {f.above.vllm_version} refuses these "
                                                                   f"settings at start-up: {why}", refusal=why) if why
                                 else Row(card, version, f.at if f.at is not None else f.above, f))

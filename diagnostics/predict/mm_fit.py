@@ -154,7 +154,13 @@ def find_knob(name: str, model, version=None, settings: dict | None = None, opti
 
 def is_knob_name(name: str) -> bool:
     """Does --fit NAME mean a multimodal knob (KNOB_NAMES or an alias) rather than an engine setting?"""
-    return ALIASES.get(name, name) in KNOB_NAMES
+    return knob_name(name) in KNOB_NAMES
+
+
+def knob_name(name: str) -> str:
+    """The canonical knob name behind an alias (max_dynamic_patch -> max_patches, image ->
+    limit_mm_per_prompt.image); any other name unchanged. plan --fit and pytest --search share it."""
+    return ALIASES.get(name, name)
 
 
 def check_fit_name(name: str) -> None:
@@ -294,6 +300,21 @@ def check_knob_fit(knob: Knob, overrides: dict) -> None:
                          f"together: the fit chooses {knob.name}; drop it from the --set")
 
 
+def check_modality_on(knob: Knob, name: str, settings: dict) -> None:
+    """UsageError when every modality an item-size knob shapes is off (limit_mm_per_prompt 0): no dummy item of it
+    is profiled and vLLM accepts none in a request (vllm 0.32 multimodal/processing/context.py:621 "At most {limit}
+    {modality}(s)"), so every value would plan alike and the answer would be a number that changes nothing."""
+    if knob.name.startswith("limit_mm_per_prompt."):
+        return  # the counts themselves: fitting one is how a modality is switched on
+    limits = settings.get("limit_mm_per_prompt") or {}
+    if knob.modalities and all(not limits.get(m) for m in knob.modalities):
+        off = " and ".join(knob.modalities)
+        raise UsageError(f"--fit {name}: {off} {'is' if len(knob.modalities) == 1 else 'are'} off "
+                         f"(limit_mm_per_prompt={json.dumps(limits)}), so nothing {name} sizes is profiled or "
+                         f"accepted; accepted: a limit_mm_per_prompt above 0 for {' or '.join(knob.modalities)}, or "
+                         "another --fit")
+
+
 def fit_knob(name: str, model="minicpm-v-2_6", card="3090", version=None, entrypoint="llm", overrides=None,
              coefficients=None, exact=None) -> KnobFit:
     """The largest value of knob `name` whose plan is ok with `overrides` held (raw units, a multiple of the
@@ -307,6 +328,7 @@ def fit_knob(name: str, model="minicpm-v-2_6", card="3090", version=None, entryp
     base = plan(model, card, version, entrypoint, overrides, coefficients)  # bad input fails here, once
     knob = find_knob(name, model, version, base.settings)
     check_knob_fit(knob, overrides)
+    check_modality_on(knob, name, base.settings)
     planner = _KnobPlanner(knob, model, card, version, entrypoint, overrides, coefficients, exact)
     refusal = vllm_refusal(base.settings, model)
     failing_below: list = []

@@ -21,15 +21,11 @@ Labels: `exact` for bytes loaded as stored on one rank, `derived` when split/cas
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-from diagnostics.checkpoint import FLOAT_BYTES, TensorInfo, TensorTable
+from diagnostics.checkpoint import FLOAT_BYTES, LAYER as _LAYER, TensorInfo, TensorTable
 
 VOCAB_PADDING = 64
-# the language model's own decoder layers (not a vision tower's): model.layers.N / language_model.model.layers.N
-_LAYER = re.compile(r"^(?:model\.|language_model\.model\.|model\.language_model\.|transformer\.encoder\.)?"
-                    r"layers\.(\d+)\.")
 _AUX = ("qweight", "qzeros", "scales", "g_idx", "weight_scale", "weight_scale_inv", "weight_scale_2", "input_scale",
         "weight_packed", "weight_shape", "weight_zero_point", "scb", "absmax", "quant_map", "nested_absmax",
         "nested_quant_map", "quant_state", "blocks", "weight_global_scale", "input_global_scale", "bias",

@@ -86,8 +86,29 @@ def default_matrix(matrix: str | None, model: str | None) -> Matrix:
     (suite.run.matrix_path). MatrixError / UsageError as load_matrix."""
     from diagnostics.models import get_model
     from diagnostics.suite.matrix import load_matrix
-    from diagnostics.suite.run import matrix_path, stored_vlm
+    from diagnostics.suite.run import SHIPPED_VLM_MATRIX, local_model_spec, matrix_path, stored_vlm
 
     path = matrix_path(matrix, model)
     name = None if matrix else stored_vlm(model or "")
-    return family_matrix(get_model(name), path) if name else load_matrix(path)
+    if name:
+        return family_matrix(get_model(name), path)
+    local = None if matrix else local_model_spec(model)
+    if local is not None and local.vision is None:  # a local text model: no image requests, no MiniCPM-V axes
+        return text_matrix(SHIPPED_VLM_MATRIX)
+    return load_matrix(path)
+
+
+MM_SETTINGS = ("limit_mm_per_prompt", "mm_processor_kwargs")  # settings vLLM takes only for a multimodal model
+
+
+def text_matrix(path: Path | str) -> Matrix:
+    """The matrix of a text model given without --matrix: `path`'s (vlm.toml's) [defaults], its BASE_AXES and the
+    scenarios that set no multimodal setting (MM_SETTINGS); its requests carry no image (the plugin's sends_image
+    is False without a vision tower). MatrixError for a malformed `path`."""
+    text = Path(path).read_text(encoding="utf-8-sig")
+    data = tomllib.loads(text)
+    base = data.get("axes", {})
+    data["axes"] = {k: base[k] for k in BASE_AXES if k in base}
+    data["scenarios"] = {n: b for n, b in data.get("scenarios", {}).items() if not set(b) & set(MM_SETTINGS)}
+    data.setdefault("matrix", {})["name"] = f"{data['matrix'].get('name', 'vlm')}-text"
+    return build_matrix(data, text, path)

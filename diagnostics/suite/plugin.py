@@ -3,15 +3,13 @@
 Hook wiring only, in pytest-memray's shape: module-level `pytest_addoption` (suite/run.py's OPTIONS table, every
 CLI option with an ini twin `memcheck_<name>`); one `Manager` holds the session's state and hooks, built at
 configure when the session asks for it (`asked_for`), else when a collected test needs a memcheck fixture, and
-registered with the plugin manager; markers come from the MARKERS table. What a test
-asserts and its failure text are suite/judge.py's; the results.jsonl record is suite/results.py's; the
+registered with the plugin manager; markers come from the MARKERS table. What a test asserts and its failure text are suite/judge.py's; the results.jsonl record is suite/results.py's; the
 terminal table is report/terminal.py's.
 
 One test = one engine start (diagnostics.engine.launch.run_start, own process group, timed through
 pytest-benchmark's pedantic mode). Its result is appended to `<report-dir>/<run>/results.jsonl` at once.
 The cpu card (vLLM's CPU backend) measures the summed RSS of the process tree and asserts only the thresholds a
-matrix states for card "cpu"; --card=cpu defaults to the CPU matrix diagnostics/data/cpu-tiny.toml (the 16 GB model is refused there).
-A failing test's message is the diagnosis (one paragraph); the numbers are in its "vllm-memcheck" section.
+matrix states for card "cpu"; --card=cpu defaults to the CPU matrix diagnostics/data/cpu-tiny.toml. A failing test's message is the diagnosis (one paragraph); the numbers are in its "vllm-memcheck" section.
 """
 
 from __future__ import annotations
@@ -42,7 +40,7 @@ from diagnostics.suite.family_matrix import default_matrix
 from diagnostics.suite.matrix import check_threshold_cards
 from diagnostics.suite.results import ResultWriter, load_results, load_results_noting, make_record, with_repeats
 from diagnostics.suite.search_run import (KNOB_NAMES, SearchBroke, check_search_model, check_search_options, run_search,
-                                          summary_line)
+                                          search_setting, summary_line)
 from diagnostics.units import plural
 
 MANAGER_NAME = "vllm-memcheck-manager"
@@ -73,6 +71,11 @@ def detect_gpu() -> tuple[str | None, str | None]:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     run.add_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, args: list) -> None:
+    run.reroot(early_config, args)  # `--matrix /elsewhere/m.toml` (space form) moved the rootdir
 
 
 MEMCHECK_FIXTURES = {"memcheck", COMBINATION_FIXTURE, SEARCH_FIXTURE}
@@ -169,7 +172,7 @@ class Manager:
                       or (run.CPU_DEFAULT_MODEL if is_cpu else run.DEFAULT_MODEL))
         run.check_model(self.model)
         if is_cpu:
-            run.check_cpu_model(self.model)
+            run.check_cpu_model(self.model, run.option(config, "model"))  # --model: no real-size model
         self.load_format = run.load_format_for(self.model, run.option(config, "load_format"))
         self.engine_timeout = run.engine_timeout(run.option(config, "engine_timeout"))
         self.cache_state = run.choice(config, "cache_state", run.CACHE_STATES, "cold")
@@ -178,7 +181,7 @@ class Manager:
         self.gate = Gate.from_config(config, self.cache_state)
         self.calibration = run.calibration(run.option(config, "calibration"))
         self.resume = bool(run.option(config, "resume"))
-        self.search = run.option(config, "search")
+        self.search = search_setting(run.option(config, "search"))  # max_dynamic_patch: max_patches, as plan --fit
         check_search_options(self.search, *(run.option(config, f"search_{k}") for k in ("resolution", "range")))
         self.search_lines: list[str] = []
         self.gpus = devices.parse_gpus(run.option(config, "gpus"))

@@ -3,6 +3,7 @@ directory (`<report-dir>/<run>/`, shared with xdist workers) and the model direc
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import shutil
@@ -142,11 +143,29 @@ def stored_vlm(model: str) -> str | None:
 
 
 def check_model(model: str) -> None:
-    """UsageError for an unknown kit:* name or a local path that is no model directory."""
+    """UsageError for an unknown kit:* name, a local path that is no model directory, or one whose config.json
+    plan cannot read (local_model_spec)."""
     kits = [k for k in KIT_MODELS if not k.startswith("kit:NAME")] + [f"kit:{n}" for n in kit_families()]
     if model.lower().startswith("kit:") and model not in kits:  # KIT:x would reach vLLM as a hub id, per start
         raise UsageError(f"unknown model kit {model!r}; accepted: {', '.join(kits)}")
     check_model_path(model)
+    local_model_spec(model)
+
+
+def local_model_spec(model: str | None):
+    """The diagnostics.models.ModelSpec of a --model that is a local directory (relative paths too), read from its
+    config.json as plan reads it; None for a kit, a stored name or a hub id. UsageError, one line naming --model,
+    for a config.json plan cannot read (not JSON, no architecture it knows)."""
+    from diagnostics.models import get_model
+
+    path = Path(str(model or "")).expanduser()
+    if not model or str(model).startswith("kit:") or not (path / "config.json").is_file():
+        return None
+    try:
+        return get_model(path)
+    except UsageError as err:
+        raise UsageError(f"--model {model}: {err}" + ("" if "accepted" in str(err) else
+                         "; accepted: a model directory whose config.json is a Hugging Face config (JSON)")) from None
 
 
 def matrix_path(matrix: str | None, model: str | None) -> Path | str:
@@ -220,13 +239,34 @@ def cache_env(root: Path) -> dict:
             "TRITON_CACHE_DIR": str(root / "triton")}
 
 
-def check_cpu_model(model: str) -> None:
-    """--card=cpu cannot start the 16 GB MiniCPM-V-2_6 (real shapes) by any of its names, in any case: refuse in one
-    line, naming what works."""
-    if str(model).strip().lower() in CPU_REFUSED:
-        raise UsageError(f"--card=cpu cannot start {model} (the 16 GB model) on vLLM's CPU backend; use the CPU "
+def check_cpu_model(model: str, asked: str | None = None) -> None:
+    """--card=cpu cannot start the 16 GB MiniCPM-V-2_6 (real shapes) by any of its names, in any case, nor a
+    real-size model the user named with --model (`asked`: a stored model by short name, hub id or kit:NAME, or
+    kit:minicpm-v-4_5; kit:tiny-text and kit:*-tiny stay allowed). A matrix's own model is checked against the first
+    list only. UsageError, one line naming what works."""
+    size = "the 16 GB model" if str(model).strip().lower() in CPU_REFUSED else cpu_real_size(asked)
+    if size:
+        raise UsageError(f"--card=cpu cannot start {asked or model} ({size}) on vLLM's CPU backend; use the CPU "
                          f"matrix {CPU_MATRIX.name} (the default with --card=cpu) with --model=kit:tiny-text or "
-                         "--model=kit:minicpm-v-2_6-tiny")
+                         "--model=kit:minicpm-v-2_6-tiny (or another kit:*-tiny)")
+
+
+def cpu_real_size(model: str | None) -> str | None:
+    """Why `model` (the user's --model) is too big for the CPU backend ("a real-size model of N billion
+    parameters"), or None: a tiny kit, a local directory or hub id plan does not store."""
+    name = str(model or "").strip()
+    if not name or name.lower() == CPU_DEFAULT_MODEL or name.lower().endswith("-tiny"):
+        return None
+    stored = stored_vlm(name)
+    if stored is None and name.lower() not in ("kit:minicpm-v-2_6", "kit:minicpm-v-4_5"):
+        return None
+    from diagnostics.models import get_model
+
+    try:
+        params = get_model(stored or name.removeprefix("kit:")).params
+    except UsageError:
+        params = 0
+    return f"a real-size model of {params / 1e9:.1f} billion parameters" if params else "a real-size model"
 
 
 def check_writable_dir(path: Path, flag: str) -> None:
@@ -339,3 +379,44 @@ class ModelDir:
     def cleanup(self) -> None:
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def reroot(config, args: list) -> None:
+    """Redo pytest's rootdir and ini-file choice once this plugin's options are known. pytest picks them
+    (_pytest/config/__init__.py Config._preparse -> findpaths.determine_setup, pytest 9.2) before it loads pytest11
+    entry points, so the value of `--matrix /elsewhere/m.toml` (space form) counts as a path to test: the rootdir
+    moves to its directory, the project's ini (testpaths, markers, addopts) goes unread and every test module under
+    the working directory is collected (a test imported into two modules runs twice). With the values known, the
+    choice is made again from the true positional arguments; when it differs, the config takes it (its ini's addopts
+    prepended to `args`, as pytest does). Called from pytest_load_initial_conftests, before any conftest loads."""
+    import inspect
+
+    from _pytest.config.findpaths import determine_setup
+
+    ns = config.known_args_namespace
+    values = {str(getattr(ns, f"memcheck_{name}", None) or "") for name, kwargs, *_ in OPTIONS
+              if not kwargs.get("action")} - {""}
+    if not values & {str(a) for a in args}:  # no option value that pytest could have taken for a path
+        return
+    given = {"inifile": ns.inifilename, "override_ini": ns.override_ini, "args": ns.file_or_dir,
+             "rootdir_cmd_arg": ns.rootdir or None, "invocation_dir": config.invocation_params.dir}
+    wanted = inspect.signature(determine_setup).parameters
+    rootpath, inipath, inicfg, *_ = determine_setup(**{k: v for k, v in given.items() if k in wanted})
+    if (rootpath, inipath) == (config.rootpath, config.inipath):
+        return
+    if not all(hasattr(config, a) for a in ("_rootpath", "_inipath", "_inicfg", "_inicache")):  # another pytest
+        import warnings
+
+        warnings.warn(f"vllm-memcheck: pytest took an option's value for a test path (rootdir {config.rootpath}); "
+                      "write such options as --matrix=PATH", stacklevel=1)
+        return
+    old_cut = str(config.inipath.parent if config.inipath else config.rootpath)
+    had_addopts = bool(config.getini("addopts"))
+    config._rootpath, config._inipath, config._inicfg = rootpath, inipath, inicfg
+    config._inicache.clear()
+    config._parser.extra_info.update(rootdir=str(rootpath), inifile=str(inipath))
+    if not had_addopts and config.getini("addopts"):
+        args[:] = list(config.getini("addopts")) + args
+        config.known_args_namespace = config._parser.parse_known_args(args, namespace=copy.copy(config.option))
+    if ns.confcutdir in (None, old_cut):  # pytest's default, not the user's --confcutdir
+        config.known_args_namespace.confcutdir = str(inipath.parent if inipath else rootpath)

@@ -17,7 +17,8 @@ from pathlib import Path
 from diagnostics.errors import UsageError
 from diagnostics.outcomes import MEMORY_FAILURES
 from diagnostics.predict.fit import fit
-from diagnostics.predict.mm_fit import KNOB_NAMES, without_knob, apply, find_knob, fit_knob, item_image_size
+from diagnostics.predict.mm_fit import (ALIASES, KNOB_NAMES, knob_name, without_knob, apply, find_knob, fit_knob,
+                                        item_image_size)
 from diagnostics.report.markdown import search_section
 from diagnostics.suite.matrix import Combination
 from diagnostics.suite.search import SEARCHABLE, Search, default_range, parse_range
@@ -44,12 +45,20 @@ def _int_option(value, name: str) -> int | None:
     return n
 
 
+def search_setting(search: str | None) -> str | None:
+    """--search as the search runs it: an alias plan --fit takes (max_dynamic_patch, image, video, ...;
+    predict/mm_fit.py ALIASES) becomes its canonical knob name; anything else unchanged (check_search_options
+    judges it)."""
+    return knob_name(search) if search else search
+
+
 def check_search_options(search: str | None, resolution, range_text) -> None:
     """Before the first start: --search-resolution a positive integer, --search-range LO:HI with LO < HI, and
     neither without --search (which they shape), and --search a setting the search knows. UsageError naming the
     option otherwise."""
     if search and search not in SEARCHABLE:
-        raise UsageError(f"unknown --search setting {search!r}; accepted: {', '.join(SEARCHABLE)}")
+        raise UsageError(f"unknown --search setting {search!r}; accepted: {', '.join(SEARCHABLE)} (or an alias: "
+                         f"{', '.join(a for a in ALIASES if knob_name(a) in SEARCHABLE)})")
     if not search:
         given = [name for name, value in (("--search-range", range_text), ("--search-resolution", resolution))
                  if value not in (None, "")]

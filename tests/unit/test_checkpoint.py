@@ -8,11 +8,11 @@ import struct
 
 import numpy as np
 import pytest
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from diagnostics.checkpoint import INDEX_FILE, read_header, read_hub, read_hub_config, read_local, \
-    table_from_hub_metadata
+from diagnostics.checkpoint import DTYPE_BITS, INDEX_FILE, TensorInfo, TensorTable, missing_parts, read_header, \
+    read_hub, read_hub_config, read_local, table_from_hub_metadata
 from diagnostics.errors import UsageError
 
 
@@ -78,6 +78,66 @@ def test_an_entry_without_offsets_and_an_index_naming_a_missing_shard_are_usage_
     (tmp_path / INDEX_FILE).write_text(json.dumps({"weight_map": {"x": "gone.safetensors"}}))
     with pytest.raises(UsageError, match="not in the directory, e.g. gone.safetensors"):
         read_local(tmp_path)
+
+
+def _raw_header(path, entry: dict):
+    raw = json.dumps({"model.embed_tokens.weight": entry}).encode()
+    data = b"\0" * max(0, entry["data_offsets"][1])  # the data too: safe_open checks it is covered exactly
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+    return path
+
+
+@pytest.mark.parametrize("entry, fragment", [
+    ({"dtype": "Q9", "shape": [10, 10], "data_offsets": [0, 200]}, "dtype 'Q9'; accepted: the safetensors dtypes"),
+    ({"dtype": "BF16", "shape": [-10, 10], "data_offsets": [0, 200]}, "shape \\[-10, 10\\]; accepted: a list of non-neg"),
+    ({"dtype": "BF16", "shape": [2.5, 4], "data_offsets": [0, 20]}, "accepted: a list of non-negative integers"),
+    ({"dtype": "BF16", "shape": [10, 10], "data_offsets": [0, 2]}, "spans 2 bytes but shape \\[10, 10\\] of BF16 takes 200"),
+    ({"dtype": "F4", "shape": [3], "data_offsets": [0, 1]}, "F4 takes 1.5"),
+    ({"dtype": "U8", "shape": [4], "data_offsets": [-4, 0]}, "data_offsets \\[-4, 0\\]; accepted"),
+])
+def test_header_values_the_safetensors_reader_refuses_are_one_line_usage_errors(tmp_path, entry, fragment):
+    f = _raw_header(tmp_path / "model.safetensors", entry)
+    with pytest.raises(SafetensorError):  # the real reader refuses the same header
+        safe_open(str(f), "np")
+    with pytest.raises(UsageError, match=fragment) as exc:
+        read_header(f)
+    assert "\n" not in str(exc.value) and "model.embed_tokens.weight" in str(exc.value)
+
+
+@pytest.mark.parametrize("dtype", sorted(DTYPE_BITS))
+def test_every_safetensors_dtype_with_a_consistent_span_is_read_as_the_package_reads_it(tmp_path, dtype):
+    f = _raw_header(tmp_path / "model.safetensors", {"dtype": dtype, "shape": [2, 4],
+                                                        "data_offsets": [0, DTYPE_BITS[dtype]]})
+    with safe_open(str(f), "np"):  # accepted by the real reader (its dtype list and size rule are DTYPE_BITS)
+        pass
+    assert read_header(f)[0].nbytes == DTYPE_BITS[dtype]
+
+
+def test_an_index_less_shard_set_must_hold_every_shard_its_names_promise(tmp_path):
+    _write(tmp_path / "model-00001-of-00003.safetensors", {"a.weight": np.zeros((4, 4), np.float16)})
+    _write(tmp_path / "model-00003-of-00003.safetensors", {"c.weight": np.zeros((4, 4), np.float16)})
+    with pytest.raises(UsageError, match="one of 3 shards and 1 are missing \\(e.g. model-00002-of-00003.safetensors"
+                                         "\\), with no model.safetensors.index.json") as exc:
+        read_local(tmp_path)
+    assert "\n" not in str(exc.value)
+    _write(tmp_path / "model-00002-of-00003.safetensors", {"b.weight": np.zeros((4, 4), np.float16)})
+    assert read_local(tmp_path).names() == {"a.weight", "b.weight", "c.weight"}
+
+
+def _table(names):
+    return TensorTable(tuple(TensorInfo(n, "BF16", (2,), 4) for n in names), "test")
+
+
+def test_missing_parts_names_the_layers_embedding_and_head_a_checkpoint_lacks():
+    layers = [f"model.layers.{i}.input_layernorm.weight" for i in (0, 1, 2, 5)]
+    full = ["model.embed_tokens.weight", "lm_head.weight"] + [f"model.layers.{i}.mlp.up_proj.weight" for i in range(6)]
+    assert missing_parts(_table(full), 6, tied=False) == []
+    assert missing_parts(_table(["model.embed_tokens.weight"] + layers), 6, tied=False) == [
+        "decoder layers 3-4 of num_hidden_layers=6", "lm_head (tie_word_embeddings is false)"]
+    assert missing_parts(_table(layers), 3, tied=True) == ["the input embedding (embed_tokens)"]
+    assert missing_parts(_table(layers), 8, tied=None) == ["decoder layers 3-4, 6-7 of num_hidden_layers=8"]
+    # names this reader does not know as decoder layers (llm.model.layers.N, vision towers): nothing to compare
+    assert missing_parts(_table(["llm.model.layers.0.x.weight", "vpm.encoder.layers.0.y.weight"]), 28, False) == []
 
 
 def test_hub_metadata_objects_give_the_same_table_as_the_local_header(tmp_path):

@@ -240,3 +240,67 @@ def test_an_id_a_command_does_not_look_up_is_not_listed_as_accepted_in_its_own_r
     assert "plan --model someone/NotAModel-7B" in text and "or a Hugging Face id (owner/name)" not in text
     with pytest.raises(UsageError, match=r"unknown model 'nope'.*or a Hugging Face id \(owner/name\)"):
         get_model("nope", hub=True)
+
+
+@pytest.mark.parametrize("name", ["", "  "])
+def test_an_empty_model_name_says_so(name):
+    """`--model ''` read the working directory as a checkpoint ("model directory . has no config.json")."""
+    with pytest.raises(UsageError, match="^model name is empty; accepted: minicpm-v-2_6"):
+        get_model(name, hub=True)
+
+
+def _qwen3_dir(path, layers_in_file, lm_head=True, name="model.safetensors", **cfg):
+    """A 4-layer Qwen3 config.json and one header-only safetensors file holding only `layers_in_file`."""
+    from header_kit import write_header_only
+    config = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 64,
+              "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+              "intermediate_size": 128, "vocab_size": 1000, "tie_word_embeddings": False,
+              "max_position_embeddings": 4096, "torch_dtype": "bfloat16", **cfg}
+    path.mkdir(exist_ok=True)
+    (path / "config.json").write_text(json.dumps(config))
+    t = {"model.embed_tokens.weight": ("BF16", (1000, 64)), "model.norm.weight": ("BF16", (64,))}
+    t.update({f"model.layers.{i}.mlp.up_proj.weight": ("BF16", (128, 64)) for i in layers_in_file})
+    if lm_head:
+        t["lm_head.weight"] = ("BF16", (1000, 64))
+    write_header_only(path / name, t)
+    return path
+
+
+def test_a_checkpoint_missing_layers_or_its_lm_head_is_refused_not_sized(tmp_path):
+    # the newcomer's case: the first shard of Qwen3-8B renamed model.safetensors (9 of 36 layers, no lm_head)
+    # was sized at 4.4 GiB `derived`; vLLM itself refuses it (default_loader.py:562-567)
+    with pytest.raises(UsageError, match=r"lacks decoder layers 2-3 of num_hidden_layers=4 and lm_head "
+                                         r"\(tie_word_embeddings is false\)") as exc:
+        get_model(_qwen3_dir(tmp_path / "part", [0, 1], lm_head=False))
+    assert "\n" not in str(exc.value) and "accepted: a complete checkpoint" in str(exc.value)
+    assert get_model(_qwen3_dir(tmp_path / "full", range(4))).checkpoint is not None
+    tied = get_model(_qwen3_dir(tmp_path / "tied", range(4), lm_head=False, tie_word_embeddings=True))
+    assert tied.checkpoint is not None  # a tied lm_head is not stored
+
+
+def test_plan_on_a_partial_shard_set_exits_2_in_one_line(tmp_path, capsys):
+    from diagnostics.cli import main
+    d = _qwen3_dir(tmp_path / "shard1", [0, 1], lm_head=False, name="model-00001-of-00002.safetensors")
+    assert main(["plan", "--model", str(d), "--card", "4090", "--vllm", "0.32.0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "1 are missing (e.g. model-00002-of-00002.safetensors)" in err
+
+
+@pytest.mark.parametrize("key, where", [("num_hidden_layers", None), ("num_attention_heads", None),
+                                        ("num_experts", None), ("num_hidden_layers", "text_config")])
+def test_absurd_config_counts_are_refused_at_once(tmp_path, key, where):
+    cfg = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 4096,
+           "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8,
+           "intermediate_size": 12288, "vocab_size": 151936}
+    base = dict(cfg)
+    if where:
+        cfg[where] = {**cfg, key: 10**9}
+    else:
+        cfg[key] = 10**9  # num_hidden_layers=10**9 ran plan for hours (linear in layers)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UsageError, match=rf"{(where + '.') if where else ''}{key} is 1000000000; accepted: at most "
+                                         "10,000") as exc:
+        get_model(tmp_path)
+    assert "\n" not in str(exc.value)
+    (tmp_path / "config.json").write_text(json.dumps({**base, "num_hidden_layers": 10_000}))
+    assert get_model(tmp_path).layers == 10_000  # the bound itself is accepted

@@ -443,3 +443,30 @@ def test_readme_knob_answers_are_what_plan_prints(argv, capsys):
     shown = [line for line in out if line.startswith(("largest", "profile run", "just above", "above:", "9 slices",
                                                       "1 slice "))]
     assert shown and all(line in readme for line in shown), [line for line in shown if line not in readme]
+
+
+@pytest.mark.parametrize("fit", ["max_model_len", "gpu_memory_utilization", "max_slice_nums"])
+def test_fit_with_settings_vllm_refuses_everywhere_exits_2_as_plain_plan(fit, capsys):
+    """It printed "vLLM refuses the settings" with exit 0 while plain plan exits 2 on the same --set."""
+    argv = ["plan", "--card", "4090", "--vllm", "0.32.0", "--no-vllm-exact", "--set", "max_num_seqs=1000000000"]
+    assert main([*argv, "--fit", fit]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"refuses these settings at start-up at every {fit} tried: max_num_batched_tokens" in err
+    assert "\n" not in err
+
+
+def test_a_table_whose_every_row_fails_alike_exits_2_in_one_line(capsys):
+    """--card 4090,3090 --fit max_pixels with image and video off printed a table of identical n/a rows, exit 0."""
+    assert main(["plan", "--model", "qwen2.5-vl-7b", "--card", "4090,3090", "--vllm", "0.32.0", "--no-vllm-exact",
+                 "--fit", "max_pixels", "--set", 'limit_mm_per_prompt={"image":0,"video":0}']) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--fit max_pixels: image and video are off" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("fmt", ["text", "md"])
+def test_fit_max_model_len_says_where_it_starts_and_why(fmt, capsys):
+    assert main(["plan", "--card", "4090", "--vllm", "0.32.0", "--no-vllm-exact", "--fit", "max_model_len",
+                 "--format", fmt]) == 0
+    out = capsys.readouterr().out
+    assert "max_model_len starts at 656: one largest image item is 640 tokens" in out
+    assert "largest max_model_len that fits: 16 " not in out

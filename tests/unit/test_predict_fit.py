@@ -61,7 +61,18 @@ def test_domain_top_is_reported_not_searched_beyond():
 def test_nothing_fits_says_why_at_the_bottom():
     f = fit("max_model_len", "minicpm-v-2_6", "t4", "0.32.0", "llm", {})
     assert f.value is None and f.at is None
-    assert f.above.verdict == "oom_weights" and f.above.settings["max_model_len"] == 16
+    # the bottom is one image prompt (640-token item + 1, to the block), not one block: see the floor test below
+    assert f.above.verdict == "oom_weights" and f.above.settings["max_model_len"] == 656
+
+
+def test_max_model_len_fit_serves_one_image_prompt_when_images_are_on():
+    """MiniCPM-V-2_6 on a 4090 used to answer 16 tokens: no image prompt fits there (vLLM 0.32
+    v1/engine/input_processor.py:590 rejects a prompt longer than max_model_len)."""
+    f = fit("max_model_len", "minicpm-v-2_6", "4090", "0.32.0", "llm", {})
+    assert f.domain[0] == 656 and (f.value is None or f.value >= 656)
+    assert "one largest image item is 640 tokens" in f.floor and f.to_json()["floor"] == f.floor
+    text = fit("max_model_len", "minicpm-v-2_6", "4090", "0.32.0", "llm", {"limit_mm_per_prompt": {"image": 0}})
+    assert text.domain[0] == 16 and text.floor is None
 
 
 class _Fake:

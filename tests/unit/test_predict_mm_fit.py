@@ -227,3 +227,29 @@ def test_minicpm_o_has_minicpm_vs_size_knobs_and_an_audio_count():
     assert {"max_slice_nums", "num_frames", "limit_mm_per_prompt.audio"} <= set(knobs)
     assert knobs["limit_mm_per_prompt.audio"].modalities == ("audio",)
     assert knobs["limit_mm_per_prompt.audio"].label(2) == "2 audios per prompt"
+
+
+@pytest.mark.parametrize("model, knob, limits, words", [
+    ("qwen2.5-vl-7b", "max_pixels", {"image": 0, "video": 0}, "--fit max_pixels: image and video are off"),
+    ("minicpm-v-2_6", "num_frames", {"video": 0}, "--fit num_frames: video is off"),
+    ("minicpm-v-2_6", "max_slice_nums", {"image": 0, "video": 0}, "--fit max_slice_nums: image"),
+])
+def test_a_size_knob_of_a_modality_that_is_off_is_refused(model, knob, limits, words):
+    """It used to answer a confident value (max_pixels 12,845,056; 14 frames) that sizes nothing."""
+    with pytest.raises(UsageError, match=words) as e:
+        fit_knob(knob, model, "4090", V, "llm", {"limit_mm_per_prompt": limits})
+    assert "nothing" in str(e.value) and "accepted: a limit_mm_per_prompt above 0" in str(e.value)
+
+
+def test_a_size_knob_with_one_of_its_modalities_on_still_fits():
+    f = fit_knob("max_pixels", "qwen2.5-vl-7b", "4090", V, "llm",
+                 {"limit_mm_per_prompt": {"image": 0}, "max_model_len": 8192})
+    assert f.value is not None
+
+
+def test_skip_mm_profiling_profile_line_says_no_dummy_item(capsys):
+    from diagnostics.cli import main
+    assert main(["plan", "--model", "qwen2.5-vl-7b", "--card", "4090", "--vllm", V, "--no-vllm-exact", "--set",
+                 "skip_mm_profiling=true", "--set", "max_model_len=8192", "--fit", "max_pixels"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("profile run:"))
+    assert line.startswith("profile run: no dummy item (skip_mm_profiling=true; without it: 1 dummy video items")

@@ -441,3 +441,31 @@ def test_audio_limit_is_a_modality_and_a_model_without_audio_refuses_it():
     resolve(M, get_card("l4"), "0.32.0", "llm", {"limit_mm_per_prompt": {"audio": 0}})  # 0 is allowed, as vLLM does
     o = resolve(get_model("minicpm-o-2_6"), get_card("l4"), "0.32.0", "llm", {"limit_mm_per_prompt": {"audio": 2}})
     assert o["limit_mm_per_prompt"] == {"image": 999, "video": 999, "audio": 2}
+
+
+def test_pp_layer_partition_of_one_stage_is_the_text_vllm_reads():
+    """`--set VLLM_PP_LAYER_PARTITION=36` parses as the number 36; vLLM reads the environment's text "36"
+    (distributed/utils.py:142, 0.32). It was refused as "the wrong type"; now the partition's own rule answers."""
+    from diagnostics.cli import main
+    assert parse_set(["VLLM_PP_LAYER_PARTITION=28"]) == {"VLLM_PP_LAYER_PARTITION": "28"}
+    assert main(["plan", "--card", "4090", "--vllm", "0.32.0", "--no-vllm-exact", "--set",
+                 "VLLM_PP_LAYER_PARTITION=28"]) == 0
+
+
+@pytest.mark.parametrize("text, words", [
+    ("max_model_len=4096.0", "setting max_model_len=4096.0 has the wrong type; accepted: integer, -1 or auto"),
+    ("max_model_len=abc", "setting max_model_len='abc' has the wrong type; accepted: integer, -1 or auto"),
+    ("max_model_len=0", "setting max_model_len=0 is out of range; accepted: a positive integer, -1 or auto"),
+    ('limit_mm_per_prompt={"image":1,"image":2}', 'has the key "image" twice; accepted: each key once'),
+    ('mm_processor_kwargs={"max_pixels":1003520,"max_pixels":3136}', 'has the key "max_pixels" twice'),
+])
+def test_bad_set_values_are_one_line_with_one_wording(text, words):
+    """4096.0 said "accepted: integer or text" where other max_model_len values say "integer, -1 or auto"; a JSON
+    key given twice kept the last value in silence."""
+    with pytest.raises(UsageError, match=words):
+        parse_set([text])
+
+
+def test_max_model_len_minus_one_and_auto_still_mean_auto():
+    assert parse_set(["max_model_len=-1"]) == parse_set(["max_model_len=auto"]) == {"max_model_len": "auto"}
+    assert parse_set(["max_model_len=4096"]) == {"max_model_len": 4096}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +110,23 @@ def test_minicpm_o_s_matrix_turns_its_audio_off_as_it_turns_video_off():
     axes = knob_axes(get_model("minicpm-o-2_6").family.knobs)
     assert {"video": 0, "audio": 0} in axes["limit_mm_per_prompt"] and len(axes["limit_mm_per_prompt"]) == 4
     assert default_matrix(None, "openbmb/MiniCPM-o-2_6").name == "vlm-minicpm-o-2_6"
+
+
+def test_a_local_text_model_gets_a_text_matrix_and_a_broken_config_one_usage_line(pytester):  # newcomer pass
+    text_model = Path(__file__).resolve().parents[1] / "data" / "models" / "qwen3-8b"
+    matrix = default_matrix(None, str(text_model))
+    assert matrix.name == "vlm-text" and len(matrix.combinations) == 3 * 3 + 1
+    assert all(not set(c.settings) & {"limit_mm_per_prompt", "mm_processor_kwargs", "gpu_memory_utilization"}
+               for c in matrix.combinations)
+    pytester.makepyfile(test_startup=textwrap.dedent(STAND_IN))
+    pytester.makeconftest("import diagnostics.suite.plugin as _plugin\n_plugin.vllm_missing = lambda: None\n")
+    (pytester.path / "garbage").mkdir()
+    (pytester.path / "garbage" / "config.json").write_text("not json {")
+    for model, ret in ((text_model, 0), (pytester.path / "garbage", 4)):
+        result = pytester.runpytest_subprocess("-p", "diagnostics.suite.plugin", "-p", "no:cacheprovider", "-m",
+                                               "gpu", "--card=4090", f"--model={model}", "--collect-only")
+        assert result.ret == ret, result.stderr.str()
+        assert ret or "vlm.toml (10 combinations)" in result.stdout.str()
+    errors = [line for line in result.stderr.str().splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith(f"ERROR: --model {pytester.path / 'garbage'}: cannot read ")
+    assert "accepted: a model directory whose config.json" in errors[0]

@@ -550,6 +550,15 @@ def test_search_a_knob_of_a_text_model_is_refused_at_collection(searching):     
         "accepted: none (no vision tower) (or an engine setting: max_model_len, max_num_seqs)" in line
 
 
+def test_search_takes_the_knob_aliases_plan_fit_takes(searching):                          # newcomer pass
+    result = run(searching, "--collect-only", "-q", "--card=3090", "--model=OpenGVLab/InternVL3_5-8B-HF",
+                 "--search=max_dynamic_patch")  # plan --fit max_dynamic_patch's alias of max_patches
+    assert result.ret == 0, result.stderr.str()
+    assert "test_search_limit" in result.stdout.str() and "test_startup[" not in result.stdout.str()
+    result = run(searching, "--collect-only", "--card=3090", "--search=max_dynamic_patchez")
+    assert result.ret == 4 and "(or an alias: max_dynamic_patch, " in result.stderr.str()
+
+
 def test_without_search_the_search_test_is_not_collected(searching):
     result = run(searching, "--card=cpu", "--matrix=search.toml", "--collect-only", "-q")
     assert "test_startup[never-run]" in result.stdout.str() and "test_search_limit" not in result.stdout.str()
@@ -714,7 +723,8 @@ def test_card_cpu_without_a_matrix_picks_the_cpu_matrix_and_a_kit(stand_in):
     assert "model kit:tiny-text" in out and "cpu-tiny.toml" in out
 
 
-@pytest.mark.parametrize("model", ["openbmb/MiniCPM-V-2_6", "kit:minicpm-v-2_6"])
+@pytest.mark.parametrize("model", ["openbmb/MiniCPM-V-2_6", "kit:minicpm-v-2_6", "qwen2.5-vl-7b",
+                                   "kit:qwen2.5-vl-7b", "moonshotai/Kimi-VL-A3B-Instruct"])  # newcomer pass: any size
 def test_card_cpu_refuses_the_16_gb_model_in_one_line(stand_in, model):
     err = usage_error(run(stand_in, "--card=cpu", "--matrix=m.toml", f"--model={model}", "--collect-only"))
     line = next(line for line in err.splitlines() if line.startswith("ERROR:"))
@@ -992,3 +1002,18 @@ def test_a_bad_choice_is_one_usage_line_from_the_command_line_or_the_ini(project
     result = run(project, "--card=cpu", "--matrix=tiny.toml", "--collect-only", *args)
     err = [line for line in result.stderr.str().splitlines() if line.strip()]
     assert result.ret == 4 and err == [says], err
+
+
+def test_matrix_outside_the_rootdir_with_a_space_collects_as_the_equals_form(project, tmp_path_factory):
+    # pytest picks the rootdir before it knows --matrix: the value counted as a path, the ini went unread and a
+    # module outside testpaths was collected too (each combination twice)
+    project.makeini("[pytest]\ntestpaths = tests\n")
+    (project.path / "tests").mkdir()
+    (project.path / "tests" / "test_startup.py").write_text(textwrap.dedent(STAND_IN))
+    outside = tmp_path_factory.mktemp("elsewhere") / "m.toml"
+    outside.write_text(textwrap.dedent(MATRIX))
+    for form in ([f"--matrix={outside}"], ["--matrix", str(outside)]):
+        result = run(project, "-m", "gpu", "--card=cpu", "--collect-only", "-q", *form)
+        assert result.ret == 0, form
+        assert [line for line in result.outlines if "::test_startup[" in line] == [
+            f"tests/test_startup.py::test_startup[{s}]" for s in "abc"], form

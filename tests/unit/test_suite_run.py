@@ -169,6 +169,16 @@ def test_cpu_card_refuses_the_16_gb_model_by_any_of_its_names(name):            
         run.check_cpu_model(name)
 
 
-@pytest.mark.parametrize("name", ["kit:tiny-text", "kit:minicpm-v-2_6-tiny"])
+@pytest.mark.parametrize("name", ["kit:tiny-text", "kit:minicpm-v-2_6-tiny", "kit:minicpm-v-4_5-tiny"])
 def test_cpu_card_takes_the_tiny_kits(name):
     run.check_cpu_model(name)
+    run.check_cpu_model(name, name)  # named with --model too
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-vl-7b", "kit:qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct",
+                                  "kimi-vl-a3b-instruct", "kit:minicpm-v-4_5"])
+def test_cpu_card_refuses_a_real_size_model_the_user_names(name):                         # newcomer pass
+    with pytest.raises(UsageError, match=r"--card=cpu cannot start .* \(a real-size model of [0-9.]+ billion "
+                                         r"parameters\).*kit:tiny-text"):
+        run.check_cpu_model(name, name)
+    run.check_cpu_model(name)  # a matrix's own model (no --model): only the 16 GB list applies
