@@ -13,6 +13,7 @@ import sys
 from diagnostics.cards import get_card
 from diagnostics.errors import UsageError
 from diagnostics.explain import explain_record
+from diagnostics.logs.figures import DERIVED_NUMBERS
 from diagnostics.logs.reader import read_log_stream
 from diagnostics.logs.record import LogRecord
 from diagnostics.logs.source import read_log_input
@@ -203,13 +204,17 @@ def as_text(record, answer: dict) -> str:
         cause = record.error_line if len(record.error_line) <= 400 else record.error_line[:397] + "..."
         lines.append(f"root cause: {cause}")
     numbers = json_numbers(record.numbers)
-    key_numbers = [k for k in MAIN_NUMBERS if k in numbers]
+    key_numbers = [k for k in MAIN_NUMBERS if k in numbers and k not in DERIVED_NUMBERS]
     if key_numbers:
         lines.append("numbers printed by vLLM:")
         lines += [f"  {key}: {_fmt(key, numbers[key])}" for key in key_numbers]
-    others = [f"{k}={_fmt(k, v)}" for k, v in numbers.items() if k not in MAIN_NUMBERS]
+    others = [f"{k}={_fmt(k, v)}" for k, v in numbers.items() if k not in MAIN_NUMBERS and k not in DERIVED_NUMBERS]
     if others:
         lines.append("  also: " + ", ".join(others))
+    derived = [k for k in DERIVED_NUMBERS if k in numbers]
+    if derived:  # computed here from printed figures: a 0 is a true 0, not a print's rounding
+        lines.append("derived from them:")
+        lines += [f"  {key}: {fmt_gib(numbers[key])} ({DERIVED_NUMBERS[key]})" for key in derived]
     shown = {k: v for k, v in record.settings.items() if k in TEXT_SETTINGS}
     if shown:
         lines.append("settings in the log: " + ", ".join(f"{k}={v}" for k, v in shown.items()))

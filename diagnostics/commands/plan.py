@@ -213,7 +213,7 @@ def format_plan(p: Plan, explanation=None) -> str:
         prof += f"; encoder budget {pr['encoder_budget_tokens']:,} tokens"
     kv = fmt_tokens(p.kv_cache_tokens)
     lines = [head, knobs, "",
-             tabulate(rows, headers=["term", "GiB", "range", "basis"], tablefmt="simple"), "",
+             tabulate(rows, headers=["term", "GiB", "range", "basis"], tablefmt="simple", disable_numparse=True), "",
              prof,
              f"predicted start-up peak: {fmt_gib(p.peak_gib)} (incl. ~{fmt_gib(p.cuda_context_gib)} CUDA context); "
              f"KV cache: {kv} tokens; coefficients: {p.coefficients.name}",

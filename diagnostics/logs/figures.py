@@ -21,6 +21,10 @@ CONFIG_KEYS = {"model": "model", "max_seq_len": "max_model_len", "enforce_eager"
                "max_num_seqs": "max_num_seqs", "max_num_batched_tokens": "max_num_batched_tokens",
                "gpu_memory_utilization": "gpu_memory_utilization", "block_size": "block_size"}
 
+# Figures of LogRecord.numbers that vLLM did not print but we computed from printed ones (a sum), with how:
+# renderers show them apart from the printed numbers, and a 0 among them is a true 0, not a print's rounding.
+DERIVED_NUMBERS = {"other_processes_gib": "sum of the other processes in the OOM message's process list"}
+
 
 def number(text: str) -> float | int:
     """`65,536` -> 65536, `15.9524` -> 15.9524, `-0.23` -> -0.23 (int when printed without a decimal point)."""

@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 
 from diagnostics.logs import patterns as P
-from diagnostics.logs.figures import config_settings, error_figures, gib, number
+from diagnostics.logs.figures import DERIVED_NUMBERS, config_settings, error_figures, gib, number
 from diagnostics.logs.lines import Line
 from diagnostics.logs.outcome import Decider, decide_engine, recognised
 from diagnostics.logs.record import LogRecord
@@ -181,8 +181,9 @@ class Scan:
             rec.numbers["other_processes_gib"] = sum(p["gib"] for p in rec.gpu_processes if not p["this_process"])
             source = self.origin.get("figure:oom_gpu_index") or self.origin.get("figure:oom_tried_gib")
             for key in ("oom_process_in_use_gib", "other_processes_gib"):
-                rec.provenance[f"figure:{key}"] = {"how": "from the process list of the OOM message",
-                                                   "line": source[0].index if source else None}
+                how = f"derived: {DERIVED_NUMBERS[key]}" if key in DERIVED_NUMBERS else \
+                    "from the process list of the OOM message"
+                rec.provenance[f"figure:{key}"] = {"how": how, "line": source[0].index if source else None}
         decide_engine(rec, self.lines, self.v0_marks, self.v1_marks)
         for key, (line, rule) in self.origin.items():
             rec.provenance.setdefault(key, {"how": "read from this line", "line": line.index, "rule": rule})

@@ -202,6 +202,10 @@ def scaled_encoder_bytes(raw_bytes: int, eager: bool, coef: Coefficients) -> int
     return int(raw_bytes * (coef.encoder_scale_eager if eager else coef.encoder_scale_linear))
 
 
+NO_ENCODER_BASIS = "derived: no encoder pass (no multimodal encoder, or no encoder items in the profile run)"
+FIXED_KV_BASIS = "derived: kv_cache_memory_bytes (your setting, as vLLM takes it)"
+
+
 def encoder_term(enc_total_bytes: int, eager: bool, coef: Coefficients, low_bytes: int | None = None) -> Term:
     """The encoder profile's peak (GiB) with its range: eager attention's scores are exact, the rest estimated.
     low_bytes: the family's own lower figure where its attention kind is not known (MiniCPM-o's Whisper pass with
@@ -209,7 +213,7 @@ def encoder_term(enc_total_bytes: int, eager: bool, coef: Coefficients, low_byte
     lo_f, hi_f = coef.encoder_range_eager if eager else coef.encoder_range_linear
     gib = enc_total_bytes / GiB
     if not gib:
-        return Term.exact(0.0, "exact: none")
+        return Term.exact(0.0, NO_ENCODER_BASIS)
     basis = ("derived: eager vision attention scores (L^2 per head: MiniCPM-V's SigLIP slices x heads x 1024^2 x "
              "8 B, Kimi-VL's MoonViT over its packed images) + linear activations"
              if eager else "estimate: linear-in-tokens tower/resampler activations")
@@ -354,7 +358,7 @@ def kv_cache_term(model: ModelSpec, settings: dict, db: int, budget_gib: float, 
     kv_v = kv_for("value_gib", "value_gib")
     kv_lo = kv_for("high_gib", "high_gib")
     kv_hi = kv_for("low_gib", "low_gib")
-    basis = ("exact: kv_cache_memory_bytes" if fixed_kv is not None else
+    basis = (FIXED_KV_BASIS if fixed_kv is not None else
              "derived: util x total - (weights + non_torch + activation peak)" + (" - CUDA graphs" if graphs_sub else ""))
     if block_bytes is None:
         block_bytes = kv_block_bytes(model, settings, db)
@@ -363,7 +367,7 @@ def kv_cache_term(model: ModelSpec, settings: dict, db: int, budget_gib: float, 
         blocks = int(settings["num_gpu_blocks_override"])
         kv_v = kv_lo = kv_hi = blocks * block_bytes / GiB
         basis = "derived: num_gpu_blocks_override x bytes per block"
-    if (model.decoder is not None and not model.decoder.known and not basis.startswith("exact")
+    if (model.decoder is not None and not model.decoder.known and fixed_kv is None
             and not from_vllm):
         basis = (f"estimate: {basis.split(': ', 1)[1]}; bytes per token from the generic config keys "
                  f"(architecture {model.architecture} has no rules here)")

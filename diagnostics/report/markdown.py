@@ -12,6 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 
+from diagnostics.logs.figures import DERIVED_NUMBERS
 from diagnostics.report.content import ENV_LABELS, peak_of
 from diagnostics.units import fmt_error, fmt_gib, fmt_tokens, plural
 
@@ -60,7 +61,10 @@ def cell(key: str, value) -> str:
 
 
 def printed_cell(key: str, value) -> str:
-    """A figure vLLM printed: as `cell`, but a printed 0 GiB is vLLM's rounding, not an empty pool."""
+    """A figure vLLM printed: as `cell`, but a printed 0 GiB is vLLM's rounding, not an empty pool. A figure derived
+    from printed ones (logs.figures.DERIVED_NUMBERS) says so, and its 0 is a true 0."""
+    if key in DERIVED_NUMBERS and value is not None:
+        return f"{cell(key, value)} (derived: {DERIVED_NUMBERS[key]}; not printed)"
     return "< 0.05 (printed as 0)" if key.endswith("_gib") and value == 0 else cell(key, value)
 
 

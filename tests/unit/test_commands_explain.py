@@ -305,6 +305,21 @@ def test_a_real_kv_pool_that_vllm_printed_as_0_0_gib_never_reads_0_00_gib():
     assert "| KV cache (GiB)   | < 0.05 (printed as 0) |" in md.stdout
 
 
+def test_a_derived_figure_is_shown_apart_from_the_numbers_vllm_printed(capsys, tmp_path):    # newcomer pass (nD)
+    """other_processes_gib is our sum over the OOM message's process list, not a number vLLM printed: text and
+    Markdown show it apart, and its 0 is a true 0, not `under 0.05 GiB (printed as 0)`."""
+    log = str(LOGS / "gpu_v063_profile_vision_oom.log")
+    assert main(["explain", log]) == 0
+    text = capsys.readouterr().out
+    printed = text.split("numbers printed by vLLM:", 1)[1].split("derived from them:", 1)[0]
+    assert "weights_gib" in printed and "other_processes_gib" not in printed
+    assert "derived from them:\n  other_processes_gib: 0.00 GiB (sum of the other processes" in text
+    out = tmp_path / "r.md"
+    assert main(["explain", log, "--format", "md", "--out", str(out)]) == 0
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| OOM: other processes"))
+    assert "printed as 0" not in row and "0.00 (derived: sum of the other processes" in row
+
+
 @pytest.mark.parametrize("option, words", [                                                   # newcomer-3 defect 12
     (["--card", "h100-80"], "the log shows a 23.69 GiB device; --card h100-80 is 79.10 GiB"),
     (["--card", "cpu"], "--card cpu on a log of a CUDA start"),

@@ -57,6 +57,21 @@ def test_text_table(capsys):
         assert word in out
 
 
+def test_text_table_prints_gib_as_units_formats_them_and_labels_honestly(capsys):   # newcomer pass (nD)
+    """tabulate re-read the formatted GiB cells as numbers (`9.31323e+07`, `0.3`); a user's kv_cache_memory_bytes is
+    `derived` (taken as given), and a text model's encoder row says there is no encoder pass, not `exact: none`."""
+    text_model = str(Path(__file__).resolve().parents[1] / "data" / "models" / "qwen3-8b")
+    assert main(["plan", "--model", text_model, "--card", "h100-80", "--vllm", "0.32.0", "--no-vllm-exact",
+                 "--set", "kv_cache_memory_bytes=99999999999999999"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.split()[:1] in (["kv_cache"], ["non_torch"],
+                                                                                        ["encoder_profile"])}
+    assert "e+" not in rows["kv_cache"] and "93132257.46" in rows["kv_cache"]
+    assert "derived: kv_cache_memory_bytes (your setting, as vLLM takes it)" in rows["kv_cache"]
+    assert rows["non_torch"].split()[1] == "0.30"
+    assert "derived: no encoder pass" in rows["encoder_profile"] and "exact" not in rows["encoder_profile"]
+
+
 def test_entrypoint_changes_v1_defaults(capsys):
     llm = _json(capsys, "--card", "3090", "--vllm", "0.33.0", "--entrypoint", "llm")
     serve = _json(capsys, "--card", "3090", "--vllm", "0.33.0", "--entrypoint", "serve")

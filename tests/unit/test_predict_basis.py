@@ -58,7 +58,11 @@ def test_every_term_of_every_plan_keeps_the_contract(tmp_path, version):
                 assert not p.components["weights"].basis.startswith("exact"), (spec.name, settings)
             if spec.decoder is not None and not spec.decoder.known:
                 assert p.components["weights"].basis.startswith("estimate")
-                assert p.components["kv_cache"].basis.startswith(("estimate", "exact: kv_cache_memory_bytes"))
+                assert p.components["kv_cache"].basis.startswith(("estimate", "derived: kv_cache_memory_bytes"))
+            if settings.get("kv_cache_memory_bytes"):  # the user's setting, taken as given: not read, not computed
+                assert p.components["kv_cache"].basis == "derived: kv_cache_memory_bytes (your setting, as vLLM takes it)"
+            if not spec.is_multimodal:  # a text model has no encoder pass: no figure to call exact
+                assert p.components["encoder_profile"].basis.startswith("derived: no encoder pass"), spec.name
     assert seen >= 35 and not breaches, breaches[:5]  # 0.6.3 predates most VLM families: fewer pairs
 
 
@@ -67,7 +71,9 @@ def test_the_contract_refuses_a_rule_labelled_exact_and_accepts_the_registered_s
     assert check("weights", "exact") and check("weights", "guess: 3 GiB")
     assert check("weights", "exact: /x (1 safetensors file) headers (12 tensors, loaded as stored)") is None
     assert check("weights", "exact (vLLM 0.32's own code): parameter bytes on the meta device") is None
-    assert check("kv_cache", "exact: kv_cache_memory_bytes") is None
+    assert check("kv_cache", "exact: kv_cache_memory_bytes")  # a user's setting is not read or computed: derived
+    assert check("encoder_profile", "exact: none")  # no encoder is not a figure vLLM computed
+    assert check("kv_cache", "derived: kv_cache_memory_bytes (your setting, as vLLM takes it)") is None
     assert check("kv_cache", "derived: util x total - (weights + non_torch + activation peak)") is None
 
 

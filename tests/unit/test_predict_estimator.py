@@ -107,7 +107,7 @@ def test_v1_subtracts_cuda_graphs_from_020():
 def test_kv_cache_memory_bytes_fixes_the_pool():
     p = plan("minicpm-v-2_6", "3090", "0.32.0", "serve", {"kv_cache_memory_bytes": 2 * 2**30, "max_model_len": 8192})
     assert p.kv_cache_tokens == (2 * 2**30 // (16 * 57_344)) * 16 == 37_440
-    assert p.components["kv_cache"].basis.startswith("exact")
+    assert p.components["kv_cache"].basis.startswith("derived: kv_cache_memory_bytes (your setting")
     assert p.verdict == "ok"
 
 

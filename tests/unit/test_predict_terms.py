@@ -8,8 +8,9 @@ import pytest
 
 from diagnostics.models import MINICPM_V_2_6 as M
 from diagnostics.predict.coefficients import DEFAULT
-from diagnostics.predict.terms import (Term, cuda_graph_term, encoder_term, kv_cache_term, largest_graph_batch,
-                                       llm_pass_bytes, non_torch_term, sampler_bytes, weights_term)
+from diagnostics.predict.terms import (FIXED_KV_BASIS, NO_ENCODER_BASIS, Term, cuda_graph_term, encoder_term,
+                                       kv_cache_term, largest_graph_batch, llm_pass_bytes, non_torch_term,
+                                       sampler_bytes, weights_term)
 from diagnostics.units import GiB
 
 
@@ -34,7 +35,7 @@ def test_encoder_term_range_depends_on_attention_kind():
     eager, linear = encoder_term(GiB, True, DEFAULT), encoder_term(GiB, False, DEFAULT)
     assert (eager.low_gib, eager.high_gib) == DEFAULT.encoder_range_eager
     assert (linear.low_gib, linear.high_gib) == DEFAULT.encoder_range_linear
-    assert encoder_term(0, False, DEFAULT) == Term.exact(0.0, "exact: none")
+    assert encoder_term(0, False, DEFAULT) == Term.exact(0.0, NO_ENCODER_BASIS)
 
 
 def test_llm_pass_and_sampler_bytes_by_hand():
@@ -92,7 +93,7 @@ def test_kv_cache_is_budget_minus_terms_or_the_fixed_pool():
     per_block = 16 * M.kv_bytes_per_token(2)
     assert kv.blocks == int(2.7 * GiB // per_block) and kv.tokens == kv.blocks * 16
     fixed = kv_cache_term(M, {**s, "kv_cache_memory_bytes": 2 * GiB}, 2, 20.0, used, None)
-    assert fixed.value_gib == 2.0 and fixed.term.basis.startswith("exact")
+    assert fixed.value_gib == 2.0 and fixed.term.basis == FIXED_KV_BASIS
     graphs = Term(0.5, 0.25, 1.0, "e")
     assert kv_cache_term(M, s, 2, 20.0, used, graphs).value_gib == pytest.approx(20.0 - 17.3 - 0.5)
 

@@ -72,6 +72,47 @@ def test_current_user_and_host_are_removed_everywhere():
         assert leaked not in out
 
 
+@pytest.mark.parametrize(
+    "text, leaked",
+    [
+        ("INFO loading m on alice@gpu-node-17.corp.example.com as alice", ["alice", "gpu-node-17", "example.com"]),
+        ("alice@gpu-node-17.corp.example.com: INFO x\nOSError on host gpu-node-17 (user alice)", ["alice", "gpu-node"]),
+        ("ssh Bob.Smith@db3.lan and root@10.0.0.5", ["Bob.Smith", "db3", "10.0.0.5"]),
+        ("reach build-7.int.acme.io or cache.internal or nas.local", ["build-7", "acme", "cache", "nas"]),
+        ("node07: INFO a\nnode07: INFO b\nnode07: INFO c\nlater node07 again", ["node07"]),
+        ("mail carol@gmail.com or maintainer@huggingface.co", ["carol", "gmail", "maintainer"]),
+    ],
+)
+def test_foreign_user_at_host_and_host_names_are_removed(text, leaked):
+    """Hosts that are not this machine's: ssh targets, pssh's `user@host: ` and pdsh's `host: ` line prefixes,
+    fully qualified and internal-domain names; e-mail addresses go too (a report never needs one)."""
+    out = Redactor().text(text)
+    for s in leaked:
+        assert s.lower() not in out.lower(), (s, out)
+
+
+def test_host_and_user_named_by_a_key_go_everywhere():
+    """results.jsonl's machine_info carries `hostname` bare (no dot): the name goes from every string beside it."""
+    out = redact({"machine_info": {"hostname": "gpunode17", "user": "zqalice"},
+                  "error": "OSError on host gpunode17 as zqalice"}, Redactor())
+    assert "gpunode17" not in json.dumps(out) and "zqalice" not in json.dumps(out)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "see https://huggingface.co/openbmb/MiniCPM-V-2_6 and https://cdn-lfs.huggingface.co/repos/x",
+        "git clone git@github.com:vllm-project/vllm.git; pip install https://download.pytorch.org/whl/cu121",
+        "torch.cuda.OutOfMemoryError in vllm.model_executor.models.minicpmv reading model.safetensors.index.json",
+        "File \"/usr/lib/python3.11/site-packages/vllm/worker/model_runner.py\", line 1056, in load_model",
+        "model='openbmb/MiniCPM-V-2_6' vllm@0.6.3 docs.vllm.ai",
+        "INFO: a\nINFO: b\nINFO: c\nRuntimeError: CUDA out of memory",
+    ],
+)
+def test_public_hosts_model_ids_and_code_names_survive(text):
+    assert Redactor().text(text) == text
+
+
 def test_generic_names_are_left_as_words():
     with mock.patch("getpass.getuser", return_value="root"), mock.patch("socket.gethostname", return_value="vm"):
         red = Redactor.for_this_machine()
@@ -103,6 +144,11 @@ secret_names = st.tuples(
 users = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=3, max_size=8).map(lambda s: "zq" + s)
 hosts = st.tuples(st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=3, max_size=8),
                   st.sampled_from(["", ".corp.example", ".local"])).map(lambda t: "zh" + t[0] + t[1])
+# Another node's fully qualified name (not this machine's, so nothing knows it in advance)
+foreign_hosts = st.tuples(
+    st.text("abcdefghijklmnopqrstuvwxyz", min_size=3, max_size=6), st.integers(0, 99),
+    st.sampled_from([".corp.example.com", ".cluster.local", ".lan", ".internal", ".hpc.uni-x.edu", ".corp"]),
+).map(lambda t: f"zf{t[0]}-{t[1]}{t[2]}")
 
 
 def _plant(run_dir: Path, p: dict) -> None:
@@ -120,6 +166,7 @@ def _plant(run_dir: Path, p: dict) -> None:
         f"HF hub token {p['hf']} and AWS {p['aws']}",
         f"cache at file://{p['host']}/share/{p['user']} and https://{p['user']}:{p['value2']}@example.com/x",
         f"vllm serve m --api-key {p['value3']} --max-model-len 4096",
+        f"{p['user']}@{p['foreign']}: INFO loading on {p['user']}@{p['foreign']} (node {p['foreign'].split('.')[0]})",
     ]
     for r in records:
         log = (FIXTURE / r["log_file"]).read_text().splitlines()
@@ -138,16 +185,18 @@ def _plant(run_dir: Path, p: dict) -> None:
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(other=users.map(lambda u: u.replace("zq", "zo", 1)), name=secret_names, value=values, value2=values, value3=values, bearer=values, hf=hf_tokens, sk=sk_tokens,
-       aws=aws_keys, user=users, host=hosts)
-def test_planted_secrets_never_reach_any_report_format(other, name, value, value2, value3, bearer, hf, sk, aws, user, host):
+       aws=aws_keys, user=users, host=hosts, foreign=foreign_hosts)
+def test_planted_secrets_never_reach_any_report_format(other, name, value, value2, value3, bearer, hf, sk, aws, user, host,
+                                                       foreign):
     from matplotlib.figure import Figure
 
     from diagnostics.report import write_reports
     from diagnostics.report.charts import figure_texts
 
     p = dict(other=other, name=name, value=value, value2=value2, value3=value3, bearer=bearer, hf=hf, sk=sk, aws=aws, user=user,
-             host=host)
-    secrets = [other, value, value2, value3, bearer, hf, sk, aws, user, host, host.split(".")[0]]
+             host=host, foreign=foreign)
+    secrets = [other, value, value2, value3, bearer, hf, sk, aws, user, host, host.split(".")[0], foreign,
+               foreign.split(".")[0]]
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
         _plant(run_dir, p)
@@ -194,9 +243,10 @@ quiet_values = values.filter(_reads_as_nothing)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(other=users.map(lambda u: u.replace("zq", "zo", 1)), name=secret_names, value=quiet_values,
        value2=quiet_values, value3=quiet_values, bearer=quiet_values, hf=hf_tokens, sk=sk_tokens, aws=aws_keys,
-       user=users, host=hosts)
+       user=users, host=hosts, foreign=foreign_hosts,
+       pdsh=st.sampled_from([None, True, False]))
 def test_planted_secrets_never_reach_the_single_log_report(other, name, value, value2, value3, bearer, hf, sk, aws,
-                                                           user, host):
+                                                           user, host, foreign, pdsh):
     from diagnostics.cli import main
 
     log = (LOGS / "gpu_v063_profile_vision_oom.log").read_text()
@@ -211,16 +261,23 @@ def test_planted_secrets_never_reach_the_single_log_report(other, name, value, v
         f"cache at file://{host}/share/{user} and https://{user}:{value2}@example.com/x",
         f"vllm serve m --api-key {value3} --max-model-len 4096",
     ]
-    secrets = [other, value, value2, value3, bearer, hf, sk, aws, user, host, host.split(".")[0]]
+    secrets = [other, value, value2, value3, bearer, hf, sk, aws, user, host, host.split(".")[0], foreign,
+               foreign.split(".")[0]]
+    text = "\n".join(planted[:4]) + "\n" + log + "\n".join(planted[4:]) + "\n"
+    # every line prefixed (unless None) as pssh -P (`user@host: `) or pdsh (`host: `) print a remote node's output
+    prefix = {None: "", True: f"{foreign}: ", False: f"{user}@{foreign}: "}[pdsh]
+    text = "".join(prefix + line + "\n" for line in text.splitlines())
     with tempfile.TemporaryDirectory() as tmp:
         path, out = Path(tmp) / "vllm.log", Path(tmp) / "report.md"
-        path.write_text("\n".join(planted[:4]) + "\n" + log + "\n".join(planted[4:]) + "\n")
+        path.write_text(text)
         with mock.patch("getpass.getuser", return_value=user), mock.patch("socket.gethostname", return_value=host):
             assert main(["explain", str(path), "--format", "md", "--out", str(out)]) == 0
         text = out.read_text(encoding="utf-8")
     for s in secrets:
         assert s.lower() not in text.lower(), f"{s!r} leaked into the log report"
-    assert "stopped with oom_profile" in text and "| weights (GiB)" in text  # still the report, with a prediction
+    # still the report, with a prediction. A pssh/pdsh prefix of 40 characters or more makes the reader lose the
+    # outcome (oom_unknown; a reader limit, not redaction's), so prefixed logs need only be read as a start that stopped
+    assert "stopped with " + ("oom_" if prefix else "oom_profile") in text and "| weights (GiB)" in text
     assert "~/models/MiniCPM-V-2_6" in text
 
 
