@@ -183,6 +183,14 @@ class SizeKnob:
         return n * self.step, tail
 
 
+def num_frames_knob(cap: int, cap_reason: str, note: str) -> SizeKnob:
+    """The dummy video's `limit_mm_per_prompt.video.num_frames` size hint (vLLM 0.12+, config/multimodal.py), one
+    frame a step, as every family that honours it has it; cap: the family's most frames per dummy video."""
+    return SizeKnob("num_frames", "limit_mm_per_prompt", "video.num_frames", 1, "frame", 1, 0, cap=cap,
+                    cap_reason=cap_reason, note=note, guards=False, modalities=("video",), word="frame{}",
+                    frontier=(1, 2, 4, 8, 12, 16))
+
+
 @dataclass(frozen=True)
 class Geometry:
     """The pixel size of a family's largest item of one modality (a video: each frame), as the suite's worst-case

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from diagnostics.errors import UsageError
 from diagnostics.families.common import (Geometry, Item, Kit, Knob, SizeKnob, Variant, VisionSpec, Window,
-                                         decoder_params, need)
+                                         decoder_params, need, num_frames_knob)
 from diagnostics.families.minicpmv_slicing import slice_image
 from diagnostics.versions import Version
 
@@ -179,13 +179,10 @@ def size_knobs(s: MiniCPMVShape, v: Version, modalities: tuple[str, ...]) -> lis
                             "would not guard larger real images", current=vis.max_slice_nums, word="slice{}",
                             frontier=(1, 2, 3, 4, 6, 9)))
     if "video" in modalities and v >= NUM_FRAMES_SINCE:
-        out.append(SizeKnob("num_frames", "limit_mm_per_prompt", "video.num_frames", 1, "frame", 1, 0,
-                            cap=MAX_FRAMES_PER_VIDEO,
-                            cap_reason=f"vLLM's _MAX_FRAMES_PER_VIDEO ({MAX_FRAMES_PER_VIDEO})",
-                            note="num_frames is a dummy option: it sizes the profile run's dummy video only; vLLM "
-                                 "still accepts real videos with more frames (up to its per-item maximum), which "
-                                 "the profile run then did not measure", guards=False, modalities=("video",),
-                            word="frame{}", frontier=(1, 2, 4, 8, 12, 16)))
+        out.append(num_frames_knob(
+            MAX_FRAMES_PER_VIDEO, f"vLLM's _MAX_FRAMES_PER_VIDEO ({MAX_FRAMES_PER_VIDEO})",
+            "num_frames is a dummy option: it sizes the profile run's dummy video only; vLLM still accepts real "
+            "videos with more frames (up to its per-item maximum), which the profile run then did not measure"))
     return out
 
 

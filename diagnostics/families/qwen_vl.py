@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from diagnostics.families.common import Geometry, Item, Kit, Knob, SizeKnob, Variant, Window, decoder_params, need
+from diagnostics.families.common import (Geometry, Item, Kit, Knob, SizeKnob, Variant, Window, decoder_params, need,
+                                         num_frames_knob)
 
 # mm_processor_kwargs keys items() reads (flat or per modality); others go to the HF processor unmodelled
 MM_KWARGS = ("max_pixels", "min_pixels", "size", "images_kwargs", "videos_kwargs")
@@ -194,13 +195,11 @@ def size_knobs(s: QwenVLShape, v=None, modalities: tuple[str, ...] = ()) -> list
                          "images_kwargs scope it to one)", modalities=("image", "video"),
                     frontier=(256, 512, 1024, 1280, 2048, 4096, 8192, 16384))]
     if "video" in modalities and not s.variant.startswith("qwen3") and v is not None and v >= NUM_FRAMES_SINCE:
-        out.append(SizeKnob("num_frames", "limit_mm_per_prompt", "video.num_frames", 1, "frame", 1, 0,
-                            cap=MAX_FRAMES_PER_VIDEO,
-                            cap_reason=f"vLLM's _MAX_FRAMES_PER_VIDEO ({MAX_FRAMES_PER_VIDEO}, qwen2_vl.py:120)",
-                            note="num_frames is a dummy option: it lowers the profile run's dummy video only "
-                                 "(qwen2_vl.py get_dummy_mm_data); vLLM still accepts real videos of more frames, "
-                                 "which the profile run then did not measure", guards=False, modalities=("video",),
-                            word="frame{}", frontier=(1, 2, 4, 8, 12, 16)))
+        out.append(num_frames_knob(
+            MAX_FRAMES_PER_VIDEO, f"vLLM's _MAX_FRAMES_PER_VIDEO ({MAX_FRAMES_PER_VIDEO}, qwen2_vl.py:120)",
+            "num_frames is a dummy option: it lowers the profile run's dummy video only (qwen2_vl.py "
+            "get_dummy_mm_data); vLLM still accepts real videos of more frames, which the profile run then did not "
+            "measure"))
     return out
 
 
