@@ -75,6 +75,18 @@ def supported(v: Version) -> bool:
     return oldest <= v < Version(0, _NEWEST_MINOR + 1, 0)
 
 
+# A whole version as a user types one (`0.6.3`, `v0.8.4`, `0.6.3.post1`, `0.11.0rc1`, `0.6.3+cu121`): what --vllm
+# takes, so `0.6.3garbage` or `"0.6.3 0.7.0"` is refused rather than read as its first version.
+_WHOLE_VERSION_RE = re.compile(r"\s*v?\d+\.\d+(?:\.\d+)?(?:\.?(?:post|rc|dev|a|b)\d*)*(?:\+[\w.]+)?\s*")
+
+
+def parse_whole_version(text) -> Version:
+    """parse_version for a value the user typed whole (--vllm): UsageError when anything but a version is in it."""
+    if not _WHOLE_VERSION_RE.fullmatch(str(text or "")):
+        raise UsageError(f"cannot read vLLM version {text!r}; accepted: {ACCEPTED_RANGE}")
+    return parse_version(text)
+
+
 def parse_version(text) -> Version:
     """`"0.6.3.post1"` -> Version(0, 6, 3). UsageError for text that is not a supported vLLM version."""
     v = read_version(text)

@@ -10,7 +10,7 @@ from diagnostics.cards import CPU_CARD, Card, get_card, list_cards, load_cards_t
 from diagnostics.errors import UsageError
 from diagnostics.predict.estimator import Plan, plan
 from diagnostics.predict.fit import Fit, check_fit, fit, max_concurrency, refusal
-from diagnostics.versions import KNOWN_VERSIONS, default_version, parse_version
+from diagnostics.versions import KNOWN_VERSIONS, default_version, parse_version, parse_whole_version
 
 ALL = "all"
 
@@ -53,13 +53,15 @@ def expand_versions(text: str | None) -> list[str]:
     text = text.strip()
     if text.lower() == ALL:
         return list(KNOWN_VERSIONS)
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
+    names = [n.strip() for n in text.split(",")]
+    if not any(names):
         raise UsageError(f"--vllm {text!r} names no version; accepted: a version, a comma list, A..B, or all")
+    if not all(names):
+        raise UsageError(f"--vllm {text!r} has an empty entry; accepted: versions separated by single commas")
     _once(names, "--vllm", text)
     out: list[str] = []
     for name in names:
-        for v in (_release_range(name) if ".." in name else [str(parse_version(name))]):
+        for v in (_release_range(name) if ".." in name else [str(parse_whole_version(name))]):
             if v not in out:
                 out.append(v)
     return out
@@ -69,7 +71,9 @@ def _release_range(text: str) -> list[str]:
     lo_text, _, hi_text = text.partition("..")
     if not lo_text.strip() or not hi_text.strip():
         raise UsageError(f"--vllm {text!r}: a range needs both ends; accepted: OLDER..NEWER, e.g. 0.20.0..0.34.0")
-    lo, hi = parse_version(lo_text), parse_version(hi_text)
+    if ".." in hi_text:
+        raise UsageError(f"--vllm {text!r}: a range has two ends; accepted: OLDER..NEWER, e.g. 0.20.0..0.34.0")
+    lo, hi = parse_whole_version(lo_text), parse_whole_version(hi_text)
     if lo > hi:
         raise UsageError(f"--vllm {text!r} runs backwards; accepted: OLDER..NEWER, e.g. 0.20.0..0.34.0")
     inner = [k for k in KNOWN_VERSIONS if lo < parse_version(k) < hi]

@@ -85,11 +85,11 @@ ERROR_KEY = pytest.StashKey[str]()  # a bad option met while collecting, raised 
 def pytest_configure(config: pytest.Config) -> None:
     for name, description in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {description}")
-    if not config.option.help and asked_for(config):  # else: built when a collected test needs it
-        try:
+    try:
+        if not config.option.help and asked_for(config):  # else: built when a collected test needs it
             activate(config)
-        except UsageError as err:
-            raise pytest.UsageError(str(err)) from None
+    except UsageError as err:  # a bad option (an empty --model) is one usage line
+        raise pytest.UsageError(str(err)) from None
 
 
 def asked_for(config: pytest.Config) -> bool:

@@ -111,9 +111,16 @@ def add_options(parser) -> None:
                       default=False if ini_type == "bool" else "")
 
 
+# options whose empty value would silently mean the default (the CLI's `--model ""`): refused, naming what is taken
+NAMED_OPTIONS = {"model": "a hub id, a model directory, a stored name or kit:NAME",
+                 "matrix": "a matrix TOML file", "card": "a card name, auto or cpu"}
+
+
 def option(config, name: str):
     """The CLI value when given, else the ini value, else None (also for an empty ini string)."""
     value = config.getoption(f"memcheck_{name}", None)
+    if isinstance(value, str) and not value.strip() and name in NAMED_OPTIONS:  # `--model ""`: not the default
+        raise UsageError(f"--{name.replace('_', '-')} is empty; accepted: {NAMED_OPTIONS[name]}")
     if value is not None and value is not False:  # not `in (None, False)`: 0 == False, and 0 is a value
         return value
     value = config.getini(f"{INI_PREFIX}{name}")

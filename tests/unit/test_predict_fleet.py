@@ -105,3 +105,15 @@ def test_a_range_with_a_missing_end_says_so(text):
 
     with pytest.raises(UsageError, match="a range needs both ends; accepted: OLDER..NEWER"):
         expand_versions(text)
+
+
+@pytest.mark.parametrize("text", ["0.6.3 0.7.0", "0.6.3garbage", "0.6.3;rm", "0.6.3,,0.7.0", "0.6.0..0.7.0..0.8.0"])
+def test_a_vllm_value_with_anything_but_versions_is_refused_not_read_as_its_start(text):      # newcomer re-check
+    with pytest.raises(UsageError):
+        expand_versions(text)
+
+
+@pytest.mark.parametrize("text, want", [("0.6.3.post1", "0.6.3"), ("v0.8.4", "0.8.4"), ("0.11.0rc1", "0.11.0"),
+                                        ("0.6.3+cu121", "0.6.3")])
+def test_the_version_spellings_users_type_are_read(text, want):
+    assert expand_versions(text) == [want]

@@ -89,6 +89,8 @@ def test_malformed_matrix_is_a_usage_error_naming_file_and_line(project):
 def test_unknown_kit_and_bad_tolerance_are_usage_errors(project):
     result = run(project, "--card=cpu", "--model=kit:nope")
     assert result.ret == 4 and "unknown model kit 'kit:nope'; accepted: kit:minicpm-v-2_6" in result.stderr.str()
+    result = run(project, "--card=cpu", "--model", "")  # an empty --model is not the default model (newcomer)
+    assert result.ret == 4 and "--model is empty; accepted:" in result.stderr.str()
     result = run(project, "--card=cpu", "--compare-baseline=x", "--fail-on-regression=peak:lots")
     assert result.ret == 4 and "bad tolerance 'peak:lots'" in result.stderr.str()
 
