@@ -81,6 +81,9 @@ _HOME_PATTERNS = [
     re.compile(r"(?P<home>[A-Za-z]:(?:\\\\|\\|/)Users(?:\\\\|\\|/)(?P<user>[^\\/\s\"'<>:]+))", re.IGNORECASE),
     re.compile(r"(?P<home>(?<![A-Za-z0-9_.\-])/root)(?=/|\s|$|[\"',;:)\]}])"),
 ]
+# A user's directory outside a home: `/scratch/users/NAME/`, `/gpfs/u/NAME/`, `/data/home/NAME/` (HPC layouts):
+# the name is learned (then redacted everywhere); the path keeps its shape.
+_USER_DIR = re.compile(r"/(?:users|u|home|people|homes)/(?P<user>[^/\s\"'<>:]+)/")
 _FILE_URL_HOST = re.compile(r"(?i)\bfile://(?P<host>[^/\s\"'<>]+)/")
 _UNC_HOST = re.compile(r"(?<![A-Za-z0-9:])\\\\(?P<host>[A-Za-z0-9][A-Za-z0-9.\-]*)\\")
 _USER_AT_HOST = re.compile(r"\b(?P<user>[A-Za-z_][A-Za-z0-9_.+\-]{1,63})@(?P<host>[A-Za-z0-9][A-Za-z0-9.\-]*[A-Za-z0-9])\b")
@@ -176,7 +179,7 @@ class Redactor:
             elif key in ("user", "username", "user_name", "login"):
                 self.add_user(value)
         for text in _strings(obj):
-            for pattern in _HOME_PATTERNS[:3]:
+            for pattern in (*_HOME_PATTERNS[:3], _USER_DIR):
                 for m in pattern.finditer(text):
                     self.add_user(m.group("user"))
             for m in _FILE_URL_HOST.finditer(text):

@@ -304,3 +304,14 @@ def test_planted_names_never_reach_the_plan_report(user, host):
     for s in (user, host, host.split(".")[0]):
         assert s.lower() not in text.lower(), f"{s!r} leaked into the plan report"
     assert "NVIDIA A10 on [host]" in text and "| weights (GiB)" in text
+
+
+@pytest.mark.parametrize("path", ["/scratch/users/dave.smith/ckpt/MiniCPM-V-2_6", "/gpfs/u/dsmith42/models/x",
+                                  "/data/home/dsmith42/models/x"])
+def test_a_user_directory_outside_a_home_loses_its_user_name(path):                  # newcomer re-check
+    text = f"INFO model='{path}' loaded"
+    r = Redactor()
+    r.learn(text)
+    out = redact(text, r)
+    name = path.split("/")[3]
+    assert name not in out and ("/models/" in out or "/ckpt/" in out)
