@@ -383,6 +383,7 @@ def knob_frontier(fitted: str, ladder_setting: str, model="minicpm-v-2_6", card=
     base = plan(model, card, version, entrypoint, overrides)
     knob = find_knob(ladder_setting, model, version, base.settings)
     check_knob_fit(knob, overrides)
+    check_modality_on(knob, ladder_setting, base.settings)  # else every frontier row plans alike
     engine_fit.check_fit(fitted, overrides)
     return [(v, engine_fit.fit(fitted, model, card, version, entrypoint, apply(knob, v, overrides)))
             for v in frontier_values(knob)]

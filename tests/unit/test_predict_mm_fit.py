@@ -253,3 +253,9 @@ def test_skip_mm_profiling_profile_line_says_no_dummy_item(capsys):
                  "skip_mm_profiling=true", "--set", "max_model_len=8192", "--fit", "max_pixels"]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("profile run:"))
     assert line.startswith("profile run: no dummy item (skip_mm_profiling=true; without it: 1 dummy video items")
+
+
+def test_a_frontier_over_a_size_knob_whose_modality_is_off_is_refused_like_the_fit():   # newcomer re-check
+    held = {"limit_mm_per_prompt": {"image": 0, "video": 0}}
+    with pytest.raises(UsageError, match="--fit max_pixels: image and video are off"):
+        knob_frontier("max_model_len", "max_pixels", "qwen2.5-vl-7b", "4090", "0.32.0", "llm", held)
