@@ -375,15 +375,22 @@ COUNT_KEYS = ("num_hidden_layers", "num_layers", "n_layer", "depth", "num_attent
               "num_heads", "multi_query_group_num", "num_experts", "num_local_experts", "n_routed_experts")
 
 
+# widths and lengths, bounded the same way: 100x the largest released (hidden 16-25k, vocab 262k-1M, 10M positions)
+MAX_SIZE = {"hidden_size": 2_000_000, "intermediate_size": 20_000_000, "vocab_size": 100_000_000,
+            "max_position_embeddings": 1_000_000_000}
+
+
 def _check_counts(cfg: dict, source: str) -> None:
     """UsageError (one line) when a COUNT_KEYS value of the config or of a sub-config (text_config,
-    vision_config, ...) exceeds MAX_COUNT."""
+    vision_config, ...) exceeds MAX_COUNT, or a MAX_SIZE key its bound."""
+    bounds = {**dict.fromkeys(COUNT_KEYS, MAX_COUNT), **MAX_SIZE}
     for where, sub in [("", cfg)] + [(f"{k}.", v) for k, v in cfg.items() if isinstance(v, dict)]:
-        for key in COUNT_KEYS:
+        for key, bound in bounds.items():
             v = sub.get(key)
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v > MAX_COUNT:
-                raise UsageError(f"{source}: {where}{key} is {v!r}; accepted: at most {MAX_COUNT:,} (far above any "
-                                 "released model, whose largest have a few hundred layers and 512 experts)")
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v > bound:
+                raise UsageError(f"{source}: {where}{key} is {v!r}; accepted: at most {bound:,} (far above any "
+                                 "released model, whose largest have a few hundred layers, 512 experts, hidden "
+                                 "sizes of ~25k and 10M positions)")
 
 
 def model_from_config(cfg: dict, name: str = "config.json", source: str = "config.json",

@@ -304,3 +304,14 @@ def test_absurd_config_counts_are_refused_at_once(tmp_path, key, where):
     assert "\n" not in str(exc.value)
     (tmp_path / "config.json").write_text(json.dumps({**base, "num_hidden_layers": 10_000}))
     assert get_model(tmp_path).layers == 10_000  # the bound itself is accepted
+
+
+@pytest.mark.parametrize("key, value", [("hidden_size", 10**7), ("max_position_embeddings", 10**15),
+                                        ("vocab_size", 10**12), ("intermediate_size", 10**9)])
+def test_absurd_config_widths_and_lengths_are_refused_too(tmp_path, key, value):         # newcomer re-check
+    cfg = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 4096,
+           "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8,
+           "intermediate_size": 12288, "vocab_size": 151936, key: value}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UsageError, match=rf"{key} is {value}; accepted: at most"):
+        get_model(tmp_path)
