@@ -200,6 +200,7 @@ class Decoder:
 # one pool, and a block holds one page of each of group_size layers. group_size is the fewest layers of any kind
 # (0.9.2:826); from 0.12.0 the most when that is under 1.25 x the fewest (0.12.0:1017), 1.5 x from 0.18.0
 # (0.18.0:1043; 0.32.0:1467-1478).
+HYBRID_KV_SINCE = (0, 9, 2)  # V1's hybrid KV manager keeps only a sliding window's blocks (v1/core/kv_cache_utils.py)
 GROUP_MAX_FACTORS = (((0, 18, 0), 1.5), ((0, 12, 0), 1.25))
 
 

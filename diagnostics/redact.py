@@ -81,9 +81,9 @@ _HOME_PATTERNS = [
     re.compile(r"(?P<home>[A-Za-z]:(?:\\\\|\\|/)Users(?:\\\\|\\|/)(?P<user>[^\\/\s\"'<>:]+))", re.IGNORECASE),
     re.compile(r"(?P<home>(?<![A-Za-z0-9_.\-])/root)(?=/|\s|$|[\"',;:)\]}])"),
 ]
-# A user's directory outside a home: `/scratch/users/NAME/`, `/gpfs/u/NAME/`, `/data/home/NAME/` (HPC layouts):
-# the name is learned (then redacted everywhere); the path keeps its shape.
-_USER_DIR = re.compile(r"/(?:users|u|home|people|homes)/(?P<user>[^/\s\"'<>:]+)/")
+# A user's directory outside a home: `/scratch/users/NAME/`, `/gpfs/u/NAME/` (HPC layouts; `/home/NAME`, wherever it
+# stands, is _HOME_PATTERNS' own): the name is learned (then redacted everywhere); the path keeps its shape.
+_USER_DIR = re.compile(r"/(?:users|u|people|homes)/(?P<user>[^/\s\"'<>:]+)/")
 _FILE_URL_HOST = re.compile(r"(?i)\bfile://(?P<host>[^/\s\"'<>]+)/")
 _UNC_HOST = re.compile(r"(?<![A-Za-z0-9:])\\\\(?P<host>[A-Za-z0-9][A-Za-z0-9.\-]*)\\")
 _USER_AT_HOST = re.compile(r"\b(?P<user>[A-Za-z_][A-Za-z0-9_.+\-]{1,63})@(?P<host>[A-Za-z0-9][A-Za-z0-9.\-]*[A-Za-z0-9])\b")

@@ -21,7 +21,8 @@ from diagnostics.predict import mm_budget, pipeline
 from diagnostics.predict.architectures import text_refusal
 from diagnostics.predict.coefficients import DEFAULT, Calibration, Coefficients
 from diagnostics.predict.exact import VllmExact, exact_weights_gib
-from diagnostics.predict.layer_notes import HYBRID_KV_SINCE, layer_kind_notes
+from diagnostics.decoder import HYBRID_KV_SINCE
+from diagnostics.predict.layer_notes import layer_kind_notes
 from diagnostics.predict.limits import known_limits, mm_guard_notes, setting_notes, startup_blocker
 from diagnostics.predict.terms import (KVCache, Term, activation_term, cuda_graph_term, dtype_bytes,
                                        eager_vision_attention, encoder_bytes, encoder_term, kv_block_bytes,

@@ -4,12 +4,11 @@ hybrid KV manager), Mamba/linear-attention state, MoE layers' fused-MoE scratch.
 
 from __future__ import annotations
 
-from diagnostics.decoder import FULL, LINEAR, SLIDING, STATE_POOL_SINCE, kv_group_size, state_pool_block_size
+from diagnostics.decoder import (FULL, HYBRID_KV_SINCE, LINEAR, SLIDING, STATE_POOL_SINCE, kv_group_size,
+                                 state_pool_block_size)
 from diagnostics.predict.moe import DEFAULT_TOP_K, moe_layer_bytes
 from diagnostics.settings import KV_CACHE_DTYPES
 from diagnostics.units import GiB, fmt_gib
-
-HYBRID_KV_SINCE = (0, 9, 2)  # V1's hybrid KV manager keeps only a sliding window's blocks (v1/core/kv_cache_utils.py)
 
 
 def group_words(n: dict, version, other: str = SLIDING) -> str:
